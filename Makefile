@@ -1,0 +1,45 @@
+# wpm: the two commands a new machine needs are `make run` and `make test`.
+# Each target does the set-up it needs first (Debian packages, configure, build).
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+DATA       ?= ./var/wpm
+CMAKE_ARGS ?=
+
+.PHONY: all deps configure build run test bench check clean
+
+all: build
+
+deps:
+	@bash deploy/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# Starts wpmd in the foreground with its embedded default; Ctrl-C stops it.
+run: build
+	@mkdir -p $(DATA)
+	./$(BUILD)/bin/wpmd --data $(DATA)
+
+# The whole suite: unit, integration, crash, corruption, disk-full and replay tests.
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 900
+
+# Benchmarks print their figures and the physical limit measured in the same run.
+bench: build
+	./$(BUILD)/bin/wpm-bench-store
+	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
+
+# Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate folder.
+check: deps
+	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DWPM_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -L unit
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,51 @@
+#pragma once
+// Request/reply client of the event store: one DEALER socket, a deadline per
+// attempt, bounded retries (the Lazy Pirate pattern: on a timeout the socket is
+// closed and a new one sends again). Only requests that are safe to repeat are
+// retried: reads, stats, and appends that carry an idempotency key.
+// Thread safety: one thread per client.
+
+#include <memory>
+#include <string>
+#include <zmq.hpp>
+
+#include "bus/constants.h"
+#include "schemas/error.h"
+#include "schemas/protocol.h"
+
+namespace wpm::bus {
+
+struct ClientOptions {
+  // Deadline of one attempt. Default: 5000 ms.
+  int timeout_ms = kRequestTimeoutMsDefault;
+  // Attempts for a repeatable request (1 = no retry). Default: 3.
+  int attempts = kRequestAttemptsDefault;
+};
+
+class StoreClient {
+ public:
+  StoreClient(zmq::context_t& context, std::string endpoint, ClientOptions options = {});
+
+  Result<AppendResult> append(const AppendRequest& request);
+  Result<ReadReply> read_range(const ReadRangeRequest& request);
+  Result<ReadReply> read_stream(const ReadStreamRequest& request);
+  Result<StatsReply> stats();
+
+  // Sends raw bytes (tests of malformed input); returns the raw reply frame.
+  Result<std::string> call_raw(const std::string& frame);
+
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  enum class Repeat { kSafe, kNever };
+  Result<Reply> call(RequestBody body, Repeat repeat);
+  void reconnect();
+
+  zmq::context_t& context_;
+  std::string endpoint_;
+  ClientOptions options_;
+  std::unique_ptr<zmq::socket_t> socket_;
+  uint64_t next_request_id_;
+};
+
+}  // namespace wpm::bus

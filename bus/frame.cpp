@@ -1,0 +1,66 @@
+#include "bus/frame.h"
+
+#include <fmt/format.h>
+
+#include "bus/constants.h"
+
+namespace wpm::bus {
+
+DecodeLimits frame_limits() {
+  DecodeLimits limits;
+  limits.max_frame_bytes = kFrameBytesMax;
+  return limits;
+}
+
+std::optional<Result<std::vector<zmq::message_t>>> recv_message(zmq::socket_t& socket,
+                                                                size_t max_frames,
+                                                                zmq::recv_flags flags) {
+  std::vector<zmq::message_t> frames;
+  size_t total = 0;
+  while (true) {
+    zmq::message_t msg;
+    auto got = socket.recv(msg, frames.empty() ? flags : zmq::recv_flags::none);
+    if (!got) return std::nullopt;  // EAGAIN on the first frame only
+    bool more = msg.more();
+    ++total;
+    if (frames.size() < max_frames) frames.push_back(std::move(msg));
+    if (!more) break;
+  }
+  if (total > max_frames) {
+    return Result<std::vector<zmq::message_t>>(std::unexpected(Error{
+        ErrorCode::kInvalidRequest,
+        fmt::format("message of {} frames; at most {} expected", total, max_frames)}));
+  }
+  return Result<std::vector<zmq::message_t>>(std::move(frames));
+}
+
+std::string bind_spelling(const std::string& endpoint) {
+  if (endpoint.starts_with("tcp://") && endpoint.ends_with(":0")) {
+    return endpoint.substr(0, endpoint.size() - 1) + "*";
+  }
+  return endpoint;
+}
+
+std::string last_endpoint(zmq::socket_t& socket) {
+  return socket.get(zmq::sockopt::last_endpoint);
+}
+
+void apply_defaults(zmq::socket_t& socket) {
+  socket.set(zmq::sockopt::linger, 0);
+  socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kFrameBytesMax));
+}
+
+std::string event_topic(EventType type) {
+  return fmt::format("{}{}", kEventTopicPrefix, event_type_name(type));
+}
+
+int poll(zmq::pollitem_t* items, size_t count, std::chrono::milliseconds timeout) {
+  try {
+    return zmq::poll(items, count, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return 0;
+    throw;
+  }
+}
+
+}  // namespace wpm::bus

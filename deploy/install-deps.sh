@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that wpm's build, tests and benchmarks need.
+# Idempotent: only missing packages are installed; a second run does nothing.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  cmake g++ make ninja-build pkg-config git
+  # libraries found by find_package / pkg_check_modules
+  libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev
+  prometheus-cpp-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev
+  libssl-dev libpam0g-dev libcap-ng-dev libarchive-dev libzstd-dev
+  # tests: processes, namespaces, networking, tmpfs
+  procps iproute2 util-linux python3 curl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

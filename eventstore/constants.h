@@ -1,0 +1,23 @@
+#pragma once
+// Limits and fixed values of the event store (STYLE.md §2). Each is a bound
+// the store enforces; changing a persisted one is a format change.
+
+#include <cstddef>
+#include <cstdint>
+
+namespace wpm::eventstore {
+
+// Largest stream id, idempotency key and actor/correlation strings accepted.
+inline constexpr size_t kStreamIdBytesMax = 256;
+inline constexpr size_t kIdempotencyKeyBytesMax = 256;
+// Events in one append request.
+inline constexpr size_t kRequestEventsMax = 10'000;
+// Stream heads kept in memory before the cache is dropped and reloaded lazily.
+inline constexpr size_t kStreamCacheEntriesMax = 1'000'000;
+
+// Acknowledged-sequence file: two slots, written alternately, each in its own
+// 4 KiB block so that a torn write can only damage the slot being written.
+inline constexpr size_t kMarkSlotBytes = 4096;
+inline constexpr uint32_t kMarkMagic = 0x57504d41;  // "WPMA"
+
+}  // namespace wpm::eventstore

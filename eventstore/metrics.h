@@ -1,0 +1,34 @@
+#pragma once
+// Prometheus metrics of the event store (STYLE.md §7: wpm_ prefix, base units,
+// bounded labels). Owned by main(), lent to the server. Thread-safe (atomics).
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace wpm::eventstore {
+
+enum class RequestKind { kAppend, kReadRange, kReadStream, kStats };
+
+struct StoreMetrics {
+  explicit StoreMetrics(prometheus::Registry& registry);
+
+  prometheus::Counter& request(RequestKind kind, bool ok);
+
+  prometheus::Family<prometheus::Counter>& requests_family;
+  prometheus::Counter& appended_events;
+  prometheus::Counter& duplicate_appends;
+  prometheus::Counter& conflicts;
+  prometheus::Histogram& batch_events;
+  prometheus::Histogram& commit_seconds;
+  prometheus::Gauge& head_sequence;
+  prometheus::Gauge& log_bytes;
+  prometheus::Gauge& subscribers;
+  prometheus::Gauge& read_only;
+  prometheus::Counter& malformed_frames;
+  prometheus::Counter& published_events;
+};
+
+}  // namespace wpm::eventstore

@@ -1,0 +1,39 @@
+#pragma once
+// Options of the event store, parsed once in main() from flags and the
+// configuration file (STYLE.md §5).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace wpm::eventstore {
+
+struct StoreOptions {
+  // Directory holding the database (`log/`), the acknowledged-sequence mark
+  // (`acknowledged`) and the lock file (`wpmd.lock`). Default: none (required).
+  std::string data_dir;
+  // How long an append's idempotency key is remembered after its commit; a
+  // re-send within the window returns the original sequences. Keys older than
+  // this are dropped at compaction. Default: 24 h.
+  uint32_t idempotency_window_s = 24 * 3600;
+  // Largest number of events committed in one batch (one WAL sync). Requests
+  // past it wait for the next batch. Default: 65536.
+  size_t batch_events_max = 65'536;
+  // Read replies: at most this many events and about this many bytes per page.
+  // Default: 4096 events, 4 MiB.
+  uint32_t read_page_events_max = 4096;
+  size_t read_page_bytes_max = 4u << 20;
+  // RocksDB memtable size of the log column family. Default: 64 MiB.
+  size_t write_buffer_bytes = 64u << 20;
+  // Records re-verified (checksum and chain) at open, counted from the head.
+  // Default: 1000.
+  uint64_t open_verify_tail_events = 1000;
+  // Open the database read-only (offline tools). Default: false.
+  bool read_only = false;
+  // Offline tools only: open even when the WAL has a corrupt record in the
+  // middle, skipping what cannot be read, so that the damage can be reported.
+  // Default: false.
+  bool salvage = false;
+};
+
+}  // namespace wpm::eventstore

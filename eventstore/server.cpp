@@ -1,0 +1,208 @@
+#include "eventstore/server.h"
+
+#include <fmt/format.h>
+#include <poll.h>
+
+#include <chrono>
+
+#include "bus/constants.h"
+#include "bus/frame.h"
+#include "schemas/assert.h"
+#include "schemas/codec.h"
+
+namespace wpm::eventstore {
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+struct StoreServer::PendingAppend {
+  zmq::message_t identity;
+  uint64_t request_id;
+  AppendRequest request;
+};
+
+StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions options,
+                         StoreMetrics& metrics, std::shared_ptr<spdlog::logger> log)
+    : store_(store),
+      options_(std::move(options)),
+      metrics_(metrics),
+      log_(std::move(log)),
+      router_(context, zmq::socket_type::router),
+      xpub_(context, zmq::socket_type::xpub) {
+  bus::apply_defaults(router_);
+  bus::apply_defaults(xpub_);
+  xpub_.set(zmq::sockopt::sndhwm, options_.publish_hwm);
+  // Pass every (un)subscription through, so the subscriber gauge counts all.
+  xpub_.set(zmq::sockopt::xpub_verboser, 1);
+}
+
+Result<void> StoreServer::bind() {
+  auto bind_one = [&](zmq::socket_t& s, const std::string& endpoint, const char* what,
+                      std::string& bound) -> Result<void> {
+    try {
+      s.bind(bus::bind_spelling(endpoint));
+    } catch (const zmq::error_t& e) {
+      return fail(ErrorCode::kUnavailable,
+                  fmt::format("cannot bind the {} endpoint {}: {}; choose another address or port "
+                              "(0 picks a free one), or stop the program using it",
+                              what, endpoint, e.what()));
+    }
+    bound = bus::last_endpoint(s);
+    return {};
+  };
+  if (auto r = bind_one(router_, options_.request_endpoint, "request", bound_request_); !r) return r;
+  return bind_one(xpub_, options_.publish_endpoint, "publication", bound_publish_);
+}
+
+void StoreServer::malformed(const std::string& why) {
+  metrics_.malformed_frames.Increment();
+  int64_t now_s = now_ns() / 1'000'000'000;
+  if (now_s != malformed_window_start_s_) {
+    if (malformed_suppressed_ > 0) {
+      log_->warn("malformed_frames_suppressed count={}", malformed_suppressed_);
+    }
+    malformed_window_start_s_ = now_s;
+    malformed_suppressed_ = 0;
+    log_->warn("malformed_frame endpoint=request reason=\"{}\"", why);
+  } else {
+    ++malformed_suppressed_;
+  }
+}
+
+void StoreServer::reply(const zmq::message_t& identity, const Reply& r) {
+  std::string frame = encode_reply(r);
+  router_.send(zmq::buffer(identity.data(), identity.size()), zmq::send_flags::sndmore);
+  router_.send(zmq::buffer(frame), zmq::send_flags::none);
+}
+
+void StoreServer::read_subscriptions() {
+  for (int i = 0; i < 1024; ++i) {  // bounded drain
+    zmq::message_t msg;
+    if (!xpub_.recv(msg, zmq::recv_flags::dontwait)) return;
+    if (msg.size() == 0) continue;
+    auto first = static_cast<const uint8_t*>(msg.data())[0];
+    if (first == 1) metrics_.subscribers.Increment();
+    if (first == 0) metrics_.subscribers.Decrement();
+  }
+}
+
+void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
+  size_t pending_events = 0;
+  // Bounded drain: at most batch_requests_max messages per round.
+  for (size_t i = 0; i < options_.batch_requests_max; ++i) {
+    auto msg = bus::recv_message(router_, bus::kRequestFramesMax, zmq::recv_flags::dontwait);
+    if (!msg) return;
+    if (!*msg) {
+      malformed(msg->error().message);
+      continue;
+    }
+    auto& frames = **msg;
+    if (frames.size() != 2) {
+      malformed(fmt::format("message of {} frames; expected [identity][request]", frames.size()));
+      continue;
+    }
+    auto request = decode_request(bus::view(frames[1]), bus::frame_limits());
+    if (!request) {
+      malformed(request.error().message);
+      reply(frames[0], Reply{peek_request_id(bus::view(frames[1]), bus::frame_limits()),
+                             request.error()});
+      continue;
+    }
+    uint64_t id = request->request_id;
+    if (auto* append = std::get_if<AppendRequest>(&request->body)) {
+      pending_events += append->events.size();
+      pending.push_back(PendingAppend{std::move(frames[0]), id, std::move(*append)});
+      if (pending_events >= store_.options().batch_events_max) return;
+      continue;
+    }
+    RequestKind kind = RequestKind::kStats;
+    Result<ReplyBody> body = std::visit(
+        [&](auto& b) -> Result<ReplyBody> {
+          using T = std::decay_t<decltype(b)>;
+          if constexpr (std::is_same_v<T, ReadRangeRequest>) {
+            kind = RequestKind::kReadRange;
+            return store_.read_range(b);
+          } else if constexpr (std::is_same_v<T, ReadStreamRequest>) {
+            kind = RequestKind::kReadStream;
+            return store_.read_stream(b);
+          } else if constexpr (std::is_same_v<T, StatsRequest>) {
+            StatsReply stats = store_.stats();
+            stats.publish_endpoint = bound_publish_;
+            return stats;
+          } else {
+            WPM_ASSERT(false, "appends are handled above");
+            return fail(ErrorCode::kInternal, "unreachable");
+          }
+        },
+        request->body);
+    metrics_.request(kind, body.has_value()).Increment();
+    reply(frames[0], Reply{id, body ? std::move(*body) : ReplyBody{body.error()}});
+  }
+}
+
+void StoreServer::commit(std::vector<PendingAppend>& pending) {
+  std::vector<AppendRequest> requests;
+  requests.reserve(pending.size());
+  for (auto& p : pending) requests.push_back(std::move(p.request));
+  auto t0 = std::chrono::steady_clock::now();
+  CommitOutcome outcome = store_.commit(requests, now_ns());
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (outcome.batch_events > 0) {
+    metrics_.commit_seconds.Observe(seconds);
+    metrics_.batch_events.Observe(static_cast<double>(outcome.batch_events));
+    metrics_.appended_events.Increment(static_cast<double>(outcome.batch_events));
+  }
+  for (size_t i = 0; i < pending.size(); ++i) {
+    auto& result = outcome.results[i];
+    metrics_.request(RequestKind::kAppend, result.has_value()).Increment();
+    if (result && result->duplicate) metrics_.duplicate_appends.Increment();
+    if (!result && result.error().code == ErrorCode::kWrongExpectedVersion) {
+      metrics_.conflicts.Increment();
+    }
+    reply(pending[i].identity,
+          Reply{pending[i].request_id, result ? ReplyBody{*result} : ReplyBody{result.error()}});
+  }
+  for (const auto& c : outcome.committed) {
+    std::string topic = bus::event_topic(c.type);
+    std::string frame = encode_publication(Publication{c.sequence, c.record});
+    xpub_.send(zmq::buffer(topic), zmq::send_flags::sndmore);
+    xpub_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  }
+  metrics_.published_events.Increment(static_cast<double>(outcome.committed.size()));
+  metrics_.head_sequence.Set(static_cast<double>(store_.head()));
+  metrics_.read_only.Set(store_.read_only() ? 1 : 0);
+  pending.clear();
+}
+
+void StoreServer::run(int stop_fd) {
+  metrics_.head_sequence.Set(static_cast<double>(store_.head()));
+  metrics_.log_bytes.Set(static_cast<double>(store_.log_bytes()));
+  std::vector<PendingAppend> pending;
+  // Runs until a stop signal: an intentionally unbounded service loop.
+  while (true) {
+    zmq::pollitem_t items[] = {
+        {router_.handle(), 0, ZMQ_POLLIN, 0},
+        {xpub_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, stop_fd, ZMQ_POLLIN, 0},
+    };
+    bus::poll(items, 3, std::chrono::milliseconds(1000));
+    if (items[1].revents & ZMQ_POLLIN) read_subscriptions();
+    if (items[0].revents & ZMQ_POLLIN) {
+      serve_requests(pending);
+      if (!pending.empty()) {
+        commit(pending);
+        metrics_.log_bytes.Set(static_cast<double>(store_.log_bytes()));
+      }
+    }
+    if (items[2].revents & ZMQ_POLLIN) {
+      log_->info("store_stopping head={}", store_.head());
+      return;
+    }
+  }
+}
+
+}  // namespace wpm::eventstore

@@ -1,0 +1,71 @@
+#pragma once
+// The event store's network face (DESIGN.md §3): a ROUTER socket for requests
+// (append, read, stats) and an XPUB socket publishing every acknowledged event
+// in order. One thread runs the loop and is the store's sequencer: appends that
+// arrive while a batch is being made durable queue in the socket and form the
+// next batch (group commit). Replies and publications go out only after the
+// batch is durable. Malformed frames are counted, logged (rate-limited) and
+// answered with an error; they never stop the loop.
+//
+// Thread safety: construct, bind and run on one thread.
+
+#include <spdlog/logger.h>
+
+#include <memory>
+#include <string>
+#include <zmq.hpp>
+
+#include "eventstore/metrics.h"
+#include "eventstore/store.h"
+#include "schemas/error.h"
+
+namespace wpm::eventstore {
+
+struct ServerOptions {
+  // Request endpoint; port 0 picks a free port. Default: tcp://127.0.0.1:9515.
+  std::string request_endpoint = "tcp://127.0.0.1:9515";
+  // Publication endpoint. Default: tcp://127.0.0.1:9516.
+  std::string publish_endpoint = "tcp://127.0.0.1:9516";
+  // Send high-water mark per subscriber, in messages; a subscriber further
+  // behind loses publications (and catches up by reading). Default: 100000.
+  int publish_hwm = 100'000;
+  // Requests taken into one group commit. Default: 4096.
+  size_t batch_requests_max = 4096;
+};
+
+class StoreServer {
+ public:
+  StoreServer(Store& store, zmq::context_t& context, ServerOptions options, StoreMetrics& metrics,
+              std::shared_ptr<spdlog::logger> log);
+
+  // Binds both endpoints; the bound addresses are then available.
+  [[nodiscard]] Result<void> bind();
+  const std::string& request_endpoint() const { return bound_request_; }
+  const std::string& publish_endpoint() const { return bound_publish_; }
+
+  // Serves until `stop_fd` becomes readable (a signalfd); the batch in flight
+  // is finished and answered first.
+  void run(int stop_fd);
+
+ private:
+  struct PendingAppend;
+  void serve_requests(std::vector<PendingAppend>& pending);
+  void commit(std::vector<PendingAppend>& pending);
+  void read_subscriptions();
+  void reply(const zmq::message_t& identity, const Reply& reply);
+  void malformed(const std::string& why);
+
+  Store& store_;
+  ServerOptions options_;
+  StoreMetrics& metrics_;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::socket_t router_;
+  zmq::socket_t xpub_;
+  std::string bound_request_;
+  std::string bound_publish_;
+  // Rate limit for malformed-frame log lines.
+  int64_t malformed_window_start_s_ = 0;
+  uint64_t malformed_suppressed_ = 0;
+};
+
+}  // namespace wpm::eventstore

@@ -1,0 +1,805 @@
+#include "eventstore/store.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <bit>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "eventstore/constants.h"
+#include "eventstore/mark.h"
+#include "schemas/record.h"
+#include "schemas/assert.h"
+#include "schemas/codec.h"
+
+namespace wpm::eventstore {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kLogColumn = "log";
+constexpr const char* kStreamsColumn = "streams";
+constexpr const char* kIdempotencyColumn = "idempotency";
+constexpr const char* kMetaColumn = "meta";
+constexpr const char* kMetaLogBytes = "log_bytes";
+
+// ---- key and value encodings ------------------------------------------------
+
+std::string seq_key(uint64_t sequence) {
+  uint64_t be = std::byteswap(sequence);
+  return std::string(reinterpret_cast<const char*>(&be), 8);
+}
+uint64_t key_seq(std::string_view key) {
+  WPM_ASSERT(key.size() == 8, "log key of {} bytes", key.size());
+  uint64_t be;
+  std::memcpy(&be, key.data(), 8);
+  return std::byteswap(be);
+}
+std::string stream_key(const std::string& stream_id, uint64_t version) {
+  std::string key = stream_id;
+  key.push_back('\0');
+  key += seq_key(version);
+  return key;
+}
+std::string u64_value(uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); }
+uint64_t value_u64(std::string_view v) {
+  uint64_t out = 0;
+  if (v.size() == 8) std::memcpy(&out, v.data(), 8);
+  return out;
+}
+std::string type_key(size_t type) { return fmt::format("type/{}", type); }
+
+// Idempotency value: first sequence, count, digest, commit time.
+struct KeyEntry {
+  uint64_t first_sequence = 0;
+  uint32_t count = 0;
+  Digest digest{};
+  int64_t committed_ns = 0;
+};
+constexpr size_t kKeyEntryBytes = 8 + 4 + 32 + 8;
+
+std::string encode_entry(const KeyEntry& e) {
+  std::string out(kKeyEntryBytes, '\0');
+  std::memcpy(out.data(), &e.first_sequence, 8);
+  std::memcpy(out.data() + 8, &e.count, 4);
+  std::memcpy(out.data() + 12, e.digest.data(), 32);
+  std::memcpy(out.data() + 44, &e.committed_ns, 8);
+  return out;
+}
+std::optional<KeyEntry> decode_entry(std::string_view v) {
+  if (v.size() != kKeyEntryBytes) return std::nullopt;
+  KeyEntry e;
+  std::memcpy(&e.first_sequence, v.data(), 8);
+  std::memcpy(&e.count, v.data() + 8, 4);
+  std::memcpy(e.digest.data(), v.data() + 12, 32);
+  std::memcpy(&e.committed_ns, v.data() + 44, 8);
+  return e;
+}
+
+// Drops idempotency keys older than the window at compaction.
+class IdempotencyWindowFilter : public rocksdb::CompactionFilter {
+ public:
+  explicit IdempotencyWindowFilter(uint32_t window_s) : window_ns_(int64_t{window_s} * 1'000'000'000) {}
+  bool Filter(int, const rocksdb::Slice&, const rocksdb::Slice& value, std::string*,
+              bool*) const override {
+    auto entry = decode_entry(std::string_view(value.data(), value.size()));
+    if (!entry) return false;
+    int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    return now - entry->committed_ns > window_ns_;
+  }
+  const char* Name() const override { return "wpm.IdempotencyWindowFilter"; }
+
+ private:
+  int64_t window_ns_;
+};
+
+Error rocks_error(const char* what, const rocksdb::Status& s) {
+  ErrorCode code = s.IsCorruption() ? ErrorCode::kCorruption : ErrorCode::kIo;
+  return Error{code, fmt::format("{}: {}", what, s.ToString())};
+}
+
+std::optional<Error> validate(const AppendRequest& r) {
+  auto invalid = [](std::string msg) { return Error{ErrorCode::kInvalidRequest, std::move(msg)}; };
+  if (r.events.empty()) return invalid("append request has no events; send at least one");
+  if (r.events.size() > kRequestEventsMax) {
+    return invalid(fmt::format("append request has {} events; the limit is {}, split it",
+                               r.events.size(), kRequestEventsMax));
+  }
+  if (r.idempotency_key.size() > kIdempotencyKeyBytesMax) {
+    return invalid(fmt::format("idempotency key of {} bytes; the limit is {}",
+                               r.idempotency_key.size(), kIdempotencyKeyBytesMax));
+  }
+  auto check_stream = [&](const std::string& s) -> std::optional<Error> {
+    if (s.empty() || s.size() > kStreamIdBytesMax || s.find('\0') != std::string::npos) {
+      return invalid(fmt::format("stream id '{}' is invalid: it must be 1..{} bytes without NUL",
+                                 s.substr(0, 64), kStreamIdBytesMax));
+    }
+    return std::nullopt;
+  };
+  for (const auto& e : r.events) {
+    if (auto err = check_stream(e.stream_id)) return err;
+  }
+  for (const auto& x : r.expectations) {
+    if (auto err = check_stream(x.stream_id)) return err;
+  }
+  return std::nullopt;
+}
+
+// Checks one expectation against the stream's current version (0 = no stream).
+std::optional<Error> check_expectation(const StreamExpectation& x, uint64_t current) {
+  bool ok = true;
+  switch (x.kind) {
+    case ExpectKind::kAny: break;
+    case ExpectKind::kNoStream: ok = current == 0; break;
+    case ExpectKind::kExact: ok = current == x.version; break;
+    case ExpectKind::kStreamExists: ok = current > 0; break;
+  }
+  if (ok) return std::nullopt;
+  Error e{ErrorCode::kWrongExpectedVersion,
+          fmt::format("stream {} is at version {}, the request expected {}; reload the stream "
+                      "and decide again",
+                      x.stream_id, current,
+                      x.kind == ExpectKind::kNoStream       ? std::string("no stream")
+                      : x.kind == ExpectKind::kStreamExists ? std::string("an existing stream")
+                                                            : std::to_string(x.version))};
+  e.stream_id = x.stream_id;
+  e.expected_version = x.version;
+  e.actual_version = current;
+  return e;
+}
+
+}  // namespace
+
+// ---- open and recovery --------------------------------------------------------
+
+Store::Store(StoreOptions options, std::shared_ptr<spdlog::logger> log)
+    : options_(std::move(options)), log_(std::move(log)) {}
+
+Store::~Store() {
+  for (auto* h : handles_) {
+    if (db_) (void)db_->DestroyColumnFamilyHandle(h);  // close: nothing to report
+  }
+  if (db_) {
+    rocksdb::Status s = db_->Close();
+    if (!s.ok()) log_->warn("store_close_failed error=\"{}\"", s.ToString());
+  }
+  db_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options,
+                                           std::shared_ptr<spdlog::logger> log) {
+  WPM_ASSERT(!options.data_dir.empty(), "data_dir is required");
+  std::unique_ptr<Store> store(new Store(options, std::move(log)));
+  std::error_code ec;
+  if (!options.read_only) {
+    fs::create_directories(options.data_dir, ec);
+    if (ec) {
+      return fail(ErrorCode::kIo, fmt::format("cannot create data directory {}: {}",
+                                              options.data_dir, ec.message()));
+    }
+  } else if (!fs::exists(fs::path(options.data_dir) / "log" / "CURRENT")) {
+    return fail(ErrorCode::kNotFound,
+                fmt::format("no event log in {} (expected {}/log); check --data",
+                            options.data_dir, options.data_dir));
+  }
+  // One writer per directory: an advisory lock held for the process lifetime.
+  // Read-only openers take it too, so an offline check never races wpmd.
+  std::string lock_path = options.data_dir + "/wpmd.lock";
+  store->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (store->lock_fd_ < 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot open {}: {}", lock_path, std::strerror(errno)));
+  }
+  if (::flock(store->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    ssize_t n = ::pread(store->lock_fd_, pid, sizeof pid - 1, 0);
+    std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "unknown";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return fail(ErrorCode::kUnavailable,
+                fmt::format("data directory {} is in use by another wpmd (pid {}); stop it first "
+                            "or choose another --data",
+                            options.data_dir, holder));
+  }
+  if (!options.read_only) {
+    std::string pid = fmt::format("{}\n", ::getpid());
+    if (::ftruncate(store->lock_fd_, 0) != 0 ||
+        ::pwrite(store->lock_fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      store->log_->warn("lock_file_pid_not_written path={} error=\"{}\"", lock_path,
+                        std::strerror(errno));
+    }
+  }
+  if (auto r = store->open_database(); !r) return std::unexpected(r.error());
+  if (auto r = store->recover(); !r) return std::unexpected(r.error());
+  return store;
+}
+
+Result<void> Store::open_database() {
+  rocksdb::DBOptions db;
+  db.create_if_missing = !options_.read_only;
+  db.create_missing_column_families = !options_.read_only;
+  db.paranoid_checks = true;
+  // A torn record at the very tail is what kill -9 during a write leaves: it was
+  // never synced, so never acknowledged, and may be dropped. Corruption anywhere
+  // else fails the open instead of silently truncating the log (DESIGN.md §9).
+  db.wal_recovery_mode = options_.salvage ? rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords
+                                          : rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  db.max_background_jobs = 2;
+  db.keep_log_file_num = 5;
+  db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db.avoid_flush_during_shutdown = false;
+
+  rocksdb::ColumnFamilyOptions log_cf;
+  log_cf.write_buffer_size = options_.write_buffer_bytes;
+  rocksdb::ColumnFamilyOptions small_cf;
+  small_cf.write_buffer_size = options_.write_buffer_bytes / 4;
+  rocksdb::ColumnFamilyOptions idem_cf = small_cf;
+  idem_filter_ = std::make_unique<IdempotencyWindowFilter>(options_.idempotency_window_s);
+  idem_cf.compaction_filter = idem_filter_.get();
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> columns = {
+      {rocksdb::kDefaultColumnFamilyName, small_cf},
+      {kLogColumn, log_cf},
+      {kStreamsColumn, small_cf},
+      {kIdempotencyColumn, idem_cf},
+      {kMetaColumn, small_cf},
+  };
+  std::string path = options_.data_dir + "/log";
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s =
+      options_.read_only
+          ? rocksdb::DB::OpenForReadOnly(db, path, columns, &handles_, &raw)
+          : rocksdb::DB::Open(db, path, columns, &handles_, &raw);
+  if (!s.ok()) {
+    std::string hint =
+        s.IsCorruption()
+            ? fmt::format("; the database in {} is damaged and was not opened, so that no "
+                          "acknowledged event is silently dropped. Inspect it with "
+                          "`wpm log verify --data {}` and restore from a backup",
+                          path, options_.data_dir)
+            : "";
+    return fail(s.IsCorruption() ? ErrorCode::kCorruption : ErrorCode::kIo,
+                fmt::format("cannot open event log {}: {}{}", path, s.ToString(), hint));
+  }
+  db_.reset(raw);
+  log_cf_ = handles_[1];
+  streams_cf_ = handles_[2];
+  idempotency_cf_ = handles_[3];
+  meta_cf_ = handles_[4];
+  return {};
+}
+
+Result<uint64_t> Store::last_stored_sequence() const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log_cf_));
+  it->SeekToLast();
+  if (!it->status().ok()) return std::unexpected(rocks_error("cannot read the log tail", it->status()));
+  if (!it->Valid()) return uint64_t{0};
+  return key_seq(std::string_view(it->key().data(), it->key().size()));
+}
+
+Result<void> Store::recover() {
+  std::string mark_path = options_.data_dir + "/acknowledged";
+  std::optional<uint64_t> mark;
+  if (options_.read_only) {
+    auto m = AckMark::read(mark_path);
+    if (!m) return std::unexpected(m.error());
+    mark = *m;
+  } else {
+    auto m = AckMark::open(mark_path);
+    if (!m) return std::unexpected(m.error());
+    mark_ = std::move(*m);
+    mark = mark_->value();
+  }
+  auto last = last_stored_sequence();
+  if (!last) return std::unexpected(last.error());
+  uint64_t stored = *last;
+  if (!mark && stored > 0) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("the log holds {} events but the acknowledged-sequence file {} is "
+                            "missing or unreadable, so lost events could not be detected; restore "
+                            "the file or the whole directory from a backup",
+                            stored, mark_path));
+  }
+  uint64_t acknowledged = mark.value_or(0);
+  acknowledged_at_open_ = acknowledged;
+  if (stored < acknowledged && !options_.salvage) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("acknowledged events are missing: the log ends at sequence {} but "
+                            "sequence {} was acknowledged (first missing: {}); refusing to run on "
+                            "a shorter log. Inspect with `wpm log verify --data {}` and restore "
+                            "from a backup",
+                            stored, acknowledged, stored + 1, options_.data_dir));
+  }
+  // Counters (meta column family) as of the last stored batch.
+  for (size_t t = 1; t <= kEventTypeMax; ++t) {
+    std::string v;
+    auto s = db_->Get(rocksdb::ReadOptions(), meta_cf_, type_key(t), &v);
+    if (s.ok()) type_counts_[t] = value_u64(v);
+  }
+  {
+    std::string v;
+    if (db_->Get(rocksdb::ReadOptions(), meta_cf_, kMetaLogBytes, &v).ok()) log_bytes_ = value_u64(v);
+  }
+  if (stored > acknowledged && !options_.read_only) {
+    if (auto r = discard_unacknowledged(acknowledged, stored); !r) return r;
+    stored = acknowledged;
+  }
+  if (!options_.read_only && !mark) {
+    if (auto r = mark_->store(0); !r) return std::unexpected(r.error());
+  }
+  uint64_t head = options_.read_only ? stored : std::min(stored, acknowledged);
+  if (head > 0) {
+    auto record = get_record(head);
+    if (!record) return std::unexpected(record.error());
+    auto view = parse_record(*record);
+    if (!view) {
+      return fail(ErrorCode::kCorruption,
+                  fmt::format("the last record (sequence {}) is damaged: {}; inspect with `wpm log "
+                              "verify --data {}`",
+                              head, view.error().message, options_.data_dir));
+    }
+    chain_ = view->chain;
+  }
+  head_.store(head, std::memory_order_release);
+  stats_log_bytes_ = log_bytes_;
+  stats_type_counts_ = type_counts_;
+  uint64_t prefix = 0;
+  if (::getrandom(&prefix, sizeof prefix, 0) != sizeof prefix) {
+    prefix = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }
+  event_id_prefix_ = prefix;
+  if (!options_.read_only) {
+    if (auto r = verify_tail(); !r) return r;
+  }
+  log_->info("store_opened dir={} head={} acknowledged={} log_bytes={}", options_.data_dir, head,
+             acknowledged, log_bytes_);
+  return {};
+}
+
+Result<void> Store::discard_unacknowledged(uint64_t mark, uint64_t last) {
+  // Records above the mark were written by a batch whose acknowledgement never
+  // happened (crash between WAL sync and mark sync, or a failed write). Nobody
+  // saw them: drop them so the log holds exactly what was acknowledged.
+  rocksdb::WriteBatch batch;
+  uint64_t count = 0;
+  auto r = scan(mark + 1, ScanMode::kBulk, [&](uint64_t seq, std::string_view record) {
+    batch.Delete(log_cf_, seq_key(seq));
+    ++count;
+    auto view = parse_record(record);
+    if (!view) return true;
+    auto event = decode_event(view->event_bytes);
+    if (!event) return true;
+    batch.Delete(streams_cf_, stream_key(event->stream_id, event->stream_version));
+    if (!event->idempotency_key.empty()) batch.Delete(idempotency_cf_, event->idempotency_key);
+    log_bytes_ -= std::min<uint64_t>(log_bytes_, record.size());
+    auto t = static_cast<size_t>(event->type());
+    type_counts_[t] -= std::min<uint64_t>(type_counts_[t], 1);
+    return true;
+  });
+  if (!r) return r;
+  // The counters were written together with the discarded records: fix them.
+  batch.Put(meta_cf_, kMetaLogBytes, u64_value(log_bytes_));
+  for (size_t t = 1; t <= kEventTypeMax; ++t) batch.Put(meta_cf_, type_key(t), u64_value(type_counts_[t]));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  auto s = db_->Write(wo, &batch);
+  if (!s.ok()) return std::unexpected(rocks_error("cannot discard unacknowledged records", s));
+  log_->warn("recovery_discarded_unacknowledged from={} to={} count={}", mark + 1, last, count);
+  return {};
+}
+
+Result<void> Store::verify_tail() {
+  uint64_t head = this->head();
+  if (head == 0 || options_.open_verify_tail_events == 0) return {};
+  uint64_t first = head > options_.open_verify_tail_events ? head - options_.open_verify_tail_events + 1 : 1;
+  Sha256Digest previous{};
+  if (first > 1) {
+    auto rec = get_record(first - 1);
+    if (!rec) return std::unexpected(rec.error());
+    auto view = parse_record(*rec);
+    if (!view) {
+      return fail(ErrorCode::kCorruption, fmt::format("sequence {}: {}", first - 1, view.error().message));
+    }
+    previous = view->chain;
+  }
+  ChainVerifier verifier(first, previous);
+  std::optional<Error> problem;
+  auto r = scan(first, ScanMode::kPage, [&](uint64_t seq, std::string_view record) {
+    if (seq > head) return false;
+    auto e = verifier.feed(seq, record);
+    if (!e) problem = e.error();
+    return e.has_value();
+  });
+  if (!r) return r;
+  if (!problem && verifier.next_sequence() != head + 1) {
+    problem = Error{ErrorCode::kCorruption, fmt::format("sequence {}: missing", verifier.next_sequence())};
+  }
+  if (problem) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("the log tail failed verification at open: {}; inspect with `wpm log "
+                            "verify --data {}`",
+                            problem->message, options_.data_dir));
+  }
+  return {};
+}
+
+// ---- the sequencer ------------------------------------------------------------
+
+Result<uint64_t> Store::stream_version(const std::string& stream_id) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), streams_cf_));
+  std::string prefix = stream_id;
+  prefix.push_back('\0');
+  it->SeekForPrev(stream_key(stream_id, UINT64_MAX));
+  if (!it->status().ok()) return std::unexpected(rocks_error("cannot read the stream index", it->status()));
+  if (!it->Valid() || !it->key().starts_with(prefix) || it->key().size() != prefix.size() + 8) {
+    return uint64_t{0};
+  }
+  return key_seq(std::string_view(it->key().data() + prefix.size(), 8));
+}
+
+void Store::fail_read_only(const std::string& reason) {
+  {
+    std::lock_guard lock(read_only_mutex_);
+    read_only_reason_ = reason;
+  }
+  read_only_.store(true, std::memory_order_release);
+  log_->error("store_read_only reason=\"{}\" action=\"free space or repair the disk under {}, then "
+              "restart wpmd; reads keep working\"",
+              reason, options_.data_dir);
+}
+
+CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now_ns) {
+  WPM_ASSERT(!options_.read_only, "commit on a read-only store");
+  CommitOutcome out;
+  out.results.reserve(requests.size());
+  if (read_only()) {
+    std::string reason;
+    {
+      std::lock_guard lock(read_only_mutex_);
+      reason = read_only_reason_;
+    }
+    for (size_t i = 0; i < requests.size(); ++i) {
+      out.results.push_back(fail(ErrorCode::kReadOnly,
+                                 fmt::format("the store is read-only after a write error ({}); "
+                                             "free space or repair the disk, then restart wpmd",
+                                             reason)));
+    }
+    return out;
+  }
+  // Everything below works on copies; members change only once the batch is durable.
+  uint64_t next = head() + 1;
+  Sha256Digest chain = chain_;
+  uint64_t log_bytes = log_bytes_;
+  auto type_counts = type_counts_;
+  std::unordered_map<std::string, uint64_t> versions;  // streams touched by this batch
+  std::unordered_map<std::string, KeyEntry> keys;      // keys committed by this batch
+  rocksdb::WriteBatch batch;
+  Sha256 hasher;
+
+  auto current = [&](const std::string& stream) -> Result<uint64_t> {
+    if (auto it = versions.find(stream); it != versions.end()) return it->second;
+    if (auto it = stream_cache_.find(stream); it != stream_cache_.end()) return it->second;
+    return stream_version(stream);
+  };
+
+  for (const AppendRequest& req : requests) {
+    if (auto err = validate(req)) {
+      out.results.push_back(std::unexpected(*err));
+      continue;
+    }
+    if (!req.idempotency_key.empty()) {
+      std::optional<KeyEntry> seen;
+      if (auto it = keys.find(req.idempotency_key); it != keys.end()) {
+        seen = it->second;
+      } else {
+        std::string v;
+        auto s = db_->Get(rocksdb::ReadOptions(), idempotency_cf_, req.idempotency_key, &v);
+        if (s.ok()) {
+          seen = decode_entry(v);
+        } else if (!s.IsNotFound()) {
+          out.results.push_back(std::unexpected(rocks_error("cannot read idempotency keys", s)));
+          continue;
+        }
+      }
+      if (seen) {
+        if (seen->digest != req.digest) {
+          out.results.push_back(fail(
+              ErrorCode::kIdempotencyKeyReused,
+              fmt::format("idempotency key '{}' was already used for a different batch (sequences "
+                          "{}..{}); use a new key for new events",
+                          req.idempotency_key, seen->first_sequence,
+                          seen->first_sequence + seen->count - 1)));
+        } else {
+          out.results.push_back(AppendResult{seen->first_sequence, seen->count, true});
+        }
+        continue;
+      }
+    }
+    std::optional<Error> conflict;
+    for (const auto& x : req.expectations) {
+      auto cur = current(x.stream_id);
+      if (!cur) {
+        conflict = cur.error();
+        break;
+      }
+      if (auto err = check_expectation(x, *cur)) {
+        conflict = err;
+        break;
+      }
+    }
+    if (conflict) {
+      out.results.push_back(std::unexpected(*conflict));
+      continue;
+    }
+    // Resolve versions first, so that a failed lookup leaves nothing half-added.
+    std::vector<uint64_t> assigned;
+    assigned.reserve(req.events.size());
+    std::unordered_map<std::string, uint64_t> local;
+    std::optional<Error> lookup_error;
+    for (const auto& d : req.events) {
+      auto it = local.find(d.stream_id);
+      uint64_t v;
+      if (it != local.end()) {
+        v = it->second;
+      } else {
+        auto cur = current(d.stream_id);
+        if (!cur) {
+          lookup_error = cur.error();
+          break;
+        }
+        v = *cur;
+      }
+      local[d.stream_id] = v + 1;
+      assigned.push_back(v + 1);
+    }
+    if (lookup_error) {
+      out.results.push_back(std::unexpected(*lookup_error));
+      continue;
+    }
+    uint64_t first = next;
+    for (size_t i = 0; i < req.events.size(); ++i) {
+      const EventDraft& d = req.events[i];
+      Event e;
+      e.sequence = next;
+      uint64_t be_seq = std::byteswap(next);
+      std::memcpy(e.event_id.data(), &event_id_prefix_, 8);
+      std::memcpy(e.event_id.data() + 8, &be_seq, 8);
+      e.timestamp_ns = now_ns;
+      e.stream_id = d.stream_id;
+      e.stream_version = assigned[i];
+      e.correlation_id = d.correlation_id;
+      e.causation_id = d.causation_id;
+      e.actor = d.actor;
+      e.idempotency_key = req.idempotency_key;
+      e.payload = d.payload;
+      std::string record = make_record(chain, encode_event(e), hasher, &chain);
+      batch.Put(log_cf_, seq_key(next), record);
+      batch.Put(streams_cf_, stream_key(d.stream_id, assigned[i]), seq_key(next));
+      log_bytes += record.size();
+      ++type_counts[static_cast<size_t>(e.type())];
+      out.committed.push_back(Committed{next, e.type(), std::move(record)});
+      ++next;
+    }
+    for (auto& [stream, v] : local) versions[stream] = v;
+    auto count = static_cast<uint32_t>(req.events.size());
+    if (!req.idempotency_key.empty()) {
+      KeyEntry entry{first, count, req.digest, now_ns};
+      batch.Put(idempotency_cf_, req.idempotency_key, encode_entry(entry));
+      keys[req.idempotency_key] = entry;
+    }
+    out.results.push_back(AppendResult{first, count, false});
+  }
+  if (out.committed.empty()) return out;
+  out.batch_events = out.committed.size();
+  batch.Put(meta_cf_, kMetaLogBytes, u64_value(log_bytes));
+  for (size_t t = 1; t <= kEventTypeMax; ++t) {
+    if (type_counts[t] != type_counts_[t]) batch.Put(meta_cf_, type_key(t), u64_value(type_counts[t]));
+  }
+
+  // Write without sync, then sync explicitly: a write error (disk full) is
+  // survivable and reported; a sync error is not (DESIGN.md §9).
+  rocksdb::WriteOptions wo;
+  wo.sync = false;
+  rocksdb::Status s = db_->Write(wo, &batch);
+  if (!s.ok()) {
+    fail_read_only(fmt::format("write of sequences {}..{} failed: {}", head() + 1, next - 1,
+                               s.ToString()));
+    for (auto& r : out.results) {
+      if (r && !r->duplicate) {
+        r = fail(ErrorCode::kReadOnly,
+                 fmt::format("the batch could not be written ({}); nothing of it was "
+                             "acknowledged and the store is now read-only: free space or repair "
+                             "the disk, then restart wpmd",
+                             s.ToString()));
+      }
+    }
+    out.committed.clear();
+    out.batch_events = 0;
+    return out;
+  }
+  s = db_->SyncWAL();
+  if (!s.ok()) {
+    log_->critical("wal_sync_failed error=\"{}\" action=\"aborting; a failed sync is never "
+                   "retried; recovery runs at the next start\"",
+                   s.ToString());
+    log_->flush();
+    std::abort();
+  }
+  if (auto r = mark_->store(next - 1); !r) {
+    log_->critical("ack_mark_sync_failed error=\"{}\" action=\"aborting\"", r.error().message);
+    log_->flush();
+    std::abort();
+  }
+  // Durable: publish the new state.
+  chain_ = chain;
+  log_bytes_ = log_bytes;
+  type_counts_ = type_counts;
+  if (stream_cache_.size() + versions.size() > kStreamCacheEntriesMax) stream_cache_.clear();
+  for (auto& [stream, v] : versions) stream_cache_[stream] = v;
+  {
+    std::lock_guard lock(stats_mutex_);
+    stats_log_bytes_ = log_bytes_;
+    stats_type_counts_ = type_counts_;
+  }
+  head_.store(next - 1, std::memory_order_release);
+  WPM_ASSERT(out.results.size() == requests.size(), "one result per request");
+  return out;
+}
+
+// ---- reads ----------------------------------------------------------------------
+
+Result<std::string> Store::get_record(uint64_t sequence) const {
+  std::string value;
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  auto s = db_->Get(ro, log_cf_, seq_key(sequence), &value);
+  if (s.IsNotFound()) {
+    return fail(ErrorCode::kCorruption, fmt::format("sequence {} is missing from the log", sequence));
+  }
+  if (!s.ok()) return std::unexpected(rocks_error("cannot read the log", s));
+  return value;
+}
+
+Result<void> Store::scan(uint64_t from, ScanMode mode,
+                         const std::function<bool(uint64_t, std::string_view)>& visit) const {
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  if (mode == ScanMode::kBulk) {
+    ro.fill_cache = false;
+    ro.readahead_size = 2u << 20;
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, log_cf_));
+  uint64_t last = from == 0 ? 0 : from - 1;
+  for (it->Seek(seq_key(from)); it->Valid(); it->Next()) {
+    last = key_seq(std::string_view(it->key().data(), it->key().size()));
+    if (!visit(last, std::string_view(it->value().data(), it->value().size()))) return {};
+  }
+  if (!it->status().ok()) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("sequence {}: unreadable ({})", last + 1, it->status().ToString()));
+  }
+  return {};
+}
+
+Result<ReadReply> Store::read_range(const ReadRangeRequest& request) const {
+  ReadReply reply;
+  reply.head = head();
+  uint64_t from = std::max<uint64_t>(request.from, 1);
+  uint64_t to = request.to == 0 ? reply.head : std::min(request.to, reply.head);
+  uint32_t max_events = request.max_events == 0
+                            ? options_.read_page_events_max
+                            : std::min(request.max_events, options_.read_page_events_max);
+  reply.next = from;
+  if (from > to) {
+    reply.end = true;
+    return reply;
+  }
+  size_t bytes = 0;
+  std::optional<uint64_t> gap;
+  auto r = scan(from, ScanMode::kPage, [&](uint64_t seq, std::string_view record) {
+    if (seq > to || reply.records.size() >= max_events || bytes >= options_.read_page_bytes_max) {
+      return false;
+    }
+    if (seq != reply.next) {
+      gap = seq;
+      return false;
+    }
+    reply.records.emplace_back(record);
+    bytes += record.size();
+    reply.next = seq + 1;
+    return true;
+  });
+  if (!r) return std::unexpected(r.error());
+  if (gap || (reply.records.empty() && reply.next <= to)) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("sequence {} is missing from the log; run `wpm log verify`", reply.next));
+  }
+  reply.end = reply.next > to;
+  return reply;
+}
+
+Result<ReadReply> Store::read_stream(const ReadStreamRequest& request) const {
+  ReadReply reply;
+  reply.head = head();
+  uint64_t from = std::max<uint64_t>(request.from_version, 1);
+  uint32_t max_events = request.max_events == 0
+                            ? options_.read_page_events_max
+                            : std::min(request.max_events, options_.read_page_events_max);
+  reply.next = from;
+  std::string prefix = request.stream_id + '\0';
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), streams_cf_));
+  size_t bytes = 0;
+  reply.end = true;
+  for (it->Seek(stream_key(request.stream_id, from)); it->Valid(); it->Next()) {
+    if (!it->key().starts_with(prefix) || it->key().size() != prefix.size() + 8) break;
+    uint64_t seq = value_u64(std::string_view(it->value().data(), it->value().size()));
+    seq = std::byteswap(seq);
+    if (seq > reply.head) break;
+    if (reply.records.size() >= max_events || bytes >= options_.read_page_bytes_max) {
+      reply.end = false;
+      break;
+    }
+    auto record = get_record(seq);
+    if (!record) return std::unexpected(record.error());
+    bytes += record->size();
+    reply.records.push_back(std::move(*record));
+    reply.next = key_seq(std::string_view(it->key().data() + prefix.size(), 8)) + 1;
+  }
+  if (!it->status().ok()) return std::unexpected(rocks_error("cannot read the stream index", it->status()));
+  return reply;
+}
+
+uint64_t Store::log_bytes() const {
+  std::lock_guard lock(stats_mutex_);
+  return stats_log_bytes_;
+}
+
+StatsReply Store::stats() const {
+  StatsReply st;
+  st.head = head();
+  st.event_count = st.head;  // sequences are gap-free from 1
+  {
+    std::lock_guard lock(stats_mutex_);
+    st.log_bytes = stats_log_bytes_;
+    for (size_t t = 1; t <= kEventTypeMax; ++t) {
+      if (stats_type_counts_[t] > 0) {
+        st.per_type.push_back(TypeCount{static_cast<EventType>(t), stats_type_counts_[t]});
+      }
+    }
+  }
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.data_dir + "/log", ec)) {
+    std::error_code size_ec;
+    auto size = entry.file_size(size_ec);
+    if (!size_ec) st.disk_bytes += size;
+  }
+  st.read_only = read_only();
+  if (st.read_only) {
+    std::lock_guard lock(read_only_mutex_);
+    st.read_only_reason = read_only_reason_;
+  }
+  st.data_dir = options_.data_dir;
+  return st;
+}
+
+Result<void> Store::overwrite_record_for_test(uint64_t sequence, const std::string& record) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  auto s = db_->Put(wo, log_cf_, seq_key(sequence), record);
+  if (!s.ok()) return std::unexpected(rocks_error("cannot overwrite", s));
+  s = db_->Flush(rocksdb::FlushOptions(), log_cf_);
+  if (!s.ok()) return std::unexpected(rocks_error("cannot flush", s));
+  return {};
+}
+
+}  // namespace wpm::eventstore

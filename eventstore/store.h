@@ -1,0 +1,129 @@
+#pragma once
+// The append-only event log (DESIGN.md §2): RocksDB with one writer.
+//
+// commit() is the sequencer: it validates a group of append requests, assigns
+// gap-free sequences and stream versions, chains and checksums the records,
+// writes them in one batch, syncs the WAL, syncs the acknowledged-sequence
+// mark, and only then returns results. Nothing above the mark is ever read or
+// published. A write error (disk full) fails the batch and turns the store
+// read-only; a failed sync aborts the process.
+//
+// Thread safety: commit() from one thread only (the sequencer); the read
+// functions and head() may run on any thread. Never writes outside data_dir.
+
+#include <spdlog/logger.h>
+
+#include <array>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "eventstore/options.h"
+#include "schemas/error.h"
+#include "schemas/protocol.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class CompactionFilter;
+}  // namespace rocksdb
+
+namespace wpm::eventstore {
+
+class AckMark;
+
+// An event made durable by a commit, ready to publish.
+struct Committed {
+  uint64_t sequence = 0;
+  EventType type = EventType::kSynthetic;
+  std::string record;
+};
+
+struct CommitOutcome {
+  std::vector<Result<AppendResult>> results;  // one per request, in order
+  std::vector<Committed> committed;           // in sequence order
+  size_t batch_events = 0;
+};
+
+class Store {
+ public:
+  static Result<std::unique_ptr<Store>> open(const StoreOptions& options,
+                                             std::shared_ptr<spdlog::logger> log);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // One group commit. `now_ns` stamps the events (the caller owns the clock).
+  CommitOutcome commit(std::span<const AppendRequest> requests, int64_t now_ns);
+
+  Result<ReadReply> read_range(const ReadRangeRequest& request) const;
+  Result<ReadReply> read_stream(const ReadStreamRequest& request) const;
+  StatsReply stats() const;
+
+  // Highest acknowledged sequence (0: empty log).
+  uint64_t head() const { return head_.load(std::memory_order_acquire); }
+  bool read_only() const { return read_only_.load(std::memory_order_acquire); }
+  uint64_t log_bytes() const;
+  // The acknowledged-sequence mark as found at open (offline tools compare it
+  // with what the log holds).
+  uint64_t acknowledged_at_open() const { return acknowledged_at_open_; }
+  const StoreOptions& options() const { return options_; }
+
+  // Iterates every stored record in order (offline verify, benchmarks).
+  // `visit` returns false to stop. Errors are RocksDB read errors (e.g. a
+  // corrupt table block) with the sequence where reading stopped.
+  enum class ScanMode { kPage, kBulk };  // kBulk: read ahead, bypass the block cache
+  Result<void> scan(uint64_t from, ScanMode mode,
+                    const std::function<bool(uint64_t, std::string_view)>& visit) const;
+
+  // Test and repair access (tools and tests only): rewrites one stored record.
+  Result<void> overwrite_record_for_test(uint64_t sequence, const std::string& record);
+
+ private:
+  struct Columns;
+  Store(StoreOptions options, std::shared_ptr<spdlog::logger> log);
+  Result<void> open_database();
+  Result<void> recover();
+  Result<void> discard_unacknowledged(uint64_t mark, uint64_t last);
+  Result<void> verify_tail();
+  Result<uint64_t> last_stored_sequence() const;
+  Result<uint64_t> stream_version(const std::string& stream_id) const;
+  Result<std::string> get_record(uint64_t sequence) const;
+  void fail_read_only(const std::string& reason);
+
+  StoreOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  int lock_fd_ = -1;
+  std::unique_ptr<AckMark> mark_;
+  std::unique_ptr<rocksdb::CompactionFilter> idem_filter_;  // must outlive db_
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* log_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* streams_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* idempotency_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+
+  // Sequencer state (commit thread only).
+  std::array<uint8_t, 32> chain_{};
+  uint64_t event_id_prefix_ = 0;
+  std::unordered_map<std::string, uint64_t> stream_cache_;
+  uint64_t log_bytes_ = 0;
+  std::array<uint64_t, kEventTypeMax + 1> type_counts_{};
+
+  uint64_t acknowledged_at_open_ = 0;
+  std::atomic<uint64_t> head_{0};
+  std::atomic<bool> read_only_{false};
+  mutable std::mutex read_only_mutex_;  // guards read_only_reason_
+  std::string read_only_reason_;
+  // Published for readers: counters as of head_ (under stats_mutex_).
+  mutable std::mutex stats_mutex_;
+  uint64_t stats_log_bytes_ = 0;
+  std::array<uint64_t, kEventTypeMax + 1> stats_type_counts_{};
+};
+
+}  // namespace wpm::eventstore

@@ -1,0 +1,52 @@
+#pragma once
+// Conversion between the value types (events.h, protocol.h) and their Cap'n
+// Proto encoding: one frame = one unpacked, single-segment-or-more flat message.
+//
+// Decoding treats bytes as untrusted (DESIGN.md §9, CVE-2022-46149): the size
+// is checked against DecodeLimits before anything is allocated, the reader runs
+// with traversal and nesting limits, unknown enum values and union members are
+// refused, and the whole conversion to owned structs happens inside the guarded
+// block (Cap'n Proto applies its limits lazily). A decode never throws.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "schemas/error.h"
+#include "schemas/events.h"
+#include "schemas/protocol.h"
+
+namespace wpm {
+
+struct DecodeLimits {
+  // Largest frame accepted, in bytes. Default: 16 MiB (bus/constants.h).
+  size_t max_frame_bytes = 16u << 20;
+  // Cap'n Proto traversal limit, in words, as a multiple of the frame's size:
+  // bounds amplification by pointers that overlap. Decoding an append reads
+  // its batch twice (conversion and canonical digest). Default: 8.
+  uint64_t traversal_factor = 8;
+  // Cap'n Proto nesting limit. Default: 16 (our schemas nest 5 deep).
+  int nesting_limit = 16;
+};
+
+std::string encode_event(const Event& event);
+Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits = {});
+
+std::string encode_request(const Request& request);
+Result<Request> decode_request(std::string_view bytes, const DecodeLimits& limits = {});
+// Reads only the request id of a request that failed to decode, so that the
+// error reply reaches the caller waiting for it. 0 when unreadable.
+uint64_t peek_request_id(std::string_view bytes, const DecodeLimits& limits = {});
+
+std::string encode_reply(const Reply& reply);
+Result<Reply> decode_reply(std::string_view bytes, const DecodeLimits& limits = {});
+
+std::string encode_publication(const Publication& publication);
+Result<Publication> decode_publication(std::string_view bytes, const DecodeLimits& limits = {});
+
+// SHA-256 of the canonical encoding of the request's batch (expectations and
+// events, not the key): what an idempotency key stands for.
+Digest append_digest(const AppendRequest& request);
+
+}  // namespace wpm

@@ -1,0 +1,47 @@
+#pragma once
+// The error value shared by every component (STYLE.md §3): operational
+// failures travel as std::expected<T, Error>. `code` is the store protocol's
+// error code where one applies, so an error crosses the bus unchanged.
+
+#include <cstdint>
+#include <expected>
+#include <string>
+
+namespace wpm {
+
+enum class ErrorCode : uint16_t {
+  kNone = 0,
+  kInvalidRequest = 1,        // malformed input or over a limit
+  kWrongExpectedVersion = 2,  // optimistic concurrency conflict
+  kIdempotencyKeyReused = 3,  // same key, different batch
+  kReadOnly = 4,              // the store stopped writing after a write error
+  kUnavailable = 5,           // shutting down, overloaded, or unreachable
+  kInternal = 6,
+  // Not on the wire (local to a process):
+  kIo = 100,         // file system or database I/O
+  kCorruption = 101, // checksum, chain or gap found in stored data
+  kTimeout = 102,    // no reply within the deadline, after the allowed retries
+  kNotFound = 103,
+};
+
+const char* error_code_name(ErrorCode code);
+
+struct Error {
+  ErrorCode code = ErrorCode::kInternal;
+  std::string message;
+  // Only for kWrongExpectedVersion:
+  std::string stream_id;
+  uint64_t expected_version = 0;
+  uint64_t actual_version = 0;
+
+  bool operator==(const Error&) const = default;
+};
+
+template <typename T>
+using Result = std::expected<T, Error>;
+
+inline std::unexpected<Error> fail(ErrorCode code, std::string message) {
+  return std::unexpected(Error{code, std::move(message)});
+}
+
+}  // namespace wpm

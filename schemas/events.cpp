@@ -1,0 +1,46 @@
+#include "schemas/events.h"
+
+#include <array>
+
+#include "schemas/error.h"
+#include "schemas/hash.h"
+
+namespace wpm {
+namespace {
+// Index = EventType ordinal. Names are stable: they appear in topics and JSON.
+constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
+    "unspecified", "synthetic", "systemRegistered", "systemRemoved"};
+}  // namespace
+
+std::string_view event_type_name(EventType type) {
+  auto i = static_cast<size_t>(type);
+  return i < kTypeNames.size() ? kTypeNames[i] : std::string_view("unknown");
+}
+
+std::optional<EventType> event_type_from_name(std::string_view name) {
+  for (size_t i = 1; i < kTypeNames.size(); ++i) {
+    if (kTypeNames[i] == name) return static_cast<EventType>(i);
+  }
+  return std::nullopt;
+}
+
+std::string event_id_hex(const EventId& id) { return to_hex(id); }
+
+const char* error_code_name(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kNone: return "none";
+    case ErrorCode::kInvalidRequest: return "invalid_request";
+    case ErrorCode::kWrongExpectedVersion: return "wrong_expected_version";
+    case ErrorCode::kIdempotencyKeyReused: return "idempotency_key_reused";
+    case ErrorCode::kReadOnly: return "read_only";
+    case ErrorCode::kUnavailable: return "unavailable";
+    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kIo: return "io";
+    case ErrorCode::kCorruption: return "corruption";
+    case ErrorCode::kTimeout: return "timeout";
+    case ErrorCode::kNotFound: return "not_found";
+  }
+  return "unknown";
+}
+
+}  // namespace wpm

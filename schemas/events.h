@@ -1,0 +1,86 @@
+#pragma once
+// Events as C++ value types. Cap'n Proto readers and builders never leave the
+// codec (schemas/codec.h): everything else works on these structs.
+// Thread safety: plain values.
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace wpm {
+
+// Matches schema EventType ordinals; never renumber (schemas/README.md).
+enum class EventType : uint16_t {
+  kSynthetic = 1,
+  kSystemRegistered = 2,
+  kSystemRemoved = 3,
+};
+inline constexpr uint16_t kEventTypeMax = 3;
+
+std::string_view event_type_name(EventType type);
+std::optional<EventType> event_type_from_name(std::string_view name);
+
+struct Synthetic {
+  std::string run;
+  uint64_t index = 0;
+  std::string note;
+  std::string blob;
+  bool operator==(const Synthetic&) const = default;
+};
+
+struct SystemRegistered {
+  std::string system_id;
+  std::string hostname;
+  std::string address;
+  std::string public_key;
+  bool operator==(const SystemRegistered&) const = default;
+};
+
+struct SystemRemoved {
+  std::string system_id;
+  std::string reason;
+  bool operator==(const SystemRemoved&) const = default;
+};
+
+// Alternative order follows EventType (index + 1 == ordinal).
+using Payload = std::variant<Synthetic, SystemRegistered, SystemRemoved>;
+
+inline EventType payload_type(const Payload& payload) {
+  return static_cast<EventType>(payload.index() + 1);
+}
+
+// What an appender supplies; the store assigns the rest.
+struct EventDraft {
+  std::string stream_id;
+  std::string correlation_id;
+  std::string causation_id;
+  std::string actor;
+  Payload payload;
+  bool operator==(const EventDraft&) const = default;
+};
+
+using EventId = std::array<uint8_t, 16>;
+
+// A committed event: the envelope of DESIGN.md §4.
+struct Event {
+  uint64_t sequence = 0;
+  EventId event_id{};
+  int64_t timestamp_ns = 0;
+  std::string stream_id;
+  uint64_t stream_version = 0;
+  std::string correlation_id;
+  std::string causation_id;
+  std::string actor;
+  std::string idempotency_key;
+  Payload payload;
+
+  EventType type() const { return payload_type(payload); }
+  bool operator==(const Event&) const = default;
+};
+
+std::string event_id_hex(const EventId& id);
+
+}  // namespace wpm

@@ -1,0 +1,108 @@
+#pragma once
+// The store protocol (schemas/store.capnp) as C++ value types.
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "schemas/error.h"
+#include "schemas/events.h"
+
+namespace wpm {
+
+enum class ExpectKind : uint16_t { kAny = 0, kNoStream = 1, kExact = 2, kStreamExists = 3 };
+inline constexpr uint16_t kExpectKindMax = 3;
+
+struct StreamExpectation {
+  std::string stream_id;
+  ExpectKind kind = ExpectKind::kAny;
+  uint64_t version = 0;
+  bool operator==(const StreamExpectation&) const = default;
+};
+
+using Digest = std::array<uint8_t, 32>;
+
+struct AppendRequest {
+  std::string idempotency_key;
+  std::vector<StreamExpectation> expectations;
+  std::vector<EventDraft> events;
+  // SHA-256 of the canonical AppendBatch; filled by the codec on decode (or by
+  // append_digest) and compared when a key is re-sent.
+  Digest digest{};
+  bool operator==(const AppendRequest&) const = default;
+};
+
+struct AppendResult {
+  uint64_t first_sequence = 0;
+  uint32_t count = 0;
+  bool duplicate = false;
+  bool operator==(const AppendResult&) const = default;
+};
+
+struct ReadRangeRequest {
+  uint64_t from = 1;
+  uint64_t to = 0;  // 0 = up to the head
+  uint32_t max_events = 0;
+  bool operator==(const ReadRangeRequest&) const = default;
+};
+
+struct ReadStreamRequest {
+  std::string stream_id;
+  uint64_t from_version = 1;
+  uint32_t max_events = 0;
+  bool operator==(const ReadStreamRequest&) const = default;
+};
+
+struct StatsRequest {
+  bool operator==(const StatsRequest&) const = default;
+};
+
+struct ReadReply {
+  std::vector<std::string> records;  // stored record bytes (eventstore/record.h)
+  uint64_t head = 0;
+  uint64_t next = 0;
+  bool end = false;
+  bool operator==(const ReadReply&) const = default;
+};
+
+struct TypeCount {
+  EventType type = EventType::kSynthetic;
+  uint64_t count = 0;
+  bool operator==(const TypeCount&) const = default;
+};
+
+struct StatsReply {
+  uint64_t head = 0;
+  uint64_t event_count = 0;
+  uint64_t log_bytes = 0;
+  uint64_t disk_bytes = 0;
+  std::vector<TypeCount> per_type;
+  bool read_only = false;
+  std::string read_only_reason;
+  std::string data_dir;
+  std::string publish_endpoint;
+  bool operator==(const StatsReply&) const = default;
+};
+
+using RequestBody = std::variant<AppendRequest, ReadRangeRequest, ReadStreamRequest, StatsRequest>;
+struct Request {
+  uint64_t request_id = 0;
+  RequestBody body;
+  bool operator==(const Request&) const = default;
+};
+
+using ReplyBody = std::variant<Error, AppendResult, ReadReply, StatsReply>;
+struct Reply {
+  uint64_t request_id = 0;
+  ReplyBody body;
+  bool operator==(const Reply&) const = default;
+};
+
+struct Publication {
+  uint64_t sequence = 0;
+  std::string record;
+  bool operator==(const Publication&) const = default;
+};
+
+}  // namespace wpm

@@ -1,0 +1,134 @@
+@0x819289d2022c7aae;
+# The event store protocol (DESIGN.md §2, §3): requests on the store's ROUTER
+# endpoint (9515), publications on its PUB endpoint (9516).
+# Every message travels as one ZeroMQ frame holding one unpacked Cap'n Proto
+# message (bus/frame.h). Publications are two frames: topic, then Publication.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("wpm::schema");
+
+using Events = import "events.capnp";
+
+# What an appender supplies for one event; the store fills in the rest.
+struct EventDraft {
+  type @0 :Events.EventType;
+  streamId @1 :Text;
+  correlationId @2 :Text;
+  causationId @3 :Text;
+  actor @4 :Text;
+  payload @5 :Events.Payload;
+}
+
+enum ExpectKind {
+  any @0;          # no check
+  noStream @1;     # the stream must not exist yet
+  exact @2;        # the stream's current version must equal `version`
+  streamExists @3; # the stream must exist, any version
+}
+
+struct StreamExpectation {
+  streamId @0 :Text;
+  kind @1 :ExpectKind;
+  version @2 :UInt64;
+}
+
+# The part of an append the idempotency key stands for: the same key with a
+# batch that differs (in canonical form) is refused.
+struct AppendBatch {
+  expectations @0 :List(StreamExpectation);
+  events @1 :List(EventDraft);
+}
+
+struct AppendRequest {
+  idempotencyKey @0 :Text;   # empty: no idempotency
+  batch @1 :AppendBatch;
+}
+
+struct AppendResult {
+  firstSequence @0 :UInt64;
+  count @1 :UInt32;
+  duplicate @2 :Bool;        # the key was already committed; nothing was written
+}
+
+enum ErrorCode {
+  none @0;
+  invalidRequest @1;         # malformed or over a limit; fix the client
+  wrongExpectedVersion @2;   # optimistic concurrency conflict; reload and retry
+  idempotencyKeyReused @3;   # same key, different batch
+  readOnly @4;               # the store stopped writing after a write error
+  unavailable @5;            # shutting down or overloaded; retry later
+  internal @6;
+}
+
+struct Error {
+  code @0 :ErrorCode;
+  message @1 :Text;
+  streamId @2 :Text;          # wrongExpectedVersion: the stream in conflict
+  expectedVersion @3 :UInt64;
+  actualVersion @4 :UInt64;
+}
+
+struct ReadRangeRequest {
+  from @0 :UInt64;       # first sequence wanted (1 = start of the log)
+  to @1 :UInt64;         # last sequence wanted; 0 = up to the head
+  maxEvents @2 :UInt32;  # 0 = the store's page limit
+}
+
+struct ReadStreamRequest {
+  streamId @0 :Text;
+  fromVersion @1 :UInt64;
+  maxEvents @2 :UInt32;
+}
+
+struct ReadReply {
+  # Stored records, byte for byte (eventstore/record.h): checksum, chain hash
+  # and the encoded Event, so a reader can verify what it got.
+  records @0 :List(Data);
+  head @1 :UInt64;       # highest acknowledged sequence when the page was read
+  next @2 :UInt64;       # range: next sequence to ask for; stream: next version
+  end @3 :Bool;          # nothing more in the asked range right now
+}
+
+struct TypeCount {
+  type @0 :Events.EventType;
+  count @1 :UInt64;
+}
+
+struct StatsReply {
+  head @0 :UInt64;
+  eventCount @1 :UInt64;
+  logBytes @2 :UInt64;       # sum of stored record sizes
+  diskBytes @3 :UInt64;      # files of the database on disk
+  perType @4 :List(TypeCount);
+  readOnly @5 :Bool;
+  readOnlyReason @6 :Text;
+  dataDir @7 :Text;
+  publishEndpoint @8 :Text;  # where to subscribe for live events
+}
+
+struct Request {
+  requestId @0 :UInt64;
+  union {
+    append @1 :AppendRequest;
+    readRange @2 :ReadRangeRequest;
+    readStream @3 :ReadStreamRequest;
+    stats @4 :Void;
+  }
+}
+
+struct Reply {
+  requestId @0 :UInt64;
+  union {
+    error @1 :Error;
+    append @2 :AppendResult;
+    read @3 :ReadReply;
+    stats @4 :StatsReply;
+  }
+}
+
+# The second frame of a publication; the first is the topic
+# "event.<type>" (bus/topics.h).
+struct Publication {
+  sequence @0 :UInt64;
+  record @1 :Data;
+}

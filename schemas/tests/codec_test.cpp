@@ -1,0 +1,148 @@
+#include "schemas/codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <gtest/gtest.h>
+
+#include "schemas/events.capnp.h"
+#include "schemas/store.capnp.h"
+
+namespace wpm {
+namespace {
+
+Event sample_event() {
+  Event e;
+  e.sequence = 42;
+  e.event_id = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  e.timestamp_ns = 1'700'000'000'000'000'000;
+  e.stream_id = "synthetic/run1";
+  e.stream_version = 7;
+  e.correlation_id = "task-1";
+  e.causation_id = "cmd-1";
+  e.actor = "root";
+  e.idempotency_key = "key-1";
+  e.payload = Synthetic{"run1", 6, "hello", std::string(100, 'x')};
+  return e;
+}
+
+TEST(Codec, EventRoundTripsEveryField) {
+  Event e = sample_event();
+  auto back = decode_event(encode_event(e));
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  EXPECT_EQ(*back, e);
+  e.payload = SystemRegistered{"sys1", "node1", "10.0.0.1", "pubkey"};
+  EXPECT_EQ(*decode_event(encode_event(e)), e);
+  e.payload = SystemRemoved{"sys1", "decommissioned"};
+  EXPECT_EQ(*decode_event(encode_event(e)), e);
+}
+
+TEST(Codec, RequestAndReplyRoundTrip) {
+  AppendRequest a;
+  a.idempotency_key = "k";
+  a.expectations = {{"s1", ExpectKind::kExact, 3}, {"s2", ExpectKind::kNoStream, 0}};
+  a.events = {EventDraft{"s1", "c", "d", "me", Synthetic{"r", 1, "", ""}}};
+  Request req{9, a};
+  auto back = decode_request(encode_request(req));
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  auto& got = std::get<AppendRequest>(back->body);
+  EXPECT_EQ(got.events, a.events);
+  EXPECT_EQ(got.expectations, a.expectations);
+  EXPECT_EQ(got.digest, append_digest(a));
+
+  for (const ReplyBody& body :
+       {ReplyBody{Error{ErrorCode::kWrongExpectedVersion, "conflict", "s1", 3, 4}},
+        ReplyBody{AppendResult{5, 2, true}}, ReplyBody{ReadReply{{"ab", "cd"}, 10, 11, true}},
+        ReplyBody{StatsReply{10, 10, 1000, 4096, {{EventType::kSynthetic, 10}}, true, "disk", "/d", "tcp://x:1"}}}) {
+    Reply reply{77, body};
+    auto r = decode_reply(encode_reply(reply));
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(*r, reply);
+  }
+}
+
+TEST(Codec, DigestDependsOnBatchNotOnKey) {
+  AppendRequest a;
+  a.events = {EventDraft{"s1", "", "", "", Synthetic{"r", 1, "", ""}}};
+  AppendRequest b = a;
+  b.idempotency_key = "other";
+  EXPECT_EQ(append_digest(a), append_digest(b));
+  b.events[0].payload = Synthetic{"r", 2, "", ""};
+  EXPECT_NE(append_digest(a), append_digest(b));
+}
+
+TEST(Codec, RefusesFrameOverTheSizeLimitBeforeParsing) {
+  std::string bytes = encode_event(sample_event());
+  DecodeLimits limits;
+  limits.max_frame_bytes = bytes.size() - 8;
+  auto r = decode_event(bytes, limits);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidRequest);
+  EXPECT_NE(r.error().message.find("exceeds the limit"), std::string::npos);
+}
+
+TEST(Codec, RefusesGarbageAndTruncation) {
+  EXPECT_FALSE(decode_request("").has_value());
+  EXPECT_FALSE(decode_request("abc").has_value());
+  EXPECT_FALSE(decode_request(std::string(64, '\xff')).has_value());
+  std::string bytes = encode_request(Request{1, StatsRequest{}});
+  std::string good = encode_event(sample_event());
+  EXPECT_FALSE(decode_event(good.substr(0, good.size() - 16)).has_value());
+  // Every single-byte corruption is either refused or decodes without crashing.
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] = static_cast<char>(bad[i] ^ 0x5a);
+    (void)decode_event(bad);
+  }
+}
+
+TEST(Codec, RefusesUnknownEnumValues) {
+  capnp::MallocMessageBuilder message;
+  auto b = message.initRoot<schema::Event>();
+  b.setEventId(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("0123456789abcdef"), 16));
+  b.setType(static_cast<schema::EventType>(200));
+  b.initPayload().initSynthetic();
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  auto r = decode_event(std::string_view(reinterpret_cast<const char*>(bytes.begin()), bytes.size()));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("unknown event type value 200"), std::string::npos)
+      << r.error().message;
+
+  capnp::MallocMessageBuilder m2;
+  auto req = m2.initRoot<schema::Request>();
+  auto ex = req.initAppend().initBatch().initExpectations(1);
+  ex[0].setKind(static_cast<schema::ExpectKind>(9));
+  auto w2 = capnp::messageToFlatArray(m2);
+  auto b2 = w2.asBytes();
+  auto r2 = decode_request(std::string_view(reinterpret_cast<const char*>(b2.begin()), b2.size()));
+  ASSERT_FALSE(r2.has_value());
+  EXPECT_NE(r2.error().message.find("unknown expectation kind 9"), std::string::npos);
+}
+
+TEST(Codec, RefusesTypeThatDoesNotMatchPayload) {
+  capnp::MallocMessageBuilder message;
+  auto b = message.initRoot<schema::Event>();
+  b.setEventId(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("0123456789abcdef"), 16));
+  b.setType(schema::EventType::SYSTEM_REMOVED);
+  b.initPayload().initSynthetic();
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  auto r = decode_event(std::string_view(reinterpret_cast<const char*>(bytes.begin()), bytes.size()));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("does not match"), std::string::npos);
+}
+
+TEST(Codec, TraversalLimitStopsAmplification) {
+  // A list of many copies of one large struct pointer would be amplified; a
+  // message whose content exceeds traversal_factor x its size is refused.
+  ReadReply rr;
+  rr.records.assign(100, std::string(1000, 'a'));
+  std::string bytes = encode_reply(Reply{1, rr});
+  DecodeLimits limits;
+  limits.traversal_factor = 0;  // budget: 64 words only
+  EXPECT_FALSE(decode_reply(bytes, limits).has_value());
+  EXPECT_TRUE(decode_reply(bytes).has_value());
+}
+
+}  // namespace
+}  // namespace wpm

@@ -1,0 +1,102 @@
+#include "services/wpmd/config.h"
+
+#include <fmt/format.h>
+
+#include <set>
+#include <toml++/toml.h>
+
+namespace wpm::wpmd {
+namespace {
+
+Result<void> unknown_keys(const toml::table& table, const std::set<std::string>& known,
+                          const std::string& where, const std::string& path) {
+  for (const auto& [key, value] : table) {
+    (void)value;
+    if (!known.contains(std::string(key.str()))) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("{}: unknown key '{}{}'; known keys: {}", path, where, key.str(),
+                              fmt::join(known, ", ")));
+    }
+  }
+  return {};
+}
+
+template <typename T>
+Result<void> read(const toml::table& t, const char* key, T& out, const std::string& path) {
+  const toml::node* node = t.get(key);
+  if (node == nullptr) return {};
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (auto v = node->value<std::string>()) {
+      out = *v;
+      return {};
+    }
+  } else {
+    if (auto v = node->value<int64_t>(); v && *v >= 0) {
+      out = static_cast<T>(*v);
+      return {};
+    }
+  }
+  return fail(ErrorCode::kInvalidRequest,
+              fmt::format("{}: key '{}' has the wrong type (expected {})", path, key,
+                          std::is_same_v<T, std::string> ? "a string" : "a non-negative integer"));
+}
+
+}  // namespace
+
+Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("cannot read configuration {}: {} (line {})", path, e.description(),
+                            e.source().begin.line));
+  }
+  if (auto r = unknown_keys(root, {"data", "log_level", "store", "metrics"}, "", path); !r) return r;
+  if (auto r = read(root, "data", o.data_dir, path); !r) return r;
+  if (auto r = read(root, "log_level", o.log_level, path); !r) return r;
+  if (const auto* store = root["store"].as_table()) {
+    if (auto r = unknown_keys(*store,
+                              {"request_endpoint", "publish_endpoint", "publish_hwm",
+                               "idempotency_window_s", "batch_events_max", "read_page_events_max"},
+                              "store.", path);
+        !r) {
+      return r;
+    }
+    if (auto r = read(*store, "request_endpoint", o.server.request_endpoint, path); !r) return r;
+    if (auto r = read(*store, "publish_endpoint", o.server.publish_endpoint, path); !r) return r;
+    if (auto r = read(*store, "publish_hwm", o.server.publish_hwm, path); !r) return r;
+    if (auto r = read(*store, "idempotency_window_s", o.store.idempotency_window_s, path); !r) return r;
+    if (auto r = read(*store, "batch_events_max", o.store.batch_events_max, path); !r) return r;
+    if (auto r = read(*store, "read_page_events_max", o.store.read_page_events_max, path); !r) return r;
+  }
+  if (const auto* metrics = root["metrics"].as_table()) {
+    if (auto r = unknown_keys(*metrics, {"listen"}, "metrics.", path); !r) return r;
+    if (auto r = read(*metrics, "listen", o.metrics_listen, path); !r) return r;
+  }
+  return {};
+}
+
+Result<void> validate(const WpmdOptions& o) {
+  static const std::set<std::string> kLevels = {"trace", "debug", "info",    "warn",
+                                                "error", "critical", "off"};
+  if (!kLevels.contains(o.log_level)) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("log level '{}' is not one of {}", o.log_level, fmt::join(kLevels, ", ")));
+  }
+  for (const auto* e : {&o.server.request_endpoint, &o.server.publish_endpoint}) {
+    if (!e->starts_with("tcp://") && !e->starts_with("ipc://") && !e->starts_with("inproc://")) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("endpoint '{}' must start with tcp://, ipc:// or inproc://", *e));
+    }
+  }
+  if (o.server.publish_hwm < 0) {
+    return fail(ErrorCode::kInvalidRequest, "publish_hwm must be 0 (no limit) or more");
+  }
+  if (o.store.batch_events_max == 0 || o.store.read_page_events_max == 0) {
+    return fail(ErrorCode::kInvalidRequest, "batch_events_max and read_page_events_max must be > 0");
+  }
+  return {};
+}
+
+}  // namespace wpm::wpmd

@@ -1,0 +1,177 @@
+// wpmd: the wpm control plane. For now it hosts the event store (DESIGN.md
+// §2): the durable log, its request endpoint and its publication endpoint,
+// plus Prometheus metrics. main() builds and wires every resource.
+
+#include <fcntl.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <zmq.hpp>
+
+#include "eventstore/metrics.h"
+#include "eventstore/server.h"
+#include "eventstore/store.h"
+#include "services/wpmd/config.h"
+#include "wpm_version.h"
+
+namespace {
+
+using namespace wpm;
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const std::string& level) {
+  std::shared_ptr<spdlog::logger> log;
+  if (std::getenv("NO_COLOR") != nullptr || !::isatty(STDERR_FILENO)) {
+    log = spdlog::stderr_logger_mt(name);
+  } else {
+    log = spdlog::stderr_color_mt(name);
+  }
+  log->set_level(spdlog::level::from_str(level));
+  log->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %n %v");
+  log->flush_on(spdlog::level::warn);
+  return log;
+}
+
+// Writes DIR/endpoints atomically: one `name=address` per line.
+bool write_endpoints(const std::string& dir, const std::string& content) {
+  std::string tmp = dir + "/endpoints.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) return false;
+  }
+  return std::rename(tmp.c_str(), (dir + "/endpoints").c_str()) == 0;
+}
+
+int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log) {
+  // Signals arrive through a signalfd polled by the server loop.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    log->error("signalfd_failed error=\"{}\"", std::strerror(errno));
+    return 1;
+  }
+
+  eventstore::StoreOptions store_options = options.store;
+  store_options.data_dir = options.data_dir;
+  auto store = eventstore::Store::open(store_options, log);
+  if (!store) {
+    log->error("store_open_failed dir={} error=\"{}\"", options.data_dir, store.error().message);
+    std::fprintf(stderr, "wpmd: %s\n", store.error().message.c_str());
+    return 1;
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  eventstore::StoreMetrics metrics(*registry);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(options.metrics_listen, 2);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr,
+                 "wpmd: cannot listen for metrics on %s: %s; choose another --metrics-listen "
+                 "(port 0 picks a free one)\n",
+                 options.metrics_listen.c_str(), e.what());
+    return 1;
+  }
+  exposer->RegisterCollectable(registry);
+  auto ports = exposer->GetListeningPorts();
+  std::string metrics_host = options.metrics_listen.substr(0, options.metrics_listen.rfind(':'));
+  std::string metrics_url =
+      fmt::format("http://{}:{}/metrics", metrics_host, ports.empty() ? 0 : ports.front());
+
+  zmq::context_t context(1);
+  eventstore::StoreServer server(**store, context, options.server, metrics, log);
+  if (auto r = server.bind(); !r) {
+    std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  std::string endpoints = fmt::format("request={}\npublish={}\nmetrics={}\n",
+                                      server.request_endpoint(), server.publish_endpoint(),
+                                      metrics_url);
+  if (!write_endpoints(options.data_dir, endpoints)) {
+    std::fprintf(stderr, "wpmd: cannot write %s/endpoints\n", options.data_dir.c_str());
+    return 1;
+  }
+  log->info("wpmd_ready version={} data={} request={} publish={} metrics={} head={}", kVersion,
+            options.data_dir, server.request_endpoint(), server.publish_endpoint(), metrics_url,
+            (*store)->head());
+  std::printf("wpmd %s serving %s\n  event store requests:     %s\n  event store publications: %s\n"
+              "  metrics:                  %s\n",
+              kVersion, options.data_dir.c_str(), server.request_endpoint().c_str(),
+              server.publish_endpoint().c_str(), metrics_url.c_str());
+  std::fflush(stdout);
+  sd_notify(0, "READY=1");
+
+  server.run(signal_fd);
+  sd_notify(0, "STOPPING=1");
+  ::close(signal_fd);
+  log->info("wpmd_stopped head={}", (*store)->head());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  wpmd::WpmdOptions options;
+  CLI::App app{"wpmd: the wpm control plane (event store, services, metrics)", "wpmd"};
+  app.set_version_flag("--version", std::string("wpmd ") + wpm::kVersion);
+  std::string config_path;
+  app.add_option("--config", config_path, "TOML configuration file (flags override it)")
+      ->check(CLI::ExistingFile);
+  std::string data_dir, log_level, request, publish, metrics_listen;
+  int publish_hwm = -1;
+  int64_t idem_window = -1;
+  app.add_option("--data", data_dir, "data directory (default ./var/wpm)");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off (default info)");
+  app.add_option("--store-endpoint", request,
+                 "event store request endpoint (default tcp://127.0.0.1:9515; port 0 = pick one)");
+  app.add_option("--publish-endpoint", publish,
+                 "event publication endpoint (default tcp://127.0.0.1:9516; port 0 = pick one)");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Prometheus /metrics address host:port (default 127.0.0.1:9521; port 0 = pick one)");
+  app.add_option("--publish-hwm", publish_hwm,
+                 "publications queued per subscriber before dropping (default 100000)");
+  app.add_option("--idempotency-window", idem_window,
+                 "seconds an append's idempotency key is remembered (default 86400)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;  // usage errors: exit 2
+  }
+  if (!config_path.empty()) {
+    if (auto r = wpmd::load_config_file(config_path, options); !r) {
+      std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
+      return 2;
+    }
+  }
+  if (!data_dir.empty()) options.data_dir = data_dir;
+  if (!log_level.empty()) options.log_level = log_level;
+  if (!request.empty()) options.server.request_endpoint = request;
+  if (!publish.empty()) options.server.publish_endpoint = publish;
+  if (!metrics_listen.empty()) options.metrics_listen = metrics_listen;
+  if (publish_hwm >= 0) options.server.publish_hwm = publish_hwm;
+  if (idem_window >= 0) options.store.idempotency_window_s = static_cast<uint32_t>(idem_window);
+  if (auto r = wpmd::validate(options); !r) {
+    std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
+    return 2;
+  }
+  auto log = make_logger("wpmd", options.log_level);
+  return serve(options, log);
+}

@@ -1,0 +1,23 @@
+#pragma once
+// `wpm log …`: read, follow, verify and load the event log.
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "tools/wpm/output.h"
+
+namespace wpm::cli {
+
+struct GlobalOptions {
+  std::string store;  // request endpoint of the store
+  Format format = Format::kTable;
+  int timeout_ms = 5000;
+  int attempts = 3;
+};
+
+// Registers the `log` subcommands on `app`; they run through `run_command`.
+void add_log_commands(CLI::App& app, GlobalOptions& global, int& exit_code);
+
+}  // namespace wpm::cli

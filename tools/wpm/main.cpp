@@ -1,0 +1,46 @@
+// wpm: the command line of the Workload Partition Manager. This first part
+// holds `wpm log`, the event log tools. main() parses and dispatches only.
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "tools/wpm/log_commands.h"
+#include "tools/wpm/output.h"
+#include "wpm_version.h"
+
+int main(int argc, char** argv) {
+  using namespace wpm::cli;
+  auto log = spdlog::stderr_logger_mt("wpm");
+  log->set_level(spdlog::level::warn);
+
+  CLI::App app{"wpm: Workload Partition Manager command line", "wpm"};
+  app.set_version_flag("--version", std::string("wpm ") + wpm::kVersion);
+  app.require_subcommand(1);
+  GlobalOptions g;
+  const char* env_store = std::getenv("WPM_STORE");
+  g.store = env_store != nullptr ? env_store : "tcp://127.0.0.1:9515";
+  app.add_option("--store", g.store,
+                 "event store request endpoint (default: WPM_STORE, else tcp://127.0.0.1:9515)")
+      ->envname("WPM_STORE");
+  std::string output = "table";
+  app.add_option("-o,--output", output, "output format: table or json")
+      ->check(CLI::IsMember({"table", "json"}));
+  app.add_option("--timeout", g.timeout_ms, "milliseconds to wait for each reply (default 5000)")
+      ->check(CLI::Range(1, 3'600'000));
+  app.add_option("--attempts", g.attempts, "attempts for a request that is safe to repeat (default 3)")
+      ->check(CLI::Range(1, 100));
+  app.fallthrough();
+  int exit_code = kExitOk;
+  add_log_commands(app, g, exit_code);
+  app.parse_complete_callback([&] { g.format = output == "json" ? Format::kJson : Format::kTable; });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "wpm: %s\nRun with --help for usage.\n", e.what());
+    return kExitUsage;
+  }
+  return exit_code;
+}
