@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <bit>
+#include <cstdarg>
+#include <cstdio>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -104,6 +106,32 @@ class IdempotencyWindowFilter : public rocksdb::CompactionFilter {
   int64_t window_ns_;
 };
 
+// RocksDB's own diagnostics go to our logger, not to a LOG file in the data
+// directory: on a full disk that file cannot be written either (and RocksDB's
+// file writer asserts on the next write after a failed one).
+class RocksLogger : public rocksdb::Logger {
+ public:
+  explicit RocksLogger(std::shared_ptr<spdlog::logger> log)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), log_(std::move(log)) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    std::vsnprintf(buf, sizeof buf, format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      log_->error("rocksdb message=\"{}\"", buf);
+    } else {
+      log_->warn("rocksdb message=\"{}\"", buf);
+    }
+  }
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+
+ private:
+  std::shared_ptr<spdlog::logger> log_;
+};
+
 Error rocks_error(const char* what, const rocksdb::Status& s) {
   ErrorCode code = s.IsCorruption() ? ErrorCode::kCorruption : ErrorCode::kIo;
   return Error{code, fmt::format("{}: {}", what, s.ToString())};
@@ -167,6 +195,13 @@ Store::Store(StoreOptions options, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)), log_(std::move(log)) {}
 
 Store::~Store() {
+  // A clean stop leaves the memtables in tables, so the next start replays no WAL.
+  if (db_ && !options_.read_only && !read_only()) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    rocksdb::Status s = db_->Flush(fo, handles_);
+    if (!s.ok()) log_->warn("store_flush_on_close_failed error=\"{}\"", s.ToString());
+  }
   for (auto* h : handles_) {
     if (db_) (void)db_->DestroyColumnFamilyHandle(h);  // close: nothing to report
   }
@@ -237,6 +272,7 @@ Result<void> Store::open_database() {
   db.max_background_jobs = 2;
   db.keep_log_file_num = 5;
   db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db.info_log = std::make_shared<RocksLogger>(log_);
   db.avoid_flush_during_shutdown = false;
 
   rocksdb::ColumnFamilyOptions log_cf;

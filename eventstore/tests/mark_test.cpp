@@ -1,0 +1,220 @@
+#include "eventstore/mark.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eventstore/constants.h"
+
+namespace wpm::eventstore {
+namespace {
+
+namespace fs = std::filesystem;
+
+class AckMarkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "wpm-mark-test-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
+    dir_ = tmpl;
+    path_ = dir_ + "/acknowledged";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  std::unique_ptr<AckMark> open_mark() {
+    auto m = AckMark::open(path_);
+    EXPECT_TRUE(m.has_value()) << m.error().message;
+    return m ? std::move(*m) : nullptr;
+  }
+
+  std::string file_bytes() const {
+    std::ifstream in(path_, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  // Which 4 KiB slot holds `value` (its 8 little-endian bytes), -1 when none.
+  int slot_holding(uint64_t value) const {
+    std::string bytes = file_bytes();
+    std::string needle(reinterpret_cast<const char*>(&value), sizeof value);
+    int found = -1;
+    for (int i = 0; i < 2; ++i) {
+      if (bytes.size() < (i + 1) * kMarkSlotBytes) break;
+      std::string_view slot(bytes.data() + i * kMarkSlotBytes, kMarkSlotBytes);
+      if (slot.find(needle) != std::string_view::npos) {
+        EXPECT_EQ(found, -1) << "value " << value << " found in both slots";
+        found = i;
+      }
+    }
+    return found;
+  }
+
+  // Flips the bytes of `value` inside slot `slot`: the slot no longer checks.
+  void corrupt_slot(int slot, uint64_t value) {
+    std::string bytes = file_bytes();
+    std::string needle(reinterpret_cast<const char*>(&value), sizeof value);
+    size_t at = std::string_view(bytes.data() + slot * kMarkSlotBytes, kMarkSlotBytes).find(needle);
+    ASSERT_NE(at, std::string_view::npos);
+    at += slot * kMarkSlotBytes;
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
+    std::ofstream out(path_, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    ASSERT_TRUE(out.good());
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+// Distinctive values so that their bytes are found only where they were stored.
+constexpr uint64_t kFirst = 0x0101'2020'3030'4001;
+constexpr uint64_t kSecond = 0x0101'2020'3030'4002;
+constexpr uint64_t kThird = 0x0101'2020'3030'4003;
+
+TEST_F(AckMarkTest, NewFileHasNoValue) {
+  auto mark = open_mark();
+  ASSERT_NE(mark, nullptr);
+  EXPECT_FALSE(mark->value().has_value());
+  EXPECT_TRUE(fs::exists(path_));
+  EXPECT_GE(fs::file_size(path_), 2 * kMarkSlotBytes) << "both slots are reserved at creation";
+  mark.reset();
+  auto reopened = open_mark();
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_FALSE(reopened->value().has_value()) << "an all-zero file holds no value";
+}
+
+TEST_F(AckMarkTest, StoredValueSurvivesReopen) {
+  {
+    auto mark = open_mark();
+    ASSERT_NE(mark, nullptr);
+    ASSERT_TRUE(mark->store(7).has_value());
+    EXPECT_EQ(mark->value(), 7u);
+  }
+  auto mark = open_mark();
+  ASSERT_NE(mark, nullptr);
+  EXPECT_EQ(mark->value(), 7u);
+  auto read = AckMark::read(path_);
+  ASSERT_TRUE(read.has_value()) << read.error().message;
+  EXPECT_EQ(*read, std::optional<uint64_t>(7));
+}
+
+TEST_F(AckMarkTest, ZeroIsAValueNotAbsence) {
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->store(0).has_value());
+  }
+  auto mark = open_mark();
+  EXPECT_EQ(mark->value(), std::optional<uint64_t>(0));
+}
+
+TEST_F(AckMarkTest, SuccessiveStoresAlternateSlots) {
+  auto mark = open_mark();
+  ASSERT_TRUE(mark->store(kFirst).has_value());
+  ASSERT_TRUE(mark->store(kSecond).has_value());
+  int first = slot_holding(kFirst);
+  int second = slot_holding(kSecond);
+  ASSERT_NE(first, -1);
+  ASSERT_NE(second, -1);
+  EXPECT_NE(first, second);
+  ASSERT_TRUE(mark->store(kThird).has_value());
+  EXPECT_EQ(slot_holding(kThird), first) << "the third write replaces the oldest value";
+  EXPECT_EQ(slot_holding(kSecond), second);
+}
+
+TEST_F(AckMarkTest, CorruptNewestSlotFallsBackToPreviousValue) {
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->store(kFirst).has_value());
+    ASSERT_TRUE(mark->store(kSecond).has_value());
+  }
+  int newest = slot_holding(kSecond);
+  ASSERT_NE(newest, -1);
+  corrupt_slot(newest, kSecond);
+
+  auto read = AckMark::read(path_);
+  ASSERT_TRUE(read.has_value()) << read.error().message;
+  EXPECT_EQ(*read, std::optional<uint64_t>(kFirst));
+  auto mark = open_mark();
+  ASSERT_NE(mark, nullptr);
+  EXPECT_EQ(mark->value(), kFirst);
+}
+
+TEST_F(AckMarkTest, AlternationContinuesAcrossReopen) {
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->store(kFirst).has_value());
+    ASSERT_TRUE(mark->store(kSecond).has_value());
+  }
+  int second = slot_holding(kSecond);
+  {
+    auto mark = open_mark();
+    ASSERT_EQ(mark->value(), kSecond);
+    ASSERT_TRUE(mark->store(kThird).has_value());
+  }
+  EXPECT_NE(slot_holding(kThird), second) << "a write after reopen must not overwrite the newest slot";
+  EXPECT_EQ(slot_holding(kSecond), second);
+  // A torn write of the newest slot now falls back to the value before it.
+  corrupt_slot(slot_holding(kThird), kThird);
+  auto mark = open_mark();
+  EXPECT_EQ(mark->value(), kSecond);
+}
+
+TEST_F(AckMarkTest, WriteAfterTornSlotGoesToTheTornSlot) {
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->store(kFirst).has_value());
+    ASSERT_TRUE(mark->store(kSecond).has_value());
+  }
+  int torn = slot_holding(kSecond);
+  corrupt_slot(torn, kSecond);
+  {
+    auto mark = open_mark();
+    ASSERT_EQ(mark->value(), kFirst);
+    ASSERT_TRUE(mark->store(kThird).has_value());
+  }
+  EXPECT_EQ(slot_holding(kThird), torn) << "the only valid slot must be kept";
+  // Tearing this write too must still leave the last good value.
+  corrupt_slot(torn, kThird);
+  auto mark = open_mark();
+  EXPECT_EQ(mark->value(), kFirst);
+}
+
+TEST_F(AckMarkTest, BothSlotsCorruptGiveNoValue) {
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->store(kFirst).has_value());
+    ASSERT_TRUE(mark->store(kSecond).has_value());
+  }
+  corrupt_slot(slot_holding(kFirst), kFirst);
+  corrupt_slot(slot_holding(kSecond), kSecond);
+  auto read = AckMark::read(path_);
+  ASSERT_TRUE(read.has_value()) << read.error().message;
+  EXPECT_FALSE(read->has_value());
+  auto mark = open_mark();
+  ASSERT_NE(mark, nullptr);
+  EXPECT_FALSE(mark->value().has_value());
+}
+
+TEST_F(AckMarkTest, ReadOfMissingFileIsEmptyAndCreatesNothing) {
+  auto read = AckMark::read(path_);
+  ASSERT_TRUE(read.has_value()) << read.error().message;
+  EXPECT_FALSE(read->has_value());
+  EXPECT_FALSE(fs::exists(path_));
+}
+
+TEST_F(AckMarkTest, OpenInMissingDirectoryIsAnIoError) {
+  auto m = AckMark::open(dir_ + "/no/such/dir/acknowledged");
+  ASSERT_FALSE(m.has_value());
+  EXPECT_EQ(m.error().code, ErrorCode::kIo);
+}
+
+}  // namespace
+}  // namespace wpm::eventstore

@@ -1,0 +1,713 @@
+#include "eventstore/store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "eventstore/mark.h"
+#include "schemas/codec.h"
+#include "schemas/record.h"
+
+namespace wpm::eventstore {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr int64_t kNow = 1'700'000'000'000'000'000;
+
+EventDraft synthetic(const std::string& stream, uint64_t index) {
+  return EventDraft{stream, "corr", "cause", "tester", Synthetic{"run", index, "", ""}};
+}
+
+AppendRequest request(std::vector<EventDraft> events, std::string key = "",
+                      std::vector<StreamExpectation> expectations = {}) {
+  AppendRequest r;
+  r.idempotency_key = std::move(key);
+  r.expectations = std::move(expectations);
+  r.events = std::move(events);
+  if (!r.idempotency_key.empty()) r.digest = append_digest(r);
+  return r;
+}
+
+AppendRequest on_stream(const std::string& stream, size_t count, std::string key = "",
+                        std::vector<StreamExpectation> expectations = {}, uint64_t index = 0) {
+  std::vector<EventDraft> events;
+  for (size_t i = 0; i < count; ++i) events.push_back(synthetic(stream, index + i));
+  return request(std::move(events), std::move(key), std::move(expectations));
+}
+
+Event decode(const std::string& record) {
+  auto view = parse_record(record);
+  EXPECT_TRUE(view.has_value()) << view.error().message;
+  if (!view) return {};
+  auto e = decode_event(view->event_bytes);
+  EXPECT_TRUE(e.has_value()) << e.error().message;
+  return e ? *e : Event{};
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "wpm-store-test-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
+    options_.data_dir = tmpl;
+    options_.write_buffer_bytes = 4u << 20;
+    log_ = std::make_shared<spdlog::logger>("store-test",
+                                            std::make_shared<spdlog::sinks::null_sink_mt>());
+  }
+  void TearDown() override {
+    store_.reset();
+    std::error_code ec;
+    fs::remove_all(options_.data_dir, ec);
+  }
+
+  Result<std::unique_ptr<Store>> try_open() { return Store::open(options_, log_); }
+
+  Store& open() {
+    store_.reset();
+    auto s = try_open();
+    EXPECT_TRUE(s.has_value()) << s.error().message;
+    if (s) store_ = std::move(*s);
+    return *store_;
+  }
+  void close() { store_.reset(); }
+
+  CommitOutcome commit(std::vector<AppendRequest> requests) {
+    return store_->commit(requests, kNow);
+  }
+  AppendResult commit_ok(AppendRequest r) {
+    auto out = commit({std::move(r)});
+    EXPECT_EQ(out.results.size(), 1u);
+    EXPECT_TRUE(out.results[0].has_value()) << out.results[0].error().message;
+    return out.results[0].value_or(AppendResult{});
+  }
+
+  std::vector<Event> all_events() {
+    auto reply = store_->read_range(ReadRangeRequest{1, 0, 0});
+    EXPECT_TRUE(reply.has_value()) << reply.error().message;
+    std::vector<Event> out;
+    if (reply) {
+      EXPECT_TRUE(reply->end);
+      for (const auto& r : reply->records) out.push_back(decode(r));
+    }
+    return out;
+  }
+
+  std::vector<uint64_t> stream_versions(const std::string& stream) {
+    auto reply = store_->read_stream(ReadStreamRequest{stream, 1, 0});
+    EXPECT_TRUE(reply.has_value()) << reply.error().message;
+    std::vector<uint64_t> out;
+    if (reply) {
+      for (const auto& r : reply->records) {
+        Event e = decode(r);
+        EXPECT_EQ(e.stream_id, stream);
+        out.push_back(e.stream_version);
+      }
+    }
+    return out;
+  }
+
+  void store_mark(uint64_t value) {
+    auto mark = AckMark::open(options_.data_dir + "/acknowledged");
+    ASSERT_TRUE(mark.has_value()) << mark.error().message;
+    // The mark keeps two slots and reads back the higher valid one: lowering it
+    // takes a write to each slot.
+    ASSERT_TRUE((*mark)->store(value).has_value());
+    ASSERT_TRUE((*mark)->store(value).has_value());
+  }
+
+  void expect_chain_sound_from_one(uint64_t head) {
+    ChainVerifier verifier;
+    std::optional<Error> problem;
+    auto r = store_->scan(1, Store::ScanMode::kPage, [&](uint64_t seq, std::string_view record) {
+      auto e = verifier.feed(seq, record);
+      if (!e) problem = e.error();
+      return e.has_value();
+    });
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    ASSERT_FALSE(problem.has_value()) << problem->message;
+    EXPECT_EQ(verifier.count(), head);
+    EXPECT_EQ(verifier.next_sequence(), head + 1);
+  }
+
+  StoreOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<Store> store_;
+};
+
+// ---- commit: sequences and versions ----------------------------------------------
+
+TEST_F(StoreTest, NewStoreIsEmpty) {
+  Store& store = open();
+  EXPECT_EQ(store.head(), 0u);
+  EXPECT_FALSE(store.read_only());
+  EXPECT_EQ(store.log_bytes(), 0u);
+  auto reply = store.read_range(ReadRangeRequest{1, 0, 0});
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  EXPECT_TRUE(reply->records.empty());
+  EXPECT_TRUE(reply->end);
+  EXPECT_EQ(reply->head, 0u);
+}
+
+TEST_F(StoreTest, CommitAssignsGapFreeSequencesAndStreamVersionsFromOne) {
+  Store& store = open();
+  auto first = commit({on_stream("s1", 3)});
+  ASSERT_EQ(first.results.size(), 1u);
+  ASSERT_TRUE(first.results[0].has_value()) << first.results[0].error().message;
+  EXPECT_EQ(*first.results[0], (AppendResult{1, 3, false}));
+  ASSERT_EQ(first.committed.size(), 3u);
+  EXPECT_EQ(first.batch_events, 3u);
+  EXPECT_EQ(store.head(), 3u);
+
+  auto second = commit_ok(request({synthetic("s2", 0), synthetic("s1", 3), synthetic("s2", 1)}));
+  EXPECT_EQ(second, (AppendResult{4, 3, false}));
+  EXPECT_EQ(store.head(), 6u);
+
+  std::vector<Event> events = all_events();
+  ASSERT_EQ(events.size(), 6u);
+  std::vector<std::pair<std::string, uint64_t>> expected = {
+      {"s1", 1}, {"s1", 2}, {"s1", 3}, {"s2", 1}, {"s1", 4}, {"s2", 2}};
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence, i + 1);
+    EXPECT_EQ(events[i].stream_id, expected[i].first) << "sequence " << i + 1;
+    EXPECT_EQ(events[i].stream_version, expected[i].second) << "sequence " << i + 1;
+    EXPECT_EQ(events[i].timestamp_ns, kNow);
+    EXPECT_EQ(events[i].actor, "tester");
+  }
+  // Event ids are unique.
+  EXPECT_NE(events[0].event_id, events[1].event_id);
+  expect_chain_sound_from_one(6);
+}
+
+TEST_F(StoreTest, CommittedRecordsAreWhatIsStored) {
+  open();
+  auto out = commit({on_stream("s1", 2), on_stream("s2", 1)});
+  ASSERT_EQ(out.committed.size(), 3u);
+  auto reply = store_->read_range(ReadRangeRequest{1, 0, 0});
+  ASSERT_TRUE(reply.has_value());
+  ASSERT_EQ(reply->records.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(out.committed[i].sequence, i + 1);
+    EXPECT_EQ(out.committed[i].type, EventType::kSynthetic);
+    EXPECT_EQ(out.committed[i].record, reply->records[i]);
+  }
+}
+
+TEST_F(StoreTest, GroupCommitOfSeveralRequestsAssignsConsecutiveRanges) {
+  Store& store = open();
+  auto out = commit({on_stream("a", 2), on_stream("b", 1), on_stream("a", 3)});
+  ASSERT_EQ(out.results.size(), 3u);
+  for (const auto& r : out.results) ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(*out.results[0], (AppendResult{1, 2, false}));
+  EXPECT_EQ(*out.results[1], (AppendResult{3, 1, false}));
+  EXPECT_EQ(*out.results[2], (AppendResult{4, 3, false}));
+  EXPECT_EQ(out.batch_events, 6u);
+  ASSERT_EQ(out.committed.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(out.committed[i].sequence, i + 1);
+  EXPECT_EQ(store.head(), 6u);
+  EXPECT_EQ(stream_versions("a"), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(stream_versions("b"), (std::vector<uint64_t>{1}));
+}
+
+// ---- expected versions ------------------------------------------------------------
+
+TEST_F(StoreTest, ConflictingExpectedVersionWritesNothing) {
+  Store& store = open();
+  commit_ok(on_stream("s1", 2));
+  ASSERT_EQ(store.head(), 2u);
+
+  auto out = commit({
+      on_stream("s2", 1),                                                // ok: seq 3
+      on_stream("s1", 1, "", {{"s1", ExpectKind::kExact, 1}}),            // s1 is at 2
+      on_stream("s1", 1, "", {{"s1", ExpectKind::kNoStream, 0}}),         // s1 exists
+      on_stream("s3", 1, "", {{"s3", ExpectKind::kStreamExists, 0}}),     // s3 does not
+      on_stream("s1", 1, "", {{"s1", ExpectKind::kExact, 2}}),            // ok: seq 4
+  });
+  ASSERT_EQ(out.results.size(), 5u);
+  ASSERT_TRUE(out.results[0].has_value()) << out.results[0].error().message;
+  EXPECT_EQ(*out.results[0], (AppendResult{3, 1, false}));
+
+  ASSERT_FALSE(out.results[1].has_value());
+  EXPECT_EQ(out.results[1].error().code, ErrorCode::kWrongExpectedVersion);
+  EXPECT_EQ(out.results[1].error().stream_id, "s1");
+  EXPECT_EQ(out.results[1].error().expected_version, 1u);
+  EXPECT_EQ(out.results[1].error().actual_version, 2u);
+
+  ASSERT_FALSE(out.results[2].has_value());
+  EXPECT_EQ(out.results[2].error().code, ErrorCode::kWrongExpectedVersion);
+  EXPECT_EQ(out.results[2].error().actual_version, 2u);
+
+  ASSERT_FALSE(out.results[3].has_value());
+  EXPECT_EQ(out.results[3].error().code, ErrorCode::kWrongExpectedVersion);
+  EXPECT_EQ(out.results[3].error().stream_id, "s3");
+  EXPECT_EQ(out.results[3].error().actual_version, 0u);
+
+  ASSERT_TRUE(out.results[4].has_value()) << out.results[4].error().message;
+  EXPECT_EQ(*out.results[4], (AppendResult{4, 1, false}));
+
+  EXPECT_EQ(out.committed.size(), 2u);
+  EXPECT_EQ(store.head(), 4u);
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(stream_versions("s2"), (std::vector<uint64_t>{1}));
+  EXPECT_TRUE(stream_versions("s3").empty());
+  EXPECT_EQ(all_events().size(), 4u);
+  expect_chain_sound_from_one(4);
+}
+
+TEST_F(StoreTest, BatchOfOnlyConflictsLeavesHeadUnchanged) {
+  Store& store = open();
+  commit_ok(on_stream("s1", 2));
+  auto out = commit({on_stream("s1", 1, "", {{"s1", ExpectKind::kExact, 5}})});
+  ASSERT_FALSE(out.results[0].has_value());
+  EXPECT_TRUE(out.committed.empty());
+  EXPECT_EQ(out.batch_events, 0u);
+  EXPECT_EQ(store.head(), 2u);
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2}));
+}
+
+TEST_F(StoreTest, MatchingExpectationsSucceed) {
+  open();
+  EXPECT_EQ(commit_ok(on_stream("s1", 1, "", {{"s1", ExpectKind::kNoStream, 0}})),
+            (AppendResult{1, 1, false}));
+  EXPECT_EQ(commit_ok(on_stream("s1", 1, "", {{"s1", ExpectKind::kStreamExists, 0}})),
+            (AppendResult{2, 1, false}));
+  EXPECT_EQ(commit_ok(on_stream("s1", 1, "", {{"s1", ExpectKind::kExact, 2}})),
+            (AppendResult{3, 1, false}));
+  EXPECT_EQ(commit_ok(on_stream("s1", 1, "", {{"s1", ExpectKind::kAny, 99}})),
+            (AppendResult{4, 1, false}));
+}
+
+TEST_F(StoreTest, ExpectationSeesEarlierRequestsOfTheSameCommit) {
+  Store& store = open();
+  auto out = commit({
+      on_stream("s1", 2, "", {{"s1", ExpectKind::kNoStream, 0}}),
+      on_stream("s1", 1, "", {{"s1", ExpectKind::kNoStream, 0}}),  // s1 now at 2
+      on_stream("s1", 1, "", {{"s1", ExpectKind::kExact, 2}}),
+  });
+  ASSERT_TRUE(out.results[0].has_value());
+  ASSERT_FALSE(out.results[1].has_value());
+  EXPECT_EQ(out.results[1].error().code, ErrorCode::kWrongExpectedVersion);
+  EXPECT_EQ(out.results[1].error().actual_version, 2u);
+  ASSERT_TRUE(out.results[2].has_value()) << out.results[2].error().message;
+  EXPECT_EQ(*out.results[2], (AppendResult{3, 1, false}));
+  EXPECT_EQ(store.head(), 3u);
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2, 3}));
+}
+
+TEST_F(StoreTest, StreamVersionsContinueAfterReopen) {
+  open();
+  commit_ok(on_stream("s1", 2));
+  open();
+  auto out = commit({on_stream("s1", 1, "", {{"s1", ExpectKind::kExact, 2}})});
+  ASSERT_TRUE(out.results[0].has_value()) << out.results[0].error().message;
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2, 3}));
+}
+
+// ---- idempotency --------------------------------------------------------------------
+
+TEST_F(StoreTest, IdempotentResendReturnsOriginalSequencesAndWritesNothing) {
+  Store& store = open();
+  commit_ok(on_stream("other", 1));
+  AppendRequest req = on_stream("s1", 2, "key-1");
+  EXPECT_EQ(commit_ok(req), (AppendResult{2, 2, false}));
+  ASSERT_EQ(store.head(), 3u);
+  uint64_t bytes = store.log_bytes();
+
+  auto again = commit({req});
+  ASSERT_TRUE(again.results[0].has_value()) << again.results[0].error().message;
+  EXPECT_EQ(*again.results[0], (AppendResult{2, 2, true}));
+  EXPECT_TRUE(again.committed.empty());
+  EXPECT_EQ(store.head(), 3u);
+  EXPECT_EQ(store.log_bytes(), bytes);
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2}));
+}
+
+TEST_F(StoreTest, IdempotentResendIsRecognisedAfterReopen) {
+  open();
+  AppendRequest req = on_stream("s1", 3, "key-1");
+  EXPECT_EQ(commit_ok(req), (AppendResult{1, 3, false}));
+  close();
+  Store& store = open();
+  auto again = commit({req});
+  ASSERT_TRUE(again.results[0].has_value()) << again.results[0].error().message;
+  EXPECT_EQ(*again.results[0], (AppendResult{1, 3, true}));
+  EXPECT_TRUE(again.committed.empty());
+  EXPECT_EQ(store.head(), 3u);
+  EXPECT_EQ(all_events().size(), 3u);
+}
+
+TEST_F(StoreTest, SameKeyWithDifferentBatchIsRefused) {
+  Store& store = open();
+  commit_ok(on_stream("s1", 2, "key-1"));
+  auto out = commit({on_stream("s1", 2, "key-1", {}, /*index=*/100)});
+  ASSERT_FALSE(out.results[0].has_value());
+  EXPECT_EQ(out.results[0].error().code, ErrorCode::kIdempotencyKeyReused);
+  EXPECT_THAT(out.results[0].error().message, HasSubstr("key-1"));
+  EXPECT_TRUE(out.committed.empty());
+  EXPECT_EQ(store.head(), 2u);
+}
+
+TEST_F(StoreTest, SameKeyTwiceInOneCommitWritesOnce) {
+  Store& store = open();
+  AppendRequest req = on_stream("s1", 2, "key-1");
+  auto out = commit({req, req});
+  ASSERT_EQ(out.results.size(), 2u);
+  ASSERT_TRUE(out.results[0].has_value()) << out.results[0].error().message;
+  ASSERT_TRUE(out.results[1].has_value()) << out.results[1].error().message;
+  EXPECT_EQ(*out.results[0], (AppendResult{1, 2, false}));
+  EXPECT_EQ(*out.results[1], (AppendResult{1, 2, true}));
+  EXPECT_EQ(out.committed.size(), 2u);
+  EXPECT_EQ(store.head(), 2u);
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2}));
+}
+
+TEST_F(StoreTest, SameKeyWithDifferentBatchInOneCommitIsRefused) {
+  Store& store = open();
+  auto out = commit({on_stream("s1", 2, "key-1"), on_stream("s1", 1, "key-1", {}, 50)});
+  ASSERT_TRUE(out.results[0].has_value());
+  ASSERT_FALSE(out.results[1].has_value());
+  EXPECT_EQ(out.results[1].error().code, ErrorCode::kIdempotencyKeyReused);
+  EXPECT_EQ(store.head(), 2u);
+}
+
+TEST_F(StoreTest, RefusedRequestDoesNotConsumeItsKey) {
+  open();
+  auto out = commit({on_stream("s1", 1, "key-1", {{"s1", ExpectKind::kStreamExists, 0}})});
+  ASSERT_FALSE(out.results[0].has_value());
+  EXPECT_EQ(commit_ok(on_stream("s1", 1, "key-1", {}, 7)), (AppendResult{1, 1, false}));
+}
+
+// ---- validation ---------------------------------------------------------------------
+
+TEST_F(StoreTest, InvalidRequestsAreRefusedAndOthersInTheCommitSucceed) {
+  Store& store = open();
+  AppendRequest no_events = request({});
+  AppendRequest empty_stream = request({synthetic("", 0)});
+  AppendRequest nul_stream = request({synthetic(std::string("a\0b", 3), 0)});
+  AppendRequest long_stream = request({synthetic(std::string(257, 's'), 0)});
+  AppendRequest bad_expectation = on_stream("s1", 1, "", {{"", ExpectKind::kAny, 0}});
+  AppendRequest long_key = on_stream("s1", 1, std::string(257, 'k'));
+  auto out = commit({no_events, empty_stream, on_stream("ok", 1), nul_stream, long_stream,
+                     bad_expectation, long_key});
+  ASSERT_EQ(out.results.size(), 7u);
+  for (size_t i : {0u, 1u, 3u, 4u, 5u, 6u}) {
+    ASSERT_FALSE(out.results[i].has_value()) << "request " << i << " accepted";
+    EXPECT_EQ(out.results[i].error().code, ErrorCode::kInvalidRequest) << "request " << i;
+  }
+  EXPECT_THAT(out.results[0].error().message, HasSubstr("no events"));
+  EXPECT_THAT(out.results[1].error().message, HasSubstr("stream id"));
+  EXPECT_THAT(out.results[3].error().message, HasSubstr("stream id"));
+  ASSERT_TRUE(out.results[2].has_value()) << out.results[2].error().message;
+  EXPECT_EQ(*out.results[2], (AppendResult{1, 1, false}));
+  EXPECT_EQ(store.head(), 1u);
+  EXPECT_EQ(all_events().size(), 1u);
+}
+
+TEST_F(StoreTest, LongestValidStreamIdIsAccepted) {
+  open();
+  EXPECT_EQ(commit_ok(request({synthetic(std::string(256, 's'), 0)})), (AppendResult{1, 1, false}));
+}
+
+// ---- reads ------------------------------------------------------------------------------
+
+TEST_F(StoreTest, ReadRangePagesWithNextAndEnd) {
+  Store& store = open();
+  commit_ok(on_stream("s1", 10));
+  ASSERT_EQ(store.head(), 10u);
+
+  std::vector<uint64_t> seen;
+  uint64_t from = 1;
+  int pages = 0;
+  while (true) {
+    auto reply = store.read_range(ReadRangeRequest{from, 0, 4});
+    ASSERT_TRUE(reply.has_value()) << reply.error().message;
+    EXPECT_EQ(reply->head, 10u);
+    EXPECT_LE(reply->records.size(), 4u);
+    for (const auto& r : reply->records) seen.push_back(decode(r).sequence);
+    EXPECT_EQ(reply->next, from + reply->records.size());
+    ++pages;
+    ASSERT_LE(pages, 3);
+    if (reply->end) break;
+    from = reply->next;
+  }
+  EXPECT_EQ(pages, 3);
+  std::vector<uint64_t> expected = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  EXPECT_EQ(seen, expected);
+}
+
+TEST_F(StoreTest, ReadRangeStopsAtTo) {
+  Store& store = open();
+  commit_ok(on_stream("s1", 10));
+  auto reply = store.read_range(ReadRangeRequest{3, 5, 0});
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  ASSERT_EQ(reply->records.size(), 3u);
+  EXPECT_EQ(decode(reply->records.front()).sequence, 3u);
+  EXPECT_EQ(decode(reply->records.back()).sequence, 5u);
+  EXPECT_EQ(reply->next, 6u);
+  EXPECT_TRUE(reply->end);
+
+  // `to` past the head is clipped to the head.
+  auto past = store.read_range(ReadRangeRequest{9, 100, 0});
+  ASSERT_TRUE(past.has_value());
+  EXPECT_EQ(past->records.size(), 2u);
+  EXPECT_TRUE(past->end);
+  EXPECT_EQ(past->next, 11u);
+
+  // A page boundary before `to`.
+  auto paged = store.read_range(ReadRangeRequest{2, 8, 3});
+  ASSERT_TRUE(paged.has_value());
+  EXPECT_EQ(paged->records.size(), 3u);
+  EXPECT_EQ(paged->next, 5u);
+  EXPECT_FALSE(paged->end);
+}
+
+TEST_F(StoreTest, ReadRangeBeyondTheHeadIsEmptyAndEnded) {
+  Store& store = open();
+  commit_ok(on_stream("s1", 3));
+  auto reply = store.read_range(ReadRangeRequest{4, 0, 0});
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  EXPECT_TRUE(reply->records.empty());
+  EXPECT_TRUE(reply->end);
+  EXPECT_EQ(reply->next, 4u);
+  EXPECT_EQ(reply->head, 3u);
+
+  auto from_zero = store.read_range(ReadRangeRequest{0, 0, 0});
+  ASSERT_TRUE(from_zero.has_value());
+  EXPECT_EQ(from_zero->records.size(), 3u) << "from 0 reads from 1";
+}
+
+TEST_F(StoreTest, ReadRangePageIsCappedByTheConfiguredMaximum) {
+  options_.read_page_events_max = 3;
+  Store& store = open();
+  commit_ok(on_stream("s1", 10));
+  auto reply = store.read_range(ReadRangeRequest{1, 0, 100});
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->records.size(), 3u);
+  EXPECT_FALSE(reply->end);
+  auto unlimited = store.read_range(ReadRangeRequest{1, 0, 0});
+  ASSERT_TRUE(unlimited.has_value());
+  EXPECT_EQ(unlimited->records.size(), 3u);
+}
+
+TEST_F(StoreTest, ReadStreamReturnsOnlyThatStreamInVersionOrder) {
+  Store& store = open();
+  commit_ok(request({synthetic("a", 0), synthetic("b", 0), synthetic("a", 1)}));
+  commit_ok(request({synthetic("ab", 0), synthetic("b", 1), synthetic("a", 2)}));
+  commit_ok(on_stream("a\x01", 1));  // shares the prefix "a"
+
+  auto reply = store.read_stream(ReadStreamRequest{"a", 1, 0});
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  ASSERT_EQ(reply->records.size(), 3u);
+  std::vector<uint64_t> sequences;
+  for (size_t i = 0; i < 3; ++i) {
+    Event e = decode(reply->records[i]);
+    EXPECT_EQ(e.stream_id, "a");
+    EXPECT_EQ(e.stream_version, i + 1);
+    sequences.push_back(e.sequence);
+  }
+  EXPECT_EQ(sequences, (std::vector<uint64_t>{1, 3, 6}));
+  EXPECT_TRUE(reply->end);
+  EXPECT_EQ(reply->next, 4u);
+  EXPECT_EQ(reply->head, 7u);
+
+  EXPECT_EQ(stream_versions("b"), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(stream_versions("ab"), (std::vector<uint64_t>{1}));
+  EXPECT_TRUE(stream_versions("c").empty());
+}
+
+TEST_F(StoreTest, ReadStreamPagesFromAVersion) {
+  Store& store = open();
+  commit_ok(on_stream("a", 5));
+  auto page = store.read_stream(ReadStreamRequest{"a", 2, 2});
+  ASSERT_TRUE(page.has_value()) << page.error().message;
+  ASSERT_EQ(page->records.size(), 2u);
+  EXPECT_EQ(decode(page->records[0]).stream_version, 2u);
+  EXPECT_EQ(decode(page->records[1]).stream_version, 3u);
+  EXPECT_EQ(page->next, 4u);
+  EXPECT_FALSE(page->end);
+
+  auto rest = store.read_stream(ReadStreamRequest{"a", page->next, 2});
+  ASSERT_TRUE(rest.has_value());
+  ASSERT_EQ(rest->records.size(), 2u);
+  EXPECT_EQ(decode(rest->records[1]).stream_version, 5u);
+  EXPECT_TRUE(rest->end);
+}
+
+// ---- stats ------------------------------------------------------------------------------
+
+TEST_F(StoreTest, StatsCountPerTypeAndLogBytesAndSurviveReopen) {
+  Store& store = open();
+  uint64_t bytes = 0;
+  auto out = commit({
+      on_stream("s1", 3),
+      request({EventDraft{"sys/1", "", "", "", SystemRegistered{"1", "h1", "10.0.0.1", "pk"}},
+               EventDraft{"sys/2", "", "", "", SystemRegistered{"2", "h2", "10.0.0.2", "pk"}}}),
+      request({EventDraft{"sys/1", "", "", "", SystemRemoved{"1", "gone"}}}),
+  });
+  for (const auto& c : out.committed) bytes += c.record.size();
+  ASSERT_EQ(out.committed.size(), 6u);
+
+  std::vector<TypeCount> expected = {{EventType::kSynthetic, 3},
+                                     {EventType::kSystemRegistered, 2},
+                                     {EventType::kSystemRemoved, 1}};
+  StatsReply st = store.stats();
+  EXPECT_EQ(st.head, 6u);
+  EXPECT_EQ(st.event_count, 6u);
+  EXPECT_EQ(st.log_bytes, bytes);
+  EXPECT_EQ(store.log_bytes(), bytes);
+  EXPECT_EQ(st.per_type, expected);
+  EXPECT_FALSE(st.read_only);
+  EXPECT_EQ(st.data_dir, options_.data_dir);
+  EXPECT_GT(st.disk_bytes, 0u);
+
+  close();
+  Store& reopened = open();
+  StatsReply again = reopened.stats();
+  EXPECT_EQ(again.head, 6u);
+  EXPECT_EQ(again.log_bytes, bytes);
+  EXPECT_EQ(again.per_type, expected);
+}
+
+TEST_F(StoreTest, StatsIgnoreRefusedRequests) {
+  Store& store = open();
+  commit_ok(on_stream("s1", 2));
+  uint64_t bytes = store.log_bytes();
+  commit({on_stream("s1", 1, "", {{"s1", ExpectKind::kNoStream, 0}})});
+  EXPECT_EQ(store.log_bytes(), bytes);
+  EXPECT_EQ(store.stats().per_type, (std::vector<TypeCount>{{EventType::kSynthetic, 2}}));
+}
+
+// ---- open, lock, recovery -------------------------------------------------------------
+
+TEST_F(StoreTest, SecondOpenOfTheSameDirectoryIsUnavailable) {
+  open();
+  auto second = try_open();
+  ASSERT_FALSE(second.has_value());
+  EXPECT_EQ(second.error().code, ErrorCode::kUnavailable);
+  EXPECT_THAT(second.error().message, HasSubstr("in use"));
+  EXPECT_THAT(second.error().message, HasSubstr(std::to_string(::getpid())));
+  // The first store is unaffected.
+  EXPECT_EQ(commit_ok(on_stream("s1", 1)), (AppendResult{1, 1, false}));
+  close();
+  EXPECT_TRUE(try_open().has_value()) << "the lock is released on close";
+}
+
+TEST_F(StoreTest, ReopenContinuesSequenceAndChain) {
+  open();
+  commit_ok(on_stream("s1", 3));
+  commit_ok(on_stream("s2", 2));
+  close();
+  Store& store = open();
+  EXPECT_EQ(store.head(), 5u);
+  EXPECT_EQ(store.acknowledged_at_open(), 5u);
+  EXPECT_EQ(commit_ok(on_stream("s1", 2)), (AppendResult{6, 2, false}));
+  close();
+  open();
+  EXPECT_EQ(store_->head(), 7u);
+  expect_chain_sound_from_one(7);
+}
+
+TEST_F(StoreTest, RecordsAboveTheAcknowledgedMarkAreDiscardedAtOpen) {
+  open();
+  commit_ok(on_stream("s1", 2, "key-1"));
+  uint64_t bytes_at_two = store_->log_bytes();
+  AppendRequest unacked = on_stream("s1", 3, "key-2", {}, 10);
+  EXPECT_EQ(commit_ok(unacked), (AppendResult{3, 3, false}));
+  commit_ok(request({EventDraft{"sys/1", "", "", "", SystemRemoved{"1", "x"}}}));
+  ASSERT_EQ(store_->head(), 6u);
+  close();
+  store_mark(2);
+
+  Store& store = open();
+  EXPECT_EQ(store.head(), 2u);
+  EXPECT_EQ(store.acknowledged_at_open(), 2u);
+  EXPECT_EQ(all_events().size(), 2u);
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(store.log_bytes(), bytes_at_two);
+  EXPECT_EQ(store.stats().per_type, (std::vector<TypeCount>{{EventType::kSynthetic, 2}}));
+
+  // The discarded key was never acknowledged: it appends as new.
+  auto out = commit({unacked});
+  ASSERT_TRUE(out.results[0].has_value()) << out.results[0].error().message;
+  EXPECT_EQ(*out.results[0], (AppendResult{3, 3, false}));
+  EXPECT_EQ(out.committed.size(), 3u);
+  EXPECT_EQ(store.head(), 5u);
+  EXPECT_EQ(stream_versions("s1"), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  // The acknowledged key is still remembered.
+  auto dup = commit({on_stream("s1", 2, "key-1")});
+  ASSERT_TRUE(dup.results[0].has_value()) << dup.results[0].error().message;
+  EXPECT_TRUE(dup.results[0]->duplicate);
+  expect_chain_sound_from_one(5);
+
+  close();
+  open();
+  EXPECT_EQ(store_->head(), 5u);
+  expect_chain_sound_from_one(5);
+}
+
+TEST_F(StoreTest, MarkAboveTheLogFailsOpenNamingTheFirstMissingSequence) {
+  open();
+  commit_ok(on_stream("s1", 3));
+  close();
+  store_mark(7);
+  auto s = try_open();
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code, ErrorCode::kCorruption);
+  EXPECT_THAT(s.error().message, HasSubstr("first missing: 4"));
+}
+
+TEST_F(StoreTest, MissingMarkWithNonEmptyLogFailsOpen) {
+  open();
+  commit_ok(on_stream("s1", 3));
+  close();
+  ASSERT_TRUE(fs::remove(options_.data_dir + "/acknowledged"));
+  auto s = try_open();
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code, ErrorCode::kCorruption);
+  EXPECT_THAT(s.error().message, HasSubstr("acknowledged"));
+}
+
+TEST_F(StoreTest, MissingMarkWithEmptyLogIsRecreated) {
+  open();
+  close();
+  ASSERT_TRUE(fs::remove(options_.data_dir + "/acknowledged"));
+  Store& store = open();
+  EXPECT_EQ(store.head(), 0u);
+  EXPECT_EQ(commit_ok(on_stream("s1", 1)), (AppendResult{1, 1, false}));
+  close();
+  auto mark = AckMark::read(options_.data_dir + "/acknowledged");
+  ASSERT_TRUE(mark.has_value());
+  EXPECT_EQ(*mark, std::optional<uint64_t>(1));
+}
+
+TEST_F(StoreTest, EditedRecordInTheTailFailsOpen) {
+  open();
+  commit_ok(on_stream("s1", 5));
+  auto record = store_->read_range(ReadRangeRequest{3, 3, 0});
+  ASSERT_TRUE(record.has_value());
+  ASSERT_EQ(record->records.size(), 1u);
+  // Same event, different content, checksum recomputed, old chain kept.
+  Event e = decode(record->records[0]);
+  e.actor = "mallory";
+  std::string forged = record->records[0].substr(0, kRecordHeaderBytes) + encode_event(e);
+  uint32_t crc = crc32c(forged.data() + 4, forged.size() - 4);
+  std::memcpy(forged.data(), &crc, 4);
+  ASSERT_TRUE(store_->overwrite_record_for_test(3, forged).has_value());
+  close();
+  auto s = try_open();
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code, ErrorCode::kCorruption);
+  EXPECT_THAT(s.error().message, HasSubstr("sequence 3"));
+}
+
+}  // namespace
+}  // namespace wpm::eventstore

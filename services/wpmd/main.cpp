@@ -173,5 +173,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto log = make_logger("wpmd", options.log_level);
+  log->debug("options config={} data={} request={} publish={} metrics={} publish_hwm={} "
+             "idempotency_window_s={}",
+             config_path.empty() ? "none" : config_path, options.data_dir,
+             options.server.request_endpoint, options.server.publish_endpoint,
+             options.metrics_listen, options.server.publish_hwm,
+             options.store.idempotency_window_s);
   return serve(options, log);
 }

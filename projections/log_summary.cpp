@@ -1,0 +1,20 @@
+#include "projections/log_summary.h"
+
+namespace wpm::projections {
+
+LogSummary initial() { return LogSummary{}; }
+
+LogSummary evolve(LogSummary s, const Event& e) {
+  if (e.sequence <= s.last_sequence) return s;  // already applied
+  s.last_sequence = e.sequence;
+  s.streams[e.stream_id] = StreamRow{e.stream_version, e.sequence};
+  ++s.per_type[static_cast<size_t>(e.type())];
+  if (const auto* reg = std::get_if<SystemRegistered>(&e.payload)) {
+    s.systems[reg->system_id] = SystemRow{reg->hostname, reg->address, reg->public_key, e.sequence};
+  } else if (const auto* rem = std::get_if<SystemRemoved>(&e.payload)) {
+    s.systems.erase(rem->system_id);
+  }
+  return s;
+}
+
+}  // namespace wpm::projections

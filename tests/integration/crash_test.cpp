@@ -1,0 +1,93 @@
+// Crash: kill -9 the store at random moments while `wpm log append` runs.
+// After every restart, every acknowledged event is present exactly once,
+// sequences are gap-free, and `wpm log verify` passes.
+//
+// WPM_CRASH_ROUNDS overrides the number of rounds (default 50); the whole test
+// is bounded in time as well.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <random>
+#include <set>
+#include <thread>
+
+#include "tests/integration/helpers.h"
+#include "tests/support/process.h"
+
+namespace wpm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Checks the log against every acknowledgement written so far.
+void check_log(const Wpmd& wpmd, const std::string& ack_path, int round) {
+  SCOPED_TRACE("after round " + std::to_string(round));
+  auto verify = wpm(wpmd, {"log", "verify"});
+  ASSERT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+
+  zmq::context_t ctx(1);
+  bus::StoreClient client(ctx, wpmd.request());
+  std::vector<Event> events = read_all(client);
+  auto stats = client.stats();
+  ASSERT_TRUE(stats.has_value());
+  ASSERT_EQ(events.size(), stats->head) << "sequences 1..head, gap-free";
+  std::set<std::pair<std::string, uint64_t>> seen;  // (run, index): each event once
+  for (size_t i = 0; i < events.size(); ++i) {
+    ASSERT_EQ(events[i].sequence, i + 1);
+    const auto& s = std::get<Synthetic>(events[i].payload);
+    ASSERT_TRUE(seen.insert({s.run, s.index}).second)
+        << "event " << s.run << "/" << s.index << " appears twice (again at " << i + 1 << ")";
+  }
+  auto acks = read_acks(ack_path);
+  for (const Ack& a : acks) {
+    ASSERT_GE(a.sequence, 1u);
+    ASSERT_LE(a.sequence, events.size()) << "acknowledged sequence " << a.sequence << " lost";
+    ASSERT_EQ(events[a.sequence - 1].idempotency_key, a.key)
+        << "acknowledged sequence " << a.sequence << " holds another event";
+  }
+}
+
+TEST(Crash, KillNineUnderLoadLosesNoAcknowledgedEvent) {
+  int rounds = 50;
+  if (const char* env = std::getenv("WPM_CRASH_ROUNDS")) rounds = std::atoi(env);
+  std::random_device rd;
+  unsigned seed = rd();
+  std::printf("crash test: %d rounds, seed %u\n", rounds, seed);
+  std::mt19937 rng(seed);
+  TempDir dir;
+  std::string ack_path = dir / "acks";
+  Wpmd wpmd(Wpmd::Options{dir / "data", {}});
+  auto deadline = std::chrono::steady_clock::now() + 10min;
+  size_t acked_total = 0;
+  for (int round = 0; round < rounds && std::chrono::steady_clock::now() < deadline; ++round) {
+    ASSERT_TRUE(wpmd.start()) << "restart " << round << " failed:\n" << wpmd.log();
+    if (round > 0) {
+      check_log(wpmd, ack_path, round);
+      if (::testing::Test::HasFatalFailure()) {
+        std::fprintf(stderr, "%s\n", wpmd.log().c_str());
+        return;
+      }
+    }
+    std::uniform_int_distribution<int> batch(1, 64);
+    std::uniform_int_distribution<int> delay_ms(5, 250);
+    pid_t writer = spawn({bin("wpm"), "--store", wpmd.request(), "--timeout", "1000", "--attempts",
+                          "2", "log", "append", "--synthetic", "10000000", "--batch",
+                          std::to_string(batch(rng)), "--ack-file", ack_path, "--run",
+                          "round" + std::to_string(round)},
+                         dir / "writer.out", dir / "writer.err");
+    // The random moment of the crash.
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    wpmd.kill(SIGKILL);
+    ::kill(-writer, SIGKILL);
+    wait_exit(writer, 10s);
+    acked_total = read_acks(ack_path).size();
+  }
+  ASSERT_TRUE(wpmd.start()) << wpmd.log();
+  check_log(wpmd, ack_path, rounds);
+  EXPECT_GT(acked_total, 0u);
+  std::printf("crash test: %zu acknowledged events checked\n", acked_total);
+}
+
+}  // namespace
+}  // namespace wpm::testing
