@@ -46,6 +46,14 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw(const uint8_t* p, size_t n,
   return c32;
 }
 
+// OpenSSL 3 looks the implementation up again on every init given
+// EVP_sha256(); fetch it once.
+const EVP_MD* sha256_md() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  WPM_ASSERT(md != nullptr, "EVP_MD_fetch(SHA256) failed");
+  return md;
+}
+
 bool cpu_has_sse42() {
   static const bool has = __builtin_cpu_supports("sse4.2");
   return has;
@@ -62,7 +70,7 @@ uint32_t crc32c(const void* data, size_t size, uint32_t seed) {
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   WPM_ASSERT(ctx_ != nullptr, "EVP_MD_CTX_new failed");
-  WPM_ASSERT(EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1, "sha256 init failed");
+  WPM_ASSERT(EVP_DigestInit_ex(ctx_, sha256_md(), nullptr) == 1, "sha256 init failed");
 }
 
 Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
@@ -76,14 +84,14 @@ Sha256Digest Sha256::final() {
   unsigned int len = 0;
   WPM_ASSERT(EVP_DigestFinal_ex(ctx_, out.data(), &len) == 1 && len == out.size(),
              "sha256 final failed");
-  WPM_ASSERT(EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1, "sha256 init failed");
+  WPM_ASSERT(EVP_DigestInit_ex(ctx_, sha256_md(), nullptr) == 1, "sha256 init failed");
   return out;
 }
 
 Sha256Digest sha256(std::string_view bytes) {
   Sha256Digest out{};
   unsigned int len = 0;
-  WPM_ASSERT(EVP_Digest(bytes.data(), bytes.size(), out.data(), &len, EVP_sha256(), nullptr) == 1,
+  WPM_ASSERT(EVP_Digest(bytes.data(), bytes.size(), out.data(), &len, sha256_md(), nullptr) == 1,
              "sha256 failed");
   return out;
 }

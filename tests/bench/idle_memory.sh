@@ -59,19 +59,26 @@ for _ in $(seq 1 $((start_timeout_s * 10))); do
   sleep 0.1
 done
 if [[ $up != 1 ]]; then
-  echo "idle_memory: wpmd did not start within ${start_timeout_s} s; its output:" >&2
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "idle_memory: wpmd did not start within ${start_timeout_s} s; its output:" >&2
+  else
+    wait "$pid"
+    echo "idle_memory: wpmd exited with status $? before serving; its output:" >&2
+    pid=
+  fi
   cat "$dir/wpmd.out" "$dir/wpmd.err" >&2
   exit 1
 fi
 
 sleep 2
-if ! rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || [[ -z $rss_kib ]]; then
+rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+if [[ -z $rss_kib ]]; then
   echo "idle_memory: wpmd (pid $pid) exited while idle; its output:" >&2
   cat "$dir/wpmd.out" "$dir/wpmd.err" >&2
   exit 1
 fi
 
-verdict=$(awk -v kib="$rss_kib" -v mib="$target_mib" 'BEGIN { print (kib < mib * 1024) ? "meets" : "over" }')
-printf 'wpmd idle resident memory: %.1f MiB (VmRSS), target < %d MiB: %s\n' \
-  "$(awk -v kib="$rss_kib" 'BEGIN { print kib / 1024 }')" "$target_mib" "$verdict"
+read -r rss_mib verdict < <(awk -v kib="$rss_kib" -v target="$target_mib" \
+  'BEGIN { printf "%.1f %s\n", kib / 1024, (kib < target * 1024) ? "meets" : "over" }')
+echo "wpmd idle resident memory: ${rss_mib} MiB (VmRSS), target < ${target_mib} MiB: ${verdict}"
 exit 0
