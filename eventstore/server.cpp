@@ -38,6 +38,7 @@ StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions op
   xpub_.set(zmq::sockopt::sndhwm, options_.publish_hwm);
   // Pass every (un)subscription through, so the subscriber gauge counts all.
   xpub_.set(zmq::sockopt::xpub_verboser, 1);
+  for (size_t t = 1; t <= kEventTypeMax; ++t) topics_[t] = bus::event_topic(static_cast<EventType>(t));
 }
 
 Result<void> StoreServer::bind() {
@@ -85,8 +86,9 @@ void StoreServer::read_subscriptions() {
     if (!xpub_.recv(msg, zmq::recv_flags::dontwait)) return;
     if (msg.size() == 0) continue;
     auto first = static_cast<const uint8_t*>(msg.data())[0];
-    if (first == 1) metrics_.subscribers.Increment();
-    if (first == 0) metrics_.subscribers.Decrement();
+    if (first == 1) ++subscriptions_;
+    if (first == 0 && subscriptions_ > 0) --subscriptions_;
+    metrics_.subscribers.Set(static_cast<double>(subscriptions_));
   }
 }
 
@@ -166,16 +168,30 @@ void StoreServer::commit(std::vector<PendingAppend>& pending) {
     reply(pending[i].identity,
           Reply{pending[i].request_id, result ? ReplyBody{*result} : ReplyBody{result.error()}});
   }
-  for (const auto& c : outcome.committed) {
-    std::string topic = bus::event_topic(c.type);
-    std::string frame = encode_publication(Publication{c.sequence, c.record});
-    xpub_.send(zmq::buffer(topic), zmq::send_flags::sndmore);
-    xpub_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
-  }
-  metrics_.published_events.Increment(static_cast<double>(outcome.committed.size()));
+  publish(outcome.committed);
+  // Derived data after the replies: off the acknowledgement's critical path.
+  (void)store_.apply_index();  // an error turned the store read-only and was logged
   metrics_.head_sequence.Set(static_cast<double>(store_.head()));
   metrics_.read_only.Set(store_.read_only() ? 1 : 0);
   pending.clear();
+}
+
+void StoreServer::publish(const std::vector<Committed>& committed) {
+  // Nobody subscribed: ZeroMQ would drop every frame, so do not build them. A
+  // subscriber whose subscription is still in flight reads what it missed.
+  if (subscriptions_ == 0) return;
+  for (const auto& c : committed) {
+    const std::string& topic = topics_[static_cast<size_t>(c.type)];
+    // The frame is handed to ZeroMQ without another copy; it frees it when sent.
+    auto frame = std::make_unique<std::string>(encode_publication(c.sequence, c.record));
+    zmq::message_t message(
+        frame->data(), frame->size(),
+        [](void*, void* hint) { delete static_cast<std::string*>(hint); }, frame.get());
+    (void)frame.release();  // owned by `message` now
+    xpub_.send(zmq::buffer(topic), zmq::send_flags::sndmore);
+    xpub_.send(message, zmq::send_flags::dontwait);
+  }
+  metrics_.published_events.Increment(static_cast<double>(committed.size()));
 }
 
 void StoreServer::run(int stop_fd) {

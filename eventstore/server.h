@@ -11,6 +11,7 @@
 
 #include <spdlog/logger.h>
 
+#include <array>
 #include <memory>
 #include <string>
 #include <zmq.hpp>
@@ -53,6 +54,7 @@ class StoreServer {
   void commit(std::vector<PendingAppend>& pending);
   void read_subscriptions();
   void reply(const zmq::message_t& identity, const Reply& reply);
+  void publish(const std::vector<Committed>& committed);
   void malformed(const std::string& why);
 
   Store& store_;
@@ -64,6 +66,8 @@ class StoreServer {
   std::string bound_request_;
   std::string bound_publish_;
   // Rate limit for malformed-frame log lines.
+  uint64_t subscriptions_ = 0;  // live subscriptions on the XPUB socket
+  std::array<std::string, kEventTypeMax + 1> topics_;  // per event type
   int64_t malformed_window_start_s_ = 0;
   uint64_t malformed_suppressed_ = 0;
 };

@@ -5,11 +5,12 @@
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
-#include <rocksdb/write_batch.h>
+#include <rocksdb/slice_transform.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdarg>
 #include <cstdio>
@@ -33,6 +34,9 @@ constexpr const char* kStreamsColumn = "streams";
 constexpr const char* kIdempotencyColumn = "idempotency";
 constexpr const char* kMetaColumn = "meta";
 constexpr const char* kMetaLogBytes = "log_bytes";
+// In each derived column family: the sequence its content reflects. Starts
+// with NUL, which no stream id or idempotency key may contain.
+const std::string kDerivedMarkKey = std::string("\0derived_up_to", 14);
 
 // ---- key and value encodings ------------------------------------------------
 
@@ -60,31 +64,29 @@ uint64_t value_u64(std::string_view v) {
 }
 std::string type_key(size_t type) { return fmt::format("type/{}", type); }
 
-// Idempotency value: first sequence, count, digest, commit time.
-struct KeyEntry {
-  uint64_t first_sequence = 0;
-  uint32_t count = 0;
-  Digest digest{};
-  int64_t committed_ns = 0;
-};
-constexpr size_t kKeyEntryBytes = 8 + 4 + 32 + 8;
+// Idempotency value: first sequence, count, commit time (Store::KeyEntry).
+constexpr size_t kKeyEntryBytes = 8 + 4 + 8;
 
-std::string encode_entry(const KeyEntry& e) {
+std::string encode_entry(const Store::KeyEntry& e) {
   std::string out(kKeyEntryBytes, '\0');
   std::memcpy(out.data(), &e.first_sequence, 8);
   std::memcpy(out.data() + 8, &e.count, 4);
-  std::memcpy(out.data() + 12, e.digest.data(), 32);
-  std::memcpy(out.data() + 44, &e.committed_ns, 8);
+  std::memcpy(out.data() + 12, &e.committed_ns, 8);
   return out;
 }
-std::optional<KeyEntry> decode_entry(std::string_view v) {
+std::optional<Store::KeyEntry> decode_entry(std::string_view v) {
   if (v.size() != kKeyEntryBytes) return std::nullopt;
-  KeyEntry e;
+  Store::KeyEntry e;
   std::memcpy(&e.first_sequence, v.data(), 8);
   std::memcpy(&e.count, v.data() + 8, 4);
-  std::memcpy(e.digest.data(), v.data() + 12, 32);
-  std::memcpy(&e.committed_ns, v.data() + 44, 8);
+  std::memcpy(&e.committed_ns, v.data() + 12, 8);
   return e;
+}
+
+bool same_event(const Event& stored, const EventDraft& draft) {
+  return stored.stream_id == draft.stream_id && stored.correlation_id == draft.correlation_id &&
+         stored.causation_id == draft.causation_id && stored.actor == draft.actor &&
+         stored.payload == draft.payload;
 }
 
 // Drops idempotency keys older than the window at compaction.
@@ -132,6 +134,19 @@ class RocksLogger : public rocksdb::Logger {
   std::shared_ptr<spdlog::logger> log_;
 };
 
+// The stream part of a streams-index key: everything up to and including the NUL.
+class StreamPrefix : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "wpm.StreamPrefix"; }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    const void* nul = std::memchr(key.data(), '\0', key.size());
+    return rocksdb::Slice(key.data(), static_cast<const char*>(nul) - key.data() + 1);
+  }
+  bool InDomain(const rocksdb::Slice& key) const override {
+    return std::memchr(key.data(), '\0', key.size()) != nullptr;
+  }
+};
+
 Error rocks_error(const char* what, const rocksdb::Status& s) {
   ErrorCode code = s.IsCorruption() ? ErrorCode::kCorruption : ErrorCode::kIo;
   return Error{code, fmt::format("{}: {}", what, s.ToString())};
@@ -143,6 +158,9 @@ std::optional<Error> validate(const AppendRequest& r) {
   if (r.events.size() > kRequestEventsMax) {
     return invalid(fmt::format("append request has {} events; the limit is {}, split it",
                                r.events.size(), kRequestEventsMax));
+  }
+  if (r.idempotency_key.find('\0') != std::string::npos) {
+    return invalid("idempotency key contains a NUL byte; use printable text");
   }
   if (r.idempotency_key.size() > kIdempotencyKeyBytesMax) {
     return invalid(fmt::format("idempotency key of {} bytes; the limit is {}",
@@ -197,6 +215,7 @@ Store::Store(StoreOptions options, std::shared_ptr<spdlog::logger> log)
 Store::~Store() {
   // A clean stop leaves the memtables in tables, so the next start replays no WAL.
   if (db_ && !options_.read_only && !read_only()) {
+    (void)apply_index();  // on error it has logged and turned read-only
     rocksdb::FlushOptions fo;
     fo.wait = true;
     rocksdb::Status s = db_->Flush(fo, handles_);
@@ -277,8 +296,19 @@ Result<void> Store::open_database() {
 
   rocksdb::ColumnFamilyOptions log_cf;
   log_cf.write_buffer_size = options_.write_buffer_bytes;
+  // Log keys only grow: one insert hint for the whole column family turns each
+  // memtable insert into an append at the remembered position.
+  log_cf.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(0));
+  // Flushes stay cheap on the write path's machine (no compression in the
+  // upper levels); the log is compressed once, in the bottommost level, where
+  // it spends its life.
+  log_cf.compression = rocksdb::kNoCompression;
+  log_cf.bottommost_compression = rocksdb::kZSTD;
   rocksdb::ColumnFamilyOptions small_cf;
   small_cf.write_buffer_size = options_.write_buffer_bytes / 4;
+  rocksdb::ColumnFamilyOptions streams_cf = small_cf;
+  // Within a stream, index keys grow: one hint per stream.
+  streams_cf.memtable_insert_with_hint_prefix_extractor = std::make_shared<StreamPrefix>();
   rocksdb::ColumnFamilyOptions idem_cf = small_cf;
   idem_filter_ = std::make_unique<IdempotencyWindowFilter>(options_.idempotency_window_s);
   idem_cf.compaction_filter = idem_filter_.get();
@@ -286,7 +316,7 @@ Result<void> Store::open_database() {
   std::vector<rocksdb::ColumnFamilyDescriptor> columns = {
       {rocksdb::kDefaultColumnFamilyName, small_cf},
       {kLogColumn, log_cf},
-      {kStreamsColumn, small_cf},
+      {kStreamsColumn, streams_cf},
       {kIdempotencyColumn, idem_cf},
       {kMetaColumn, small_cf},
   };
@@ -356,7 +386,14 @@ Result<void> Store::recover() {
                             "from a backup",
                             stored, acknowledged, stored + 1, options_.data_dir));
   }
-  // Counters (meta column family) as of the last stored batch.
+  if (stored > acknowledged && !options_.read_only) {
+    if (auto r = discard_unacknowledged(acknowledged, stored); !r) return r;
+    stored = acknowledged;
+  }
+  if (!options_.read_only) {
+    if (auto r = rebuild_derived(std::min(stored, acknowledged)); !r) return r;
+  }
+  // Counters (meta column family).
   for (size_t t = 1; t <= kEventTypeMax; ++t) {
     std::string v;
     auto s = db_->Get(rocksdb::ReadOptions(), meta_cf_, type_key(t), &v);
@@ -365,10 +402,6 @@ Result<void> Store::recover() {
   {
     std::string v;
     if (db_->Get(rocksdb::ReadOptions(), meta_cf_, kMetaLogBytes, &v).ok()) log_bytes_ = value_u64(v);
-  }
-  if (stored > acknowledged && !options_.read_only) {
-    if (auto r = discard_unacknowledged(acknowledged, stored); !r) return r;
-    stored = acknowledged;
   }
   if (!options_.read_only && !mark) {
     if (auto r = mark_->store(0); !r) return std::unexpected(r.error());
@@ -406,26 +439,16 @@ Result<void> Store::discard_unacknowledged(uint64_t mark, uint64_t last) {
   // Records above the mark were written by a batch whose acknowledgement never
   // happened (crash between WAL sync and mark sync, or a failed write). Nobody
   // saw them: drop them so the log holds exactly what was acknowledged.
+  // Derived data (indexes, counters) is applied only after the mark, so none
+  // exists for these records.
   rocksdb::WriteBatch batch;
   uint64_t count = 0;
-  auto r = scan(mark + 1, ScanMode::kBulk, [&](uint64_t seq, std::string_view record) {
+  auto r = scan(mark + 1, ScanMode::kBulk, [&](uint64_t seq, std::string_view) {
     batch.Delete(log_cf_, seq_key(seq));
     ++count;
-    auto view = parse_record(record);
-    if (!view) return true;
-    auto event = decode_event(view->event_bytes);
-    if (!event) return true;
-    batch.Delete(streams_cf_, stream_key(event->stream_id, event->stream_version));
-    if (!event->idempotency_key.empty()) batch.Delete(idempotency_cf_, event->idempotency_key);
-    log_bytes_ -= std::min<uint64_t>(log_bytes_, record.size());
-    auto t = static_cast<size_t>(event->type());
-    type_counts_[t] -= std::min<uint64_t>(type_counts_[t], 1);
     return true;
   });
   if (!r) return r;
-  // The counters were written together with the discarded records: fix them.
-  batch.Put(meta_cf_, kMetaLogBytes, u64_value(log_bytes_));
-  for (size_t t = 1; t <= kEventTypeMax; ++t) batch.Put(meta_cf_, type_key(t), u64_value(type_counts_[t]));
   rocksdb::WriteOptions wo;
   wo.sync = true;
   auto s = db_->Write(wo, &batch);
@@ -498,6 +521,7 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
   WPM_ASSERT(!options_.read_only, "commit on a read-only store");
   CommitOutcome out;
   out.results.reserve(requests.size());
+  (void)apply_index();  // normally done already; an error turned the store read-only
   if (read_only()) {
     std::string reason;
     {
@@ -518,8 +542,9 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
   uint64_t log_bytes = log_bytes_;
   auto type_counts = type_counts_;
   std::unordered_map<std::string, uint64_t> versions;  // streams touched by this batch
-  std::unordered_map<std::string, KeyEntry> keys;      // keys committed by this batch
-  rocksdb::WriteBatch batch;
+  std::unordered_map<std::string, PendingKey> keys;    // keys committed by this batch
+  rocksdb::WriteBatch batch;  // the records: synced before anything is acknowledged
+  rocksdb::WriteBatch index;  // derived data: applied after acknowledging (apply_index)
   Sha256 hasher;
 
   auto current = [&](const std::string& stream) -> Result<uint64_t> {
@@ -534,30 +559,8 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
       continue;
     }
     if (!req.idempotency_key.empty()) {
-      std::optional<KeyEntry> seen;
-      if (auto it = keys.find(req.idempotency_key); it != keys.end()) {
-        seen = it->second;
-      } else {
-        std::string v;
-        auto s = db_->Get(rocksdb::ReadOptions(), idempotency_cf_, req.idempotency_key, &v);
-        if (s.ok()) {
-          seen = decode_entry(v);
-        } else if (!s.IsNotFound()) {
-          out.results.push_back(std::unexpected(rocks_error("cannot read idempotency keys", s)));
-          continue;
-        }
-      }
-      if (seen) {
-        if (seen->digest != req.digest) {
-          out.results.push_back(fail(
-              ErrorCode::kIdempotencyKeyReused,
-              fmt::format("idempotency key '{}' was already used for a different batch (sequences "
-                          "{}..{}); use a new key for new events",
-                          req.idempotency_key, seen->first_sequence,
-                          seen->first_sequence + seen->count - 1)));
-        } else {
-          out.results.push_back(AppendResult{seen->first_sequence, seen->count, true});
-        }
+      if (auto resent = resend_outcome(req, keys)) {
+        out.results.push_back(std::move(*resent));
         continue;
       }
     }
@@ -605,42 +608,36 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
     uint64_t first = next;
     for (size_t i = 0; i < req.events.size(); ++i) {
       const EventDraft& d = req.events[i];
-      Event e;
-      e.sequence = next;
+      EventHeader header{next, {}, now_ns, assigned[i], req.idempotency_key};
       uint64_t be_seq = std::byteswap(next);
-      std::memcpy(e.event_id.data(), &event_id_prefix_, 8);
-      std::memcpy(e.event_id.data() + 8, &be_seq, 8);
-      e.timestamp_ns = now_ns;
-      e.stream_id = d.stream_id;
-      e.stream_version = assigned[i];
-      e.correlation_id = d.correlation_id;
-      e.causation_id = d.causation_id;
-      e.actor = d.actor;
-      e.idempotency_key = req.idempotency_key;
-      e.payload = d.payload;
-      std::string record = make_record(chain, encode_event(e), hasher, &chain);
+      std::memcpy(header.event_id.data(), &event_id_prefix_, 8);
+      std::memcpy(header.event_id.data() + 8, &be_seq, 8);
+      std::string record = encode_event(header, d, kRecordHeaderBytes);
+      seal_record(record, chain, hasher, &chain);
       batch.Put(log_cf_, seq_key(next), record);
-      batch.Put(streams_cf_, stream_key(d.stream_id, assigned[i]), seq_key(next));
+      index.Put(streams_cf_, stream_key(d.stream_id, assigned[i]), seq_key(next));
       log_bytes += record.size();
-      ++type_counts[static_cast<size_t>(e.type())];
-      out.committed.push_back(Committed{next, e.type(), std::move(record)});
+      EventType type = payload_type(d.payload);
+      ++type_counts[static_cast<size_t>(type)];
+      out.committed.push_back(Committed{next, type, std::move(record)});
       ++next;
     }
     for (auto& [stream, v] : local) versions[stream] = v;
     auto count = static_cast<uint32_t>(req.events.size());
     if (!req.idempotency_key.empty()) {
-      KeyEntry entry{first, count, req.digest, now_ns};
-      batch.Put(idempotency_cf_, req.idempotency_key, encode_entry(entry));
-      keys[req.idempotency_key] = entry;
+      KeyEntry entry{first, count, now_ns};
+      index.Put(idempotency_cf_, req.idempotency_key, encode_entry(entry));
+      keys[req.idempotency_key] = PendingKey{entry, &req};
     }
     out.results.push_back(AppendResult{first, count, false});
   }
   if (out.committed.empty()) return out;
   out.batch_events = out.committed.size();
-  batch.Put(meta_cf_, kMetaLogBytes, u64_value(log_bytes));
+  index.Put(meta_cf_, kMetaLogBytes, u64_value(log_bytes));
   for (size_t t = 1; t <= kEventTypeMax; ++t) {
-    if (type_counts[t] != type_counts_[t]) batch.Put(meta_cf_, type_key(t), u64_value(type_counts[t]));
+    if (type_counts[t] != type_counts_[t]) index.Put(meta_cf_, type_key(t), u64_value(type_counts[t]));
   }
+  put_derived_marks(index, next - 1);
 
   // Write without sync, then sync explicitly: a write error (disk full) is
   // survivable and reported; a sync error is not (DESIGN.md §9).
@@ -677,6 +674,8 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
     std::abort();
   }
   // Durable: publish the new state.
+  index_ = std::move(index);
+  index_pending_ = true;
   chain_ = chain;
   log_bytes_ = log_bytes;
   type_counts_ = type_counts;
@@ -690,6 +689,153 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
   head_.store(next - 1, std::memory_order_release);
   WPM_ASSERT(out.results.size() == requests.size(), "one result per request");
   return out;
+}
+
+// ---- derived data: stream index, idempotency keys, counters -----------------------
+//
+// Everything but the records is derived from the log, so it stays off the
+// synced write path: commit() prepares it, apply_index() writes it without the
+// WAL once the batch is acknowledged, and each derived column family carries
+// the sequence it reflects (kDerivedMarkKey). After a crash, open re-derives
+// what was lost from the records above those marks.
+
+void Store::put_derived_marks(rocksdb::WriteBatch& batch, uint64_t sequence) {
+  for (auto* cf : {streams_cf_, idempotency_cf_, meta_cf_}) {
+    batch.Put(cf, kDerivedMarkKey, u64_value(sequence));
+  }
+}
+
+Result<void> Store::apply_index() {
+  if (!index_pending_) return {};
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;  // derived: rebuilt from the log after a crash
+  rocksdb::Status s = db_->Write(wo, &index_);
+  index_.Clear();
+  index_pending_ = false;
+  if (!s.ok()) {
+    fail_read_only(fmt::format("cannot update the stream index: {}", s.ToString()));
+    return std::unexpected(rocks_error("cannot update the stream index", s));
+  }
+  return {};
+}
+
+Result<void> Store::rebuild_derived(uint64_t head) {
+  uint64_t from = head;
+  std::array<uint64_t, 3> marks{};
+  rocksdb::ColumnFamilyHandle* cfs[3] = {streams_cf_, idempotency_cf_, meta_cf_};
+  for (size_t i = 0; i < 3; ++i) {
+    std::string v;
+    auto s = db_->Get(rocksdb::ReadOptions(), cfs[i], kDerivedMarkKey, &v);
+    if (!s.ok() && !s.IsNotFound()) return std::unexpected(rocks_error("cannot read derived marks", s));
+    marks[i] = s.ok() ? value_u64(v) : 0;
+  }
+  if (*std::max_element(marks.begin(), marks.end()) > head) {
+    // Derived data ahead of the log (records above the mark were discarded, or
+    // the mark came from an older backup): it is only derived, so start over.
+    log_->warn("derived_data_ahead_of_log head={} action=\"rebuilding it from sequence 1\"", head);
+    const std::string end(kStreamIdBytesMax + kIdempotencyKeyBytesMax, '\xff');
+    for (auto* cf : cfs) {
+      auto s = db_->DeleteRange(rocksdb::WriteOptions(), cf, std::string(), end);
+      if (!s.ok()) return std::unexpected(rocks_error("cannot reset derived data", s));
+    }
+    marks = {0, 0, 0};
+  }
+  for (uint64_t m : marks) from = std::min(from, m);
+  if (from == head) return {};
+  uint64_t bytes = 0;
+  std::array<uint64_t, kEventTypeMax + 1> counts{};
+  if (marks[2] > 0) {
+    std::string v;
+    if (db_->Get(rocksdb::ReadOptions(), meta_cf_, kMetaLogBytes, &v).ok()) bytes = value_u64(v);
+    for (size_t t = 1; t <= kEventTypeMax; ++t) {
+      if (db_->Get(rocksdb::ReadOptions(), meta_cf_, type_key(t), &v).ok()) counts[t] = value_u64(v);
+    }
+  }
+  rocksdb::WriteBatch batch;
+  std::optional<Error> problem;
+  // Events of one request are contiguous and share its key: one entry per run.
+  std::string run_key;
+  KeyEntry run{};
+  auto end_run = [&] {
+    if (!run_key.empty()) batch.Put(idempotency_cf_, run_key, encode_entry(run));
+    run_key.clear();
+  };
+  auto r = scan(from + 1, ScanMode::kBulk, [&](uint64_t seq, std::string_view record) {
+    if (seq > head) return false;
+    auto view = parse_record(record);
+    auto event = view ? decode_event(view->event_bytes) : Result<Event>(std::unexpected(view.error()));
+    if (!event) {
+      problem = Error{ErrorCode::kCorruption,
+                      fmt::format("sequence {}: {}", seq, event.error().message)};
+      return false;
+    }
+    if (seq > marks[0]) {
+      batch.Put(streams_cf_, stream_key(event->stream_id, event->stream_version), seq_key(seq));
+    }
+    if (seq > marks[1]) {
+      if (event->idempotency_key != run_key) {
+        end_run();
+        if (!event->idempotency_key.empty()) {
+          run_key = event->idempotency_key;
+          run = KeyEntry{seq, 0, event->timestamp_ns};
+        }
+      }
+      if (!run_key.empty()) ++run.count;
+    }
+    if (seq > marks[2]) {
+      bytes += record.size();
+      ++counts[static_cast<size_t>(event->type())];
+    }
+    return true;
+  });
+  if (!r) return r;
+  if (problem) return std::unexpected(*problem);
+  end_run();
+  batch.Put(meta_cf_, kMetaLogBytes, u64_value(bytes));
+  for (size_t t = 1; t <= kEventTypeMax; ++t) batch.Put(meta_cf_, type_key(t), u64_value(counts[t]));
+  put_derived_marks(batch, head);
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  auto s = db_->Write(wo, &batch);
+  if (!s.ok()) return std::unexpected(rocks_error("cannot rebuild derived data", s));
+  log_->info("recovery_rebuilt_derived from={} to={}", from + 1, head);
+  return {};
+}
+
+std::optional<Result<AppendResult>> Store::resend_outcome(
+    const AppendRequest& req, const std::unordered_map<std::string, PendingKey>& keys) const {
+  std::optional<KeyEntry> seen;
+  bool same = false;
+  if (auto it = keys.find(req.idempotency_key); it != keys.end()) {
+    seen = it->second.entry;
+    same = it->second.request->events == req.events;
+  } else {
+    std::string v;
+    auto s = db_->Get(rocksdb::ReadOptions(), idempotency_cf_, req.idempotency_key, &v);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return Result<AppendResult>(std::unexpected(rocks_error("cannot read idempotency keys", s)));
+    seen = decode_entry(v);
+    if (!seen) return std::nullopt;  // an entry of another format: treat the key as new
+    same = seen->count == req.events.size();
+    for (uint32_t i = 0; same && i < seen->count; ++i) {
+      auto record = get_record(seen->first_sequence + i);
+      if (!record) return Result<AppendResult>(std::unexpected(record.error()));
+      auto view = parse_record(*record);
+      if (!view) return Result<AppendResult>(std::unexpected(view.error()));
+      auto event = decode_event(view->event_bytes);
+      if (!event) return Result<AppendResult>(std::unexpected(event.error()));
+      same = same_event(*event, req.events[i]);
+    }
+  }
+  if (!same) {
+    return Result<AppendResult>(fail(
+        ErrorCode::kIdempotencyKeyReused,
+        fmt::format("idempotency key '{}' was already used for other events (sequences {}..{}); "
+                    "use a new key for new events",
+                    req.idempotency_key, seen->first_sequence,
+                    seen->first_sequence + seen->count - 1)));
+  }
+  return Result<AppendResult>(AppendResult{seen->first_sequence, seen->count, true});
 }
 
 // ---- reads ----------------------------------------------------------------------

@@ -23,12 +23,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include <rocksdb/write_batch.h>
+
 #include "eventstore/options.h"
 #include "schemas/error.h"
 #include "schemas/protocol.h"
 
 namespace rocksdb {
 class DB;
+class WriteBatch;
 class ColumnFamilyHandle;
 class CompactionFilter;
 }  // namespace rocksdb
@@ -52,6 +55,15 @@ struct CommitOutcome {
 
 class Store {
  public:
+  // An idempotency key's stored value. What the key stands for is the events
+  // themselves, read back from the log on a re-send (rare), so the hot path
+  // computes no digest.
+  struct KeyEntry {
+    uint64_t first_sequence = 0;
+    uint32_t count = 0;
+    int64_t committed_ns = 0;
+  };
+
   static Result<std::unique_ptr<Store>> open(const StoreOptions& options,
                                              std::shared_ptr<spdlog::logger> log);
   ~Store();
@@ -60,6 +72,11 @@ class Store {
 
   // One group commit. `now_ns` stamps the events (the caller owns the clock).
   CommitOutcome commit(std::span<const AppendRequest> requests, int64_t now_ns);
+  // Writes the derived data (stream index, idempotency keys, counters) of the
+  // last commit. Call it after the replies are out; the next commit (and
+  // closing) calls it if the caller did not. Reads by stream and re-sent keys
+  // see a commit only once this ran.
+  Result<void> apply_index();
 
   Result<ReadReply> read_range(const ReadRangeRequest& request) const;
   Result<ReadReply> read_stream(const ReadStreamRequest& request) const;
@@ -90,11 +107,21 @@ class Store {
   Result<void> open_database();
   Result<void> recover();
   Result<void> discard_unacknowledged(uint64_t mark, uint64_t last);
+  Result<void> rebuild_derived(uint64_t head);
+  void put_derived_marks(rocksdb::WriteBatch& batch, uint64_t sequence);
   Result<void> verify_tail();
   Result<uint64_t> last_stored_sequence() const;
   Result<uint64_t> stream_version(const std::string& stream_id) const;
   Result<std::string> get_record(uint64_t sequence) const;
   void fail_read_only(const std::string& reason);
+  struct PendingKey {
+    KeyEntry entry;
+    const AppendRequest* request;
+  };
+  // Empty: the key is new. Otherwise the answer to a re-sent key: the original
+  // sequences when the events are the same, kIdempotencyKeyReused when not.
+  std::optional<Result<AppendResult>> resend_outcome(
+      const AppendRequest& request, const std::unordered_map<std::string, PendingKey>& keys) const;
 
   StoreOptions options_;
   std::shared_ptr<spdlog::logger> log_;
@@ -109,6 +136,8 @@ class Store {
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
 
   // Sequencer state (commit thread only).
+  rocksdb::WriteBatch index_;  // derived data of the last commit, not yet applied
+  bool index_pending_ = false;
   std::array<uint8_t, 32> chain_{};
   uint64_t event_id_prefix_ = 0;
   std::unordered_map<std::string, uint64_t> stream_cache_;

@@ -106,18 +106,55 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared) {
   return out;
 }
 
-void put_event(const Event& e, s::Event::Builder b) {
-  b.setSequence(e.sequence);
-  b.setEventId(capnp::Data::Reader(e.event_id.data(), e.event_id.size()));
-  b.setTimestampNs(e.timestamp_ns);
-  b.setType(static_cast<s::EventType>(e.type()));
-  b.setStreamId(text(e.stream_id));
-  b.setStreamVersion(e.stream_version);
-  b.setCorrelationId(text(e.correlation_id));
-  b.setCausationId(text(e.causation_id));
-  b.setActor(text(e.actor));
-  b.setIdempotencyKey(text(e.idempotency_key));
-  put_payload(e.payload, b.initPayload());
+// The envelope from its parts: the store's header and the appender's draft.
+void put_event(const EventHeader& h, const std::string& stream_id, const std::string& correlation_id,
+               const std::string& causation_id, const std::string& actor, const Payload& payload,
+               s::Event::Builder b) {
+  b.setSequence(h.sequence);
+  b.setEventId(capnp::Data::Reader(h.event_id.data(), h.event_id.size()));
+  b.setTimestampNs(h.timestamp_ns);
+  b.setType(static_cast<s::EventType>(payload_type(payload)));
+  b.setStreamId(text(stream_id));
+  b.setStreamVersion(h.stream_version);
+  b.setCorrelationId(text(correlation_id));
+  b.setCausationId(text(causation_id));
+  b.setActor(text(actor));
+  b.setIdempotencyKey(text(h.idempotency_key));
+  put_payload(payload, b.initPayload());
+}
+
+// Builds a message in a reused, zeroed first segment (Cap'n Proto zeroes a
+// caller-provided segment again when the builder is destroyed) and writes it
+// flat after `prefix_bytes` zero bytes: one allocation, one copy.
+template <typename Fill>
+std::string build_flat(size_t prefix_bytes, Fill fill) {
+  constexpr size_t kScratchWords = 4096;  // 32 KiB: typical events fit one segment
+  thread_local kj::Array<capnp::word> scratch = [] {
+    auto a = kj::heapArray<capnp::word>(kScratchWords);
+    std::memset(a.begin(), 0, a.size() * sizeof(capnp::word));
+    return a;
+  }();
+  capnp::MallocMessageBuilder message(scratch.asPtr());
+  fill(message);
+  auto segments = message.getSegmentsForOutput();
+  std::string out;
+  if (segments.size() == 1) {
+    size_t words = segments[0].size();
+    size_t size = prefix_bytes + 8 + words * sizeof(capnp::word);
+    out.resize_and_overwrite(size, [&](char* p, size_t n) {
+      std::memset(p, 0, prefix_bytes);
+      uint32_t table[2] = {0, static_cast<uint32_t>(words)};  // segment count - 1, size
+      std::memcpy(p + prefix_bytes, table, 8);
+      std::memcpy(p + prefix_bytes + 8, segments[0].begin(), words * sizeof(capnp::word));
+      return n;
+    });
+  } else {
+    kj::Array<capnp::word> flat = capnp::messageToFlatArray(segments);
+    auto bytes = flat.asBytes();
+    out.assign(prefix_bytes, '\0');
+    out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  }
+  return out;
 }
 
 Event get_event(s::Event::Reader r) {
@@ -164,12 +201,6 @@ void put_batch(const AppendRequest& a, s::AppendBatch::Builder b) {
   for (unsigned i = 0; i < a.events.size(); ++i) put_draft(a.events[i], evs[i]);
 }
 
-Digest digest_of(s::AppendBatch::Reader batch) {
-  kj::Array<capnp::word> canonical = capnp::canonicalize(batch);
-  kj::ArrayPtr<const kj::byte> bytes = canonical.asBytes();
-  return sha256(std::string_view(reinterpret_cast<const char*>(bytes.begin()), bytes.size()));
-}
-
 AppendRequest get_append(s::AppendRequest::Reader r) {
   AppendRequest a;
   a.idempotency_key = str(r.getIdempotencyKey());
@@ -182,7 +213,6 @@ AppendRequest get_append(s::AppendRequest::Reader r) {
   }
   a.events.reserve(batch.getEvents().size());
   for (auto d : batch.getEvents()) a.events.push_back(get_draft(d));
-  if (!a.idempotency_key.empty()) a.digest = digest_of(batch);
   return a;
 }
 
@@ -372,10 +402,19 @@ auto decode(std::string_view bytes, const DecodeLimits& limits, const char* what
 
 }  // namespace
 
-std::string encode_event(const Event& event) {
-  capnp::MallocMessageBuilder message(512);
-  put_event(event, message.initRoot<s::Event>());
-  return to_string(message);
+std::string encode_event(const Event& e) {
+  EventHeader h{e.sequence, e.event_id, e.timestamp_ns, e.stream_version, e.idempotency_key};
+  return build_flat(0, [&](capnp::MessageBuilder& m) {
+    put_event(h, e.stream_id, e.correlation_id, e.causation_id, e.actor, e.payload,
+              m.initRoot<s::Event>());
+  });
+}
+
+std::string encode_event(const EventHeader& h, const EventDraft& d, size_t prefix_bytes) {
+  return build_flat(prefix_bytes, [&](capnp::MessageBuilder& m) {
+    put_event(h, d.stream_id, d.correlation_id, d.causation_id, d.actor, d.payload,
+              m.initRoot<s::Event>());
+  });
 }
 
 Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits) {
@@ -409,25 +448,18 @@ Result<Reply> decode_reply(std::string_view bytes, const DecodeLimits& limits) {
   return decode<s::Reply>(bytes, limits, "reply", [](s::Reply::Reader r) { return get_reply(r); });
 }
 
-std::string encode_publication(const Publication& publication) {
-  capnp::MallocMessageBuilder message(64 + publication.record.size() / 8);
-  auto b = message.initRoot<s::Publication>();
-  b.setSequence(publication.sequence);
-  b.setRecord(data(publication.record));
-  return to_string(message);
+std::string encode_publication(uint64_t sequence, std::string_view record) {
+  return build_flat(0, [&](capnp::MessageBuilder& m) {
+    auto b = m.initRoot<s::Publication>();
+    b.setSequence(sequence);
+    b.setRecord(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(record.data()), record.size()));
+  });
 }
 
 Result<Publication> decode_publication(std::string_view bytes, const DecodeLimits& limits) {
   return decode<s::Publication>(bytes, limits, "publication", [](s::Publication::Reader r) {
     return Publication{r.getSequence(), str(r.getRecord())};
   });
-}
-
-Digest append_digest(const AppendRequest& request) {
-  capnp::MallocMessageBuilder message(1024);
-  auto batch = message.initRoot<s::AppendBatch>();
-  put_batch(request, batch);
-  return digest_of(batch.asReader());
 }
 
 }  // namespace wpm

@@ -23,14 +23,25 @@ struct DecodeLimits {
   // Largest frame accepted, in bytes. Default: 16 MiB (bus/constants.h).
   size_t max_frame_bytes = 16u << 20;
   // Cap'n Proto traversal limit, in words, as a multiple of the frame's size:
-  // bounds amplification by pointers that overlap. Decoding an append reads
-  // its batch twice (conversion and canonical digest). Default: 8.
-  uint64_t traversal_factor = 8;
+  // bounds amplification by pointers that overlap. Default: 4.
+  uint64_t traversal_factor = 4;
   // Cap'n Proto nesting limit. Default: 16 (our schemas nest 5 deep).
   int nesting_limit = 16;
 };
 
 std::string encode_event(const Event& event);
+
+// The store's part of an envelope; the rest comes from the appender's draft.
+struct EventHeader {
+  uint64_t sequence = 0;
+  EventId event_id{};
+  int64_t timestamp_ns = 0;
+  uint64_t stream_version = 0;
+  const std::string& idempotency_key;
+};
+// Encodes the event made of `header` and `draft` after `prefix_bytes` zero
+// bytes (room for a record header, schemas/record.h), without copying the draft.
+std::string encode_event(const EventHeader& header, const EventDraft& draft, size_t prefix_bytes);
 Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits = {});
 
 std::string encode_request(const Request& request);
@@ -42,11 +53,7 @@ uint64_t peek_request_id(std::string_view bytes, const DecodeLimits& limits = {}
 std::string encode_reply(const Reply& reply);
 Result<Reply> decode_reply(std::string_view bytes, const DecodeLimits& limits = {});
 
-std::string encode_publication(const Publication& publication);
+std::string encode_publication(uint64_t sequence, std::string_view record);
 Result<Publication> decode_publication(std::string_view bytes, const DecodeLimits& limits = {});
-
-// SHA-256 of the canonical encoding of the request's batch (expectations and
-// events, not the key): what an idempotency key stands for.
-Digest append_digest(const AppendRequest& request);
 
 }  // namespace wpm

@@ -21,15 +21,10 @@ struct StreamExpectation {
   bool operator==(const StreamExpectation&) const = default;
 };
 
-using Digest = std::array<uint8_t, 32>;
-
 struct AppendRequest {
   std::string idempotency_key;
   std::vector<StreamExpectation> expectations;
   std::vector<EventDraft> events;
-  // SHA-256 of the canonical AppendBatch; filled by the codec on decode (or by
-  // append_digest) and compared when a key is re-sent.
-  Digest digest{};
   bool operator==(const AppendRequest&) const = default;
 };
 

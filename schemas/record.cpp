@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstring>
 
+#include "schemas/assert.h"
 #include "schemas/codec.h"
 
 namespace wpm {
@@ -18,17 +19,23 @@ uint32_t get_u32(const char* p) {
 static_assert(std::endian::native == std::endian::little, "records are little-endian");
 }  // namespace
 
-std::string make_record(const Sha256Digest& previous, std::string_view event_bytes,
-                        Sha256& hasher, Sha256Digest* chain_out) {
+void seal_record(std::string& record, const Sha256Digest& previous, Sha256& hasher,
+                 Sha256Digest* chain_out) {
+  WPM_ASSERT(record.size() >= kRecordHeaderBytes, "record of {} bytes", record.size());
   hasher.update(previous.data(), previous.size());
-  hasher.update(event_bytes);
+  hasher.update(record.data() + kRecordHeaderBytes, record.size() - kRecordHeaderBytes);
   Sha256Digest chain = hasher.final();
-  std::string record(kRecordHeaderBytes + event_bytes.size(), '\0');
   put_u32(record.data() + 4, kRecordFormat);
   std::memcpy(record.data() + 8, chain.data(), chain.size());
-  std::memcpy(record.data() + kRecordHeaderBytes, event_bytes.data(), event_bytes.size());
   put_u32(record.data(), crc32c(record.data() + 4, record.size() - 4));
   if (chain_out != nullptr) *chain_out = chain;
+}
+
+std::string make_record(const Sha256Digest& previous, std::string_view event_bytes,
+                        Sha256& hasher, Sha256Digest* chain_out) {
+  std::string record(kRecordHeaderBytes + event_bytes.size(), '\0');
+  std::memcpy(record.data() + kRecordHeaderBytes, event_bytes.data(), event_bytes.size());
+  seal_record(record, previous, hasher, chain_out);
   return record;
 }
 

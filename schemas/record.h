@@ -35,6 +35,9 @@ struct RecordView {
 // Builds a record for `event_bytes` chained to `previous`; `hasher` is scratch.
 std::string make_record(const Sha256Digest& previous, std::string_view event_bytes,
                         Sha256& hasher, Sha256Digest* chain_out);
+// The same in place: `record` holds kRecordHeaderBytes of room, then the event.
+void seal_record(std::string& record, const Sha256Digest& previous, Sha256& hasher,
+                 Sha256Digest* chain_out);
 
 // Checks size, format and checksum; does not decode the event.
 Result<RecordView> parse_record(std::string_view record);

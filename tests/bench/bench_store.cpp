@@ -388,7 +388,6 @@ bool fill_replay(const std::shared_ptr<spdlog::logger>& log) {
     for (uint64_t done = 0; done < kReplayEvents; done += request.events.size()) {
       request.events.resize(std::min<uint64_t>(kReplayCommitEvents, kReplayEvents - done));
       renew(request, index);
-      request.digest = wpm::append_digest(request);
       auto outcome = (*store)->commit(std::span(&request, 1), 1);
       if (outcome.results.size() != 1 || !outcome.results[0]) {
         std::fprintf(stderr, "wpm-bench-store: filling the replay log failed: %s\n",

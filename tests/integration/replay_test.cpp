@@ -24,7 +24,6 @@ AppendRequest system_event(const std::string& key, const std::string& id, bool r
                      : Payload{SystemRegistered{id, "host-" + id, "10.1.0." + id, "key-" + id}};
   req.events.push_back(EventDraft{"system/" + id, "task-" + key, "", "root", p});
   req.expectations = {{"system/" + id, remove ? ExpectKind::kStreamExists : ExpectKind::kNoStream, 0}};
-  req.digest = append_digest(req);
   return req;
 }
 

@@ -100,6 +100,34 @@ TEST_F(StoreEndpoint, IdempotentResendReturnsOriginalSequences) {
   EXPECT_EQ(client.stats()->head, 8u);
 }
 
+TEST_F(StoreEndpoint, KillNineLosesNoIndexOrKey) {
+  // The stream index and idempotency keys are derived data written without
+  // the WAL after each acknowledgement; after kill -9 they are rebuilt.
+  auto req = synthetic_request("k9", "wpar/db1", 4);
+  req.expectations = {{"wpar/db1", ExpectKind::kNoStream, 0}};
+  ASSERT_TRUE(client_->append(req).has_value());
+  ASSERT_TRUE(client_->append(synthetic_request("other", "wpar/db2", 3)).has_value());
+  wpmd_->kill(SIGKILL);
+  ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
+  EXPECT_NE(wpmd_->log().find("recovery_rebuilt_derived from=1 to=7"), std::string::npos)
+      << wpmd_->log();
+  bus::StoreClient client(ctx_, wpmd_->request());
+  auto again = client.append(req);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(again->first_sequence, 1u);
+  auto stream = client.read_stream(ReadStreamRequest{"wpar/db1", 1, 0});
+  ASSERT_TRUE(stream.has_value());
+  EXPECT_EQ(stream->records.size(), 4u);
+  auto next = synthetic_request("", "wpar/db1", 1);
+  next.expectations = {{"wpar/db1", ExpectKind::kExact, 4}};
+  EXPECT_TRUE(client.append(next).has_value()) << "the stream version survived";
+  auto stats = client.stats();
+  ASSERT_TRUE(stats.has_value());
+  ASSERT_EQ(stats->per_type.size(), 1u);
+  EXPECT_EQ(stats->per_type[0].count, 8u);
+}
+
 TEST_F(StoreEndpoint, SameKeyWithAnotherPayloadIsRefused) {
   ASSERT_TRUE(client_->append(synthetic_request("key", "synthetic/a", 2)).has_value());
   auto other = synthetic_request("key", "synthetic/a", 2, 100);
