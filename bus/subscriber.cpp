@@ -66,6 +66,15 @@ Result<void> CatchUpSubscriber::catch_up(const std::function<bool()>& should_sto
   return {};
 }
 
+void CatchUpSubscriber::malformed(const std::string& why) {
+  ++stats_.malformed;
+  // Rate limit: the first, then every 1000th.
+  if (options_.log && stats_.malformed % 1000 == 1) {
+    options_.log->warn("malformed_publication endpoint={} count={} reason=\"{}\"",
+                       options_.publish_endpoint, stats_.malformed, why);
+  }
+}
+
 Result<void> CatchUpSubscriber::run(const std::function<bool()>& should_stop) {
   if (auto r = catch_up(should_stop); !r) return r;
   while (!should_stop()) {
@@ -79,12 +88,12 @@ Result<void> CatchUpSubscriber::run(const std::function<bool()>& should_stop) {
     auto msg = recv_message(sub_, 2, zmq::recv_flags::dontwait);
     if (!msg) continue;
     if (!*msg || (*msg)->size() != 2) {
-      ++stats_.malformed;
+      malformed(*msg ? fmt::format("{} frames, expected 2", (*msg)->size()) : msg->error().message);
       continue;
     }
     auto publication = decode_publication(view((**msg)[1]), frame_limits());
     if (!publication) {
-      ++stats_.malformed;
+      malformed(publication.error().message);
       continue;
     }
     switch (decide_live(next_, publication->sequence)) {

@@ -8,7 +8,10 @@
 //
 // Thread safety: one thread runs a subscriber; the handler runs on it.
 
+#include <spdlog/logger.h>
+
 #include <cstdint>
+#include <memory>
 #include <functional>
 #include <string>
 #include <zmq.hpp>
@@ -39,6 +42,8 @@ struct SubscriberOptions {
   // How long without a publication before asking the store. Default: 500 ms.
   int idle_check_ms = kIdleCheckMsDefault;
   ClientOptions client;
+  // Where malformed publications are reported (rate-limited); may be null.
+  std::shared_ptr<spdlog::logger> log;
 };
 
 struct SubscriberStats {
@@ -66,6 +71,7 @@ class CatchUpSubscriber {
  private:
   Result<void> catch_up(const std::function<bool()>& should_stop);
   Result<void> deliver_record(std::string_view record);
+  void malformed(const std::string& why);
 
   SubscriberOptions options_;
   Handler handler_;

@@ -125,6 +125,7 @@ int run_follow(const GlobalOptions& g, const std::string& publish, uint64_t from
   o.publish_endpoint = publish;
   o.from = from;
   o.client = client_options(g);
+  o.log = spdlog::get("wpm");
   bus::CatchUpSubscriber sub(ctx, o, [&](const Event& e) {
     print_event(e, g.format);
     std::fflush(stdout);
