@@ -25,9 +25,26 @@ CatchUpSubscriber::CatchUpSubscriber(zmq::context_t& context, SubscriberOptions 
   apply_defaults(sub_);
   sub_.set(zmq::sockopt::rcvhwm, options_.receive_hwm);
   sub_.set(zmq::sockopt::subscribe, std::string(kEventTopicPrefix));
+}
+
+Result<void> CatchUpSubscriber::connect() {
+  if (connected_) return {};
+  std::string endpoint = options_.publish_endpoint;
+  if (endpoint.empty()) {
+    auto stats = client_.stats();
+    if (!stats) return std::unexpected(stats.error());
+    endpoint = stats->publish_endpoint;
+  }
   // Subscribe before the first read, so nothing published meanwhile is missed
   // for good: anything dropped in between is read back as a gap.
-  sub_.connect(options_.publish_endpoint);
+  try {
+    sub_.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("cannot subscribe to '{}': {}", endpoint, e.what()));
+  }
+  connected_ = true;
+  return {};
 }
 
 Result<void> CatchUpSubscriber::deliver_record(std::string_view record) {
@@ -76,6 +93,7 @@ void CatchUpSubscriber::malformed(const std::string& why) {
 }
 
 Result<void> CatchUpSubscriber::run(const std::function<bool()>& should_stop) {
+  if (auto r = connect(); !r) return r;
   if (auto r = catch_up(should_stop); !r) return r;
   while (!should_stop()) {
     zmq::pollitem_t items[] = {{sub_.handle(), 0, ZMQ_POLLIN, 0}};

@@ -69,6 +69,7 @@ class CatchUpSubscriber {
   const SubscriberStats& stats() const { return stats_; }
 
  private:
+  Result<void> connect();
   Result<void> catch_up(const std::function<bool()>& should_stop);
   Result<void> deliver_record(std::string_view record);
   void malformed(const std::string& why);
@@ -78,6 +79,7 @@ class CatchUpSubscriber {
   StoreClient client_;
   zmq::socket_t sub_;
   uint64_t next_;
+  bool connected_ = false;
   SubscriberStats stats_;
 };
 

@@ -5,13 +5,22 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "schemas/record.h"
+
 namespace wpm::eventstore {
 
 // Largest stream id, idempotency key and actor/correlation strings accepted.
 inline constexpr size_t kStreamIdBytesMax = 256;
 inline constexpr size_t kIdempotencyKeyBytesMax = 256;
+// Text and data one event may carry (stream id, ids, actor and payload
+// together); the stored record stays below kRecordEventBytesMax, which readers
+// enforce.
+inline constexpr size_t kEventBytesMax = 1u << 20;
+static_assert(2 * kEventBytesMax <= kRecordEventBytesMax, "an accepted event must stay readable");
 // Events in one append request.
 inline constexpr size_t kRequestEventsMax = 10'000;
+// Events re-derived per write when rebuilding derived data at open.
+inline constexpr uint64_t kRebuildChunkEvents = 100'000;
 // Stream heads kept in memory before the cache is dropped and reloaded lazily.
 inline constexpr size_t kStreamCacheEntriesMax = 1'000'000;
 

@@ -70,6 +70,17 @@ Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path) {
       ::close(fd);
       return std::unexpected(e);
     }
+    // The new file's directory entry must be durable too, or a power cut could
+    // lose the file while the log survives.
+    std::string dir = path.substr(0, path.rfind('/') == std::string::npos ? 0 : path.rfind('/'));
+    int dir_fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0 || ::fsync(dir_fd) != 0) {
+      Error e = io_error("cannot sync the directory of", path);
+      if (dir_fd >= 0) ::close(dir_fd);
+      ::close(fd);
+      return std::unexpected(e);
+    }
+    ::close(dir_fd);
   }
   auto [value, slot] = *slots;
   // Next write goes to the slot not holding the current value.

@@ -34,6 +34,12 @@ struct StoreOptions {
   // middle, skipping what cannot be read, so that the damage can be reported.
   // Default: false.
   bool salvage = false;
+  // Crash tests only: kill the process (SIGKILL) at this named point of a
+  // commit, so that a crash between two steps is deterministic (RocksDB's kill
+  // points are the model). "after_wal_sync": the records are durable, the mark
+  // is not; "after_mark_sync": acknowledged but not yet answered. wpmd reads it
+  // from WPM_TEST_KILL_POINT. Default: empty (never).
+  std::string kill_point;
 };
 
 }  // namespace wpm::eventstore

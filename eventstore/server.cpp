@@ -34,6 +34,7 @@ StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions op
       router_(context, zmq::socket_type::router),
       xpub_(context, zmq::socket_type::xpub) {
   bus::apply_defaults(router_);
+  router_.set(zmq::sockopt::sndhwm, options_.reply_hwm);
   bus::apply_defaults(xpub_);
   xpub_.set(zmq::sockopt::sndhwm, options_.publish_hwm);
   // Pass every (un)subscription through, so the subscriber gauge counts all.
@@ -94,6 +95,7 @@ void StoreServer::read_subscriptions() {
 
 void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
   size_t pending_events = 0;
+  size_t pending_bytes = 0;
   // Bounded drain: at most batch_requests_max messages per round.
   for (size_t i = 0; i < options_.batch_requests_max; ++i) {
     auto msg = bus::recv_message(router_, bus::kRequestFramesMax, zmq::recv_flags::dontwait);
@@ -117,8 +119,12 @@ void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
     uint64_t id = request->request_id;
     if (auto* append = std::get_if<AppendRequest>(&request->body)) {
       pending_events += append->events.size();
+      pending_bytes += frames[1].size();
       pending.push_back(PendingAppend{std::move(frames[0]), id, std::move(*append)});
-      if (pending_events >= store_.options().batch_events_max) return;
+      if (pending_events >= store_.options().batch_events_max ||
+          pending_bytes >= options_.batch_bytes_max) {
+        return;
+      }
       continue;
     }
     RequestKind kind = RequestKind::kStats;

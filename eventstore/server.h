@@ -32,6 +32,12 @@ struct ServerOptions {
   int publish_hwm = 100'000;
   // Requests taken into one group commit. Default: 4096.
   size_t batch_requests_max = 4096;
+  // Request bytes taken into one group commit (the rest waits in the socket).
+  // Default: 64 MiB.
+  size_t batch_bytes_max = 64u << 20;
+  // Replies queued per peer that does not read them, before ZeroMQ drops
+  // them (the peer's own deadline then retries). Default: 64.
+  int reply_hwm = 64;
 };
 
 class StoreServer {

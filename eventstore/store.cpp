@@ -6,6 +6,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -175,6 +176,13 @@ std::optional<Error> validate(const AppendRequest& r) {
   };
   for (const auto& e : r.events) {
     if (auto err = check_stream(e.stream_id)) return err;
+    size_t bytes = e.stream_id.size() + e.correlation_id.size() + e.causation_id.size() +
+                   e.actor.size() + r.idempotency_key.size() + payload_bytes(e.payload);
+    if (bytes > kEventBytesMax) {
+      return invalid(fmt::format("an event of {} bytes exceeds the limit of {} bytes; keep bulk "
+                                 "data out of events",
+                                 bytes, kEventBytesMax));
+    }
   }
   for (const auto& x : r.expectations) {
     if (auto err = check_stream(x.stream_id)) return err;
@@ -369,7 +377,7 @@ Result<void> Store::recover() {
   auto last = last_stored_sequence();
   if (!last) return std::unexpected(last.error());
   uint64_t stored = *last;
-  if (!mark && stored > 0) {
+  if (!mark && stored > 0 && !options_.salvage) {
     return fail(ErrorCode::kCorruption,
                 fmt::format("the log holds {} events but the acknowledged-sequence file {} is "
                             "missing or unreadable, so lost events could not be detected; restore "
@@ -387,6 +395,19 @@ Result<void> Store::recover() {
                             stored, acknowledged, stored + 1, options_.data_dir));
   }
   if (stored > acknowledged && !options_.read_only) {
+    // Derived data is written only after the mark: if it is ahead of the mark,
+    // those events were acknowledged and the mark file is stale (restored from
+    // another backup?). Refuse rather than delete acknowledged events.
+    auto marks = derived_marks();
+    if (!marks) return std::unexpected(marks.error());
+    uint64_t newest = *std::max_element(marks->begin(), marks->end());
+    if (newest > acknowledged) {
+      return fail(ErrorCode::kCorruption,
+                  fmt::format("the acknowledged-sequence file {} says {} but sequence {} was "
+                              "acknowledged (derived data reflects it): the file is older than "
+                              "the log. Restore the whole data directory from one backup",
+                              mark_path, acknowledged, newest));
+    }
     if (auto r = discard_unacknowledged(acknowledged, stored); !r) return r;
     stored = acknowledged;
   }
@@ -411,13 +432,13 @@ Result<void> Store::recover() {
     auto record = get_record(head);
     if (!record) return std::unexpected(record.error());
     auto view = parse_record(*record);
-    if (!view) {
+    if (!view && !options_.salvage) {
       return fail(ErrorCode::kCorruption,
                   fmt::format("the last record (sequence {}) is damaged: {}; inspect with `wpm log "
                               "verify --data {}`",
                               head, view.error().message, options_.data_dir));
     }
-    chain_ = view->chain;
+    if (view) chain_ = view->chain;
   }
   head_.store(head, std::memory_order_release);
   stats_log_bytes_ = log_bytes_;
@@ -504,6 +525,13 @@ Result<uint64_t> Store::stream_version(const std::string& stream_id) const {
     return uint64_t{0};
   }
   return key_seq(std::string_view(it->key().data() + prefix.size(), 8));
+}
+
+void Store::kill_point(const char* name) const {
+  if (options_.kill_point.empty() || options_.kill_point != name) return;
+  log_->warn("kill_point name={} head={}", name, head());
+  log_->flush();
+  ::kill(::getpid(), SIGKILL);
 }
 
 void Store::fail_read_only(const std::string& reason) {
@@ -648,7 +676,8 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
     fail_read_only(fmt::format("write of sequences {}..{} failed: {}", head() + 1, next - 1,
                                s.ToString()));
     for (auto& r : out.results) {
-      if (r && !r->duplicate) {
+      // Also a duplicate of a request in this very batch: it was not written either.
+      if (r && (!r->duplicate || r->first_sequence > head())) {
         r = fail(ErrorCode::kReadOnly,
                  fmt::format("the batch could not be written ({}); nothing of it was "
                              "acknowledged and the store is now read-only: free space or repair "
@@ -668,11 +697,13 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
     log_->flush();
     std::abort();
   }
+  kill_point("after_wal_sync");
   if (auto r = mark_->store(next - 1); !r) {
     log_->critical("ack_mark_sync_failed error=\"{}\" action=\"aborting\"", r.error().message);
     log_->flush();
     std::abort();
   }
+  kill_point("after_mark_sync");
   // Durable: publish the new state.
   index_ = std::move(index);
   index_pending_ = true;
@@ -719,8 +750,7 @@ Result<void> Store::apply_index() {
   return {};
 }
 
-Result<void> Store::rebuild_derived(uint64_t head) {
-  uint64_t from = head;
+Result<std::array<uint64_t, 3>> Store::derived_marks() const {
   std::array<uint64_t, 3> marks{};
   rocksdb::ColumnFamilyHandle* cfs[3] = {streams_cf_, idempotency_cf_, meta_cf_};
   for (size_t i = 0; i < 3; ++i) {
@@ -729,18 +759,21 @@ Result<void> Store::rebuild_derived(uint64_t head) {
     if (!s.ok() && !s.IsNotFound()) return std::unexpected(rocks_error("cannot read derived marks", s));
     marks[i] = s.ok() ? value_u64(v) : 0;
   }
-  if (*std::max_element(marks.begin(), marks.end()) > head) {
-    // Derived data ahead of the log (records above the mark were discarded, or
-    // the mark came from an older backup): it is only derived, so start over.
-    log_->warn("derived_data_ahead_of_log head={} action=\"rebuilding it from sequence 1\"", head);
-    const std::string end(kStreamIdBytesMax + kIdempotencyKeyBytesMax, '\xff');
-    for (auto* cf : cfs) {
-      auto s = db_->DeleteRange(rocksdb::WriteOptions(), cf, std::string(), end);
-      if (!s.ok()) return std::unexpected(rocks_error("cannot reset derived data", s));
-    }
-    marks = {0, 0, 0};
+  return marks;
+}
+
+Result<void> Store::rebuild_derived(uint64_t head) {
+  auto found = derived_marks();
+  if (!found) return std::unexpected(found.error());
+  std::array<uint64_t, 3> marks = *found;
+  uint64_t newest = *std::max_element(marks.begin(), marks.end());
+  if (newest > head) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("derived data reflects sequence {} but the log ends at {}; restore "
+                            "the whole data directory from one backup",
+                            newest, head));
   }
-  for (uint64_t m : marks) from = std::min(from, m);
+  uint64_t from = *std::min_element(marks.begin(), marks.end());
   if (from == head) return {};
   uint64_t bytes = 0;
   std::array<uint64_t, kEventTypeMax + 1> counts{};
@@ -751,36 +784,56 @@ Result<void> Store::rebuild_derived(uint64_t head) {
       if (db_->Get(rocksdb::ReadOptions(), meta_cf_, type_key(t), &v).ok()) counts[t] = value_u64(v);
     }
   }
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;  // derived: a crash part-way only means rebuilding again
   rocksdb::WriteBatch batch;
   std::optional<Error> problem;
+  // Writes what is gathered, with the marks at `through`; only ever called at a
+  // request boundary, so an idempotency entry is never split.
+  auto write_chunk = [&](uint64_t through) -> bool {
+    batch.Put(meta_cf_, kMetaLogBytes, u64_value(bytes));
+    for (size_t t = 1; t <= kEventTypeMax; ++t) batch.Put(meta_cf_, type_key(t), u64_value(counts[t]));
+    // A family already ahead of `through` keeps its own mark (its content is).
+    rocksdb::ColumnFamilyHandle* cfs[3] = {streams_cf_, idempotency_cf_, meta_cf_};
+    for (size_t i = 0; i < 3; ++i) {
+      batch.Put(cfs[i], kDerivedMarkKey, u64_value(std::max(through, marks[i])));
+    }
+    auto s = db_->Write(wo, &batch);
+    batch.Clear();
+    if (!s.ok()) problem = rocks_error("cannot rebuild derived data", s);
+    return s.ok();
+  };
   // Events of one request are contiguous and share its key: one entry per run.
   std::string run_key;
   KeyEntry run{};
-  auto end_run = [&] {
-    if (!run_key.empty()) batch.Put(idempotency_cf_, run_key, encode_entry(run));
-    run_key.clear();
-  };
+  uint64_t in_chunk = 0;
   auto r = scan(from + 1, ScanMode::kBulk, [&](uint64_t seq, std::string_view record) {
     if (seq > head) return false;
     auto view = parse_record(record);
     auto event = view ? decode_event(view->event_bytes) : Result<Event>(std::unexpected(view.error()));
     if (!event) {
-      problem = Error{ErrorCode::kCorruption,
-                      fmt::format("sequence {}: {}", seq, event.error().message)};
+      problem = Error{ErrorCode::kCorruption, fmt::format("sequence {}: {}", seq, event.error().message)};
       return false;
     }
+    bool new_request = event->idempotency_key != run_key || run_key.empty();
+    if (new_request) {
+      if (!run_key.empty()) batch.Put(idempotency_cf_, run_key, encode_entry(run));
+      run_key.clear();
+      if (in_chunk >= kRebuildChunkEvents) {
+        if (!write_chunk(seq - 1)) return false;
+        in_chunk = 0;
+      }
+    }
+    ++in_chunk;
     if (seq > marks[0]) {
       batch.Put(streams_cf_, stream_key(event->stream_id, event->stream_version), seq_key(seq));
     }
-    if (seq > marks[1]) {
-      if (event->idempotency_key != run_key) {
-        end_run();
-        if (!event->idempotency_key.empty()) {
-          run_key = event->idempotency_key;
-          run = KeyEntry{seq, 0, event->timestamp_ns};
-        }
+    if (seq > marks[1] && !event->idempotency_key.empty()) {
+      if (run_key.empty()) {
+        run_key = event->idempotency_key;
+        run = KeyEntry{seq, 0, event->timestamp_ns};
       }
-      if (!run_key.empty()) ++run.count;
+      ++run.count;
     }
     if (seq > marks[2]) {
       bytes += record.size();
@@ -790,14 +843,8 @@ Result<void> Store::rebuild_derived(uint64_t head) {
   });
   if (!r) return r;
   if (problem) return std::unexpected(*problem);
-  end_run();
-  batch.Put(meta_cf_, kMetaLogBytes, u64_value(bytes));
-  for (size_t t = 1; t <= kEventTypeMax; ++t) batch.Put(meta_cf_, type_key(t), u64_value(counts[t]));
-  put_derived_marks(batch, head);
-  rocksdb::WriteOptions wo;
-  wo.disableWAL = true;
-  auto s = db_->Write(wo, &batch);
-  if (!s.ok()) return std::unexpected(rocks_error("cannot rebuild derived data", s));
+  if (!run_key.empty()) batch.Put(idempotency_cf_, run_key, encode_entry(run));
+  if (!write_chunk(head)) return std::unexpected(*problem);
   log_->info("recovery_rebuilt_derived from={} to={}", from + 1, head);
   return {};
 }

@@ -108,12 +108,14 @@ class Store {
   Result<void> recover();
   Result<void> discard_unacknowledged(uint64_t mark, uint64_t last);
   Result<void> rebuild_derived(uint64_t head);
+  Result<std::array<uint64_t, 3>> derived_marks() const;
   void put_derived_marks(rocksdb::WriteBatch& batch, uint64_t sequence);
   Result<void> verify_tail();
   Result<uint64_t> last_stored_sequence() const;
   Result<uint64_t> stream_version(const std::string& stream_id) const;
   Result<std::string> get_record(uint64_t sequence) const;
   void fail_read_only(const std::string& reason);
+  void kill_point(const char* name) const;
   struct PendingKey {
     KeyEntry entry;
     const AppendRequest* request;

@@ -26,6 +26,21 @@ std::optional<EventType> event_type_from_name(std::string_view name) {
 
 std::string event_id_hex(const EventId& id) { return to_hex(id); }
 
+size_t payload_bytes(const Payload& payload) {
+  return std::visit(
+      [](const auto& p) -> size_t {
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, Synthetic>) {
+          return p.run.size() + p.note.size() + p.blob.size();
+        } else if constexpr (std::is_same_v<T, SystemRegistered>) {
+          return p.system_id.size() + p.hostname.size() + p.address.size() + p.public_key.size();
+        } else {
+          return p.system_id.size() + p.reason.size();
+        }
+      },
+      payload);
+}
+
 const char* error_code_name(ErrorCode code) {
   switch (code) {
     case ErrorCode::kNone: return "none";

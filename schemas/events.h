@@ -52,6 +52,9 @@ inline EventType payload_type(const Payload& payload) {
   return static_cast<EventType>(payload.index() + 1);
 }
 
+// Bytes of text and data a payload carries (an upper bound's main part).
+size_t payload_bytes(const Payload& payload);
+
 // What an appender supplies; the store assigns the rest.
 struct EventDraft {
   std::string stream_id;

@@ -70,6 +70,10 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
 
   eventstore::StoreOptions store_options = options.store;
   store_options.data_dir = options.data_dir;
+  if (const char* kill_point = std::getenv("WPM_TEST_KILL_POINT")) {
+    store_options.kill_point = kill_point;
+    log->warn("test_kill_point_armed name={}", kill_point);
+  }
   auto store = eventstore::Store::open(store_options, log);
   if (!store) {
     log->error("store_open_failed dir={} error=\"{}\"", options.data_dir, store.error().message);

@@ -89,5 +89,68 @@ TEST(Crash, KillNineUnderLoadLosesNoAcknowledgedEvent) {
   std::printf("crash test: %zu acknowledged events checked\n", acked_total);
 }
 
+// A crash after the WAL sync but before the mark sync: the batch is on disk but
+// was never acknowledged. It is discarded at the next start; the client's
+// retry with the same key appends it as new, exactly once.
+TEST(KillPoint, BatchNotYetAcknowledgedIsDiscardedAndTheRetryAppendsIt) {
+  TempDir dir;
+  Wpmd wpmd(Wpmd::Options{dir / "data", {}});
+  ASSERT_TRUE(wpmd.start()) << wpmd.log();
+  zmq::context_t ctx(1);
+  {
+    bus::StoreClient client(ctx, wpmd.request());
+    ASSERT_TRUE(client.append(synthetic_request("a", "synthetic/kp", 5)).has_value());
+  }
+  ASSERT_EQ(wpmd.stop(), 0);
+  wpmd.options().env = {{"WPM_TEST_KILL_POINT", "after_wal_sync"}};
+  ASSERT_TRUE(wpmd.start()) << wpmd.log();
+  auto b = synthetic_request("b", "synthetic/kp", 3, 5);
+  {
+    bus::StoreClient client(ctx, wpmd.request(), bus::ClientOptions{500, 1});
+    auto r = client.append(b);
+    ASSERT_FALSE(r.has_value()) << "no acknowledgement: the process died first";
+  }
+  EXPECT_TRUE(wait_until([&] { return wait_exit(wpmd.pid(), 0ms).has_value(); }, 10s));
+  wpmd.options().env = {};
+  ASSERT_TRUE(wpmd.start()) << wpmd.log();
+  EXPECT_NE(wpmd.log().find("recovery_discarded_unacknowledged from=6 to=8 count=3"),
+            std::string::npos)
+      << wpmd.log();
+  bus::StoreClient client(ctx, wpmd.request());
+  EXPECT_EQ(client.stats()->head, 5u);
+  auto again = client.append(b);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_FALSE(again->duplicate) << "the discarded batch was never acknowledged";
+  EXPECT_EQ(again->first_sequence, 6u);
+  EXPECT_EQ(read_all(client).size(), 8u);
+  EXPECT_EQ(wpm(wpmd, {"log", "verify"}).exit_code, 0);
+}
+
+// A crash after the mark sync but before the reply: the batch is acknowledged
+// in the log, the client never heard. Its retry gets the original sequences.
+TEST(KillPoint, BatchAcknowledgedButNotAnsweredIsKeptAndTheRetryIsADuplicate) {
+  TempDir dir;
+  Wpmd wpmd(Wpmd::Options{dir / "data", {}, std::chrono::seconds(20),
+                          {{"WPM_TEST_KILL_POINT", "after_mark_sync"}}});
+  ASSERT_TRUE(wpmd.start()) << wpmd.log();
+  zmq::context_t ctx(1);
+  auto req = synthetic_request("only", "synthetic/kp", 4);
+  {
+    bus::StoreClient client(ctx, wpmd.request(), bus::ClientOptions{500, 1});
+    ASSERT_FALSE(client.append(req).has_value());
+  }
+  EXPECT_TRUE(wait_until([&] { return wait_exit(wpmd.pid(), 0ms).has_value(); }, 10s));
+  wpmd.options().env = {};
+  ASSERT_TRUE(wpmd.start()) << wpmd.log();
+  EXPECT_NE(wpmd.log().find("recovery_rebuilt_derived from=1 to=4"), std::string::npos)
+      << wpmd.log();
+  bus::StoreClient client(ctx, wpmd.request());
+  auto again = client.append(req);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(again->first_sequence, 1u);
+  EXPECT_EQ(client.stats()->head, 4u);
+}
+
 }  // namespace
 }  // namespace wpm::testing

@@ -47,7 +47,7 @@ TEST(Replay, LiveProjectionEqualsProjectionRebuiltFromTheLog) {
   std::atomic<bool> stop{false};
   bus::SubscriberOptions o;
   o.store_endpoint = wpmd.request();
-  o.publish_endpoint = wpmd.publish();
+  // publish_endpoint left empty: the subscriber asks the store where to subscribe.
   o.idle_check_ms = 100;
   bus::CatchUpSubscriber sub(ctx, o, [&](const Event& e) {
     live = projections::evolve(std::move(live), e);

@@ -100,10 +100,10 @@ RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
 }
 
 pid_t spawn(const std::vector<std::string>& argv, const std::string& stdout_path,
-            const std::string& stderr_path) {
+            const std::string& stderr_path, const std::map<std::string, std::string>& env) {
   int out_fd = ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   int err_fd = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  pid_t pid = fork_exec(argv, out_fd, err_fd, {});
+  pid_t pid = fork_exec(argv, out_fd, err_fd, env);
   ::close(out_fd);
   ::close(err_fd);
   return pid;
@@ -211,7 +211,7 @@ bool Wpmd::start() {
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   exit_code_.reset();
   ++starts_;
-  pid_ = spawn(argv, log_path_ + ".out", log_path_);
+  pid_ = spawn(argv, log_path_ + ".out", log_path_, options_.env);
   std::string endpoints = options_.data_dir + "/endpoints";
   bool up = wait_until(
       [&] {

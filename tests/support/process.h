@@ -43,7 +43,7 @@ RunResult run(const std::vector<std::string>& argv,
 
 // Starts a command in its own process group; output goes to files.
 pid_t spawn(const std::vector<std::string>& argv, const std::string& stdout_path,
-            const std::string& stderr_path);
+            const std::string& stderr_path, const std::map<std::string, std::string>& env = {});
 // Waits for `pid` up to `timeout`; returns its exit code (128+N on signal N),
 // or nullopt if it is still running.
 std::optional<int> wait_exit(pid_t pid, std::chrono::milliseconds timeout);
@@ -68,6 +68,7 @@ class Wpmd {
     std::string data_dir;
     std::vector<std::string> extra_args;
     std::chrono::milliseconds start_timeout = std::chrono::seconds(20);
+    std::map<std::string, std::string> env;
   };
   explicit Wpmd(Options options);
   ~Wpmd();  // SIGKILL if still running
@@ -82,6 +83,7 @@ class Wpmd {
   std::optional<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   std::optional<int> exit_code() const { return exit_code_; }
   bool running() const { return pid_ > 0 && !exit_code_; }
+  Options& options() { return options_; }
   pid_t pid() const { return pid_; }
   std::string log() const;  // its stderr so far
 
