@@ -30,12 +30,6 @@ std::string str(capnp::Data::Reader value) {
   return std::string(reinterpret_cast<const char*>(value.begin()), value.size());
 }
 
-std::string to_string(capnp::MessageBuilder& message) {
-  kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
-  kj::ArrayPtr<const kj::byte> bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-}
-
 // Thrown inside the guarded block for semantic refusals; caught by decode().
 struct Refused {
   std::string message;
@@ -422,9 +416,7 @@ Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits) {
 }
 
 std::string encode_request(const Request& request) {
-  capnp::MallocMessageBuilder message(1024);
-  put_request(request, message.initRoot<s::Request>());
-  return to_string(message);
+  return build_flat(0, [&](capnp::MessageBuilder& m) { put_request(request, m.initRoot<s::Request>()); });
 }
 
 Result<Request> decode_request(std::string_view bytes, const DecodeLimits& limits) {
@@ -439,9 +431,7 @@ uint64_t peek_request_id(std::string_view bytes, const DecodeLimits& limits) {
 }
 
 std::string encode_reply(const Reply& reply) {
-  capnp::MallocMessageBuilder message(1024);
-  put_reply(reply, message.initRoot<s::Reply>());
-  return to_string(message);
+  return build_flat(0, [&](capnp::MessageBuilder& m) { put_reply(reply, m.initRoot<s::Reply>()); });
 }
 
 Result<Reply> decode_reply(std::string_view bytes, const DecodeLimits& limits) {
