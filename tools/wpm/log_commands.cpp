@@ -267,6 +267,12 @@ int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir) {
     o.salvage = true;
     store = eventstore::Store::open(o, log);
   }
+  if (!store && store.error().code == ErrorCode::kUnavailable) {
+    print_error(store.error().message +
+                "; an offline check needs wpmd stopped (or run `wpm log verify` without --data "
+                "against the running store)");
+    return kExitFailed;
+  }
   if (!store) return fail_with(store.error());
   VerifyReport report;
   uint64_t acknowledged = (*store)->acknowledged_at_open();
