@@ -1,0 +1,102 @@
+#pragma once
+// The system profile of a managed system (DESIGN.md §6, seed "Compatibility
+// testing"): what the compatibility tests compare between a departure and an
+// arrival system, sent by the agent at registration and on change.
+//
+// Parsing is pure (text in, values out) and unit-tested on fixed inputs;
+// collect_profile() is the thin shell that reads this host. Thread safety:
+// plain values and free functions.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace wpm::profile {
+
+struct CgroupController {
+  std::string name;     // cpu, memory, pids, freezer, …
+  int version = 0;      // 1 or 2: the hierarchy that holds it on this host
+  std::string mount;    // where that hierarchy is mounted
+  bool operator==(const CgroupController&) const = default;
+};
+
+struct Checkpointer {
+  std::string name;       // "cooperative", "criu"
+  bool available = false;
+  std::string version;    // when available
+  std::string reason;     // when not
+  bool operator==(const Checkpointer&) const = default;
+};
+
+struct SystemProfile {
+  std::string os_type;               // "Linux"
+  std::string distribution;          // os-release ID, e.g. "debian"
+  std::string distribution_version;  // os-release VERSION_ID, e.g. "12"
+  std::string kernel_version;        // uname -r
+  std::string base_system_version;   // Debian: /etc/debian_version, e.g. "12.11"
+  std::string glibc_version;         // e.g. "2.36"
+  std::string architecture;          // uname -m
+  std::string isa_level;             // x86-64-v1..v4, or the architecture elsewhere
+  std::vector<std::string> cpu_flags;
+  std::string cpu_model;
+  double cpu_mhz = 0;
+  uint32_t cpu_cores = 0;
+  uint64_t memory_bytes = 0;
+  bool memory_protection_keys = false;
+  std::optional<bool> ntp_synchronized;  // empty when the kernel cannot tell
+  std::vector<CgroupController> cgroups;
+  bool cgroup_v2_freeze = false;          // a cgroup v2 tree with cgroup.freeze
+  std::vector<std::string> namespaces;    // kinds this kernel offers
+  std::vector<Checkpointer> checkpointers;
+  std::string agent_version;
+  std::vector<std::string> capabilities;  // the host's bounding set, lower-case names
+  bool operator==(const SystemProfile&) const = default;
+};
+
+// ---- pure parsers ---------------------------------------------------------------
+
+// KEY=value lines, quotes removed (os-release(5)).
+std::map<std::string, std::string> parse_os_release(std::string_view text);
+
+struct CpuInfo {
+  std::string model;
+  double mhz = 0;
+  std::vector<std::string> flags;  // sorted, unique
+  uint32_t processors = 0;
+};
+CpuInfo parse_cpuinfo(std::string_view text);
+
+// MemTotal of /proc/meminfo, in bytes; 0 when absent.
+uint64_t parse_meminfo_total(std::string_view text);
+
+// x86-64 micro-architecture level from CPU flags (the psABI levels).
+std::string x86_isa_level(const std::vector<std::string>& flags);
+
+// Enabled controllers of /proc/cgroups and where /proc/self/mountinfo mounts
+// them: a controller bound to a v1 hierarchy is v1; the others are v2 when a
+// cgroup2 tree lists them in cgroup.controllers (`v2_controllers`).
+std::vector<CgroupController> parse_cgroups(std::string_view proc_cgroups,
+                                            std::string_view mountinfo,
+                                            std::string_view v2_controllers);
+// Mount point of the cgroup2 tree in mountinfo, if any.
+std::optional<std::string> cgroup2_mount(std::string_view mountinfo);
+
+// Capability names of a CapBnd-style hex mask.
+std::vector<std::string> capability_names(uint64_t mask);
+
+// ---- the host ---------------------------------------------------------------------
+
+struct CollectOptions {
+  // Root of the files read (/etc, /proc, /sys); tests point it elsewhere.
+  // Default: "/".
+  std::string root = "/";
+  // Run `criu check` (bounded by a timeout) to report CRIU. Default: true.
+  bool probe_criu = true;
+};
+
+SystemProfile collect_profile(const CollectOptions& options = {});
+
+}  // namespace wpm::profile
