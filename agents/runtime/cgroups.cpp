@@ -1,0 +1,281 @@
+#include "agents/runtime/cgroups.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace wpm::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint64_t kCpuPeriodUs = 100'000;
+// Controllers wpm uses; cpuacct only for usage on v1.
+const std::vector<std::string> kControllers = {"cpu", "cpuacct", "memory", "pids", "freezer"};
+
+Error io(const std::string& what, const std::string& path) {
+  return Error{ErrorCode::kIo, fmt::format("{} {}: {}", what, path, std::strerror(errno))};
+}
+
+Result<void> write_file(const std::string& path, const std::string& value) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return std::unexpected(io("cannot open", path));
+  bool ok = std::fputs(value.c_str(), f) >= 0;
+  ok = (std::fclose(f) == 0) && ok;  // cgroup writes report errors at close
+  if (!ok) return std::unexpected(io(fmt::format("cannot write '{}' to", value), path));
+  return {};
+}
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::unexpected(io("cannot read", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+Result<uint64_t> read_u64(const std::string& path) {
+  auto s = read_file(path);
+  if (!s) return std::unexpected(s.error());
+  if (*s == "max") return UINT64_MAX;
+  return std::strtoull(s->c_str(), nullptr, 10);
+}
+
+// Looks up `key value` in a flat-keyed file such as cpu.stat.
+Result<uint64_t> read_key(const std::string& path, const std::string& key) {
+  auto s = read_file(path);
+  if (!s) return std::unexpected(s.error());
+  std::istringstream in(*s);
+  std::string k;
+  uint64_t v = 0;
+  while (in >> k >> v) {
+    if (k == key) return v;
+  }
+  return fail(ErrorCode::kNotFound, fmt::format("no '{}' in {}", key, path));
+}
+
+}  // namespace
+
+uint64_t shares_to_weight(uint64_t shares) {
+  shares = std::clamp<uint64_t>(shares, 2, 262144);
+  return 1 + ((shares - 2) * 9999) / 262142;
+}
+
+CgroupLayout CgroupLayout::from_profile(const profile::SystemProfile& p,
+                                        std::optional<std::string> v2_mount) {
+  CgroupLayout layout;
+  for (const auto& c : p.cgroups) layout.controllers[c.name] = c;
+  layout.v2_mount = std::move(v2_mount);
+  return layout;
+}
+
+CgroupLayout CgroupLayout::detect() {
+  profile::CollectOptions o;
+  o.probe_criu = false;
+  std::ifstream in("/proc/self/mountinfo");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return from_profile(profile::collect_profile(o), profile::cgroup2_mount(ss.str()));
+}
+
+std::string CgroupSet::dir_for(const std::string& controller) const {
+  auto it = layout_.controllers.find(controller);
+  if (it == layout_.controllers.end()) {
+    // A v2 tree freezes without a freezer controller.
+    if (controller == "freezer" && layout_.v2_mount) return *layout_.v2_mount + "/" + relative_;
+    return "";
+  }
+  return it->second.mount + "/" + relative_;
+}
+
+std::vector<std::string> CgroupSet::all_dirs() const {
+  std::set<std::string> dirs;
+  for (const auto& c : kControllers) {
+    if (auto d = dir_for(c); !d.empty()) dirs.insert(d);
+  }
+  return {dirs.begin(), dirs.end()};
+}
+
+Result<CgroupSet> CgroupSet::create(const CgroupLayout& layout, const std::string& relative) {
+  if (relative.empty() || relative.front() == '/' || relative.find("..") != std::string::npos) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("bad cgroup path '{}'", relative));
+  }
+  CgroupSet set(layout, relative);
+  for (const auto& dir : set.all_dirs()) {
+    bool v2 = layout.v2_mount && dir.starts_with(*layout.v2_mount + "/");
+    if (v2) {
+      // Enable the controllers v2 serves at every level above the group.
+      std::string enable;
+      for (const auto& [name, c] : layout.controllers) {
+        if (c.version == 2 && (name == "cpu" || name == "memory" || name == "pids")) {
+          enable += (enable.empty() ? "+" : " +") + name;
+        }
+      }
+      fs::path level(*layout.v2_mount);
+      for (const auto& part : fs::path(relative)) {
+        if (!enable.empty()) (void)write_file(level / "cgroup.subtree_control", enable);
+        level /= part;
+        if (::mkdir(level.c_str(), 0755) != 0 && errno != EEXIST) {
+          return std::unexpected(io("cannot create cgroup", level));
+        }
+      }
+    } else {
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      if (ec) {
+        return fail(ErrorCode::kIo, fmt::format("cannot create cgroup {}: {}", dir, ec.message()));
+      }
+    }
+  }
+  return set;
+}
+
+Result<void> CgroupSet::add_process(pid_t pid) {
+  for (const auto& dir : all_dirs()) {
+    if (auto r = write_file(dir + "/cgroup.procs", std::to_string(pid)); !r) return r;
+  }
+  return {};
+}
+
+Result<std::vector<pid_t>> CgroupSet::processes() const {
+  std::string dir = dir_for("pids");
+  if (dir.empty()) dir = all_dirs().empty() ? "" : all_dirs().front();
+  auto s = read_file(dir + "/cgroup.procs");
+  if (!s) return std::unexpected(s.error());
+  std::vector<pid_t> out;
+  std::istringstream in(*s);
+  pid_t p;
+  while (in >> p) out.push_back(p);
+  return out;
+}
+
+Result<void> CgroupSet::apply(const ResourceLimits& l) {
+  auto version = [&](const char* c) {
+    auto it = layout_.controllers.find(c);
+    return it == layout_.controllers.end() ? 0 : it->second.version;
+  };
+  std::string cpu = dir_for("cpu");
+  if (l.cpu_shares && !cpu.empty()) {
+    auto r = version("cpu") == 1 ? write_file(cpu + "/cpu.shares", std::to_string(*l.cpu_shares))
+                                 : write_file(cpu + "/cpu.weight",
+                                              std::to_string(shares_to_weight(*l.cpu_shares)));
+    if (!r) return r;
+  }
+  if (l.cpu_limit_percent && !cpu.empty()) {
+    uint64_t quota = kCpuPeriodUs * *l.cpu_limit_percent / 100;
+    if (version("cpu") == 1) {
+      if (auto r = write_file(cpu + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs)); !r) return r;
+      if (auto r = write_file(cpu + "/cpu.cfs_quota_us", std::to_string(quota)); !r) return r;
+    } else if (auto r = write_file(cpu + "/cpu.max", fmt::format("{} {}", quota, kCpuPeriodUs)); !r) {
+      return r;
+    }
+  }
+  if (std::string mem = dir_for("memory"); l.memory_bytes && !mem.empty()) {
+    auto r = write_file(mem + (version("memory") == 1 ? "/memory.limit_in_bytes" : "/memory.max"),
+                        std::to_string(*l.memory_bytes));
+    if (!r) return r;
+  }
+  if (std::string pids = dir_for("pids"); l.max_processes && !pids.empty()) {
+    if (auto r = write_file(pids + "/pids.max", std::to_string(*l.max_processes)); !r) return r;
+  }
+  return {};
+}
+
+Result<ResourceLimits> CgroupSet::read_limits() const {
+  ResourceLimits l;
+  auto version = [&](const char* c) {
+    auto it = layout_.controllers.find(c);
+    return it == layout_.controllers.end() ? 0 : it->second.version;
+  };
+  if (std::string cpu = dir_for("cpu"); !cpu.empty()) {
+    if (version("cpu") == 1) {
+      auto shares = read_u64(cpu + "/cpu.shares");
+      auto quota = read_file(cpu + "/cpu.cfs_quota_us");
+      auto period = read_u64(cpu + "/cpu.cfs_period_us");
+      if (!shares || !quota || !period) return fail(ErrorCode::kIo, "cannot read cpu limits of " + cpu);
+      l.cpu_shares = *shares;
+      int64_t q = std::strtoll(quota->c_str(), nullptr, 10);
+      if (q > 0 && *period > 0) l.cpu_limit_percent = static_cast<uint32_t>(q * 100 / *period);
+    } else {
+      auto max = read_file(cpu + "/cpu.max");
+      if (!max) return std::unexpected(max.error());
+      std::istringstream in(*max);
+      std::string q;
+      uint64_t period = 0;
+      in >> q >> period;
+      if (q != "max" && period > 0) {
+        l.cpu_limit_percent = static_cast<uint32_t>(std::strtoull(q.c_str(), nullptr, 10) * 100 / period);
+      }
+    }
+  }
+  if (std::string mem = dir_for("memory"); !mem.empty()) {
+    auto v = read_u64(mem + (version("memory") == 1 ? "/memory.limit_in_bytes" : "/memory.max"));
+    if (!v) return std::unexpected(v.error());
+    // v1 reports "no limit" as a huge page-aligned number.
+    if (*v < (uint64_t{1} << 62)) l.memory_bytes = *v;
+  }
+  if (std::string pids = dir_for("pids"); !pids.empty()) {
+    auto v = read_u64(pids + "/pids.max");
+    if (!v) return std::unexpected(v.error());
+    if (*v != UINT64_MAX) l.max_processes = *v;
+  }
+  return l;
+}
+
+Result<void> CgroupSet::freeze() {
+  auto it = layout_.controllers.find("freezer");
+  if (it != layout_.controllers.end() && it->second.version == 1) {
+    return write_file(dir_for("freezer") + "/freezer.state", "FROZEN");
+  }
+  return write_file(dir_for("freezer") + "/cgroup.freeze", "1");
+}
+
+Result<void> CgroupSet::thaw() {
+  auto it = layout_.controllers.find("freezer");
+  if (it != layout_.controllers.end() && it->second.version == 1) {
+    return write_file(dir_for("freezer") + "/freezer.state", "THAWED");
+  }
+  return write_file(dir_for("freezer") + "/cgroup.freeze", "0");
+}
+
+Result<bool> CgroupSet::frozen() const {
+  auto it = layout_.controllers.find("freezer");
+  if (it != layout_.controllers.end() && it->second.version == 1) {
+    auto s = read_file(dir_for("freezer") + "/freezer.state");
+    if (!s) return std::unexpected(s.error());
+    return *s == "FROZEN";
+  }
+  auto v = read_key(dir_for("freezer") + "/cgroup.events", "frozen");
+  if (!v) return std::unexpected(v.error());
+  return *v == 1;
+}
+
+Result<uint64_t> CgroupSet::cpu_usage_ns() const {
+  if (std::string acct = dir_for("cpuacct"); !acct.empty()) {
+    auto it = layout_.controllers.find("cpuacct");
+    if (it->second.version == 1) return read_u64(acct + "/cpuacct.usage");
+  }
+  std::string cpu = dir_for("cpu");
+  auto usec = read_key(cpu + "/cpu.stat", "usage_usec");
+  if (!usec) return std::unexpected(usec.error());
+  return *usec * 1000;
+}
+
+Result<void> CgroupSet::remove() {
+  for (const auto& dir : all_dirs()) {
+    if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return std::unexpected(io("cannot remove cgroup", dir));
+  }
+  return {};
+}
+
+}  // namespace wpm::runtime

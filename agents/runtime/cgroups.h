@@ -1,0 +1,78 @@
+#pragma once
+// A WPAR's cgroups (DESIGN.md §5): one directory per hierarchy that holds a
+// controller wpm uses, chosen per controller (a hybrid host keeps cpu, memory,
+// pids and freezer on v1 while a v2 tree exists; a pure v2 host has one tree).
+// Resource controls are written and read back, processes are added, the group
+// is frozen with the v1 freezer or v2 cgroup.freeze, and removed when empty.
+//
+// Cgroups outlive the agent on purpose: a CgroupSet is a handle, not an owner;
+// remove() is explicit. errno stays inside this component.
+// Thread safety: none; one owner at a time.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agents/profile/profile.h"
+#include "schemas/error.h"
+
+namespace wpm::runtime {
+
+struct ResourceLimits {
+  // Relative CPU weight (v1 cpu.shares, 2..262144; v2 cpu.weight is derived).
+  std::optional<uint64_t> cpu_shares;
+  // Hard CPU cap in percent of one CPU (200 = two CPUs).
+  std::optional<uint32_t> cpu_limit_percent;
+  std::optional<uint64_t> memory_bytes;
+  std::optional<uint64_t> max_processes;
+  bool operator==(const ResourceLimits&) const = default;
+};
+
+// Which hierarchy serves each controller wpm uses, from the host's profile.
+struct CgroupLayout {
+  std::map<std::string, profile::CgroupController> controllers;  // by name
+  std::optional<std::string> v2_mount;  // the cgroup2 tree, if any
+
+  static CgroupLayout from_profile(const profile::SystemProfile& profile,
+                                   std::optional<std::string> v2_mount);
+  static CgroupLayout detect();  // this host
+};
+
+class CgroupSet {
+ public:
+  // Creates (or reuses) `relative` (e.g. "wpm/agent1/web1") in every
+  // hierarchy needed, enabling v2 controllers on the way down.
+  static Result<CgroupSet> create(const CgroupLayout& layout, const std::string& relative);
+
+  const std::string& relative() const { return relative_; }
+
+  Result<void> add_process(pid_t pid);
+  Result<std::vector<pid_t>> processes() const;
+  Result<void> apply(const ResourceLimits& limits);
+  Result<ResourceLimits> read_limits() const;
+  Result<void> freeze();
+  Result<void> thaw();
+  Result<bool> frozen() const;
+  // CPU time used by the group, in nanoseconds.
+  Result<uint64_t> cpu_usage_ns() const;
+  // Removes the directories (the group must have no processes).
+  Result<void> remove();
+
+ private:
+  CgroupSet(CgroupLayout layout, std::string relative) : layout_(std::move(layout)), relative_(std::move(relative)) {}
+  // Directory of the hierarchy serving `controller`; empty if none.
+  std::string dir_for(const std::string& controller) const;
+  std::vector<std::string> all_dirs() const;
+
+  CgroupLayout layout_;
+  std::string relative_;
+};
+
+// v1 cpu.shares to v2 cpu.weight (the mapping systemd and runc use).
+uint64_t shares_to_weight(uint64_t shares);
+
+}  // namespace wpm::runtime

@@ -1,0 +1,190 @@
+// Real cgroups on this host (root). Skips only where the host lacks a
+// controller the test needs.
+
+#include "agents/runtime/cgroups.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+namespace wpm::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return condition();
+}
+
+class Cgroups : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to create cgroups";
+    layout_ = CgroupLayout::detect();
+    for (const char* c : {"cpu", "memory", "pids"}) {
+      if (!layout_.controllers.contains(c)) GTEST_SKIP() << "no " << c << " controller on this host";
+    }
+    static int counter = 0;
+    auto set = CgroupSet::create(layout_, fmt::format("wpm-test/{}-{}", ::getpid(), ++counter));
+    ASSERT_TRUE(set.has_value()) << set.error().message;
+    set_.emplace(std::move(*set));
+  }
+  void TearDown() override {
+    for (pid_t p : children_) ::kill(p, SIGKILL);
+    if (set_) (void)set_->thaw();
+    for (pid_t p : children_) ::waitpid(p, nullptr, 0);
+    if (set_) {
+      bool gone = wait_until([&] { return set_->processes().value_or(std::vector<pid_t>{1}).empty(); }, 5s);
+      EXPECT_TRUE(gone);
+      auto r = set_->remove();
+      EXPECT_TRUE(r.has_value()) << r.error().message;
+      // The shared parent goes once no test uses it (rmdir fails while it has children).
+      if (auto parent = CgroupSet::create(layout_, "wpm-test")) (void)parent->remove();
+    }
+  }
+  // Forks a child that joins the group first, then runs `body`.
+  pid_t child_in_group(const std::function<int()>& body) {
+    int ready[2];
+    EXPECT_EQ(::pipe(ready), 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      char c;
+      ::close(ready[1]);
+      if (::read(ready[0], &c, 1) != 1) ::_exit(100);
+      ::_exit(body());
+    }
+    ::close(ready[0]);
+    auto r = set_->add_process(pid);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(::write(ready[1], "g", 1), 1);
+    ::close(ready[1]);
+    children_.push_back(pid);
+    return pid;
+  }
+
+  CgroupLayout layout_;
+  std::optional<CgroupSet> set_;
+  std::vector<pid_t> children_;
+};
+
+TEST_F(Cgroups, LimitsAreWrittenAndReadBack) {
+  ResourceLimits limits;
+  limits.cpu_shares = 512;
+  limits.cpu_limit_percent = 50;
+  limits.memory_bytes = 256ull << 20;
+  limits.max_processes = 20;
+  auto r = set_->apply(limits);
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  auto back = set_->read_limits();
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  EXPECT_EQ(back->cpu_limit_percent, 50u);
+  EXPECT_EQ(back->memory_bytes, 256ull << 20);
+  EXPECT_EQ(back->max_processes, 20u);
+  if (layout_.controllers.at("cpu").version == 1) {
+    EXPECT_EQ(back->cpu_shares, 512u);
+  }
+}
+
+TEST_F(Cgroups, WithAProcessLimitOfTwentyTheTwentyFirstForkFails) {
+  ResourceLimits limits;
+  limits.max_processes = 20;
+  ASSERT_TRUE(set_->apply(limits).has_value());
+  pid_t pid = child_in_group([] {
+    // This process is the first of the 20; count the forks that succeed.
+    int made = 0;
+    int hold[2];
+    if (::pipe(hold) != 0) return 101;
+    for (int i = 0; i < 30; ++i) {
+      pid_t p = ::fork();
+      if (p == 0) {
+        char c;
+        ::close(hold[1]);
+        (void)::read(hold[0], &c, 1);  // wait until the parent exits
+        ::_exit(0);
+      }
+      if (p > 0) ++made;
+    }
+    return made;
+  });
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 19) << "19 children + the parent = the 20 allowed";
+  children_.clear();
+}
+
+TEST_F(Cgroups, FrozenGroupMakesNoProgressAndContinuesAfterThaw) {
+  if (!layout_.controllers.contains("freezer") && !layout_.v2_mount) GTEST_SKIP() << "no freezer";
+  auto* counter = static_cast<std::atomic<uint64_t>*>(
+      ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(counter, MAP_FAILED);
+  counter->store(0);
+  child_in_group([counter] {
+    for (uint64_t i = 0; i < (1ull << 62); ++i) {  // bounded in practice by SIGKILL in teardown
+      counter->fetch_add(1);
+      ::usleep(1000);
+    }
+    return 0;
+  });
+  ASSERT_TRUE(wait_until([&] { return counter->load() > 5; }, 5s));
+  ASSERT_TRUE(set_->freeze().has_value());
+  ASSERT_TRUE(wait_until([&] { return set_->frozen().value_or(false); }, 5s));
+  uint64_t at_freeze = counter->load();
+  std::this_thread::sleep_for(200ms);  // the observation window: nothing may move
+  EXPECT_EQ(counter->load(), at_freeze) << "a frozen group made progress";
+  ASSERT_TRUE(set_->thaw().has_value());
+  EXPECT_TRUE(wait_until([&] { return counter->load() > at_freeze + 5; }, 5s))
+      << "no progress after thaw";
+  EXPECT_FALSE(set_->frozen().value_or(true));
+  ::munmap(counter, 4096);
+}
+
+TEST_F(Cgroups, CpuLimitOfFiftyPercentShowsInCpuAccounting) {
+  ResourceLimits limits;
+  limits.cpu_limit_percent = 50;
+  ASSERT_TRUE(set_->apply(limits).has_value());
+  child_in_group([] {
+    volatile uint64_t x = 0;
+    for (uint64_t i = 0; i < (1ull << 62); ++i) x = x + i;  // bounded by SIGKILL in teardown
+    return 0;
+  });
+  auto before = set_->cpu_usage_ns();
+  ASSERT_TRUE(before.has_value()) << before.error().message;
+  auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(1s);  // the measurement window
+  auto after = set_->cpu_usage_ns();
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(after.has_value());
+  double share = static_cast<double>(*after - *before) / 1e9 / wall;
+  EXPECT_GE(share, 0.30);
+  EXPECT_LE(share, 0.70);
+}
+
+TEST(CgroupMath, SharesMapToWeights) {
+  EXPECT_EQ(shares_to_weight(2), 1u);
+  EXPECT_EQ(shares_to_weight(1024), 39u);
+  EXPECT_EQ(shares_to_weight(262144), 10000u);
+  EXPECT_EQ(shares_to_weight(0), 1u) << "clamped";
+}
+
+TEST(CgroupPaths, BadRelativePathsAreRefused) {
+  CgroupLayout layout;
+  EXPECT_FALSE(CgroupSet::create(layout, "").has_value());
+  EXPECT_FALSE(CgroupSet::create(layout, "/abs").has_value());
+  EXPECT_FALSE(CgroupSet::create(layout, "a/../../etc").has_value());
+}
+
+}  // namespace
+}  // namespace wpm::runtime
