@@ -1,0 +1,87 @@
+#include "agents/runtime/network.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+
+namespace wpm::runtime {
+namespace {
+uint32_t mask_of(int prefix) { return prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix); }
+}  // namespace
+
+bool Ipv4Net::contains(uint32_t a) const { return (a & mask_of(prefix)) == (address & mask_of(prefix)); }
+
+std::optional<uint32_t> parse_ipv4(std::string_view text) {
+  std::string s(text);
+  in_addr a{};
+  if (::inet_pton(AF_INET, s.c_str(), &a) != 1) return std::nullopt;
+  return ntohl(a.s_addr);
+}
+
+std::optional<Ipv4Net> parse_cidr(std::string_view text) {
+  auto slash = text.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  auto address = parse_ipv4(text.substr(0, slash));
+  std::string prefix_text(text.substr(slash + 1));
+  if (!address || prefix_text.empty() || prefix_text.size() > 2 ||
+      prefix_text.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  int prefix = std::stoi(prefix_text);
+  if (prefix > 32) return std::nullopt;
+  return Ipv4Net{*address, prefix};
+}
+
+std::string format_ipv4(uint32_t address) {
+  return fmt::format("{}.{}.{}.{}", address >> 24, (address >> 16) & 0xFF, (address >> 8) & 0xFF,
+                     address & 0xFF);
+}
+
+std::string format_cidr(const Ipv4Net& net) {
+  return fmt::format("{}/{}", format_ipv4(net.address & mask_of(net.prefix)), net.prefix);
+}
+
+std::optional<Refusal> check_wpar_address(std::string_view address, const std::string& wpar,
+                                          const std::string& host,
+                                          const std::vector<HostInterface>& interfaces,
+                                          const std::map<uint32_t, std::string>& in_use) {
+  auto a = parse_ipv4(address);
+  if (!a) {
+    return Refusal{kExitFailed, fmt::format("'{}' is not an IPv4 address; give one like 10.0.0.7",
+                                            address)};
+  }
+  const HostInterface* home = nullptr;
+  for (const auto& i : interfaces) {
+    if (i.net.contains(*a)) home = &i;
+  }
+  if (home == nullptr) {
+    std::string nets;
+    for (const auto& i : interfaces) {
+      nets += fmt::format("{}{} on {}", nets.empty() ? "" : ", ", format_cidr(i.net), i.name);
+    }
+    return Refusal{kExitFailed,
+                   fmt::format("address {} is outside every subnet of host {} ({}); choose an "
+                               "address in one of them, or a host on the address's subnet",
+                               address, host, nets.empty() ? "no IPv4 interface" : nets)};
+  }
+  if (*a == home->net.address) {
+    return Refusal{kExitFailed, fmt::format("address {} is host {}'s own address on {}; choose a "
+                                            "free address in {}",
+                                            address, host, home->name, format_cidr(home->net))};
+  }
+  uint32_t network = home->net.address & mask_of(home->net.prefix);
+  uint32_t broadcast = network | ~mask_of(home->net.prefix);
+  if (home->net.prefix < 31 && (*a == network || *a == broadcast)) {
+    return Refusal{kExitFailed, fmt::format("address {} is the {} address of {}; choose a host "
+                                            "address in it",
+                                            address, *a == network ? "network" : "broadcast",
+                                            format_cidr(home->net))};
+  }
+  if (auto it = in_use.find(*a); it != in_use.end() && it->second != wpar) {
+    return Refusal{kExitFailed, fmt::format("address {} is already used by WPAR {} on host {}; "
+                                            "choose another address in {}",
+                                            address, it->second, host, format_cidr(home->net))};
+  }
+  return std::nullopt;
+}
+
+}  // namespace wpm::runtime

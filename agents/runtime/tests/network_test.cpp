@@ -1,0 +1,58 @@
+#include "agents/runtime/network.h"
+
+#include <gtest/gtest.h>
+
+namespace wpm::runtime {
+namespace {
+
+const std::vector<HostInterface> kInterfaces = {{"eth0", *parse_cidr("192.168.5.10/24")},
+                                                {"eth1", *parse_cidr("10.1.0.1/16")}};
+
+TEST(Network, ParsesAndFormatsAddresses) {
+  EXPECT_EQ(parse_ipv4("10.0.0.7"), 0x0A000007u);
+  EXPECT_FALSE(parse_ipv4("10.0.0.256").has_value());
+  EXPECT_FALSE(parse_ipv4("ten").has_value());
+  EXPECT_EQ(format_ipv4(0xC0A8050Au), "192.168.5.10");
+  EXPECT_EQ(parse_cidr("192.168.5.10/24"), (Ipv4Net{0xC0A8050Au, 24}));
+  EXPECT_FALSE(parse_cidr("192.168.5.10").has_value());
+  EXPECT_FALSE(parse_cidr("192.168.5.10/33").has_value());
+  EXPECT_FALSE(parse_cidr("192.168.5.10/x").has_value());
+  EXPECT_EQ(format_cidr(*parse_cidr("192.168.5.10/24")), "192.168.5.0/24");
+}
+
+TEST(Network, AnAddressInAHostSubnetIsAccepted) {
+  EXPECT_FALSE(check_wpar_address("192.168.5.20", "web1", "node1", kInterfaces, {}).has_value());
+  EXPECT_FALSE(check_wpar_address("10.1.200.3", "web1", "node1", kInterfaces, {}).has_value());
+}
+
+TEST(Network, AnAddressOutsideEverySubnetIsRefusedNamingTheSubnets) {
+  auto r = check_wpar_address("10.0.0.7", "web1", "node1", kInterfaces, {});
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->message,
+            "address 10.0.0.7 is outside every subnet of host node1 (192.168.5.0/24 on eth0, "
+            "10.1.0.0/16 on eth1); choose an address in one of them, or a host on the address's "
+            "subnet");
+}
+
+TEST(Network, AnAddressUsedByAnotherWparIsRefused) {
+  std::map<uint32_t, std::string> used = {{*parse_ipv4("192.168.5.20"), "db1"}};
+  auto r = check_wpar_address("192.168.5.20", "web1", "node1", kInterfaces, used);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_NE(r->message.find("already used by WPAR db1"), std::string::npos) << r->message;
+  EXPECT_FALSE(check_wpar_address("192.168.5.20", "db1", "node1", kInterfaces, used).has_value())
+      << "a WPAR keeps its own address";
+}
+
+TEST(Network, HostNetworkAndBroadcastAddressesAreRefused) {
+  EXPECT_NE(check_wpar_address("192.168.5.10", "w", "node1", kInterfaces, {})->message.find("own address"),
+            std::string::npos);
+  EXPECT_NE(check_wpar_address("192.168.5.0", "w", "node1", kInterfaces, {})->message.find("network address"),
+            std::string::npos);
+  EXPECT_NE(check_wpar_address("192.168.5.255", "w", "node1", kInterfaces, {})->message.find("broadcast"),
+            std::string::npos);
+  EXPECT_NE(check_wpar_address("nonsense", "w", "node1", kInterfaces, {})->message.find("not an IPv4"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace wpm::runtime
