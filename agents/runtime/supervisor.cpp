@@ -1,0 +1,243 @@
+#include "agents/runtime/supervisor.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+namespace wpm::runtime {
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n <= 0 && errno != EINTR) return;
+    if (n > 0) off += static_cast<size_t>(n);
+  }
+}
+
+// Reads one line from `fd` within `timeout`.
+std::optional<std::string> read_line(int fd, std::chrono::milliseconds timeout) {
+  std::string line;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (line.find('\n') == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    char buf[512];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n == 0) break;  // the supervisor died before reporting
+    if (n > 0) line.append(buf, static_cast<size_t>(n));
+  }
+  return line.substr(0, line.find('\n'));
+}
+
+void kill_group(CgroupSet& set, int signal) {
+  auto pids = set.processes();
+  if (!pids) return;
+  for (pid_t p : *pids) ::kill(p, signal);
+}
+
+}  // namespace
+
+Result<WparRecord> start_supervisor(const SupervisorLaunch& l) {
+  int ready[2];
+  if (::pipe(ready) != 0) return fail(ErrorCode::kIo, fmt::format("pipe: {}", std::strerror(errno)));
+  ::fcntl(ready[0], F_SETFD, FD_CLOEXEC);
+  // Everything the child needs is prepared before fork: after it, only
+  // async-signal-safe calls until exec (the caller may have threads).
+  std::vector<std::string> args = {l.supervisor_binary, "--wpars-root", l.wpars_root, "--name",
+                                   l.name, "--cgroup", l.cgroup_relative, "--ready-fd",
+                                   std::to_string(ready[1])};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t child = ::fork();
+  if (child < 0) return fail(ErrorCode::kIo, fmt::format("fork: {}", std::strerror(errno)));
+  if (child == 0) {
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);  // the supervisor is reparented away from the caller
+    int devnull = ::open("/dev/null", O_RDWR);
+    ::dup2(devnull, 0);
+    ::dup2(devnull, 1);
+    ::dup2(devnull, 2);
+    ::close(ready[0]);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(ready[1]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  auto line = read_line(ready[0], l.ready_timeout);
+  ::close(ready[0]);
+  if (!line) {
+    return fail(ErrorCode::kTimeout, fmt::format("the supervisor of WPAR {} did not report within "
+                                                 "{} ms; see {}/{}/status.json",
+                                                 l.name, l.ready_timeout.count(), l.wpars_root, l.name));
+  }
+  if (line->starts_with("error ")) return fail(ErrorCode::kInternal, line->substr(6));
+  if (!line->starts_with("ok")) {
+    return fail(ErrorCode::kInternal,
+                fmt::format("the supervisor of WPAR {} could not start ({}): is {} executable?",
+                            l.name, line->empty() ? "no report" : *line, l.supervisor_binary));
+  }
+  return WparFiles(l.wpars_root, l.name).read_record();
+}
+
+Result<void> stop_supervisor(const WparRecord& record, StopMode mode) {
+  if (!supervisor_alive(record.supervisor_pid)) {
+    return fail(ErrorCode::kNotFound, fmt::format("no supervisor runs as pid {}", record.supervisor_pid));
+  }
+  if (::kill(record.supervisor_pid, mode == StopMode::kGraceful ? SIGTERM : SIGQUIT) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot signal pid {}: {}", record.supervisor_pid,
+                                            std::strerror(errno)));
+  }
+  return {};
+}
+
+int supervisor_main(const std::string& wpars_root, const std::string& name,
+                    const std::string& cgroup_relative, int ready_fd) {
+  WparFiles files(wpars_root, name);
+  WparRecord record;
+  record.supervisor_pid = ::getpid();
+  auto broken = [&](const std::string& why) {
+    record.state = WparState::kBroken;
+    record.error = why;
+    (void)files.write_record(record);
+    write_all(ready_fd, "error " + why + "\n");
+    ::close(ready_fd);
+    return 1;
+  };
+  auto spec = files.read_spec();
+  if (!spec) return broken(spec.error().message);
+  if (spec->command.empty()) return broken("the WPAR has no command to run");
+  // Orphans of the workload come to us, so nothing is left unreaped.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGQUIT, SIGCHLD, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  int sfd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+
+  auto set = CgroupSet::create(CgroupLayout::detect(), cgroup_relative);
+  if (!set) return broken(set.error().message);
+  if (auto r = set->apply(spec->limits); !r) {
+    (void)set->remove();
+    return broken(r.error().message);
+  }
+  int console = ::open(files.console_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (console < 0) return broken(fmt::format("cannot open {}: {}", files.console_path(), std::strerror(errno)));
+  int exec_pipe[2];
+  if (::pipe2(exec_pipe, O_CLOEXEC) != 0) return broken("pipe failed");
+
+  pid_t workload = ::fork();
+  if (workload == 0) {
+    ::close(exec_pipe[0]);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    int err = 0;
+    if (auto r = set->add_process(::getpid()); !r) err = EPERM;
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    ::dup2(console, 1);
+    ::dup2(console, 2);
+    ::setsid();
+    for (const auto& [k, v] : spec->env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> argv;
+    for (auto& a : spec->command) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (err == 0) {
+      ::execvp(argv[0], argv.data());
+      err = errno;
+    }
+    (void)::write(exec_pipe[1], &err, sizeof err);
+    ::_exit(127);
+  }
+  ::close(exec_pipe[1]);
+  int exec_errno = 0;
+  ssize_t got = ::read(exec_pipe[0], &exec_errno, sizeof exec_errno);
+  ::close(exec_pipe[0]);
+  if (got == sizeof exec_errno) {
+    ::waitpid(workload, nullptr, 0);
+    (void)set->remove();
+    return broken(exec_errno == EPERM
+                      ? "cannot move the workload into its cgroups"
+                      : fmt::format("cannot run '{}': {}", spec->command[0], std::strerror(exec_errno)));
+  }
+  record.state = WparState::kActive;
+  record.workload_pid = workload;
+  record.started_at_ns = now_ns();
+  (void)files.write_record(record);
+  write_all(ready_fd, fmt::format("ok {}\n", workload));
+  ::close(ready_fd);
+
+  // Until the workload has ended: signals drive everything. The loop ends when
+  // the workload is reaped; the stop deadline bounds a graceful stop.
+  bool stopping = false;
+  auto kill_at = std::chrono::steady_clock::now();
+  while (!record.ended) {
+    int timeout_ms = -1;
+    if (stopping) {
+      timeout_ms = static_cast<int>(std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(kill_at - std::chrono::steady_clock::now()).count()));
+    }
+    pollfd p{sfd, POLLIN, 0};
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r == 0 && stopping) {
+      kill_group(*set, SIGKILL);
+      stopping = false;
+      continue;
+    }
+    signalfd_siginfo info{};
+    if (r < 0 || ::read(sfd, &info, sizeof info) != sizeof info) continue;
+    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT || info.ssi_signo == SIGHUP) {
+      ::kill(workload, SIGTERM);
+      stopping = true;
+      kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(spec->stop_timeout_s);
+    } else if (info.ssi_signo == SIGQUIT) {
+      kill_group(*set, SIGKILL);
+    }
+    // Reap everything that ended (signals coalesce).
+    int status = 0;
+    pid_t done;
+    while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (done != workload) continue;
+      record.ended = true;
+      record.ended_at_ns = now_ns();
+      if (WIFEXITED(status)) record.exit_code = WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) record.exit_signal = WTERMSIG(status);
+    }
+  }
+  // An application WPAR ends with its command: whatever it left goes too.
+  kill_group(*set, SIGKILL);
+  for (int i = 0; i < 500 && !set->processes().value_or(std::vector<pid_t>{}).empty(); ++i) {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  (void)set->remove();
+  record.state = WparState::kDefined;
+  (void)files.write_record(record);
+  return 0;
+}
+
+}  // namespace wpm::runtime

@@ -1,0 +1,151 @@
+#include "agents/runtime/wpar_files.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace wpm::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+Result<void> write_atomic(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot rename {}: {}", tmp, std::strerror(errno)));
+  }
+  return {};
+}
+
+Result<json> read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return fail(ErrorCode::kNotFound, fmt::format("cannot read {}", path));
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    return fail(ErrorCode::kCorruption, fmt::format("{} is not valid JSON: {}", path, e.what()));
+  }
+}
+
+template <typename T>
+void opt_to(json& j, const char* key, const std::optional<T>& v) {
+  if (v) j[key] = *v;
+}
+template <typename T>
+void opt_from(const json& j, const char* key, std::optional<T>& v) {
+  if (j.contains(key) && !j[key].is_null()) v = j[key].get<T>();
+}
+
+WparState state_from(const std::string& s) {
+  for (WparState st : {WparState::kDefined, WparState::kActive, WparState::kPaused,
+                       WparState::kFrozen, WparState::kLoaded, WparState::kTransitional,
+                       WparState::kBroken}) {
+    if (s == state_name(st)) return st;
+  }
+  return WparState::kBroken;
+}
+
+}  // namespace
+
+WparFiles::WparFiles(std::string root, std::string name) : dir_(root + "/" + name) {}
+
+Result<void> WparFiles::create_dir() const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", dir_, ec.message()));
+  return {};
+}
+
+Result<void> WparFiles::write_spec(const WparSpec& s) const {
+  json limits = json::object();
+  opt_to(limits, "cpuShares", s.limits.cpu_shares);
+  opt_to(limits, "cpuLimitPercent", s.limits.cpu_limit_percent);
+  opt_to(limits, "memoryBytes", s.limits.memory_bytes);
+  opt_to(limits, "maxProcesses", s.limits.max_processes);
+  json j = {{"name", s.name},
+            {"type", s.type == WparType::kSystem ? "system" : "application"},
+            {"command", s.command},
+            {"env", s.env},
+            {"limits", limits},
+            {"checkpointable", s.checkpointable},
+            {"stopTimeoutSeconds", s.stop_timeout_s}};
+  return write_atomic(spec_path(), j.dump(2));
+}
+
+Result<WparSpec> WparFiles::read_spec() const {
+  auto j = read_json(spec_path());
+  if (!j) return std::unexpected(j.error());
+  try {
+    WparSpec s;
+    s.name = j->at("name").get<std::string>();
+    s.type = j->at("type").get<std::string>() == "system" ? WparType::kSystem : WparType::kApplication;
+    s.command = j->at("command").get<std::vector<std::string>>();
+    s.env = j->value("env", std::map<std::string, std::string>{});
+    const json& l = j->at("limits");
+    opt_from(l, "cpuShares", s.limits.cpu_shares);
+    opt_from(l, "cpuLimitPercent", s.limits.cpu_limit_percent);
+    opt_from(l, "memoryBytes", s.limits.memory_bytes);
+    opt_from(l, "maxProcesses", s.limits.max_processes);
+    s.checkpointable = j->value("checkpointable", false);
+    s.stop_timeout_s = j->value("stopTimeoutSeconds", 10u);
+    return s;
+  } catch (const json::exception& e) {
+    return fail(ErrorCode::kCorruption, fmt::format("{}: {}", spec_path(), e.what()));
+  }
+}
+
+Result<void> WparFiles::write_record(const WparRecord& r) const {
+  json j = {{"state", state_name(r.state)},
+            {"stateLetter", std::string(1, state_letter(r.state))},
+            {"supervisorPid", r.supervisor_pid},
+            {"workloadPid", r.workload_pid},
+            {"startedAtNs", r.started_at_ns},
+            {"ended", r.ended},
+            {"endedAtNs", r.ended_at_ns},
+            {"error", r.error}};
+  opt_to(j, "exitCode", r.exit_code);
+  opt_to(j, "exitSignal", r.exit_signal);
+  return write_atomic(record_path(), j.dump(2));
+}
+
+Result<WparRecord> WparFiles::read_record() const {
+  auto j = read_json(record_path());
+  if (!j) return std::unexpected(j.error());
+  try {
+    WparRecord r;
+    r.state = state_from(j->at("state").get<std::string>());
+    r.supervisor_pid = j->value("supervisorPid", 0);
+    r.workload_pid = j->value("workloadPid", 0);
+    r.started_at_ns = j->value("startedAtNs", int64_t{0});
+    r.ended = j->value("ended", false);
+    r.ended_at_ns = j->value("endedAtNs", int64_t{0});
+    r.error = j->value("error", std::string());
+    opt_from(*j, "exitCode", r.exit_code);
+    opt_from(*j, "exitSignal", r.exit_signal);
+    return r;
+  } catch (const json::exception& e) {
+    return fail(ErrorCode::kCorruption, fmt::format("{}: {}", record_path(), e.what()));
+  }
+}
+
+bool supervisor_alive(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream in(fmt::format("/proc/{}/cmdline", pid));
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return cmdline.find("wpm-wpar-supervisor") != std::string::npos;
+}
+
+}  // namespace wpm::runtime

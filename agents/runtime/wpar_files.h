@@ -1,0 +1,69 @@
+#pragma once
+// A WPAR's files on the agent's disk (DESIGN.md §5): its spec, its status as
+// the supervisor last wrote it, and its console log, all under one directory
+// (DATA/wpars/NAME). They let a restarted agent re-attach to what runs and
+// report what ended while it was away. Writes are atomic (temp + rename).
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agents/runtime/cgroups.h"
+#include "agents/runtime/lifecycle.h"
+#include "schemas/error.h"
+
+namespace wpm::runtime {
+
+struct WparSpec {
+  std::string name;
+  WparType type = WparType::kApplication;
+  std::vector<std::string> command;  // application WPAR: what it runs
+  std::map<std::string, std::string> env;
+  ResourceLimits limits;
+  bool checkpointable = false;
+  // Seconds between the graceful stop signal and SIGKILL. Default: 10.
+  uint32_t stop_timeout_s = 10;
+  bool operator==(const WparSpec&) const = default;
+};
+
+// What the supervisor reports. `state` is the lifecycle state; an application
+// WPAR whose command ended has `ended` set with how it ended.
+struct WparRecord {
+  WparState state = WparState::kDefined;
+  pid_t supervisor_pid = 0;
+  pid_t workload_pid = 0;
+  int64_t started_at_ns = 0;
+  bool ended = false;
+  std::optional<int> exit_code;    // when the command exited
+  std::optional<int> exit_signal;  // when a signal ended it
+  int64_t ended_at_ns = 0;
+  std::string error;               // why it is Broken
+  bool operator==(const WparRecord&) const = default;
+};
+
+class WparFiles {
+ public:
+  WparFiles(std::string root, std::string name);  // root = DATA/wpars
+  const std::string& dir() const { return dir_; }
+  std::string spec_path() const { return dir_ + "/spec.json"; }
+  std::string record_path() const { return dir_ + "/status.json"; }
+  std::string console_path() const { return dir_ + "/console.log"; }
+
+  Result<void> create_dir() const;
+  Result<void> write_spec(const WparSpec& spec) const;
+  Result<WparSpec> read_spec() const;
+  Result<void> write_record(const WparRecord& record) const;
+  Result<WparRecord> read_record() const;
+
+ private:
+  std::string dir_;
+};
+
+// True when `pid` runs the supervisor binary (not a recycled pid).
+bool supervisor_alive(pid_t pid);
+
+}  // namespace wpm::runtime
