@@ -1,0 +1,273 @@
+#include "agents/checkpoint/cooperative.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "agents/runtime/cgroups.h"
+#include "agents/runtime/lifecycle.h"
+#include "schemas/hash.h"
+
+namespace wpm::checkpoint {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using runtime::WparState;
+
+std::unexpected<Failure> failure(int code, std::string message) {
+  return std::unexpected(Failure{code, std::move(message)});
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Appends one line to mcr.log in the state directory (the seed's checkpoint log).
+void mcr_log(const std::string& state_dir, const std::string& line) {
+  std::ofstream out(state_dir + "/mcr.log", std::ios::app);
+  out << now_ns() << ' ' << line << '\n';
+}
+
+// SHA-256 of a file, streamed.
+Result<std::string> file_sha256(const fs::path& path, uint64_t* size) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(ErrorCode::kIo, fmt::format("cannot read {}", path.string()));
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  *size = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    auto n = static_cast<size_t>(in.gcount());
+    h.update(buf.data(), n);
+    *size += n;
+  }
+  return to_hex(h.final());
+}
+
+bool fsync_path(const fs::path& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+Outcome<runtime::CgroupSet> wpar_cgroup(const std::string& relative) {
+  auto set = runtime::CgroupSet::create(runtime::CgroupLayout::detect(), relative);
+  if (!set) return failure(kExitInternal, set.error().message);
+  return std::move(*set);
+}
+
+bool wait_frozen(runtime::CgroupSet& set, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (set.frozen().value_or(false)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+// Copies the workload's files into state_dir/state and writes the manifest.
+Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::path& state_dir,
+                                           const runtime::WparFiles& files) {
+  CheckpointResult result;
+  fs::path out = state_dir / "state";
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  json manifest_files = json::array();
+  for (const auto& entry : fs::recursive_directory_iterator(trigger, ec)) {
+    if (!entry.is_regular_file() || entry.path().filename() == ".complete") continue;
+    fs::path rel = fs::relative(entry.path(), trigger);
+    fs::create_directories((out / rel).parent_path(), ec);
+    fs::copy_file(entry.path(), out / rel, fs::copy_options::overwrite_existing, ec);
+    if (ec) return failure(22, fmt::format("cannot write {}: {}", (out / rel).string(), ec.message()));
+    uint64_t size = 0;
+    auto sum = file_sha256(out / rel, &size);
+    if (!sum) return failure(kExitInternal, sum.error().message);
+    if (!fsync_path(out / rel, O_RDONLY)) return failure(22, "cannot sync " + (out / rel).string());
+    manifest_files.push_back({{"path", rel.string()}, {"bytes", size}, {"sha256", *sum}});
+    ++result.files;
+    result.bytes += size;
+  }
+  std::ifstream spec_in(files.spec_path());
+  json manifest = {{"format", 1},
+                   {"method", "cooperative"},
+                   {"createdAtNs", now_ns()},
+                   {"spec", json::parse(spec_in, nullptr, false)},
+                   {"files", manifest_files}};
+  std::string tmp = (state_dir / "manifest.json.tmp").string();
+  {
+    std::ofstream m(tmp, std::ios::trunc);
+    m << manifest.dump(2);
+  }
+  if (!fsync_path(tmp, O_RDONLY) || std::rename(tmp.c_str(), (state_dir / "manifest.json").c_str()) != 0 ||
+      !fsync_path(state_dir, O_RDONLY | O_DIRECTORY)) {
+    return failure(22, "cannot write the manifest in " + state_dir.string());
+  }
+  return result;
+}
+
+}  // namespace
+
+std::string trigger_dir(const std::string& wpars_root, const std::string& name) {
+  return wpars_root + "/" + name + "/checkpoint";
+}
+
+Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
+  runtime::WparFiles files(r.wpars_root, r.name);
+  auto spec = files.read_spec();
+  if (!spec) return failure(kExitUnknownWpar, fmt::format("unknown WPAR {}: {}", r.name, spec.error().message));
+  auto record = files.read_record();
+  if (!record) return failure(kExitUnknownWpar, fmt::format("WPAR {} has no status: {}", r.name, record.error().message));
+  runtime::Operation op = r.after == After::kPause  ? runtime::Operation::kCheckpointPause
+                          : r.after == After::kKill ? runtime::Operation::kCheckpointKill
+                                                    : runtime::Operation::kCheckpoint;
+  WparState state = record->ended ? WparState::kDefined : record->state;
+  auto decision = runtime::decide({state, spec->type, spec->checkpointable}, op);
+  if (!decision) return failure(decision.error().exit_code, decision.error().message);
+  if (!runtime::supervisor_alive(record->supervisor_pid)) {
+    return failure(kExitInternal, fmt::format("the supervisor of WPAR {} is not running", r.name));
+  }
+  // The state file directory: created if missing, empty otherwise (seed -d).
+  std::error_code ec;
+  fs::path state_dir(r.state_dir);
+  if (state_dir.empty() || state_dir.is_relative()) {
+    return failure(kExitBadStatePath, fmt::format("state file path '{}' must be absolute", r.state_dir));
+  }
+  fs::create_directories(state_dir, ec);
+  if (ec) return failure(kExitBadStatePath, fmt::format("cannot create {}: {}", r.state_dir, ec.message()));
+  if (!fs::is_empty(state_dir, ec)) {
+    return failure(kExitStateDirNotEmpty, fmt::format("state file directory {} is not empty; empty "
+                                                      "it or choose another",
+                                                      r.state_dir));
+  }
+  mcr_log(r.state_dir, fmt::format("checkpoint_start wpar={} pid={}", r.name, record->workload_pid));
+  fs::path trigger = trigger_dir(r.wpars_root, r.name);
+  fs::remove_all(trigger, ec);
+  fs::create_directories(trigger, ec);
+  auto set = wpar_cgroup(r.cgroup_relative);
+  if (!set) return std::unexpected(set.error());
+  if (state != WparState::kFrozen) {
+    // Trigger the workload and wait for its promise that the state is on disk.
+    ::kill(record->workload_pid, SIGUSR1);
+    auto deadline = std::chrono::steady_clock::now() + r.timeout;
+    while (!fs::exists(trigger / ".complete")) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        mcr_log(r.state_dir, "checkpoint_timeout");
+        return failure(kExitTemporarilyNotCheckpointable,
+                       fmt::format("the workload of WPAR {} did not complete its checkpoint within "
+                                   "{} ms; it keeps running; run the command again",
+                                   r.name, r.timeout.count()));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (auto f = set->freeze(); !f || !wait_frozen(*set, std::chrono::seconds(10))) {
+      (void)set->thaw();
+      return failure(kExitInternal, fmt::format("cannot freeze WPAR {}", r.name));
+    }
+  }
+  auto written = write_state_file(trigger, state_dir, files);
+  if (!written) {
+    (void)set->thaw();
+    mcr_log(r.state_dir, "checkpoint_failed " + written.error().message);
+    return written;
+  }
+  record = files.read_record();
+  switch (r.after) {
+    case After::kContinue:
+      (void)set->thaw();
+      written->state_after = WparState::kActive;
+      break;
+    case After::kPause:
+      written->state_after = WparState::kPaused;
+      break;
+    case After::kKill:
+      if (record) (void)runtime::stop_supervisor(*record, runtime::StopMode::kForced);
+      (void)set->thaw();  // let the killed processes go
+      written->state_after = WparState::kDefined;
+      break;
+  }
+  if (record && r.after != After::kKill) {
+    record->state = written->state_after;
+    (void)files.write_record(*record);
+  }
+  mcr_log(r.state_dir, fmt::format("checkpoint_done files={} bytes={}", written->files, written->bytes));
+  return written;
+}
+
+Outcome<runtime::WparRecord> restart(const RestartRequest& r) {
+  runtime::WparFiles files(r.launch.wpars_root, r.launch.name);
+  auto spec = files.read_spec();
+  if (!spec) return failure(kExitUnknownWpar, fmt::format("unknown WPAR {}: {}", r.launch.name, spec.error().message));
+  auto record = files.read_record();
+  WparState state = (!record || record->ended) ? WparState::kDefined : record->state;
+  auto decision = runtime::decide({state, spec->type, spec->checkpointable},
+                                  r.pause ? runtime::Operation::kRestartPaused : runtime::Operation::kRestart);
+  if (!decision) return failure(decision.error().exit_code, decision.error().message);
+  // Verify the state file against its manifest before anything runs.
+  fs::path state_dir(r.state_dir);
+  std::ifstream in(state_dir / "manifest.json");
+  if (!in) return failure(kExitFileMissing, fmt::format("no manifest.json in {}", r.state_dir));
+  json manifest = json::parse(in, nullptr, false);
+  if (manifest.is_discarded() || !manifest.contains("files")) {
+    return failure(kExitInternal, fmt::format("{}/manifest.json is damaged", r.state_dir));
+  }
+  for (const auto& f : manifest["files"]) {
+    fs::path p = state_dir / "state" / f.value("path", std::string());
+    uint64_t size = 0;
+    auto sum = file_sha256(p, &size);
+    if (!sum) return failure(kExitFileMissing, fmt::format("state file {} is missing", p.string()));
+    if (*sum != f.value("sha256", std::string()) || size != f.value("bytes", uint64_t{0})) {
+      return failure(kExitInternal, fmt::format("state file {} does not match its manifest (changed "
+                                                "or damaged); it is not restored",
+                                                p.string()));
+    }
+  }
+  mcr_log(r.state_dir, fmt::format("restart_start wpar={}", r.launch.name));
+  runtime::WparSpec restored = *spec;
+  restored.env["WPM_RESTORE_DIR"] = (state_dir / "state").string();
+  if (auto w = files.write_spec(restored); !w) return failure(kExitInternal, w.error().message);
+  auto started = runtime::start_supervisor(r.launch);
+  restored.env.erase("WPM_RESTORE_DIR");  // later starts begin afresh
+  (void)files.write_spec(restored);
+  if (!started) return failure(kExitInternal, started.error().message);
+  if (r.pause) {
+    auto set = wpar_cgroup(r.launch.cgroup_relative);
+    if (!set || !set->freeze() || !wait_frozen(*set, std::chrono::seconds(10))) {
+      return failure(kExitInternal, "restarted, but cannot pause the WPAR");
+    }
+    started->state = WparState::kPaused;
+    (void)files.write_record(*started);
+  }
+  mcr_log(r.state_dir, fmt::format("restart_done pid={}", started->workload_pid));
+  return *started;
+}
+
+Outcome<void> resume(const std::string& wpars_root, const std::string& name,
+                     const std::string& cgroup_relative) {
+  runtime::WparFiles files(wpars_root, name);
+  auto spec = files.read_spec();
+  auto record = files.read_record();
+  if (!spec || !record) return failure(kExitUnknownWpar, fmt::format("unknown WPAR {}", name));
+  auto decision = runtime::decide({record->state, spec->type, spec->checkpointable},
+                                  runtime::Operation::kResume);
+  if (!decision) return failure(decision.error().exit_code, decision.error().message);
+  auto set = wpar_cgroup(cgroup_relative);
+  if (!set) return std::unexpected(set.error());
+  if (auto t = set->thaw(); !t) return failure(kExitInternal, t.error().message);
+  record->state = WparState::kActive;
+  (void)files.write_record(*record);
+  return {};
+}
+
+}  // namespace wpm::checkpoint
