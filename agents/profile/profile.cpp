@@ -280,7 +280,9 @@ SystemProfile collect_profile(const CollectOptions& options) {
   p.checkpointers.push_back(Checkpointer{"cooperative", true, kVersion, ""});
   if (options.probe_criu) p.checkpointers.push_back(probe_criu());
   p.agent_version = kVersion;
-  for (auto line : lines(read_text(root / "proc/self/status"))) {
+  // The text must outlive the views into it.
+  const std::string status = read_text(root / "proc/self/status");
+  for (auto line : lines(status)) {
     if (line.starts_with("CapBnd:")) {
       p.capabilities = capability_names(std::strtoull(std::string(trim(line.substr(7))).c_str(), nullptr, 16));
     }
