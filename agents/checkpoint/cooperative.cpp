@@ -119,6 +119,48 @@ Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::pa
 
 }  // namespace
 
+std::string frozen_state_dir(const std::string& wpars_root, const std::string& name) {
+  std::ifstream in(wpars_root + "/" + name + "/frozen_state_dir");
+  std::string dir;
+  std::getline(in, dir);
+  return dir;
+}
+
+Outcome<void> freeze(const CheckpointRequest& r) {
+  runtime::WparFiles files(r.wpars_root, r.name);
+  auto spec = files.read_spec();
+  auto record = files.read_record();
+  if (!spec || !record) return failure(kExitUnknownWpar, fmt::format("unknown WPAR {}", r.name));
+  WparState state = record->ended ? WparState::kDefined : record->state;
+  auto decision = runtime::decide({state, spec->type, spec->checkpointable}, runtime::Operation::kFreeze);
+  if (!decision) return failure(decision.error().exit_code, decision.error().message);
+  std::error_code ec;
+  fs::path trigger = trigger_dir(r.wpars_root, r.name);
+  fs::remove_all(trigger, ec);
+  fs::create_directories(trigger, ec);
+  ::kill(record->workload_pid, SIGUSR1);
+  auto deadline = std::chrono::steady_clock::now() + r.timeout;
+  while (!fs::exists(trigger / ".complete")) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return failure(kExitTemporarilyNotCheckpointable,
+                     fmt::format("the workload of WPAR {} did not complete its checkpoint within {} "
+                                 "ms; it keeps running; run the command again",
+                                 r.name, r.timeout.count()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto set = wpar_cgroup(r.cgroup_relative);
+  if (!set) return std::unexpected(set.error());
+  if (auto f = set->freeze(); !f || !wait_frozen(*set, std::chrono::seconds(10))) {
+    (void)set->thaw();
+    return failure(kExitInternal, fmt::format("cannot freeze WPAR {}", r.name));
+  }
+  std::ofstream(files.dir() + "/frozen_state_dir") << r.state_dir << '\n';
+  record->state = WparState::kFrozen;
+  (void)files.write_record(*record);
+  return {};
+}
+
 std::string trigger_dir(const std::string& wpars_root, const std::string& name) {
   return wpars_root + "/" + name + "/checkpoint";
 }
@@ -208,6 +250,22 @@ Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
 Outcome<runtime::WparRecord> restart(const RestartRequest& r) {
   runtime::WparFiles files(r.launch.wpars_root, r.launch.name);
   auto spec = files.read_spec();
+  if (!spec) {
+    // Not on this host (an arrival system): the state file carries the spec.
+    std::ifstream in(fs::path(r.state_dir) / "manifest.json");
+    json manifest = json::parse(in, nullptr, false);
+    if (!manifest.is_discarded() && manifest.contains("spec") && manifest["spec"].is_object()) {
+      json spec_json = manifest["spec"];
+      spec_json["name"] = r.launch.name;
+      (void)files.create_dir();
+      std::ofstream(files.spec_path()) << spec_json.dump(2);
+      spec = files.read_spec();
+      if (spec) {
+        spec->env["WPM_STATE_DIR"] = trigger_dir(r.launch.wpars_root, r.launch.name);
+        (void)files.write_spec(*spec);
+      }
+    }
+  }
   if (!spec) return failure(kExitUnknownWpar, fmt::format("unknown WPAR {}: {}", r.launch.name, spec.error().message));
   auto record = files.read_record();
   WparState state = (!record || record->ended) ? WparState::kDefined : record->state;

@@ -55,6 +55,13 @@ struct CheckpointResult {
 
 Outcome<CheckpointResult> checkpoint(const CheckpointRequest& request);
 
+// chkptwpar -f: the workload writes its state and the WPAR is frozen, but no
+// state file is written yet; a later checkpoint() of the frozen WPAR writes it
+// into the directory given here (kept in the WPAR's directory).
+Outcome<void> freeze(const CheckpointRequest& request);
+// The state file directory a frozen WPAR was frozen for (empty if none).
+std::string frozen_state_dir(const std::string& wpars_root, const std::string& name);
+
 struct RestartRequest {
   runtime::SupervisorLaunch launch;  // the WPAR's spec must be on disk
   std::string state_dir;             // -d

@@ -1,0 +1,367 @@
+#include "agents/agent/local_commands.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "agents/checkpoint/cooperative.h"
+#include "agents/runtime/lifecycle.h"
+#include "agents/runtime/supervisor.h"
+#include "schemas/hash.h"
+
+namespace wpm::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using runtime::WparState;
+
+constexpr int kOk = 0;
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+constexpr int kNotFound = 3;
+
+int error(int code, const std::string& message) {
+  std::fprintf(stderr, "wpm-agent: %s\n", message.c_str());
+  return code;
+}
+
+bool valid_name(const std::string& n) {
+  if (n.empty() || n.size() > 63 || n.front() == '.' || n.front() == '-') return false;
+  return n.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") ==
+         std::string::npos;
+}
+
+runtime::SupervisorLaunch launch_of(const AgentPaths& p, const std::string& name) {
+  return runtime::SupervisorLaunch{p.supervisor_binary, p.wpars_root, name, p.cgroup_of(name)};
+}
+
+// The WPAR's state as the lifecycle sees it: an application WPAR whose
+// command ended is no longer running.
+WparState effective_state(const runtime::WparRecord& r) { return r.ended ? WparState::kDefined : r.state; }
+
+bool wait_ended(const runtime::WparFiles& files, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = files.read_record();
+    if (r && (r->ended || r->state == WparState::kBroken)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+json wpar_json(const runtime::WparSpec& s, const runtime::WparRecord& r) {
+  json j = {{"name", s.name},
+            {"type", s.type == runtime::WparType::kSystem ? "system" : "application"},
+            {"state", state_name(effective_state(r))},
+            {"stateLetter", std::string(1, state_letter(effective_state(r)))},
+            {"checkpointable", s.checkpointable},
+            {"command", s.command},
+            {"supervisorPid", r.supervisor_pid},
+            {"workloadPid", r.workload_pid},
+            {"startedAtNs", r.started_at_ns},
+            {"ended", r.ended},
+            {"endedAtNs", r.ended_at_ns},
+            {"error", r.error}};
+  if (r.exit_code) j["exitCode"] = *r.exit_code;
+  if (r.exit_signal) j["exitSignal"] = *r.exit_signal;
+  json limits = json::object();
+  if (s.limits.cpu_shares) limits["cpuShares"] = *s.limits.cpu_shares;
+  if (s.limits.cpu_limit_percent) limits["cpuLimitPercent"] = *s.limits.cpu_limit_percent;
+  if (s.limits.memory_bytes) limits["memoryBytes"] = *s.limits.memory_bytes;
+  if (s.limits.max_processes) limits["maxProcesses"] = *s.limits.max_processes;
+  j["limits"] = limits;
+  return j;
+}
+
+// ---- the commands ------------------------------------------------------------------------
+
+struct ExecOptions {
+  std::string name;
+  bool checkpointable = false;
+  runtime::ResourceLimits limits;
+  std::vector<std::string> command;
+};
+
+int wparexec(const AgentPaths& p, const ExecOptions& o) {
+  if (!valid_name(o.name)) {
+    return error(kUsage, fmt::format("'{}' is not a valid WPAR name: use 1-63 letters, digits, '-', "
+                                     "'_' or '.'",
+                                     o.name));
+  }
+  if (o.command.empty()) return error(kUsage, "no command given; put it after --");
+  runtime::WparFiles files(p.wpars_root, o.name);
+  if (fs::exists(files.spec_path())) {
+    return error(kFailed, fmt::format("WPAR {} already exists on this host; remove it with `wpm-agent "
+                                      "rmwpar {}` or choose another name",
+                                      o.name, o.name));
+  }
+  runtime::WparSpec spec;
+  spec.name = o.name;
+  spec.type = runtime::WparType::kApplication;
+  spec.command = o.command;
+  spec.limits = o.limits;
+  spec.checkpointable = o.checkpointable;
+  if (o.checkpointable) spec.env["WPM_STATE_DIR"] = checkpoint::trigger_dir(p.wpars_root, o.name);
+  if (auto r = files.create_dir(); !r) return error(kFailed, r.error().message);
+  if (auto r = files.write_spec(spec); !r) return error(kFailed, r.error().message);
+  auto started = runtime::start_supervisor(launch_of(p, o.name));
+  if (!started) return error(kFailed, fmt::format("WPAR {} did not start: {}", o.name, started.error().message));
+  std::printf("WPAR %s is running: pid %d\n", o.name.c_str(), started->workload_pid);
+  return kOk;
+}
+
+int lswpar(const AgentPaths& p, const std::vector<std::string>& names, bool all, OutputFormat format) {
+  std::vector<std::string> wanted = names;
+  if (wanted.empty()) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(p.wpars_root, ec)) {
+      if (fs::exists(e.path() / "spec.json")) wanted.push_back(e.path().filename());
+    }
+    std::sort(wanted.begin(), wanted.end());
+  }
+  json list = json::array();
+  int rc = kOk;
+  for (const auto& n : wanted) {
+    runtime::WparFiles files(p.wpars_root, n);
+    auto spec = files.read_spec();
+    if (!spec) {
+      rc = error(kNotFound, fmt::format("unknown WPAR {}; list them with `wpm-agent lswpar`", n));
+      continue;
+    }
+    list.push_back(wpar_json(*spec, files.read_record().value_or(runtime::WparRecord{})));
+  }
+  if (format == OutputFormat::kJson) {
+    std::puts(list.dump(2).c_str());
+    return rc;
+  }
+  if (all) {
+    for (const auto& w : list) std::printf("%s\n", w.dump(2).c_str());
+    return rc;
+  }
+  std::printf("%-24s %-5s %-4s %-8s %s\n", "NAME", "STATE", "TYPE", "PID", "EXIT");
+  for (const auto& w : list) {
+    std::string exit = w.contains("exitCode")     ? std::to_string(w["exitCode"].get<int>())
+                       : w.contains("exitSignal") ? fmt::format("signal {}", w["exitSignal"].get<int>())
+                                                  : "-";
+    std::printf("%-24s %-5s %-4s %-8d %s\n", w["name"].get<std::string>().c_str(),
+                w["stateLetter"].get<std::string>().c_str(),
+                w["type"].get<std::string>() == "system" ? "S" : "A", w["workloadPid"].get<int>(),
+                exit.c_str());
+  }
+  return rc;
+}
+
+// Loads a WPAR and checks `op` against its state; fills spec and record.
+int load(const AgentPaths& p, const std::string& name, runtime::Operation op, runtime::WparSpec& spec,
+         runtime::WparRecord& record, int unknown_code = kNotFound) {
+  runtime::WparFiles files(p.wpars_root, name);
+  auto s = files.read_spec();
+  if (!s) return error(unknown_code, fmt::format("unknown WPAR {}; list them with `wpm-agent lswpar`", name));
+  spec = *s;
+  record = files.read_record().value_or(runtime::WparRecord{});
+  auto decision = runtime::decide({effective_state(record), spec.type, spec.checkpointable}, op);
+  if (!decision) return error(decision.error().exit_code, decision.error().message);
+  return kOk;
+}
+
+int stopwpar(const AgentPaths& p, const std::string& name, bool force) {
+  runtime::WparSpec spec;
+  runtime::WparRecord record;
+  if (int rc = load(p, name, force ? runtime::Operation::kForceStop : runtime::Operation::kStop, spec, record)) {
+    return rc;
+  }
+  if (auto r = runtime::stop_supervisor(record, force ? runtime::StopMode::kForced : runtime::StopMode::kGraceful); !r) {
+    return error(kFailed, r.error().message);
+  }
+  if (!wait_ended(runtime::WparFiles(p.wpars_root, name), std::chrono::seconds(spec.stop_timeout_s + 10))) {
+    return error(kFailed, fmt::format("WPAR {} did not stop in time; try `wpm-agent stopwpar -F {}`", name, name));
+  }
+  return kOk;
+}
+
+int rmwpar(const AgentPaths& p, const std::string& name) {
+  runtime::WparSpec spec;
+  runtime::WparRecord record;
+  if (int rc = load(p, name, runtime::Operation::kRemove, spec, record)) return rc;
+  if (effective_state(record) == WparState::kActive) {
+    if (int rc = stopwpar(p, name, false)) return rc;
+  }
+  std::error_code ec;
+  fs::remove_all(runtime::WparFiles(p.wpars_root, name).dir(), ec);
+  if (ec) return error(kFailed, fmt::format("cannot remove WPAR {}: {}", name, ec.message()));
+  return kOk;
+}
+
+int report(const checkpoint::Failure& f) { return error(f.exit_code, f.message); }
+
+struct CheckpointOptions {
+  std::string state_dir;
+  std::string log_file;
+  std::string log_level = "error";
+  bool freeze = false;
+  bool kill = false;
+  bool pause = false;
+  uint32_t timeout_s = 30;
+  std::string name;
+};
+
+int chkptwpar(const AgentPaths& p, const CheckpointOptions& o) {
+  if (o.kill && o.pause) return error(1, "-k and -p exclude each other");
+  if (!o.log_file.empty() && o.log_level != "debug" && o.log_level != "error") {
+    return error(1, fmt::format("-l {} is not debug or error", o.log_level));
+  }
+  checkpoint::CheckpointRequest r{p.wpars_root, o.name, p.cgroup_of(o.name), o.state_dir,
+                                  o.kill ? checkpoint::After::kKill
+                                  : o.pause ? checkpoint::After::kPause
+                                            : checkpoint::After::kContinue,
+                                  std::chrono::seconds(o.timeout_s)};
+  if (o.freeze) {
+    if (o.state_dir.empty()) return error(1, "-f needs -d DIR (where the later checkpoint goes)");
+    auto f = checkpoint::freeze(r);
+    return f ? kOk : report(f.error());
+  }
+  if (r.state_dir.empty()) r.state_dir = checkpoint::frozen_state_dir(p.wpars_root, o.name);
+  if (r.state_dir.empty()) return error(1, "-d DIR is required unless the WPAR was frozen with -f -d DIR");
+  auto done = checkpoint::checkpoint(r);
+  if (!done) return report(done.error());
+  std::printf("checkpointed WPAR %s into %s: %llu files, %llu bytes; now %s\n", o.name.c_str(),
+              r.state_dir.c_str(), static_cast<unsigned long long>(done->files),
+              static_cast<unsigned long long>(done->bytes), state_name(done->state_after));
+  return kOk;
+}
+
+int restartwpar(const AgentPaths& p, const std::string& state_dir, bool pause, const std::string& user_command,
+                const std::string& name) {
+  if (!user_command.empty()) return error(1, "-u (a user command after restore) is not supported yet");
+  if (!valid_name(name)) return error(1, fmt::format("'{}' is not a valid WPAR name", name));
+  auto started = checkpoint::restart(checkpoint::RestartRequest{launch_of(p, name), state_dir, pause});
+  if (!started) return report(started.error());
+  std::printf("WPAR %s restarted from %s: pid %d%s\n", name.c_str(), state_dir.c_str(),
+              started->workload_pid, pause ? " (paused)" : "");
+  return kOk;
+}
+
+int resumewpar(const AgentPaths& p, const std::string& name) {
+  auto r = checkpoint::resume(p.wpars_root, name, p.cgroup_of(name));
+  return r ? kOk : report(r.error());
+}
+
+int killwpar(const AgentPaths& p, const std::string& name) {
+  runtime::WparSpec spec;
+  runtime::WparRecord record;
+  if (int rc = load(p, name, runtime::Operation::kKill, spec, record, checkpoint::kExitUnknownWpar)) return rc;
+  if (auto r = runtime::stop_supervisor(record, runtime::StopMode::kForced); !r) return error(4, r.error().message);
+  // Frozen processes cannot die: thaw so the kill lands.
+  if (auto set = runtime::CgroupSet::create(runtime::CgroupLayout::detect(), p.cgroup_of(name))) (void)set->thaw();
+  if (!wait_ended(runtime::WparFiles(p.wpars_root, name), std::chrono::seconds(10))) {
+    return error(4, fmt::format("WPAR {} did not end", name));
+  }
+  return kOk;
+}
+
+}  // namespace
+
+AgentPaths AgentPaths::from_data_dir(const std::string& data_dir) {
+  AgentPaths p;
+  p.data_dir = fs::absolute(data_dir).lexically_normal().string();
+  while (p.data_dir.size() > 1 && p.data_dir.back() == '/') p.data_dir.pop_back();
+  p.wpars_root = p.data_dir + "/wpars";
+  // One cgroup subtree per agent, named after its data directory, so two
+  // agents on one host never touch each other's groups.
+  std::string base = fs::path(p.data_dir).filename().string();
+  for (char& c : base) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+  }
+  p.cgroup_root = fmt::format("wpm/{}-{:08x}", base.substr(0, 32), crc32c(p.data_dir));
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  p.supervisor_binary = (self.parent_path() / "wpm-wpar-supervisor").string();
+  return p;
+}
+
+int usage_exit_code(const std::string& name) {
+  static const std::set<std::string> seed = {"chkptwpar", "restartwpar", "resumewpar", "killwpar"};
+  return seed.contains(name) ? 1 : kUsage;
+}
+
+void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& format, int& exit_code) {
+  auto* exec = app.add_subcommand("wparexec", "run a command as an application WPAR (returns once it runs)");
+  static ExecOptions e;
+  exec->add_option("-n,--name", e.name, "WPAR name")->required();
+  exec->add_flag("-c,--checkpoint", e.checkpointable, "enable checkpoint (cooperative)");
+  static uint64_t shares = 0, cpu = 0, mem = 0, procs = 0;
+  exec->add_option("--cpu-shares", shares, "relative CPU weight (2..262144)");
+  exec->add_option("--cpu-limit", cpu, "hard CPU cap, percent of one CPU");
+  exec->add_option("--memory", mem, "memory limit in bytes");
+  exec->add_option("--max-processes", procs, "process limit");
+  exec->add_option("command", e.command, "the command and its arguments, after --")->required();
+  exec->callback([&] {
+    if (shares) e.limits.cpu_shares = shares;
+    if (cpu) e.limits.cpu_limit_percent = static_cast<uint32_t>(cpu);
+    if (mem) e.limits.memory_bytes = mem;
+    if (procs) e.limits.max_processes = procs;
+    exit_code = wparexec(paths, e);
+  });
+
+  auto* ls = app.add_subcommand("lswpar", "list WPARs: name, state letter (D A P F L T B), type");
+  static std::vector<std::string> ls_names;
+  static bool ls_all = false;
+  ls->add_flag("-L,--long", ls_all, "all properties");
+  ls->add_option("names", ls_names, "WPAR names (default: all)");
+  ls->callback([&] { exit_code = lswpar(paths, ls_names, ls_all, format); });
+
+  auto* stop = app.add_subcommand("stopwpar", "stop a WPAR (graceful, then forced after its timeout)");
+  static std::string stop_name;
+  static bool stop_force = false;
+  stop->add_flag("-F,--force", stop_force, "stop at once");
+  stop->add_option("name", stop_name, "WPAR name")->required();
+  stop->callback([&] { exit_code = stopwpar(paths, stop_name, stop_force); });
+
+  auto* rm = app.add_subcommand("rmwpar", "remove a WPAR (an active one is stopped first)");
+  static std::string rm_name;
+  rm->add_option("name", rm_name, "WPAR name")->required();
+  rm->callback([&] { exit_code = rmwpar(paths, rm_name); });
+
+  auto* ck = app.add_subcommand("chkptwpar", "checkpoint a WPAR into a state file (seed chkptwpar)");
+  static CheckpointOptions c;
+  ck->add_option("-d", c.state_dir, "state file directory (created if missing, must be empty)");
+  ck->add_option("-o", c.log_file, "log file");
+  ck->add_option("-l", c.log_level, "log level: debug or error (needs -o)");
+  ck->add_flag("-f", c.freeze, "freeze without checkpointing");
+  ck->add_flag("-k", c.kill, "stop the WPAR after the checkpoint");
+  ck->add_flag("-p", c.pause, "pause the WPAR after the checkpoint");
+  ck->add_option("--timeout", c.timeout_s,
+                 "seconds the workload has to write its state (wpm extension; default 30)");
+  ck->add_option("name", c.name, "WPAR name")->required();
+  ck->callback([&] { exit_code = chkptwpar(paths, c); });
+
+  auto* rs = app.add_subcommand("restartwpar", "restart a WPAR from a state file (seed restartwpar)");
+  static std::string rs_dir, rs_log, rs_level, rs_user, rs_name;
+  static bool rs_all = false, rs_pause = false;
+  rs->add_flag("-a", rs_all, "accepted for compatibility");
+  rs->add_option("-d", rs_dir, "state file directory")->required();
+  rs->add_option("-o", rs_log, "log file");
+  rs->add_option("-l", rs_level, "log level: debug or error");
+  rs->add_flag("-p", rs_pause, "stay paused after the restart");
+  rs->add_option("-u", rs_user, "user command (not supported yet)");
+  rs->add_option("name", rs_name, "WPAR name")->required();
+  rs->callback([&] { exit_code = restartwpar(paths, rs_dir, rs_pause, rs_user, rs_name); });
+
+  auto* rsm = app.add_subcommand("resumewpar", "resume a paused or frozen WPAR (seed resumewpar)");
+  static std::string rsm_name;
+  rsm->add_option("name", rsm_name, "WPAR name")->required();
+  rsm->callback([&] { exit_code = resumewpar(paths, rsm_name); });
+
+  auto* kl = app.add_subcommand("killwpar", "end the processes of a paused WPAR (seed killwpar)");
+  static std::string kl_name;
+  kl->add_option("name", kl_name, "WPAR name")->required();
+  kl->callback([&] { exit_code = killwpar(paths, kl_name); });
+}
+
+}  // namespace wpm::agent

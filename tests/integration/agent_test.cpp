@@ -1,0 +1,153 @@
+// wpm-agent's local WPAR commands through the real binary, with real
+// supervisors, cgroups and the wpm-demo-counter workload (root).
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/support/process.h"
+
+namespace wpm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+class Agent : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root for cgroups";
+  }
+  void TearDown() override {
+    for (const auto& data : {data_a(), data_b()}) {
+      auto ls = agent(data, {"lswpar", "-o", "json"});
+      for (const char* name : {"ctr", "stuck", "plain"}) {
+        if (ls.out.find(std::string("\"") + name + "\"") != std::string::npos) {
+          agent(data, {"resumewpar", name});
+          agent(data, {"stopwpar", "-F", name});
+          agent(data, {"rmwpar", name});
+        }
+      }
+    }
+    // The agents' own cgroup subtrees (wpm/agent-a-*, wpm/agent-b-*), now empty.
+    std::error_code ec;
+    for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+      fs::path wpm = hierarchy.path() / "wpm";
+      std::error_code ec2;
+      for (const auto& sub : fs::directory_iterator(wpm, ec2)) {
+        std::string n = sub.path().filename();
+        if (n.starts_with("agent-a-") || n.starts_with("agent-b-")) ::rmdir(sub.path().c_str());
+      }
+      ::rmdir(wpm.c_str());  // only when nothing else uses it
+    }
+  }
+  std::string data_a() const { return dir_ / "agent-a"; }
+  std::string data_b() const { return dir_ / "agent-b"; }
+  RunResult agent(const std::string& data, std::vector<std::string> args) {
+    std::vector<std::string> argv = {bin("wpm-agent"), "--data", data};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, 60s);
+  }
+  uint64_t count() const {
+    std::string s = read_file(dir_ / "count");
+    return s.empty() ? 0 : std::stoull(s);
+  }
+  std::vector<std::string> counter() const {
+    return {bin("wpm-demo-counter"), "--out", dir_ / "count", "--interval-ms", "20", "--state-bytes", "65536"};
+  }
+  RunResult exec(const std::string& data, const std::string& name, std::vector<std::string> command,
+                 bool checkpointable = true) {
+    std::vector<std::string> args = {"wparexec", "-n", name};
+    if (checkpointable) args.push_back("-c");
+    args.push_back("--");
+    args.insert(args.end(), command.begin(), command.end());
+    return agent(data, args);
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(Agent, CheckpointOnOneAgentAndRestartOnAnotherContinuesTheCount) {
+  auto started = exec(data_a(), "ctr", counter());
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  ASSERT_TRUE(wait_until([&] { return count() >= 20; }, 10s));
+  auto ls = agent(data_a(), {"lswpar"});
+  EXPECT_NE(ls.out.find("ctr                      A"), std::string::npos) << ls.out;
+
+  std::string state = dir_ / "statefile";
+  auto ck = agent(data_a(), {"chkptwpar", "-d", state, "-k", "ctr"});
+  ASSERT_EQ(ck.exit_code, 0) << ck.err;
+  uint64_t saved = std::stoull(read_file(state + "/state/count"));
+  ASSERT_TRUE(wait_until([&] { return agent(data_a(), {"lswpar", "ctr"}).out.find(" D ") != std::string::npos; }, 10s));
+
+  // The second agent has never seen the WPAR: the state file carries its spec.
+  fs::remove(dir_ / "count");
+  auto rs = agent(data_b(), {"restartwpar", "-d", state, "ctr"});
+  ASSERT_EQ(rs.exit_code, 0) << rs.err;
+  ASSERT_TRUE(wait_until([&] { return count() > 0; }, 10s));
+  EXPECT_GT(count(), saved);
+  EXPECT_LT(count(), saved + 40);
+  auto json = agent(data_b(), {"lswpar", "-o", "json"});
+  EXPECT_NE(json.out.find("\"stateLetter\": \"A\""), std::string::npos) << json.out;
+}
+
+TEST_F(Agent, TwoAgentsWithDifferentDataDirectoriesDoNotSeeEachOthersWpars) {
+  ASSERT_EQ(exec(data_a(), "ctr", counter()).exit_code, 0);
+  ASSERT_EQ(exec(data_b(), "plain", {"/bin/sleep", "30"}, false).exit_code, 0);
+  auto a = agent(data_a(), {"lswpar"});
+  auto b = agent(data_b(), {"lswpar"});
+  EXPECT_NE(a.out.find("ctr"), std::string::npos);
+  EXPECT_EQ(a.out.find("plain"), std::string::npos);
+  EXPECT_NE(b.out.find("plain"), std::string::npos);
+  EXPECT_EQ(b.out.find("ctr"), std::string::npos);
+  EXPECT_EQ(agent(data_b(), {"stopwpar", "ctr"}).exit_code, 3) << "B cannot reach A's WPAR";
+  EXPECT_EQ(agent(data_b(), {"stopwpar", "plain"}).exit_code, 0);
+}
+
+TEST_F(Agent, CheckpointCommandsReturnTheSeedsExitCodes) {
+  ASSERT_EQ(exec(data_a(), "plain", {"/bin/sleep", "30"}, false).exit_code, 0);
+  ASSERT_EQ(exec(data_a(), "stuck", {"/bin/sh", "-c", "trap '' USR1; echo ready; while :; do sleep 0.1; done"}).exit_code, 0);
+  ASSERT_EQ(exec(data_a(), "ctr", counter()).exit_code, 0);
+  std::string state = dir_ / "s1";
+  EXPECT_EQ(agent(data_a(), {"chkptwpar", "--bogus"}).exit_code, 1) << "invalid arguments";
+  EXPECT_EQ(agent(data_a(), {"chkptwpar", "-d", state, "nope"}).exit_code, 16) << "unknown WPAR";
+  EXPECT_EQ(agent(data_a(), {"chkptwpar", "-d", state, "plain"}).exit_code, 19) << "not checkpointable";
+  EXPECT_EQ(agent(data_a(), {"chkptwpar", "-d", "relative", "ctr"}).exit_code, 21) << "bad state path";
+  fs::create_directories(dir_ / "full");
+  std::ofstream(dir_ / "full/x") << "x";
+  EXPECT_EQ(agent(data_a(), {"chkptwpar", "-d", dir_ / "full", "ctr"}).exit_code, 23) << "not empty";
+  ASSERT_TRUE(wait_until([&] { return read_file(data_a() + "/wpars/stuck/console.log").find("ready") != std::string::npos; }, 10s));
+  auto stuck = agent(data_a(), {"chkptwpar", "--timeout", "1", "-d", dir_ / "s2", "stuck"});
+  EXPECT_EQ(stuck.exit_code, 6) << stuck.err;
+  EXPECT_NE(agent(data_a(), {"lswpar", "stuck"}).out.find(" A "), std::string::npos) << "stays Active";
+  EXPECT_EQ(agent(data_a(), {"killwpar", "ctr"}).exit_code, 17) << "killwpar: not paused";
+  EXPECT_EQ(agent(data_a(), {"resumewpar", "ctr"}).exit_code, 1) << "resume of an active WPAR";
+  EXPECT_EQ(agent(data_a(), {"restartwpar", "-d", dir_ / "nothing", "other"}).exit_code, 16);
+
+  // Pause, then kill: the paused WPAR's processes end.
+  ASSERT_TRUE(wait_until([&] { return count() >= 3; }, 10s));
+  ASSERT_EQ(agent(data_a(), {"chkptwpar", "-d", state, "-p", "ctr"}).exit_code, 0);
+  EXPECT_NE(agent(data_a(), {"lswpar", "ctr"}).out.find(" P "), std::string::npos);
+  EXPECT_EQ(agent(data_a(), {"stopwpar", "ctr"}).exit_code, 1) << "stop of a paused WPAR is refused";
+  EXPECT_EQ(agent(data_a(), {"killwpar", "ctr"}).exit_code, 0);
+  EXPECT_NE(agent(data_a(), {"lswpar", "ctr"}).out.find(" D "), std::string::npos);
+  fs::remove(state + "/state/count");
+  EXPECT_EQ(agent(data_a(), {"restartwpar", "-d", state, "ctr"}).exit_code, 14) << "missing file";
+}
+
+TEST_F(Agent, UsageErrorsExitWithTheirDocumentedCodes) {
+  EXPECT_EQ(run({bin("wpm-agent"), "--version"}).exit_code, 0);
+  EXPECT_EQ(run({bin("wpm-agent"), "lswpar", "--help"}).exit_code, 0);
+  EXPECT_EQ(run({bin("wpm-agent")}).exit_code, 2);
+  EXPECT_EQ(agent(data_a(), {"lswpar", "--bogus"}).exit_code, 2);
+  EXPECT_EQ(agent(data_a(), {"wparexec", "-n", "x"}).exit_code, 2) << "no command";
+  EXPECT_EQ(agent(data_a(), {"wparexec", "-n", "bad/name", "--", "/bin/true"}).exit_code, 2);
+  EXPECT_EQ(agent(data_a(), {"restartwpar", "ctr"}).exit_code, 1) << "seed command: -d missing";
+  EXPECT_EQ(agent(data_a(), {"lswpar", "nope"}).exit_code, 3);
+}
+
+}  // namespace
+}  // namespace wpm::testing
