@@ -226,6 +226,9 @@ int chkptwpar(const AgentPaths& p, const CheckpointOptions& o) {
     auto f = checkpoint::freeze(r);
     return f ? kOk : report(f.error());
   }
+  if (!fs::exists(runtime::WparFiles(p.wpars_root, o.name).spec_path())) {
+    return error(checkpoint::kExitUnknownWpar, fmt::format("unknown WPAR {}; list them with `wpm-agent lswpar`", o.name));
+  }
   if (r.state_dir.empty()) r.state_dir = checkpoint::frozen_state_dir(p.wpars_root, o.name);
   if (r.state_dir.empty()) return error(1, "-d DIR is required unless the WPAR was frozen with -f -d DIR");
   auto done = checkpoint::checkpoint(r);
@@ -257,8 +260,6 @@ int killwpar(const AgentPaths& p, const std::string& name) {
   runtime::WparRecord record;
   if (int rc = load(p, name, runtime::Operation::kKill, spec, record, checkpoint::kExitUnknownWpar)) return rc;
   if (auto r = runtime::stop_supervisor(record, runtime::StopMode::kForced); !r) return error(4, r.error().message);
-  // Frozen processes cannot die: thaw so the kill lands.
-  if (auto set = runtime::CgroupSet::create(runtime::CgroupLayout::detect(), p.cgroup_of(name))) (void)set->thaw();
   if (!wait_ended(runtime::WparFiles(p.wpars_root, name), std::chrono::seconds(10))) {
     return error(4, fmt::format("WPAR {} did not end", name));
   }

@@ -62,10 +62,32 @@ bool fsync_path(const fs::path& path, int flags) {
   return ok;
 }
 
+// The WPAR's cgroups as its supervisor made them; never re-created here (a
+// WPAR whose workload ended has none).
 Outcome<runtime::CgroupSet> wpar_cgroup(const std::string& relative) {
-  auto set = runtime::CgroupSet::create(runtime::CgroupLayout::detect(), relative);
-  if (!set) return failure(kExitInternal, set.error().message);
+  auto set = runtime::CgroupSet::open(runtime::CgroupLayout::detect(), relative);
+  if (!set) return failure(kExitInternal, fmt::format("the WPAR's cgroups are gone: {}", set.error().message));
   return std::move(*set);
+}
+
+// Sets the record's state unless the supervisor has recorded an end (or was
+// replaced) meanwhile.
+void set_state(const runtime::WparFiles& files, pid_t supervisor, WparState state) {
+  (void)files.update_record([&](runtime::WparRecord& r) {
+    if (r.ended || r.supervisor_pid != supervisor) return false;
+    r.state = state;
+    return true;
+  });
+}
+
+bool wait_ended(const runtime::WparFiles& files, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = files.read_record();
+    if (r && r->ended) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
 }
 
 bool wait_frozen(runtime::CgroupSet& set, std::chrono::milliseconds timeout) {
@@ -86,7 +108,12 @@ Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::pa
   fs::create_directories(out, ec);
   json manifest_files = json::array();
   for (const auto& entry : fs::recursive_directory_iterator(trigger, ec)) {
-    if (!entry.is_regular_file() || entry.path().filename() == ".complete") continue;
+    // Regular files only, never through a link: a workload must not make the
+    // agent copy host files into the state file.
+    if (entry.symlink_status().type() != fs::file_type::regular ||
+        entry.path().filename() == ".complete") {
+      continue;
+    }
     fs::path rel = fs::relative(entry.path(), trigger);
     fs::create_directories((out / rel).parent_path(), ec);
     fs::copy_file(entry.path(), out / rel, fs::copy_options::overwrite_existing, ec);
@@ -134,6 +161,9 @@ Outcome<void> freeze(const CheckpointRequest& r) {
   WparState state = record->ended ? WparState::kDefined : record->state;
   auto decision = runtime::decide({state, spec->type, spec->checkpointable}, runtime::Operation::kFreeze);
   if (!decision) return failure(decision.error().exit_code, decision.error().message);
+  if (!runtime::supervisor_alive(record->supervisor_pid)) {
+    return failure(kExitInternal, fmt::format("the supervisor of WPAR {} is not running", r.name));
+  }
   std::error_code ec;
   fs::path trigger = trigger_dir(r.wpars_root, r.name);
   fs::remove_all(trigger, ec);
@@ -156,8 +186,7 @@ Outcome<void> freeze(const CheckpointRequest& r) {
     return failure(kExitInternal, fmt::format("cannot freeze WPAR {}", r.name));
   }
   std::ofstream(files.dir() + "/frozen_state_dir") << r.state_dir << '\n';
-  record->state = WparState::kFrozen;
-  (void)files.write_record(*record);
+  set_state(files, record->supervisor_pid, WparState::kFrozen);
   return {};
 }
 
@@ -188,18 +217,24 @@ Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
   }
   fs::create_directories(state_dir, ec);
   if (ec) return failure(kExitBadStatePath, fmt::format("cannot create {}: {}", r.state_dir, ec.message()));
-  if (!fs::is_empty(state_dir, ec)) {
+  // Empty, or holding only the mcr.log of an attempt to run again (exit 6).
+  bool empty = true;
+  for (const auto& e : fs::directory_iterator(state_dir, ec)) {
+    if (e.path().filename() != "mcr.log") empty = false;
+  }
+  if (!empty) {
     return failure(kExitStateDirNotEmpty, fmt::format("state file directory {} is not empty; empty "
                                                       "it or choose another",
                                                       r.state_dir));
   }
   mcr_log(r.state_dir, fmt::format("checkpoint_start wpar={} pid={}", r.name, record->workload_pid));
   fs::path trigger = trigger_dir(r.wpars_root, r.name);
-  fs::remove_all(trigger, ec);
-  fs::create_directories(trigger, ec);
   auto set = wpar_cgroup(r.cgroup_relative);
   if (!set) return std::unexpected(set.error());
   if (state != WparState::kFrozen) {
+    // A frozen WPAR's state is already in the trigger directory: keep it.
+    fs::remove_all(trigger, ec);
+    fs::create_directories(trigger, ec);
     // Trigger the workload and wait for its promise that the state is on disk.
     ::kill(record->workload_pid, SIGUSR1);
     auto deadline = std::chrono::steady_clock::now() + r.timeout;
@@ -224,24 +259,24 @@ Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
     mcr_log(r.state_dir, "checkpoint_failed " + written.error().message);
     return written;
   }
-  record = files.read_record();
   switch (r.after) {
     case After::kContinue:
+      // Record first, then thaw: the supervisor's end record comes after ours.
+      set_state(files, record->supervisor_pid, WparState::kActive);
       (void)set->thaw();
       written->state_after = WparState::kActive;
       break;
     case After::kPause:
+      set_state(files, record->supervisor_pid, WparState::kPaused);
       written->state_after = WparState::kPaused;
       break;
     case After::kKill:
-      if (record) (void)runtime::stop_supervisor(*record, runtime::StopMode::kForced);
-      (void)set->thaw();  // let the killed processes go
+      (void)runtime::stop_supervisor(*record, runtime::StopMode::kForced);  // it thaws to kill
+      if (!wait_ended(files, std::chrono::seconds(10))) {
+        return failure(kExitInternal, fmt::format("WPAR {} was checkpointed but did not stop", r.name));
+      }
       written->state_after = WparState::kDefined;
       break;
-  }
-  if (record && r.after != After::kKill) {
-    record->state = written->state_after;
-    (void)files.write_record(*record);
   }
   mcr_log(r.state_dir, fmt::format("checkpoint_done files={} bytes={}", written->files, written->bytes));
   return written;
@@ -305,7 +340,7 @@ Outcome<runtime::WparRecord> restart(const RestartRequest& r) {
       return failure(kExitInternal, "restarted, but cannot pause the WPAR");
     }
     started->state = WparState::kPaused;
-    (void)files.write_record(*started);
+    set_state(files, started->supervisor_pid, WparState::kPaused);
   }
   mcr_log(r.state_dir, fmt::format("restart_done pid={}", started->workload_pid));
   return *started;
@@ -322,9 +357,8 @@ Outcome<void> resume(const std::string& wpars_root, const std::string& name,
   if (!decision) return failure(decision.error().exit_code, decision.error().message);
   auto set = wpar_cgroup(cgroup_relative);
   if (!set) return std::unexpected(set.error());
+  set_state(files, record->supervisor_pid, WparState::kActive);
   if (auto t = set->thaw(); !t) return failure(kExitInternal, t.error().message);
-  record->state = WparState::kActive;
-  (void)files.write_record(*record);
   return {};
 }
 

@@ -140,6 +140,14 @@ Result<CgroupSet> CgroupSet::create(const CgroupLayout& layout, const std::strin
   return set;
 }
 
+Result<CgroupSet> CgroupSet::open(const CgroupLayout& layout, const std::string& relative) {
+  CgroupSet set(layout, relative);
+  for (const auto& dir : set.all_dirs()) {
+    if (!fs::exists(dir)) return fail(ErrorCode::kNotFound, fmt::format("no cgroup {}", dir));
+  }
+  return set;
+}
+
 Result<void> CgroupSet::add_process(pid_t pid) {
   for (const auto& dir : all_dirs()) {
     if (auto r = write_file(dir + "/cgroup.procs", std::to_string(pid)); !r) return r;

@@ -47,6 +47,8 @@ class CgroupSet {
   // Creates (or reuses) `relative` (e.g. "wpm/agent1/web1") in every
   // hierarchy needed, enabling v2 controllers on the way down.
   static Result<CgroupSet> create(const CgroupLayout& layout, const std::string& relative);
+  // The group as it exists; kNotFound when it is gone (never creates it).
+  static Result<CgroupSet> open(const CgroupLayout& layout, const std::string& relative);
 
   const std::string& relative() const { return relative_; }
 

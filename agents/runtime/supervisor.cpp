@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <linux/close_range.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,14 +55,17 @@ void kill_group(CgroupSet& set, int signal) {
   auto pids = set.processes();
   if (!pids) return;
   for (pid_t p : *pids) ::kill(p, signal);
+  // Frozen tasks do not die until thawed (v1 freezer).
+  if (signal == SIGKILL) (void)set.thaw();
 }
 
 }  // namespace
 
 Result<WparRecord> start_supervisor(const SupervisorLaunch& l) {
   int ready[2];
-  if (::pipe(ready) != 0) return fail(ErrorCode::kIo, fmt::format("pipe: {}", std::strerror(errno)));
-  ::fcntl(ready[0], F_SETFD, FD_CLOEXEC);
+  // Close-on-exec from birth, so no other thread's child inherits it; the
+  // child clears the flag on its own end (fcntl is async-signal-safe).
+  if (::pipe2(ready, O_CLOEXEC) != 0) return fail(ErrorCode::kIo, fmt::format("pipe: {}", std::strerror(errno)));
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls until exec (the caller may have threads).
   std::vector<std::string> args = {l.supervisor_binary, "--wpars-root", l.wpars_root, "--name",
@@ -75,11 +79,11 @@ Result<WparRecord> start_supervisor(const SupervisorLaunch& l) {
   if (child == 0) {
     ::setsid();
     if (::fork() != 0) ::_exit(0);  // the supervisor is reparented away from the caller
-    int devnull = ::open("/dev/null", O_RDWR);
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     ::dup2(devnull, 0);
     ::dup2(devnull, 1);
     ::dup2(devnull, 2);
-    ::close(ready[0]);
+    ::fcntl(ready[1], F_SETFD, 0);
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
@@ -126,6 +130,9 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     ::close(ready_fd);
     return 1;
   };
+  ::fcntl(ready_fd, F_SETFD, FD_CLOEXEC);  // never inherited by the workload
+  // Dispositions survive exec: start from the defaults whatever the caller set.
+  for (int s : {SIGCHLD, SIGPIPE, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
   auto spec = files.read_spec();
   if (!spec) return broken(spec.error().message);
   if (spec->command.empty()) return broken("the WPAR has no command to run");
@@ -136,6 +143,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   for (int s : {SIGTERM, SIGQUIT, SIGCHLD, SIGINT, SIGHUP}) sigaddset(&signals, s);
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   int sfd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+  if (sfd < 0) return broken(fmt::format("signalfd: {}", std::strerror(errno)));
 
   auto set = CgroupSet::create(CgroupLayout::detect(), cgroup_relative);
   if (!set) return broken(set.error().message);
@@ -156,10 +164,12 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     int err = 0;
     if (auto r = set->add_process(::getpid()); !r) err = EPERM;
-    int devnull = ::open("/dev/null", O_RDONLY);
+    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     ::dup2(devnull, 0);
     ::dup2(console, 1);
     ::dup2(console, 2);
+    // Nothing of ours beyond stdio reaches the workload.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     ::setsid();
     for (const auto& [k, v] : spec->env) ::setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> argv;
@@ -211,8 +221,10 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     if (r < 0 || ::read(sfd, &info, sizeof info) != sizeof info) continue;
     if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT || info.ssi_signo == SIGHUP) {
       ::kill(workload, SIGTERM);
-      stopping = true;
-      kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(spec->stop_timeout_s);
+      if (!stopping) {  // a repeated request does not push the deadline back
+        stopping = true;
+        kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(spec->stop_timeout_s);
+      }
     } else if (info.ssi_signo == SIGQUIT) {
       kill_group(*set, SIGKILL);
     }
@@ -228,8 +240,9 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     }
   }
   // An application WPAR ends with its command: whatever it left goes too.
-  kill_group(*set, SIGKILL);
+  // Bounded: 500 rounds of 10 ms; each round kills again what forked meanwhile.
   for (int i = 0; i < 500 && !set->processes().value_or(std::vector<pid_t>{}).empty(); ++i) {
+    kill_group(*set, SIGKILL);
     while (::waitpid(-1, nullptr, WNOHANG) > 0) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

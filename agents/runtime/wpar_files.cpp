@@ -1,7 +1,10 @@
 #include "agents/runtime/wpar_files.h"
 
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -17,12 +20,15 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 Result<void> write_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    out.flush();
-    if (!out) return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
+  // A unique temp file per writer: two processes may write the same file.
+  std::string tmp = path + ".XXXXXX";
+  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  ok = (::close(fd) == 0) && ok;
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return fail(ErrorCode::kIo, fmt::format("cannot rename {}: {}", tmp, std::strerror(errno)));
@@ -108,6 +114,15 @@ Result<WparSpec> WparFiles::read_spec() const {
 }
 
 Result<void> WparFiles::write_record(const WparRecord& r) const {
+  std::string lock_path = dir_ + "/status.lock";
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) ::flock(fd, LOCK_EX);
+  auto out = write_record_unlocked(r);
+  if (fd >= 0) ::close(fd);  // closing releases the lock
+  return out;
+}
+
+Result<void> WparFiles::write_record_unlocked(const WparRecord& r) const {
   json j = {{"state", state_name(r.state)},
             {"stateLetter", std::string(1, state_letter(r.state))},
             {"supervisorPid", r.supervisor_pid},
@@ -139,6 +154,26 @@ Result<WparRecord> WparFiles::read_record() const {
   } catch (const json::exception& e) {
     return fail(ErrorCode::kCorruption, fmt::format("{}: {}", record_path(), e.what()));
   }
+}
+
+Result<bool> WparFiles::update_record(const std::function<bool(WparRecord&)>& change) const {
+  // Read, change and write under one lock, so that the supervisor's record of
+  // how the WPAR ended is never overwritten by an older view.
+  std::string lock_path = dir_ + "/status.lock";
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return fail(ErrorCode::kIo, fmt::format("cannot open {}: {}", lock_path, std::strerror(errno)));
+  ::flock(fd, LOCK_EX);
+  Result<bool> out = false;
+  auto record = read_record();
+  if (!record) {
+    out = std::unexpected(record.error());
+  } else if (change(*record)) {
+    auto w = write_record_unlocked(*record);
+    out = w ? Result<bool>(true) : Result<bool>(std::unexpected(w.error()));
+  }
+  ::flock(fd, LOCK_UN);
+  ::close(fd);
+  return out;
 }
 
 bool supervisor_alive(pid_t pid) {

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -58,8 +59,12 @@ class WparFiles {
   Result<WparSpec> read_spec() const;
   Result<void> write_record(const WparRecord& record) const;
   Result<WparRecord> read_record() const;
+  // Re-reads the record, lets `change` edit it (return false to leave it) and
+  // writes it, all under the record's lock. Returns whether it was written.
+  Result<bool> update_record(const std::function<bool(WparRecord&)>& change) const;
 
  private:
+  Result<void> write_record_unlocked(const WparRecord& record) const;
   std::string dir_;
 };
 

@@ -134,6 +134,14 @@ TEST_F(Agent, CheckpointCommandsReturnTheSeedsExitCodes) {
   EXPECT_EQ(agent(data_a(), {"stopwpar", "ctr"}).exit_code, 1) << "stop of a paused WPAR is refused";
   EXPECT_EQ(agent(data_a(), {"killwpar", "ctr"}).exit_code, 0);
   EXPECT_NE(agent(data_a(), {"lswpar", "ctr"}).out.find(" D "), std::string::npos);
+  // A forced stop of a paused WPAR ends it too (its processes are thawed to die).
+  ASSERT_EQ(agent(data_a(), {"rmwpar", "ctr"}).exit_code, 0);
+  ASSERT_EQ(exec(data_a(), "ctr", counter()).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return count() >= 3; }, 10s));
+  ASSERT_EQ(agent(data_a(), {"chkptwpar", "-d", dir_ / "s3", "-p", "ctr"}).exit_code, 0);
+  auto forced = agent(data_a(), {"stopwpar", "-F", "ctr"});
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_NE(agent(data_a(), {"lswpar", "ctr"}).out.find(" D "), std::string::npos);
   fs::remove(state + "/state/count");
   EXPECT_EQ(agent(data_a(), {"restartwpar", "-d", state, "ctr"}).exit_code, 14) << "missing file";
 }

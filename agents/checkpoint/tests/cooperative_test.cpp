@@ -148,6 +148,31 @@ TEST_F(Cooperative, PausedWparMakesNoProgressUntilResumed) {
   EXPECT_EQ(files().read_record()->state, WparState::kActive);
 }
 
+TEST_F(Cooperative, FreezeThenCheckpointOfTheFrozenWparSavesTheState) {
+  start(counter(8192));
+  ASSERT_TRUE(wait_until([&] { return count() >= 10; }, 10s));
+  ASSERT_TRUE(freeze(request(After::kContinue)).has_value());
+  EXPECT_EQ(files().read_record()->state, WparState::kFrozen);
+  EXPECT_EQ(frozen_state_dir(root_, "w"), dir_ + "/statefile");
+  auto done = checkpoint(request(After::kKill));
+  ASSERT_TRUE(done.has_value()) << done.error().message;
+  EXPECT_EQ(done->files, 3u) << "the state the workload wrote at the freeze";
+  EXPECT_TRUE(files().read_record()->ended) << "-k returns once the WPAR has ended";
+  uint64_t saved = std::stoull(slurp(dir_ + "/statefile/state/count"));
+  fs::remove(out_);
+  ASSERT_TRUE(restart(RestartRequest{launch(), dir_ + "/statefile", false}).has_value());
+  ASSERT_TRUE(wait_until([&] { return count() > 0; }, 10s));
+  EXPECT_GT(count(), saved);
+}
+
+TEST_F(Cooperative, ACheckpointThatTimedOutCanRunAgainIntoTheSameDirectory) {
+  start({"/bin/sh", "-c", "trap '' USR1; echo ready; while :; do sleep 0.1; done"});
+  ASSERT_TRUE(wait_until([&] { return slurp(files().console_path()).find("ready") != std::string::npos; }, 10s));
+  EXPECT_EQ(checkpoint(request(After::kContinue, 200ms)).error().exit_code, 6);
+  EXPECT_EQ(checkpoint(request(After::kContinue, 200ms)).error().exit_code, 6)
+      << "the leftover mcr.log does not make the directory 'not empty' (23)";
+}
+
 TEST_F(Cooperative, RefusalsCarryTheSeedsExitCodes) {
   start(counter(), /*checkpointable=*/false);
   auto not_ckpt = checkpoint(request(After::kContinue));
