@@ -45,15 +45,6 @@ runtime::SupervisorLaunch launch_of(const AgentPaths& p, const std::string& name
 // command ended is no longer running.
 WparState effective_state(const runtime::WparRecord& r) { return r.ended ? WparState::kDefined : r.state; }
 
-bool wait_ended(const runtime::WparFiles& files, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto r = files.read_record();
-    if (r && (r->ended || r->state == WparState::kBroken)) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
 
 json wpar_json(const runtime::WparSpec& s, const runtime::WparRecord& r) {
   json j = {{"name", s.name},
@@ -179,7 +170,7 @@ int stopwpar(const AgentPaths& p, const std::string& name, bool force) {
   if (auto r = runtime::stop_supervisor(record, force ? runtime::StopMode::kForced : runtime::StopMode::kGraceful); !r) {
     return error(kFailed, r.error().message);
   }
-  if (!wait_ended(runtime::WparFiles(p.wpars_root, name), std::chrono::seconds(spec.stop_timeout_s + 10))) {
+  if (!runtime::wait_until_ended(runtime::WparFiles(p.wpars_root, name), std::chrono::seconds(spec.stop_timeout_s + 10))) {
     return error(kFailed, fmt::format("WPAR {} did not stop in time; try `wpm-agent stopwpar -F {}`", name, name));
   }
   return kOk;
@@ -260,7 +251,7 @@ int killwpar(const AgentPaths& p, const std::string& name) {
   runtime::WparRecord record;
   if (int rc = load(p, name, runtime::Operation::kKill, spec, record, checkpoint::kExitUnknownWpar)) return rc;
   if (auto r = runtime::stop_supervisor(record, runtime::StopMode::kForced); !r) return error(4, r.error().message);
-  if (!wait_ended(runtime::WparFiles(p.wpars_root, name), std::chrono::seconds(10))) {
+  if (!runtime::wait_until_ended(runtime::WparFiles(p.wpars_root, name), std::chrono::seconds(10))) {
     return error(4, fmt::format("WPAR {} did not end", name));
   }
   return kOk;

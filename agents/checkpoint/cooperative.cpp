@@ -80,15 +80,6 @@ void set_state(const runtime::WparFiles& files, pid_t supervisor, WparState stat
   });
 }
 
-bool wait_ended(const runtime::WparFiles& files, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto r = files.read_record();
-    if (r && r->ended) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
 
 bool wait_frozen(runtime::CgroupSet& set, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -97,6 +88,31 @@ bool wait_frozen(runtime::CgroupSet& set, std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+// The cooperative step shared by freeze and checkpoint: an empty trigger
+// directory, the checkpoint signal, the wait for `.complete`, then the freeze.
+Outcome<void> trigger_and_freeze(const fs::path& trigger, pid_t workload, runtime::CgroupSet& set,
+                                 const std::string& name, std::chrono::milliseconds timeout) {
+  std::error_code ec;
+  fs::remove_all(trigger, ec);
+  fs::create_directories(trigger, ec);
+  ::kill(workload, SIGUSR1);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!fs::exists(trigger / ".complete")) {  // bounded by the deadline
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return failure(kExitTemporarilyNotCheckpointable,
+                     fmt::format("the workload of WPAR {} did not complete its checkpoint within {} "
+                                 "ms; it keeps running; run the command again",
+                                 name, timeout.count()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (auto f = set.freeze(); !f || !wait_frozen(set, std::chrono::seconds(10))) {
+    (void)set.thaw();
+    return failure(kExitInternal, fmt::format("cannot freeze WPAR {}", name));
+  }
+  return {};
 }
 
 // Copies the workload's files into state_dir/state and writes the manifest.
@@ -164,27 +180,11 @@ Outcome<void> freeze(const CheckpointRequest& r) {
   if (!runtime::supervisor_alive(record->supervisor_pid)) {
     return failure(kExitInternal, fmt::format("the supervisor of WPAR {} is not running", r.name));
   }
-  std::error_code ec;
-  fs::path trigger = trigger_dir(r.wpars_root, r.name);
-  fs::remove_all(trigger, ec);
-  fs::create_directories(trigger, ec);
-  ::kill(record->workload_pid, SIGUSR1);
-  auto deadline = std::chrono::steady_clock::now() + r.timeout;
-  while (!fs::exists(trigger / ".complete")) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return failure(kExitTemporarilyNotCheckpointable,
-                     fmt::format("the workload of WPAR {} did not complete its checkpoint within {} "
-                                 "ms; it keeps running; run the command again",
-                                 r.name, r.timeout.count()));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
   auto set = wpar_cgroup(r.cgroup_relative);
   if (!set) return std::unexpected(set.error());
-  if (auto f = set->freeze(); !f || !wait_frozen(*set, std::chrono::seconds(10))) {
-    (void)set->thaw();
-    return failure(kExitInternal, fmt::format("cannot freeze WPAR {}", r.name));
-  }
+  auto frozen = trigger_and_freeze(trigger_dir(r.wpars_root, r.name), record->workload_pid, *set,
+                                   r.name, r.timeout);
+  if (!frozen) return frozen;
   std::ofstream(files.dir() + "/frozen_state_dir") << r.state_dir << '\n';
   set_state(files, record->supervisor_pid, WparState::kFrozen);
   return {};
@@ -231,26 +231,12 @@ Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
   fs::path trigger = trigger_dir(r.wpars_root, r.name);
   auto set = wpar_cgroup(r.cgroup_relative);
   if (!set) return std::unexpected(set.error());
+  // A frozen WPAR's state is already in the trigger directory: keep it.
   if (state != WparState::kFrozen) {
-    // A frozen WPAR's state is already in the trigger directory: keep it.
-    fs::remove_all(trigger, ec);
-    fs::create_directories(trigger, ec);
-    // Trigger the workload and wait for its promise that the state is on disk.
-    ::kill(record->workload_pid, SIGUSR1);
-    auto deadline = std::chrono::steady_clock::now() + r.timeout;
-    while (!fs::exists(trigger / ".complete")) {
-      if (std::chrono::steady_clock::now() >= deadline) {
-        mcr_log(r.state_dir, "checkpoint_timeout");
-        return failure(kExitTemporarilyNotCheckpointable,
-                       fmt::format("the workload of WPAR {} did not complete its checkpoint within "
-                                   "{} ms; it keeps running; run the command again",
-                                   r.name, r.timeout.count()));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (auto f = set->freeze(); !f || !wait_frozen(*set, std::chrono::seconds(10))) {
-      (void)set->thaw();
-      return failure(kExitInternal, fmt::format("cannot freeze WPAR {}", r.name));
+    auto frozen = trigger_and_freeze(trigger, record->workload_pid, *set, r.name, r.timeout);
+    if (!frozen) {
+      mcr_log(r.state_dir, "checkpoint_failed " + frozen.error().message);
+      return std::unexpected(frozen.error());
     }
   }
   auto written = write_state_file(trigger, state_dir, files);
@@ -272,7 +258,7 @@ Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
       break;
     case After::kKill:
       (void)runtime::stop_supervisor(*record, runtime::StopMode::kForced);  // it thaws to kill
-      if (!wait_ended(files, std::chrono::seconds(10))) {
+      if (!runtime::wait_until_ended(files, std::chrono::seconds(10))) {
         return failure(kExitInternal, fmt::format("WPAR {} was checkpointed but did not stop", r.name));
       }
       written->state_after = WparState::kDefined;

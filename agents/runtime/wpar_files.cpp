@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 namespace wpm::runtime {
 namespace {
@@ -174,6 +175,16 @@ Result<bool> WparFiles::update_record(const std::function<bool(WparRecord&)>& ch
   ::flock(fd, LOCK_UN);
   ::close(fd);
   return out;
+}
+
+bool wait_until_ended(const WparFiles& files, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = files.read_record();
+    if (r && (r->ended || r->state == WparState::kBroken)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
 }
 
 bool supervisor_alive(pid_t pid) {

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -67,6 +68,9 @@ class WparFiles {
   Result<void> write_record_unlocked(const WparRecord& record) const;
   std::string dir_;
 };
+
+// Waits until the record says the WPAR ended (or is Broken), up to `timeout`.
+bool wait_until_ended(const WparFiles& files, std::chrono::milliseconds timeout);
 
 // True when `pid` runs the supervisor binary (not a recycled pid).
 bool supervisor_alive(pid_t pid);
