@@ -545,6 +545,100 @@ void Store::fail_read_only(const std::string& reason) {
               reason, options_.data_dir);
 }
 
+Result<uint64_t> Store::current_version(const std::string& stream, const Staging& st) const {
+  if (auto it = st.versions.find(stream); it != st.versions.end()) return it->second;
+  if (auto it = stream_cache_.find(stream); it != stream_cache_.end()) return it->second;
+  return stream_version(stream);
+}
+
+// Validates one request against the state as this batch leaves it and, when
+// it may be written, adds its records to the batch and its derived data to
+// the index. A refused request adds nothing.
+Result<AppendResult> Store::stage(const AppendRequest& req, int64_t now_ns, Staging& st) {
+  if (auto err = validate(req)) return std::unexpected(*err);
+  if (!req.idempotency_key.empty()) {
+    if (auto resent = resend_outcome(req, st.keys)) return *resent;
+  }
+  for (const auto& x : req.expectations) {
+    auto cur = current_version(x.stream_id, st);
+    if (!cur) return std::unexpected(cur.error());
+    if (auto err = check_expectation(x, *cur)) return std::unexpected(*err);
+  }
+  // Resolve versions first, so that a failed lookup leaves nothing half-added.
+  std::vector<uint64_t> assigned;
+  assigned.reserve(req.events.size());
+  std::unordered_map<std::string, uint64_t> local;
+  for (const auto& d : req.events) {
+    auto it = local.find(d.stream_id);
+    uint64_t v = 0;
+    if (it != local.end()) {
+      v = it->second;
+    } else {
+      auto cur = current_version(d.stream_id, st);
+      if (!cur) return std::unexpected(cur.error());
+      v = *cur;
+    }
+    local[d.stream_id] = v + 1;
+    assigned.push_back(v + 1);
+  }
+  uint64_t first = st.next;
+  for (size_t i = 0; i < req.events.size(); ++i) {
+    const EventDraft& d = req.events[i];
+    EventHeader header{st.next, {}, now_ns, assigned[i], req.idempotency_key};
+    uint64_t be_seq = std::byteswap(st.next);
+    std::memcpy(header.event_id.data(), &event_id_prefix_, 8);
+    std::memcpy(header.event_id.data() + 8, &be_seq, 8);
+    std::string record = encode_event(header, d, kRecordHeaderBytes);
+    seal_record(record, st.chain, st.hasher, &st.chain);
+    st.batch.Put(log_cf_, seq_key(st.next), record);
+    st.index.Put(streams_cf_, stream_key(d.stream_id, assigned[i]), seq_key(st.next));
+    st.log_bytes += record.size();
+    EventType type = payload_type(d.payload);
+    ++st.type_counts[static_cast<size_t>(type)];
+    st.committed.push_back(Committed{st.next, type, std::move(record)});
+    ++st.next;
+  }
+  for (auto& [stream, v] : local) st.versions[stream] = v;
+  auto count = static_cast<uint32_t>(req.events.size());
+  if (!req.idempotency_key.empty()) {
+    KeyEntry entry{first, count, now_ns};
+    st.index.Put(idempotency_cf_, req.idempotency_key, encode_entry(entry));
+    st.keys[req.idempotency_key] = PendingKey{entry, &req};
+  }
+  return AppendResult{first, count, false};
+}
+
+// Writes the batch, syncs the WAL, then the mark. Returns the write error,
+// if any (the store is then read-only); a failed sync aborts (DESIGN.md §9).
+std::optional<std::string> Store::make_durable(Staging& st) {
+  // Write without sync, then sync explicitly: a write error (disk full) is
+  // survivable and reported; a sync error is not.
+  rocksdb::WriteOptions wo;
+  wo.sync = false;
+  rocksdb::Status s = db_->Write(wo, &st.batch);
+  if (!s.ok()) {
+    fail_read_only(fmt::format("write of sequences {}..{} failed: {}", head() + 1, st.next - 1,
+                               s.ToString()));
+    return s.ToString();
+  }
+  s = db_->SyncWAL();
+  if (!s.ok()) {
+    log_->critical("wal_sync_failed error=\"{}\" action=\"aborting; a failed sync is never "
+                   "retried; recovery runs at the next start\"",
+                   s.ToString());
+    log_->flush();
+    std::abort();
+  }
+  kill_point("after_wal_sync");
+  if (auto r = mark_->store(st.next - 1); !r) {
+    log_->critical("ack_mark_sync_failed error=\"{}\" action=\"aborting\"", r.error().message);
+    log_->flush();
+    std::abort();
+  }
+  kill_point("after_mark_sync");
+  return std::nullopt;
+}
+
 CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now_ns) {
   WPM_ASSERT(!options_.read_only, "commit on a read-only store");
   CommitOutcome out;
@@ -564,117 +658,21 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
     }
     return out;
   }
-  // Everything below works on copies; members change only once the batch is durable.
-  uint64_t next = head() + 1;
-  Sha256Digest chain = chain_;
-  uint64_t log_bytes = log_bytes_;
-  auto type_counts = type_counts_;
-  std::unordered_map<std::string, uint64_t> versions;  // streams touched by this batch
-  std::unordered_map<std::string, PendingKey> keys;    // keys committed by this batch
-  rocksdb::WriteBatch batch;  // the records: synced before anything is acknowledged
-  rocksdb::WriteBatch index;  // derived data: applied after acknowledging (apply_index)
-  Sha256 hasher;
-
-  auto current = [&](const std::string& stream) -> Result<uint64_t> {
-    if (auto it = versions.find(stream); it != versions.end()) return it->second;
-    if (auto it = stream_cache_.find(stream); it != stream_cache_.end()) return it->second;
-    return stream_version(stream);
-  };
-
-  for (const AppendRequest& req : requests) {
-    if (auto err = validate(req)) {
-      out.results.push_back(std::unexpected(*err));
-      continue;
-    }
-    if (!req.idempotency_key.empty()) {
-      if (auto resent = resend_outcome(req, keys)) {
-        out.results.push_back(std::move(*resent));
-        continue;
-      }
-    }
-    std::optional<Error> conflict;
-    for (const auto& x : req.expectations) {
-      auto cur = current(x.stream_id);
-      if (!cur) {
-        conflict = cur.error();
-        break;
-      }
-      if (auto err = check_expectation(x, *cur)) {
-        conflict = err;
-        break;
-      }
-    }
-    if (conflict) {
-      out.results.push_back(std::unexpected(*conflict));
-      continue;
-    }
-    // Resolve versions first, so that a failed lookup leaves nothing half-added.
-    std::vector<uint64_t> assigned;
-    assigned.reserve(req.events.size());
-    std::unordered_map<std::string, uint64_t> local;
-    std::optional<Error> lookup_error;
-    for (const auto& d : req.events) {
-      auto it = local.find(d.stream_id);
-      uint64_t v;
-      if (it != local.end()) {
-        v = it->second;
-      } else {
-        auto cur = current(d.stream_id);
-        if (!cur) {
-          lookup_error = cur.error();
-          break;
-        }
-        v = *cur;
-      }
-      local[d.stream_id] = v + 1;
-      assigned.push_back(v + 1);
-    }
-    if (lookup_error) {
-      out.results.push_back(std::unexpected(*lookup_error));
-      continue;
-    }
-    uint64_t first = next;
-    for (size_t i = 0; i < req.events.size(); ++i) {
-      const EventDraft& d = req.events[i];
-      EventHeader header{next, {}, now_ns, assigned[i], req.idempotency_key};
-      uint64_t be_seq = std::byteswap(next);
-      std::memcpy(header.event_id.data(), &event_id_prefix_, 8);
-      std::memcpy(header.event_id.data() + 8, &be_seq, 8);
-      std::string record = encode_event(header, d, kRecordHeaderBytes);
-      seal_record(record, chain, hasher, &chain);
-      batch.Put(log_cf_, seq_key(next), record);
-      index.Put(streams_cf_, stream_key(d.stream_id, assigned[i]), seq_key(next));
-      log_bytes += record.size();
-      EventType type = payload_type(d.payload);
-      ++type_counts[static_cast<size_t>(type)];
-      out.committed.push_back(Committed{next, type, std::move(record)});
-      ++next;
-    }
-    for (auto& [stream, v] : local) versions[stream] = v;
-    auto count = static_cast<uint32_t>(req.events.size());
-    if (!req.idempotency_key.empty()) {
-      KeyEntry entry{first, count, now_ns};
-      index.Put(idempotency_cf_, req.idempotency_key, encode_entry(entry));
-      keys[req.idempotency_key] = PendingKey{entry, &req};
-    }
-    out.results.push_back(AppendResult{first, count, false});
-  }
-  if (out.committed.empty()) return out;
-  out.batch_events = out.committed.size();
-  index.Put(meta_cf_, kMetaLogBytes, u64_value(log_bytes));
+  // Everything is staged on copies; members change only once the batch is durable.
+  Staging st;
+  st.next = head() + 1;
+  st.chain = chain_;
+  st.log_bytes = log_bytes_;
+  st.type_counts = type_counts_;
+  for (const AppendRequest& req : requests) out.results.push_back(stage(req, now_ns, st));
+  if (st.committed.empty()) return out;
+  st.index.Put(meta_cf_, kMetaLogBytes, u64_value(st.log_bytes));
   for (size_t t = 1; t <= kEventTypeMax; ++t) {
-    if (type_counts[t] != type_counts_[t]) index.Put(meta_cf_, type_key(t), u64_value(type_counts[t]));
+    if (st.type_counts[t] != type_counts_[t]) st.index.Put(meta_cf_, type_key(t), u64_value(st.type_counts[t]));
   }
-  put_derived_marks(index, next - 1);
+  put_derived_marks(st.index, st.next - 1);
 
-  // Write without sync, then sync explicitly: a write error (disk full) is
-  // survivable and reported; a sync error is not (DESIGN.md §9).
-  rocksdb::WriteOptions wo;
-  wo.sync = false;
-  rocksdb::Status s = db_->Write(wo, &batch);
-  if (!s.ok()) {
-    fail_read_only(fmt::format("write of sequences {}..{} failed: {}", head() + 1, next - 1,
-                               s.ToString()));
+  if (auto write_error = make_durable(st)) {
     for (auto& r : out.results) {
       // Also a duplicate of a request in this very batch: it was not written either.
       if (r && (!r->duplicate || r->first_sequence > head())) {
@@ -682,42 +680,27 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
                  fmt::format("the batch could not be written ({}); nothing of it was "
                              "acknowledged and the store is now read-only: free space or repair "
                              "the disk, then restart wpmd",
-                             s.ToString()));
+                             *write_error));
       }
     }
-    out.committed.clear();
-    out.batch_events = 0;
     return out;
   }
-  s = db_->SyncWAL();
-  if (!s.ok()) {
-    log_->critical("wal_sync_failed error=\"{}\" action=\"aborting; a failed sync is never "
-                   "retried; recovery runs at the next start\"",
-                   s.ToString());
-    log_->flush();
-    std::abort();
-  }
-  kill_point("after_wal_sync");
-  if (auto r = mark_->store(next - 1); !r) {
-    log_->critical("ack_mark_sync_failed error=\"{}\" action=\"aborting\"", r.error().message);
-    log_->flush();
-    std::abort();
-  }
-  kill_point("after_mark_sync");
   // Durable: publish the new state.
-  index_ = std::move(index);
+  index_ = std::move(st.index);
   index_pending_ = true;
-  chain_ = chain;
-  log_bytes_ = log_bytes;
-  type_counts_ = type_counts;
-  if (stream_cache_.size() + versions.size() > kStreamCacheEntriesMax) stream_cache_.clear();
-  for (auto& [stream, v] : versions) stream_cache_[stream] = v;
+  chain_ = st.chain;
+  log_bytes_ = st.log_bytes;
+  type_counts_ = st.type_counts;
+  if (stream_cache_.size() + st.versions.size() > kStreamCacheEntriesMax) stream_cache_.clear();
+  for (auto& [stream, v] : st.versions) stream_cache_[stream] = v;
   {
     std::lock_guard lock(stats_mutex_);
     stats_log_bytes_ = log_bytes_;
     stats_type_counts_ = type_counts_;
   }
-  head_.store(next - 1, std::memory_order_release);
+  head_.store(st.next - 1, std::memory_order_release);
+  out.batch_events = st.committed.size();
+  out.committed = std::move(st.committed);
   WPM_ASSERT(out.results.size() == requests.size(), "one result per request");
   return out;
 }

@@ -27,6 +27,7 @@
 
 #include "eventstore/options.h"
 #include "schemas/error.h"
+#include "schemas/hash.h"
 #include "schemas/protocol.h"
 
 namespace rocksdb {
@@ -122,6 +123,22 @@ class Store {
   };
   // Empty: the key is new. Otherwise the answer to a re-sent key: the original
   // sequences when the events are the same, kIdempotencyKeyReused when not.
+  // One batch being staged: copies of the sequencer state plus what it adds.
+  struct Staging {
+    uint64_t next = 1;
+    std::array<uint8_t, 32> chain{};
+    uint64_t log_bytes = 0;
+    std::array<uint64_t, kEventTypeMax + 1> type_counts{};
+    std::unordered_map<std::string, uint64_t> versions;  // streams this batch touched
+    std::unordered_map<std::string, PendingKey> keys;    // keys this batch committed
+    rocksdb::WriteBatch batch;  // the records: synced before anything is acknowledged
+    rocksdb::WriteBatch index;  // derived data: applied after acknowledging
+    Sha256 hasher;
+    std::vector<Committed> committed;
+  };
+  Result<AppendResult> stage(const AppendRequest& request, int64_t now_ns, Staging& staging);
+  Result<uint64_t> current_version(const std::string& stream, const Staging& staging) const;
+  std::optional<std::string> make_durable(Staging& staging);
   std::optional<Result<AppendResult>> resend_outcome(
       const AppendRequest& request, const std::unordered_map<std::string, PendingKey>& keys) const;
 
