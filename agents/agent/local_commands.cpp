@@ -46,27 +46,12 @@ runtime::SupervisorLaunch launch_of(const AgentPaths& p, const std::string& name
 WparState effective_state(const runtime::WparRecord& r) { return r.ended ? WparState::kDefined : r.state; }
 
 
+// The whole WPAR: its spec and record, with the state as the lifecycle sees it.
 json wpar_json(const runtime::WparSpec& s, const runtime::WparRecord& r) {
-  json j = {{"name", s.name},
-            {"type", s.type == runtime::WparType::kSystem ? "system" : "application"},
-            {"state", state_name(effective_state(r))},
-            {"stateLetter", std::string(1, state_letter(effective_state(r)))},
-            {"checkpointable", s.checkpointable},
-            {"command", s.command},
-            {"supervisorPid", r.supervisor_pid},
-            {"workloadPid", r.workload_pid},
-            {"startedAtNs", r.started_at_ns},
-            {"ended", r.ended},
-            {"endedAtNs", r.ended_at_ns},
-            {"error", r.error}};
-  if (r.exit_code) j["exitCode"] = *r.exit_code;
-  if (r.exit_signal) j["exitSignal"] = *r.exit_signal;
-  json limits = json::object();
-  if (s.limits.cpu_shares) limits["cpuShares"] = *s.limits.cpu_shares;
-  if (s.limits.cpu_limit_percent) limits["cpuLimitPercent"] = *s.limits.cpu_limit_percent;
-  if (s.limits.memory_bytes) limits["memoryBytes"] = *s.limits.memory_bytes;
-  if (s.limits.max_processes) limits["maxProcesses"] = *s.limits.max_processes;
-  j["limits"] = limits;
+  json j = runtime::spec_to_json(s);
+  j.update(runtime::record_to_json(r));
+  j["state"] = state_name(effective_state(r));
+  j["stateLetter"] = std::string(1, state_letter(effective_state(r)));
   return j;
 }
 

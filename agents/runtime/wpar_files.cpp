@@ -76,7 +76,7 @@ Result<void> WparFiles::create_dir() const {
   return {};
 }
 
-Result<void> WparFiles::write_spec(const WparSpec& s) const {
+json spec_to_json(const WparSpec& s) {
   json limits = json::object();
   opt_to(limits, "cpuShares", s.limits.cpu_shares);
   opt_to(limits, "cpuLimitPercent", s.limits.cpu_limit_percent);
@@ -89,7 +89,25 @@ Result<void> WparFiles::write_spec(const WparSpec& s) const {
             {"limits", limits},
             {"checkpointable", s.checkpointable},
             {"stopTimeoutSeconds", s.stop_timeout_s}};
-  return write_atomic(spec_path(), j.dump(2));
+  return j;
+}
+
+json record_to_json(const WparRecord& r) {
+  json j = {{"state", state_name(r.state)},
+            {"stateLetter", std::string(1, state_letter(r.state))},
+            {"supervisorPid", r.supervisor_pid},
+            {"workloadPid", r.workload_pid},
+            {"startedAtNs", r.started_at_ns},
+            {"ended", r.ended},
+            {"endedAtNs", r.ended_at_ns},
+            {"error", r.error}};
+  opt_to(j, "exitCode", r.exit_code);
+  opt_to(j, "exitSignal", r.exit_signal);
+  return j;
+}
+
+Result<void> WparFiles::write_spec(const WparSpec& s) const {
+  return write_atomic(spec_path(), spec_to_json(s).dump(2));
 }
 
 Result<WparSpec> WparFiles::read_spec() const {
@@ -124,17 +142,7 @@ Result<void> WparFiles::write_record(const WparRecord& r) const {
 }
 
 Result<void> WparFiles::write_record_unlocked(const WparRecord& r) const {
-  json j = {{"state", state_name(r.state)},
-            {"stateLetter", std::string(1, state_letter(r.state))},
-            {"supervisorPid", r.supervisor_pid},
-            {"workloadPid", r.workload_pid},
-            {"startedAtNs", r.started_at_ns},
-            {"ended", r.ended},
-            {"endedAtNs", r.ended_at_ns},
-            {"error", r.error}};
-  opt_to(j, "exitCode", r.exit_code);
-  opt_to(j, "exitSignal", r.exit_signal);
-  return write_atomic(record_path(), j.dump(2));
+  return write_atomic(record_path(), record_to_json(r).dump(2));
 }
 
 Result<WparRecord> WparFiles::read_record() const {

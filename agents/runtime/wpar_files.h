@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -68,6 +69,10 @@ class WparFiles {
   Result<void> write_record_unlocked(const WparRecord& record) const;
   std::string dir_;
 };
+
+// The stored JSON forms (spec.json, status.json), also what listings print.
+nlohmann::json spec_to_json(const WparSpec& spec);
+nlohmann::json record_to_json(const WparRecord& record);
 
 // Waits until the record says the WPAR ended (or is Broken), up to `timeout`.
 bool wait_until_ended(const WparFiles& files, std::chrono::milliseconds timeout);
