@@ -11,35 +11,98 @@
 #include "schemas/events.capnp.h"
 #include "schemas/hash.h"
 #include "schemas/store.capnp.h"
+#include "schemas/codec_detail.h"
 
 namespace wpm {
 namespace {
 
 namespace s = wpm::schema;
+using namespace codec_detail;
 
-// ---- small helpers -------------------------------------------------------
+}  // namespace
 
-capnp::Text::Reader text(const std::string& value) {
-  return capnp::Text::Reader(value.c_str(), value.size());
-}
-capnp::Data::Reader data(const std::string& value) {
-  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value.data()), value.size());
-}
-std::string str(capnp::Text::Reader value) { return std::string(value.cStr(), value.size()); }
-std::string str(capnp::Data::Reader value) {
-  return std::string(reinterpret_cast<const char*>(value.begin()), value.size());
+// ---- the system profile (shared with agent_codec.cpp) ------------------------
+
+namespace codec_detail {
+
+void put_profile(const profile::SystemProfile& p, s::SystemProfile::Builder b) {
+  b.setOsType(text(p.os_type));
+  b.setDistribution(text(p.distribution));
+  b.setDistributionVersion(text(p.distribution_version));
+  b.setKernelVersion(text(p.kernel_version));
+  b.setBaseSystemVersion(text(p.base_system_version));
+  b.setGlibcVersion(text(p.glibc_version));
+  b.setArchitecture(text(p.architecture));
+  b.setIsaLevel(text(p.isa_level));
+  put_texts(p.cpu_flags, b.initCpuFlags(static_cast<unsigned>(p.cpu_flags.size())));
+  b.setCpuModel(text(p.cpu_model));
+  b.setCpuMhz(p.cpu_mhz);
+  b.setCpuCores(p.cpu_cores);
+  b.setMemoryBytes(p.memory_bytes);
+  b.setMemoryProtectionKeys(p.memory_protection_keys);
+  b.setNtp(!p.ntp_synchronized        ? s::NtpState::UNKNOWN
+           : *p.ntp_synchronized      ? s::NtpState::SYNCHRONIZED
+                                      : s::NtpState::UNSYNCHRONIZED);
+  auto cg = b.initCgroups(static_cast<unsigned>(p.cgroups.size()));
+  for (unsigned i = 0; i < p.cgroups.size(); ++i) {
+    cg[i].setName(text(p.cgroups[i].name));
+    cg[i].setVersion(static_cast<uint8_t>(p.cgroups[i].version));
+    cg[i].setMount(text(p.cgroups[i].mount));
+  }
+  b.setCgroupV2Freeze(p.cgroup_v2_freeze);
+  put_texts(p.namespaces, b.initNamespaces(static_cast<unsigned>(p.namespaces.size())));
+  auto cp = b.initCheckpointers(static_cast<unsigned>(p.checkpointers.size()));
+  for (unsigned i = 0; i < p.checkpointers.size(); ++i) {
+    cp[i].setName(text(p.checkpointers[i].name));
+    cp[i].setAvailable(p.checkpointers[i].available);
+    cp[i].setVersion(text(p.checkpointers[i].version));
+    cp[i].setReason(text(p.checkpointers[i].reason));
+  }
+  b.setAgentVersion(text(p.agent_version));
+  put_texts(p.capabilities, b.initCapabilities(static_cast<unsigned>(p.capabilities.size())));
 }
 
-// Thrown inside the guarded block for semantic refusals; caught by decode().
-struct Refused {
-  std::string message;
-};
-
-template <typename Enum>
-Enum checked_enum(uint16_t raw, uint16_t max, const char* what) {
-  if (raw == 0 || raw > max) throw Refused{fmt::format("unknown {} value {}", what, raw)};
-  return static_cast<Enum>(raw);
+profile::SystemProfile get_profile(s::SystemProfile::Reader r) {
+  profile::SystemProfile p;
+  p.os_type = str(r.getOsType());
+  p.distribution = str(r.getDistribution());
+  p.distribution_version = str(r.getDistributionVersion());
+  p.kernel_version = str(r.getKernelVersion());
+  p.base_system_version = str(r.getBaseSystemVersion());
+  p.glibc_version = str(r.getGlibcVersion());
+  p.architecture = str(r.getArchitecture());
+  p.isa_level = str(r.getIsaLevel());
+  p.cpu_flags = get_texts(r.getCpuFlags());
+  p.cpu_model = str(r.getCpuModel());
+  p.cpu_mhz = r.getCpuMhz();
+  p.cpu_cores = r.getCpuCores();
+  p.memory_bytes = r.getMemoryBytes();
+  p.memory_protection_keys = r.getMemoryProtectionKeys();
+  switch (r.getNtp()) {
+    case s::NtpState::UNKNOWN: break;
+    case s::NtpState::SYNCHRONIZED: p.ntp_synchronized = true; break;
+    case s::NtpState::UNSYNCHRONIZED: p.ntp_synchronized = false; break;
+    default: throw Refused{fmt::format("unknown NTP state {}", static_cast<unsigned>(r.getNtp()))};
+  }
+  for (auto c : r.getCgroups()) {
+    if (c.getVersion() != 1 && c.getVersion() != 2) {
+      throw Refused{fmt::format("cgroup version {} of {}", c.getVersion(), str(c.getName()))};
+    }
+    p.cgroups.push_back({str(c.getName()), c.getVersion(), str(c.getMount())});
+  }
+  p.cgroup_v2_freeze = r.getCgroupV2Freeze();
+  p.namespaces = get_texts(r.getNamespaces());
+  for (auto c : r.getCheckpointers()) {
+    p.checkpointers.push_back({str(c.getName()), c.getAvailable(), str(c.getVersion()), str(c.getReason())});
+  }
+  p.agent_version = str(r.getAgentVersion());
+  p.capabilities = get_texts(r.getCapabilities());
+  return p;
 }
+
+}  // namespace codec_detail
+
+namespace {
 
 // ---- payloads and events -------------------------------------------------
 
@@ -59,10 +122,21 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           x.setHostname(text(p.hostname));
           x.setAddress(text(p.address));
           x.setPublicKey(text(p.public_key));
+          put_profile(p.profile, x.initProfile());
+          x.setAgentPort(p.agent_port);
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           auto x = b.initSystemRemoved();
           x.setSystemId(text(p.system_id));
           x.setReason(text(p.reason));
+        } else if constexpr (std::is_same_v<T, RegistrationRejected>) {
+          auto x = b.initRegistrationRejected();
+          x.setAddress(text(p.address));
+          x.setReason(text(p.reason));
+          x.setAttempts(p.attempts);
+          x.setFirstNs(p.first_ns);
+          x.setLastNs(p.last_ns);
+          x.setHostname(text(p.hostname));
+          x.setPublicKey(text(p.public_key));
         }
       },
       payload);
@@ -79,12 +153,19 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared) {
     case s::Payload::SYSTEM_REGISTERED: {
       auto x = r.getSystemRegistered();
       out = SystemRegistered{str(x.getSystemId()), str(x.getHostname()), str(x.getAddress()),
-                             str(x.getPublicKey())};
+                             str(x.getPublicKey()), get_profile(x.getProfile()), x.getAgentPort()};
       break;
     }
     case s::Payload::SYSTEM_REMOVED: {
       auto x = r.getSystemRemoved();
       out = SystemRemoved{str(x.getSystemId()), str(x.getReason())};
+      break;
+    }
+    case s::Payload::REGISTRATION_REJECTED: {
+      auto x = r.getRegistrationRejected();
+      out = RegistrationRejected{str(x.getAddress()),  str(x.getReason()), x.getAttempts(),
+                                 x.getFirstNs(),       x.getLastNs(),      str(x.getHostname()),
+                                 str(x.getPublicKey())};
       break;
     }
     default:
@@ -115,40 +196,6 @@ void put_event(const EventHeader& h, const std::string& stream_id, const std::st
   b.setActor(text(actor));
   b.setIdempotencyKey(text(h.idempotency_key));
   put_payload(payload, b.initPayload());
-}
-
-// Builds a message in a reused, zeroed first segment (Cap'n Proto zeroes a
-// caller-provided segment again when the builder is destroyed) and writes it
-// flat after `prefix_bytes` zero bytes: one allocation, one copy.
-template <typename Fill>
-std::string build_flat(size_t prefix_bytes, Fill fill) {
-  constexpr size_t kScratchWords = 4096;  // 32 KiB: typical events fit one segment
-  thread_local kj::Array<capnp::word> scratch = [] {
-    auto a = kj::heapArray<capnp::word>(kScratchWords);
-    std::memset(a.begin(), 0, a.size() * sizeof(capnp::word));
-    return a;
-  }();
-  capnp::MallocMessageBuilder message(scratch.asPtr());
-  fill(message);
-  auto segments = message.getSegmentsForOutput();
-  std::string out;
-  if (segments.size() == 1) {
-    size_t words = segments[0].size();
-    size_t size = prefix_bytes + 8 + words * sizeof(capnp::word);
-    out.resize_and_overwrite(size, [&](char* p, size_t n) {
-      std::memset(p, 0, prefix_bytes);
-      uint32_t table[2] = {0, static_cast<uint32_t>(words)};  // segment count - 1, size
-      std::memcpy(p + prefix_bytes, table, 8);
-      std::memcpy(p + prefix_bytes + 8, segments[0].begin(), words * sizeof(capnp::word));
-      return n;
-    });
-  } else {
-    kj::Array<capnp::word> flat = capnp::messageToFlatArray(segments);
-    auto bytes = flat.asBytes();
-    out.assign(prefix_bytes, '\0');
-    out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-  }
-  return out;
 }
 
 Event get_event(s::Event::Reader r) {
@@ -355,43 +402,6 @@ Reply get_reply(s::Reply::Reader r) {
       throw Refused{fmt::format("unknown reply kind {}", static_cast<unsigned>(r.which()))};
   }
   return reply;
-}
-
-// ---- the guarded decode ----------------------------------------------------
-
-template <typename Root, typename Convert>
-auto decode(std::string_view bytes, const DecodeLimits& limits, const char* what, Convert convert)
-    -> Result<decltype(convert(std::declval<typename Root::Reader>()))> {
-  if (bytes.size() > limits.max_frame_bytes) {
-    return fail(ErrorCode::kInvalidRequest,
-                fmt::format("{} of {} bytes exceeds the limit of {} bytes", what, bytes.size(),
-                            limits.max_frame_bytes));
-  }
-  if (bytes.size() < sizeof(capnp::word) || bytes.size() % sizeof(capnp::word) != 0) {
-    return fail(ErrorCode::kInvalidRequest,
-                fmt::format("{} of {} bytes is not a Cap'n Proto message", what, bytes.size()));
-  }
-  // FlatArrayMessageReader needs word alignment; copy only when the bytes are not aligned.
-  kj::Array<capnp::word> copy;
-  const auto* words = reinterpret_cast<const capnp::word*>(bytes.data());
-  size_t count = bytes.size() / sizeof(capnp::word);
-  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) != 0) {
-    copy = kj::heapArray<capnp::word>(count);
-    std::memcpy(copy.begin(), bytes.data(), bytes.size());
-    words = copy.begin();
-  }
-  capnp::ReaderOptions options;
-  options.traversalLimitInWords = count * limits.traversal_factor + 64;
-  options.nestingLimit = limits.nesting_limit;
-  try {
-    capnp::FlatArrayMessageReader reader(kj::ArrayPtr<const capnp::word>(words, count), options);
-    return convert(reader.getRoot<Root>());
-  } catch (const Refused& r) {
-    return fail(ErrorCode::kInvalidRequest, fmt::format("{} refused: {}", what, r.message));
-  } catch (const kj::Exception& e) {
-    return fail(ErrorCode::kInvalidRequest,
-                fmt::format("{} is malformed: {}", what, e.getDescription().cStr()));
-  }
 }
 
 }  // namespace

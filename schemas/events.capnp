@@ -10,6 +10,7 @@ enum EventType {
   synthetic @1;          # test and load events; stream "synthetic/<run>"
   systemRegistered @2;   # a managed system was accepted (DESIGN.md §8)
   systemRemoved @3;      # a managed system was removed; its key is revoked
+  registrationRejected @4;  # registration attempts refused (aggregated per address)
 }
 
 struct Event {
@@ -32,6 +33,7 @@ struct Payload {
     synthetic @1 :Synthetic;
     systemRegistered @2 :SystemRegistered;
     systemRemoved @3 :SystemRemoved;
+    registrationRejected @4 :RegistrationRejected;
   }
 }
 
@@ -47,9 +49,68 @@ struct SystemRegistered {
   hostname @1 :Text;
   address @2 :Text;
   publicKey @3 :Text;   # CURVE public key, Z85
+  profile @4 :SystemProfile;
+  agentPort @5 :UInt16;  # the agent's own port (state-file transfer, commands)
 }
 
 struct SystemRemoved {
   systemId @0 :Text;
   reason @1 :Text;
+}
+
+# Refused registrations from one address, aggregated: the first refusal is
+# recorded at once, later ones at most once per window with their count, so a
+# password-guessing client cannot flood the log. Never carries the password.
+struct RegistrationRejected {
+  address @0 :Text;      # the client's address as the socket saw it
+  reason @1 :Text;       # the last reason, e.g. "wrong registration password"
+  attempts @2 :UInt32;   # refusals this event stands for
+  firstNs @3 :Int64;     # first and last refusal it stands for, Unix ns
+  lastNs @4 :Int64;
+  hostname @5 :Text;     # as the client claimed it
+  publicKey @6 :Text;    # the client's CURVE key, Z85
+}
+
+# The system profile (DESIGN.md §6), compared by the compatibility tests.
+struct SystemProfile {
+  osType @0 :Text;
+  distribution @1 :Text;
+  distributionVersion @2 :Text;
+  kernelVersion @3 :Text;
+  baseSystemVersion @4 :Text;
+  glibcVersion @5 :Text;
+  architecture @6 :Text;
+  isaLevel @7 :Text;
+  cpuFlags @8 :List(Text);
+  cpuModel @9 :Text;
+  cpuMhz @10 :Float64;
+  cpuCores @11 :UInt32;
+  memoryBytes @12 :UInt64;
+  memoryProtectionKeys @13 :Bool;
+  ntp @14 :NtpState;
+  cgroups @15 :List(CgroupController);
+  cgroupV2Freeze @16 :Bool;
+  namespaces @17 :List(Text);
+  checkpointers @18 :List(Checkpointer);
+  agentVersion @19 :Text;
+  capabilities @20 :List(Text);
+}
+
+enum NtpState {
+  unknown @0;
+  synchronized @1;
+  unsynchronized @2;
+}
+
+struct CgroupController {
+  name @0 :Text;
+  version @1 :UInt8;   # 1 or 2
+  mount @2 :Text;
+}
+
+struct Checkpointer {
+  name @0 :Text;
+  available @1 :Bool;
+  version @2 :Text;
+  reason @3 :Text;
 }

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <variant>
 
+#include "schemas/profile.h"
+
 namespace wpm {
 
 // Matches schema EventType ordinals; never renumber (schemas/README.md).
@@ -17,8 +19,9 @@ enum class EventType : uint16_t {
   kSynthetic = 1,
   kSystemRegistered = 2,
   kSystemRemoved = 3,
+  kRegistrationRejected = 4,
 };
-inline constexpr uint16_t kEventTypeMax = 3;
+inline constexpr uint16_t kEventTypeMax = 4;
 
 std::string_view event_type_name(EventType type);
 std::optional<EventType> event_type_from_name(std::string_view name);
@@ -36,6 +39,8 @@ struct SystemRegistered {
   std::string hostname;
   std::string address;
   std::string public_key;
+  profile::SystemProfile profile;
+  uint16_t agent_port = 0;
   bool operator==(const SystemRegistered&) const = default;
 };
 
@@ -45,8 +50,19 @@ struct SystemRemoved {
   bool operator==(const SystemRemoved&) const = default;
 };
 
+struct RegistrationRejected {
+  std::string address;
+  std::string reason;
+  uint32_t attempts = 0;
+  int64_t first_ns = 0;
+  int64_t last_ns = 0;
+  std::string hostname;
+  std::string public_key;
+  bool operator==(const RegistrationRejected&) const = default;
+};
+
 // Alternative order follows EventType (index + 1 == ordinal).
-using Payload = std::variant<Synthetic, SystemRegistered, SystemRemoved>;
+using Payload = std::variant<Synthetic, SystemRegistered, SystemRemoved, RegistrationRejected>;
 
 inline EventType payload_type(const Payload& payload) {
   return static_cast<EventType>(payload.index() + 1);

@@ -14,47 +14,12 @@
 #include <string_view>
 #include <vector>
 
+#include "schemas/profile.h"
+
 namespace wpm::profile {
 
-struct CgroupController {
-  std::string name;     // cpu, memory, pids, freezer, …
-  int version = 0;      // 1 or 2: the hierarchy that holds it on this host
-  std::string mount;    // where that hierarchy is mounted
-  bool operator==(const CgroupController&) const = default;
-};
-
-struct Checkpointer {
-  std::string name;       // "cooperative", "criu"
-  bool available = false;
-  std::string version;    // when available
-  std::string reason;     // when not
-  bool operator==(const Checkpointer&) const = default;
-};
-
-struct SystemProfile {
-  std::string os_type;               // "Linux"
-  std::string distribution;          // os-release ID, e.g. "debian"
-  std::string distribution_version;  // os-release VERSION_ID, e.g. "12"
-  std::string kernel_version;        // uname -r
-  std::string base_system_version;   // Debian: /etc/debian_version, e.g. "12.11"
-  std::string glibc_version;         // e.g. "2.36"
-  std::string architecture;          // uname -m
-  std::string isa_level;             // x86-64-v1..v4, or the architecture elsewhere
-  std::vector<std::string> cpu_flags;
-  std::string cpu_model;
-  double cpu_mhz = 0;
-  uint32_t cpu_cores = 0;
-  uint64_t memory_bytes = 0;
-  bool memory_protection_keys = false;
-  std::optional<bool> ntp_synchronized;  // empty when the kernel cannot tell
-  std::vector<CgroupController> cgroups;
-  bool cgroup_v2_freeze = false;          // a cgroup v2 tree with cgroup.freeze
-  std::vector<std::string> namespaces;    // kinds this kernel offers
-  std::vector<Checkpointer> checkpointers;
-  std::string agent_version;
-  std::vector<std::string> capabilities;  // the host's bounding set, lower-case names
-  bool operator==(const SystemProfile&) const = default;
-};
+// The value types (SystemProfile, CgroupController, Checkpointer) are part
+// of the shared vocabulary: schemas/profile.h.
 
 // ---- pure parsers ---------------------------------------------------------------
 

@@ -52,7 +52,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
                 fmt::format("cannot read configuration {}: {} (line {})", path, e.description(),
                             e.source().begin.line));
   }
-  if (auto r = unknown_keys(root, {"data", "log_level", "store", "metrics"}, "", path); !r) return r;
+  if (auto r = unknown_keys(root, {"data", "log_level", "store", "metrics", "agents"}, "", path); !r) return r;
   if (auto r = read(root, "data", o.data_dir, path); !r) return r;
   if (auto r = read(root, "log_level", o.log_level, path); !r) return r;
   if (const auto* store = root["store"].as_table()) {
@@ -69,6 +69,16 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = read(*store, "idempotency_window_s", o.store.idempotency_window_s, path); !r) return r;
     if (auto r = read(*store, "batch_events_max", o.store.batch_events_max, path); !r) return r;
     if (auto r = read(*store, "read_page_events_max", o.store.read_page_events_max, path); !r) return r;
+  }
+  if (const auto* agents = root["agents"].as_table()) {
+    if (auto r = unknown_keys(*agents, {"public_endpoint", "channel_endpoint", "registration_password_file"},
+                              "agents.", path);
+        !r) {
+      return r;
+    }
+    if (auto r = read(*agents, "public_endpoint", o.agent_public_endpoint, path); !r) return r;
+    if (auto r = read(*agents, "channel_endpoint", o.agent_channel_endpoint, path); !r) return r;
+    if (auto r = read(*agents, "registration_password_file", o.registration_password_file, path); !r) return r;
   }
   if (const auto* metrics = root["metrics"].as_table()) {
     if (auto r = unknown_keys(*metrics, {"listen"}, "metrics.", path); !r) return r;
@@ -88,6 +98,12 @@ Result<void> validate(const WpmdOptions& o) {
     if (!e->starts_with("tcp://") && !e->starts_with("ipc://") && !e->starts_with("inproc://")) {
       return fail(ErrorCode::kInvalidRequest,
                   fmt::format("endpoint '{}' must start with tcp://, ipc:// or inproc://", *e));
+    }
+  }
+  for (const auto* e : {&o.agent_public_endpoint, &o.agent_channel_endpoint}) {
+    if (!e->starts_with("tcp://")) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("agent endpoint '{}' must start with tcp:// (agents connect from other hosts)", *e));
     }
   }
   if (o.server.publish_hwm < 0) {

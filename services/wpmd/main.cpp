@@ -9,7 +9,10 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -18,11 +21,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 #include <zmq.hpp>
 
 #include "eventstore/metrics.h"
 #include "eventstore/server.h"
 #include "eventstore/store.h"
+#include "bus/curve.h"
+#include "bus/registration_proof.h"
+#include "services/inventory/agent_channel.h"
 #include "services/wpmd/config.h"
 #include "wpm_version.h"
 
@@ -53,6 +60,49 @@ bool write_endpoints(const std::string& dir, const std::string& content) {
     if (!out) return false;
   }
   return std::rename(tmp.c_str(), (dir + "/endpoints").c_str()) == 0;
+}
+
+// The registration password's salted hash: made from the password file when
+// one is given (and stored in DATA/registration.hash, mode 0600), otherwise
+// the stored one. Empty: registrations are refused until a password is set.
+Result<std::string> registration_password_hash(const wpmd::WpmdOptions& options,
+                                               spdlog::logger& log) {
+  std::string stored_path = options.data_dir + "/registration.hash";
+  if (options.registration_password_file.empty()) {
+    std::ifstream in(stored_path);
+    std::string line;
+    if (in && std::getline(in, line) && bus::parse_password_hash(line)) return line;
+    log.warn("registration_closed reason=\"no registration password\" hint=\"start wpmd with "
+             "--registration-password-file FILE\"");
+    return std::string();
+  }
+  std::ifstream in(options.registration_password_file);
+  std::string password;
+  if (!in || !std::getline(in, password)) {
+    return fail(ErrorCode::kNotFound, fmt::format("cannot read the registration password from {}",
+                                                  options.registration_password_file));
+  }
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  if (password.size() < 8) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("the registration password in {} is shorter than 8 characters; choose a "
+                            "longer one (it protects who may join this manager)",
+                            options.registration_password_file));
+  }
+  auto kdf = bus::new_kdf();
+  auto key = bus::derive_password_key(password, kdf);
+  if (!key) return std::unexpected(key.error());
+  std::string hash = bus::format_password_hash(kdf, *key);
+  std::string tmp = stored_path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && ::write(fd, (hash + "\n").data(), hash.size() + 1) == static_cast<ssize_t>(hash.size() + 1) &&
+            ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!ok || std::rename(tmp.c_str(), stored_path.c_str()) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", stored_path, std::strerror(errno)));
+  }
+  log.info("registration_password_set stored_as=salted_hash file={}", stored_path);
+  return hash;
 }
 
 int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log) {
@@ -99,31 +149,80 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   std::string metrics_url =
       fmt::format("http://{}:{}/metrics", metrics_host, ports.empty() ? 0 : ports.front());
 
+  auto password_hash = registration_password_hash(options, *log);
+  if (!password_hash) {
+    std::fprintf(stderr, "wpmd: %s\n", password_hash.error().message.c_str());
+    return 1;
+  }
+
   zmq::context_t context(1);
   eventstore::StoreServer server(**store, context, options.server, metrics, log);
   if (auto r = server.bind(); !r) {
     std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
     return 1;
   }
-  std::string endpoints = fmt::format("request={}\npublish={}\nmetrics={}\n",
-                                      server.request_endpoint(), server.publish_endpoint(),
-                                      metrics_url);
-  if (!write_endpoints(options.data_dir, endpoints)) {
-    std::fprintf(stderr, "wpmd: cannot write %s/endpoints\n", options.data_dir.c_str());
+  // The store serves on its own thread: the services below read from it
+  // while they start. It stops when stop_store becomes readable.
+  int stop_store = ::eventfd(0, EFD_CLOEXEC);
+  auto stop_store_thread = [&] {
+    uint64_t one = 1;
+    (void)!::write(stop_store, &one, sizeof one);
+  };
+  std::thread store_thread([&] { server.run(stop_store); });
+
+  inventory::AgentChannelOptions agent_options;
+  agent_options.public_endpoint = options.agent_public_endpoint;
+  agent_options.channel_endpoint = options.agent_channel_endpoint;
+  agent_options.store_endpoint = server.request_endpoint();
+  agent_options.keys_dir = options.data_dir + "/keys";
+  agent_options.password_hash = *password_hash;
+  auto agents = inventory::AgentChannel::start(context, agent_options, *registry, log);
+  if (!agents) {
+    log->error("agent_channel_failed error=\"{}\"", agents.error().message);
+    std::fprintf(stderr, "wpmd: %s\n", agents.error().message.c_str());
+    stop_store_thread();
+    store_thread.join();
     return 1;
   }
-  log->info("wpmd_ready version={} data={} request={} publish={} metrics={} head={}", kVersion,
-            options.data_dir, server.request_endpoint(), server.publish_endpoint(), metrics_url,
-            (*store)->head());
+  std::string fingerprint = (*agents)->fingerprint();
+  std::string endpoints = fmt::format(
+      "request={}\npublish={}\nmetrics={}\nagent_public={}\nagent_channel={}\nmanager_key={}\n",
+      server.request_endpoint(), server.publish_endpoint(), metrics_url, (*agents)->public_endpoint(),
+      (*agents)->channel_endpoint(), fingerprint);
+  if (!write_endpoints(options.data_dir, endpoints)) {
+    std::fprintf(stderr, "wpmd: cannot write %s/endpoints\n", options.data_dir.c_str());
+    (*agents)->stop();
+    stop_store_thread();
+    store_thread.join();
+    return 1;
+  }
+  log->info("wpmd_ready version={} data={} request={} publish={} metrics={} agent_public={} "
+            "agent_channel={} manager_key={} registered_systems={} registration={} head={}",
+            kVersion, options.data_dir, server.request_endpoint(), server.publish_endpoint(), metrics_url,
+            (*agents)->public_endpoint(), (*agents)->channel_endpoint(), fingerprint,
+            (*agents)->registered(), password_hash->empty() ? "closed" : "open", (*store)->head());
   std::printf("wpmd %s serving %s\n  event store requests:     %s\n  event store publications: %s\n"
-              "  metrics:                  %s\n",
+              "  metrics:                  %s\n  agent registration:       %s\n"
+              "  agent channel (CURVE):    %s\n  manager key:              %s\n",
               kVersion, options.data_dir.c_str(), server.request_endpoint().c_str(),
-              server.publish_endpoint().c_str(), metrics_url.c_str());
+              server.publish_endpoint().c_str(), metrics_url.c_str(), (*agents)->public_endpoint().c_str(),
+              (*agents)->channel_endpoint().c_str(), fingerprint.c_str());
+  if (password_hash->empty()) {
+    std::printf("  registrations are refused: no registration password (--registration-password-file)\n");
+  }
   std::fflush(stdout);
   sd_notify(0, "READY=1");
 
-  server.run(signal_fd);
+  // Until SIGTERM or SIGINT; then the services stop before the store they use.
+  while (true) {
+    pollfd p{signal_fd, POLLIN, 0};
+    if (::poll(&p, 1, -1) > 0) break;
+  }
   sd_notify(0, "STOPPING=1");
+  (*agents)->stop();
+  stop_store_thread();
+  store_thread.join();
+  ::close(stop_store);
   ::close(signal_fd);
   log->info("wpmd_stopped head={}", (*store)->head());
   return 0;
@@ -153,6 +252,16 @@ int main(int argc, char** argv) {
                  "publications queued per subscriber before dropping (default 100000)");
   app.add_option("--idempotency-window", idem_window,
                  "seconds an append's idempotency key is remembered (default 86400)");
+  std::string agent_public, agent_channel, password_file;
+  bool show_key = false;
+  app.add_option("--agent-public-endpoint", agent_public,
+                 "agent registration endpoint, no secrets (default tcp://0.0.0.0:9513; port 0 = pick one)");
+  app.add_option("--agent-channel-endpoint", agent_channel,
+                 "agent channel, CURVE, registered keys only (default tcp://0.0.0.0:9514)");
+  app.add_option("--registration-password-file", password_file,
+                 "file whose first line is the agents' registration password (kept only as a salted hash)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--show-key", show_key, "print the manager key's fingerprint and public key, then exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -171,10 +280,23 @@ int main(int argc, char** argv) {
   if (!publish.empty()) options.server.publish_endpoint = publish;
   if (!metrics_listen.empty()) options.metrics_listen = metrics_listen;
   if (publish_hwm >= 0) options.server.publish_hwm = publish_hwm;
+  if (!agent_public.empty()) options.agent_public_endpoint = agent_public;
+  if (!agent_channel.empty()) options.agent_channel_endpoint = agent_channel;
+  if (!password_file.empty()) options.registration_password_file = password_file;
   if (idem_window >= 0) options.store.idempotency_window_s = static_cast<uint32_t>(idem_window);
   if (auto r = wpmd::validate(options); !r) {
     std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
     return 2;
+  }
+  if (show_key) {
+    auto keys = bus::load_or_create_curve_keys(options.data_dir + "/keys", "manager");
+    if (!keys) {
+      std::fprintf(stderr, "wpmd: %s\n", keys.error().message.c_str());
+      return 1;
+    }
+    std::printf("fingerprint: %s\npublic key:  %s\n", bus::key_fingerprint(keys->public_key).c_str(),
+                keys->public_key.c_str());
+    return 0;
   }
   auto log = make_logger("wpmd", options.log_level);
   log->debug("options config={} data={} request={} publish={} metrics={} publish_hwm={} "

@@ -1,5 +1,7 @@
 #include "tests/support/process.h"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -199,15 +201,18 @@ bool Wpmd::start() {
   std::error_code ec;
   fs::create_directories(options_.data_dir, ec);
   fs::remove(options_.data_dir + "/endpoints", ec);
-  std::vector<std::string> argv = {bin("wpmd"),
-                                   "--data",
-                                   options_.data_dir,
-                                   "--store-endpoint",
-                                   "tcp://127.0.0.1:0",
-                                   "--publish-endpoint",
-                                   "tcp://127.0.0.1:0",
-                                   "--metrics-listen",
-                                   "127.0.0.1:0"};
+  std::vector<std::string> argv = {bin("wpmd"), "--data", options_.data_dir};
+  // Every port picked by the kernel, unless the test sets it.
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--store-endpoint", "tcp://127.0.0.1:0"},
+           {"--publish-endpoint", "tcp://127.0.0.1:0"},
+           {"--metrics-listen", "127.0.0.1:0"},
+           {"--agent-public-endpoint", "tcp://127.0.0.1:0"},
+           {"--agent-channel-endpoint", "tcp://127.0.0.1:0"}}) {
+    if (std::find(options_.extra_args.begin(), options_.extra_args.end(), flag) == options_.extra_args.end()) {
+      argv.insert(argv.end(), {flag, value});
+    }
+  }
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   exit_code_.reset();
   ++starts_;
@@ -227,6 +232,9 @@ bool Wpmd::start() {
   request_ = kv["request"];
   publish_ = kv["publish"];
   metrics_ = kv["metrics"];
+  agent_public_ = kv["agent_public"];
+  agent_channel_ = kv["agent_channel"];
+  manager_key_ = kv["manager_key"];
   return !request_.empty();
 }
 

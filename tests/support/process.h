@@ -90,6 +90,10 @@ class Wpmd {
   const std::string& request() const { return request_; }
   const std::string& publish() const { return publish_; }
   const std::string& metrics() const { return metrics_; }
+  // Agent endpoints (tcp://127.0.0.1:PORT) and the manager key fingerprint.
+  const std::string& agent_public() const { return agent_public_; }
+  const std::string& agent_channel() const { return agent_channel_; }
+  const std::string& manager_key() const { return manager_key_; }
   const std::string& data_dir() const { return options_.data_dir; }
 
  private:
@@ -98,6 +102,7 @@ class Wpmd {
   std::optional<int> exit_code_;
   std::string log_path_;
   std::string request_, publish_, metrics_;
+  std::string agent_public_, agent_channel_, manager_key_;
   int starts_ = 0;
 };
 

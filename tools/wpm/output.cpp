@@ -51,9 +51,20 @@ nlohmann::json event_to_json(const Event& e) {
                    {{"systemId", p.system_id},
                     {"hostname", p.hostname},
                     {"address", p.address},
-                    {"publicKey", p.public_key}}}};
-        } else {
+                    {"publicKey", p.public_key},
+                    {"profile", profile::profile_to_json(p.profile)},
+                    {"agentPort", p.agent_port}}}};
+        } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           return {{"systemRemoved", {{"systemId", p.system_id}, {"reason", p.reason}}}};
+        } else {
+          return {{"registrationRejected",
+                   {{"address", p.address},
+                    {"reason", p.reason},
+                    {"attempts", p.attempts},
+                    {"firstNs", p.first_ns},
+                    {"lastNs", p.last_ns},
+                    {"hostname", p.hostname},
+                    {"publicKey", p.public_key}}}};
         }
       },
       e.payload);

@@ -1,0 +1,172 @@
+#include "bus/curve.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+
+#include "bus/frame.h"
+#include "bus/registration_proof.h"
+
+namespace wpm::bus {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / fmt::format("wpm-curve-{}-{}", name, ::getpid());
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+// ---- keys and fingerprints ------------------------------------------------------
+
+TEST(CurveKeys, AreStoredOwnerOnlyAndLoadBack) {
+  auto dir = temp_dir("store");
+  auto keys = load_or_create_curve_keys(dir, "agent");
+  ASSERT_TRUE(keys) << keys.error().message;
+  EXPECT_TRUE(valid_curve_key(keys->public_key));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir + "/agent.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto again = load_or_create_curve_keys(dir, "agent");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->public_key, keys->public_key);
+  EXPECT_EQ(again->secret_key, keys->secret_key);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CurveKeys, AWorldReadableSecretIsRefused) {
+  auto dir = temp_dir("mode");
+  ASSERT_TRUE(load_or_create_curve_keys(dir, "k"));
+  ::chmod((dir + "/k.key").c_str(), 0644);
+  auto keys = load_curve_keys(dir, "k");
+  ASSERT_FALSE(keys);
+  EXPECT_NE(keys.error().message.find("chmod 600"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Fingerprint, MatchesWithOrWithoutPrefixAndColonsButNotOtherKeys) {
+  auto a = generate_curve_keys();
+  auto b = generate_curve_keys();
+  ASSERT_TRUE(a && b);
+  std::string fp = key_fingerprint(a->public_key);
+  ASSERT_EQ(fp.size(), 7u + 64u);
+  EXPECT_TRUE(fingerprint_matches(fp, fp));
+  EXPECT_TRUE(fingerprint_matches(fp.substr(7), fp));
+  EXPECT_TRUE(fingerprint_matches("SHA256:" + fp.substr(7, 16), fp));
+  std::string upper = fp.substr(7);
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_TRUE(fingerprint_matches(upper, fp));
+  EXPECT_FALSE(fingerprint_matches(key_fingerprint(b->public_key), fp));
+  EXPECT_FALSE(fingerprint_matches(fp.substr(7, 8), fp)) << "too short to mean anything";
+  EXPECT_FALSE(fingerprint_matches("", fp));
+}
+
+// ---- the registration proof -------------------------------------------------------
+
+TEST(RegistrationProof, OnlyTheRightPasswordKeyAndContextMatch) {
+  PasswordKdf kdf = new_kdf();
+  kdf.n = 1024;  // fast for the test
+  auto key = derive_password_key("right horse battery", kdf);
+  auto wrong = derive_password_key("wrong", kdf);
+  ASSERT_TRUE(key && wrong);
+  auto proof = registration_proof(*key, "M", "A", "host1");
+  EXPECT_TRUE(proof_matches(*key, "M", "A", "host1", proof));
+  EXPECT_FALSE(proof_matches(*wrong, "M", "A", "host1", proof));
+  EXPECT_FALSE(proof_matches(*key, "M", "B", "host1", proof)) << "bound to the agent's key";
+  EXPECT_FALSE(proof_matches(*key, "N", "A", "host1", proof)) << "bound to the manager's key";
+  EXPECT_FALSE(proof_matches(*key, "M", "A", "host2", proof));
+  EXPECT_FALSE(proof_matches(*key, "M", "A", "host1", proof.substr(1)));
+}
+
+TEST(RegistrationProof, KdfRoundTripsAndHostileParametersAreRefused) {
+  PasswordKdf kdf = new_kdf();
+  auto parsed = parse_kdf(format_kdf(kdf));
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->salt, kdf.salt);
+  EXPECT_EQ(parsed->n, kdf.n);
+  EXPECT_FALSE(parse_kdf("scrypt$4194304$8$1$00112233445566778899aabbccddeeff")) << "N over 2^20";
+  EXPECT_FALSE(parse_kdf("scrypt$1000$8$1$00112233445566778899aabbccddeeff")) << "N not a power of 2";
+  EXPECT_FALSE(parse_kdf("bcrypt$1024$8$1$0011223344556677"));
+  EXPECT_FALSE(parse_kdf("scrypt$1024$8$1$zz"));
+  auto key = derive_password_key("pw", kdf);
+  ASSERT_TRUE(key);
+  auto hash = parse_password_hash(format_password_hash(kdf, *key));
+  ASSERT_TRUE(hash);
+  EXPECT_EQ(hash->second, *key);
+}
+
+// ---- the ZAP allow-list on real sockets ---------------------------------------------
+
+// Sends "ping" from a client with `client_keys` and waits for the echo.
+bool echoed(zmq::context_t& context, const std::string& endpoint, const CurveKeyPair& client_keys,
+            const std::string& server_key) {
+  zmq::socket_t dealer(context, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  make_curve_client(dealer, client_keys, server_key);
+  dealer.connect(endpoint);
+  dealer.send(zmq::str_buffer("ping"), zmq::send_flags::none);
+  zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
+  if (poll(&item, 1, 1500ms) <= 0) return false;
+  zmq::message_t reply;
+  return dealer.recv(reply) && view(reply) == "ping";
+}
+
+TEST(ZapHandler, AdmitsOnlyAllowedKeysAndLabelsThem) {
+  zmq::context_t context(1);
+  auto server_keys = generate_curve_keys();
+  auto allowed = generate_curve_keys();
+  auto stranger = generate_curve_keys();
+  ASSERT_TRUE(server_keys && allowed && stranger);
+  std::mutex mutex;
+  std::set<std::string> allow = {allowed->public_key};
+  ZapHandler zap(context, [&](const std::string& domain, const std::string&, const std::string& key)
+                     -> std::optional<std::string> {
+    std::lock_guard lock(mutex);
+    if (domain != "agent" || !allow.contains(key)) return std::nullopt;
+    return "system-1";
+  });
+  zmq::socket_t router(context, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  make_curve_server(router, *server_keys, "agent");
+  router.bind("tcp://127.0.0.1:*");
+  std::string endpoint = last_endpoint(router);
+  std::atomic<bool> stop = false;
+  std::string seen_user;
+  std::thread echo([&] {
+    while (!stop) {
+      zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+      if (poll(&item, 1, 50ms) <= 0) continue;
+      zmq::message_t id, body;
+      if (!router.recv(id) || !router.recv(body)) continue;
+      {
+        std::lock_guard lock(mutex);
+        seen_user = body.gets("User-Id");
+      }
+      router.send(id, zmq::send_flags::sndmore);
+      router.send(body, zmq::send_flags::none);
+    }
+  });
+  EXPECT_TRUE(echoed(context, endpoint, *allowed, server_keys->public_key));
+  EXPECT_FALSE(echoed(context, endpoint, *stranger, server_keys->public_key));
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(seen_user, "system-1");
+    allow.insert(stranger->public_key);  // the allow-list changes while serving
+  }
+  EXPECT_TRUE(echoed(context, endpoint, *stranger, server_keys->public_key));
+  stop = true;
+  echo.join();
+  EXPECT_GE(zap.refused(), 1u);
+  EXPECT_GE(zap.admitted(), 2u);
+}
+
+}  // namespace
+}  // namespace wpm::bus

@@ -1,0 +1,125 @@
+@0xc4a1d2e3f5061728;
+# The agent protocol (DESIGN.md §3, §8). Every message is one ZeroMQ frame
+# holding one unpacked Cap'n Proto message (bus/frame.h); see schemas/README.md
+# before changing anything here.
+#
+# Endpoints:
+# - the manager's public port (9513, no encryption): getManagerKey and
+#   register. Nothing secret travels there: the registration password is
+#   proven, never sent (Register.proof);
+# - the manager's agent channel (9514, CURVE with the manager's key; its ZAP
+#   handler admits registered keys only): started, heartbeat, unregister;
+# - the agent's own port (9510, CURVE with the agent's key, only the pinned
+#   manager key admitted): AgentCommand from the manager.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("wpm::schema");
+
+using Events = import "events.capnp";
+
+struct ManagerRequest {
+  requestId @0 :UInt64;       # echoed in the reply
+  union {
+    unspecified @1 :Void;
+    getManagerKey @2 :Void;
+    register @3 :Register;
+    started @4 :Started;
+    heartbeat @5 :Heartbeat;
+    unregister @6 :Void;
+  }
+}
+
+# proof = HMAC-SHA256(K, "wpm-register-v1" 0 managerKey 0 publicKey 0 hostname)
+# where K = scrypt(password, ManagerKey.passwordKdf). It authorises exactly
+# this public key with this manager, so a replayed proof gains nothing.
+struct Register {
+  proof @0 :Data;
+  hostname @1 :Text;
+  agentPort @2 :UInt16;
+  profile @3 :Events.SystemProfile;
+  publicKey @4 :Text;         # the agent's CURVE public key, Z85
+}
+
+struct Started {
+  agentVersion @0 :Text;
+  profile @1 :Events.SystemProfile;
+  wpars @2 :UInt32;
+}
+
+struct Heartbeat {
+  sentNs @0 :Int64;
+  wpars @1 :UInt32;
+  wparsActive @2 :UInt32;
+}
+
+struct ManagerReply {
+  requestId @0 :UInt64;
+  union {
+    unspecified @1 :Void;
+    managerKey @2 :ManagerKey;
+    registered @3 :Registered;
+    ack @4 :Void;
+    error @5 :ProtocolError;
+  }
+}
+
+struct ManagerKey {
+  publicKey @0 :Text;         # CURVE public key, Z85 (40 characters)
+  fingerprint @1 :Text;       # "sha256:" + hex SHA-256 of the raw 32-byte key
+  agentChannelPort @2 :UInt16;
+  version @3 :Text;           # wpmd's version
+  passwordKdf @4 :Text;       # "scrypt$N$r$p$<salt hex>", empty: registration closed
+}
+
+struct Registered {
+  systemId @0 :Text;
+  alreadyRegistered @1 :Bool; # the key was registered before; nothing new recorded
+}
+
+enum ProtocolErrorCode {
+  none @0;
+  invalidRequest @1;          # malformed, over a limit, or not allowed here
+  wrongPassword @2;
+  registrationClosed @3;      # the manager has no registration password set
+  notRegistered @4;           # this key is not registered: run wpm-agent configure
+  rateLimited @5;             # too many refused attempts from this address
+  unavailable @6;             # the manager cannot record it now; retry
+  internal @7;
+  notFound @8;
+}
+
+struct ProtocolError {
+  code @0 :ProtocolErrorCode;
+  message @1 :Text;
+}
+
+# Commands from the manager to an agent (its port, 9510).
+struct AgentCommand {
+  requestId @0 :UInt64;
+  union {
+    unspecified @1 :Void;
+    ping @2 :Void;
+    listWpars @3 :Void;
+  }
+}
+
+struct AgentReply {
+  requestId @0 :UInt64;
+  union {
+    unspecified @1 :Void;
+    pong @2 :Pong;
+    wpars @3 :List(WparSummary);
+    error @4 :ProtocolError;
+  }
+}
+
+struct Pong {
+  systemId @0 :Text;
+  agentVersion @1 :Text;
+}
+
+struct WparSummary {
+  name @0 :Text;
+  type @1 :Text;              # "application" or "system"
+  state @2 :Text;             # the state letter of lswpar: D A P F L T B
+}

@@ -1,0 +1,233 @@
+#include "schemas/agent.capnp.h"
+#include "schemas/agent_protocol.h"
+#include "schemas/codec_detail.h"
+
+namespace wpm::agentproto {
+namespace {
+
+namespace s = wpm::schema;
+using namespace codec_detail;
+
+template <typename... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+
+void put_error(const ProtocolError& e, s::ProtocolError::Builder b) {
+  b.setCode(static_cast<s::ProtocolErrorCode>(e.kind));
+  b.setMessage(text(e.message));
+}
+
+ProtocolError get_error(s::ProtocolError::Reader r) {
+  return ProtocolError{checked_enum<ErrorKind>(static_cast<uint16_t>(r.getCode()), kErrorKindMax,
+                                               "error code"),
+                       str(r.getMessage())};
+}
+
+[[noreturn]] void unknown(const char* what, unsigned tag) {
+  throw Refused{fmt::format("unknown or empty {} (union tag {})", what, tag)};
+}
+
+}  // namespace
+
+const char* error_kind_name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidRequest: return "invalid_request";
+    case ErrorKind::kWrongPassword: return "wrong_password";
+    case ErrorKind::kRegistrationClosed: return "registration_closed";
+    case ErrorKind::kNotRegistered: return "not_registered";
+    case ErrorKind::kRateLimited: return "rate_limited";
+    case ErrorKind::kUnavailable: return "unavailable";
+    case ErrorKind::kInternal: return "internal";
+    case ErrorKind::kNotFound: return "not_found";
+  }
+  return "unknown";
+}
+
+std::string encode(const ManagerRequest& request) {
+  return build_flat(0, [&](capnp::MessageBuilder& m) {
+    auto b = m.initRoot<s::ManagerRequest>();
+    b.setRequestId(request.request_id);
+    std::visit(Overloaded{
+                   [&](const GetManagerKey&) { b.setGetManagerKey(); },
+                   [&](const Register& r) {
+                     auto x = b.initRegister();
+                     x.setProof(data(r.proof));
+                     x.setPublicKey(text(r.public_key));
+                     x.setHostname(text(r.hostname));
+                     x.setAgentPort(r.agent_port);
+                     put_profile(r.profile, x.initProfile());
+                   },
+                   [&](const Started& r) {
+                     auto x = b.initStarted();
+                     x.setAgentVersion(text(r.agent_version));
+                     put_profile(r.profile, x.initProfile());
+                     x.setWpars(r.wpars);
+                   },
+                   [&](const Heartbeat& r) {
+                     auto x = b.initHeartbeat();
+                     x.setSentNs(r.sent_ns);
+                     x.setWpars(r.wpars);
+                     x.setWparsActive(r.wpars_active);
+                   },
+                   [&](const Unregister&) { b.setUnregister(); },
+               },
+               request.body);
+  });
+}
+
+Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
+  return decode<s::ManagerRequest>(bytes, agent_limits(), "manager request", [](s::ManagerRequest::Reader r) {
+    ManagerRequest out;
+    out.request_id = r.getRequestId();
+    switch (r.which()) {
+      case s::ManagerRequest::GET_MANAGER_KEY: out.body = GetManagerKey{}; break;
+      case s::ManagerRequest::REGISTER: {
+        auto x = r.getRegister();
+        out.body = Register{str(x.getProof()), str(x.getHostname()), x.getAgentPort(),
+                            get_profile(x.getProfile()), str(x.getPublicKey())};
+        break;
+      }
+      case s::ManagerRequest::STARTED: {
+        auto x = r.getStarted();
+        out.body = Started{str(x.getAgentVersion()), get_profile(x.getProfile()), x.getWpars()};
+        break;
+      }
+      case s::ManagerRequest::HEARTBEAT: {
+        auto x = r.getHeartbeat();
+        out.body = Heartbeat{x.getSentNs(), x.getWpars(), x.getWparsActive()};
+        break;
+      }
+      case s::ManagerRequest::UNREGISTER: out.body = Unregister{}; break;
+      default: unknown("manager request", static_cast<unsigned>(r.which()));
+    }
+    return out;
+  });
+}
+
+std::string encode(const ManagerReply& reply) {
+  return build_flat(0, [&](capnp::MessageBuilder& m) {
+    auto b = m.initRoot<s::ManagerReply>();
+    b.setRequestId(reply.request_id);
+    std::visit(Overloaded{
+                   [&](const ManagerKey& k) {
+                     auto x = b.initManagerKey();
+                     x.setPublicKey(text(k.public_key));
+                     x.setFingerprint(text(k.fingerprint));
+                     x.setAgentChannelPort(k.agent_channel_port);
+                     x.setVersion(text(k.version));
+                     x.setPasswordKdf(text(k.password_kdf));
+                   },
+                   [&](const Registered& r) {
+                     auto x = b.initRegistered();
+                     x.setSystemId(text(r.system_id));
+                     x.setAlreadyRegistered(r.already_registered);
+                   },
+                   [&](const Ack&) { b.setAck(); },
+                   [&](const ProtocolError& e) { put_error(e, b.initError()); },
+               },
+               reply.body);
+  });
+}
+
+Result<ManagerReply> decode_manager_reply(std::string_view bytes) {
+  return decode<s::ManagerReply>(bytes, agent_limits(), "manager reply", [](s::ManagerReply::Reader r) {
+    ManagerReply out;
+    out.request_id = r.getRequestId();
+    switch (r.which()) {
+      case s::ManagerReply::MANAGER_KEY: {
+        auto x = r.getManagerKey();
+        out.body = ManagerKey{str(x.getPublicKey()), str(x.getFingerprint()), x.getAgentChannelPort(),
+                              str(x.getVersion()), str(x.getPasswordKdf())};
+        break;
+      }
+      case s::ManagerReply::REGISTERED: {
+        auto x = r.getRegistered();
+        out.body = Registered{str(x.getSystemId()), x.getAlreadyRegistered()};
+        break;
+      }
+      case s::ManagerReply::ACK: out.body = Ack{}; break;
+      case s::ManagerReply::ERROR: out.body = get_error(r.getError()); break;
+      default: unknown("manager reply", static_cast<unsigned>(r.which()));
+    }
+    return out;
+  });
+}
+
+std::string encode(const AgentCommand& command) {
+  return build_flat(0, [&](capnp::MessageBuilder& m) {
+    auto b = m.initRoot<s::AgentCommand>();
+    b.setRequestId(command.request_id);
+    std::visit(Overloaded{[&](const Ping&) { b.setPing(); }, [&](const ListWpars&) { b.setListWpars(); }},
+               command.body);
+  });
+}
+
+Result<AgentCommand> decode_agent_command(std::string_view bytes) {
+  return decode<s::AgentCommand>(bytes, agent_limits(), "agent command", [](s::AgentCommand::Reader r) {
+    AgentCommand out;
+    out.request_id = r.getRequestId();
+    switch (r.which()) {
+      case s::AgentCommand::PING: out.body = Ping{}; break;
+      case s::AgentCommand::LIST_WPARS: out.body = ListWpars{}; break;
+      default: unknown("agent command", static_cast<unsigned>(r.which()));
+    }
+    return out;
+  });
+}
+
+std::string encode(const AgentReply& reply) {
+  return build_flat(0, [&](capnp::MessageBuilder& m) {
+    auto b = m.initRoot<s::AgentReply>();
+    b.setRequestId(reply.request_id);
+    std::visit(Overloaded{
+                   [&](const Pong& p) {
+                     auto x = b.initPong();
+                     x.setSystemId(text(p.system_id));
+                     x.setAgentVersion(text(p.agent_version));
+                   },
+                   [&](const std::vector<WparSummary>& list) {
+                     auto x = b.initWpars(static_cast<unsigned>(list.size()));
+                     for (unsigned i = 0; i < list.size(); ++i) {
+                       x[i].setName(text(list[i].name));
+                       x[i].setType(text(list[i].type));
+                       x[i].setState(text(list[i].state));
+                     }
+                   },
+                   [&](const ProtocolError& e) { put_error(e, b.initError()); },
+               },
+               reply.body);
+  });
+}
+
+Result<AgentReply> decode_agent_reply(std::string_view bytes) {
+  return decode<s::AgentReply>(bytes, agent_limits(), "agent reply", [](s::AgentReply::Reader r) {
+    AgentReply out;
+    out.request_id = r.getRequestId();
+    switch (r.which()) {
+      case s::AgentReply::PONG: {
+        auto x = r.getPong();
+        out.body = Pong{str(x.getSystemId()), str(x.getAgentVersion())};
+        break;
+      }
+      case s::AgentReply::WPARS: {
+        std::vector<WparSummary> list;
+        for (auto w : r.getWpars()) list.push_back({str(w.getName()), str(w.getType()), str(w.getState())});
+        out.body = std::move(list);
+        break;
+      }
+      case s::AgentReply::ERROR: out.body = get_error(r.getError()); break;
+      default: unknown("agent reply", static_cast<unsigned>(r.which()));
+    }
+    return out;
+  });
+}
+
+uint64_t peek_request_id(std::string_view bytes) {
+  // Every root of this protocol keeps its request id as field 0 (same layout).
+  return decode<s::ManagerRequest>(bytes, agent_limits(), "request",
+                                   [](s::ManagerRequest::Reader r) { return r.getRequestId(); })
+      .value_or(0);
+}
+
+}  // namespace wpm::agentproto

@@ -1,0 +1,146 @@
+#pragma once
+// The agent protocol (schemas/agent.capnp) as C++ value types, and its codec.
+// Decoding follows the rules of schemas/codec.h: limits first, guarded
+// conversion, unknown enums and union members refused, never throws.
+// Thread safety: plain values and free functions.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "schemas/codec.h"
+#include "schemas/error.h"
+#include "schemas/profile.h"
+
+namespace wpm::agentproto {
+
+// ---- agent → manager (9513, 9514) ---------------------------------------------
+
+struct GetManagerKey {
+  bool operator==(const GetManagerKey&) const = default;
+};
+struct Register {
+  std::string proof;  // see agent.capnp
+  std::string hostname;
+  uint16_t agent_port = 0;
+  profile::SystemProfile profile;
+  std::string public_key;  // Z85
+  bool operator==(const Register&) const = default;
+};
+struct Started {
+  std::string agent_version;
+  profile::SystemProfile profile;
+  uint32_t wpars = 0;
+  bool operator==(const Started&) const = default;
+};
+struct Heartbeat {
+  int64_t sent_ns = 0;
+  uint32_t wpars = 0;
+  uint32_t wpars_active = 0;
+  bool operator==(const Heartbeat&) const = default;
+};
+struct Unregister {
+  bool operator==(const Unregister&) const = default;
+};
+
+struct ManagerRequest {
+  uint64_t request_id = 0;
+  std::variant<GetManagerKey, Register, Started, Heartbeat, Unregister> body;
+  bool operator==(const ManagerRequest&) const = default;
+};
+
+// ---- replies and errors ----------------------------------------------------------
+
+enum class ErrorKind : uint16_t {
+  kInvalidRequest = 1,
+  kWrongPassword = 2,
+  kRegistrationClosed = 3,
+  kNotRegistered = 4,
+  kRateLimited = 5,
+  kUnavailable = 6,
+  kInternal = 7,
+  kNotFound = 8,
+};
+inline constexpr uint16_t kErrorKindMax = 8;
+const char* error_kind_name(ErrorKind kind);
+
+struct ProtocolError {
+  ErrorKind kind = ErrorKind::kInternal;
+  std::string message;
+  bool operator==(const ProtocolError&) const = default;
+};
+
+struct ManagerKey {
+  std::string public_key;   // Z85
+  std::string fingerprint;  // sha256:<hex>
+  uint16_t agent_channel_port = 0;
+  std::string version;
+  std::string password_kdf;  // scrypt$N$r$p$salt; empty: registration closed
+  bool operator==(const ManagerKey&) const = default;
+};
+struct Registered {
+  std::string system_id;
+  bool already_registered = false;
+  bool operator==(const Registered&) const = default;
+};
+struct Ack {
+  bool operator==(const Ack&) const = default;
+};
+
+struct ManagerReply {
+  uint64_t request_id = 0;
+  std::variant<ManagerKey, Registered, Ack, ProtocolError> body;
+  bool operator==(const ManagerReply&) const = default;
+};
+
+// ---- manager → agent (9510) ---------------------------------------------------
+
+struct Ping {
+  bool operator==(const Ping&) const = default;
+};
+struct ListWpars {
+  bool operator==(const ListWpars&) const = default;
+};
+struct AgentCommand {
+  uint64_t request_id = 0;
+  std::variant<Ping, ListWpars> body;
+  bool operator==(const AgentCommand&) const = default;
+};
+
+struct Pong {
+  std::string system_id;
+  std::string agent_version;
+  bool operator==(const Pong&) const = default;
+};
+struct WparSummary {
+  std::string name;
+  std::string type;
+  std::string state;
+  bool operator==(const WparSummary&) const = default;
+};
+struct AgentReply {
+  uint64_t request_id = 0;
+  std::variant<Pong, std::vector<WparSummary>, ProtocolError> body;
+  bool operator==(const AgentReply&) const = default;
+};
+
+// Frames from the network are bounded well below the event limits: the largest
+// legitimate message is a registration with its profile.
+inline constexpr size_t kAgentFrameBytesMax = 1u << 20;
+inline DecodeLimits agent_limits() { return DecodeLimits{kAgentFrameBytesMax, 4, 16}; }
+
+std::string encode(const ManagerRequest& request);
+std::string encode(const ManagerReply& reply);
+std::string encode(const AgentCommand& command);
+std::string encode(const AgentReply& reply);
+Result<ManagerRequest> decode_manager_request(std::string_view bytes);
+Result<ManagerReply> decode_manager_reply(std::string_view bytes);
+Result<AgentCommand> decode_agent_command(std::string_view bytes);
+Result<AgentReply> decode_agent_reply(std::string_view bytes);
+// The request id of a frame that failed to decode (0 when unreadable), so
+// that its error reply still reaches the caller.
+uint64_t peek_request_id(std::string_view bytes);
+
+}  // namespace wpm::agentproto

@@ -1,0 +1,131 @@
+#pragma once
+// Internal helpers of the Cap'n Proto codecs (codec.cpp, agent_codec.cpp):
+// value conversions, the flat encoder and the guarded decode. Not for use
+// outside schemas/.
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <fmt/format.h>
+#include <kj/exception.h>
+
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "schemas/codec.h"
+#include "schemas/error.h"
+#include "schemas/events.capnp.h"
+#include "schemas/profile.h"
+
+namespace wpm::codec_detail {
+
+// ---- small helpers -------------------------------------------------------
+
+inline capnp::Text::Reader text(const std::string& value) {
+  return capnp::Text::Reader(value.c_str(), value.size());
+}
+inline capnp::Data::Reader data(const std::string& value) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value.data()), value.size());
+}
+inline std::string str(capnp::Text::Reader value) { return std::string(value.cStr(), value.size()); }
+inline std::string str(capnp::Data::Reader value) {
+  return std::string(reinterpret_cast<const char*>(value.begin()), value.size());
+}
+
+inline void put_texts(const std::vector<std::string>& values, capnp::List<capnp::Text>::Builder b) {
+  for (unsigned i = 0; i < values.size(); ++i) b.set(i, text(values[i]));
+}
+inline std::vector<std::string> get_texts(capnp::List<capnp::Text>::Reader r) {
+  std::vector<std::string> out;
+  out.reserve(r.size());
+  for (auto t : r) out.push_back(str(t));
+  return out;
+}
+
+// Thrown inside the guarded block for semantic refusals; caught by decode().
+struct Refused {
+  std::string message;
+};
+
+template <typename Enum>
+Enum checked_enum(uint16_t raw, uint16_t max, const char* what) {
+  if (raw == 0 || raw > max) throw Refused{fmt::format("unknown {} value {}", what, raw)};
+  return static_cast<Enum>(raw);
+}
+
+// Builds a message in a reused, zeroed first segment (Cap'n Proto zeroes a
+// caller-provided segment again when the builder is destroyed) and writes it
+// flat after `prefix_bytes` zero bytes: one allocation, one copy.
+template <typename Fill>
+std::string build_flat(size_t prefix_bytes, Fill fill) {
+  constexpr size_t kScratchWords = 4096;  // 32 KiB: typical events fit one segment
+  thread_local kj::Array<capnp::word> scratch = [] {
+    auto a = kj::heapArray<capnp::word>(kScratchWords);
+    std::memset(a.begin(), 0, a.size() * sizeof(capnp::word));
+    return a;
+  }();
+  capnp::MallocMessageBuilder message(scratch.asPtr());
+  fill(message);
+  auto segments = message.getSegmentsForOutput();
+  std::string out;
+  if (segments.size() == 1) {
+    size_t words = segments[0].size();
+    size_t size = prefix_bytes + 8 + words * sizeof(capnp::word);
+    out.resize_and_overwrite(size, [&](char* p, size_t n) {
+      std::memset(p, 0, prefix_bytes);
+      uint32_t table[2] = {0, static_cast<uint32_t>(words)};  // segment count - 1, size
+      std::memcpy(p + prefix_bytes, table, 8);
+      std::memcpy(p + prefix_bytes + 8, segments[0].begin(), words * sizeof(capnp::word));
+      return n;
+    });
+  } else {
+    kj::Array<capnp::word> flat = capnp::messageToFlatArray(segments);
+    auto bytes = flat.asBytes();
+    out.assign(prefix_bytes, '\0');
+    out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  }
+  return out;
+}
+
+// ---- the guarded decode ----------------------------------------------------
+
+template <typename Root, typename Convert>
+auto decode(std::string_view bytes, const DecodeLimits& limits, const char* what, Convert convert)
+    -> Result<decltype(convert(std::declval<typename Root::Reader>()))> {
+  if (bytes.size() > limits.max_frame_bytes) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("{} of {} bytes exceeds the limit of {} bytes", what, bytes.size(),
+                            limits.max_frame_bytes));
+  }
+  if (bytes.size() < sizeof(capnp::word) || bytes.size() % sizeof(capnp::word) != 0) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("{} of {} bytes is not a Cap'n Proto message", what, bytes.size()));
+  }
+  // FlatArrayMessageReader needs word alignment; copy only when the bytes are not aligned.
+  kj::Array<capnp::word> copy;
+  const auto* words = reinterpret_cast<const capnp::word*>(bytes.data());
+  size_t count = bytes.size() / sizeof(capnp::word);
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) != 0) {
+    copy = kj::heapArray<capnp::word>(count);
+    std::memcpy(copy.begin(), bytes.data(), bytes.size());
+    words = copy.begin();
+  }
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = count * limits.traversal_factor + 64;
+  options.nestingLimit = limits.nesting_limit;
+  try {
+    capnp::FlatArrayMessageReader reader(kj::ArrayPtr<const capnp::word>(words, count), options);
+    return convert(reader.getRoot<Root>());
+  } catch (const Refused& r) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("{} refused: {}", what, r.message));
+  } catch (const kj::Exception& e) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("{} is malformed: {}", what, e.getDescription().cStr()));
+  }
+}
+
+void put_profile(const profile::SystemProfile& p, wpm::schema::SystemProfile::Builder b);
+profile::SystemProfile get_profile(wpm::schema::SystemProfile::Reader r);
+
+}  // namespace wpm::codec_detail

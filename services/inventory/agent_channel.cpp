@@ -1,0 +1,427 @@
+#include "services/inventory/agent_channel.h"
+
+#include <fmt/format.h>
+#include <openssl/rand.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+
+#include <fstream>
+
+#include "bus/client.h"
+#include "bus/frame.h"
+#include "bus/registration_proof.h"
+#include "bus/subscriber.h"
+#include "schemas/agent_protocol.h"
+#include "schemas/hash.h"
+#include "wpm_version.h"
+
+namespace wpm::inventory {
+namespace {
+
+using namespace std::chrono_literals;
+namespace ap = agentproto;
+
+constexpr const char* kZapDomain = "agent";
+constexpr const char* kActor = "wpmd/inventory";
+constexpr size_t kHostnameMax = 253;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string random_key(std::string_view prefix) {
+  uint8_t raw[16];
+  RAND_bytes(raw, sizeof raw);
+  return std::string(prefix) + to_hex(raw, sizeof raw);
+}
+
+std::string property(zmq::message_t& m, const char* name) {
+  try {
+    return m.gets(name);
+  } catch (const zmq::error_t&) {
+    return "";
+  }
+}
+
+bool valid_hostname(const std::string& h) {
+  if (h.empty() || h.size() > kHostnameMax) return false;
+  for (char c : h) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return false;
+  }
+  return true;
+}
+
+ap::ManagerReply error_reply(uint64_t id, ap::ErrorKind kind, std::string message) {
+  return ap::ManagerReply{id, ap::ProtocolError{kind, std::move(message)}};
+}
+
+void send_reply(zmq::socket_t& socket, const zmq::message_t& identity, const ap::ManagerReply& reply) {
+  std::string bytes = ap::encode(reply);
+  zmq::message_t id(identity.data(), identity.size());
+  socket.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  socket.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+}
+
+}  // namespace
+
+struct AgentChannel::Metrics {
+  prometheus::Family<prometheus::Counter>& registrations;
+  prometheus::Counter& accepted;
+  prometheus::Counter& wrong_password;
+  prometheus::Counter& rate_limited;
+  prometheus::Counter& closed;
+  prometheus::Counter& heartbeats;
+  prometheus::Counter& malformed;
+  prometheus::Gauge& registered;
+
+  explicit Metrics(prometheus::Registry& r)
+      : registrations(prometheus::BuildCounter()
+                          .Name("wpm_agent_registrations_total")
+                          .Help("Registration attempts by result")
+                          .Register(r)),
+        accepted(registrations.Add({{"result", "accepted"}})),
+        wrong_password(registrations.Add({{"result", "wrong_password"}})),
+        rate_limited(registrations.Add({{"result", "rate_limited"}})),
+        closed(registrations.Add({{"result", "closed"}})),
+        heartbeats(prometheus::BuildCounter()
+                       .Name("wpm_agent_heartbeats_total")
+                       .Help("Heartbeats received from agents")
+                       .Register(r)
+                       .Add({})),
+        malformed(prometheus::BuildCounter()
+                      .Name("wpm_agent_malformed_frames_total")
+                      .Help("Frames from agents dropped as malformed")
+                      .Register(r)
+                      .Add({})),
+        registered(prometheus::BuildGauge()
+                       .Name("wpm_agents_registered")
+                       .Help("Systems whose keys may use the agent channel")
+                       .Register(r)
+                       .Add({})) {}
+};
+
+AgentChannel::AgentChannel(zmq::context_t& context, AgentChannelOptions options, std::shared_ptr<spdlog::logger> log)
+    : context_(context), options_(std::move(options)), log_(std::move(log)), rejections_(options_.rejections) {}
+
+AgentChannel::~AgentChannel() { stop(); }
+
+void AgentChannel::stop() {
+  stop_ = true;
+  if (server_.joinable()) server_.join();
+  if (follower_.joinable()) follower_.join();
+  zap_.reset();
+}
+
+std::string AgentChannel::fingerprint() const { return bus::key_fingerprint(keys_.public_key); }
+
+size_t AgentChannel::registered() const {
+  std::lock_guard lock(mutex_);
+  return registry_.size();
+}
+
+Result<std::unique_ptr<AgentChannel>> AgentChannel::start(zmq::context_t& context, AgentChannelOptions options,
+                                                          prometheus::Registry& metrics,
+                                                          std::shared_ptr<spdlog::logger> log) {
+  std::unique_ptr<AgentChannel> channel(new AgentChannel(context, std::move(options), std::move(log)));
+  if (auto r = channel->open(metrics); !r) {
+    channel->stop();
+    return std::unexpected(r.error());
+  }
+  return channel;
+}
+
+Result<void> AgentChannel::open(prometheus::Registry& metrics) {
+  metrics_ = std::make_unique<Metrics>(metrics);
+  auto keys = bus::load_or_create_curve_keys(options_.keys_dir, "manager");
+  if (!keys) return std::unexpected(keys.error());
+  keys_ = *keys;
+  if (!options_.password_hash.empty()) {
+    auto parsed = bus::parse_password_hash(options_.password_hash);
+    if (!parsed) return fail(ErrorCode::kInvalidRequest, "the stored registration password hash is unreadable: " +
+                                                             parsed.error().message);
+    password_ = std::pair{bus::format_kdf(parsed->first), parsed->second};
+  }
+
+  // The allow-list first: rebuilt from the log before any agent is admitted.
+  uint64_t head = 0;
+  {
+    bus::StoreClient client(context_, options_.store_endpoint);
+    auto stats = client.stats();
+    if (!stats) return fail(stats.error().code, "cannot reach the event store: " + stats.error().message);
+    head = stats->head;
+  }
+  follower_ = std::thread([this] { follow(); });
+  auto deadline = std::chrono::steady_clock::now() + options_.catch_up_timeout;
+  while (followed_.load() <= head && head > 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return fail(ErrorCode::kTimeout, fmt::format("the registered systems were not read from the log within {} s "
+                                                   "(at {} of {}){}",
+                                                   options_.catch_up_timeout.count() / 1000, followed_.load(), head,
+                                                   follow_error_.empty() ? "" : ": " + follow_error_));
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  metrics_->registered.Set(static_cast<double>(registered()));
+
+  zap_ = std::make_unique<bus::ZapHandler>(
+      context_, [this](const std::string& domain, const std::string& address,
+                       const std::string& key) -> std::optional<std::string> {
+        if (domain != kZapDomain) return std::nullopt;
+        std::lock_guard lock(mutex_);
+        if (const auto* system = registry_.by_key(key)) return system->system_id;
+        log_->warn("agent_channel_refused address={} key_fingerprint={} reason=\"key not registered\"", address,
+                   bus::key_fingerprint(key));
+        return std::nullopt;
+      });
+  try {
+    public_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+    bus::apply_defaults(*public_);
+    public_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(ap::kAgentFrameBytesMax));
+    public_->bind(bus::bind_spelling(options_.public_endpoint));
+    bound_public_ = bus::last_endpoint(*public_);
+    channel_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+    bus::apply_defaults(*channel_);
+    channel_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(ap::kAgentFrameBytesMax));
+    bus::make_curve_server(*channel_, keys_, kZapDomain);
+    channel_->bind(bus::bind_spelling(options_.channel_endpoint));
+    bound_channel_ = bus::last_endpoint(*channel_);
+  } catch (const zmq::error_t& e) {
+    return fail(ErrorCode::kIo, fmt::format("cannot bind the agent endpoints ({} and {}): {}; choose other ports "
+                                            "(port 0 picks a free one)",
+                                            options_.public_endpoint, options_.channel_endpoint, e.what()));
+  }
+  server_ = std::thread([this] { serve(); });
+  return {};
+}
+
+void AgentChannel::follow() {
+  bus::SubscriberOptions options;
+  options.store_endpoint = options_.store_endpoint;
+  options.log = log_;
+  bus::CatchUpSubscriber subscriber(context_, options, [this](const Event& e) {
+    {
+      std::lock_guard lock(mutex_);
+      registry_.evolve(e);
+    }
+    followed_ = e.sequence + 1;
+  });
+  while (!stop_) {
+    // Nothing to read yet is normal; after that the subscriber tracks the head.
+    if (followed_.load() == 0) followed_ = 1;
+    auto r = subscriber.run([this] { return stop_.load(); });
+    if (r || stop_) break;
+    follow_error_ = r.error().message;
+    log_->warn("registry_follow_failed error=\"{}\" retry_in_s=1", r.error().message);
+    for (int i = 0; i < 10 && !stop_; ++i) std::this_thread::sleep_for(100ms);
+  }
+}
+
+void AgentChannel::serve() {
+  store_ = std::make_unique<bus::StoreClient>(context_, options_.store_endpoint);
+  while (!stop_) {
+    zmq::pollitem_t items[] = {{public_->handle(), 0, ZMQ_POLLIN, 0}, {channel_->handle(), 0, ZMQ_POLLIN, 0}};
+    bus::poll(items, 2, 500ms);
+    if (items[0].revents & ZMQ_POLLIN) on_public(*public_);
+    if (items[1].revents & ZMQ_POLLIN) on_channel(*channel_);
+    flush_rejections(now_ns());
+  }
+  public_.reset();
+  channel_.reset();
+  store_.reset();
+}
+
+void AgentChannel::on_public(zmq::socket_t& socket) {
+  auto got = bus::recv_message(socket, 2, zmq::recv_flags::dontwait);
+  if (!got) return;
+  if (!*got || (*got)->size() != 2) {
+    metrics_->malformed.Increment();
+    return;
+  }
+  auto& frames = **got;
+  auto request = ap::decode_manager_request(bus::view(frames[1]));
+  if (!request) {
+    metrics_->malformed.Increment();
+    log_->warn("agent_frame_malformed port=public error=\"{}\"", request.error().message);
+    send_reply(socket, frames[0],
+               error_reply(ap::peek_request_id(bus::view(frames[1])), ap::ErrorKind::kInvalidRequest,
+                           request.error().message));
+    return;
+  }
+  uint64_t id = request->request_id;
+  std::string address = property(frames[1], "Peer-Address");
+  if (std::holds_alternative<ap::GetManagerKey>(request->body)) {
+    ap::ManagerKey key{keys_.public_key, fingerprint(), 0, kVersion, password_ ? password_->first : ""};
+    auto colon = bound_channel_.rfind(':');
+    key.agent_channel_port = static_cast<uint16_t>(std::stoi(bound_channel_.substr(colon + 1)));
+    send_reply(socket, frames[0], ap::ManagerReply{id, key});
+    return;
+  }
+  const auto* reg = std::get_if<ap::Register>(&request->body);
+  if (reg == nullptr) {
+    send_reply(socket, frames[0],
+               error_reply(id, ap::ErrorKind::kInvalidRequest,
+                           "only getManagerKey and register are served on the public port; use the agent channel"));
+    return;
+  }
+  int64_t now = now_ns();
+  auto refuse = [&](ap::ErrorKind kind, const std::string& reason, const std::string& message) {
+    if (auto event = rejections_.refuse(address, reason, reg->hostname, reg->public_key, now)) {
+      record_rejection(*event);
+    }
+    log_->warn("registration_refused address={} hostname={} reason=\"{}\"", address, reg->hostname, reason);
+    send_reply(socket, frames[0], error_reply(id, kind, message));
+  };
+  if (!valid_hostname(reg->hostname) || !bus::valid_curve_key(reg->public_key)) {
+    refuse(ap::ErrorKind::kInvalidRequest, "invalid host name or key",
+           "the registration carries an invalid host name or public key");
+    return;
+  }
+  if (!password_) {
+    metrics_->closed.Increment();
+    refuse(ap::ErrorKind::kRegistrationClosed, "no registration password set",
+           "the manager accepts no registrations: it has no registration password; on the manager run wpmd "
+           "--registration-password-file FILE (or set registration_password_file under [agents])");
+    return;
+  }
+  if (rejections_.blocked(address, now)) {
+    metrics_->rate_limited.Increment();
+    refuse(ap::ErrorKind::kRateLimited, "rate limited",
+           fmt::format("too many refused registrations from {}; wait {} s and check the password", address,
+                       options_.rejections.window_ns / 1'000'000'000));
+    return;
+  }
+  if (!bus::proof_matches(password_->second, keys_.public_key, reg->public_key, reg->hostname, reg->proof)) {
+    metrics_->wrong_password.Increment();
+    refuse(ap::ErrorKind::kWrongPassword, "wrong registration password",
+           "wrong registration password; give the one set on the manager (--password-file or "
+           "WPM_REGISTRATION_PASSWORD)");
+    return;
+  }
+  std::string fp = bus::key_fingerprint(reg->public_key);
+  std::string system_id;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto* known = registry_.by_key(reg->public_key)) {
+      send_reply(socket, frames[0], ap::ManagerReply{id, ap::Registered{known->system_id, true}});
+      return;
+    }
+    system_id = registry_.choose_system_id(reg->hostname, fp);
+  }
+  std::string host = address;
+  SystemRegistered registered{system_id, reg->hostname, host, reg->public_key, reg->profile, reg->agent_port};
+  AppendRequest append;
+  append.idempotency_key = random_key("register-");
+  append.events.push_back(EventDraft{"system/" + system_id, "registration/" + fp, "", kActor, registered});
+  auto result = store_->append(append);
+  if (!result) {
+    log_->error("registration_not_recorded system={} error=\"{}\"", system_id, result.error().message);
+    send_reply(socket, frames[0],
+               error_reply(id, ap::ErrorKind::kUnavailable,
+                           "the manager could not record the registration (" + result.error().message + "); retry"));
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    registry_.admit(registered, result->first_sequence);
+  }
+  metrics_->accepted.Increment();
+  metrics_->registered.Set(static_cast<double>(this->registered()));
+  log_->info("system_registered system={} hostname={} address={} key_fingerprint={} sequence={}", system_id,
+             reg->hostname, address, fp, result->first_sequence);
+  send_reply(socket, frames[0], ap::ManagerReply{id, ap::Registered{system_id, false}});
+}
+
+void AgentChannel::on_channel(zmq::socket_t& socket) {
+  auto got = bus::recv_message(socket, 2, zmq::recv_flags::dontwait);
+  if (!got) return;
+  if (!*got || (*got)->size() != 2) {
+    metrics_->malformed.Increment();
+    return;
+  }
+  auto& frames = **got;
+  std::string system_id = property(frames[1], "User-Id");
+  auto request = ap::decode_manager_request(bus::view(frames[1]));
+  if (!request) {
+    metrics_->malformed.Increment();
+    log_->warn("agent_frame_malformed port=channel system={} error=\"{}\"", system_id, request.error().message);
+    send_reply(socket, frames[0],
+               error_reply(ap::peek_request_id(bus::view(frames[1])), ap::ErrorKind::kInvalidRequest,
+                           request.error().message));
+    return;
+  }
+  uint64_t id = request->request_id;
+  {
+    std::lock_guard lock(mutex_);
+    if (registry_.by_id(system_id) == nullptr) {
+      send_reply(socket, frames[0],
+                 error_reply(id, ap::ErrorKind::kNotRegistered,
+                             "this agent's key is no longer registered; run wpm-agent configure"));
+      return;
+    }
+  }
+  int64_t now = now_ns();
+  if (const auto* started = std::get_if<ap::Started>(&request->body)) {
+    {
+      std::lock_guard lock(mutex_);
+      auto& l = liveness_[system_id];
+      l.last_seen_ns = now;
+      l.started_ns = now;
+      l.agent_version = started->agent_version;
+      l.wpars = started->wpars;
+    }
+    log_->info("agent_started system={} version={} wpars={}", system_id, started->agent_version, started->wpars);
+    send_reply(socket, frames[0], ap::ManagerReply{id, ap::Ack{}});
+  } else if (const auto* beat = std::get_if<ap::Heartbeat>(&request->body)) {
+    {
+      std::lock_guard lock(mutex_);
+      auto& l = liveness_[system_id];
+      l.last_seen_ns = now;
+      l.wpars = beat->wpars;
+      l.wpars_active = beat->wpars_active;
+    }
+    metrics_->heartbeats.Increment();
+    send_reply(socket, frames[0], ap::ManagerReply{id, ap::Ack{}});
+  } else if (std::holds_alternative<ap::Unregister>(request->body)) {
+    AppendRequest append;
+    append.idempotency_key = random_key("unregister-");
+    append.events.push_back(EventDraft{"system/" + system_id, "", "", kActor,
+                                       SystemRemoved{system_id, "unregistered by its agent"}});
+    auto result = store_->append(append);
+    if (!result) {
+      send_reply(socket, frames[0],
+                 error_reply(id, ap::ErrorKind::kUnavailable, "cannot record it: " + result.error().message));
+      return;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      registry_.revoke(system_id);
+      liveness_.erase(system_id);
+    }
+    metrics_->registered.Set(static_cast<double>(registered()));
+    log_->info("system_unregistered system={} sequence={}", system_id, result->first_sequence);
+    send_reply(socket, frames[0], ap::ManagerReply{id, ap::Ack{}});
+  } else if (std::holds_alternative<ap::GetManagerKey>(request->body)) {
+    send_reply(socket, frames[0],
+               ap::ManagerReply{id, ap::ManagerKey{keys_.public_key, fingerprint(), 0, kVersion, ""}});
+  } else {
+    send_reply(socket, frames[0],
+               error_reply(id, ap::ErrorKind::kInvalidRequest, "register on the public port, not the agent channel"));
+  }
+}
+
+void AgentChannel::flush_rejections(int64_t now) {
+  for (const auto& r : rejections_.due(now)) record_rejection(r);
+}
+
+void AgentChannel::record_rejection(const RegistrationRejected& rejected) {
+  AppendRequest append;
+  append.idempotency_key = random_key("rejected-");
+  append.events.push_back(EventDraft{"registration-rejections", "", "", kActor, rejected});
+  if (auto r = store_->append(append); !r) {
+    log_->warn("registration_rejection_not_recorded address={} attempts={} error=\"{}\"", rejected.address,
+               rejected.attempts, r.error().message);
+  }
+}
+
+}  // namespace wpm::inventory

@@ -1,0 +1,109 @@
+#pragma once
+// wpmd's side of the agents (DESIGN.md §3, §8): the public port (9513:
+// manager key, registration) and the agent channel (9514: CURVE; its ZAP
+// handler admits registered keys only). Registrations are proven with the
+// registration password (bus/registration_proof.h) and recorded as
+// SystemRegistered; refusals as aggregated RegistrationRejected. The allow-list
+// is the Registry, rebuilt from the log at start and kept current by
+// following it. Heartbeats only refresh liveness in memory (DESIGN.md §2).
+//
+// Thread safety: start() and stop() from one thread; the service runs its own
+// threads (channel loop, log follower, ZAP handler).
+
+#include <prometheus/registry.h>
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <zmq.hpp>
+
+#include "bus/client.h"
+#include "bus/curve.h"
+#include "schemas/error.h"
+#include "services/inventory/registry.h"
+#include "services/inventory/rejections.h"
+
+namespace wpm::inventory {
+
+struct AgentChannelOptions {
+  // Public port: manager key and registration (no secrets). Port 0 picks one.
+  // Default: tcp://0.0.0.0:9513.
+  std::string public_endpoint = "tcp://0.0.0.0:9513";
+  // Agent channel (CURVE). Default: tcp://0.0.0.0:9514.
+  std::string channel_endpoint = "tcp://0.0.0.0:9514";
+  // The event store's request endpoint (appends, catch-up reads).
+  std::string store_endpoint;
+  // Where the manager's key pair lives (created at first start).
+  std::string keys_dir;
+  // "scrypt$N$r$p$salt$hash" of the registration password; empty: closed.
+  std::string password_hash;
+  RejectionOptions rejections;
+  // How long to wait at start for the registry to catch up with the log.
+  // Default: 60 s.
+  std::chrono::milliseconds catch_up_timeout{60'000};
+};
+
+struct AgentLiveness {
+  int64_t last_seen_ns = 0;
+  int64_t started_ns = 0;
+  std::string agent_version;
+  uint32_t wpars = 0;
+  uint32_t wpars_active = 0;
+};
+
+class AgentChannel {
+ public:
+  static Result<std::unique_ptr<AgentChannel>> start(zmq::context_t& context, AgentChannelOptions options,
+                                                     prometheus::Registry& metrics,
+                                                     std::shared_ptr<spdlog::logger> log);
+  ~AgentChannel();
+  void stop();
+
+  const std::string& public_endpoint() const { return bound_public_; }
+  const std::string& channel_endpoint() const { return bound_channel_; }
+  const bus::CurveKeyPair& keys() const { return keys_; }
+  std::string fingerprint() const;
+  size_t registered() const;
+
+ private:
+  struct Metrics;
+  AgentChannel(zmq::context_t& context, AgentChannelOptions options, std::shared_ptr<spdlog::logger> log);
+  Result<void> open(prometheus::Registry& metrics);
+  void follow();
+  void serve();
+  void on_public(zmq::socket_t& socket);
+  void on_channel(zmq::socket_t& socket);
+  void flush_rejections(int64_t now_ns);
+  void record_rejection(const RegistrationRejected& rejected);
+
+  zmq::context_t& context_;
+  AgentChannelOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  bus::CurveKeyPair keys_;
+  std::optional<std::pair<std::string, std::string>> password_;  // kdf text, key
+  std::unique_ptr<bus::ZapHandler> zap_;
+  std::unique_ptr<zmq::socket_t> public_;
+  std::unique_ptr<zmq::socket_t> channel_;
+  std::string bound_public_;
+  std::string bound_channel_;
+  std::unique_ptr<Metrics> metrics_;
+
+  mutable std::mutex mutex_;  // guards registry_ and liveness_
+  Registry registry_;
+  std::map<std::string, AgentLiveness> liveness_;
+
+  RejectionLimiter rejections_;  // channel thread only
+  std::unique_ptr<bus::StoreClient> store_;  // channel thread only
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> followed_{0};  // next sequence the follower waits for
+  std::string follow_error_;
+  std::thread follower_;
+  std::thread server_;
+};
+
+}  // namespace wpm::inventory

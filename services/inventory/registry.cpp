@@ -1,0 +1,57 @@
+#include "services/inventory/registry.h"
+
+namespace wpm::inventory {
+
+void Registry::evolve(const Event& event) {
+  if (event.sequence <= applied_) return;
+  applied_ = event.sequence;
+  if (const auto* r = std::get_if<SystemRegistered>(&event.payload)) {
+    apply(*r, event.sequence);
+  } else if (const auto* removed = std::get_if<SystemRemoved>(&event.payload)) {
+    remove(removed->system_id);
+  }
+}
+
+void Registry::admit(const SystemRegistered& registered, uint64_t sequence) {
+  apply(registered, sequence);
+}
+
+void Registry::apply(const SystemRegistered& r, uint64_t sequence) {
+  // A key belongs to one system; a system has one key (re-registration replaces it).
+  if (auto old = id_by_key_.find(r.public_key); old != id_by_key_.end() && old->second != r.system_id) {
+    remove(old->second);
+  }
+  if (auto it = by_id_.find(r.system_id); it != by_id_.end()) id_by_key_.erase(it->second.public_key);
+  by_id_[r.system_id] = RegisteredSystem{r.system_id, r.hostname, r.address, r.public_key, r.agent_port, sequence};
+  id_by_key_[r.public_key] = r.system_id;
+}
+
+void Registry::remove(const std::string& system_id) {
+  auto it = by_id_.find(system_id);
+  if (it == by_id_.end()) return;
+  id_by_key_.erase(it->second.public_key);
+  by_id_.erase(it);
+}
+
+const RegisteredSystem* Registry::by_key(const std::string& public_key) const {
+  auto it = id_by_key_.find(public_key);
+  return it == id_by_key_.end() ? nullptr : by_id(it->second);
+}
+
+const RegisteredSystem* Registry::by_id(const std::string& system_id) const {
+  auto it = by_id_.find(system_id);
+  return it == by_id_.end() ? nullptr : &it->second;
+}
+
+std::string Registry::choose_system_id(const std::string& hostname, const std::string& fingerprint) const {
+  std::string base = hostname.empty() ? "system" : hostname;
+  if (!by_id_.contains(base)) return base;
+  std::string digits = fingerprint.starts_with("sha256:") ? fingerprint.substr(7) : fingerprint;
+  for (size_t len = 8; len <= digits.size(); len += 4) {
+    std::string id = base + "-" + digits.substr(0, len);
+    if (!by_id_.contains(id)) return id;
+  }
+  return base + "-" + digits;
+}
+
+}  // namespace wpm::inventory
