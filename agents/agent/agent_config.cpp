@@ -1,0 +1,209 @@
+#include "agents/agent/agent_config.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace wpm::agent {
+namespace {
+
+Result<void> unknown_keys(const toml::table& table, const std::set<std::string>& known, const std::string& where,
+                          const std::string& origin) {
+  for (const auto& [key, value] : table) {
+    (void)value;
+    if (!known.contains(std::string(key.str()))) {
+      return fail(ErrorCode::kInvalidRequest, fmt::format("{}: unknown key '{}{}'; known keys: {}", origin, where,
+                                                          key.str(), fmt::join(known, ", ")));
+    }
+  }
+  return {};
+}
+
+Result<std::string> read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return fail(ErrorCode::kNotFound, fmt::format("cannot read {}", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+std::string map_log_level(std::string_view level) {
+  static const std::map<std::string, std::string> kLevels = {
+      {"error", "error"}, {"severe", "error"}, {"warning", "warn"}, {"warn", "warn"},   {"info", "info"},
+      {"verbose", "debug"}, {"fine", "debug"}, {"debug", "debug"},  {"finer", "trace"}, {"finest", "trace"},
+      {"trace", "trace"},   {"off", "off"},    {"critical", "critical"}};
+  std::string lower;
+  for (char c : level) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  auto it = kLevels.find(lower);
+  return it == kLevels.end() ? "" : it->second;
+}
+
+Result<AgentConfig> parse_agent_config(std::string_view text, const std::string& origin) {
+  toml::table root;
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("cannot read {}: {} (line {})", origin, e.description(), e.source().begin.line));
+  }
+  AgentConfig c;
+  if (auto r = unknown_keys(root, {"agent", "log"}, "", origin); !r) return std::unexpected(r.error());
+  auto wrong = [&](const std::string& key, const char* expected) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("{}: key '{}' must be {}", origin, key, expected));
+  };
+  if (const auto* agent = root["agent"].as_table()) {
+    if (auto r = unknown_keys(*agent, {"endpoint", "metrics_listen", "heartbeat_s"}, "agent.", origin); !r) {
+      return std::unexpected(r.error());
+    }
+    if (const auto* n = agent->get("endpoint")) {
+      auto v = n->value<std::string>();
+      if (!v || !v->starts_with("tcp://")) return wrong("agent.endpoint", "a tcp:// endpoint");
+      c.agent_endpoint = *v;
+    }
+    if (const auto* n = agent->get("metrics_listen")) {
+      auto v = n->value<std::string>();
+      if (!v) return wrong("agent.metrics_listen", "host:port");
+      c.metrics_listen = *v;
+    }
+    if (const auto* n = agent->get("heartbeat_s")) {
+      auto v = n->value<int64_t>();
+      if (!v || *v < 1 || *v > 3600) return wrong("agent.heartbeat_s", "1..3600");
+      c.heartbeat_s = static_cast<uint32_t>(*v);
+    }
+  }
+  if (const auto* log = root["log"].as_table()) {
+    if (auto r = unknown_keys(*log, {"enabled", "append", "count", "level", "limit"}, "log.", origin); !r) {
+      return std::unexpected(r.error());
+    }
+    if (const auto* n = log->get("enabled")) {
+      auto v = n->value<bool>();
+      if (!v) return wrong("log.enabled", "true or false");
+      c.logging.enabled = *v;
+    }
+    if (const auto* n = log->get("append")) {
+      auto v = n->value<bool>();
+      if (!v) return wrong("log.append", "true or false");
+      c.logging.append = *v;
+    }
+    if (const auto* n = log->get("count")) {
+      auto v = n->value<int64_t>();
+      if (!v || *v < 1 || *v > 100) return wrong("log.count", "1..100");
+      c.logging.count = static_cast<uint32_t>(*v);
+    }
+    if (const auto* n = log->get("level")) {
+      auto v = n->value<std::string>();
+      std::string mapped = v ? map_log_level(*v) : "";
+      if (mapped.empty()) return wrong("log.level", "one of ERROR, WARNING, INFO, VERBOSE, FINE, FINER, FINEST");
+      c.logging.level = mapped;
+    }
+    if (const auto* n = log->get("limit")) {
+      auto v = n->value<int64_t>();
+      if (!v || *v < 4096) return wrong("log.limit", "a size in bytes of at least 4096");
+      c.logging.limit_bytes = static_cast<uint64_t>(*v);
+    }
+  }
+  return c;
+}
+
+Result<AgentConfig> load_agent_config(const std::string& data_dir) {
+  std::string path = data_dir + "/agent.toml";
+  auto text = read_text(path);
+  if (!text) return AgentConfig{};
+  return parse_agent_config(*text, path);
+}
+
+Result<void> write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
+  ::fchmod(fd, mode);
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
+  int saved = errno;
+  ::close(fd);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", path, std::strerror(ok ? errno : saved)));
+  }
+  return {};
+}
+
+Result<std::optional<Registration>> read_registration(const std::string& data_dir) {
+  std::string path = data_dir + "/registration.json";
+  auto text = read_text(path);
+  if (!text) return std::optional<Registration>{};
+  try {
+    auto j = nlohmann::json::parse(*text);
+    Registration r;
+    r.manager_host = j.at("managerHost").get<std::string>();
+    r.public_port = j.at("publicPort").get<uint16_t>();
+    r.channel_port = j.at("channelPort").get<uint16_t>();
+    r.manager_public_key = j.at("managerPublicKey").get<std::string>();
+    r.manager_fingerprint = j.at("managerFingerprint").get<std::string>();
+    r.system_id = j.at("systemId").get<std::string>();
+    r.registered_at_ns = j.at("registeredAtNs").get<int64_t>();
+    return std::optional<Registration>{r};
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("{} is unreadable ({}); run wpm-agent configure --force to register again", path,
+                            e.what()));
+  }
+}
+
+Result<void> write_registration(const std::string& data_dir, const Registration& r) {
+  nlohmann::json j = {{"managerHost", r.manager_host},
+                      {"publicPort", r.public_port},
+                      {"channelPort", r.channel_port},
+                      {"managerPublicKey", r.manager_public_key},
+                      {"managerFingerprint", r.manager_fingerprint},
+                      {"systemId", r.system_id},
+                      {"registeredAtNs", r.registered_at_ns}};
+  return write_file_atomic(data_dir + "/registration.json", j.dump(2) + "\n", 0600);
+}
+
+Result<void> remove_registration(const std::string& data_dir) {
+  std::string path = data_dir + "/registration.json";
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return fail(ErrorCode::kIo, fmt::format("cannot remove {}: {}", path, std::strerror(errno)));
+  }
+  return {};
+}
+
+Result<void> write_status(const std::string& data_dir, const AgentStatus& s) {
+  nlohmann::json j = {{"pid", s.pid},
+                      {"startedAtNs", s.started_at_ns},
+                      {"lastContactNs", s.last_contact_ns},
+                      {"lastError", s.last_error},
+                      {"systemId", s.system_id},
+                      {"manager", s.manager}};
+  return write_file_atomic(data_dir + "/status.json", j.dump(2) + "\n", 0644);
+}
+
+Result<AgentStatus> read_status(const std::string& data_dir) {
+  std::string path = data_dir + "/status.json";
+  auto text = read_text(path);
+  if (!text) return std::unexpected(text.error());
+  try {
+    auto j = nlohmann::json::parse(*text);
+    return AgentStatus{j.at("pid").get<int>(),
+                       j.at("startedAtNs").get<int64_t>(),
+                       j.at("lastContactNs").get<int64_t>(),
+                       j.at("lastError").get<std::string>(),
+                       j.at("systemId").get<std::string>(),
+                       j.at("manager").get<std::string>()};
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kCorruption, fmt::format("{} is unreadable: {}", path, e.what()));
+  }
+}
+
+}  // namespace wpm::agent

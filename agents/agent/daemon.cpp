@@ -1,0 +1,622 @@
+#include "agents/agent/daemon.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <signal.h>
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "agents/agent/manager_link.h"
+#include "agents/profile/profile.h"
+#include "agents/runtime/lifecycle.h"
+#include "agents/runtime/wpar_files.h"
+#include "bus/curve.h"
+#include "bus/frame.h"
+#include "schemas/agent_protocol.h"
+#include "wpm_version.h"
+
+namespace wpm::agent {
+namespace {
+
+namespace fs = std::filesystem;
+namespace ap = agentproto;
+using namespace std::chrono_literals;
+
+constexpr const char* kZapDomain = "agent-port";
+constexpr auto kManagerTimeout = 2000ms;
+constexpr size_t kForwardMessageMax = 64 * 1024;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string pid_path(const std::string& data_dir) { return data_dir + "/agent.pid"; }
+
+std::shared_ptr<spdlog::logger> make_logger(const DaemonOptions& o) {
+  std::vector<spdlog::sink_ptr> sinks;
+  const auto& l = o.config.logging;
+  if (l.enabled) {
+    std::error_code ec;
+    fs::create_directories(o.paths.data_dir + "/logs", ec);
+    try {
+      sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
+          o.paths.data_dir + "/logs/agent.log", l.limit_bytes, l.count, !l.append));
+    } catch (const spdlog::spdlog_ex& e) {
+      std::fprintf(stderr, "wpm-agent: cannot open the log file: %s\n", e.what());
+    }
+  }
+  if (o.foreground) {
+    if (std::getenv("NO_COLOR") == nullptr && ::isatty(STDERR_FILENO)) {
+      sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    } else {
+      sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    }
+  }
+  auto log = std::make_shared<spdlog::logger>("wpm-agent", sinks.begin(), sinks.end());
+  log->set_level(spdlog::level::from_str(l.level));
+  log->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %n %v");
+  log->flush_on(spdlog::level::info);
+  return log;
+}
+
+// The WPARs this agent keeps, as the manager's listing shows them.
+std::vector<ap::WparSummary> list_wpars(const AgentPaths& paths) {
+  std::vector<ap::WparSummary> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(paths.wpars_root, ec)) {
+    if (!entry.is_directory()) continue;
+    runtime::WparFiles files(paths.wpars_root, entry.path().filename().string());
+    auto spec = files.read_spec();
+    if (!spec) continue;
+    auto record = files.read_record();
+    runtime::WparState state = record ? (record->ended ? runtime::WparState::kDefined : record->state)
+                                      : runtime::WparState::kDefined;
+    out.push_back({spec->name, spec->type == runtime::WparType::kSystem ? "system" : "application",
+                   std::string(1, runtime::state_letter(state))});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return out;
+}
+
+// Re-attaches to the WPARs left running and marks those whose supervisor died
+// with the host or was killed: they are no longer active.
+void reattach(const AgentPaths& paths, spdlog::logger& log) {
+  std::error_code ec;
+  size_t running = 0, lost = 0;
+  for (const auto& entry : fs::directory_iterator(paths.wpars_root, ec)) {
+    if (!entry.is_directory()) continue;
+    runtime::WparFiles files(paths.wpars_root, entry.path().filename().string());
+    auto record = files.read_record();
+    if (!record || record->ended || record->state == runtime::WparState::kDefined) continue;
+    if (runtime::supervisor_alive(record->supervisor_pid)) {
+      ++running;
+      continue;
+    }
+    ++lost;
+    (void)files.update_record([](runtime::WparRecord& r) {
+      if (r.ended || r.state == runtime::WparState::kDefined || runtime::supervisor_alive(r.supervisor_pid)) {
+        return false;
+      }
+      r.state = runtime::WparState::kBroken;
+      r.error = "its supervisor is gone (killed, or the host restarted); remove or restart the WPAR";
+      return true;
+    });
+    log.warn("wpar_supervisor_lost wpar={} pid={}", entry.path().filename().string(), record->supervisor_pid);
+  }
+  log.info("wpars_reattached running={} lost={}", running, lost);
+}
+
+struct AgentMetrics {
+  prometheus::Gauge& uptime;
+  prometheus::Family<prometheus::Gauge>& wpars;
+  prometheus::Family<prometheus::Counter>& operations;
+  prometheus::Counter& errors;
+  prometheus::Gauge& registered;
+  prometheus::Gauge& last_contact;
+  explicit AgentMetrics(prometheus::Registry& r)
+      : uptime(prometheus::BuildGauge().Name("wpm_agent_uptime_seconds").Help("Seconds since the agent started").Register(r).Add({})),
+        wpars(prometheus::BuildGauge().Name("wpm_agent_wpars").Help("WPARs kept by this agent, by state").Register(r)),
+        operations(prometheus::BuildCounter().Name("wpm_agent_operations_total").Help("Commands run, by command and result").Register(r)),
+        errors(prometheus::BuildCounter().Name("wpm_agent_errors_total").Help("Failed manager exchanges and malformed frames").Register(r).Add({})),
+        registered(prometheus::BuildGauge().Name("wpm_agent_registered").Help("1 when registered with a manager").Register(r).Add({})),
+        last_contact(prometheus::BuildGauge().Name("wpm_agent_last_contact_timestamp_seconds").Help("When the manager last answered").Register(r).Add({})) {}
+};
+
+class Daemon {
+ public:
+  explicit Daemon(const DaemonOptions& o) : o_(o) {}
+  int run();
+
+ private:
+  Result<void> open_local_socket();
+  void refresh_registration();
+  void tick();
+  void on_agent_port();
+  void on_local_client();
+  void reap_children();
+  void update_wpar_gauges();
+
+  const DaemonOptions& o_;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t context_{1};
+  bus::CurveKeyPair keys_;
+  std::optional<Registration> registration_;
+  std::mutex registration_mutex_;  // the ZAP thread reads the pinned key
+  fs::file_time_type registration_mtime_{};
+  std::unique_ptr<ManagerSession> session_;
+  bool started_sent_ = false;
+  AgentStatus status_;
+  std::unique_ptr<zmq::socket_t> port_;
+  int local_fd_ = -1;
+  std::map<pid_t, int> children_;  // forwarded command → client connection
+  std::unique_ptr<AgentMetrics> metrics_;
+  std::map<std::string, prometheus::Gauge*> state_gauges_;
+  int64_t started_ns_ = now_ns();
+  profile::SystemProfile profile_;
+};
+
+Result<void> Daemon::open_local_socket() {
+  std::string path = socket_path(o_.paths.data_dir);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("the data directory path is too long for a socket: {}", path));
+  }
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ::unlink(path.c_str());  // a stale socket of a dead daemon (we hold the pid lock)
+  local_fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  mode_t old = ::umask(0077);  // root only, from birth
+  int rc = ::bind(local_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::umask(old);
+  if (rc != 0 || ::listen(local_fd_, 16) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot listen on {}: {}", path, std::strerror(errno)));
+  }
+  ::chmod(path.c_str(), 0600);
+  return {};
+}
+
+void Daemon::refresh_registration() {
+  std::string path = o_.paths.data_dir + "/registration.json";
+  std::error_code ec;
+  auto mtime = fs::last_write_time(path, ec);
+  if (ec) {
+    if (registration_) log_->warn("registration_removed standalone=true");
+    std::lock_guard lock(registration_mutex_);
+    registration_.reset();
+    session_.reset();
+    status_.system_id.clear();
+    status_.manager.clear();
+    metrics_->registered.Set(0);
+    return;
+  }
+  if (registration_ && mtime == registration_mtime_) return;
+  auto r = read_registration(o_.paths.data_dir);
+  if (!r || !*r) {
+    if (!r) log_->error("registration_unreadable error=\"{}\"", r.error().message);
+    return;
+  }
+  registration_mtime_ = mtime;
+  {
+    std::lock_guard lock(registration_mutex_);
+    registration_ = **r;
+  }
+  session_ = std::make_unique<ManagerSession>(context_, tcp_endpoint(registration_->manager_host,
+                                                                      registration_->channel_port),
+                                              keys_, registration_->manager_public_key);
+  started_sent_ = false;
+  status_.system_id = registration_->system_id;
+  status_.manager = tcp_endpoint(registration_->manager_host, registration_->public_port);
+  metrics_->registered.Set(1);
+  log_->info("registration_loaded system={} manager={} manager_key={}", registration_->system_id,
+             session_->endpoint(), registration_->manager_fingerprint);
+}
+
+void Daemon::tick() {
+  refresh_registration();
+  metrics_->uptime.Set(static_cast<double>(now_ns() - started_ns_) / 1e9);
+  update_wpar_gauges();
+  if (session_) {
+    auto wpars = list_wpars(o_.paths);
+    uint32_t active = static_cast<uint32_t>(std::count_if(wpars.begin(), wpars.end(), [](const auto& w) {
+      return w.state == "A";
+    }));
+    ap::ManagerRequest request;
+    if (!started_sent_) {
+      request.body = ap::Started{kVersion, profile_, static_cast<uint32_t>(wpars.size())};
+    } else {
+      request.body = ap::Heartbeat{now_ns(), static_cast<uint32_t>(wpars.size()), active};
+    }
+    auto reply = session_->call(request, kManagerTimeout);
+    if (!reply) {
+      status_.last_error = fmt::format("the manager did not answer: {}", reply.error().message);
+      metrics_->errors.Increment();
+      log_->warn("manager_unreachable endpoint={} error=\"{}\"", session_->endpoint(), reply.error().message);
+    } else if (const auto* e = std::get_if<ap::ProtocolError>(&reply->body)) {
+      status_.last_error = describe(*e);
+      metrics_->errors.Increment();
+      log_->error("manager_refused error=\"{}\"", describe(*e));
+    } else {
+      if (!started_sent_) log_->info("manager_reached system={} reported=started", status_.system_id);
+      started_sent_ = true;
+      status_.last_contact_ns = now_ns();
+      status_.last_error.clear();
+      metrics_->last_contact.Set(static_cast<double>(status_.last_contact_ns) / 1e9);
+    }
+  }
+  (void)write_status(o_.paths.data_dir, status_);
+}
+
+void Daemon::update_wpar_gauges() {
+  std::map<std::string, double> counts;
+  for (char letter : std::string("DAPFLTB")) counts[std::string(1, letter)] = 0;
+  for (const auto& w : list_wpars(o_.paths)) counts[w.state] += 1;
+  for (const auto& [state, n] : counts) {
+    auto& g = state_gauges_[state];
+    if (g == nullptr) g = &metrics_->wpars.Add({{"state", state}});
+    g->Set(n);
+  }
+}
+
+void Daemon::on_agent_port() {
+  auto got = bus::recv_message(*port_, 2, zmq::recv_flags::dontwait);
+  if (!got) return;
+  if (!*got || (*got)->size() != 2) {
+    metrics_->errors.Increment();
+    return;
+  }
+  auto& frames = **got;
+  ap::AgentReply reply;
+  auto command = ap::decode_agent_command(bus::view(frames[1]));
+  if (!command) {
+    metrics_->errors.Increment();
+    log_->warn("agent_command_malformed error=\"{}\"", command.error().message);
+    reply = ap::AgentReply{ap::peek_request_id(bus::view(frames[1])),
+                           ap::ProtocolError{ap::ErrorKind::kInvalidRequest, command.error().message}};
+  } else if (std::holds_alternative<ap::Ping>(command->body)) {
+    reply = ap::AgentReply{command->request_id, ap::Pong{status_.system_id, kVersion}};
+  } else {
+    reply = ap::AgentReply{command->request_id, list_wpars(o_.paths)};
+  }
+  std::string bytes = ap::encode(reply);
+  port_->send(frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  port_->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+}
+
+// A forwarded command: one message with the arguments (JSON) and the
+// client's stdin, stdout and stderr; answered with {"exit": N} when it ends.
+void Daemon::on_local_client() {
+  int client = ::accept4(local_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  if (client < 0) return;
+  auto refuse = [&](int code, const std::string& why) {
+    std::string m = nlohmann::json{{"exit", code}, {"error", why}}.dump();
+    (void)::send(client, m.data(), m.size(), MSG_NOSIGNAL);
+    ::close(client);
+  };
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(client, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != 0) {
+    log_->warn("local_client_refused uid={}", cred.uid);
+    return refuse(1, "only root may use wpm-agent");
+  }
+  pollfd p{client, POLLIN, 0};
+  if (::poll(&p, 1, 2000) <= 0) return refuse(1, "no command received");
+  std::string buffer(kForwardMessageMax, '\0');
+  char control[CMSG_SPACE(3 * sizeof(int))];
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = ::recvmsg(client, &msg, MSG_CMSG_CLOEXEC);
+  int fds[3] = {-1, -1, -1};
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(3 * sizeof(int))) {
+      std::memcpy(fds, CMSG_DATA(c), sizeof fds);
+    }
+  }
+  auto close_fds = [&] {
+    for (int fd : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+  std::vector<std::string> args;
+  try {
+    if (n <= 0) throw std::runtime_error("empty message");
+    buffer.resize(static_cast<size_t>(n));
+    args = nlohmann::json::parse(buffer).at("args").get<std::vector<std::string>>();
+  } catch (const std::exception& e) {
+    close_fds();
+    return refuse(2, fmt::format("malformed command: {}", e.what()));
+  }
+  if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0) {
+    close_fds();
+    return refuse(2, "malformed command: no standard streams");
+  }
+  std::error_code ec;
+  std::vector<std::string> argv = {fs::read_symlink("/proc/self/exe", ec).string(), "--data", o_.paths.data_dir};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  pid_t child = ::fork();
+  if (child == 0) {
+    for (int i = 0; i < 3; ++i) ::dup2(fds[i], i);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::setenv(kDirectEnv, "1", 1);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(127);
+  }
+  close_fds();
+  if (child < 0) return refuse(1, fmt::format("cannot run the command: {}", std::strerror(errno)));
+  std::string name = args.empty() ? "" : args.front();
+  log_->info("local_command pid={} command={}", child, name);
+  children_[child] = client;
+}
+
+void Daemon::reap_children() {
+  int status = 0;
+  pid_t done;
+  while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    auto it = children_.find(done);
+    if (it == children_.end()) continue;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::string m = nlohmann::json{{"exit", code}}.dump();
+    (void)::send(it->second, m.data(), m.size(), MSG_NOSIGNAL);
+    ::close(it->second);
+    metrics_->operations.Add({{"result", code == 0 ? "ok" : "failed"}}).Increment();
+    children_.erase(it);
+  }
+}
+
+int Daemon::run() {
+  log_ = make_logger(o_);
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGCHLD, SIGHUP}) sigaddset(&signals, s);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  int sfd = ::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
+
+  auto keys = bus::load_or_create_curve_keys(o_.paths.data_dir + "/keys", "agent");
+  if (!keys) {
+    log_->error("agent_keys_failed error=\"{}\"", keys.error().message);
+    std::fprintf(stderr, "wpm-agent: %s\n", keys.error().message.c_str());
+    return 1;
+  }
+  keys_ = *keys;
+  auto registry = std::make_shared<prometheus::Registry>();
+  metrics_ = std::make_unique<AgentMetrics>(*registry);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(o_.config.metrics_listen, 1);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "wpm-agent: cannot listen for metrics on %s: %s; set [agent] metrics_listen in %s/agent.toml "
+                 "(port 0 picks one)\n", o_.config.metrics_listen.c_str(), e.what(), o_.paths.data_dir.c_str());
+    return 1;
+  }
+  exposer->RegisterCollectable(registry);
+  auto ports = exposer->GetListeningPorts();
+  std::string metrics_url = fmt::format("http://{}:{}/metrics",
+                                        o_.config.metrics_listen.substr(0, o_.config.metrics_listen.rfind(':')),
+                                        ports.empty() ? 0 : ports.front());
+
+  // Only the pinned manager key may use the agent port.
+  bus::ZapHandler zap(context_, [this](const std::string& domain, const std::string& address,
+                                       const std::string& key) -> std::optional<std::string> {
+    std::lock_guard lock(registration_mutex_);
+    if (domain == kZapDomain && registration_ && key == registration_->manager_public_key) return "manager";
+    log_->warn("agent_port_refused address={} key_fingerprint={}", address, bus::key_fingerprint(key));
+    return std::nullopt;
+  });
+  metrics_->registered.Set(0);
+  refresh_registration();
+  std::string endpoint = o_.config.agent_endpoint;
+  try {
+    port_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+    bus::apply_defaults(*port_);
+    port_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(ap::kAgentFrameBytesMax));
+    bus::make_curve_server(*port_, keys_, kZapDomain);
+    port_->bind(bus::bind_spelling(endpoint));
+  } catch (const zmq::error_t& e) {
+    std::fprintf(stderr, "wpm-agent: cannot listen on the agent port %s: %s; another program may use it: choose "
+                 "another with [agent] endpoint in %s/agent.toml, or wpm-agent configure --agentport\n",
+                 endpoint.c_str(), e.what(), o_.paths.data_dir.c_str());
+    return 1;
+  }
+  std::string bound = bus::last_endpoint(*port_);
+  if (auto r = open_local_socket(); !r) {
+    std::fprintf(stderr, "wpm-agent: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  profile::CollectOptions collect;
+  profile_ = profile::collect_profile(collect);
+  profile_.agent_version = kVersion;
+  reattach(o_.paths, *log_);
+
+  status_.pid = ::getpid();
+  status_.started_at_ns = started_ns_;
+  std::string endpoints = fmt::format("agent={}\nmetrics={}\nsocket={}\n", bound, metrics_url,
+                                      socket_path(o_.paths.data_dir));
+  if (auto r = write_file_atomic(o_.paths.data_dir + "/endpoints", endpoints, 0644); !r) {
+    std::fprintf(stderr, "wpm-agent: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  log_->info("agent_ready version={} data={} agent_port={} metrics={} registered={} system={}", kVersion,
+             o_.paths.data_dir, bound, metrics_url, registration_.has_value(), status_.system_id);
+  if (o_.foreground) {
+    std::printf("wpm-agent %s serving %s\n  agent port (CURVE): %s\n  metrics:            %s\n  local socket:       %s\n"
+                "  manager:            %s\n",
+                kVersion, o_.paths.data_dir.c_str(), bound.c_str(), metrics_url.c_str(),
+                socket_path(o_.paths.data_dir).c_str(),
+                registration_ ? status_.manager.c_str() : "none (standalone; run wpm-agent configure)");
+    std::fflush(stdout);
+  }
+
+  auto next_tick = std::chrono::steady_clock::now();
+  while (true) {
+    auto now = std::chrono::steady_clock::now();
+    if (now >= next_tick) {
+      tick();
+      next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(o_.config.heartbeat_s);
+    }
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - std::chrono::steady_clock::now());
+    zmq::pollitem_t items[] = {{port_->handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, local_fd_, ZMQ_POLLIN, 0},
+                               {nullptr, sfd, ZMQ_POLLIN, 0}};
+    bus::poll(items, 3, std::max(wait, 0ms));
+    if (items[0].revents & ZMQ_POLLIN) on_agent_port();
+    if (items[1].revents & ZMQ_POLLIN) on_local_client();
+    if (items[2].revents & ZMQ_POLLIN) {
+      signalfd_siginfo info{};
+      bool stop = false;
+      while (::read(sfd, &info, sizeof info) == sizeof info) {
+        if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) stop = true;
+        if (info.ssi_signo == SIGHUP) next_tick = std::chrono::steady_clock::now();  // re-read now
+      }
+      reap_children();
+      if (stop) break;
+    }
+  }
+  log_->info("agent_stopping running_commands={}", children_.size());
+  // WPARs keep running: they belong to their supervisors, not to the agent.
+  ::unlink(socket_path(o_.paths.data_dir).c_str());
+  for (auto& [pid, fd] : children_) ::close(fd);
+  status_.pid = 0;
+  (void)write_status(o_.paths.data_dir, status_);
+  port_.reset();
+  return 0;
+}
+
+}  // namespace
+
+std::string socket_path(const std::string& data_dir) { return data_dir + "/agent.sock"; }
+
+int running_daemon_pid(const std::string& data_dir) {
+  int fd = ::open(pid_path(data_dir).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  int pid = 0;
+  if (::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    if (n > 0) pid = std::atoi(buf);
+    if (pid <= 0) pid = -1;  // locked but unreadable: some daemon runs
+  }
+  ::close(fd);
+  return pid;
+}
+
+int run_daemon(const DaemonOptions& options) {
+  std::error_code ec;
+  fs::create_directories(options.paths.data_dir, ec);
+  // The pid file, locked while the daemon lives: one daemon per data directory.
+  int fd = ::open(pid_path(options.paths.data_dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    std::fprintf(stderr, "wpm-agent: cannot open %s: %s\n", pid_path(options.paths.data_dir).c_str(),
+                 std::strerror(errno));
+    return 1;
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(stderr, "wpm-agent: another wpm-agent runs on %s (pid %d); stop it with wpm-agent stop\n",
+                 options.paths.data_dir.c_str(), running_daemon_pid(options.paths.data_dir));
+    return 1;
+  }
+  std::string pid = fmt::format("{}\n", ::getpid());
+  (void)!::ftruncate(fd, 0);
+  (void)!::pwrite(fd, pid.data(), pid.size(), 0);
+  Daemon daemon(options);
+  int rc = daemon.run();
+  (void)!::ftruncate(fd, 0);
+  ::close(fd);
+  return rc;
+}
+
+std::optional<int> forward_to_daemon(const std::string& data_dir, const std::vector<std::string>& args) {
+  std::string path = socket_path(data_dir);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return std::nullopt;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    ::close(fd);
+    if (err == EACCES || err == EPERM) {
+      std::fprintf(stderr, "wpm-agent: only root may use the agent on %s; run it as root\n", data_dir.c_str());
+      return 1;
+    }
+    return std::nullopt;  // no daemon: the caller runs the command itself
+  }
+  std::string body = nlohmann::json{{"args", args}}.dump();
+  if (body.size() > kForwardMessageMax) {
+    ::close(fd);
+    std::fprintf(stderr, "wpm-agent: the command line is too long (%zu bytes)\n", body.size());
+    return 2;
+  }
+  int fds[3] = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
+  char control[CMSG_SPACE(sizeof fds)] = {};
+  iovec iov{body.data(), body.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof fds);
+  std::memcpy(CMSG_DATA(c), fds, sizeof fds);
+  if (::sendmsg(fd, &msg, MSG_NOSIGNAL) < 0) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  // Interrupting this client leaves the command to finish in the daemon.
+  char reply[4096];
+  ssize_t n;
+  do {
+    n = ::recv(fd, reply, sizeof reply, 0);
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) {
+    std::fprintf(stderr, "wpm-agent: the agent daemon on %s stopped before the command ended; check with "
+                 "wpm-agent lswpar\n", data_dir.c_str());
+    return 1;
+  }
+  try {
+    auto j = nlohmann::json::parse(std::string_view(reply, static_cast<size_t>(n)));
+    if (j.contains("error")) std::fprintf(stderr, "wpm-agent: %s\n", j["error"].get<std::string>().c_str());
+    return j.at("exit").get<int>();
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "wpm-agent: unreadable answer from the agent daemon\n");
+    return 1;
+  }
+}
+
+}  // namespace wpm::agent

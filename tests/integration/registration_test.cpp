@@ -1,0 +1,320 @@
+// Agent registration and the agent channel (DESIGN.md §8): wpmd and
+// wpm-agent as real processes on loopback, CURVE with the ZAP allow-list.
+
+#include <gtest/gtest.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "bus/curve.h"
+#include "bus/frame.h"
+#include "schemas/agent_protocol.h"
+#include "tests/support/process.h"
+
+namespace wpm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+namespace ap = agentproto;
+
+constexpr const char* kPassword = "correct horse battery staple";
+
+class Registration : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::ofstream(dir_ / "password") << kPassword << "\n";
+    std::ofstream(dir_ / "wrong") << "not the password\n";
+  }
+  void TearDown() override {
+    for (const auto& data : started_) run({bin("wpm-agent"), "--data", data, "stop"});
+  }
+
+  std::unique_ptr<Wpmd> start_wpmd(std::vector<std::string> extra = {}, bool with_password = true) {
+    Wpmd::Options o;
+    o.data_dir = dir_ / "wpmd";
+    o.extra_args = std::move(extra);
+    if (with_password) o.extra_args.insert(o.extra_args.end(), {"--registration-password-file", dir_ / "password"});
+    auto w = std::make_unique<Wpmd>(o);
+    EXPECT_TRUE(w->start()) << w->log();
+    return w;
+  }
+  static std::string port_of(const std::string& endpoint) { return endpoint.substr(endpoint.rfind(':') + 1); }
+
+  RunResult configure(const Wpmd& w, const std::string& data, const std::string& password_file,
+                      std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {bin("wpm-agent"), "--data",   data,          "configure",   "--manager",
+                                     "127.0.0.1",      "--pubport", port_of(w.agent_public()), "--agentport", "0",
+                                     "--password-file", password_file};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run(argv, 30s);
+  }
+  RunResult agent(const std::string& data, std::vector<std::string> args) {
+    std::vector<std::string> argv = {bin("wpm-agent"), "--data", data};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, 30s);
+  }
+  RunResult start_agent(const std::string& data) {
+    started_.push_back(data);
+    return agent(data, {"start", "--agent-endpoint", "tcp://127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
+  }
+
+  // Every event of the log, as JSON.
+  std::vector<nlohmann::json> events(const Wpmd& w) {
+    std::vector<nlohmann::json> out;
+    auto dump = wpm(w, {"log", "dump", "-o", "json"});
+    std::istringstream lines(dump.out);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+    }
+    return out;
+  }
+  static size_t count_type(const std::vector<nlohmann::json>& events, const std::string& type) {
+    return static_cast<size_t>(std::count_if(events.begin(), events.end(),
+                                             [&](const auto& e) { return e["type"] == type; }));
+  }
+
+  // One request on the agent channel with `keys`; nothing when the handshake
+  // is refused (no reply within the deadline).
+  std::optional<ap::ManagerReply> channel_call(const std::string& endpoint, const std::string& manager_key,
+                                               const bus::CurveKeyPair& keys, const ap::ManagerRequest& request) {
+    zmq::socket_t dealer(context_, zmq::socket_type::dealer);
+    dealer.set(zmq::sockopt::linger, 0);
+    bus::make_curve_client(dealer, keys, manager_key);
+    dealer.connect(endpoint);
+    std::string bytes = ap::encode(request);
+    dealer.send(zmq::buffer(bytes), zmq::send_flags::none);
+    zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
+    if (bus::poll(&item, 1, 1500ms) <= 0) return std::nullopt;
+    zmq::message_t frame;
+    if (!dealer.recv(frame)) return std::nullopt;
+    auto reply = ap::decode_manager_reply(bus::view(frame));
+    EXPECT_TRUE(reply) << reply.error().message;
+    return reply ? std::optional(*reply) : std::nullopt;
+  }
+  std::string manager_public_key(const Wpmd& w) {
+    auto keys = bus::load_curve_keys(w.data_dir() + "/keys", "manager");
+    EXPECT_TRUE(keys);
+    return keys ? keys->public_key : "";
+  }
+
+  TempDir dir_{"wpm-registration"};
+  zmq::context_t context_{1};
+  std::vector<std::string> started_;
+};
+
+TEST_F(Registration, AWrongPasswordIsRefusedAndLoggedWithoutThePassword) {
+  auto w = start_wpmd();
+  auto r = configure(*w, dir_ / "a1", dir_ / "wrong");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("wrong registration password"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "a1/registration.json"));
+  auto log = events(*w);
+  ASSERT_EQ(count_type(log, "registrationRejected"), 1u);
+  EXPECT_EQ(count_type(log, "systemRegistered"), 0u);
+  auto rejected = std::find_if(log.begin(), log.end(), [](const auto& e) { return e["type"] == "registrationRejected"; });
+  EXPECT_EQ((*rejected)["payload"]["registrationRejected"]["address"], "127.0.0.1");
+  EXPECT_EQ((*rejected)["payload"]["registrationRejected"]["reason"], "wrong registration password");
+  EXPECT_EQ(log.front().dump().find("not the password"), std::string::npos);
+  EXPECT_EQ(read_file(w->data_dir() + "/registration.hash").find(kPassword), std::string::npos)
+      << "only a salted hash is stored";
+}
+
+TEST_F(Registration, RepeatedWrongPasswordsBecomeOneEventAndThenRateLimited) {
+  auto w = start_wpmd();
+  for (int i = 0; i < 12; ++i) (void)configure(*w, dir_ / "a1", dir_ / "wrong");
+  auto r = configure(*w, dir_ / "a1", dir_ / "password");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("too many refused registrations"), std::string::npos) << r.err;
+  EXPECT_EQ(count_type(events(*w), "registrationRejected"), 1u) << "the rest wait for the window to close";
+}
+
+TEST_F(Registration, TheRightPasswordRegistersWithTheProfileAndKey) {
+  auto w = start_wpmd();
+  auto r = configure(*w, dir_ / "a1", dir_ / "password", {"--manager-key", w->manager_key()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("(matches)"), std::string::npos);
+  auto registration = nlohmann::json::parse(read_file(dir_ / "a1/registration.json"));
+  auto log = events(*w);
+  ASSERT_EQ(count_type(log, "systemRegistered"), 1u);
+  const auto& reg = std::find_if(log.begin(), log.end(), [](const auto& e) {
+                      return e["type"] == "systemRegistered";
+                    })->at("payload")["systemRegistered"];
+  EXPECT_EQ(reg["systemId"], registration["systemId"]);
+  auto agent_keys = bus::load_curve_keys(dir_ / "a1/keys", "agent");
+  ASSERT_TRUE(agent_keys);
+  EXPECT_EQ(reg["publicKey"], agent_keys->public_key);
+  utsname u{};
+  ::uname(&u);
+  EXPECT_EQ(reg["profile"]["kernelVersion"], u.release);
+  // Again without --force: refused, nothing new recorded.
+  auto again = configure(*w, dir_ / "a1", dir_ / "password");
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("--force"), std::string::npos);
+}
+
+TEST_F(Registration, AManagerKeyThatDoesNotMatchIsRefused) {
+  auto w = start_wpmd();
+  auto r = configure(*w, dir_ / "a1", dir_ / "password", {"--manager-key", "sha256:00112233445566778899aabbccddeeff"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("does not match --manager-key"), std::string::npos) << r.err;
+  EXPECT_EQ(count_type(events(*w), "systemRegistered"), 0u);
+}
+
+TEST_F(Registration, WithoutARegistrationPasswordRegistrationsAreRefusedWithTheFix) {
+  auto w = start_wpmd({}, false);
+  auto r = configure(*w, dir_ / "a1", dir_ / "password");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--registration-password-file"), std::string::npos) << r.err;
+}
+
+TEST_F(Registration, AnUnreachableManagerIsReportedClearly) {
+  auto r = run({bin("wpm-agent"), "--data", dir_ / "a1", "configure", "--manager", "127.0.0.1", "--pubport", "1",
+                "--agentport", "0", "--password-file", dir_ / "password"},
+               30s);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot reach the manager"), std::string::npos) << r.err;
+}
+
+TEST_F(Registration, AnUnregisteredKeyIsRefusedOnTheAgentChannelAlsoAfterRestart) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  auto registered = bus::load_curve_keys(dir_ / "a1/keys", "agent");
+  auto stranger = bus::generate_curve_keys();
+  ASSERT_TRUE(registered && stranger);
+  std::string manager_key = manager_public_key(*w);
+  ap::ManagerRequest beat{7, ap::Heartbeat{1, 0, 0}};
+  auto ok = channel_call(w->agent_channel(), manager_key, *registered, beat);
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(std::holds_alternative<ap::Ack>(ok->body));
+  EXPECT_FALSE(channel_call(w->agent_channel(), manager_key, *stranger, beat)) << "refused at the handshake";
+
+  ASSERT_EQ(w->stop(), 0);
+  ASSERT_TRUE(w->start()) << w->log();
+  EXPECT_EQ(manager_public_key(*w), manager_key) << "the manager keeps its key";
+  auto after = channel_call(w->agent_channel(), manager_key, *registered, beat);
+  ASSERT_TRUE(after) << "the allow-list was rebuilt from the log";
+  EXPECT_TRUE(std::holds_alternative<ap::Ack>(after->body));
+  EXPECT_FALSE(channel_call(w->agent_channel(), manager_key, *stranger, beat));
+  auto metrics = http_get(w->metrics());
+  EXPECT_EQ(metric_value(metrics, "wpm_agents_registered"), 1.0);
+}
+
+TEST_F(Registration, TheDaemonReportsItsStartAndHeartbeatsAndStatusSaysSo) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  auto started = start_agent(dir_ / "a1");
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::string status;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        status = agent(dir_ / "a1", {"status", "-o", "json"}).out;
+        return status.find("\"lastContactNs\":0") == std::string::npos && status.find("lastContactNs") != std::string::npos;
+      },
+      10s))
+      << status;
+  auto j = nlohmann::json::parse(status);
+  EXPECT_TRUE(j["running"].get<bool>());
+  EXPECT_TRUE(j["registered"].get<bool>());
+  EXPECT_EQ(j["lastError"], "");
+  EXPECT_NE(w->log().find("agent_started system="), std::string::npos) << w->log();
+  auto table = agent(dir_ / "a1", {"status"});
+  EXPECT_EQ(table.exit_code, 0);
+  EXPECT_NE(table.out.find("registered:   yes"), std::string::npos) << table.out;
+  // Its own metrics.
+  auto endpoints = read_key_values(dir_ / "a1/endpoints");
+  auto metrics = http_get(endpoints["metrics"]);
+  EXPECT_TRUE(metric_value(metrics, "wpm_agent_uptime_seconds").has_value()) << metrics;
+  EXPECT_EQ(metric_value(metrics, "wpm_agent_registered"), 1.0);
+  EXPECT_TRUE(metric_value(metrics, "wpm_agent_wpars{state=\"A\"}").has_value()) << metrics;
+  ASSERT_EQ(agent(dir_ / "a1", {"stop"}).exit_code, 0);
+  EXPECT_EQ(agent(dir_ / "a1", {"status"}).exit_code, 3);
+}
+
+TEST_F(Registration, AnUnconfiguredAgentRunsStandaloneAndRegistersOnceConfigured) {
+  auto w = start_wpmd();
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  auto st = agent(dir_ / "a1", {"status"});
+  EXPECT_EQ(st.exit_code, 0);
+  EXPECT_NE(st.out.find("registered:   no"), std::string::npos) << st.out;
+  auto ls = agent(dir_ / "a1", {"lswpar"});
+  EXPECT_EQ(ls.exit_code, 0) << "local commands work standalone, through the daemon: " << ls.err;
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  EXPECT_TRUE(wait_until([&] { return w->log().find("agent_started system=") != std::string::npos; }, 10s))
+      << w->log();
+}
+
+TEST_F(Registration, TheAgentPortAnswersOnlyTheManagerAndMalformedCommandsGetAnError) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  std::string endpoint = read_key_values(dir_ / "a1/endpoints")["agent"];
+  endpoint = "tcp://127.0.0.1:" + endpoint.substr(endpoint.rfind(':') + 1);
+  auto agent_key = bus::load_curve_keys(dir_ / "a1/keys", "agent");
+  auto manager = bus::load_curve_keys(w->data_dir() + "/keys", "manager");
+  auto stranger = bus::generate_curve_keys();
+  ASSERT_TRUE(agent_key && manager && stranger);
+  auto call = [&](const bus::CurveKeyPair& keys, const std::string& bytes) -> std::optional<ap::AgentReply> {
+    zmq::socket_t dealer(context_, zmq::socket_type::dealer);
+    dealer.set(zmq::sockopt::linger, 0);
+    bus::make_curve_client(dealer, keys, agent_key->public_key);
+    dealer.connect(endpoint);
+    dealer.send(zmq::buffer(bytes), zmq::send_flags::none);
+    zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
+    if (bus::poll(&item, 1, 1500ms) <= 0) return std::nullopt;
+    zmq::message_t frame;
+    if (!dealer.recv(frame)) return std::nullopt;
+    auto reply = ap::decode_agent_reply(bus::view(frame));
+    return reply ? std::optional(*reply) : std::nullopt;
+  };
+  auto pong = call(*manager, ap::encode(ap::AgentCommand{3, ap::Ping{}}));
+  ASSERT_TRUE(pong);
+  ASSERT_TRUE(std::holds_alternative<ap::Pong>(pong->body));
+  EXPECT_EQ(pong->request_id, 3u);
+  auto garbage = call(*manager, std::string(24, '\x7f'));
+  ASSERT_TRUE(garbage) << "a malformed command still gets an answer";
+  ASSERT_TRUE(std::holds_alternative<ap::ProtocolError>(garbage->body));
+  EXPECT_EQ(std::get<ap::ProtocolError>(garbage->body).kind, ap::ErrorKind::kInvalidRequest);
+  EXPECT_FALSE(call(*stranger, ap::encode(ap::AgentCommand{4, ap::Ping{}}))) << "only the pinned manager key";
+  // The agent keeps serving.
+  EXPECT_TRUE(call(*manager, ap::encode(ap::AgentCommand{5, ap::ListWpars{}})));
+}
+
+TEST_F(Registration, TwoAgentsRegisterSideBySideUnderDistinctIds) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  ASSERT_EQ(configure(*w, dir_ / "a2", dir_ / "password").exit_code, 0);
+  auto id1 = nlohmann::json::parse(read_file(dir_ / "a1/registration.json"))["systemId"];
+  auto id2 = nlohmann::json::parse(read_file(dir_ / "a2/registration.json"))["systemId"];
+  EXPECT_NE(id1, id2);
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  ASSERT_EQ(start_agent(dir_ / "a2").exit_code, 0);
+  EXPECT_NE(read_key_values(dir_ / "a1/endpoints")["agent"], read_key_values(dir_ / "a2/endpoints")["agent"]);
+}
+
+TEST_F(Registration, ForceUnregistersFromTheOldManagerAndRegistersAgain) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  auto r = configure(*w, dir_ / "a1", dir_ / "password", {"--force"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("unregistered"), std::string::npos) << r.out;
+  auto log = events(*w);
+  EXPECT_EQ(count_type(log, "systemRemoved"), 1u);
+  EXPECT_EQ(count_type(log, "systemRegistered"), 2u);
+}
+
+TEST_F(Registration, UsageErrorsExitWithTheirDocumentedCodes) {
+  EXPECT_EQ(run({bin("wpm-agent"), "--data", dir_ / "a1", "configure"}).exit_code, 2) << "--manager is required";
+  EXPECT_EQ(run({bin("wpm-agent"), "--data", dir_ / "a1", "no-such-command"}).exit_code, 2);
+  EXPECT_EQ(run({bin("wpm-agent"), "--data", dir_ / "a1", "chkptwpar"}).exit_code, 1) << "the seed's code";
+  EXPECT_EQ(run({bin("wpmd"), "--no-such-flag"}).exit_code, 2);
+  EXPECT_EQ(run({bin("wpm-agent"), "--data", dir_ / "a1", "status"}).exit_code, 3) << "not running";
+}
+
+}  // namespace
+}  // namespace wpm::testing
