@@ -33,6 +33,7 @@ test: build
 bench: build
 	./$(BUILD)/bin/wpm-bench-store
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
+	bash tests/bench/agent_bench.sh $(BUILD)
 
 # Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate folder.
 check: deps
