@@ -5,13 +5,16 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "agents/checkpoint/cooperative.h"
+#include "agents/runtime/capabilities.h"
 #include "agents/runtime/lifecycle.h"
 #include "agents/runtime/supervisor.h"
+#include "agents/runtime/system_fs.h"
+#include "agents/runtime/system_wpar.h"
 #include "schemas/hash.h"
 
 namespace wpm::agent {
@@ -57,38 +60,85 @@ json wpar_json(const runtime::WparSpec& s, const runtime::WparRecord& r) {
 
 // ---- the commands ------------------------------------------------------------------------
 
+// What wparexec and mkwpar share.
 struct ExecOptions {
   std::string name;
   bool checkpointable = false;
   runtime::ResourceLimits limits;
+  std::string capabilities;  // --capabilities: a set or +/- edits of the default
   std::vector<std::string> command;
 };
 
-int wparexec(const AgentPaths& p, const ExecOptions& o) {
+// The spec of a new WPAR, or the exit code of why not (printed).
+std::expected<runtime::WparSpec, int> new_spec(const AgentPaths& p, const ExecOptions& o,
+                                               runtime::WparType type) {
   if (!valid_name(o.name)) {
-    return error(kUsage, fmt::format("'{}' is not a valid WPAR name: use 1-63 letters, digits, '-', "
-                                     "'_' or '.'",
-                                     o.name));
+    return std::unexpected(
+        error(kUsage, fmt::format("'{}' is not a valid WPAR name: use 1-63 letters, "
+                                  "digits, '-', '_' or '.'",
+                                  o.name)));
   }
-  if (o.command.empty()) return error(kUsage, "no command given; put it after --");
-  runtime::WparFiles files(p.wpars_root, o.name);
-  if (fs::exists(files.spec_path())) {
-    return error(kFailed, fmt::format("WPAR {} already exists on this host; remove it with `wpm-agent "
-                                      "rmwpar {}` or choose another name",
-                                      o.name, o.name));
+  if (fs::exists(runtime::WparFiles(p.wpars_root, o.name).spec_path())) {
+    return std::unexpected(
+        error(kFailed, fmt::format("WPAR {} already exists on this host; remove it "
+                                   "with `wpm-agent rmwpar {}` or choose another name",
+                                   o.name, o.name)));
   }
+  auto host = runtime::host_bounding_set();
+  if (!host) return std::unexpected(error(kFailed, host.error().message));
+  auto caps = runtime::resolve_capabilities(o.capabilities, *host);
+  if (!caps) return std::unexpected(error(caps.error().exit_code, caps.error().message));
   runtime::WparSpec spec;
   spec.name = o.name;
-  spec.type = runtime::WparType::kApplication;
+  spec.type = type;
   spec.command = o.command;
   spec.limits = o.limits;
   spec.checkpointable = o.checkpointable;
+  // The default set stays "default" (resolved where it starts); a chosen set is stored.
+  if (!o.capabilities.empty()) spec.capabilities = *caps;
   if (o.checkpointable) spec.env["WPM_STATE_DIR"] = checkpoint::trigger_dir(p.wpars_root, o.name);
+  return spec;
+}
+
+int write_new(const AgentPaths& p, const runtime::WparSpec& spec) {
+  runtime::WparFiles files(p.wpars_root, spec.name);
   if (auto r = files.create_dir(); !r) return error(kFailed, r.error().message);
   if (auto r = files.write_spec(spec); !r) return error(kFailed, r.error().message);
+  return kOk;
+}
+
+int wparexec(const AgentPaths& p, const ExecOptions& o) {
+  if (o.command.empty()) return error(kUsage, "no command given; put it after --");
+  auto spec = new_spec(p, o, runtime::WparType::kApplication);
+  if (!spec) return spec.error();
+  if (int rc = write_new(p, *spec)) return rc;
   auto started = runtime::start_supervisor(launch_of(p, o.name));
   if (!started) return error(kFailed, fmt::format("WPAR {} did not start: {}", o.name, started.error().message));
   std::printf("WPAR %s is running: pid %d\n", o.name.c_str(), started->workload_pid);
+  return kOk;
+}
+
+struct SystemOptions {
+  ExecOptions exec;
+  std::string hostname;
+  uint32_t stop_timeout_s = 10;
+  bool start = false;
+};
+
+int startwpar(const AgentPaths& p, const std::string& name);
+
+int mkwpar(const AgentPaths& p, const SystemOptions& o) {
+  auto spec = new_spec(p, o.exec, runtime::WparType::kSystem);
+  if (!spec) return spec.error();
+  spec->hostname = o.hostname;
+  spec->stop_timeout_s = o.stop_timeout_s;
+  bool preserved = fs::exists(
+      runtime::SystemFsPaths::of(runtime::WparFiles(p.wpars_root, o.exec.name).dir()).upper);
+  if (int rc = write_new(p, *spec)) return rc;
+  if (preserved) std::printf("WPAR %s reuses its preserved file systems\n", o.exec.name.c_str());
+  if (o.start) return startwpar(p, o.exec.name);
+  std::printf("WPAR %s is defined; start it with `wpm-agent startwpar %s`\n", o.exec.name.c_str(),
+              o.exec.name.c_str());
   return kOk;
 }
 
@@ -161,17 +211,68 @@ int stopwpar(const AgentPaths& p, const std::string& name, bool force) {
   return kOk;
 }
 
-int rmwpar(const AgentPaths& p, const std::string& name) {
+int startwpar(const AgentPaths& p, const std::string& name) {
+  runtime::WparSpec spec;
+  runtime::WparRecord record;
+  if (int rc = load(p, name, runtime::Operation::kStart, spec, record)) return rc;
+  auto started = runtime::start_supervisor(launch_of(p, name));
+  if (!started)
+    return error(kFailed, fmt::format("WPAR {} did not start: {}", name, started.error().message));
+  std::printf("WPAR %s is active: init pid %d\n", name.c_str(), started->workload_pid);
+  return kOk;
+}
+
+// rmwpar -p keeps a system WPAR's file systems (DIR/fs: its root's upper
+// layer, /tmp and /home) and removes everything else, the definition
+// included; `mkwpar` of the same name later picks them up again.
+int rmwpar(const AgentPaths& p, const std::string& name, bool preserve) {
   runtime::WparSpec spec;
   runtime::WparRecord record;
   if (int rc = load(p, name, runtime::Operation::kRemove, spec, record)) return rc;
   if (effective_state(record) == WparState::kActive) {
     if (int rc = stopwpar(p, name, false)) return rc;
   }
+  fs::path dir = runtime::WparFiles(p.wpars_root, name).dir();
   std::error_code ec;
-  fs::remove_all(runtime::WparFiles(p.wpars_root, name).dir(), ec);
-  if (ec) return error(kFailed, fmt::format("cannot remove WPAR {}: {}", name, ec.message()));
+  if (!preserve) {
+    fs::remove_all(dir, ec);
+  } else {
+    fs::remove(dir / "spec.json", ec);  // first: without it the WPAR is gone
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (e.path().filename() != "fs") fs::remove_all(e.path(), ec);
+      if (ec) break;
+    }
+  }
+  if (ec)
+    return error(kFailed,
+                 fmt::format("cannot remove WPAR {} ({}): {}", name, dir.string(), ec.message()));
   return kOk;
+}
+
+// clogin's own failures; the command's exit code otherwise.
+constexpr int kLoginFailed = 125;
+
+int clogin(const AgentPaths& p, const std::string& name, const std::vector<std::string>& command) {
+  runtime::WparFiles files(p.wpars_root, name);
+  auto spec = files.read_spec();
+  if (!spec)
+    return error(kNotFound,
+                 fmt::format("unknown WPAR {}; list them with `wpm-agent lswpar`", name));
+  auto record = files.read_record().value_or(runtime::WparRecord{});
+  if (effective_state(record) != WparState::kActive ||
+      !runtime::supervisor_alive(record.supervisor_pid)) {
+    return error(kLoginFailed, fmt::format("WPAR {} is not active ({}); start it with `wpm-agent "
+                                           "startwpar {}`",
+                                           name, state_name(effective_state(record)), name));
+  }
+  auto host = runtime::host_bounding_set();
+  if (!host) return error(kLoginFailed, host.error().message);
+  auto caps = runtime::wpar_capabilities(spec->capabilities, *host);
+  if (!caps) return error(kLoginFailed, caps.error().message);
+  auto rc = runtime::login(runtime::LoginRequest{*spec, record, p.cgroup_of(name), command, *caps});
+  if (!rc)
+    return error(kLoginFailed, fmt::format("cannot enter WPAR {}: {}", name, rc.error().message));
+  return *rc;
 }
 
 int report(const checkpoint::Failure& f) { return error(f.exit_code, f.message); }
@@ -242,6 +343,63 @@ int killwpar(const AgentPaths& p, const std::string& name) {
   return kOk;
 }
 
+// Resource limits as options; 0 means "not set".
+struct LimitOptions {
+  uint64_t shares = 0, cpu = 0, mem = 0, procs = 0;
+  void add_to(CLI::App& cmd) {
+    cmd.add_option("--cpu-shares", shares, "relative CPU weight (2..262144)");
+    cmd.add_option("--cpu-limit", cpu, "hard CPU cap, percent of one CPU");
+    cmd.add_option("--memory", mem, "memory limit in bytes");
+    cmd.add_option("--max-processes", procs, "process limit");
+  }
+  runtime::ResourceLimits limits() const {
+    runtime::ResourceLimits l;
+    if (shares) l.cpu_shares = shares;
+    if (cpu) l.cpu_limit_percent = static_cast<uint32_t>(cpu);
+    if (mem) l.memory_bytes = mem;
+    if (procs) l.max_processes = procs;
+    return l;
+  }
+};
+
+constexpr char kCapabilitiesHelp[] =
+    "capability set: cap_a,cap_b,… (exactly these), +cap_x,-cap_y (edits of the default), none "
+    "or all; default: chown, dac_override, fowner, fsetid, kill, setgid, setuid, setpcap, "
+    "net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap (within the host's "
+    "bounding set)";
+
+void add_system_commands(CLI::App& app, const AgentPaths& paths, int& exit_code) {
+  auto* mk = app.add_subcommand("mkwpar", "create a system WPAR (Defined; -s also starts it)");
+  static SystemOptions m;
+  static LimitOptions mk_limits;
+  mk->add_option("-n,--name", m.exec.name, "WPAR name")->required();
+  mk->add_flag("-c,--checkpoint", m.exec.checkpointable, "enable checkpoint (cooperative)");
+  mk->add_option("--hostname", m.hostname, "hostname inside the WPAR (default: its name)");
+  mk->add_option("--capabilities", m.exec.capabilities, kCapabilitiesHelp);
+  mk->add_option("--stop-timeout", m.stop_timeout_s,
+                 "seconds a graceful stop waits before it forces (default 10)");
+  mk->add_flag("-s,--start", m.start, "start the WPAR once created");
+  mk_limits.add_to(*mk);
+  mk->add_option("command", m.exec.command, "optional command the WPAR's init runs, after --");
+  mk->callback([&] {
+    m.exec.limits = mk_limits.limits();
+    exit_code = mkwpar(paths, m);
+  });
+
+  auto* start = app.add_subcommand("startwpar", "start a defined system WPAR");
+  static std::string start_name;
+  start->add_option("name", start_name, "WPAR name")->required();
+  start->callback([&] { exit_code = startwpar(paths, start_name); });
+
+  auto* login = app.add_subcommand("clogin", "run a shell or a command inside a running WPAR");
+  static std::string login_name;
+  static std::vector<std::string> login_command;
+  login->add_option("name", login_name, "WPAR name")->required();
+  login->add_option("command", login_command,
+                    "the command and its arguments, after -- (default /bin/sh)");
+  login->callback([&] { exit_code = clogin(paths, login_name, login_command); });
+}
+
 }  // namespace
 
 AgentPaths AgentPaths::from_data_dir(const std::string& data_dir) {
@@ -270,21 +428,17 @@ int usage_exit_code(const std::string& name) {
 void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& format, int& exit_code) {
   auto* exec = app.add_subcommand("wparexec", "run a command as an application WPAR (returns once it runs)");
   static ExecOptions e;
+  static LimitOptions exec_limits;
   exec->add_option("-n,--name", e.name, "WPAR name")->required();
   exec->add_flag("-c,--checkpoint", e.checkpointable, "enable checkpoint (cooperative)");
-  static uint64_t shares = 0, cpu = 0, mem = 0, procs = 0;
-  exec->add_option("--cpu-shares", shares, "relative CPU weight (2..262144)");
-  exec->add_option("--cpu-limit", cpu, "hard CPU cap, percent of one CPU");
-  exec->add_option("--memory", mem, "memory limit in bytes");
-  exec->add_option("--max-processes", procs, "process limit");
+  exec->add_option("--capabilities", e.capabilities, kCapabilitiesHelp);
+  exec_limits.add_to(*exec);
   exec->add_option("command", e.command, "the command and its arguments, after --")->required();
   exec->callback([&] {
-    if (shares) e.limits.cpu_shares = shares;
-    if (cpu) e.limits.cpu_limit_percent = static_cast<uint32_t>(cpu);
-    if (mem) e.limits.memory_bytes = mem;
-    if (procs) e.limits.max_processes = procs;
+    e.limits = exec_limits.limits();
     exit_code = wparexec(paths, e);
   });
+  add_system_commands(app, paths, exit_code);
 
   auto* ls = app.add_subcommand("lswpar", "list WPARs: name, state letter (D A P F L T B), type");
   static std::vector<std::string> ls_names;
@@ -302,8 +456,11 @@ void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& fo
 
   auto* rm = app.add_subcommand("rmwpar", "remove a WPAR (an active one is stopped first)");
   static std::string rm_name;
+  static bool rm_preserve = false;
+  rm->add_flag("-p,--preserve", rm_preserve,
+               "keep a system WPAR's file systems (DATA/wpars/NAME/fs)");
   rm->add_option("name", rm_name, "WPAR name")->required();
-  rm->callback([&] { exit_code = rmwpar(paths, rm_name); });
+  rm->callback([&] { exit_code = rmwpar(paths, rm_name, rm_preserve); });
 
   auto* ck = app.add_subcommand("chkptwpar", "checkpoint a WPAR into a state file (seed chkptwpar)");
   static CheckpointOptions c;

@@ -2,17 +2,20 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
-#include <linux/close_range.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <thread>
+
+#include "agents/runtime/capabilities.h"
+#include "agents/runtime/system_wpar.h"
 
 namespace wpm::runtime {
 namespace {
@@ -117,6 +120,105 @@ Result<void> stop_supervisor(const WparRecord& record, StopMode mode) {
   return {};
 }
 
+namespace {
+
+// Starts an application WPAR's command in its cgroups and returns its pid, or
+// why it cannot run.
+Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int console,
+                                const std::vector<std::string>& capabilities) {
+  int exec_pipe[2];
+  if (::pipe2(exec_pipe, O_CLOEXEC) != 0) return fail(ErrorCode::kIo, "pipe failed");
+  // Prepared before fork; the child reports a failure as text on the pipe.
+  std::vector<std::string> command = spec.command;
+  std::vector<char*> argv;
+  for (auto& a : command) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t workload = ::fork();
+  if (workload < 0) return fail(ErrorCode::kIo, fmt::format("fork: {}", std::strerror(errno)));
+  if (workload == 0) {
+    ::close(exec_pipe[0]);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    std::string why;
+    if (auto r = set.add_process(::getpid()); !r) why = "cannot move the workload into its cgroups";
+    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ::dup2(devnull, 0);
+    ::dup2(console, 1);
+    ::dup2(console, 2);
+    // Nothing of ours beyond stdio reaches the workload.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    ::setsid();
+    for (const auto& [k, v] : spec.env) ::setenv(k.c_str(), v.c_str(), 1);
+    if (why.empty()) {
+      if (auto r = apply_capabilities(capabilities); !r) why = r.error().message;
+    }
+    if (why.empty()) {
+      ::execvp(argv[0], argv.data());
+      why = fmt::format("cannot run '{}': {}", argv[0], std::strerror(errno));
+    }
+    write_all(exec_pipe[1], why);
+    ::_exit(127);
+  }
+  ::close(exec_pipe[1]);
+  std::string why;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(exec_pipe[0], buf, sizeof buf)) > 0) why.append(buf, static_cast<size_t>(n));
+  ::close(exec_pipe[0]);
+  if (!why.empty()) {
+    ::waitpid(workload, nullptr, 0);
+    return fail(ErrorCode::kInvalidRequest, why);
+  }
+  return workload;
+}
+
+// Until the workload (an application WPAR's command, a system WPAR's init)
+// has ended: signals drive everything. The loop ends when it is reaped; the
+// stop deadline bounds a graceful stop.
+void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, WparRecord& record) {
+  bool stopping = false;
+  auto kill_at = std::chrono::steady_clock::now();
+  while (!record.ended) {
+    int timeout_ms = -1;
+    if (stopping) {
+      timeout_ms = static_cast<int>(std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(kill_at - std::chrono::steady_clock::now()).count()));
+    }
+    pollfd p{sfd, POLLIN, 0};
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r == 0 && stopping) {
+      kill_group(set, SIGKILL);
+      stopping = false;
+      continue;
+    }
+    signalfd_siginfo info{};
+    if (r < 0 || ::read(sfd, &info, sizeof info) != sizeof info) continue;
+    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT || info.ssi_signo == SIGHUP) {
+      // A system WPAR's init passes the stop on to every process inside.
+      ::kill(workload, SIGTERM);
+      if (!stopping) {  // a repeated request does not push the deadline back
+        stopping = true;
+        kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(spec.stop_timeout_s);
+      }
+    } else if (info.ssi_signo == SIGQUIT) {
+      kill_group(set, SIGKILL);  // a system WPAR's init dies, and with it its PID namespace
+    }
+    // Reap everything that ended (signals coalesce).
+    int status = 0;
+    pid_t done;
+    while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (done != workload) continue;
+      record.ended = true;
+      record.ended_at_ns = now_ns();
+      if (WIFEXITED(status)) record.exit_code = WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) record.exit_signal = WTERMSIG(status);
+    }
+  }
+}
+
+}  // namespace
+
 int supervisor_main(const std::string& wpars_root, const std::string& name,
                     const std::string& cgroup_relative, int ready_fd) {
   WparFiles files(wpars_root, name);
@@ -132,10 +234,16 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   };
   ::fcntl(ready_fd, F_SETFD, FD_CLOEXEC);  // never inherited by the workload
   // Dispositions survive exec: start from the defaults whatever the caller set.
-  for (int s : {SIGCHLD, SIGPIPE, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
+  for (int s : {SIGCHLD, SIGPIPE, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2})
+    ::signal(s, SIG_DFL);
   auto spec = files.read_spec();
   if (!spec) return broken(spec.error().message);
-  if (spec->command.empty()) return broken("the WPAR has no command to run");
+  const bool system = spec->type == WparType::kSystem;
+  if (!system && spec->command.empty()) return broken("the WPAR has no command to run");
+  auto host = host_bounding_set();
+  if (!host) return broken(host.error().message);
+  auto capabilities = wpar_capabilities(spec->capabilities, *host);
+  if (!capabilities) return broken(capabilities.error().message);
   // Orphans of the workload come to us, so nothing is left unreaped.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   sigset_t signals;
@@ -151,95 +259,31 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     (void)set->remove();
     return broken(r.error().message);
   }
-  int console = ::open(files.console_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (console < 0) return broken(fmt::format("cannot open {}: {}", files.console_path(), std::strerror(errno)));
-  int exec_pipe[2];
-  if (::pipe2(exec_pipe, O_CLOEXEC) != 0) return broken("pipe failed");
-
-  pid_t workload = ::fork();
-  if (workload == 0) {
-    ::close(exec_pipe[0]);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    int err = 0;
-    if (auto r = set->add_process(::getpid()); !r) err = EPERM;
-    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    ::dup2(devnull, 0);
-    ::dup2(console, 1);
-    ::dup2(console, 2);
-    // Nothing of ours beyond stdio reaches the workload.
-    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-    ::setsid();
-    for (const auto& [k, v] : spec->env) ::setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> argv;
-    for (auto& a : spec->command) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (err == 0) {
-      ::execvp(argv[0], argv.data());
-      err = errno;
-    }
-    (void)::write(exec_pipe[1], &err, sizeof err);
-    ::_exit(127);
-  }
-  ::close(exec_pipe[1]);
-  int exec_errno = 0;
-  ssize_t got = ::read(exec_pipe[0], &exec_errno, sizeof exec_errno);
-  ::close(exec_pipe[0]);
-  if (got == sizeof exec_errno) {
-    ::waitpid(workload, nullptr, 0);
+  int console =
+      ::open(files.console_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (console < 0)
+    return broken(fmt::format("cannot open {}: {}", files.console_path(), std::strerror(errno)));
+  // The checkpoint trigger directory, if any, is shared with a system WPAR at
+  // the same path, so WPM_STATE_DIR means the same inside and out.
+  auto state_dir = spec->env.find("WPM_STATE_DIR");
+  Result<pid_t> workload = system ? start_system_init(SystemInitRequest{
+                                        &files, &*spec, &*set, console, *capabilities,
+                                        state_dir == spec->env.end() ? "" : state_dir->second})
+                                  : start_application(*spec, *set, console, *capabilities);
+  ::close(console);
+  if (!workload) {
     (void)set->remove();
-    return broken(exec_errno == EPERM
-                      ? "cannot move the workload into its cgroups"
-                      : fmt::format("cannot run '{}': {}", spec->command[0], std::strerror(exec_errno)));
+    return broken(workload.error().message);
   }
   record.state = WparState::kActive;
-  record.workload_pid = workload;
+  record.workload_pid = *workload;
   record.started_at_ns = now_ns();
   (void)files.write_record(record);
-  write_all(ready_fd, fmt::format("ok {}\n", workload));
+  write_all(ready_fd, fmt::format("ok {}\n", *workload));
   ::close(ready_fd);
 
-  // Until the workload has ended: signals drive everything. The loop ends when
-  // the workload is reaped; the stop deadline bounds a graceful stop.
-  bool stopping = false;
-  auto kill_at = std::chrono::steady_clock::now();
-  while (!record.ended) {
-    int timeout_ms = -1;
-    if (stopping) {
-      timeout_ms = static_cast<int>(std::max<int64_t>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(kill_at - std::chrono::steady_clock::now()).count()));
-    }
-    pollfd p{sfd, POLLIN, 0};
-    int r = ::poll(&p, 1, timeout_ms);
-    if (r == 0 && stopping) {
-      kill_group(*set, SIGKILL);
-      stopping = false;
-      continue;
-    }
-    signalfd_siginfo info{};
-    if (r < 0 || ::read(sfd, &info, sizeof info) != sizeof info) continue;
-    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT || info.ssi_signo == SIGHUP) {
-      ::kill(workload, SIGTERM);
-      if (!stopping) {  // a repeated request does not push the deadline back
-        stopping = true;
-        kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(spec->stop_timeout_s);
-      }
-    } else if (info.ssi_signo == SIGQUIT) {
-      kill_group(*set, SIGKILL);
-    }
-    // Reap everything that ended (signals coalesce).
-    int status = 0;
-    pid_t done;
-    while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
-      if (done != workload) continue;
-      record.ended = true;
-      record.ended_at_ns = now_ns();
-      if (WIFEXITED(status)) record.exit_code = WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) record.exit_signal = WTERMSIG(status);
-    }
-  }
-  // An application WPAR ends with its command: whatever it left goes too.
+  supervise(sfd, *workload, *set, *spec, record);
+  // The WPAR ends with its workload: whatever it left goes too.
   // Bounded: 500 rounds of 10 ms; each round kills again what forked meanwhile.
   for (int i = 0; i < 500 && !set->processes().value_or(std::vector<pid_t>{}).empty(); ++i) {
     kill_group(*set, SIGKILL);

@@ -5,9 +5,10 @@
 // everything it leaves behind, and writes the WPAR's record (status.json).
 // The agent starts it detached and re-attaches later by reading the record.
 //
-// This part runs application WPARs; system WPARs (namespaces, file systems)
-// come next. Until the agent's local socket exists, a supervisor takes
-// SIGTERM as "stop gracefully" and SIGQUIT as "stop now".
+// An application WPAR's workload is its command; a system WPAR's is its init
+// (system_wpar.h), in the WPAR's own namespaces. Until the agent's local
+// socket exists, a supervisor takes SIGTERM as "stop gracefully" and SIGQUIT
+// as "stop now".
 
 #include <chrono>
 #include <string>

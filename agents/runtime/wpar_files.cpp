@@ -88,7 +88,10 @@ json spec_to_json(const WparSpec& s) {
             {"env", s.env},
             {"limits", limits},
             {"checkpointable", s.checkpointable},
-            {"stopTimeoutSeconds", s.stop_timeout_s}};
+            {"stopTimeoutSeconds", s.stop_timeout_s},
+            {"hostname", s.hostname}};
+  // null: the default set, resolved against the host the WPAR starts on.
+  j["capabilities"] = s.capabilities ? json(*s.capabilities) : json(nullptr);
   return j;
 }
 
@@ -126,6 +129,8 @@ Result<WparSpec> WparFiles::read_spec() const {
     opt_from(l, "maxProcesses", s.limits.max_processes);
     s.checkpointable = j->value("checkpointable", false);
     s.stop_timeout_s = j->value("stopTimeoutSeconds", 10u);
+    s.hostname = j->value("hostname", std::string());
+    opt_from(*j, "capabilities", s.capabilities);
     return s;
   } catch (const json::exception& e) {
     return fail(ErrorCode::kCorruption, fmt::format("{}: {}", spec_path(), e.what()));

@@ -24,12 +24,19 @@ namespace wpm::runtime {
 struct WparSpec {
   std::string name;
   WparType type = WparType::kApplication;
-  std::vector<std::string> command;  // application WPAR: what it runs
+  // Application WPAR: what it runs. System WPAR: the optional command its
+  // init starts (empty: the init alone, until the WPAR is stopped).
+  std::vector<std::string> command;
   std::map<std::string, std::string> env;
   ResourceLimits limits;
   bool checkpointable = false;
   // Seconds between the graceful stop signal and SIGKILL. Default: 10.
   uint32_t stop_timeout_s = 10;
+  // System WPAR: its hostname. Default: empty, meaning the WPAR's name.
+  std::string hostname;
+  // The capability set its processes keep (canonical names, capabilities.h).
+  // Default: nullopt, the default set within the host's bounding set.
+  std::optional<std::vector<std::string>> capabilities;
   bool operator==(const WparSpec&) const = default;
 };
 

@@ -1,0 +1,112 @@
+#include "agents/runtime/system_fs.h"
+
+#include <fmt/format.h>
+#include <sys/mount.h>
+
+#include <algorithm>
+
+namespace wpm::runtime {
+namespace {
+
+using Kind = MountStep::Kind;
+
+// Small tmpfs sizes: /dev holds only nodes and links; /dev/shm and /run are
+// bounded so a WPAR cannot fill the host's memory through them (the memory
+// cgroup limits the rest).
+constexpr char kDevTmpfsOptions[] = "mode=755,size=64k";
+constexpr char kShmOptions[] = "mode=1777,size=65536k";
+constexpr char kRunOptions[] = "mode=755,size=65536k";
+
+MountStep mount(std::string source, std::string target, std::string fstype, uint64_t flags,
+                std::string data = {}) {
+  return MountStep{Kind::kMount, std::move(source), std::move(target), std::move(fstype),
+                   flags,        std::move(data)};
+}
+
+MountStep bind(std::string source, std::string target, uint64_t flags) {
+  return MountStep{Kind::kBind, std::move(source), std::move(target), {}, flags};
+}
+
+void add_dev(std::vector<MountStep>& out, const std::string& root) {
+  out.push_back(
+      mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, kDevTmpfsOptions));
+  struct Node {
+    const char* name;
+    uint32_t major, minor;
+  };
+  for (const Node& n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7},
+                        Node{"random", 1, 8}, Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
+    out.push_back(
+        MountStep{Kind::kDevice, {}, root + "/dev/" + n.name, {}, 0, {}, 0666, n.major, n.minor});
+  }
+  // gid 5 is the tty group on Debian and most distributions (devpts default).
+  out.push_back(mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                      "newinstance,ptmxmode=0666,mode=0620,gid=5"));
+  out.push_back(
+      mount("shm", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, kShmOptions));
+  out.push_back(mount("mqueue", root + "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  for (const auto& [link, to] :
+       {std::pair{"ptmx", "pts/ptmx"}, std::pair{"fd", "/proc/self/fd"},
+        std::pair{"stdin", "/proc/self/fd/0"}, std::pair{"stdout", "/proc/self/fd/1"},
+        std::pair{"stderr", "/proc/self/fd/2"}}) {
+    out.push_back(MountStep{Kind::kSymlink, to, root + "/dev/" + link});
+  }
+}
+
+}  // namespace
+
+SystemFsPaths SystemFsPaths::of(const std::string& d) {
+  return SystemFsPaths{d + "/rootfs", d + "/fs/upper", d + "/fs/work", d + "/fs/tmp",
+                       d + "/fs/home"};
+}
+
+std::vector<std::string> read_only_host_dirs(const std::vector<HostRootEntry>& host_root) {
+  std::vector<std::string> out;
+  for (const auto& e : host_root) {
+    bool system = e.name == "usr" || e.name == "opt" || e.name == "bin" || e.name == "sbin" ||
+                  e.name.starts_with("lib");
+    if (system && e.kind == HostRootEntry::Kind::kDirectory) out.push_back("/" + e.name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string hosts_file(const std::string& hostname) {
+  return fmt::format(
+      "127.0.0.1\tlocalhost\n127.0.1.1\t{}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+      "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+      hostname);
+}
+
+std::vector<MountStep> system_wpar_mounts(const SystemFsInput& in) {
+  const SystemFsPaths p = SystemFsPaths::of(in.wpar_dir);
+  const std::string& r = p.rootfs;
+  std::vector<MountStep> out;
+  // The lower layer is the host's root file system alone (overlayfs does not
+  // follow the mounts below it), never written: writes go to the upper layer.
+  out.push_back(mount("overlay", r, "overlay", 0,
+                      fmt::format("lowerdir=/,upperdir={},workdir={}", p.upper, p.work)));
+  for (const auto& dir : read_only_host_dirs(in.host_root)) {
+    out.push_back(bind(dir, r + dir, MS_RDONLY | MS_NOSUID | MS_NODEV));
+  }
+  out.push_back(bind(p.tmp, r + "/tmp", MS_NOSUID | MS_NODEV));
+  out.push_back(bind(p.home, r + "/home", MS_NOSUID | MS_NODEV));
+  if (!in.shared_dir.empty())
+    out.push_back(bind(in.shared_dir, r + in.shared_dir, MS_NOSUID | MS_NODEV));
+  out.push_back(mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  // As container runtimes do: sysctls and the sysrq trigger act on the whole host.
+  out.push_back(
+      bind(r + "/proc/sys", r + "/proc/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  MountStep sysrq = bind(r + "/proc/sysrq-trigger", r + "/proc/sysrq-trigger",
+                         MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  sysrq.if_present = true;  // absent without CONFIG_MAGIC_SYSRQ
+  out.push_back(sysrq);
+  out.push_back(mount("sysfs", r + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  add_dev(out, r);
+  out.push_back(mount("tmpfs", r + "/run", "tmpfs", MS_NOSUID | MS_NODEV, kRunOptions));
+  out.push_back(MountStep{Kind::kFile, in.hostname + "\n", r + "/etc/hostname"});
+  out.push_back(MountStep{Kind::kFile, hosts_file(in.hostname), r + "/etc/hosts"});
+  return out;
+}
+
+}  // namespace wpm::runtime

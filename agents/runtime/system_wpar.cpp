@@ -1,0 +1,473 @@
+#include "agents/runtime/system_wpar.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/close_range.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "agents/runtime/capabilities.h"
+#include "agents/runtime/system_fs.h"
+#include "schemas/assert.h"
+
+namespace wpm::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr unsigned long kNamespaces =
+    CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET;
+// The namespaces clogin joins, in order: the mount namespace last, since its
+// /proc is no longer the host's once entered (all are opened before).
+constexpr const char* kLoginNamespaces[] = {"ipc", "uts", "net", "mnt"};
+constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+// The init's descriptors: the supervisor's go-ahead, the report pipe, the
+// signalfd and the console are renumbered to these before anything else.
+constexpr int kFdFirstFree = 3;
+constexpr int kFdParkedMin = 64;  // above every descriptor the supervisor holds
+
+std::string errno_text(const std::string& what) {
+  return fmt::format("{}: {}", what, std::strerror(errno));
+}
+
+void write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+std::vector<HostRootEntry> list_host_root() {
+  std::vector<HostRootEntry> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/", ec)) {
+    auto st = e.symlink_status(ec);
+    auto kind = fs::is_symlink(st)     ? HostRootEntry::Kind::kSymlink
+                : fs::is_directory(st) ? HostRootEntry::Kind::kDirectory
+                                       : HostRootEntry::Kind::kOther;
+    out.push_back(HostRootEntry{e.path().filename(), kind});
+  }
+  return out;
+}
+
+Result<void> prepare_dirs(const std::string& wpar_dir) {
+  const SystemFsPaths p = SystemFsPaths::of(wpar_dir);
+  std::error_code ec;
+  for (const auto& d : {p.rootfs, p.upper, p.work, p.tmp, p.home}) {
+    fs::create_directories(d, ec);
+    if (ec) return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", d, ec.message()));
+  }
+  fs::permissions(p.tmp, fs::perms::all | fs::perms::sticky_bit, ec);
+  if (ec)
+    return fail(ErrorCode::kIo, fmt::format("cannot set the mode of {}: {}", p.tmp, ec.message()));
+  return {};
+}
+
+// Creates what `step` needs to exist: the mount point (a directory, or a file
+// for a file bind) or the parent directory of a node, link or file.
+Result<void> make_target(const MountStep& s) {
+  std::error_code ec;
+  bool file_bind = s.kind == MountStep::Kind::kBind && !fs::is_directory(s.source, ec);
+  bool in_parent = s.kind == MountStep::Kind::kDevice || s.kind == MountStep::Kind::kSymlink ||
+                   s.kind == MountStep::Kind::kFile || file_bind;
+  fs::create_directories(in_parent ? fs::path(s.target).parent_path() : fs::path(s.target), ec);
+  if (ec)
+    return fail(ErrorCode::kIo,
+                fmt::format("cannot create the directories of {}: {}", s.target, ec.message()));
+  if (file_bind && !fs::exists(s.target, ec)) {
+    int fd = ::open(s.target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return fail(ErrorCode::kIo, errno_text("cannot create " + s.target));
+    ::close(fd);
+  }
+  if (s.kind == MountStep::Kind::kDevice || s.kind == MountStep::Kind::kSymlink)
+    ::unlink(s.target.c_str());
+  return {};
+}
+
+Result<void> run_step(const MountStep& s) {
+  std::error_code ec;
+  if (s.if_present && !fs::exists(s.source, ec)) return {};
+  if (auto r = make_target(s); !r) return r;
+  switch (s.kind) {
+    case MountStep::Kind::kMount:
+      if (::mount(s.source.c_str(), s.target.c_str(), s.fstype.c_str(), s.flags,
+                  s.data.empty() ? nullptr : s.data.c_str()) != 0) {
+        return fail(ErrorCode::kIo, errno_text(fmt::format("cannot mount {} ({}) on {}", s.source,
+                                                           s.fstype, s.target)));
+      }
+      return {};
+    case MountStep::Kind::kBind:
+      if (::mount(s.source.c_str(), s.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+        return fail(ErrorCode::kIo,
+                    errno_text(fmt::format("cannot bind {} on {}", s.source, s.target)));
+      }
+      // A bind takes its per-mount flags (read-only, nosuid, …) only on a remount.
+      if (s.flags != 0 && ::mount(nullptr, s.target.c_str(), nullptr,
+                                  MS_REMOUNT | MS_BIND | s.flags, nullptr) != 0) {
+        return fail(ErrorCode::kIo, errno_text(fmt::format("cannot remount {} with flags {:#x}",
+                                                           s.target, s.flags)));
+      }
+      return {};
+    case MountStep::Kind::kDevice:
+      if (::mknod(s.target.c_str(), S_IFCHR | s.mode, makedev(s.major, s.minor)) != 0 ||
+          ::chmod(s.target.c_str(), s.mode) != 0) {
+        return fail(ErrorCode::kIo, errno_text("cannot create device " + s.target));
+      }
+      return {};
+    case MountStep::Kind::kSymlink:
+      if (::symlink(s.source.c_str(), s.target.c_str()) != 0) {
+        return fail(ErrorCode::kIo, errno_text("cannot create link " + s.target));
+      }
+      return {};
+    case MountStep::Kind::kFile: {
+      int fd = ::open(s.target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) return fail(ErrorCode::kIo, errno_text("cannot write " + s.target));
+      write_all(fd, s.source);
+      ::close(fd);
+      return {};
+    }
+  }
+  return {};
+}
+
+// The WPAR's loopback, down in a new network namespace, comes up (a WPAR
+// without a network still talks to itself over 127.0.0.1).
+Result<void> loopback_up() {
+  int sock = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) return fail(ErrorCode::kIo, errno_text("socket"));
+  ifreq req{};
+  std::strncpy(req.ifr_name, "lo", IFNAMSIZ - 1);
+  bool ok = ::ioctl(sock, SIOCGIFFLAGS, &req) == 0;
+  req.ifr_flags = static_cast<short>(req.ifr_flags | IFF_UP);
+  ok = ok && ::ioctl(sock, SIOCSIFFLAGS, &req) == 0;
+  int err = errno;
+  ::close(sock);
+  if (!ok) return fail(ErrorCode::kIo, fmt::format("cannot bring lo up: {}", std::strerror(err)));
+  return {};
+}
+
+Result<void> pivot_into(const std::string& root) {
+  // pivot_root(".", ".") stacks the old root on the new one; detaching it
+  // leaves the WPAR's root alone (the runc way, no put_old directory).
+  if (::chdir(root.c_str()) != 0) return fail(ErrorCode::kIo, errno_text("cannot enter " + root));
+  if (::syscall(SYS_pivot_root, ".", ".") != 0)
+    return fail(ErrorCode::kIo, errno_text("pivot_root into " + root));
+  if (::umount2(".", MNT_DETACH) != 0)
+    return fail(ErrorCode::kIo, errno_text("cannot detach the host's root"));
+  if (::chdir("/") != 0) return fail(ErrorCode::kIo, errno_text("cannot enter the new root"));
+  return {};
+}
+
+std::vector<std::string> environment(const std::map<std::string, std::string>& extra,
+                                     const char* term) {
+  std::map<std::string, std::string> env = {
+      {"PATH", kDefaultPath}, {"HOME", "/root"}, {"container", "wpm"}};
+  if (term != nullptr) env["TERM"] = term;
+  for (const auto& [k, v] : extra) env[k] = v;
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// Everything the cloned init needs, prepared before the clone.
+struct InitArgs {
+  std::vector<MountStep> plan;
+  std::string rootfs;
+  std::string hostname;
+  std::vector<std::string> capabilities;
+  std::vector<std::string> command;
+  std::vector<std::string> env;
+  int go_fd = -1;
+  int ready_fd = -1;
+  int console_fd = -1;
+};
+
+// Starts the command (the init's child) and returns its pid, or why not.
+Result<pid_t> start_command(InitArgs& a) {
+  int exec_pipe[2];
+  if (::pipe2(exec_pipe, O_CLOEXEC) != 0) return fail(ErrorCode::kIo, errno_text("pipe"));
+  pid_t pid = ::fork();
+  if (pid < 0) return fail(ErrorCode::kIo, errno_text("fork"));
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::setsid();
+    auto argv = pointers(a.command);
+    auto envp = pointers(a.env);
+    ::execvpe(argv[0], argv.data(), envp.data());
+    int err = errno;
+    (void)::write(exec_pipe[1], &err, sizeof err);
+    ::_exit(127);
+  }
+  ::close(exec_pipe[1]);
+  int err = 0;
+  ssize_t got = ::read(exec_pipe[0], &err, sizeof err);
+  ::close(exec_pipe[0]);
+  if (got == sizeof err) {
+    ::waitpid(pid, nullptr, 0);
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("cannot run '{}' in the WPAR: {}", a.command[0], std::strerror(err)));
+  }
+  return pid;
+}
+
+// The init's life after start: reap, pass the stop on, exit when it is done.
+[[noreturn]] void init_loop(int signal_fd, pid_t command) {
+  bool stopping = false;
+  for (;;) {  // infinite by design: ends with _exit once stopped and childless
+    signalfd_siginfo info{};
+    if (::read(signal_fd, &info, sizeof info) != sizeof info) continue;
+    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT || info.ssi_signo == SIGHUP) {
+      stopping = true;
+      ::kill(-1, SIGTERM);  // every process of the WPAR but the init
+    } else if (info.ssi_signo == SIGUSR1 && command > 0) {
+      ::kill(command, SIGUSR1);
+    }
+    pid_t done;
+    while ((done = ::waitpid(-1, nullptr, WNOHANG)) > 0) {
+      if (done == command) command = 0;
+    }
+    if (stopping && done < 0 && errno == ECHILD) ::_exit(0);
+  }
+}
+
+// Renumbers the init's descriptors to 3.. and closes every other one (the
+// supervisor's signalfd, its report pipe to the agent, …).
+void keep_only(std::initializer_list<int*> fds) {
+  for (int* fd : fds) *fd = ::fcntl(*fd, F_DUPFD_CLOEXEC, kFdParkedMin);
+  ::close_range(kFdFirstFree, kFdParkedMin - 1, 0);
+  int next = kFdFirstFree;
+  for (int* fd : fds) {
+    ::dup3(*fd, next, O_CLOEXEC);
+    *fd = next++;
+  }
+  ::close_range(static_cast<unsigned>(next), ~0U, 0);
+}
+
+// The init, in the cloned child: PID 1 of the WPAR. Never returns.
+[[noreturn]] void init_main(InitArgs a) {
+  keep_only({&a.go_fd, &a.ready_fd, &a.console_fd});
+  auto broken = [&](const std::string& why) {
+    write_all(a.ready_fd, "error " + why + "\n");
+    ::_exit(1);
+  };
+  char go = 0;
+  if (::read(a.go_fd, &go, 1) != 1) ::_exit(1);  // the supervisor gave up
+  ::close(a.go_fd);
+  ::prctl(PR_SET_NAME, "wpm-init");
+  ::setsid();
+  ::umask(022);
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    broken(errno_text("cannot make the mounts private"));
+  for (const auto& step : a.plan) {
+    if (auto r = run_step(step); !r) broken(r.error().message);
+  }
+  if (::sethostname(a.hostname.data(), a.hostname.size()) != 0)
+    broken(errno_text("cannot set the hostname " + a.hostname));
+  if (auto r = loopback_up(); !r) broken(r.error().message);
+  if (auto r = pivot_into(a.rootfs); !r) broken(r.error().message);
+  ::dup2(devnull, 0);
+  ::dup2(a.console_fd, 1);
+  ::dup2(a.console_fd, 2);
+  ::close(devnull);
+  ::close(a.console_fd);
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1}) sigaddset(&signals, s);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+  if (signal_fd < 0) broken(errno_text("signalfd"));
+  // From here on the init and all it starts hold only the WPAR's capabilities.
+  if (auto r = apply_capabilities(a.capabilities); !r) broken(r.error().message);
+  pid_t command = 0;
+  if (!a.command.empty()) {
+    auto started = start_command(a);
+    if (!started) broken(started.error().message);
+    command = *started;
+  }
+  write_all(a.ready_fd, "ok\n");
+  ::close(a.ready_fd);
+  init_loop(signal_fd, command);
+}
+
+// Reads the init's report: "ok", or "error WHY", or nothing when it died.
+std::string read_report(int fd) {
+  std::string line;
+  char buf[512];
+  for (int i = 0; i < 64 && line.find('\n') == std::string::npos; ++i) {  // bounded: 32 KiB
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line.append(buf, static_cast<size_t>(n));
+  }
+  return line.substr(0, line.find('\n'));
+}
+
+}  // namespace
+
+std::string wpar_hostname(const WparSpec& spec) {
+  return spec.hostname.empty() ? spec.name : spec.hostname;
+}
+
+Result<pid_t> start_system_init(const SystemInitRequest& r) {
+  WPM_ASSERT(r.files != nullptr && r.spec != nullptr && r.cgroups != nullptr, "incomplete request");
+  if (auto d = prepare_dirs(r.files->dir()); !d) return std::unexpected(d.error());
+  std::error_code ec;
+  if (!r.shared_dir.empty() && !fs::create_directories(r.shared_dir, ec) && ec) {
+    return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", r.shared_dir, ec.message()));
+  }
+  InitArgs a;
+  a.plan = system_wpar_mounts(
+      SystemFsInput{r.files->dir(), wpar_hostname(*r.spec), list_host_root(), r.shared_dir});
+  a.rootfs = SystemFsPaths::of(r.files->dir()).rootfs;
+  a.hostname = wpar_hostname(*r.spec);
+  a.capabilities = r.capabilities;
+  a.command = r.spec->command;
+  a.env = environment(r.spec->env, nullptr);
+  a.console_fd = r.console_fd;
+  int go[2], ready[2];
+  if (::pipe2(go, O_CLOEXEC) != 0) return fail(ErrorCode::kIo, errno_text("pipe"));
+  if (::pipe2(ready, O_CLOEXEC) != 0) return fail(ErrorCode::kIo, errno_text("pipe"));
+  // Like fork (the child runs on a copy of this stack), into new namespaces.
+  pid_t pid = static_cast<pid_t>(
+      ::syscall(SYS_clone, kNamespaces | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+  if (pid < 0) {
+    return fail(ErrorCode::kIo, errno_text("cannot create the namespaces of the WPAR (clone)"));
+  }
+  if (pid == 0) {
+    ::close(go[1]);
+    ::close(ready[0]);
+    a.go_fd = go[0];
+    a.ready_fd = ready[1];
+    init_main(std::move(a));
+  }
+  ::close(go[0]);
+  ::close(ready[1]);
+  auto abandon = [&](const std::string& why) {
+    ::close(go[1]);
+    ::close(ready[0]);
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return fail(ErrorCode::kInternal, why);
+  };
+  // The init joins the WPAR's cgroups before it runs anything.
+  if (auto joined = r.cgroups->add_process(pid); !joined) return abandon(joined.error().message);
+  // NETWORK HOOK (agents/runtime/veth.h): a WPAR with an address gets its veth
+  // here, while its init waits: attach_veth(plan, pid) into the init's network
+  // namespace (it has only `lo` until then); on failure, return abandon(…).
+  if (::write(go[1], "g", 1) != 1) return abandon(errno_text("cannot start the WPAR's init"));
+  std::string report = read_report(ready[0]);
+  if (report != "ok") {
+    return abandon(report.starts_with("error ") ? report.substr(6)
+                                                : "the WPAR's init ended before it reported");
+  }
+  ::close(go[1]);
+  ::close(ready[0]);
+  return pid;
+}
+
+Result<int> login(const LoginRequest& r) {
+  const bool system = r.spec.type == WparType::kSystem;
+  pid_t init = r.record.workload_pid;
+  std::vector<int> ns_fds;
+  int pid_ns = -1;
+  auto close_all = [&] {
+    for (int fd : ns_fds) ::close(fd);
+    if (pid_ns >= 0) ::close(pid_ns);
+  };
+  if (system) {
+    for (const char* ns : kLoginNamespaces) {
+      int fd = ::open(fmt::format("/proc/{}/ns/{}", init, ns).c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        close_all();
+        return fail(ErrorCode::kNotFound,
+                    errno_text(fmt::format(
+                        "cannot open the {} namespace of the WPAR's init (pid {})", ns, init)));
+      }
+      ns_fds.push_back(fd);
+    }
+    pid_ns = ::open(fmt::format("/proc/{}/ns/pid", init).c_str(), O_RDONLY | O_CLOEXEC);
+    // Only the children of this process enter the PID namespace.
+    if (pid_ns < 0 || ::setns(pid_ns, CLONE_NEWPID) != 0) {
+      close_all();
+      return fail(ErrorCode::kIo,
+                  errno_text(fmt::format("cannot enter the PID namespace of pid {}", init)));
+    }
+  }
+  auto cgroups = CgroupSet::open(CgroupLayout::detect(), r.cgroup_relative);
+  if (!cgroups) {
+    close_all();
+    return std::unexpected(cgroups.error());
+  }
+  std::vector<std::string> command =
+      r.command.empty() ? std::vector<std::string>{"/bin/sh"} : r.command;
+  auto env = environment(r.spec.env, std::getenv("TERM"));
+  auto argv = pointers(command);
+  auto envp = pointers(env);
+  pid_t child = ::fork();
+  if (child < 0) {
+    close_all();
+    return fail(ErrorCode::kIo, errno_text("fork"));
+  }
+  if (child == 0) {
+    auto die = [](const std::string& why) {
+      std::fprintf(stderr, "wpm-agent: clogin: %s\n", why.c_str());
+      ::_exit(125);
+    };
+    // Its pid as the WPAR sees it: the kernel reads cgroup.procs in the writer's namespace.
+    if (auto j = cgroups->add_process(::getpid()); !j) die(j.error().message);
+    for (size_t i = 0; i < ns_fds.size(); ++i) {
+      if (::setns(ns_fds[i], 0) != 0)
+        die(errno_text(fmt::format("cannot enter the {} namespace", kLoginNamespaces[i])));
+    }
+    if (system && ::chdir("/") != 0) die(errno_text("cannot enter /"));
+    if (auto c = apply_capabilities(r.capabilities); !c) die(c.error().message);
+    ::execvpe(argv[0], argv.data(), envp.data());
+    int err = errno;
+    std::fprintf(stderr, "wpm-agent: clogin: cannot run '%s': %s\n", argv[0], std::strerror(err));
+    ::_exit(err == ENOENT ? 127 : 126);
+  }
+  close_all();
+  // Like system(3): a ^C at the terminal is for the command, not for us.
+  struct sigaction ignore {
+  }, old_int{}, old_quit{};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGINT, &ignore, &old_int);
+  ::sigaction(SIGQUIT, &ignore, &old_quit);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGQUIT, &old_quit, nullptr);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+}  // namespace wpm::runtime

@@ -1,0 +1,239 @@
+// System WPARs on real namespaces, through their supervisor and clogin
+// (root): their own hostname, PID 1, network and file systems, writes that
+// stay inside and survive stop and start, nothing mounted on the host, and
+// the graceful stop that turns forced.
+
+#include "agents/runtime/system_wpar.h"
+
+#include <cap-ng.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "agents/runtime/capabilities.h"
+#include "agents/runtime/supervisor.h"
+#include "agents/runtime/system_fs.h"
+
+namespace wpm::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(SystemWparSpec, HostnameAndCapabilitiesAreStoredWithTheSpec) {
+  std::string root = fmt::format("{}/system-spec-{}", WPM_TEST_TMP_DIR, ::getpid());
+  WparFiles files(root, "s");
+  ASSERT_TRUE(files.create_dir().has_value());
+  WparSpec spec;
+  spec.name = "s";
+  spec.type = WparType::kSystem;
+  spec.hostname = "web1";
+  spec.capabilities = std::vector<std::string>{"cap_chown", "cap_net_admin"};
+  ASSERT_TRUE(files.write_spec(spec).has_value());
+  EXPECT_EQ(files.read_spec(), spec);
+  spec.capabilities.reset();  // the default set stays "default" (null)
+  ASSERT_TRUE(files.write_spec(spec).has_value());
+  EXPECT_EQ(files.read_spec(), spec);
+  EXPECT_TRUE(spec_to_json(spec)["capabilities"].is_null());
+  EXPECT_EQ(wpar_hostname(spec), "web1");
+  spec.hostname.clear();
+  EXPECT_EQ(wpar_hostname(spec), "s") << "the hostname defaults to the WPAR's name";
+  fs::remove_all(root);
+}
+
+class SystemWpar : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root for namespaces, mounts and cgroups";
+    if (slurp("/proc/filesystems").find("\toverlay\n") == std::string::npos) {
+      GTEST_SKIP() << "the kernel has no overlayfs (a system WPAR's root is an overlay)";
+    }
+    static int counter = 0;
+    root_ = fmt::format("{}/system-wpar-{}-{}", WPM_TEST_TMP_DIR, ::getpid(), ++counter);
+    fs::create_directories(root_);
+    cgroup_ = fmt::format("wpm-test/sys-{}-{}", ::getpid(), counter);
+  }
+  void TearDown() override {
+    if (root_.empty()) return;
+    if (auto r = files().read_record(); r && supervisor_alive(r->supervisor_pid)) {
+      ::kill(r->supervisor_pid, SIGQUIT);
+      wait_until_ended(files(), 10s);
+    }
+    EXPECT_EQ(slurp("/proc/self/mountinfo").find(root_), std::string::npos)
+        << "a mount leaked to the host";
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+    if (auto parent = CgroupSet::create(CgroupLayout::detect(), "wpm-test")) (void)parent->remove();
+  }
+  WparFiles files() const { return WparFiles(root_, "w"); }
+  SystemFsPaths paths() const { return SystemFsPaths::of(files().dir()); }
+
+  Result<WparRecord> start(WparSpec spec) {
+    EXPECT_TRUE(files().create_dir().has_value());
+    spec.name = "w";
+    spec.type = WparType::kSystem;
+    EXPECT_TRUE(files().write_spec(spec).has_value());
+    return start_supervisor(SupervisorLaunch{WPM_SUPERVISOR, root_, "w", cgroup_, 10s});
+  }
+  Result<WparRecord> start_again() {
+    return start_supervisor(SupervisorLaunch{WPM_SUPERVISOR, root_, "w", cgroup_, 10s});
+  }
+  std::optional<WparRecord> stop(StopMode mode) {
+    auto r = files().read_record();
+    if (!r || !stop_supervisor(*r, mode)) return std::nullopt;
+    if (!wait_until_ended(files(), 20s)) return std::nullopt;
+    return files().read_record().value_or(WparRecord{});
+  }
+  // clogin in a child process (setns of the PID namespace would otherwise
+  // stay with this test process); returns the command's exit code.
+  int login(const std::string& script) {
+    pid_t child = ::fork();
+    if (child == 0) {
+      auto spec = files().read_spec();
+      auto record = files().read_record();
+      auto host = host_bounding_set();
+      if (!spec || !record || !host) ::_exit(200);
+      auto caps = wpar_capabilities(spec->capabilities, *host);
+      if (!caps) ::_exit(201);
+      auto rc =
+          runtime::login(LoginRequest{*spec, *record, cgroup_, {"/bin/sh", "-c", script}, *caps});
+      ::_exit(rc ? *rc : 202);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  // The WPAR's /tmp seen from the host.
+  std::string tmp_file(const std::string& name) const { return slurp(paths().tmp + "/" + name); }
+
+  std::string root_;
+  std::string cgroup_;
+};
+
+TEST_F(SystemWpar, SeesItsOwnHostnamePid1AndOnlyLoopback) {
+  WparSpec spec;
+  spec.hostname = "wpmtest-host";
+  auto started = start(spec);
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  EXPECT_EQ(started->state, WparState::kActive);
+  ASSERT_EQ(login("hostname > /tmp/o; cat /proc/1/comm >> /tmp/o; ls /sys/class/net >> /tmp/o; "
+                  "cat /etc/hostname >> /tmp/o; echo $$ > /tmp/pid"),
+            0);
+  EXPECT_EQ(tmp_file("o"), "wpmtest-host\nwpm-init\nlo\nwpmtest-host\n");
+  int pid = std::stoi(tmp_file("pid"));
+  EXPECT_GT(pid, 1);
+  EXPECT_LT(pid, 100) << "the shell's pid is its PID namespace's, not the host's";
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  EXPECT_NE(std::string(host), "wpmtest-host") << "the host's hostname changed";
+}
+
+TEST_F(SystemWpar, CannotWriteTheHostsUsrAndKeepsTheDefaultCapabilitySet) {
+  auto started = start(WparSpec{});
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  EXPECT_NE(login("touch /usr/wpm-should-not-exist 2>/tmp/err"), 0);
+  EXPECT_NE(tmp_file("err").find("Read-only file system"), std::string::npos) << tmp_file("err");
+  EXPECT_FALSE(fs::exists("/usr/wpm-should-not-exist"));
+  EXPECT_NE(login("mount -t tmpfs none /mnt 2>/dev/null"), 0) << "no cap_sys_admin by default";
+  ASSERT_EQ(
+      login("grep CapBnd /proc/self/status > /tmp/caps; grep CapBnd /proc/1/status >> /tmp/caps"),
+      0);
+  auto host = host_bounding_set();
+  ASSERT_TRUE(host.has_value());
+  auto want = wpar_capabilities(std::nullopt, *host);
+  ASSERT_TRUE(want.has_value());
+  uint64_t mask = 0;
+  for (const auto& c : *want) mask |= 1ull << capng_name_to_capability(c.substr(4).c_str());
+  std::string line = fmt::format("CapBnd:\t{:016x}\n", mask);
+  EXPECT_EQ(tmp_file("caps"), line + line) << "the init and what runs inside hold the WPAR's set";
+}
+
+TEST_F(SystemWpar, WritesStayInsideAndSurviveStopAndStart) {
+  ASSERT_TRUE(start(WparSpec{}).has_value());
+  ASSERT_EQ(login("echo etc > /etc/wpm-test-file && echo var > /var/wpm-test-file && "
+                  "echo home > /home/wpm-test-file && echo tmp > /tmp/wpm-test-file"),
+            0);
+  for (const char* dir : {"/etc", "/var", "/home"}) {
+    EXPECT_FALSE(fs::exists(std::string(dir) + "/wpm-test-file"))
+        << dir << ": the write reached the host";
+  }
+  auto stopped = stop(StopMode::kGraceful);
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_EQ(stopped->state, WparState::kDefined);
+  auto again = start_again();
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  ASSERT_EQ(login("cat /etc/wpm-test-file /var/wpm-test-file /home/wpm-test-file "
+                  "/tmp/wpm-test-file > /tmp/all"),
+            0);
+  EXPECT_EQ(tmp_file("all"), "etc\nvar\nhome\ntmp\n");
+}
+
+TEST_F(SystemWpar, GracefulStopPassesToItsProcessesAndTheNamespacesGo) {
+  WparSpec spec;
+  spec.command = {"/bin/sleep", "1000"};
+  auto started = start(spec);
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  std::string net_ns =
+      fs::read_symlink(fmt::format("/proc/{}/ns/net", started->workload_pid)).string();
+  EXPECT_NE(net_ns, fs::read_symlink("/proc/self/ns/net").string()) << "its own network namespace";
+  auto t0 = std::chrono::steady_clock::now();
+  auto stopped = stop(StopMode::kGraceful);
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "the init did not pass the stop on";
+  EXPECT_EQ(stopped->exit_code, 0) << "the init exits once its children are gone";
+  EXPECT_FALSE(fs::exists(fmt::format("/proc/{}", started->workload_pid)));
+  auto layout = CgroupLayout::detect();
+  for (const auto& [name, c] : layout.controllers)
+    EXPECT_FALSE(fs::exists(c.mount + "/" + cgroup_)) << name;
+}
+
+TEST_F(SystemWpar, GracefulStopTurnsForcedAfterTheTimeout) {
+  WparSpec spec;
+  spec.stop_timeout_s = 1;
+  spec.command = {"/bin/sh", "-c",
+                  "trap '' TERM; echo ready > /tmp/ready; while :; do sleep 0.1; done"};
+  auto started = start(spec);
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  for (int i = 0; i < 500 && tmp_file("ready").empty(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(tmp_file("ready"), "ready\n");
+  auto stopped = stop(StopMode::kGraceful);
+  ASSERT_TRUE(stopped.has_value()) << "the workload ignored SIGTERM and was not killed";
+  EXPECT_EQ(stopped->exit_signal, SIGKILL);
+  EXPECT_GE(stopped->ended_at_ns - started->started_at_ns, 900'000'000)
+      << "forced before the timeout";
+}
+
+TEST_F(SystemWpar, LoginReturnsTheCommandsExitCode) {
+  ASSERT_TRUE(start(WparSpec{}).has_value());
+  EXPECT_EQ(login("exit 7"), 7);
+  EXPECT_EQ(login("kill -TERM $$"), 128 + SIGTERM);
+  EXPECT_EQ(login("/nonexistent/command"), 127);
+}
+
+TEST_F(SystemWpar, ACommandThatCannotRunLeavesItBrokenWithTheReason) {
+  WparSpec spec;
+  spec.command = {"/nonexistent/wpm-command"};
+  auto started = start(spec);
+  ASSERT_FALSE(started.has_value());
+  EXPECT_NE(started.error().message.find("cannot run '/nonexistent/wpm-command'"),
+            std::string::npos)
+      << started.error().message;
+  EXPECT_EQ(files().read_record()->state, WparState::kBroken);
+}
+
+}  // namespace
+}  // namespace wpm::runtime
