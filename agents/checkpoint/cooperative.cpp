@@ -94,9 +94,14 @@ bool wait_frozen(runtime::CgroupSet& set, std::chrono::milliseconds timeout) {
 // directory, the checkpoint signal, the wait for `.complete`, then the freeze.
 Outcome<void> trigger_and_freeze(const fs::path& trigger, pid_t workload, runtime::CgroupSet& set,
                                  const std::string& name, std::chrono::milliseconds timeout) {
+  // Emptied in place, never replaced: a system WPAR sees this directory
+  // through a bind mount that must keep pointing at it.
   std::error_code ec;
-  fs::remove_all(trigger, ec);
   fs::create_directories(trigger, ec);
+  for (const auto& entry : fs::directory_iterator(trigger, ec)) {
+    std::error_code ignored;
+    fs::remove_all(entry.path(), ignored);
+  }
   ::kill(workload, SIGUSR1);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!fs::exists(trigger / ".complete")) {  // bounded by the deadline

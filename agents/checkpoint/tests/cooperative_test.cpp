@@ -119,6 +119,38 @@ TEST_F(Cooperative, CheckpointThenRestartContinuesFromTheSavedCountWithStateInta
   EXPECT_FALSE(record->ended) << slurp(files().console_path());
 }
 
+TEST_F(Cooperative, ASystemWparCheckpointsThroughItsInitAndRestartsFromTheSavedCount) {
+  runtime::WparSpec spec;
+  spec.name = "w";
+  spec.type = runtime::WparType::kSystem;
+  spec.command = counter(4096);
+  spec.checkpointable = true;
+  spec.env["WPM_STATE_DIR"] = trigger_dir(root_, "w");
+  ASSERT_TRUE(files().create_dir().has_value());
+  ASSERT_TRUE(files().write_spec(spec).has_value());
+  auto started = runtime::start_supervisor(launch());
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  // Inside the WPAR the counter writes into its private root: the overlay's upper layer.
+  std::string inside = files().dir() + "/fs/upper" + out_;
+  auto count_inside = [&] {
+    std::string s = slurp(inside);
+    return s.empty() ? uint64_t{0} : std::stoull(s);
+  };
+  ASSERT_TRUE(wait_until([&] { return count_inside() >= 20; }, 10s)) << slurp(files().console_path());
+  auto done = checkpoint(request(After::kKill));
+  ASSERT_TRUE(done.has_value()) << done.error().message << "\n" << slurp(files().console_path());
+  uint64_t saved = std::stoull(slurp(dir_ + "/statefile/state/count"));
+  EXPECT_GE(saved, 20u);
+  ASSERT_TRUE(wait_until([&] { return files().read_record().value_or(runtime::WparRecord{}).ended; }, 10s));
+
+  fs::remove(inside);
+  auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
+  ASSERT_TRUE(restarted.has_value()) << restarted.error().message;
+  ASSERT_TRUE(wait_until([&] { return count_inside() > 0; }, 10s)) << slurp(files().console_path());
+  EXPECT_GT(count_inside(), saved);
+  EXPECT_LT(count_inside(), saved + 40) << "it did not start over";
+}
+
 TEST_F(Cooperative, AWorkloadThatNeverCompletesGetsExitSixAndStaysActive) {
   auto running = start({"/bin/sh", "-c", "trap '' USR1; echo ready; while :; do sleep 0.1; done"});
   ASSERT_TRUE(wait_until([&] { return slurp(files().console_path()).find("ready") != std::string::npos; }, 10s));
