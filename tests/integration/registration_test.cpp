@@ -2,6 +2,7 @@
 // wpm-agent as real processes on loopback, CURVE with the ZAP allow-list.
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -306,6 +307,32 @@ TEST_F(Registration, ForceUnregistersFromTheOldManagerAndRegistersAgain) {
   auto log = events(*w);
   EXPECT_EQ(count_type(log, "systemRemoved"), 1u);
   EXPECT_EQ(count_type(log, "systemRegistered"), 2u);
+}
+
+TEST_F(Registration, AKilledDaemonLeavesItsWparRunningAndTheRestartedOneReportsHowItEnded) {
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  auto exec = agent(dir_ / "a1", {"wparexec", "-n", "ends", "--", "/bin/sh", "-c", "sleep 1.5; exit 7"});
+  ASSERT_EQ(exec.exit_code, 0) << exec.err;
+  EXPECT_NE(read_file(dir_ / "a1/logs/agent.log").find("local_command"), std::string::npos)
+      << "the command ran through the daemon";
+  int pid = std::stoi(read_file(dir_ / "a1/agent.pid"));
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] { return agent(dir_ / "a1", {"status"}).exit_code == 3; }, 10s));
+  // While no agent runs, the WPAR goes on and ends on its own.
+  std::string listing;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        listing = agent(dir_ / "a1", {"lswpar", "-o", "json", "ends"}).out;
+        return listing.find("\"exitCode\": 7") != std::string::npos;
+      },
+      10s))
+      << listing;
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  auto after = agent(dir_ / "a1", {"lswpar", "ends"});
+  EXPECT_EQ(after.exit_code, 0);
+  EXPECT_NE(after.out.find(" 7\n"), std::string::npos) << after.out;
+  EXPECT_NE(read_file(dir_ / "a1/logs/agent.log").find("wpars_reattached"), std::string::npos);
+  agent(dir_ / "a1", {"rmwpar", "ends"});
 }
 
 TEST_F(Registration, UsageErrorsExitWithTheirDocumentedCodes) {
