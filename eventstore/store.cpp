@@ -565,22 +565,28 @@ Result<AppendResult> Store::stage(const AppendRequest& req, int64_t now_ns, Stag
     if (auto err = check_expectation(x, *cur)) return std::unexpected(*err);
   }
   // Resolve versions first, so that a failed lookup leaves nothing half-added.
+  // Events of one stream usually come in a run: the map is consulted only
+  // where the stream changes.
   std::vector<uint64_t> assigned;
   assigned.reserve(req.events.size());
   std::unordered_map<std::string, uint64_t> local;
+  const std::string* run_stream = nullptr;
+  uint64_t run_version = 0;
   for (const auto& d : req.events) {
-    auto it = local.find(d.stream_id);
-    uint64_t v = 0;
-    if (it != local.end()) {
-      v = it->second;
-    } else {
-      auto cur = current_version(d.stream_id, st);
-      if (!cur) return std::unexpected(cur.error());
-      v = *cur;
+    if (run_stream == nullptr || d.stream_id != *run_stream) {
+      if (run_stream != nullptr) local[*run_stream] = run_version;
+      if (auto it = local.find(d.stream_id); it != local.end()) {
+        run_version = it->second;
+      } else {
+        auto cur = current_version(d.stream_id, st);
+        if (!cur) return std::unexpected(cur.error());
+        run_version = *cur;
+      }
+      run_stream = &d.stream_id;
     }
-    local[d.stream_id] = v + 1;
-    assigned.push_back(v + 1);
+    assigned.push_back(++run_version);
   }
+  if (run_stream != nullptr) local[*run_stream] = run_version;
   uint64_t first = st.next;
   for (size_t i = 0; i < req.events.size(); ++i) {
     const EventDraft& d = req.events[i];
@@ -590,8 +596,13 @@ Result<AppendResult> Store::stage(const AppendRequest& req, int64_t now_ns, Stag
     std::memcpy(header.event_id.data() + 8, &be_seq, 8);
     std::string record = encode_event(header, d, kRecordHeaderBytes);
     seal_record(record, st.chain, st.hasher, &st.chain);
-    st.batch.Put(log_cf_, seq_key(st.next), record);
-    st.index.Put(streams_cf_, stream_key(d.stream_id, assigned[i]), seq_key(st.next));
+    rocksdb::Slice sequence(reinterpret_cast<const char*>(&be_seq), sizeof be_seq);
+    st.batch.Put(log_cf_, sequence, record);
+    // The stream-index key (stream id, NUL, big-endian version) without building a string.
+    uint64_t be_version = std::byteswap(assigned[i]);
+    rocksdb::Slice key_parts[3] = {d.stream_id, rocksdb::Slice("\0", 1),
+                                   rocksdb::Slice(reinterpret_cast<const char*>(&be_version), 8)};
+    st.index.Put(streams_cf_, rocksdb::SliceParts(key_parts, 3), rocksdb::SliceParts(&sequence, 1));
     st.log_bytes += record.size();
     EventType type = payload_type(d.payload);
     ++st.type_counts[static_cast<size_t>(type)];
@@ -664,6 +675,9 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
   st.chain = chain_;
   st.log_bytes = log_bytes_;
   st.type_counts = type_counts_;
+  size_t events = 0;
+  for (const AppendRequest& req : requests) events += req.events.size();
+  st.committed.reserve(events);
   for (const AppendRequest& req : requests) out.results.push_back(stage(req, now_ns, st));
   if (st.committed.empty()) return out;
   st.index.Put(meta_cf_, kMetaLogBytes, u64_value(st.log_bytes));
