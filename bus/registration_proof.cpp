@@ -15,7 +15,11 @@
 namespace wpm::bus {
 namespace {
 
-constexpr uint64_t kScryptNMax = 1u << 20;
+// The cost an agent accepts: never cheaper than the default (a false manager
+// on the plain public port must not buy a proof that is cheap to attack
+// offline), never more than 4× (128 MiB), r and p fixed.
+constexpr uint64_t kScryptNMin = 1u << 15;
+constexpr uint64_t kScryptNMax = 1u << 17;
 constexpr size_t kKeyBytes = 32;
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
@@ -66,9 +70,12 @@ Result<PasswordKdf> parse_kdf(std::string_view text) {
     return fail(ErrorCode::kInvalidRequest, fmt::format("'{}' is not scrypt$N$r$p$salt", text));
   }
   auto salt = from_hex(parts[4]);
-  if (!salt || salt->size() < 8 || kdf.n < 2 || kdf.n > kScryptNMax || (kdf.n & (kdf.n - 1)) != 0 ||
-      kdf.r == 0 || kdf.r > 32 || kdf.p == 0 || kdf.p > 4) {
-    return fail(ErrorCode::kInvalidRequest, fmt::format("scrypt parameters out of bounds in '{}'", text));
+  if (!salt || salt->size() < 16 || kdf.n < kScryptNMin || kdf.n > kScryptNMax || (kdf.n & (kdf.n - 1)) != 0 ||
+      kdf.r != 8 || kdf.p != 1) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("scrypt parameters out of bounds in '{}' (accepted: N from 2^15 to 2^17, r 8, p 1, "
+                            "a salt of 16 bytes or more)",
+                            text));
   }
   kdf.salt = *salt;
   return kdf;

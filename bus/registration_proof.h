@@ -19,8 +19,9 @@ struct PasswordKdf {
   std::string salt;  // raw bytes (16)
 };
 
-// "scrypt$N$r$p$<salt hex>"; parse refuses parameters beyond sane bounds
-// (N ≤ 2^20), so a hostile manager cannot make an agent burn its memory.
+// "scrypt$N$r$p$<salt hex>"; parse accepts only N from 2^15 to 2^17 with
+// r = 8, p = 1: a false manager can neither make the proof cheap to attack
+// offline nor make an agent burn its memory.
 std::string format_kdf(const PasswordKdf& kdf);
 Result<PasswordKdf> parse_kdf(std::string_view text);
 PasswordKdf new_kdf();  // fresh random salt, default cost

@@ -7,7 +7,9 @@
 // batch is durable. Malformed frames are counted, logged (rate-limited) and
 // answered with an error; they never stop the loop.
 //
-// Thread safety: construct, bind and run on one thread.
+// Thread safety: construct and bind on one thread, then run on one thread (the
+// same or another started after bind: thread creation orders the sockets'
+// use); nothing else touches it while it runs.
 
 #include <spdlog/logger.h>
 

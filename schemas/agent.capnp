@@ -8,7 +8,8 @@
 #   register. Nothing secret travels there: the registration password is
 #   proven, never sent (Register.proof);
 # - the manager's agent channel (9514, CURVE with the manager's key; its ZAP
-#   handler admits registered keys only): started, heartbeat, unregister;
+#   handler admits registered keys only): started, heartbeat, profile,
+#   unregister;
 # - the agent's own port (9510, CURVE with the agent's key, only the pinned
 #   manager key admitted): AgentCommand from the manager.
 
@@ -26,6 +27,7 @@ struct ManagerRequest {
     started @4 :Started;
     heartbeat @5 :Heartbeat;
     unregister @6 :Void;
+    profile @7 :Events.SystemProfile;  # the profile changed since it was last sent
   }
 }
 

@@ -71,6 +71,7 @@ std::string encode(const ManagerRequest& request) {
                      x.setWparsActive(r.wpars_active);
                    },
                    [&](const Unregister&) { b.setUnregister(); },
+                   [&](const ProfileReport& r) { put_profile(r.profile, b.initProfile()); },
                },
                request.body);
   });
@@ -99,6 +100,7 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
         break;
       }
       case s::ManagerRequest::UNREGISTER: out.body = Unregister{}; break;
+      case s::ManagerRequest::PROFILE: out.body = ProfileReport{get_profile(r.getProfile())}; break;
       default: unknown("manager request", static_cast<unsigned>(r.which()));
     }
     return out;

@@ -44,10 +44,14 @@ struct Heartbeat {
 struct Unregister {
   bool operator==(const Unregister&) const = default;
 };
+struct ProfileReport {
+  profile::SystemProfile profile;
+  bool operator==(const ProfileReport&) const = default;
+};
 
 struct ManagerRequest {
   uint64_t request_id = 0;
-  std::variant<GetManagerKey, Register, Started, Heartbeat, Unregister> body;
+  std::variant<GetManagerKey, Register, Started, Heartbeat, Unregister, ProfileReport> body;
   bool operator==(const ManagerRequest&) const = default;
 };
 

@@ -137,6 +137,10 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           x.setLastNs(p.last_ns);
           x.setHostname(text(p.hostname));
           x.setPublicKey(text(p.public_key));
+        } else if constexpr (std::is_same_v<T, SystemProfileChanged>) {
+          auto x = b.initSystemProfileChanged();
+          x.setSystemId(text(p.system_id));
+          put_profile(p.profile, x.initProfile());
         }
       },
       payload);
@@ -166,6 +170,11 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared) {
       out = RegistrationRejected{str(x.getAddress()),  str(x.getReason()), x.getAttempts(),
                                  x.getFirstNs(),       x.getLastNs(),      str(x.getHostname()),
                                  str(x.getPublicKey())};
+      break;
+    }
+    case s::Payload::SYSTEM_PROFILE_CHANGED: {
+      auto x = r.getSystemProfileChanged();
+      out = SystemProfileChanged{str(x.getSystemId()), get_profile(x.getProfile())};
       break;
     }
     default:

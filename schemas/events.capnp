@@ -11,6 +11,7 @@ enum EventType {
   systemRegistered @2;   # a managed system was accepted (DESIGN.md §8)
   systemRemoved @3;      # a managed system was removed; its key is revoked
   registrationRejected @4;  # registration attempts refused (aggregated per address)
+  systemProfileChanged @5;  # a registered system reported a different profile
 }
 
 struct Event {
@@ -34,6 +35,7 @@ struct Payload {
     systemRegistered @2 :SystemRegistered;
     systemRemoved @3 :SystemRemoved;
     registrationRejected @4 :RegistrationRejected;
+    systemProfileChanged @5 :SystemProfileChanged;
   }
 }
 
@@ -69,6 +71,11 @@ struct RegistrationRejected {
   lastNs @4 :Int64;
   hostname @5 :Text;     # as the client claimed it
   publicKey @6 :Text;    # the client's CURVE key, Z85
+}
+
+struct SystemProfileChanged {
+  systemId @0 :Text;
+  profile @1 :SystemProfile;   # the whole new profile
 }
 
 # The system profile (DESIGN.md §6), compared by the compatibility tests.

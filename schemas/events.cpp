@@ -7,9 +7,21 @@
 
 namespace wpm {
 namespace {
+
+// The profile's lists dominate its size; its scalars are a small constant.
+size_t profile_bytes(const profile::SystemProfile& p) {
+  size_t bytes = 256 + p.cpu_model.size() + p.kernel_version.size();
+  for (const auto& f : p.cpu_flags) bytes += f.size() + 8;
+  for (const auto& c : p.capabilities) bytes += c.size() + 8;
+  for (const auto& c : p.cgroups) bytes += c.name.size() + c.mount.size() + 32;
+  for (const auto& c : p.checkpointers) bytes += c.reason.size() + c.version.size() + 48;
+  for (const auto& n : p.namespaces) bytes += n.size() + 8;
+  return bytes;
+}
 // Index = EventType ordinal. Names are stable: they appear in topics and JSON.
 constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
-    "unspecified", "synthetic", "systemRegistered", "systemRemoved", "registrationRejected"};
+    "unspecified", "synthetic", "systemRegistered", "systemRemoved", "registrationRejected",
+    "systemProfileChanged"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -33,16 +45,10 @@ size_t payload_bytes(const Payload& payload) {
         if constexpr (std::is_same_v<T, Synthetic>) {
           return p.run.size() + p.note.size() + p.blob.size();
         } else if constexpr (std::is_same_v<T, SystemRegistered>) {
-          // The profile's lists dominate; its scalars are a small constant.
-          size_t profile = 256;
-          for (const auto& f : p.profile.cpu_flags) profile += f.size() + 8;
-          for (const auto& c : p.profile.capabilities) profile += c.size() + 8;
-          for (const auto& c : p.profile.cgroups) profile += c.name.size() + c.mount.size() + 32;
-          for (const auto& c : p.profile.checkpointers) profile += c.reason.size() + c.version.size() + 48;
-          for (const auto& n : p.profile.namespaces) profile += n.size() + 8;
-          profile += p.profile.cpu_model.size() + p.profile.kernel_version.size();
           return p.system_id.size() + p.hostname.size() + p.address.size() + p.public_key.size() +
-                 profile;
+                 profile_bytes(p.profile);
+        } else if constexpr (std::is_same_v<T, SystemProfileChanged>) {
+          return p.system_id.size() + profile_bytes(p.profile);
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           return p.system_id.size() + p.reason.size();
         } else {

@@ -20,8 +20,9 @@ enum class EventType : uint16_t {
   kSystemRegistered = 2,
   kSystemRemoved = 3,
   kRegistrationRejected = 4,
+  kSystemProfileChanged = 5,
 };
-inline constexpr uint16_t kEventTypeMax = 4;
+inline constexpr uint16_t kEventTypeMax = 5;
 
 std::string_view event_type_name(EventType type);
 std::optional<EventType> event_type_from_name(std::string_view name);
@@ -61,8 +62,15 @@ struct RegistrationRejected {
   bool operator==(const RegistrationRejected&) const = default;
 };
 
+struct SystemProfileChanged {
+  std::string system_id;
+  profile::SystemProfile profile;
+  bool operator==(const SystemProfileChanged&) const = default;
+};
+
 // Alternative order follows EventType (index + 1 == ordinal).
-using Payload = std::variant<Synthetic, SystemRegistered, SystemRemoved, RegistrationRejected>;
+using Payload =
+    std::variant<Synthetic, SystemRegistered, SystemRemoved, RegistrationRejected, SystemProfileChanged>;
 
 inline EventType payload_type(const Payload& payload) {
   return static_cast<EventType>(payload.index() + 1);

@@ -132,6 +132,7 @@ struct ConfigureOptions {
   std::string password_file;
   std::string hostname;
   bool force = false;
+  bool agentport_given = false;
 };
 
 // Best effort: tells the old manager this agent leaves.
@@ -157,13 +158,28 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
                                       "manager (or again), add --force",
                                       r.manager_host, r.system_id));
   }
+  // The agent port: --agentport, else agent.toml's, else 9510; both given
+  // and different is refused rather than registering a port nobody binds.
+  uint16_t agentport = o.agentport_given ? o.agentport : 9510;
+  if (auto config = load_agent_config(paths.data_dir); config && fs::exists(paths.data_dir + "/agent.toml")) {
+    uint16_t configured = port_of(config->agent_endpoint);
+    if (o.agentport_given && configured != o.agentport) {
+      return error(kUsage, fmt::format("{}/agent.toml sets the agent port to {}, not {}; give --agentport {} or "
+                                       "change [agent] endpoint there",
+                                       paths.data_dir, configured, o.agentport, configured));
+    }
+    agentport = configured;
+  }
   int daemon = running_daemon_pid(paths.data_dir);
   uint16_t own_port = daemon != 0 ? port_of(read_endpoints(paths.data_dir)["agent"]) : 0;
-  if (o.agentport != own_port) {
-    if (auto why = port_taken(o.agentport)) {
+  if (daemon != 0 && agentport != 0 && own_port != agentport) {
+    std::fprintf(stderr, "wpm-agent: note: the running agent listens on port %u; run wpm-agent restart so that it "
+                 "listens on %u\n", own_port, agentport);
+  } else if (agentport != own_port) {
+    if (auto why = port_taken(agentport)) {
       return error(kFailed, fmt::format("the agent port {} is taken by another program ({}); choose another with "
                                         "--agentport",
-                                        o.agentport, *why));
+                                        agentport, *why));
     }
   }
   auto password = read_password(o.password_file);
@@ -202,8 +218,6 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   auto secret = bus::derive_password_key(*password, *kdf);
   if (!secret) return error(kFailed, secret.error().message);
 
-  if (o.force && existing && *existing) unregister(context, **existing, *keys);
-
   std::string hostname = o.hostname;
   if (hostname.empty()) {
     char buf[256] = {};
@@ -213,7 +227,7 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   auto profile = profile::collect_profile();
   profile.agent_version = kVersion;
   ap::Register reg{bus::registration_proof(*secret, manager->public_key, keys->public_key, hostname), hostname,
-                   o.agentport, profile, keys->public_key};
+                   agentport, profile, keys->public_key};
   auto reply = call_public(context, o.manager, o.pubport, ap::ManagerRequest{2, reg}, kManagerTimeout);
   if (!reply) return error(kFailed, fmt::format("the manager did not answer the registration: {}", reply.error().message));
   if (const auto* e = std::get_if<ap::ProtocolError>(&reply->body)) {
@@ -224,9 +238,18 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   Registration r{o.manager, o.pubport, manager->agent_channel_port, manager->public_key, fingerprint,
                  registered->system_id, now_ns()};
   if (auto w = write_registration(paths.data_dir, r); !w) return error(kFailed, w.error().message);
+  // Only now, with the new registration in place, leave the old manager (a
+  // failed registration must not leave the agent registered nowhere). The
+  // same manager and key: the registration was the same one, nothing to leave.
+  if (o.force && existing && *existing) {
+    const auto& old = **existing;
+    if (old.manager_public_key != r.manager_public_key || old.system_id != r.system_id) {
+      unregister(context, old, *keys);
+    }
+  }
   // The agent port the daemon binds, unless agent.toml says otherwise.
   auto config_text = fmt::format("# Written by wpm-agent configure; edit freely.\n[agent]\nendpoint = \"tcp://0.0.0.0:{}\"\n",
-                                 o.agentport);
+                                 agentport);
   if (!fs::exists(paths.data_dir + "/agent.toml")) {
     (void)write_file_atomic(paths.data_dir + "/agent.toml", config_text, 0644);
   }
@@ -305,6 +328,7 @@ int start(const AgentPaths& paths, const PortFlags& ports) {
   if (child == 0) {
     ::setsid();
     if (::fork() != 0) ::_exit(0);
+    (void)!::chdir("/");  // never hold the caller's directory (or mount) busy
     int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ::dup2(devnull, 0);
@@ -372,7 +396,10 @@ void add_daemon_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& f
                             "file holding the registration password (else WPM_REGISTRATION_PASSWORD, else a prompt)");
   configure_cmd->add_option("--hostname", co->hostname, "the name to register under (default: this host's name)");
   configure_cmd->add_flag("--force", co->force, "unregister from the current manager and register again");
-  configure_cmd->callback([&, co] { exit_code = configure(paths, *co, format); });
+  configure_cmd->callback([&, co, configure_cmd] {
+    co->agentport_given = configure_cmd->count("--agentport") > 0;
+    exit_code = configure(paths, *co, format);
+  });
 
   auto background = std::make_shared<bool>(false);
   auto ports = std::make_shared<PortFlags>();

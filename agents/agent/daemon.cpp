@@ -12,7 +12,6 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -29,6 +28,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
+#include "agents/agent/forward.h"
 #include "agents/agent/manager_link.h"
 #include "agents/profile/profile.h"
 #include "agents/runtime/lifecycle.h"
@@ -47,7 +47,8 @@ using namespace std::chrono_literals;
 
 constexpr const char* kZapDomain = "agent-port";
 constexpr auto kManagerTimeout = 2000ms;
-constexpr size_t kForwardMessageMax = 64 * 1024;
+// Heartbeats between two collections of the system profile (a minute at 5 s).
+constexpr uint64_t kProfileEveryTicks = 12;
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -155,6 +156,7 @@ class Daemon {
   Result<void> open_local_socket();
   void refresh_registration();
   void tick();
+  void recollect_profile();
   void on_agent_port();
   void on_local_client();
   void reap_children();
@@ -177,6 +179,8 @@ class Daemon {
   std::map<std::string, prometheus::Gauge*> state_gauges_;
   int64_t started_ns_ = now_ns();
   profile::SystemProfile profile_;
+  bool profile_sent_ = false;  // the manager has acknowledged profile_
+  uint64_t ticks_ = 0;
 };
 
 Result<void> Daemon::open_local_socket() {
@@ -235,8 +239,24 @@ void Daemon::refresh_registration() {
              session_->endpoint(), registration_->manager_fingerprint);
 }
 
+// The profile, collected again now and then; CRIU's probe is kept from the
+// start (it takes seconds and changes only with packages).
+void Daemon::recollect_profile() {
+  profile::CollectOptions collect;
+  collect.probe_criu = false;
+  auto fresh = profile::collect_profile(collect);
+  fresh.agent_version = kVersion;
+  fresh.checkpointers = profile_.checkpointers;
+  if (fresh == profile_) return;
+  log_->info("profile_changed kernel={} memory_bytes={} cpu_cores={}", fresh.kernel_version, fresh.memory_bytes,
+             fresh.cpu_cores);
+  profile_ = std::move(fresh);
+  profile_sent_ = false;
+}
+
 void Daemon::tick() {
   refresh_registration();
+  if (++ticks_ % kProfileEveryTicks == 0) recollect_profile();
   metrics_->uptime.Set(static_cast<double>(now_ns() - started_ns_) / 1e9);
   update_wpar_gauges();
   if (session_) {
@@ -247,12 +267,17 @@ void Daemon::tick() {
     ap::ManagerRequest request;
     if (!started_sent_) {
       request.body = ap::Started{kVersion, profile_, static_cast<uint32_t>(wpars.size())};
+    } else if (!profile_sent_) {
+      request.body = ap::ProfileReport{profile_};
     } else {
       request.body = ap::Heartbeat{now_ns(), static_cast<uint32_t>(wpars.size()), active};
     }
     auto reply = session_->call(request, kManagerTimeout);
     if (!reply) {
-      status_.last_error = fmt::format("the manager did not answer: {}", reply.error().message);
+      status_.last_error = fmt::format(
+          "the manager did not answer ({}): it is down or unreachable, or it no longer admits this agent's key "
+          "(then run wpm-agent configure --force)",
+          reply.error().message);
       metrics_->errors.Increment();
       log_->warn("manager_unreachable endpoint={} error=\"{}\"", session_->endpoint(), reply.error().message);
     } else if (const auto* e = std::get_if<ap::ProtocolError>(&reply->body)) {
@@ -262,6 +287,7 @@ void Daemon::tick() {
     } else {
       if (!started_sent_) log_->info("manager_reached system={} reported=started", status_.system_id);
       started_sent_ = true;
+      profile_sent_ = true;
       status_.last_contact_ns = now_ns();
       status_.last_error.clear();
       metrics_->last_contact.Set(static_cast<double>(status_.last_contact_ns) / 1e9);
@@ -306,26 +332,27 @@ void Daemon::on_agent_port() {
   port_->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
 }
 
-// A forwarded command: one message with the arguments (JSON) and the
-// client's stdin, stdout and stderr; answered with {"exit": N} when it ends.
+// A forwarded command (forward.h) with the client's stdin, stdout and stderr;
+// answered with {"exit": N} when it ends.
 void Daemon::on_local_client() {
   int client = ::accept4(local_fd_, nullptr, nullptr, SOCK_CLOEXEC);
   if (client < 0) return;
   auto refuse = [&](int code, const std::string& why) {
-    std::string m = nlohmann::json{{"exit", code}, {"error", why}}.dump();
+    std::string m = nlohmann::json{{"exit", code}, {"error", why}}.dump(-1, ' ', false,
+                                                                       nlohmann::json::error_handler_t::replace);
     (void)::send(client, m.data(), m.size(), MSG_NOSIGNAL);
     ::close(client);
   };
   ucred cred{};
   socklen_t len = sizeof cred;
-  if (::getsockopt(client, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != 0) {
+  if (::getsockopt(client, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != 0 && cred.uid != ::geteuid())) {
     log_->warn("local_client_refused uid={}", cred.uid);
     return refuse(1, "only root may use wpm-agent");
   }
   pollfd p{client, POLLIN, 0};
   if (::poll(&p, 1, 2000) <= 0) return refuse(1, "no command received");
-  std::string buffer(kForwardMessageMax, '\0');
-  char control[CMSG_SPACE(3 * sizeof(int))];
+  std::string buffer(kForwardBytesMax, '\0');
+  alignas(cmsghdr) char control[CMSG_SPACE(16 * sizeof(int))];
   iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -333,49 +360,55 @@ void Daemon::on_local_client() {
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t n = ::recvmsg(client, &msg, MSG_CMSG_CLOEXEC);
-  int fds[3] = {-1, -1, -1};
+  // Every descriptor received is ours to close, whatever the message says.
+  std::vector<int> received;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(3 * sizeof(int))) {
-      std::memcpy(fds, CMSG_DATA(c), sizeof fds);
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      received.push_back(fd);
     }
   }
   auto close_fds = [&] {
-    for (int fd : fds) {
-      if (fd >= 0) ::close(fd);
-    }
+    for (int fd : received) ::close(fd);
   };
-  std::vector<std::string> args;
-  try {
-    if (n <= 0) throw std::runtime_error("empty message");
-    buffer.resize(static_cast<size_t>(n));
-    args = nlohmann::json::parse(buffer).at("args").get<std::vector<std::string>>();
-  } catch (const std::exception& e) {
-    close_fds();
-    return refuse(2, fmt::format("malformed command: {}", e.what()));
+  std::optional<ForwardRequest> request;
+  if (n > 0 && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
+    request = decode_forward(std::string_view(buffer.data(), static_cast<size_t>(n)));
   }
-  if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0) {
+  if (!request || received.size() != 3) {
     close_fds();
-    return refuse(2, "malformed command: no standard streams");
+    return refuse(2, "malformed command for the agent daemon (expected a command with its standard streams)");
   }
+  // Everything the child needs is made before fork: the daemon has threads.
   std::error_code ec;
   std::vector<std::string> argv = {fs::read_symlink("/proc/self/exe", ec).string(), "--data", o_.paths.data_dir};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> cargv;
+  argv.insert(argv.end(), request->args.begin(), request->args.end());
+  std::vector<std::string> env = request->env;
+  env.push_back(std::string(kDirectEnv) + "=1");
+  std::vector<char*> cargv, cenv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
+  for (auto& e : env) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+  const char* cwd = request->cwd.c_str();
+  int fds[3] = {received[0], received[1], received[2]};
   pid_t child = ::fork();
   if (child == 0) {
     for (int i = 0; i < 3; ++i) ::dup2(fds[i], i);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::setenv(kDirectEnv, "1", 1);
-    ::execv(cargv[0], cargv.data());
+    // The command runs where its caller runs: relative paths mean the same.
+    if (::chdir(cwd) != 0) ::_exit(126);
+    ::execve(cargv[0], cargv.data(), cenv.data());
     ::_exit(127);
   }
   close_fds();
   if (child < 0) return refuse(1, fmt::format("cannot run the command: {}", std::strerror(errno)));
-  std::string name = args.empty() ? "" : args.front();
+  std::string name = request->args.empty() ? "" : request->args.front();
   log_->info("local_command pid={} command={}", child, name);
   children_[child] = client;
 }
@@ -403,6 +436,10 @@ int Daemon::run() {
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   int sfd = ::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) {
+    std::fprintf(stderr, "wpm-agent: signalfd: %s\n", std::strerror(errno));
+    return 1;
+  }
 
   auto keys = bus::load_or_create_curve_keys(o_.paths.data_dir + "/keys", "agent");
   if (!keys) {
@@ -518,16 +555,17 @@ int Daemon::run() {
 
 std::string socket_path(const std::string& data_dir) { return data_dir + "/agent.sock"; }
 
+// The pid file carries a POSIX write lock while the daemon lives: F_GETLK
+// names its holder without taking any lock, so looking never disturbs a
+// daemon that is starting.
 int running_daemon_pid(const std::string& data_dir) {
   int fd = ::open(pid_path(data_dir).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
   int pid = 0;
-  if (::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
-    char buf[32] = {};
-    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
-    if (n > 0) pid = std::atoi(buf);
-    if (pid <= 0) pid = -1;  // locked but unreadable: some daemon runs
-  }
+  if (::fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type != F_UNLCK) pid = probe.l_pid > 0 ? probe.l_pid : -1;
   ::close(fd);
   return pid;
 }
@@ -535,16 +573,21 @@ int running_daemon_pid(const std::string& data_dir) {
 int run_daemon(const DaemonOptions& options) {
   std::error_code ec;
   fs::create_directories(options.paths.data_dir, ec);
-  // The pid file, locked while the daemon lives: one daemon per data directory.
+  // One daemon per data directory. The lock goes with this process (never
+  // inherited by the commands it runs); the file is never opened twice.
   int fd = ::open(pid_path(options.paths.data_dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
     std::fprintf(stderr, "wpm-agent: cannot open %s: %s\n", pid_path(options.paths.data_dir).c_str(),
                  std::strerror(errno));
     return 1;
   }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_SETLK, &lock) != 0) {
     std::fprintf(stderr, "wpm-agent: another wpm-agent runs on %s (pid %d); stop it with wpm-agent stop\n",
                  options.paths.data_dir.c_str(), running_daemon_pid(options.paths.data_dir));
+    ::close(fd);
     return 1;
   }
   std::string pid = fmt::format("{}\n", ::getpid());
@@ -563,6 +606,14 @@ std::optional<int> forward_to_daemon(const std::string& data_dir, const std::vec
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) return std::nullopt;
   std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ForwardRequest request;
+  std::error_code ec;
+  request.cwd = fs::current_path(ec).string();
+  if (ec || request.cwd.empty()) request.cwd = "/";
+  request.args = args;
+  for (char** e = environ; *e != nullptr; ++e) request.env.emplace_back(*e);
+  std::string body = encode_forward(request);
+  if (body.size() > kForwardBytesMax) return std::nullopt;  // too big for one message: run it here
   int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (fd < 0) return std::nullopt;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
@@ -573,12 +624,6 @@ std::optional<int> forward_to_daemon(const std::string& data_dir, const std::vec
       return 1;
     }
     return std::nullopt;  // no daemon: the caller runs the command itself
-  }
-  std::string body = nlohmann::json{{"args", args}}.dump();
-  if (body.size() > kForwardMessageMax) {
-    ::close(fd);
-    std::fprintf(stderr, "wpm-agent: the command line is too long (%zu bytes)\n", body.size());
-    return 2;
   }
   int fds[3] = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
   char control[CMSG_SPACE(sizeof fds)] = {};
@@ -613,7 +658,7 @@ std::optional<int> forward_to_daemon(const std::string& data_dir, const std::vec
     auto j = nlohmann::json::parse(std::string_view(reply, static_cast<size_t>(n)));
     if (j.contains("error")) std::fprintf(stderr, "wpm-agent: %s\n", j["error"].get<std::string>().c_str());
     return j.at("exit").get<int>();
-  } catch (const std::exception&) {
+  } catch (const std::exception&) {  // nlohmann: parse or type errors
     std::fprintf(stderr, "wpm-agent: unreadable answer from the agent daemon\n");
     return 1;
   }

@@ -22,6 +22,10 @@ std::vector<std::string> local_command_args(int argc, char** argv, const std::se
   bool local = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--") {  // the workload's own arguments: passed on untouched
+      forwarded.insert(forwarded.end(), argv + i, argv + argc);
+      break;
+    }
     if (a == "--data" && i + 1 < argc) {
       ++i;
       continue;
@@ -71,16 +75,17 @@ int main(int argc, char** argv) {
   for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
     if (!daemon_commands.contains(sub->get_name())) local_commands.insert(sub->get_name());
   }
+  // clogin is interactive: it needs this process's controlling terminal.
+  local_commands.erase("clogin");
 
   if (std::getenv(kDirectEnv) == nullptr) {
     auto forwarded = local_command_args(argc, argv, local_commands);
     if (!forwarded.empty()) {
       // --data may come anywhere; find it the way the parser would.
-      for (int i = 1; i + 1 < argc; ++i) {
-        if (std::string(argv[i]) == "--data") data = argv[i + 1];
-      }
-      for (int i = 1; i < argc; ++i) {
-        if (std::string(argv[i]).starts_with("--data=")) data = std::string(argv[i]).substr(7);
+      for (int i = 1; i < argc && std::string(argv[i]) != "--"; ++i) {
+        std::string a = argv[i];
+        if (a == "--data" && i + 1 < argc) data = argv[i + 1];
+        if (a.starts_with("--data=")) data = a.substr(7);
       }
       if (auto code = forward_to_daemon(AgentPaths::from_data_dir(data).data_dir, forwarded)) return *code;
     }

@@ -92,8 +92,11 @@ TEST(RegistrationProof, KdfRoundTripsAndHostileParametersAreRefused) {
   ASSERT_TRUE(parsed);
   EXPECT_EQ(parsed->salt, kdf.salt);
   EXPECT_EQ(parsed->n, kdf.n);
-  EXPECT_FALSE(parse_kdf("scrypt$4194304$8$1$00112233445566778899aabbccddeeff")) << "N over 2^20";
-  EXPECT_FALSE(parse_kdf("scrypt$1000$8$1$00112233445566778899aabbccddeeff")) << "N not a power of 2";
+  EXPECT_FALSE(parse_kdf("scrypt$4194304$8$1$00112233445566778899aabbccddeeff")) << "N over 2^17";
+  EXPECT_FALSE(parse_kdf("scrypt$2$1$1$00112233445566778899aabbccddeeff")) << "a cost too cheap: a downgrade";
+  EXPECT_FALSE(parse_kdf("scrypt$32768$32$1$00112233445566778899aabbccddeeff")) << "r is fixed";
+  EXPECT_FALSE(parse_kdf("scrypt$40000$8$1$00112233445566778899aabbccddeeff")) << "N not a power of 2";
+  EXPECT_TRUE(parse_kdf("scrypt$65536$8$1$00112233445566778899aabbccddeeff"));
   EXPECT_FALSE(parse_kdf("bcrypt$1024$8$1$0011223344556677"));
   EXPECT_FALSE(parse_kdf("scrypt$1024$8$1$zz"));
   auto key = derive_password_key("pw", kdf);

@@ -30,6 +30,7 @@ TEST(AgentCodec, ManagerRequestsRoundTrip) {
       {3, Started{"0.1.0", sample_profile(), 4}},
       {4, Heartbeat{123, 4, 2}},
       {5, Unregister{}},
+      {6, ProfileReport{sample_profile()}},
   };
   for (const auto& r : requests) {
     auto back = decode_manager_request(encode(r));

@@ -24,6 +24,8 @@ namespace ap = agentproto;
 constexpr const char* kZapDomain = "agent";
 constexpr const char* kActor = "wpmd/inventory";
 constexpr size_t kHostnameMax = 253;
+// Unauthenticated frames: a registration with its profile is a few KiB.
+constexpr size_t kPublicFrameBytesMax = 64 * 1024;
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -158,7 +160,7 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
       return fail(ErrorCode::kTimeout, fmt::format("the registered systems were not read from the log within {} s "
                                                    "(at {} of {}){}",
                                                    options_.catch_up_timeout.count() / 1000, followed_.load(), head,
-                                                   follow_error_.empty() ? "" : ": " + follow_error_));
+                                                   follow_error().empty() ? "" : ": " + follow_error()));
     }
     std::this_thread::sleep_for(5ms);
   }
@@ -169,15 +171,18 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
                        const std::string& key) -> std::optional<std::string> {
         if (domain != kZapDomain) return std::nullopt;
         std::lock_guard lock(mutex_);
-        if (const auto* system = registry_.by_key(key)) return system->system_id;
-        log_->warn("agent_channel_refused address={} key_fingerprint={} reason=\"key not registered\"", address,
-                   bus::key_fingerprint(key));
+        if (registry_.by_key(key) != nullptr) return key;
+        if (refusal_log_.allow(now_ns())) {
+          log_->warn("agent_channel_refused address={} key_fingerprint={} reason=\"key not registered\" "
+                     "suppressed_before={}",
+                     address, bus::key_fingerprint(key), refusal_log_.take_suppressed());
+        }
         return std::nullopt;
       });
   try {
     public_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
     bus::apply_defaults(*public_);
-    public_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(ap::kAgentFrameBytesMax));
+    public_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kPublicFrameBytesMax));
     public_->bind(bus::bind_spelling(options_.public_endpoint));
     bound_public_ = bus::last_endpoint(*public_);
     channel_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
@@ -211,7 +216,10 @@ void AgentChannel::follow() {
     if (followed_.load() == 0) followed_ = 1;
     auto r = subscriber.run([this] { return stop_.load(); });
     if (r || stop_) break;
-    follow_error_ = r.error().message;
+    {
+      std::lock_guard lock(mutex_);
+      follow_error_ = r.error().message;
+    }
     log_->warn("registry_follow_failed error=\"{}\" retry_in_s=1", r.error().message);
     for (int i = 0; i < 10 && !stop_; ++i) std::this_thread::sleep_for(100ms);
   }
@@ -265,14 +273,23 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
     return;
   }
   int64_t now = now_ns();
+  // Only validated values reach the log and the event: anything else is
+  // described, never copied (it could be a megabyte of junk or forged lines).
+  const bool valid = valid_hostname(reg->hostname) && bus::valid_curve_key(reg->public_key);
+  std::string hostname = valid_hostname(reg->hostname) ? reg->hostname
+                                                       : fmt::format("<invalid, {} bytes>", reg->hostname.size());
+  std::string claimed_key = bus::valid_curve_key(reg->public_key)
+                                ? reg->public_key
+                                : fmt::format("<invalid, {} bytes>", reg->public_key.size());
   auto refuse = [&](ap::ErrorKind kind, const std::string& reason, const std::string& message) {
-    if (auto event = rejections_.refuse(address, reason, reg->hostname, reg->public_key, now)) {
-      record_rejection(*event);
+    if (auto event = rejections_.refuse(address, reason, hostname, claimed_key, now)) record_rejection(*event);
+    if (refusal_log_.allow(now)) {
+      log_->warn("registration_refused address={} hostname={} reason=\"{}\" suppressed_before={}", address,
+                 hostname, reason, refusal_log_.take_suppressed());
     }
-    log_->warn("registration_refused address={} hostname={} reason=\"{}\"", address, reg->hostname, reason);
     send_reply(socket, frames[0], error_reply(id, kind, message));
   };
-  if (!valid_hostname(reg->hostname) || !bus::valid_curve_key(reg->public_key)) {
+  if (!valid) {
     refuse(ap::ErrorKind::kInvalidRequest, "invalid host name or key",
            "the registration carries an invalid host name or public key");
     return;
@@ -340,7 +357,15 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
     return;
   }
   auto& frames = **got;
-  std::string system_id = property(frames[1], "User-Id");
+  // The ZAP handler admitted the connection with its key as user id; the key
+  // is resolved again for every message, so a key revoked while its
+  // connection is open is refused at once, even if its id is reused.
+  std::string key = property(frames[1], "User-Id");
+  std::string system_id;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto* system = registry_.by_key(key)) system_id = system->system_id;
+  }
   auto request = ap::decode_manager_request(bus::view(frames[1]));
   if (!request) {
     metrics_->malformed.Increment();
@@ -351,14 +376,11 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
     return;
   }
   uint64_t id = request->request_id;
-  {
-    std::lock_guard lock(mutex_);
-    if (registry_.by_id(system_id) == nullptr) {
-      send_reply(socket, frames[0],
-                 error_reply(id, ap::ErrorKind::kNotRegistered,
-                             "this agent's key is no longer registered; run wpm-agent configure"));
-      return;
-    }
+  if (system_id.empty()) {
+    send_reply(socket, frames[0],
+               error_reply(id, ap::ErrorKind::kNotRegistered,
+                           "this agent's key is no longer registered; run wpm-agent configure --force"));
+    return;
   }
   int64_t now = now_ns();
   if (const auto* started = std::get_if<ap::Started>(&request->body)) {
@@ -371,7 +393,13 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
       l.wpars = started->wpars;
     }
     log_->info("agent_started system={} version={} wpars={}", system_id, started->agent_version, started->wpars);
-    send_reply(socket, frames[0], ap::ManagerReply{id, ap::Ack{}});
+    send_reply(socket, frames[0], record_profile(id, system_id, started->profile));
+  } else if (const auto* report = std::get_if<ap::ProfileReport>(&request->body)) {
+    {
+      std::lock_guard lock(mutex_);
+      liveness_[system_id].last_seen_ns = now;
+    }
+    send_reply(socket, frames[0], record_profile(id, system_id, report->profile));
   } else if (const auto* beat = std::get_if<ap::Heartbeat>(&request->body)) {
     {
       std::lock_guard lock(mutex_);
@@ -408,6 +436,33 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
     send_reply(socket, frames[0],
                error_reply(id, ap::ErrorKind::kInvalidRequest, "register on the public port, not the agent channel"));
   }
+}
+
+// Records the profile when it differs from the one on record; acknowledged
+// only once it is durable, so that the agent sends it again otherwise.
+ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& system_id,
+                                              const profile::SystemProfile& profile) {
+  {
+    std::lock_guard lock(mutex_);
+    const auto* known = registry_.by_id(system_id);
+    if (known == nullptr || known->profile == profile) return ap::ManagerReply{id, ap::Ack{}};
+  }
+  AppendRequest append;
+  append.idempotency_key = random_key("profile-");
+  append.events.push_back(
+      EventDraft{"system/" + system_id, "", "", kActor, SystemProfileChanged{system_id, profile}});
+  auto result = store_->append(append);
+  if (!result) {
+    log_->warn("profile_not_recorded system={} error=\"{}\"", system_id, result.error().message);
+    return error_reply(id, ap::ErrorKind::kUnavailable, "cannot record the profile: " + result.error().message);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    registry_.update_profile(system_id, profile);
+  }
+  log_->info("system_profile_changed system={} kernel={} sequence={}", system_id, profile.kernel_version,
+             result->first_sequence);
+  return ap::ManagerReply{id, ap::Ack{}};
 }
 
 void AgentChannel::flush_rejections(int64_t now) {

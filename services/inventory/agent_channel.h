@@ -24,6 +24,7 @@
 
 #include "bus/client.h"
 #include "bus/curve.h"
+#include "schemas/agent_protocol.h"
 #include "schemas/error.h"
 #include "services/inventory/registry.h"
 #include "services/inventory/rejections.h"
@@ -79,6 +80,8 @@ class AgentChannel {
   void on_public(zmq::socket_t& socket);
   void on_channel(zmq::socket_t& socket);
   void flush_rejections(int64_t now_ns);
+  agentproto::ManagerReply record_profile(uint64_t id, const std::string& system_id,
+                                          const profile::SystemProfile& profile);
   void record_rejection(const RegistrationRejected& rejected);
 
   zmq::context_t& context_;
@@ -101,7 +104,12 @@ class AgentChannel {
   std::unique_ptr<bus::StoreClient> store_;  // channel thread only
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> followed_{0};  // next sequence the follower waits for
-  std::string follow_error_;
+  std::string follow_error_;  // guarded by mutex_
+  std::string follow_error() const {
+    std::lock_guard lock(mutex_);
+    return follow_error_;
+  }
+  LogLimiter refusal_log_;  // refusal log lines: the manager key is public
   std::thread follower_;
   std::thread server_;
 };

@@ -9,7 +9,13 @@ void Registry::evolve(const Event& event) {
     apply(*r, event.sequence);
   } else if (const auto* removed = std::get_if<SystemRemoved>(&event.payload)) {
     remove(removed->system_id);
+  } else if (const auto* changed = std::get_if<SystemProfileChanged>(&event.payload)) {
+    update_profile(changed->system_id, changed->profile);
   }
+}
+
+void Registry::update_profile(const std::string& system_id, const profile::SystemProfile& profile) {
+  if (auto it = by_id_.find(system_id); it != by_id_.end()) it->second.profile = profile;
 }
 
 void Registry::admit(const SystemRegistered& registered, uint64_t sequence) {
@@ -22,7 +28,8 @@ void Registry::apply(const SystemRegistered& r, uint64_t sequence) {
     remove(old->second);
   }
   if (auto it = by_id_.find(r.system_id); it != by_id_.end()) id_by_key_.erase(it->second.public_key);
-  by_id_[r.system_id] = RegisteredSystem{r.system_id, r.hostname, r.address, r.public_key, r.agent_port, sequence};
+  by_id_[r.system_id] =
+      RegisteredSystem{r.system_id, r.hostname, r.address, r.public_key, r.agent_port, sequence, r.profile};
   id_by_key_[r.public_key] = r.system_id;
 }
 

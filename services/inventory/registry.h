@@ -22,6 +22,7 @@ struct RegisteredSystem {
   std::string public_key;  // Z85
   uint16_t agent_port = 0;
   uint64_t registered_at_sequence = 0;
+  profile::SystemProfile profile;  // as registered, or as last changed
   bool operator==(const RegisteredSystem&) const = default;
 };
 
@@ -33,6 +34,8 @@ class Registry {
   // publication arrives (the publication then changes nothing).
   void admit(const SystemRegistered& registered, uint64_t sequence);
 
+  // Applies a profile change this process has just had acknowledged.
+  void update_profile(const std::string& system_id, const profile::SystemProfile& profile);
   // Drops a system this process has just had removed.
   void revoke(const std::string& system_id) { remove(system_id); }
 

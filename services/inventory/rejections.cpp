@@ -1,5 +1,7 @@
 #include "services/inventory/rejections.h"
 
+#include <utility>
+
 namespace wpm::inventory {
 namespace {
 const std::string kOverflowAddress = "*";
@@ -55,6 +57,25 @@ std::vector<RegistrationRejected> RejectionLimiter::due(int64_t now_ns) {
     }
   }
   return out;
+}
+
+bool LogLimiter::allow(int64_t now_ns) {
+  std::lock_guard lock(mutex_);
+  if (now_ns - window_start_ns_ >= window_ns_) {
+    window_start_ns_ = now_ns;
+    in_window_ = 0;
+  }
+  if (in_window_ < per_window_) {
+    ++in_window_;
+    return true;
+  }
+  ++suppressed_;
+  return false;
+}
+
+uint64_t LogLimiter::take_suppressed() {
+  std::lock_guard lock(mutex_);
+  return std::exchange(suppressed_, 0);
 }
 
 bool RejectionLimiter::blocked(const std::string& address, int64_t now_ns) const {

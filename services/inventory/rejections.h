@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,24 @@ struct RejectionOptions {
   // Addresses tracked at once; beyond it refusals aggregate under "*".
   // Default: 10000.
   size_t addresses_max = 10'000;
+};
+
+// At most `per_window` log lines per window, counting the ones held back, so
+// that a flood of refusals cannot flood the log. Thread-safe.
+class LogLimiter {
+ public:
+  explicit LogLimiter(uint32_t per_window = 20, int64_t window_ns = 60'000'000'000)
+      : per_window_(per_window), window_ns_(window_ns) {}
+  bool allow(int64_t now_ns);
+  uint64_t take_suppressed();
+
+ private:
+  std::mutex mutex_;
+  uint32_t per_window_;
+  int64_t window_ns_;
+  int64_t window_start_ns_ = 0;
+  uint32_t in_window_ = 0;
+  uint64_t suppressed_ = 0;
 };
 
 class RejectionLimiter {

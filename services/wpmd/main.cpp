@@ -71,7 +71,15 @@ Result<std::string> registration_password_hash(const wpmd::WpmdOptions& options,
   if (options.registration_password_file.empty()) {
     std::ifstream in(stored_path);
     std::string line;
-    if (in && std::getline(in, line) && bus::parse_password_hash(line)) return line;
+    if (in && std::getline(in, line)) {
+      if (auto parsed = bus::parse_password_hash(line); !parsed) {
+        return fail(ErrorCode::kCorruption,
+                    fmt::format("{} is unreadable ({}); set the password again with "
+                                "--registration-password-file FILE",
+                                stored_path, parsed.error().message));
+      }
+      return line;
+    }
     log.warn("registration_closed reason=\"no registration password\" hint=\"start wpmd with "
              "--registration-password-file FILE\"");
     return std::string();
@@ -164,6 +172,10 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   // The store serves on its own thread: the services below read from it
   // while they start. It stops when stop_store becomes readable.
   int stop_store = ::eventfd(0, EFD_CLOEXEC);
+  if (stop_store < 0) {
+    std::fprintf(stderr, "wpmd: eventfd: %s\n", std::strerror(errno));
+    return 1;
+  }
   auto stop_store_thread = [&] {
     uint64_t one = 1;
     (void)!::write(stop_store, &one, sizeof one);
@@ -176,7 +188,12 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   agent_options.store_endpoint = server.request_endpoint();
   agent_options.keys_dir = options.data_dir + "/keys";
   agent_options.password_hash = *password_hash;
-  auto agents = inventory::AgentChannel::start(context, agent_options, *registry, log);
+  Result<std::unique_ptr<inventory::AgentChannel>> agents = fail(ErrorCode::kInternal, "not started");
+  try {
+    agents = inventory::AgentChannel::start(context, agent_options, *registry, log);
+  } catch (const std::exception& e) {
+    agents = fail(ErrorCode::kInternal, fmt::format("cannot start the agent channel: {}", e.what()));
+  }
   if (!agents) {
     log->error("agent_channel_failed error=\"{}\"", agents.error().message);
     std::fprintf(stderr, "wpmd: %s\n", agents.error().message.c_str());

@@ -35,9 +35,10 @@ class Registration : public ::testing::Test {
     for (const auto& data : started_) run({bin("wpm-agent"), "--data", data, "stop"});
   }
 
-  std::unique_ptr<Wpmd> start_wpmd(std::vector<std::string> extra = {}, bool with_password = true) {
+  std::unique_ptr<Wpmd> start_wpmd(std::vector<std::string> extra = {}, bool with_password = true,
+                                   const std::string& name = "wpmd") {
     Wpmd::Options o;
-    o.data_dir = dir_ / "wpmd";
+    o.data_dir = dir_ / name;
     o.extra_args = std::move(extra);
     if (with_password) o.extra_args.insert(o.extra_args.end(), {"--registration-password-file", dir_ / "password"});
     auto w = std::make_unique<Wpmd>(o);
@@ -206,6 +207,31 @@ TEST_F(Registration, AnUnregisteredKeyIsRefusedOnTheAgentChannelAlsoAfterRestart
   EXPECT_EQ(metric_value(metrics, "wpm_agents_registered"), 1.0);
 }
 
+TEST_F(Registration, AChangedProfileIsRecordedOnceAndAnUnchangedOneNot) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  auto keys = bus::load_curve_keys(dir_ / "a1/keys", "agent");
+  ASSERT_TRUE(keys);
+  auto log = events(*w);
+  auto registered = std::find_if(log.begin(), log.end(), [](const auto& e) { return e["type"] == "systemRegistered"; });
+  ASSERT_NE(registered, log.end());
+  std::string stream = (*registered)["streamId"];
+  // The profile as registered, with a new kernel: what an upgraded host reports.
+  profile::SystemProfile changed;
+  changed.os_type = "Linux";
+  changed.kernel_version = "9.9.9-upgraded";
+  std::string key = manager_public_key(*w);
+  for (int i = 0; i < 2; ++i) {
+    auto reply = channel_call(w->agent_channel(), key, *keys, {1, ap::ProfileReport{changed}});
+    ASSERT_TRUE(reply && std::holds_alternative<ap::Ack>(reply->body));
+  }
+  log = events(*w);
+  ASSERT_EQ(count_type(log, "systemProfileChanged"), 1u) << "the second report changed nothing";
+  auto event = std::find_if(log.begin(), log.end(), [](const auto& e) { return e["type"] == "systemProfileChanged"; });
+  EXPECT_EQ((*event)["payload"]["systemProfileChanged"]["profile"]["kernelVersion"], "9.9.9-upgraded");
+  EXPECT_EQ((*event)["streamId"], stream);
+}
+
 TEST_F(Registration, TheDaemonReportsItsStartAndHeartbeatsAndStatusSaysSo) {
   auto w = start_wpmd();
   ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
@@ -298,26 +324,77 @@ TEST_F(Registration, TwoAgentsRegisterSideBySideUnderDistinctIds) {
   EXPECT_NE(read_key_values(dir_ / "a1/endpoints")["agent"], read_key_values(dir_ / "a2/endpoints")["agent"]);
 }
 
-TEST_F(Registration, ForceUnregistersFromTheOldManagerAndRegistersAgain) {
+TEST_F(Registration, ForceRegistersWithTheNewManagerThenLeavesTheOldOne) {
+  auto old_manager = start_wpmd();
+  auto new_manager = start_wpmd({}, true, "wpmd-new");
+  ASSERT_EQ(configure(*old_manager, dir_ / "a1", dir_ / "password").exit_code, 0);
+  // A failed registration with the new manager leaves the old one in place.
+  auto refused = configure(*new_manager, dir_ / "a1", dir_ / "wrong", {"--force"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_EQ(count_type(events(*old_manager), "systemRemoved"), 0u);
+  EXPECT_NE(read_file(dir_ / "a1/registration.json").find(port_of(old_manager->agent_public())), std::string::npos);
+
+  auto moved = configure(*new_manager, dir_ / "a1", dir_ / "password", {"--force"});
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  EXPECT_NE(moved.out.find("unregistered"), std::string::npos) << moved.out;
+  EXPECT_EQ(count_type(events(*old_manager), "systemRemoved"), 1u);
+  EXPECT_EQ(count_type(events(*new_manager), "systemRegistered"), 1u);
+  // Again with the same manager: the same registration, nothing new.
+  auto again = configure(*new_manager, dir_ / "a1", dir_ / "password", {"--force"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  auto log = events(*new_manager);
+  EXPECT_EQ(count_type(log, "systemRegistered"), 1u);
+  EXPECT_EQ(count_type(log, "systemRemoved"), 0u);
+}
+
+TEST_F(Registration, ARemovedSystemsOpenConnectionIsRefusedEvenWhenItsIdIsReused) {
   auto w = start_wpmd();
-  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
-  auto r = configure(*w, dir_ / "a1", dir_ / "password", {"--force"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("unregistered"), std::string::npos) << r.out;
-  auto log = events(*w);
-  EXPECT_EQ(count_type(log, "systemRemoved"), 1u);
-  EXPECT_EQ(count_type(log, "systemRegistered"), 2u);
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password", {"--hostname", "web1"}).exit_code, 0);
+  auto old_keys = bus::load_curve_keys(dir_ / "a1/keys", "agent");
+  ASSERT_TRUE(old_keys);
+  std::string manager_key = manager_public_key(*w);
+  // One connection, kept open across the removal.
+  zmq::socket_t dealer(context_, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  bus::make_curve_client(dealer, *old_keys, manager_key);
+  dealer.connect(w->agent_channel());
+  auto call = [&](const ap::ManagerRequest& request) -> std::optional<ap::ManagerReply> {
+    std::string bytes = ap::encode(request);
+    dealer.send(zmq::buffer(bytes), zmq::send_flags::none);
+    zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
+    if (bus::poll(&item, 1, 3000ms) <= 0) return std::nullopt;
+    zmq::message_t frame;
+    if (!dealer.recv(frame)) return std::nullopt;
+    auto reply = ap::decode_manager_reply(bus::view(frame));
+    return reply ? std::optional(*reply) : std::nullopt;
+  };
+  auto first = call({1, ap::Heartbeat{1, 0, 0}});
+  ASSERT_TRUE(first && std::holds_alternative<ap::Ack>(first->body));
+  auto removed = call({2, ap::Unregister{}});
+  ASSERT_TRUE(removed && std::holds_alternative<ap::Ack>(removed->body));
+  // Another host takes the name, and with it the id "web1".
+  ASSERT_EQ(configure(*w, dir_ / "a2", dir_ / "password", {"--hostname", "web1"}).exit_code, 0);
+  EXPECT_NE(read_file(dir_ / "a2/registration.json").find("\"web1\""), std::string::npos);
+  auto after = call({3, ap::Heartbeat{2, 0, 0}});
+  ASSERT_TRUE(after);
+  ASSERT_TRUE(std::holds_alternative<ap::ProtocolError>(after->body));
+  EXPECT_EQ(std::get<ap::ProtocolError>(after->body).kind, ap::ErrorKind::kNotRegistered);
 }
 
 TEST_F(Registration, AKilledDaemonLeavesItsWparRunningAndTheRestartedOneReportsHowItEnded) {
   ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
-  auto exec = agent(dir_ / "a1", {"wparexec", "-n", "ends", "--", "/bin/sh", "-c", "sleep 1.5; exit 7"});
+  std::string go = dir_ / "go";
+  auto exec = agent(dir_ / "a1", {"wparexec", "-n", "ends", "--", "/bin/sh", "-c",
+                                  "while [ ! -e " + go + " ]; do sleep 0.05; done; exit 7"});
   ASSERT_EQ(exec.exit_code, 0) << exec.err;
   EXPECT_NE(read_file(dir_ / "a1/logs/agent.log").find("local_command"), std::string::npos)
       << "the command ran through the daemon";
   int pid = std::stoi(read_file(dir_ / "a1/agent.pid"));
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
   ASSERT_TRUE(wait_until([&] { return agent(dir_ / "a1", {"status"}).exit_code == 3; }, 10s));
+  auto during = agent(dir_ / "a1", {"lswpar", "ends"});
+  EXPECT_NE(during.out.find(" A "), std::string::npos) << "still running without its agent: " << during.out;
+  std::ofstream(go).flush();
   // While no agent runs, the WPAR goes on and ends on its own.
   std::string listing;
   ASSERT_TRUE(wait_until(
@@ -333,6 +410,21 @@ TEST_F(Registration, AKilledDaemonLeavesItsWparRunningAndTheRestartedOneReportsH
   EXPECT_NE(after.out.find(" 7\n"), std::string::npos) << after.out;
   EXPECT_NE(read_file(dir_ / "a1/logs/agent.log").find("wpars_reattached"), std::string::npos);
   agent(dir_ / "a1", {"rmwpar", "ends"});
+}
+
+TEST_F(Registration, AForwardedCommandRunsInItsCallersDirectoryWithItsArgumentsUntouched) {
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  // A relative path, a multibyte character, and a --data that belongs to the workload.
+  std::string script = "cd '" + dir_.path() + "' && '" + bin("wpm-agent") +
+                       "' --data a1 wparexec -n rel -- /bin/sh -c 'printf %s \"$1\" > out.txt' sh "
+                       "\"$(printf '\\303\\251')\" --data /nowhere";
+  auto r = run({"/bin/sh", "-c", script}, 30s);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(wait_until([&] { return fs::exists(dir_ / "out.txt"); }, 10s));
+  EXPECT_EQ(read_file(dir_ / "out.txt"), "\xc3\xa9");
+  EXPECT_NE(read_file(dir_ / "a1/logs/agent.log").find("command=wparexec"), std::string::npos)
+      << "it ran through the daemon";
+  agent(dir_ / "a1", {"rmwpar", "rel"});
 }
 
 TEST_F(Registration, UsageErrorsExitWithTheirDocumentedCodes) {

@@ -56,6 +56,9 @@ nlohmann::json event_to_json(const Event& e) {
                     {"agentPort", p.agent_port}}}};
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           return {{"systemRemoved", {{"systemId", p.system_id}, {"reason", p.reason}}}};
+        } else if constexpr (std::is_same_v<T, SystemProfileChanged>) {
+          return {{"systemProfileChanged",
+                   {{"systemId", p.system_id}, {"profile", profile::profile_to_json(p.profile)}}}};
         } else {
           return {{"registrationRejected",
                    {{"address", p.address},
