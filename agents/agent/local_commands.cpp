@@ -123,15 +123,58 @@ struct SystemOptions {
   std::string hostname;
   uint32_t stop_timeout_s = 10;
   bool start = false;
+  std::string address;               // --address
+  std::vector<std::string> network;  // -N attribute=value (the seed's mkwpar)
 };
+
+// The WPAR's address from --address and the seed's `-N address=A`, or the
+// usage error (printed). The interface and the netmask are the host
+// interface's whose subnet holds the address, so -N takes nothing else.
+std::expected<std::string, int> address_of(const SystemOptions& o) {
+  std::string address = o.address;
+  for (const auto& attribute : o.network) {
+    auto eq = attribute.find('=');
+    std::string key = attribute.substr(0, eq);
+    if (eq == std::string::npos || key != "address") {
+      return std::unexpected(
+          error(kUsage, fmt::format("-N {}: only address=A is supported; the WPAR's interface and "
+                                    "netmask are those of the host interface whose subnet holds A",
+                                    attribute)));
+    }
+    std::string value = attribute.substr(eq + 1);
+    if (!address.empty() && value != address) {
+      return std::unexpected(error(
+          kUsage, fmt::format("two addresses given ({} and {}); a WPAR has one", address, value)));
+    }
+    address = value;
+  }
+  return address;
+}
+
+// Checks a system WPAR's address on this host (mkwpar, startwpar): the
+// refusal's message and exit code (the seed's 1) when it cannot have it.
+int check_address(const AgentPaths& p, const runtime::WparSpec& spec, const char* doing) {
+  if (spec.address.empty()) return kOk;
+  auto plan = runtime::plan_wpar_network(p.wpars_root, spec);
+  if (!plan) {
+    return error(plan.error().exit_code,
+                 fmt::format("cannot {} WPAR {}: {}", doing, spec.name, plan.error().message));
+  }
+  return kOk;
+}
 
 int startwpar(const AgentPaths& p, const std::string& name);
 
 int mkwpar(const AgentPaths& p, const SystemOptions& o) {
+  auto address = address_of(o);
+  if (!address) return address.error();
   auto spec = new_spec(p, o.exec, runtime::WparType::kSystem);
   if (!spec) return spec.error();
   spec->hostname = o.hostname;
   spec->stop_timeout_s = o.stop_timeout_s;
+  spec->address = *address;
+  // Refused before anything is written: a refused WPAR does not exist.
+  if (int rc = check_address(p, *spec, "create")) return rc;
   bool preserved = fs::exists(
       runtime::SystemFsPaths::of(runtime::WparFiles(p.wpars_root, o.exec.name).dir()).upper);
   if (int rc = write_new(p, *spec)) return rc;
@@ -215,10 +258,23 @@ int startwpar(const AgentPaths& p, const std::string& name) {
   runtime::WparSpec spec;
   runtime::WparRecord record;
   if (int rc = load(p, name, runtime::Operation::kStart, spec, record)) return rc;
+  // Checked again: another WPAR may have taken the address since mkwpar, or
+  // the host's interfaces changed. A refusal leaves the WPAR Defined.
+  if (int rc = check_address(p, spec, "start")) return rc;
   auto started = runtime::start_supervisor(launch_of(p, name));
   if (!started)
     return error(kFailed, fmt::format("WPAR {} did not start: {}", name, started.error().message));
   std::printf("WPAR %s is active: init pid %d\n", name.c_str(), started->workload_pid);
+  if (const auto& n = started->network) {
+    std::printf("WPAR %s has address %s on %s (host end %s)\n", name.c_str(),
+                runtime::format_ipv4(n->address).c_str(), n->host_interface.c_str(),
+                n->host_ifname.c_str());
+  }
+  if (started->forwarding_enabled) {
+    std::printf(
+        "note: IPv4 forwarding was off on this host; the WPAR's network turned it on "
+        "(net.ipv4.ip_forward=1)\n");
+  }
   return kOk;
 }
 
@@ -231,6 +287,11 @@ int rmwpar(const AgentPaths& p, const std::string& name, bool preserve) {
   if (int rc = load(p, name, runtime::Operation::kRemove, spec, record)) return rc;
   if (effective_state(record) == WparState::kActive) {
     if (int rc = stopwpar(p, name, false)) return rc;
+  }
+  // A network its lost supervisor left attached goes before the record that names it.
+  if (auto cleaned = runtime::cleanup_lost_wpar(runtime::WparFiles(p.wpars_root, name)); !cleaned) {
+    return error(kFailed, fmt::format("cannot remove WPAR {}: {}; retry `wpm-agent rmwpar {}`",
+                                      name, cleaned.error().message, name));
   }
   fs::path dir = runtime::WparFiles(p.wpars_root, name).dir();
   std::error_code ec;
@@ -376,6 +437,10 @@ void add_system_commands(CLI::App& app, const AgentPaths& paths, int& exit_code)
   mk->add_flag("-c,--checkpoint", m.exec.checkpointable, "enable checkpoint (cooperative)");
   mk->add_option("--hostname", m.hostname, "hostname inside the WPAR (default: its name)");
   mk->add_option("--capabilities", m.exec.capabilities, kCapabilitiesHelp);
+  mk->add_option("--address", m.address,
+                 "IPv4 address on a routed veth; the host interface whose subnet holds it "
+                 "carries it (default: no network but loopback)");
+  mk->add_option("-N", m.network, "seed-style network attribute: address=A (as --address)");
   mk->add_option("--stop-timeout", m.stop_timeout_s,
                  "seconds a graceful stop waits before it forces (default 10)");
   mk->add_flag("-s,--start", m.start, "start the WPAR once created");

@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "agents/runtime/capabilities.h"
@@ -217,7 +218,81 @@ void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, Wp
   }
 }
 
+// The addresses of the agent's WPARs other than `except`, from their specs.
+std::map<uint32_t, std::string> addresses_in_use(const std::string& wpars_root,
+                                                 const std::string& except) {
+  std::map<uint32_t, std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(wpars_root, ec)) {
+    std::string name = e.path().filename().string();
+    if (name == except || !e.is_directory(ec)) continue;
+    auto spec = WparFiles(wpars_root, name).read_spec();
+    if (!spec || spec->address.empty()) continue;
+    if (auto a = parse_ipv4(spec->address)) out.emplace(*a, spec->name);
+  }
+  return out;
+}
+
+std::string this_host() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "(this host)";
+  return name;
+}
+
+// A network this WPAR's record still names, left by a supervisor that died
+// before detaching (or whose detach failed), goes before a new attach.
+Result<void> detach_left_over(const WparFiles& files) {
+  auto cleaned = cleanup_lost_wpar(files);
+  if (!cleaned) return std::unexpected(cleaned.error());
+  return {};
+}
+
+// The network of a WPAR that ends: detached once its processes are gone (its
+// namespace has gone with them, and with it the peer); on failure the record
+// keeps it, so the next start or cleanup_lost_wpar detaches it again.
+void detach_at_end(WparRecord& record) {
+  if (!record.network) return;
+  if (auto d = detach_veth(*record.network); !d) {
+    // Added to why it is Broken, if it is: that reason stays first.
+    record.error += fmt::format("{}the WPAR's network is still attached: {}; the next start or "
+                                "rmwpar detaches it again",
+                                record.error.empty() ? "" : "; ", d.error().message);
+    return;
+  }
+  record.network.reset();
+}
+
 }  // namespace
+
+std::expected<VethPlan, Refusal> plan_wpar_network(const std::string& wpars_root,
+                                                   const WparSpec& spec) {
+  auto interfaces = host_interfaces();
+  if (!interfaces) {
+    return std::unexpected(Refusal{
+        kExitFailed, fmt::format("cannot read this host's interfaces to place address {}: {}",
+                                 spec.address, interfaces.error().message)});
+  }
+  return plan_veth(wpars_root, spec.name, spec.address, this_host(), *interfaces,
+                   addresses_in_use(wpars_root, spec.name));
+}
+
+Result<bool> cleanup_lost_wpar(const WparFiles& files) {
+  auto record = files.read_record();
+  if (!record) {
+    if (record.error().code == ErrorCode::kNotFound) return false;  // never started
+    return std::unexpected(record.error());
+  }
+  if (!record->network || supervisor_alive(record->supervisor_pid)) return false;
+  const VethPlan plan = *record->network;
+  if (auto d = detach_veth(plan); !d) return std::unexpected(d.error());
+  auto cleared = files.update_record([&](WparRecord& r) {
+    if (r.network != plan || supervisor_alive(r.supervisor_pid)) return false;
+    r.network.reset();
+    return true;
+  });
+  if (!cleared) return std::unexpected(cleared.error());
+  return true;
+}
 
 int supervisor_main(const std::string& wpars_root, const std::string& name,
                     const std::string& cgroup_relative, int ready_fd) {
@@ -227,6 +302,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   auto broken = [&](const std::string& why) {
     record.state = WparState::kBroken;
     record.error = why;
+    detach_at_end(record);  // start_system_init detached already: repeating is harmless
     (void)files.write_record(record);
     write_all(ready_fd, "error " + why + "\n");
     ::close(ready_fd);
@@ -240,6 +316,21 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   if (!spec) return broken(spec.error().message);
   const bool system = spec->type == WparType::kSystem;
   if (!system && spec->command.empty()) return broken("the WPAR has no command to run");
+  if (!system && !spec->address.empty()) {
+    return broken(
+        fmt::format("an application WPAR shares the host's network and cannot have "
+                    "address {}; make it a system WPAR (mkwpar)",
+                    spec->address));
+  }
+  if (auto left = detach_left_over(files); !left) return broken(left.error().message);
+  // Planned again at start: another WPAR may have taken the address, or the
+  // host's interfaces changed, since mkwpar checked.
+  std::optional<VethPlan> network;
+  if (!spec->address.empty()) {
+    auto plan = plan_wpar_network(wpars_root, *spec);
+    if (!plan) return broken(plan.error().message);
+    network = *plan;
+  }
   auto host = host_bounding_set();
   if (!host) return broken(host.error().message);
   auto capabilities = wpar_capabilities(spec->capabilities, *host);
@@ -266,9 +357,20 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   // The checkpoint trigger directory, if any, is shared with a system WPAR at
   // the same path, so WPM_STATE_DIR means the same inside and out.
   auto state_dir = spec->env.find("WPM_STATE_DIR");
+  // Recorded as soon as it is attached, so that a crash from here on leaves
+  // the record naming what cleanup_lost_wpar detaches.
+  auto on_attached = [&](const VethAttachment& attachment) {
+    record.state = WparState::kTransitional;
+    record.network = network;
+    record.forwarding_enabled = attachment.forwarding_enabled;
+    // Intentionally unchecked: a record we cannot write now we cannot write
+    // later either, and this process detaches on its own when the WPAR ends.
+    (void)files.write_record(record);
+  };
   Result<pid_t> workload = system ? start_system_init(SystemInitRequest{
                                         &files, &*spec, &*set, console, *capabilities,
-                                        state_dir == spec->env.end() ? "" : state_dir->second})
+                                        state_dir == spec->env.end() ? "" : state_dir->second,
+                                        network ? &*network : nullptr, on_attached})
                                   : start_application(*spec, *set, console, *capabilities);
   ::close(console);
   if (!workload) {
@@ -292,6 +394,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   (void)set->remove();
+  detach_at_end(record);
   record.state = WparState::kDefined;
   (void)files.write_record(record);
   return 0;

@@ -6,13 +6,18 @@
 // The agent starts it detached and re-attaches later by reading the record.
 //
 // An application WPAR's workload is its command; a system WPAR's is its init
-// (system_wpar.h), in the WPAR's own namespaces. Until the agent's local
-// socket exists, a supervisor takes SIGTERM as "stop gracefully" and SIGQUIT
-// as "stop now".
+// (system_wpar.h), in the WPAR's own namespaces, with the veth of its address
+// (veth.h) if it has one: planned again at each start, recorded as soon as it
+// is attached, detached once the WPAR's processes are gone. Until the agent's
+// local socket exists, a supervisor takes SIGTERM as "stop gracefully" and
+// SIGQUIT as "stop now".
 
 #include <chrono>
+#include <expected>
 #include <string>
 
+#include "agents/runtime/lifecycle.h"
+#include "agents/runtime/veth.h"
 #include "agents/runtime/wpar_files.h"
 #include "schemas/error.h"
 
@@ -36,6 +41,23 @@ Result<WparRecord> start_supervisor(const SupervisorLaunch& launch);
 enum class StopMode { kGraceful, kForced };
 // Asks a WPAR's supervisor to stop it.
 Result<void> stop_supervisor(const WparRecord& record, StopMode mode);
+
+// The veth plan of system WPAR `spec` (its `address`) on this host: the host's
+// interfaces now, and the addresses of the agent's other WPARs (their specs
+// under `wpars_root`, which also names the agent in the host end's name). A
+// refusal (exit code and message of check_wpar_address) when the address is
+// outside every subnet, the host's own, or another WPAR's; also when the
+// host's interfaces cannot be read. mkwpar and startwpar check with it, and
+// the supervisor plans with it again when it starts the WPAR.
+std::expected<VethPlan, Refusal> plan_wpar_network(const std::string& wpars_root,
+                                                   const WparSpec& spec);
+
+// For a WPAR whose supervisor is gone (killed, or the host restarted): detaches
+// the network its record says is attached and clears it from the record.
+// Returns whether it detached one; nothing is done while the supervisor runs.
+// Idempotent; a restarted agent calls it for every WPAR it finds lost, and
+// rmwpar before removing a WPAR.
+Result<bool> cleanup_lost_wpar(const WparFiles& files);
 
 // The supervisor process itself (wpm-wpar-supervisor's main).
 int supervisor_main(const std::string& wpars_root, const std::string& name,

@@ -371,18 +371,32 @@ Result<pid_t> start_system_init(const SystemInitRequest& r) {
   }
   ::close(go[0]);
   ::close(ready[1]);
+  bool attached = false;
   auto abandon = [&](const std::string& why) {
     ::close(go[1]);
     ::close(ready[0]);
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
+    // The namespace dies with the init and takes the peer (and so the host
+    // end) with it, but not the host interface's proxy entry.
+    if (attached) {
+      if (auto d = detach_veth(*r.network); !d)
+        return fail(ErrorCode::kInternal, fmt::format("{}; {}", why, d.error().message));
+    }
     return fail(ErrorCode::kInternal, why);
   };
   // The init joins the WPAR's cgroups before it runs anything.
   if (auto joined = r.cgroups->add_process(pid); !joined) return abandon(joined.error().message);
-  // NETWORK HOOK (agents/runtime/veth.h): a WPAR with an address gets its veth
-  // here, while its init waits: attach_veth(plan, pid) into the init's network
-  // namespace (it has only `lo` until then); on failure, return abandon(…).
+  // The WPAR's network (only `lo` until now), attached while its init waits.
+  if (r.network != nullptr) {
+    auto attachment = attach_veth(*r.network, pid);
+    if (!attachment) {
+      return abandon(fmt::format("cannot attach the network of address {}: {}",
+                                 format_ipv4(r.network->address), attachment.error().message));
+    }
+    attached = true;
+    if (r.on_network_attached) r.on_network_attached(*attachment);
+  }
   if (::write(go[1], "g", 1) != 1) return abandon(errno_text("cannot start the WPAR's init"));
   std::string report = read_report(ready[0]);
   if (report != "ok") {

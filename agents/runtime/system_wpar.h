@@ -20,10 +20,12 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "agents/runtime/cgroups.h"
+#include "agents/runtime/veth.h"
 #include "agents/runtime/wpar_files.h"
 #include "schemas/error.h"
 
@@ -36,11 +38,17 @@ struct SystemInitRequest {
   int console_fd = -1;                    // the init's and the command's stdout and stderr
   std::vector<std::string> capabilities;  // resolved (capabilities.h)
   std::string shared_dir;                 // bound at the same path inside; empty: none
+  // The WPAR's veth (veth.h), attached into the init's network namespace
+  // while the init waits, before it builds its root. Null: only loopback.
+  const VethPlan* network = nullptr;
+  // Called once the veth is attached, before the init goes on, so that the
+  // caller records what to detach even if it dies right after.
+  std::function<void(const VethAttachment&)> on_network_attached;
 };
 
 // Creates the WPAR's directories, clones the init and returns its pid (in the
 // caller's PID namespace) once the WPAR's root is built and its command runs,
-// or why it could not start (the init is then gone).
+// or why it could not start (the init is then gone and its veth detached).
 Result<pid_t> start_system_init(const SystemInitRequest& request);
 
 // The hostname of a system WPAR: its spec's, or its name.

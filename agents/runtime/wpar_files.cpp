@@ -65,6 +65,35 @@ WparState state_from(const std::string& s) {
   return WparState::kBroken;
 }
 
+json network_to_json(const VethPlan& p) {
+  return {{"hostIfname", p.host_ifname},
+          {"wparIfname", p.wpar_ifname},
+          {"address", format_ipv4(p.address)},
+          {"hostInterface", p.host_interface},
+          {"hostAddress", format_ipv4(p.host_address)},
+          {"gateway", format_ipv4(p.gateway)}};
+}
+
+// The record's network, if any; an error text when it is malformed.
+std::optional<std::string> network_from(const json& j, WparRecord& r) {
+  if (!j.contains("network") || j["network"].is_null()) return std::nullopt;
+  const json& n = j["network"];
+  VethPlan p;
+  p.host_ifname = n.at("hostIfname").get<std::string>();
+  p.wpar_ifname = n.value("wparIfname", std::string(kVethWparIfname));
+  p.host_interface = n.at("hostInterface").get<std::string>();
+  for (auto [key, out] :
+       {std::pair{"address", &p.address}, std::pair{"hostAddress", &p.host_address},
+        std::pair{"gateway", &p.gateway}}) {
+    auto text = n.at(key).get<std::string>();
+    auto a = parse_ipv4(text);
+    if (!a) return fmt::format("network.{} '{}' is not an IPv4 address", key, text);
+    *out = *a;
+  }
+  r.network = p;
+  return std::nullopt;
+}
+
 }  // namespace
 
 WparFiles::WparFiles(std::string root, std::string name) : dir_(root + "/" + name) {}
@@ -89,7 +118,8 @@ json spec_to_json(const WparSpec& s) {
             {"limits", limits},
             {"checkpointable", s.checkpointable},
             {"stopTimeoutSeconds", s.stop_timeout_s},
-            {"hostname", s.hostname}};
+            {"hostname", s.hostname},
+            {"address", s.address}};
   // null: the default set, resolved against the host the WPAR starts on.
   j["capabilities"] = s.capabilities ? json(*s.capabilities) : json(nullptr);
   return j;
@@ -106,6 +136,8 @@ json record_to_json(const WparRecord& r) {
             {"error", r.error}};
   opt_to(j, "exitCode", r.exit_code);
   opt_to(j, "exitSignal", r.exit_signal);
+  j["network"] = r.network ? network_to_json(*r.network) : json(nullptr);
+  j["forwardingEnabled"] = r.forwarding_enabled;
   return j;
 }
 
@@ -130,6 +162,7 @@ Result<WparSpec> WparFiles::read_spec() const {
     s.checkpointable = j->value("checkpointable", false);
     s.stop_timeout_s = j->value("stopTimeoutSeconds", 10u);
     s.hostname = j->value("hostname", std::string());
+    s.address = j->value("address", std::string());
     opt_from(*j, "capabilities", s.capabilities);
     return s;
   } catch (const json::exception& e) {
@@ -162,8 +195,11 @@ Result<WparRecord> WparFiles::read_record() const {
     r.ended = j->value("ended", false);
     r.ended_at_ns = j->value("endedAtNs", int64_t{0});
     r.error = j->value("error", std::string());
+    r.forwarding_enabled = j->value("forwardingEnabled", false);
     opt_from(*j, "exitCode", r.exit_code);
     opt_from(*j, "exitSignal", r.exit_signal);
+    if (auto bad = network_from(*j, r))
+      return fail(ErrorCode::kCorruption, fmt::format("{}: {}", record_path(), *bad));
     return r;
   } catch (const json::exception& e) {
     return fail(ErrorCode::kCorruption, fmt::format("{}: {}", record_path(), e.what()));

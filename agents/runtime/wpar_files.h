@@ -17,6 +17,7 @@
 
 #include "agents/runtime/cgroups.h"
 #include "agents/runtime/lifecycle.h"
+#include "agents/runtime/veth.h"
 #include "schemas/error.h"
 
 namespace wpm::runtime {
@@ -37,6 +38,10 @@ struct WparSpec {
   // The capability set its processes keep (canonical names, capabilities.h).
   // Default: nullopt, the default set within the host's bounding set.
   std::optional<std::vector<std::string>> capabilities;
+  // System WPAR: its IPv4 address (text, as given) on a routed veth into its
+  // network namespace (veth.h); the host interface is the one whose subnet
+  // holds it. Default: empty, no network but loopback.
+  std::string address;
   bool operator==(const WparSpec&) const = default;
 };
 
@@ -52,6 +57,13 @@ struct WparRecord {
   std::optional<int> exit_signal;  // when a signal ended it
   int64_t ended_at_ns = 0;
   std::string error;               // why it is Broken
+  // The WPAR's veth while it is attached: written by the supervisor as soon
+  // as attach succeeds and cleared once detached, so a stop, a crash of the
+  // init or a restarted agent (cleanup_lost_wpar) knows what to detach.
+  std::optional<VethPlan> network;
+  // The WPAR's attach turned net.ipv4.ip_forward on (it was off on this
+  // host); it stays on after detach.
+  bool forwarding_enabled = false;
   bool operator==(const WparRecord&) const = default;
 };
 

@@ -1,7 +1,16 @@
 // wpm-agent's local WPAR commands through the real binary, with real
 // supervisors, cgroups and the wpm-demo-counter workload (root).
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -26,7 +35,8 @@ class Agent : public ::testing::Test {
   void TearDown() override {
     for (const auto& data : {data_a(), data_b()}) {
       auto ls = agent(data, {"lswpar", "-o", "json"});
-      for (const char* name : {"ctr", "stuck", "plain", "sys", "slow", "netcap", "netadm"}) {
+      for (const char* name :
+           {"ctr", "stuck", "plain", "sys", "slow", "netcap", "netadm", "net1", "net2"}) {
         if (ls.out.find(std::string("\"") + name + "\"") != std::string::npos) {
           agent(data, {"resumewpar", name});
           agent(data, {"stopwpar", "-F", name});
@@ -303,6 +313,292 @@ TEST_F(Agent, SystemWparCommandsExitWithTheirDocumentedCodes) {
   EXPECT_EQ(agent(data_a(), {"startwpar", "plain"}).exit_code, 1)
       << "application WPARs start when created";
   EXPECT_EQ(agent(data_a(), {"clogin", "plain", "--", "sh", "-c", "exit 4"}).exit_code, 4);
+}
+
+// ---- system WPARs with an address ------------------------------------------
+//
+// The topology, built per test (only addresses assigned here; X from the pid):
+//   client netns (c0 10.214.X.2/24) <-veth-> root netns (wpmh… 10.214.X.1/24, the host interface)
+//   root netns (wpm… 169.254.0.1/32) <-veth made by the agent-> WPAR netns (eth0 10.214.X.50/32)
+
+constexpr int kListenPort = 7000;
+
+// A child process holding a new network namespace until released (destructor).
+class NetnsHolder {
+ public:
+  NetnsHolder() {
+    int ready[2], release[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0) return;
+    if (::pipe2(release, O_CLOEXEC) != 0) {
+      ::close(ready[0]);
+      ::close(ready[1]);
+      return;
+    }
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(ready[0]);
+      ::close(release[1]);
+      if (::unshare(CLONE_NEWNET) != 0) ::_exit(90);
+      char c = 1;
+      if (::write(ready[1], &c, 1) != 1) ::_exit(91);
+      pollfd p{release[0], POLLIN, 0};
+      ::poll(&p, 1, 300'000);  // bounded: no test takes five minutes
+      ::_exit(0);
+    }
+    ::close(ready[1]);
+    ::close(release[0]);
+    release_ = release[1];
+    pollfd p{ready[0], POLLIN, 0};
+    char c = 0;
+    ready_ = pid_ > 0 && ::poll(&p, 1, 5000) == 1 && ::read(ready[0], &c, 1) == 1;
+    ::close(ready[0]);
+  }
+  NetnsHolder(const NetnsHolder&) = delete;
+  NetnsHolder& operator=(const NetnsHolder&) = delete;
+  ~NetnsHolder() {
+    if (release_ >= 0) ::close(release_);
+    if (pid_ > 0 && !wait_exit(pid_, std::chrono::seconds(5))) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(pid_, std::chrono::seconds(5));
+    }
+  }
+  bool ready() const { return ready_; }
+  pid_t pid() const { return pid_; }
+  std::string netns_path() const { return "/proc/" + std::to_string(pid_) + "/ns/net"; }
+
+ private:
+  pid_t pid_ = -1;
+  int release_ = -1;
+  bool ready_ = false;
+};
+
+// From a child in `netns_path`: connects to address:port, sends 'a', expects
+// 'b' (wpm-test-listen's answer). True when it got it.
+bool reaches(const std::string& netns_path, const std::string& address, int port) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int ns = ::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) ::_exit(1);
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    if (::inet_pton(AF_INET, address.c_str(), &a.sin_addr) != 1) ::_exit(2);
+    if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS)
+      ::_exit(3);
+    pollfd p{s, POLLOUT, 0};
+    if (::poll(&p, 1, 3000) != 1) ::_exit(4);  // proxy ARP answers within about a second
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) ::_exit(3);
+    char c = 'a';
+    if (::write(s, &c, 1) != 1) ::_exit(5);
+    p = {s, POLLIN, 0};
+    if (::poll(&p, 1, 3000) != 1 || ::read(s, &c, 1) != 1 || c != 'b') ::_exit(5);
+    ::_exit(0);
+  }
+  return pid > 0 && wait_exit(pid, std::chrono::seconds(10)) == 0;
+}
+
+// The string value of "key" in JSON text (the first one), or empty.
+std::string json_string(const std::string& text, const std::string& key) {
+  std::string marker = "\"" + key + "\": \"";
+  auto at = text.find(marker);
+  if (at == std::string::npos) return "";
+  at += marker.size();
+  return text.substr(at, text.find('"', at) - at);
+}
+
+bool link_exists(const std::string& name) { return ::if_nametoindex(name.c_str()) != 0; }
+
+std::string read_ip_forward() {
+  std::string v = read_file("/proc/sys/net/ipv4/ip_forward");
+  return v.substr(0, v.find('\n'));
+}
+
+class AgentNetwork : public Agent {
+ protected:
+  void SetUp() override {
+    Agent::SetUp();
+    if (IsSkipped()) return;
+    if (!fs::exists(kIp) || !fs::exists(kNsenter))
+      GTEST_SKIP() << "needs ip(8) (iproute2) and nsenter(1) (util-linux)";
+    static int counter = 0;
+    subnet_ = "10.214." + std::to_string(1 + ::getpid() % 250);
+    address_ = subnet_ + ".50";
+    host_if_ = "wpmh" + std::to_string(::getpid()) + "x" + std::to_string(++counter);
+    saved_forward_ = read_ip_forward();
+    client_.emplace();
+    ASSERT_TRUE(client_->ready()) << "the client namespace did not start";
+    std::string ns = "--net=" + client_->netns_path();
+    for (const auto& cmd : std::vector<std::vector<std::string>>{
+             {kIp, "link", "add", host_if_, "type", "veth", "peer", "name", "c0", "netns",
+              std::to_string(client_->pid())},
+             {kIp, "addr", "add", subnet_ + ".1/24", "dev", host_if_},
+             {kIp, "link", "set", host_if_, "up"},
+             {kNsenter, ns, kIp, "addr", "add", subnet_ + ".2/24", "dev", "c0"},
+             {kNsenter, ns, kIp, "link", "set", "c0", "up"},
+             {kNsenter, ns, kIp, "link", "set", "lo", "up"},
+         }) {
+      auto r = run(cmd);
+      ASSERT_EQ(r.exit_code, 0) << cmd[0] << " " << cmd[1] << " " << cmd[2] << ": " << r.err;
+    }
+  }
+  void TearDown() override {
+    // A WPAR whose supervisor a test killed: its init, then its empty cgroups.
+    if (lost_init_ > 0 &&
+        read_file("/proc/" + std::to_string(lost_init_) + "/comm") == "wpm-init\n") {
+      ::kill(lost_init_, SIGKILL);
+    }
+    std::error_code ec;
+    for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+      std::error_code ec2;
+      for (const auto& agent_dir : fs::directory_iterator(hierarchy.path() / "wpm", ec2)) {
+        if (!agent_dir.path().filename().string().starts_with("agent-a-")) continue;
+        // Bounded: the init's processes die within a moment of it.
+        fs::path net1 = agent_dir.path() / "net1";
+        wait_until([&] { return ::rmdir(net1.c_str()) == 0 || errno == ENOENT; },
+                   lost_init_ > 0 ? 5s : 0s);
+      }
+    }
+    Agent::TearDown();  // stops and removes the WPARs: their supervisors detach
+    for (const auto& end : host_ends_) {
+      if (link_exists(end)) run({kIp, "link", "del", end});
+    }
+    if (!host_if_.empty() && link_exists(host_if_)) run({kIp, "link", "del", host_if_});
+    client_.reset();
+    if (!saved_forward_.empty() && read_ip_forward() != saved_forward_) {
+      std::ofstream("/proc/sys/net/ipv4/ip_forward") << saved_forward_ << "\n";
+    }
+  }
+  // Creates and starts system WPAR `name` with `address_`, running the listener.
+  RunResult make_listening(const std::string& name) {
+    auto made = agent(data_a(), {"mkwpar", "-n", name, "--address", address_, "-s", "--",
+                                 bin("wpm-test-listen"), std::to_string(kListenPort)});
+    std::string json = agent(data_a(), {"lswpar", "-o", "json", name}).out;
+    std::string end = json_string(json, "hostIfname");
+    if (!end.empty()) host_ends_.push_back(end);  // for teardown, should the test fail
+    return made;
+  }
+  bool reachable() {
+    return wait_until([&] { return reaches(client_->netns_path(), address_, kListenPort); }, 15s);
+  }
+  std::string proxy_entries() { return run({kIp, "neigh", "show", "proxy", "dev", host_if_}).out; }
+
+  static constexpr const char* kIp = "/usr/sbin/ip";
+  static constexpr const char* kNsenter = "/usr/bin/nsenter";
+  std::string subnet_, address_, host_if_, saved_forward_;
+  std::vector<std::string> host_ends_;
+  std::optional<NetnsHolder> client_;
+  pid_t lost_init_ = 0;
+};
+
+TEST_F(AgentNetwork, SystemWparWithAnAddressIsReachableFromTheHostSubnetAndStopDetachesIt) {
+  auto made = make_listening("net1");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  EXPECT_NE(made.out.find("WPAR net1 has address " + address_ + " on " + host_if_),
+            std::string::npos)
+      << made.out;
+  ASSERT_EQ(host_ends_.size(), 1u);
+  const std::string end = host_ends_[0];
+  EXPECT_TRUE(link_exists(end));
+  EXPECT_NE(proxy_entries().find(address_), std::string::npos) << proxy_entries();
+  EXPECT_EQ(read_ip_forward(), "1") << "attach turns IPv4 forwarding on";
+  auto long_listing = agent(data_a(), {"lswpar", "-L", "net1"}).out;
+  EXPECT_NE(long_listing.find("\"address\": \"" + address_ + "\""), std::string::npos)
+      << long_listing;
+  EXPECT_NE(long_listing.find("\"hostInterface\": \"" + host_if_ + "\""), std::string::npos);
+
+  EXPECT_TRUE(reachable()) << read_file(data_a() + "/wpars/net1/console.log");
+
+  ASSERT_EQ(agent(data_a(), {"stopwpar", "net1"}).exit_code, 0);
+  EXPECT_FALSE(link_exists(end)) << "the host end outlived the WPAR";
+  EXPECT_EQ(proxy_entries().find(address_), std::string::npos) << proxy_entries();
+  EXPECT_EQ(run({kIp, "-4", "route", "show", "exact", address_ + "/32"}).out, "");
+  EXPECT_NE(agent(data_a(), {"lswpar", "-o", "json", "net1"}).out.find("\"network\": null"),
+            std::string::npos);
+
+  // Started again it is reachable again; a forced stop detaches too.
+  auto started = agent(data_a(), {"startwpar", "net1"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  EXPECT_TRUE(reachable());
+  ASSERT_EQ(agent(data_a(), {"stopwpar", "-F", "net1"}).exit_code, 0);
+  EXPECT_FALSE(link_exists(end));
+  EXPECT_EQ(proxy_entries().find(address_), std::string::npos) << proxy_entries();
+}
+
+TEST_F(AgentNetwork, AnAddressOutsideEveryHostSubnetIsRefusedAndNoWparIsMade) {
+  // 198.51.100.0/24 is reserved for documentation (RFC 5737): no host has it.
+  auto refused = agent(data_a(), {"mkwpar", "-n", "net2", "--address", "198.51.100.7", "-s"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("cannot create WPAR net2: address 198.51.100.7 is outside every "
+                             "subnet of host"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find(subnet_ + ".0/24 on " + host_if_), std::string::npos)
+      << "names the subnets there are: " << refused.err;
+  EXPECT_EQ(agent(data_a(), {"lswpar", "net2"}).exit_code, 3);
+  EXPECT_FALSE(fs::exists(data_a() + "/wpars/net2"));
+  EXPECT_EQ(agent(data_a(), {"mkwpar", "-n", "net2", "--address", "not-an-address"}).exit_code, 1);
+  EXPECT_EQ(agent(data_a(), {"mkwpar", "-n", "net2", "-N", "netmask=255.255.255.0"}).exit_code, 2)
+      << "-N takes only address=";
+  EXPECT_FALSE(fs::exists(data_a() + "/wpars/net2"));
+}
+
+TEST_F(AgentNetwork, ASecondWparWithTheSameAddressIsRefusedNamingTheFirst) {
+  ASSERT_EQ(agent(data_a(), {"mkwpar", "-n", "net1", "-N", "address=" + address_}).exit_code, 0);
+  EXPECT_NE(agent(data_a(), {"lswpar", "-o", "json", "net1"}).out.find(address_),
+            std::string::npos);
+  auto refused = agent(data_a(), {"mkwpar", "-n", "net2", "--address", address_});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("cannot create WPAR net2: address " + address_ +
+                             " is already used by WPAR net1 on host "),
+            std::string::npos)
+      << refused.err;
+  EXPECT_EQ(agent(data_a(), {"lswpar", "net2"}).exit_code, 3);
+  EXPECT_FALSE(fs::exists(data_a() + "/wpars/net2"));
+  // Another agent on this host has its own WPARs: there the address is free.
+  EXPECT_EQ(agent(data_b(), {"mkwpar", "-n", "net2", "--address", address_}).exit_code, 0);
+
+  // Checked again at start: without its host interface the WPAR cannot start
+  // and stays Defined.
+  ASSERT_EQ(run({kIp, "link", "del", host_if_}).exit_code, 0);
+  auto start = agent(data_a(), {"startwpar", "net1"});
+  EXPECT_EQ(start.exit_code, 1);
+  EXPECT_NE(
+      start.err.find("cannot start WPAR net1: address " + address_ + " is outside every subnet"),
+      std::string::npos)
+      << start.err;
+  EXPECT_NE(agent(data_a(), {"lswpar", "net1"}).out.find(" D "), std::string::npos);
+}
+
+TEST_F(AgentNetwork, RemovingAWparWhoseSupervisorWasLostDetachesWhatItLeft) {
+  ASSERT_EQ(make_listening("net1").exit_code, 0);
+  ASSERT_EQ(host_ends_.size(), 1u);
+  std::string json = agent(data_a(), {"lswpar", "-o", "json", "net1"}).out;
+  pid_t supervisor = std::stoi(json.substr(json.find("\"supervisorPid\": ") + 17));
+  pid_t init = std::stoi(json.substr(json.find("\"workloadPid\": ") + 15));
+  lost_init_ = init;
+  // The supervisor dies first (nothing detaches), then the init: the kernel
+  // takes the pair with the WPAR's namespace but not the proxy entry.
+  ASSERT_EQ(::kill(supervisor, SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] { return ::kill(supervisor, 0) != 0; }, 10s));
+  ASSERT_EQ(::kill(init, SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] { return !link_exists(host_ends_[0]); }, 10s));
+  EXPECT_NE(proxy_entries().find(address_), std::string::npos) << "nothing detached it yet";
+  // What a restarted agent does with a lost supervisor (daemon.cpp reattach).
+  std::string status_path = data_a() + "/wpars/net1/status.json";
+  std::string status = read_file(status_path);
+  auto at = status.find("\"state\": \"active\"");
+  ASSERT_NE(at, std::string::npos) << status;
+  status.replace(at, 17, "\"state\": \"broken\"");
+  std::ofstream(status_path) << status;
+
+  auto removed = agent(data_a(), {"rmwpar", "net1"});
+  ASSERT_EQ(removed.exit_code, 0) << removed.err;
+  EXPECT_EQ(proxy_entries().find(address_), std::string::npos) << proxy_entries();
+  EXPECT_FALSE(fs::exists(data_a() + "/wpars/net1"));
+  // The cgroups the lost supervisor left go in TearDown.
 }
 
 }  // namespace

@@ -55,6 +55,38 @@ TEST(SystemWparSpec, HostnameAndCapabilitiesAreStoredWithTheSpec) {
   fs::remove_all(root);
 }
 
+TEST(SystemWparSpec, AddressAndAttachedNetworkAreStoredWithSpecAndRecord) {
+  std::string root = fmt::format("{}/system-net-{}", WPM_TEST_TMP_DIR, ::getpid());
+  WparFiles files(root, "s");
+  ASSERT_TRUE(files.create_dir().has_value());
+  WparSpec spec{.name = "s", .type = WparType::kSystem, .address = "10.1.7.20"};
+  ASSERT_TRUE(files.write_spec(spec).has_value());
+  EXPECT_EQ(files.read_spec(), spec);
+  EXPECT_EQ(spec_to_json(spec)["address"], "10.1.7.20");
+  WparRecord record{.state = WparState::kActive, .supervisor_pid = 42, .workload_pid = 43};
+  ASSERT_TRUE(files.write_record(record).has_value());
+  EXPECT_EQ(files.read_record(), record);
+  EXPECT_TRUE(record_to_json(record)["network"].is_null());
+  record.network = VethPlan{.host_ifname = "wpm0123456789ab",
+                            .address = *parse_ipv4("10.1.7.20"),
+                            .host_interface = "eth2",
+                            .host_address = *parse_ipv4("10.1.7.1")};
+  record.forwarding_enabled = true;
+  ASSERT_TRUE(files.write_record(record).has_value());
+  EXPECT_EQ(files.read_record(), record);
+  EXPECT_EQ(record_to_json(record)["network"]["address"], "10.1.7.20");
+  // A record whose network cannot be read back is corrupt, not "no network".
+  auto text = record_to_json(record);
+  text["network"]["hostAddress"] = "not-an-address";
+  std::ofstream(files.record_path()) << text.dump();
+  auto bad = files.read_record();
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code, ErrorCode::kCorruption);
+  EXPECT_NE(bad.error().message.find("network.hostAddress 'not-an-address'"), std::string::npos)
+      << bad.error().message;
+  fs::remove_all(root);
+}
+
 class SystemWpar : public ::testing::Test {
  protected:
   void SetUp() override {

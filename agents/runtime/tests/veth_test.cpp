@@ -25,10 +25,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <sstream>
 #include <thread>
+
+#include "agents/runtime/supervisor.h"
+#include "agents/runtime/wpar_files.h"
 
 namespace wpm::runtime {
 namespace {
@@ -473,6 +478,150 @@ TEST(VethHost, DetachOfANetworkThatNeverExistedSucceeds) {
   EXPECT_TRUE(r.has_value()) << r.error().message;
   r = detach_veth(plan);
   EXPECT_TRUE(r.has_value()) << r.error().message;
+}
+
+// ---- a WPAR's network through its files and its supervisor -------------------
+
+// A pid that ran and is gone: a lost supervisor.
+pid_t gone_pid() {
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  wait_exit(pid, 5s);
+  return pid;
+}
+
+class VethWpar : public VethNetns {
+ protected:
+  void SetUp() override {
+    VethNetns::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    static int counter = 0;
+    root_ = fmt::format("{}/veth-wpar-{}-{}", WPM_TEST_TMP_DIR, ::getpid(), ++counter);
+    cgroup_ = fmt::format("wpm-test/veth-{}-{}", ::getpid(), counter);
+    std::filesystem::create_directories(root_);
+  }
+  void TearDown() override {
+    if (!root_.empty()) {
+      if (auto r = files("web1").read_record(); r && supervisor_alive(r->supervisor_pid)) {
+        ::kill(r->supervisor_pid, SIGQUIT);
+        wait_until_ended(files("web1"), 10s);
+      }
+      std::error_code ec;
+      std::filesystem::remove_all(root_, ec);
+      auto parent = CgroupSet::create(CgroupLayout::detect(), "wpm-test");
+      if (parent) (void)parent->remove();
+    }
+    VethNetns::TearDown();
+  }
+  WparFiles files(const std::string& name) const { return WparFiles(root_, name); }
+  void define(const std::string& name, const std::string& address) {
+    WparSpec spec;
+    spec.name = name;
+    spec.type = WparType::kSystem;
+    spec.address = address;
+    ASSERT_TRUE(files(name).create_dir().has_value());
+    ASSERT_TRUE(files(name).write_spec(spec).has_value());
+  }
+  Result<WparRecord> start(const std::string& name) {
+    return start_supervisor(SupervisorLaunch{WPM_SUPERVISOR, root_, name, cgroup_, 10s});
+  }
+  bool overlay() const {
+    std::ifstream in("/proc/filesystems");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str().find("\toverlay\n") != std::string::npos;
+  }
+
+  std::string root_, cgroup_;
+};
+
+TEST_F(VethWpar, PlanRefusesTheAddressOfAnotherWparOfTheAgentNamingIt) {
+  define("db1", subnet_ + ".50");
+  WparSpec web1{.name = "web1", .type = WparType::kSystem, .address = subnet_ + ".50"};
+  auto refused = plan_wpar_network(root_, web1);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().exit_code, kExitFailed);
+  EXPECT_NE(refused.error().message.find("is already used by WPAR db1"), std::string::npos)
+      << refused.error().message;
+  web1.address = subnet_ + ".51";
+  auto plan = plan_wpar_network(root_, web1);
+  ASSERT_TRUE(plan.has_value()) << plan.error().message;
+  EXPECT_EQ(plan->host_interface, h_);
+  EXPECT_EQ(plan->host_ifname, veth_host_name(root_, "web1")) << "the agent is its WPAR root";
+  WparSpec db1{.name = "db1", .type = WparType::kSystem, .address = subnet_ + ".50"};
+  EXPECT_TRUE(plan_wpar_network(root_, db1).has_value()) << "its own address is no conflict";
+}
+
+TEST_F(VethWpar, CleanupOfALostWparDetachesWhatItsRecordNamesOnce) {
+  ASSERT_TRUE(attach_veth(*plan_, wpar_->pid()).has_value());
+  define("web1", subnet_ + ".50");
+  WparRecord lost{.state = WparState::kActive, .supervisor_pid = gone_pid(), .network = *plan_};
+  ASSERT_TRUE(files("web1").write_record(lost).has_value());
+  auto cleaned = cleanup_lost_wpar(files("web1"));
+  ASSERT_TRUE(cleaned.has_value()) << cleaned.error().message;
+  EXPECT_TRUE(*cleaned);
+  EXPECT_FALSE(link_exists(plan_->host_ifname));
+  EXPECT_EQ(proxy_entries().find(subnet_ + ".50"), std::string::npos) << proxy_entries();
+  auto record = files("web1").read_record();
+  ASSERT_TRUE(record.has_value());
+  EXPECT_FALSE(record->network.has_value());
+  EXPECT_EQ(record->state, WparState::kActive) << "marking it lost is the agent's call";
+  EXPECT_EQ(cleanup_lost_wpar(files("web1")), Result<bool>(false)) << "nothing left to detach";
+  EXPECT_EQ(cleanup_lost_wpar(files("never-started")), Result<bool>(false));
+}
+
+TEST_F(VethWpar, ASystemWparGetsItsAddressAndLosesItWhenItsInitDies) {
+  if (!overlay()) GTEST_SKIP() << "the kernel has no overlayfs";
+  define("web1", subnet_ + ".60");
+  auto started = start("web1");
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  ASSERT_TRUE(started->network.has_value());
+  const VethPlan plan = *started->network;
+  EXPECT_EQ(plan.address, *parse_ipv4(subnet_ + ".60"));
+  EXPECT_EQ(plan.host_interface, h_);
+  EXPECT_TRUE(link_exists(plan.host_ifname));
+  EXPECT_NE(proxy_entries().find(subnet_ + ".60"), std::string::npos) << proxy_entries();
+  auto inside = run({"nsenter", fmt::format("--net=/proc/{}/ns/net", started->workload_pid), "ip",
+                     "-4", "addr", "show", "dev", "eth0"});
+  EXPECT_NE(inside.output.find(subnet_ + ".60/32"), std::string::npos) << inside.output;
+
+  // The init dies on its own: the supervisor detaches once its processes are gone.
+  ASSERT_EQ(::kill(started->workload_pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_until_ended(files("web1"), 10s));
+  auto record = files("web1").read_record();
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->state, WparState::kDefined);
+  EXPECT_FALSE(record->network.has_value()) << record->error;
+  EXPECT_FALSE(link_exists(plan.host_ifname));
+  EXPECT_EQ(proxy_entries().find(subnet_ + ".60"), std::string::npos) << proxy_entries();
+}
+
+TEST_F(VethWpar, ASystemWparWhoseAttachFailsIsBrokenAndLeavesNoNetwork) {
+  if (!overlay()) GTEST_SKIP() << "the kernel has no overlayfs";
+  define("web1", subnet_ + ".50");
+  // Someone else routes the address already: the attach fails half-way.
+  ASSERT_EQ(run({"ip", "route", "add", subnet_ + ".50/32", "dev", h_}).code, 0);
+  auto started = start("web1");
+  ASSERT_FALSE(started.has_value());
+  EXPECT_NE(started.error().message.find("cannot attach the network of address " + subnet_ + ".50"),
+            std::string::npos)
+      << started.error().message;
+  auto record = files("web1").read_record();
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->state, WparState::kBroken);
+  EXPECT_FALSE(record->network.has_value());
+  EXPECT_FALSE(link_exists(veth_host_name(root_, "web1")));
+  EXPECT_EQ(proxy_entries().find(subnet_ + ".50"), std::string::npos) << proxy_entries();
+}
+
+TEST_F(VethWpar, AStartWhoseAddressWasTakenMeanwhileIsRefusedBeforeAnythingIsMade) {
+  define("web1", subnet_ + ".50");
+  define("db1", subnet_ + ".50");  // as if written behind mkwpar's back
+  auto started = start("web1");
+  ASSERT_FALSE(started.has_value());
+  EXPECT_NE(started.error().message.find("is already used by WPAR db1"), std::string::npos)
+      << started.error().message;
+  EXPECT_FALSE(link_exists(veth_host_name(root_, "web1")));
 }
 
 }  // namespace
