@@ -31,7 +31,9 @@
 #include "agents/agent/forward.h"
 #include "agents/agent/manager_link.h"
 #include "agents/profile/profile.h"
+#include "agents/runtime/cgroups.h"
 #include "agents/runtime/lifecycle.h"
+#include "agents/runtime/supervisor.h"
 #include "agents/runtime/wpar_files.h"
 #include "bus/curve.h"
 #include "bus/frame.h"
@@ -118,6 +120,19 @@ void reattach(const AgentPaths& paths, spdlog::logger& log) {
       continue;
     }
     ++lost;
+    // What the lost supervisor held on the host: its network, and its
+    // cgroups once nothing runs in them any more.
+    if (auto cleaned = runtime::cleanup_lost_wpar(files); !cleaned) {
+      log.warn("wpar_cleanup_failed wpar={} error=\"{}\"", entry.path().filename().string(),
+               cleaned.error().message);
+    } else if (*cleaned) {
+      log.info("wpar_network_detached wpar={} reason=\"supervisor lost\"", entry.path().filename().string());
+    }
+    if (auto set = runtime::CgroupSet::open(runtime::CgroupLayout::detect(),
+                                            paths.cgroup_of(entry.path().filename().string()));
+        set && set->processes().value_or(std::vector<pid_t>{1}).empty()) {
+      (void)set->remove();
+    }
     (void)files.update_record([](runtime::WparRecord& r) {
       if (r.ended || r.state == runtime::WparState::kDefined || runtime::supervisor_alive(r.supervisor_pid)) {
         return false;

@@ -142,7 +142,16 @@ json record_to_json(const WparRecord& r) {
 }
 
 Result<void> WparFiles::write_spec(const WparSpec& s) const {
-  return write_atomic(spec_path(), spec_to_json(s).dump(2));
+  std::string text;
+  try {
+    text = spec_to_json(s).dump(2);
+  } catch (const nlohmann::json::type_error&) {  // text that is not UTF-8
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("the command, environment or hostname of WPAR {} is not valid UTF-8; give it as UTF-8 "
+                            "text (wrap binary arguments in a script)",
+                            s.name));
+  }
+  return write_atomic(spec_path(), text);
 }
 
 Result<WparSpec> WparFiles::read_spec() const {

@@ -412,6 +412,24 @@ TEST_F(Registration, AKilledDaemonLeavesItsWparRunningAndTheRestartedOneReportsH
   agent(dir_ / "a1", {"rmwpar", "ends"});
 }
 
+TEST_F(Registration, AWparWhoseSupervisorDiedWhileTheAgentWasDownIsMarkedBrokenOnRestart) {
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  ASSERT_EQ(agent(dir_ / "a1", {"wparexec", "-n", "lost", "--", "/bin/sleep", "300"}).exit_code, 0);
+  auto record = nlohmann::json::parse(read_file(dir_ / "a1/wpars/lost/status.json"));
+  ASSERT_EQ(agent(dir_ / "a1", {"stop"}).exit_code, 0);
+  // What a host crash does to it: supervisor and workload gone at once.
+  ::kill(record["supervisorPid"].get<int>(), SIGKILL);
+  ::kill(record["workloadPid"].get<int>(), SIGKILL);
+  ASSERT_TRUE(wait_until([&] { return ::kill(record["supervisorPid"].get<int>(), 0) != 0; }, 10s));
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  auto listing = nlohmann::json::parse(agent(dir_ / "a1", {"lswpar", "-o", "json", "lost"}).out);
+  ASSERT_EQ(listing.size(), 1u);
+  EXPECT_EQ(listing[0]["state"], "broken");
+  EXPECT_NE(listing[0]["error"].get<std::string>().find("supervisor is gone"), std::string::npos) << listing;
+  EXPECT_NE(read_file(dir_ / "a1/logs/agent.log").find("wpars_reattached running=0 lost=1"), std::string::npos);
+  EXPECT_EQ(agent(dir_ / "a1", {"rmwpar", "lost"}).exit_code, 0);
+}
+
 TEST_F(Registration, AForwardedCommandRunsInItsCallersDirectoryWithItsArgumentsUntouched) {
   ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
   // A relative path, a multibyte character, and a --data that belongs to the workload.
@@ -425,6 +443,14 @@ TEST_F(Registration, AForwardedCommandRunsInItsCallersDirectoryWithItsArgumentsU
   EXPECT_NE(read_file(dir_ / "a1/logs/agent.log").find("command=wparexec"), std::string::npos)
       << "it ran through the daemon";
   agent(dir_ / "a1", {"rmwpar", "rel"});
+  // Bytes that are not UTF-8 reach the command intact, which refuses them clearly.
+  auto binary = run({"/bin/sh", "-c",
+                     "'" + bin("wpm-agent") + "' --data '" + (dir_ / "a1") +
+                         "' wparexec -n bin -- /bin/echo \"$(printf '\\351')\""},
+                    30s);
+  EXPECT_NE(binary.exit_code, 0);
+  EXPECT_LT(binary.exit_code, 128) << "refused, not crashed: " << binary.err;
+  EXPECT_NE(binary.err.find("not valid UTF-8"), std::string::npos) << binary.err;
 }
 
 TEST_F(Registration, UsageErrorsExitWithTheirDocumentedCodes) {
