@@ -30,8 +30,11 @@ namespace wpm::runtime {
 inline constexpr const char* kDefaultCapabilities[] = {
     "cap_chown",      "cap_dac_override", "cap_fowner",      "cap_fsetid",           "cap_kill",
     "cap_setgid",     "cap_setuid",       "cap_setpcap",     "cap_net_bind_service", "cap_net_raw",
-    "cap_sys_chroot", "cap_mknod",        "cap_audit_write", "cap_setfcap",
+    "cap_sys_chroot", "cap_audit_write",  "cap_setfcap",
 };
+// Not in the default: cap_mknod. Without a device cgroup behind it, a node
+// made for a host disk would give raw access to it; the WPAR's file systems
+// are mounted nodev besides, so a granted cap_mknod makes no usable node.
 
 // Exit codes of a refused request (the local commands return them).
 inline constexpr int kExitCapabilitySyntax = 2;     // unknown name, mixed list and edits

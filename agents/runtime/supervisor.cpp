@@ -340,7 +340,12 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   sigset_t signals;
   sigemptyset(&signals);
   for (int s : {SIGTERM, SIGQUIT, SIGCHLD, SIGINT, SIGHUP}) sigaddset(&signals, s);
-  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  // A reader gone from the report pipe (an agent that gave up or died) must
+  // not kill the supervisor: the write fails with EPIPE instead. Children
+  // start from an empty mask.
+  sigset_t blocked = signals;
+  sigaddset(&blocked, SIGPIPE);
+  ::sigprocmask(SIG_BLOCK, &blocked, nullptr);
   int sfd = ::signalfd(-1, &signals, SFD_CLOEXEC);
   if (sfd < 0) return broken(fmt::format("signalfd: {}", std::strerror(errno)));
 
@@ -367,10 +372,12 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     // later either, and this process detaches on its own when the WPAR ends.
     (void)files.write_record(record);
   };
-  Result<pid_t> workload = system ? start_system_init(SystemInitRequest{
-                                        &files, &*spec, &*set, console, *capabilities,
-                                        state_dir == spec->env.end() ? "" : state_dir->second,
-                                        network ? &*network : nullptr, on_attached})
+  auto restore_dir = spec->env.find("WPM_RESTORE_DIR");
+  SystemInitRequest init_request{&files, &*spec, &*set, console, *capabilities,
+                                 state_dir == spec->env.end() ? "" : state_dir->second,
+                                 network ? &*network : nullptr, on_attached};
+  init_request.restore_dir = restore_dir == spec->env.end() ? "" : restore_dir->second;
+  Result<pid_t> workload = system ? start_system_init(init_request)
                                   : start_application(*spec, *set, console, *capabilities);
   ::close(console);
   if (!workload) {

@@ -16,6 +16,7 @@ using Kind = MountStep::Kind;
 constexpr char kDevTmpfsOptions[] = "mode=755,size=64k";
 constexpr char kShmOptions[] = "mode=1777,size=65536k";
 constexpr char kRunOptions[] = "mode=755,size=65536k";
+constexpr char kMaskOptions[] = "mode=755,size=16k";
 
 MountStep mount(std::string source, std::string target, std::string fstype, uint64_t flags,
                 std::string data = {}) {
@@ -51,13 +52,42 @@ void add_dev(std::vector<MountStep>& out, const std::string& root) {
         std::pair{"stderr", "/proc/self/fd/2"}}) {
     out.push_back(MountStep{Kind::kSymlink, to, root + "/dev/" + link});
   }
+  // Nothing more is made in /dev: the nodes above are the WPAR's devices.
+  out.push_back(mount("", root + "/dev", "", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_STRICTATIME,
+                      kDevTmpfsOptions));
+}
+
+bool under(const std::string& path, const std::string& dir) {
+  return path == dir || path.starts_with(dir + "/");
 }
 
 }  // namespace
 
 SystemFsPaths SystemFsPaths::of(const std::string& d) {
-  return SystemFsPaths{d + "/rootfs", d + "/fs/upper", d + "/fs/work", d + "/fs/tmp",
-                       d + "/fs/home"};
+  return SystemFsPaths{d + "/fs",     d + "/rootfs",  d + "/fs/upper", d + "/fs/work",
+                       d + "/fs/tmp", d + "/fs/home", d + "/fs/var",   d + "/fs/root"};
+}
+
+std::string lock_passwords(std::string_view shadow) {
+  std::string out;
+  size_t start = 0;
+  while (start < shadow.size()) {
+    size_t end = shadow.find('\n', start);
+    std::string_view line = shadow.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    size_t first = line.find(':');
+    if (first == std::string_view::npos) {
+      out.append(line);
+    } else {
+      size_t second = line.find(':', first + 1);
+      out.append(line.substr(0, first + 1));
+      out.push_back('*');
+      if (second != std::string_view::npos) out.append(line.substr(second));
+    }
+    out.push_back('\n');
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return out;
 }
 
 std::vector<std::string> read_only_host_dirs(const std::vector<HostRootEntry>& host_root) {
@@ -84,15 +114,34 @@ std::vector<MountStep> system_wpar_mounts(const SystemFsInput& in) {
   std::vector<MountStep> out;
   // The lower layer is the host's root file system alone (overlayfs does not
   // follow the mounts below it), never written: writes go to the upper layer.
-  out.push_back(mount("overlay", r, "overlay", 0,
+  // nodev: no device node the WPAR makes on its file systems opens a device.
+  out.push_back(mount("overlay", r, "overlay", MS_NODEV,
                       fmt::format("lowerdir=/,upperdir={},workdir={}", p.upper, p.work)));
   for (const auto& dir : read_only_host_dirs(in.host_root)) {
     out.push_back(bind(dir, r + dir, MS_RDONLY | MS_NOSUID | MS_NODEV));
   }
   out.push_back(bind(p.tmp, r + "/tmp", MS_NOSUID | MS_NODEV));
   out.push_back(bind(p.home, r + "/home", MS_NOSUID | MS_NODEV));
+  out.push_back(bind(p.var, r + "/var", MS_NODEV));
+  out.push_back(bind(p.root, r + "/root", MS_NODEV));
+  // Host directories the WPAR must not read: an empty tmpfs over each, made
+  // read-only once the shared directory (which may lie below) is bound.
+  std::vector<std::string> masks;
+  for (const auto& dir : in.masked_dirs) {
+    bool hidden = false;
+    for (const char* priv : {"/tmp", "/home", "/var", "/root"}) hidden = hidden || under(dir, priv);
+    if (!hidden && dir.starts_with("/") && dir != "/") masks.push_back(dir);
+  }
+  for (const auto& dir : masks) {
+    out.push_back(mount("tmpfs", r + dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, kMaskOptions));
+  }
   if (!in.shared_dir.empty())
     out.push_back(bind(in.shared_dir, r + in.shared_dir, MS_NOSUID | MS_NODEV));
+  if (!in.restore_dir.empty())
+    out.push_back(bind(in.restore_dir, r + in.restore_dir, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  for (const auto& dir : masks) {
+    out.push_back(mount("", r + dir, "", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, kMaskOptions));
+  }
   out.push_back(mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC));
   // As container runtimes do: sysctls and the sysrq trigger act on the whole host.
   out.push_back(
@@ -106,6 +155,17 @@ std::vector<MountStep> system_wpar_mounts(const SystemFsInput& in) {
   out.push_back(mount("tmpfs", r + "/run", "tmpfs", MS_NOSUID | MS_NODEV, kRunOptions));
   out.push_back(MountStep{Kind::kFile, in.hostname + "\n", r + "/etc/hostname"});
   out.push_back(MountStep{Kind::kFile, hosts_file(in.hostname), r + "/etc/hosts"});
+  if (in.first_start) {
+    // The host's secrets never reach the WPAR: the overlay records each
+    // removal as a whiteout and each file as the WPAR's own.
+    for (const char* secret : {"/etc/shadow-", "/etc/gshadow-", "/etc/ssl/private", "/etc/wpm",
+                               "/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_ecdsa_key",
+                               "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_dsa_key"}) {
+      out.push_back(MountStep{Kind::kRemove, {}, r + secret});
+    }
+    if (!in.sanitized_shadow.empty()) out.push_back(MountStep{Kind::kFile, in.sanitized_shadow, r + "/etc/shadow", {}, 0, {}, 0640});
+    if (!in.sanitized_gshadow.empty()) out.push_back(MountStep{Kind::kFile, in.sanitized_gshadow, r + "/etc/gshadow", {}, 0, {}, 0640});
+  }
   return out;
 }
 

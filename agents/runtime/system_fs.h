@@ -9,11 +9,15 @@
 //   rootfs/     the mount point of its root (empty on the host)
 //   fs/upper, fs/work   the overlay's upper and work directories: every write
 //               to /, /etc, /var, … lands in fs/upper and survives stop/start
-//   fs/tmp, fs/home     its /tmp and /home (private, start empty, survive)
+//   fs/tmp, fs/home, fs/var, fs/root   its /tmp, /home, /var and /root
+//               (private: they start empty and survive stop/start)
+// fs/ is mode 0700, so that host users never reach what the WPAR's root
+// puts there (a set-uid shell in its /tmp, say).
 // `rmwpar -p` keeps fs/ (the WPAR's file systems) and removes the rest.
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace wpm::runtime {
@@ -33,6 +37,19 @@ struct SystemFsInput {
   // A host directory bound read-write at the same path inside the WPAR
   // (the checkpoint trigger directory); empty: none.
   std::string shared_dir;
+  // A host directory bound read-only at the same path inside (the state a
+  // restarted WPAR restores from); empty: none.
+  std::string restore_dir;
+  // Host directories hidden under an empty read-only tmpfs (the agent's data
+  // directory: every WPAR's files and the agent's keys). Those under a
+  // private directory (/tmp, /home, /var, /root) are hidden already.
+  std::vector<std::string> masked_dirs;
+  // The first start of this WPAR: its /etc gets the host's secrets removed
+  // (shadow files with locked passwords, no SSH host keys, no TLS private
+  // keys, no wpm configuration). Later starts keep what the WPAR changed.
+  bool first_start = false;
+  std::string sanitized_shadow;   // the host's /etc/shadow with every password locked
+  std::string sanitized_gshadow;  // the same for /etc/gshadow
   bool operator==(const SystemFsInput&) const = default;
 };
 
@@ -43,6 +60,7 @@ struct MountStep {
     kDevice,   // character device `target` (mode, major, minor)
     kSymlink,  // `target` -> `source`
     kFile,     // `target` holds `source` (written, replacing what was there)
+    kRemove,   // `target` and everything below it removed (a whiteout in the overlay)
   };
   Kind kind = Kind::kMount;
   std::string source;
@@ -60,7 +78,7 @@ struct MountStep {
 
 // Where a system WPAR's files live, under its directory.
 struct SystemFsPaths {
-  std::string rootfs, upper, work, tmp, home;
+  std::string fs, rootfs, upper, work, tmp, home, var, root;
   static SystemFsPaths of(const std::string& wpar_dir);
 };
 
@@ -80,5 +98,9 @@ std::vector<MountStep> system_wpar_mounts(const SystemFsInput& input);
 
 // /etc/hosts of a WPAR named `hostname`.
 std::string hosts_file(const std::string& hostname);
+
+// shadow(5) or gshadow(5) text with every password field locked ("*"), so a
+// WPAR never sees the host's password hashes.
+std::string lock_passwords(std::string_view shadow);
 
 }  // namespace wpm::runtime

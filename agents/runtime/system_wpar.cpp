@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/close_range.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -21,6 +23,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "agents/runtime/capabilities.h"
 #include "agents/runtime/system_fs.h"
@@ -69,80 +72,235 @@ std::vector<HostRootEntry> list_host_root() {
   return out;
 }
 
-Result<void> prepare_dirs(const std::string& wpar_dir) {
+// Makes the WPAR's directories; returns whether this is its first start
+// (no upper layer yet).
+Result<bool> prepare_dirs(const std::string& wpar_dir) {
   const SystemFsPaths p = SystemFsPaths::of(wpar_dir);
   std::error_code ec;
-  for (const auto& d : {p.rootfs, p.upper, p.work, p.tmp, p.home}) {
+  const bool first = !fs::exists(p.upper, ec);
+  const bool new_var = !fs::exists(p.var, ec);
+  for (const auto& d : {p.rootfs, p.upper, p.work, p.tmp, p.home, p.var, p.root}) {
     fs::create_directories(d, ec);
     if (ec) return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", d, ec.message()));
   }
-  fs::permissions(p.tmp, fs::perms::all | fs::perms::sticky_bit, ec);
-  if (ec)
-    return fail(ErrorCode::kIo, fmt::format("cannot set the mode of {}: {}", p.tmp, ec.message()));
-  return {};
-}
-
-// Creates what `step` needs to exist: the mount point (a directory, or a file
-// for a file bind) or the parent directory of a node, link or file.
-Result<void> make_target(const MountStep& s) {
-  std::error_code ec;
-  bool file_bind = s.kind == MountStep::Kind::kBind && !fs::is_directory(s.source, ec);
-  bool in_parent = s.kind == MountStep::Kind::kDevice || s.kind == MountStep::Kind::kSymlink ||
-                   s.kind == MountStep::Kind::kFile || file_bind;
-  fs::create_directories(in_parent ? fs::path(s.target).parent_path() : fs::path(s.target), ec);
-  if (ec)
-    return fail(ErrorCode::kIo,
-                fmt::format("cannot create the directories of {}: {}", s.target, ec.message()));
-  if (file_bind && !fs::exists(s.target, ec)) {
-    int fd = ::open(s.target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return fail(ErrorCode::kIo, errno_text("cannot create " + s.target));
-    ::close(fd);
+  // Host users never reach below fs/ (a set-uid file the WPAR's root made).
+  if (::chmod(p.fs.c_str(), 0700) != 0 || ::chmod(p.root.c_str(), 0700) != 0 ||
+      ::chmod(p.tmp.c_str(), 01777) != 0) {
+    return fail(ErrorCode::kIo, errno_text("cannot set the modes under " + p.fs));
   }
-  if (s.kind == MountStep::Kind::kDevice || s.kind == MountStep::Kind::kSymlink)
-    ::unlink(s.target.c_str());
-  return {};
+  if (new_var) {
+    // A private /var starts as a skeleton: the host's is not the WPAR's business.
+    for (const char* d : {"tmp", "log", "lib", "cache", "spool", "mail", "opt", "local", "backups"}) {
+      fs::create_directories(p.var + "/" + d, ec);
+    }
+    ::chmod((p.var + "/tmp").c_str(), 01777);
+    fs::create_symlink("/run", p.var + "/run", ec);
+    fs::create_symlink("/run/lock", p.var + "/lock", ec);
+  }
+  return first;
 }
 
-Result<void> run_step(const MountStep& s) {
-  std::error_code ec;
-  if (s.if_present && !fs::exists(s.source, ec)) return {};
-  if (auto r = make_target(s); !r) return r;
+// ---- running the plan without ever leaving the WPAR's root -----------------------
+//
+// Every target lies under the WPAR's root, whose contents its root user
+// controls (the overlay's upper layer): a link there must never make the
+// init, which still sees the host and holds every capability, write, create
+// or mount outside it. Paths are resolved with openat2(RESOLVE_IN_ROOT), so
+// links resolve as they would inside the WPAR; creation happens relative to
+// the resolved parent; mounts go on /proc/self/fd/N of the resolved target.
+
+int open_in_root(int root_fd, const std::string& rel, uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(::syscall(SYS_openat2, root_fd, rel.empty() ? "." : rel.c_str(), &how, sizeof how));
+}
+
+std::string fd_path(int fd) { return fmt::format("/proc/self/fd/{}", fd); }
+
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// The directory `rel` under the root, made (0755) where missing.
+Result<int> make_dirs_in_root(int root_fd, const std::string& rel) {
+  std::string prefix;
+  size_t start = 0;
+  int fd = open_in_root(root_fd, "", O_PATH | O_DIRECTORY);
+  while (start <= rel.size()) {
+    size_t slash = rel.find('/', start);
+    std::string part = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    start = slash == std::string::npos ? rel.size() + 1 : slash + 1;
+    if (part.empty()) continue;
+    prefix += (prefix.empty() ? "" : "/") + part;
+    int next = open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+    if (next < 0 && errno == ENOENT) {
+      if (::mkdirat(fd, part.c_str(), 0755) != 0 && errno != EEXIST) {
+        int err = errno;
+        ::close(fd);
+        errno = err;
+        return fail(ErrorCode::kIo, errno_text("cannot create /" + prefix + " in the WPAR"));
+      }
+      next = open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+    }
+    ::close(fd);
+    if (next < 0) return fail(ErrorCode::kIo, errno_text("/" + prefix + " in the WPAR is not a directory"));
+    fd = next;
+  }
+  return fd;
+}
+
+std::pair<std::string, std::string> split_parent(const std::string& rel) {
+  auto slash = rel.rfind('/');
+  if (slash == std::string::npos) return {"", rel};
+  return {rel.substr(0, slash), rel.substr(slash + 1)};
+}
+
+// Removes `name` in `dir_fd` and everything below it, never following a link.
+void remove_tree(int dir_fd, const std::string& name) {
+  if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return;
+  int sub = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (sub < 0) return;
+  DIR* d = ::fdopendir(sub);
+  if (d == nullptr) {
+    ::close(sub);
+    return;
+  }
+  std::vector<std::string> children;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") children.push_back(n);
+  }
+  for (const auto& c : children) remove_tree(::dirfd(d), c);
+  ::closedir(d);
+  ::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR);
+}
+
+uint64_t mount_attributes(uint64_t flags) {
+  uint64_t attr = 0;
+  if (flags & MS_RDONLY) attr |= MOUNT_ATTR_RDONLY;
+  if (flags & MS_NOSUID) attr |= MOUNT_ATTR_NOSUID;
+  if (flags & MS_NODEV) attr |= MOUNT_ATTR_NODEV;
+  if (flags & MS_NOEXEC) attr |= MOUNT_ATTR_NOEXEC;
+  return attr;
+}
+
+Result<void> run_step(const MountStep& s, const std::string& rootfs, int root_fd) {
+  const bool in_root = s.target.starts_with(rootfs + "/");
+  if (root_fd < 0 || !in_root) {
+    // The root itself (the overlay, mounted first): a directory of ours.
+    if (::mount(s.source.c_str(), s.target.c_str(), s.fstype.c_str(), s.flags,
+                s.data.empty() ? nullptr : s.data.c_str()) != 0) {
+      return fail(ErrorCode::kIo, errno_text(fmt::format("cannot mount {} ({}) on {}", s.source, s.fstype, s.target)));
+    }
+    return {};
+  }
+  const std::string rel = s.target.substr(rootfs.size() + 1);
+  const std::string shown = "/" + rel;
+  std::string source = s.source;
+  std::optional<Fd> source_fd;
+  if (s.kind == MountStep::Kind::kBind && source.starts_with(rootfs + "/")) {
+    source_fd.emplace(open_in_root(root_fd, source.substr(rootfs.size() + 1), O_PATH));
+    if (source_fd->fd < 0) {
+      if (s.if_present && errno == ENOENT) return {};
+      return fail(ErrorCode::kIo, errno_text("cannot open " + source.substr(rootfs.size())));
+    }
+    source = fd_path(source_fd->fd);
+  } else if (s.if_present) {
+    std::error_code ec;
+    if (!fs::exists(s.source, ec)) return {};
+  }
+  auto [parent_rel, name] = split_parent(rel);
   switch (s.kind) {
     case MountStep::Kind::kMount:
-      if (::mount(s.source.c_str(), s.target.c_str(), s.fstype.c_str(), s.flags,
-                  s.data.empty() ? nullptr : s.data.c_str()) != 0) {
-        return fail(ErrorCode::kIo, errno_text(fmt::format("cannot mount {} ({}) on {}", s.source,
-                                                           s.fstype, s.target)));
+    case MountStep::Kind::kBind: {
+      struct stat st {};
+      bool file_bind = s.kind == MountStep::Kind::kBind && ::stat(source.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
+      bool remount = (s.flags & MS_REMOUNT) != 0;
+      if (!remount) {
+        if (file_bind) {
+          auto parent = make_dirs_in_root(root_fd, parent_rel);
+          if (!parent) return std::unexpected(parent.error());
+          Fd pf(*parent);
+          int f = ::openat(pf.fd, name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+          if (f >= 0) ::close(f);
+        } else {
+          auto dir = make_dirs_in_root(root_fd, rel);
+          if (!dir) return std::unexpected(dir.error());
+          ::close(*dir);
+        }
+      }
+      Fd target(open_in_root(root_fd, rel, O_PATH | (file_bind ? 0 : O_DIRECTORY)));
+      if (target.fd < 0) return fail(ErrorCode::kIo, errno_text("cannot open " + shown + " in the WPAR"));
+      if (s.kind == MountStep::Kind::kMount) {
+        if (::mount(s.source.c_str(), fd_path(target.fd).c_str(), s.fstype.c_str(), s.flags,
+                    s.data.empty() ? nullptr : s.data.c_str()) != 0) {
+          return fail(ErrorCode::kIo, errno_text(fmt::format("cannot mount {} ({}) on {}", s.source, s.fstype, shown)));
+        }
+        return {};
+      }
+      if (::mount(source.c_str(), fd_path(target.fd).c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+        return fail(ErrorCode::kIo, errno_text(fmt::format("cannot bind {} on {}", s.source, shown)));
+      }
+      if (s.flags == 0) return {};
+      // The flags apply to the bind and every mount below it (a separate
+      // /usr/local stays read-only too).
+      Fd bound(open_in_root(root_fd, rel, O_PATH));
+      mount_attr attr{};
+      attr.attr_set = mount_attributes(s.flags);
+      if (bound.fd < 0 || ::syscall(SYS_mount_setattr, bound.fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
+                                    sizeof attr) != 0) {
+        return fail(ErrorCode::kIo, errno_text(fmt::format("cannot set the flags of {}", shown)));
       }
       return {};
-    case MountStep::Kind::kBind:
-      if (::mount(s.source.c_str(), s.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
-        return fail(ErrorCode::kIo,
-                    errno_text(fmt::format("cannot bind {} on {}", s.source, s.target)));
-      }
-      // A bind takes its per-mount flags (read-only, nosuid, …) only on a remount.
-      if (s.flags != 0 && ::mount(nullptr, s.target.c_str(), nullptr,
-                                  MS_REMOUNT | MS_BIND | s.flags, nullptr) != 0) {
-        return fail(ErrorCode::kIo, errno_text(fmt::format("cannot remount {} with flags {:#x}",
-                                                           s.target, s.flags)));
-      }
-      return {};
+    }
     case MountStep::Kind::kDevice:
-      if (::mknod(s.target.c_str(), S_IFCHR | s.mode, makedev(s.major, s.minor)) != 0 ||
-          ::chmod(s.target.c_str(), s.mode) != 0) {
-        return fail(ErrorCode::kIo, errno_text("cannot create device " + s.target));
-      }
-      return {};
     case MountStep::Kind::kSymlink:
-      if (::symlink(s.source.c_str(), s.target.c_str()) != 0) {
-        return fail(ErrorCode::kIo, errno_text("cannot create link " + s.target));
+    case MountStep::Kind::kFile:
+    case MountStep::Kind::kRemove: {
+      auto parent = s.kind == MountStep::Kind::kRemove ? [&]() -> Result<int> {
+        int fd = open_in_root(root_fd, parent_rel, O_PATH | O_DIRECTORY);
+        if (fd < 0) return fail(ErrorCode::kNotFound, "absent");
+        return fd;
+      }()
+                                                       : make_dirs_in_root(root_fd, parent_rel);
+      if (!parent) {
+        if (s.kind == MountStep::Kind::kRemove) return {};  // nothing to remove
+        return std::unexpected(parent.error());
       }
-      return {};
-    case MountStep::Kind::kFile: {
-      int fd = ::open(s.target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd < 0) return fail(ErrorCode::kIo, errno_text("cannot write " + s.target));
-      write_all(fd, s.source);
-      ::close(fd);
+      Fd pf(*parent);
+      if (s.kind == MountStep::Kind::kRemove) {
+        // remove_tree needs a readable directory descriptor.
+        Fd dir(::openat(pf.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (dir.fd >= 0) remove_tree(dir.fd, name);
+        return {};
+      }
+      // Whatever is there (a link the WPAR planted, an old node) goes first.
+      if (::unlinkat(pf.fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+        return fail(ErrorCode::kIo, errno_text("cannot replace " + shown + " in the WPAR"));
+      }
+      if (s.kind == MountStep::Kind::kDevice) {
+        if (::mknodat(pf.fd, name.c_str(), S_IFCHR | s.mode, makedev(s.major, s.minor)) != 0 ||
+            ::fchmodat(pf.fd, name.c_str(), s.mode, 0) != 0) {
+          return fail(ErrorCode::kIo, errno_text("cannot create device " + shown));
+        }
+      } else if (s.kind == MountStep::Kind::kSymlink) {
+        if (::symlinkat(s.source.c_str(), pf.fd, name.c_str()) != 0) {
+          return fail(ErrorCode::kIo, errno_text("cannot create link " + shown));
+        }
+      } else {
+        int fd = ::openat(pf.fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                          s.mode != 0 ? s.mode : 0644);
+        if (fd < 0) return fail(ErrorCode::kIo, errno_text("cannot write " + shown));
+        write_all(fd, s.source);
+        ::close(fd);
+      }
       return {};
     }
   }
@@ -278,6 +436,11 @@ void keep_only(std::initializer_list<int*> fds) {
     write_all(a.ready_fd, "error " + why + "\n");
     ::_exit(1);
   };
+  // It dies with its supervisor (which holds it, its network and its record),
+  // and nothing in the WPAR may inspect it: it never execs, so /proc/1/exe
+  // would be the host's supervisor binary.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::prctl(PR_SET_DUMPABLE, 0);
   char go = 0;
   if (::read(a.go_fd, &go, 1) != 1) ::_exit(1);  // the supervisor gave up
   ::close(a.go_fd);
@@ -287,9 +450,16 @@ void keep_only(std::initializer_list<int*> fds) {
   int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     broken(errno_text("cannot make the mounts private"));
+  int root_fd = -1;
   for (const auto& step : a.plan) {
-    if (auto r = run_step(step); !r) broken(r.error().message);
+    if (auto r = run_step(step, a.rootfs, root_fd); !r) broken(r.error().message);
+    if (root_fd < 0) {
+      // The overlay is the root from now on; every later target lies in it.
+      root_fd = ::open(a.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (root_fd < 0) broken(errno_text("cannot open the WPAR's root"));
+    }
   }
+  ::close(root_fd);
   if (::sethostname(a.hostname.data(), a.hostname.size()) != 0)
     broken(errno_text("cannot set the hostname " + a.hostname));
   if (auto r = loopback_up(); !r) broken(r.error().message);
@@ -333,20 +503,43 @@ std::string read_report(int fd) {
 
 }  // namespace
 
+std::string read_host_file(const char* path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return {};
+  std::FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return {};
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
 std::string wpar_hostname(const WparSpec& spec) {
   return spec.hostname.empty() ? spec.name : spec.hostname;
 }
 
 Result<pid_t> start_system_init(const SystemInitRequest& r) {
   WPM_ASSERT(r.files != nullptr && r.spec != nullptr && r.cgroups != nullptr, "incomplete request");
-  if (auto d = prepare_dirs(r.files->dir()); !d) return std::unexpected(d.error());
+  auto first_start = prepare_dirs(r.files->dir());
+  if (!first_start) return std::unexpected(first_start.error());
   std::error_code ec;
   if (!r.shared_dir.empty() && !fs::create_directories(r.shared_dir, ec) && ec) {
     return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", r.shared_dir, ec.message()));
   }
   InitArgs a;
-  a.plan = system_wpar_mounts(
-      SystemFsInput{r.files->dir(), wpar_hostname(*r.spec), list_host_root(), r.shared_dir});
+  SystemFsInput input{r.files->dir(), wpar_hostname(*r.spec), list_host_root(), r.shared_dir};
+  input.restore_dir = r.restore_dir;
+  // The agent's data directory (DATA/wpars/NAME → DATA) holds every WPAR's
+  // files and the agent's keys.
+  input.masked_dirs = {fs::path(r.files->dir()).parent_path().parent_path().string()};
+  input.first_start = *first_start;
+  if (input.first_start) {
+    input.sanitized_shadow = lock_passwords(read_host_file("/etc/shadow"));
+    input.sanitized_gshadow = lock_passwords(read_host_file("/etc/gshadow"));
+  }
+  a.plan = system_wpar_mounts(input);
   a.rootfs = SystemFsPaths::of(r.files->dir()).rootfs;
   a.hostname = wpar_hostname(*r.spec);
   a.capabilities = r.capabilities;
@@ -456,6 +649,11 @@ Result<int> login(const LoginRequest& r) {
       std::fprintf(stderr, "wpm-agent: clogin: %s\n", why.c_str());
       ::_exit(125);
     };
+    // Until it execs, nothing in the WPAR may inspect this process (its
+    // /proc/PID/exe is the host's wpm-agent), and none of the caller's
+    // descriptors but stdio may follow it in.
+    ::prctl(PR_SET_DUMPABLE, 0);
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     // Its pid as the WPAR sees it: the kernel reads cgroup.procs in the writer's namespace.
     if (auto j = cgroups->add_process(::getpid()); !j) die(j.error().message);
     for (size_t i = 0; i < ns_fds.size(); ++i) {

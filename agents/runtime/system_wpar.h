@@ -44,6 +44,9 @@ struct SystemInitRequest {
   // Called once the veth is attached, before the init goes on, so that the
   // caller records what to detach even if it dies right after.
   std::function<void(const VethAttachment&)> on_network_attached;
+  // The state a restarted WPAR restores from (WPM_RESTORE_DIR), bound
+  // read-only at the same path inside; empty: none.
+  std::string restore_dir;
 };
 
 // Creates the WPAR's directories, clones the init and returns its pid (in the

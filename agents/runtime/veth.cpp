@@ -577,6 +577,17 @@ Result<VethAttachment> attach_veth(const VethPlan& plan, pid_t netns_pid) {
     }
     return std::unexpected(std::move(error));
   }
+  // Strict reverse-path filtering on the host end: the host forwards only
+  // what the WPAR sends from its own address (its /32 route points back
+  // through this link), so its root cannot spoof others on the subnet.
+  std::string rp_filter = fmt::format("/proc/sys/net/ipv4/conf/{}/rp_filter", plan.host_ifname);
+  UniqueFd rp(::open(rp_filter.c_str(), O_WRONLY | O_CLOEXEC));
+  if (rp.get() < 0 || ::write(rp.get(), "1\n", 2) != 2) {
+    Error error{ErrorCode::kIo, fmt::format("network of WPAR address {}: cannot set {}: {}",
+                                            format_ipv4(plan.address), rp_filter, std::strerror(errno))};
+    (void)detach_veth(plan);
+    return std::unexpected(std::move(error));
+  }
   return attachment;
 }
 

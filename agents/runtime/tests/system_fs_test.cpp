@@ -67,14 +67,15 @@ TEST(SystemFs, HostSystemDirectoriesAreReadOnlyBindsExceptSymlinksIntoUsr) {
 
 TEST(SystemFs, TmpAndHomeArePrivateWritableDirectoriesThatSurviveStops) {
   auto plan = system_wpar_mounts(input());
-  for (const char* dir : {"tmp", "home"}) {
+  for (const char* dir : {"tmp", "home", "var", "root"}) {
     const MountStep* s = find(plan, std::string("/data/wpars/web/rootfs/") + dir);
     ASSERT_NE(s, nullptr) << dir;
     EXPECT_EQ(s->kind, MountStep::Kind::kBind);
     EXPECT_EQ(s->source, std::string("/data/wpars/web/fs/") + dir);
     EXPECT_FALSE(s->flags & MS_RDONLY);
+    EXPECT_TRUE(s->flags & MS_NODEV) << dir;
   }
-  EXPECT_EQ(find(plan, "/data/wpars/web/rootfs/var"), nullptr) << "/var lives in the upper layer";
+  EXPECT_TRUE(find(plan, "/data/wpars/web/rootfs")->flags & MS_NODEV) << "no usable device node in the overlay";
   auto p = SystemFsPaths::of("/data/wpars/web");
   EXPECT_EQ(p.tmp, "/data/wpars/web/fs/tmp");
   EXPECT_EQ(p.rootfs, "/data/wpars/web/rootfs");
@@ -131,6 +132,50 @@ TEST(SystemFs, ASharedDirectoryIsBoundAtTheSamePathInside) {
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->source, "/data/wpars/web/checkpoint");
   EXPECT_FALSE(s->flags & MS_RDONLY);
+}
+
+}  // namespace
+}  // namespace wpm::runtime
+
+namespace wpm::runtime {
+namespace {
+
+TEST(SystemFs, TheAgentsDataDirectoryIsMaskedUnlessAPrivateDirectoryHidesIt) {
+  SystemFsInput in{"/data/wpars/web", "web", {}, "/data/wpars/web/checkpoint"};
+  in.masked_dirs = {"/data", "/var/lib/wpm-agent"};
+  auto plan = system_wpar_mounts(in);
+  std::vector<std::string> at_data;
+  size_t shared_at = 0;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (plan[i].target == "/data/wpars/web/rootfs/data") at_data.push_back(plan[i].fstype + (plan[i].flags & MS_RDONLY ? ":ro" : ":rw"));
+    if (plan[i].target == "/data/wpars/web/rootfs/data/wpars/web/checkpoint") shared_at = i;
+  }
+  EXPECT_EQ(at_data, (std::vector<std::string>{"tmpfs:rw", ":ro"})) << "mounted, then made read-only";
+  EXPECT_GT(shared_at, 0u) << "the shared directory is bound into the mask";
+  EXPECT_EQ(find(plan, "/data/wpars/web/rootfs/var/lib/wpm-agent"), nullptr) << "/var is private already";
+}
+
+TEST(SystemFs, TheFirstStartRemovesTheHostsSecretsAndLaterStartsDoNot) {
+  SystemFsInput in{"/data/wpars/web", "web", {}, ""};
+  in.first_start = true;
+  in.sanitized_shadow = "root:*:19000:0:99999:7:::\n";
+  auto plan = system_wpar_mounts(in);
+  const MountStep* key = find(plan, "/data/wpars/web/rootfs/etc/ssh/ssh_host_ed25519_key");
+  ASSERT_NE(key, nullptr);
+  EXPECT_EQ(key->kind, MountStep::Kind::kRemove);
+  const MountStep* shadow = find(plan, "/data/wpars/web/rootfs/etc/shadow");
+  ASSERT_NE(shadow, nullptr);
+  EXPECT_EQ(shadow->source, in.sanitized_shadow);
+  in.first_start = false;
+  EXPECT_EQ(find(system_wpar_mounts(in), "/data/wpars/web/rootfs/etc/shadow"), nullptr)
+      << "a later start keeps the WPAR's own passwords";
+}
+
+TEST(SystemFs, LockPasswordsLocksEveryPasswordFieldAndKeepsTheRest) {
+  EXPECT_EQ(lock_passwords("root:$y$j9T$abc:19000:0:99999:7:::\nbin:*:19000::::::\nodd line\n"),
+            "root:*:19000:0:99999:7:::\nbin:*:19000::::::\nodd line\n");
+  EXPECT_EQ(lock_passwords("sudo:!::alice\n"), "sudo:*::alice\n");
+  EXPECT_EQ(lock_passwords(""), "");
 }
 
 }  // namespace

@@ -214,6 +214,48 @@ TEST_F(SystemWpar, WritesStayInsideAndSurviveStopAndStart) {
   EXPECT_EQ(tmp_file("all"), "etc\nvar\nhome\ntmp\n");
 }
 
+TEST_F(SystemWpar, ALinkPlantedInItsRootNeverMakesTheInitWriteOnTheHost) {
+  std::string canary = root_ + "/canary";
+  std::ofstream(canary) << "host\n";
+  ASSERT_TRUE(start(WparSpec{}).has_value());
+  // The WPAR's root replaces files the init writes at every start with links
+  // to a host file, absolute and relative.
+  ASSERT_EQ(login(fmt::format("ln -sf {} /etc/hosts && ln -sf ../../../../../../../..{} /etc/hostname",
+                              canary, canary)),
+            0);
+  ASSERT_TRUE(stop(StopMode::kGraceful).has_value());
+  auto again = start_again();
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(slurp(canary), "host\n") << "the init wrote through the WPAR's link";
+  ASSERT_EQ(login("test ! -L /etc/hosts && grep -q 127.0.0.1 /etc/hosts && hostname > /tmp/h"), 0);
+  EXPECT_EQ(tmp_file("h"), "w\n");
+}
+
+TEST_F(SystemWpar, TheAgentsFilesHostSecretsAndDevicesAreOutOfReach) {
+  ASSERT_TRUE(start(WparSpec{}).has_value());
+  // The agent's data directory (here the test's root) is an empty, read-only tmpfs inside.
+  EXPECT_NE(login(fmt::format("ls {}/w/spec.json 2>/dev/null", root_)), 0) << "another WPAR's files are visible";
+  EXPECT_NE(login(fmt::format("touch {}/x 2>/dev/null", root_)), 0);
+  // The host's password hashes are not the WPAR's.
+  ASSERT_EQ(login("cut -d: -f2 /etc/shadow | sort -u > /tmp/pw"), 0);
+  EXPECT_TRUE(tmp_file("pw").empty() || tmp_file("pw") == "*\n") << tmp_file("pw");
+  // No device node it could make would open: no cap_mknod, and nodev everywhere.
+  EXPECT_NE(login("mknod /tmp/disk b 8 0 2>/dev/null"), 0);
+  ASSERT_EQ(login("awk '$5 == \"/\" || $5 == \"/tmp\" || $5 == \"/var\" || $5 == \"/home\" || "
+                  "$5 == \"/root\"' /proc/self/mountinfo > /tmp/mi"),
+            0);
+  std::istringstream lines(tmp_file("mi"));
+  std::string line;
+  int mounts = 0;
+  while (std::getline(lines, line)) {
+    ++mounts;
+    EXPECT_NE(line.find("nodev"), std::string::npos) << line;
+  }
+  EXPECT_EQ(mounts, 5);
+  // /dev holds its nodes and nothing can be added.
+  EXPECT_NE(login("touch /dev/new 2>/dev/null"), 0);
+}
+
 TEST_F(SystemWpar, GracefulStopPassesToItsProcessesAndTheNamespacesGo) {
   WparSpec spec;
   spec.command = {"/bin/sleep", "1000"};
