@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/close_range.h>
+#include <linux/magic.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <net/if.h>
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,6 +84,13 @@ Result<bool> prepare_dirs(const std::string& wpar_dir) {
   for (const auto& d : {p.rootfs, p.upper, p.work, p.tmp, p.home, p.var, p.root}) {
     fs::create_directories(d, ec);
     if (ec) return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", d, ec.message()));
+  }
+  struct statfs st {};
+  if (::statfs(p.fs.c_str(), &st) == 0 && st.f_type == OVERLAYFS_SUPER_MAGIC) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("{} lies on an overlay file system, which cannot hold a system WPAR's own "
+                            "overlay layer; put the agent's data directory (--data) on ext4, xfs, btrfs or tmpfs",
+                            p.fs));
   }
   // Host users never reach below fs/ (a set-uid file the WPAR's root made).
   if (::chmod(p.fs.c_str(), 0700) != 0 || ::chmod(p.root.c_str(), 0700) != 0 ||
