@@ -8,11 +8,14 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
+#include "agents/checkpoint/internal/fs_archive.h"
 #include "agents/runtime/cgroups.h"
 #include "agents/runtime/lifecycle.h"
+#include "schemas/assert.h"
 #include "schemas/hash.h"
 
 namespace wpm::checkpoint {
@@ -120,10 +123,9 @@ Outcome<void> trigger_and_freeze(const fs::path& trigger, pid_t workload, runtim
   return {};
 }
 
-// Copies the workload's files into state_dir/state and writes the manifest.
-Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::path& state_dir,
-                                           const runtime::WparFiles& files) {
-  CheckpointResult result;
+// Copies the workload's files into state_dir/state; their manifest entries.
+Outcome<json> copy_workload_files(const fs::path& trigger, const fs::path& state_dir,
+                                  CheckpointResult& result) {
   fs::path out = state_dir / "state";
   std::error_code ec;
   fs::create_directories(out, ec);
@@ -138,21 +140,62 @@ Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::pa
     fs::path rel = fs::relative(entry.path(), trigger);
     fs::create_directories((out / rel).parent_path(), ec);
     fs::copy_file(entry.path(), out / rel, fs::copy_options::overwrite_existing, ec);
-    if (ec) return failure(22, fmt::format("cannot write {}: {}", (out / rel).string(), ec.message()));
+    if (ec)
+      return failure(kExitCannotWrite,
+                     fmt::format("cannot write {}: {}", (out / rel).string(), ec.message()));
     uint64_t size = 0;
     auto sum = file_sha256(out / rel, &size);
     if (!sum) return failure(kExitInternal, sum.error().message);
-    if (!fsync_path(out / rel, O_RDONLY)) return failure(22, "cannot sync " + (out / rel).string());
+    if (!fsync_path(out / rel, O_RDONLY))
+      return failure(kExitCannotWrite, "cannot sync " + (out / rel).string());
     manifest_files.push_back({{"path", rel.string()}, {"bytes", size}, {"sha256", *sum}});
     ++result.files;
     result.bytes += size;
   }
+  return manifest_files;
+}
+
+// A system WPAR's private file systems (all of fs/ but the overlay's work
+// directory) into the state file directory, read while the WPAR is frozen so
+// that they are quiescent; their manifest entry.
+Outcome<json> archive_file_systems(const runtime::WparFiles& files, const fs::path& state_dir,
+                                   CheckpointResult& result) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto archived = write_fs_archive(files.dir() + "/fs", (state_dir / kFsArchiveName).string());
+  if (!archived) return std::unexpected(archived.error());
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  mcr_log(state_dir.string(),
+          fmt::format("checkpoint_filesystems entries={} skipped={} content_bytes={} "
+                      "archive_bytes={} ms={}",
+                      archived->entries, archived->skipped, archived->content_bytes,
+                      archived->archive_bytes, ms.count()));
+  result.fs_entries = archived->entries;
+  result.fs_archive_bytes = archived->archive_bytes;
+  return json{{"path", kFsArchiveName},     {"bytes", archived->archive_bytes},
+              {"sha256", archived->sha256}, {"format", "pax"},
+              {"compression", "zstd"},      {"contents", archived->roots}};
+}
+
+// Writes the state file: the workload's files, a system WPAR's file systems
+// and the manifest that lists them with their SHA-256, written last.
+Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::path& state_dir,
+                                           const runtime::WparFiles& files,
+                                           const runtime::WparSpec& spec) {
+  CheckpointResult result;
+  auto manifest_files = copy_workload_files(trigger, state_dir, result);
+  if (!manifest_files) return std::unexpected(manifest_files.error());
   std::ifstream spec_in(files.spec_path());
   json manifest = {{"format", 1},
                    {"method", "cooperative"},
                    {"createdAtNs", now_ns()},
                    {"spec", json::parse(spec_in, nullptr, false)},
-                   {"files", manifest_files}};
+                   {"files", *manifest_files}};
+  if (spec.type == runtime::WparType::kSystem) {
+    auto archive = archive_file_systems(files, state_dir, result);
+    if (!archive) return std::unexpected(archive.error());
+    manifest["filesystems"] = *archive;
+  }
   std::string tmp = (state_dir / "manifest.json.tmp").string();
   {
     std::ofstream m(tmp, std::ios::trunc);
@@ -160,9 +203,111 @@ Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::pa
   }
   if (!fsync_path(tmp, O_RDONLY) || std::rename(tmp.c_str(), (state_dir / "manifest.json").c_str()) != 0 ||
       !fsync_path(state_dir, O_RDONLY | O_DIRECTORY)) {
-    return failure(22, "cannot write the manifest in " + state_dir.string());
+    return failure(kExitCannotWrite, "cannot write the manifest in " + state_dir.string());
   }
   return result;
+}
+
+// A file of the state file against its manifest entry: 14 when it is missing
+// or does not match (changed or damaged), as good as missing.
+Outcome<void> verify_file(const fs::path& path, const json& entry) {
+  uint64_t size = 0;
+  auto sum = file_sha256(path, &size);
+  if (!sum)
+    return failure(kExitFileMissing, fmt::format("state file {} is missing", path.string()));
+  if (*sum != entry.value("sha256", std::string()) || size != entry.value("bytes", uint64_t{0})) {
+    return failure(kExitFileMissing,
+                   fmt::format("state file {} does not match its manifest (changed "
+                               "or damaged); it is not restored",
+                               path.string()));
+  }
+  return {};
+}
+
+// The archive's name from the manifest: a plain name in the state file directory.
+std::optional<std::string> fs_archive_name(const json& manifest) {
+  const json& f = manifest["filesystems"];
+  std::string name = f.is_object() ? f.value("path", std::string()) : std::string();
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
+    return std::nullopt;
+  }
+  return name;
+}
+
+// The manifest of the state file in `dir`, once every file it lists (the
+// workload's and the file systems' archive) matches its size and SHA-256.
+Outcome<json> verified_manifest(const std::string& dir) {
+  fs::path state_dir(dir);
+  std::ifstream in(state_dir / "manifest.json");
+  if (!in) return failure(kExitFileMissing, fmt::format("no manifest.json in {}", dir));
+  json manifest = json::parse(in, nullptr, false);
+  if (manifest.is_discarded() || !manifest.contains("files") || !manifest["files"].is_array()) {
+    return failure(kExitInternal, fmt::format("{}/manifest.json is damaged", dir));
+  }
+  for (const auto& f : manifest["files"]) {
+    auto ok = verify_file(state_dir / "state" / f.value("path", std::string()), f);
+    if (!ok) return std::unexpected(ok.error());
+  }
+  if (manifest.contains("filesystems")) {
+    auto name = fs_archive_name(manifest);
+    if (!name)
+      return failure(kExitInternal, fmt::format("{}/manifest.json is damaged (filesystems)", dir));
+    if (auto ok = verify_file(state_dir / *name, manifest["filesystems"]); !ok)
+      return std::unexpected(ok.error());
+  }
+  return manifest;
+}
+
+// Replaces a system WPAR's private file systems with the state file's: the
+// state file is the truth at restart, on this host as on another. A state
+// file without them (written before they were saved) leaves fs/ as it is.
+Outcome<void> restore_file_systems(const json& manifest, const runtime::WparSpec& spec,
+                                   const runtime::WparFiles& files, const std::string& state_dir) {
+  if (!manifest.contains("filesystems")) return {};
+  if (spec.type != runtime::WparType::kSystem) {
+    return failure(kExitInternal,
+                   fmt::format("the state file in {} holds the file systems of a system "
+                               "WPAR, but WPAR {} is an application WPAR; restart it "
+                               "under another name",
+                               state_dir, spec.name));
+  }
+  auto name = fs_archive_name(manifest);
+  WPM_ASSERT(name.has_value(), "restore of an unverified manifest in {}", state_dir);
+  auto t0 = std::chrono::steady_clock::now();
+  std::string archive = (fs::path(state_dir) / *name).string();
+  auto restored = restore_fs_archive(archive, files.dir() + "/fs");
+  if (!restored) return std::unexpected(restored.error());
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  mcr_log(state_dir, fmt::format("restart_filesystems entries={} content_bytes={} ms={}",
+                                 restored->entries, restored->content_bytes, ms.count()));
+  return {};
+}
+
+// Where the restarted workload finds its state. An application WPAR sees the
+// host's file systems: the state file itself. A system WPAR does not (the
+// state file may be on another mount, which its overlay's lower layer does not
+// show, or under a directory private to it): a copy in its trigger directory,
+// which it sees at the same path, and which the next checkpoint empties.
+Outcome<std::string> workload_restore_dir(const runtime::WparSpec& spec, const fs::path& trigger,
+                                          const fs::path& state_dir) {
+  if (spec.type != runtime::WparType::kSystem) return (state_dir / "state").string();
+  fs::path copy = trigger / "restore";
+  std::error_code ec;
+  fs::create_directories(trigger, ec);
+  for (const auto& entry :
+       fs::directory_iterator(trigger, ec)) {  // emptied in place (a bind mount's source)
+    std::error_code ignored;
+    fs::remove_all(entry.path(), ignored);
+  }
+  fs::create_directories(copy, ec);
+  if (!ec && fs::exists(state_dir / "state"))
+    fs::copy(state_dir / "state", copy, fs::copy_options::recursive, ec);
+  if (ec) {
+    return failure(kExitInternal, fmt::format("cannot copy the workload's state into {}: {}",
+                                              copy.string(), ec.message()));
+  }
+  return copy.string();
 }
 
 }  // namespace
@@ -244,7 +389,7 @@ Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
       return std::unexpected(frozen.error());
     }
   }
-  auto written = write_state_file(trigger, state_dir, files);
+  auto written = write_state_file(trigger, state_dir, files, *spec);
   if (!written) {
     (void)set->thaw();
     mcr_log(r.state_dir, "checkpoint_failed " + written.error().message);
@@ -299,27 +444,22 @@ Outcome<runtime::WparRecord> restart(const RestartRequest& r) {
                                   r.pause ? runtime::Operation::kRestartPaused : runtime::Operation::kRestart);
   if (!decision) return failure(decision.error().exit_code, decision.error().message);
   // Verify the state file against its manifest before anything runs.
+  auto manifest = verified_manifest(r.state_dir);
+  if (!manifest) return std::unexpected(manifest.error());
   fs::path state_dir(r.state_dir);
-  std::ifstream in(state_dir / "manifest.json");
-  if (!in) return failure(kExitFileMissing, fmt::format("no manifest.json in {}", r.state_dir));
-  json manifest = json::parse(in, nullptr, false);
-  if (manifest.is_discarded() || !manifest.contains("files")) {
-    return failure(kExitInternal, fmt::format("{}/manifest.json is damaged", r.state_dir));
-  }
-  for (const auto& f : manifest["files"]) {
-    fs::path p = state_dir / "state" / f.value("path", std::string());
-    uint64_t size = 0;
-    auto sum = file_sha256(p, &size);
-    if (!sum) return failure(kExitFileMissing, fmt::format("state file {} is missing", p.string()));
-    if (*sum != f.value("sha256", std::string()) || size != f.value("bytes", uint64_t{0})) {
-      return failure(kExitInternal, fmt::format("state file {} does not match its manifest (changed "
-                                                "or damaged); it is not restored",
-                                                p.string()));
-    }
-  }
   mcr_log(r.state_dir, fmt::format("restart_start wpar={}", r.launch.name));
+  if (auto fs_restored = restore_file_systems(*manifest, *spec, files, r.state_dir); !fs_restored) {
+    mcr_log(r.state_dir, "restart_failed " + fs_restored.error().message);
+    return std::unexpected(fs_restored.error());
+  }
   runtime::WparSpec restored = *spec;
-  restored.env["WPM_RESTORE_DIR"] = (state_dir / "state").string();
+  auto restore_dir =
+      workload_restore_dir(*spec, trigger_dir(r.launch.wpars_root, r.launch.name), state_dir);
+  if (!restore_dir) {
+    mcr_log(r.state_dir, "restart_failed " + restore_dir.error().message);
+    return std::unexpected(restore_dir.error());
+  }
+  restored.env["WPM_RESTORE_DIR"] = *restore_dir;
   if (auto w = files.write_spec(restored); !w) return failure(kExitInternal, w.error().message);
   auto started = runtime::start_supervisor(r.launch);
   restored.env.erase("WPM_RESTORE_DIR");  // later starts begin afresh

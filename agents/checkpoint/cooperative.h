@@ -5,9 +5,12 @@
 // directory. A checkpoint empties that directory, sends the checkpoint signal
 // (SIGUSR1) to the workload's main process, waits for the workload to write
 // its state and `.complete`, freezes the WPAR's cgroups, and writes the state
-// file: the workload's files and a manifest with their SHA-256, plus mcr.log.
-// A restart verifies the manifest and starts the workload with
-// WPM_RESTORE_DIR pointing at the restored state.
+// file: the workload's files, for a system WPAR its private file systems as
+// one archive (internal/fs_archive.h), and a manifest with their SHA-256,
+// plus mcr.log. A restart verifies the manifest, puts a system WPAR's file
+// systems back in place of what DATA/wpars/NAME/fs held (the state file is
+// the truth at restart; resume after a -p checkpoint never touches them), and
+// starts the workload with WPM_RESTORE_DIR pointing at the restored state.
 //
 // Failures carry the seed's exit codes. Thread safety: none.
 
@@ -22,7 +25,8 @@ namespace wpm::checkpoint {
 // Seed exit codes (chkptwpar, restartwpar).
 inline constexpr int kExitInternal = 4;
 inline constexpr int kExitTemporarilyNotCheckpointable = 6;
-inline constexpr int kExitFileMissing = 14;  // restartwpar: an expected file is missing
+inline constexpr int kExitFileMissing = 14;  // restartwpar: an expected file is missing or damaged
+inline constexpr int kExitCannotWrite = 22;  // chkptwpar: the state file cannot be written
 inline constexpr int kExitUnknownWpar = 16;
 inline constexpr int kExitNotCheckpointable = 19;
 inline constexpr int kExitBadStatePath = 21;
@@ -48,8 +52,12 @@ struct CheckpointRequest {
 };
 
 struct CheckpointResult {
-  uint64_t files = 0;
-  uint64_t bytes = 0;
+  uint64_t files = 0;  // the workload's files
+  uint64_t bytes = 0;  // their bytes
+  // A system WPAR's private file systems (fs_archive.h): entries archived and
+  // the archive's size; 0 for an application WPAR.
+  uint64_t fs_entries = 0;
+  uint64_t fs_archive_bytes = 0;
   runtime::WparState state_after = runtime::WparState::kActive;
 };
 

@@ -602,5 +602,29 @@ TEST_F(AgentNetwork, RemovingAWparWhoseSupervisorWasLostDetachesWhatItLeft) {
   // The cgroups the lost supervisor left go in TearDown.
 }
 
+TEST_F(Agent, ASystemWparCheckpointedOnOneAgentRestartsOnAnotherWithItsFileSystems) {
+  // The command writes a file into its /etc on its first start, then runs the counter.
+  std::vector<std::string> made = {
+      "mkwpar", "-c", "-n", "sys", "-s", "--", "/bin/sh", "-c",
+      "[ -n \"$WPM_RESTORE_DIR\" ] || echo from-a > /etc/wpm-agent-ckpt || exit 9\nexec \"$@\"",
+      "sh"};
+  for (const auto& arg : counter()) made.push_back(arg);
+  auto mk = agent(data_a(), made);
+  ASSERT_EQ(mk.exit_code, 0) << mk.err;
+  // Inside the WPAR the counter writes into the upper layer of its root.
+  std::string count_a = data_a() + "/wpars/sys/fs/upper" + std::string(dir_ / "count");
+  ASSERT_TRUE(wait_until([&] { return !read_file(count_a).empty(); }, 10s));
+  std::string state = dir_ / "statefile";
+  auto ck = agent(data_a(), {"chkptwpar", "-d", state, "-k", "sys"});
+  ASSERT_EQ(ck.exit_code, 0) << ck.err;
+  EXPECT_TRUE(fs::exists(state + "/fs.tar.zst"));
+
+  auto rs = agent(data_b(), {"restartwpar", "-d", state, "sys"});
+  ASSERT_EQ(rs.exit_code, 0) << rs.err;
+  auto seen = agent(data_b(), {"clogin", "sys", "--", "cat", "/etc/wpm-agent-ckpt"});
+  EXPECT_EQ(seen.out, "from-a\n") << seen.err;
+  EXPECT_NE(agent(data_b(), {"lswpar", "sys"}).out.find(" A "), std::string::npos);
+}
+
 }  // namespace
 }  // namespace wpm::testing

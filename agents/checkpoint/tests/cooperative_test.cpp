@@ -3,13 +3,16 @@
 
 #include "agents/checkpoint/cooperative.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -86,6 +89,37 @@ class Cooperative : public ::testing::Test {
     std::string s = slurp(out_);
     return s.empty() ? 0 : std::stoull(s);
   }
+  // A checkpointable system WPAR whose init runs `sh -c SCRIPT` and then the
+  // counter, writing its count to /home/count.txt.
+  runtime::WparRecord start_system(const std::string& script, uint64_t state_bytes = 4096) {
+    runtime::WparSpec spec;
+    spec.name = "w";
+    spec.type = runtime::WparType::kSystem;
+    spec.command = {"/bin/sh",
+                    "-c",
+                    script + "\nexec \"$@\"",
+                    "sh",
+                    WPM_DEMO_COUNTER,
+                    "--out",
+                    "/home/count.txt",
+                    "--interval-ms",
+                    "20",
+                    "--state-bytes",
+                    std::to_string(state_bytes)};
+    spec.checkpointable = true;
+    spec.env["WPM_STATE_DIR"] = trigger_dir(root_, "w");
+    EXPECT_TRUE(files().create_dir().has_value());
+    EXPECT_TRUE(files().write_spec(spec).has_value());
+    auto r = runtime::start_supervisor(launch());
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return r.value_or(runtime::WparRecord{});
+  }
+  // The counter's count as the system WPAR writes it: in its private /home.
+  uint64_t count_inside() const {
+    std::string s = slurp(files().dir() + "/fs/home/count.txt");
+    return s.empty() ? 0 : std::stoull(s);
+  }
+  bool ended() const { return files().read_record().value_or(runtime::WparRecord{}).ended; }
   CheckpointRequest request(After after, std::chrono::milliseconds timeout = 10s) const {
     return CheckpointRequest{root_, "w", cgroup_, dir_ + "/statefile", after, timeout};
   }
@@ -120,34 +154,20 @@ TEST_F(Cooperative, CheckpointThenRestartContinuesFromTheSavedCountWithStateInta
 }
 
 TEST_F(Cooperative, ASystemWparCheckpointsThroughItsInitAndRestartsFromTheSavedCount) {
-  runtime::WparSpec spec;
-  spec.name = "w";
-  spec.type = runtime::WparType::kSystem;
-  spec.command = counter(4096);
-  spec.checkpointable = true;
-  spec.env["WPM_STATE_DIR"] = trigger_dir(root_, "w");
-  ASSERT_TRUE(files().create_dir().has_value());
-  ASSERT_TRUE(files().write_spec(spec).has_value());
-  auto started = runtime::start_supervisor(launch());
-  ASSERT_TRUE(started.has_value()) << started.error().message;
-  // Inside the WPAR the counter writes into its private root: the overlay's upper layer.
-  std::string inside = files().dir() + "/fs/upper" + out_;
-  auto count_inside = [&] {
-    std::string s = slurp(inside);
-    return s.empty() ? uint64_t{0} : std::stoull(s);
-  };
+  start_system(":");
   ASSERT_TRUE(wait_until([&] { return count_inside() >= 20; }, 10s)) << slurp(files().console_path());
   auto done = checkpoint(request(After::kKill));
   ASSERT_TRUE(done.has_value()) << done.error().message << "\n" << slurp(files().console_path());
   uint64_t saved = std::stoull(slurp(dir_ + "/statefile/state/count"));
   EXPECT_GE(saved, 20u);
-  ASSERT_TRUE(wait_until([&] { return files().read_record().value_or(runtime::WparRecord{}).ended; }, 10s));
+  ASSERT_TRUE(wait_until([&] { return ended(); }, 10s));
 
-  fs::remove(inside);
+  fs::remove(files().dir() + "/fs/home/count.txt");
   auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
   ASSERT_TRUE(restarted.has_value()) << restarted.error().message;
-  ASSERT_TRUE(wait_until([&] { return count_inside() > 0; }, 10s)) << slurp(files().console_path());
-  EXPECT_GT(count_inside(), saved);
+  // The restored file systems bring back the count file as it was at the freeze.
+  ASSERT_TRUE(wait_until([&] { return count_inside() > saved; }, 10s))
+      << slurp(files().console_path());
   EXPECT_LT(count_inside(), saved + 40) << "it did not start over";
 }
 
@@ -244,6 +264,150 @@ TEST_F(Cooperative, RestartRefusesAStateFileThatDoesNotMatchItsManifest) {
   fs::remove(dir_ + "/statefile/state/count");
   EXPECT_EQ(restart(RestartRequest{launch(), dir_ + "/statefile", false}).error().exit_code, 14);
   EXPECT_TRUE(files().read_record()->ended) << "nothing was started";
+}
+
+// What the system WPAR below does on its first start: a file in /etc, /home
+// and /tmp, a lower-layer file deleted (a whiteout) and a lower-layer
+// directory replaced (an opaque directory). After a restart it reports what it
+// sees into /tmp/seen.
+constexpr char kChangeFileSystems[] = R"(
+if [ -z "$WPM_RESTORE_DIR" ]; then
+  echo etc > /etc/wpm-ckpt && echo home > /home/wpm-ckpt && echo tmp > /tmp/wpm-ckpt &&
+  ln -s /etc/wpm-ckpt /home/wpm-link && ln /home/wpm-ckpt /home/wpm-hard &&
+  rm /etc/issue && rm -rf /etc/default && mkdir /etc/default && echo only > /etc/default/wpm-only ||
+  exit 9
+else
+  { cat /etc/wpm-ckpt /home/wpm-ckpt /tmp/wpm-ckpt /home/wpm-link; ls /etc/default
+    [ /home/wpm-ckpt -ef /home/wpm-hard ] && echo hard-linked
+    [ -e /etc/issue ] && echo issue-back || echo issue-gone; } > /tmp/seen.tmp 2>&1
+  mv /tmp/seen.tmp /tmp/seen
+fi)";
+constexpr char kSeenAfterRestart[] = "etc\nhome\ntmp\netc\nwpm-only\nhard-linked\nissue-gone\n";
+
+TEST_F(Cooperative, ASystemWparsFileSystemsTravelInItsStateFileToAHostThatNeverHadIt) {
+  ASSERT_TRUE(fs::exists("/etc/issue") && fs::exists("/etc/default")) << "the host's lower layer";
+  start_system(kChangeFileSystems);
+  ASSERT_TRUE(wait_until([&] { return count_inside() >= 20; }, 10s))
+      << slurp(files().console_path());
+  auto done = checkpoint(request(After::kKill));
+  ASSERT_TRUE(done.has_value()) << done.error().message << "\n" << slurp(files().console_path());
+  EXPECT_GT(done->fs_entries, 5u);
+  EXPECT_EQ(done->fs_archive_bytes, fs::file_size(dir_ + "/statefile/fs.tar.zst"));
+  std::ifstream manifest_in(dir_ + "/statefile/manifest.json");
+  auto manifest = nlohmann::json::parse(manifest_in);
+  EXPECT_EQ(manifest["filesystems"]["path"], "fs.tar.zst");
+  EXPECT_EQ(manifest["filesystems"]["bytes"], done->fs_archive_bytes);
+  EXPECT_EQ(manifest["filesystems"]["sha256"].get<std::string>().size(), 64u);
+  EXPECT_NE(slurp(dir_ + "/statefile/mcr.log").find("checkpoint_filesystems"), std::string::npos);
+  uint64_t saved = std::stoull(slurp(dir_ + "/statefile/state/count"));
+  ASSERT_TRUE(wait_until([&] { return ended(); }, 10s));
+
+  // Another host: nothing of the WPAR here but the state file.
+  fs::remove_all(files().dir());
+  auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
+  ASSERT_TRUE(restarted.has_value()) << restarted.error().message;
+  ASSERT_TRUE(wait_until([&] { return count_inside() > saved; }, 10s))
+      << slurp(files().console_path());
+  EXPECT_LT(count_inside(), saved + 40) << "it did not start over";
+  std::string seen_path = files().dir() + "/fs/tmp/seen";
+  ASSERT_TRUE(wait_until([&] { return fs::exists(seen_path); }, 10s));
+  EXPECT_EQ(slurp(seen_path), kSeenAfterRestart) << "as the WPAR sees its restored root";
+  std::string upper = files().dir() + "/fs/upper";
+  EXPECT_EQ(slurp(upper + "/etc/wpm-ckpt"), "etc\n");
+  struct stat st {};
+  ASSERT_EQ(::lstat((upper + "/etc/issue").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == 0) << "the whiteout";
+  EXPECT_NE(slurp(dir_ + "/statefile/mcr.log").find("restart_filesystems"), std::string::npos);
+}
+
+TEST_F(Cooperative, RestartRefusesATamperedFileSystemsArchiveWithExitFourteen) {
+  start_system(kChangeFileSystems);
+  ASSERT_TRUE(wait_until([&] { return count_inside() >= 3; }, 10s))
+      << slurp(files().console_path());
+  ASSERT_TRUE(checkpoint(request(After::kKill)).has_value());
+  ASSERT_TRUE(wait_until([&] { return ended(); }, 10s));
+  std::string archive = dir_ + "/statefile/fs.tar.zst";
+  {
+    std::fstream f(archive, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(fs::file_size(archive) / 2));
+    char c = 0;
+    f.get(c);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(archive) / 2));
+    f.put(static_cast<char>(c ^ 0x01));
+  }
+  std::ofstream(files().dir() + "/fs/home/after") << "x";
+  auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
+  ASSERT_FALSE(restarted.has_value());
+  EXPECT_EQ(restarted.error().exit_code, 14);
+  EXPECT_NE(restarted.error().message.find("does not match its manifest"), std::string::npos)
+      << restarted.error().message;
+  EXPECT_TRUE(ended()) << "nothing was started";
+  EXPECT_TRUE(fs::exists(files().dir() + "/fs/home/after")) << "fs/ was not touched";
+  fs::remove(archive);
+  EXPECT_EQ(restart(RestartRequest{launch(), dir_ + "/statefile", false}).error().exit_code, 14);
+}
+
+TEST_F(Cooperative, ResumeAfterAPauseLeavesTheFileSystemsButARestartPutsTheCheckpointedOnesBack) {
+  start_system(kChangeFileSystems);
+  ASSERT_TRUE(wait_until([&] { return count_inside() >= 3; }, 10s))
+      << slurp(files().console_path());
+  ASSERT_TRUE(checkpoint(request(After::kPause)).has_value());
+  std::string home = files().dir() + "/fs/home";
+  std::ofstream(home + "/after-pause") << "x";
+  ASSERT_TRUE(resume(root_, "w", cgroup_).has_value());
+  EXPECT_TRUE(fs::exists(home + "/after-pause")) << "resume never touches the file systems";
+  EXPECT_EQ(slurp(home + "/wpm-ckpt"), "home\n");
+  // Ended without a checkpoint: its file systems moved on since the state file.
+  auto record = files().read_record();
+  ASSERT_TRUE(record.has_value());
+  ASSERT_TRUE(runtime::stop_supervisor(*record, runtime::StopMode::kForced).has_value());
+  ASSERT_TRUE(wait_until([&] { return ended(); }, 10s));
+  std::ofstream(files().dir() + "/fs/upper/etc/after-stop") << "x";
+
+  auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
+  ASSERT_TRUE(restarted.has_value()) << restarted.error().message;
+  EXPECT_FALSE(fs::exists(home + "/after-pause")) << "the state file is the truth at restart";
+  EXPECT_FALSE(fs::exists(files().dir() + "/fs/upper/etc/after-stop"));
+  EXPECT_EQ(slurp(home + "/wpm-ckpt"), "home\n");
+  ASSERT_TRUE(wait_until([&] { return fs::exists(files().dir() + "/fs/tmp/seen"); }, 10s));
+  EXPECT_EQ(slurp(files().dir() + "/fs/tmp/seen"), kSeenAfterRestart);
+}
+
+// A figure, not a gate (STYLE.md §8): checkpoint (-k) and restart of a system
+// WPAR with 100 MiB of incompressible data in /home, next to a plain copy of
+// the same file on the same disk (the physical limit measured in this run).
+TEST_F(Cooperative, ASystemWparWith100MiBInHomeCheckpointsAndRestartsPrintingTheTimes) {
+  start_system(
+      R"([ -n "$WPM_RESTORE_DIR" ] || head -c 104857600 /dev/urandom > /home/big || exit 9)");
+  std::string big = files().dir() + "/fs/home/big";
+  ASSERT_TRUE(wait_until([&] { return count_inside() >= 3; }, 30s))
+      << slurp(files().console_path());
+  ASSERT_EQ(fs::file_size(big), 100u << 20);
+  auto t0 = std::chrono::steady_clock::now();
+  auto done = checkpoint(request(After::kKill));
+  auto t1 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(done.has_value()) << done.error().message;
+  ASSERT_TRUE(ended());
+  fs::remove_all(files().dir());
+  auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
+  auto t2 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(restarted.has_value()) << restarted.error().message;
+  ASSERT_EQ(fs::file_size(big), 100u << 20);
+  auto t3 = std::chrono::steady_clock::now();
+  fs::copy_file(big, dir_ + "/copy");
+  ASSERT_TRUE(fs::exists(dir_ + "/copy"));
+  int fd = ::open((dir_ + "/copy").c_str(), O_RDONLY | O_CLOEXEC);
+  ::fsync(fd);
+  ::close(fd);
+  auto t4 = std::chrono::steady_clock::now();
+  auto ms = [](auto d) {
+    return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
+  std::printf(
+      "system WPAR, 100 MiB in /home: checkpoint -k %lld ms (archive %llu bytes), restart "
+      "%lld ms; copy + fsync of the 100 MiB file %lld ms\n",
+      ms(t1 - t0), static_cast<unsigned long long>(done->fs_archive_bytes), ms(t2 - t1),
+      ms(t4 - t3));
 }
 
 }  // namespace
