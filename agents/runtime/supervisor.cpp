@@ -5,6 +5,7 @@
 #include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -309,6 +310,16 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     return 1;
   };
   ::fcntl(ready_fd, F_SETFD, FD_CLOEXEC);  // never inherited by the workload
+  // One supervisor per WPAR, whatever races to start it: the lock is held for
+  // this process's life (the record is left to the one that holds it).
+  int lock_fd = ::open((files.dir() + "/supervisor.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    write_all(ready_fd, fmt::format("error WPAR {} is being started or runs already (its supervisor holds {}/"
+                                    "supervisor.lock); check with lswpar\n",
+                                    name, files.dir()));
+    ::close(ready_fd);
+    return 1;
+  }
   // Dispositions survive exec: start from the defaults whatever the caller set.
   for (int s : {SIGCHLD, SIGPIPE, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2})
     ::signal(s, SIG_DFL);

@@ -124,6 +124,19 @@ TEST_F(Supervisor, WorkloadRunsInItsCgroupWithItsLimitsAndStopsGracefully) {
   EXPECT_TRUE(cgroup_gone());
 }
 
+TEST_F(Supervisor, ASecondSupervisorForARunningWparIsRefusedAndLeavesItsRecordAlone) {
+  auto first = start_supervisor(launch(app({"/bin/sleep", "30"})));
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  auto second = start_supervisor(SupervisorLaunch{WPM_SUPERVISOR, root_, "w", cgroup_, 10s});
+  ASSERT_FALSE(second.has_value());
+  EXPECT_NE(second.error().message.find("runs already"), std::string::npos) << second.error().message;
+  auto record = WparFiles(root_, "w").read_record();
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->state, WparState::kActive);
+  EXPECT_EQ(record->supervisor_pid, first->supervisor_pid);
+  EXPECT_EQ(::kill(first->workload_pid, 0), 0) << "the running workload was not touched";
+}
+
 TEST_F(Supervisor, GracefulStopTurnsForcedAfterTheTimeout) {
   WparSpec spec = app({"/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"});
   spec.stop_timeout_s = 1;
