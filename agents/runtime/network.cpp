@@ -63,10 +63,12 @@ std::optional<Refusal> check_wpar_address(std::string_view address, const std::s
                                "address in one of them, or a host on the address's subnet",
                                address, host, nets.empty() ? "no IPv4 interface" : nets)};
   }
-  if (*a == home->net.address) {
-    return Refusal{kExitFailed, fmt::format("address {} is host {}'s own address on {}; choose a "
-                                            "free address in {}",
-                                            address, host, home->name, format_cidr(home->net))};
+  for (const auto& i : interfaces) {  // any of the host's own addresses, on any interface
+    if (*a == i.net.address) {
+      return Refusal{kExitFailed, fmt::format("address {} is host {}'s own address on {}; choose a "
+                                              "free address in {}",
+                                              address, host, i.name, format_cidr(home->net))};
+    }
   }
   uint32_t network = home->net.address & mask_of(home->net.prefix);
   uint32_t broadcast = network | ~mask_of(home->net.prefix);

@@ -56,3 +56,18 @@ TEST(Network, HostNetworkAndBroadcastAddressesAreRefused) {
 
 }  // namespace
 }  // namespace wpm::runtime
+
+namespace wpm::runtime {
+namespace {
+
+TEST(Network, AnotherInterfacesOwnAddressInTheSameSubnetIsRefused) {
+  // Two interfaces on one subnet (or a secondary address): neither address may be taken.
+  std::vector<HostInterface> interfaces = {{"eth0", *parse_cidr("10.9.0.10/24")},
+                                           {"eth1", *parse_cidr("10.9.0.11/24")}};
+  auto r = check_wpar_address("10.9.0.11", "w", "node1", interfaces, {});
+  ASSERT_TRUE(r.has_value());
+  EXPECT_NE(r->message.find("own address on eth1"), std::string::npos) << r->message;
+}
+
+}  // namespace
+}  // namespace wpm::runtime
