@@ -333,9 +333,27 @@ Result<void> loopback_up() {
 }
 
 Result<void> pivot_into(const std::string& root) {
+  // pivot_root replaces the caller's root directory. When the agent runs in a
+  // chroot, that is not the mount namespace's root: the WPAR's root would
+  // hang below the host's, and clogin (setns puts it at the namespace's
+  // root) would land on the host. So the init first climbs to the real root
+  // of its own (private) mount namespace: chroot into the new root while the
+  // working directory stays outside it, walk up until ".." goes nowhere, and
+  // make that the root. Outside a chroot this ends where it starts.
+  int new_root = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (new_root < 0) return fail(ErrorCode::kIo, errno_text("cannot open " + root));
+  Fd new_root_fd(new_root);
+  if (::chdir("/") != 0 || ::chroot(root.c_str()) != 0)
+    return fail(ErrorCode::kIo, errno_text("cannot find the mount namespace's root"));
+  for (int i = 0; i < 4096; ++i) {  // bounded: a path is never this deep
+    struct stat here {}, up {};
+    if (::stat(".", &here) != 0 || ::chdir("..") != 0 || ::stat(".", &up) != 0) break;
+    if (here.st_dev == up.st_dev && here.st_ino == up.st_ino) break;
+  }
+  if (::chroot(".") != 0 || ::fchdir(new_root_fd.fd) != 0)
+    return fail(ErrorCode::kIo, errno_text("cannot enter " + root));
   // pivot_root(".", ".") stacks the old root on the new one; detaching it
   // leaves the WPAR's root alone (the runc way, no put_old directory).
-  if (::chdir(root.c_str()) != 0) return fail(ErrorCode::kIo, errno_text("cannot enter " + root));
   if (::syscall(SYS_pivot_root, ".", ".") != 0)
     return fail(ErrorCode::kIo, errno_text("pivot_root into " + root));
   if (::umount2(".", MNT_DETACH) != 0)

@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -254,6 +256,39 @@ TEST_F(SystemWpar, TheAgentsFilesHostSecretsAndDevicesAreOutOfReach) {
   EXPECT_EQ(mounts, 5);
   // /dev holds its nodes and nothing can be added.
   EXPECT_NE(login("touch /dev/new 2>/dev/null"), 0);
+}
+
+TEST_F(SystemWpar, AnAgentInAChrootStillGivesTheWparItsOwnRootAndCloginLandsInIt) {
+  // As on a CI machine that runs everything in a chroot: pivot_root there
+  // replaces the chroot, not the namespace's root, and setns puts clogin at
+  // the namespace's root. The WPAR must still be rooted at its own root.
+  std::string marker = fmt::format("/usr/wpm-chroot-test-{}", ::getpid());
+  std::string jail = root_ + "/jail";
+  fs::create_directories(jail);
+  ASSERT_TRUE(files().create_dir().has_value());
+  WparSpec spec;
+  spec.name = "w";
+  spec.type = WparType::kSystem;
+  ASSERT_TRUE(files().write_spec(spec).has_value());
+  pid_t child = ::fork();
+  if (child == 0) {
+    // A private mount namespace whose chroot is a recursive bind of "/".
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("/", jail.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0 || ::chroot(jail.c_str()) != 0 ||
+        ::chdir("/") != 0) {
+      ::_exit(90);
+    }
+    auto started = start_supervisor(SupervisorLaunch{WPM_SUPERVISOR, root_, "w", cgroup_, 10s});
+    if (!started) ::_exit(91);
+    ::_exit(login(fmt::format("touch {} 2>/dev/null; hostname > /tmp/h", marker)) == 0 ? 0 : 92);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_FALSE(fs::exists(marker)) << "clogin wrote on the host's /usr";
+  ::unlink(marker.c_str());
+  EXPECT_EQ(tmp_file("h"), "w\n") << "clogin did not land in the WPAR";
 }
 
 TEST_F(SystemWpar, GracefulStopPassesToItsProcessesAndTheNamespacesGo) {
