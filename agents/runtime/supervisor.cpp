@@ -7,11 +7,13 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -175,11 +177,66 @@ Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int consol
   return workload;
 }
 
+// Console log per file; two files at most (console.log and console.log.1).
+constexpr uint64_t kConsoleBytesMax = 8u << 20;
+
+// The console log (DESIGN.md §5: size-capped): the WPAR writes into a pipe
+// the supervisor drains into console.log; past kConsoleBytesMax the file
+// becomes console.log.1 (the older one goes), so a WPAR's output never
+// takes more than twice that on the host.
+class ConsoleLog {
+ public:
+  ConsoleLog(std::string path, int read_fd) : path_(std::move(path)), read_fd_(read_fd) {}
+  ~ConsoleLog() {
+    if (fd_ >= 0) ::close(fd_);
+    if (read_fd_ >= 0) ::close(read_fd_);
+  }
+  ConsoleLog(const ConsoleLog&) = delete;
+  ConsoleLog& operator=(const ConsoleLog&) = delete;
+
+  bool open() {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    struct stat st {};
+    size_ = fd_ >= 0 && ::fstat(fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+    return fd_ >= 0;
+  }
+  int read_fd() const { return read_fd_; }
+  // Moves what the pipe holds now into the file; false once every writer is gone.
+  bool drain() {
+    char buf[65536];
+    for (int i = 0; i < 64; ++i) {  // bounded per call: signals get their turn
+      ssize_t n = ::read(read_fd_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno == EAGAIN;
+      if (n == 0) return false;
+      if (size_ + static_cast<uint64_t>(n) > kConsoleBytesMax) rotate();
+      write_all(fd_, std::string(buf, static_cast<size_t>(n)));
+      size_ += static_cast<uint64_t>(n);
+    }
+    return true;
+  }
+
+ private:
+  void rotate() {
+    std::rename(path_.c_str(), (path_ + ".1").c_str());
+    ::close(fd_);
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
+    size_ = 0;
+  }
+  std::string path_;
+  int read_fd_ = -1;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
 // Until the workload (an application WPAR's command, a system WPAR's init)
-// has ended: signals drive everything. The loop ends when it is reaped; the
-// stop deadline bounds a graceful stop.
-void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, WparRecord& record) {
+// has ended: signals drive everything, and the console is drained as it
+// comes. The loop ends when it is reaped; the stop deadline bounds a
+// graceful stop.
+void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, WparRecord& record,
+               ConsoleLog& console) {
   bool stopping = false;
+  bool console_open = true;
   auto kill_at = std::chrono::steady_clock::now();
   while (!record.ended) {
     int timeout_ms = -1;
@@ -187,15 +244,17 @@ void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, Wp
       timeout_ms = static_cast<int>(std::max<int64_t>(
           0, std::chrono::duration_cast<std::chrono::milliseconds>(kill_at - std::chrono::steady_clock::now()).count()));
     }
-    pollfd p{sfd, POLLIN, 0};
-    int r = ::poll(&p, 1, timeout_ms);
+    pollfd p[2] = {{sfd, POLLIN, 0}, {console_open ? console.read_fd() : -1, POLLIN, 0}};
+    int r = ::poll(p, 2, timeout_ms);
     if (r == 0 && stopping) {
       kill_group(set, SIGKILL);
       stopping = false;
       continue;
     }
+    if (r > 0 && (p[1].revents & (POLLIN | POLLHUP))) console_open = console.drain();
+    if (r <= 0 || !(p[0].revents & POLLIN)) continue;
     signalfd_siginfo info{};
-    if (r < 0 || ::read(sfd, &info, sizeof info) != sizeof info) continue;
+    if (::read(sfd, &info, sizeof info) != sizeof info) continue;
     if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT || info.ssi_signo == SIGHUP) {
       // A system WPAR's init passes the stop on to every process inside.
       ::kill(workload, SIGTERM);
@@ -217,6 +276,9 @@ void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, Wp
       if (WIFSIGNALED(status)) record.exit_signal = WTERMSIG(status);
     }
   }
+  // What the workload wrote last (what it left running may write on until
+  // it is killed; that is drained no further).
+  if (console_open) (void)console.drain();
 }
 
 // The addresses of the agent's WPARs other than `except`, from their specs.
@@ -366,10 +428,19 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     (void)set->remove();
     return broken(r.error().message);
   }
-  int console =
-      ::open(files.console_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (console < 0)
+  int console_pipe[2];
+  if (::pipe2(console_pipe, O_CLOEXEC) != 0) {
+    (void)set->remove();
+    return broken(fmt::format("pipe: {}", std::strerror(errno)));
+  }
+  ::fcntl(console_pipe[0], F_SETFL, O_NONBLOCK);
+  ConsoleLog console_log(files.console_path(), console_pipe[0]);
+  int console = console_pipe[1];
+  if (!console_log.open()) {
+    ::close(console);
+    (void)set->remove();
     return broken(fmt::format("cannot open {}: {}", files.console_path(), std::strerror(errno)));
+  }
   // The checkpoint trigger directory, if any, is shared with a system WPAR at
   // the same path, so WPM_STATE_DIR means the same inside and out.
   auto state_dir = spec->env.find("WPM_STATE_DIR");
@@ -402,7 +473,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   write_all(ready_fd, fmt::format("ok {}\n", *workload));
   ::close(ready_fd);
 
-  supervise(sfd, *workload, *set, *spec, record);
+  supervise(sfd, *workload, *set, *spec, record, console_log);
   // The WPAR ends with its workload: whatever it left goes too.
   // Bounded: 500 rounds of 10 ms; each round kills again what forked meanwhile.
   for (int i = 0; i < 500 && !set->processes().value_or(std::vector<pid_t>{}).empty(); ++i) {

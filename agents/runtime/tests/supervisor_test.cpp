@@ -137,6 +137,20 @@ TEST_F(Supervisor, ASecondSupervisorForARunningWparIsRefusedAndLeavesItsRecordAl
   EXPECT_EQ(::kill(first->workload_pid, 0), 0) << "the running workload was not touched";
 }
 
+TEST_F(Supervisor, TheConsoleLogIsCappedAtTwoFilesAndKeepsTheLatestOutput) {
+  auto started = start_supervisor(
+      launch(app({"/bin/sh", "-c", "head -c 20000000 /dev/zero; echo last-line-of-the-workload"})));
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  ASSERT_TRUE(wait_for([](const WparRecord& r) { return r.ended && r.state == WparState::kDefined; }, 20s));
+  std::string console = WparFiles(root_, "w").console_path();
+  std::error_code ec;
+  EXPECT_LE(fs::file_size(console, ec), 8u << 20);
+  EXPECT_LE(fs::file_size(console + ".1", ec), 8u << 20);
+  EXPECT_TRUE(fs::exists(console + ".1")) << "20 MB of output rotated once at least";
+  std::string text = slurp(console);
+  EXPECT_TRUE(text.ends_with("last-line-of-the-workload\n")) << text.size();
+}
+
 TEST_F(Supervisor, GracefulStopTurnsForcedAfterTheTimeout) {
   WparSpec spec = app({"/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"});
   spec.stop_timeout_s = 1;
