@@ -14,9 +14,11 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
+#include <utility>
 
 #include "agents/runtime/capabilities.h"
 #include "agents/runtime/system_wpar.h"
@@ -39,24 +41,34 @@ void write_all(int fd, const std::string& s) {
   }
 }
 
-// Reads one line from `fd` within `timeout`.
-std::optional<std::string> read_line(int fd, std::chrono::milliseconds timeout) {
-  std::string line;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (line.find('\n') == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return std::nullopt;
-    pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) continue;
-    char buf[512];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n == 0) break;  // the supervisor died before reporting
-    if (n > 0) line.append(buf, static_cast<size_t>(n));
+// The supervisor's report, line by line, each within the deadline.
+class ReportReader {
+ public:
+  explicit ReportReader(int fd) : fd_(fd) {}
+  // The next line; nothing at the deadline; the rest ("" at most) when the
+  // writer is gone.
+  std::optional<std::string> next(std::chrono::steady_clock::time_point deadline) {
+    while (buf_.find('\n') == std::string::npos) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      int r = ::poll(&p, 1, static_cast<int>(left.count()));
+      if (r <= 0) continue;  // EINTR or the deadline: checked above
+      char buf[512];
+      ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n == 0) return std::exchange(buf_, "");  // the supervisor died before reporting
+      if (n > 0) buf_.append(buf, static_cast<size_t>(n));
+    }
+    auto nl = buf_.find('\n');
+    std::string line = buf_.substr(0, nl);
+    buf_.erase(0, nl + 1);
+    return line;
   }
-  return line.substr(0, line.find('\n'));
-}
+
+ private:
+  int fd_;
+  std::string buf_;
+};
 
 void kill_group(CgroupSet& set, int signal) {
   auto pids = set.processes();
@@ -97,18 +109,44 @@ Result<WparRecord> start_supervisor(const SupervisorLaunch& l) {
   ::close(ready[1]);
   int status = 0;
   ::waitpid(child, &status, 0);
-  auto line = read_line(ready[0], l.ready_timeout);
+  // First its pid, then "ok" or "error WHY".
+  ReportReader reader(ready[0]);
+  auto deadline = std::chrono::steady_clock::now() + l.ready_timeout;
+  pid_t supervisor = 0;
+  std::string line;
+  bool reported = false;
+  while (auto next = reader.next(deadline)) {
+    if (next->starts_with("pid ")) {
+      supervisor = static_cast<pid_t>(std::strtol(next->c_str() + 4, nullptr, 10));
+      continue;
+    }
+    line = std::move(*next);
+    reported = true;
+    break;
+  }
   ::close(ready[0]);
-  if (!line) {
+  if (!reported) {
+    // A start that hangs (a slow mount, a stuck device) is ended rather than
+    // left to come up later unannounced; what it made is cleaned like a
+    // lost supervisor's.
+    if (supervisor > 0 && supervisor_alive(supervisor)) ::kill(supervisor, SIGKILL);
+    WparFiles files(l.wpars_root, l.name);
+    (void)files.update_record([&](WparRecord& r) {
+      if (r.supervisor_pid != supervisor || r.ended) return false;
+      r.state = WparState::kBroken;
+      r.error = fmt::format("its start did not complete within {} ms and was ended", l.ready_timeout.count());
+      return true;
+    });
+    (void)cleanup_lost_wpar(files);
     return fail(ErrorCode::kTimeout, fmt::format("the supervisor of WPAR {} did not report within "
-                                                 "{} ms; see {}/{}/status.json",
+                                                 "{} ms; the start was ended; see {}/{}/console.log",
                                                  l.name, l.ready_timeout.count(), l.wpars_root, l.name));
   }
-  if (line->starts_with("error ")) return fail(ErrorCode::kInternal, line->substr(6));
-  if (!line->starts_with("ok")) {
+  if (line.starts_with("error ")) return fail(ErrorCode::kInternal, line.substr(6));
+  if (!line.starts_with("ok")) {
     return fail(ErrorCode::kInternal,
                 fmt::format("the supervisor of WPAR {} could not start ({}): is {} executable?",
-                            l.name, line->empty() ? "no report" : *line, l.supervisor_binary));
+                            l.name, line.empty() ? "no report" : line, l.supervisor_binary));
   }
   return WparFiles(l.wpars_root, l.name).read_record();
 }
@@ -382,6 +420,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     ::close(ready_fd);
     return 1;
   }
+  write_all(ready_fd, fmt::format("pid {}\n", ::getpid()));
   // Dispositions survive exec: start from the defaults whatever the caller set.
   for (int s : {SIGCHLD, SIGPIPE, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2})
     ::signal(s, SIG_DFL);
