@@ -458,6 +458,8 @@ TEST_F(Registration, UsageErrorsExitWithTheirDocumentedCodes) {
   EXPECT_EQ(run({bin("wpm-agent"), "--data", dir_ / "a1", "no-such-command"}).exit_code, 2);
   EXPECT_EQ(run({bin("wpm-agent"), "--data", dir_ / "a1", "chkptwpar"}).exit_code, 1) << "the seed's code";
   EXPECT_EQ(run({bin("wpmd"), "--no-such-flag"}).exit_code, 2);
+  EXPECT_EQ(run({bin("wpm-wpar-supervisor")}).exit_code, 2) << "its required options missing";
+  EXPECT_EQ(run({bin("wpm"), "--no-such-flag"}).exit_code, 2);
   EXPECT_EQ(run({bin("wpm-agent"), "--data", dir_ / "a1", "status"}).exit_code, 3) << "not running";
 }
 
