@@ -10,7 +10,8 @@
 #include "bus/client.h"
 #include "bus/frame.h"
 #include "bus/registration_proof.h"
-#include "bus/subscriber.h"
+#include "schemas/codec.h"
+#include "schemas/record.h"
 #include "schemas/agent_protocol.h"
 #include "schemas/hash.h"
 #include "wpm_version.h"
@@ -23,6 +24,9 @@ namespace ap = agentproto;
 
 constexpr const char* kZapDomain = "agent";
 constexpr const char* kActor = "wpmd/inventory";
+// The registry aggregate: every registration, removal and profile change
+// (the correlation id names the system).
+constexpr const char* kRegistryStream = "registry";
 constexpr size_t kHostnameMax = 253;
 // Unauthenticated frames: a registration with its profile is a few KiB.
 constexpr size_t kPublicFrameBytesMax = 64 * 1024;
@@ -146,24 +150,13 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
   }
 
   // The allow-list first: rebuilt from the log before any agent is admitted.
-  uint64_t head = 0;
   {
     bus::StoreClient client(context_, options_.store_endpoint);
-    auto stats = client.stats();
-    if (!stats) return fail(stats.error().code, "cannot reach the event store: " + stats.error().message);
-    head = stats->head;
+    auto read = read_registry(client);
+    if (!read) return fail(read.error().code, "cannot read the registered systems from the event store: " +
+                                                  read.error().message);
   }
   follower_ = std::thread([this] { follow(); });
-  auto deadline = std::chrono::steady_clock::now() + options_.catch_up_timeout;
-  while (followed_.load() <= head && head > 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return fail(ErrorCode::kTimeout, fmt::format("the registered systems were not read from the log within {} s "
-                                                   "(at {} of {}){}",
-                                                   options_.catch_up_timeout.count() / 1000, followed_.load(), head,
-                                                   follow_error().empty() ? "" : ": " + follow_error()));
-    }
-    std::this_thread::sleep_for(5ms);
-  }
   metrics_->registered.Set(static_cast<double>(registered()));
 
   zap_ = std::make_unique<bus::ZapHandler>(
@@ -200,27 +193,45 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
   return {};
 }
 
+// Reads what the registry stream gained since the last read; returns how
+// many events it applied. The registry is one aggregate (one stream), so
+// this reads registrations only, however busy the rest of the log is.
+Result<size_t> AgentChannel::read_registry(bus::StoreClient& client) {
+  size_t applied = 0;
+  for (int page = 0; page < 100'000; ++page) {  // bounded: 100k pages of 1024
+    auto reply = client.read_stream(ReadStreamRequest{kRegistryStream, registry_version_ + 1, 1024});
+    if (!reply) return std::unexpected(reply.error());
+    for (const auto& record : reply->records) {
+      auto view = parse_record(record);
+      if (!view) return fail(ErrorCode::kCorruption, "the registry stream: " + view.error().message);
+      auto event = decode_event(view->event_bytes, bus::frame_limits());
+      if (!event) return fail(ErrorCode::kCorruption, "the registry stream: " + event.error().message);
+      {
+        std::lock_guard lock(mutex_);
+        registry_.evolve(*event);
+      }
+      registry_version_ = event->stream_version;
+      ++applied;
+    }
+    if (reply->end || reply->records.empty()) break;
+  }
+  return applied;
+}
+
 void AgentChannel::follow() {
-  bus::SubscriberOptions options;
-  options.store_endpoint = options_.store_endpoint;
-  options.log = log_;
-  bus::CatchUpSubscriber subscriber(context_, options, [this](const Event& e) {
-    {
-      std::lock_guard lock(mutex_);
-      registry_.evolve(e);
-    }
-    followed_ = e.sequence + 1;
-  });
+  // Registrations this process makes apply at once (admit, revoke); reading
+  // the stream picks up what other writers append. Polled: a publication
+  // subscription would make the store build a publication for every event
+  // of the log for the sake of a few.
+  bus::StoreClient client(context_, options_.store_endpoint);
   while (!stop_) {
-    // Nothing to read yet is normal; after that the subscriber tracks the head.
-    if (followed_.load() == 0) followed_ = 1;
-    auto r = subscriber.run([this] { return stop_.load(); });
-    if (r || stop_) break;
-    {
-      std::lock_guard lock(mutex_);
-      follow_error_ = r.error().message;
+    if (auto r = read_registry(client); !r) {
+      {
+        std::lock_guard lock(mutex_);
+        follow_error_ = r.error().message;
+      }
+      log_->warn("registry_follow_failed error=\"{}\" retry_in_s=1", r.error().message);
     }
-    log_->warn("registry_follow_failed error=\"{}\" retry_in_s=1", r.error().message);
     for (int i = 0; i < 10 && !stop_; ++i) std::this_thread::sleep_for(100ms);
   }
 }
@@ -329,7 +340,7 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
   SystemRegistered registered{system_id, reg->hostname, host, reg->public_key, reg->profile, reg->agent_port};
   AppendRequest append;
   append.idempotency_key = random_key("register-");
-  append.events.push_back(EventDraft{"system/" + system_id, "registration/" + fp, "", kActor, registered});
+  append.events.push_back(EventDraft{kRegistryStream, "system/" + system_id, "", kActor, registered});
   auto result = store_->append(append);
   if (!result) {
     log_->error("registration_not_recorded system={} error=\"{}\"", system_id, result.error().message);
@@ -413,7 +424,7 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
   } else if (std::holds_alternative<ap::Unregister>(request->body)) {
     AppendRequest append;
     append.idempotency_key = random_key("unregister-");
-    append.events.push_back(EventDraft{"system/" + system_id, "", "", kActor,
+    append.events.push_back(EventDraft{kRegistryStream, "system/" + system_id, "", kActor,
                                        SystemRemoved{system_id, "unregistered by its agent"}});
     auto result = store_->append(append);
     if (!result) {
@@ -450,7 +461,7 @@ ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& sy
   AppendRequest append;
   append.idempotency_key = random_key("profile-");
   append.events.push_back(
-      EventDraft{"system/" + system_id, "", "", kActor, SystemProfileChanged{system_id, profile}});
+      EventDraft{kRegistryStream, "system/" + system_id, "", kActor, SystemProfileChanged{system_id, profile}});
   auto result = store_->append(append);
   if (!result) {
     log_->warn("profile_not_recorded system={} error=\"{}\"", system_id, result.error().message);

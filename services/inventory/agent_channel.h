@@ -44,9 +44,7 @@ struct AgentChannelOptions {
   // "scrypt$N$r$p$salt$hash" of the registration password; empty: closed.
   std::string password_hash;
   RejectionOptions rejections;
-  // How long to wait at start for the registry to catch up with the log.
-  // Default: 60 s.
-  std::chrono::milliseconds catch_up_timeout{60'000};
+
 };
 
 struct AgentLiveness {
@@ -76,6 +74,7 @@ class AgentChannel {
   AgentChannel(zmq::context_t& context, AgentChannelOptions options, std::shared_ptr<spdlog::logger> log);
   Result<void> open(prometheus::Registry& metrics);
   void follow();
+  Result<size_t> read_registry(bus::StoreClient& client);
   void serve();
   void on_public(zmq::socket_t& socket);
   void on_channel(zmq::socket_t& socket);
@@ -103,7 +102,7 @@ class AgentChannel {
   RejectionLimiter rejections_;  // channel thread only
   std::unique_ptr<bus::StoreClient> store_;  // channel thread only
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> followed_{0};  // next sequence the follower waits for
+  uint64_t registry_version_ = 0;  // of the registry stream: start, then the follower only
   std::string follow_error_;  // guarded by mutex_
   std::string follow_error() const {
     std::lock_guard lock(mutex_);
