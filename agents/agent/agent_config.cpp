@@ -64,7 +64,9 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
     return fail(ErrorCode::kInvalidRequest, fmt::format("{}: key '{}' must be {}", origin, key, expected));
   };
   if (const auto* agent = root["agent"].as_table()) {
-    if (auto r = unknown_keys(*agent, {"endpoint", "metrics_listen", "heartbeat_s"}, "agent.", origin); !r) {
+    if (auto r = unknown_keys(*agent, {"endpoint", "metrics_listen", "heartbeat_s", "wpar_root", "cgroup_root"},
+                              "agent.", origin);
+        !r) {
       return std::unexpected(r.error());
     }
     if (const auto* n = agent->get("endpoint")) {
@@ -76,6 +78,18 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
       auto v = n->value<std::string>();
       if (!v) return wrong("agent.metrics_listen", "host:port");
       c.metrics_listen = *v;
+    }
+    if (const auto* n = agent->get("wpar_root")) {
+      auto v = n->value<std::string>();
+      if (!v || !v->starts_with("/")) return wrong("agent.wpar_root", "an absolute directory");
+      c.wpar_root = *v;
+    }
+    if (const auto* n = agent->get("cgroup_root")) {
+      auto v = n->value<std::string>();
+      if (!v || v->empty() || v->starts_with("/") || v->find("..") != std::string::npos) {
+        return wrong("agent.cgroup_root", "a relative cgroup path such as \"wpm/node1\"");
+      }
+      c.cgroup_root = *v;
     }
     if (const auto* n = agent->get("heartbeat_s")) {
       auto v = n->value<int64_t>();

@@ -35,6 +35,11 @@ struct AgentConfig {
   std::string metrics_listen = "0.0.0.0:9511";
   // Seconds between heartbeats. Default: 5.
   uint32_t heartbeat_s = 5;
+  // Where the WPARs' files live (absolute). Default: DATA/wpars.
+  std::string wpar_root;
+  // The agent's cgroup subtree, relative to each hierarchy's root.
+  // Default: wpm/<data directory name>-<hash of its path>.
+  std::string cgroup_root;
   LoggingConfig logging;
 };
 

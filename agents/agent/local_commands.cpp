@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "agents/agent/agent_config.h"
 #include "agents/checkpoint/cooperative.h"
 #include "agents/runtime/capabilities.h"
 #include "agents/runtime/lifecycle.h"
@@ -41,7 +42,11 @@ bool valid_name(const std::string& n) {
 }
 
 runtime::SupervisorLaunch launch_of(const AgentPaths& p, const std::string& name) {
-  return runtime::SupervisorLaunch{p.supervisor_binary, p.wpars_root, name, p.cgroup_of(name)};
+  runtime::SupervisorLaunch launch{p.supervisor_binary, p.wpars_root, name, p.cgroup_of(name)};
+  // A system WPAR sees neither the agent's files (keys, registration) nor
+  // any WPAR's directory.
+  launch.masked_dirs = {p.data_dir, p.wpars_root};
+  return launch;
 }
 
 // The WPAR's state as the lifecycle sees it: an application WPAR whose
@@ -482,6 +487,15 @@ AgentPaths AgentPaths::from_data_dir(const std::string& data_dir) {
   std::error_code ec;
   fs::path self = fs::read_symlink("/proc/self/exe", ec);
   p.supervisor_binary = (self.parent_path() / "wpm-wpar-supervisor").string();
+  return p;
+}
+
+AgentPaths AgentPaths::configured(const std::string& data_dir) {
+  AgentPaths p = from_data_dir(data_dir);
+  if (auto config = load_agent_config(p.data_dir)) {
+    if (!config->wpar_root.empty()) p.wpars_root = config->wpar_root;
+    if (!config->cgroup_root.empty()) p.cgroup_root = config->cgroup_root;
+  }
   return p;
 }
 

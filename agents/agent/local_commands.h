@@ -19,6 +19,10 @@ struct AgentPaths {
   std::string supervisor_binary;   // wpm-wpar-supervisor beside wpm-agent
 
   static AgentPaths from_data_dir(const std::string& data_dir);
+  // The same, with the roots DATA/agent.toml sets ([agent] wpar_root,
+  // cgroup_root); a configuration that cannot be read changes nothing here
+  // (the daemon reports it).
+  static AgentPaths configured(const std::string& data_dir);
   std::string cgroup_of(const std::string& wpar) const { return cgroup_root + "/" + wpar; }
 };
 

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   OutputFormat format = OutputFormat::kTable;
   int exit_code = 0;
   app.parse_complete_callback([&] {
-    paths = AgentPaths::from_data_dir(data);
+    paths = AgentPaths::configured(data);
     format = output == "json" ? OutputFormat::kJson : OutputFormat::kTable;
   });
   add_daemon_commands(app, paths, format, exit_code);

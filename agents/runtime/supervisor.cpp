@@ -90,6 +90,7 @@ Result<WparRecord> start_supervisor(const SupervisorLaunch& l) {
   std::vector<std::string> args = {l.supervisor_binary, "--wpars-root", l.wpars_root, "--name",
                                    l.name, "--cgroup", l.cgroup_relative, "--ready-fd",
                                    std::to_string(ready[1])};
+  for (const auto& dir : l.masked_dirs) args.insert(args.end(), {"--mask", dir});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -396,7 +397,8 @@ Result<bool> cleanup_lost_wpar(const WparFiles& files) {
 }
 
 int supervisor_main(const std::string& wpars_root, const std::string& name,
-                    const std::string& cgroup_relative, int ready_fd) {
+                    const std::string& cgroup_relative, int ready_fd,
+                    const std::vector<std::string>& masked_dirs) {
   WparFiles files(wpars_root, name);
   WparRecord record;
   record.supervisor_pid = ::getpid();
@@ -498,6 +500,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
                                  state_dir == spec->env.end() ? "" : state_dir->second,
                                  network ? &*network : nullptr, on_attached};
   init_request.restore_dir = restore_dir == spec->env.end() ? "" : restore_dir->second;
+  init_request.masked_dirs = masked_dirs;
   Result<pid_t> workload = system ? start_system_init(init_request)
                                   : start_application(*spec, *set, console, *capabilities);
   ::close(console);

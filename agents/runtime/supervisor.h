@@ -15,6 +15,7 @@
 #include <chrono>
 #include <expected>
 #include <string>
+#include <vector>
 
 #include "agents/runtime/lifecycle.h"
 #include "agents/runtime/veth.h"
@@ -31,6 +32,9 @@ struct SupervisorLaunch {
   // How long to wait for the supervisor to report the workload running.
   // Default: 10 s.
   std::chrono::milliseconds ready_timeout{10'000};
+  // Host directories a system WPAR must not see (the agent's data directory,
+  // its WPAR root). Empty: the parent of wpars_root.
+  std::vector<std::string> masked_dirs;
 };
 
 // Starts the supervisor detached from the caller (its own session, reparented
@@ -61,6 +65,7 @@ Result<bool> cleanup_lost_wpar(const WparFiles& files);
 
 // The supervisor process itself (wpm-wpar-supervisor's main).
 int supervisor_main(const std::string& wpars_root, const std::string& name,
-                    const std::string& cgroup_relative, int ready_fd);
+                    const std::string& cgroup_relative, int ready_fd,
+                    const std::vector<std::string>& masked_dirs = {});
 
 }  // namespace wpm::runtime

@@ -13,10 +13,12 @@ int main(int argc, char** argv) {
   app.add_option("--name", name)->required();
   app.add_option("--cgroup", cgroup)->required();
   app.add_option("--ready-fd", ready_fd)->required();
+  std::vector<std::string> masks;
+  app.add_option("--mask", masks, "host directory a system WPAR must not see (repeatable)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  return wpm::runtime::supervisor_main(root, name, cgroup, ready_fd);
+  return wpm::runtime::supervisor_main(root, name, cgroup, ready_fd, masks);
 }

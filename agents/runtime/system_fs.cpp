@@ -130,7 +130,11 @@ std::vector<MountStep> system_wpar_mounts(const SystemFsInput& in) {
   for (const auto& dir : in.masked_dirs) {
     bool hidden = false;
     for (const char* priv : {"/tmp", "/home", "/var", "/root"}) hidden = hidden || under(dir, priv);
-    if (!hidden && dir.starts_with("/") && dir != "/") masks.push_back(dir);
+    for (const auto& other : in.masked_dirs) hidden = hidden || (other != dir && under(dir, other));
+    if (!hidden && dir.starts_with("/") && dir != "/" &&
+        std::find(masks.begin(), masks.end(), dir) == masks.end()) {
+      masks.push_back(dir);
+    }
   }
   for (const auto& dir : masks) {
     out.push_back(mount("tmpfs", r + dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, kMaskOptions));

@@ -560,7 +560,10 @@ Result<pid_t> start_system_init(const SystemInitRequest& r) {
   input.restore_dir = r.restore_dir;
   // The agent's data directory (DATA/wpars/NAME → DATA) holds every WPAR's
   // files and the agent's keys.
-  input.masked_dirs = {fs::path(r.files->dir()).parent_path().parent_path().string()};
+  input.masked_dirs = r.masked_dirs;
+  if (input.masked_dirs.empty()) {
+    input.masked_dirs = {fs::path(r.files->dir()).parent_path().parent_path().string()};
+  }
   input.first_start = *first_start;
   if (input.first_start) {
     input.sanitized_shadow = lock_passwords(read_host_file("/etc/shadow"));

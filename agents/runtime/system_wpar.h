@@ -47,6 +47,9 @@ struct SystemInitRequest {
   // The state a restarted WPAR restores from (WPM_RESTORE_DIR), bound
   // read-only at the same path inside; empty: none.
   std::string restore_dir;
+  // Host directories hidden inside (system_fs.h); empty: the parent of the
+  // WPAR root (an agent's data directory by default).
+  std::vector<std::string> masked_dirs;
 };
 
 // Creates the WPAR's directories, clones the init and returns its pid (in the

@@ -1,6 +1,7 @@
 // Agent registration and the agent channel (DESIGN.md §8): wpmd and
 // wpm-agent as real processes on loopback, CURVE with the ZAP allow-list.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/utsname.h>
@@ -451,6 +452,32 @@ TEST_F(Registration, AForwardedCommandRunsInItsCallersDirectoryWithItsArgumentsU
   EXPECT_NE(binary.exit_code, 0);
   EXPECT_LT(binary.exit_code, 128) << "refused, not crashed: " << binary.err;
   EXPECT_NE(binary.err.find("not valid UTF-8"), std::string::npos) << binary.err;
+}
+
+TEST_F(Registration, TheWparAndCgroupRootsFollowTheConfigurationAndStayHiddenFromSystemWpars) {
+  std::string elsewhere = dir_ / "elsewhere";
+  std::string cgroup = fmt::format("wpm-test/custom-{}", ::getpid());
+  fs::create_directories(dir_ / "a1");
+  std::ofstream(dir_ / "a1/agent.toml") << "[agent]\nwpar_root = \"" << elsewhere << "\"\ncgroup_root = \"" << cgroup
+                                        << "\"\n";
+  auto made = agent(dir_ / "a1", {"mkwpar", "-n", "sys", "-s"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  EXPECT_TRUE(fs::exists(elsewhere + "/sys/spec.json"));
+  EXPECT_FALSE(fs::exists(dir_ / "a1/wpars/sys"));
+  std::string record = read_file(elsewhere + "/sys/status.json");
+  int init = nlohmann::json::parse(record)["workloadPid"].get<int>();
+  EXPECT_NE(read_file(fmt::format("/proc/{}/cgroup", init)).find(cgroup + "/sys"), std::string::npos);
+  // Inside, neither the WPAR root nor the agent's data directory shows anything.
+  auto peek = agent(dir_ / "a1", {"clogin", "sys", "--", "/bin/sh", "-c",
+                                  "(ls -A " + elsewhere + "; ls -A " + (dir_ / "a1") + ") 2>/dev/null | grep -c ."});
+  EXPECT_EQ(peek.out, "0\n") << peek.out << peek.err;
+  EXPECT_EQ(agent(dir_ / "a1", {"stopwpar", "-F", "sys"}).exit_code, 0);
+  EXPECT_EQ(agent(dir_ / "a1", {"rmwpar", "sys"}).exit_code, 0);
+  // The agent's cgroup subtree, empty now.
+  std::error_code ec;
+  for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+    ::rmdir((hierarchy.path() / cgroup).c_str());
+  }
 }
 
 TEST_F(Registration, UsageErrorsExitWithTheirDocumentedCodes) {
