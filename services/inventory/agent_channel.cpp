@@ -250,23 +250,36 @@ void AgentChannel::serve() {
   store_.reset();
 }
 
-void AgentChannel::on_public(zmq::socket_t& socket) {
+// One request from `socket`, decoded; a malformed one is counted, logged
+// (rate-limited: the public port is anyone's) and answered here.
+std::optional<AgentChannel::Received> AgentChannel::receive(zmq::socket_t& socket, const char* port) {
   auto got = bus::recv_message(socket, 2, zmq::recv_flags::dontwait);
-  if (!got) return;
+  if (!got) return std::nullopt;
   if (!*got || (*got)->size() != 2) {
     metrics_->malformed.Increment();
-    return;
+    return std::nullopt;
   }
   auto& frames = **got;
   auto request = ap::decode_manager_request(bus::view(frames[1]));
   if (!request) {
     metrics_->malformed.Increment();
-    log_->warn("agent_frame_malformed port=public error=\"{}\"", request.error().message);
+    if (refusal_log_.allow(now_ns())) {
+      log_->warn("agent_frame_malformed port={} error=\"{}\" suppressed_before={}", port, request.error().message,
+                 refusal_log_.take_suppressed());
+    }
     send_reply(socket, frames[0],
                error_reply(ap::peek_request_id(bus::view(frames[1])), ap::ErrorKind::kInvalidRequest,
                            request.error().message));
-    return;
+    return std::nullopt;
   }
+  return Received{std::move(frames), std::move(*request)};
+}
+
+void AgentChannel::on_public(zmq::socket_t& socket) {
+  auto received = receive(socket, "public");
+  if (!received) return;
+  auto& frames = received->frames;
+  const auto* request = &received->request;
   uint64_t id = request->request_id;
   std::string address = property(frames[1], "Peer-Address");
   if (std::holds_alternative<ap::GetManagerKey>(request->body)) {
@@ -361,13 +374,10 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
 }
 
 void AgentChannel::on_channel(zmq::socket_t& socket) {
-  auto got = bus::recv_message(socket, 2, zmq::recv_flags::dontwait);
-  if (!got) return;
-  if (!*got || (*got)->size() != 2) {
-    metrics_->malformed.Increment();
-    return;
-  }
-  auto& frames = **got;
+  auto received = receive(socket, "channel");
+  if (!received) return;
+  auto& frames = received->frames;
+  const auto* request = &received->request;
   // The ZAP handler admitted the connection with its key as user id; the key
   // is resolved again for every message, so a key revoked while its
   // connection is open is refused at once, even if its id is reused.
@@ -376,15 +386,6 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
   {
     std::lock_guard lock(mutex_);
     if (const auto* system = registry_.by_key(key)) system_id = system->system_id;
-  }
-  auto request = ap::decode_manager_request(bus::view(frames[1]));
-  if (!request) {
-    metrics_->malformed.Increment();
-    log_->warn("agent_frame_malformed port=channel system={} error=\"{}\"", system_id, request.error().message);
-    send_reply(socket, frames[0],
-               error_reply(ap::peek_request_id(bus::view(frames[1])), ap::ErrorKind::kInvalidRequest,
-                           request.error().message));
-    return;
   }
   uint64_t id = request->request_id;
   if (system_id.empty()) {

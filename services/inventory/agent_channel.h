@@ -76,6 +76,11 @@ class AgentChannel {
   void follow();
   Result<size_t> read_registry(bus::StoreClient& client);
   void serve();
+  struct Received {
+    std::vector<zmq::message_t> frames;  // identity, request
+    agentproto::ManagerRequest request;
+  };
+  std::optional<Received> receive(zmq::socket_t& socket, const char* port);
   void on_public(zmq::socket_t& socket);
   void on_channel(zmq::socket_t& socket);
   void flush_rejections(int64_t now_ns);
