@@ -3,6 +3,9 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
+#include <cstdio>
+#include <string>
+
 namespace wpm::runtime {
 namespace {
 uint32_t mask_of(int prefix) { return prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix); }
@@ -82,6 +85,70 @@ std::optional<Refusal> check_wpar_address(std::string_view address, const std::s
     return Refusal{kExitFailed, fmt::format("address {} is already used by WPAR {} on host {}; "
                                             "choose another address in {}",
                                             address, it->second, host, format_cidr(home->net))};
+  }
+  return std::nullopt;
+}
+
+std::vector<uint32_t> parse_default_gateways(std::string_view text) {
+  std::vector<uint32_t> out;
+  size_t start = 0;
+  bool header = true;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    std::string line(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    start = end == std::string_view::npos ? text.size() : end + 1;
+    if (header) {
+      header = false;
+      continue;
+    }
+    char iface[64] = {};
+    unsigned long destination = 0, gateway = 0;
+    if (std::sscanf(line.c_str(), "%63s %lx %lx", iface, &destination, &gateway) == 3 && destination == 0 &&
+        gateway != 0) {
+      out.push_back(ntohl(static_cast<uint32_t>(gateway)));  // printed as the raw network-order word
+    }
+  }
+  return out;
+}
+
+std::vector<Neighbour> parse_arp_neighbours(std::string_view text) {
+  std::vector<Neighbour> out;
+  size_t start = 0;
+  bool header = true;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    std::string line(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    start = end == std::string_view::npos ? text.size() : end + 1;
+    if (header) {
+      header = false;
+      continue;
+    }
+    char ip[64] = {}, type[16] = {}, mac[64] = {}, mask[16] = {}, device[64] = {};
+    unsigned flags = 0;
+    if (std::sscanf(line.c_str(), "%63s %15s %x %63s %15s %63s", ip, type, &flags, mac, mask, device) != 6) continue;
+    auto a = parse_ipv4(ip);
+    constexpr unsigned kComplete = 0x2;  // ATF_COM
+    if (a && (flags & kComplete) != 0) out.push_back(Neighbour{*a, mac, device});
+  }
+  return out;
+}
+
+std::optional<Refusal> check_address_free_on_link(uint32_t address, const std::string& interface,
+                                                  const std::vector<uint32_t>& gateways,
+                                                  const std::vector<Neighbour>& neighbours) {
+  for (uint32_t g : gateways) {
+    if (g == address) {
+      return Refusal{kExitFailed, fmt::format("address {} is this host's default gateway; a WPAR holding it "
+                                              "would cut the subnet off; choose a free address",
+                                              format_ipv4(address))};
+    }
+  }
+  for (const auto& n : neighbours) {
+    if (n.address == address && n.device == interface) {
+      return Refusal{kExitFailed, fmt::format("address {} is in use by another machine on {} (MAC {}); "
+                                              "choose a free address",
+                                              format_ipv4(address), interface, n.mac)};
+    }
   }
   return std::nullopt;
 }

@@ -40,4 +40,23 @@ std::optional<Refusal> check_wpar_address(std::string_view address, const std::s
                                           const std::vector<HostInterface>& interfaces,
                                           const std::map<uint32_t, std::string>& in_use);
 
+// Default gateways of /proc/net/route (host byte order).
+std::vector<uint32_t> parse_default_gateways(std::string_view proc_net_route);
+
+struct Neighbour {
+  uint32_t address = 0;  // host byte order
+  std::string mac;
+  std::string device;
+  bool operator==(const Neighbour&) const = default;
+};
+// Complete entries of /proc/net/arp: machines this host has reached.
+std::vector<Neighbour> parse_arp_neighbours(std::string_view proc_net_arp);
+
+// Empty when no other machine on `interface` answers for `address`: a
+// gateway, or a neighbour the host knows there. A WPAR taking such an
+// address would take it from that machine (the host answers ARP for it).
+std::optional<Refusal> check_address_free_on_link(uint32_t address, const std::string& interface,
+                                                  const std::vector<uint32_t>& gateways,
+                                                  const std::vector<Neighbour>& neighbours);
+
 }  // namespace wpm::runtime

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "tests/support/process.h"
@@ -525,6 +526,32 @@ TEST_F(AgentNetwork, SystemWparWithAnAddressIsReachableFromTheHostSubnetAndStopD
   ASSERT_EQ(agent(data_a(), {"stopwpar", "-F", "net1"}).exit_code, 0);
   EXPECT_FALSE(link_exists(end));
   EXPECT_EQ(proxy_entries().find(address_), std::string::npos) << proxy_entries();
+}
+
+TEST_F(AgentNetwork, TheAddressOfAnotherMachineOnTheLinkIsRefused) {
+  // The host reaches the client (a TCP attempt resolves its MAC): the
+  // client's address is then known to be in use on the host interface.
+  std::string client = subnet_ + ".2";
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(9);
+  ::inet_pton(AF_INET, client.c_str(), &to.sin_addr);
+  (void)::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  auto complete = [&] {  // the client's entry, resolved (flags 0x2)
+    std::istringstream lines(read_file("/proc/net/arp"));
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.starts_with(client + " ") && line.find(" 0x2 ") != std::string::npos) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_until(complete, 5s)) << read_file("/proc/net/arp");
+  ::close(fd);
+  auto refused = agent(data_a(), {"mkwpar", "-n", "net2", "--address", client});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("is in use by another machine on " + host_if_), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(data_a() + "/wpars/net2"));
 }
 
 TEST_F(AgentNetwork, AnAddressOutsideEveryHostSubnetIsRefusedAndNoWparIsMade) {

@@ -71,3 +71,42 @@ TEST(Network, AnotherInterfacesOwnAddressInTheSameSubnetIsRefused) {
 
 }  // namespace
 }  // namespace wpm::runtime
+
+namespace wpm::runtime {
+namespace {
+
+TEST(Network, DefaultGatewaysAreReadFromProcNetRoute) {
+  const char* route =
+      "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+      "eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+      "eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+  EXPECT_EQ(parse_default_gateways(route), std::vector<uint32_t>{*parse_ipv4("192.168.0.1")});
+  EXPECT_TRUE(parse_default_gateways("Iface\tDestination\tGateway\n").empty());
+}
+
+TEST(Network, OnlyCompleteArpEntriesAreNeighbours) {
+  const char* arp =
+      "IP address       HW type     Flags       HW address            Mask     Device\n"
+      "192.168.0.7      0x1         0x2         52:54:00:12:34:56     *        eth0\n"
+      "192.168.0.8      0x1         0x0         00:00:00:00:00:00     *        eth0\n";
+  auto n = parse_arp_neighbours(arp);
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0], (Neighbour{*parse_ipv4("192.168.0.7"), "52:54:00:12:34:56", "eth0"}));
+}
+
+TEST(Network, TheGatewayAndAKnownNeighbourAreRefusedOthersAccepted) {
+  std::vector<uint32_t> gateways = {*parse_ipv4("192.168.0.1")};
+  std::vector<Neighbour> neighbours = {{*parse_ipv4("192.168.0.7"), "52:54:00:12:34:56", "eth0"}};
+  auto gw = check_address_free_on_link(*parse_ipv4("192.168.0.1"), "eth0", gateways, neighbours);
+  ASSERT_TRUE(gw.has_value());
+  EXPECT_NE(gw->message.find("default gateway"), std::string::npos);
+  auto used = check_address_free_on_link(*parse_ipv4("192.168.0.7"), "eth0", gateways, neighbours);
+  ASSERT_TRUE(used.has_value());
+  EXPECT_NE(used->message.find("52:54:00:12:34:56"), std::string::npos);
+  EXPECT_FALSE(check_address_free_on_link(*parse_ipv4("192.168.0.7"), "eth1", gateways, neighbours))
+      << "a neighbour on another link is not in the way";
+  EXPECT_FALSE(check_address_free_on_link(*parse_ipv4("192.168.0.9"), "eth0", gateways, neighbours));
+}
+
+}  // namespace
+}  // namespace wpm::runtime
