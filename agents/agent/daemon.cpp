@@ -175,7 +175,7 @@ class Daemon {
   void on_agent_port();
   void on_local_client();
   void reap_children();
-  void update_wpar_gauges();
+  void update_wpar_gauges(const std::vector<ap::WparSummary>& wpars);
 
   const DaemonOptions& o_;
   std::shared_ptr<spdlog::logger> log_;
@@ -273,9 +273,10 @@ void Daemon::tick() {
   refresh_registration();
   if (++ticks_ % kProfileEveryTicks == 0) recollect_profile();
   metrics_->uptime.Set(static_cast<double>(now_ns() - started_ns_) / 1e9);
-  update_wpar_gauges();
+  // One read of the WPARs' records per tick, for the gauges and the manager.
+  auto wpars = list_wpars(o_.paths);
+  update_wpar_gauges(wpars);
   if (session_) {
-    auto wpars = list_wpars(o_.paths);
     uint32_t active = static_cast<uint32_t>(std::count_if(wpars.begin(), wpars.end(), [](const auto& w) {
       return w.state == "A";
     }));
@@ -311,10 +312,10 @@ void Daemon::tick() {
   (void)write_status(o_.paths.data_dir, status_);
 }
 
-void Daemon::update_wpar_gauges() {
+void Daemon::update_wpar_gauges(const std::vector<ap::WparSummary>& wpars) {
   std::map<std::string, double> counts;
   for (char letter : std::string("DAPFLTB")) counts[std::string(1, letter)] = 0;
-  for (const auto& w : list_wpars(o_.paths)) counts[w.state] += 1;
+  for (const auto& w : wpars) counts[w.state] += 1;
   for (const auto& [state, n] : counts) {
     auto& g = state_gauges_[state];
     if (g == nullptr) g = &metrics_->wpars.Add({{"state", state}});

@@ -46,12 +46,16 @@ std::vector<std::string> words(std::string_view text) {
   return out;
 }
 
-std::string read_text(const fs::path& path) {
+}  // namespace
+
+std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
+
+namespace {
 
 bool has_all(const std::set<std::string>& flags, std::initializer_list<const char*> wanted) {
   return std::all_of(wanted.begin(), wanted.end(), [&](const char* f) { return flags.contains(f); });

@@ -54,6 +54,9 @@ std::vector<std::string> capability_names(uint64_t mask);
 
 // ---- the host ---------------------------------------------------------------------
 
+// A small file of the host (/proc, /etc) as text; empty when unreadable.
+std::string read_text(const std::string& path);
+
 struct CollectOptions {
   // Root of the files read (/etc, /proc, /sys); tests point it elsewhere.
   // Default: "/".

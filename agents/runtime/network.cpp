@@ -89,47 +89,44 @@ std::optional<Refusal> check_wpar_address(std::string_view address, const std::s
   return std::nullopt;
 }
 
+namespace {
+
+// Calls `row` with each line of a /proc table after its header line.
+template <typename Row>
+void for_each_row(std::string_view text, Row row) {
+  size_t start = text.find('\n');
+  while (start != std::string_view::npos && start + 1 < text.size()) {
+    size_t end = text.find('\n', start + 1);
+    row(std::string(text.substr(start + 1, end == std::string_view::npos ? std::string_view::npos : end - start - 1)));
+    start = end;
+  }
+}
+
+}  // namespace
+
 std::vector<uint32_t> parse_default_gateways(std::string_view text) {
   std::vector<uint32_t> out;
-  size_t start = 0;
-  bool header = true;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    std::string line(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
-    start = end == std::string_view::npos ? text.size() : end + 1;
-    if (header) {
-      header = false;
-      continue;
-    }
+  for_each_row(text, [&](const std::string& line) {
     char iface[64] = {};
     unsigned long destination = 0, gateway = 0;
     if (std::sscanf(line.c_str(), "%63s %lx %lx", iface, &destination, &gateway) == 3 && destination == 0 &&
         gateway != 0) {
       out.push_back(ntohl(static_cast<uint32_t>(gateway)));  // printed as the raw network-order word
     }
-  }
+  });
   return out;
 }
 
 std::vector<Neighbour> parse_arp_neighbours(std::string_view text) {
   std::vector<Neighbour> out;
-  size_t start = 0;
-  bool header = true;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    std::string line(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
-    start = end == std::string_view::npos ? text.size() : end + 1;
-    if (header) {
-      header = false;
-      continue;
-    }
+  for_each_row(text, [&](const std::string& line) {
     char ip[64] = {}, type[16] = {}, mac[64] = {}, mask[16] = {}, device[64] = {};
     unsigned flags = 0;
-    if (std::sscanf(line.c_str(), "%63s %15s %x %63s %15s %63s", ip, type, &flags, mac, mask, device) != 6) continue;
+    if (std::sscanf(line.c_str(), "%63s %15s %x %63s %15s %63s", ip, type, &flags, mac, mask, device) != 6) return;
     auto a = parse_ipv4(ip);
     constexpr unsigned kComplete = 0x2;  // ATF_COM
     if (a && (flags & kComplete) != 0) out.push_back(Neighbour{*a, mac, device});
-  }
+  });
   return out;
 }
 

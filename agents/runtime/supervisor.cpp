@@ -20,6 +20,7 @@
 #include <thread>
 #include <utility>
 
+#include "agents/profile/profile.h"
 #include "agents/runtime/capabilities.h"
 #include "agents/runtime/system_wpar.h"
 
@@ -378,19 +379,9 @@ std::expected<VethPlan, Refusal> plan_wpar_network(const std::string& wpars_root
                         addresses_in_use(wpars_root, spec.name));
   if (!plan) return plan;
   // Another machine's address is not free just because no WPAR holds it.
-  auto slurp = [](const char* path) {
-    std::string out;
-    if (std::FILE* f = std::fopen(path, "re")) {
-      char buf[4096];
-      size_t n;
-      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-      std::fclose(f);
-    }
-    return out;
-  };
   if (auto taken = check_address_free_on_link(plan->address, plan->host_interface,
-                                              parse_default_gateways(slurp("/proc/net/route")),
-                                              parse_arp_neighbours(slurp("/proc/net/arp")))) {
+                                              parse_default_gateways(profile::read_text("/proc/net/route")),
+                                              parse_arp_neighbours(profile::read_text("/proc/net/arp")))) {
     return std::unexpected(*taken);
   }
   return plan;

@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "agents/profile/profile.h"
 #include "agents/runtime/capabilities.h"
 #include "agents/runtime/system_fs.h"
 #include "schemas/assert.h"
@@ -530,19 +531,6 @@ std::string read_report(int fd) {
 
 }  // namespace
 
-std::string read_host_file(const char* path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return {};
-  std::FILE* f = std::fopen(path, "re");
-  if (f == nullptr) return {};
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  std::fclose(f);
-  return out;
-}
-
 std::string wpar_hostname(const WparSpec& spec) {
   return spec.hostname.empty() ? spec.name : spec.hostname;
 }
@@ -566,8 +554,8 @@ Result<pid_t> start_system_init(const SystemInitRequest& r) {
   }
   input.first_start = *first_start;
   if (input.first_start) {
-    input.sanitized_shadow = lock_passwords(read_host_file("/etc/shadow"));
-    input.sanitized_gshadow = lock_passwords(read_host_file("/etc/gshadow"));
+    input.sanitized_shadow = lock_passwords(profile::read_text("/etc/shadow"));
+    input.sanitized_gshadow = lock_passwords(profile::read_text("/etc/gshadow"));
   }
   a.plan = system_wpar_mounts(input);
   a.rootfs = SystemFsPaths::of(r.files->dir()).rootfs;
