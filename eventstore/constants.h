@@ -27,6 +27,7 @@ inline constexpr size_t kStreamCacheEntriesMax = 1'000'000;
 // Acknowledged-sequence file: two slots, written alternately, each in its own
 // 4 KiB block so that a torn write can only damage the slot being written.
 inline constexpr size_t kMarkSlotBytes = 4096;
-inline constexpr uint32_t kMarkMagic = 0x57504d41;  // "WPMA"
+inline constexpr uint32_t kMarkMagic = 0x57504d41;    // "WPMA": first format
+inline constexpr uint32_t kMarkMagicV2 = 0x57504d42;  // "WPMB": with boot id and flags
 
 }  // namespace wpm::eventstore

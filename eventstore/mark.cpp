@@ -5,7 +5,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include "eventstore/constants.h"
@@ -14,34 +16,70 @@
 namespace wpm::eventstore {
 namespace {
 
-struct Slot {
-  uint32_t magic;
-  uint32_t crc;  // over `sequence`
+// First format: always synced before the reply, no boot id.
+struct SlotV1 {
+  uint32_t magic;  // kMarkMagic
+  uint32_t crc;    // over `sequence`
   uint64_t sequence;
 };
 
-std::optional<uint64_t> parse_slot(const char* p) {
-  Slot s;
-  std::memcpy(&s, p, sizeof s);
-  if (s.magic != kMarkMagic || s.crc != crc32c(&s.sequence, sizeof s.sequence)) return std::nullopt;
-  return s.sequence;
+struct SlotV2 {
+  uint32_t magic;  // kMarkMagicV2
+  uint32_t crc;    // over every byte after this field
+  uint64_t sequence;
+  uint32_t flags;  // kSyncedBeforeReply
+  uint32_t reserved;
+  BootId boot;
+};
+static_assert(sizeof(SlotV2) == 40 && sizeof(SlotV2) <= kMarkSlotBytes);
+constexpr uint32_t kSyncedBeforeReply = 1;
+constexpr size_t kSlotCrcOffset = offsetof(SlotV2, sequence);
+
+uint32_t slot_crc(const SlotV2& s) {
+  return crc32c(reinterpret_cast<const char*>(&s) + kSlotCrcOffset, sizeof s - kSlotCrcOffset);
+}
+
+bool known(const BootId& boot) {
+  return std::any_of(boot.begin(), boot.end(), [](uint8_t b) { return b != 0; });
+}
+
+std::optional<MarkReading> parse_slot(const char* p, const BootId& current) {
+  uint32_t magic;
+  std::memcpy(&magic, p, sizeof magic);
+  if (magic == kMarkMagic) {
+    SlotV1 s;
+    std::memcpy(&s, p, sizeof s);
+    if (s.crc != crc32c(&s.sequence, sizeof s.sequence)) return std::nullopt;
+    return MarkReading{s.sequence, true};
+  }
+  if (magic == kMarkMagicV2) {
+    SlotV2 s;
+    std::memcpy(&s, p, sizeof s);
+    if (s.crc != slot_crc(s)) return std::nullopt;
+    bool same_boot = known(current) && s.boot == current;
+    return MarkReading{s.sequence, same_boot || (s.flags & kSyncedBeforeReply) != 0};
+  }
+  return std::nullopt;
 }
 
 Error io_error(const std::string& what, const std::string& path) {
   return Error{ErrorCode::kIo, fmt::format("{} {}: {}", what, path, std::strerror(errno))};
 }
 
-// Returns the highest valid slot and which slot holds it.
-Result<std::pair<std::optional<uint64_t>, int>> read_slots(int fd, const std::string& path) {
+// Returns the highest valid slot and which slot holds it. On equal sequences
+// the exact reading wins.
+Result<std::pair<std::optional<MarkReading>, int>> read_slots(int fd, const std::string& path,
+                                                              const BootId& boot) {
   std::string buf(2 * kMarkSlotBytes, '\0');
   ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
   if (n < 0) return std::unexpected(io_error("cannot read", path));
-  std::optional<uint64_t> best;
+  std::optional<MarkReading> best;
   int slot = -1;
   for (int i = 0; i < 2; ++i) {
-    if (static_cast<size_t>(n) < i * kMarkSlotBytes + sizeof(Slot)) break;
-    auto v = parse_slot(buf.data() + i * kMarkSlotBytes);
-    if (v && (!best || *v > *best)) {
+    if (static_cast<size_t>(n) < i * kMarkSlotBytes + sizeof(SlotV2)) break;
+    auto v = parse_slot(buf.data() + i * kMarkSlotBytes, boot);
+    if (!v) continue;
+    if (!best || v->sequence > best->sequence || (v->sequence == best->sequence && v->exact)) {
       best = v;
       slot = i;
     }
@@ -49,12 +87,44 @@ Result<std::pair<std::optional<uint64_t>, int>> read_slots(int fd, const std::st
   return std::make_pair(best, slot);
 }
 
+// Parses the 32 hex digits of a boot id, dashes skipped.
+std::optional<BootId> parse_boot_id(const std::string& text) {
+  BootId id{};
+  size_t digits = 0;
+  for (char c : text) {
+    if (c == '-' || c == '\n') continue;
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0 || digits >= 32) return std::nullopt;
+    id[digits / 2] = static_cast<uint8_t>(id[digits / 2] | (digits % 2 == 0 ? v << 4 : v));
+    ++digits;
+  }
+  if (digits != 32) return std::nullopt;
+  return id;
+}
+
 }  // namespace
 
-Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path) {
+BootId current_boot_id() {
+  int fd = ::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return BootId{};
+  char buf[64] = {};
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return BootId{};
+  return parse_boot_id(std::string(buf, static_cast<size_t>(n))).value_or(BootId{});
+}
+
+BootId boot_id_from_text(const std::string& text) {
+  Sha256Digest digest = sha256(text);
+  BootId id{};
+  std::memcpy(id.data(), digest.data(), id.size());
+  return id;
+}
+
+Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path, const BootId& boot) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return std::unexpected(io_error("cannot open", path));
-  auto slots = read_slots(fd, path);
+  auto slots = read_slots(fd, path, boot);
   if (!slots) {
     ::close(fd);
     return std::unexpected(slots.error());
@@ -84,35 +154,49 @@ Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path) {
   }
   auto [value, slot] = *slots;
   // Next write goes to the slot not holding the current value.
-  return std::unique_ptr<AckMark>(new AckMark(fd, path, value, slot == 0 ? 1 : 0));
+  return std::unique_ptr<AckMark>(new AckMark(fd, path, boot, value, slot == 0 ? 1 : 0));
 }
 
-Result<std::optional<uint64_t>> AckMark::read(const std::string& path) {
+Result<std::optional<MarkReading>> AckMark::read(const std::string& path, const BootId& boot) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return std::optional<uint64_t>{};
+    if (errno == ENOENT) return std::optional<MarkReading>{};
     return std::unexpected(io_error("cannot open", path));
   }
-  auto slots = read_slots(fd, path);
+  auto slots = read_slots(fd, path, boot);
   ::close(fd);
   if (!slots) return std::unexpected(slots.error());
   return slots->first;
 }
 
-AckMark::AckMark(int fd, std::string path, std::optional<uint64_t> value, uint64_t writes)
-    : fd_(fd), path_(std::move(path)), value_(value), writes_(writes) {}
+AckMark::AckMark(int fd, std::string path, BootId boot, std::optional<MarkReading> value,
+                 uint64_t writes)
+    : fd_(fd), path_(std::move(path)), boot_(boot), value_(value), writes_(writes) {}
 
 AckMark::~AckMark() { ::close(fd_); }
 
-Result<void> AckMark::store(uint64_t sequence) {
-  Slot s{kMarkMagic, crc32c(&sequence, sizeof sequence), sequence};
+Result<void> AckMark::write(uint64_t sequence, bool sync) {
+  SlotV2 s{};
+  s.magic = kMarkMagicV2;
+  s.sequence = sequence;
+  s.flags = sync ? kSyncedBeforeReply : 0;
+  s.boot = boot_;
+  s.crc = slot_crc(s);
   off_t offset = static_cast<off_t>((writes_ % 2) * kMarkSlotBytes);
   if (::pwrite(fd_, &s, sizeof s, offset) != static_cast<ssize_t>(sizeof s)) {
     return std::unexpected(io_error("cannot write", path_));
   }
-  if (::fdatasync(fd_) != 0) return std::unexpected(io_error("cannot sync", path_));
   ++writes_;
-  value_ = sequence;
+  value_ = MarkReading{sequence, true};
+  dirty_ = true;
+  if (sync) return this->sync();
+  return {};
+}
+
+Result<void> AckMark::sync() {
+  if (!dirty_) return {};
+  if (::fdatasync(fd_) != 0) return std::unexpected(io_error("cannot sync", path_));
+  dirty_ = false;
   return {};
 }
 

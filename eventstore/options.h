@@ -34,12 +34,23 @@ struct StoreOptions {
   // middle, skipping what cannot be read, so that the damage can be reported.
   // Default: false.
   bool salvage = false;
+  // Longest time the acknowledged-sequence mark stays written but not synced
+  // (eventstore/mark.h). Each batch writes the mark before its reply; a crash
+  // of wpmd loses nothing of it, a crash of the machine within this window may
+  // leave the mark on disk behind the last acknowledgements, and open then
+  // keeps the records above it instead of checking them against it. 0 syncs
+  // the mark before every reply: exact after a power cut too, at the cost of a
+  // second disk flush per batch. Default: 5 ms.
+  uint32_t mark_sync_interval_ms = 5;
   // Crash tests only: kill the process (SIGKILL) at this named point of a
   // commit, so that a crash between two steps is deterministic (RocksDB's kill
   // points are the model). "after_wal_sync": the records are durable, the mark
-  // is not; "after_mark_sync": acknowledged but not yet answered. wpmd reads it
-  // from WPM_TEST_KILL_POINT. Default: empty (never).
+  // is not written; "after_mark_write": acknowledged but not yet answered.
+  // wpmd reads it from WPM_TEST_KILL_POINT. Default: empty (never).
   std::string kill_point;
+  // Tests only: a stand-in for the kernel's boot id, so that a test can open
+  // the store "after a reboot". Default: empty (the real boot id).
+  std::string boot_id_for_test;
 };
 
 }  // namespace wpm::eventstore

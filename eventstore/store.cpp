@@ -21,6 +21,7 @@
 
 #include "eventstore/constants.h"
 #include "eventstore/mark.h"
+#include "eventstore/recovery.h"
 #include "schemas/record.h"
 #include "schemas/assert.h"
 #include "schemas/codec.h"
@@ -221,6 +222,7 @@ Store::Store(StoreOptions options, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)), log_(std::move(log)) {}
 
 Store::~Store() {
+  sync_mark(true);
   // A clean stop leaves the memtables in tables, so the next start replays no WAL.
   if (db_ && !options_.read_only && !read_only()) {
     (void)apply_index();  // on error it has logged and turned read-only
@@ -363,56 +365,66 @@ Result<uint64_t> Store::last_stored_sequence() const {
 
 Result<void> Store::recover() {
   std::string mark_path = options_.data_dir + "/acknowledged";
-  std::optional<uint64_t> mark;
+  BootId boot = options_.boot_id_for_test.empty() ? current_boot_id()
+                                                  : boot_id_from_text(options_.boot_id_for_test);
+  RecoveryFacts facts;
+  facts.salvage = options_.salvage;
+  facts.read_only = options_.read_only;
   if (options_.read_only) {
-    auto m = AckMark::read(mark_path);
+    auto m = AckMark::read(mark_path, boot);
     if (!m) return std::unexpected(m.error());
-    mark = *m;
+    facts.mark = *m;
   } else {
-    auto m = AckMark::open(mark_path);
+    auto m = AckMark::open(mark_path, boot);
     if (!m) return std::unexpected(m.error());
     mark_ = std::move(*m);
-    mark = mark_->value();
+    facts.mark = mark_->reading();
   }
   auto last = last_stored_sequence();
   if (!last) return std::unexpected(last.error());
-  uint64_t stored = *last;
-  if (!mark && stored > 0 && !options_.salvage) {
-    return fail(ErrorCode::kCorruption,
-                fmt::format("the log holds {} events but the acknowledged-sequence file {} is "
-                            "missing or unreadable, so lost events could not be detected; restore "
-                            "the file or the whole directory from a backup",
-                            stored, mark_path));
-  }
-  uint64_t acknowledged = mark.value_or(0);
-  acknowledged_at_open_ = acknowledged;
-  if (stored < acknowledged && !options_.salvage) {
-    return fail(ErrorCode::kCorruption,
-                fmt::format("acknowledged events are missing: the log ends at sequence {} but "
-                            "sequence {} was acknowledged (first missing: {}); refusing to run on "
-                            "a shorter log. Inspect with `wpm log verify --data {}` and restore "
-                            "from a backup",
-                            stored, acknowledged, stored + 1, options_.data_dir));
-  }
-  if (stored > acknowledged && !options_.read_only) {
-    // Derived data is written only after the mark: if it is ahead of the mark,
-    // those events were acknowledged and the mark file is stale (restored from
-    // another backup?). Refuse rather than delete acknowledged events.
-    auto marks = derived_marks();
-    if (!marks) return std::unexpected(marks.error());
-    uint64_t newest = *std::max_element(marks->begin(), marks->end());
-    if (newest > acknowledged) {
+  facts.stored = *last;
+  auto marks = derived_marks();
+  if (!marks) return std::unexpected(marks.error());
+  facts.derived = *std::max_element(marks->begin(), marks->end());
+
+  RecoveryPlan plan = plan_recovery(facts);
+  acknowledged_at_open_ = plan.acknowledged;
+  switch (plan.action) {
+    case RecoveryAction::kMarkMissing:
+      return fail(ErrorCode::kCorruption,
+                  fmt::format("the log holds {} events but the acknowledged-sequence file {} is "
+                              "missing or unreadable, so lost events could not be detected; "
+                              "restore the file or the whole directory from a backup",
+                              facts.stored, mark_path));
+    case RecoveryAction::kLostAcknowledged:
+      return fail(ErrorCode::kCorruption,
+                  fmt::format("acknowledged events are missing: the log ends at sequence {} but "
+                              "sequence {} was acknowledged (first missing: {}); refusing to run "
+                              "on a shorter log. Inspect with `wpm log verify --data {}` and "
+                              "restore from a backup",
+                              facts.stored, plan.acknowledged, facts.stored + 1, options_.data_dir));
+    case RecoveryAction::kMarkStale:
       return fail(ErrorCode::kCorruption,
                   fmt::format("the acknowledged-sequence file {} says {} but sequence {} was "
                               "acknowledged (derived data reflects it): the file is older than "
                               "the log. Restore the whole data directory from one backup",
-                              mark_path, acknowledged, newest));
-    }
-    if (auto r = discard_unacknowledged(acknowledged, stored); !r) return r;
-    stored = acknowledged;
+                              mark_path, plan.head, plan.acknowledged));
+    case RecoveryAction::kDiscardAbove:
+      if (auto r = discard_unacknowledged(plan.head, facts.stored); !r) return r;
+      break;
+    case RecoveryAction::kKeepAbove:
+      // Written before a restart of the machine and not yet synced: the mark
+      // may trail what was acknowledged, so the records above it are kept.
+      log_->warn("recovery_kept_above_mark from={} to={} count={} reason=\"the mark was written "
+                 "in an earlier boot and may trail the last acknowledgements\"",
+                 facts.mark->sequence + 1, facts.stored, facts.stored - facts.mark->sequence);
+      break;
+    case RecoveryAction::kOpen:
+      break;
   }
+  uint64_t head = plan.head;
   if (!options_.read_only) {
-    if (auto r = rebuild_derived(std::min(stored, acknowledged)); !r) return r;
+    if (auto r = rebuild_derived(head); !r) return r;
   }
   // Counters (meta column family).
   for (size_t t = 1; t <= kEventTypeMax; ++t) {
@@ -424,10 +436,9 @@ Result<void> Store::recover() {
     std::string v;
     if (db_->Get(rocksdb::ReadOptions(), meta_cf_, kMetaLogBytes, &v).ok()) log_bytes_ = value_u64(v);
   }
-  if (!options_.read_only && !mark) {
-    if (auto r = mark_->store(0); !r) return std::unexpected(r.error());
+  if (!options_.read_only && (!facts.mark || plan.action == RecoveryAction::kKeepAbove)) {
+    if (auto r = mark_->store(head); !r) return std::unexpected(r.error());
   }
-  uint64_t head = options_.read_only ? stored : std::min(stored, acknowledged);
   if (head > 0) {
     auto record = get_record(head);
     if (!record) return std::unexpected(record.error());
@@ -452,7 +463,7 @@ Result<void> Store::recover() {
     if (auto r = verify_tail(); !r) return r;
   }
   log_->info("store_opened dir={} head={} acknowledged={} log_bytes={}", options_.data_dir, head,
-             acknowledged, log_bytes_);
+             plan.acknowledged, log_bytes_);
   return {};
 }
 
@@ -641,13 +652,36 @@ std::optional<std::string> Store::make_durable(Staging& st) {
     std::abort();
   }
   kill_point("after_wal_sync");
-  if (auto r = mark_->store(st.next - 1); !r) {
+  // Into the page cache now (it outlives a crash of this process); to disk now
+  // or within mark_sync_interval_ms (sync_mark()).
+  bool sync_now = options_.mark_sync_interval_ms == 0;
+  if (auto r = mark_->write(st.next - 1, sync_now); !r) {
+    log_->critical("ack_mark_write_failed error=\"{}\" action=\"aborting\"", r.error().message);
+    log_->flush();
+    std::abort();
+  }
+  if (!sync_now && !mark_dirty_since_) mark_dirty_since_ = std::chrono::steady_clock::now();
+  kill_point("after_mark_write");
+  return std::nullopt;
+}
+
+std::chrono::milliseconds Store::mark_sync_due_in() const {
+  if (!mark_dirty_since_) return std::chrono::milliseconds::max();
+  auto due = *mark_dirty_since_ + std::chrono::milliseconds(options_.mark_sync_interval_ms);
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(due - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(0));
+}
+
+void Store::sync_mark(bool force) {
+  if (!mark_ || !mark_dirty_since_) return;
+  if (!force && mark_sync_due_in().count() > 0) return;
+  if (auto r = mark_->sync(); !r) {
+    // As for the WAL: a failed sync is never retried (DESIGN.md §9).
     log_->critical("ack_mark_sync_failed error=\"{}\" action=\"aborting\"", r.error().message);
     log_->flush();
     std::abort();
   }
-  kill_point("after_mark_sync");
-  return std::nullopt;
+  mark_dirty_since_.reset();
 }
 
 CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now_ns) {

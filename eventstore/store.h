@@ -3,9 +3,9 @@
 //
 // commit() is the sequencer: it validates a group of append requests, assigns
 // gap-free sequences and stream versions, chains and checksums the records,
-// writes them in one batch, syncs the WAL, syncs the acknowledged-sequence
-// mark, and only then returns results. Nothing above the mark is ever read or
-// published. A write error (disk full) fails the batch and turns the store
+// writes them in one batch, syncs the WAL, writes the acknowledged-sequence
+// mark (eventstore/mark.h; synced now or within mark_sync_interval_ms), and
+// only then returns results. Nothing above the mark is ever read or published. A write error (disk full) fails the batch and turns the store
 // read-only; a failed sync aborts the process.
 //
 // Thread safety: commit() from one thread only (the sequencer); the read
@@ -15,6 +15,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -78,6 +79,14 @@ class Store {
   // closing) calls it if the caller did not. Reads by stream and re-sent keys
   // see a commit only once this ran.
   Result<void> apply_index();
+  // Syncs the acknowledged-sequence mark written by the last commits when
+  // mark_sync_interval_ms has passed since the first unsynced write, or at
+  // once with `force`. Call it after the replies and whenever
+  // mark_sync_due_in() runs out; closing the store calls it. A failed sync
+  // aborts the process.
+  void sync_mark(bool force = false);
+  // Time until sync_mark() has work to do; max() when the mark is synced.
+  std::chrono::milliseconds mark_sync_due_in() const;
 
   Result<ReadReply> read_range(const ReadRangeRequest& request) const;
   Result<ReadReply> read_stream(const ReadStreamRequest& request) const;
@@ -164,6 +173,8 @@ class Store {
   std::array<uint64_t, kEventTypeMax + 1> type_counts_{};
 
   uint64_t acknowledged_at_open_ = 0;
+  // When the mark was first written without a sync since the last sync.
+  std::optional<std::chrono::steady_clock::time_point> mark_dirty_since_;
   std::atomic<uint64_t> head_{0};
   std::atomic<bool> read_only_{false};
   mutable std::mutex read_only_mutex_;  // guards read_only_reason_

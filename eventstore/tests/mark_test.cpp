@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "eventstore/constants.h"
+#include "schemas/hash.h"
 
 namespace wpm::eventstore {
 namespace {
@@ -31,7 +32,7 @@ class AckMarkTest : public ::testing::Test {
   }
 
   std::unique_ptr<AckMark> open_mark() {
-    auto m = AckMark::open(path_);
+    auto m = AckMark::open(path_, boot_);
     EXPECT_TRUE(m.has_value()) << m.error().message;
     return m ? std::move(*m) : nullptr;
   }
@@ -70,8 +71,19 @@ class AckMarkTest : public ::testing::Test {
     ASSERT_TRUE(out.good());
   }
 
+  std::optional<MarkReading> read_mark(const BootId& boot) const {
+    auto r = AckMark::read(path_, boot);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return r ? *r : std::nullopt;
+  }
+  std::optional<uint64_t> read_value() const {
+    auto r = read_mark(boot_);
+    return r ? std::optional<uint64_t>(r->sequence) : std::nullopt;
+  }
+
   std::string dir_;
   std::string path_;
+  BootId boot_ = boot_id_from_text("this boot");
 };
 
 // Distinctive values so that their bytes are found only where they were stored.
@@ -101,9 +113,7 @@ TEST_F(AckMarkTest, StoredValueSurvivesReopen) {
   auto mark = open_mark();
   ASSERT_NE(mark, nullptr);
   EXPECT_EQ(mark->value(), 7u);
-  auto read = AckMark::read(path_);
-  ASSERT_TRUE(read.has_value()) << read.error().message;
-  EXPECT_EQ(*read, std::optional<uint64_t>(7));
+  EXPECT_EQ(read_value(), std::optional<uint64_t>(7));
 }
 
 TEST_F(AckMarkTest, ZeroIsAValueNotAbsence) {
@@ -139,9 +149,7 @@ TEST_F(AckMarkTest, CorruptNewestSlotFallsBackToPreviousValue) {
   ASSERT_NE(newest, -1);
   corrupt_slot(newest, kSecond);
 
-  auto read = AckMark::read(path_);
-  ASSERT_TRUE(read.has_value()) << read.error().message;
-  EXPECT_EQ(*read, std::optional<uint64_t>(kFirst));
+  EXPECT_EQ(read_value(), std::optional<uint64_t>(kFirst));
   auto mark = open_mark();
   ASSERT_NE(mark, nullptr);
   EXPECT_EQ(mark->value(), kFirst);
@@ -195,25 +203,94 @@ TEST_F(AckMarkTest, BothSlotsCorruptGiveNoValue) {
   }
   corrupt_slot(slot_holding(kFirst), kFirst);
   corrupt_slot(slot_holding(kSecond), kSecond);
-  auto read = AckMark::read(path_);
-  ASSERT_TRUE(read.has_value()) << read.error().message;
-  EXPECT_FALSE(read->has_value());
+  EXPECT_FALSE(read_value().has_value());
   auto mark = open_mark();
   ASSERT_NE(mark, nullptr);
   EXPECT_FALSE(mark->value().has_value());
 }
 
 TEST_F(AckMarkTest, ReadOfMissingFileIsEmptyAndCreatesNothing) {
-  auto read = AckMark::read(path_);
-  ASSERT_TRUE(read.has_value()) << read.error().message;
-  EXPECT_FALSE(read->has_value());
+  EXPECT_FALSE(read_value().has_value());
   EXPECT_FALSE(fs::exists(path_));
 }
 
 TEST_F(AckMarkTest, OpenInMissingDirectoryIsAnIoError) {
-  auto m = AckMark::open(dir_ + "/no/such/dir/acknowledged");
+  auto m = AckMark::open(dir_ + "/no/such/dir/acknowledged", boot_);
   ASSERT_FALSE(m.has_value());
   EXPECT_EQ(m.error().code, ErrorCode::kIo);
+}
+
+// A value written without a sync is exact while the machine keeps running (the
+// page cache outlives wpmd) and only a lower bound after a reboot.
+TEST_F(AckMarkTest, UnsyncedValueIsExactInItsBootAndALowerBoundAfterAReboot) {
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->write(kFirst, false).has_value());
+    EXPECT_TRUE(mark->dirty());
+  }
+  EXPECT_EQ(read_mark(boot_), (MarkReading{kFirst, true}));
+  EXPECT_EQ(read_mark(boot_id_from_text("the next boot")), (MarkReading{kFirst, false}));
+  // A later sync does not change what the slot says: it was not synced before its reply.
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->write(kSecond, false).has_value());
+    ASSERT_TRUE(mark->sync().has_value());
+    EXPECT_FALSE(mark->dirty());
+  }
+  EXPECT_EQ(read_mark(boot_id_from_text("the next boot")), (MarkReading{kSecond, false}));
+}
+
+TEST_F(AckMarkTest, ValueSyncedBeforeItsReplyIsExactInAnyBoot) {
+  {
+    auto mark = open_mark();
+    ASSERT_TRUE(mark->write(kFirst, false).has_value());
+    ASSERT_TRUE(mark->store(kSecond).has_value());
+    EXPECT_FALSE(mark->dirty());
+  }
+  EXPECT_EQ(read_mark(boot_id_from_text("the next boot")), (MarkReading{kSecond, true}));
+}
+
+TEST_F(AckMarkTest, UnknownBootIdMatchesNoBoot) {
+  BootId unknown{};
+  auto m = AckMark::open(path_, unknown);
+  ASSERT_TRUE(m.has_value());
+  ASSERT_TRUE((*m)->write(kFirst, false).has_value());
+  m->reset();
+  EXPECT_EQ(read_mark(unknown), (MarkReading{kFirst, false}))
+      << "without a boot id an unsynced value can never be proven to be from this boot";
+}
+
+// Files of the first format (magic, crc, sequence; synced before each reply)
+// stay readable, as exact values.
+TEST_F(AckMarkTest, FirstFormatSlotIsReadAsExact) {
+  std::string bytes(2 * kMarkSlotBytes, '\0');
+  uint32_t magic = kMarkMagic;
+  uint64_t sequence = kFirst;
+  uint32_t crc = crc32c(&sequence, sizeof sequence);
+  std::memcpy(bytes.data(), &magic, 4);
+  std::memcpy(bytes.data() + 4, &crc, 4);
+  std::memcpy(bytes.data() + 8, &sequence, 8);
+  {
+    std::ofstream out(path_, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  EXPECT_EQ(read_mark(boot_id_from_text("any boot")), (MarkReading{kFirst, true}));
+  auto mark = open_mark();
+  ASSERT_TRUE(mark->write(kSecond, false).has_value());
+  EXPECT_EQ(slot_holding(kFirst), 0) << "the first-format value is kept in its slot";
+  EXPECT_EQ(slot_holding(kSecond), 1);
+}
+
+TEST(BootId, ParsesTheKernelsBootIdOrIsZero) {
+  BootId id = current_boot_id();
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  if (!in) {
+    EXPECT_EQ(id, BootId{});
+    return;
+  }
+  EXPECT_NE(id, BootId{});
+  EXPECT_EQ(id, current_boot_id()) << "stable within a boot";
+  EXPECT_NE(boot_id_from_text("a"), boot_id_from_text("b"));
 }
 
 }  // namespace

@@ -61,6 +61,7 @@ class StoreTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
     options_.data_dir = tmpl;
     options_.write_buffer_bytes = 4u << 20;
+    options_.boot_id_for_test = "this boot";
     log_ = std::make_shared<spdlog::logger>("store-test",
                                             std::make_shared<spdlog::sinks::null_sink_mt>());
   }
@@ -119,14 +120,18 @@ class StoreTest : public ::testing::Test {
     return out;
   }
 
-  void store_mark(uint64_t value) {
-    auto mark = AckMark::open(options_.data_dir + "/acknowledged");
+  // Writes `value` into both slots of the mark, as the store would have in
+  // `boot`: synced before the reply, or not.
+  void store_mark(uint64_t value, const BootId& boot, bool synced) {
+    auto mark = AckMark::open(options_.data_dir + "/acknowledged", boot);
     ASSERT_TRUE(mark.has_value()) << mark.error().message;
     // The mark keeps two slots and reads back the higher valid one: lowering it
     // takes a write to each slot.
-    ASSERT_TRUE((*mark)->store(value).has_value());
-    ASSERT_TRUE((*mark)->store(value).has_value());
+    ASSERT_TRUE((*mark)->write(value, synced).has_value());
+    ASSERT_TRUE((*mark)->write(value, synced).has_value());
   }
+  void store_mark(uint64_t value) { store_mark(value, this_boot(), true); }
+  BootId this_boot() const { return boot_id_from_text(options_.boot_id_for_test); }
 
   void expect_chain_sound_from_one(uint64_t head) {
     ChainVerifier verifier;
@@ -656,6 +661,69 @@ TEST_F(StoreTest, MarkFileOlderThanTheLogRefusesToOpen) {
   expect_chain_sound_from_one(5);
 }
 
+// After a reboot, a mark written without a sync may trail what was
+// acknowledged: the records above it are kept, and the mark catches up.
+TEST_F(StoreTest, RecordsAboveAnUnsyncedMarkOfAnEarlierBootAreKept) {
+  open();
+  commit_ok(on_stream("s1", 2, "key-1"));
+  commit_ok(on_stream("s1", 3, "key-2", {}, 10));
+  close();
+  store_mark(2, boot_id_from_text("an earlier boot"), false);
+  Store& store = open();
+  EXPECT_EQ(store.head(), 5u) << "nothing was deleted";
+  EXPECT_EQ(store.acknowledged_at_open(), 5u);
+  expect_chain_sound_from_one(5);
+  auto again = store.commit(std::vector<AppendRequest>{on_stream("s1", 3, "key-2", {}, 10)}, kNow);
+  ASSERT_TRUE(again.results[0].has_value());
+  EXPECT_TRUE(again.results[0]->duplicate) << "the kept records are served as acknowledged";
+  close();
+  auto mark = AckMark::read(options_.data_dir + "/acknowledged", boot_id_from_text("a later boot"));
+  ASSERT_TRUE(mark.has_value());
+  EXPECT_EQ(*mark, (std::optional<MarkReading>(MarkReading{5, true})))
+      << "the adopted head is synced at open";
+}
+
+// The same mark in this boot is exact: derived data beyond it means the file
+// is stale, as for a synced mark.
+TEST_F(StoreTest, UnsyncedMarkOfThisBootIsExact) {
+  open();
+  commit_ok(on_stream("s1", 5, "key-1"));
+  close();
+  store_mark(2, this_boot(), false);
+  auto s = try_open();
+  ASSERT_FALSE(s.has_value());
+  EXPECT_THAT(s.error().message, HasSubstr("says 2 but sequence 5 was acknowledged"));
+}
+
+TEST_F(StoreTest, LogBelowAnUnsyncedMarkOfAnEarlierBootIsRefused) {
+  open();
+  commit_ok(on_stream("s1", 3));
+  close();
+  store_mark(7, boot_id_from_text("an earlier boot"), false);
+  auto s = try_open();
+  ASSERT_FALSE(s.has_value());
+  EXPECT_THAT(s.error().message, HasSubstr("first missing: 4"));
+}
+
+TEST_F(StoreTest, MarkIsSyncedWithinTheIntervalOrBeforeTheReplyWhenZero) {
+  Store& store = open();
+  EXPECT_EQ(store.mark_sync_due_in(), std::chrono::milliseconds::max());
+  commit_ok(on_stream("s1", 1));
+  EXPECT_LE(store.mark_sync_due_in(), std::chrono::milliseconds(options_.mark_sync_interval_ms));
+  store.sync_mark(true);
+  EXPECT_EQ(store.mark_sync_due_in(), std::chrono::milliseconds::max());
+  close();
+  options_.mark_sync_interval_ms = 0;
+  Store& strict = open();
+  commit_ok(on_stream("s1", 1));
+  EXPECT_EQ(strict.mark_sync_due_in(), std::chrono::milliseconds::max());
+  close();
+  auto mark = AckMark::read(options_.data_dir + "/acknowledged", boot_id_from_text("a later boot"));
+  ASSERT_TRUE(mark.has_value());
+  EXPECT_EQ(*mark, (std::optional<MarkReading>(MarkReading{2, true})))
+      << "synced before the reply: exact in any boot";
+}
+
 TEST_F(StoreTest, MarkAboveTheLogFailsOpenNamingTheFirstMissingSequence) {
   open();
   commit_ok(on_stream("s1", 3));
@@ -686,9 +754,9 @@ TEST_F(StoreTest, MissingMarkWithEmptyLogIsRecreated) {
   EXPECT_EQ(store.head(), 0u);
   EXPECT_EQ(commit_ok(on_stream("s1", 1)), (AppendResult{1, 1, false}));
   close();
-  auto mark = AckMark::read(options_.data_dir + "/acknowledged");
+  auto mark = AckMark::read(options_.data_dir + "/acknowledged", this_boot());
   ASSERT_TRUE(mark.has_value());
-  EXPECT_EQ(*mark, std::optional<uint64_t>(1));
+  EXPECT_EQ(*mark, (std::optional<MarkReading>(MarkReading{1, true})));
 }
 
 TEST_F(StoreTest, EditedRecordInTheTailFailsOpen) {

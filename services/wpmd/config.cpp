@@ -58,7 +58,8 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
   if (const auto* store = root["store"].as_table()) {
     if (auto r = unknown_keys(*store,
                               {"request_endpoint", "publish_endpoint", "publish_hwm",
-                               "idempotency_window_s", "batch_events_max", "read_page_events_max"},
+                               "idempotency_window_s", "batch_events_max", "read_page_events_max",
+                               "mark_sync_interval_ms"},
                               "store.", path);
         !r) {
       return r;
@@ -69,6 +70,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = read(*store, "idempotency_window_s", o.store.idempotency_window_s, path); !r) return r;
     if (auto r = read(*store, "batch_events_max", o.store.batch_events_max, path); !r) return r;
     if (auto r = read(*store, "read_page_events_max", o.store.read_page_events_max, path); !r) return r;
+    if (auto r = read(*store, "mark_sync_interval_ms", o.store.mark_sync_interval_ms, path); !r) return r;
   }
   if (const auto* agents = root["agents"].as_table()) {
     if (auto r = unknown_keys(*agents, {"public_endpoint", "channel_endpoint", "registration_password_file"},
@@ -108,6 +110,11 @@ Result<void> validate(const WpmdOptions& o) {
   }
   if (o.server.publish_hwm < 0) {
     return fail(ErrorCode::kInvalidRequest, "publish_hwm must be 0 (no limit) or more");
+  }
+  if (o.store.mark_sync_interval_ms > 1000) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("mark_sync_interval_ms is {}; use 0 (sync before every reply) to 1000",
+                            o.store.mark_sync_interval_ms));
   }
   if (o.store.batch_events_max == 0 || o.store.read_page_events_max == 0) {
     return fail(ErrorCode::kInvalidRequest, "batch_events_max and read_page_events_max must be > 0");

@@ -132,6 +132,10 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     store_options.kill_point = kill_point;
     log->warn("test_kill_point_armed name={}", kill_point);
   }
+  if (const char* boot = std::getenv("WPM_TEST_BOOT_ID")) {
+    store_options.boot_id_for_test = boot;
+    log->warn("test_boot_id_set value={}", boot);
+  }
   auto store = eventstore::Store::open(store_options, log);
   if (!store) {
     log->error("store_open_failed dir={} error=\"{}\"", options.data_dir, store.error().message);
