@@ -154,6 +154,7 @@ Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path, const Bo
   }
   auto [value, slot] = *slots;
   // Next write goes to the slot not holding the current value.
+  // Writes go to the slot not holding the current value.
   return std::unique_ptr<AckMark>(new AckMark(fd, path, boot, value, slot == 0 ? 1 : 0));
 }
 
@@ -170,24 +171,28 @@ Result<std::optional<MarkReading>> AckMark::read(const std::string& path, const 
 }
 
 AckMark::AckMark(int fd, std::string path, BootId boot, std::optional<MarkReading> value,
-                 uint64_t writes)
-    : fd_(fd), path_(std::move(path)), boot_(boot), value_(value), writes_(writes) {}
+                 int working_slot)
+    : fd_(fd), path_(std::move(path)), boot_(boot), value_(value), working_slot_(working_slot) {}
 
 AckMark::~AckMark() { ::close(fd_); }
 
-Result<void> AckMark::write(uint64_t sequence, bool sync) {
+Result<void> AckMark::put(int slot, uint64_t sequence, bool exact) {
   SlotV2 s{};
   s.magic = kMarkMagicV2;
   s.sequence = sequence;
-  s.flags = sync ? kSyncedBeforeReply : 0;
+  s.flags = exact ? kSyncedBeforeReply : 0;
   s.boot = boot_;
   s.crc = slot_crc(s);
-  off_t offset = static_cast<off_t>((writes_ % 2) * kMarkSlotBytes);
+  off_t offset = static_cast<off_t>(slot * kMarkSlotBytes);
   if (::pwrite(fd_, &s, sizeof s, offset) != static_cast<ssize_t>(sizeof s)) {
     return std::unexpected(io_error("cannot write", path_));
   }
-  ++writes_;
   value_ = MarkReading{sequence, true};
+  return {};
+}
+
+Result<void> AckMark::write(uint64_t sequence, bool sync) {
+  if (auto r = put(working_slot_, sequence, sync); !r) return r;
   dirty_ = true;
   if (sync) return this->sync();
   return {};
@@ -197,6 +202,17 @@ Result<void> AckMark::sync() {
   if (!dirty_) return {};
   if (::fdatasync(fd_) != 0) return std::unexpected(io_error("cannot sync", path_));
   dirty_ = false;
+  working_slot_ = 1 - working_slot_;  // the synced value stays; the next writes go to the other slot
+  return {};
+}
+
+Result<void> AckMark::reset(uint64_t sequence, bool exact) {
+  // One slot at a time, each synced: a power cut tears at most one of them.
+  for (int i = 0; i < 2; ++i) {
+    if (auto r = put(working_slot_, sequence, exact); !r) return r;
+    dirty_ = true;
+    if (auto r = sync(); !r) return r;
+  }
   return {};
 }
 

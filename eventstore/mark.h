@@ -9,16 +9,20 @@
 // the sync to disk may follow later (StoreOptions::mark_sync_interval_ms). So
 // every value carries the boot it was written in and whether it was synced
 // before its reply:
-//   - written in the current boot, or synced before its reply: it is exactly
-//     the highest acknowledged sequence (`exact`);
-//   - written in an earlier boot without that sync: the machine went down
-//     before the value may have reached the disk, so the value read is a lower
-//     bound (later acknowledgements may be missing from it).
+//   - written in the current boot, or flagged synced before its reply: it is
+//     exactly the highest acknowledged sequence (`exact`);
+//   - otherwise (an unsynced run of writes, read after a reboot): a lower
+//     bound; acknowledgements written after the last sync may be missing.
+// Only writes that are synced before their reply, and the final value of a
+// clean stop, are flagged; an open that will write unsynced values first
+// resets both slots to unflagged ones (see reset()).
 //
-// Layout: two 4 KiB slots, written alternately. A slot holds magic, crc32c,
-// sequence, flags and the boot id. Reading takes the highest valid slot, so a
-// torn write of one slot leaves the other. Slots of the first format (magic,
-// crc32c, sequence; always synced before the reply) are read as exact.
+// Layout: two 4 KiB slots. A slot holds magic, crc32c, sequence, flags and the
+// boot id. Reading takes the highest valid slot. Unsynced writes all go to one
+// slot; a sync moves the writes to the other, so one slot always holds a
+// synced value and a torn write can only damage the slot being written. Slots
+// of the first format (magic, crc32c, sequence; always synced before the
+// reply) are read as exact.
 // Thread safety: one owner thread.
 
 #include <array>
@@ -66,21 +70,32 @@ class AckMark {
   // True when a written value has not been synced yet.
   bool dirty() const { return dirty_; }
 
-  // Writes `sequence` into the next slot; with `sync`, also syncs it before
-  // returning (the value is then exact across a power cut). An error is an I/O
-  // error: the caller must not acknowledge and should abort (DESIGN.md §9).
+  // Writes `sequence` into the working slot; with `sync`, also syncs it
+  // before returning and flags it exact (synced before its reply). Without,
+  // later writes replace it in the same slot until sync(): the other slot
+  // keeps the last synced value, so a torn write never takes both. An error
+  // is an I/O error: the caller must not acknowledge and should abort
+  // (DESIGN.md §9).
   [[nodiscard]] Result<void> write(uint64_t sequence, bool sync);
   [[nodiscard]] Result<void> store(uint64_t sequence) { return write(sequence, true); }
-  // Syncs the last written value; nothing to do when clean.
+  // Syncs the working slot, which then holds the synced value; writes move to
+  // the other slot. Nothing to do when clean.
   [[nodiscard]] Result<void> sync();
+  // Writes `sequence` into both slots, one at a time, each synced; `exact`
+  // flags them synced before their reply. Before unsynced writes, an open
+  // resets the file with exact = false: an exact slot left from an earlier
+  // run would otherwise read as exact after a power cut that lost the newer,
+  // unsynced values. A clean stop writes the final head with exact = true.
+  [[nodiscard]] Result<void> reset(uint64_t sequence, bool exact);
 
  private:
-  AckMark(int fd, std::string path, BootId boot, std::optional<MarkReading> value, uint64_t writes);
+  AckMark(int fd, std::string path, BootId boot, std::optional<MarkReading> value, int working_slot);
+  Result<void> put(int slot, uint64_t sequence, bool exact);
   int fd_;
   std::string path_;
   BootId boot_;
   std::optional<MarkReading> value_;
-  uint64_t writes_;
+  int working_slot_;  // 0 or 1: where the next write goes
   bool dirty_ = false;
 };
 

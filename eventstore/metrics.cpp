@@ -36,7 +36,7 @@ StoreMetrics::StoreMetrics(prometheus::Registry& r)
                                                             1024, 4096, 16384, 65536})),
       commit_seconds(BuildHistogram()
                          .Name("wpm_store_commit_seconds")
-                         .Help("Time to make one batch durable: write, WAL sync, mark sync")
+                         .Help("Time to make one batch durable: write, WAL sync, mark write")
                          .Register(r)
                          .Add({}, Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001,
                                                               0.0025, 0.005, 0.01, 0.025, 0.05,

@@ -222,7 +222,13 @@ Store::Store(StoreOptions options, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)), log_(std::move(log)) {}
 
 Store::~Store() {
-  sync_mark(true);
+  if (opened_ && mark_) {
+    // The final head, synced and flagged exact: nothing is acknowledged after it.
+    if (auto r = mark_->write(head(), true); !r) {
+      log_->critical("ack_mark_sync_failed error=\"{}\" at=close", r.error().message);
+    }
+    mark_dirty_since_.reset();
+  }
   // A clean stop leaves the memtables in tables, so the next start replays no WAL.
   if (db_ && !options_.read_only && !read_only()) {
     (void)apply_index();  // on error it has logged and turned read-only
@@ -367,6 +373,13 @@ Result<void> Store::recover() {
   std::string mark_path = options_.data_dir + "/acknowledged";
   BootId boot = options_.boot_id_for_test.empty() ? current_boot_id()
                                                   : boot_id_from_text(options_.boot_id_for_test);
+  mark_lazy_ = options_.mark_sync_interval_ms > 0;
+  if (mark_lazy_ && boot == BootId{}) {
+    // Without a boot id an unsynced mark could never be told from a synced one.
+    mark_lazy_ = false;
+    log_->warn("boot_id_unreadable path=/proc/sys/kernel/random/boot_id action=\"syncing the "
+               "acknowledged-sequence mark before every reply\"");
+  }
   RecoveryFacts facts;
   facts.salvage = options_.salvage;
   facts.read_only = options_.read_only;
@@ -436,8 +449,10 @@ Result<void> Store::recover() {
     std::string v;
     if (db_->Get(rocksdb::ReadOptions(), meta_cf_, kMetaLogBytes, &v).ok()) log_bytes_ = value_u64(v);
   }
-  if (!options_.read_only && (!facts.mark || plan.action == RecoveryAction::kKeepAbove)) {
-    if (auto r = mark_->store(head); !r) return std::unexpected(r.error());
+  if (!options_.read_only) {
+    // Both slots at the head, flagged exact only when every later value will
+    // be synced before its reply (see AckMark::reset).
+    if (auto r = mark_->reset(head, !mark_lazy_); !r) return std::unexpected(r.error());
   }
   if (head > 0) {
     auto record = get_record(head);
@@ -462,8 +477,12 @@ Result<void> Store::recover() {
   if (!options_.read_only) {
     if (auto r = verify_tail(); !r) return r;
   }
-  log_->info("store_opened dir={} head={} acknowledged={} log_bytes={}", options_.data_dir, head,
-             plan.acknowledged, log_bytes_);
+  std::string mark_sync = options_.read_only ? "none"
+                          : mark_lazy_     ? fmt::format("{}ms", options_.mark_sync_interval_ms)
+                                           : "before_reply";
+  log_->info("store_opened dir={} head={} acknowledged={} log_bytes={} mark_sync={}",
+             options_.data_dir, head, plan.acknowledged, log_bytes_, mark_sync);
+  opened_ = true;
   return {};
 }
 
@@ -654,7 +673,7 @@ std::optional<std::string> Store::make_durable(Staging& st) {
   kill_point("after_wal_sync");
   // Into the page cache now (it outlives a crash of this process); to disk now
   // or within mark_sync_interval_ms (sync_mark()).
-  bool sync_now = options_.mark_sync_interval_ms == 0;
+  bool sync_now = !mark_lazy_;
   if (auto r = mark_->write(st.next - 1, sync_now); !r) {
     log_->critical("ack_mark_write_failed error=\"{}\" action=\"aborting\"", r.error().message);
     log_->flush();

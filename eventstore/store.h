@@ -82,8 +82,8 @@ class Store {
   // Syncs the acknowledged-sequence mark written by the last commits when
   // mark_sync_interval_ms has passed since the first unsynced write, or at
   // once with `force`. Call it after the replies and whenever
-  // mark_sync_due_in() runs out; closing the store calls it. A failed sync
-  // aborts the process.
+  // mark_sync_due_in() runs out. Closing the store writes the final head,
+  // synced and flagged exact. A failed sync aborts the process.
   void sync_mark(bool force = false);
   // Time until sync_mark() has work to do; max() when the mark is synced.
   std::chrono::milliseconds mark_sync_due_in() const;
@@ -96,8 +96,9 @@ class Store {
   uint64_t head() const { return head_.load(std::memory_order_acquire); }
   bool read_only() const { return read_only_.load(std::memory_order_acquire); }
   uint64_t log_bytes() const;
-  // The acknowledged-sequence mark as found at open (offline tools compare it
-  // with what the log holds).
+  // What open found acknowledged: the mark, or derived data beyond it, or the
+  // head it kept above a lower-bound mark (offline tools compare it with what
+  // the log holds).
   uint64_t acknowledged_at_open() const { return acknowledged_at_open_; }
   const StoreOptions& options() const { return options_; }
 
@@ -173,8 +174,12 @@ class Store {
   std::array<uint64_t, kEventTypeMax + 1> type_counts_{};
 
   uint64_t acknowledged_at_open_ = 0;
+  // Whether the mark is synced within mark_sync_interval_ms (true) or before
+  // every reply; decided at open.
+  bool mark_lazy_ = false;
   // When the mark was first written without a sync since the last sync.
   std::optional<std::chrono::steady_clock::time_point> mark_dirty_since_;
+  bool opened_ = false;  // recover() succeeded: closing may write the final mark
   std::atomic<uint64_t> head_{0};
   std::atomic<bool> read_only_{false};
   mutable std::mutex read_only_mutex_;  // guards read_only_reason_

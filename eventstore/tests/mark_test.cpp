@@ -281,6 +281,39 @@ TEST_F(AckMarkTest, FirstFormatSlotIsReadAsExact) {
   EXPECT_EQ(slot_holding(kSecond), 1);
 }
 
+// Unsynced writes replace each other in one slot; the other slot keeps the
+// last synced value, so a torn write cannot take both.
+TEST_F(AckMarkTest, UnsyncedWritesShareOneSlotUntilSynced) {
+  auto mark = open_mark();
+  ASSERT_TRUE(mark->store(kFirst).has_value());
+  int synced = slot_holding(kFirst);
+  ASSERT_TRUE(mark->write(kSecond, false).has_value());
+  int working = slot_holding(kSecond);
+  ASSERT_NE(working, synced);
+  ASSERT_TRUE(mark->write(kThird, false).has_value());
+  EXPECT_EQ(slot_holding(kThird), working);
+  EXPECT_EQ(slot_holding(kFirst), synced) << "the synced value is kept";
+  ASSERT_TRUE(mark->sync().has_value());
+  ASSERT_TRUE(mark->write(kFirst + 10, false).has_value());
+  EXPECT_EQ(slot_holding(kFirst + 10), synced) << "after a sync, writes move to the other slot";
+  EXPECT_EQ(slot_holding(kThird), working);
+}
+
+// An exact value left in one slot must not outlive a reset to unsynced
+// writes: a power cut that loses those writes would otherwise bring back the
+// old value as exact, and acknowledged records above it would be discarded.
+TEST_F(AckMarkTest, ResetLeavesNoExactSlotBehind) {
+  auto mark = open_mark();
+  ASSERT_TRUE(mark->store(kFirst).has_value());
+  ASSERT_TRUE(mark->reset(kFirst, false).has_value());
+  ASSERT_TRUE(mark->write(kSecond, false).has_value());
+  int lost = slot_holding(kSecond);
+  ASSERT_NE(lost, -1);
+  mark.reset();
+  corrupt_slot(lost, kSecond);  // the unsynced write did not survive the power cut
+  EXPECT_EQ(read_mark(boot_id_from_text("the next boot")), (MarkReading{kFirst, false}));
+}
+
 TEST(BootId, ParsesTheKernelsBootIdOrIsZero) {
   BootId id = current_boot_id();
   std::ifstream in("/proc/sys/kernel/random/boot_id");

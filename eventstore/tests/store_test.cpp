@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -127,11 +128,19 @@ class StoreTest : public ::testing::Test {
     ASSERT_TRUE(mark.has_value()) << mark.error().message;
     // The mark keeps two slots and reads back the higher valid one: lowering it
     // takes a write to each slot.
-    ASSERT_TRUE((*mark)->write(value, synced).has_value());
-    ASSERT_TRUE((*mark)->write(value, synced).has_value());
+    ASSERT_TRUE((*mark)->reset(value, synced).has_value());
   }
   void store_mark(uint64_t value) { store_mark(value, this_boot(), true); }
   BootId this_boot() const { return boot_id_from_text(options_.boot_id_for_test); }
+  static std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  static void write_file(const std::string& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    ASSERT_TRUE(out.good());
+  }
 
   void expect_chain_sound_from_one(uint64_t head) {
     ChainVerifier verifier;
@@ -642,7 +651,7 @@ TEST_F(StoreTest, ReopenContinuesSequenceAndChain) {
 // Records above the mark whose derived data exists were acknowledged: the
 // mark file is stale (another backup). Discarding them would shorten the log.
 // (Records above the mark without derived data, a crash between the WAL sync
-// and the mark sync, are discarded: tests/integration, kill points.)
+// and the mark write, are discarded: tests/integration, kill points.)
 TEST_F(StoreTest, MarkFileOlderThanTheLogRefusesToOpen) {
   open();
   commit_ok(on_stream("s1", 2, "key-1"));
@@ -681,6 +690,26 @@ TEST_F(StoreTest, RecordsAboveAnUnsyncedMarkOfAnEarlierBootAreKept) {
   ASSERT_TRUE(mark.has_value());
   EXPECT_EQ(*mark, (std::optional<MarkReading>(MarkReading{5, true})))
       << "the adopted head is synced at open";
+}
+
+// A power cut that loses the unsynced mark writes (and the final one of a
+// clean stop) after an open: the mark on disk is the one the open wrote, and it
+// must read as a lower bound, or the acknowledged records above it would be
+// discarded.
+TEST_F(StoreTest, LostUnsyncedMarkAfterAnOpenKeepsTheAcknowledgedRecords) {
+  open();
+  commit_ok(on_stream("s1", 2, "key-1"));
+  close();
+  open();
+  std::string mark_path = options_.data_dir + "/acknowledged";
+  std::string after_open = read_file(mark_path);
+  commit_ok(on_stream("s1", 3, "key-2", {}, 10));
+  close();
+  write_file(mark_path, after_open);
+  options_.boot_id_for_test = "the next boot";
+  Store& store = open();
+  EXPECT_EQ(store.head(), 5u) << "acknowledged records were discarded";
+  expect_chain_sound_from_one(5);
 }
 
 // The same mark in this boot is exact: derived data beyond it means the file
