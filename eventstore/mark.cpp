@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "eventstore/constants.h"
+#include "schemas/assert.h"
 #include "schemas/hash.h"
 
 namespace wpm::eventstore {
@@ -153,7 +154,6 @@ Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path, const Bo
     ::close(dir_fd);
   }
   auto [value, slot] = *slots;
-  // Next write goes to the slot not holding the current value.
   // Writes go to the slot not holding the current value.
   return std::unique_ptr<AckMark>(new AckMark(fd, path, boot, value, slot == 0 ? 1 : 0));
 }
@@ -192,6 +192,7 @@ Result<void> AckMark::put(int slot, uint64_t sequence, bool exact) {
 }
 
 Result<void> AckMark::write(uint64_t sequence, bool sync) {
+  WPM_ASSERT(sync || unsynced_allowed_, "unsynced mark writes need reset(sequence, false) first");
   if (auto r = put(working_slot_, sequence, sync); !r) return r;
   dirty_ = true;
   if (sync) return this->sync();
@@ -207,6 +208,7 @@ Result<void> AckMark::sync() {
 }
 
 Result<void> AckMark::reset(uint64_t sequence, bool exact) {
+  unsynced_allowed_ = !exact;
   // One slot at a time, each synced: a power cut tears at most one of them.
   for (int i = 0; i < 2; ++i) {
     if (auto r = put(working_slot_, sequence, exact); !r) return r;

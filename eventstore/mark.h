@@ -73,7 +73,8 @@ class AckMark {
   // Writes `sequence` into the working slot; with `sync`, also syncs it
   // before returning and flags it exact (synced before its reply). Without,
   // later writes replace it in the same slot until sync(): the other slot
-  // keeps the last synced value, so a torn write never takes both. An error
+  // keeps the last synced value, so a torn write never takes both. Unsynced
+  // writes are allowed only after reset(…, false) (asserted). An error
   // is an I/O error: the caller must not acknowledge and should abort
   // (DESIGN.md §9).
   [[nodiscard]] Result<void> write(uint64_t sequence, bool sync);
@@ -97,6 +98,7 @@ class AckMark {
   std::optional<MarkReading> value_;
   int working_slot_;  // 0 or 1: where the next write goes
   bool dirty_ = false;
+  bool unsynced_allowed_ = false;  // reset(…, false) ran: no exact slot is left
 };
 
 }  // namespace wpm::eventstore

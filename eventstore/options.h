@@ -49,7 +49,8 @@ struct StoreOptions {
   // wpmd reads it from WPM_TEST_KILL_POINT. Default: empty (never).
   std::string kill_point;
   // Tests only: a stand-in for the kernel's boot id, so that a test can open
-  // the store "after a reboot". Default: empty (the real boot id).
+  // the store "after a reboot"; "unreadable" stands for a boot id that cannot
+  // be read. Default: empty (the real boot id).
   std::string boot_id_for_test;
 };
 

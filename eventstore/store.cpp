@@ -371,8 +371,9 @@ Result<uint64_t> Store::last_stored_sequence() const {
 
 Result<void> Store::recover() {
   std::string mark_path = options_.data_dir + "/acknowledged";
-  BootId boot = options_.boot_id_for_test.empty() ? current_boot_id()
-                                                  : boot_id_from_text(options_.boot_id_for_test);
+  BootId boot = options_.boot_id_for_test.empty()          ? current_boot_id()
+                : options_.boot_id_for_test == "unreadable" ? BootId{}
+                                                            : boot_id_from_text(options_.boot_id_for_test);
   mark_lazy_ = options_.mark_sync_interval_ms > 0;
   if (mark_lazy_ && boot == BootId{}) {
     // Without a boot id an unsynced mark could never be told from a synced one.

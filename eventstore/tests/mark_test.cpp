@@ -225,6 +225,7 @@ TEST_F(AckMarkTest, OpenInMissingDirectoryIsAnIoError) {
 TEST_F(AckMarkTest, UnsyncedValueIsExactInItsBootAndALowerBoundAfterAReboot) {
   {
     auto mark = open_mark();
+    ASSERT_TRUE(mark->reset(0, false).has_value());
     ASSERT_TRUE(mark->write(kFirst, false).has_value());
     EXPECT_TRUE(mark->dirty());
   }
@@ -233,6 +234,7 @@ TEST_F(AckMarkTest, UnsyncedValueIsExactInItsBootAndALowerBoundAfterAReboot) {
   // A later sync does not change what the slot says: it was not synced before its reply.
   {
     auto mark = open_mark();
+    ASSERT_TRUE(mark->reset(kFirst, false).has_value());
     ASSERT_TRUE(mark->write(kSecond, false).has_value());
     ASSERT_TRUE(mark->sync().has_value());
     EXPECT_FALSE(mark->dirty());
@@ -243,6 +245,7 @@ TEST_F(AckMarkTest, UnsyncedValueIsExactInItsBootAndALowerBoundAfterAReboot) {
 TEST_F(AckMarkTest, ValueSyncedBeforeItsReplyIsExactInAnyBoot) {
   {
     auto mark = open_mark();
+    ASSERT_TRUE(mark->reset(0, false).has_value());
     ASSERT_TRUE(mark->write(kFirst, false).has_value());
     ASSERT_TRUE(mark->store(kSecond).has_value());
     EXPECT_FALSE(mark->dirty());
@@ -254,6 +257,7 @@ TEST_F(AckMarkTest, UnknownBootIdMatchesNoBoot) {
   BootId unknown{};
   auto m = AckMark::open(path_, unknown);
   ASSERT_TRUE(m.has_value());
+  ASSERT_TRUE((*m)->reset(0, false).has_value());
   ASSERT_TRUE((*m)->write(kFirst, false).has_value());
   m->reset();
   EXPECT_EQ(read_mark(unknown), (MarkReading{kFirst, false}))
@@ -276,7 +280,7 @@ TEST_F(AckMarkTest, FirstFormatSlotIsReadAsExact) {
   }
   EXPECT_EQ(read_mark(boot_id_from_text("any boot")), (MarkReading{kFirst, true}));
   auto mark = open_mark();
-  ASSERT_TRUE(mark->write(kSecond, false).has_value());
+  ASSERT_TRUE(mark->store(kSecond).has_value());
   EXPECT_EQ(slot_holding(kFirst), 0) << "the first-format value is kept in its slot";
   EXPECT_EQ(slot_holding(kSecond), 1);
 }
@@ -285,8 +289,11 @@ TEST_F(AckMarkTest, FirstFormatSlotIsReadAsExact) {
 // last synced value, so a torn write cannot take both.
 TEST_F(AckMarkTest, UnsyncedWritesShareOneSlotUntilSynced) {
   auto mark = open_mark();
-  ASSERT_TRUE(mark->store(kFirst).has_value());
+  ASSERT_TRUE(mark->reset(0, false).has_value());
+  ASSERT_TRUE(mark->write(kFirst, false).has_value());
+  ASSERT_TRUE(mark->sync().has_value());
   int synced = slot_holding(kFirst);
+  ASSERT_NE(synced, -1);
   ASSERT_TRUE(mark->write(kSecond, false).has_value());
   int working = slot_holding(kSecond);
   ASSERT_NE(working, synced);
