@@ -20,7 +20,7 @@
 //
 // Every figure is events per second of wall-clock time, the median of kRounds interleaved
 // rounds. A summary at the end sets the endpoint figures beside the raw ones and against the
-// targets; targets are reported, never enforced. About a minute on two cores.
+// targets; targets are reported, never enforced. About two minutes on two cores.
 
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
@@ -70,9 +70,10 @@ constexpr size_t kTargetRecordBytes = 200;
 // Every benchmark runs once per round, endpoint and raw side by side at each batch size, and the
 // summary takes the median over rounds: fsync latency swings by 10x when anything else touches
 // the disk, and interleaving keeps one slow spell from landing on one side of a ratio only.
-constexpr int kRounds = 3;
+// Five rounds: with three, one disturbed round moved the batch-256 ratio by 0.1 between runs.
+constexpr int kRounds = 5;
 // Seconds each run lasts at least (Google Benchmark grows the iteration count until a run lasts
-// this long). With kRounds, the whole binary takes about a minute on two cores.
+// this long). With kRounds, the whole binary takes about two minutes on two cores.
 constexpr double kWriteMinTimeS = 0.8;
 constexpr double kReadMinTimeS = 0.5;
 
