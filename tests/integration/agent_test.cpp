@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/netns_child.h"
 #include "tests/support/process.h"
 
 namespace wpm::testing {
@@ -324,54 +325,6 @@ TEST_F(Agent, SystemWparCommandsExitWithTheirDocumentedCodes) {
 
 constexpr int kListenPort = 7000;
 
-// A child process holding a new network namespace until released (destructor).
-class NetnsHolder {
- public:
-  NetnsHolder() {
-    int ready[2], release[2];
-    if (::pipe2(ready, O_CLOEXEC) != 0) return;
-    if (::pipe2(release, O_CLOEXEC) != 0) {
-      ::close(ready[0]);
-      ::close(ready[1]);
-      return;
-    }
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(ready[0]);
-      ::close(release[1]);
-      if (::unshare(CLONE_NEWNET) != 0) ::_exit(90);
-      char c = 1;
-      if (::write(ready[1], &c, 1) != 1) ::_exit(91);
-      pollfd p{release[0], POLLIN, 0};
-      ::poll(&p, 1, 300'000);  // bounded: no test takes five minutes
-      ::_exit(0);
-    }
-    ::close(ready[1]);
-    ::close(release[0]);
-    release_ = release[1];
-    pollfd p{ready[0], POLLIN, 0};
-    char c = 0;
-    ready_ = pid_ > 0 && ::poll(&p, 1, 5000) == 1 && ::read(ready[0], &c, 1) == 1;
-    ::close(ready[0]);
-  }
-  NetnsHolder(const NetnsHolder&) = delete;
-  NetnsHolder& operator=(const NetnsHolder&) = delete;
-  ~NetnsHolder() {
-    if (release_ >= 0) ::close(release_);
-    if (pid_ > 0 && !wait_exit(pid_, std::chrono::seconds(5))) {
-      ::kill(pid_, SIGKILL);
-      wait_exit(pid_, std::chrono::seconds(5));
-    }
-  }
-  bool ready() const { return ready_; }
-  pid_t pid() const { return pid_; }
-  std::string netns_path() const { return "/proc/" + std::to_string(pid_) + "/ns/net"; }
-
- private:
-  pid_t pid_ = -1;
-  int release_ = -1;
-  bool ready_ = false;
-};
 
 // From a child in `netns_path`: connects to address:port, sends 'a', expects
 // 'b' (wpm-test-listen's answer). True when it got it.
@@ -429,7 +382,7 @@ class AgentNetwork : public Agent {
     address_ = subnet_ + ".50";
     host_if_ = "wpmh" + std::to_string(::getpid()) + "x" + std::to_string(++counter);
     saved_forward_ = read_ip_forward();
-    client_.emplace();
+    client_.emplace(hold_namespace);
     ASSERT_TRUE(client_->ready()) << "the client namespace did not start";
     std::string ns = "--net=" + client_->netns_path();
     for (const auto& cmd : std::vector<std::vector<std::string>>{
@@ -490,7 +443,7 @@ class AgentNetwork : public Agent {
   static constexpr const char* kNsenter = "/usr/bin/nsenter";
   std::string subnet_, address_, host_if_, saved_forward_;
   std::vector<std::string> host_ends_;
-  std::optional<NetnsHolder> client_;
+  std::optional<NetnsChild> client_;
   pid_t lost_init_ = 0;
 };
 

@@ -32,6 +32,8 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/netns_child.h"
+
 #include "agents/runtime/supervisor.h"
 #include "agents/runtime/wpar_files.h"
 
@@ -40,6 +42,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using K = VethOperation::Kind;
+using wpm::testing::hold_namespace;
+using wpm::testing::NetnsChild;
 
 const std::vector<HostInterface> kInterfaces = {{"eth0", *parse_cidr("192.168.5.10/24")},
                                                 {"eth1", *parse_cidr("10.1.0.1/16")},
@@ -182,54 +186,6 @@ int wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
   ::kill(pid, SIGKILL);
   ::waitpid(pid, &status, 0);
   return -1;
-}
-
-// A child process in a new network namespace. `body` runs there after
-// unshare with the ready pipe's write end (write one byte once ready) and the
-// release pipe's read end (EOF: the test is over). The destructor releases it
-// and reaps it, killing it if it does not end in time.
-class NetnsChild {
- public:
-  explicit NetnsChild(const std::function<int(int ready, int release)>& body) {
-    int ready[2], release[2];
-    if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(release, O_CLOEXEC) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(ready[0]);
-      ::close(release[1]);
-      if (::unshare(CLONE_NEWNET) != 0) ::_exit(90);
-      ::_exit(body(ready[1], release[0]));
-    }
-    ::close(ready[1]);
-    ::close(release[0]);
-    release_ = release[1];
-    pollfd p{ready[0], POLLIN, 0};
-    char c = 0;
-    ready_ = pid_ > 0 && ::poll(&p, 1, 5000) == 1 && ::read(ready[0], &c, 1) == 1;
-    ::close(ready[0]);
-  }
-  NetnsChild(const NetnsChild&) = delete;
-  NetnsChild& operator=(const NetnsChild&) = delete;
-  ~NetnsChild() {
-    if (release_ >= 0) ::close(release_);
-    if (pid_ > 0) wait_exit(pid_, 5s);
-  }
-  pid_t pid() const { return pid_; }
-  bool ready() const { return ready_; }
-  std::string netns_path() const { return fmt::format("/proc/{}/ns/net", pid_); }
-
- private:
-  pid_t pid_ = -1;
-  int release_ = -1;
-  bool ready_ = false;
-};
-
-int hold_namespace(int ready, int release) {
-  char c = 1;
-  if (::write(ready, &c, 1) != 1) return 91;
-  pollfd p{release, POLLIN, 0};
-  ::poll(&p, 1, 120'000);  // bounded: a test never takes two minutes
-  return 0;
 }
 
 constexpr uint16_t kPort = 7000;
