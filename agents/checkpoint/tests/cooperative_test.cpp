@@ -74,6 +74,10 @@ class Cooperative : public ::testing::Test {
     spec.name = "w";
     spec.command = std::move(command);
     spec.checkpointable = checkpointable;
+    return start_spec(std::move(spec));
+  }
+  // Writes `spec` (with the trigger directory) and starts its supervisor.
+  runtime::WparRecord start_spec(runtime::WparSpec spec) {
     spec.env["WPM_STATE_DIR"] = trigger_dir(root_, "w");
     EXPECT_TRUE(files().create_dir().has_value());
     EXPECT_TRUE(files().write_spec(spec).has_value());
@@ -107,12 +111,7 @@ class Cooperative : public ::testing::Test {
                     "--state-bytes",
                     std::to_string(state_bytes)};
     spec.checkpointable = true;
-    spec.env["WPM_STATE_DIR"] = trigger_dir(root_, "w");
-    EXPECT_TRUE(files().create_dir().has_value());
-    EXPECT_TRUE(files().write_spec(spec).has_value());
-    auto r = runtime::start_supervisor(launch());
-    EXPECT_TRUE(r.has_value()) << r.error().message;
-    return r.value_or(runtime::WparRecord{});
+    return start_spec(std::move(spec));
   }
   // The counter's count as the system WPAR writes it: in its private /home.
   uint64_t count_inside() const {
