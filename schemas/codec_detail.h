@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <kj/exception.h>
 
+#include <bit>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -54,38 +55,68 @@ Enum checked_enum(uint16_t raw, uint16_t max, const char* what) {
   return static_cast<Enum>(raw);
 }
 
+// The flat form of a one-segment message: the segment table, then the segment,
+// after `prefix_bytes` zero bytes.
+inline std::string flat_single(size_t prefix_bytes, kj::ArrayPtr<const capnp::word> segment) {
+  size_t words = segment.size();
+  std::string out;
+  out.resize_and_overwrite(prefix_bytes + 8 + words * sizeof(capnp::word), [&](char* p, size_t n) {
+    std::memset(p, 0, prefix_bytes);
+    uint32_t table[2] = {0, static_cast<uint32_t>(words)};  // segment count - 1, size
+    std::memcpy(p + prefix_bytes, table, 8);
+    std::memcpy(p + prefix_bytes + 8, segment.begin(), words * sizeof(capnp::word));
+    return n;
+  });
+  return out;
+}
+
+inline kj::Array<capnp::word> zeroed_words(size_t words) {
+  auto a = kj::heapArray<capnp::word>(words);
+  std::memset(a.begin(), 0, a.size() * sizeof(capnp::word));
+  return a;
+}
+
 // Builds a message in a reused, zeroed first segment (Cap'n Proto zeroes a
 // caller-provided segment again when the builder is destroyed) and writes it
 // flat after `prefix_bytes` zero bytes: one allocation, one copy.
+//
+// The output is always one segment: a reader follows far pointers of a
+// multi-segment message through a locked segment table, which made decoding a
+// 256-event append a fifth slower. A message that outgrows the scratch segment
+// is built again in one that fits, and the scratch grows (up to
+// kScratchWordsMax) so that the next message of that size is built once.
 template <typename Fill>
 std::string build_flat(size_t prefix_bytes, Fill fill) {
-  constexpr size_t kScratchWords = 4096;  // 32 KiB: typical events fit one segment
-  thread_local kj::Array<capnp::word> scratch = [] {
-    auto a = kj::heapArray<capnp::word>(kScratchWords);
-    std::memset(a.begin(), 0, a.size() * sizeof(capnp::word));
-    return a;
-  }();
-  capnp::MallocMessageBuilder message(scratch.asPtr());
-  fill(message);
-  auto segments = message.getSegmentsForOutput();
-  std::string out;
-  if (segments.size() == 1) {
-    size_t words = segments[0].size();
-    size_t size = prefix_bytes + 8 + words * sizeof(capnp::word);
-    out.resize_and_overwrite(size, [&](char* p, size_t n) {
-      std::memset(p, 0, prefix_bytes);
-      uint32_t table[2] = {0, static_cast<uint32_t>(words)};  // segment count - 1, size
-      std::memcpy(p + prefix_bytes, table, 8);
-      std::memcpy(p + prefix_bytes + 8, segments[0].begin(), words * sizeof(capnp::word));
-      return n;
-    });
-  } else {
+  constexpr size_t kScratchWordsMin = 4096;      // 32 KiB: typical events and replies
+  constexpr size_t kScratchWordsMax = 1u << 17;  // 1 MiB: an append of 4096 small events
+  thread_local kj::Array<capnp::word> scratch = zeroed_words(kScratchWordsMin);
+  size_t total_words = 0;
+  {
+    capnp::MallocMessageBuilder message(scratch.asPtr());
+    fill(message);
+    auto segments = message.getSegmentsForOutput();
+    if (segments.size() == 1) return flat_single(prefix_bytes, segments[0]);
+    for (auto segment : segments) total_words += segment.size();
+  }
+  // One segment of the multi-segment size always fits: it only drops far pointers.
+  auto build_in = [&](capnp::MallocMessageBuilder& message) {
+    fill(message);
+    auto segments = message.getSegmentsForOutput();
+    if (segments.size() == 1) return flat_single(prefix_bytes, segments[0]);
     kj::Array<capnp::word> flat = capnp::messageToFlatArray(segments);
     auto bytes = flat.asBytes();
-    out.assign(prefix_bytes, '\0');
+    std::string out(prefix_bytes, '\0');
     out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+    return out;
+  };
+  if (total_words <= kScratchWordsMax) {
+    scratch = zeroed_words(std::bit_ceil(total_words));
+    capnp::MallocMessageBuilder message(scratch.asPtr());
+    return build_in(message);
   }
-  return out;
+  capnp::MallocMessageBuilder message(static_cast<unsigned>(total_words),
+                                      capnp::AllocationStrategy::FIXED_SIZE);
+  return build_in(message);
 }
 
 // ---- the guarded decode ----------------------------------------------------

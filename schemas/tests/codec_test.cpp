@@ -4,6 +4,8 @@
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "schemas/events.capnp.h"
 #include "schemas/store.capnp.h"
 
@@ -56,6 +58,37 @@ TEST(Codec, RequestAndReplyRoundTrip) {
     auto r = decode_reply(encode_reply(reply));
     ASSERT_TRUE(r.has_value()) << r.error().message;
     EXPECT_EQ(*r, reply);
+  }
+}
+
+// The first word of a flat message is the segment count minus one.
+uint32_t segment_count(const std::string& frame) {
+  uint32_t minus_one = 0;
+  std::memcpy(&minus_one, frame.data(), 4);
+  return minus_one + 1;
+}
+
+AppendRequest request_of(size_t events, size_t blob_bytes) {
+  AppendRequest a;
+  a.idempotency_key = "k";
+  for (size_t i = 0; i < events; ++i) {
+    a.events.push_back(EventDraft{"s1", "", "", "me", Synthetic{"r", i, "", std::string(blob_bytes, 'b')}});
+  }
+  return a;
+}
+
+TEST(Codec, LargeMessagesAreEncodedAsOneSegment) {
+  // Over the 32 KiB scratch segment (built again in a larger one), then over
+  // its 1 MiB cap (built in a segment of its own), then small again.
+  for (auto [events, blob] : {std::pair<size_t, size_t>{256, 100}, {512, 3000}, {4, 10}, {256, 100}}) {
+    Request req{1, request_of(events, blob)};
+    std::string frame = encode_request(req);
+    EXPECT_EQ(segment_count(frame), 1u) << events << " events of " << blob << " bytes";
+    DecodeLimits limits;
+    limits.max_frame_bytes = 4u << 20;
+    auto back = decode_request(frame, limits);
+    ASSERT_TRUE(back.has_value()) << back.error().message;
+    EXPECT_EQ(std::get<AppendRequest>(back->body).events, std::get<AppendRequest>(req.body).events);
   }
 }
 
