@@ -29,7 +29,10 @@ void StoreClient::reconnect() {
 
 Result<Reply> StoreClient::call(RequestBody body, Repeat repeat) {
   Request request{next_request_id_++, std::move(body)};
-  std::string frame = encode_request(request);
+  return exchange(request.request_id, encode_request(request), repeat);
+}
+
+Result<Reply> StoreClient::exchange(uint64_t request_id, const std::string& frame, Repeat repeat) {
   int attempts = repeat == Repeat::kSafe ? options_.attempts : 1;
   for (int attempt = 1; attempt <= attempts; ++attempt) {
     socket_->send(zmq::buffer(frame), zmq::send_flags::none);
@@ -48,7 +51,7 @@ Result<Reply> StoreClient::call(RequestBody body, Repeat repeat) {
         return fail(ErrorCode::kInternal,
                     fmt::format("malformed reply from {}: {}", endpoint_, reply.error().message));
       }
-      if (reply->request_id != request.request_id) continue;  // a late reply to an old attempt
+      if (reply->request_id != request_id) continue;  // a late reply to an old attempt
       return reply;
     }
     reconnect();
@@ -72,7 +75,8 @@ Result<T> expect_body(Result<Reply> reply) {
 
 Result<AppendResult> StoreClient::append(const AppendRequest& request) {
   Repeat repeat = request.idempotency_key.empty() ? Repeat::kNever : Repeat::kSafe;
-  return expect_body<AppendResult>(call(request, repeat));
+  uint64_t id = next_request_id_++;
+  return expect_body<AppendResult>(exchange(id, encode_request(id, request), repeat));
 }
 
 Result<ReadReply> StoreClient::read_range(const ReadRangeRequest& request) {

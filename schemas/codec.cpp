@@ -266,15 +266,18 @@ AppendRequest get_append(s::AppendRequest::Reader r) {
   return a;
 }
 
+void put_append(const AppendRequest& body, s::AppendRequest::Builder a) {
+  a.setIdempotencyKey(text(body.idempotency_key));
+  put_batch(body, a.initBatch());
+}
+
 void put_request(const Request& req, s::Request::Builder b) {
   b.setRequestId(req.request_id);
   std::visit(
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
         if constexpr (std::is_same_v<T, AppendRequest>) {
-          auto a = b.initAppend();
-          a.setIdempotencyKey(text(body.idempotency_key));
-          put_batch(body, a.initBatch());
+          put_append(body, b.initAppend());
         } else if constexpr (std::is_same_v<T, ReadRangeRequest>) {
           auto x = b.initReadRange();
           x.setFrom(body.from);
@@ -436,6 +439,14 @@ Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits) {
 
 std::string encode_request(const Request& request) {
   return build_flat(0, [&](capnp::MessageBuilder& m) { put_request(request, m.initRoot<s::Request>()); });
+}
+
+std::string encode_request(uint64_t request_id, const AppendRequest& append) {
+  return build_flat(0, [&](capnp::MessageBuilder& m) {
+    auto b = m.initRoot<s::Request>();
+    b.setRequestId(request_id);
+    put_append(append, b.initAppend());
+  });
 }
 
 Result<Request> decode_request(std::string_view bytes, const DecodeLimits& limits) {

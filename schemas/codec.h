@@ -45,6 +45,8 @@ std::string encode_event(const EventHeader& header, const EventDraft& draft, siz
 Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits = {});
 
 std::string encode_request(const Request& request);
+// The same for an append, without copying its events into a Request first.
+std::string encode_request(uint64_t request_id, const AppendRequest& append);
 Result<Request> decode_request(std::string_view bytes, const DecodeLimits& limits = {});
 // Reads only the request id of a request that failed to decode, so that the
 // error reply reaches the caller waiting for it. 0 when unreadable.

@@ -44,6 +44,7 @@ TEST(Codec, RequestAndReplyRoundTrip) {
   a.expectations = {{"s1", ExpectKind::kExact, 3}, {"s2", ExpectKind::kNoStream, 0}};
   a.events = {EventDraft{"s1", "c", "d", "me", Synthetic{"r", 1, "", ""}}};
   Request req{9, a};
+  EXPECT_EQ(encode_request(9, a), encode_request(req));
   auto back = decode_request(encode_request(req));
   ASSERT_TRUE(back.has_value()) << back.error().message;
   auto& got = std::get<AppendRequest>(back->body);
