@@ -70,12 +70,18 @@ StoreMetrics::StoreMetrics(prometheus::Registry& r)
                            .Name("wpm_store_published_events_total")
                            .Help("Events published on the publication endpoint")
                            .Register(r)
-                           .Add({})) {}
+                           .Add({})) {
+  static_assert(static_cast<size_t>(RequestKind::kStats) + 1 == kRequestKinds);
+  static constexpr const char* kKinds[kRequestKinds] = {"append", "read_range", "read_stream",
+                                                        "stats"};
+  for (size_t k = 0; k < kRequestKinds; ++k) {
+    requests_[k][0] = &requests_family.Add({{"kind", kKinds[k]}, {"result", "error"}});
+    requests_[k][1] = &requests_family.Add({{"kind", kKinds[k]}, {"result", "ok"}});
+  }
+}
 
 prometheus::Counter& StoreMetrics::request(RequestKind kind, bool ok) {
-  static constexpr const char* kKinds[] = {"append", "read_range", "read_stream", "stats"};
-  return requests_family.Add(
-      {{"kind", kKinds[static_cast<int>(kind)]}, {"result", ok ? "ok" : "error"}});
+  return *requests_[static_cast<size_t>(kind)][ok ? 1 : 0];
 }
 
 }  // namespace wpm::eventstore

@@ -8,6 +8,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
+
 namespace wpm::eventstore {
 
 enum class RequestKind { kAppend, kReadRange, kReadStream, kStats };
@@ -29,6 +31,12 @@ struct StoreMetrics {
   prometheus::Gauge& read_only;
   prometheus::Counter& malformed_frames;
   prometheus::Counter& published_events;
+
+ private:
+  // Every kind and result, made at start: zeros are exported from the start,
+  // and the hot path skips the family's locked label lookup.
+  static constexpr size_t kRequestKinds = 4;
+  std::array<std::array<prometheus::Counter*, 2>, kRequestKinds> requests_{};
 };
 
 }  // namespace wpm::eventstore

@@ -724,13 +724,13 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
     return out;
   }
   // Everything is staged on copies; members change only once the batch is durable.
-  Staging st;
+  size_t events = 0;
+  for (const AppendRequest& req : requests) events += req.events.size();
+  Staging st(events);
   st.next = head() + 1;
   st.chain = chain_;
   st.log_bytes = log_bytes_;
   st.type_counts = type_counts_;
-  size_t events = 0;
-  for (const AppendRequest& req : requests) events += req.events.size();
   st.committed.reserve(events);
   for (const AppendRequest& req : requests) out.results.push_back(stage(req, now_ns, st));
   if (st.committed.empty()) return out;

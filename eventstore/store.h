@@ -135,6 +135,12 @@ class Store {
   // sequences when the events are the same, kIdempotencyKeyReused when not.
   // One batch being staged: copies of the sequencer state plus what it adds.
   struct Staging {
+    // Reserves room for `events` typical records: a batch grown by doubling
+    // was copied about ten times at 256 events, a sixth of the staging time.
+    explicit Staging(size_t events)
+        : batch(events * kStagedRecordBytes), index(events * kStagedIndexBytes) {}
+    static constexpr size_t kStagedRecordBytes = 384;  // a small event's record, key, framing
+    static constexpr size_t kStagedIndexBytes = 64;    // its stream-index entry
     uint64_t next = 1;
     std::array<uint8_t, 32> chain{};
     uint64_t log_bytes = 0;
