@@ -309,17 +309,27 @@ Result<void> Store::open_database() {
   db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db.info_log = std::make_shared<RocksLogger>(log_);
   db.avoid_flush_during_shutdown = false;
+  // Flushes and compactions yield the CPU to the sequencer and the request
+  // path (nice 19): on a small machine they otherwise delay the wake-ups an
+  // acknowledgement waits for. They run whenever those are idle, and RocksDB
+  // stalls writers before memtables or level 0 could grow without bound.
+  if (!options_.read_only) {
+    for (auto pool : {rocksdb::Env::Priority::LOW, rocksdb::Env::Priority::HIGH}) {
+      rocksdb::Env::Default()->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow);
+    }
+  }
 
   rocksdb::ColumnFamilyOptions log_cf;
   log_cf.write_buffer_size = options_.write_buffer_bytes;
   // Log keys only grow: one insert hint for the whole column family turns each
   // memtable insert into an append at the remembered position.
   log_cf.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(0));
-  // Flushes stay cheap on the write path's machine (no compression in the
-  // upper levels); the log is compressed once, in the bottommost level, where
-  // it spends its life.
-  log_cf.compression = rocksdb::kNoCompression;
-  log_cf.bottommost_compression = rocksdb::kZSTD;
+  // The log is compressed once, by the flush, and at every level alike: keys
+  // only grow, so files never overlap and each compaction is a trivial move
+  // (RocksDB moves a file only when the compression of both levels matches).
+  // Leaving the upper levels uncompressed made every byte be read, compressed
+  // and written again on its way down, which slowed the WAL syncs it competed with.
+  log_cf.compression = rocksdb::kZSTD;
   rocksdb::ColumnFamilyOptions small_cf;
   small_cf.write_buffer_size = options_.write_buffer_bytes / 4;
   rocksdb::ColumnFamilyOptions streams_cf = small_cf;
