@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "bus/constants.h"
 
 namespace wpm::bus {
@@ -32,6 +34,26 @@ std::optional<Result<std::vector<zmq::message_t>>> recv_message(zmq::socket_t& s
         fmt::format("message of {} frames; at most {} expected", total, max_frames)}));
   }
   return Result<std::vector<zmq::message_t>>(std::move(frames));
+}
+
+std::string connect_endpoint_problem(const std::string& endpoint) {
+  auto problem = [&] {
+    return fmt::format("'{}' is not an endpoint; expected tcp://HOST:PORT (for example "
+                       "tcp://127.0.0.1:9515) or ipc://PATH",
+                       endpoint);
+  };
+  if (endpoint.starts_with("ipc://")) return endpoint.size() > 6 ? "" : problem();
+  if (!endpoint.starts_with("tcp://")) return problem();
+  std::string_view rest = std::string_view(endpoint).substr(6);
+  size_t colon = rest.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return problem();
+  std::string_view port = rest.substr(colon + 1);
+  bool digits = !port.empty() && port.size() <= 5 &&
+                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || std::stoul(std::string(port)) == 0 || std::stoul(std::string(port)) > 65535) {
+    return problem();
+  }
+  return "";
 }
 
 std::string bind_spelling(const std::string& endpoint) {

@@ -29,6 +29,10 @@ inline std::string_view view(const zmq::message_t& m) {
   return std::string_view(static_cast<const char*>(m.data()), m.size());
 }
 
+// Why `endpoint` cannot be connected to, or empty when it has the form
+// tcp://HOST:PORT or ipc://PATH (ZeroMQ throws on other spellings).
+std::string connect_endpoint_problem(const std::string& endpoint);
+
 // "tcp://host:0" means "pick a port": ZeroMQ spells it "tcp://host:*".
 std::string bind_spelling(const std::string& endpoint);
 std::string last_endpoint(zmq::socket_t& socket);

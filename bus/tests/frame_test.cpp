@@ -33,6 +33,22 @@ TEST(BindSpelling, OtherEndpointsAreUnchanged) {
   }
 }
 
+TEST(ConnectEndpoint, AcceptsTcpHostPortAndIpcPath) {
+  for (const char* ok : {"tcp://127.0.0.1:9515", "tcp://localhost:1", "tcp://[::1]:65535",
+                         "ipc:///run/wpm/store.sock"}) {
+    EXPECT_EQ(connect_endpoint_problem(ok), "") << ok;
+  }
+}
+
+TEST(ConnectEndpoint, RefusesWhatZeroMqWouldThrowOn) {
+  // Each of these made `wpm --store` abort with an uncaught ZeroMQ exception.
+  for (const char* bad : {"bogus", "request=tcp://127.0.0.1:9515", "tcp://x", "tcp://:9515",
+                          "tcp://host:0", "tcp://host:65536", "tcp://host:95a", "ipc://", ""}) {
+    std::string problem = connect_endpoint_problem(bad);
+    EXPECT_NE(problem.find("expected tcp://HOST:PORT"), std::string::npos) << bad;
+  }
+}
+
 TEST(EventTopic, IsThePrefixAndTheTypeName) {
   EXPECT_EQ(event_topic(EventType::kSynthetic), "event.synthetic");
   EXPECT_EQ(event_topic(EventType::kSystemRegistered), "event.systemRegistered");

@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "bus/frame.h"
 #include "tools/wpm/log_commands.h"
 #include "tools/wpm/output.h"
 #include "wpm_version.h"
@@ -23,7 +24,9 @@ int main(int argc, char** argv) {
   g.store = env_store != nullptr ? env_store : "tcp://127.0.0.1:9515";
   app.add_option("--store", g.store,
                  "event store request endpoint (default: WPM_STORE, else tcp://127.0.0.1:9515)")
-      ->envname("WPM_STORE");
+      ->envname("WPM_STORE")
+      ->check(CLI::Validator(
+          [](std::string& value) { return wpm::bus::connect_endpoint_problem(value); }, "ENDPOINT"));
   std::string output = "table";
   app.add_option("-o,--output", output, "output format: table or json")
       ->check(CLI::IsMember({"table", "json"}));
