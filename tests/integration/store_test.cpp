@@ -335,6 +335,11 @@ TEST(Cli, UsageErrorsAndUnreachableStoreHaveDocumentedExitCodes) {
   EXPECT_EQ(run({bin("wpm"), "-o", "yaml", "log", "stats"}).exit_code, 2);
   EXPECT_EQ(run({bin("wpmd"), "--bogus"}).exit_code, 2);
   EXPECT_EQ(run({bin("wpmd"), "--log-level", "loud"}).exit_code, 2);
+  // A malformed endpoint is a usage error (it used to abort on ZeroMQ's exception).
+  auto bad_store = run({bin("wpm"), "--store", "request=tcp://127.0.0.1:9515", "log", "stats"});
+  EXPECT_EQ(bad_store.exit_code, 2) << bad_store.err;
+  EXPECT_NE(bad_store.err.find("expected tcp://HOST:PORT"), std::string::npos) << bad_store.err;
+  EXPECT_EQ(run({bin("wpm"), "log", "tail", "--publish", "bogus"}).exit_code, 2);
   // Nothing listens on port 1.
   auto down = run({bin("wpm"), "--store", "tcp://127.0.0.1:1", "--timeout", "200", "--attempts",
                    "1", "log", "stats"});

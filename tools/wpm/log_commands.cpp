@@ -416,7 +416,9 @@ void add_log_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   tail->add_option("-n,--lines", count, "how many of the last events (default 10)");
   tail->add_flag("-f,--follow", follow, "keep printing new events as they are committed (Ctrl-C stops)");
   tail->add_option("--publish", publish,
-                   "publication endpoint (default: the one the store reports)");
+                   "publication endpoint (default: the one the store reports)")
+      ->check(CLI::Validator(
+          [](std::string& value) { return bus::connect_endpoint_problem(value); }, "ENDPOINT"));
   tail->callback([&] { exit_code = cmd_tail(g, count, follow, publish); });
 
   auto* verify = log->add_subcommand(
