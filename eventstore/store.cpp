@@ -4,8 +4,10 @@
 #include <fmt/format.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
+#include <rocksdb/table.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/random.h>
@@ -336,6 +338,12 @@ Result<void> Store::open_database() {
   // Within a stream, index keys grow: one hint per stream.
   streams_cf.memtable_insert_with_hint_prefix_extractor = std::make_shared<StreamPrefix>();
   rocksdb::ColumnFamilyOptions idem_cf = small_cf;
+  // Every append with a key looks it up, and a new key is not there: bloom
+  // filters answer that from memory instead of probing every table file of a
+  // day's window (idempotency_window_s).
+  rocksdb::BlockBasedTableOptions idem_tables;
+  idem_tables.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  idem_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(idem_tables));
   idem_filter_ = std::make_unique<IdempotencyWindowFilter>(options_.idempotency_window_s);
   idem_cf.compaction_filter = idem_filter_.get();
 
