@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <sys/un.h>
+
 #include <algorithm>
+#include <cctype>
 
 #include "bus/constants.h"
 
@@ -42,18 +45,32 @@ std::string connect_endpoint_problem(const std::string& endpoint) {
                        "tcp://127.0.0.1:9515) or ipc://PATH",
                        endpoint);
   };
-  if (endpoint.starts_with("ipc://")) return endpoint.size() > 6 ? "" : problem();
+  if (endpoint.starts_with("ipc://")) {
+    // The path goes into sockaddr_un::sun_path, NUL included.
+    size_t path = endpoint.size() - 6;
+    return path > 0 && path < sizeof(sockaddr_un::sun_path) ? "" : problem();
+  }
   if (!endpoint.starts_with("tcp://")) return problem();
   std::string_view rest = std::string_view(endpoint).substr(6);
   size_t colon = rest.rfind(':');
   if (colon == std::string_view::npos || colon == 0) return problem();
-  std::string_view port = rest.substr(colon + 1);
-  bool digits = !port.empty() && port.size() <= 5 &&
-                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (!digits || std::stoul(std::string(port)) == 0 || std::stoul(std::string(port)) > 65535) {
+  // The characters ZeroMQ accepts in a host to connect to (it throws on others):
+  // names, IPv4, [IPv6], an interface after ';'.
+  std::string_view host = rest.substr(0, colon);
+  auto alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+  if (!alnum(host[0]) && host[0] != '[' && host[0] != ':') return problem();
+  if (!std::all_of(host.begin(), host.end(), [&](char c) {
+        return alnum(c) || std::string_view(".-:%;[]_").find(c) != std::string_view::npos;
+      })) {
     return problem();
   }
-  return "";
+  std::string_view port = rest.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return problem();
+  }
+  unsigned long number = std::stoul(std::string(port));
+  return number >= 1 && number <= 65535 ? "" : problem();
 }
 
 std::string bind_spelling(const std::string& endpoint) {

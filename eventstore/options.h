@@ -42,6 +42,13 @@ struct StoreOptions {
   // the mark before every reply: exact after a power cut too, at the cost of a
   // second disk flush per batch. Default: 5 ms.
   uint32_t mark_sync_interval_ms = 5;
+  // Run RocksDB's compaction threads at the lowest CPU priority (nice 19), so
+  // that on a small machine they do not delay the wake-ups an acknowledgement
+  // waits for. It applies to the whole process (RocksDB's default
+  // environment), so only the process that owns the store sets it: wpmd does.
+  // Flushes keep their priority: writers stall when they fall behind.
+  // Default: false.
+  bool low_priority_compactions = false;
   // Crash tests only: kill the process (SIGKILL) at this named point of a
   // commit, so that a crash between two steps is deterministic (RocksDB's kill
   // points are the model). "after_wal_sync": the records are durable, the mark

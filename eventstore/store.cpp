@@ -311,14 +311,10 @@ Result<void> Store::open_database() {
   db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db.info_log = std::make_shared<RocksLogger>(log_);
   db.avoid_flush_during_shutdown = false;
-  // Flushes and compactions yield the CPU to the sequencer and the request
-  // path (nice 19): on a small machine they otherwise delay the wake-ups an
-  // acknowledgement waits for. They run whenever those are idle, and RocksDB
-  // stalls writers before memtables or level 0 could grow without bound.
-  if (!options_.read_only) {
-    for (auto pool : {rocksdb::Env::Priority::LOW, rocksdb::Env::Priority::HIGH}) {
-      rocksdb::Env::Default()->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow);
-    }
+  if (options_.low_priority_compactions && !options_.read_only) {
+    auto s = rocksdb::Env::Default()->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW,
+                                                                 rocksdb::CpuPriority::kLow);
+    if (!s.ok()) log_->warn("compaction_priority_unchanged error=\"{}\"", s.ToString());
   }
 
   rocksdb::ColumnFamilyOptions log_cf;
@@ -327,10 +323,12 @@ Result<void> Store::open_database() {
   // memtable insert into an append at the remembered position.
   log_cf.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(0));
   // The log is compressed once, by the flush, and at every level alike: keys
-  // only grow, so files never overlap and each compaction is a trivial move
-  // (RocksDB moves a file only when the compression of both levels matches).
-  // Leaving the upper levels uncompressed made every byte be read, compressed
-  // and written again on its way down, which slowed the WAL syncs it competed with.
+  // only grow, so files do not overlap and compactions move them down without
+  // rewriting (RocksDB moves a file only when the compression of both levels
+  // matches). Leaving the upper levels uncompressed made every byte be read,
+  // compressed and written again on its way down, which slowed the WAL syncs
+  // it competed with. (Files written uncompressed before this setting keep
+  // their compression when they move.)
   log_cf.compression = rocksdb::kZSTD;
   rocksdb::ColumnFamilyOptions small_cf;
   small_cf.write_buffer_size = options_.write_buffer_bytes / 4;
@@ -339,9 +337,12 @@ Result<void> Store::open_database() {
   streams_cf.memtable_insert_with_hint_prefix_extractor = std::make_shared<StreamPrefix>();
   rocksdb::ColumnFamilyOptions idem_cf = small_cf;
   // Every append with a key looks it up, and a new key is not there: bloom
-  // filters answer that from memory instead of probing every table file of a
-  // day's window (idempotency_window_s).
+  // filters answer that from memory instead of reading a block of every
+  // level-0 file and of one file per level. Same block cache as the others.
   rocksdb::BlockBasedTableOptions idem_tables;
+  if (const auto* shared = small_cf.table_factory->GetOptions<rocksdb::BlockBasedTableOptions>()) {
+    idem_tables = *shared;
+  }
   idem_tables.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   idem_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(idem_tables));
   idem_filter_ = std::make_unique<IdempotencyWindowFilter>(options_.idempotency_window_s);

@@ -13,6 +13,7 @@
 
 #include <spdlog/logger.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -138,9 +139,11 @@ class Store {
     // Reserves room for `events` typical records: a batch grown by doubling
     // was copied about ten times at 256 events, a sixth of the staging time.
     explicit Staging(size_t events)
-        : batch(events * kStagedRecordBytes), index(events * kStagedIndexBytes) {}
+        : batch(std::min(events * kStagedRecordBytes, kStagedReserveBytesMax)),
+          index(std::min(events * kStagedIndexBytes, kStagedReserveBytesMax)) {}
     static constexpr size_t kStagedRecordBytes = 384;  // a small event's record, key, framing
     static constexpr size_t kStagedIndexBytes = 64;    // its stream-index entry
+    static constexpr size_t kStagedReserveBytesMax = 8u << 20;  // larger batches grow
     uint64_t next = 1;
     std::array<uint8_t, 32> chain{};
     uint64_t log_bytes = 0;

@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <zmq.hpp>
 #include <zmq.h>
 
 #include <chrono>
@@ -35,17 +36,42 @@ TEST(BindSpelling, OtherEndpointsAreUnchanged) {
 
 TEST(ConnectEndpoint, AcceptsTcpHostPortAndIpcPath) {
   for (const char* ok : {"tcp://127.0.0.1:9515", "tcp://localhost:1", "tcp://[::1]:65535",
-                         "ipc:///run/wpm/store.sock"}) {
+                         "tcp://store-1.example.org:9515", "ipc:///run/wpm/store.sock"}) {
     EXPECT_EQ(connect_endpoint_problem(ok), "") << ok;
   }
 }
 
 TEST(ConnectEndpoint, RefusesWhatZeroMqWouldThrowOn) {
   // Each of these made `wpm --store` abort with an uncaught ZeroMQ exception.
-  for (const char* bad : {"bogus", "request=tcp://127.0.0.1:9515", "tcp://x", "tcp://:9515",
-                          "tcp://host:0", "tcp://host:65536", "tcp://host:95a", "ipc://", ""}) {
+  std::string long_ipc = "ipc:///" + std::string(120, 'p');
+  for (const std::string& bad :
+       {std::string("bogus"), std::string("request=tcp://127.0.0.1:9515"), std::string("tcp://x"),
+        std::string("tcp://:9515"), std::string("tcp://*:9515"), std::string("tcp://a b:1"),
+        std::string("tcp://host/x:1"), std::string("tcp://u@h:1"), std::string("tcp://host:0"),
+        std::string("tcp://host:65536"), std::string("tcp://host:95a"), std::string("ipc://"),
+        long_ipc, std::string("")}) {
     std::string problem = connect_endpoint_problem(bad);
     EXPECT_NE(problem.find("expected tcp://HOST:PORT"), std::string::npos) << bad;
+  }
+}
+
+TEST(ConnectEndpoint, AgreesWithZeroMq) {
+  zmq::context_t context;
+  zmq::socket_t socket(context, zmq::socket_type::dealer);
+  socket.set(zmq::sockopt::linger, 0);
+  std::string long_ipc = "ipc:///" + std::string(120, 'p');
+  // ZeroMQ throws on these: the check must refuse them.
+  for (const std::string& thrown : {std::string("bogus"), std::string("tcp://*:9515"),
+                                    std::string("tcp://a b:1"), std::string("tcp://u@h:1"),
+                                    std::string("tcp://x"), long_ipc}) {
+    EXPECT_THROW(socket.connect(thrown), zmq::error_t) << thrown;
+    EXPECT_NE(connect_endpoint_problem(thrown), "") << thrown;
+  }
+  // What the check accepts, ZeroMQ connects to (asynchronously) without throwing.
+  for (const char* ok : {"tcp://127.0.0.1:9515", "tcp://[::1]:9515", "tcp://localhost:1",
+                         "ipc:///tmp/wpm-frame-test.sock"}) {
+    ASSERT_EQ(connect_endpoint_problem(ok), "") << ok;
+    EXPECT_NO_THROW(socket.connect(ok)) << ok;
   }
 }
 

@@ -128,6 +128,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
 
   eventstore::StoreOptions store_options = options.store;
   store_options.data_dir = options.data_dir;
+  store_options.low_priority_compactions = true;  // this process is the store's
   if (const char* kill_point = std::getenv("WPM_TEST_KILL_POINT")) {
     store_options.kill_point = kill_point;
     log->warn("test_kill_point_armed name={}", kill_point);

@@ -358,7 +358,9 @@ bool start_wpmd() {
 bool open_raw() {
   rocksdb::Options options;
   options.create_if_missing = true;
-  // As the store's log column family and database, so that only the store's own work differs.
+  // Memtable and background jobs as the store's log column family and database, so that only
+  // the store's own work differs; RocksDB's default compression (Snappy, cheaper than the
+  // store's zstd), so that the raw side is never the handicapped one.
   options.write_buffer_size = 64u << 20;
   options.max_background_jobs = 2;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;

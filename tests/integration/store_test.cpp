@@ -340,6 +340,15 @@ TEST(Cli, UsageErrorsAndUnreachableStoreHaveDocumentedExitCodes) {
   EXPECT_EQ(bad_store.exit_code, 2) << bad_store.err;
   EXPECT_NE(bad_store.err.find("expected tcp://HOST:PORT"), std::string::npos) << bad_store.err;
   EXPECT_EQ(run({bin("wpm"), "log", "tail", "--publish", "bogus"}).exit_code, 2);
+  EXPECT_EQ(run({bin("wpm"), "log", "stats"}, std::chrono::seconds(60),
+                {{"WPM_STORE", "tcp://*:9515"}}).exit_code, 2);
+  EXPECT_EQ(run({bin("wpm"), "log", "--help"}, std::chrono::seconds(60),
+                {{"WPM_STORE", "bogus"}}).exit_code, 0) << "help is not refused for a bad WPM_STORE";
+  // An empty WPM_STORE is unset: the default endpoint is tried, no usage error
+  // (whether a wpmd answers there does not matter here).
+  auto empty_env = run({bin("wpm"), "--timeout", "200", "--attempts", "1", "log", "stats"},
+                       std::chrono::seconds(60), {{"WPM_STORE", ""}});
+  EXPECT_NE(empty_env.exit_code, 2) << empty_env.err;
   // Nothing listens on port 1.
   auto down = run({bin("wpm"), "--store", "tcp://127.0.0.1:1", "--timeout", "200", "--attempts",
                    "1", "log", "stats"});

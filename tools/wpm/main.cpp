@@ -5,11 +5,16 @@
 #include <cstdlib>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <zmq.hpp>
 
 #include "bus/frame.h"
 #include "tools/wpm/log_commands.h"
 #include "tools/wpm/output.h"
 #include "wpm_version.h"
+
+namespace {
+constexpr const char* kDefaultStore = "tcp://127.0.0.1:9515";  // DESIGN.md §3
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace wpm::cli;
@@ -21,12 +26,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   GlobalOptions g;
   const char* env_store = std::getenv("WPM_STORE");
-  g.store = env_store != nullptr ? env_store : "tcp://127.0.0.1:9515";
+  g.store = env_store != nullptr ? env_store : kDefaultStore;
   app.add_option("--store", g.store,
                  "event store request endpoint (default: WPM_STORE, else tcp://127.0.0.1:9515)")
-      ->envname("WPM_STORE")
-      ->check(CLI::Validator(
-          [](std::string& value) { return wpm::bus::connect_endpoint_problem(value); }, "ENDPOINT"));
+      ->envname("WPM_STORE");
   std::string output = "table";
   app.add_option("-o,--output", output, "output format: table or json")
       ->check(CLI::IsMember({"table", "json"}));
@@ -37,12 +40,25 @@ int main(int argc, char** argv) {
   app.fallthrough();
   int exit_code = kExitOk;
   add_log_commands(app, g, exit_code);
-  app.parse_complete_callback([&] { g.format = output == "json" ? Format::kJson : Format::kTable; });
+  app.parse_complete_callback([&] {
+    g.format = output == "json" ? Format::kJson : Format::kTable;
+    // Checked here, after --help, and whether it came from --store or the
+    // environment (an empty WPM_STORE means unset).
+    if (g.store.empty()) g.store = kDefaultStore;
+    if (auto problem = wpm::bus::connect_endpoint_problem(g.store); !problem.empty()) {
+      throw CLI::ValidationError("--store", problem);
+    }
+  });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     std::fprintf(stderr, "wpm: %s\nRun with --help for usage.\n", e.what());
+    return kExitUsage;
+  } catch (const zmq::error_t& e) {
+    // An endpoint ZeroMQ refuses that the check above let through.
+    std::fprintf(stderr, "wpm: cannot use the endpoint (%s); expected tcp://HOST:PORT or ipc://PATH\n",
+                 e.what());
     return kExitUsage;
   }
   return exit_code;
