@@ -40,18 +40,6 @@ bool number(std::string_view s, T& out) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
-std::optional<std::string> from_hex(std::string_view hex) {
-  if (hex.size() % 2 != 0) return std::nullopt;
-  std::string out(hex.size() / 2, '\0');
-  for (size_t i = 0; i < out.size(); ++i) {
-    unsigned v = 0;
-    auto [p, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, v, 16);
-    if (ec != std::errc() || p != hex.data() + 2 * i + 2) return std::nullopt;
-    out[i] = static_cast<char>(v);
-  }
-  return out;
-}
-
 std::string hex(std::string_view bytes) {
   return to_hex(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
 }

@@ -88,18 +88,16 @@ Result<std::pair<std::optional<MarkReading>, int>> read_slots(int fd, const std:
   return std::make_pair(best, slot);
 }
 
-// Parses the 32 hex digits of a boot id, dashes skipped.
-std::optional<BootId> parse_boot_id(const std::string& text) {
-  BootId id{};
-  size_t digits = 0;
+// Parses a boot id as the kernel writes it: 32 hex digits in dashed groups.
+std::optional<BootId> parse_boot_id(std::string_view text) {
+  std::string digits;
   for (char c : text) {
-    if (c == '-' || c == '\n') continue;
-    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (v < 0 || digits >= 32) return std::nullopt;
-    id[digits / 2] = static_cast<uint8_t>(id[digits / 2] | (digits % 2 == 0 ? v << 4 : v));
-    ++digits;
+    if (c != '-' && c != '\n') digits += c;
   }
-  if (digits != 32) return std::nullopt;
+  auto bytes = from_hex(digits);
+  if (!bytes || bytes->size() != BootId().size()) return std::nullopt;
+  BootId id{};
+  std::memcpy(id.data(), bytes->data(), id.size());
   return id;
 }
 
@@ -112,7 +110,7 @@ BootId current_boot_id() {
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
   if (n <= 0) return BootId{};
-  return parse_boot_id(std::string(buf, static_cast<size_t>(n))).value_or(BootId{});
+  return parse_boot_id(std::string_view(buf, static_cast<size_t>(n))).value_or(BootId{});
 }
 
 BootId boot_id_from_text(const std::string& text) {

@@ -3,6 +3,7 @@
 #include <nmmintrin.h>
 #include <openssl/evp.h>
 
+#include <charconv>
 #include <cstring>
 
 #include "schemas/assert.h"
@@ -102,6 +103,18 @@ std::string to_hex(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < size; ++i) {
     out[2 * i] = kDigits[data[i] >> 4];
     out[2 * i + 1] = kDigits[data[i] & 0xF];
+  }
+  return out;
+}
+
+std::optional<std::string> from_hex(std::string_view hex) {
+  if (hex.size() % 2 != 0) return std::nullopt;
+  std::string out(hex.size() / 2, '\0');
+  for (size_t i = 0; i < out.size(); ++i) {
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, v, 16);
+    if (ec != std::errc() || p != hex.data() + 2 * i + 2) return std::nullopt;
+    out[i] = static_cast<char>(v);
   }
   return out;
 }

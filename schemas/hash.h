@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -43,5 +44,8 @@ template <size_t N>
 std::string to_hex(const std::array<uint8_t, N>& bytes) {
   return to_hex(bytes.data(), N);
 }
+// The bytes written as `hex` (two digits each, either case); empty when `hex`
+// is anything else.
+std::optional<std::string> from_hex(std::string_view hex);
 
 }  // namespace wpm

@@ -17,6 +17,16 @@ TEST(Hash, Crc32cIsIncremental) {
   EXPECT_EQ(crc32c(s), crc32c(s.substr(10), crc32c(s.substr(0, 10))));
 }
 
+TEST(Hash, FromHexInvertsToHexAndRefusesOtherText) {
+  std::string bytes("\x00\x01\x7f\x80\xfe\xff", 6);
+  std::string hex = to_hex(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  EXPECT_EQ(hex, "00017f80feff");
+  EXPECT_EQ(from_hex(hex), bytes);
+  EXPECT_EQ(from_hex("00017F80FEFF"), bytes);
+  EXPECT_EQ(from_hex(""), std::string());
+  for (const char* bad : {"0", "0g", "-1", "+1", " 1", "123"}) EXPECT_EQ(from_hex(bad), std::nullopt) << bad;
+}
+
 TEST(Hash, Sha256MatchesKnownVector) {
   EXPECT_EQ(to_hex(sha256("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
