@@ -39,8 +39,8 @@ class StoreClient {
  private:
   enum class Repeat { kSafe, kNever };
   Result<Reply> call(RequestBody body, Repeat repeat);
-  // Sends `frame`, the encoded request `request_id`, and waits for its reply.
-  Result<Reply> exchange(uint64_t request_id, const std::string& frame, Repeat repeat);
+  // Sends `encoded`, the encoded request `request_id`, and waits for its reply.
+  Result<Reply> exchange(uint64_t request_id, std::string encoded, Repeat repeat);
   void reconnect();
 
   zmq::context_t& context_;

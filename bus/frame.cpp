@@ -17,6 +17,18 @@ DecodeLimits frame_limits() {
   return limits;
 }
 
+zmq::message_t message_of(std::shared_ptr<const std::string> frame) {
+  using Owner = std::shared_ptr<const std::string>;
+  // ZeroMQ never writes to the data of a message it sends.
+  void* data = const_cast<char*>(frame->data());
+  size_t size = frame->size();
+  auto owner = std::make_unique<Owner>(std::move(frame));
+  zmq::message_t message(data, size, [](void*, void* hint) { delete static_cast<Owner*>(hint); },
+                         owner.get());
+  (void)owner.release();  // owned by `message` now
+  return message;
+}
+
 std::optional<Result<std::vector<zmq::message_t>>> recv_message(zmq::socket_t& socket,
                                                                 size_t max_frames,
                                                                 zmq::recv_flags flags) {

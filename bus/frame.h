@@ -4,6 +4,7 @@
 // Thread safety: ZeroMQ sockets belong to one thread; these are free functions.
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +25,10 @@ DecodeLimits frame_limits();
 std::optional<Result<std::vector<zmq::message_t>>> recv_message(zmq::socket_t& socket,
                                                                 size_t max_frames,
                                                                 zmq::recv_flags flags);
+
+// A message that sends `frame` without copying it; ZeroMQ drops its reference
+// once the bytes are on the wire, so the same frame can be sent again.
+zmq::message_t message_of(std::shared_ptr<const std::string> frame);
 
 inline std::string_view view(const zmq::message_t& m) {
   return std::string_view(static_cast<const char*>(m.data()), m.size());

@@ -191,11 +191,8 @@ void StoreServer::publish(const std::vector<Committed>& committed) {
   for (const auto& c : committed) {
     const std::string& topic = topics_[static_cast<size_t>(c.type)];
     // The frame is handed to ZeroMQ without another copy; it frees it when sent.
-    auto frame = std::make_unique<std::string>(encode_publication(c.sequence, c.record));
-    zmq::message_t message(
-        frame->data(), frame->size(),
-        [](void*, void* hint) { delete static_cast<std::string*>(hint); }, frame.get());
-    (void)frame.release();  // owned by `message` now
+    auto message =
+        bus::message_of(std::make_shared<const std::string>(encode_publication(c.sequence, c.record)));
     xpub_.send(zmq::buffer(topic), zmq::send_flags::sndmore);
     xpub_.send(message, zmq::send_flags::dontwait);
   }
