@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
@@ -24,6 +25,7 @@
 #include "eventstore/constants.h"
 #include "eventstore/mark.h"
 #include "eventstore/recovery.h"
+#include "eventstore/wal_sync.h"
 #include "schemas/record.h"
 #include "schemas/assert.h"
 #include "schemas/codec.h"
@@ -311,6 +313,11 @@ Result<void> Store::open_database() {
   db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db.info_log = std::make_shared<RocksLogger>(log_);
   db.avoid_flush_during_shutdown = false;
+  if (!options_.read_only && options_.wal_early_sync_bytes > 0) {
+    wal_fs_ = std::make_shared<EarlySyncFileSystem>(rocksdb::FileSystem::Default());
+    env_ = rocksdb::NewCompositeEnv(wal_fs_);
+    db.env = env_.get();
+  }
   if (options_.low_priority_compactions && !options_.read_only) {
     auto s = rocksdb::Env::Default()->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW,
                                                                  rocksdb::CpuPriority::kLow);
@@ -676,7 +683,10 @@ std::optional<std::string> Store::make_durable(Staging& st) {
   // survivable and reported; a sync error is not.
   rocksdb::WriteOptions wo;
   wo.sync = false;
+  bool early_sync = wal_fs_ && st.batch.GetDataSize() >= options_.wal_early_sync_bytes;
+  if (early_sync) wal_fs_->arm(st.batch.GetDataSize());
   rocksdb::Status s = db_->Write(wo, &st.batch);
+  if (early_sync) wal_fs_->disarm();  // a write that failed before its WAL flush
   if (!s.ok()) {
     fail_read_only(fmt::format("write of sequences {}..{} failed: {}", head() + 1, st.next - 1,
                                s.ToString()));

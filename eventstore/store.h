@@ -34,6 +34,7 @@
 
 namespace rocksdb {
 class DB;
+class Env;
 class WriteBatch;
 class ColumnFamilyHandle;
 class CompactionFilter;
@@ -42,6 +43,7 @@ class CompactionFilter;
 namespace wpm::eventstore {
 
 class AckMark;
+class EarlySyncFileSystem;
 
 // An event made durable by a commit, ready to publish.
 struct Committed {
@@ -166,6 +168,8 @@ class Store {
   int lock_fd_ = -1;
   std::unique_ptr<AckMark> mark_;
   std::unique_ptr<rocksdb::CompactionFilter> idem_filter_;  // must outlive db_
+  std::shared_ptr<EarlySyncFileSystem> wal_fs_;  // writable stores; must outlive db_
+  std::unique_ptr<rocksdb::Env> env_;             // wal_fs_ as RocksDB sees it
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* log_cf_ = nullptr;

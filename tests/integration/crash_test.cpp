@@ -69,7 +69,8 @@ TEST(Crash, KillNineUnderLoadLosesNoAcknowledgedEvent) {
         return;
       }
     }
-    std::uniform_int_distribution<int> batch(1, 64);
+    // Up to 200 events: batches from about 100 events on sync the WAL early (eventstore/wal_sync.h).
+    std::uniform_int_distribution<int> batch(1, 200);
     std::uniform_int_distribution<int> delay_ms(5, 250);
     pid_t writer = spawn({bin("wpm"), "--store", wpmd.request(), "--timeout", "1000", "--attempts",
                           "2", "log", "append", "--synthetic", "10000000", "--batch",

@@ -1,0 +1,218 @@
+#include "eventstore/wal_sync.h"
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/write_batch.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+namespace wpm::eventstore {
+namespace {
+
+namespace fs = std::filesystem;
+using rocksdb::IODebugContext;
+using rocksdb::IOOptions;
+using rocksdb::IOStatus;
+
+// What the file system under the early-sync layer saw: the real files, with
+// their syncs counted and, when a test asks, slowed down or failed.
+struct SyncLog {
+  std::atomic<int> syncs{0};
+  std::atomic<int> running{0};
+  std::atomic<bool> closed_while_syncing{false};
+  std::atomic<int> delay_ms{0};
+  std::atomic<bool> fail{false};
+};
+
+class ObservedFile : public rocksdb::FSWritableFileOwnerWrapper {
+ public:
+  ObservedFile(std::unique_ptr<rocksdb::FSWritableFile> target, SyncLog& log)
+      : rocksdb::FSWritableFileOwnerWrapper(std::move(target)), log_(log) {}
+  IOStatus Sync(const IOOptions& options, IODebugContext* dbg) override {
+    ++log_.running;
+    std::this_thread::sleep_for(std::chrono::milliseconds(log_.delay_ms.load()));
+    IOStatus s = log_.fail ? IOStatus::IOError("injected sync failure")
+                           : target()->Sync(options, dbg);
+    ++log_.syncs;
+    --log_.running;
+    return s;
+  }
+  IOStatus Close(const IOOptions& options, IODebugContext* dbg) override {
+    if (log_.running > 0) log_.closed_while_syncing = true;
+    return target()->Close(options, dbg);
+  }
+
+ private:
+  SyncLog& log_;
+};
+
+class ObservedFileSystem : public rocksdb::FileSystemWrapper {
+ public:
+  explicit ObservedFileSystem(SyncLog& log)
+      : rocksdb::FileSystemWrapper(rocksdb::FileSystem::Default()), log_(log) {}
+  const char* Name() const override { return "ObservedFileSystem"; }
+  IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
+                           std::unique_ptr<rocksdb::FSWritableFile>* result,
+                           IODebugContext* dbg) override {
+    IOStatus s = target()->NewWritableFile(name, options, result, dbg);
+    if (s.ok()) *result = std::make_unique<ObservedFile>(std::move(*result), log_);
+    return s;
+  }
+
+ private:
+  SyncLog& log_;
+};
+
+class EarlyWalSyncTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("wal_sync_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    early_ = std::make_shared<EarlySyncFileSystem>(std::make_shared<ObservedFileSystem>(log_));
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::unique_ptr<rocksdb::FSWritableFile> open_file(const std::string& name) {
+    std::unique_ptr<rocksdb::FSWritableFile> file;
+    EXPECT_TRUE(early_->NewWritableFile(dir_ / name, rocksdb::FileOptions(), &file, nullptr).ok());
+    return file;
+  }
+
+  static void append(rocksdb::FSWritableFile& file, size_t bytes) {
+    ASSERT_TRUE(file.Append(std::string(bytes, 'x'), IOOptions(), nullptr).ok());
+  }
+
+  fs::path dir_;
+  SyncLog log_;
+  std::shared_ptr<EarlySyncFileSystem> early_;
+};
+
+TEST_F(EarlyWalSyncTest, ArmedWriteIsSyncedOnceEarlyAndSurvivesReopening) {
+  auto env = rocksdb::NewCompositeEnv(early_);
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.env = env.get();
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(options, dir_ / "db", &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+
+  rocksdb::WriteBatch batch;
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(batch.Put("key" + std::to_string(i), std::string(300, 'v')).ok());
+  int syncs_before = log_.syncs;
+  early_->arm(batch.GetDataSize());
+  ASSERT_TRUE(db->Write(rocksdb::WriteOptions(), &batch).ok());
+  early_->disarm();
+  ASSERT_TRUE(db->SyncWAL().ok());
+  EXPECT_EQ(early_->early_syncs(), 1u);
+  EXPECT_EQ(early_->answered_syncs(), 1u);
+  EXPECT_EQ(log_.syncs - syncs_before, 1) << "the WAL was synced twice";
+
+  // A write that was not armed syncs on the caller's thread, as before.
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "late", "value").ok());
+  ASSERT_TRUE(db->SyncWAL().ok());
+  EXPECT_EQ(early_->early_syncs(), 1u);
+  EXPECT_EQ(early_->answered_syncs(), 1u);
+
+  ASSERT_TRUE(db->Close().ok());
+  db.reset();
+  ASSERT_TRUE(rocksdb::DB::Open(options, dir_ / "db", &raw).ok());
+  db.reset(raw);
+  std::string value;
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "key299", &value).ok());
+  EXPECT_EQ(value, std::string(300, 'v'));
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "late", &value).ok());
+  ASSERT_TRUE(db->Close().ok());
+}
+
+TEST_F(EarlyWalSyncTest, AFlushBeforeTheArmedBytesAreAppendedStartsNothing) {
+  auto file = open_file("000001.log");
+  early_->arm(100);
+  append(*file, 60);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());  // a full write buffer, mid-batch
+  EXPECT_EQ(early_->early_syncs(), 0u);
+  append(*file, 60);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());  // the end of the batch
+  EXPECT_EQ(early_->early_syncs(), 1u);
+  ASSERT_TRUE(file->Sync(IOOptions(), nullptr).ok());
+  EXPECT_EQ(early_->answered_syncs(), 1u);
+  EXPECT_EQ(log_.syncs, 1);
+  ASSERT_TRUE(file->Close(IOOptions(), nullptr).ok());
+}
+
+TEST_F(EarlyWalSyncTest, BytesAppendedAfterTheEarlySyncStartedGetASyncOfTheirOwn) {
+  auto file = open_file("000002.log");
+  early_->arm(10);
+  append(*file, 10);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  append(*file, 5);  // not covered by the sync queued at the flush
+  ASSERT_TRUE(file->Sync(IOOptions(), nullptr).ok());
+  EXPECT_EQ(early_->early_syncs(), 1u);
+  EXPECT_EQ(early_->answered_syncs(), 0u);
+  EXPECT_EQ(log_.syncs, 2);
+  ASSERT_TRUE(file->Close(IOOptions(), nullptr).ok());
+}
+
+TEST_F(EarlyWalSyncTest, AFailedEarlySyncIsReturnedAndNotRetried) {
+  auto file = open_file("000003.log");
+  log_.fail = true;
+  early_->arm(10);
+  append(*file, 10);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  IOStatus s = file->Sync(IOOptions(), nullptr);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_EQ(log_.syncs, 1) << "a failed sync must never be retried";
+  EXPECT_EQ(early_->answered_syncs(), 0u);
+  log_.fail = false;
+  ASSERT_TRUE(file->Close(IOOptions(), nullptr).ok());
+}
+
+TEST_F(EarlyWalSyncTest, CloseWaitsForTheEarlySync) {
+  auto file = open_file("000004.log");
+  log_.delay_ms = 100;
+  early_->arm(10);
+  append(*file, 10);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  ASSERT_TRUE(file->Close(IOOptions(), nullptr).ok());
+  EXPECT_EQ(log_.syncs, 1);
+  EXPECT_FALSE(log_.closed_while_syncing) << "the file was closed under a running sync";
+  file.reset();  // destroying a closed file waits for nothing
+}
+
+TEST_F(EarlyWalSyncTest, DestroyingAFileWaitsForItsEarlySync) {
+  auto file = open_file("000005.log");
+  log_.delay_ms = 100;
+  early_->arm(10);
+  append(*file, 10);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  file.reset();  // the wrapped file goes only after its sync ended
+  EXPECT_EQ(log_.syncs, 1);
+  EXPECT_EQ(log_.running, 0);
+}
+
+TEST_F(EarlyWalSyncTest, OnlyWalFilesAreSyncedEarly) {
+  EXPECT_TRUE(EarlySyncFileSystem::is_wal("/data/log/000012.log"));
+  EXPECT_FALSE(EarlySyncFileSystem::is_wal("/data/log/MANIFEST-000005"));
+  EXPECT_FALSE(EarlySyncFileSystem::is_wal("/data/log/000013.sst"));
+  EXPECT_FALSE(EarlySyncFileSystem::is_wal(".log"));
+  auto file = open_file("MANIFEST-000001");
+  early_->arm(10);
+  append(*file, 10);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  EXPECT_EQ(early_->early_syncs(), 0u);
+  ASSERT_TRUE(file->Sync(IOOptions(), nullptr).ok());
+  EXPECT_EQ(log_.syncs, 1);
+  early_->disarm();
+  ASSERT_TRUE(file->Close(IOOptions(), nullptr).ok());
+}
+
+}  // namespace
+}  // namespace wpm::eventstore
