@@ -59,7 +59,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = unknown_keys(*store,
                               {"request_endpoint", "publish_endpoint", "publish_hwm",
                                "idempotency_window_s", "batch_events_max", "read_page_events_max",
-                               "mark_sync_interval_ms"},
+                               "mark_sync_interval_ms", "wal_early_sync_bytes"},
                               "store.", path);
         !r) {
       return r;
@@ -71,6 +71,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = read(*store, "batch_events_max", o.store.batch_events_max, path); !r) return r;
     if (auto r = read(*store, "read_page_events_max", o.store.read_page_events_max, path); !r) return r;
     if (auto r = read(*store, "mark_sync_interval_ms", o.store.mark_sync_interval_ms, path); !r) return r;
+    if (auto r = read(*store, "wal_early_sync_bytes", o.store.wal_early_sync_bytes, path); !r) return r;
   }
   if (const auto* agents = root["agents"].as_table()) {
     if (auto r = unknown_keys(*agents, {"public_endpoint", "channel_endpoint", "registration_password_file"},
