@@ -655,11 +655,14 @@ Result<AppendResult> Store::stage(const AppendRequest& req, int64_t now_ns, Stag
     seal_record(record, st.chain, st.hasher, &st.chain);
     rocksdb::Slice sequence(reinterpret_cast<const char*>(&be_seq), sizeof be_seq);
     st.batch.Put(log_cf_, sequence, record);
-    // The stream-index key (stream id, NUL, big-endian version) without building a string.
-    uint64_t be_version = std::byteswap(assigned[i]);
-    rocksdb::Slice key_parts[3] = {d.stream_id, rocksdb::Slice("\0", 1),
-                                   rocksdb::Slice(reinterpret_cast<const char*>(&be_version), 8)};
-    st.index.Put(streams_cf_, rocksdb::SliceParts(key_parts, 3), rocksdb::SliceParts(&sequence, 1));
+    if (StreamRun* run = st.stream_runs.empty() ? nullptr : &st.stream_runs.back();
+        run != nullptr && run->stream_id == d.stream_id &&
+        run->first_version + run->count == assigned[i] &&
+        run->first_sequence + run->count == st.next) {
+      ++run->count;
+    } else {
+      st.stream_runs.push_back(StreamRun{d.stream_id, assigned[i], st.next, 1});
+    }
     st.log_bytes += record.size();
     EventType type = payload_type(d.payload);
     ++st.type_counts[static_cast<size_t>(type)];
@@ -784,6 +787,7 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
   }
   // Durable: publish the new state.
   index_ = std::move(st.index);
+  stream_runs_ = std::move(st.stream_runs);
   index_pending_ = true;
   chain_ = st.chain;
   log_bytes_ = st.log_bytes;
@@ -818,6 +822,18 @@ void Store::put_derived_marks(rocksdb::WriteBatch& batch, uint64_t sequence) {
 
 Result<void> Store::apply_index() {
   if (!index_pending_) return {};
+  for (const StreamRun& run : stream_runs_) {
+    for (uint64_t k = 0; k < run.count; ++k) {
+      // The key (stream id, NUL, big-endian version) without building a string.
+      uint64_t be_version = std::byteswap(run.first_version + k);
+      uint64_t be_seq = std::byteswap(run.first_sequence + k);
+      rocksdb::Slice key_parts[3] = {run.stream_id, rocksdb::Slice("\0", 1),
+                                     rocksdb::Slice(reinterpret_cast<const char*>(&be_version), 8)};
+      rocksdb::Slice value(reinterpret_cast<const char*>(&be_seq), 8);
+      index_.Put(streams_cf_, rocksdb::SliceParts(key_parts, 3), rocksdb::SliceParts(&value, 1));
+    }
+  }
+  stream_runs_.clear();
   rocksdb::WriteOptions wo;
   wo.disableWAL = true;  // derived: rebuilt from the log after a crash
   rocksdb::Status s = db_->Write(wo, &index_);

@@ -136,6 +136,15 @@ class Store {
   };
   // Empty: the key is new. Otherwise the answer to a re-sent key: the original
   // sequences when the events are the same, kIdempotencyKeyReused when not.
+  // Consecutive events of one stream: stream-index entries (stream, version)
+  // -> sequence for `count` versions and sequences from the first ones. Kept
+  // as runs so that the entries are built after the replies, not before.
+  struct StreamRun {
+    std::string stream_id;
+    uint64_t first_version = 0;
+    uint64_t first_sequence = 0;
+    uint64_t count = 0;
+  };
   // One batch being staged: copies of the sequencer state plus what it adds.
   struct Staging {
     // Reserves room for `events` typical records: a batch grown by doubling
@@ -154,6 +163,7 @@ class Store {
     std::unordered_map<std::string, PendingKey> keys;    // keys this batch committed
     rocksdb::WriteBatch batch;  // the records: synced before anything is acknowledged
     rocksdb::WriteBatch index;  // derived data: applied after acknowledging
+    std::vector<StreamRun> stream_runs;  // its stream-index entries, put by apply_index()
     Sha256 hasher;
     std::vector<Committed> committed;
   };
@@ -179,6 +189,7 @@ class Store {
 
   // Sequencer state (commit thread only).
   rocksdb::WriteBatch index_;  // derived data of the last commit, not yet applied
+  std::vector<StreamRun> stream_runs_;  // and its stream-index entries
   bool index_pending_ = false;
   std::array<uint8_t, 32> chain_{};
   uint64_t event_id_prefix_ = 0;
