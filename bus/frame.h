@@ -27,7 +27,8 @@ std::optional<Result<std::vector<zmq::message_t>>> recv_message(zmq::socket_t& s
                                                                 zmq::recv_flags flags);
 
 // A message that sends `frame` without copying it; ZeroMQ drops its reference
-// once the bytes are on the wire, so the same frame can be sent again.
+// when it is done with the message (sent, dropped or closed), so the same
+// frame can be sent again meanwhile.
 zmq::message_t message_of(std::shared_ptr<const std::string> frame);
 
 inline std::string_view view(const zmq::message_t& m) {

@@ -609,8 +609,8 @@ Result<uint64_t> Store::current_version(const std::string& stream, const Staging
 }
 
 // Validates one request against the state as this batch leaves it and, when
-// it may be written, adds its records to the batch and its derived data to
-// the index. A refused request adds nothing.
+// it may be written, adds its records to the batch, its idempotency key to the
+// index and its stream-index entries to the runs. A refused request adds nothing.
 Result<AppendResult> Store::stage(const AppendRequest& req, int64_t now_ns, Staging& st) {
   if (auto err = validate(req)) return std::unexpected(*err);
   if (!req.idempotency_key.empty()) {
@@ -687,7 +687,7 @@ std::optional<std::string> Store::make_durable(Staging& st) {
   rocksdb::WriteOptions wo;
   wo.sync = false;
   bool early_sync = wal_fs_ && st.batch.GetDataSize() >= options_.wal_early_sync_bytes;
-  if (early_sync) wal_fs_->arm(st.batch.GetDataSize());
+  if (early_sync) wal_fs_->arm(EarlySyncFileSystem::wal_bytes(st.batch.GetDataSize()));
   rocksdb::Status s = db_->Write(wo, &st.batch);
   if (early_sync) wal_fs_->disarm();  // a write that failed before its WAL flush
   if (!s.ok()) {

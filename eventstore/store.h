@@ -134,8 +134,6 @@ class Store {
     KeyEntry entry;
     const AppendRequest* request;
   };
-  // Empty: the key is new. Otherwise the answer to a re-sent key: the original
-  // sequences when the events are the same, kIdempotencyKeyReused when not.
   // Consecutive events of one stream: stream-index entries (stream, version)
   // -> sequence for `count` versions and sequences from the first ones. Kept
   // as runs so that the entries are built after the replies, not before.
@@ -153,7 +151,7 @@ class Store {
         : batch(std::min(events * kStagedRecordBytes, kStagedReserveBytesMax)),
           index(std::min(events * kStagedIndexBytes, kStagedReserveBytesMax)) {}
     static constexpr size_t kStagedRecordBytes = 384;  // a small event's record, key, framing
-    static constexpr size_t kStagedIndexBytes = 64;    // its stream-index entry
+    static constexpr size_t kStagedIndexBytes = 64;    // its stream-index entry (apply_index)
     static constexpr size_t kStagedReserveBytesMax = 8u << 20;  // larger batches grow
     uint64_t next = 1;
     std::array<uint8_t, 32> chain{};
@@ -170,6 +168,8 @@ class Store {
   Result<AppendResult> stage(const AppendRequest& request, int64_t now_ns, Staging& staging);
   Result<uint64_t> current_version(const std::string& stream, const Staging& staging) const;
   std::optional<std::string> make_durable(Staging& staging);
+  // Empty: the key is new. Otherwise the answer to a re-sent key: the original
+  // sequences when the events are the same, kIdempotencyKeyReused when not.
   std::optional<Result<AppendResult>> resend_outcome(
       const AppendRequest& request, const std::unordered_map<std::string, PendingKey>& keys) const;
 

@@ -50,16 +50,30 @@ IOStatus EarlySyncFileSystem::ReopenWritableFile(const std::string& name,
   return s;
 }
 
-void EarlySyncFileSystem::appended(uint64_t bytes) {
+IOStatus EarlySyncFileSystem::ReuseWritableFile(const std::string& name,
+                                                const std::string& old_name,
+                                                const rocksdb::FileOptions& options,
+                                                std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                                IODebugContext* dbg) {
+  IOStatus s = target()->ReuseWritableFile(name, old_name, options, result, dbg);
+  if (s.ok() && is_wal(name)) *result = std::make_unique<EarlySyncWal>(*this, std::move(*result));
+  return s;
+}
+
+void EarlySyncFileSystem::appended(EarlySyncWal& file, uint64_t bytes) {
   if (!armed_.load(std::memory_order_acquire)) return;
   // One writer appends to the WAL at a time (RocksDB's write group leader).
+  armed_file_.store(&file, std::memory_order_relaxed);
   uint64_t left = armed_left_.load(std::memory_order_relaxed);
   armed_left_.store(left > bytes ? left - bytes : 0, std::memory_order_relaxed);
 }
 
 void EarlySyncFileSystem::flushed(EarlySyncWal& file) {
+  // Only the file the armed write went to: RocksDB may flush an older WAL
+  // file on another thread meanwhile.
   if (!armed_.load(std::memory_order_acquire) ||
-      armed_left_.load(std::memory_order_relaxed) > 0) {
+      armed_left_.load(std::memory_order_relaxed) > 0 ||
+      armed_file_.load(std::memory_order_relaxed) != &file) {
     return;
   }
   if (!armed_.exchange(false, std::memory_order_acq_rel)) return;
@@ -67,9 +81,10 @@ void EarlySyncFileSystem::flushed(EarlySyncWal& file) {
     std::lock_guard lock(mutex_);
     // One early sync per file at a time: a second arm before the Sync() that
     // takes the first is left to that Sync(), which syncs what is not covered.
-    if (file.early_ != EarlySyncWal::Early::kNone) return;
+    // A file whose sync failed gets no more.
+    if (file.early_ != EarlySyncWal::Early::kNone || !file.failed_.ok()) return;
     file.early_ = EarlySyncWal::Early::kQueued;
-    file.covers_ = file.appended_.load(std::memory_order_relaxed);
+    file.covers_ = file.appended_.load(std::memory_order_acquire);
     queue_.push_back(&file);
   }
   early_syncs_.fetch_add(1, std::memory_order_relaxed);
@@ -110,8 +125,8 @@ EarlySyncWal::~EarlySyncWal() {
 }
 
 void EarlySyncWal::count(uint64_t bytes) {
-  appended_.fetch_add(bytes, std::memory_order_relaxed);
-  fs_.appended(bytes);
+  appended_.fetch_add(bytes, std::memory_order_release);
+  fs_.appended(*this, bytes);
 }
 
 IOStatus EarlySyncWal::Append(const rocksdb::Slice& data, const IOOptions& options,
@@ -146,36 +161,51 @@ IOStatus EarlySyncWal::Flush(const IOOptions& options, IODebugContext* dbg) {
   return s;
 }
 
-std::optional<IOStatus> EarlySyncWal::take_early() {
+IOStatus EarlySyncWal::keep_failure(const IOStatus& s) {
+  if (!s.ok() && failed_.ok()) failed_ = s;
+  return failed_;
+}
+
+IOStatus EarlySyncWal::take_early(bool* covered) {
   std::unique_lock lock(fs_.mutex_);
-  if (early_ == Early::kNone) return std::nullopt;
+  *covered = false;
+  if (early_ == Early::kNone) return failed_;
+  // Waited for even when bytes were appended after it was queued, so that no
+  // second sync of the file runs beside it and takes its error.
   fs_.settle(*this, lock);
   early_ = Early::kNone;
-  if (!status_.ok()) return status_;  // never retried: the caller aborts
+  if (IOStatus failure = keep_failure(status_); !failure.ok()) return failure;
   // Bytes appended after the early sync was queued need a sync of their own.
-  if (covers_ != appended_.load(std::memory_order_relaxed)) return std::nullopt;
-  fs_.answered_syncs_.fetch_add(1, std::memory_order_relaxed);
+  *covered = covers_ == appended_.load(std::memory_order_acquire);
   return IOStatus::OK();
 }
 
 IOStatus EarlySyncWal::Sync(const IOOptions& options, IODebugContext* dbg) {
-  if (auto early = take_early()) return *early;
-  return target()->Sync(options, dbg);
+  bool covered = false;
+  if (IOStatus failure = take_early(&covered); !failure.ok()) return failure;
+  if (covered) {
+    fs_.answered_syncs_.fetch_add(1, std::memory_order_relaxed);
+    return IOStatus::OK();
+  }
+  IOStatus s = target()->Sync(options, dbg);
+  std::lock_guard lock(fs_.mutex_);
+  return keep_failure(s);
 }
 
 IOStatus EarlySyncWal::Fsync(const IOOptions& options, IODebugContext* dbg) {
   // The early sync was an fdatasync; fsync also syncs the metadata, so it runs anyway.
-  if (auto early = take_early(); early && !early->ok()) return *early;
-  return target()->Fsync(options, dbg);
+  bool covered = false;
+  if (IOStatus failure = take_early(&covered); !failure.ok()) return failure;
+  IOStatus s = target()->Fsync(options, dbg);
+  std::lock_guard lock(fs_.mutex_);
+  return keep_failure(s);
 }
 
 IOStatus EarlySyncWal::Close(const IOOptions& options, IODebugContext* dbg) {
-  {
-    std::unique_lock lock(fs_.mutex_);
-    fs_.settle(*this, lock);
-    early_ = Early::kNone;
-  }
-  return target()->Close(options, dbg);
+  bool covered = false;
+  IOStatus failure = take_early(&covered);
+  IOStatus s = target()->Close(options, dbg);
+  return failure.ok() ? s : failure;
 }
 
 }  // namespace wpm::eventstore

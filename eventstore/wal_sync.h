@@ -18,11 +18,16 @@
 //
 // Durability is unchanged: SyncWAL returns only once a sync that started after
 // the last appended byte has succeeded; bytes appended after the early sync
-// started get a sync of their own. A failed early sync is returned as it is,
-// never retried (the store aborts, DESIGN.md §9).
+// started get a sync of their own, which starts only once the early one has
+// ended (two syncs at once could leave its error to the other one alone). A
+// failed sync, early or not, is never retried: the file returns that failure
+// from every later Sync(), Fsync() and Close() (the store aborts at the first,
+// DESIGN.md §9).
 //
-// Thread safety: arm() and disarm() from the writing thread; the file system
-// and its files may be used from RocksDB's threads as any FileSystem.
+// Thread safety: arm() and disarm() from the writing thread, which syncs the
+// WAL only after its write (an early sync must not run beside the caller's
+// own sync of the same file); the file system and its files may be used from
+// RocksDB's threads as any FileSystem.
 
 #include <rocksdb/file_system.h>
 
@@ -32,7 +37,6 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 
@@ -49,13 +53,22 @@ class EarlySyncFileSystem : public rocksdb::FileSystemWrapper {
 
   const char* Name() const override { return "WpmEarlySyncFileSystem"; }
 
-  // The flush of a WAL file that ends the next `bytes` appended to it (at
-  // least a write batch's data size: the WAL frames the batch, it adds bytes)
-  // starts the file's sync on the helper thread. A flush before that (RocksDB
-  // flushes its 1 MiB write buffer when a large batch fills it) does not.
+  // The next write to the WAL appends at least `bytes` (see wal_bytes()); the
+  // flush that ends them, by the WAL file that appended last, starts that
+  // file's sync on the helper thread. A flush before that (RocksDB flushes its
+  // 1 MiB write buffer when a large batch fills it) does not.
   void arm(uint64_t bytes) {
+    armed_file_.store(nullptr, std::memory_order_relaxed);
     armed_left_.store(bytes, std::memory_order_relaxed);
     armed_.store(true, std::memory_order_release);
+  }
+  // The fewest bytes the WAL appends for a write batch of `data_size` bytes:
+  // RocksDB's log writer cuts it into records of at most 32,761 bytes, each
+  // behind a 7-byte header, in 32 KiB blocks (an uncompressed WAL, as the
+  // store's; a compressed one would append less and never take the arm).
+  static uint64_t wal_bytes(uint64_t data_size) {
+    constexpr uint64_t kPayloadMax = 32768 - 7;
+    return data_size + 7 * ((data_size + kPayloadMax - 1) / kPayloadMax);
   }
   // Cancels an arm that no flush took (a write that failed before its flush).
   void disarm() { armed_.store(false, std::memory_order_release); }
@@ -70,6 +83,11 @@ class EarlySyncFileSystem : public rocksdb::FileSystemWrapper {
                                        const rocksdb::FileOptions& options,
                                        std::unique_ptr<rocksdb::FSWritableFile>* result,
                                        rocksdb::IODebugContext* dbg) override;
+  // Recycled WAL files (recycle_log_file_num) are wrapped as new ones.
+  rocksdb::IOStatus ReuseWritableFile(const std::string& name, const std::string& old_name,
+                                      const rocksdb::FileOptions& options,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                      rocksdb::IODebugContext* dbg) override;
 
   // RocksDB names its WAL files NNNNNN.log.
   static bool is_wal(const std::string& name);
@@ -77,7 +95,7 @@ class EarlySyncFileSystem : public rocksdb::FileSystemWrapper {
  private:
   friend class EarlySyncWal;
   // Called by a WAL file's Append(), with the bytes appended.
-  void appended(uint64_t bytes);
+  void appended(EarlySyncWal& file, uint64_t bytes);
   // Called by a WAL file's Flush(): once the armed bytes are all appended,
   // takes the arm and queues the file.
   void flushed(EarlySyncWal& file);
@@ -87,6 +105,7 @@ class EarlySyncFileSystem : public rocksdb::FileSystemWrapper {
 
   std::atomic<bool> armed_{false};
   std::atomic<uint64_t> armed_left_{0};  // bytes still to append before the armed flush
+  std::atomic<EarlySyncWal*> armed_file_{nullptr};  // the file that appended last while armed
   std::atomic<uint64_t> early_syncs_{0};
   std::atomic<uint64_t> answered_syncs_{0};
   std::mutex mutex_;                 // guards the queue, stop_ and every file's early state
@@ -123,9 +142,13 @@ class EarlySyncWal : public rocksdb::FSWritableFileOwnerWrapper {
  private:
   friend class EarlySyncFileSystem;
   enum class Early { kNone, kQueued, kRunning, kDone };
-  // The early sync's outcome, once it is done, for a Sync() that asked for
-  // every byte appended so far; empty when there was none to wait for.
-  std::optional<rocksdb::IOStatus> take_early();
+  // Waits for the early sync, if one is queued or running, and takes its
+  // outcome. Returns the file's failure, if a sync of it ever failed (not OK),
+  // else OK with `*covered` telling whether a sync that started after the last
+  // appended byte has succeeded.
+  rocksdb::IOStatus take_early(bool* covered);
+  // Keeps the failure of a sync for every later call (under fs_.mutex_).
+  rocksdb::IOStatus keep_failure(const rocksdb::IOStatus& s);
   void count(uint64_t bytes);  // before each append
 
   EarlySyncFileSystem& fs_;
@@ -133,7 +156,8 @@ class EarlySyncWal : public rocksdb::FSWritableFileOwnerWrapper {
   // Under fs_.mutex_:
   Early early_ = Early::kNone;
   uint64_t covers_ = 0;  // appended_ when the early sync was queued
-  rocksdb::IOStatus status_;
+  rocksdb::IOStatus status_;  // the early sync's, once kDone
+  rocksdb::IOStatus failed_;  // the first failed sync's; OK while none failed
 };
 
 }  // namespace wpm::eventstore

@@ -24,6 +24,7 @@ using rocksdb::IOStatus;
 // their syncs counted and, when a test asks, slowed down or failed.
 struct SyncLog {
   std::atomic<int> syncs{0};
+  std::atomic<int> fsyncs{0};
   std::atomic<int> running{0};
   std::atomic<bool> closed_while_syncing{false};
   std::atomic<int> delay_ms{0};
@@ -42,6 +43,10 @@ class ObservedFile : public rocksdb::FSWritableFileOwnerWrapper {
     ++log_.syncs;
     --log_.running;
     return s;
+  }
+  IOStatus Fsync(const IOOptions& options, IODebugContext* dbg) override {
+    ++log_.fsyncs;
+    return target()->Fsync(options, dbg);
   }
   IOStatus Close(const IOOptions& options, IODebugContext* dbg) override {
     if (log_.running > 0) log_.closed_while_syncing = true;
@@ -87,6 +92,15 @@ class EarlyWalSyncTest : public ::testing::Test {
     return file;
   }
 
+  // The bytes in a database's WAL files (flushed to the kernel after each write).
+  static uint64_t wal_size(const fs::path& db) {
+    uint64_t bytes = 0;
+    for (const auto& entry : fs::directory_iterator(db)) {
+      if (EarlySyncFileSystem::is_wal(entry.path().string())) bytes += entry.file_size();
+    }
+    return bytes;
+  }
+
   static void append(rocksdb::FSWritableFile& file, size_t bytes) {
     ASSERT_TRUE(file.Append(std::string(bytes, 'x'), IOOptions(), nullptr).ok());
   }
@@ -108,7 +122,7 @@ TEST_F(EarlyWalSyncTest, ArmedWriteIsSyncedOnceEarlyAndSurvivesReopening) {
   rocksdb::WriteBatch batch;
   for (int i = 0; i < 300; ++i) ASSERT_TRUE(batch.Put("key" + std::to_string(i), std::string(300, 'v')).ok());
   int syncs_before = log_.syncs;
-  early_->arm(batch.GetDataSize());
+  early_->arm(EarlySyncFileSystem::wal_bytes(batch.GetDataSize()));
   ASSERT_TRUE(db->Write(rocksdb::WriteOptions(), &batch).ok());
   early_->disarm();
   ASSERT_TRUE(db->SyncWAL().ok());
@@ -169,10 +183,87 @@ TEST_F(EarlyWalSyncTest, AFailedEarlySyncIsReturnedAndNotRetried) {
   ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
   IOStatus s = file->Sync(IOOptions(), nullptr);
   EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  // The disk recovers, but the pages the sync lost are gone: no later call may
+  // report the file as synced.
+  log_.fail = false;
+  s = file->Sync(IOOptions(), nullptr);
+  EXPECT_TRUE(s.IsIOError()) << "a second Sync() after a failed one: " << s.ToString();
+  s = file->Fsync(IOOptions(), nullptr);
+  EXPECT_TRUE(s.IsIOError()) << "an Fsync() after a failed sync: " << s.ToString();
   EXPECT_EQ(log_.syncs, 1) << "a failed sync must never be retried";
   EXPECT_EQ(early_->answered_syncs(), 0u);
+  // Neither is another early sync started for it.
+  early_->arm(10);
+  append(*file, 10);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  EXPECT_EQ(early_->early_syncs(), 1u);
+  early_->disarm();
+  s = file->Close(IOOptions(), nullptr);
+  EXPECT_TRUE(s.IsIOError()) << "Close() after a failed sync: " << s.ToString();
+  EXPECT_EQ(log_.syncs, 1);
+}
+
+TEST_F(EarlyWalSyncTest, AFailedSyncOnTheCallersThreadIsKeptToo) {
+  auto file = open_file("000006.log");
+  append(*file, 10);
+  log_.fail = true;
+  EXPECT_TRUE(file->Sync(IOOptions(), nullptr).IsIOError());
   log_.fail = false;
+  EXPECT_TRUE(file->Sync(IOOptions(), nullptr).IsIOError());
+  EXPECT_EQ(log_.syncs, 1) << "a failed sync must never be retried";
+  EXPECT_TRUE(file->Close(IOOptions(), nullptr).IsIOError());
+}
+
+TEST_F(EarlyWalSyncTest, TheArmGoesOnlyToTheFileTheWriteAppendedTo) {
+  auto old_wal = open_file("000007.log");
+  auto new_wal = open_file("000008.log");
+  early_->arm(10);
+  append(*new_wal, 10);
+  ASSERT_TRUE(old_wal->Flush(IOOptions(), nullptr).ok());  // e.g. a background flush
+  EXPECT_EQ(early_->early_syncs(), 0u) << "an older WAL file took the arm";
+  ASSERT_TRUE(new_wal->Flush(IOOptions(), nullptr).ok());
+  EXPECT_EQ(early_->early_syncs(), 1u);
+  ASSERT_TRUE(new_wal->Sync(IOOptions(), nullptr).ok());
+  EXPECT_EQ(early_->answered_syncs(), 1u);
+  ASSERT_TRUE(old_wal->Close(IOOptions(), nullptr).ok());
+  ASSERT_TRUE(new_wal->Close(IOOptions(), nullptr).ok());
+}
+
+TEST_F(EarlyWalSyncTest, AnFsyncRunsEvenAfterAnEarlySync) {
+  auto file = open_file("000009.log");
+  early_->arm(10);
+  append(*file, 10);
+  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  ASSERT_TRUE(file->Fsync(IOOptions(), nullptr).ok());
+  EXPECT_EQ(log_.syncs, 1);   // the early fdatasync
+  EXPECT_EQ(log_.fsyncs, 1);  // and the fsync, which also syncs the metadata
+  EXPECT_EQ(early_->answered_syncs(), 0u) << "an fsync is not answered by an fdatasync";
   ASSERT_TRUE(file->Close(IOOptions(), nullptr).ok());
+}
+
+TEST_F(EarlyWalSyncTest, TheArmedSizeIsALowerBoundOfWhatTheWalAppends) {
+  EXPECT_EQ(EarlySyncFileSystem::wal_bytes(0), 0u);
+  EXPECT_EQ(EarlySyncFileSystem::wal_bytes(100), 107u);
+  EXPECT_EQ(EarlySyncFileSystem::wal_bytes(32761), 32768u);
+  EXPECT_EQ(EarlySyncFileSystem::wal_bytes(32762), 32776u);
+  // Against RocksDB itself: the WAL grows by at least that much per write.
+  auto env = rocksdb::NewCompositeEnv(early_);
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.env = env.get();
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(options, dir_ / "db", &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  for (size_t values : {1, 50, 400}) {
+    rocksdb::WriteBatch batch;
+    for (size_t i = 0; i < values; ++i) ASSERT_TRUE(batch.Put("k" + std::to_string(i), std::string(200, 'v')).ok());
+    uint64_t before = wal_size(dir_ / "db");
+    ASSERT_TRUE(db->Write(rocksdb::WriteOptions(), &batch).ok());
+    uint64_t grown = wal_size(dir_ / "db") - before;
+    EXPECT_GE(grown, EarlySyncFileSystem::wal_bytes(batch.GetDataSize())) << values << " values";
+    EXPECT_LE(grown, EarlySyncFileSystem::wal_bytes(batch.GetDataSize()) + 7 + 6) << values << " values";
+  }
+  ASSERT_TRUE(db->Close().ok());
 }
 
 TEST_F(EarlyWalSyncTest, CloseWaitsForTheEarlySync) {
