@@ -105,19 +105,34 @@ class EarlyWalSyncTest : public ::testing::Test {
     ASSERT_TRUE(file.Append(std::string(bytes, 'x'), IOOptions(), nullptr).ok());
   }
 
+  // What the store's write of an armed batch does to the WAL file: arm, append, flush.
+  void armed_write(rocksdb::FSWritableFile& file, size_t bytes) {
+    early_->arm(bytes);
+    append(file, bytes);
+    ASSERT_TRUE(file.Flush(IOOptions(), nullptr).ok());
+  }
+
+  // A database in dir_/db over the early-sync layer; null if it cannot be opened.
+  std::unique_ptr<rocksdb::DB> open_db() {
+    if (!env_) env_ = rocksdb::NewCompositeEnv(early_);
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.env = env_.get();
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status s = rocksdb::DB::Open(options, dir_ / "db", &raw);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return std::unique_ptr<rocksdb::DB>(s.ok() ? raw : nullptr);
+  }
+
   fs::path dir_;
   SyncLog log_;
   std::shared_ptr<EarlySyncFileSystem> early_;
+  std::unique_ptr<rocksdb::Env> env_;  // early_ as RocksDB sees it; outlives the databases
 };
 
 TEST_F(EarlyWalSyncTest, ArmedWriteIsSyncedOnceEarlyAndSurvivesReopening) {
-  auto env = rocksdb::NewCompositeEnv(early_);
-  rocksdb::Options options;
-  options.create_if_missing = true;
-  options.env = env.get();
-  rocksdb::DB* raw = nullptr;
-  ASSERT_TRUE(rocksdb::DB::Open(options, dir_ / "db", &raw).ok());
-  std::unique_ptr<rocksdb::DB> db(raw);
+  std::unique_ptr<rocksdb::DB> db = open_db();
+  ASSERT_NE(db, nullptr);
 
   rocksdb::WriteBatch batch;
   for (int i = 0; i < 300; ++i) ASSERT_TRUE(batch.Put("key" + std::to_string(i), std::string(300, 'v')).ok());
@@ -138,8 +153,8 @@ TEST_F(EarlyWalSyncTest, ArmedWriteIsSyncedOnceEarlyAndSurvivesReopening) {
 
   ASSERT_TRUE(db->Close().ok());
   db.reset();
-  ASSERT_TRUE(rocksdb::DB::Open(options, dir_ / "db", &raw).ok());
-  db.reset(raw);
+  db = open_db();
+  ASSERT_NE(db, nullptr);
   std::string value;
   ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "key299", &value).ok());
   EXPECT_EQ(value, std::string(300, 'v'));
@@ -164,9 +179,7 @@ TEST_F(EarlyWalSyncTest, AFlushBeforeTheArmedBytesAreAppendedStartsNothing) {
 
 TEST_F(EarlyWalSyncTest, BytesAppendedAfterTheEarlySyncStartedGetASyncOfTheirOwn) {
   auto file = open_file("000002.log");
-  early_->arm(10);
-  append(*file, 10);
-  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  armed_write(*file, 10);
   append(*file, 5);  // not covered by the sync queued at the flush
   ASSERT_TRUE(file->Sync(IOOptions(), nullptr).ok());
   EXPECT_EQ(early_->early_syncs(), 1u);
@@ -178,9 +191,7 @@ TEST_F(EarlyWalSyncTest, BytesAppendedAfterTheEarlySyncStartedGetASyncOfTheirOwn
 TEST_F(EarlyWalSyncTest, AFailedEarlySyncIsReturnedAndNotRetried) {
   auto file = open_file("000003.log");
   log_.fail = true;
-  early_->arm(10);
-  append(*file, 10);
-  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  armed_write(*file, 10);
   IOStatus s = file->Sync(IOOptions(), nullptr);
   EXPECT_TRUE(s.IsIOError()) << s.ToString();
   // The disk recovers, but the pages the sync lost are gone: no later call may
@@ -193,9 +204,7 @@ TEST_F(EarlyWalSyncTest, AFailedEarlySyncIsReturnedAndNotRetried) {
   EXPECT_EQ(log_.syncs, 1) << "a failed sync must never be retried";
   EXPECT_EQ(early_->answered_syncs(), 0u);
   // Neither is another early sync started for it.
-  early_->arm(10);
-  append(*file, 10);
-  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  armed_write(*file, 10);
   EXPECT_EQ(early_->early_syncs(), 1u);
   early_->disarm();
   s = file->Close(IOOptions(), nullptr);
@@ -231,9 +240,7 @@ TEST_F(EarlyWalSyncTest, TheArmGoesOnlyToTheFileTheWriteAppendedTo) {
 
 TEST_F(EarlyWalSyncTest, AnFsyncRunsEvenAfterAnEarlySync) {
   auto file = open_file("000009.log");
-  early_->arm(10);
-  append(*file, 10);
-  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  armed_write(*file, 10);
   ASSERT_TRUE(file->Fsync(IOOptions(), nullptr).ok());
   EXPECT_EQ(log_.syncs, 1);   // the early fdatasync
   EXPECT_EQ(log_.fsyncs, 1);  // and the fsync, which also syncs the metadata
@@ -247,13 +254,8 @@ TEST_F(EarlyWalSyncTest, TheArmedSizeIsALowerBoundOfWhatTheWalAppends) {
   EXPECT_EQ(EarlySyncFileSystem::wal_bytes(32761), 32768u);
   EXPECT_EQ(EarlySyncFileSystem::wal_bytes(32762), 32776u);
   // Against RocksDB itself: the WAL grows by at least that much per write.
-  auto env = rocksdb::NewCompositeEnv(early_);
-  rocksdb::Options options;
-  options.create_if_missing = true;
-  options.env = env.get();
-  rocksdb::DB* raw = nullptr;
-  ASSERT_TRUE(rocksdb::DB::Open(options, dir_ / "db", &raw).ok());
-  std::unique_ptr<rocksdb::DB> db(raw);
+  std::unique_ptr<rocksdb::DB> db = open_db();
+  ASSERT_NE(db, nullptr);
   for (size_t values : {1, 50, 400}) {
     rocksdb::WriteBatch batch;
     for (size_t i = 0; i < values; ++i) ASSERT_TRUE(batch.Put("k" + std::to_string(i), std::string(200, 'v')).ok());
@@ -269,9 +271,7 @@ TEST_F(EarlyWalSyncTest, TheArmedSizeIsALowerBoundOfWhatTheWalAppends) {
 TEST_F(EarlyWalSyncTest, CloseWaitsForTheEarlySync) {
   auto file = open_file("000004.log");
   log_.delay_ms = 100;
-  early_->arm(10);
-  append(*file, 10);
-  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  armed_write(*file, 10);
   ASSERT_TRUE(file->Close(IOOptions(), nullptr).ok());
   EXPECT_EQ(log_.syncs, 1);
   EXPECT_FALSE(log_.closed_while_syncing) << "the file was closed under a running sync";
@@ -281,9 +281,7 @@ TEST_F(EarlyWalSyncTest, CloseWaitsForTheEarlySync) {
 TEST_F(EarlyWalSyncTest, DestroyingAFileWaitsForItsEarlySync) {
   auto file = open_file("000005.log");
   log_.delay_ms = 100;
-  early_->arm(10);
-  append(*file, 10);
-  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  armed_write(*file, 10);
   file.reset();  // the wrapped file goes only after its sync ended
   EXPECT_EQ(log_.syncs, 1);
   EXPECT_EQ(log_.running, 0);
@@ -295,9 +293,7 @@ TEST_F(EarlyWalSyncTest, OnlyWalFilesAreSyncedEarly) {
   EXPECT_FALSE(EarlySyncFileSystem::is_wal("/data/log/000013.sst"));
   EXPECT_FALSE(EarlySyncFileSystem::is_wal(".log"));
   auto file = open_file("MANIFEST-000001");
-  early_->arm(10);
-  append(*file, 10);
-  ASSERT_TRUE(file->Flush(IOOptions(), nullptr).ok());
+  armed_write(*file, 10);
   EXPECT_EQ(early_->early_syncs(), 0u);
   ASSERT_TRUE(file->Sync(IOOptions(), nullptr).ok());
   EXPECT_EQ(log_.syncs, 1);
