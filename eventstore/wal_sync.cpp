@@ -110,7 +110,7 @@ void EarlySyncFileSystem::run() {
     // The file is not closed while its sync is queued or running (settle()).
     IOStatus s = file->target()->Sync(IOOptions(), nullptr);
     lock.lock();
-    file->status_ = s;
+    file->keep_failure(s);
     file->early_ = EarlySyncWal::Early::kDone;
     finished_.notify_all();
   }
@@ -174,7 +174,7 @@ IOStatus EarlySyncWal::take_early(bool* covered) {
   // second sync of the file runs beside it and takes its error.
   fs_.settle(*this, lock);
   early_ = Early::kNone;
-  if (IOStatus failure = keep_failure(status_); !failure.ok()) return failure;
+  if (!failed_.ok()) return failed_;
   // Bytes appended after the early sync was queued need a sync of their own.
   *covered = covers_ == appended_.load(std::memory_order_acquire);
   return IOStatus::OK();

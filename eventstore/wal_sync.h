@@ -156,7 +156,6 @@ class EarlySyncWal : public rocksdb::FSWritableFileOwnerWrapper {
   // Under fs_.mutex_:
   Early early_ = Early::kNone;
   uint64_t covers_ = 0;  // appended_ when the early sync was queued
-  rocksdb::IOStatus status_;  // the early sync's, once kDone
   rocksdb::IOStatus failed_;  // the first failed sync's; OK while none failed
 };
 
