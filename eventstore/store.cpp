@@ -70,6 +70,39 @@ uint64_t value_u64(std::string_view v) {
 }
 std::string type_key(size_t type) { return fmt::format("type/{}", type); }
 
+// Stream-index entry: key (stream id, NUL, first version), value the sequence of
+// that version, then, for more than one event, how many consecutive versions sit
+// at consecutive sequences from there (both 8-byte big-endian). A batch writes
+// one entry per run of a stream's events, not one per event.
+struct StreamEntry {
+  uint64_t first_version = 0;
+  uint64_t first_sequence = 0;
+  uint64_t count = 0;
+};
+constexpr size_t kStreamEntryOneBytes = 8;
+constexpr size_t kStreamEntryRunBytes = 16;
+
+// Empty when `key` is not an entry of the stream whose keys start with `prefix`
+// (the stream id and NUL); an entry whose value has no valid size is an error.
+Result<std::optional<StreamEntry>> parse_stream_entry(std::string_view prefix, std::string_view key,
+                                                      std::string_view value) {
+  if (!key.starts_with(prefix) || key.size() != prefix.size() + 8) return std::nullopt;
+  StreamEntry e{key_seq(key.substr(prefix.size())), 0, 1};
+  if (value.size() != kStreamEntryOneBytes && value.size() != kStreamEntryRunBytes) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("stream index entry of {} bytes for version {} of stream \"{}\"",
+                            value.size(), e.first_version, prefix.substr(0, prefix.size() - 1)));
+  }
+  e.first_sequence = key_seq(value.substr(0, 8));
+  if (value.size() == kStreamEntryRunBytes) e.count = key_seq(value.substr(8));
+  if (e.count == 0) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("stream index entry of no events at version {} of stream \"{}\"",
+                            e.first_version, prefix.substr(0, prefix.size() - 1)));
+  }
+  return e;
+}
+
 // Idempotency value: first sequence, count, commit time (Store::KeyEntry).
 constexpr size_t kKeyEntryBytes = 8 + 4 + 8;
 
@@ -578,10 +611,10 @@ Result<uint64_t> Store::stream_version(const std::string& stream_id) const {
   prefix.push_back('\0');
   it->SeekForPrev(stream_key(stream_id, UINT64_MAX));
   if (!it->status().ok()) return std::unexpected(rocks_error("cannot read the stream index", it->status()));
-  if (!it->Valid() || !it->key().starts_with(prefix) || it->key().size() != prefix.size() + 8) {
-    return uint64_t{0};
-  }
-  return key_seq(std::string_view(it->key().data() + prefix.size(), 8));
+  if (!it->Valid()) return uint64_t{0};
+  auto entry = parse_stream_entry(prefix, it->key().ToStringView(), it->value().ToStringView());
+  if (!entry) return std::unexpected(entry.error());
+  return *entry ? (*entry)->first_version + (*entry)->count - 1 : 0;
 }
 
 void Store::kill_point(const char* name) const {
@@ -655,11 +688,9 @@ Result<AppendResult> Store::stage(const AppendRequest& req, int64_t now_ns, Stag
     seal_record(record, st.chain, st.hasher, &st.chain);
     rocksdb::Slice sequence(reinterpret_cast<const char*>(&be_seq), sizeof be_seq);
     st.batch.Put(log_cf_, sequence, record);
-    if (StreamRun* run = st.stream_runs.empty() ? nullptr : &st.stream_runs.back();
-        run != nullptr && run->stream_id == d.stream_id &&
-        run->first_version + run->count == assigned[i] &&
-        run->first_sequence + run->count == st.next) {
-      ++run->count;
+    if (!st.stream_runs.empty() &&
+        st.stream_runs.back().continued_by(d.stream_id, assigned[i], st.next)) {
+      ++st.stream_runs.back().count;
     } else {
       st.stream_runs.push_back(StreamRun{d.stream_id, assigned[i], st.next, 1});
     }
@@ -820,19 +851,20 @@ void Store::put_derived_marks(rocksdb::WriteBatch& batch, uint64_t sequence) {
   }
 }
 
+void Store::put_stream_run(rocksdb::WriteBatch& batch, const StreamRun& run) {
+  // The key (stream id, NUL, big-endian version) without building a string.
+  uint64_t be_version = std::byteswap(run.first_version);
+  uint64_t be_value[2] = {std::byteswap(run.first_sequence), std::byteswap(run.count)};
+  rocksdb::Slice key_parts[3] = {run.stream_id, rocksdb::Slice("\0", 1),
+                                 rocksdb::Slice(reinterpret_cast<const char*>(&be_version), 8)};
+  rocksdb::Slice value(reinterpret_cast<const char*>(be_value),
+                       run.count == 1 ? kStreamEntryOneBytes : kStreamEntryRunBytes);
+  batch.Put(streams_cf_, rocksdb::SliceParts(key_parts, 3), rocksdb::SliceParts(&value, 1));
+}
+
 Result<void> Store::apply_index() {
   if (!index_pending_) return {};
-  for (const StreamRun& run : stream_runs_) {
-    for (uint64_t k = 0; k < run.count; ++k) {
-      // The key (stream id, NUL, big-endian version) without building a string.
-      uint64_t be_version = std::byteswap(run.first_version + k);
-      uint64_t be_seq = std::byteswap(run.first_sequence + k);
-      rocksdb::Slice key_parts[3] = {run.stream_id, rocksdb::Slice("\0", 1),
-                                     rocksdb::Slice(reinterpret_cast<const char*>(&be_version), 8)};
-      rocksdb::Slice value(reinterpret_cast<const char*>(&be_seq), 8);
-      index_.Put(streams_cf_, rocksdb::SliceParts(key_parts, 3), rocksdb::SliceParts(&value, 1));
-    }
-  }
+  for (const StreamRun& run : stream_runs_) put_stream_run(index_, run);
   stream_runs_.clear();
   rocksdb::WriteOptions wo;
   wo.disableWAL = true;  // derived: rebuilt from the log after a crash
@@ -902,6 +934,12 @@ Result<void> Store::rebuild_derived(uint64_t head) {
   // Events of one request are contiguous and share its key: one entry per run.
   std::string run_key;
   KeyEntry run{};
+  // Likewise one stream-index entry per run of a stream's events.
+  StreamRun stream_run;
+  auto put_stream = [&] {
+    if (stream_run.count > 0) put_stream_run(batch, stream_run);
+    stream_run.count = 0;
+  };
   uint64_t in_chunk = 0;
   auto r = scan(from + 1, ScanMode::kBulk, [&](uint64_t seq, std::string_view record) {
     if (seq > head) return false;
@@ -916,13 +954,19 @@ Result<void> Store::rebuild_derived(uint64_t head) {
       if (!run_key.empty()) batch.Put(idempotency_cf_, run_key, encode_entry(run));
       run_key.clear();
       if (in_chunk >= kRebuildChunkEvents) {
+        put_stream();
         if (!write_chunk(seq - 1)) return false;
         in_chunk = 0;
       }
     }
     ++in_chunk;
     if (seq > marks[0]) {
-      batch.Put(streams_cf_, stream_key(event->stream_id, event->stream_version), seq_key(seq));
+      if (stream_run.continued_by(event->stream_id, event->stream_version, seq)) {
+        ++stream_run.count;
+      } else {
+        put_stream();
+        stream_run = StreamRun{event->stream_id, event->stream_version, seq, 1};
+      }
     }
     if (seq > marks[1] && !event->idempotency_key.empty()) {
       if (run_key.empty()) {
@@ -940,6 +984,7 @@ Result<void> Store::rebuild_derived(uint64_t head) {
   if (!r) return r;
   if (problem) return std::unexpected(*problem);
   if (!run_key.empty()) batch.Put(idempotency_cf_, run_key, encode_entry(run));
+  put_stream();
   if (!write_chunk(head)) return std::unexpected(*problem);
   log_->info("recovery_rebuilt_derived from={} to={}", from + 1, head);
   return {};
@@ -1063,22 +1108,39 @@ Result<ReadReply> Store::read_stream(const ReadStreamRequest& request) const {
   reply.next = from;
   std::string prefix = request.stream_id + '\0';
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), streams_cf_));
+  auto entry_here = [&]() -> Result<std::optional<StreamEntry>> {
+    if (!it->Valid()) return std::nullopt;
+    return parse_stream_entry(prefix, it->key().ToStringView(), it->value().ToStringView());
+  };
+  // The entry holding `from` is the last one starting at or before it; when
+  // that one ends before `from`, the next one is where the stream goes on.
+  it->SeekForPrev(stream_key(request.stream_id, from));
+  auto entry = entry_here();
+  if (!entry) return std::unexpected(entry.error());
+  if (!*entry || (*entry)->first_version + (*entry)->count <= from) {
+    it->Seek(stream_key(request.stream_id, from));
+  }
   size_t bytes = 0;
   reply.end = true;
-  for (it->Seek(stream_key(request.stream_id, from)); it->Valid(); it->Next()) {
-    if (!it->key().starts_with(prefix) || it->key().size() != prefix.size() + 8) break;
-    uint64_t seq = value_u64(std::string_view(it->value().data(), it->value().size()));
-    seq = std::byteswap(seq);
-    if (seq > reply.head) break;
-    if (reply.records.size() >= max_events || bytes >= options_.read_page_bytes_max) {
-      reply.end = false;
-      break;
+  for (; it->Valid(); it->Next()) {
+    entry = entry_here();
+    if (!entry) return std::unexpected(entry.error());
+    if (!*entry) break;  // the next stream's entries
+    const StreamEntry& e = **entry;
+    for (uint64_t version = std::max(from, e.first_version); version < e.first_version + e.count;
+         ++version) {
+      uint64_t seq = e.first_sequence + (version - e.first_version);
+      if (seq > reply.head) return reply;
+      if (reply.records.size() >= max_events || bytes >= options_.read_page_bytes_max) {
+        reply.end = false;
+        return reply;
+      }
+      auto record = get_record(seq);
+      if (!record) return std::unexpected(record.error());
+      bytes += record->size();
+      reply.records.push_back(std::move(*record));
+      reply.next = version + 1;
     }
-    auto record = get_record(seq);
-    if (!record) return std::unexpected(record.error());
-    bytes += record->size();
-    reply.records.push_back(std::move(*record));
-    reply.next = key_seq(std::string_view(it->key().data() + prefix.size(), 8)) + 1;
   }
   if (!it->status().ok()) return std::unexpected(rocks_error("cannot read the stream index", it->status()));
   return reply;

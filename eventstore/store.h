@@ -134,15 +134,19 @@ class Store {
     KeyEntry entry;
     const AppendRequest* request;
   };
-  // Consecutive events of one stream: stream-index entries (stream, version)
-  // -> sequence for `count` versions and sequences from the first ones. Kept
-  // as runs so that the entries are built after the replies, not before.
+  // Consecutive events of one stream at consecutive sequences: one stream-index
+  // entry, built after the replies (apply_index()) or by a rebuild.
   struct StreamRun {
     std::string stream_id;
     uint64_t first_version = 0;
     uint64_t first_sequence = 0;
     uint64_t count = 0;
+    bool continued_by(const std::string& stream, uint64_t version, uint64_t sequence) const {
+      return count > 0 && stream_id == stream && first_version + count == version &&
+             first_sequence + count == sequence;
+    }
   };
+  void put_stream_run(rocksdb::WriteBatch& batch, const StreamRun& run);
   // One batch being staged: copies of the sequencer state plus what it adds.
   struct Staging {
     // Reserves room for `events` typical records: a batch grown by doubling
@@ -151,7 +155,7 @@ class Store {
         : batch(std::min(events * kStagedRecordBytes, kStagedReserveBytesMax)),
           index(std::min(events * kStagedIndexBytes, kStagedReserveBytesMax)) {}
     static constexpr size_t kStagedRecordBytes = 384;  // a small event's record, key, framing
-    static constexpr size_t kStagedIndexBytes = 64;    // its stream-index entry (apply_index)
+    static constexpr size_t kStagedIndexBytes = 64;    // a stream-index entry, at most
     static constexpr size_t kStagedReserveBytesMax = 8u << 20;  // larger batches grow
     uint64_t next = 1;
     std::array<uint8_t, 32> chain{};

@@ -2,6 +2,7 @@
 #include "eventstore/store.h"
 
 #include <gmock/gmock.h>
+#include <rocksdb/db.h>
 #include <gtest/gtest.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
@@ -154,6 +155,34 @@ class StoreTest : public ::testing::Test {
     ASSERT_FALSE(problem.has_value()) << problem->message;
     EXPECT_EQ(verifier.count(), head);
     EXPECT_EQ(verifier.next_sequence(), head + 1);
+  }
+
+  // The keys of one column family, read straight from RocksDB with the store
+  // closed; with `drop`, the family is dropped afterwards (its content lost).
+  std::vector<std::string> column_keys(const std::string& family, bool drop = false) {
+    std::string path = options_.data_dir + "/log";
+    std::vector<std::string> names;
+    EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> columns;
+    for (const auto& n : names) columns.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    auto s = rocksdb::DB::Open(rocksdb::DBOptions(), path, columns, &handles, &raw);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    std::vector<std::string> keys;
+    if (!s.ok()) return keys;
+    std::unique_ptr<rocksdb::DB> db(raw);
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] != family) continue;
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[i]));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
+      if (drop) {
+        EXPECT_TRUE(db->DropColumnFamily(handles[i]).ok());
+      }
+    }
+    for (auto* h : handles) EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    EXPECT_TRUE(db->Close().ok());
+    return keys;
   }
 
   StoreOptions options_;
@@ -572,6 +601,81 @@ TEST_F(StoreTest, ReadStreamPagesFromAVersion) {
   ASSERT_EQ(rest->records.size(), 2u);
   EXPECT_EQ(decode(rest->records[1]).stream_version, 5u);
   EXPECT_TRUE(rest->end);
+}
+
+// The stream index holds one entry per run of a stream's events in a request:
+// reads start inside a run and go on across runs and other streams' events.
+TEST_F(StoreTest, ReadStreamStartsInsideARunAndGoesOnAcrossRuns) {
+  Store& store = open();
+  // (stream, versions) at sequences: a1-5 at 1-5; a6 at 6, b1 at 7, a7 at 8;
+  // a8-10 at 9-11; b2-3 at 12-13.
+  commit_ok(on_stream("a", 5));
+  commit_ok(request({synthetic("a", 5), synthetic("b", 0), synthetic("a", 6)}));
+  commit_ok(on_stream("a", 3, "", {}, 7));
+  commit_ok(on_stream("b", 2, "", {}, 1));
+
+  auto page = store.read_stream(ReadStreamRequest{"a", 3, 5});
+  ASSERT_TRUE(page.has_value()) << page.error().message;
+  std::vector<std::pair<uint64_t, uint64_t>> got;  // (version, sequence)
+  for (const auto& r : page->records) {
+    Event e = decode(r);
+    EXPECT_EQ(e.stream_id, "a");
+    got.emplace_back(e.stream_version, e.sequence);
+  }
+  EXPECT_EQ(got,
+            (std::vector<std::pair<uint64_t, uint64_t>>{{3, 3}, {4, 4}, {5, 5}, {6, 6}, {7, 8}}));
+  EXPECT_EQ(page->next, 8u);
+  EXPECT_FALSE(page->end);
+
+  auto rest = store.read_stream(ReadStreamRequest{"a", page->next, 0});
+  ASSERT_TRUE(rest.has_value()) << rest.error().message;
+  ASSERT_EQ(rest->records.size(), 3u);
+  EXPECT_EQ(decode(rest->records[0]).sequence, 9u);
+  EXPECT_EQ(decode(rest->records[2]).stream_version, 10u);
+  EXPECT_EQ(rest->next, 11u);
+  EXPECT_TRUE(rest->end);
+
+  auto beyond = store.read_stream(ReadStreamRequest{"a", 11, 0});
+  ASSERT_TRUE(beyond.has_value());
+  EXPECT_TRUE(beyond->records.empty());
+  EXPECT_TRUE(beyond->end);
+  EXPECT_EQ(stream_versions("b"), (std::vector<uint64_t>{1, 2, 3}));
+
+  // The current version comes from the last run: 10, not its first version 8.
+  auto stale = commit({on_stream("a", 1, "", {{"a", ExpectKind::kExact, 9}})});
+  EXPECT_FALSE(stale.results[0].has_value());
+  open();  // no cached versions: read from the index
+  auto out = commit({on_stream("a", 1, "", {{"a", ExpectKind::kExact, 10}}, 10)});
+  ASSERT_TRUE(out.results[0].has_value()) << out.results[0].error().message;
+  close();
+  // a1-5, a6, b1, a7, a8-10, b2-3, a11, and the derived-data mark.
+  EXPECT_EQ(column_keys("streams").size(), 8u);
+}
+
+// After the stream index is lost, it is rebuilt from the records at open, with
+// consecutive events of a stream merged into one entry across requests.
+TEST_F(StoreTest, LostStreamIndexIsRebuiltInRunsThatServeTheSameReads) {
+  open();
+  commit_ok(on_stream("a", 5));
+  commit_ok(request({synthetic("a", 5), synthetic("b", 0), synthetic("a", 6)}));
+  commit_ok(on_stream("a", 3, "", {}, 7));
+  commit_ok(on_stream("b", 2, "", {}, 1));
+  auto before = store_->read_stream(ReadStreamRequest{"a", 2, 0});
+  ASSERT_TRUE(before.has_value());
+  close();
+  ASSERT_EQ(column_keys("streams", true).size(), 7u);
+
+  Store& store = open();
+  auto after = store.read_stream(ReadStreamRequest{"a", 2, 0});
+  ASSERT_TRUE(after.has_value()) << after.error().message;
+  EXPECT_EQ(after->records, before->records);
+  EXPECT_EQ(after->next, 11u);
+  EXPECT_EQ(stream_versions("b"), (std::vector<uint64_t>{1, 2, 3}));
+  auto out = commit({on_stream("b", 1, "", {{"b", ExpectKind::kExact, 3}}, 3)});
+  ASSERT_TRUE(out.results[0].has_value()) << out.results[0].error().message;
+  close();
+  // a1-6 (sequences 1-6), b1, a7-10 (8-11), b2-3, b4 (its own request), the mark.
+  EXPECT_EQ(column_keys("streams").size(), 6u);
 }
 
 // ---- stats ------------------------------------------------------------------------------
