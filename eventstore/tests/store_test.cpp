@@ -157,6 +157,15 @@ class StoreTest : public ::testing::Test {
     EXPECT_EQ(verifier.next_sequence(), head + 1);
   }
 
+  // Streams "a" and "b", versions at sequences: a1-5 at 1-5; a6 at 6, b1 at 7,
+  // a7 at 8 (one request); a8-10 at 9-11; b2-3 at 12-13.
+  void commit_runs_of_a_and_b() {
+    commit_ok(on_stream("a", 5));
+    commit_ok(request({synthetic("a", 5), synthetic("b", 0), synthetic("a", 6)}));
+    commit_ok(on_stream("a", 3, "", {}, 7));
+    commit_ok(on_stream("b", 2, "", {}, 1));
+  }
+
   // The keys of one column family, read straight from RocksDB with the store
   // closed; with `drop`, the family is dropped afterwards (its content lost).
   std::vector<std::string> column_keys(const std::string& family, bool drop = false) {
@@ -607,12 +616,7 @@ TEST_F(StoreTest, ReadStreamPagesFromAVersion) {
 // reads start inside a run and go on across runs and other streams' events.
 TEST_F(StoreTest, ReadStreamStartsInsideARunAndGoesOnAcrossRuns) {
   Store& store = open();
-  // (stream, versions) at sequences: a1-5 at 1-5; a6 at 6, b1 at 7, a7 at 8;
-  // a8-10 at 9-11; b2-3 at 12-13.
-  commit_ok(on_stream("a", 5));
-  commit_ok(request({synthetic("a", 5), synthetic("b", 0), synthetic("a", 6)}));
-  commit_ok(on_stream("a", 3, "", {}, 7));
-  commit_ok(on_stream("b", 2, "", {}, 1));
+  commit_runs_of_a_and_b();
 
   auto page = store.read_stream(ReadStreamRequest{"a", 3, 5});
   ASSERT_TRUE(page.has_value()) << page.error().message;
@@ -656,10 +660,7 @@ TEST_F(StoreTest, ReadStreamStartsInsideARunAndGoesOnAcrossRuns) {
 // consecutive events of a stream merged into one entry across requests.
 TEST_F(StoreTest, LostStreamIndexIsRebuiltInRunsThatServeTheSameReads) {
   open();
-  commit_ok(on_stream("a", 5));
-  commit_ok(request({synthetic("a", 5), synthetic("b", 0), synthetic("a", 6)}));
-  commit_ok(on_stream("a", 3, "", {}, 7));
-  commit_ok(on_stream("b", 2, "", {}, 1));
+  commit_runs_of_a_and_b();
   auto before = store_->read_stream(ReadStreamRequest{"a", 2, 0});
   ASSERT_TRUE(before.has_value());
   close();
