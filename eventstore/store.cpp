@@ -88,17 +88,22 @@ Result<std::optional<StreamEntry>> parse_stream_entry(std::string_view prefix, s
                                                       std::string_view value) {
   if (!key.starts_with(prefix) || key.size() != prefix.size() + 8) return std::nullopt;
   StreamEntry e{key_seq(key.substr(prefix.size())), 0, 1};
-  if (value.size() != kStreamEntryOneBytes && value.size() != kStreamEntryRunBytes) {
+  auto damaged = [&](std::string_view what) {
     return fail(ErrorCode::kCorruption,
-                fmt::format("stream index entry of {} bytes for version {} of stream \"{}\"",
-                            value.size(), e.first_version, prefix.substr(0, prefix.size() - 1)));
+                fmt::format("the stream index entry at version {} of stream \"{}\" is damaged ({}); "
+                            "the index is derived from the log: restore the data directory from "
+                            "a backup",
+                            e.first_version, prefix.substr(0, prefix.size() - 1), what));
+  };
+  if (value.size() != kStreamEntryOneBytes && value.size() != kStreamEntryRunBytes) {
+    return damaged(fmt::format("a value of {} bytes", value.size()));
   }
   e.first_sequence = key_seq(value.substr(0, 8));
   if (value.size() == kStreamEntryRunBytes) e.count = key_seq(value.substr(8));
-  if (e.count == 0) {
-    return fail(ErrorCode::kCorruption,
-                fmt::format("stream index entry of no events at version {} of stream \"{}\"",
-                            e.first_version, prefix.substr(0, prefix.size() - 1)));
+  // Versions and sequences start at 1; neither may run past 2^64 - 1.
+  if (e.first_version == 0 || e.first_sequence == 0 || e.count == 0 ||
+      e.count - 1 > UINT64_MAX - e.first_version || e.count - 1 > UINT64_MAX - e.first_sequence) {
+    return damaged(fmt::format("sequence {}, {} events", e.first_sequence, e.count));
   }
   return e;
 }
@@ -1115,6 +1120,7 @@ Result<ReadReply> Store::read_stream(const ReadStreamRequest& request) const {
   // The entry holding `from` is the last one starting at or before it; when
   // that one ends before `from`, the next one is where the stream goes on.
   it->SeekForPrev(stream_key(request.stream_id, from));
+  if (!it->status().ok()) return std::unexpected(rocks_error("cannot read the stream index", it->status()));
   auto entry = entry_here();
   if (!entry) return std::unexpected(entry.error());
   if (!*entry || (*entry)->first_version + (*entry)->count <= from) {
@@ -1122,13 +1128,21 @@ Result<ReadReply> Store::read_stream(const ReadStreamRequest& request) const {
   }
   size_t bytes = 0;
   reply.end = true;
+  uint64_t version = from;  // the next one to return
   for (; it->Valid(); it->Next()) {
     entry = entry_here();
     if (!entry) return std::unexpected(entry.error());
     if (!*entry) break;  // the next stream's entries
     const StreamEntry& e = **entry;
-    for (uint64_t version = std::max(from, e.first_version); version < e.first_version + e.count;
-         ++version) {
+    // A stream's versions have no gaps, so neither have its entries.
+    if (e.first_version > version) {
+      return fail(ErrorCode::kCorruption,
+                  fmt::format("the stream index has no entry for versions {}..{} of stream \"{}\"; "
+                              "the index is derived from the log: restore the data directory "
+                              "from a backup",
+                              version, e.first_version - 1, request.stream_id));
+    }
+    for (; version < e.first_version + e.count; ++version) {
       uint64_t seq = e.first_sequence + (version - e.first_version);
       if (seq > reply.head) return reply;
       if (reply.records.size() >= max_events || bytes >= options_.read_page_bytes_max) {

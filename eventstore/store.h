@@ -155,7 +155,7 @@ class Store {
         : batch(std::min(events * kStagedRecordBytes, kStagedReserveBytesMax)),
           index(std::min(events * kStagedIndexBytes, kStagedReserveBytesMax)) {}
     static constexpr size_t kStagedRecordBytes = 384;  // a small event's record, key, framing
-    static constexpr size_t kStagedIndexBytes = 64;    // a stream-index entry, at most
+    static constexpr size_t kStagedIndexBytes = 64;    // a typical stream-index entry
     static constexpr size_t kStagedReserveBytesMax = 8u << 20;  // larger batches grow
     uint64_t next = 1;
     std::array<uint8_t, 32> chain{};

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <string>
@@ -166,32 +167,48 @@ class StoreTest : public ::testing::Test {
     commit_ok(on_stream("b", 2, "", {}, 1));
   }
 
-  // The keys of one column family, read straight from RocksDB with the store
-  // closed; with `drop`, the family is dropped afterwards (its content lost).
-  std::vector<std::string> column_keys(const std::string& family, bool drop = false) {
+  // Runs `change` on one column family, opened straight with RocksDB while the
+  // store is closed.
+  void with_family(const std::string& family,
+                   const std::function<void(rocksdb::DB&, rocksdb::ColumnFamilyHandle*)>& change) {
     std::string path = options_.data_dir + "/log";
     std::vector<std::string> names;
-    EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names).ok());
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names).ok());
     std::vector<rocksdb::ColumnFamilyDescriptor> columns;
     for (const auto& n : names) columns.emplace_back(n, rocksdb::ColumnFamilyOptions());
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
     auto s = rocksdb::DB::Open(rocksdb::DBOptions(), path, columns, &handles, &raw);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    std::vector<std::string> keys;
-    if (!s.ok()) return keys;
+    ASSERT_TRUE(s.ok()) << s.ToString();
     std::unique_ptr<rocksdb::DB> db(raw);
     for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] != family) continue;
-      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[i]));
-      for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
-      if (drop) {
-        EXPECT_TRUE(db->DropColumnFamily(handles[i]).ok());
-      }
+      if (names[i] == family) change(*db, handles[i]);
     }
     for (auto* h : handles) EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
     EXPECT_TRUE(db->Close().ok());
+  }
+  // Its keys; with `drop`, the family is dropped afterwards (its content lost).
+  std::vector<std::string> column_keys(const std::string& family, bool drop = false) {
+    std::vector<std::string> keys;
+    with_family(family, [&](rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf) {
+      std::unique_ptr<rocksdb::Iterator> it(db.NewIterator(rocksdb::ReadOptions(), cf));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
+      if (drop) {
+        EXPECT_TRUE(db.DropColumnFamily(cf).ok());
+      }
+    });
     return keys;
+  }
+  // A stream-index key or value as the store writes them: big-endian numbers.
+  static std::string big_endian(std::initializer_list<uint64_t> numbers) {
+    std::string out;
+    for (uint64_t n : numbers) {
+      for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(n >> shift));
+    }
+    return out;
+  }
+  static std::string stream_entry_key(const std::string& stream, uint64_t version) {
+    return stream + '\0' + big_endian({version});
   }
 
   StoreOptions options_;
@@ -677,6 +694,43 @@ TEST_F(StoreTest, LostStreamIndexIsRebuiltInRunsThatServeTheSameReads) {
   close();
   // a1-6 (sequences 1-6), b1, a7-10 (8-11), b2-3, b4 (its own request), the mark.
   EXPECT_EQ(column_keys("streams").size(), 6u);
+}
+
+// A damaged index is an error naming the stream, never a stream read with
+// versions missing or a version handed out twice.
+TEST_F(StoreTest, DamagedStreamIndexIsReportedNotSkipped) {
+  open();
+  commit_runs_of_a_and_b();
+  close();
+  // a6 (at sequence 6) gone: a hole between a1-5 and a7.
+  with_family("streams", [&](rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf) {
+    ASSERT_TRUE(db.Delete(rocksdb::WriteOptions(), cf, stream_entry_key("a", 6)).ok());
+  });
+  Store& store = open();
+  auto whole = store.read_stream(ReadStreamRequest{"a", 1, 0});
+  ASSERT_FALSE(whole.has_value());
+  EXPECT_EQ(whole.error().code, ErrorCode::kCorruption);
+  EXPECT_THAT(whole.error().message, HasSubstr("no entry for versions 6..6 of stream \"a\""));
+  auto after_hole = store.read_stream(ReadStreamRequest{"a", 7, 0});
+  ASSERT_TRUE(after_hole.has_value()) << after_hole.error().message;
+  EXPECT_EQ(after_hole->records.size(), 4u);
+  close();
+
+  // The last run of "a" (a8-10) claims 2^64 - 1 events: its last version would wrap.
+  with_family("streams", [&](rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf) {
+    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf, stream_entry_key("a", 8),
+                       big_endian({9, UINT64_MAX}))
+                    .ok());
+    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf, stream_entry_key("b", 2), "short").ok());
+  });
+  open();
+  auto out = commit({on_stream("a", 1, "", {{"a", ExpectKind::kAny, 0}})});
+  ASSERT_FALSE(out.results[0].has_value()) << "a version was handed out over a damaged index";
+  EXPECT_EQ(out.results[0].error().code, ErrorCode::kCorruption);
+  EXPECT_THAT(out.results[0].error().message, HasSubstr("version 8 of stream \"a\" is damaged"));
+  auto b = store_->read_stream(ReadStreamRequest{"b", 1, 0});
+  ASSERT_FALSE(b.has_value());
+  EXPECT_THAT(b.error().message, HasSubstr("a value of 5 bytes"));
 }
 
 // ---- stats ------------------------------------------------------------------------------
