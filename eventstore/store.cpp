@@ -83,7 +83,8 @@ constexpr size_t kStreamEntryOneBytes = 8;
 constexpr size_t kStreamEntryRunBytes = 16;
 
 // Empty when `key` is not an entry of the stream whose keys start with `prefix`
-// (the stream id and NUL); an entry whose value has no valid size is an error.
+// (the stream id and NUL); an entry that cannot be right (a value of another
+// size, a zero, a run past 2^64 - 1) is a corruption error.
 Result<std::optional<StreamEntry>> parse_stream_entry(std::string_view prefix, std::string_view key,
                                                       std::string_view value) {
   if (!key.starts_with(prefix) || key.size() != prefix.size() + 8) return std::nullopt;
