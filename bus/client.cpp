@@ -21,9 +21,23 @@ StoreClient::StoreClient(zmq::context_t& context, std::string endpoint, ClientOp
   reconnect();
 }
 
+void apply_credentials(zmq::socket_t& socket, const StoreCredentials& credentials) {
+  if (!credentials.store_public_key.empty()) {
+    make_curve_client(socket, credentials.client_keys, credentials.store_public_key);
+  }
+  if (!credentials.local_identity.empty()) {
+    uint64_t nonce = 0;
+    if (::getrandom(&nonce, sizeof nonce, 0) != sizeof nonce) nonce = static_cast<uint64_t>(::time(nullptr));
+    // "local/<identity>/<nonce>" (eventstore/access.h); unique per socket.
+    socket.set(zmq::sockopt::routing_id,
+               fmt::format("local/{}/{:016x}", credentials.local_identity, nonce));
+  }
+}
+
 void StoreClient::reconnect() {
   socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
   apply_defaults(*socket_);
+  apply_credentials(*socket_, options_.credentials);
   socket_->connect(endpoint_);
 }
 
@@ -60,8 +74,8 @@ Result<Reply> StoreClient::exchange(uint64_t request_id, std::string encoded, Re
   }
   return fail(ErrorCode::kTimeout,
               fmt::format("no reply from the store at {} after {} attempt(s) of {} ms; is wpmd "
-                          "running? (its endpoints are in DATA/endpoints; set --store or "
-                          "WPM_STORE)",
+                          "running, and is this client's key listed? (the endpoints are in "
+                          "DATA/endpoints; set --data or WPM_DATA, or --store or WPM_STORE)",
                           endpoint_, attempts, options_.timeout_ms));
 }
 

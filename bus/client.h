@@ -10,17 +10,35 @@
 #include <zmq.hpp>
 
 #include "bus/constants.h"
+#include "bus/curve.h"
 #include "schemas/error.h"
 #include "schemas/protocol.h"
 
 namespace wpm::bus {
+
+// How a client proves who it is to the store (DESIGN.md §8): CURVE with a
+// listed key over tcp:// and ipc://, or, inside wpmd, the identity it acts as
+// on the inproc endpoint.
+struct StoreCredentials {
+  // This client's key pair and the store's public key (Z85). Empty: none.
+  CurveKeyPair client_keys;
+  std::string store_public_key;
+  // inproc:// only: the identity declared in the routing id, e.g.
+  // "service:inventory". Empty: none.
+  std::string local_identity;
+};
 
 struct ClientOptions {
   // Deadline of one attempt. Default: 5000 ms.
   int timeout_ms = kRequestTimeoutMsDefault;
   // Attempts for a repeatable request (1 = no retry). Default: 3.
   int attempts = kRequestAttemptsDefault;
+  // Default: none (the store then refuses every request).
+  StoreCredentials credentials;
 };
+
+// Applies `credentials` to a socket that connects to the store (DEALER or SUB).
+void apply_credentials(zmq::socket_t& socket, const StoreCredentials& credentials);
 
 class StoreClient {
  public:

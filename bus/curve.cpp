@@ -62,7 +62,13 @@ Result<CurveKeyPair> generate_curve_keys() {
 Result<CurveKeyPair> load_curve_keys(const std::string& dir, const std::string& name) {
   std::string path = dir + "/" + name + ".key";
   std::ifstream in(path);
-  if (!in) return fail(ErrorCode::kNotFound, fmt::format("no key file {}", path));
+  if (!in) {
+    if (errno == EACCES || errno == EPERM) {
+      return fail(ErrorCode::kPermissionDenied,
+                  fmt::format("cannot read the key file {}: permission denied; it is readable by root only", path));
+    }
+    return fail(ErrorCode::kNotFound, fmt::format("no key file {}", path));
+  }
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
     return fail(ErrorCode::kInvalidRequest,
@@ -77,6 +83,24 @@ Result<CurveKeyPair> load_curve_keys(const std::string& dir, const std::string& 
                 fmt::format("{} does not hold a CURVE key pair; move it away to make a new one", path));
   }
   return CurveKeyPair{*pub, *sec};
+}
+
+Result<std::string> load_public_key(const std::string& dir, const std::string& name) {
+  std::string path = dir + "/" + name + ".pub";
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == EACCES || errno == EPERM) {
+      return fail(ErrorCode::kPermissionDenied, fmt::format("cannot read {}: permission denied", path));
+    }
+    return fail(ErrorCode::kNotFound, fmt::format("no public key file {}", path));
+  }
+  std::stringstream content;
+  content << in.rdbuf();
+  auto pub = value_of(content.str(), "public");
+  if (!pub || !valid_curve_key(*pub)) {
+    return fail(ErrorCode::kCorruption, fmt::format("{} does not hold a CURVE public key", path));
+  }
+  return *pub;
 }
 
 Result<void> store_curve_keys(const std::string& dir, const std::string& name, const CurveKeyPair& keys) {
@@ -146,8 +170,7 @@ void make_curve_client(zmq::socket_t& socket, const CurveKeyPair& keys, const st
   socket.set(zmq::sockopt::curve_secretkey, keys.secret_key);
 }
 
-ZapHandler::ZapHandler(zmq::context_t& context, Policy policy)
-    : socket_(context, zmq::socket_type::rep), policy_(std::move(policy)) {
+ZapHandler::ZapHandler(zmq::context_t& context) : socket_(context, zmq::socket_type::rep) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.bind(kZapEndpoint);  // before any server socket handshakes
   thread_ = std::thread([this] { run(); });
@@ -156,6 +179,24 @@ ZapHandler::ZapHandler(zmq::context_t& context, Policy policy)
 ZapHandler::~ZapHandler() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
+}
+
+void ZapHandler::serve_domain(const std::string& domain, Policy policy) {
+  std::lock_guard lock(mutex_);
+  policies_[domain] = std::move(policy);
+}
+
+void ZapHandler::drop_domain(const std::string& domain) {
+  std::lock_guard lock(mutex_);
+  policies_.erase(domain);
+}
+
+std::optional<std::string> ZapHandler::decide(const std::string& domain, const std::string& address,
+                                              const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto it = policies_.find(domain);
+  if (it == policies_.end()) return std::nullopt;
+  return it->second(address, key);
 }
 
 void ZapHandler::run() {
@@ -173,7 +214,7 @@ void ZapHandler::run() {
       if (mechanism == "CURVE" && frames.size() >= 7 && frames[6].size() == 32) {
         char z85[kZ85KeyChars + 1];
         zmq_z85_encode(z85, static_cast<const uint8_t*>(frames[6].data()), 32);
-        if (auto id = policy_(text(2), text(3), z85)) {
+        if (auto id = decide(text(2), text(3), z85)) {
           status = "200";
           status_text = "OK";
           user = *id;

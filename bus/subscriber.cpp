@@ -24,6 +24,7 @@ CatchUpSubscriber::CatchUpSubscriber(zmq::context_t& context, SubscriberOptions 
       next_(std::max<uint64_t>(options_.from, 1)) {
   apply_defaults(sub_);
   sub_.set(zmq::sockopt::rcvhwm, options_.receive_hwm);
+  apply_credentials(sub_, options_.client.credentials);
   sub_.set(zmq::sockopt::subscribe, std::string(kEventTopicPrefix));
 }
 

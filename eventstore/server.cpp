@@ -27,9 +27,11 @@ struct StoreServer::PendingAppend {
 };
 
 StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions options,
-                         StoreMetrics& metrics, std::shared_ptr<spdlog::logger> log)
+                         const AppendAccess& access, StoreMetrics& metrics,
+                         std::shared_ptr<spdlog::logger> log)
     : store_(store),
       options_(std::move(options)),
+      access_(access),
       metrics_(metrics),
       log_(std::move(log)),
       router_(context, zmq::socket_type::router),
@@ -41,6 +43,10 @@ StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions op
   // Pass every (un)subscription through, so the subscriber gauge counts all.
   xpub_.set(zmq::sockopt::xpub_verboser, 1);
   for (size_t t = 1; t <= kEventTypeMax; ++t) topics_[t] = bus::event_topic(static_cast<EventType>(t));
+  WPM_ASSERT(bus::valid_curve_key(options_.keys.public_key), "the store needs its CURVE key pair");
+  // Every tcp:// and ipc:// endpoint handshakes with CURVE; inproc has no handshake.
+  bus::make_curve_server(router_, options_.keys, kStoreZapDomain);
+  bus::make_curve_server(xpub_, options_.keys, kStoreZapDomain);
 }
 
 Result<void> StoreServer::bind() {
@@ -57,8 +63,44 @@ Result<void> StoreServer::bind() {
     bound = bus::last_endpoint(s);
     return {};
   };
+  for (const auto* endpoint : {&options_.request_endpoint, &options_.publish_endpoint}) {
+    if (endpoint->starts_with("inproc://")) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("{} cannot be the store's network endpoint: use tcp://HOST:PORT",
+                              *endpoint));
+    }
+  }
   if (auto r = bind_one(router_, options_.request_endpoint, "request", bound_request_); !r) return r;
-  return bind_one(xpub_, options_.publish_endpoint, "publication", bound_publish_);
+  if (auto r = bind_one(xpub_, options_.publish_endpoint, "publication", bound_publish_); !r) return r;
+  std::string unused;
+  if (!options_.local_request_endpoint.empty()) {
+    if (auto r = bind_one(router_, options_.local_request_endpoint, "local request", unused); !r) {
+      return r;
+    }
+  }
+  if (!options_.local_publish_endpoint.empty()) {
+    if (auto r = bind_one(xpub_, options_.local_publish_endpoint, "local publication", unused); !r) {
+      return r;
+    }
+  }
+  return {};
+}
+
+std::string StoreServer::identity_of(const zmq::message_t& routing_id, zmq::message_t& body) {
+  // A CURVE connection carries the user id its ZAP handler gave it; a message
+  // without one came over inproc, whose clients declare who they are.
+  const char* user = zmq_msg_gets(body.handle(), "User-Id");
+  if (user != nullptr && *user != '\0') return user;
+  return identity_of_local_routing_id(bus::view(routing_id));
+}
+
+Result<void> StoreServer::authorize(const std::string& identity, AppendRequest& append) const {
+  for (auto& draft : append.events) {
+    auto actor = access_.authorize(identity, draft);
+    if (!actor) return std::unexpected(actor.error());
+    draft.actor = std::move(*actor);
+  }
+  return {};
 }
 
 void StoreServer::malformed(const std::string& why) {
@@ -118,7 +160,21 @@ void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
       continue;
     }
     uint64_t id = request->request_id;
+    std::string identity = identity_of(frames[0], frames[1]);
+    if (identity.empty()) {
+      metrics_.request(RequestKind::kStats, false).Increment();
+      reply(frames[0], Reply{id, Error{ErrorCode::kPermissionDenied,
+                                       "unauthenticated request: connect with CURVE and a listed key"}});
+      continue;
+    }
     if (auto* append = std::get_if<AppendRequest>(&request->body)) {
+      if (auto allowed = authorize(identity, *append); !allowed) {
+        metrics_.request(RequestKind::kAppend, false).Increment();
+        log_->warn("append_refused identity={} stream={} reason=\"{}\"", identity,
+                   allowed.error().stream_id, allowed.error().message);
+        reply(frames[0], Reply{id, allowed.error()});
+        continue;
+      }
       pending_events += append->events.size();
       pending_bytes += frames[1].size();
       pending.push_back(PendingAppend{std::move(frames[0]), id, std::move(*append)});

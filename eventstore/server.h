@@ -18,17 +18,32 @@
 #include <string>
 #include <zmq.hpp>
 
+#include "bus/curve.h"
+#include "eventstore/access.h"
 #include "eventstore/metrics.h"
 #include "eventstore/store.h"
 #include "schemas/error.h"
 
 namespace wpm::eventstore {
 
+// The ZAP domain of the store's CURVE endpoints.
+inline constexpr const char* kStoreZapDomain = "store";
+
 struct ServerOptions {
-  // Request endpoint; port 0 picks a free port. Default: tcp://127.0.0.1:9515.
+  // Request endpoint; port 0 picks a free port. CURVE (see `keys`).
+  // Default: tcp://127.0.0.1:9515.
   std::string request_endpoint = "tcp://127.0.0.1:9515";
-  // Publication endpoint. Default: tcp://127.0.0.1:9516.
+  // Publication endpoint, CURVE as well. Default: tcp://127.0.0.1:9516.
   std::string publish_endpoint = "tcp://127.0.0.1:9516";
+  // In-process endpoints for the services inside wpmd (no handshake: only
+  // this process can reach them). Empty: none.
+  // Defaults: inproc://wpm-store and inproc://wpm-store-publish.
+  std::string local_request_endpoint = "inproc://wpm-store";
+  std::string local_publish_endpoint = "inproc://wpm-store-publish";
+  // The store's CURVE key pair. Every tcp:// and ipc:// endpoint is a CURVE
+  // server with it, in ZAP domain kStoreZapDomain, whose handler (made by
+  // main() for the context) admits only listed client keys. Required.
+  bus::CurveKeyPair keys;
   // Send high-water mark per subscriber, in messages; a subscriber further
   // behind loses publications (and catches up by reading). Default: 100000.
   int publish_hwm = 100'000;
@@ -44,8 +59,9 @@ struct ServerOptions {
 
 class StoreServer {
  public:
-  StoreServer(Store& store, zmq::context_t& context, ServerOptions options, StoreMetrics& metrics,
-              std::shared_ptr<spdlog::logger> log);
+  // `access` decides every append's permission and actor; it outlives the server.
+  StoreServer(Store& store, zmq::context_t& context, ServerOptions options, const AppendAccess& access,
+              StoreMetrics& metrics, std::shared_ptr<spdlog::logger> log);
 
   // Binds both endpoints; the bound addresses are then available.
   [[nodiscard]] Result<void> bind();
@@ -64,9 +80,14 @@ class StoreServer {
   void reply(const zmq::message_t& identity, const Reply& reply);
   void publish(const std::vector<Committed>& committed);
   void malformed(const std::string& why);
+  // The identity a request came with (ZAP user id or local routing id); empty: none.
+  static std::string identity_of(const zmq::message_t& routing_id, zmq::message_t& body);
+  // Stamps the actors of `append` as `identity` may write it, or says why not.
+  Result<void> authorize(const std::string& identity, AppendRequest& append) const;
 
   Store& store_;
   ServerOptions options_;
+  const AppendAccess& access_;
   StoreMetrics& metrics_;
   std::shared_ptr<spdlog::logger> log_;
   zmq::socket_t router_;

@@ -332,7 +332,7 @@ void put_reply(const Reply& reply, s::Reply::Builder b) {
           auto e = b.initError();
           // Local-only codes travel as internal errors.
           auto code = static_cast<uint16_t>(body.code);
-          e.setCode(static_cast<s::ErrorCode>(code <= 6 ? code : 6));
+          e.setCode(static_cast<s::ErrorCode>(code <= kWireErrorCodeMax ? code : 6));
           e.setMessage(text(body.message));
           e.setStreamId(text(body.stream_id));
           e.setExpectedVersion(body.expected_version);
@@ -376,7 +376,7 @@ Reply get_reply(s::Reply::Reader r) {
     case s::Reply::ERROR: {
       auto e = r.getError();
       auto code = static_cast<uint16_t>(e.getCode());
-      if (code == 0 || code > 6) throw Refused{fmt::format("unknown error code {}", code)};
+      if (code == 0 || code > kWireErrorCodeMax) throw Refused{fmt::format("unknown error code {}", code)};
       reply.body = Error{static_cast<ErrorCode>(code), str(e.getMessage()), str(e.getStreamId()),
                          e.getExpectedVersion(), e.getActualVersion()};
       break;

@@ -9,6 +9,7 @@
 
 namespace wpm {
 
+// Codes up to kWireErrorCodeMax travel on the wire (store.capnp ErrorCode).
 enum class ErrorCode : uint16_t {
   kNone = 0,
   kInvalidRequest = 1,        // malformed input or over a limit
@@ -17,12 +18,15 @@ enum class ErrorCode : uint16_t {
   kReadOnly = 4,              // the store stopped writing after a write error
   kUnavailable = 5,           // shutting down, overloaded, or unreachable
   kInternal = 6,
+  kPermissionDenied = 7,      // the authenticated identity may not do this
   // Not on the wire (local to a process):
   kIo = 100,         // file system or database I/O
   kCorruption = 101, // checksum, chain or gap found in stored data
   kTimeout = 102,    // no reply within the deadline, after the allowed retries
   kNotFound = 103,
 };
+
+inline constexpr uint16_t kWireErrorCodeMax = 7;
 
 const char* error_code_name(ErrorCode code);
 

@@ -67,6 +67,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::kReadOnly: return "read_only";
     case ErrorCode::kUnavailable: return "unavailable";
     case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kPermissionDenied: return "permission_denied";
     case ErrorCode::kIo: return "io";
     case ErrorCode::kCorruption: return "corruption";
     case ErrorCode::kTimeout: return "timeout";

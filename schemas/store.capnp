@@ -58,6 +58,7 @@ enum ErrorCode {
   readOnly @4;               # the store stopped writing after a write error
   unavailable @5;            # shutting down or overloaded; retry later
   internal @6;
+  permissionDenied @7;       # the authenticated identity may not do this (e.g. write that stream)
 }
 
 struct Error {

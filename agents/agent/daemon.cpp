@@ -481,10 +481,10 @@ int Daemon::run() {
                                         ports.empty() ? 0 : ports.front());
 
   // Only the pinned manager key may use the agent port.
-  bus::ZapHandler zap(context_, [this](const std::string& domain, const std::string& address,
-                                       const std::string& key) -> std::optional<std::string> {
+  bus::ZapHandler zap(context_);
+  zap.serve_domain(kZapDomain, [this](const std::string& address, const std::string& key) -> std::optional<std::string> {
     std::lock_guard lock(registration_mutex_);
-    if (domain == kZapDomain && registration_ && key == registration_->manager_public_key) return "manager";
+    if (registration_ && key == registration_->manager_public_key) return "manager";
     log_->warn("agent_port_refused address={} key_fingerprint={}", address, bus::key_fingerprint(key));
     return std::nullopt;
   });

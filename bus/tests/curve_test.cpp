@@ -10,6 +10,8 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <thread>
+#include <atomic>
 
 #include "bus/frame.h"
 #include "bus/registration_proof.h"
@@ -130,10 +132,10 @@ TEST(ZapHandler, AdmitsOnlyAllowedKeysAndLabelsThem) {
   ASSERT_TRUE(server_keys && allowed && stranger);
   std::mutex mutex;
   std::set<std::string> allow = {allowed->public_key};
-  ZapHandler zap(context, [&](const std::string& domain, const std::string&, const std::string& key)
-                     -> std::optional<std::string> {
+  ZapHandler zap(context);
+  zap.serve_domain("agent", [&](const std::string&, const std::string& key) -> std::optional<std::string> {
     std::lock_guard lock(mutex);
-    if (domain != "agent" || !allow.contains(key)) return std::nullopt;
+    if (!allow.contains(key)) return std::nullopt;
     return "system-1";
   });
   zmq::socket_t router(context, zmq::socket_type::router);
@@ -169,6 +171,67 @@ TEST(ZapHandler, AdmitsOnlyAllowedKeysAndLabelsThem) {
   echo.join();
   EXPECT_GE(zap.refused(), 1u);
   EXPECT_GE(zap.admitted(), 2u);
+}
+
+// Echoes every request on a CURVE router of `domain` until destroyed.
+class EchoServer {
+ public:
+  EchoServer(zmq::context_t& context, const CurveKeyPair& keys, const std::string& domain)
+      : router_(context, zmq::socket_type::router) {
+    router_.set(zmq::sockopt::linger, 0);
+    make_curve_server(router_, keys, domain);
+    router_.bind("tcp://127.0.0.1:*");
+    endpoint_ = last_endpoint(router_);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
+        if (poll(&item, 1, 50ms) <= 0) continue;
+        zmq::message_t id, body;
+        if (!router_.recv(id) || !router_.recv(body)) continue;
+        router_.send(id, zmq::send_flags::sndmore);
+        router_.send(body, zmq::send_flags::none);
+      }
+    });
+  }
+  ~EchoServer() {
+    stop_ = true;
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  zmq::socket_t router_;
+  std::string endpoint_;
+  std::atomic<bool> stop_ = false;
+  std::thread thread_;
+};
+
+TEST(ZapHandler, OneHandlerServesEveryDomainOfItsContextWithItsOwnPolicy) {
+  zmq::context_t context(1);
+  auto server_keys = generate_curve_keys();
+  auto agent = generate_curve_keys();
+  auto service = generate_curve_keys();
+  ASSERT_TRUE(server_keys && agent && service);
+  ZapHandler zap(context);
+  zap.serve_domain("agent", [&](const std::string&, const std::string& key) -> std::optional<std::string> {
+    if (key == agent->public_key) return "system-1";
+    return std::nullopt;
+  });
+  zap.serve_domain("store", [&](const std::string&, const std::string& key) -> std::optional<std::string> {
+    if (key == service->public_key) return "service:compatibility";
+    return std::nullopt;
+  });
+  EchoServer agents(context, *server_keys, "agent");
+  EchoServer store(context, *server_keys, "store");
+  EchoServer nobody(context, *server_keys, "unserved");
+  EXPECT_TRUE(echoed(context, agents.endpoint(), *agent, server_keys->public_key));
+  EXPECT_FALSE(echoed(context, agents.endpoint(), *service, server_keys->public_key)) << "the other domain's key";
+  EXPECT_TRUE(echoed(context, store.endpoint(), *service, server_keys->public_key));
+  EXPECT_FALSE(echoed(context, store.endpoint(), *agent, server_keys->public_key));
+  EXPECT_FALSE(echoed(context, nobody.endpoint(), *agent, server_keys->public_key)) << "a domain nobody serves";
+  zap.drop_domain("store");
+  EXPECT_FALSE(echoed(context, store.endpoint(), *service, server_keys->public_key)) << "dropped";
+  EXPECT_TRUE(echoed(context, agents.endpoint(), *agent, server_keys->public_key)) << "the other domain stays";
 }
 
 }  // namespace

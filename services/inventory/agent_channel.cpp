@@ -23,9 +23,9 @@ using namespace std::chrono_literals;
 namespace ap = agentproto;
 
 constexpr const char* kZapDomain = "agent";
-constexpr const char* kActor = "wpmd/inventory";
-// The registry aggregate: every registration, removal and profile change
-// (the correlation id names the system).
+// The registry aggregate: every registration, removal and profile change.
+// The store stamps the actor (service:inventory); the correlation id is the
+// request that caused the event (the append's idempotency key).
 constexpr const char* kRegistryStream = "registry";
 constexpr size_t kHostnameMax = 253;
 // Unauthenticated frames: a registration with its profile is a few KiB.
@@ -107,8 +107,16 @@ struct AgentChannel::Metrics {
                        .Add({})) {}
 };
 
-AgentChannel::AgentChannel(zmq::context_t& context, AgentChannelOptions options, std::shared_ptr<spdlog::logger> log)
-    : context_(context), options_(std::move(options)), log_(std::move(log)), rejections_(options_.rejections) {}
+AgentChannel::AgentChannel(zmq::context_t& context, bus::ZapHandler& zap, AgentChannelOptions options,
+                           std::shared_ptr<spdlog::logger> log)
+    : context_(context), options_(std::move(options)), log_(std::move(log)), zap_(zap),
+      rejections_(options_.rejections) {}
+
+bus::ClientOptions AgentChannel::store_client_options() const {
+  bus::ClientOptions o;
+  o.credentials = options_.store_credentials;
+  return o;
+}
 
 AgentChannel::~AgentChannel() { stop(); }
 
@@ -116,7 +124,8 @@ void AgentChannel::stop() {
   stop_ = true;
   if (server_.joinable()) server_.join();
   if (follower_.joinable()) follower_.join();
-  zap_.reset();
+  if (zap_served_) zap_.drop_domain(kZapDomain);
+  zap_served_ = false;
 }
 
 std::string AgentChannel::fingerprint() const { return bus::key_fingerprint(keys_.public_key); }
@@ -126,10 +135,11 @@ size_t AgentChannel::registered() const {
   return registry_.size();
 }
 
-Result<std::unique_ptr<AgentChannel>> AgentChannel::start(zmq::context_t& context, AgentChannelOptions options,
+Result<std::unique_ptr<AgentChannel>> AgentChannel::start(zmq::context_t& context, bus::ZapHandler& zap,
+                                                          AgentChannelOptions options,
                                                           prometheus::Registry& metrics,
                                                           std::shared_ptr<spdlog::logger> log) {
-  std::unique_ptr<AgentChannel> channel(new AgentChannel(context, std::move(options), std::move(log)));
+  std::unique_ptr<AgentChannel> channel(new AgentChannel(context, zap, std::move(options), std::move(log)));
   if (auto r = channel->open(metrics); !r) {
     channel->stop();
     return std::unexpected(r.error());
@@ -151,7 +161,7 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
 
   // The allow-list first: rebuilt from the log before any agent is admitted.
   {
-    bus::StoreClient client(context_, options_.store_endpoint);
+    bus::StoreClient client(context_, options_.store_endpoint, store_client_options());
     auto read = read_registry(client);
     if (!read) return fail(read.error().code, "cannot read the registered systems from the event store: " +
                                                   read.error().message);
@@ -159,10 +169,9 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
   follower_ = std::thread([this] { follow(); });
   metrics_->registered.Set(static_cast<double>(registered()));
 
-  zap_ = std::make_unique<bus::ZapHandler>(
-      context_, [this](const std::string& domain, const std::string& address,
-                       const std::string& key) -> std::optional<std::string> {
-        if (domain != kZapDomain) return std::nullopt;
+  zap_served_ = true;
+  zap_.serve_domain(
+      kZapDomain, [this](const std::string& address, const std::string& key) -> std::optional<std::string> {
         std::lock_guard lock(mutex_);
         if (registry_.by_key(key) != nullptr) return key;
         if (refusal_log_.allow(now_ns())) {
@@ -223,7 +232,7 @@ void AgentChannel::follow() {
   // the stream picks up what other writers append. Polled: a publication
   // subscription would make the store build a publication for every event
   // of the log for the sake of a few.
-  bus::StoreClient client(context_, options_.store_endpoint);
+  bus::StoreClient client(context_, options_.store_endpoint, store_client_options());
   while (!stop_) {
     if (auto r = read_registry(client); !r) {
       {
@@ -237,7 +246,7 @@ void AgentChannel::follow() {
 }
 
 void AgentChannel::serve() {
-  store_ = std::make_unique<bus::StoreClient>(context_, options_.store_endpoint);
+  store_ = std::make_unique<bus::StoreClient>(context_, options_.store_endpoint, store_client_options());
   while (!stop_) {
     zmq::pollitem_t items[] = {{public_->handle(), 0, ZMQ_POLLIN, 0}, {channel_->handle(), 0, ZMQ_POLLIN, 0}};
     bus::poll(items, 2, 500ms);
@@ -353,7 +362,7 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
   SystemRegistered registered{system_id, reg->hostname, host, reg->public_key, reg->profile, reg->agent_port};
   AppendRequest append;
   append.idempotency_key = random_key("register-");
-  append.events.push_back(EventDraft{kRegistryStream, "system/" + system_id, "", kActor, registered});
+  append.events.push_back(EventDraft{kRegistryStream, append.idempotency_key, "", "", registered});
   auto result = store_->append(append);
   if (!result) {
     log_->error("registration_not_recorded system={} error=\"{}\"", system_id, result.error().message);
@@ -425,7 +434,7 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
   } else if (std::holds_alternative<ap::Unregister>(request->body)) {
     AppendRequest append;
     append.idempotency_key = random_key("unregister-");
-    append.events.push_back(EventDraft{kRegistryStream, "system/" + system_id, "", kActor,
+    append.events.push_back(EventDraft{kRegistryStream, append.idempotency_key, "", "",
                                        SystemRemoved{system_id, "unregistered by its agent"}});
     auto result = store_->append(append);
     if (!result) {
@@ -462,7 +471,7 @@ ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& sy
   AppendRequest append;
   append.idempotency_key = random_key("profile-");
   append.events.push_back(
-      EventDraft{kRegistryStream, "system/" + system_id, "", kActor, SystemProfileChanged{system_id, profile}});
+      EventDraft{kRegistryStream, append.idempotency_key, "", "", SystemProfileChanged{system_id, profile}});
   auto result = store_->append(append);
   if (!result) {
     log_->warn("profile_not_recorded system={} error=\"{}\"", system_id, result.error().message);
@@ -484,7 +493,7 @@ void AgentChannel::flush_rejections(int64_t now) {
 void AgentChannel::record_rejection(const RegistrationRejected& rejected) {
   AppendRequest append;
   append.idempotency_key = random_key("rejected-");
-  append.events.push_back(EventDraft{"registration-rejections", "", "", kActor, rejected});
+  append.events.push_back(EventDraft{"registration-rejections", append.idempotency_key, "", "", rejected});
   if (auto r = store_->append(append); !r) {
     log_->warn("registration_rejection_not_recorded address={} attempts={} error=\"{}\"", rejected.address,
                rejected.attempts, r.error().message);

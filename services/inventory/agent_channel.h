@@ -37,8 +37,10 @@ struct AgentChannelOptions {
   std::string public_endpoint = "tcp://0.0.0.0:9513";
   // Agent channel (CURVE). Default: tcp://0.0.0.0:9514.
   std::string channel_endpoint = "tcp://0.0.0.0:9514";
-  // The event store's request endpoint (appends, catch-up reads).
+  // The event store's request endpoint (appends, catch-up reads) and how
+  // this service proves its identity there (service:inventory).
   std::string store_endpoint;
+  bus::StoreCredentials store_credentials;
   // Where the manager's key pair lives (created at first start).
   std::string keys_dir;
   // "scrypt$N$r$p$salt$hash" of the registration password; empty: closed.
@@ -57,7 +59,9 @@ struct AgentLiveness {
 
 class AgentChannel {
  public:
-  static Result<std::unique_ptr<AgentChannel>> start(zmq::context_t& context, AgentChannelOptions options,
+  // `zap` is the context's ZAP handler; the channel serves its domain there.
+  static Result<std::unique_ptr<AgentChannel>> start(zmq::context_t& context, bus::ZapHandler& zap,
+                                                     AgentChannelOptions options,
                                                      prometheus::Registry& metrics,
                                                      std::shared_ptr<spdlog::logger> log);
   ~AgentChannel();
@@ -71,7 +75,9 @@ class AgentChannel {
 
  private:
   struct Metrics;
-  AgentChannel(zmq::context_t& context, AgentChannelOptions options, std::shared_ptr<spdlog::logger> log);
+  AgentChannel(zmq::context_t& context, bus::ZapHandler& zap, AgentChannelOptions options,
+               std::shared_ptr<spdlog::logger> log);
+  bus::ClientOptions store_client_options() const;
   Result<void> open(prometheus::Registry& metrics);
   void follow();
   Result<size_t> read_registry(bus::StoreClient& client);
@@ -93,7 +99,8 @@ class AgentChannel {
   std::shared_ptr<spdlog::logger> log_;
   bus::CurveKeyPair keys_;
   std::optional<std::pair<std::string, std::string>> password_;  // kdf text, key
-  std::unique_ptr<bus::ZapHandler> zap_;
+  bus::ZapHandler& zap_;
+  bool zap_served_ = false;
   std::unique_ptr<zmq::socket_t> public_;
   std::unique_ptr<zmq::socket_t> channel_;
   std::string bound_public_;

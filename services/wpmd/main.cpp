@@ -30,6 +30,8 @@
 #include "bus/curve.h"
 #include "bus/registration_proof.h"
 #include "services/inventory/agent_channel.h"
+#include "services/kernel/identity.h"
+#include "services/kernel/keyring.h"
 #include "services/wpmd/config.h"
 #include "wpm_version.h"
 
@@ -48,6 +50,12 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const std::
   log->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %n %v");
   log->flush_on(spdlog::level::warn);
   return log;
+}
+
+int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // Writes DIR/endpoints atomically: one `name=address` per line.
@@ -168,8 +176,34 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     return 1;
   }
 
+  // The store trusts no one it has not authenticated (DESIGN.md §9): its
+  // network endpoints are CURVE, with the keys listed in DATA/keys.
+  auto keys = kernel::ensure_store_keys(options.data_dir);
+  if (!keys) {
+    std::fprintf(stderr, "wpmd: %s\n", keys.error().message.c_str());
+    return 1;
+  }
+  // Declared before the ZAP handler, whose thread calls into them until it ends.
+  kernel::StoreKeyring keyring(options.data_dir + "/keys");
+  inventory::LogLimiter refusal_log;
   zmq::context_t context(1);
-  eventstore::StoreServer server(**store, context, options.server, metrics, log);
+  // One ZAP handler for the context: it serves the store's domain here and
+  // the agent channel's below.
+  bus::ZapHandler zap(context);
+  zap.serve_domain(eventstore::kStoreZapDomain,
+                   [&](const std::string& address, const std::string& key) -> std::optional<std::string> {
+                     auto identity = keyring.identify(key);
+                     if (!identity && refusal_log.allow(wall_ns())) {
+                       log->warn("store_client_refused address={} key_fingerprint={} reason=\"key not "
+                                 "listed\" suppressed_before={}",
+                                 address, bus::key_fingerprint(key), refusal_log.take_suppressed());
+                     }
+                     return identity;
+                   });
+  kernel::StreamAccess access;
+  eventstore::ServerOptions server_options = options.server;
+  server_options.keys = keys->store;
+  eventstore::StoreServer server(**store, context, server_options, access, metrics, log);
   if (auto r = server.bind(); !r) {
     std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
     return 1;
@@ -190,12 +224,13 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   inventory::AgentChannelOptions agent_options;
   agent_options.public_endpoint = options.agent_public_endpoint;
   agent_options.channel_endpoint = options.agent_channel_endpoint;
-  agent_options.store_endpoint = server.request_endpoint();
+  agent_options.store_endpoint = server_options.local_request_endpoint;
+  agent_options.store_credentials.local_identity = kernel::service_identity("inventory");
   agent_options.keys_dir = options.data_dir + "/keys";
   agent_options.password_hash = *password_hash;
   Result<std::unique_ptr<inventory::AgentChannel>> agents = fail(ErrorCode::kInternal, "not started");
   try {
-    agents = inventory::AgentChannel::start(context, agent_options, *registry, log);
+    agents = inventory::AgentChannel::start(context, zap, agent_options, *registry, log);
   } catch (const std::exception& e) {
     agents = fail(ErrorCode::kInternal, fmt::format("cannot start the agent channel: {}", e.what()));
   }
@@ -208,9 +243,10 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   }
   std::string fingerprint = (*agents)->fingerprint();
   std::string endpoints = fmt::format(
-      "request={}\npublish={}\nmetrics={}\nagent_public={}\nagent_channel={}\nmanager_key={}\n",
+      "request={}\npublish={}\nmetrics={}\nagent_public={}\nagent_channel={}\nmanager_key={}\n"
+      "store_key={}\n",
       server.request_endpoint(), server.publish_endpoint(), metrics_url, (*agents)->public_endpoint(),
-      (*agents)->channel_endpoint(), fingerprint);
+      (*agents)->channel_endpoint(), fingerprint, keys->store.public_key);
   if (!write_endpoints(options.data_dir, endpoints)) {
     std::fprintf(stderr, "wpmd: cannot write %s/endpoints\n", options.data_dir.c_str());
     (*agents)->stop();
@@ -284,6 +320,15 @@ int main(int argc, char** argv) {
                  "file whose first line is the agents' registration password (kept only as a salted hash)")
       ->check(CLI::ExistingFile);
   app.add_flag("--show-key", show_key, "print the manager key's fingerprint and public key, then exit");
+  auto* keys_cmd = app.add_subcommand("keys", "manage the keys that may use the event store");
+  keys_cmd->require_subcommand(1);
+  auto* add_service = keys_cmd->add_subcommand(
+      "add-service", "make a key pair for a service run as its own process (wpmd --services NAME --store …)");
+  std::string service_name;
+  bool replace_key = false;
+  add_service->add_option("NAME", service_name, "inventory, compatibility, gateway, executor or policy")
+      ->required();
+  add_service->add_flag("--replace", replace_key, "replace the service's existing key (the old one stops working)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -309,6 +354,19 @@ int main(int argc, char** argv) {
   if (auto r = wpmd::validate(options); !r) {
     std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
     return 2;
+  }
+  if (add_service->parsed()) {
+    auto made = kernel::add_service_key(options.data_dir, service_name,
+                                        replace_key ? kernel::ReplaceKey::kYes : kernel::ReplaceKey::kNo);
+    if (!made) {
+      std::fprintf(stderr, "wpmd: %s\n", made.error().message.c_str());
+      return made.error().code == ErrorCode::kInvalidRequest ? 2 : 1;
+    }
+    std::printf("service key made: %s/keys/services/%s.key (keep it secret; copy it to where the service runs)\n"
+                "fingerprint: %s\nthe store admits it from now on as service:%s\n",
+                options.data_dir.c_str(), service_name.c_str(), bus::key_fingerprint(made->public_key).c_str(),
+                service_name.c_str());
+    return 0;
   }
   if (show_key) {
     auto keys = bus::load_or_create_curve_keys(options.data_dir + "/keys", "manager");

@@ -195,7 +195,7 @@ void report_commits(benchmark::State& state, const std::optional<CommitCounters>
 }
 
 std::unique_ptr<wpm::bus::StoreClient> connect_client(benchmark::State& state) {
-  auto client = std::make_unique<wpm::bus::StoreClient>(*env->zmq, env->wpmd->request());
+  auto client = std::make_unique<wpm::bus::StoreClient>(*env->zmq, env->wpmd->request(), env->wpmd->client_options());
   // Connects before the clock starts: the first request otherwise pays the TCP handshake.
   if (auto stats = client->stats(); !stats) {
     state.SkipWithError(("wpmd does not answer: " + stats.error().message).c_str());
@@ -420,7 +420,7 @@ bool fill_replay(const std::shared_ptr<spdlog::logger>& log) {
 // Reads the first stored event back through wpmd, to confirm the record size the raw
 // benchmarks assumed.
 std::optional<size_t> stored_record_bytes() {
-  wpm::bus::StoreClient client(*env->zmq, env->wpmd->request());
+  wpm::bus::StoreClient client(*env->zmq, env->wpmd->request(), env->wpmd->client_options());
   auto reply = client.read_range(wpm::ReadRangeRequest{.from = 1, .to = 1, .max_events = 1});
   if (!reply || reply->records.empty()) return std::nullopt;
   return reply->records.front().size();

@@ -27,7 +27,7 @@ void check_log(const Wpmd& wpmd, const std::string& ack_path, int round) {
   ASSERT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, wpmd.request());
+  bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
   std::vector<Event> events = read_all(client);
   auto stats = client.stats();
   ASSERT_TRUE(stats.has_value());
@@ -72,7 +72,7 @@ TEST(Crash, KillNineUnderLoadLosesNoAcknowledgedEvent) {
     // Up to 200 events: batches from about 100 events on sync the WAL early (eventstore/wal_sync.h).
     std::uniform_int_distribution<int> batch(1, 200);
     std::uniform_int_distribution<int> delay_ms(5, 250);
-    pid_t writer = spawn({bin("wpm"), "--store", wpmd.request(), "--timeout", "1000", "--attempts",
+    pid_t writer = spawn({bin("wpm"), "--data", wpmd.data_dir(), "--store", wpmd.request(), "--timeout", "1000", "--attempts",
                           "2", "log", "append", "--synthetic", "10000000", "--batch",
                           std::to_string(batch(rng)), "--ack-file", ack_path, "--run",
                           "round" + std::to_string(round)},
@@ -99,7 +99,7 @@ TEST(KillPoint, BatchNotYetAcknowledgedIsDiscardedAndTheRetryAppendsIt) {
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   zmq::context_t ctx(1);
   {
-    bus::StoreClient client(ctx, wpmd.request());
+    bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
     ASSERT_TRUE(client.append(synthetic_request("a", "synthetic/kp", 5)).has_value());
   }
   ASSERT_EQ(wpmd.stop(), 0);
@@ -107,7 +107,7 @@ TEST(KillPoint, BatchNotYetAcknowledgedIsDiscardedAndTheRetryAppendsIt) {
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   auto b = synthetic_request("b", "synthetic/kp", 3, 5);
   {
-    bus::StoreClient client(ctx, wpmd.request(), bus::ClientOptions{500, 1});
+    bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options(500, 1));
     auto r = client.append(b);
     ASSERT_FALSE(r.has_value()) << "no acknowledgement: the process died first";
   }
@@ -117,7 +117,7 @@ TEST(KillPoint, BatchNotYetAcknowledgedIsDiscardedAndTheRetryAppendsIt) {
   EXPECT_NE(wpmd.log().find("recovery_discarded_unacknowledged from=6 to=8 count=3"),
             std::string::npos)
       << wpmd.log();
-  bus::StoreClient client(ctx, wpmd.request());
+  bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
   EXPECT_EQ(client.stats()->head, 5u);
   auto again = client.append(b);
   ASSERT_TRUE(again.has_value()) << again.error().message;
@@ -138,7 +138,7 @@ TEST(KillPoint, AfterARebootRecordsAboveTheMarkAreKeptAndTheRetryIsADuplicate) {
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   zmq::context_t ctx(1);
   {
-    bus::StoreClient client(ctx, wpmd.request());
+    bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
     ASSERT_TRUE(client.append(synthetic_request("a", "synthetic/kp", 5)).has_value());
   }
   ASSERT_EQ(wpmd.stop(), 0);
@@ -146,7 +146,7 @@ TEST(KillPoint, AfterARebootRecordsAboveTheMarkAreKeptAndTheRetryIsADuplicate) {
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   auto b = synthetic_request("b", "synthetic/kp", 3, 5);
   {
-    bus::StoreClient client(ctx, wpmd.request(), bus::ClientOptions{500, 1});
+    bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options(500, 1));
     ASSERT_FALSE(client.append(b).has_value()) << "no acknowledgement: the process died first";
   }
   EXPECT_TRUE(wait_until([&] { return wait_exit(wpmd.pid(), 0ms).has_value(); }, 10s));
@@ -154,7 +154,7 @@ TEST(KillPoint, AfterARebootRecordsAboveTheMarkAreKeptAndTheRetryIsADuplicate) {
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   EXPECT_NE(wpmd.log().find("recovery_kept_above_mark from=6 to=8 count=3"), std::string::npos)
       << wpmd.log();
-  bus::StoreClient client(ctx, wpmd.request());
+  bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
   EXPECT_EQ(client.stats()->head, 8u);
   auto again = client.append(b);
   ASSERT_TRUE(again.has_value()) << again.error().message;
@@ -174,7 +174,7 @@ TEST(KillPoint, BatchAcknowledgedButNotAnsweredIsKeptAndTheRetryIsADuplicate) {
   zmq::context_t ctx(1);
   auto req = synthetic_request("only", "synthetic/kp", 4);
   {
-    bus::StoreClient client(ctx, wpmd.request(), bus::ClientOptions{500, 1});
+    bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options(500, 1));
     ASSERT_FALSE(client.append(req).has_value());
   }
   EXPECT_TRUE(wait_until([&] { return wait_exit(wpmd.pid(), 0ms).has_value(); }, 10s));
@@ -182,7 +182,7 @@ TEST(KillPoint, BatchAcknowledgedButNotAnsweredIsKeptAndTheRetryIsADuplicate) {
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   EXPECT_NE(wpmd.log().find("recovery_rebuilt_derived from=1 to=4"), std::string::npos)
       << wpmd.log();
-  bus::StoreClient client(ctx, wpmd.request());
+  bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
   auto again = client.append(req);
   ASSERT_TRUE(again.has_value()) << again.error().message;
   EXPECT_TRUE(again->duplicate);

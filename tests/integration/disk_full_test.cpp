@@ -70,7 +70,7 @@ TEST(DiskFull, AppendsFailClearlyAndNothingAcknowledgedIsLost) {
   ASSERT_TRUE(fs_small.resize("512m"));
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, wpmd.request());
+  bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
   std::vector<Event> events = read_all(client);
   EXPECT_EQ(events.size(), acked) << "nothing unacknowledged may appear after a failed write";
   for (const Ack& a : read_acks(acks)) {

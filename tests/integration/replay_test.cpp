@@ -22,8 +22,8 @@ AppendRequest system_event(const std::string& key, const std::string& id, bool r
   req.idempotency_key = key;
   Payload p = remove ? Payload{SystemRemoved{id, "decommissioned"}}
                      : Payload{SystemRegistered{id, "host-" + id, "10.1.0." + id, "key-" + id}};
-  req.events.push_back(EventDraft{"system/" + id, "task-" + key, "", "root", p});
-  req.expectations = {{"system/" + id, remove ? ExpectKind::kStreamExists : ExpectKind::kNoStream, 0}};
+  req.events.push_back(EventDraft{"test-system/" + id, "task-" + key, "", "root", p});
+  req.expectations = {{"test-system/" + id, remove ? ExpectKind::kStreamExists : ExpectKind::kNoStream, 0}};
   return req;
 }
 
@@ -38,7 +38,7 @@ TEST(Replay, LiveProjectionEqualsProjectionRebuiltFromTheLog) {
   Wpmd wpmd(Wpmd::Options{dir / "data", {}});
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, wpmd.request());
+  bus::StoreClient client(ctx, wpmd.request(), wpmd.client_options());
   // Some history before the subscriber starts: it must catch up on it.
   ASSERT_TRUE(client.append(synthetic_request("pre", "synthetic/pre", 50)).has_value());
 
@@ -47,6 +47,7 @@ TEST(Replay, LiveProjectionEqualsProjectionRebuiltFromTheLog) {
   std::atomic<bool> stop{false};
   bus::SubscriberOptions o;
   o.store_endpoint = wpmd.request();
+  o.client = wpmd.client_options();
   // publish_endpoint left empty: the subscriber asks the store where to subscribe.
   o.idle_check_ms = 100;
   bus::CatchUpSubscriber sub(ctx, o, [&](const Event& e) {
@@ -59,7 +60,7 @@ TEST(Replay, LiveProjectionEqualsProjectionRebuiltFromTheLog) {
   });
 
   zmq::context_t producer_ctx(1);
-  bus::StoreClient producer(producer_ctx, wpmd.request());
+  bus::StoreClient producer(producer_ctx, wpmd.request(), wpmd.client_options());
   for (int i = 0; i < 20; ++i) {
     std::string id = std::to_string(i);
     ASSERT_TRUE(producer.append(system_event("reg" + id, id, false)).has_value());
@@ -82,7 +83,7 @@ TEST(Replay, LiveProjectionEqualsProjectionRebuiltFromTheLog) {
   // After a restart the log folds to the same state again.
   ASSERT_EQ(wpmd.stop(), 0);
   ASSERT_TRUE(wpmd.start()) << wpmd.log();
-  bus::StoreClient again(ctx, wpmd.request());
+  bus::StoreClient again(ctx, wpmd.request(), wpmd.client_options());
   EXPECT_TRUE(rebuild(again) == live);
 }
 

@@ -16,6 +16,7 @@
 #include "schemas/codec.h"
 #include "schemas/store.capnp.h"
 #include "tests/integration/helpers.h"
+#include "services/kernel/keyring.h"
 #include "tests/support/process.h"
 
 namespace wpm::testing {
@@ -28,7 +29,7 @@ class StoreEndpoint : public ::testing::Test {
   void SetUp() override {
     wpmd_ = std::make_unique<Wpmd>(Wpmd::Options{dir_ / "data", extra_args()});
     ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
-    client_ = std::make_unique<bus::StoreClient>(ctx_, wpmd_->request(), bus::ClientOptions{5000, 2});
+    client_ = std::make_unique<bus::StoreClient>(ctx_, wpmd_->request(), wpmd_->client_options(5000, 2));
   }
   void TearDown() override {
     if (HasFailure()) std::fprintf(stderr, "--- wpmd log ---\n%s\n", wpmd_->log().c_str());
@@ -42,33 +43,33 @@ class StoreEndpoint : public ::testing::Test {
 };
 
 TEST_F(StoreEndpoint, ExpectedVersionConflictWritesNothing) {
-  auto first = synthetic_request("", "wpar/web1", 2);
-  first.expectations = {{"wpar/web1", ExpectKind::kNoStream, 0}};
+  auto first = synthetic_request("", "test/web1", 2);
+  first.expectations = {{"test/web1", ExpectKind::kNoStream, 0}};
   ASSERT_TRUE(client_->append(first).has_value());
 
-  auto stale = synthetic_request("", "wpar/web1", 1);
-  stale.expectations = {{"wpar/web1", ExpectKind::kExact, 1}};
+  auto stale = synthetic_request("", "test/web1", 1);
+  stale.expectations = {{"test/web1", ExpectKind::kExact, 1}};
   auto r = client_->append(stale);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code, ErrorCode::kWrongExpectedVersion);
-  EXPECT_EQ(r.error().stream_id, "wpar/web1");
+  EXPECT_EQ(r.error().stream_id, "test/web1");
   EXPECT_EQ(r.error().expected_version, 1u);
   EXPECT_EQ(r.error().actual_version, 2u);
   EXPECT_NE(r.error().message.find("is at version 2"), std::string::npos) << r.error().message;
 
-  auto again = synthetic_request("", "wpar/web1", 1);
-  again.expectations = {{"wpar/web1", ExpectKind::kNoStream, 0}};
+  auto again = synthetic_request("", "test/web1", 1);
+  again.expectations = {{"test/web1", ExpectKind::kNoStream, 0}};
   EXPECT_FALSE(client_->append(again).has_value());
 
   auto stats = client_->stats();
   ASSERT_TRUE(stats.has_value());
   EXPECT_EQ(stats->head, 2u) << "a refused append must write nothing";
-  auto stream = client_->read_stream(ReadStreamRequest{"wpar/web1", 1, 0});
+  auto stream = client_->read_stream(ReadStreamRequest{"test/web1", 1, 0});
   ASSERT_TRUE(stream.has_value());
   EXPECT_EQ(stream->records.size(), 2u);
 
-  auto right = synthetic_request("", "wpar/web1", 1);
-  right.expectations = {{"wpar/web1", ExpectKind::kExact, 2}};
+  auto right = synthetic_request("", "test/web1", 1);
+  right.expectations = {{"test/web1", ExpectKind::kExact, 2}};
   auto ok = client_->append(right);
   ASSERT_TRUE(ok.has_value()) << ok.error().message;
   EXPECT_EQ(ok->first_sequence, 3u);
@@ -92,7 +93,7 @@ TEST_F(StoreEndpoint, IdempotentResendReturnsOriginalSequences) {
   // Also after a restart: the keys are durable.
   ASSERT_EQ(wpmd_->stop(), 0);
   ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
-  bus::StoreClient client(ctx_, wpmd_->request());
+  bus::StoreClient client(ctx_, wpmd_->request(), wpmd_->client_options());
   auto after = client.append(req);
   ASSERT_TRUE(after.has_value()) << after.error().message;
   EXPECT_TRUE(after->duplicate);
@@ -103,24 +104,24 @@ TEST_F(StoreEndpoint, IdempotentResendReturnsOriginalSequences) {
 TEST_F(StoreEndpoint, KillNineLosesNoIndexOrKey) {
   // The stream index and idempotency keys are derived data written without
   // the WAL after each acknowledgement; after kill -9 they are rebuilt.
-  auto req = synthetic_request("k9", "wpar/db1", 4);
-  req.expectations = {{"wpar/db1", ExpectKind::kNoStream, 0}};
+  auto req = synthetic_request("k9", "test/db1", 4);
+  req.expectations = {{"test/db1", ExpectKind::kNoStream, 0}};
   ASSERT_TRUE(client_->append(req).has_value());
-  ASSERT_TRUE(client_->append(synthetic_request("other", "wpar/db2", 3)).has_value());
+  ASSERT_TRUE(client_->append(synthetic_request("other", "test/db2", 3)).has_value());
   wpmd_->kill(SIGKILL);
   ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
   EXPECT_NE(wpmd_->log().find("recovery_rebuilt_derived from=1 to=7"), std::string::npos)
       << wpmd_->log();
-  bus::StoreClient client(ctx_, wpmd_->request());
+  bus::StoreClient client(ctx_, wpmd_->request(), wpmd_->client_options());
   auto again = client.append(req);
   ASSERT_TRUE(again.has_value()) << again.error().message;
   EXPECT_TRUE(again->duplicate);
   EXPECT_EQ(again->first_sequence, 1u);
-  auto stream = client.read_stream(ReadStreamRequest{"wpar/db1", 1, 0});
+  auto stream = client.read_stream(ReadStreamRequest{"test/db1", 1, 0});
   ASSERT_TRUE(stream.has_value());
   EXPECT_EQ(stream->records.size(), 4u);
-  auto next = synthetic_request("", "wpar/db1", 1);
-  next.expectations = {{"wpar/db1", ExpectKind::kExact, 4}};
+  auto next = synthetic_request("", "test/db1", 1);
+  next.expectations = {{"test/db1", ExpectKind::kExact, 4}};
   EXPECT_TRUE(client.append(next).has_value()) << "the stream version survived";
   auto stats = client.stats();
   ASSERT_TRUE(stats.has_value());
@@ -165,6 +166,7 @@ TEST_F(StoreEndpoint, MetricsShowTheAppendsMade) {
 TEST_F(StoreEndpoint, MalformedFramesAreCountedAndTheStoreKeepsServing) {
   zmq::socket_t raw(ctx_, zmq::socket_type::dealer);
   raw.set(zmq::sockopt::linger, 0);
+  bus::apply_credentials(raw, wpmd_->client_options().credentials);
   raw.connect(wpmd_->request());
   // 1: bytes that are not a Cap'n Proto message; an error reply still comes back.
   raw.send(zmq::str_buffer("garbage!garbage!"), zmq::send_flags::none);
@@ -205,6 +207,7 @@ TEST_F(StoreEndpoint, MalformedFramesAreCountedAndTheStoreKeepsServing) {
   {
     zmq::socket_t big(ctx_, zmq::socket_type::dealer);
     big.set(zmq::sockopt::linger, 0);
+    bus::apply_credentials(big, wpmd_->client_options().credentials);
     big.connect(wpmd_->request());
     std::string huge(bus::kFrameBytesMax + 1, 'x');
     big.send(zmq::buffer(huge), zmq::send_flags::none);
@@ -235,6 +238,7 @@ TEST_F(TinyHighWaterMark, SubscriberStillGetsEveryEventOnceInOrder) {
   std::vector<uint64_t> delivered;
   bus::SubscriberOptions o;
   o.store_endpoint = wpmd_->request();
+  o.client = wpmd_->client_options();
   o.publish_endpoint = wpmd_->publish();
   o.receive_hwm = 1;
   o.idle_check_ms = 100;
@@ -252,7 +256,7 @@ TEST_F(TinyHighWaterMark, SubscriberStillGetsEveryEventOnceInOrder) {
     EXPECT_TRUE(r.has_value()) << r.error().message;
   });
   zmq::context_t producer_ctx(1);
-  bus::StoreClient producer(producer_ctx, wpmd_->request());
+  bus::StoreClient producer(producer_ctx, wpmd_->request(), wpmd_->client_options());
   for (uint64_t i = 0; i < kEvents; i += 20) {
     auto r = producer.append(synthetic_request("p" + std::to_string(i), "synthetic/hwm", 20, i));
     ASSERT_TRUE(r.has_value()) << r.error().message;
@@ -269,7 +273,7 @@ TEST_F(StoreEndpoint, SigtermFinishesAndExitsZeroAndTheLogSurvives) {
   EXPECT_EQ(wpmd_->stop(), 0);
   EXPECT_NE(wpmd_->log().find("wpmd_stopped head=10"), std::string::npos) << wpmd_->log();
   ASSERT_TRUE(wpmd_->start());
-  bus::StoreClient client(ctx_, wpmd_->request());
+  bus::StoreClient client(ctx_, wpmd_->request(), wpmd_->client_options());
   EXPECT_EQ(client.stats()->head, 10u);
   auto r = wpm(*wpmd_, {"log", "verify"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -313,7 +317,7 @@ TEST_F(StoreEndpoint, CliAppendWritesAcknowledgementsAndDumpShowsEveryField) {
 
 TEST_F(StoreEndpoint, TailFollowPrintsNewEvents) {
   std::string out = dir_ / "follow.out";
-  pid_t pid = spawn({bin("wpm"), "--store", wpmd_->request(), "log", "tail", "-f", "-o", "json"},
+  pid_t pid = spawn({bin("wpm"), "--data", wpmd_->data_dir(), "--store", wpmd_->request(), "log", "tail", "-f", "-o", "json"},
                     out, dir_ / "follow.err");
   ASSERT_TRUE(client_->append(synthetic_request("f", "synthetic/follow", 3)).has_value());
   EXPECT_TRUE(wait_until([&] { return read_file(out).find("\"sequence\":3") != std::string::npos; },
@@ -349,12 +353,17 @@ TEST(Cli, UsageErrorsAndUnreachableStoreHaveDocumentedExitCodes) {
   auto empty_env = run({bin("wpm"), "--timeout", "200", "--attempts", "1", "log", "stats"},
                        std::chrono::seconds(60), {{"WPM_STORE", ""}});
   EXPECT_NE(empty_env.exit_code, 2) << empty_env.err;
-  // Nothing listens on port 1.
-  auto down = run({bin("wpm"), "--store", "tcp://127.0.0.1:1", "--timeout", "200", "--attempts",
-                   "1", "log", "stats"});
-  EXPECT_EQ(down.exit_code, 1);
-  EXPECT_NE(down.err.find("is wpmd running?"), std::string::npos) << down.err;
   TempDir dir;
+  // No wpmd data directory: no key to prove who we are; says where to look.
+  auto no_keys = run({bin("wpm"), "--data", dir / "not-wpmd", "--store", "tcp://127.0.0.1:1", "log", "stats"});
+  EXPECT_EQ(no_keys.exit_code, 1) << no_keys.err;
+  EXPECT_NE(no_keys.err.find("WPM_DATA"), std::string::npos) << no_keys.err;
+  // Nothing listens on port 1.
+  ASSERT_TRUE(kernel::ensure_store_keys(dir / "keys-only"));
+  auto down = run({bin("wpm"), "--data", dir / "keys-only", "--store", "tcp://127.0.0.1:1", "--timeout", "200",
+                   "--attempts", "1", "log", "stats"});
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_NE(down.err.find("is wpmd running"), std::string::npos) << down.err;
   auto missing = run({bin("wpm"), "log", "verify", "--data", dir / "nothing-here"});
   EXPECT_EQ(missing.exit_code, 3) << missing.err;
 }

@@ -253,9 +253,17 @@ std::optional<int> Wpmd::stop(std::chrono::milliseconds timeout) {
 
 std::string Wpmd::log() const { return read_file(log_path_); }
 
+bus::ClientOptions Wpmd::client_options(int timeout_ms, int attempts) const {
+  bus::ClientOptions o{timeout_ms, attempts, {}};
+  std::string keys = options_.data_dir + "/keys";
+  if (auto admin = bus::load_curve_keys(keys, "admin")) o.credentials.client_keys = *admin;
+  if (auto store = bus::load_public_key(keys, "store")) o.credentials.store_public_key = *store;
+  return o;
+}
+
 RunResult wpm(const Wpmd& wpmd, const std::vector<std::string>& args,
               std::chrono::milliseconds timeout) {
-  std::vector<std::string> argv = {bin("wpm"), "--store", wpmd.request()};
+  std::vector<std::string> argv = {bin("wpm"), "--data", wpmd.data_dir(), "--store", wpmd.request()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, timeout);
 }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "bus/client.h"
+
 namespace wpm::testing {
 
 // Path of a binary built by this tree (build/bin/NAME).
@@ -95,6 +97,10 @@ class Wpmd {
   const std::string& agent_channel() const { return agent_channel_; }
   const std::string& manager_key() const { return manager_key_; }
   const std::string& data_dir() const { return options_.data_dir; }
+  // A store client's options with the administrator's key of this wpmd
+  // (DATA/keys/admin.key), as `wpm` run as root on the manager uses it.
+  bus::ClientOptions client_options(int timeout_ms = bus::kRequestTimeoutMsDefault,
+                                    int attempts = bus::kRequestAttemptsDefault) const;
 
  private:
   Options options_;

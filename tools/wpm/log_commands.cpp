@@ -16,6 +16,7 @@
 #include "bus/frame.h"
 #include "bus/subscriber.h"
 #include "eventstore/store.h"
+#include "services/kernel/keyring.h"
 #include "schemas/codec.h"
 #include "schemas/record.h"
 
@@ -25,8 +26,14 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 void on_interrupt(int) { g_interrupted.store(true); }
 
-bus::ClientOptions client_options(const GlobalOptions& g) {
-  return bus::ClientOptions{g.timeout_ms, g.attempts};
+// The client's options with the administrator's credentials from --data.
+Result<bus::ClientOptions> client_options(const GlobalOptions& g) {
+  auto access = kernel::read_local_store_access(g.data_dir);
+  if (!access) return std::unexpected(access.error());
+  bus::ClientOptions o{g.timeout_ms, g.attempts, {}};
+  o.credentials.client_keys = access->admin;
+  o.credentials.store_public_key = access->store_public_key;
+  return o;
 }
 
 int fail_with(const Error& e) {
@@ -58,8 +65,10 @@ Result<Event> decode_record(std::string_view record, uint64_t expected) {
 // ---- stats ---------------------------------------------------------------------
 
 int cmd_stats(const GlobalOptions& g) {
+  auto options = client_options(g);
+  if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, g.store, client_options(g));
+  bus::StoreClient client(ctx, g.store, *options);
   auto st = client.stats();
   if (!st) return fail_with(st.error());
   if (g.format == Format::kJson) {
@@ -90,8 +99,10 @@ struct DumpOptions {
 };
 
 int cmd_dump(const GlobalOptions& g, const DumpOptions& d) {
+  auto options = client_options(g);
+  if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, g.store, client_options(g));
+  bus::StoreClient client(ctx, g.store, *options);
   if (g.format == Format::kTable) std::puts(event_table_header().c_str());
   uint64_t next = d.stream.empty() ? std::max<uint64_t>(d.from, 1) : std::max<uint64_t>(d.from, 1);
   uint64_t printed = 0;
@@ -124,7 +135,9 @@ int run_follow(const GlobalOptions& g, const std::string& publish, uint64_t from
   o.store_endpoint = g.store;
   o.publish_endpoint = publish;
   o.from = from;
-  o.client = client_options(g);
+  auto options = client_options(g);
+  if (!options) return fail_with(options.error());
+  o.client = *options;
   o.log = spdlog::get("wpm");
   bus::CatchUpSubscriber sub(ctx, o, [&](const Event& e) {
     print_event(e, g.format);
@@ -136,8 +149,10 @@ int run_follow(const GlobalOptions& g, const std::string& publish, uint64_t from
 }
 
 int cmd_tail(const GlobalOptions& g, uint64_t count, bool follow, std::string publish) {
+  auto options = client_options(g);
+  if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, g.store, client_options(g));
+  bus::StoreClient client(ctx, g.store, *options);
   auto st = client.stats();
   if (!st) return fail_with(st.error());
   uint64_t from = st->head >= count ? st->head - count + 1 : 1;
@@ -215,8 +230,10 @@ struct Progress {
 };
 
 int cmd_verify_online(const GlobalOptions& g) {
+  auto options = client_options(g);
+  if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, g.store, client_options(g));
+  bus::StoreClient client(ctx, g.store, *options);
   auto st = client.stats();
   if (!st) return fail_with(st.error());
   VerifyReport report;
@@ -337,8 +354,10 @@ int cmd_append(const GlobalOptions& g, AppendOptions a) {
       return kExitFailed;
     }
   }
+  auto options = client_options(g);
+  if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, g.store, client_options(g));
+  bus::StoreClient client(ctx, g.store, *options);
   std::string blob(a.payload_bytes, '\0');
   for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>('a' + i % 26);
   std::string stream = "synthetic/" + a.run;
@@ -423,12 +442,12 @@ void add_log_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
 
   auto* verify = log->add_subcommand(
       "verify", "check every checksum, the hash chain and gap-free sequences (exit 1 if broken)");
-  static std::string data_dir;
-  verify->add_option("--data", data_dir,
+  static std::string offline_dir;
+  verify->add_option("--data", offline_dir,
                      "check the data directory offline, with wpmd stopped (works when wpmd "
                      "refuses to start)");
   verify->callback([&] {
-    exit_code = data_dir.empty() ? cmd_verify_online(g) : cmd_verify_offline(g, data_dir);
+    exit_code = offline_dir.empty() ? cmd_verify_online(g) : cmd_verify_offline(g, offline_dir);
   });
 
   auto* append = log->add_subcommand("append", "append synthetic test events through the store");

@@ -11,6 +11,9 @@
 namespace wpm::cli {
 
 struct GlobalOptions {
+  // The data directory of the wpmd to use: its DATA/endpoints and the
+  // administrator key in DATA/keys (root only).
+  std::string data_dir;
   std::string store;  // request endpoint of the store
   Format format = Format::kTable;
   int timeout_ms = 5000;

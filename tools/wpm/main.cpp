@@ -3,6 +3,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <zmq.hpp>
@@ -14,6 +16,22 @@
 
 namespace {
 constexpr const char* kDefaultStore = "tcp://127.0.0.1:9515";  // DESIGN.md §3
+
+// wpmd's default: ./var/wpm from a checkout, /var/lib/wpm when installed.
+std::string default_data_dir() {
+  std::error_code ec;
+  return std::filesystem::is_directory("./var/wpm", ec) ? "./var/wpm" : "/var/lib/wpm";
+}
+
+// The request endpoint wpmd wrote into DATA/endpoints; empty when none.
+std::string endpoint_in(const std::string& data_dir) {
+  std::ifstream in(data_dir + "/endpoints");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with("request=")) return line.substr(8);
+  }
+  return "";
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -26,10 +44,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   GlobalOptions g;
   const char* env_store = std::getenv("WPM_STORE");
-  g.store = env_store != nullptr ? env_store : kDefaultStore;
+  g.store = env_store != nullptr ? env_store : "";
+  const char* env_data = std::getenv("WPM_DATA");
+  g.data_dir = env_data != nullptr ? env_data : "";
+  app.add_option("--data", g.data_dir,
+                 "wpmd's data directory: its endpoints and the administrator key (root only) "
+                 "(default: WPM_DATA, else ./var/wpm when it exists, else /var/lib/wpm)");
   app.add_option("--store", g.store,
-                 "event store request endpoint (default: WPM_STORE, else tcp://127.0.0.1:9515)")
-      ->envname("WPM_STORE");
+                 "event store request endpoint (default: WPM_STORE, else the one in DATA/endpoints, "
+                 "else tcp://127.0.0.1:9515)");
   std::string output = "table";
   app.add_option("-o,--output", output, "output format: table or json")
       ->check(CLI::IsMember({"table", "json"}));
@@ -44,6 +67,8 @@ int main(int argc, char** argv) {
     g.format = output == "json" ? Format::kJson : Format::kTable;
     // Checked here, after --help, and whether it came from --store or the
     // environment (an empty WPM_STORE means unset).
+    if (g.data_dir.empty()) g.data_dir = default_data_dir();
+    if (g.store.empty()) g.store = endpoint_in(g.data_dir);
     if (g.store.empty()) g.store = kDefaultStore;
     if (auto problem = wpm::bus::connect_endpoint_problem(g.store); !problem.empty()) {
       throw CLI::ValidationError("--store", problem);

@@ -1,0 +1,84 @@
+#include "services/kernel/identity.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace wpm::kernel {
+namespace {
+
+constexpr std::array<std::string_view, 5> kServices = {"inventory", "compatibility", "gateway",
+                                                       "executor", "policy"};
+
+struct Ownership {
+  std::string_view stream;  // a whole stream id, or a prefix ending in '/'
+  std::string_view service;
+};
+// Every stream family of the control plane and the service that writes it.
+constexpr std::array<Ownership, 14> kOwners = {{
+    {"registry", "inventory"},
+    {"registration-rejections", "inventory"},
+    {"system/", "inventory"},
+    {"wpar/", "inventory"},
+    {"group/", "inventory"},
+    {"domain/", "inventory"},
+    {"settings", "inventory"},
+    {"token/", "inventory"},
+    {"compat/", "compatibility"},
+    {"command/", "gateway"},
+    {"role/", "gateway"},
+    {"session/", "gateway"},
+    {"task/", "executor"},
+    {"policy/", "policy"},
+}};
+
+bool valid_user_name(std::string_view name) {
+  // Linux user names: letters, digits, '.', '_', '-'; at most 32.
+  return !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
+  });
+}
+
+}  // namespace
+
+std::span<const std::string_view> service_names() { return kServices; }
+
+bool known_service(std::string_view name) {
+  return std::find(kServices.begin(), kServices.end(), name) != kServices.end();
+}
+
+std::string service_identity(std::string_view name) { return fmt::format("{}{}", kServicePrefix, name); }
+
+std::optional<std::string_view> stream_owner(std::string_view stream_id) {
+  for (const auto& o : kOwners) {
+    bool prefix = o.stream.ends_with('/');
+    if (prefix ? stream_id.starts_with(o.stream) : stream_id == o.stream) return o.service;
+  }
+  return std::nullopt;
+}
+
+Result<std::string> StreamAccess::authorize(const std::string& identity, const EventDraft& draft) const {
+  auto refuse = [&](std::string why) -> Result<std::string> {
+    Error e{ErrorCode::kPermissionDenied,
+            fmt::format("{} may not append to stream '{}': {}", identity, draft.stream_id, why)};
+    e.stream_id = draft.stream_id;
+    return std::unexpected(std::move(e));
+  };
+  auto owner = stream_owner(draft.stream_id);
+  if (owner) {
+    if (identity != service_identity(*owner)) {
+      return refuse(fmt::format("only the {} service writes it", *owner));
+    }
+  } else if (identity != kAdminIdentity) {
+    return refuse("a service writes only its own streams");
+  }
+  if (identity == service_identity("gateway") && draft.actor.starts_with(kUserPrefix) &&
+      valid_user_name(std::string_view(draft.actor).substr(kUserPrefix.size()))) {
+    return draft.actor;
+  }
+  return identity;
+}
+
+}  // namespace wpm::kernel
