@@ -32,6 +32,7 @@ test: build
 # Benchmarks print their figures and the physical limit measured in the same run.
 bench: build
 	./$(BUILD)/bin/wpm-bench-store
+	./$(BUILD)/bin/wpm-bench-compat
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
 
