@@ -24,6 +24,12 @@ inline constexpr uint64_t kRebuildChunkEvents = 100'000;
 // Stream heads kept in memory before the cache is dropped and reloaded lazily.
 inline constexpr size_t kStreamCacheEntriesMax = 1'000'000;
 
+// The layout of a data directory (DATA/format). 1: log/ with the column
+// families log, streams, idempotency, meta (and snapshots), the
+// acknowledged-sequence mark, keys/. A change that an older wpmd would
+// misread takes the next number.
+inline constexpr uint32_t kDataFormat = 1;
+
 // Acknowledged-sequence file: two slots, written alternately, each in its own
 // 4 KiB block so that a torn write can only damage the slot being written.
 inline constexpr size_t kMarkSlotBytes = 4096;

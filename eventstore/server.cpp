@@ -43,6 +43,7 @@ StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions op
   // Pass every (un)subscription through, so the subscriber gauge counts all.
   xpub_.set(zmq::sockopt::xpub_verboser, 1);
   for (size_t t = 1; t <= kEventTypeMax; ++t) topics_[t] = bus::event_topic(static_cast<EventType>(t));
+  topics_[0] = std::string(bus::kEventTopicPrefix) + "unknown";
   WPM_ASSERT(bus::valid_curve_key(options_.keys.public_key), "the store needs its CURVE key pair");
   // Every tcp:// and ipc:// endpoint handshakes with CURVE; inproc has no handshake.
   bus::make_curve_server(router_, options_.keys, kStoreZapDomain);
@@ -245,7 +246,8 @@ void StoreServer::publish(const std::vector<Committed>& committed) {
   // subscriber whose subscription is still in flight reads what it missed.
   if (subscriptions_ == 0) return;
   for (const auto& c : committed) {
-    const std::string& topic = topics_[static_cast<size_t>(c.type)];
+    // Slot 0: a type this binary does not know ("event.unknown").
+    const std::string& topic = topics_[known_event_type(c.type) ? static_cast<size_t>(c.type) : 0];
     // The frame is handed to ZeroMQ without another copy; it frees it when sent.
     auto message =
         bus::message_of(std::make_shared<const std::string>(encode_publication(c.sequence, c.record)));

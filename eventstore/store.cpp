@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "eventstore/constants.h"
 #include "eventstore/mark.h"
@@ -39,6 +40,7 @@ constexpr const char* kLogColumn = "log";
 constexpr const char* kStreamsColumn = "streams";
 constexpr const char* kIdempotencyColumn = "idempotency";
 constexpr const char* kMetaColumn = "meta";
+constexpr const char* kSnapshotsColumn = "snapshots";
 constexpr const char* kMetaLogBytes = "log_bytes";
 // In each derived column family: the sequence its content reflects. Starts
 // with NUL, which no stream id or idempotency key may contain.
@@ -69,6 +71,8 @@ uint64_t value_u64(std::string_view v) {
   return out;
 }
 std::string type_key(size_t type) { return fmt::format("type/{}", type); }
+// Counter slot of a type: its ordinal, or 0 for types this binary does not know.
+size_t type_slot(EventType type) { return known_event_type(type) ? static_cast<size_t>(type) : 0; }
 
 // Stream-index entry: key (stream id, NUL, first version), value the sequence of
 // that version, then, for more than one event, how many consecutive versions sit
@@ -291,6 +295,40 @@ Store::~Store() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
+// DATA/format: "wpm-data N". A directory without one was written before the
+// file existed, in format 1. A writer stamps it; a newer format is refused
+// before anything is opened, so an older wpmd never misreads a newer layout.
+static Result<void> check_format(const StoreOptions& options) {
+  std::string path = options.data_dir + "/format";
+  std::ifstream in(path);
+  std::string word;
+  uint32_t format = 0;
+  if (in) {
+    if (!(in >> word >> format) || word != "wpm-data" || format == 0) {
+      return fail(ErrorCode::kCorruption,
+                  fmt::format("{} is unreadable: it should hold 'wpm-data N'; restore it from a backup", path));
+    }
+    if (format > kDataFormat) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("data directory {} has format {}, written by a newer wpm; this one reads formats up "
+                              "to {}: upgrade wpm (nothing was changed)",
+                              options.data_dir, format, kDataFormat));
+    }
+    return {};
+  }
+  if (options.read_only) return {};
+  std::string tmp = path + ".tmp";
+  std::string content = fmt::format("wpm-data {}\n", kDataFormat);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  bool ok = fd >= 0 && ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  }
+  return {};
+}
+
 Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options,
                                            std::shared_ptr<spdlog::logger> log) {
   WPM_ASSERT(!options.data_dir.empty(), "data_dir is required");
@@ -332,6 +370,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options,
                         std::strerror(errno));
     }
   }
+  if (auto r = check_format(options); !r) return std::unexpected(r.error());
   if (auto r = store->open_database(); !r) return std::unexpected(r.error());
   if (auto r = store->recover(); !r) return std::unexpected(r.error());
   return store;
@@ -400,8 +439,18 @@ Result<void> Store::open_database() {
       {kStreamsColumn, streams_cf},
       {kIdempotencyColumn, idem_cf},
       {kMetaColumn, small_cf},
+      {kSnapshotsColumn, small_cf},
   };
   std::string path = options_.data_dir + "/log";
+  if (options_.read_only) {
+    // A database written before snapshots existed has no such family, and a
+    // read-only open cannot create it.
+    std::vector<std::string> existing;
+    if (rocksdb::DB::ListColumnFamilies(db, path, &existing).ok() &&
+        std::find(existing.begin(), existing.end(), kSnapshotsColumn) == existing.end()) {
+      columns.pop_back();
+    }
+  }
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s =
       options_.read_only
@@ -423,6 +472,7 @@ Result<void> Store::open_database() {
   streams_cf_ = handles_[2];
   idempotency_cf_ = handles_[3];
   meta_cf_ = handles_[4];
+  snapshots_cf_ = handles_.size() > 5 ? handles_[5] : nullptr;
   return {};
 }
 
@@ -506,7 +556,7 @@ Result<void> Store::recover() {
     if (auto r = rebuild_derived(head); !r) return r;
   }
   // Counters (meta column family).
-  for (size_t t = 1; t <= kEventTypeMax; ++t) {
+  for (size_t t = 0; t <= kEventTypeMax; ++t) {
     std::string v;
     auto s = db_->Get(rocksdb::ReadOptions(), meta_cf_, type_key(t), &v);
     if (s.ok()) type_counts_[t] = value_u64(v);
@@ -533,6 +583,7 @@ Result<void> Store::recover() {
     if (view) chain_ = view->chain;
   }
   head_.store(head, std::memory_order_release);
+  set_readable(head);
   stats_log_bytes_ = log_bytes_;
   stats_type_counts_ = type_counts_;
   uint64_t prefix = 0;
@@ -702,7 +753,7 @@ Result<AppendResult> Store::stage(const AppendRequest& req, int64_t now_ns, Stag
     }
     st.log_bytes += record.size();
     EventType type = payload_type(d.payload);
-    ++st.type_counts[static_cast<size_t>(type)];
+    ++st.type_counts[type_slot(type)];
     st.committed.push_back(Committed{st.next, type, std::move(record)});
     ++st.next;
   }
@@ -804,7 +855,7 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
   for (const AppendRequest& req : requests) out.results.push_back(stage(req, now_ns, st));
   if (st.committed.empty()) return out;
   st.index.Put(meta_cf_, kMetaLogBytes, u64_value(st.log_bytes));
-  for (size_t t = 1; t <= kEventTypeMax; ++t) {
+  for (size_t t = 0; t <= kEventTypeMax; ++t) {
     if (st.type_counts[t] != type_counts_[t]) st.index.Put(meta_cf_, type_key(t), u64_value(st.type_counts[t]));
   }
   put_derived_marks(st.index, st.next - 1);
@@ -881,6 +932,76 @@ Result<void> Store::apply_index() {
     fail_read_only(fmt::format("cannot update the stream index: {}", s.ToString()));
     return std::unexpected(rocks_error("cannot update the stream index", s));
   }
+  set_readable(head());
+  return {};
+}
+
+void Store::set_readable(uint64_t head) {
+  {
+    std::lock_guard lock(readable_mutex_);
+    readable_ = head;
+  }
+  readable_cv_.notify_all();
+}
+
+uint64_t Store::wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(readable_mutex_);
+  readable_cv_.wait_for(lock, timeout, [&] { return readable_ > sequence; });
+  return readable_;
+}
+
+void Store::wake_waiters() const { readable_cv_.notify_all(); }
+
+Result<void> Store::put_snapshot(std::string_view name, uint64_t sequence, std::string_view state) {
+  if (options_.read_only || snapshots_cf_ == nullptr) {
+    return fail(ErrorCode::kReadOnly, "the store is open read-only: no snapshot is written");
+  }
+  std::string value = u64_value(sequence);
+  value.append(state);
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;  // derived: a lost snapshot only means a longer fold
+  auto s = db_->Put(wo, snapshots_cf_, rocksdb::Slice(name.data(), name.size()), value);
+  if (!s.ok()) return std::unexpected(rocks_error("cannot write a snapshot", s));
+  rocksdb::FlushOptions flush;
+  flush.wait = false;
+  flush.allow_write_stall = true;
+  (void)db_->Flush(flush, snapshots_cf_);  // in the background; a failure leaves it in the memtable
+  return {};
+}
+
+Result<std::optional<Store::Snapshot>> Store::get_snapshot(std::string_view name) const {
+  if (snapshots_cf_ == nullptr) return std::optional<Snapshot>();
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), snapshots_cf_, rocksdb::Slice(name.data(), name.size()), &value);
+  if (s.IsNotFound()) return std::optional<Snapshot>();
+  if (!s.ok()) return std::unexpected(rocks_error("cannot read a snapshot", s));
+  if (value.size() < 8) {
+    return fail(ErrorCode::kCorruption, fmt::format("snapshot '{}' of {} bytes is damaged", name, value.size()));
+  }
+  Snapshot snap{value_u64(std::string_view(value).substr(0, 8)), value.substr(8)};
+  if (snap.sequence > head()) {
+    return fail(ErrorCode::kCorruption,
+                fmt::format("snapshot '{}' reflects sequence {} but the log ends at {}; run wpm admin "
+                            "rebuild --data {}",
+                            name, snap.sequence, head(), options_.data_dir));
+  }
+  return std::optional<Snapshot>(std::move(snap));
+}
+
+Result<void> Store::drop_derived() {
+  WPM_ASSERT(!options_.read_only, "drop_derived on a read-only store");
+  // Keys are at most a few hundred bytes: this end sorts after every one.
+  const std::string end(1024, '\xff');
+  rocksdb::WriteBatch batch;
+  for (auto* cf : {streams_cf_, idempotency_cf_, snapshots_cf_}) {
+    if (cf != nullptr) batch.DeleteRange(cf, rocksdb::Slice(""), end);
+  }
+  for (auto* cf : {streams_cf_, idempotency_cf_, meta_cf_}) batch.Delete(cf, kDerivedMarkKey);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  auto s = db_->Write(wo, &batch);
+  if (!s.ok()) return std::unexpected(rocks_error("cannot drop the derived data", s));
+  stream_cache_.clear();
   return {};
 }
 
@@ -914,7 +1035,7 @@ Result<void> Store::rebuild_derived(uint64_t head) {
   if (marks[2] > 0) {
     std::string v;
     if (db_->Get(rocksdb::ReadOptions(), meta_cf_, kMetaLogBytes, &v).ok()) bytes = value_u64(v);
-    for (size_t t = 1; t <= kEventTypeMax; ++t) {
+    for (size_t t = 0; t <= kEventTypeMax; ++t) {
       if (db_->Get(rocksdb::ReadOptions(), meta_cf_, type_key(t), &v).ok()) counts[t] = value_u64(v);
     }
   }
@@ -926,7 +1047,7 @@ Result<void> Store::rebuild_derived(uint64_t head) {
   // request boundary, so an idempotency entry is never split.
   auto write_chunk = [&](uint64_t through) -> bool {
     batch.Put(meta_cf_, kMetaLogBytes, u64_value(bytes));
-    for (size_t t = 1; t <= kEventTypeMax; ++t) batch.Put(meta_cf_, type_key(t), u64_value(counts[t]));
+    for (size_t t = 0; t <= kEventTypeMax; ++t) batch.Put(meta_cf_, type_key(t), u64_value(counts[t]));
     // A family already ahead of `through` keeps its own mark (its content is).
     rocksdb::ColumnFamilyHandle* cfs[3] = {streams_cf_, idempotency_cf_, meta_cf_};
     for (size_t i = 0; i < 3; ++i) {
@@ -983,7 +1104,7 @@ Result<void> Store::rebuild_derived(uint64_t head) {
     }
     if (seq > marks[2]) {
       bytes += record.size();
-      ++counts[static_cast<size_t>(event->type())];
+      ++counts[type_slot(event->type())];
     }
     return true;
   });
@@ -1178,6 +1299,7 @@ StatsReply Store::stats() const {
         st.per_type.push_back(TypeCount{static_cast<EventType>(t), stats_type_counts_[t]});
       }
     }
+    st.unknown_events = stats_type_counts_[0];
   }
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(options_.data_dir + "/log", ec)) {

@@ -17,9 +17,12 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -97,6 +100,14 @@ class Store {
 
   // Highest acknowledged sequence (0: empty log).
   uint64_t head() const { return head_.load(std::memory_order_acquire); }
+  // The in-process commit signal (DESIGN.md §2: embedded consumers tail the
+  // log by reading ranges when the store signals new commits, not by a
+  // publication per event). Waits until a commit beyond `sequence` is fully
+  // readable (by range and by stream), or `timeout`; returns the readable
+  // head. Any thread.
+  uint64_t wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) const;
+  // Wakes every waiter now (shutting down).
+  void wake_waiters() const;
   bool read_only() const { return read_only_.load(std::memory_order_acquire); }
   uint64_t log_bytes() const;
   // What open found acknowledged: the mark, or derived data beyond it, or the
@@ -111,6 +122,22 @@ class Store {
   enum class ScanMode { kPage, kBulk };  // kBulk: read ahead, bypass the block cache
   Result<void> scan(uint64_t from, ScanMode mode,
                     const std::function<bool(uint64_t, std::string_view)>& visit) const;
+
+  // Projection snapshots (DESIGN.md §2): their own column family, one per
+  // name, tagged with the sequence they reflect. Derived data: written
+  // without the WAL and flushed in the background, so a crash may lose the
+  // newest (the projection then folds a longer tail). Any thread.
+  struct Snapshot {
+    uint64_t sequence = 0;
+    std::string state;
+  };
+  Result<void> put_snapshot(std::string_view name, uint64_t sequence, std::string_view state);
+  Result<std::optional<Snapshot>> get_snapshot(std::string_view name) const;
+
+  // Offline repair (wpm admin rebuild, wpmd stopped): forgets every derived
+  // structure (stream index, idempotency keys, counters, snapshots), so that
+  // the next open rebuilds them from the log.
+  Result<void> drop_derived();
 
   // Test and repair access (tools and tests only): rewrites one stored record.
   Result<void> overwrite_record_for_test(uint64_t sequence, const std::string& record);
@@ -190,6 +217,7 @@ class Store {
   rocksdb::ColumnFamilyHandle* streams_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* idempotency_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* snapshots_cf_ = nullptr;  // null: a read-only open of an older database
 
   // Sequencer state (commit thread only).
   rocksdb::WriteBatch index_;  // derived data of the last commit, not yet applied
@@ -209,6 +237,11 @@ class Store {
   std::optional<std::chrono::steady_clock::time_point> mark_dirty_since_;
   bool opened_ = false;  // recover() succeeded: closing may write the final mark
   std::atomic<uint64_t> head_{0};
+  // The commit signal: the head readable by stream too (after apply_index).
+  mutable std::mutex readable_mutex_;
+  mutable std::condition_variable readable_cv_;
+  uint64_t readable_ = 0;  // guarded by readable_mutex_
+  void set_readable(uint64_t head);
   std::atomic<bool> read_only_{false};
   mutable std::mutex read_only_mutex_;  // guards read_only_reason_
   std::string read_only_reason_;

@@ -11,6 +11,7 @@
 #include "schemas/events.capnp.h"
 #include "schemas/hash.h"
 #include "schemas/store.capnp.h"
+#include "schemas/assert.h"
 #include "schemas/codec_detail.h"
 
 namespace wpm {
@@ -146,7 +147,44 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
       payload);
 }
 
-Payload get_payload(s::Payload::Reader r, s::EventType declared) {
+// Sets the payload field of an Event or EventDraft builder; an unknown
+// payload is copied back byte for byte (Cap'n Proto copies a struct whole,
+// its unknown union member included).
+template <typename Builder>
+void set_payload(const Payload& payload, Builder b) {
+  const auto* unknown = std::get_if<UnknownPayload>(&payload);
+  if (unknown == nullptr) {
+    put_payload(payload, b.initPayload());
+    return;
+  }
+  WPM_ASSERT(unknown->bytes.size() % sizeof(capnp::word) == 0, "unknown payload of {} bytes",
+             unknown->bytes.size());
+  auto words = kj::heapArray<capnp::word>(unknown->bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), unknown->bytes.data(), unknown->bytes.size());
+  capnp::FlatArrayMessageReader reader(words);
+  b.setPayload(reader.getRoot<s::Payload>());
+}
+
+enum class Unknowns { kRefuse, kKeep };
+
+// The Payload struct alone, as one flat message.
+std::string payload_bytes_of(s::Payload::Reader r) {
+  capnp::MallocMessageBuilder m;
+  m.setRoot(r);
+  auto flat = capnp::messageToFlatArray(m);
+  auto bytes = flat.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknowns) {
+  auto declared_raw = static_cast<uint16_t>(declared);
+  // A type this binary does not know, with a union member it does not know
+  // either: a newer writer's event. Stored events keep it opaque; requests
+  // refuse it (below, as any unknown member).
+  if (unknowns == Unknowns::kKeep && declared_raw > kEventTypeMax &&
+      static_cast<uint16_t>(r.which()) > kEventTypeMax) {
+    return UnknownPayload{declared_raw, payload_bytes_of(r)};
+  }
   Payload out;
   switch (r.which()) {
     case s::Payload::SYNTHETIC: {
@@ -204,7 +242,7 @@ void put_event(const EventHeader& h, const std::string& stream_id, const std::st
   b.setCausationId(text(causation_id));
   b.setActor(text(actor));
   b.setIdempotencyKey(text(h.idempotency_key));
-  put_payload(payload, b.initPayload());
+  set_payload(payload, b);
 }
 
 Event get_event(s::Event::Reader r) {
@@ -220,7 +258,7 @@ Event get_event(s::Event::Reader r) {
   e.causation_id = str(r.getCausationId());
   e.actor = str(r.getActor());
   e.idempotency_key = str(r.getIdempotencyKey());
-  e.payload = get_payload(r.getPayload(), r.getType());
+  e.payload = get_payload(r.getPayload(), r.getType(), Unknowns::kKeep);
   return e;
 }
 
@@ -230,12 +268,12 @@ void put_draft(const EventDraft& d, s::EventDraft::Builder b) {
   b.setCorrelationId(text(d.correlation_id));
   b.setCausationId(text(d.causation_id));
   b.setActor(text(d.actor));
-  put_payload(d.payload, b.initPayload());
+  set_payload(d.payload, b);
 }
 
 EventDraft get_draft(s::EventDraft::Reader r) {
   return EventDraft{str(r.getStreamId()), str(r.getCorrelationId()), str(r.getCausationId()),
-                    str(r.getActor()), get_payload(r.getPayload(), r.getType())};
+                    str(r.getActor()), get_payload(r.getPayload(), r.getType(), Unknowns::kRefuse)};
 }
 
 // ---- requests --------------------------------------------------------------
@@ -364,6 +402,7 @@ void put_reply(const Reply& reply, s::Reply::Builder b) {
           x.setReadOnlyReason(text(body.read_only_reason));
           x.setDataDir(text(body.data_dir));
           x.setPublishEndpoint(text(body.publish_endpoint));
+          x.setUnknownEvents(body.unknown_events);
         }
       },
       reply.body);
@@ -401,7 +440,7 @@ Reply get_reply(s::Reply::Reader r) {
       auto x = r.getStats();
       StatsReply st{x.getHead(), x.getEventCount(), x.getLogBytes(), x.getDiskBytes(), {},
                     x.getReadOnly(), str(x.getReadOnlyReason()), str(x.getDataDir()),
-                    str(x.getPublishEndpoint())};
+                    str(x.getPublishEndpoint()), x.getUnknownEvents()};
       for (auto t : x.getPerType()) {
         st.per_type.push_back(TypeCount{
             checked_enum<EventType>(static_cast<uint16_t>(t.getType()), kEventTypeMax, "event type"),

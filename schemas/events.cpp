@@ -1,6 +1,7 @@
 #include "schemas/events.h"
 
 #include <array>
+#include <string>
 
 #include "schemas/error.h"
 #include "schemas/hash.h"
@@ -29,6 +30,11 @@ std::string_view event_type_name(EventType type) {
   return i < kTypeNames.size() ? kTypeNames[i] : std::string_view("unknown");
 }
 
+std::string event_type_label(EventType type) {
+  if (known_event_type(type)) return std::string(event_type_name(type));
+  return "unknown(" + std::to_string(static_cast<uint16_t>(type)) + ")";
+}
+
 std::optional<EventType> event_type_from_name(std::string_view name) {
   for (size_t i = 1; i < kTypeNames.size(); ++i) {
     if (kTypeNames[i] == name) return static_cast<EventType>(i);
@@ -51,6 +57,8 @@ size_t payload_bytes(const Payload& payload) {
           return p.system_id.size() + profile_bytes(p.profile);
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           return p.system_id.size() + p.reason.size();
+        } else if constexpr (std::is_same_v<T, UnknownPayload>) {
+          return p.bytes.size();
         } else {
           return p.address.size() + p.reason.size() + p.hostname.size() + p.public_key.size() + 32;
         }

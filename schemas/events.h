@@ -24,7 +24,14 @@ enum class EventType : uint16_t {
 };
 inline constexpr uint16_t kEventTypeMax = 5;
 
+// The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
+// The name, or "unknown(N)" for a type this binary does not know.
+std::string event_type_label(EventType type);
+inline bool known_event_type(EventType type) {
+  auto t = static_cast<uint16_t>(type);
+  return t >= 1 && t <= kEventTypeMax;
+}
 std::optional<EventType> event_type_from_name(std::string_view name);
 
 struct Synthetic {
@@ -68,12 +75,26 @@ struct SystemProfileChanged {
   bool operator==(const SystemProfileChanged&) const = default;
 };
 
-// Alternative order follows EventType (index + 1 == ordinal).
-using Payload =
-    std::variant<Synthetic, SystemRegistered, SystemRemoved, RegistrationRejected, SystemProfileChanged>;
+// An event of a type this binary does not know (written by a newer one;
+// DESIGN.md §9 "old readers, new events"): kept opaque. Its record's checksum
+// and chain are verified as any other; consumers skip it and count it, and a
+// projection that must see every event of its streams stops, naming it.
+struct UnknownPayload {
+  uint16_t type = 0;  // the EventType ordinal as stored
+  std::string bytes;  // the Payload struct, as one flat Cap'n Proto message
+  bool operator==(const UnknownPayload&) const = default;
+};
 
+// Alternative index == EventType ordinal; index 0 (the ordinal "unspecified",
+// never written) holds events of unknown types.
+using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, SystemRemoved,
+                             RegistrationRejected, SystemProfileChanged>;
+static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
+
+inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }
 inline EventType payload_type(const Payload& payload) {
-  return static_cast<EventType>(payload.index() + 1);
+  if (const auto* u = std::get_if<UnknownPayload>(&payload)) return static_cast<EventType>(u->type);
+  return static_cast<EventType>(payload.index());
 }
 
 // Bytes of text and data a payload carries (an upper bound's main part).

@@ -77,6 +77,7 @@ struct StatsReply {
   std::string read_only_reason;
   std::string data_dir;
   std::string publish_endpoint;
+  uint64_t unknown_events = 0;  // events of types this binary does not know
   bool operator==(const StatsReply&) const = default;
 };
 

@@ -105,6 +105,7 @@ struct StatsReply {
   readOnlyReason @6 :Text;
   dataDir @7 :Text;
   publishEndpoint @8 :Text;  # where to subscribe for live events
+  unknownEvents @9 :UInt64;  # events of types the store's binary does not know
 }
 
 struct Request {

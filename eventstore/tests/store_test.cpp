@@ -230,6 +230,33 @@ TEST_F(StoreTest, NewStoreIsEmpty) {
   EXPECT_EQ(reply->head, 0u);
 }
 
+TEST_F(StoreTest, TheDataDirectoryCarriesItsFormatAndANewerOneIsRefused) {
+  open();
+  close();
+  std::string path = options_.data_dir + "/format";
+  {
+    std::ifstream in(path);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(content, "wpm-data 1\n");
+  }
+  std::ofstream(path, std::ios::trunc) << "wpm-data 2\n";
+  auto newer = try_open();
+  ASSERT_FALSE(newer.has_value());
+  EXPECT_NE(newer.error().message.find("format 2"), std::string::npos) << newer.error().message;
+  EXPECT_NE(newer.error().message.find("upgrade"), std::string::npos) << newer.error().message;
+  options_.read_only = true;
+  EXPECT_FALSE(try_open().has_value()) << "offline tools refuse it too";
+  options_.read_only = false;
+  std::ofstream(path, std::ios::trunc) << "garbage\n";
+  auto garbage = try_open();
+  ASSERT_FALSE(garbage.has_value());
+  EXPECT_EQ(garbage.error().code, ErrorCode::kCorruption);
+  // A directory from before the file existed is format 1, and gets the file.
+  fs::remove(path);
+  open();
+  EXPECT_TRUE(fs::exists(path));
+}
+
 TEST_F(StoreTest, CommitAssignsGapFreeSequencesAndStreamVersionsFromOne) {
   Store& store = open();
   auto first = commit({on_stream("s1", 3)});

@@ -8,6 +8,7 @@
 
 #include "schemas/events.capnp.h"
 #include "schemas/store.capnp.h"
+#include "schemas/testing/future_event.h"
 
 namespace wpm {
 namespace {
@@ -165,6 +166,48 @@ TEST(Codec, TraversalLimitStopsAmplification) {
   limits.traversal_factor = 0;  // budget: 64 words only
   EXPECT_FALSE(decode_reply(bytes, limits).has_value());
   EXPECT_TRUE(decode_reply(bytes).has_value());
+}
+
+}  // namespace
+}  // namespace wpm
+
+namespace wpm {
+namespace {
+
+using testing::future_event_bytes;
+
+TEST(Codec, AStoredEventOfAnUnknownTypeIsKeptOpaqueAndReEncodedByteForByte) {
+  std::string bytes = future_event_bytes(99, "from the future");
+  auto e = decode_event(bytes);
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_EQ(static_cast<uint16_t>(e->type()), 99);
+  EXPECT_FALSE(known_event_type(e->type()));
+  EXPECT_EQ(event_type_label(e->type()), "unknown(99)");
+  ASSERT_TRUE(is_unknown(e->payload));
+  // The envelope is read as usual.
+  EXPECT_EQ(e->stream_id, "wpar/web1");
+  EXPECT_EQ(e->stream_version, 3u);
+  EXPECT_EQ(e->actor, "service:inventory");
+  // Encoded again (a copy, a re-send), the payload is the same bytes.
+  auto again = decode_event(encode_event(*e));
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(*again, *e);
+  EXPECT_NE(std::get<UnknownPayload>(again->payload).bytes.find("from the future"), std::string::npos);
+}
+
+TEST(Codec, ARequestCarryingAnUnknownEventTypeIsStillRefused) {
+  // Protocol decoders refuse unknown members: only stored events are kept opaque.
+  std::string event = future_event_bytes(99, "x");
+  auto e = decode_event(event);
+  ASSERT_TRUE(e.has_value());
+  AppendRequest append;
+  append.events.push_back(EventDraft{"wpar/web1", "", "", "", e->payload});
+  auto decoded = decode_request(encode_request(Request{7, append}));
+  ASSERT_FALSE(decoded.has_value());
+  EXPECT_NE(decoded.error().message.find("unknown"), std::string::npos) << decoded.error().message;
+  // A known type with an unknown payload member, or the reverse, is damage, not the future.
+  EXPECT_FALSE(decode_event(future_event_bytes(1, "x", 99)).has_value()) << "known type, unknown member";
+  EXPECT_FALSE(decode_event(future_event_bytes(99, "x", 1)).has_value()) << "unknown type, known member";
 }
 
 }  // namespace

@@ -128,11 +128,16 @@ void AgentChannel::stop() {
   zap_served_ = false;
 }
 
+bool AgentChannel::admitted(const std::string& public_key) const {
+  std::lock_guard lock(mutex_);
+  return registry_->state().by_key(public_key) != nullptr;
+}
+
 std::string AgentChannel::fingerprint() const { return bus::key_fingerprint(keys_.public_key); }
 
 size_t AgentChannel::registered() const {
   std::lock_guard lock(mutex_);
-  return registry_.size();
+  return registry_ ? registry_->state().size() : 0;
 }
 
 Result<std::unique_ptr<AgentChannel>> AgentChannel::start(zmq::context_t& context, bus::ZapHandler& zap,
@@ -160,11 +165,15 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
   }
 
   // The allow-list first: rebuilt from the log before any agent is admitted.
+  if (options_.registry_reads == nullptr || options_.commit_signal == nullptr) {
+    return fail(ErrorCode::kInternal, "the agent channel needs the store's reader and commit signal");
+  }
+  registry_ = std::make_unique<kernel::ProjectionRunner<RegistryModel>>(*options_.registry_reads, nullptr);
   {
-    bus::StoreClient client(context_, options_.store_endpoint, store_client_options());
-    auto read = read_registry(client);
-    if (!read) return fail(read.error().code, "cannot read the registered systems from the event store: " +
-                                                  read.error().message);
+    std::lock_guard lock(mutex_);
+    if (auto r = registry_->start(); !r) {
+      return fail(r.error().code, "cannot read the registered systems from the event store: " + r.error().message);
+    }
   }
   follower_ = std::thread([this] { follow(); });
   metrics_->registered.Set(static_cast<double>(registered()));
@@ -173,7 +182,7 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
   zap_.serve_domain(
       kZapDomain, [this](const std::string& address, const std::string& key) -> std::optional<std::string> {
         std::lock_guard lock(mutex_);
-        if (registry_.by_key(key) != nullptr) return key;
+        if (registry_->state().by_key(key) != nullptr) return key;
         if (refusal_log_.allow(now_ns())) {
           log_->warn("agent_channel_refused address={} key_fingerprint={} reason=\"key not registered\" "
                      "suppressed_before={}",
@@ -202,46 +211,40 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
   return {};
 }
 
-// Reads what the registry stream gained since the last read; returns how
-// many events it applied. The registry is one aggregate (one stream), so
-// this reads registrations only, however busy the rest of the log is.
-Result<size_t> AgentChannel::read_registry(bus::StoreClient& client) {
-  size_t applied = 0;
-  for (int page = 0; page < 100'000; ++page) {  // bounded: 100k pages of 1024
-    auto reply = client.read_stream(ReadStreamRequest{kRegistryStream, registry_version_ + 1, 1024});
-    if (!reply) return std::unexpected(reply.error());
-    for (const auto& record : reply->records) {
-      auto view = parse_record(record);
-      if (!view) return fail(ErrorCode::kCorruption, "the registry stream: " + view.error().message);
-      auto event = decode_event(view->event_bytes, bus::frame_limits());
-      if (!event) return fail(ErrorCode::kCorruption, "the registry stream: " + event.error().message);
-      {
-        std::lock_guard lock(mutex_);
-        registry_.evolve(*event);
-      }
-      registry_version_ = event->stream_version;
-      ++applied;
-    }
-    if (reply->end || reply->records.empty()) break;
-  }
+Result<uint64_t> AgentChannel::catch_up_registry() {
+  std::lock_guard lock(mutex_);
+  auto applied = registry_->catch_up();
+  if (applied && *applied > 0) metrics_->registered.Set(static_cast<double>(registry_->state().size()));
   return applied;
 }
 
+Result<uint64_t> AgentChannel::apply_own(const AppendResult& appended) {
+  // The store answers an append before its stream index is written: wait
+  // for the commit signal to say the events are readable by stream.
+  uint64_t last = appended.first_sequence + appended.count - 1;
+  if (options_.commit_signal->wait_beyond(last - 1, 5s) < last) {
+    return fail(ErrorCode::kTimeout, fmt::format("sequence {} is not readable after 5 s", last));
+  }
+  return catch_up_registry();
+}
+
 void AgentChannel::follow() {
-  // Registrations this process makes apply at once (admit, revoke); reading
-  // the stream picks up what other writers append. Polled: a publication
-  // subscription would make the store build a publication for every event
-  // of the log for the sake of a few.
-  bus::StoreClient client(context_, options_.store_endpoint, store_client_options());
+  // Woken by the store's commit signal (no publication per event): the
+  // registry is one stream, so a wake-up reads what it gained, if anything.
+  uint64_t seen = 0;
+  std::string last_error;
   while (!stop_) {
-    if (auto r = read_registry(client); !r) {
-      {
-        std::lock_guard lock(mutex_);
-        follow_error_ = r.error().message;
-      }
-      log_->warn("registry_follow_failed error=\"{}\" retry_in_s=1", r.error().message);
+    seen = options_.commit_signal->wait_beyond(seen, 500ms);
+    auto r = catch_up_registry();
+    std::string error = r ? "" : r.error().message;
+    if (error != last_error && !error.empty()) {
+      log_->error("registry_follow_failed error=\"{}\"", error);
     }
-    for (int i = 0; i < 10 && !stop_; ++i) std::this_thread::sleep_for(100ms);
+    {
+      std::lock_guard lock(mutex_);
+      follow_error_ = error;
+    }
+    last_error = error;
   }
 }
 
@@ -352,11 +355,11 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
   std::string system_id;
   {
     std::lock_guard lock(mutex_);
-    if (const auto* known = registry_.by_key(reg->public_key)) {
+    if (const auto* known = registry_->state().by_key(reg->public_key)) {
       send_reply(socket, frames[0], ap::ManagerReply{id, ap::Registered{known->system_id, true}});
       return;
     }
-    system_id = registry_.choose_system_id(reg->hostname, fp);
+    system_id = registry_->state().choose_system_id(reg->hostname, fp);
   }
   std::string host = address;
   SystemRegistered registered{system_id, reg->hostname, host, reg->public_key, reg->profile, reg->agent_port};
@@ -371,9 +374,14 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
                            "the manager could not record the registration (" + result.error().message + "); retry"));
     return;
   }
-  {
-    std::lock_guard lock(mutex_);
-    registry_.admit(registered, result->first_sequence);
+  // Admitted through the registry projection, like every key.
+  if (auto folded = apply_own(*result); !folded || !admitted(reg->public_key)) {
+    log_->error("registration_not_applied system={} sequence={} error=\"{}\"", system_id, result->first_sequence,
+                folded ? "the registry did not admit the key" : folded.error().message);
+    send_reply(socket, frames[0],
+               error_reply(id, ap::ErrorKind::kUnavailable,
+                           "the manager recorded the registration but could not apply it yet; retry"));
+    return;
   }
   metrics_->accepted.Increment();
   metrics_->registered.Set(static_cast<double>(this->registered()));
@@ -394,7 +402,7 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
   std::string system_id;
   {
     std::lock_guard lock(mutex_);
-    if (const auto* system = registry_.by_key(key)) system_id = system->system_id;
+    if (const auto* system = registry_->state().by_key(key)) system_id = system->system_id;
   }
   uint64_t id = request->request_id;
   if (system_id.empty()) {
@@ -442,12 +450,16 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
                  error_reply(id, ap::ErrorKind::kUnavailable, "cannot record it: " + result.error().message));
       return;
     }
+    // Acknowledged only once the registry projection has revoked the key.
+    if (auto folded = apply_own(*result); !folded || admitted(key)) {
+      send_reply(socket, frames[0],
+                 error_reply(id, ap::ErrorKind::kUnavailable, "the removal is recorded but not applied yet; retry"));
+      return;
+    }
     {
       std::lock_guard lock(mutex_);
-      registry_.revoke(system_id);
       liveness_.erase(system_id);
     }
-    metrics_->registered.Set(static_cast<double>(registered()));
     log_->info("system_unregistered system={} sequence={}", system_id, result->first_sequence);
     send_reply(socket, frames[0], ap::ManagerReply{id, ap::Ack{}});
   } else if (std::holds_alternative<ap::GetManagerKey>(request->body)) {
@@ -465,7 +477,7 @@ ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& sy
                                               const profile::SystemProfile& profile) {
   {
     std::lock_guard lock(mutex_);
-    const auto* known = registry_.by_id(system_id);
+    const auto* known = registry_->state().by_id(system_id);
     if (known == nullptr || known->profile == profile) return ap::ManagerReply{id, ap::Ack{}};
   }
   AppendRequest append;
@@ -477,10 +489,7 @@ ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& sy
     log_->warn("profile_not_recorded system={} error=\"{}\"", system_id, result.error().message);
     return error_reply(id, ap::ErrorKind::kUnavailable, "cannot record the profile: " + result.error().message);
   }
-  {
-    std::lock_guard lock(mutex_);
-    registry_.update_profile(system_id, profile);
-  }
+  (void)apply_own(*result);  // the follower retries a failure, and the agent re-sends an unacknowledged profile
   log_->info("system_profile_changed system={} kernel={} sequence={}", system_id, profile.kernel_version,
              result->first_sequence);
   return ap::ManagerReply{id, ap::Ack{}};

@@ -28,6 +28,7 @@
 #include "schemas/error.h"
 #include "services/inventory/registry.h"
 #include "services/inventory/rejections.h"
+#include "services/kernel/projection.h"
 
 namespace wpm::inventory {
 
@@ -41,6 +42,10 @@ struct AgentChannelOptions {
   // this service proves its identity there (service:inventory).
   std::string store_endpoint;
   bus::StoreCredentials store_credentials;
+  // Where the registry projection reads its stream and learns of new
+  // commits: the store itself, in this process. Required; not owned.
+  kernel::EventLog* registry_reads = nullptr;
+  kernel::CommitSignal* commit_signal = nullptr;
   // Where the manager's key pair lives (created at first start).
   std::string keys_dir;
   // "scrypt$N$r$p$salt$hash" of the registration password; empty: closed.
@@ -80,7 +85,12 @@ class AgentChannel {
   bus::ClientOptions store_client_options() const;
   Result<void> open(prometheus::Registry& metrics);
   void follow();
-  Result<size_t> read_registry(bus::StoreClient& client);
+  // Folds what the registry stream gained; the only way keys are admitted
+  // or revoked. Takes mutex_.
+  Result<uint64_t> catch_up_registry();
+  bool admitted(const std::string& public_key) const;
+  // Folds this service's own append into the registry once it is readable.
+  Result<uint64_t> apply_own(const AppendResult& appended);
   void serve();
   struct Received {
     std::vector<zmq::message_t> frames;  // identity, request
@@ -108,13 +118,12 @@ class AgentChannel {
   std::unique_ptr<Metrics> metrics_;
 
   mutable std::mutex mutex_;  // guards registry_ and liveness_
-  Registry registry_;
+  std::unique_ptr<kernel::ProjectionRunner<RegistryModel>> registry_;
   std::map<std::string, AgentLiveness> liveness_;
 
   RejectionLimiter rejections_;  // channel thread only
   std::unique_ptr<bus::StoreClient> store_;  // channel thread only
   std::atomic<bool> stop_{false};
-  uint64_t registry_version_ = 0;  // of the registry stream: start, then the follower only
   std::string follow_error_;  // guarded by mutex_
   std::string follow_error() const {
     std::lock_guard lock(mutex_);

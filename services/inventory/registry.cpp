@@ -1,5 +1,9 @@
 #include "services/inventory/registry.h"
 
+#include <cstring>
+
+#include "schemas/codec.h"
+
 namespace wpm::inventory {
 
 void Registry::evolve(const Event& event) {
@@ -18,8 +22,57 @@ void Registry::update_profile(const std::string& system_id, const profile::Syste
   if (auto it = by_id_.find(system_id); it != by_id_.end()) it->second.profile = profile;
 }
 
-void Registry::admit(const SystemRegistered& registered, uint64_t sequence) {
-  apply(registered, sequence);
+Registry Registry::restore(std::vector<RegisteredSystem> systems, uint64_t applied) {
+  Registry r;
+  for (auto& system : systems) {
+    r.id_by_key_[system.public_key] = system.system_id;
+    r.by_id_[system.system_id] = std::move(system);
+  }
+  r.applied_ = applied;
+  return r;
+}
+
+// Snapshot form: the last sequence applied (8 bytes), then per system a
+// length (4 bytes) and a SystemRegistered event (schemas/codec.h) whose
+// sequence is the one it was registered at.
+std::string RegistryModel::encode(const State& state) {
+  std::string out;
+  uint64_t applied = state.applied();
+  out.append(reinterpret_cast<const char*>(&applied), 8);
+  for (const auto& [id, s] : state.systems()) {
+    Event e;
+    e.sequence = s.registered_at_sequence;
+    e.stream_id = "registry";
+    e.payload = SystemRegistered{s.system_id, s.hostname, s.address, s.public_key, s.profile, s.agent_port};
+    std::string bytes = encode_event(e);
+    auto size = static_cast<uint32_t>(bytes.size());
+    out.append(reinterpret_cast<const char*>(&size), 4);
+    out += bytes;
+  }
+  return out;
+}
+
+Result<Registry> RegistryModel::decode(std::string_view bytes) {
+  if (bytes.size() < 8) return fail(ErrorCode::kCorruption, "registry snapshot truncated");
+  uint64_t applied = 0;
+  std::memcpy(&applied, bytes.data(), 8);
+  bytes.remove_prefix(8);
+  std::vector<RegisteredSystem> systems;
+  while (!bytes.empty()) {  // bounded: every round consumes at least 4 bytes
+    uint32_t size = 0;
+    if (bytes.size() < 4) return fail(ErrorCode::kCorruption, "registry snapshot truncated");
+    std::memcpy(&size, bytes.data(), 4);
+    bytes.remove_prefix(4);
+    if (bytes.size() < size) return fail(ErrorCode::kCorruption, "registry snapshot truncated");
+    auto e = decode_event(bytes.substr(0, size));
+    bytes.remove_prefix(size);
+    if (!e) return std::unexpected(e.error());
+    const auto* r = std::get_if<SystemRegistered>(&e->payload);
+    if (r == nullptr) return fail(ErrorCode::kCorruption, "registry snapshot holds another event");
+    systems.push_back(RegisteredSystem{r->system_id, r->hostname, r->address, r->public_key, r->agent_port,
+                                       e->sequence, r->profile});
+  }
+  return Registry::restore(std::move(systems), applied);
 }
 
 void Registry::apply(const SystemRegistered& r, uint64_t sequence) {

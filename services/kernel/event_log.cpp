@@ -21,6 +21,19 @@ Result<AppendResult> LocalLog::append(const AppendRequest& request) {
   return outcome.results.front();
 }
 
+Result<AppendResult> EmbeddedLog::append(const AppendRequest& request) {
+  auto result = client_.append(request);
+  if (!result || result->count == 0) return result;
+  // The store replies before it writes the stream index (off the
+  // acknowledgement's path); wait for its commit signal.
+  uint64_t last = result->first_sequence + result->count - 1;
+  if (store_.wait_beyond(last - 1, std::chrono::seconds(5)) < last) {
+    return fail(ErrorCode::kTimeout, fmt::format("sequence {} was acknowledged but is not readable after 5 s",
+                                                 last));
+  }
+  return result;
+}
+
 Result<std::vector<Event>> decode_records(const std::vector<std::string>& records) {
   std::vector<Event> out;
   out.reserve(records.size());

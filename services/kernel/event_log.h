@@ -58,6 +58,22 @@ class LocalLog final : public EventLog {
   std::string identity_;
 };
 
+// A service inside wpmd: appends through the store server (inproc, as its
+// own identity), reads straight from the Store on the caller's thread. An
+// append returns once its events are readable by stream too, so the
+// service reads its own writes.
+class EmbeddedLog final : public EventLog {
+ public:
+  EmbeddedLog(bus::StoreClient& client, eventstore::Store& store) : client_(client), store_(store) {}
+  Result<AppendResult> append(const AppendRequest& request) override;
+  Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return store_.read_stream(r); }
+  Result<ReadReply> read_range(const ReadRangeRequest& r) override { return store_.read_range(r); }
+
+ private:
+  bus::StoreClient& client_;
+  eventstore::Store& store_;
+};
+
 // Decodes stored records (checksum checked) into events.
 Result<std::vector<Event>> decode_records(const std::vector<std::string>& records);
 

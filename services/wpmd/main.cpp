@@ -32,6 +32,7 @@
 #include "services/inventory/agent_channel.h"
 #include "services/kernel/identity.h"
 #include "services/kernel/keyring.h"
+#include "services/kernel/projection.h"
 #include "services/wpmd/config.h"
 #include "wpm_version.h"
 
@@ -226,6 +227,11 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   agent_options.channel_endpoint = options.agent_channel_endpoint;
   agent_options.store_endpoint = server_options.local_request_endpoint;
   agent_options.store_credentials.local_identity = kernel::service_identity("inventory");
+  // The services in this process read the log straight from the store, on
+  // their own threads, woken by its commit signal.
+  kernel::EmbeddedStore embedded(**store);
+  agent_options.registry_reads = &embedded;
+  agent_options.commit_signal = &embedded;
   agent_options.keys_dir = options.data_dir + "/keys";
   agent_options.password_hash = *password_hash;
   Result<std::unique_ptr<inventory::AgentChannel>> agents = fail(ErrorCode::kInternal, "not started");

@@ -87,6 +87,10 @@ int cmd_stats(const GlobalOptions& g) {
     std::printf("%-24s %llu\n", std::string(event_type_name(t.type)).c_str(),
                 static_cast<unsigned long long>(t.count));
   }
+  if (st->unknown_events > 0) {
+    std::printf("%-24s %llu (types this wpmd does not know: written by a newer version)\n", "unknown",
+                static_cast<unsigned long long>(st->unknown_events));
+  }
   return kExitOk;
 }
 

@@ -10,6 +10,7 @@
 #include <zmq.hpp>
 
 #include "bus/frame.h"
+#include "tools/wpm/admin_commands.h"
 #include "tools/wpm/log_commands.h"
 #include "tools/wpm/output.h"
 #include "wpm_version.h"
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
   app.fallthrough();
   int exit_code = kExitOk;
   add_log_commands(app, g, exit_code);
+  add_admin_commands(app, g, exit_code);
   app.parse_complete_callback([&] {
     g.format = output == "json" ? Format::kJson : Format::kTable;
     // Checked here, after --help, and whether it came from --store or the

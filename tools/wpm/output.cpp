@@ -56,6 +56,9 @@ nlohmann::json event_to_json(const Event& e) {
                     {"agentPort", p.agent_port}}}};
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           return {{"systemRemoved", {{"systemId", p.system_id}, {"reason", p.reason}}}};
+        } else if constexpr (std::is_same_v<T, UnknownPayload>) {
+          // A newer binary's event: kept as the bytes of its payload.
+          return {{"unknown", {{"type", p.type}, {"bytes", base64(p.bytes)}}}};
         } else if constexpr (std::is_same_v<T, SystemProfileChanged>) {
           return {{"systemProfileChanged",
                    {{"systemId", p.system_id}, {"profile", profile::profile_to_json(p.profile)}}}};
@@ -74,7 +77,7 @@ nlohmann::json event_to_json(const Event& e) {
   return {{"sequence", e.sequence},
           {"eventId", event_id_hex(e.event_id)},
           {"timestampNs", e.timestamp_ns},
-          {"type", std::string(event_type_name(e.type()))},
+          {"type", event_type_label(e.type())},
           {"streamId", e.stream_id},
           {"streamVersion", e.stream_version},
           {"correlationId", e.correlation_id},
@@ -92,6 +95,7 @@ nlohmann::json stats_to_json(const StatsReply& s) {
           {"logBytes", s.log_bytes},
           {"diskBytes", s.disk_bytes},
           {"perType", per_type},
+          {"unknownEvents", s.unknown_events},
           {"readOnly", s.read_only},
           {"readOnlyReason", s.read_only_reason},
           {"dataDir", s.data_dir}};
@@ -104,7 +108,7 @@ std::string event_table_header() {
 
 std::string event_table_row(const Event& e) {
   return fmt::format("{:<10} {:<24} {:<18} {:<32} {:>8} {}", e.sequence, format_time(e.timestamp_ns),
-                     event_type_name(e.type()), e.stream_id, e.stream_version, e.actor);
+                     event_type_label(e.type()), e.stream_id, e.stream_version, e.actor);
 }
 
 bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) != 0; }

@@ -49,13 +49,24 @@ TEST(Registry, ReRegistrationWithANewKeyRevokesTheOldKey) {
   EXPECT_EQ(r.size(), 1u);
 }
 
-TEST(Registry, AdmittedRegistrationIsUnchangedByItsPublication) {
+TEST(Registry, ASnapshotRestoresTheSameRegistry) {
   Registry r;
-  SystemRegistered reg{"node1", "node1", "a", "KEY1", {}, 0};
-  r.admit(reg, 5);
-  r.evolve(registered(5, "node1", "node1", "KEY1"));
-  EXPECT_EQ(r.size(), 1u);
-  EXPECT_EQ(r.by_key("KEY1")->registered_at_sequence, 5u);
+  r.evolve(registered(1, "node1", "node1", "KEY1"));
+  r.evolve(registered(2, "node2", "node2", "KEY2"));
+  Event changed;
+  changed.sequence = 3;
+  profile::SystemProfile p;
+  p.kernel_version = "6.1.0";
+  changed.payload = SystemProfileChanged{"node2", p};
+  r.evolve(changed);
+  r.evolve(removed(4, "node1"));
+  auto back = RegistryModel::decode(RegistryModel::encode(r));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->systems(), r.systems());
+  EXPECT_EQ(back->applied(), 4u);
+  EXPECT_EQ(back->by_key("KEY2")->profile.kernel_version, "6.1.0");
+  EXPECT_EQ(back->by_key("KEY1"), nullptr);
+  EXPECT_FALSE(RegistryModel::decode("short"));
 }
 
 TEST(Registry, SystemIdIsTheHostNameUnlessTaken) {

@@ -7,11 +7,18 @@
 #include <gtest/gtest.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <prometheus/registry.h>
+#include <thread>
+#include <zmq.hpp>
 
 #include <filesystem>
 #include <functional>
 
+#include "eventstore/metrics.h"
+#include "eventstore/server.h"
 #include "services/kernel/identity.h"
 
 namespace wpm::kernel {
@@ -225,6 +232,76 @@ TEST_F(RepositoryTest, AStreamThatNeverSettlesEndsInAClearError) {
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(out.error().message.find("3 decisions were overtaken"), std::string::npos) << out.error().message;
+}
+
+}  // namespace
+}  // namespace wpm::kernel
+
+namespace wpm::kernel {
+namespace {
+
+// The same repository inside wpmd: appends through the store server over
+// inproc (as a declared identity), reads straight from the store.
+TEST(EmbeddedRepository, EveryCommandSeesTheWritesOfThePreviousOne) {
+  auto dir = fs::temp_directory_path() / fmt::format("wpm-embedded-{}", ::getpid());
+  fs::remove_all(dir);
+  auto log = std::make_shared<spdlog::logger>("embedded", std::make_shared<spdlog::sinks::null_sink_mt>());
+  eventstore::StoreOptions so;
+  so.data_dir = dir.string();
+  auto store = eventstore::Store::open(so, log);
+  ASSERT_TRUE(store) << store.error().message;
+  prometheus::Registry registry;
+  eventstore::StoreMetrics metrics(registry);
+  zmq::context_t context(1);
+  eventstore::ServerOptions options;
+  options.request_endpoint = "tcp://127.0.0.1:0";
+  options.publish_endpoint = "tcp://127.0.0.1:0";
+  options.local_request_endpoint = "inproc://embedded-test";
+  options.local_publish_endpoint = "";
+  options.keys = *bus::generate_curve_keys();
+  StreamAccess access;
+  eventstore::StoreServer server(**store, context, options, access, metrics, log);
+  ASSERT_TRUE(server.bind());
+  int stop = ::eventfd(0, EFD_CLOEXEC);
+  std::thread serving([&] { server.run(stop); });
+  {
+    bus::ClientOptions co;
+    co.credentials.local_identity = std::string(kAdminIdentity);
+    bus::StoreClient client(context, "inproc://embedded-test", co);
+    EmbeddedLog embedded(client, **store);
+    Repository<Tally> repo(embedded);
+    SimulatedClock clock;
+    for (uint64_t i = 1; i <= 50; ++i) {
+      auto out = repo.handle("synthetic/tally", Tally::Command{1, 1000},
+                             Context{clock.wall_ns(), "user:alice", CommandId(fmt::format("c{}", i)), "t"});
+      ASSERT_TRUE(out) << out.error().message;
+      ASSERT_TRUE(out->accepted());
+      ASSERT_EQ(out->version, i) << "decided on the state that includes the previous command";
+      EXPECT_EQ(out->events[0].actor, "admin") << "the declared inproc identity, stamped by the store";
+    }
+    // Never decided on a stale stream (which a retry would hide).
+    auto conflicts = registry.Collect();
+    double total = -1;
+    for (const auto& family : conflicts) {
+      if (family.name == "wpm_store_expected_version_conflicts_total") total = family.metric.at(0).counter.value;
+    }
+    EXPECT_EQ(total, 0) << "an append was decided on a stream read before the previous one was indexed";
+    // An identity that may not write the stream is refused by the server.
+    bus::ClientOptions other;
+    other.credentials.local_identity = "service:inventory";
+    bus::StoreClient refused_client(context, "inproc://embedded-test", other);
+    EmbeddedLog refused(refused_client, **store);
+    Repository<Tally> denied(refused);
+    auto out = denied.handle("synthetic/tally", Tally::Command{1, 1000}, Context{0, "", CommandId("x"), "t"});
+    ASSERT_FALSE(out);
+    EXPECT_EQ(out.error().code, ErrorCode::kPermissionDenied);
+  }
+  uint64_t one = 1;
+  ASSERT_EQ(::write(stop, &one, sizeof one), 8);
+  serving.join();
+  ::close(stop);
+  store->reset();
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -1,0 +1,202 @@
+#pragma once
+// The projection runner (DESIGN.md §2): a read model folded from the log with
+// the same kind of evolve() as the aggregates, a checkpoint (the last
+// sequence applied), and snapshots in the store's own column family, tagged
+// with the sequence they reflect. At start it loads the latest snapshot and
+// folds the tail; then it follows the log by reading what the commit signal
+// says is new: no publication per event, so a follower never slows appends.
+//
+// A projection reads the whole log (by range) or one stream (by version):
+//
+//   struct Model {
+//     using State = …;
+//     static constexpr std::string_view kName = "…";     // snapshot name
+//     static constexpr std::string_view kStream = "";    // "" = the whole log
+//     static constexpr UnknownEvents kUnknown = …;        // see below
+//     static State initial();
+//     static State evolve(State, const Event&);
+//     static std::string encode(const State&);           // snapshot form
+//     static Result<State> decode(std::string_view);
+//   };
+//
+// Events of a type this binary does not know (a newer writer's): a model that
+// can fold without them skips them and counts them (kSkip); a model that must
+// see every event of its stream (kStop) stops, naming the type and sequence.
+//
+// Thread safety: one thread runs a ProjectionRunner; its state is read on
+// that thread (or under the owner's lock).
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "eventstore/store.h"
+#include "services/kernel/event_log.h"
+
+namespace wpm::kernel {
+
+enum class UnknownEvents { kSkip, kStop };
+
+template <typename P>
+concept ProjectionModel = requires(const typename P::State& state, const Event& event, std::string_view bytes) {
+  { P::kName } -> std::convertible_to<std::string_view>;
+  { P::kStream } -> std::convertible_to<std::string_view>;
+  { P::kUnknown } -> std::convertible_to<UnknownEvents>;
+  { P::initial() } -> std::same_as<typename P::State>;
+  { P::evolve(state, event) } -> std::same_as<typename P::State>;
+  { P::encode(state) } -> std::same_as<std::string>;
+  { P::decode(bytes) } -> std::same_as<Result<typename P::State>>;
+};
+
+// Where snapshots live, and how a follower learns of new commits.
+class SnapshotStore {
+ public:
+  virtual ~SnapshotStore() = default;
+  virtual Result<void> put(std::string_view name, uint64_t sequence, std::string_view state) = 0;
+  virtual Result<std::optional<eventstore::Store::Snapshot>> get(std::string_view name) = 0;
+};
+class CommitSignal {
+ public:
+  virtual ~CommitSignal() = default;
+  // Waits until something beyond `sequence` is readable, or `timeout`;
+  // returns the readable head.
+  virtual uint64_t wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) = 0;
+};
+
+// Inside wpmd: reads, snapshots and the commit signal straight from the
+// Store, on the caller's thread (never the sequencer's). Appends are not
+// served here: they go through the store server.
+class EmbeddedStore final : public EventLog, public SnapshotStore, public CommitSignal {
+ public:
+  explicit EmbeddedStore(eventstore::Store& store) : store_(store) {}
+  Result<AppendResult> append(const AppendRequest&) override {
+    return fail(ErrorCode::kInvalidRequest, "append through the store server, not the embedded reader");
+  }
+  Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return store_.read_stream(r); }
+  Result<ReadReply> read_range(const ReadRangeRequest& r) override { return store_.read_range(r); }
+  Result<void> put(std::string_view name, uint64_t sequence, std::string_view state) override {
+    return store_.put_snapshot(name, sequence, state);
+  }
+  Result<std::optional<eventstore::Store::Snapshot>> get(std::string_view name) override {
+    return store_.get_snapshot(name);
+  }
+  uint64_t wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) override {
+    return store_.wait_beyond(sequence, timeout);
+  }
+
+ private:
+  eventstore::Store& store_;
+};
+
+struct ProjectionStats {
+  uint64_t applied_events = 0;   // folded since start (snapshot excluded)
+  uint64_t skipped_unknown = 0;  // events of unknown types skipped
+  bool from_snapshot = false;
+  uint64_t snapshot_sequence = 0;
+};
+
+template <ProjectionModel P>
+class ProjectionRunner {
+ public:
+  // `snapshots` may be null (no snapshots).
+  ProjectionRunner(EventLog& log, SnapshotStore* snapshots) : log_(log), snapshots_(snapshots) {}
+
+  // Loads the latest snapshot (if any and readable), then folds the tail.
+  Result<void> start() {
+    if (snapshots_ != nullptr) {
+      auto snap = snapshots_->get(P::kName);
+      if (!snap) return std::unexpected(snap.error());
+      if (*snap) {
+        if (auto r = restore((*snap)->state, (*snap)->sequence); !r) return r;
+      }
+    }
+    auto folded = catch_up();
+    if (!folded) return std::unexpected(folded.error());
+    return {};
+  }
+
+  // Folds whatever is readable beyond the checkpoint; returns how many events.
+  Result<uint64_t> catch_up() {
+    if (!stopped_.empty()) return fail(ErrorCode::kCorruption, stopped_);
+    uint64_t applied = 0;
+    for (int page = 0; page < kPagesPerCatchUpMax; ++page) {
+      auto reply = P::kStream.empty() ? log_.read_range(ReadRangeRequest{sequence_ + 1, 0, 0})
+                                      : log_.read_stream(ReadStreamRequest{std::string(P::kStream), version_ + 1, 0});
+      if (!reply) return std::unexpected(reply.error());
+      auto events = decode_records(reply->records);
+      if (!events) return std::unexpected(events.error());
+      for (const auto& e : *events) {
+        if (auto r = apply(e); !r) return std::unexpected(r.error());
+        ++applied;
+      }
+      if (reply->end || reply->records.empty()) break;
+    }
+    stats_.applied_events += applied;
+    return applied;
+  }
+
+  // Writes a snapshot of the state at the checkpoint.
+  Result<void> snapshot() {
+    if (snapshots_ == nullptr) return fail(ErrorCode::kInvalidRequest, "this runner keeps no snapshots");
+    std::string bytes = u64_bytes(version_) + P::encode(state_);
+    return snapshots_->put(P::kName, sequence_, bytes);
+  }
+
+  const typename P::State& state() const { return state_; }
+  uint64_t sequence() const { return sequence_; }  // the checkpoint: last sequence applied
+  uint64_t version() const { return version_; }    // one-stream models: last version applied
+  const ProjectionStats& stats() const { return stats_; }
+
+ private:
+  static constexpr int kPagesPerCatchUpMax = 1'000'000;  // 4 billion events per call
+
+  static std::string u64_bytes(uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); }
+
+  Result<void> restore(std::string_view bytes, uint64_t sequence) {
+    if (bytes.size() < 8) return fail(ErrorCode::kCorruption, fmt::format("snapshot '{}' is truncated", P::kName));
+    uint64_t version = 0;
+    std::memcpy(&version, bytes.data(), 8);
+    auto state = P::decode(bytes.substr(8));
+    if (!state) {
+      // A snapshot this binary cannot read is derived data: fold from the start.
+      return {};
+    }
+    state_ = std::move(*state);
+    sequence_ = sequence;
+    version_ = version;
+    stats_.from_snapshot = true;
+    stats_.snapshot_sequence = sequence;
+    return {};
+  }
+
+  Result<void> apply(const Event& e) {
+    if (!known_event_type(e.type())) {
+      if (P::kUnknown == UnknownEvents::kStop) {
+        stopped_ = fmt::format("projection {} cannot fold event {} (type {}, stream '{}'): it was written by a "
+                               "newer wpm; upgrade this one",
+                               P::kName, e.sequence, event_type_label(e.type()), e.stream_id);
+        return fail(ErrorCode::kCorruption, stopped_);
+      }
+      ++stats_.skipped_unknown;
+    } else {
+      state_ = P::evolve(std::move(state_), e);
+    }
+    sequence_ = e.sequence;
+    version_ = e.stream_version;
+    return {};
+  }
+
+  EventLog& log_;
+  SnapshotStore* snapshots_;
+  typename P::State state_ = P::initial();
+  uint64_t sequence_ = 0;
+  uint64_t version_ = 0;
+  ProjectionStats stats_;
+  std::string stopped_;
+};
+
+}  // namespace wpm::kernel
