@@ -5,6 +5,7 @@
 #include <rocksdb/perf_level.h>
 
 #include <chrono>
+#include <thread>
 
 #include "bus/constants.h"
 #include "bus/frame.h"
@@ -34,8 +35,11 @@ StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions op
       access_(access),
       metrics_(metrics),
       log_(std::move(log)),
+      context_(context),
       router_(context, zmq::socket_type::router),
-      xpub_(context, zmq::socket_type::xpub) {
+      xpub_(context, zmq::socket_type::xpub),
+      to_readers_(context, zmq::socket_type::push),
+      from_readers_(context, zmq::socket_type::pull) {
   bus::apply_defaults(router_);
   router_.set(zmq::sockopt::sndhwm, options_.reply_hwm);
   bus::apply_defaults(xpub_);
@@ -48,6 +52,15 @@ StoreServer::StoreServer(Store& store, zmq::context_t& context, ServerOptions op
   // Every tcp:// and ipc:// endpoint handshakes with CURVE; inproc has no handshake.
   bus::make_curve_server(router_, options_.keys, kStoreZapDomain);
   bus::make_curve_server(xpub_, options_.keys, kStoreZapDomain);
+  WPM_ASSERT(options_.reader_threads >= 1 && options_.reader_queue >= 1, "bad reader options");
+  bus::apply_defaults(to_readers_);
+  to_readers_.set(zmq::sockopt::sndhwm, options_.reader_queue);
+  bus::apply_defaults(from_readers_);
+  auto unique = reinterpret_cast<uintptr_t>(this);
+  readers_endpoint_ = fmt::format("inproc://wpm-store-readers-{:x}", unique);
+  replies_endpoint_ = fmt::format("inproc://wpm-store-read-replies-{:x}", unique);
+  to_readers_.bind(readers_endpoint_);
+  from_readers_.bind(replies_endpoint_);
 }
 
 Result<void> StoreServer::bind() {
@@ -185,6 +198,54 @@ void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
       }
       continue;
     }
+    // A read: served by a reader thread, never here.
+    if (!hand_to_readers(frames[0], frames[1])) {
+      reply(frames[0], Reply{id, Error{ErrorCode::kUnavailable,
+                                       fmt::format("{} reads are waiting already; retry later",
+                                                   options_.reader_queue)}});
+    }
+  }
+}
+
+bool StoreServer::hand_to_readers(zmq::message_t& identity, zmq::message_t& request) {
+  // Both frames go as one message or not at all: a full queue refuses the
+  // first frame, and a PUSH socket takes a whole message once it took its first.
+  if (!to_readers_.send(identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+  (void)to_readers_.send(request, zmq::send_flags::none);
+  return true;
+}
+
+void StoreServer::forward_read_replies() {
+  for (int i = 0; i < 4096; ++i) {  // bounded drain
+    auto got = bus::recv_message(from_readers_, 2, zmq::recv_flags::dontwait);
+    if (!got) return;
+    if (!*got || (*got)->size() != 2) continue;  // cannot happen: our own readers
+    auto& frames = **got;
+    router_.send(frames[0], zmq::send_flags::sndmore);
+    router_.send(frames[1], zmq::send_flags::none);
+  }
+}
+
+void StoreServer::serve_reads(int index) {
+  zmq::socket_t in(context_, zmq::socket_type::pull);
+  zmq::socket_t out(context_, zmq::socket_type::push);
+  bus::apply_defaults(in);
+  bus::apply_defaults(out);
+  in.set(zmq::sockopt::rcvhwm, options_.reader_queue);
+  in.connect(readers_endpoint_);
+  out.connect(replies_endpoint_);
+  readers_ready_.fetch_add(1);
+  readers_ready_.notify_all();
+  log_->debug("store_reader_started index={}", index);
+  while (!readers_stop_.load()) {
+    zmq::pollitem_t item{in.handle(), 0, ZMQ_POLLIN, 0};
+    if (bus::poll(&item, 1, std::chrono::milliseconds(200)) <= 0) continue;
+    auto got = bus::recv_message(in, 2, zmq::recv_flags::dontwait);
+    if (!got || !*got || (*got)->size() != 2) continue;
+    auto& frames = **got;
+    auto request = decode_request(bus::view(frames[1]), bus::frame_limits());
+    if (!request) continue;  // decoded once already by the loop
+    if (options_.before_read_for_test) options_.before_read_for_test();
     RequestKind kind = RequestKind::kStats;
     Result<ReplyBody> body = std::visit(
         [&](auto& b) -> Result<ReplyBody> {
@@ -200,13 +261,14 @@ void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
             stats.publish_endpoint = bound_publish_;
             return stats;
           } else {
-            WPM_ASSERT(false, "appends are handled above");
-            return fail(ErrorCode::kInternal, "unreachable");
+            return fail(ErrorCode::kInternal, "an append reached a reader");
           }
         },
         request->body);
     metrics_.request(kind, body.has_value()).Increment();
-    reply(frames[0], Reply{id, body ? std::move(*body) : ReplyBody{body.error()}});
+    std::string frame = encode_reply(Reply{request->request_id, body ? std::move(*body) : ReplyBody{body.error()}});
+    out.send(frames[0], zmq::send_flags::sndmore);
+    out.send(zmq::buffer(frame), zmq::send_flags::none);
   }
 }
 
@@ -264,17 +326,34 @@ void StoreServer::run(int stop_fd) {
   metrics_.head_sequence.Set(static_cast<double>(store_.head()));
   metrics_.log_bytes.Set(static_cast<double>(store_.log_bytes()));
   std::vector<PendingAppend> pending;
+  std::vector<std::thread> readers;
+  for (int i = 0; i < options_.reader_threads; ++i) readers.emplace_back([this, i] { serve_reads(i); });
+  struct JoinReaders {
+    StoreServer& server;
+    std::vector<std::thread>& threads;
+    ~JoinReaders() {
+      server.readers_stop_ = true;
+      for (auto& t : threads) t.join();
+    }
+  } join_readers{*this, readers};
+  // Reads are handed over only once every reader is connected (a PUSH socket
+  // without peers would refuse them).
+  for (int ready = readers_ready_.load(); ready < options_.reader_threads; ready = readers_ready_.load()) {
+    readers_ready_.wait(ready);
+  }
   // Runs until a stop signal: an intentionally unbounded service loop.
   while (true) {
     zmq::pollitem_t items[] = {
         {router_.handle(), 0, ZMQ_POLLIN, 0},
         {xpub_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
+        {from_readers_.handle(), 0, ZMQ_POLLIN, 0},
     };
     // Wakes in time to sync the acknowledged-sequence mark when no batch does.
     auto timeout = std::min(std::chrono::milliseconds(1000), store_.mark_sync_due_in());
-    bus::poll(items, 3, timeout);
+    bus::poll(items, 4, timeout);
     store_.sync_mark();
+    if (items[3].revents & ZMQ_POLLIN) forward_read_replies();
     if (items[1].revents & ZMQ_POLLIN) read_subscriptions();
     if (items[0].revents & ZMQ_POLLIN) {
       serve_requests(pending);

@@ -4,8 +4,12 @@
 // in order. One thread runs the loop and is the store's sequencer: appends that
 // arrive while a batch is being made durable queue in the socket and form the
 // next batch (group commit). Replies and publications go out only after the
-// batch is durable. Malformed frames are counted, logged (rate-limited) and
-// answered with an error; they never stop the loop.
+// batch is durable. Reads are handed, undecoded beyond their kind, to reader
+// threads over inproc (a bounded queue) and their replies come back to the
+// loop to be sent: the sequencer never waits on a read. A read handed over
+// after an append's reply sees that append (the loop writes the stream index
+// before it takes the next request). Malformed frames are counted, logged
+// (rate-limited) and answered with an error; they never stop the loop.
 //
 // Thread safety: construct and bind on one thread, then run on one thread (the
 // same or another started after bind: thread creation orders the sockets'
@@ -14,6 +18,8 @@
 #include <spdlog/logger.h>
 
 #include <array>
+#include <functional>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <zmq.hpp>
@@ -55,6 +61,14 @@ struct ServerOptions {
   // Replies queued per peer that does not read them, before ZeroMQ drops
   // them (the peer's own deadline then retries). Default: 64.
   int reply_hwm = 64;
+  // Threads that serve reads (read_range, read_stream, stats), so that a
+  // slow reader never delays an acknowledgement. Default: 1.
+  int reader_threads = 1;
+  // Reads waiting for a reader; past it a read is answered `unavailable`
+  // (retry later). Default: 1024.
+  int reader_queue = 1024;
+  // Tests only: called by a reader before it serves each read. Default: none.
+  std::function<void()> before_read_for_test;
 };
 
 class StoreServer {
@@ -80,6 +94,10 @@ class StoreServer {
   void reply(const zmq::message_t& identity, const Reply& reply);
   void publish(const std::vector<Committed>& committed);
   void malformed(const std::string& why);
+  // Hands a read to the readers; false when their queue is full.
+  bool hand_to_readers(zmq::message_t& identity, zmq::message_t& request);
+  void forward_read_replies();
+  void serve_reads(int index);
   // The identity a request came with (ZAP user id or local routing id); empty: none.
   static std::string identity_of(const zmq::message_t& routing_id, zmq::message_t& body);
   // Stamps the actors of `append` as `identity` may write it, or says why not.
@@ -90,8 +108,15 @@ class StoreServer {
   const AppendAccess& access_;
   StoreMetrics& metrics_;
   std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t& context_;
   zmq::socket_t router_;
   zmq::socket_t xpub_;
+  zmq::socket_t to_readers_;    // PUSH: [identity][request] to the reader threads
+  zmq::socket_t from_readers_;  // PULL: [identity][reply] back to the loop
+  std::string readers_endpoint_;
+  std::string replies_endpoint_;
+  std::atomic<bool> readers_stop_{false};
+  std::atomic<int> readers_ready_{0};
   std::string bound_request_;
   std::string bound_publish_;
   // Rate limit for malformed-frame log lines.
