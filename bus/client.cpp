@@ -68,6 +68,12 @@ Result<Reply> StoreClient::exchange(uint64_t request_id, std::string encoded, Re
                     fmt::format("malformed reply from {}: {}", endpoint_, reply.error().message));
       }
       if (reply->request_id != request_id) continue;  // a late reply to an old attempt
+      if (reply->protocol_version < kProtocolVersionMin) {
+        return fail(ErrorCode::kInvalidRequest,
+                    fmt::format("the store at {} speaks wpm protocol {}; this client needs {} or later: "
+                                "upgrade wpmd",
+                                endpoint_, reply->protocol_version, kProtocolVersionMin));
+      }
       return reply;
     }
     reconnect();

@@ -174,6 +174,13 @@ void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
       continue;
     }
     uint64_t id = request->request_id;
+    if (request->protocol_version < kProtocolVersionMin) {
+      reply(frames[0], Reply{id, Error{ErrorCode::kInvalidRequest,
+                                       fmt::format("this client speaks wpm protocol {}; the store needs {} or "
+                                                   "later: upgrade the client (wpm, or the service's wpmd)",
+                                                   request->protocol_version, kProtocolVersionMin)}});
+      continue;
+    }
     std::string identity = identity_of(frames[0], frames[1]);
     if (identity.empty()) {
       metrics_.request(RequestKind::kStats, false).Increment();

@@ -29,6 +29,7 @@ struct ManagerRequest {
     unregister @6 :Void;
     profile @7 :Events.SystemProfile;  # the profile changed since it was last sent
   }
+  protocolVersion @8 :UInt16;  # the agent's (schemas/error.h); 0: from before it existed
 }
 
 # proof = HMAC-SHA256(K, "wpm-register-v1" 0 managerKey 0 publicKey 0 hostname)
@@ -63,6 +64,7 @@ struct ManagerReply {
     ack @4 :Void;
     error @5 :ProtocolError;
   }
+  protocolVersion @6 :UInt16;  # the manager's
 }
 
 struct ManagerKey {
@@ -103,6 +105,7 @@ struct AgentCommand {
     ping @2 :Void;
     listWpars @3 :Void;
   }
+  protocolVersion @4 :UInt16;  # the manager's
 }
 
 struct AgentReply {
@@ -113,6 +116,7 @@ struct AgentReply {
     wpars @3 :List(WparSummary);
     error @4 :ProtocolError;
   }
+  protocolVersion @5 :UInt16;  # the agent's
 }
 
 struct Pong {

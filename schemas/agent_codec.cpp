@@ -48,6 +48,7 @@ std::string encode(const ManagerRequest& request) {
   return build_flat(0, [&](capnp::MessageBuilder& m) {
     auto b = m.initRoot<s::ManagerRequest>();
     b.setRequestId(request.request_id);
+    b.setProtocolVersion(request.protocol_version);
     std::visit(Overloaded{
                    [&](const GetManagerKey&) { b.setGetManagerKey(); },
                    [&](const Register& r) {
@@ -81,6 +82,7 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
   return decode<s::ManagerRequest>(bytes, agent_limits(), "manager request", [](s::ManagerRequest::Reader r) {
     ManagerRequest out;
     out.request_id = r.getRequestId();
+    out.protocol_version = r.getProtocolVersion();
     switch (r.which()) {
       case s::ManagerRequest::GET_MANAGER_KEY: out.body = GetManagerKey{}; break;
       case s::ManagerRequest::REGISTER: {
@@ -111,6 +113,7 @@ std::string encode(const ManagerReply& reply) {
   return build_flat(0, [&](capnp::MessageBuilder& m) {
     auto b = m.initRoot<s::ManagerReply>();
     b.setRequestId(reply.request_id);
+    b.setProtocolVersion(reply.protocol_version);
     std::visit(Overloaded{
                    [&](const ManagerKey& k) {
                      auto x = b.initManagerKey();
@@ -136,6 +139,7 @@ Result<ManagerReply> decode_manager_reply(std::string_view bytes) {
   return decode<s::ManagerReply>(bytes, agent_limits(), "manager reply", [](s::ManagerReply::Reader r) {
     ManagerReply out;
     out.request_id = r.getRequestId();
+    out.protocol_version = r.getProtocolVersion();
     switch (r.which()) {
       case s::ManagerReply::MANAGER_KEY: {
         auto x = r.getManagerKey();
@@ -160,6 +164,7 @@ std::string encode(const AgentCommand& command) {
   return build_flat(0, [&](capnp::MessageBuilder& m) {
     auto b = m.initRoot<s::AgentCommand>();
     b.setRequestId(command.request_id);
+    b.setProtocolVersion(command.protocol_version);
     std::visit(Overloaded{[&](const Ping&) { b.setPing(); }, [&](const ListWpars&) { b.setListWpars(); }},
                command.body);
   });
@@ -169,6 +174,7 @@ Result<AgentCommand> decode_agent_command(std::string_view bytes) {
   return decode<s::AgentCommand>(bytes, agent_limits(), "agent command", [](s::AgentCommand::Reader r) {
     AgentCommand out;
     out.request_id = r.getRequestId();
+    out.protocol_version = r.getProtocolVersion();
     switch (r.which()) {
       case s::AgentCommand::PING: out.body = Ping{}; break;
       case s::AgentCommand::LIST_WPARS: out.body = ListWpars{}; break;
@@ -182,6 +188,7 @@ std::string encode(const AgentReply& reply) {
   return build_flat(0, [&](capnp::MessageBuilder& m) {
     auto b = m.initRoot<s::AgentReply>();
     b.setRequestId(reply.request_id);
+    b.setProtocolVersion(reply.protocol_version);
     std::visit(Overloaded{
                    [&](const Pong& p) {
                      auto x = b.initPong();
@@ -206,6 +213,7 @@ Result<AgentReply> decode_agent_reply(std::string_view bytes) {
   return decode<s::AgentReply>(bytes, agent_limits(), "agent reply", [](s::AgentReply::Reader r) {
     AgentReply out;
     out.request_id = r.getRequestId();
+    out.protocol_version = r.getProtocolVersion();
     switch (r.which()) {
       case s::AgentReply::PONG: {
         auto x = r.getPong();

@@ -52,6 +52,7 @@ struct ProfileReport {
 struct ManagerRequest {
   uint64_t request_id = 0;
   std::variant<GetManagerKey, Register, Started, Heartbeat, Unregister, ProfileReport> body;
+  uint16_t protocol_version = kProtocolVersion;
   bool operator==(const ManagerRequest&) const = default;
 };
 
@@ -96,6 +97,7 @@ struct Ack {
 struct ManagerReply {
   uint64_t request_id = 0;
   std::variant<ManagerKey, Registered, Ack, ProtocolError> body;
+  uint16_t protocol_version = kProtocolVersion;
   bool operator==(const ManagerReply&) const = default;
 };
 
@@ -110,6 +112,7 @@ struct ListWpars {
 struct AgentCommand {
   uint64_t request_id = 0;
   std::variant<Ping, ListWpars> body;
+  uint16_t protocol_version = kProtocolVersion;
   bool operator==(const AgentCommand&) const = default;
 };
 
@@ -127,6 +130,7 @@ struct WparSummary {
 struct AgentReply {
   uint64_t request_id = 0;
   std::variant<Pong, std::vector<WparSummary>, ProtocolError> body;
+  uint16_t protocol_version = kProtocolVersion;
   bool operator==(const AgentReply&) const = default;
 };
 

@@ -311,6 +311,7 @@ void put_append(const AppendRequest& body, s::AppendRequest::Builder a) {
 
 void put_request(const Request& req, s::Request::Builder b) {
   b.setRequestId(req.request_id);
+  b.setProtocolVersion(req.protocol_version);
   std::visit(
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
@@ -336,6 +337,7 @@ void put_request(const Request& req, s::Request::Builder b) {
 Request get_request(s::Request::Reader r) {
   Request req;
   req.request_id = r.getRequestId();
+  req.protocol_version = r.getProtocolVersion();
   switch (r.which()) {
     case s::Request::APPEND:
       req.body = get_append(r.getAppend());
@@ -363,6 +365,7 @@ Request get_request(s::Request::Reader r) {
 
 void put_reply(const Reply& reply, s::Reply::Builder b) {
   b.setRequestId(reply.request_id);
+  b.setProtocolVersion(reply.protocol_version);
   std::visit(
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
@@ -411,6 +414,7 @@ void put_reply(const Reply& reply, s::Reply::Builder b) {
 Reply get_reply(s::Reply::Reader r) {
   Reply reply;
   reply.request_id = r.getRequestId();
+  reply.protocol_version = r.getProtocolVersion();
   switch (r.which()) {
     case s::Reply::ERROR: {
       auto e = r.getError();
@@ -484,6 +488,7 @@ std::string encode_request(uint64_t request_id, const AppendRequest& append) {
   return build_flat(0, [&](capnp::MessageBuilder& m) {
     auto b = m.initRoot<s::Request>();
     b.setRequestId(request_id);
+    b.setProtocolVersion(kProtocolVersion);
     put_append(append, b.initAppend());
   });
 }

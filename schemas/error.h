@@ -28,6 +28,13 @@ enum class ErrorCode : uint16_t {
 
 inline constexpr uint16_t kWireErrorCodeMax = 7;
 
+// The protocol every handshake and request carries (store, agent, service,
+// CLI). A peer that speaks less than kProtocolVersionMin is refused with a
+// message saying which side to upgrade; messages of peers from before the
+// field existed read as 0.
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersionMin = 1;
+
 const char* error_code_name(ErrorCode code);
 
 struct Error {

@@ -85,6 +85,7 @@ using RequestBody = std::variant<AppendRequest, ReadRangeRequest, ReadStreamRequ
 struct Request {
   uint64_t request_id = 0;
   RequestBody body;
+  uint16_t protocol_version = kProtocolVersion;
   bool operator==(const Request&) const = default;
 };
 
@@ -92,6 +93,7 @@ using ReplyBody = std::variant<Error, AppendResult, ReadReply, StatsReply>;
 struct Reply {
   uint64_t request_id = 0;
   ReplyBody body;
+  uint16_t protocol_version = kProtocolVersion;
   bool operator==(const Reply&) const = default;
 };
 

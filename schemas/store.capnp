@@ -116,6 +116,7 @@ struct Request {
     readStream @3 :ReadStreamRequest;
     stats @4 :Void;
   }
+  protocolVersion @5 :UInt16;  # the client's (schemas/error.h); 0: from before it existed
 }
 
 struct Reply {
@@ -126,6 +127,7 @@ struct Reply {
     read @3 :ReadReply;
     stats @4 :StatsReply;
   }
+  protocolVersion @5 :UInt16;  # the store's
 }
 
 # The second frame of a publication; the first is the topic

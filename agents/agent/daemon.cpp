@@ -338,6 +338,12 @@ void Daemon::on_agent_port() {
     log_->warn("agent_command_malformed error=\"{}\"", command.error().message);
     reply = ap::AgentReply{ap::peek_request_id(bus::view(frames[1])),
                            ap::ProtocolError{ap::ErrorKind::kInvalidRequest, command.error().message}};
+  } else if (command->protocol_version < kProtocolVersionMin) {
+    reply = ap::AgentReply{command->request_id,
+                           ap::ProtocolError{ap::ErrorKind::kInvalidRequest,
+                                             fmt::format("the manager speaks wpm protocol {}; this agent needs {} or "
+                                                         "later: upgrade wpmd",
+                                                         command->protocol_version, kProtocolVersionMin)}};
   } else if (std::holds_alternative<ap::Ping>(command->body)) {
     reply = ap::AgentReply{command->request_id, ap::Pong{status_.system_id, kVersion}};
   } else {

@@ -28,6 +28,11 @@ Result<ap::ManagerReply> exchange(zmq::socket_t& socket, const ap::ManagerReques
     auto reply = ap::decode_manager_reply(bus::view(frame));
     if (!reply) return fail(ErrorCode::kInvalidRequest, "malformed reply from the manager: " + reply.error().message);
     if (reply->request_id != request.request_id) continue;  // a late answer to an earlier request
+    if (reply->protocol_version < kProtocolVersionMin) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("the manager at {} speaks wpm protocol {}; this agent needs {} or later: upgrade wpmd",
+                              endpoint, reply->protocol_version, kProtocolVersionMin));
+    }
     return reply;
   }
 }

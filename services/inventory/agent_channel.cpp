@@ -284,6 +284,14 @@ std::optional<AgentChannel::Received> AgentChannel::receive(zmq::socket_t& socke
                            request.error().message));
     return std::nullopt;
   }
+  if (request->protocol_version < kProtocolVersionMin) {
+    send_reply(socket, frames[0],
+               error_reply(request->request_id, ap::ErrorKind::kInvalidRequest,
+                           fmt::format("this agent speaks wpm protocol {}; the manager needs {} or later: upgrade "
+                                       "wpm-agent",
+                                       request->protocol_version, kProtocolVersionMin)));
+    return std::nullopt;
+  }
   return Received{std::move(frames), std::move(*request)};
 }
 

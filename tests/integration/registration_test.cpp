@@ -348,6 +348,21 @@ TEST_F(Registration, ForceRegistersWithTheNewManagerThenLeavesTheOldOne) {
   EXPECT_EQ(count_type(log, "systemRemoved"), 0u);
 }
 
+TEST_F(Registration, AnAgentOfAnOlderProtocolIsToldToUpgrade) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  auto keys = bus::load_curve_keys(dir_ / "a1/keys", "agent");
+  ASSERT_TRUE(keys);
+  ap::ManagerRequest old{1, ap::Heartbeat{1, 0, 0}};
+  old.protocol_version = 0;  // an agent from before the field existed
+  auto reply = channel_call(w->agent_channel(), manager_public_key(*w), *keys, old);
+  ASSERT_TRUE(reply);
+  ASSERT_TRUE(std::holds_alternative<ap::ProtocolError>(reply->body));
+  EXPECT_NE(std::get<ap::ProtocolError>(reply->body).message.find("upgrade wpm-agent"), std::string::npos);
+  auto current = channel_call(w->agent_channel(), manager_public_key(*w), *keys, {2, ap::Heartbeat{1, 0, 0}});
+  ASSERT_TRUE(current && std::holds_alternative<ap::Ack>(current->body));
+}
+
 TEST_F(Registration, ARemovedSystemsOpenConnectionIsRefusedEvenWhenItsIdIsReused) {
   auto w = start_wpmd();
   ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password", {"--hostname", "web1"}).exit_code, 0);

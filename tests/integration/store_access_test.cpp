@@ -11,6 +11,7 @@
 
 #include "bus/client.h"
 #include "bus/curve.h"
+#include "schemas/codec.h"
 #include "services/kernel/keyring.h"
 #include "tests/integration/helpers.h"
 #include "tests/support/process.h"
@@ -127,6 +128,19 @@ TEST_F(StoreAccess, AServiceKeyAddedWhileRunningIsAdmittedForItsOwnStreamsOnly) 
   // Unknown services get no key.
   auto bogus = run({bin("wpmd"), "--data", wpmd_->data_dir(), "keys", "add-service", "toaster"});
   EXPECT_EQ(bogus.exit_code, 2) << bogus.err;
+}
+
+TEST_F(StoreAccess, AClientOfAnOlderProtocolIsToldToUpgrade) {
+  bus::StoreClient admin(ctx_, wpmd_->request(), wpmd_->client_options());
+  Request old{7, StatsRequest{}};
+  old.protocol_version = 0;  // a client from before the field existed
+  auto raw = admin.call_raw(encode_request(old));
+  ASSERT_TRUE(raw) << raw.error().message;
+  auto reply = decode_reply(*raw);
+  ASSERT_TRUE(reply);
+  ASSERT_TRUE(std::holds_alternative<Error>(reply->body));
+  EXPECT_NE(std::get<Error>(reply->body).message.find("upgrade the client"), std::string::npos);
+  EXPECT_EQ(reply->protocol_version, kProtocolVersion) << "the store says what it speaks";
 }
 
 TEST_F(StoreAccess, ALocalUserWhoIsNotRootCanNeitherReadTheKeyNorUseTheStore) {
