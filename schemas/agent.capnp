@@ -4,12 +4,12 @@
 # before changing anything here.
 #
 # Endpoints:
-# - the manager's public port (9513, no encryption): getManagerKey and
-#   register. Nothing secret travels there: the registration password is
-#   proven, never sent (Register.proof);
-# - the manager's agent channel (9514, CURVE with the manager's key; its ZAP
-#   handler admits registered keys only): started, heartbeat, profile,
-#   unregister;
+# - the manager's public port (9513, no encryption): getManagerKey only.
+#   Nothing secret travels there;
+# - the manager's agent channel (9514, CURVE with the manager's key): register
+#   (the registration password is proven, never sent: Register.proof; and the
+#   proof goes only to the pinned key), and, for registered keys, started,
+#   heartbeat, profile, unregister;
 # - the agent's own port (9510, CURVE with the agent's key, only the pinned
 #   manager key admitted): AgentCommand from the manager.
 

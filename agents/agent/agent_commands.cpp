@@ -228,8 +228,16 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   profile.agent_version = kVersion;
   ap::Register reg{bus::registration_proof(*secret, manager->public_key, keys->public_key, hostname), hostname,
                    agentport, profile, keys->public_key};
-  auto reply = call_public(context, o.manager, o.pubport, ap::ManagerRequest{2, reg}, kManagerTimeout);
-  if (!reply) return error(kFailed, fmt::format("the manager did not answer the registration: {}", reply.error().message));
+  // Over CURVE to the key just pinned: the proof never travels in clear, and
+  // only the manager that holds that key can read it.
+  ManagerSession registration(context, tcp_endpoint(o.manager, manager->agent_channel_port), *keys,
+                              manager->public_key);
+  auto reply = registration.call(ap::ManagerRequest{2, reg}, kManagerTimeout);
+  if (!reply) {
+    return error(kFailed, fmt::format("the manager did not answer the registration on its agent channel {}: {} (is "
+                                      "port {} open between this host and the manager?)",
+                                      registration.endpoint(), reply.error().message, manager->agent_channel_port));
+  }
   if (const auto* e = std::get_if<ap::ProtocolError>(&reply->body)) {
     return error(kFailed, fmt::format("the manager refused the registration: {}", describe(*e)));
   }

@@ -28,6 +28,8 @@ constexpr const char* kZapDomain = "agent";
 // request that caused the event (the append's idempotency key).
 constexpr const char* kRegistryStream = "registry";
 constexpr size_t kHostnameMax = 253;
+// The ZAP user id of a connection whose key is not registered (yet).
+constexpr std::string_view kPendingPrefix = "pending:";
 // Unauthenticated frames: a registration with its profile is a few KiB.
 constexpr size_t kPublicFrameBytesMax = 64 * 1024;
 
@@ -183,12 +185,9 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
       kZapDomain, [this](const std::string& address, const std::string& key) -> std::optional<std::string> {
         std::lock_guard lock(mutex_);
         if (registry_->state().by_key(key) != nullptr) return key;
-        if (refusal_log_.allow(now_ns())) {
-          log_->warn("agent_channel_refused address={} key_fingerprint={} reason=\"key not registered\" "
-                     "suppressed_before={}",
-                     address, bus::key_fingerprint(key), refusal_log_.take_suppressed());
-        }
-        return std::nullopt;
+        // Admitted to register, and to nothing else (on_channel).
+        (void)address;
+        return std::string(kPendingPrefix) + key;
       });
   try {
     public_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
@@ -309,13 +308,23 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
     send_reply(socket, frames[0], ap::ManagerReply{id, key});
     return;
   }
-  const auto* reg = std::get_if<ap::Register>(&request->body);
-  if (reg == nullptr) {
+  if (std::holds_alternative<ap::Register>(request->body)) {
     send_reply(socket, frames[0],
                error_reply(id, ap::ErrorKind::kInvalidRequest,
-                           "only getManagerKey and register are served on the public port; use the agent channel"));
+                           "registrations are taken on the agent channel, over CURVE to the pinned manager key, "
+                           "not on the public port: upgrade wpm-agent"));
     return;
   }
+  send_reply(socket, frames[0],
+             error_reply(id, ap::ErrorKind::kInvalidRequest,
+                         "only getManagerKey is served on the public port; use the agent channel"));
+}
+
+// A registration, over CURVE on the agent channel: `connection_key` is the
+// key the connection's handshake proved, which the registration must name.
+void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& identity, uint64_t id,
+                               const ap::Register* reg, const std::string& address,
+                               const std::string& connection_key) {
   int64_t now = now_ns();
   // Only validated values reach the log and the event: anything else is
   // described, never copied (it could be a megabyte of junk or forged lines).
@@ -331,11 +340,17 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
       log_->warn("registration_refused address={} hostname={} reason=\"{}\" suppressed_before={}", address,
                  hostname, reason, refusal_log_.take_suppressed());
     }
-    send_reply(socket, frames[0], error_reply(id, kind, message));
+    send_reply(socket, identity, error_reply(id, kind, message));
   };
   if (!valid) {
     refuse(ap::ErrorKind::kInvalidRequest, "invalid host name or key",
            "the registration carries an invalid host name or public key");
+    return;
+  }
+  if (reg->public_key != connection_key) {
+    refuse(ap::ErrorKind::kInvalidRequest, "key of the registration is not the connection's",
+           "the registration names another key than the one this connection proved; register with the agent's "
+           "own key");
     return;
   }
   if (!password_) {
@@ -364,7 +379,7 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
   {
     std::lock_guard lock(mutex_);
     if (const auto* known = registry_->state().by_key(reg->public_key)) {
-      send_reply(socket, frames[0], ap::ManagerReply{id, ap::Registered{known->system_id, true}});
+      send_reply(socket, identity, ap::ManagerReply{id, ap::Registered{known->system_id, true}});
       return;
     }
     system_id = registry_->state().choose_system_id(reg->hostname, fp);
@@ -377,7 +392,7 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
   auto result = store_->append(append);
   if (!result) {
     log_->error("registration_not_recorded system={} error=\"{}\"", system_id, result.error().message);
-    send_reply(socket, frames[0],
+    send_reply(socket, identity,
                error_reply(id, ap::ErrorKind::kUnavailable,
                            "the manager could not record the registration (" + result.error().message + "); retry"));
     return;
@@ -386,7 +401,7 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
   if (auto folded = apply_own(*result); !folded || !admitted(reg->public_key)) {
     log_->error("registration_not_applied system={} sequence={} error=\"{}\"", system_id, result->first_sequence,
                 folded ? "the registry did not admit the key" : folded.error().message);
-    send_reply(socket, frames[0],
+    send_reply(socket, identity,
                error_reply(id, ap::ErrorKind::kUnavailable,
                            "the manager recorded the registration but could not apply it yet; retry"));
     return;
@@ -395,7 +410,7 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
   metrics_->registered.Set(static_cast<double>(this->registered()));
   log_->info("system_registered system={} hostname={} address={} key_fingerprint={} sequence={}", system_id,
              reg->hostname, address, fp, result->first_sequence);
-  send_reply(socket, frames[0], ap::ManagerReply{id, ap::Registered{system_id, false}});
+  send_reply(socket, identity, ap::ManagerReply{id, ap::Registered{system_id, false}});
 }
 
 void AgentChannel::on_channel(zmq::socket_t& socket) {
@@ -407,16 +422,25 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
   // is resolved again for every message, so a key revoked while its
   // connection is open is refused at once, even if its id is reused.
   std::string key = property(frames[1], "User-Id");
+  uint64_t id = request->request_id;
+  // An unregistered key gets through the handshake only to register: the
+  // registration password's proof travels over CURVE to the pinned key.
+  bool pending = key.starts_with(kPendingPrefix);
+  if (pending) key = key.substr(kPendingPrefix.size());
+  if (const auto* reg = std::get_if<ap::Register>(&request->body)) {
+    on_register(socket, frames[0], id, reg, property(frames[1], "Peer-Address"), key);
+    return;
+  }
   std::string system_id;
   {
     std::lock_guard lock(mutex_);
     if (const auto* system = registry_->state().by_key(key)) system_id = system->system_id;
   }
-  uint64_t id = request->request_id;
   if (system_id.empty()) {
     send_reply(socket, frames[0],
                error_reply(id, ap::ErrorKind::kNotRegistered,
-                           "this agent's key is no longer registered; run wpm-agent configure --force"));
+                           pending ? "this agent's key is not registered; run wpm-agent configure"
+                                   : "this agent's key is no longer registered; run wpm-agent configure --force"));
     return;
   }
   int64_t now = now_ns();

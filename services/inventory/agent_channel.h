@@ -99,6 +99,8 @@ class AgentChannel {
   std::optional<Received> receive(zmq::socket_t& socket, const char* port);
   void on_public(zmq::socket_t& socket);
   void on_channel(zmq::socket_t& socket);
+  void on_register(zmq::socket_t& socket, const zmq::message_t& identity, uint64_t id,
+                   const agentproto::Register* reg, const std::string& address, const std::string& connection_key);
   void flush_rejections(int64_t now_ns);
   agentproto::ManagerReply record_profile(uint64_t id, const std::string& system_id,
                                           const profile::SystemProfile& profile);

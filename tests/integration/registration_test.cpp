@@ -195,7 +195,10 @@ TEST_F(Registration, AnUnregisteredKeyIsRefusedOnTheAgentChannelAlsoAfterRestart
   auto ok = channel_call(w->agent_channel(), manager_key, *registered, beat);
   ASSERT_TRUE(ok);
   EXPECT_TRUE(std::holds_alternative<ap::Ack>(ok->body));
-  EXPECT_FALSE(channel_call(w->agent_channel(), manager_key, *stranger, beat)) << "refused at the handshake";
+  auto refused = channel_call(w->agent_channel(), manager_key, *stranger, beat);
+  ASSERT_TRUE(refused) << "an unregistered key may only register";
+  ASSERT_TRUE(std::holds_alternative<ap::ProtocolError>(refused->body));
+  EXPECT_EQ(std::get<ap::ProtocolError>(refused->body).kind, ap::ErrorKind::kNotRegistered);
 
   ASSERT_EQ(w->stop(), 0);
   ASSERT_TRUE(w->start()) << w->log();
@@ -203,7 +206,9 @@ TEST_F(Registration, AnUnregisteredKeyIsRefusedOnTheAgentChannelAlsoAfterRestart
   auto after = channel_call(w->agent_channel(), manager_key, *registered, beat);
   ASSERT_TRUE(after) << "the allow-list was rebuilt from the log";
   EXPECT_TRUE(std::holds_alternative<ap::Ack>(after->body));
-  EXPECT_FALSE(channel_call(w->agent_channel(), manager_key, *stranger, beat));
+  auto still = channel_call(w->agent_channel(), manager_key, *stranger, beat);
+  ASSERT_TRUE(still && std::holds_alternative<ap::ProtocolError>(still->body));
+  EXPECT_EQ(std::get<ap::ProtocolError>(still->body).kind, ap::ErrorKind::kNotRegistered);
   auto metrics = http_get(w->metrics());
   EXPECT_EQ(metric_value(metrics, "wpm_agents_registered"), 1.0);
 }
@@ -346,6 +351,33 @@ TEST_F(Registration, ForceRegistersWithTheNewManagerThenLeavesTheOldOne) {
   auto log = events(*new_manager);
   EXPECT_EQ(count_type(log, "systemRegistered"), 1u);
   EXPECT_EQ(count_type(log, "systemRemoved"), 0u);
+}
+
+TEST_F(Registration, RegistrationsAreTakenOnlyOverCurveAndOnlyForTheConnectionsOwnKey) {
+  auto w = start_wpmd();
+  auto keys = bus::generate_curve_keys();
+  auto other = bus::generate_curve_keys();
+  ASSERT_TRUE(keys && other);
+  ap::Register reg{std::string(32, 'p'), "node9", 9510, {}, keys->public_key};
+  // The public port is plain: it no longer takes a registration.
+  zmq::socket_t plain(context_, zmq::socket_type::dealer);
+  plain.set(zmq::sockopt::linger, 0);
+  plain.connect(w->agent_public());
+  std::string bytes = ap::encode(ap::ManagerRequest{1, reg});
+  plain.send(zmq::buffer(bytes), zmq::send_flags::none);
+  zmq::pollitem_t item{plain.handle(), 0, ZMQ_POLLIN, 0};
+  ASSERT_GT(bus::poll(&item, 1, 3000ms), 0);
+  zmq::message_t frame;
+  ASSERT_TRUE(plain.recv(frame));
+  auto refused = ap::decode_manager_reply(bus::view(frame));
+  ASSERT_TRUE(refused && std::holds_alternative<ap::ProtocolError>(refused->body));
+  EXPECT_NE(std::get<ap::ProtocolError>(refused->body).message.find("over CURVE"), std::string::npos);
+  // Over CURVE, a registration must name the key its connection proved.
+  reg.public_key = other->public_key;
+  auto mismatch = channel_call(w->agent_channel(), manager_public_key(*w), *keys, {2, reg});
+  ASSERT_TRUE(mismatch && std::holds_alternative<ap::ProtocolError>(mismatch->body));
+  EXPECT_NE(std::get<ap::ProtocolError>(mismatch->body).message.find("another key"), std::string::npos);
+  EXPECT_EQ(count_type(events(*w), "systemRegistered"), 0u);
 }
 
 TEST_F(Registration, AnAgentOfAnOlderProtocolIsToldToUpgrade) {
