@@ -291,6 +291,10 @@ void StoreServer::commit(std::vector<PendingAppend>& pending) {
     metrics_.batch_events.Observe(static_cast<double>(outcome.batch_events));
     metrics_.appended_events.Increment(static_cast<double>(outcome.batch_events));
   }
+  // Gauges first: a client that reads /metrics after its reply sees its batch.
+  metrics_.head_sequence.Set(static_cast<double>(store_.head()));
+  metrics_.read_only.Set(store_.read_only() ? 1 : 0);
+  metrics_.log_bytes.Set(static_cast<double>(store_.log_bytes()));
   for (size_t i = 0; i < pending.size(); ++i) {
     auto& result = outcome.results[i];
     metrics_.request(RequestKind::kAppend, result.has_value()).Increment();
@@ -305,8 +309,7 @@ void StoreServer::commit(std::vector<PendingAppend>& pending) {
   // Derived data after the replies: off the acknowledgement's critical path.
   (void)store_.apply_index();  // an error turned the store read-only and was logged
   store_.sync_mark();
-  metrics_.head_sequence.Set(static_cast<double>(store_.head()));
-  metrics_.read_only.Set(store_.read_only() ? 1 : 0);
+  metrics_.read_only.Set(store_.read_only() ? 1 : 0);  // apply_index may have turned it read-only
   pending.clear();
 }
 
@@ -364,10 +367,7 @@ void StoreServer::run(int stop_fd) {
     if (items[1].revents & ZMQ_POLLIN) read_subscriptions();
     if (items[0].revents & ZMQ_POLLIN) {
       serve_requests(pending);
-      if (!pending.empty()) {
-        commit(pending);
-        metrics_.log_bytes.Set(static_cast<double>(store_.log_bytes()));
-      }
+      if (!pending.empty()) commit(pending);
     }
     if (items[2].revents & ZMQ_POLLIN) {
       log_->info("store_stopping head={}", store_.head());
