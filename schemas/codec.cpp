@@ -142,6 +142,18 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           auto x = b.initSystemProfileChanged();
           x.setSystemId(text(p.system_id));
           put_profile(p.profile, x.initProfile());
+        } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
+          auto x = b.initCompatibilityAnalyzed();
+          x.setDepartureProperties(text(p.departure_properties));
+          x.setArrivalProperties(text(p.arrival_properties));
+          auto rs = x.initResults(static_cast<unsigned>(p.results.size()));
+          for (unsigned i = 0; i < p.results.size(); ++i) {
+            rs[i].setTest(text(p.results[i].test));
+            rs[i].setPassed(p.results[i].passed);
+            rs[i].setDeparture(text(p.results[i].departure));
+            rs[i].setArrival(text(p.results[i].arrival));
+            rs[i].setRemedy(text(p.results[i].remedy));
+          }
         }
       },
       payload);
@@ -213,6 +225,16 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
     case s::Payload::SYSTEM_PROFILE_CHANGED: {
       auto x = r.getSystemProfileChanged();
       out = SystemProfileChanged{str(x.getSystemId()), get_profile(x.getProfile())};
+      break;
+    }
+    case s::Payload::COMPATIBILITY_ANALYZED: {
+      auto x = r.getCompatibilityAnalyzed();
+      CompatibilityAnalyzed c{str(x.getDepartureProperties()), str(x.getArrivalProperties()), {}};
+      for (auto t : x.getResults()) {
+        c.results.push_back(CompatResult{str(t.getTest()), t.getPassed(), str(t.getDeparture()),
+                                         str(t.getArrival()), str(t.getRemedy())});
+      }
+      out = std::move(c);
       break;
     }
     default:

@@ -12,6 +12,7 @@ enum EventType {
   systemRemoved @3;      # a managed system was removed; its key is revoked
   registrationRejected @4;  # registration attempts refused (aggregated per address)
   systemProfileChanged @5;  # a registered system reported a different profile
+  compatibilityAnalyzed @6; # the compatibility tests of one ordered pair of distinct properties
 }
 
 struct Event {
@@ -36,6 +37,7 @@ struct Payload {
     systemRemoved @3 :SystemRemoved;
     registrationRejected @4 :RegistrationRejected;
     systemProfileChanged @5 :SystemProfileChanged;
+    compatibilityAnalyzed @6 :CompatibilityAnalyzed;
   }
 }
 
@@ -76,6 +78,24 @@ struct RegistrationRejected {
 struct SystemProfileChanged {
   systemId @0 :Text;
   profile @1 :SystemProfile;   # the whole new profile
+}
+
+# The compatibility tests (DESIGN.md §6) departure → arrival for one ordered
+# pair of distinct compared properties: every system with those properties
+# shares the result, so systems are not named. Written once per pair, on the
+# stream compat/<departure>/<arrival>.
+struct CompatibilityAnalyzed {
+  departureProperties @0 :Text;  # digest of the departure's compared properties
+  arrivalProperties @1 :Text;
+  results @2 :List(CompatTestResult);
+}
+
+struct CompatTestResult {
+  test @0 :Text;       # stable test name: osType, distribution, … (services/compatibility/tests.h)
+  passed @1 :Bool;
+  departure @2 :Text;  # the departure's value
+  arrival @3 :Text;    # the arrival's value
+  remedy @4 :Text;     # when failed: what would make it pass
 }
 
 # The system profile (DESIGN.md §6), compared by the compatibility tests.

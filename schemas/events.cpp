@@ -22,7 +22,7 @@ size_t profile_bytes(const profile::SystemProfile& p) {
 // Index = EventType ordinal. Names are stable: they appear in topics and JSON.
 constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "unspecified", "synthetic", "systemRegistered", "systemRemoved", "registrationRejected",
-    "systemProfileChanged"};
+    "systemProfileChanged", "compatibilityAnalyzed"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -59,6 +59,10 @@ size_t payload_bytes(const Payload& payload) {
           return p.system_id.size() + p.reason.size();
         } else if constexpr (std::is_same_v<T, UnknownPayload>) {
           return p.bytes.size();
+        } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
+          size_t bytes = p.departure_properties.size() + p.arrival_properties.size();
+          for (const auto& r : p.results) bytes += r.test.size() + r.departure.size() + r.arrival.size() + r.remedy.size() + 16;
+          return bytes;
         } else {
           return p.address.size() + p.reason.size() + p.hostname.size() + p.public_key.size() + 32;
         }

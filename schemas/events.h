@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "schemas/profile.h"
 
@@ -21,8 +22,9 @@ enum class EventType : uint16_t {
   kSystemRemoved = 3,
   kRegistrationRejected = 4,
   kSystemProfileChanged = 5,
+  kCompatibilityAnalyzed = 6,
 };
-inline constexpr uint16_t kEventTypeMax = 5;
+inline constexpr uint16_t kEventTypeMax = 6;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -75,6 +77,22 @@ struct SystemProfileChanged {
   bool operator==(const SystemProfileChanged&) const = default;
 };
 
+struct CompatResult {
+  std::string test;
+  bool passed = false;
+  std::string departure;
+  std::string arrival;
+  std::string remedy;
+  bool operator==(const CompatResult&) const = default;
+};
+
+struct CompatibilityAnalyzed {
+  std::string departure_properties;
+  std::string arrival_properties;
+  std::vector<CompatResult> results;
+  bool operator==(const CompatibilityAnalyzed&) const = default;
+};
+
 // An event of a type this binary does not know (written by a newer one;
 // DESIGN.md §9 "old readers, new events"): kept opaque. Its record's checksum
 // and chain are verified as any other; consumers skip it and count it, and a
@@ -88,7 +106,7 @@ struct UnknownPayload {
 // Alternative index == EventType ordinal; index 0 (the ordinal "unspecified",
 // never written) holds events of unknown types.
 using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, SystemRemoved,
-                             RegistrationRejected, SystemProfileChanged>;
+                             RegistrationRejected, SystemProfileChanged, CompatibilityAnalyzed>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

@@ -1,8 +1,13 @@
 #include "services/compatibility/analysis.h"
 
 #include "schemas/assert.h"
+#include "schemas/hash.h"
 
 namespace wpm::compatibility {
+
+std::string properties_digest(const std::string& compared_properties_key) {
+  return to_hex(sha256(compared_properties_key)).substr(0, 16);
+}
 
 void Analysis::add_pending(KeyId departure, KeyId arrival) {
   if (!pending_.insert({departure, arrival}).second) return;
@@ -79,6 +84,19 @@ size_t Analysis::analyse(size_t max_pairs) {
     ++ran;
   }
   return ran;
+}
+
+std::vector<Analysis::AnalysedPair> Analysis::analyse_pairs(size_t max_pairs) {
+  std::vector<AnalysedPair> out;
+  while (out.size() < max_pairs && !pending_.empty()) {
+    auto pair = *pending_.begin();
+    drop_pending(pending_.begin());
+    const auto& d = profiles_.at(pair.first);
+    const auto& a = profiles_.at(pair.second);
+    auto& results = results_[pair] = run_tests(d.profile, a.profile);
+    out.push_back(AnalysedPair{properties_digest(d.key), properties_digest(a.key), results});
+  }
+  return out;
 }
 
 std::optional<AnalysisState> Analysis::state_of(const std::string& system_id) const {

@@ -33,6 +33,13 @@ class Analysis {
 
   // Runs the tests of at most `max_pairs` pending pairs; returns how many ran.
   size_t analyse(size_t max_pairs);
+  // The same, returning what each pair came to (for the service to record).
+  struct AnalysedPair {
+    std::string departure_properties;  // properties_digest() of each side
+    std::string arrival_properties;
+    std::vector<TestResult> results;
+  };
+  std::vector<AnalysedPair> analyse_pairs(size_t max_pairs);
   size_t pending_pairs() const { return pending_.size(); }
 
   // Pending until every pair with the other systems' properties is analysed.

@@ -93,5 +93,8 @@ int isa_level_number(std::string_view isa);
 // equal keys get equal results, so analysis scales with distinct keys, not
 // with hosts squared.
 std::string compared_properties_key(const profile::SystemProfile& profile);
+// A short stable name of a compared-properties key (16 hex digits of its
+// SHA-256), used in stream names and events.
+std::string properties_digest(const std::string& compared_properties_key);
 
 }  // namespace wpm::compatibility

@@ -1,5 +1,9 @@
 #include "services/kernel/event_log.h"
 
+#include <thread>
+
+#include "services/kernel/projection.h"
+
 #include <fmt/format.h>
 
 #include "bus/frame.h"
@@ -32,6 +36,16 @@ Result<AppendResult> EmbeddedLog::append(const AppendRequest& request) {
                                                  last));
   }
   return result;
+}
+
+uint64_t PollingSignal::wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Bounded by the deadline; the sleep is this transport's wait, not a service's.
+  while (true) {
+    if (auto st = client_.stats(); st) head_ = st->head;
+    if (head_ > sequence || std::chrono::steady_clock::now() + interval_ > deadline) return head_;
+    std::this_thread::sleep_for(interval_);
+  }
 }
 
 Result<std::vector<Event>> decode_records(const std::vector<std::string>& records) {

@@ -92,6 +92,21 @@ class EmbeddedStore final : public EventLog, public SnapshotStore, public Commit
   eventstore::Store& store_;
 };
 
+// A service in its own process: asks the remote store for its head (a
+// stats request, served off the store's sequencer) every `interval` until it
+// passes `sequence`. Polling, not a subscription: a subscriber would make the
+// store build a publication for every event for the sake of a few.
+class PollingSignal final : public CommitSignal {
+ public:
+  PollingSignal(bus::StoreClient& client, std::chrono::milliseconds interval) : client_(client), interval_(interval) {}
+  uint64_t wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) override;
+
+ private:
+  bus::StoreClient& client_;
+  std::chrono::milliseconds interval_;
+  uint64_t head_ = 0;
+};
+
 struct ProjectionStats {
   uint64_t applied_events = 0;   // folded since start (snapshot excluded)
   uint64_t skipped_unknown = 0;  // events of unknown types skipped

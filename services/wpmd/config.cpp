@@ -5,6 +5,8 @@
 #include <set>
 #include <toml++/toml.h>
 
+#include "bus/frame.h"
+
 namespace wpm::wpmd {
 namespace {
 
@@ -90,7 +92,49 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
   return {};
 }
 
+Result<std::set<std::string>> parse_services(const std::string& list) {
+  static const std::set<std::string> kBuilt = {"store", "inventory", "compatibility"};
+  std::set<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {  // bounded: each round moves past a comma
+    size_t comma = list.find(',', start);
+    std::string name = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (name == "gateway") {
+      return fail(ErrorCode::kInvalidRequest, "the gateway service is not built yet in this version of wpmd");
+    }
+    if (!kBuilt.contains(name)) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("--services: '{}' is not a service; choose from {}", name, fmt::join(kBuilt, ",")));
+    }
+    out.insert(name);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
 Result<void> validate(const WpmdOptions& o) {
+  if (o.services.empty()) return fail(ErrorCode::kInvalidRequest, "--services names no service");
+  if (o.services.contains("store") && !o.remote_store.empty()) {
+    return fail(ErrorCode::kInvalidRequest,
+                "--store names a remote store, but this wpmd runs the store itself; drop --store, or leave "
+                "store out of --services");
+  }
+  if (!o.services.contains("store")) {
+    if (o.remote_store.empty()) {
+      return fail(ErrorCode::kInvalidRequest,
+                  "without the store service, give the store to use: --store tcp://HOST:9515 --publish "
+                  "tcp://HOST:9516");
+    }
+    if (o.services.contains("inventory")) {
+      return fail(ErrorCode::kInvalidRequest,
+                  "inventory runs inside the wpmd that hosts the store (it serves the agents' ports from the "
+                  "store's own reads); run it with --services store,inventory");
+    }
+    if (auto problem = bus::connect_endpoint_problem(o.remote_store); !problem.empty()) {
+      return fail(ErrorCode::kInvalidRequest, "--store: " + problem);
+    }
+  }
   static const std::set<std::string> kLevels = {"trace", "debug", "info",    "warn",
                                                 "error", "critical", "off"};
   if (!kLevels.contains(o.log_level)) {

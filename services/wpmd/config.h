@@ -2,6 +2,7 @@
 // wpmd's options: defaults, then the TOML configuration file, then flags.
 
 #include <optional>
+#include <set>
 #include <string>
 
 #include "eventstore/options.h"
@@ -25,9 +26,22 @@ struct WpmdOptions {
   // salted hash of it (DATA/registration.hash). Empty: keep the stored hash,
   // or refuse registrations when there is none.
   std::string registration_password_file;
+  // The services this process runs (DESIGN.md §2): any of store, inventory,
+  // compatibility. The embedded default runs them all; a service may run as
+  // its own process against a remote store. Default: all.
+  std::set<std::string> services = {"store", "inventory", "compatibility"};
+  // Without the store: the remote store's request and publication
+  // endpoints. This process proves who it is with DATA/keys/services/NAME.key
+  // (from `wpmd keys add-service NAME` on the store's host) and checks the
+  // store with DATA/keys/store.pub. Default: none.
+  std::string remote_store;
+  std::string remote_publish;
   eventstore::StoreOptions store;
   eventstore::ServerOptions server;
 };
+
+// Parses --services: names separated by commas.
+[[nodiscard]] Result<std::set<std::string>> parse_services(const std::string& list);
 
 // Reads `path` (TOML) over `options`. Unknown keys are errors, so that a typo
 // never silently falls back to a default.

@@ -29,6 +29,7 @@
 #include "eventstore/store.h"
 #include "bus/curve.h"
 #include "bus/registration_proof.h"
+#include "services/compatibility/service.h"
 #include "services/inventory/agent_channel.h"
 #include "services/kernel/identity.h"
 #include "services/kernel/keyring.h"
@@ -122,18 +123,51 @@ Result<std::string> registration_password_hash(const wpmd::WpmdOptions& options,
   return hash;
 }
 
-int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log) {
-  // Signals arrive through a signalfd polled by the server loop.
+// SIGTERM and SIGINT arrive through a signalfd; -1 when it cannot be made.
+int block_stop_signals(spdlog::logger& log) {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
-  if (signal_fd < 0) {
-    log->error("signalfd_failed error=\"{}\"", std::strerror(errno));
-    return 1;
+  if (signal_fd < 0) log.error("signalfd_failed error=\"{}\"", std::strerror(errno));
+  return signal_fd;
+}
+
+// Until SIGTERM or SIGINT: an intentionally unbounded wait.
+void wait_for_stop_signal(int signal_fd) {
+  while (true) {
+    pollfd p{signal_fd, POLLIN, 0};
+    if (::poll(&p, 1, -1) > 0) return;
   }
+}
+
+// The compatibility service inside wpmd: appends over inproc as
+// service:compatibility, reads the store directly.
+struct EmbeddedCompatibility {
+  std::unique_ptr<bus::StoreClient> client;
+  std::unique_ptr<kernel::EmbeddedLog> log;
+  std::unique_ptr<compatibility::CompatibilityService> service;
+
+  static Result<std::unique_ptr<EmbeddedCompatibility>> start(zmq::context_t& context, const std::string& endpoint,
+                                                              eventstore::Store& store,
+                                                              kernel::EmbeddedStore& embedded,
+                                                              std::shared_ptr<spdlog::logger> logger) {
+    auto c = std::make_unique<EmbeddedCompatibility>();
+    bus::ClientOptions o;
+    o.credentials.local_identity = kernel::service_identity("compatibility");
+    c->client = std::make_unique<bus::StoreClient>(context, endpoint, o);
+    c->log = std::make_unique<kernel::EmbeddedLog>(*c->client, store);
+    c->service = std::make_unique<compatibility::CompatibilityService>(*c->log, embedded, std::move(logger));
+    if (auto r = c->service->start(); !r) return std::unexpected(r.error());
+    return c;
+  }
+};
+
+int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log) {
+  int signal_fd = block_stop_signals(*log);
+  if (signal_fd < 0) return 1;
 
   eventstore::StoreOptions store_options = options.store;
   store_options.data_dir = options.data_dir;
@@ -222,73 +256,143 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   };
   std::thread store_thread([&] { server.run(stop_store); });
 
-  inventory::AgentChannelOptions agent_options;
-  agent_options.public_endpoint = options.agent_public_endpoint;
-  agent_options.channel_endpoint = options.agent_channel_endpoint;
-  agent_options.store_endpoint = server_options.local_request_endpoint;
-  agent_options.store_credentials.local_identity = kernel::service_identity("inventory");
   // The services in this process read the log straight from the store, on
   // their own threads, woken by its commit signal.
   kernel::EmbeddedStore embedded(**store);
-  agent_options.registry_reads = &embedded;
-  agent_options.commit_signal = &embedded;
-  agent_options.keys_dir = options.data_dir + "/keys";
-  agent_options.password_hash = *password_hash;
-  Result<std::unique_ptr<inventory::AgentChannel>> agents = fail(ErrorCode::kInternal, "not started");
-  try {
-    agents = inventory::AgentChannel::start(context, zap, agent_options, *registry, log);
-  } catch (const std::exception& e) {
-    agents = fail(ErrorCode::kInternal, fmt::format("cannot start the agent channel: {}", e.what()));
-  }
-  if (!agents) {
-    log->error("agent_channel_failed error=\"{}\"", agents.error().message);
-    std::fprintf(stderr, "wpmd: %s\n", agents.error().message.c_str());
+  std::unique_ptr<inventory::AgentChannel> agents;
+  auto stop_early = [&](const std::string& why) {
+    std::fprintf(stderr, "wpmd: %s\n", why.c_str());
+    if (agents) agents->stop();
     stop_store_thread();
     store_thread.join();
     return 1;
+  };
+  if (options.services.contains("inventory")) {
+    inventory::AgentChannelOptions agent_options;
+    agent_options.public_endpoint = options.agent_public_endpoint;
+    agent_options.channel_endpoint = options.agent_channel_endpoint;
+    agent_options.store_endpoint = server_options.local_request_endpoint;
+    agent_options.store_credentials.local_identity = kernel::service_identity("inventory");
+    agent_options.registry_reads = &embedded;
+    agent_options.commit_signal = &embedded;
+    agent_options.keys_dir = options.data_dir + "/keys";
+    agent_options.password_hash = *password_hash;
+    Result<std::unique_ptr<inventory::AgentChannel>> started = fail(ErrorCode::kInternal, "not started");
+    try {
+      started = inventory::AgentChannel::start(context, zap, agent_options, *registry, log);
+    } catch (const std::exception& e) {
+      started = fail(ErrorCode::kInternal, fmt::format("cannot start the agent channel: {}", e.what()));
+    }
+    if (!started) {
+      log->error("agent_channel_failed error=\"{}\"", started.error().message);
+      return stop_early(started.error().message);
+    }
+    agents = std::move(*started);
   }
-  std::string fingerprint = (*agents)->fingerprint();
+  std::atomic<bool> stop_services{false};
+  std::unique_ptr<EmbeddedCompatibility> compatibility;
+  if (options.services.contains("compatibility")) {
+    auto made = EmbeddedCompatibility::start(context, server_options.local_request_endpoint, **store, embedded, log);
+    if (!made) return stop_early("the compatibility service cannot start: " + made.error().message);
+    compatibility = std::move(*made);
+  }
+  std::thread compatibility_thread;
+  if (compatibility) compatibility_thread = std::thread([&] { compatibility->service->run(stop_services); });
+  std::string fingerprint = agents ? agents->fingerprint() : "";
+  std::string agent_public = agents ? agents->public_endpoint() : "";
+  std::string agent_channel = agents ? agents->channel_endpoint() : "";
   std::string endpoints = fmt::format(
       "request={}\npublish={}\nmetrics={}\nagent_public={}\nagent_channel={}\nmanager_key={}\n"
       "store_key={}\n",
-      server.request_endpoint(), server.publish_endpoint(), metrics_url, (*agents)->public_endpoint(),
-      (*agents)->channel_endpoint(), fingerprint, keys->store.public_key);
+      server.request_endpoint(), server.publish_endpoint(), metrics_url, agent_public, agent_channel, fingerprint,
+      keys->store.public_key);
+  auto stop_services_now = [&] {
+    stop_services = true;
+    if (compatibility_thread.joinable()) compatibility_thread.join();
+    compatibility.reset();
+    if (agents) agents->stop();
+  };
   if (!write_endpoints(options.data_dir, endpoints)) {
-    std::fprintf(stderr, "wpmd: cannot write %s/endpoints\n", options.data_dir.c_str());
-    (*agents)->stop();
-    stop_store_thread();
-    store_thread.join();
-    return 1;
+    stop_services_now();
+    return stop_early(fmt::format("cannot write {}/endpoints", options.data_dir));
   }
-  log->info("wpmd_ready version={} data={} request={} publish={} metrics={} agent_public={} "
+  log->info("wpmd_ready version={} data={} services={} request={} publish={} metrics={} agent_public={} "
             "agent_channel={} manager_key={} registered_systems={} registration={} head={}",
-            kVersion, options.data_dir, server.request_endpoint(), server.publish_endpoint(), metrics_url,
-            (*agents)->public_endpoint(), (*agents)->channel_endpoint(), fingerprint,
-            (*agents)->registered(), password_hash->empty() ? "closed" : "open", (*store)->head());
-  std::printf("wpmd %s serving %s\n  event store requests:     %s\n  event store publications: %s\n"
-              "  metrics:                  %s\n  agent registration:       %s\n"
-              "  agent channel (CURVE):    %s\n  manager key:              %s\n",
-              kVersion, options.data_dir.c_str(), server.request_endpoint().c_str(),
-              server.publish_endpoint().c_str(), metrics_url.c_str(), (*agents)->public_endpoint().c_str(),
-              (*agents)->channel_endpoint().c_str(), fingerprint.c_str());
-  if (password_hash->empty()) {
-    std::printf("  registrations are refused: no registration password (--registration-password-file)\n");
+            kVersion, options.data_dir, fmt::join(options.services, ","), server.request_endpoint(),
+            server.publish_endpoint(), metrics_url, agent_public, agent_channel, fingerprint,
+            agents ? agents->registered() : 0, password_hash->empty() ? "closed" : "open", (*store)->head());
+  std::printf("wpmd %s serving %s (%s)\n  event store requests:     %s\n  event store publications: %s\n"
+              "  metrics:                  %s\n",
+              kVersion, options.data_dir.c_str(), fmt::format("{}", fmt::join(options.services, ",")).c_str(),
+              server.request_endpoint().c_str(), server.publish_endpoint().c_str(), metrics_url.c_str());
+  if (agents) {
+    std::printf("  agent registration:       %s\n  agent channel (CURVE):    %s\n  manager key:              %s\n",
+                agent_public.c_str(), agent_channel.c_str(), fingerprint.c_str());
+    if (password_hash->empty()) {
+      std::printf("  registrations are refused: no registration password (--registration-password-file)\n");
+    }
   }
   std::fflush(stdout);
   sd_notify(0, "READY=1");
 
-  // Until SIGTERM or SIGINT; then the services stop before the store they use.
-  while (true) {
-    pollfd p{signal_fd, POLLIN, 0};
-    if (::poll(&p, 1, -1) > 0) break;
-  }
+  wait_for_stop_signal(signal_fd);
   sd_notify(0, "STOPPING=1");
-  (*agents)->stop();
+  // The services stop before the store they use.
+  stop_services_now();
   stop_store_thread();
   store_thread.join();
   ::close(stop_store);
   ::close(signal_fd);
   log->info("wpmd_stopped head={}", (*store)->head());
+  return 0;
+}
+
+// A service as its own process against a remote store (`wpmd --services
+// compatibility --store tcp://HOST:9515`): CURVE with the service's key from
+// DATA/keys/services/NAME.key, the store checked against DATA/keys/store.pub.
+int serve_remote(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log) {
+  int signal_fd = block_stop_signals(*log);
+  if (signal_fd < 0) return 1;
+  const std::string name = "compatibility";  // the one service that runs remotely so far
+  auto keys = bus::load_curve_keys(options.data_dir + "/keys/services", name);
+  auto store_key = bus::load_public_key(options.data_dir + "/keys", "store");
+  if (!keys || !store_key) {
+    std::fprintf(stderr,
+                 "wpmd: %s; on the store's host run `wpmd keys add-service %s` and copy keys/services/%s.key and "
+                 "keys/store.pub into %s/keys here\n",
+                 (!keys ? keys.error() : store_key.error()).message.c_str(), name.c_str(), name.c_str(),
+                 options.data_dir.c_str());
+    return 1;
+  }
+  zmq::context_t context(1);
+  bus::ClientOptions client_options;
+  client_options.credentials.client_keys = *keys;
+  client_options.credentials.store_public_key = *store_key;
+  bus::StoreClient client(context, options.remote_store, client_options);
+  if (auto st = client.stats(); !st) {
+    std::fprintf(stderr, "wpmd: %s\n", st.error().message.c_str());
+    return 1;
+  }
+  kernel::ClientLog remote(client);
+  kernel::PollingSignal signal(client, std::chrono::milliseconds(200));
+  compatibility::CompatibilityService service(remote, signal, log);
+  if (auto r = service.start(); !r) {
+    std::fprintf(stderr, "wpmd: the compatibility service cannot start: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  std::atomic<bool> stop{false};
+  std::thread worker([&] { service.run(stop); });
+  log->info("wpmd_ready version={} services={} store={}", kVersion, name, options.remote_store);
+  std::printf("wpmd %s running %s against the store at %s\n", kVersion, name.c_str(), options.remote_store.c_str());
+  std::fflush(stdout);
+  sd_notify(0, "READY=1");
+  wait_for_stop_signal(signal_fd);
+  sd_notify(0, "STOPPING=1");
+  stop = true;
+  worker.join();
+  ::close(signal_fd);
+  auto stats = service.stats();
+  log->info("wpmd_stopped recorded={} already_recorded={}", stats.recorded, stats.already_recorded);
   return 0;
 }
 
@@ -316,6 +420,13 @@ int main(int argc, char** argv) {
                  "publications queued per subscriber before dropping (default 100000)");
   app.add_option("--idempotency-window", idem_window,
                  "seconds an append's idempotency key is remembered (default 86400)");
+  std::string services_list, remote_store, remote_publish;
+  app.add_option("--services", services_list,
+                 "the services this process runs, from store,inventory,compatibility (default: all)");
+  app.add_option("--store", remote_store,
+                 "without the store service: the remote store's request endpoint (tcp://HOST:9515)");
+  app.add_option("--publish", remote_publish,
+                 "without the store service: the remote store's publication endpoint (tcp://HOST:9516)");
   std::string agent_public, agent_channel, password_file;
   bool show_key = false;
   app.add_option("--agent-public-endpoint", agent_public,
@@ -357,6 +468,16 @@ int main(int argc, char** argv) {
   if (!agent_channel.empty()) options.agent_channel_endpoint = agent_channel;
   if (!password_file.empty()) options.registration_password_file = password_file;
   if (idem_window >= 0) options.store.idempotency_window_s = static_cast<uint32_t>(idem_window);
+  if (!services_list.empty()) {
+    auto services = wpmd::parse_services(services_list);
+    if (!services) {
+      std::fprintf(stderr, "wpmd: %s\n", services.error().message.c_str());
+      return 2;
+    }
+    options.services = *services;
+  }
+  if (!remote_store.empty()) options.remote_store = remote_store;
+  if (!remote_publish.empty()) options.remote_publish = remote_publish;
   if (auto r = wpmd::validate(options); !r) {
     std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
     return 2;
@@ -391,5 +512,6 @@ int main(int argc, char** argv) {
              options.server.request_endpoint, options.server.publish_endpoint,
              options.metrics_listen, options.server.publish_hwm,
              options.store.idempotency_window_s);
+  if (!options.services.contains("store")) return serve_remote(options, log);
   return serve(options, log);
 }

@@ -56,6 +56,16 @@ nlohmann::json event_to_json(const Event& e) {
                     {"agentPort", p.agent_port}}}};
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           return {{"systemRemoved", {{"systemId", p.system_id}, {"reason", p.reason}}}};
+        } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
+          nlohmann::json results = nlohmann::json::array();
+          for (const auto& r : p.results) {
+            results.push_back({{"test", r.test}, {"passed", r.passed}, {"departure", r.departure},
+                               {"arrival", r.arrival}, {"remedy", r.remedy}});
+          }
+          return {{"compatibilityAnalyzed",
+                   {{"departureProperties", p.departure_properties},
+                    {"arrivalProperties", p.arrival_properties},
+                    {"results", results}}}};
         } else if constexpr (std::is_same_v<T, UnknownPayload>) {
           // A newer binary's event: kept as the bytes of its payload.
           return {{"unknown", {{"type", p.type}, {"bytes", base64(p.bytes)}}}};
