@@ -124,55 +124,6 @@ bool echoed(zmq::context_t& context, const std::string& endpoint, const CurveKey
   return dealer.recv(reply) && view(reply) == "ping";
 }
 
-TEST(ZapHandler, AdmitsOnlyAllowedKeysAndLabelsThem) {
-  zmq::context_t context(1);
-  auto server_keys = generate_curve_keys();
-  auto allowed = generate_curve_keys();
-  auto stranger = generate_curve_keys();
-  ASSERT_TRUE(server_keys && allowed && stranger);
-  std::mutex mutex;
-  std::set<std::string> allow = {allowed->public_key};
-  ZapHandler zap(context);
-  zap.serve_domain("agent", [&](const std::string&, const std::string& key) -> std::optional<std::string> {
-    std::lock_guard lock(mutex);
-    if (!allow.contains(key)) return std::nullopt;
-    return "system-1";
-  });
-  zmq::socket_t router(context, zmq::socket_type::router);
-  router.set(zmq::sockopt::linger, 0);
-  make_curve_server(router, *server_keys, "agent");
-  router.bind("tcp://127.0.0.1:*");
-  std::string endpoint = last_endpoint(router);
-  std::atomic<bool> stop = false;
-  std::string seen_user;
-  std::thread echo([&] {
-    while (!stop) {
-      zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
-      if (poll(&item, 1, 50ms) <= 0) continue;
-      zmq::message_t id, body;
-      if (!router.recv(id) || !router.recv(body)) continue;
-      {
-        std::lock_guard lock(mutex);
-        seen_user = body.gets("User-Id");
-      }
-      router.send(id, zmq::send_flags::sndmore);
-      router.send(body, zmq::send_flags::none);
-    }
-  });
-  EXPECT_TRUE(echoed(context, endpoint, *allowed, server_keys->public_key));
-  EXPECT_FALSE(echoed(context, endpoint, *stranger, server_keys->public_key));
-  {
-    std::lock_guard lock(mutex);
-    EXPECT_EQ(seen_user, "system-1");
-    allow.insert(stranger->public_key);  // the allow-list changes while serving
-  }
-  EXPECT_TRUE(echoed(context, endpoint, *stranger, server_keys->public_key));
-  stop = true;
-  echo.join();
-  EXPECT_GE(zap.refused(), 1u);
-  EXPECT_GE(zap.admitted(), 2u);
-}
-
 // Echoes every request on a CURVE router of `domain` until destroyed.
 class EchoServer {
  public:
@@ -188,6 +139,10 @@ class EchoServer {
         if (poll(&item, 1, 50ms) <= 0) continue;
         zmq::message_t id, body;
         if (!router_.recv(id) || !router_.recv(body)) continue;
+        {
+          std::lock_guard lock(mutex_);
+          last_user_ = body.gets("User-Id");
+        }
         router_.send(id, zmq::send_flags::sndmore);
         router_.send(body, zmq::send_flags::none);
       }
@@ -198,13 +153,47 @@ class EchoServer {
     thread_.join();
   }
   const std::string& endpoint() const { return endpoint_; }
+  // The ZAP user id of the last request echoed.
+  std::string last_user() const {
+    std::lock_guard lock(mutex_);
+    return last_user_;
+  }
 
  private:
   zmq::socket_t router_;
   std::string endpoint_;
+  mutable std::mutex mutex_;
+  std::string last_user_;
   std::atomic<bool> stop_ = false;
   std::thread thread_;
 };
+
+TEST(ZapHandler, AdmitsOnlyAllowedKeysAndLabelsThem) {
+  zmq::context_t context(1);
+  auto server_keys = generate_curve_keys();
+  auto allowed = generate_curve_keys();
+  auto stranger = generate_curve_keys();
+  ASSERT_TRUE(server_keys && allowed && stranger);
+  std::mutex mutex;
+  std::set<std::string> allow = {allowed->public_key};
+  ZapHandler zap(context);
+  zap.serve_domain("agent", [&](const std::string&, const std::string& key) -> std::optional<std::string> {
+    std::lock_guard lock(mutex);
+    if (!allow.contains(key)) return std::nullopt;
+    return "system-1";
+  });
+  EchoServer echo(context, *server_keys, "agent");
+  EXPECT_TRUE(echoed(context, echo.endpoint(), *allowed, server_keys->public_key));
+  EXPECT_FALSE(echoed(context, echo.endpoint(), *stranger, server_keys->public_key));
+  EXPECT_EQ(echo.last_user(), "system-1");
+  {
+    std::lock_guard lock(mutex);
+    allow.insert(stranger->public_key);  // the allow-list changes while serving
+  }
+  EXPECT_TRUE(echoed(context, echo.endpoint(), *stranger, server_keys->public_key));
+  EXPECT_GE(zap.refused(), 1u);
+  EXPECT_GE(zap.admitted(), 2u);
+}
 
 TEST(ZapHandler, OneHandlerServesEveryDomainOfItsContextWithItsOwnPolicy) {
   zmq::context_t context(1);
