@@ -105,6 +105,11 @@ std::string StoreServer::identity_of(const zmq::message_t& routing_id, zmq::mess
   // without one came over inproc, whose clients declare who they are.
   const char* user = zmq_msg_gets(body.handle(), "User-Id");
   if (user != nullptr && *user != '\0') return user;
+  // Only inproc messages may declare an identity: anything that came over a
+  // network or ipc connection carries the peer's address. (Without a ZAP
+  // handler libzmq lets every CURVE key in with no user id; that must not
+  // open the local identities to the network.)
+  if (zmq_msg_gets(body.handle(), "Peer-Address") != nullptr) return "";
   return identity_of_local_routing_id(bus::view(routing_id));
 }
 

@@ -40,6 +40,7 @@ class ServerTest : public ::testing::Test {
     options.local_request_endpoint = "inproc://server-test";
     options.local_publish_endpoint = "";
     options.keys = *bus::generate_curve_keys();
+    server_store_key_ = options.keys.public_key;
     server_ = std::make_unique<StoreServer>(*store_, context_, options, access_, metrics_, log_);
     ASSERT_TRUE(server_->bind());
     stop_ = ::eventfd(0, EFD_CLOEXEC);
@@ -78,6 +79,7 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   std::unique_ptr<StoreServer> server_;
   int stop_ = -1;
+  std::string server_store_key_;
   std::thread thread_;
 };
 
@@ -130,6 +132,25 @@ TEST_F(ServerTest, AFullReadQueueIsAnsweredUnavailableNotQueuedWithoutBound) {
   EXPECT_GT(unavailable, 0);
   EXPECT_LT(unavailable, kReads) << "some were queued";
   release.count_down();
+}
+
+TEST_F(ServerTest, ANetworkClientCannotDeclareAnInProcessIdentity) {
+  start(ServerOptions{});
+  // This test's context has no ZAP handler: libzmq then admits any CURVE key
+  // with no user id. The routing id must still not make it "admin".
+  auto keys = bus::generate_curve_keys();
+  ASSERT_TRUE(keys);
+  bus::ClientOptions o{2000, 1, {}};
+  o.credentials.client_keys = *keys;
+  o.credentials.store_public_key = server_store_key_;
+  o.credentials.local_identity = "admin";
+  bus::StoreClient pretender(context_, server_->request_endpoint(), o);
+  auto r = pretender.append(one("pretend"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kPermissionDenied) << r.error().message;
+  EXPECT_EQ(store_->head(), 0u);
+  // Over inproc the same declaration is the identity.
+  EXPECT_TRUE(client()->append(one("local")));
 }
 
 }  // namespace
