@@ -182,11 +182,10 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
 
   zap_served_ = true;
   zap_.serve_domain(
-      kZapDomain, [this](const std::string& address, const std::string& key) -> std::optional<std::string> {
+      kZapDomain, [this](const std::string& /*address*/, const std::string& key) -> std::optional<std::string> {
         std::lock_guard lock(mutex_);
         if (registry_->state().by_key(key) != nullptr) return key;
         // Admitted to register, and to nothing else (on_channel).
-        (void)address;
         return std::string(kPendingPrefix) + key;
       });
   try {
