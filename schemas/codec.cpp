@@ -61,6 +61,7 @@ void put_profile(const profile::SystemProfile& p, s::SystemProfile::Builder b) {
   }
   b.setAgentVersion(text(p.agent_version));
   put_texts(p.capabilities, b.initCapabilities(static_cast<unsigned>(p.capabilities.size())));
+  put_texts(p.overridden_facts, b.initOverriddenFacts(static_cast<unsigned>(p.overridden_facts.size())));
 }
 
 profile::SystemProfile get_profile(s::SystemProfile::Reader r) {
@@ -98,6 +99,7 @@ profile::SystemProfile get_profile(s::SystemProfile::Reader r) {
   }
   p.agent_version = str(r.getAgentVersion());
   p.capabilities = get_texts(r.getCapabilities());
+  p.overridden_facts = get_texts(r.getOverriddenFacts());
   return p;
 }
 

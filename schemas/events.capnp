@@ -121,6 +121,7 @@ struct SystemProfile {
   checkpointers @18 :List(Checkpointer);
   agentVersion @19 :Text;
   capabilities @20 :List(Text);
+  overriddenFacts @21 :List(Text);  # facts the agent's [profile] table set by hand ("kernelVersion", …)
 }
 
 enum NtpState {

@@ -36,7 +36,8 @@ nlohmann::json profile_to_json(const SystemProfile& p) {
           {"namespaces", p.namespaces},
           {"checkpointers", checkpointers},
           {"agentVersion", p.agent_version},
-          {"capabilities", p.capabilities}};
+          {"capabilities", p.capabilities},
+          {"overriddenFacts", p.overridden_facts}};
 }
 
 }  // namespace wpm::profile

@@ -49,6 +49,9 @@ struct SystemProfile {
   std::vector<Checkpointer> checkpointers;
   std::string agent_version;
   std::vector<std::string> capabilities;  // the host's bounding set, lower-case names
+  // Facts set by hand in the agent's [profile] table (labs and tests), by
+  // their JSON names; empty on a real host.
+  std::vector<std::string> overridden_facts;
   bool operator==(const SystemProfile&) const = default;
 };
 

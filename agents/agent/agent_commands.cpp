@@ -226,6 +226,7 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   }
   auto profile = profile::collect_profile();
   profile.agent_version = kVersion;
+  if (auto config = load_agent_config(paths.data_dir); config) config->profile.apply(profile);
   ap::Register reg{bus::registration_proof(*secret, manager->public_key, keys->public_key, hostname), hostname,
                    agentport, profile, keys->public_key};
   // Over CURVE to the key just pinned: the proof never travels in clear, and

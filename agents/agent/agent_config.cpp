@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -37,7 +38,102 @@ Result<std::string> read_text(const std::string& path) {
   return s.str();
 }
 
+Result<void> parse_profile_overrides(const toml::table& t, const std::string& origin, ProfileOverrides& o) {
+  if (auto r = unknown_keys(t,
+                            {"distribution", "distribution_version", "kernel_version", "base_system_version",
+                             "glibc_version", "architecture", "isa_level", "agent_version", "cpu_flags", "cpu_mhz",
+                             "memory_bytes", "memory_protection_keys", "ntp"},
+                            "profile.", origin);
+      !r) {
+    return r;
+  }
+  auto wrong = [&](const char* key, const char* expected) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("{}: key 'profile.{}' must be {}", origin, key, expected));
+  };
+  for (auto [key, field] : std::initializer_list<std::pair<const char*, std::optional<std::string>*>>{
+           {"distribution", &o.distribution},
+           {"distribution_version", &o.distribution_version},
+           {"kernel_version", &o.kernel_version},
+           {"base_system_version", &o.base_system_version},
+           {"glibc_version", &o.glibc_version},
+           {"architecture", &o.architecture},
+           {"isa_level", &o.isa_level},
+           {"agent_version", &o.agent_version}}) {
+    if (const auto* n = t.get(key)) {
+      auto v = n->value<std::string>();
+      if (!v || v->empty() || v->size() > 128) return wrong(key, "a text of 1 to 128 characters");
+      *field = *v;
+    }
+  }
+  if (const auto* n = t.get("cpu_flags")) {
+    const auto* list = n->as_array();
+    if (list == nullptr || list->size() > 1024) return wrong("cpu_flags", "a list of flag names");
+    std::vector<std::string> flags;
+    for (const auto& f : *list) {
+      auto v = f.value<std::string>();
+      if (!v) return wrong("cpu_flags", "a list of flag names");
+      flags.push_back(*v);
+    }
+    std::sort(flags.begin(), flags.end());
+    o.cpu_flags = flags;
+  }
+  if (const auto* n = t.get("cpu_mhz")) {
+    auto v = n->value<double>();
+    if (!v || *v <= 0) return wrong("cpu_mhz", "a positive number");
+    o.cpu_mhz = *v;
+  }
+  if (const auto* n = t.get("memory_bytes")) {
+    auto v = n->value<int64_t>();
+    if (!v || *v <= 0) return wrong("memory_bytes", "a positive number of bytes");
+    o.memory_bytes = static_cast<uint64_t>(*v);
+  }
+  if (const auto* n = t.get("memory_protection_keys")) {
+    auto v = n->value<bool>();
+    if (!v) return wrong("memory_protection_keys", "true or false");
+    o.memory_protection_keys = *v;
+  }
+  if (const auto* n = t.get("ntp")) {
+    auto v = n->value<bool>();
+    if (!v) return wrong("ntp", "true or false");
+    o.ntp = *v;
+  }
+  return {};
+}
+
 }  // namespace
+
+bool ProfileOverrides::empty() const {
+  profile::SystemProfile probe;
+  apply(probe);
+  return probe.overridden_facts.empty();
+}
+
+void ProfileOverrides::apply(profile::SystemProfile& p) const {
+  std::vector<std::string> names;
+  auto set = [&](const auto& from, auto& to, const char* name) {
+    if (from) {
+      to = *from;
+      names.emplace_back(name);
+    }
+  };
+  set(distribution, p.distribution, "distribution");
+  set(distribution_version, p.distribution_version, "distributionVersion");
+  set(kernel_version, p.kernel_version, "kernelVersion");
+  set(base_system_version, p.base_system_version, "baseSystemVersion");
+  set(glibc_version, p.glibc_version, "glibcVersion");
+  set(architecture, p.architecture, "architecture");
+  set(isa_level, p.isa_level, "isaLevel");
+  set(agent_version, p.agent_version, "agentVersion");
+  set(cpu_flags, p.cpu_flags, "cpuFlags");
+  set(cpu_mhz, p.cpu_mhz, "cpuMhz");
+  set(memory_bytes, p.memory_bytes, "memoryBytes");
+  set(memory_protection_keys, p.memory_protection_keys, "memoryProtectionKeys");
+  if (ntp) {
+    p.ntp_synchronized = *ntp;
+    names.emplace_back("ntp");
+  }
+  p.overridden_facts = std::move(names);
+}
 
 std::string map_log_level(std::string_view level) {
   static const std::map<std::string, std::string> kLevels = {
@@ -59,7 +155,7 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
                 fmt::format("cannot read {}: {} (line {})", origin, e.description(), e.source().begin.line));
   }
   AgentConfig c;
-  if (auto r = unknown_keys(root, {"agent", "log"}, "", origin); !r) return std::unexpected(r.error());
+  if (auto r = unknown_keys(root, {"agent", "log", "profile"}, "", origin); !r) return std::unexpected(r.error());
   auto wrong = [&](const std::string& key, const char* expected) {
     return fail(ErrorCode::kInvalidRequest, fmt::format("{}: key '{}' must be {}", origin, key, expected));
   };
@@ -127,6 +223,9 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
       if (!v || *v < 4096) return wrong("log.limit", "a size in bytes of at least 4096");
       c.logging.limit_bytes = static_cast<uint64_t>(*v);
     }
+  }
+  if (const auto* table = root["profile"].as_table()) {
+    if (auto r = parse_profile_overrides(*table, origin, c.profile); !r) return std::unexpected(r.error());
   }
   return c;
 }

@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "schemas/error.h"
+#include "schemas/profile.h"
 
 namespace wpm::agent {
 
@@ -25,6 +27,22 @@ struct LoggingConfig {
   uint32_t count = 5;                  // files kept
   std::string level = "info";          // spdlog level (seed names are mapped)
   uint64_t limit_bytes = 1'000'000;    // size of each file
+};
+
+// Facts of the system profile set by hand ([profile] in agent.toml), for
+// labs and tests: hosts on one machine can then differ, e.g. to try the
+// compatibility tests. Every override is logged as a warning at start and
+// travels in the profile (overriddenFacts), so the manager shows it.
+struct ProfileOverrides {
+  std::optional<std::string> distribution, distribution_version, kernel_version, base_system_version,
+      glibc_version, architecture, isa_level, agent_version;
+  std::optional<std::vector<std::string>> cpu_flags;
+  std::optional<double> cpu_mhz;
+  std::optional<uint64_t> memory_bytes;
+  std::optional<bool> memory_protection_keys, ntp;
+  bool empty() const;
+  // Applies them and lists their names in profile.overridden_facts.
+  void apply(profile::SystemProfile& profile) const;
 };
 
 struct AgentConfig {
@@ -41,6 +59,7 @@ struct AgentConfig {
   // Default: wpm/<data directory name>-<hash of its path>.
   std::string cgroup_root;
   LoggingConfig logging;
+  ProfileOverrides profile;
 };
 
 // The seed's levels (ERROR, WARNING, INFO, VERBOSE, FINE, FINER, FINEST) and

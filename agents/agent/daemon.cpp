@@ -262,6 +262,7 @@ void Daemon::recollect_profile() {
   auto fresh = profile::collect_profile(collect);
   fresh.agent_version = kVersion;
   fresh.checkpointers = profile_.checkpointers;
+  o_.config.profile.apply(fresh);
   if (fresh == profile_) return;
   log_->info("profile_changed kernel={} memory_bytes={} cpu_cores={}", fresh.kernel_version, fresh.memory_bytes,
              fresh.cpu_cores);
@@ -517,6 +518,12 @@ int Daemon::run() {
   profile::CollectOptions collect;
   profile_ = profile::collect_profile(collect);
   profile_.agent_version = kVersion;
+  o_.config.profile.apply(profile_);
+  if (!profile_.overridden_facts.empty()) {
+    log_->warn("profile_overridden facts={} source={}/agent.toml hint=\"for labs and tests only: the manager "
+               "compares these values, not this host's\"",
+               fmt::join(profile_.overridden_facts, ","), o_.paths.data_dir);
+  }
   reattach(o_.paths, *log_);
 
   status_.pid = ::getpid();

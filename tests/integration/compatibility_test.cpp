@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "bus/client.h"
@@ -150,6 +151,38 @@ TEST(Compatibility, AsItsOwnProcessItGivesTheSameResultsAsEmbedded) {
   EXPECT_EQ(got, expected);
   auto dump = wpm(store, {"log", "dump", "--stream", got.begin()->first, "-o", "json"});
   EXPECT_NE(dump.out.find("\"actor\":\"service:compatibility\""), std::string::npos) << dump.out;
+}
+
+TEST(Compatibility, RealAgentsMadeToDifferByProfileOverridesGetTheFailedTestNamed) {
+  TempDir dir;
+  std::ofstream(dir / "password") << "correct horse battery staple\n";
+  Wpmd w(Wpmd::Options{dir / "data", {"--registration-password-file", dir / "password"}});
+  ASSERT_TRUE(w.start()) << w.log();
+  std::string pubport = w.agent_public().substr(w.agent_public().rfind(':') + 1);
+  // Two agents on this machine; the first claims an older kernel.
+  for (const auto& [name, overrides] : std::vector<std::pair<std::string, std::string>>{
+           {"older", "[profile]\nkernel_version = \"5.10.0-26-amd64\"\n"}, {"real", ""}}) {
+    fs::create_directories(dir / name);
+    std::ofstream(dir / name + "/agent.toml") << "[agent]\nendpoint = \"tcp://127.0.0.1:0\"\n" << overrides;
+    auto r = run({bin("wpm-agent"), "--data", dir / name, "configure", "--manager", "127.0.0.1", "--pubport", pubport,
+                  "--agentport", "0", "--password-file", dir / "password", "--hostname", name},
+                 30s);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  std::map<std::string, nlohmann::json> results;
+  ASSERT_TRUE(wait_until([&] { return (results = compat_results(w)).size() == 2; }, 20s)) << results.size();
+  int kernel_failures = 0;
+  for (const auto& [stream, r] : results) {
+    for (const auto& t : r["results"]) {
+      if (t["test"] == "kernel" && t["passed"] == false) {
+        EXPECT_EQ(t["arrival"], "5.10.0-26-amd64");
+        ++kernel_failures;
+      }
+    }
+  }
+  EXPECT_EQ(kernel_failures, 1) << "real → older fails the kernel test; older → real passes it";
+  auto registry = wpm(w, {"log", "dump", "--stream", "registry", "-o", "json"});
+  EXPECT_NE(registry.out.find("\"overriddenFacts\":[\"kernelVersion\"]"), std::string::npos) << registry.out;
 }
 
 TEST(Compatibility, ARemoteServiceWithoutItsKeyOrWithoutAStoreIsToldWhatToDo) {

@@ -49,3 +49,46 @@ TEST(AgentConfig, UnknownKeysAndBadValuesAreRefusedWithTheirName) {
 
 }  // namespace
 }  // namespace wpm::agent
+
+namespace wpm::agent {
+namespace {
+
+TEST(AgentConfig, ProfileOverridesApplyAndAreNamedInTheProfile) {
+  auto c = parse_agent_config(R"(
+[profile]
+kernel_version = "5.10.0-26-amd64"
+glibc_version = "2.31"
+memory_bytes = 4294967296
+ntp = false
+cpu_flags = ["sse2", "avx"]
+)",
+                              "agent.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_FALSE(c->profile.empty());
+  profile::SystemProfile p;
+  p.kernel_version = "6.1.0";
+  p.distribution = "debian";
+  p.ntp_synchronized = true;
+  c->profile.apply(p);
+  EXPECT_EQ(p.kernel_version, "5.10.0-26-amd64");
+  EXPECT_EQ(p.glibc_version, "2.31");
+  EXPECT_EQ(p.memory_bytes, 4ull << 30);
+  EXPECT_EQ(p.ntp_synchronized, false);
+  EXPECT_EQ(p.cpu_flags, (std::vector<std::string>{"avx", "sse2"})) << "sorted, as detected flags are";
+  EXPECT_EQ(p.distribution, "debian") << "what is not overridden stays";
+  EXPECT_EQ(p.overridden_facts,
+            (std::vector<std::string>{"kernelVersion", "glibcVersion", "cpuFlags", "memoryBytes", "ntp"}));
+  EXPECT_TRUE(parse_agent_config("", "agent.toml")->profile.empty());
+}
+
+TEST(AgentConfig, BadProfileOverridesAreRefusedWithTheirName) {
+  auto unknown = parse_agent_config("[profile]\nkernel = \"6\"\n", "agent.toml");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("profile.kernel"), std::string::npos) << unknown.error().message;
+  auto typed = parse_agent_config("[profile]\nmemory_bytes = \"lots\"\n", "agent.toml");
+  ASSERT_FALSE(typed);
+  EXPECT_NE(typed.error().message.find("profile.memory_bytes"), std::string::npos) << typed.error().message;
+}
+
+}  // namespace
+}  // namespace wpm::agent
