@@ -950,7 +950,6 @@ uint64_t Store::wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout
   return readable_;
 }
 
-void Store::wake_waiters() const { readable_cv_.notify_all(); }
 
 Result<void> Store::put_snapshot(std::string_view name, uint64_t sequence, std::string_view state) {
   if (options_.read_only || snapshots_cf_ == nullptr) {

@@ -106,8 +106,6 @@ class Store {
   // readable (by range and by stream), or `timeout`; returns the readable
   // head. Any thread.
   uint64_t wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) const;
-  // Wakes every waiter now (shutting down).
-  void wake_waiters() const;
   bool read_only() const { return read_only_.load(std::memory_order_acquire); }
   uint64_t log_bytes() const;
   // What open found acknowledged: the mark, or derived data beyond it, or the
