@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace wpm::compatibility {
 namespace {
 
@@ -70,15 +72,23 @@ Result<void> CompatibilityService::record(const Analysis::AnalysedPair& pair) {
 
 Result<size_t> CompatibilityService::step() {
   if (auto r = follow_registry(); !r) return std::unexpected(r.error());
-  std::vector<Analysis::AnalysedPair> pairs;
-  {
+  size_t analysed = 0;
+  if (unrecorded_.empty()) {
     std::lock_guard lock(mutex_);
-    pairs = analysis_.analyse_pairs(options_.pairs_per_step);
+    unrecorded_ = analysis_.analyse_pairs(options_.pairs_per_step);
+    analysed = unrecorded_.size();
   }
-  for (const auto& pair : pairs) {
-    if (auto r = record(pair); !r) return std::unexpected(r.error());
+  // A pair whose result could not be recorded (the store unreachable) stays
+  // here and is recorded first next time: nothing analysed is lost.
+  size_t done = 0;
+  for (; done < unrecorded_.size(); ++done) {
+    if (auto r = record(unrecorded_[done]); !r) {
+      unrecorded_.erase(unrecorded_.begin(), unrecorded_.begin() + static_cast<std::ptrdiff_t>(done));
+      return std::unexpected(r.error());
+    }
   }
-  return pairs.size();
+  unrecorded_.clear();
+  return std::max(analysed, done);
 }
 
 void CompatibilityService::run(const std::atomic<bool>& stop) {
@@ -88,7 +98,12 @@ void CompatibilityService::run(const std::atomic<bool>& stop) {
     std::string error = done ? "" : done.error().message;
     if (!error.empty() && error != last_error) logger_->error("compatibility_step_failed error=\"{}\"", error);
     last_error = error;
-    if (done && *done > 0) {
+    if (!done) {
+      // Back off a whole idle wait before trying again, whatever commits come.
+      (void)signal_.wait_beyond(UINT64_MAX, options_.idle_wait);
+      continue;
+    }
+    if (*done > 0) {
       logger_->debug("compatibility_analysed pairs={} pending={}", *done, pending_pairs());
       continue;  // more may be pending: no wait
     }

@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "services/compatibility/analysis.h"
 #include "services/inventory/registry.h"
@@ -76,6 +77,7 @@ class CompatibilityService {
   Analysis analysis_;
   ServiceStats stats_;
   uint64_t seen_ = 0;  // the log head last woken for
+  std::vector<Analysis::AnalysedPair> unrecorded_;  // analysed, not yet recorded (service thread only)
 };
 
 }  // namespace wpm::compatibility
