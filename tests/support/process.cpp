@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -48,10 +49,17 @@ int decode_status(int status) {
 
 pid_t fork_exec(const std::vector<std::string>& argv, int out_fd, int err_fd,
                 const std::map<std::string, std::string>& env) {
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     ::setpgid(0, 0);
+    // A test process that dies (an assertion in a thread aborts it) takes its
+    // children along instead of leaving a wpmd behind. Children that
+    // daemonise (wpm-agent start) are not affected: the flag is not inherited
+    // by their own children. Threads that start children must outlive them.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
