@@ -46,25 +46,23 @@ Result<Counts> decode_counts(std::string_view bytes) {
   return s;
 }
 
-struct WholeLog {
+// The fold the two test models share; each names its source below.
+struct CountsModel {
   using State = Counts;
-  static constexpr std::string_view kName = "test-whole-log";
-  static constexpr std::string_view kStream = "";
-  static constexpr UnknownEvents kUnknown = UnknownEvents::kSkip;
   static State initial() { return {}; }
   static State evolve(State s, const Event& e) { return fold_counts(std::move(s), e); }
   static std::string encode(const State& s) { return encode_counts(s); }
   static Result<State> decode(std::string_view b) { return decode_counts(b); }
 };
-struct OneStream {
-  using State = Counts;
+struct WholeLog : CountsModel {
+  static constexpr std::string_view kName = "test-whole-log";
+  static constexpr std::string_view kStream = "";
+  static constexpr UnknownEvents kUnknown = UnknownEvents::kSkip;
+};
+struct OneStream : CountsModel {
   static constexpr std::string_view kName = "test-one-stream";
   static constexpr std::string_view kStream = "synthetic/b";
   static constexpr UnknownEvents kUnknown = UnknownEvents::kStop;
-  static State initial() { return {}; }
-  static State evolve(State s, const Event& e) { return fold_counts(std::move(s), e); }
-  static std::string encode(const State& s) { return encode_counts(s); }
-  static Result<State> decode(std::string_view b) { return decode_counts(b); }
 };
 static_assert(ProjectionModel<WholeLog> && ProjectionModel<OneStream>);
 
