@@ -75,16 +75,7 @@ void Analysis::remove_system(const std::string& system_id) {
   release(key);
 }
 
-size_t Analysis::analyse(size_t max_pairs) {
-  size_t ran = 0;
-  while (ran < max_pairs && !pending_.empty()) {
-    auto pair = *pending_.begin();
-    drop_pending(pending_.begin());
-    results_[pair] = run_tests(profiles_.at(pair.first).profile, profiles_.at(pair.second).profile);
-    ++ran;
-  }
-  return ran;
-}
+size_t Analysis::analyse(size_t max_pairs) { return analyse_pairs(max_pairs).size(); }
 
 std::vector<Analysis::AnalysedPair> Analysis::analyse_pairs(size_t max_pairs) {
   std::vector<AnalysedPair> out;

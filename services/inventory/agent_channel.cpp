@@ -238,10 +238,6 @@ void AgentChannel::follow() {
     if (error != last_error && !error.empty()) {
       log_->error("registry_follow_failed error=\"{}\"", error);
     }
-    {
-      std::lock_guard lock(mutex_);
-      follow_error_ = error;
-    }
     last_error = error;
   }
 }

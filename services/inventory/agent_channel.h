@@ -126,11 +126,6 @@ class AgentChannel {
   RejectionLimiter rejections_;  // channel thread only
   std::unique_ptr<bus::StoreClient> store_;  // channel thread only
   std::atomic<bool> stop_{false};
-  std::string follow_error_;  // guarded by mutex_
-  std::string follow_error() const {
-    std::lock_guard lock(mutex_);
-    return follow_error_;
-  }
   LogLimiter refusal_log_;  // refusal log lines: the manager key is public
   std::thread follower_;
   std::thread server_;
