@@ -109,6 +109,46 @@ namespace {
 
 // ---- payloads and events -------------------------------------------------
 
+void put_wpar(const WparDefinition& w, s::WparDefinition::Builder b) {
+  b.setName(text(w.name));
+  b.setType(text(w.type));
+  b.setCommand(text(w.command));
+  b.setCheckpointable(w.checkpointable);
+  b.setTriggerSignal(text(w.trigger_signal));
+  b.setTriggerCommand(text(w.trigger_command));
+  b.setCpuShares(w.cpu_shares);
+  b.setCpuLimitPercent(w.cpu_limit_percent);
+  b.setMemoryBytes(w.memory_bytes);
+  b.setProcessesMax(w.processes_max);
+  b.setAddress(text(w.address));
+  b.setCapabilities(text(w.capabilities));
+  b.setGroup(text(w.group));
+  b.setSystem(text(w.system));
+  b.setDiscovered(w.discovered);
+  b.setReportedState(text(w.reported_state));
+}
+
+WparDefinition get_wpar(s::WparDefinition::Reader r) {
+  WparDefinition w;
+  w.name = str(r.getName());
+  w.type = str(r.getType());
+  w.command = str(r.getCommand());
+  w.checkpointable = r.getCheckpointable();
+  w.trigger_signal = str(r.getTriggerSignal());
+  w.trigger_command = str(r.getTriggerCommand());
+  w.cpu_shares = r.getCpuShares();
+  w.cpu_limit_percent = r.getCpuLimitPercent();
+  w.memory_bytes = r.getMemoryBytes();
+  w.processes_max = r.getProcessesMax();
+  w.address = str(r.getAddress());
+  w.capabilities = str(r.getCapabilities());
+  w.group = str(r.getGroup());
+  w.system = str(r.getSystem());
+  w.discovered = r.getDiscovered();
+  w.reported_state = str(r.getReportedState());
+  return w;
+}
+
 void put_payload(const Payload& payload, s::Payload::Builder b) {
   std::visit(
       [&](const auto& p) {
@@ -156,6 +196,67 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
             rs[i].setArrival(text(p.results[i].arrival));
             rs[i].setRemedy(text(p.results[i].remedy));
           }
+        } else if constexpr (std::is_same_v<T, CommandRequested>) {
+          auto x = b.initCommandRequested();
+          x.setCommand(text(p.command));
+          x.setArgs(text(p.args));
+          x.setUser(text(p.user));
+          put_texts(p.roles, x.initRoles(static_cast<unsigned>(p.roles.size())));
+          x.setAddress(text(p.address));
+        } else if constexpr (std::is_same_v<T, CommandDecided>) {
+          auto x = b.initCommandDecided();
+          x.setAccepted(p.accepted);
+          x.setCode(text(p.code));
+          x.setMessage(text(p.message));
+          x.setDecidedBy(text(p.decided_by));
+        } else if constexpr (std::is_same_v<T, WparDefined>) {
+          auto x = b.initWparDefined();
+          put_wpar(p.wpar, x.initWpar());
+          x.setCreated(p.created);
+        } else if constexpr (std::is_same_v<T, WparRemoved>) {
+          auto x = b.initWparRemoved();
+          x.setName(text(p.name));
+          x.setReason(text(p.reason));
+        } else if constexpr (std::is_same_v<T, GroupDefined>) {
+          auto x = b.initGroupDefined();
+          x.setName(text(p.name));
+          x.setDescription(text(p.description));
+          x.setCreated(p.created);
+        } else if constexpr (std::is_same_v<T, GroupDeleted>) {
+          b.initGroupDeleted().setName(text(p.name));
+        } else if constexpr (std::is_same_v<T, SettingChanged>) {
+          auto x = b.initSettingChanged();
+          x.setKey(text(p.key));
+          x.setValue(text(p.value));
+          x.setPrevious(text(p.previous));
+        } else if constexpr (std::is_same_v<T, RoleMappingChanged>) {
+          auto x = b.initRoleMappingChanged();
+          x.setRole(text(p.role));
+          put_texts(p.users, x.initUsers(static_cast<unsigned>(p.users.size())));
+          put_texts(p.groups, x.initGroups(static_cast<unsigned>(p.groups.size())));
+        } else if constexpr (std::is_same_v<T, SessionOpened>) {
+          auto x = b.initSessionOpened();
+          x.setUser(text(p.user));
+          x.setTokenHash(text(p.token_hash));
+          x.setExpiresNs(p.expires_ns);
+          x.setAddress(text(p.address));
+        } else if constexpr (std::is_same_v<T, SessionClosed>) {
+          auto x = b.initSessionClosed();
+          x.setTokenHash(text(p.token_hash));
+          x.setReason(text(p.reason));
+        } else if constexpr (std::is_same_v<T, LoginRefused>) {
+          auto x = b.initLoginRefused();
+          x.setUser(text(p.user));
+          x.setAddress(text(p.address));
+          x.setReason(text(p.reason));
+          x.setAttempts(p.attempts);
+          x.setFirstNs(p.first_ns);
+          x.setLastNs(p.last_ns);
+        } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
+          auto x = b.initSystemStateChanged();
+          x.setSystemId(text(p.system_id));
+          x.setState(text(p.state));
+          x.setReason(text(p.reason));
         }
       },
       payload);
@@ -237,6 +338,66 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
                                          str(t.getArrival()), str(t.getRemedy())});
       }
       out = std::move(c);
+      break;
+    }
+    case s::Payload::COMMAND_REQUESTED: {
+      auto x = r.getCommandRequested();
+      out = CommandRequested{str(x.getCommand()), str(x.getArgs()), str(x.getUser()), get_texts(x.getRoles()),
+                             str(x.getAddress())};
+      break;
+    }
+    case s::Payload::COMMAND_DECIDED: {
+      auto x = r.getCommandDecided();
+      out = CommandDecided{x.getAccepted(), str(x.getCode()), str(x.getMessage()), str(x.getDecidedBy())};
+      break;
+    }
+    case s::Payload::WPAR_DEFINED: {
+      auto x = r.getWparDefined();
+      out = WparDefined{get_wpar(x.getWpar()), x.getCreated()};
+      break;
+    }
+    case s::Payload::WPAR_REMOVED: {
+      auto x = r.getWparRemoved();
+      out = WparRemoved{str(x.getName()), str(x.getReason())};
+      break;
+    }
+    case s::Payload::GROUP_DEFINED: {
+      auto x = r.getGroupDefined();
+      out = GroupDefined{str(x.getName()), str(x.getDescription()), x.getCreated()};
+      break;
+    }
+    case s::Payload::GROUP_DELETED:
+      out = GroupDeleted{str(r.getGroupDeleted().getName())};
+      break;
+    case s::Payload::SETTING_CHANGED: {
+      auto x = r.getSettingChanged();
+      out = SettingChanged{str(x.getKey()), str(x.getValue()), str(x.getPrevious())};
+      break;
+    }
+    case s::Payload::ROLE_MAPPING_CHANGED: {
+      auto x = r.getRoleMappingChanged();
+      out = RoleMappingChanged{str(x.getRole()), get_texts(x.getUsers()), get_texts(x.getGroups())};
+      break;
+    }
+    case s::Payload::SESSION_OPENED: {
+      auto x = r.getSessionOpened();
+      out = SessionOpened{str(x.getUser()), str(x.getTokenHash()), x.getExpiresNs(), str(x.getAddress())};
+      break;
+    }
+    case s::Payload::SESSION_CLOSED: {
+      auto x = r.getSessionClosed();
+      out = SessionClosed{str(x.getTokenHash()), str(x.getReason())};
+      break;
+    }
+    case s::Payload::LOGIN_REFUSED: {
+      auto x = r.getLoginRefused();
+      out = LoginRefused{str(x.getUser()), str(x.getAddress()), str(x.getReason()),
+                         x.getAttempts(),  x.getFirstNs(),      x.getLastNs()};
+      break;
+    }
+    case s::Payload::SYSTEM_STATE_CHANGED: {
+      auto x = r.getSystemStateChanged();
+      out = SystemStateChanged{str(x.getSystemId()), str(x.getState()), str(x.getReason())};
       break;
     }
     default:

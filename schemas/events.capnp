@@ -13,6 +13,18 @@ enum EventType {
   registrationRejected @4;  # registration attempts refused (aggregated per address)
   systemProfileChanged @5;  # a registered system reported a different profile
   compatibilityAnalyzed @6; # the compatibility tests of one ordered pair of distinct properties
+  commandRequested @7;   # a user's command, recorded before it takes effect; stream command/<id>
+  commandDecided @8;     # what became of it: accepted (with the events it wrote) or refused, and why
+  wparDefined @9;        # a WPAR definition made, changed or discovered; stream wpar/<name>
+  wparRemoved @10;       # a WPAR definition removed
+  groupDefined @11;      # a WPAR group made or changed; stream group/<name>
+  groupDeleted @12;      # a WPAR group deleted
+  settingChanged @13;    # one setting; stream settings
+  roleMappingChanged @14;   # the users and Linux groups of one role; stream role/<role>
+  sessionOpened @15;     # a login; stream session/<token hash prefix>
+  sessionClosed @16;     # a logout or a revoked session
+  loginRefused @17;      # refused logins of one user from one address, aggregated
+  systemStateChanged @18;   # Online, Offline, Unreachable, with the reason; stream system/<id>
 }
 
 struct Event {
@@ -38,6 +50,18 @@ struct Payload {
     registrationRejected @4 :RegistrationRejected;
     systemProfileChanged @5 :SystemProfileChanged;
     compatibilityAnalyzed @6 :CompatibilityAnalyzed;
+    commandRequested @7 :CommandRequested;
+    commandDecided @8 :CommandDecided;
+    wparDefined @9 :WparDefined;
+    wparRemoved @10 :WparRemoved;
+    groupDefined @11 :GroupDefined;
+    groupDeleted @12 :GroupDeleted;
+    settingChanged @13 :SettingChanged;
+    roleMappingChanged @14 :RoleMappingChanged;
+    sessionOpened @15 :SessionOpened;
+    sessionClosed @16 :SessionClosed;
+    loginRefused @17 :LoginRefused;
+    systemStateChanged @18 :SystemStateChanged;
   }
 }
 
@@ -96,6 +120,108 @@ struct CompatTestResult {
   departure @2 :Text;  # the departure's value
   arrival @3 :Text;    # the arrival's value
   remedy @4 :Text;     # when failed: what would make it pass
+}
+
+# A command as the gateway received it from an authenticated user, written
+# before anything acts on it (DESIGN.md §4): the log answers "who asked for
+# what, when". Never carries a password or a token.
+struct CommandRequested {
+  command @0 :Text;     # e.g. "wpar.create"
+  args @1 :Text;        # the arguments, a JSON object
+  user @2 :Text;        # the Linux user
+  roles @3 :List(Text); # the roles the user held when asking
+  address @4 :Text;     # where the request came from
+}
+
+# What became of a command: written on its stream by the service that
+# decided it (in the same batch as the events it wrote), or by the gateway
+# when it refused it (not logged in, role). Exactly one per command.
+struct CommandDecided {
+  accepted @0 :Bool;
+  code @1 :Text;        # when refused: invalid, notFound, conflict, alreadyExists, forbidden, expired
+  message @2 :Text;     # when refused: what was wrong and what to do
+  decidedBy @3 :Text;   # the service that decided
+}
+
+# A WPAR definition, whole (made, changed, or found on a host).
+struct WparDefinition {
+  name @0 :Text;
+  type @1 :Text;              # "system" or "application"
+  command @2 :Text;           # what an application WPAR runs (or a system WPAR's init)
+  checkpointable @3 :Bool;
+  triggerSignal @4 :Text;     # cooperative checkpoint trigger, e.g. "SIGUSR2"
+  triggerCommand @5 :Text;    # or a command that triggers it
+  cpuShares @6 :UInt32;       # 0: unset
+  cpuLimitPercent @7 :UInt32; # 0: unset
+  memoryBytes @8 :UInt64;     # 0: unset
+  processesMax @9 :UInt32;    # 0: unset
+  address @10 :Text;          # network address, CIDR; "" none
+  capabilities @11 :Text;     # capability set spec; "" default
+  group @12 :Text;            # WPAR group
+  system @13 :Text;           # the system it is on; "" while undeployed
+  discovered @14 :Bool;       # made by hand on its system and reported by the agent
+  reportedState @15 :Text;    # a discovered WPAR's state letter as its agent reported it
+}
+
+struct WparDefined {
+  wpar @0 :WparDefinition;
+  created @1 :Bool;     # the first definition of this name (else a change)
+}
+
+struct WparRemoved {
+  name @0 :Text;
+  reason @1 :Text;
+}
+
+struct GroupDefined {
+  name @0 :Text;
+  description @1 :Text;
+  created @2 :Bool;
+}
+
+struct GroupDeleted {
+  name @0 :Text;
+}
+
+struct SettingChanged {
+  key @0 :Text;
+  value @1 :Text;
+  previous @2 :Text;
+}
+
+struct RoleMappingChanged {
+  role @0 :Text;             # administrator, WPARAdministrator, WPARUser, WPARMonitor
+  users @1 :List(Text);      # the whole mapping after the change
+  groups @2 :List(Text);
+}
+
+struct SessionOpened {
+  user @0 :Text;
+  tokenHash @1 :Text;        # hex SHA-256 of the token; the token itself is never kept
+  expiresNs @2 :Int64;
+  address @3 :Text;
+}
+
+struct SessionClosed {
+  tokenHash @0 :Text;
+  reason @1 :Text;           # "logout", …
+}
+
+# Refused logins of one user from one address, aggregated as registration
+# refusals are. Never carries the password.
+struct LoginRefused {
+  user @0 :Text;
+  address @1 :Text;
+  reason @2 :Text;
+  attempts @3 :UInt32;
+  firstNs @4 :Int64;
+  lastNs @5 :Int64;
+}
+
+struct SystemStateChanged {
+  systemId @0 :Text;
+  state @1 :Text;            # online, offline, unreachable
+  reason @2 :Text;
 }
 
 # The system profile (DESIGN.md §6), compared by the compatibility tests.

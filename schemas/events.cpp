@@ -19,10 +19,21 @@ size_t profile_bytes(const profile::SystemProfile& p) {
   for (const auto& n : p.namespaces) bytes += n.size() + 8;
   return bytes;
 }
+template <typename... S>
+size_t sum_sizes(const S&... texts) {
+  return (texts.size() + ...);
+}
+size_t list_bytes(const std::vector<std::string>& list) {
+  size_t bytes = 0;
+  for (const auto& t : list) bytes += t.size() + 8;
+  return bytes;
+}
 // Index = EventType ordinal. Names are stable: they appear in topics and JSON.
 constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "unspecified", "synthetic", "systemRegistered", "systemRemoved", "registrationRejected",
-    "systemProfileChanged", "compatibilityAnalyzed"};
+    "systemProfileChanged", "compatibilityAnalyzed", "commandRequested", "commandDecided",
+    "wparDefined", "wparRemoved", "groupDefined", "groupDeleted", "settingChanged",
+    "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -63,8 +74,35 @@ size_t payload_bytes(const Payload& payload) {
           size_t bytes = p.departure_properties.size() + p.arrival_properties.size();
           for (const auto& r : p.results) bytes += r.test.size() + r.departure.size() + r.arrival.size() + r.remedy.size() + 16;
           return bytes;
-        } else {
+        } else if constexpr (std::is_same_v<T, RegistrationRejected>) {
           return p.address.size() + p.reason.size() + p.hostname.size() + p.public_key.size() + 32;
+        } else if constexpr (std::is_same_v<T, CommandRequested>) {
+          return sum_sizes(p.command, p.args, p.user, p.address) + list_bytes(p.roles) + 32;
+        } else if constexpr (std::is_same_v<T, CommandDecided>) {
+          return sum_sizes(p.code, p.message, p.decided_by) + 16;
+        } else if constexpr (std::is_same_v<T, WparDefined>) {
+          const auto& w = p.wpar;
+          return sum_sizes(w.name, w.type, w.command, w.trigger_signal, w.trigger_command, w.address,
+                           w.capabilities, w.group, w.system, w.reported_state) + 64;
+        } else if constexpr (std::is_same_v<T, WparRemoved>) {
+          return sum_sizes(p.name, p.reason) + 16;
+        } else if constexpr (std::is_same_v<T, GroupDefined>) {
+          return sum_sizes(p.name, p.description) + 16;
+        } else if constexpr (std::is_same_v<T, GroupDeleted>) {
+          return p.name.size() + 16;
+        } else if constexpr (std::is_same_v<T, SettingChanged>) {
+          return sum_sizes(p.key, p.value, p.previous) + 16;
+        } else if constexpr (std::is_same_v<T, RoleMappingChanged>) {
+          return p.role.size() + list_bytes(p.users) + list_bytes(p.groups) + 16;
+        } else if constexpr (std::is_same_v<T, SessionOpened>) {
+          return sum_sizes(p.user, p.token_hash, p.address) + 24;
+        } else if constexpr (std::is_same_v<T, SessionClosed>) {
+          return sum_sizes(p.token_hash, p.reason) + 16;
+        } else if constexpr (std::is_same_v<T, LoginRefused>) {
+          return sum_sizes(p.user, p.address, p.reason) + 32;
+        } else {
+          static_assert(std::is_same_v<T, SystemStateChanged>);
+          return sum_sizes(p.system_id, p.state, p.reason) + 16;
         }
       },
       payload);

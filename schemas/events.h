@@ -23,8 +23,20 @@ enum class EventType : uint16_t {
   kRegistrationRejected = 4,
   kSystemProfileChanged = 5,
   kCompatibilityAnalyzed = 6,
+  kCommandRequested = 7,
+  kCommandDecided = 8,
+  kWparDefined = 9,
+  kWparRemoved = 10,
+  kGroupDefined = 11,
+  kGroupDeleted = 12,
+  kSettingChanged = 13,
+  kRoleMappingChanged = 14,
+  kSessionOpened = 15,
+  kSessionClosed = 16,
+  kLoginRefused = 17,
+  kSystemStateChanged = 18,
 };
-inline constexpr uint16_t kEventTypeMax = 6;
+inline constexpr uint16_t kEventTypeMax = 18;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -93,6 +105,113 @@ struct CompatibilityAnalyzed {
   bool operator==(const CompatibilityAnalyzed&) const = default;
 };
 
+// A user's command as the gateway received it (stream command/<id>).
+struct CommandRequested {
+  std::string command;  // "wpar.create", …
+  std::string args;     // JSON object
+  std::string user;
+  std::vector<std::string> roles;
+  std::string address;
+  bool operator==(const CommandRequested&) const = default;
+};
+
+struct CommandDecided {
+  bool accepted = false;
+  std::string code;     // when refused (kernel::rejection_code_name)
+  std::string message;
+  std::string decided_by;
+  bool operator==(const CommandDecided&) const = default;
+};
+
+struct WparDefinition {
+  std::string name;
+  std::string type;  // "system" | "application"
+  std::string command;
+  bool checkpointable = false;
+  std::string trigger_signal;
+  std::string trigger_command;
+  uint32_t cpu_shares = 0;
+  uint32_t cpu_limit_percent = 0;
+  uint64_t memory_bytes = 0;
+  uint32_t processes_max = 0;
+  std::string address;
+  std::string capabilities;
+  std::string group;
+  std::string system;
+  bool discovered = false;
+  std::string reported_state;
+  bool operator==(const WparDefinition&) const = default;
+};
+
+struct WparDefined {
+  WparDefinition wpar;
+  bool created = false;
+  bool operator==(const WparDefined&) const = default;
+};
+
+struct WparRemoved {
+  std::string name;
+  std::string reason;
+  bool operator==(const WparRemoved&) const = default;
+};
+
+struct GroupDefined {
+  std::string name;
+  std::string description;
+  bool created = false;
+  bool operator==(const GroupDefined&) const = default;
+};
+
+struct GroupDeleted {
+  std::string name;
+  bool operator==(const GroupDeleted&) const = default;
+};
+
+struct SettingChanged {
+  std::string key;
+  std::string value;
+  std::string previous;
+  bool operator==(const SettingChanged&) const = default;
+};
+
+struct RoleMappingChanged {
+  std::string role;
+  std::vector<std::string> users;
+  std::vector<std::string> groups;
+  bool operator==(const RoleMappingChanged&) const = default;
+};
+
+struct SessionOpened {
+  std::string user;
+  std::string token_hash;
+  int64_t expires_ns = 0;
+  std::string address;
+  bool operator==(const SessionOpened&) const = default;
+};
+
+struct SessionClosed {
+  std::string token_hash;
+  std::string reason;
+  bool operator==(const SessionClosed&) const = default;
+};
+
+struct LoginRefused {
+  std::string user;
+  std::string address;
+  std::string reason;
+  uint32_t attempts = 0;
+  int64_t first_ns = 0;
+  int64_t last_ns = 0;
+  bool operator==(const LoginRefused&) const = default;
+};
+
+struct SystemStateChanged {
+  std::string system_id;
+  std::string state;  // "online" | "offline" | "unreachable"
+  std::string reason;
+  bool operator==(const SystemStateChanged&) const = default;
+};
+
 // An event of a type this binary does not know (written by a newer one;
 // DESIGN.md §9 "old readers, new events"): kept opaque. Its record's checksum
 // and chain are verified as any other; consumers skip it and count it, and a
@@ -106,7 +225,10 @@ struct UnknownPayload {
 // Alternative index == EventType ordinal; index 0 (the ordinal "unspecified",
 // never written) holds events of unknown types.
 using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, SystemRemoved,
-                             RegistrationRejected, SystemProfileChanged, CompatibilityAnalyzed>;
+                             RegistrationRejected, SystemProfileChanged, CompatibilityAnalyzed,
+                             CommandRequested, CommandDecided, WparDefined, WparRemoved, GroupDefined,
+                             GroupDeleted, SettingChanged, RoleMappingChanged, SessionOpened,
+                             SessionClosed, LoginRefused, SystemStateChanged>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

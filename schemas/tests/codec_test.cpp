@@ -39,6 +39,33 @@ TEST(Codec, EventRoundTripsEveryField) {
   EXPECT_EQ(*decode_event(encode_event(e)), e);
 }
 
+TEST(Codec, EveryControlPlanePayloadRoundTripsWithEveryFieldSet) {
+  Event e = sample_event();
+  WparDefinition w{"web1", "application", "/bin/sleep 1", true, "SIGUSR2", "", 512, 50, 1 << 30, 100,
+                   "10.0.0.5/24", "CAP_NET_BIND_SERVICE", "web", "node1", true, "A"};
+  std::vector<Payload> payloads = {
+      CommandRequested{"wpar.create", R"({"name":"web1"})", "alice", {"WPARUser"}, "127.0.0.1"},
+      CommandDecided{false, "conflict", "deployed", "service:inventory"},
+      WparDefined{w, true},
+      WparRemoved{"web1", "by alice"},
+      GroupDefined{"web", "front ends", true},
+      GroupDeleted{"web"},
+      SettingChanged{"heartbeat.timeout", "30s", "15s"},
+      RoleMappingChanged{"WPARUser", {"alice", "bob"}, {"ops"}},
+      SessionOpened{"alice", "ab12", 99, "127.0.0.1"},
+      SessionClosed{"ab12", "logout"},
+      LoginRefused{"alice", "127.0.0.1", "wrong password", 3, 1, 2},
+      SystemStateChanged{"node1", "offline", "no heartbeat for 15 s"},
+  };
+  for (const auto& p : payloads) {
+    e.payload = p;
+    auto back = decode_event(encode_event(e));
+    ASSERT_TRUE(back.has_value()) << back.error().message;
+    EXPECT_EQ(*back, e) << event_type_name(e.type());
+    EXPECT_GT(payload_bytes(p), 0u);
+  }
+}
+
 TEST(Codec, RequestAndReplyRoundTrip) {
   AppendRequest a;
   a.idempotency_key = "k";

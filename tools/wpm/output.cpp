@@ -9,27 +9,6 @@
 
 namespace wpm::cli {
 
-std::string base64(std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
-    for (int k = 3; k >= 0; --k) out.push_back(kAlphabet[(v >> (6 * k)) & 63]);
-  }
-  if (size_t rest = bytes.size() - i; rest > 0) {
-    uint32_t v = uint8_t(bytes[i]) << 16;
-    if (rest == 2) v |= uint8_t(bytes[i + 1]) << 8;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(rest == 2 ? kAlphabet[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
 std::string format_time(int64_t ns) {
   std::time_t secs = static_cast<std::time_t>(ns / 1'000'000'000);
   std::tm tm{};
@@ -37,64 +16,6 @@ std::string format_time(int64_t ns) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   return fmt::format("{}.{:03}Z", buf, (ns / 1'000'000) % 1000);
-}
-
-nlohmann::json event_to_json(const Event& e) {
-  nlohmann::json payload = std::visit(
-      [](const auto& p) -> nlohmann::json {
-        using T = std::decay_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, Synthetic>) {
-          return {{"synthetic",
-                   {{"run", p.run}, {"index", p.index}, {"note", p.note}, {"blob", base64(p.blob)}}}};
-        } else if constexpr (std::is_same_v<T, SystemRegistered>) {
-          return {{"systemRegistered",
-                   {{"systemId", p.system_id},
-                    {"hostname", p.hostname},
-                    {"address", p.address},
-                    {"publicKey", p.public_key},
-                    {"profile", profile::profile_to_json(p.profile)},
-                    {"agentPort", p.agent_port}}}};
-        } else if constexpr (std::is_same_v<T, SystemRemoved>) {
-          return {{"systemRemoved", {{"systemId", p.system_id}, {"reason", p.reason}}}};
-        } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
-          nlohmann::json results = nlohmann::json::array();
-          for (const auto& r : p.results) {
-            results.push_back({{"test", r.test}, {"passed", r.passed}, {"departure", r.departure},
-                               {"arrival", r.arrival}, {"remedy", r.remedy}});
-          }
-          return {{"compatibilityAnalyzed",
-                   {{"departureProperties", p.departure_properties},
-                    {"arrivalProperties", p.arrival_properties},
-                    {"results", results}}}};
-        } else if constexpr (std::is_same_v<T, UnknownPayload>) {
-          // A newer binary's event: kept as the bytes of its payload.
-          return {{"unknown", {{"type", p.type}, {"bytes", base64(p.bytes)}}}};
-        } else if constexpr (std::is_same_v<T, SystemProfileChanged>) {
-          return {{"systemProfileChanged",
-                   {{"systemId", p.system_id}, {"profile", profile::profile_to_json(p.profile)}}}};
-        } else {
-          return {{"registrationRejected",
-                   {{"address", p.address},
-                    {"reason", p.reason},
-                    {"attempts", p.attempts},
-                    {"firstNs", p.first_ns},
-                    {"lastNs", p.last_ns},
-                    {"hostname", p.hostname},
-                    {"publicKey", p.public_key}}}};
-        }
-      },
-      e.payload);
-  return {{"sequence", e.sequence},
-          {"eventId", event_id_hex(e.event_id)},
-          {"timestampNs", e.timestamp_ns},
-          {"type", event_type_label(e.type())},
-          {"streamId", e.stream_id},
-          {"streamVersion", e.stream_version},
-          {"correlationId", e.correlation_id},
-          {"causationId", e.causation_id},
-          {"actor", e.actor},
-          {"idempotencyKey", e.idempotency_key},
-          {"payload", payload}};
 }
 
 nlohmann::json stats_to_json(const StatsReply& s) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "schemas/event_json.h"
 #include "schemas/events.h"
 #include "schemas/protocol.h"
 
@@ -18,9 +19,7 @@ inline constexpr int kExitFailed = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitNotFound = 3;
 
-nlohmann::json event_to_json(const Event& event);
 nlohmann::json stats_to_json(const StatsReply& stats);
-std::string base64(std::string_view bytes);
 std::string format_time(int64_t timestamp_ns);
 
 // One table row per event: SEQUENCE TIME TYPE STREAM VERSION ACTOR.
