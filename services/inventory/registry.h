@@ -47,6 +47,7 @@ class Registry {
   uint64_t applied() const { return applied_; }
   size_t size() const { return by_id_.size(); }
   const std::map<std::string, RegisteredSystem>& systems() const { return by_id_; }
+  bool operator==(const Registry&) const = default;
 
  private:
   void apply(const SystemRegistered& r, uint64_t sequence);

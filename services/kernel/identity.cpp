@@ -17,7 +17,7 @@ struct Ownership {
   std::string_view service;
 };
 // Every stream family of the control plane and the service that writes it.
-constexpr std::array<Ownership, 14> kOwners = {{
+constexpr std::array<Ownership, 15> kOwners = {{
     {"registry", "inventory"},
     {"registration-rejections", "inventory"},
     {"system/", "inventory"},
@@ -30,6 +30,7 @@ constexpr std::array<Ownership, 14> kOwners = {{
     {"command/", "gateway"},
     {"role/", "gateway"},
     {"session/", "gateway"},
+    {"login-refusals", "gateway"},
     {"task/", "executor"},
     {"policy/", "policy"},
 }};
@@ -67,6 +68,13 @@ Result<std::string> StreamAccess::authorize(const std::string& identity, const E
     return std::unexpected(std::move(e));
   };
   auto owner = stream_owner(draft.stream_id);
+  // The service that decides a command closes it on its stream: command/…
+  // takes a CommandDecided from any service.
+  if (owner && *owner == "gateway" && draft.stream_id.starts_with("command/") &&
+      std::holds_alternative<CommandDecided>(draft.payload) && identity.starts_with(kServicePrefix) &&
+      known_service(std::string_view(identity).substr(kServicePrefix.size()))) {
+    return identity;
+  }
   if (owner) {
     if (identity != service_identity(*owner)) {
       return refuse(fmt::format("only the {} service writes it", *owner));

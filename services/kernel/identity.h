@@ -33,11 +33,13 @@ std::string service_identity(std::string_view name);
 // The identity that owns `stream_id`, or nothing when no service owns it.
 // Owned: registry, registration-rejections, system/…, wpar/…, group/…,
 // domain/…, settings, token/… (inventory); compat/… (compatibility);
-// command/…, role/…, session/… (gateway); task/… (executor); policy/… (policy).
+// command/…, role/…, session/…, login-refusals (gateway); task/… (executor);
+// policy/… (policy).
 std::optional<std::string_view> stream_owner(std::string_view stream_id);
 
 // The append rule (eventstore/access.h): an owned stream only by its owner,
-// any other stream only by the administrator. The actor stamped is the
+// any other stream only by the administrator. One exception: a command's
+// stream (command/…) takes the CommandDecided of whichever service decided it. The actor stamped is the
 // identity, except that the gateway appends for the user it authenticated
 // (an actor "user:NAME" it sends is kept).
 class StreamAccess final : public eventstore::AppendAccess {

@@ -69,6 +69,18 @@ TEST(StreamAccess, OwnedStreamsOnlyByTheirServiceOthersOnlyByTheAdministrator) {
   }
 }
 
+TEST(StreamAccess, ACommandStreamTakesTheDecisionOfAnyServiceButNothingElseFromThem) {
+  StreamAccess access;
+  EventDraft decided{"command/c1", "c1", "c1", "", CommandDecided{true, "", "", "service:inventory"}};
+  EXPECT_TRUE(access.authorize("service:inventory", decided).has_value());
+  EXPECT_TRUE(access.authorize("service:executor", decided).has_value());
+  EXPECT_FALSE(access.authorize("admin", decided).has_value());
+  EXPECT_FALSE(access.authorize("service:nobody", decided).has_value());
+  EventDraft requested{"command/c1", "c1", "c1", "", CommandRequested{"wpar.create", "{}", "alice", {}, ""}};
+  EXPECT_FALSE(access.authorize("service:inventory", requested).has_value());
+  EXPECT_TRUE(access.authorize("service:gateway", requested).has_value());
+}
+
 TEST(StreamAccess, TheActorIsTheIdentityWhateverTheClientSent) {
   StreamAccess access;
   EXPECT_EQ(access.authorize("admin", draft("synthetic/x", "service:inventory")).value(), "admin");

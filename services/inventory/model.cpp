@@ -1,0 +1,628 @@
+#include "services/inventory/model.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstring>
+#include <set>
+
+#include "agents/runtime/capabilities.h"
+#include "schemas/codec.h"
+
+namespace wpm::inventory {
+namespace {
+
+using kernel::Rejection;
+using kernel::RejectionCode;
+
+constexpr std::array<SettingSpec, 3> kSettings = {{
+    {"heartbeat.timeout", "15s",
+     "a system turns Offline when no heartbeat came for this long (after a wpmd restart every agent gets the "
+     "whole timeout first)"},
+    {"statefile.root", "/var/lib/wpm/statefiles", "where agents keep WPAR state files (checkpoints)"},
+    {"compat.optional-tests", "", "optional compatibility tests applied by default, comma-separated"},
+}};
+
+constexpr std::array<std::string_view, 10> kCommands = {
+    "wpar.create", "wpar.modify",        "wpar.remove",           "group.create", "group.modify",
+    "group.delete", "group.add-wpar", "group.remove-wpar", "settings.set", "system.remove"};
+
+std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
+  return std::unexpected(Rejection{code, std::move(message)});
+}
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 63 || std::isalnum(static_cast<unsigned char>(name[0])) == 0) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
+  });
+}
+
+std::string name_rule(std::string_view what) {
+  return fmt::format("a {} name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", what);
+}
+
+bool valid_signal(std::string_view s) {
+  static constexpr std::array<std::string_view, 12> kSignals = {
+      "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM",
+      "SIGALRM", "SIGCONT", "SIGPWR", "SIGWINCH", "SIGURG", "SIGTSTP"};
+  return std::find(kSignals.begin(), kSignals.end(), s) != kSignals.end();
+}
+
+bool valid_address(std::string_view cidr) {
+  std::string address(cidr);
+  int prefix = -1;
+  if (auto slash = cidr.find('/'); slash != std::string_view::npos) {
+    address = std::string(cidr.substr(0, slash));
+    auto digits = cidr.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return false;
+    }
+    prefix = std::stoi(std::string(digits));
+  }
+  unsigned char buf[16];
+  if (::inet_pton(AF_INET, address.c_str(), buf) == 1) return prefix <= 32;
+  if (::inet_pton(AF_INET6, address.c_str(), buf) == 1) return prefix <= 128;
+  return false;
+}
+
+std::optional<std::string> capability_problem(std::string_view spec) {
+  if (spec.empty() || spec == "none" || spec == "all") return std::nullopt;
+  bool edits = false, plain = false;
+  size_t start = 0;
+  while (start <= spec.size()) {  // bounded: start advances past each comma
+    size_t comma = spec.find(',', start);
+    std::string_view item = spec.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    if (!item.empty() && (item[0] == '+' || item[0] == '-')) {
+      edits = true;
+      item.remove_prefix(1);
+    } else {
+      plain = true;
+    }
+    if (!runtime::canonical_capability(item)) return fmt::format("'{}' is not a Linux capability", item);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  if (edits && plain) return "a capability list is either names (cap_a,cap_b) or edits (+cap_a,-cap_b), not both";
+  return std::nullopt;
+}
+
+// Reads typed members of a JSON object; remembers the first problem and the
+// members it did not ask for (refused: a typo must not be ignored).
+class ArgReader {
+ public:
+  explicit ArgReader(const nlohmann::json& args) : args_(args) {}
+
+  template <typename T>
+  std::optional<T> get(const char* key) {
+    seen_.insert(key);
+    if (!args_.is_object() || !args_.contains(key) || args_[key].is_null()) return std::nullopt;
+    const auto& v = args_[key];
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (v.is_string()) return v.get<std::string>();
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (v.is_boolean()) return v.get<bool>();
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      if (v.is_array() && std::all_of(v.begin(), v.end(), [](const auto& x) { return x.is_string(); })) {
+        return v.get<std::vector<std::string>>();
+      }
+    } else {
+      if (v.is_number_unsigned() && v.get<uint64_t>() <= std::numeric_limits<T>::max()) return v.get<T>();
+      if (v.is_number_integer() && v.get<int64_t>() >= 0 &&
+          static_cast<uint64_t>(v.get<int64_t>()) <= std::numeric_limits<T>::max()) {
+        return static_cast<T>(v.get<int64_t>());
+      }
+    }
+    problem(fmt::format("argument '{}' has the wrong type", key));
+    return std::nullopt;
+  }
+  std::string text(const char* key) { return get<std::string>(key).value_or(""); }
+
+  void problem(std::string message) {
+    if (problem_.empty()) problem_ = std::move(message);
+  }
+  // The first problem, or a member nobody asked for.
+  std::optional<Rejection> finish() {
+    if (!args_.is_object() && !args_.is_null()) return Rejection{RejectionCode::kInvalid, "arguments must be a JSON object"};
+    if (problem_.empty() && args_.is_object()) {
+      for (const auto& [key, value] : args_.items()) {
+        if (!seen_.contains(key)) {
+          problem_ = fmt::format("unknown argument '{}'", key);
+          break;
+        }
+      }
+    }
+    if (problem_.empty()) return std::nullopt;
+    return Rejection{RejectionCode::kInvalid, problem_};
+  }
+
+ private:
+  const nlohmann::json& args_;
+  std::set<std::string, std::less<>> seen_;
+  std::string problem_;
+};
+
+WparFields read_fields(ArgReader& a) {
+  WparFields f;
+  f.type = a.get<std::string>("type");
+  f.command = a.get<std::string>("command");
+  f.checkpointable = a.get<bool>("checkpoint");
+  f.trigger_signal = a.get<std::string>("trigger");
+  f.trigger_command = a.get<std::string>("triggerCommand");
+  f.cpu_shares = a.get<uint32_t>("cpuShares");
+  f.cpu_limit_percent = a.get<uint32_t>("cpuLimit");
+  f.memory_bytes = a.get<uint64_t>("memory");
+  f.processes_max = a.get<uint32_t>("procs");
+  f.address = a.get<std::string>("address");
+  f.capabilities = a.get<std::string>("capabilities");
+  f.group = a.get<std::string>("group");
+  return f;
+}
+
+void apply_fields(WparDefinition& w, const WparFields& f) {
+  if (f.type) w.type = *f.type;
+  if (f.command) w.command = *f.command;
+  if (f.checkpointable) w.checkpointable = *f.checkpointable;
+  if (f.trigger_signal) {
+    w.trigger_signal = *f.trigger_signal;
+    if (!f.trigger_command) w.trigger_command.clear();
+  }
+  if (f.trigger_command) {
+    w.trigger_command = *f.trigger_command;
+    if (!f.trigger_signal) w.trigger_signal.clear();
+  }
+  if (f.cpu_shares) w.cpu_shares = *f.cpu_shares;
+  if (f.cpu_limit_percent) w.cpu_limit_percent = *f.cpu_limit_percent;
+  if (f.memory_bytes) w.memory_bytes = *f.memory_bytes;
+  if (f.processes_max) w.processes_max = *f.processes_max;
+  if (f.address) w.address = *f.address;
+  if (f.capabilities) w.capabilities = *f.capabilities;
+  if (f.group) w.group = *f.group;
+}
+
+// What is wrong with a whole definition, if anything.
+std::optional<Rejection> check_definition(const Inventory& state, WparDefinition& w) {
+  auto invalid = [](std::string m) { return Rejection{RejectionCode::kInvalid, std::move(m)}; };
+  if (!valid_name(w.name)) return invalid(fmt::format("'{}' is not a valid WPAR name: {}", w.name, name_rule("WPAR")));
+  if (w.type != "system" && w.type != "application") {
+    return invalid(fmt::format("WPAR type '{}' is unknown: use system or application", w.type));
+  }
+  if (w.type == "application" && w.command.empty()) {
+    return invalid("an application WPAR needs the command it runs (--command \"CMD\")");
+  }
+  if (!w.trigger_signal.empty() && !valid_signal(w.trigger_signal)) {
+    return invalid(fmt::format("'{}' is not a checkpoint trigger signal: use SIGUSR1, SIGUSR2, SIGHUP, …",
+                               w.trigger_signal));
+  }
+  if ((!w.trigger_signal.empty() || !w.trigger_command.empty()) && !w.checkpointable) {
+    return invalid("a checkpoint trigger needs checkpointing enabled (--checkpoint)");
+  }
+  if (w.checkpointable && w.trigger_signal.empty() && w.trigger_command.empty()) w.trigger_signal = "SIGUSR1";
+  if (w.cpu_shares > 262'144) return invalid(fmt::format("CPU shares {} is above 262144", w.cpu_shares));
+  if (w.cpu_limit_percent > 100) {
+    return invalid(fmt::format("a CPU limit of {}% is above 100%", w.cpu_limit_percent));
+  }
+  if (w.memory_bytes != 0 && w.memory_bytes < (4u << 20)) {
+    return invalid(fmt::format("a memory limit of {} bytes is below 4 MiB: the WPAR could not start",
+                               w.memory_bytes));
+  }
+  if (!w.address.empty() && !valid_address(w.address)) {
+    return invalid(fmt::format("'{}' is not an IP address (give 10.0.0.5/24 or fd00::5/64)", w.address));
+  }
+  if (auto p = capability_problem(w.capabilities)) return invalid(*p);
+  if (w.group.empty()) w.group = std::string(kDefaultGroup);
+  if (!state.groups.contains(w.group)) {
+    return Rejection{RejectionCode::kNotFound,
+                     fmt::format("WPAR group '{}' does not exist; create it with `wpm group create {}`", w.group,
+                                 w.group)};
+  }
+  return std::nullopt;
+}
+
+std::string wpar_stream(const std::string& name) { return "wpar/" + name; }
+std::string group_stream(const std::string& name) { return "group/" + name; }
+
+Changes decide_create(const Inventory& state, const CreateWpar& c) {
+  if (state.wpars.contains(c.name)) {
+    return reject(RejectionCode::kAlreadyExists,
+                  fmt::format("WPAR '{}' exists; choose another name or change it with `wpm wpar modify {}`", c.name,
+                              c.name));
+  }
+  WparDefinition w;
+  if (!c.from.empty()) {
+    auto from = resolve_prefix(state.wpars, c.from, "WPAR");
+    if (!from) return std::unexpected(from.error());
+    w = state.wpars.at(*from).wpar;
+    w.system.clear();
+    w.discovered = false;
+    w.reported_state.clear();
+  } else {
+    w.type = "system";
+  }
+  w.name = c.name;
+  apply_fields(w, c.fields);
+  if (auto problem = check_definition(state, w)) return std::unexpected(*problem);
+  return std::vector<Change>{{wpar_stream(w.name), WparDefined{w, true}}};
+}
+
+Changes decide_modify(const Inventory& state, const ModifyWpar& c) {
+  auto name = resolve_prefix(state.wpars, c.name, "WPAR");
+  if (!name) return std::unexpected(name.error());
+  const auto& record = state.wpars.at(*name);
+  if (!record.wpar.system.empty()) {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("WPAR '{}' is deployed on {}: only an undeployed definition can be changed until the "
+                              "executor can apply changes to a deployed WPAR",
+                              *name, record.wpar.system));
+  }
+  WparDefinition w = record.wpar;
+  apply_fields(w, c.fields);
+  if (auto problem = check_definition(state, w)) return std::unexpected(*problem);
+  if (w == record.wpar) return std::vector<Change>{};
+  return std::vector<Change>{{wpar_stream(w.name), WparDefined{w, false}}};
+}
+
+Changes decide_remove(const Inventory& state, const RemoveWpar& c) {
+  auto name = resolve_prefix(state.wpars, c.name, "WPAR");
+  if (!name) return std::unexpected(name.error());
+  const auto& record = state.wpars.at(*name);
+  if (!record.wpar.system.empty()) {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("WPAR '{}' is deployed on {}: remove it from the system first (the executor, in the "
+                              "next release, does both)",
+                              *name, record.wpar.system));
+  }
+  return std::vector<Change>{{wpar_stream(*name), WparRemoved{*name, "removed by request"}}};
+}
+
+Changes decide_group(const Inventory& state, const CreateGroup& c) {
+  if (!valid_name(c.name)) {
+    return reject(RejectionCode::kInvalid, fmt::format("'{}' is not a valid group name: {}", c.name, name_rule("group")));
+  }
+  if (state.groups.contains(c.name)) {
+    return reject(RejectionCode::kAlreadyExists, fmt::format("WPAR group '{}' exists", c.name));
+  }
+  return std::vector<Change>{{group_stream(c.name), GroupDefined{c.name, c.description, true}}};
+}
+
+Changes decide_group(const Inventory& state, const ModifyGroup& c) {
+  auto name = resolve_prefix(state.groups, c.name, "WPAR group");
+  if (!name) return std::unexpected(name.error());
+  const auto& g = state.groups.at(*name);
+  if (g.description == c.description) return std::vector<Change>{};
+  return std::vector<Change>{{group_stream(*name), GroupDefined{*name, c.description, false}}};
+}
+
+Changes decide_group(const Inventory& state, const DeleteGroup& c) {
+  auto name = resolve_prefix(state.groups, c.name, "WPAR group");
+  if (!name) return std::unexpected(name.error());
+  if (*name == kDefaultGroup) {
+    return reject(RejectionCode::kConflict, "the default group cannot be deleted: every WPAR belongs to a group");
+  }
+  if (size_t n = state.wpars_in_group(*name); n > 0) {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("WPAR group '{}' still holds {} WPAR(s); move them out first (`wpm group remove-wpar "
+                              "{} NAME…`)",
+                              *name, n, *name));
+  }
+  return std::vector<Change>{{group_stream(*name), GroupDeleted{*name}}};
+}
+
+Changes decide_move(const Inventory& state, const MoveWpars& c) {
+  auto group = resolve_prefix(state.groups, c.group, "WPAR group");
+  if (!group) return std::unexpected(group.error());
+  if (c.wpars.empty()) return reject(RejectionCode::kInvalid, "name at least one WPAR");
+  std::vector<Change> changes;
+  std::set<std::string> done;
+  for (const auto& given : c.wpars) {
+    auto name = resolve_prefix(state.wpars, given, "WPAR");
+    if (!name) return std::unexpected(name.error());
+    if (!done.insert(*name).second) continue;
+    WparDefinition w = state.wpars.at(*name).wpar;
+    if (c.remove) {
+      if (w.group != *group) {
+        return reject(RejectionCode::kConflict,
+                      fmt::format("WPAR '{}' is in group '{}', not '{}'", *name, w.group, *group));
+      }
+      w.group = std::string(kDefaultGroup);
+    } else {
+      if (w.group == *group) continue;
+      w.group = *group;
+    }
+    changes.push_back({wpar_stream(*name), WparDefined{w, false}});
+  }
+  return changes;
+}
+
+Changes decide_setting(const Inventory& state, const SetSetting& c) {
+  auto spec = std::find_if(kSettings.begin(), kSettings.end(), [&](const auto& s) { return s.key == c.key; });
+  if (spec == kSettings.end()) {
+    std::vector<std::string_view> keys;
+    for (const auto& s : kSettings) keys.push_back(s.key);
+    return reject(RejectionCode::kNotFound,
+                  fmt::format("no setting '{}'; the settings are {}", c.key, fmt::join(keys, ", ")));
+  }
+  if (c.key == "heartbeat.timeout") {
+    auto ns = parse_duration_ns(c.value);
+    if (!ns || *ns < 1'000'000'000 || *ns > 3'600'000'000'000) {
+      return reject(RejectionCode::kInvalid,
+                    fmt::format("heartbeat.timeout '{}' must be a duration from 1s to 1h (e.g. 15s, 2m)", c.value));
+    }
+  } else if (c.key == "statefile.root") {
+    if (!c.value.starts_with('/') || c.value.find("..") != std::string::npos) {
+      return reject(RejectionCode::kInvalid,
+                    fmt::format("statefile.root '{}' must be an absolute path without '..'", c.value));
+    }
+  }
+  std::string previous = state.setting(c.key);
+  if (previous == c.value) return std::vector<Change>{};
+  return std::vector<Change>{{"settings", SettingChanged{c.key, c.value, previous}}};
+}
+
+Changes decide_system(const Inventory& state, const RemoveSystem& c) {
+  auto id = resolve_prefix(state.registry.systems(), c.name, "system");
+  if (!id) return std::unexpected(id.error());
+  if (size_t n = state.wpars_on_system(*id); n > 0) {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("system '{}' holds {} WPAR(s); remove or move them first", *id, n));
+  }
+  return std::vector<Change>{{"registry", SystemRemoved{*id, "removed by request"}}};
+}
+
+}  // namespace
+
+std::span<const SettingSpec> setting_specs() { return kSettings; }
+
+std::optional<int64_t> parse_duration_ns(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) != 0) ++digits;
+  if (digits == 0 || digits > 12) return std::nullopt;
+  int64_t n = std::stoll(std::string(text.substr(0, digits)));
+  std::string_view unit = text.substr(digits);
+  if (unit == "ms") return n * 1'000'000;
+  if (unit == "s" || unit.empty()) return n * 1'000'000'000;
+  if (unit == "m") return n * 60'000'000'000;
+  if (unit == "h") return n * 3'600'000'000'000;
+  return std::nullopt;
+}
+
+std::string Inventory::setting(std::string_view key) const {
+  if (auto it = settings.find(std::string(key)); it != settings.end()) return it->second;
+  for (const auto& s : kSettings) {
+    if (s.key == key) return std::string(s.default_value);
+  }
+  return "";
+}
+
+SystemStatus Inventory::system_status(const std::string& system_id) const {
+  if (auto it = status.find(system_id); it != status.end()) return it->second;
+  return SystemStatus{"online", "registered", 0, 0};
+}
+
+size_t Inventory::wpars_in_group(const std::string& group) const {
+  return static_cast<size_t>(
+      std::count_if(wpars.begin(), wpars.end(), [&](const auto& w) { return w.second.wpar.group == group; }));
+}
+
+size_t Inventory::wpars_on_system(const std::string& system) const {
+  return static_cast<size_t>(
+      std::count_if(wpars.begin(), wpars.end(), [&](const auto& w) { return w.second.wpar.system == system; }));
+}
+
+std::string wpar_state_letter(const WparDefinition& wpar) {
+  if (wpar.system.empty()) return "U";
+  return wpar.reported_state.empty() ? "?" : wpar.reported_state;
+}
+
+std::string wpar_state_name(const WparDefinition& wpar) {
+  static const std::map<std::string, std::string> kNames = {
+      {"U", "Undeployed"}, {"D", "Defined"}, {"A", "Active"},      {"P", "Paused"},
+      {"F", "Frozen"},     {"L", "Loaded"},  {"T", "Transitional"}, {"B", "Broken"}};
+  auto it = kNames.find(wpar_state_letter(wpar));
+  return it == kNames.end() ? "Unknown" : it->second;
+}
+
+Inventory evolve(Inventory state, const Event& e) {
+  if (e.sequence != 0 && e.sequence <= state.applied) return state;
+  std::visit(
+      [&](const auto& p) {
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, SystemRegistered> || std::is_same_v<T, SystemRemoved> ||
+                      std::is_same_v<T, SystemProfileChanged>) {
+          if (e.stream_id != "registry") return;
+          state.registry.evolve(e);
+          state.registry_version = e.stream_version;
+          if constexpr (std::is_same_v<T, SystemRemoved>) state.status.erase(p.system_id);
+        } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
+          state.status[p.system_id] = SystemStatus{p.state, p.reason, e.timestamp_ns, e.stream_version};
+        } else if constexpr (std::is_same_v<T, WparDefined>) {
+          auto& r = state.wpars[p.wpar.name];
+          if (r.created_ns == 0) r.created_ns = e.timestamp_ns;
+          r.wpar = p.wpar;
+          r.changed_ns = e.timestamp_ns;
+          r.version = e.stream_version;
+        } else if constexpr (std::is_same_v<T, WparRemoved>) {
+          state.wpars.erase(p.name);
+        } else if constexpr (std::is_same_v<T, GroupDefined>) {
+          state.groups[p.name] = GroupRecord{p.name, p.description, e.stream_version};
+        } else if constexpr (std::is_same_v<T, GroupDeleted>) {
+          state.groups.erase(p.name);
+        } else if constexpr (std::is_same_v<T, SettingChanged>) {
+          state.settings[p.key] = p.value;
+          state.settings_version = e.stream_version;
+        } else if constexpr (std::is_same_v<T, CommandRequested>) {
+          if (is_inventory_command(p.command) && e.stream_id.starts_with("command/")) {
+            std::string id = e.stream_id.substr(8);
+            state.pending[id] = PendingCommand{id, p, e.sequence, e.timestamp_ns};
+          }
+        } else if constexpr (std::is_same_v<T, CommandDecided>) {
+          if (e.stream_id.starts_with("command/")) state.pending.erase(e.stream_id.substr(8));
+        }
+      },
+      e.payload);
+  if (e.sequence != 0) state.applied = e.sequence;
+  return state;
+}
+
+bool is_inventory_command(std::string_view name) {
+  return std::find(kCommands.begin(), kCommands.end(), name) != kCommands.end();
+}
+
+std::expected<Command, Rejection> parse_command(std::string_view name, const nlohmann::json& args) {
+  ArgReader a(args);
+  Command command;
+  if (name == "wpar.create") {
+    CreateWpar c;
+    c.name = a.text("name");
+    c.from = a.text("from");
+    c.fields = read_fields(a);
+    command = std::move(c);
+  } else if (name == "wpar.modify") {
+    ModifyWpar c;
+    c.name = a.text("name");
+    c.fields = read_fields(a);
+    command = std::move(c);
+  } else if (name == "wpar.remove") {
+    command = RemoveWpar{a.text("name")};
+  } else if (name == "group.create") {
+    command = CreateGroup{a.text("name"), a.text("description")};
+  } else if (name == "group.modify") {
+    command = ModifyGroup{a.text("name"), a.text("description")};
+  } else if (name == "group.delete") {
+    command = DeleteGroup{a.text("name")};
+  } else if (name == "group.add-wpar" || name == "group.remove-wpar") {
+    command = MoveWpars{a.text("name"), a.get<std::vector<std::string>>("wpars").value_or(std::vector<std::string>{}),
+                        name == "group.remove-wpar"};
+  } else if (name == "settings.set") {
+    command = SetSetting{a.text("key"), a.text("value")};
+  } else if (name == "system.remove") {
+    command = RemoveSystem{a.text("name")};
+  } else {
+    return reject(RejectionCode::kInvalid, fmt::format("the inventory has no command '{}'", name));
+  }
+  if (auto problem = a.finish()) return std::unexpected(*problem);
+  return command;
+}
+
+Changes decide(const Inventory& state, const Command& command, const kernel::Context&) {
+  return std::visit(
+      [&](const auto& c) -> Changes {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, CreateWpar>) {
+          return decide_create(state, c);
+        } else if constexpr (std::is_same_v<T, ModifyWpar>) {
+          return decide_modify(state, c);
+        } else if constexpr (std::is_same_v<T, RemoveWpar>) {
+          return decide_remove(state, c);
+        } else if constexpr (std::is_same_v<T, MoveWpars>) {
+          return decide_move(state, c);
+        } else if constexpr (std::is_same_v<T, SetSetting>) {
+          return decide_setting(state, c);
+        } else if constexpr (std::is_same_v<T, RemoveSystem>) {
+          return decide_system(state, c);
+        } else {
+          return decide_group(state, c);
+        }
+      },
+      command);
+}
+
+uint64_t stream_version(const Inventory& state, const std::string& stream) {
+  if (stream == "registry") return state.registry_version;
+  if (stream == "settings") return state.settings_version;
+  if (stream.starts_with("wpar/")) {
+    auto it = state.wpars.find(stream.substr(5));
+    return it == state.wpars.end() ? 0 : it->second.version;
+  }
+  if (stream.starts_with("group/")) {
+    auto it = state.groups.find(stream.substr(6));
+    return it == state.groups.end() ? 0 : it->second.version;
+  }
+  if (stream.starts_with("system/")) {
+    auto it = state.status.find(stream.substr(7));
+    return it == state.status.end() ? 0 : it->second.version;
+  }
+  return 0;
+}
+
+// Snapshot form: the registry's own snapshot, then the events that rebuild
+// the rest (each with the stream version and time it stands for), each
+// framed by a 4-byte length.
+std::string InventoryModel::encode(const State& state) {
+  std::string out;
+  auto put = [&](std::string_view bytes) {
+    auto size = static_cast<uint32_t>(bytes.size());
+    out.append(reinterpret_cast<const char*>(&size), 4);
+    out.append(bytes);
+  };
+  uint64_t header[3] = {state.applied, state.registry_version, state.settings_version};
+  out.append(reinterpret_cast<const char*>(header), sizeof header);
+  put(RegistryModel::encode(state.registry));
+  auto event = [&](std::string stream, uint64_t version, int64_t ts, Payload payload, uint64_t sequence = 0) {
+    Event e;
+    e.sequence = sequence;
+    e.stream_id = std::move(stream);
+    e.stream_version = version;
+    e.timestamp_ns = ts;
+    e.payload = std::move(payload);
+    put(encode_event(e));
+  };
+  for (const auto& [id, s] : state.status) {
+    event("system/" + id, s.version, s.since_ns, SystemStateChanged{id, s.state, s.reason});
+  }
+  for (const auto& [name, g] : state.groups) event(group_stream(name), g.version, 0, GroupDefined{name, g.description});
+  for (const auto& [key, value] : state.settings) event("settings", state.settings_version, 0, SettingChanged{key, value, ""});
+  for (const auto& [name, w] : state.wpars) {
+    event(wpar_stream(name), w.version, w.created_ns, WparDefined{w.wpar, true});
+    event(wpar_stream(name), w.version, w.changed_ns, WparDefined{w.wpar, false});
+  }
+  for (const auto& [id, p] : state.pending) event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
+  return out;
+}
+
+Result<Inventory> InventoryModel::decode(std::string_view bytes) {
+  auto truncated = [] { return fail(ErrorCode::kCorruption, "inventory snapshot truncated"); };
+  uint64_t header[3];
+  if (bytes.size() < sizeof header) return truncated();
+  std::memcpy(header, bytes.data(), sizeof header);
+  bytes.remove_prefix(sizeof header);
+  auto next = [&]() -> std::optional<std::string_view> {
+    uint32_t size = 0;
+    if (bytes.size() < 4) return std::nullopt;
+    std::memcpy(&size, bytes.data(), 4);
+    if (bytes.size() - 4 < size) return std::nullopt;
+    auto piece = bytes.substr(4, size);
+    bytes.remove_prefix(4 + size);
+    return piece;
+  };
+  Inventory state;
+  auto registry = next();
+  if (!registry) return truncated();
+  auto decoded = RegistryModel::decode(*registry);
+  if (!decoded) return std::unexpected(decoded.error());
+  state.registry = std::move(*decoded);
+  while (!bytes.empty()) {  // bounded: every round consumes at least 4 bytes
+    auto piece = next();
+    if (!piece) return truncated();
+    auto e = decode_event(*piece);
+    if (!e) return std::unexpected(e.error());
+    if (auto* p = std::get_if<CommandRequested>(&e->payload)) {
+      std::string id = e->stream_id.substr(8);
+      state.pending[id] = PendingCommand{id, *p, e->sequence, e->timestamp_ns};
+      continue;
+    }
+    e->sequence = 0;  // not a log position: evolve applies it regardless
+    state = evolve(std::move(state), *e);
+  }
+  state.applied = header[0];
+  state.registry_version = header[1];
+  state.settings_version = header[2];
+  return state;
+}
+
+}  // namespace wpm::inventory

@@ -1,0 +1,214 @@
+#pragma once
+// The inventory's state and rules (DESIGN.md §2, §4; seed "Managing workload
+// partitions", "Managed systems"): managed systems with their state, WPAR
+// definitions, WPAR groups and settings, folded from the log; and the
+// decisions on the commands users send through the gateway.
+//
+// Pure (STYLE.md §1): evolve() applies one event, decide() turns a command
+// into the events to append (each with its stream) or a Rejection. No I/O,
+// no clock: the time comes in the Context. The service (service.h) loads,
+// decides and appends; the gateway folds the same state to answer queries.
+//
+// Thread safety: plain values.
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "schemas/error.h"
+#include "schemas/events.h"
+#include "services/inventory/registry.h"
+#include "services/kernel/decision.h"
+#include "services/kernel/projection.h"
+
+namespace wpm::inventory {
+
+inline constexpr std::string_view kDefaultGroup = "default";
+
+// Known settings with their defaults (`wpm settings show|set`).
+struct SettingSpec {
+  std::string_view key;
+  std::string_view default_value;
+  std::string_view description;
+};
+std::span<const SettingSpec> setting_specs();
+// Parses "15s", "2m", "1h", "500ms" into nanoseconds.
+std::optional<int64_t> parse_duration_ns(std::string_view text);
+
+// A system's state beside its registration (stream system/<id>).
+struct SystemStatus {
+  std::string state = "online";  // online | offline | unreachable
+  std::string reason;
+  int64_t since_ns = 0;
+  uint64_t version = 0;  // of stream system/<id>
+  bool operator==(const SystemStatus&) const = default;
+};
+
+struct WparRecord {
+  WparDefinition wpar;
+  uint64_t version = 0;  // of stream wpar/<name>
+  int64_t created_ns = 0;
+  int64_t changed_ns = 0;
+  bool operator==(const WparRecord&) const = default;
+};
+
+struct GroupRecord {
+  std::string name;
+  std::string description;
+  uint64_t version = 0;
+  bool operator==(const GroupRecord&) const = default;
+};
+
+// A command for the inventory, recorded and not yet decided.
+struct PendingCommand {
+  std::string id;
+  CommandRequested request;
+  uint64_t sequence = 0;
+  int64_t requested_ns = 0;
+  bool operator==(const PendingCommand&) const = default;
+};
+
+struct Inventory {
+  Registry registry;  // the registered systems (stream registry)
+  uint64_t registry_version = 0;
+  std::map<std::string, SystemStatus> status;  // by system id; absent: online since registration
+  std::map<std::string, WparRecord> wpars;
+  std::map<std::string, GroupRecord> groups;
+  std::map<std::string, std::string> settings;  // only those set; defaults in setting_specs()
+  uint64_t settings_version = 0;
+  std::map<std::string, PendingCommand> pending;
+  uint64_t applied = 0;
+  bool operator==(const Inventory&) const = default;
+
+  // A setting's value, or its default.
+  std::string setting(std::string_view key) const;
+  SystemStatus system_status(const std::string& system_id) const;
+  size_t wpars_in_group(const std::string& group) const;
+  size_t wpars_on_system(const std::string& system) const;
+};
+
+Inventory evolve(Inventory state, const Event& event);
+
+// The seed's state letter of a WPAR (lswpar): U while undeployed, else as reported.
+std::string wpar_state_letter(const WparDefinition& wpar);
+std::string wpar_state_name(const WparDefinition& wpar);
+
+// ---- commands ---------------------------------------------------------------
+
+// Optional fields of a WPAR definition, as create and modify give them.
+struct WparFields {
+  std::optional<std::string> type, command, trigger_signal, trigger_command, address, capabilities, group;
+  std::optional<bool> checkpointable;
+  std::optional<uint32_t> cpu_shares, cpu_limit_percent, processes_max;
+  std::optional<uint64_t> memory_bytes;
+};
+struct CreateWpar {
+  std::string name;
+  std::string from;  // a template WPAR whose definition the fields change
+  WparFields fields;
+};
+struct ModifyWpar {
+  std::string name;  // any unique prefix
+  WparFields fields;
+};
+struct RemoveWpar {
+  std::string name;
+};
+struct CreateGroup {
+  std::string name;
+  std::string description;
+};
+struct ModifyGroup {
+  std::string name;
+  std::string description;
+};
+struct DeleteGroup {
+  std::string name;
+};
+struct MoveWpars {  // group add-wpar (to = group) and remove-wpar (to = default)
+  std::string group;
+  std::vector<std::string> wpars;
+  bool remove = false;
+};
+struct SetSetting {
+  std::string key;
+  std::string value;
+};
+struct RemoveSystem {
+  std::string name;
+};
+using Command = std::variant<CreateWpar, ModifyWpar, RemoveWpar, CreateGroup, ModifyGroup, DeleteGroup, MoveWpars,
+                             SetSetting, RemoveSystem>;
+
+// The commands the inventory decides, by their gateway names.
+bool is_inventory_command(std::string_view name);
+// Reads a command from its name and JSON arguments; unknown members refused.
+std::expected<Command, kernel::Rejection> parse_command(std::string_view name, const nlohmann::json& args);
+
+// One event to append and its stream.
+struct Change {
+  std::string stream;
+  Payload payload;
+  bool operator==(const Change&) const = default;
+};
+using Changes = std::expected<std::vector<Change>, kernel::Rejection>;
+
+Changes decide(const Inventory& state, const Command& command, const kernel::Context& context);
+
+// The stream version a decision was made on (0: the stream does not exist).
+uint64_t stream_version(const Inventory& state, const std::string& stream);
+
+// Finds a key by a unique prefix: an exact match wins; none is kNotFound,
+// several kInvalid naming some of them.
+template <typename Map>
+std::expected<std::string, kernel::Rejection> resolve_prefix(const Map& map, const std::string& prefix,
+                                                             std::string_view what);
+
+// The inventory as a projection of the whole log, snapshotted as the
+// events that rebuild it.
+struct InventoryModel {
+  using State = Inventory;
+  static constexpr std::string_view kName = "inventory";
+  static constexpr std::string_view kStream = "";
+  static constexpr kernel::UnknownEvents kUnknown = kernel::UnknownEvents::kSkip;
+  static State initial() { return {}; }
+  static State evolve(State state, const Event& event) { return inventory::evolve(std::move(state), event); }
+  static std::string encode(const State& state);
+  static Result<State> decode(std::string_view bytes);
+};
+
+// ---- templates ----------------------------------------------------------------
+
+template <typename Map>
+std::expected<std::string, kernel::Rejection> resolve_prefix(const Map& map, const std::string& prefix,
+                                                             std::string_view what) {
+  if (prefix.empty()) {
+    return std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid, fmt::format("no {} named", what)});
+  }
+  if (map.contains(prefix)) return prefix;
+  std::vector<std::string> found;
+  for (auto it = map.lower_bound(prefix); it != map.end() && it->first.starts_with(prefix); ++it) {
+    found.push_back(it->first);
+    if (found.size() > 5) break;
+  }
+  if (found.empty()) {
+    return std::unexpected(kernel::Rejection{kernel::RejectionCode::kNotFound,
+                                             fmt::format("no {} named '{}'", what, prefix)});
+  }
+  if (found.size() > 1) {
+    return std::unexpected(kernel::Rejection{
+        kernel::RejectionCode::kInvalid,
+        fmt::format("'{}' names more than one {} ({}{}); give more of the name", prefix, what,
+                    fmt::join(std::vector<std::string>(found.begin(), found.begin() + std::min<size_t>(found.size(), 5)),
+                              ", "),
+                    found.size() > 5 ? ", …" : "")});
+  }
+  return found.front();
+}
+
+}  // namespace wpm::inventory

@@ -1,0 +1,188 @@
+#include "services/inventory/model.h"
+
+#include <gtest/gtest.h>
+
+namespace wpm::inventory {
+namespace {
+
+using kernel::RejectionCode;
+
+// Folds `payload` on `stream` as the next event of the log.
+void fold(Inventory& state, const std::string& stream, Payload payload) {
+  Event e;
+  e.sequence = state.applied + 1;
+  e.timestamp_ns = 1000 + static_cast<int64_t>(e.sequence);
+  e.stream_id = stream;
+  e.stream_version = stream_version(state, stream) + 1;
+  e.payload = std::move(payload);
+  state = evolve(std::move(state), e);
+}
+
+// Decides and folds what was decided; returns the rejection, if any.
+std::optional<kernel::Rejection> run(Inventory& state, const std::string& name, const nlohmann::json& args) {
+  auto command = parse_command(name, args);
+  if (!command) return command.error();
+  auto changes = decide(state, *command, kernel::Context{});
+  if (!changes) return changes.error();
+  for (auto& c : *changes) fold(state, c.stream, c.payload);
+  return std::nullopt;
+}
+
+Inventory fresh() {
+  Inventory state;
+  fold(state, "group/default", GroupDefined{"default", "", true});
+  return state;
+}
+
+TEST(InventoryDecide, WparCommandsTableOfAllowedAndRefused) {
+  struct Row {
+    std::string command;
+    nlohmann::json args;
+    std::optional<RejectionCode> refused;  // nullopt: allowed
+    std::string reason;                    // part of the message when refused
+  };
+  Inventory state = fresh();
+  std::vector<Row> rows = {
+      {"wpar.create", {{"name", "web1"}, {"type", "application"}, {"command", "/bin/sleep 100"}}, {}, ""},
+      {"wpar.create", {{"name", "web1"}, {"type", "system"}}, RejectionCode::kAlreadyExists, "exists"},
+      {"wpar.create", {{"name", "-bad"}}, RejectionCode::kInvalid, "not a valid WPAR name"},
+      {"wpar.create", {{"name", "app"}, {"type", "application"}}, RejectionCode::kInvalid, "needs the command"},
+      {"wpar.create", {{"name", "x"}, {"type", "vm"}}, RejectionCode::kInvalid, "unknown"},
+      {"wpar.create", {{"name", "x"}, {"group", "nope"}}, RejectionCode::kNotFound, "group create nope"},
+      {"wpar.create", {{"name", "x"}, {"trigger", "SIGUSR2"}}, RejectionCode::kInvalid, "--checkpoint"},
+      {"wpar.create", {{"name", "x"}, {"checkpoint", true}, {"trigger", "SIGFOO"}}, RejectionCode::kInvalid, "SIGFOO"},
+      {"wpar.create", {{"name", "x"}, {"cpuLimit", 150}}, RejectionCode::kInvalid, "above 100%"},
+      {"wpar.create", {{"name", "x"}, {"memory", 1024}}, RejectionCode::kInvalid, "below 4 MiB"},
+      {"wpar.create", {{"name", "x"}, {"address", "10.0.0.300/24"}}, RejectionCode::kInvalid, "not an IP address"},
+      {"wpar.create", {{"name", "x"}, {"capabilities", "cap_fly"}}, RejectionCode::kInvalid, "not a Linux capability"},
+      {"wpar.create", {{"name", "x"}, {"capabilities", "cap_chown,+cap_kill"}}, RejectionCode::kInvalid, "not both"},
+      {"wpar.create", {{"name", "x"}, {"colour", "red"}}, RejectionCode::kInvalid, "unknown argument 'colour'"},
+      {"wpar.create", {{"name", "x"}, {"cpuShares", "many"}}, RejectionCode::kInvalid, "wrong type"},
+      {"wpar.create",
+       {{"name", "db1"}, {"checkpoint", true}, {"cpuShares", 200}, {"address", "10.0.0.5/24"},
+        {"capabilities", "+cap_net_admin"}},
+       {},
+       ""},
+      {"wpar.create", {{"name", "db2"}, {"from", "db"}}, {}, ""},  // a prefix names the template
+      {"wpar.create", {{"name", "w3"}, {"from", "nothing"}}, RejectionCode::kNotFound, "no WPAR named 'nothing'"},
+      {"wpar.modify", {{"name", "db"}, {"cpuShares", 300}}, RejectionCode::kInvalid, "more than one WPAR"},
+      {"wpar.modify", {{"name", "db1"}, {"cpuShares", 300}}, {}, ""},
+      {"wpar.modify", {{"name", "zzz"}}, RejectionCode::kNotFound, "no WPAR named"},
+      {"wpar.remove", {{"name", "db2"}}, {}, ""},
+      {"wpar.remove", {{"name", "db2"}}, RejectionCode::kNotFound, "no WPAR named"},
+      {"nothing.here", {}, RejectionCode::kInvalid, "no command"},
+  };
+  for (const auto& row : rows) {
+    auto r = run(state, row.command, row.args);
+    SCOPED_TRACE(row.command + " " + row.args.dump());
+    ASSERT_EQ(r.has_value(), row.refused.has_value()) << (r ? r->message : "allowed");
+    if (r) {
+      EXPECT_EQ(r->code, *row.refused);
+      EXPECT_NE(r->message.find(row.reason), std::string::npos) << r->message;
+    }
+  }
+  ASSERT_TRUE(state.wpars.contains("db1"));
+  const auto& db1 = state.wpars.at("db1").wpar;
+  EXPECT_EQ(db1.cpu_shares, 300u);
+  EXPECT_EQ(db1.trigger_signal, "SIGUSR1") << "checkpointing defaults to SIGUSR1";
+  EXPECT_EQ(db1.group, "default");
+  EXPECT_EQ(state.wpars.at("db1").version, 2u);
+  EXPECT_FALSE(state.wpars.contains("db2"));
+  EXPECT_EQ(wpar_state_letter(db1), "U");
+}
+
+TEST(InventoryDecide, ADeployedOrDiscoveredWparIsNotChangedOrRemoved) {
+  Inventory state = fresh();
+  WparDefinition w{"found", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "node1", true, "A"};
+  fold(state, "wpar/found", WparDefined{w, true});
+  auto r = run(state, "wpar.modify", {{"name", "found"}, {"cpuShares", 5}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, RejectionCode::kConflict);
+  EXPECT_NE(r->message.find("deployed on node1"), std::string::npos) << r->message;
+  r = run(state, "wpar.remove", {{"name", "found"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, RejectionCode::kConflict);
+  EXPECT_EQ(wpar_state_name(state.wpars.at("found").wpar), "Active");
+}
+
+TEST(InventoryDecide, GroupsAndTheDefaultGroup) {
+  Inventory state = fresh();
+  EXPECT_FALSE(run(state, "group.create", {{"name", "web"}, {"description", "front ends"}}));
+  EXPECT_EQ(run(state, "group.create", {{"name", "web"}})->code, RejectionCode::kAlreadyExists);
+  EXPECT_FALSE(run(state, "wpar.create", {{"name", "w1"}, {"group", "web"}}));
+  EXPECT_FALSE(run(state, "wpar.create", {{"name", "w2"}}));
+  auto r = run(state, "group.delete", {{"name", "web"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, RejectionCode::kConflict);
+  EXPECT_NE(r->message.find("1 WPAR"), std::string::npos) << r->message;
+  EXPECT_EQ(run(state, "group.delete", {{"name", "default"}})->code, RejectionCode::kConflict);
+  EXPECT_FALSE(run(state, "group.add-wpar", {{"name", "web"}, {"wpars", {"w2"}}}));
+  EXPECT_EQ(state.wpars_in_group("web"), 2u);
+  EXPECT_EQ(run(state, "group.remove-wpar", {{"name", "default"}, {"wpars", {"w1"}}})->code,
+            RejectionCode::kConflict);
+  EXPECT_FALSE(run(state, "group.remove-wpar", {{"name", "web"}, {"wpars", {"w1", "w2"}}}));
+  EXPECT_EQ(state.wpars.at("w1").wpar.group, "default");
+  EXPECT_FALSE(run(state, "group.delete", {{"name", "web"}}));
+  EXPECT_FALSE(state.groups.contains("web"));
+}
+
+TEST(InventoryDecide, SettingsAreCheckedAndAChangeToTheSameValueWritesNothing) {
+  Inventory state = fresh();
+  EXPECT_EQ(state.setting("heartbeat.timeout"), "15s");
+  EXPECT_EQ(run(state, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "0s"}})->code, RejectionCode::kInvalid);
+  EXPECT_EQ(run(state, "settings.set", {{"key", "nope"}, {"value", "1"}})->code, RejectionCode::kNotFound);
+  EXPECT_EQ(run(state, "settings.set", {{"key", "statefile.root"}, {"value", "relative"}})->code,
+            RejectionCode::kInvalid);
+  EXPECT_FALSE(run(state, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "30s"}}));
+  EXPECT_EQ(state.setting("heartbeat.timeout"), "30s");
+  auto changes = decide(state, *parse_command("settings.set", {{"key", "heartbeat.timeout"}, {"value", "30s"}}), {});
+  ASSERT_TRUE(changes);
+  EXPECT_TRUE(changes->empty());
+  EXPECT_EQ(parse_duration_ns("2m"), 120'000'000'000);
+  EXPECT_EQ(parse_duration_ns("500ms"), 500'000'000);
+  EXPECT_FALSE(parse_duration_ns("soon"));
+}
+
+TEST(InventoryDecide, ASystemWithWparsIsNotRemoved) {
+  Inventory state = fresh();
+  fold(state, "registry", SystemRegistered{"node1", "node1", "10.0.0.1", "key1", {}, 9510});
+  WparDefinition w{"found", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "node1", true, "A"};
+  fold(state, "wpar/found", WparDefined{w, true});
+  EXPECT_EQ(run(state, "system.remove", {{"name", "node"}})->code, RejectionCode::kConflict);
+  fold(state, "wpar/found", WparRemoved{"found", ""});
+  EXPECT_FALSE(run(state, "system.remove", {{"name", "node"}}));
+  EXPECT_EQ(state.registry.size(), 0u);
+  EXPECT_EQ(state.registry_version, 2u);
+}
+
+TEST(InventoryModel, PendingCommandsComeAndGoWithTheirDecision) {
+  Inventory state = fresh();
+  fold(state, "command/c1", CommandRequested{"wpar.create", "{}", "alice", {}, ""});
+  fold(state, "command/c2", CommandRequested{"role.add", "{}", "alice", {}, ""});  // not the inventory's
+  ASSERT_EQ(state.pending.size(), 1u);
+  EXPECT_EQ(state.pending.begin()->first, "c1");
+  fold(state, "command/c1", CommandDecided{true, "", "", "service:inventory"});
+  EXPECT_TRUE(state.pending.empty());
+}
+
+TEST(InventoryModel, TheSnapshotRebuildsTheSameState) {
+  Inventory state = fresh();
+  fold(state, "registry", SystemRegistered{"node1", "node1", "10.0.0.1", "key1", {}, 9510});
+  fold(state, "system/node1", SystemStateChanged{"node1", "offline", "no heartbeat"});
+  ASSERT_FALSE(run(state, "group.create", {{"name", "web"}, {"description", "d"}}));
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "w1"}, {"group", "web"}, {"checkpoint", true}}));
+  ASSERT_FALSE(run(state, "wpar.modify", {{"name", "w1"}, {"cpuShares", 7}}));
+  ASSERT_FALSE(run(state, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "20s"}}));
+  fold(state, "command/c9", CommandRequested{"wpar.remove", R"({"name":"w1"})", "bob", {"WPARUser"}, "1.2.3.4"});
+  auto back = InventoryModel::decode(InventoryModel::encode(state));
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  EXPECT_EQ(back->wpars, state.wpars);
+  EXPECT_EQ(back->groups, state.groups);
+  EXPECT_EQ(back->status, state.status);
+  EXPECT_EQ(back->pending, state.pending);
+  EXPECT_EQ(*back, state);
+  EXPECT_FALSE(InventoryModel::decode("short").has_value());
+}
+
+}  // namespace
+}  // namespace wpm::inventory
