@@ -138,7 +138,7 @@ struct CommandRequested {
 # when it refused it (not logged in, role). Exactly one per command.
 struct CommandDecided {
   accepted @0 :Bool;
-  code @1 :Text;        # when refused: invalid, notFound, conflict, alreadyExists, forbidden, expired
+  code @1 :Text;        # when refused: invalid, not_found, conflict, already_exists, forbidden, expired, unauthenticated
   message @2 :Text;     # when refused: what was wrong and what to do
   decidedBy @3 :Text;   # the service that decided
 }

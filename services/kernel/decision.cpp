@@ -10,6 +10,7 @@ const char* rejection_code_name(RejectionCode code) {
     case RejectionCode::kAlreadyExists: return "already_exists";
     case RejectionCode::kForbidden: return "forbidden";
     case RejectionCode::kExpired: return "expired";
+    case RejectionCode::kUnauthenticated: return "unauthenticated";
   }
   return "unknown";
 }

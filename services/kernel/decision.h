@@ -31,6 +31,7 @@ enum class RejectionCode : uint16_t {
   kAlreadyExists = 4,  // it would create something that exists
   kForbidden = 5,      // the actor may not do it
   kExpired = 6,        // a token or a deadline has passed
+  kUnauthenticated = 7,  // no valid login: log in first
 };
 const char* rejection_code_name(RejectionCode code);
 

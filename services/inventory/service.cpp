@@ -1,0 +1,252 @@
+#include "services/inventory/service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+#include "services/kernel/repository.h"
+
+namespace wpm::inventory {
+
+void Liveness::seen(const std::string& system_id, int64_t now_ns) {
+  std::lock_guard lock(mutex_);
+  auto& last = last_[system_id];
+  last = std::max(last, now_ns);
+}
+
+std::optional<int64_t> Liveness::last_seen(const std::string& system_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = last_.find(system_id);
+  if (it == last_.end()) return std::nullopt;
+  return it->second;
+}
+
+InventoryService::InventoryService(kernel::EventLog& log, kernel::SnapshotStore* snapshots,
+                                   kernel::CommitSignal& signal, const kernel::Clock& clock, const Liveness* liveness,
+                                   std::shared_ptr<spdlog::logger> logger, InventoryServiceOptions options)
+    : log_(log),
+      snapshots_(snapshots),
+      signal_(signal),
+      clock_(clock),
+      liveness_(liveness),
+      logger_(std::move(logger)),
+      options_(options),
+      runner_(log, snapshots) {}
+
+Result<void> InventoryService::start() {
+  started_ns_ = clock_.monotonic_ns();
+  {
+    std::unique_lock lock(state_mutex_);
+    if (auto r = runner_.start(); !r) return r;
+  }
+  snapshot_at_ = runner_.sequence();
+  {
+    std::lock_guard lock(applied_mutex_);
+    applied_ = runner_.sequence();
+  }
+  applied_cv_.notify_all();
+  if (auto r = ensure_default_group(); !r) return r;
+  return fold();
+}
+
+Result<void> InventoryService::fold() {
+  {
+    std::unique_lock lock(state_mutex_);
+    auto r = runner_.catch_up();
+    if (!r) return std::unexpected(r.error());
+  }
+  {
+    std::lock_guard lock(applied_mutex_);
+    applied_ = runner_.sequence();
+  }
+  applied_cv_.notify_all();
+  if (snapshots_ != nullptr && runner_.sequence() - snapshot_at_ >= options_.snapshot_every) {
+    if (auto r = snapshot(); !r) logger_->warn("inventory_snapshot_failed error=\"{}\"", r.error().message);
+  }
+  return {};
+}
+
+Result<void> InventoryService::snapshot() {
+  Result<void> r;
+  {
+    std::shared_lock lock(state_mutex_);
+    r = runner_.snapshot();
+  }
+  if (r) snapshot_at_ = runner_.sequence();
+  return r;
+}
+
+Result<void> InventoryService::ensure_default_group() {
+  if (runner_.state().groups.contains(std::string(kDefaultGroup))) return {};
+  std::string stream = fmt::format("group/{}", kDefaultGroup);
+  AppendRequest append;
+  append.idempotency_key = "bootstrap/" + stream;
+  append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
+  append.events.push_back(EventDraft{stream, "", "", "", GroupDefined{std::string(kDefaultGroup),
+                                                                      "WPARs not placed in another group", true}});
+  auto r = log_.append(append);
+  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
+  return {};
+}
+
+Result<bool> InventoryService::decide_one(const PendingCommand& pending) {
+  const std::string command_stream = "command/" + pending.id;
+  kernel::Context context{clock_.wall_ns(), "user:" + pending.request.user, kernel::CommandId(pending.id),
+                          pending.id};
+  AppendRequest append;
+  append.idempotency_key = kernel::idempotency_key_of(context.command_id);
+  append.expectations.push_back(StreamExpectation{command_stream, ExpectKind::kExact, 1});
+  CommandDecided decided{true, "", "", "service:inventory"};
+  {
+    std::shared_lock lock(state_mutex_);
+    const Inventory& state = runner_.state();
+    auto args = nlohmann::json::parse(pending.request.args, nullptr, false);
+    std::expected<Command, kernel::Rejection> command =
+        args.is_discarded() ? std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid,
+                                                                "the arguments are not JSON"})
+                            : parse_command(pending.request.command, args);
+    Changes changes = command ? decide(state, *command, context) : std::unexpected(command.error());
+    if (!changes) {
+      decided = CommandDecided{false, kernel::rejection_code_name(changes.error().code), changes.error().message,
+                               "service:inventory"};
+    } else {
+      std::set<std::string> expected;
+      for (auto& change : *changes) {
+        if (expected.insert(change.stream).second) {
+          uint64_t v = stream_version(state, change.stream);
+          append.expectations.push_back(
+              StreamExpectation{change.stream, v == 0 ? ExpectKind::kNoStream : ExpectKind::kExact, v});
+        }
+        append.events.push_back(EventDraft{change.stream, pending.id, pending.id, "", std::move(change.payload)});
+      }
+    }
+  }
+  append.events.push_back(EventDraft{command_stream, pending.id, pending.id, "", decided});
+  auto r = log_.append(append);
+  if (!r) {
+    if (r.error().code == ErrorCode::kWrongExpectedVersion) {
+      std::lock_guard lock(stats_mutex_);
+      ++stats_.conflicts;
+      return false;
+    }
+    return std::unexpected(r.error());
+  }
+  {
+    std::lock_guard lock(stats_mutex_);
+    ++(decided.accepted ? stats_.accepted : stats_.refused);
+  }
+  logger_->info("command_decided id={} command={} user={} accepted={} code={} events={}", pending.id,
+                pending.request.command, pending.request.user, decided.accepted, decided.code,
+                append.events.size() - 1);
+  return true;
+}
+
+Result<size_t> InventoryService::check_liveness() {
+  if (liveness_ == nullptr) return 0;
+  int64_t now = clock_.monotonic_ns();
+  std::vector<std::pair<std::string, SystemStateChanged>> changes;
+  std::map<std::string, uint64_t> versions;
+  {
+    std::shared_lock lock(state_mutex_);
+    const Inventory& state = runner_.state();
+    int64_t timeout = parse_duration_ns(state.setting("heartbeat.timeout")).value_or(15'000'000'000);
+    for (const auto& [id, system] : state.registry.systems()) {
+      SystemStatus status = state.system_status(id);
+      auto last = liveness_->last_seen(id);
+      int64_t heard = std::max(last.value_or(0), started_ns_);
+      if (status.state == "online" && now - heard > timeout) {
+        changes.push_back({id, SystemStateChanged{id, "offline",
+                                                  fmt::format("no heartbeat for {} s", timeout / 1'000'000'000)}});
+      } else if (status.state != "online" && last && *last > started_ns_ && now - *last <= timeout) {
+        // Heard from since this service started, and recently: it is back.
+        changes.push_back({id, SystemStateChanged{id, "online", "heartbeat received"}});
+      }
+      versions[id] = status.version;
+    }
+  }
+  size_t written = 0;
+  for (auto& [id, change] : changes) {
+    std::string stream = "system/" + id;
+    uint64_t v = versions[id];
+    AppendRequest append;
+    append.idempotency_key = fmt::format("state/{}/{}", id, v + 1);
+    append.expectations.push_back(StreamExpectation{stream, v == 0 ? ExpectKind::kNoStream : ExpectKind::kExact, v});
+    logger_->info("system_state_changed system={} state={} reason=\"{}\"", id, change.state, change.reason);
+    append.events.push_back(EventDraft{stream, "", "", "", std::move(change)});
+    auto r = log_.append(append);
+    if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
+    if (r) ++written;
+  }
+  std::lock_guard lock(stats_mutex_);
+  stats_.state_changes += written;
+  return written;
+}
+
+Result<size_t> InventoryService::step() {
+  if (auto r = fold(); !r) return std::unexpected(r.error());
+  std::vector<PendingCommand> pending;
+  {
+    std::shared_lock lock(state_mutex_);
+    for (const auto& [id, p] : runner_.state().pending) pending.push_back(p);
+  }
+  std::sort(pending.begin(), pending.end(), [](const auto& a, const auto& b) { return a.sequence < b.sequence; });
+  if (pending.size() > options_.commands_per_step) pending.resize(options_.commands_per_step);
+  size_t written = 0;
+  for (const auto& p : pending) {
+    auto done = decide_one(p);
+    if (!done) return std::unexpected(done.error());
+    if (*done) {
+      attempts_.erase(p.id);
+      ++written;
+    } else if (++attempts_[p.id] >= options_.attempts) {
+      logger_->warn("command_overtaken id={} command={} attempts={}", p.id, p.request.command, attempts_[p.id]);
+      attempts_.erase(p.id);
+    }
+    // Fold what this decision (or the one that overtook it) wrote before
+    // the next command is decided on the state.
+    if (auto r = fold(); !r) return std::unexpected(r.error());
+  }
+  auto changed = check_liveness();
+  if (!changed) return std::unexpected(changed.error());
+  if (*changed > 0) {
+    if (auto r = fold(); !r) return std::unexpected(r.error());
+  }
+  return written + *changed;
+}
+
+void InventoryService::run(const std::atomic<bool>& stop) {
+  std::string last_error;
+  while (!stop.load()) {
+    auto done = step();
+    std::string error = done ? "" : done.error().message;
+    if (!error.empty() && error != last_error) logger_->error("inventory_step_failed error=\"{}\"", error);
+    last_error = error;
+    if (!done) {
+      (void)signal_.wait_beyond(UINT64_MAX, options_.idle_wait);
+      continue;
+    }
+    if (*done > 0) continue;
+    seen_ = signal_.wait_beyond(std::max(seen_, runner_.sequence()), options_.idle_wait);
+  }
+  if (snapshots_ != nullptr && runner_.sequence() > snapshot_at_) {
+    if (auto r = snapshot(); !r) logger_->warn("inventory_snapshot_failed error=\"{}\"", r.error().message);
+  }
+}
+
+void InventoryService::read(const std::function<void(const Inventory&)>& reader) const {
+  std::shared_lock lock(state_mutex_);
+  reader(runner_.state());
+}
+
+bool InventoryService::wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(applied_mutex_);
+  return applied_cv_.wait_for(lock, timeout, [&] { return applied_ >= sequence; });
+}
+
+InventoryStats InventoryService::stats() const {
+  std::lock_guard lock(stats_mutex_);
+  return stats_;
+}
+
+}  // namespace wpm::inventory

@@ -1,0 +1,131 @@
+#pragma once
+// The inventory service (DESIGN.md §2): folds the inventory (model.h) from
+// the log, decides the commands the gateway recorded for it, and turns
+// systems Offline when their heartbeats stop (and Online when they resume).
+//
+// A command's decision is one atomic append: the events it decided, each
+// on its stream with the exact version it was decided on, and the
+// CommandDecided that closes command/<id> (expected at version 1, just after
+// its CommandRequested). The idempotency key is "cmd/<id>". So a command is
+// decided exactly once: after a restart, or when another writer got there
+// first, the append is refused or answered as a duplicate and the state
+// folded from the log already holds the outcome. A version conflict reloads
+// (folds the tail) and decides again, a bounded number of times.
+//
+// Liveness. Heartbeats are not events (DESIGN.md §2): the agent channel
+// reports them to a Liveness table in memory; this service turns a system
+// Offline after `heartbeat.timeout` without one, counting from its own start
+// for a system it has not heard from since (so a wpmd restart gives every
+// agent the whole timeout), and Online again at the next heartbeat.
+//
+// Thread safety: run() on one thread; read() and wait_applied() from any.
+
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include "services/inventory/model.h"
+#include "services/kernel/clock.h"
+#include "services/kernel/event_log.h"
+#include "services/kernel/projection.h"
+
+namespace wpm::inventory {
+
+// When each system was last heard from (heartbeats and other reports).
+// Thread-safe.
+class Liveness {
+ public:
+  void seen(const std::string& system_id, int64_t now_ns);
+  std::optional<int64_t> last_seen(const std::string& system_id) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, int64_t> last_;
+};
+
+// A read-only view of the inventory for queries (the gateway's).
+class InventoryView {
+ public:
+  virtual ~InventoryView() = default;
+  // Calls `reader` with the state under a shared lock.
+  virtual void read(const std::function<void(const Inventory&)>& reader) const = 0;
+  // Waits until events up to `sequence` are folded, or `timeout`; true when they are.
+  virtual bool wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const = 0;
+};
+
+struct InventoryServiceOptions {
+  // Longest wait for a commit when idle (and the liveness check interval).
+  // Default: 500 ms.
+  std::chrono::milliseconds idle_wait{500};
+  // Commands decided per step. Default: 256.
+  size_t commands_per_step = 256;
+  // Events folded between snapshots. Default: 100,000.
+  uint64_t snapshot_every = 100'000;
+  // Decisions tried per command when others keep changing its streams. Default: 5.
+  int attempts = 5;
+};
+
+struct InventoryStats {
+  uint64_t accepted = 0;
+  uint64_t refused = 0;
+  uint64_t state_changes = 0;
+  uint64_t conflicts = 0;  // decisions overtaken by another writer, decided again
+};
+
+class InventoryService final : public InventoryView {
+ public:
+  // `snapshots` and `liveness` may be null. All outlive the service.
+  InventoryService(kernel::EventLog& log, kernel::SnapshotStore* snapshots, kernel::CommitSignal& signal,
+                   const kernel::Clock& clock, const Liveness* liveness, std::shared_ptr<spdlog::logger> logger,
+                   InventoryServiceOptions options = {});
+
+  // Folds the log (from the latest snapshot) and makes the default group.
+  Result<void> start();
+  // One round: fold what is new, decide pending commands, check liveness.
+  // Returns how many events it appended.
+  Result<size_t> step();
+  void run(const std::atomic<bool>& stop);
+  // Writes a snapshot of the state now.
+  Result<void> snapshot();
+
+  void read(const std::function<void(const Inventory&)>& reader) const override;
+  bool wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const override;
+  InventoryStats stats() const;
+
+ private:
+  Result<void> fold();
+  // Decides one pending command and appends the outcome; false when it
+  // must be decided again (another writer changed a stream first).
+  Result<bool> decide_one(const PendingCommand& pending);
+  Result<size_t> check_liveness();
+  Result<void> ensure_default_group();
+
+  kernel::EventLog& log_;
+  kernel::SnapshotStore* snapshots_;
+  kernel::CommitSignal& signal_;
+  const kernel::Clock& clock_;
+  const Liveness* liveness_;
+  std::shared_ptr<spdlog::logger> logger_;
+  InventoryServiceOptions options_;
+  kernel::ProjectionRunner<InventoryModel> runner_;
+  int64_t started_ns_ = 0;
+  uint64_t snapshot_at_ = 0;  // the sequence of the last snapshot
+  std::map<std::string, int> attempts_;  // per pending command
+  mutable std::shared_mutex state_mutex_;  // guards runner_'s state against read()
+  mutable std::mutex applied_mutex_;
+  mutable std::condition_variable applied_cv_;
+  uint64_t applied_ = 0;  // under applied_mutex_
+  mutable std::mutex stats_mutex_;
+  InventoryStats stats_;
+  uint64_t seen_ = 0;
+};
+
+}  // namespace wpm::inventory

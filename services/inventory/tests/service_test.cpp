@@ -1,0 +1,175 @@
+// The inventory service against a real store (RocksDB in a temporary
+// directory) on a simulated clock: commands decided exactly once, conflicts
+// decided again, systems Offline after the heartbeat timeout and Online at
+// the next heartbeat, and a restart from a snapshot equal to a full fold.
+
+#include "services/inventory/service.h"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/null_sink.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "services/kernel/identity.h"
+
+namespace wpm::inventory {
+namespace {
+
+namespace fs = std::filesystem;
+
+class InventoryServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / fmt::format("wpm-inventory-service-{}", ::getpid());
+    fs::remove_all(dir_);
+    eventstore::StoreOptions o;
+    o.data_dir = dir_.string();
+    auto store = eventstore::Store::open(o, log_);
+    ASSERT_TRUE(store) << store.error().message;
+    store_ = std::move(*store);
+    inventory_log_ = std::make_unique<kernel::LocalLog>(*store_, clock_, access_, kernel::service_identity("inventory"));
+    gateway_log_ = std::make_unique<kernel::LocalLog>(*store_, clock_, access_, kernel::service_identity("gateway"));
+    embedded_ = std::make_unique<kernel::EmbeddedStore>(*store_);
+    service_ = make_service();
+    ASSERT_TRUE(service_->start());
+  }
+  void TearDown() override {
+    service_.reset();
+    embedded_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  std::unique_ptr<InventoryService> make_service() {
+    InventoryServiceOptions options;
+    options.idle_wait = std::chrono::milliseconds(1);
+    return std::make_unique<InventoryService>(*inventory_log_, embedded_.get(), *embedded_, clock_, &liveness_, log_,
+                                              options);
+  }
+  // Records a command as the gateway does.
+  void request(const std::string& id, const std::string& command, const nlohmann::json& args) {
+    AppendRequest r;
+    r.idempotency_key = "request/" + id;
+    r.expectations.push_back(StreamExpectation{"command/" + id, ExpectKind::kNoStream, 0});
+    r.events.push_back(EventDraft{"command/" + id, id, "", "user:alice",
+                                  CommandRequested{command, args.dump(), "alice", {"WPARUser"}, "127.0.0.1"}});
+    auto a = gateway_log_->append(r);
+    ASSERT_TRUE(a) << a.error().message;
+  }
+  std::vector<Event> stream(const std::string& id) {
+    return *kernel::read_stream_events(*embedded_, id, 1, 1000);
+  }
+  const CommandDecided& decision(const std::vector<Event>& events) {
+    return std::get<CommandDecided>(events.at(1).payload);
+  }
+  Inventory state() {
+    Inventory copy;
+    service_->read([&](const Inventory& s) { copy = s; });
+    return copy;
+  }
+
+  std::shared_ptr<spdlog::logger> log_ =
+      std::make_shared<spdlog::logger>("inventory-service", std::make_shared<spdlog::sinks::null_sink_mt>());
+  fs::path dir_;
+  kernel::SimulatedClock clock_;
+  kernel::StreamAccess access_;
+  Liveness liveness_;
+  std::unique_ptr<eventstore::Store> store_;
+  std::unique_ptr<kernel::LocalLog> inventory_log_, gateway_log_;
+  std::unique_ptr<kernel::EmbeddedStore> embedded_;
+  std::unique_ptr<InventoryService> service_;
+};
+
+TEST_F(InventoryServiceTest, ACommandIsDecidedOnceWithItsEventsInTheSameBatch) {
+  EXPECT_TRUE(state().groups.contains("default")) << "the default group is made at the first start";
+  request("c1", "wpar.create", {{"name", "web1"}, {"type", "application"}, {"command", "/bin/true"}});
+  request("c2", "wpar.create", {{"name", "web1"}});  // the same name again: refused
+  auto written = service_->step();
+  ASSERT_TRUE(written) << written.error().message;
+  EXPECT_EQ(*written, 2u);
+  auto c1 = stream("command/c1");
+  ASSERT_EQ(c1.size(), 2u);
+  EXPECT_TRUE(decision(c1).accepted);
+  auto wpar = stream("wpar/web1");
+  ASSERT_EQ(wpar.size(), 1u);
+  EXPECT_EQ(wpar[0].correlation_id, "c1") << "the events carry the command as their correlation id";
+  EXPECT_EQ(wpar[0].sequence + 1, c1[1].sequence) << "the decision and its events are one batch";
+  auto c2 = stream("command/c2");
+  ASSERT_EQ(c2.size(), 2u);
+  EXPECT_FALSE(decision(c2).accepted);
+  EXPECT_EQ(decision(c2).code, "already_exists");
+  EXPECT_NE(decision(c2).message.find("exists"), std::string::npos);
+  // Nothing is decided twice: a second step, and a restarted service, write nothing.
+  EXPECT_EQ(*service_->step(), 0u);
+  service_ = make_service();
+  ASSERT_TRUE(service_->start());
+  EXPECT_EQ(*service_->step(), 0u);
+  EXPECT_EQ(stream("command/c1").size(), 2u);
+  EXPECT_TRUE(state().pending.empty());
+}
+
+TEST_F(InventoryServiceTest, ADecisionOvertakenByAnotherWriterIsDecidedAgainOnTheNewState) {
+  ASSERT_TRUE(service_->step());
+  request("c1", "wpar.create", {{"name", "web1"}});
+  // Another writer (a second inventory, say) makes web1 before this one decides.
+  AppendRequest other;
+  other.events.push_back(EventDraft{"wpar/web1", "", "", "",
+                                    WparDefined{WparDefinition{.name = "web1", .type = "system", .group = "default"}, true}});
+  ASSERT_TRUE(inventory_log_->append(other));
+  ASSERT_TRUE(service_->step());
+  auto c1 = stream("command/c1");
+  ASSERT_EQ(c1.size(), 2u);
+  EXPECT_FALSE(decision(c1).accepted);
+  EXPECT_EQ(decision(c1).code, "already_exists");
+  EXPECT_EQ(stream("wpar/web1").size(), 1u);
+}
+
+TEST_F(InventoryServiceTest, ASilentSystemGoesOfflineAfterTheTimeoutAndComesBackWithAHeartbeat) {
+  AppendRequest r;
+  r.events.push_back(EventDraft{"registry", "", "", "", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510}});
+  ASSERT_TRUE(inventory_log_->append(r));
+  clock_.advance_ns(14'000'000'000);
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "online") << "every system gets the whole timeout first";
+  clock_.advance_ns(2'000'000'000);
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "offline");
+  EXPECT_NE(state().system_status("node1").reason.find("no heartbeat for 15 s"), std::string::npos);
+  EXPECT_EQ(*service_->step(), 0u) << "one event per change, none per check";
+  liveness_.seen("node1", clock_.monotonic_ns());
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "online");
+  EXPECT_EQ(stream("system/node1").size(), 2u);
+  // The timeout is a setting.
+  request("s1", "settings.set", {{"key", "heartbeat.timeout"}, {"value", "60s"}});
+  ASSERT_TRUE(service_->step());
+  clock_.advance_ns(30'000'000'000);
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "online");
+}
+
+TEST_F(InventoryServiceTest, ARestartFromASnapshotEqualsAFullFold) {
+  request("g", "group.create", {{"name", "web"}});
+  for (int i = 0; i < 20; ++i) {
+    request(fmt::format("w{}", i), "wpar.create", {{"name", fmt::format("w{}", i)}, {"group", "web"}});
+  }
+  ASSERT_TRUE(service_->step());
+  ASSERT_TRUE(service_->snapshot());
+  request("late", "wpar.remove", {{"name", "w7"}});
+  ASSERT_TRUE(service_->step());
+  Inventory before = state();
+  EXPECT_EQ(before.wpars.size(), 19u);
+  // From the snapshot plus the tail …
+  service_ = make_service();
+  ASSERT_TRUE(service_->start());
+  EXPECT_EQ(state(), before);
+  // … and from sequence 1 without any snapshot.
+  InventoryService full(*inventory_log_, nullptr, *embedded_, clock_, nullptr, log_);
+  ASSERT_TRUE(full.start());
+  Inventory folded;
+  full.read([&](const Inventory& s) { folded = s; });
+  EXPECT_EQ(folded, before);
+}
+
+}  // namespace
+}  // namespace wpm::inventory
