@@ -33,10 +33,7 @@ constexpr std::string_view kPendingPrefix = "pending:";
 // Unauthenticated frames: a registration with its profile is a few KiB.
 constexpr size_t kPublicFrameBytesMax = 64 * 1024;
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+const kernel::SystemClock kSystemClock;
 
 std::string random_key(std::string_view prefix) {
   uint8_t raw[16];
@@ -121,6 +118,10 @@ bus::ClientOptions AgentChannel::store_client_options() const {
 }
 
 AgentChannel::~AgentChannel() { stop(); }
+
+const kernel::Clock& AgentChannel::clock() const {
+  return options_.clock != nullptr ? *options_.clock : static_cast<const kernel::Clock&>(kSystemClock);
+}
 
 void AgentChannel::stop() {
   stop_ = true;
@@ -249,7 +250,7 @@ void AgentChannel::serve() {
     bus::poll(items, 2, 500ms);
     if (items[0].revents & ZMQ_POLLIN) on_public(*public_);
     if (items[1].revents & ZMQ_POLLIN) on_channel(*channel_);
-    flush_rejections(now_ns());
+    flush_rejections(clock().wall_ns());
   }
   public_.reset();
   channel_.reset();
@@ -269,7 +270,7 @@ std::optional<AgentChannel::Received> AgentChannel::receive(zmq::socket_t& socke
   auto request = ap::decode_manager_request(bus::view(frames[1]));
   if (!request) {
     metrics_->malformed.Increment();
-    if (refusal_log_.allow(now_ns())) {
+    if (refusal_log_.allow(clock().wall_ns())) {
       log_->warn("agent_frame_malformed port={} error=\"{}\" suppressed_before={}", port, request.error().message,
                  refusal_log_.take_suppressed());
     }
@@ -320,7 +321,7 @@ void AgentChannel::on_public(zmq::socket_t& socket) {
 void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& identity, uint64_t id,
                                const ap::Register* reg, const std::string& address,
                                const std::string& connection_key) {
-  int64_t now = now_ns();
+  int64_t now = clock().wall_ns();
   // Only validated values reach the log and the event: anything else is
   // described, never copied (it could be a megabyte of junk or forged lines).
   const bool valid = valid_hostname(reg->hostname) && bus::valid_curve_key(reg->public_key);
@@ -438,7 +439,8 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
                                    : "this agent's key is no longer registered; run wpm-agent configure --force"));
     return;
   }
-  int64_t now = now_ns();
+  int64_t now = clock().wall_ns();
+  if (options_.liveness != nullptr) options_.liveness->seen(system_id, clock().monotonic_ns());
   if (const auto* started = std::get_if<ap::Started>(&request->body)) {
     {
       std::lock_guard lock(mutex_);

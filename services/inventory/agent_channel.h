@@ -28,6 +28,8 @@
 #include "schemas/error.h"
 #include "services/inventory/registry.h"
 #include "services/inventory/rejections.h"
+#include "services/inventory/service.h"
+#include "services/kernel/clock.h"
 #include "services/kernel/projection.h"
 
 namespace wpm::inventory {
@@ -51,7 +53,11 @@ struct AgentChannelOptions {
   // "scrypt$N$r$p$salt$hash" of the registration password; empty: closed.
   std::string password_hash;
   RejectionOptions rejections;
-
+  // Where heartbeats and reports are noted for the inventory's Online and
+  // Offline (on `clock`'s monotonic time). Optional; not owned.
+  Liveness* liveness = nullptr;
+  // The channel's time. Default (null): the system clock.
+  const kernel::Clock* clock = nullptr;
 };
 
 struct AgentLiveness {
@@ -79,6 +85,7 @@ class AgentChannel {
   size_t registered() const;
 
  private:
+  const kernel::Clock& clock() const;
   struct Metrics;
   AgentChannel(zmq::context_t& context, bus::ZapHandler& zap, AgentChannelOptions options,
                std::shared_ptr<spdlog::logger> log);
