@@ -1,0 +1,745 @@
+#include "services/gateway/gateway.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+#include "schemas/event_json.h"
+#include "schemas/profile.h"
+#include "services/compatibility/tests.h"
+#include "services/kernel/repository.h"
+#include "wpm_version.h"
+
+namespace wpm::gateway {
+namespace {
+
+using nlohmann::json;
+
+json error_reply(std::string_view code, std::string_view message, std::string_view command_id = "") {
+  json e = {{"code", code}, {"message", message}};
+  if (!command_id.empty()) e["command"] = command_id;
+  return {{"v", kGatewayProtocol}, {"ok", false}, {"error", e}};
+}
+
+json ok_reply(json result) { return {{"v", kGatewayProtocol}, {"ok", true}, {"result", std::move(result)}}; }
+
+bool loopback_endpoint(const std::string& endpoint) {
+  return endpoint.starts_with("tcp://127.") || endpoint.starts_with("tcp://localhost:") ||
+         endpoint.starts_with("tcp://[::1]:") || endpoint.starts_with("inproc://") || endpoint.starts_with("ipc://");
+}
+
+bool valid_command_id(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+  });
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+json system_json(const inventory::Inventory& inv, const inventory::RegisteredSystem& s, bool whole) {
+  auto status = inv.system_status(s.system_id);
+  json j = {{"name", s.system_id},
+            {"hostname", s.hostname},
+            {"address", s.address},
+            {"agentPort", s.agent_port},
+            {"state", status.state},
+            {"stateReason", status.reason},
+            {"stateSinceNs", status.since_ns},
+            {"registeredAtSequence", s.registered_at_sequence},
+            {"wpars", inv.wpars_on_system(s.system_id)},
+            {"distribution", s.profile.distribution + " " + s.profile.distribution_version},
+            {"kernel", s.profile.kernel_version},
+            {"architecture", s.profile.architecture},
+            {"overriddenFacts", s.profile.overridden_facts}};
+  if (whole) {
+    j["publicKey"] = s.public_key;
+    j["profile"] = profile::profile_to_json(s.profile);
+  }
+  return j;
+}
+
+json wpar_json(const inventory::WparRecord& r) {
+  json j = wpar_to_json(r.wpar);
+  j["state"] = inventory::wpar_state_letter(r.wpar);
+  j["stateName"] = inventory::wpar_state_name(r.wpar);
+  j["version"] = r.version;
+  j["createdNs"] = r.created_ns;
+  j["changedNs"] = r.changed_ns;
+  return j;
+}
+
+json compat_results_json(const std::vector<CompatResult>& results) {
+  json out = json::array();
+  for (const auto& r : results) {
+    auto t = compatibility::test_from_name(r.test);
+    out.push_back({{"test", r.test},
+                   {"critical", t && compatibility::is_critical(*t)},
+                   {"passed", r.passed},
+                   {"departure", r.departure},
+                   {"arrival", r.arrival},
+                   {"remedy", r.remedy}});
+  }
+  return out;
+}
+
+std::vector<compatibility::TestResult> to_test_results(const std::vector<CompatResult>& results) {
+  std::vector<compatibility::TestResult> out;
+  for (const auto& r : results) {
+    if (auto t = compatibility::test_from_name(r.test)) out.push_back({*t, r.passed, r.departure, r.arrival, r.remedy});
+  }
+  return out;
+}
+
+}  // namespace
+
+Gateway::Gateway(zmq::context_t& context, GatewayDeps deps, GatewayOptions options,
+                 std::shared_ptr<spdlog::logger> logger)
+    : context_(context),
+      deps_(std::move(deps)),
+      options_(std::move(options)),
+      logger_(std::move(logger)),
+      server_(context, bus::RequestServerOptions{options_.endpoint, options_.workers, options_.queue_max,
+                                                 options_.message_bytes_max, options_.curve, "gateway"}),
+      pam_(options_.pam),
+      runner_(*deps_.reads, deps_.snapshots),
+      refusals_(options_.login_limits),
+      by_user_(options_.login_limits),
+      by_address_(options_.login_limits) {}
+
+Gateway::~Gateway() { stop(); }
+
+Result<void> Gateway::start() {
+  if (!options_.curve && !loopback_endpoint(options_.endpoint)) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("the gateway may listen on {} only with CURVE (passwords must not travel in clear); "
+                            "listen on 127.0.0.1 or give it a key",
+                            options_.endpoint));
+  }
+  {
+    std::unique_lock lock(state_mutex_);
+    if (auto r = runner_.start(); !r) return r;
+  }
+  auto root = ensure_root_credential(options_.data_dir);
+  if (!root) return std::unexpected(root.error());
+  root_token_hash_ = token_hash(*root);
+  auto log = deps_.make_log();
+  if (auto r = bootstrap_roles(*log); !r) return r;
+  fold();
+  if (auto r = server_.bind(); !r) return r;
+  server_.start([this](bus::ServerRequest& r) { return serve(r); },
+                [](const bus::ServerRequest&, std::string_view why) {
+                  return error_reply("unavailable", why).dump();
+                });
+  follower_ = std::thread([this] { follow(); });
+  logger_->info("gateway_ready endpoint={} curve={} pam_service={} sessions={}", server_.endpoint(),
+                options_.curve.has_value(), options_.pam.service, runner_.state().sessions.size());
+  return {};
+}
+
+void Gateway::stop() {
+  if (stop_.exchange(true)) return;
+  if (follower_.joinable()) follower_.join();
+  {
+    std::lock_guard lock(parked_mutex_);
+    for (auto& p : parked_) server_.reply(std::move(p.request), error_reply("unavailable", "wpmd is stopping").dump());
+    parked_.clear();
+  }
+  server_.stop();
+}
+
+uint64_t Gateway::folded() const {
+  std::shared_lock lock(state_mutex_);
+  return runner_.sequence();
+}
+
+void Gateway::fold() {
+  std::unique_lock lock(state_mutex_);
+  if (auto r = runner_.catch_up(); !r) logger_->error("gateway_fold_failed error=\"{}\"", r.error().message);
+}
+
+Result<void> Gateway::bootstrap_roles(kernel::EventLog& log) {
+  {
+    std::shared_lock lock(state_mutex_);
+    if (!runner_.state().roles.empty()) return {};
+  }
+  // The first start: root may map roles and do everything in wpm.
+  AppendRequest append;
+  append.idempotency_key = "bootstrap/roles";
+  for (Role role : {Role::kAdministrator, Role::kWparAdministrator}) {
+    std::string stream = fmt::format("role/{}", role_name(role));
+    append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
+    append.events.push_back(EventDraft{stream, "", "", "", RoleMappingChanged{std::string(role_name(role)), {"root"}, {}}});
+  }
+  auto r = log.append(append);
+  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
+  logger_->info("roles_bootstrapped administrator=root WPARAdministrator=root");
+  return {};
+}
+
+void Gateway::follow() {
+  auto log = deps_.make_log();
+  uint64_t head = 0;
+  while (!stop_.load()) {
+    head = deps_.signal->wait_beyond(std::max(head, folded()), std::chrono::milliseconds(200));
+    fold();
+    const int64_t now = deps_.clock->monotonic_ns();
+    std::vector<Parked> wake, expired;
+    {
+      std::lock_guard lock(parked_mutex_);
+      for (auto it = parked_.begin(); it != parked_.end();) {
+        if (head > it->after) {
+          wake.push_back(std::move(*it));
+          it = parked_.erase(it);
+        } else if (now >= it->deadline_mono_ns) {
+          expired.push_back(std::move(*it));
+          it = parked_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& p : wake) server_.requeue(std::move(p.request));
+    for (auto& p : expired) {
+      // Nothing new within the wait: a heartbeat, so a silent stream is told from a dead one.
+      server_.reply(std::move(p.request),
+                    ok_reply({{"events", json::array()}, {"next", p.after + 1}, {"head", head}, {"heartbeat", true}})
+                        .dump());
+    }
+    std::vector<RegistrationRejected> due;
+    {
+      std::lock_guard lock(limits_mutex_);
+      due = refusals_.due(deps_.clock->wall_ns());
+    }
+    for (const auto& d : due) {
+      AppendRequest append;
+      append.events.push_back(EventDraft{"login-refusals", "", "", "",
+                                         LoginRefused{d.hostname, d.address, d.reason, d.attempts, d.first_ns, d.last_ns}});
+      if (auto r = log->append(append); !r) logger_->warn("login_refusal_not_recorded error=\"{}\"", r.error().message);
+    }
+  }
+}
+
+std::optional<std::string> Gateway::serve(bus::ServerRequest& request) {
+  thread_local std::unique_ptr<kernel::EventLog> log;
+  if (!log) log = deps_.make_log();
+  json parsed = json::parse(request.body, nullptr, false);
+  bool park = false;
+  json reply = handle_request(parsed, request.peer_address, *log, &park);
+  if (!park) return reply.dump();
+  std::lock_guard lock(parked_mutex_);
+  if (parked_.size() >= options_.parked_max) {
+    return error_reply("unavailable", "too many event streams open; retry in a moment").dump();
+  }
+  const json args = parsed.value("args", json::object());
+  uint64_t after = args.value("from", uint64_t{1});
+  after = after == 0 ? 0 : after - 1;
+  int64_t wait_ms = std::min<int64_t>(args.value("waitMs", int64_t{0}), options_.poll_wait_max.count());
+  parked_.push_back(Parked{std::move(request), deps_.clock->monotonic_ns() + wait_ms * 1'000'000, after});
+  return std::nullopt;
+}
+
+json Gateway::handle(const json& request, const std::string& address, kernel::EventLog& log) {
+  return handle_request(request, address, log, nullptr);
+}
+
+json Gateway::handle_request(const json& request, const std::string& address, kernel::EventLog& log, bool* park) {
+  if (!request.is_object()) return error_reply("invalid", "a request is one JSON object");
+  for (const auto& [key, value] : request.items()) {
+    if (key != "v" && key != "id" && key != "token" && key != "command" && key != "args") {
+      return error_reply("invalid", fmt::format("unknown request member '{}'", key));
+    }
+  }
+  if (!request.contains("v") || !request["v"].is_number_integer()) {
+    return error_reply("invalid", "the request has no protocol version (\"v\")");
+  }
+  int v = request["v"].get<int>();
+  if (v > kGatewayProtocol) {
+    return error_reply("unsupported", fmt::format("this gateway speaks protocol {} and the client {}: upgrade wpmd",
+                                                  kGatewayProtocol, v));
+  }
+  if (v < 1) return error_reply("unsupported", "the client's protocol is too old: upgrade wpm");
+  if (!request.contains("command") || !request["command"].is_string()) {
+    return error_reply("invalid", "the request names no command");
+  }
+  const std::string command = request["command"].get<std::string>();
+  const json args = request.contains("args") && !request["args"].is_null() ? request["args"] : json::object();
+  if (!args.is_object()) return error_reply("invalid", "\"args\" must be a JSON object");
+  auto access = command_access(command);
+  if (!access) return error_reply("invalid", fmt::format("no command '{}'; `wpm --help` lists them", command));
+  std::string token = request.contains("token") && request["token"].is_string() ? request["token"].get<std::string>() : "";
+  std::string id = request.contains("id") && request["id"].is_string() ? request["id"].get<std::string>() : "";
+
+  Answer answer;
+  if (command == "version") {
+    answer = json{{"version", kVersion}, {"protocol", kGatewayProtocol}};
+  } else if (command == "login") {
+    answer = login(args, address, log);
+  } else {
+    Caller caller;
+    if (auto a = authenticate(token, caller); !a) {
+      answer = std::unexpected(a.error());
+    } else if (!allowed(caller.roles, *access)) {
+      std::string roles = caller.roles.empty() ? "no role" : fmt::format("{}", fmt::join(role_names(caller.roles), ", "));
+      Fail why{"forbidden", fmt::format("{} ({}) may not {}: it needs {}", caller.user, roles, command,
+                                        *access == Access::kRead          ? "any role but administrator alone"
+                                        : *access == Access::kWparAction  ? "role WPARUser or WPARAdministrator"
+                                        : *access == Access::kFleetChange ? "role WPARAdministrator"
+                                                                          : "role administrator")};
+      if (is_change(command) && valid_command_id(id)) {
+        answer = refuse_recorded(id, command, args, caller, address, why, log);
+      } else {
+        answer = std::unexpected(why);
+      }
+    } else if (command == "logout") {
+      answer = logout(caller, log);
+    } else if (command == "whoami") {
+      answer = json{{"user", caller.user},
+                    {"roles", role_names(caller.roles)},
+                    {"groups", linux_groups(caller.user)},
+                    {"credential", caller.token_hash.empty() ? "root credential" : "login"}};
+    } else if (command == "events.read") {
+      answer = read_events(args, caller);
+      // Nothing new at all: a long poll waits (parked, holding no worker)
+      // for the next commit or its deadline.
+      if (park != nullptr && answer && answer->at("events").empty() &&
+          answer->at("next").get<uint64_t>() == std::max<uint64_t>(args.value("from", uint64_t{1}), 1) &&
+          args.value("waitMs", 0) > 0) {
+        *park = true;
+        return json{};
+      }
+    } else if (is_change(command)) {
+      if (!valid_command_id(id)) {
+        answer = std::unexpected(Fail{"invalid", "a change needs a command id (\"id\": 1 to 64 letters, digits, - or _)"});
+      } else {
+        answer = change(id, command, args, caller, address, log);
+      }
+    } else {
+      answer = query(command, args, caller);
+    }
+  }
+  if (!answer) {
+    const bool with_id = is_change(command) && valid_command_id(id) && answer.error().code != "unauthenticated";
+    return error_reply(answer.error().code, answer.error().message, with_id ? id : "");
+  }
+  return ok_reply(std::move(*answer));
+}
+
+Gateway::Answer Gateway::authenticate(const std::string& token, Caller& caller) {
+  if (token.empty()) return std::unexpected(Fail{"unauthenticated", "not logged in: run `wpm login` first"});
+  std::string hash = token_hash(token);
+  if (hash == root_token_hash_) {
+    caller.user = "root";
+  } else {
+    std::shared_lock lock(state_mutex_);
+    auto session = session_of(runner_.state(), hash, deps_.clock->wall_ns());
+    if (!session) {
+      return std::unexpected(
+          Fail{"unauthenticated", "your login expired or was revoked: run `wpm login` again"});
+    }
+    caller.user = session->user;
+    caller.token_hash = hash;
+  }
+  auto groups = linux_groups(caller.user);
+  std::shared_lock lock(state_mutex_);
+  caller.roles = roles_of(runner_.state(), caller.user, groups);
+  return json{};
+}
+
+Gateway::Answer Gateway::login(const json& args, const std::string& address, kernel::EventLog& log) {
+  std::string user = args.value("user", "");
+  std::string password = args.contains("password") && args["password"].is_string() ? args["password"].get<std::string>() : "";
+  if (user.empty() || user.size() > 32 || password.empty()) {
+    return std::unexpected(Fail{"invalid", "login needs a user and a password"});
+  }
+  for (const auto& [key, value] : args.items()) {
+    if (key != "user" && key != "password") return std::unexpected(Fail{"invalid", fmt::format("unknown argument '{}'", key)});
+  }
+  const std::string where = address.empty() ? "local" : address;
+  {
+    std::lock_guard lock(limits_mutex_);
+    int64_t now = deps_.clock->wall_ns();
+    if (by_user_.blocked(user, now) || by_address_.blocked(where, now)) {
+      return std::unexpected(Fail{"rate_limited",
+                                  "too many failed logins for this user or from this address; wait a minute and "
+                                  "try again"});
+    }
+  }
+  PamResult pam = pam_.authenticate(user, password);
+  if (pam.outcome == PamOutcome::kBusy) return std::unexpected(Fail{"unavailable", pam.reason});
+  if (pam.outcome == PamOutcome::kError) {
+    logger_->error("login_pam_error user={} address={} error=\"{}\"", user, where, pam.reason);
+    return std::unexpected(Fail{"internal", pam.reason + "; check the PAM service file (/etc/pam.d/" +
+                                                options_.pam.service + ")"});
+  }
+  if (pam.outcome == PamOutcome::kRefused) {
+    record_login_refusal(user, where, pam.reason, log);
+    return std::unexpected(Fail{"unauthenticated", pam.reason});
+  }
+  auto token = new_token();
+  if (!token) return std::unexpected(Fail{"internal", token.error().message});
+  std::string hash = token_hash(*token);
+  int64_t expires = deps_.clock->wall_ns() + options_.session_ttl_ns;
+  AppendRequest append;
+  append.expectations.push_back(StreamExpectation{session_stream(hash), ExpectKind::kNoStream, 0});
+  append.events.push_back(EventDraft{session_stream(hash), "", "", "user:" + user, SessionOpened{user, hash, expires, where}});
+  auto r = log.append(append);
+  if (!r) return std::unexpected(Fail{"unavailable", "cannot record the login: " + r.error().message});
+  {
+    // The session must be known before the token is used.
+    std::unique_lock lock(state_mutex_);
+    (void)runner_.catch_up();
+  }
+  auto groups = linux_groups(user);
+  Roles roles;
+  {
+    std::shared_lock lock(state_mutex_);
+    roles = roles_of(runner_.state(), user, groups);
+  }
+  logger_->info("login user={} address={} roles={}", user, where, fmt::join(role_names(roles), ","));
+  return json{{"token", *token}, {"user", user}, {"roles", role_names(roles)}, {"expiresNs", expires}};
+}
+
+void Gateway::record_login_refusal(const std::string& user, const std::string& address, const std::string& reason,
+                                   kernel::EventLog& log) {
+  std::optional<RegistrationRejected> now_due;
+  {
+    std::lock_guard lock(limits_mutex_);
+    int64_t now = deps_.clock->wall_ns();
+    (void)by_user_.refuse(user, reason, user, "", now);
+    (void)by_address_.refuse(address, reason, user, "", now);
+    now_due = refusals_.refuse(user + " from " + address, reason, user, "", now);
+  }
+  logger_->warn("login_refused user={} address={} reason=\"{}\"", user, address, reason);
+  if (!now_due) return;
+  AppendRequest append;
+  append.events.push_back(EventDraft{"login-refusals", "", "", "",
+                                     LoginRefused{user, address, reason, now_due->attempts, now_due->first_ns,
+                                                  now_due->last_ns}});
+  if (auto r = log.append(append); !r) logger_->warn("login_refusal_not_recorded error=\"{}\"", r.error().message);
+}
+
+Gateway::Answer Gateway::logout(const Caller& caller, kernel::EventLog& log) {
+  if (caller.token_hash.empty()) {
+    return std::unexpected(Fail{"invalid", "the root credential is not a login: there is nothing to log out"});
+  }
+  AppendRequest append;
+  append.events.push_back(EventDraft{session_stream(caller.token_hash), "", "", "user:" + caller.user,
+                                     SessionClosed{caller.token_hash, "logout"}});
+  auto r = log.append(append);
+  if (!r) return std::unexpected(Fail{"unavailable", "cannot record the logout: " + r.error().message});
+  {
+    std::unique_lock lock(state_mutex_);
+    (void)runner_.catch_up();
+  }
+  return json{{"user", caller.user}, {"loggedOut", true}};
+}
+
+Gateway::Answer Gateway::refuse_recorded(const std::string& id, const std::string& command, const json& args,
+                                         const Caller& caller, const std::string& address, const Fail& why,
+                                         kernel::EventLog& log) {
+  const std::string stream = "command/" + id;
+  AppendRequest append;
+  append.idempotency_key = kernel::idempotency_key_of(kernel::CommandId(id));
+  append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
+  append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user,
+                                     CommandRequested{command, args.dump(), caller.user, role_names(caller.roles), address}});
+  append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user,
+                                     CommandDecided{false, why.code, why.message, "service:gateway"}});
+  auto r = log.append(append);
+  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) {
+    logger_->warn("refusal_not_recorded command={} error=\"{}\"", id, r.error().message);
+  }
+  logger_->info("command_refused id={} command={} user={} code={}", id, command, caller.user, why.code);
+  return std::unexpected(why);
+}
+
+Gateway::Answer Gateway::change(const std::string& id, const std::string& command, const json& args,
+                                const Caller& caller, const std::string& address, kernel::EventLog& log) {
+  const std::string stream = "command/" + id;
+  CommandRequested requested{command, args.dump(), caller.user, role_names(caller.roles), address};
+  if (command.starts_with("role.")) {
+    // The gateway decides role commands itself: request, mapping and
+    // decision in one batch.
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      AppendRequest append;
+      append.idempotency_key = kernel::idempotency_key_of(kernel::CommandId(id));
+      append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
+      append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user, requested});
+      CommandDecided decided{true, "", "", "service:gateway"};
+      {
+        std::shared_lock lock(state_mutex_);
+        auto decision = decide_role(runner_.state(), command, args);
+        if (!decision) {
+          decided = CommandDecided{false, kernel::rejection_code_name(decision.error().code), decision.error().message,
+                                   "service:gateway"};
+        } else if (*decision) {
+          const auto& c = **decision;
+          auto it = runner_.state().roles.find(*role_from_name(c.event.role));
+          uint64_t v = it == runner_.state().roles.end() ? 0 : it->second.version;
+          append.expectations.push_back(
+              StreamExpectation{c.stream, v == 0 ? ExpectKind::kNoStream : ExpectKind::kExact, v});
+          append.events.push_back(EventDraft{c.stream, id, id, "user:" + caller.user, c.event});
+        }
+      }
+      append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user, decided});
+      auto r = log.append(append);
+      if (r || r.error().code != ErrorCode::kWrongExpectedVersion) {
+        if (!r) return std::unexpected(Fail{"unavailable", "cannot record the command: " + r.error().message});
+        break;
+      }
+      // Either this command was sent before (its stream exists: its first
+      // answer is below) or a role changed under it: fold and decide again.
+      fold();
+      auto existing = kernel::read_stream_events(*deps_.reads, stream, 1, 2);
+      if (existing && !existing->empty()) break;
+    }
+    return wait_decision(id);
+  }
+  AppendRequest append;
+  append.idempotency_key = "request/" + id;
+  append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
+  append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user, requested});
+  auto r = log.append(append);
+  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) {
+    return std::unexpected(Fail{"unavailable", "cannot record the command: " + r.error().message});
+  }
+  // Recorded now (or by an earlier send of the same id): wait for its decision.
+  return wait_decision(id);
+}
+
+Gateway::Answer Gateway::wait_decision(const std::string& id) {
+  const std::string stream = "command/" + id;
+  const int64_t deadline = deps_.clock->monotonic_ns() + options_.decision_timeout.count() * 1'000'000;
+  uint64_t head = 0;
+  while (true) {  // bounded by the deadline
+    auto events = kernel::read_stream_events(*deps_.reads, stream, 1, 2);
+    if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
+    if (events->size() >= 2) {
+      const Event& requested = events->at(0);
+      const Event& decided_event = events->at(1);
+      const auto* decided = std::get_if<CommandDecided>(&decided_event.payload);
+      if (decided == nullptr) return std::unexpected(Fail{"internal", "the command's stream holds no decision"});
+      // Read-your-writes: the answer is given once the read models hold it.
+      if (deps_.inventory != nullptr) (void)deps_.inventory->wait_applied(decided_event.sequence, options_.decision_timeout);
+      {
+        std::unique_lock lock(state_mutex_);
+        if (runner_.sequence() < decided_event.sequence) (void)runner_.catch_up();
+      }
+      if (!decided->accepted) return std::unexpected(Fail{decided->code, decided->message});
+      json written = json::array();
+      if (decided_event.sequence > requested.sequence + 1) {
+        auto range = deps_.reads->read_range(
+            ReadRangeRequest{requested.sequence + 1, decided_event.sequence - 1, 0});
+        if (range) {
+          if (auto between = kernel::decode_records(range->records)) {
+            for (const auto& e : *between) {
+              if (e.correlation_id != id) continue;
+              written.push_back({{"sequence", e.sequence}, {"type", event_type_label(e.type())}, {"stream", e.stream_id}});
+            }
+          }
+        }
+      }
+      return json{{"command", id}, {"accepted", true}, {"decidedBy", decided->decided_by}, {"events", written}};
+    }
+    int64_t left = deadline - deps_.clock->monotonic_ns();
+    if (left <= 0) {
+      return std::unexpected(Fail{"timeout", fmt::format("command {} is recorded but no decision came within {} s; is "
+                                                         "the inventory service running? `wpm events watch` shows "
+                                                         "the decision when it comes",
+                                                         id, options_.decision_timeout.count() / 1000)});
+    }
+    head = deps_.signal->wait_beyond(head, std::chrono::milliseconds(std::min<int64_t>(left / 1'000'000 + 1, 200)));
+  }
+}
+
+Gateway::Answer Gateway::read_events(const json& args, const Caller& caller) {
+  uint64_t from = args.value("from", uint64_t{1});
+  if (from == 0) from = 1;
+  uint32_t max = std::clamp<uint32_t>(args.value("max", uint32_t{1000}), 1, 10'000);
+  std::set<EventType> types;
+  if (args.contains("types")) {
+    for (const auto& t : args["types"]) {
+      auto type = t.is_string() ? event_type_from_name(t.get<std::string>()) : std::nullopt;
+      if (!type) return std::unexpected(Fail{"invalid", fmt::format("no event type {}", t.dump())});
+      types.insert(*type);
+    }
+  }
+  auto reply = deps_.reads->read_range(ReadRangeRequest{from, 0, max});
+  if (!reply) return std::unexpected(Fail{"unavailable", reply.error().message});
+  auto events = kernel::decode_records(reply->records);
+  if (!events) return std::unexpected(Fail{"internal", events.error().message});
+  json out = json::array();
+  uint64_t next = from;
+  for (const auto& e : *events) {
+    next = e.sequence + 1;
+    if (!types.empty() && !types.contains(e.type())) continue;
+    if (!may_see(caller.roles, e)) continue;
+    out.push_back(event_to_json(e));
+  }
+  return json{{"events", out}, {"next", next}, {"head", reply->head}};
+}
+
+Gateway::Answer Gateway::query(const std::string& command, const json& args, const Caller&) {
+  const std::string name = args.value("name", "");
+  Answer answer = json{};
+  auto rejected = [](const kernel::Rejection& r) {
+    return std::unexpected(Fail{kernel::rejection_code_name(r.code), r.message});
+  };
+  if (command == "compat.show" || command == "compat.matrix") {
+    // Systems and their properties from the inventory, results from the gateway's fold.
+    std::map<std::string, profile::SystemProfile> profiles;
+    deps_.inventory->read([&](const inventory::Inventory& inv) {
+      for (const auto& [id, s] : inv.registry.systems()) profiles.emplace(id, s.profile);
+    });
+    compatibility::TestSet tests;
+    if (args.contains("tests")) {
+      for (const auto& t : args["tests"]) {
+        auto test = t.is_string() ? compatibility::test_from_name(t.get<std::string>()) : std::nullopt;
+        if (!test) return std::unexpected(Fail{"invalid", fmt::format("no compatibility test {}", t.dump())});
+        tests.add(*test);
+      }
+    }
+    auto digest = [&](const std::string& id) {
+      return compatibility::properties_digest(compatibility::compared_properties_key(profiles.at(id)));
+    };
+    std::shared_lock lock(state_mutex_);
+    const auto& compat = runner_.state().compat;
+    auto pair_state = [&](const std::string& a, const std::string& b) -> json {
+      auto da = digest(a), db = digest(b);
+      if (da == db) return json{{"state", "fullyCompatible"}, {"analysis", "complete"}, {"sameProperties", true}};
+      auto ab = compat.find({da, db});
+      auto ba = compat.find({db, da});
+      if (ab == compat.end() || ba == compat.end()) return json{{"state", "pending"}, {"analysis", "pending"}};
+      auto state = compatibility::derive_state(to_test_results(ab->second), to_test_results(ba->second), tests);
+      return json{{"state", compatibility::state_name(state)},
+                  {"analysis", "complete"},
+                  {"departureToArrival", compat_results_json(ab->second)},
+                  {"arrivalToDeparture", compat_results_json(ba->second)}};
+    };
+    if (command == "compat.show") {
+      auto a = inventory::resolve_prefix(profiles, args.value("a", ""), "system");
+      if (!a) return rejected(a.error());
+      auto b = inventory::resolve_prefix(profiles, args.value("b", ""), "system");
+      if (!b) return rejected(b.error());
+      json j = pair_state(*a, *b);
+      j["a"] = *a;
+      j["b"] = *b;
+      return j;
+    }
+    size_t limit = args.value("limit", size_t{50});
+    std::vector<std::string> ids;
+    for (const auto& [id, p] : profiles) {
+      if (ids.size() >= limit) break;
+      ids.push_back(id);
+    }
+    json rows = json::array();
+    for (const auto& a : ids) {
+      json row = {{"system", a}, {"states", json::object()}};
+      for (const auto& b : ids) {
+        if (a != b) row["states"][b] = pair_state(a, b)["state"];
+      }
+      rows.push_back(row);
+    }
+    return json{{"systems", ids}, {"rows", rows}, {"truncated", profiles.size() > ids.size()}};
+  }
+  deps_.inventory->read([&](const inventory::Inventory& inv) {
+    if (command == "system.list") {
+      json out = json::array();
+      for (const auto& [id, s] : inv.registry.systems()) out.push_back(system_json(inv, s, false));
+      answer = out;
+    } else if (command == "system.show") {
+      auto id = inventory::resolve_prefix(inv.registry.systems(), name, "system");
+      if (!id) {
+        answer = rejected(id.error());
+        return;
+      }
+      json j = system_json(inv, inv.registry.systems().at(*id), true);
+      json wpars = json::array();
+      for (const auto& [n, w] : inv.wpars) {
+        if (w.wpar.system == *id) wpars.push_back(n);
+      }
+      j["wparNames"] = wpars;
+      answer = j;
+    } else if (command == "wpar.list") {
+      std::string state = lower(args.value("state", ""));
+      std::string system = args.value("system", "");
+      std::string group = args.value("group", "");
+      if (!system.empty()) {
+        auto id = inventory::resolve_prefix(inv.registry.systems(), system, "system");
+        if (!id) {
+          answer = rejected(id.error());
+          return;
+        }
+        system = *id;
+      }
+      if (!group.empty()) {
+        auto g = inventory::resolve_prefix(inv.groups, group, "WPAR group");
+        if (!g) {
+          answer = rejected(g.error());
+          return;
+        }
+        group = *g;
+      }
+      json out = json::array();
+      for (const auto& [n, w] : inv.wpars) {
+        if (!state.empty() && lower(inventory::wpar_state_letter(w.wpar)) != state &&
+            lower(inventory::wpar_state_name(w.wpar)) != state) {
+          continue;
+        }
+        if (!system.empty() && w.wpar.system != system) continue;
+        if (!group.empty() && w.wpar.group != group) continue;
+        out.push_back(wpar_json(w));
+      }
+      answer = out;
+    } else if (command == "wpar.show") {
+      auto n = inventory::resolve_prefix(inv.wpars, name, "WPAR");
+      if (!n) {
+        answer = rejected(n.error());
+        return;
+      }
+      answer = wpar_json(inv.wpars.at(*n));
+    } else if (command == "group.list" || command == "group.show") {
+      auto group_json = [&](const inventory::GroupRecord& g) {
+        json wpars = json::array();
+        for (const auto& [n, w] : inv.wpars) {
+          if (w.wpar.group == g.name) wpars.push_back(n);
+        }
+        return json{{"name", g.name}, {"description", g.description}, {"wpars", wpars.size()}, {"wparNames", wpars}};
+      };
+      if (command == "group.list") {
+        json out = json::array();
+        for (const auto& [n, g] : inv.groups) out.push_back(group_json(g));
+        answer = out;
+        return;
+      }
+      auto n = inventory::resolve_prefix(inv.groups, name, "WPAR group");
+      if (!n) {
+        answer = rejected(n.error());
+        return;
+      }
+      answer = group_json(inv.groups.at(*n));
+    } else if (command == "settings.show") {
+      json out = json::array();
+      for (const auto& spec : inventory::setting_specs()) {
+        out.push_back({{"key", spec.key},
+                       {"value", inv.setting(spec.key)},
+                       {"default", spec.default_value},
+                       {"description", spec.description}});
+      }
+      answer = out;
+    }
+  });
+  if (command == "role.query") {
+    std::shared_lock lock(state_mutex_);
+    auto r = query_roles(runner_.state(), args);
+    if (!r) return rejected(r.error());
+    return *r;
+  }
+  return answer;
+}
+
+}  // namespace wpm::gateway
