@@ -54,7 +54,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
                 fmt::format("cannot read configuration {}: {} (line {})", path, e.description(),
                             e.source().begin.line));
   }
-  if (auto r = unknown_keys(root, {"data", "log_level", "store", "metrics", "agents"}, "", path); !r) return r;
+  if (auto r = unknown_keys(root, {"data", "log_level", "store", "metrics", "agents", "gateway"}, "", path); !r) return r;
   if (auto r = read(root, "data", o.data_dir, path); !r) return r;
   if (auto r = read(root, "log_level", o.log_level, path); !r) return r;
   if (const auto* store = root["store"].as_table()) {
@@ -85,6 +85,12 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = read(*agents, "channel_endpoint", o.agent_channel_endpoint, path); !r) return r;
     if (auto r = read(*agents, "registration_password_file", o.registration_password_file, path); !r) return r;
   }
+  if (const auto* gateway = root["gateway"].as_table()) {
+    if (auto r = unknown_keys(*gateway, {"endpoint", "pam_service", "session_ttl_s"}, "gateway.", path); !r) return r;
+    if (auto r = read(*gateway, "endpoint", o.gateway_endpoint, path); !r) return r;
+    if (auto r = read(*gateway, "pam_service", o.pam_service, path); !r) return r;
+    if (auto r = read(*gateway, "session_ttl_s", o.session_ttl_s, path); !r) return r;
+  }
   if (const auto* metrics = root["metrics"].as_table()) {
     if (auto r = unknown_keys(*metrics, {"listen"}, "metrics.", path); !r) return r;
     if (auto r = read(*metrics, "listen", o.metrics_listen, path); !r) return r;
@@ -93,15 +99,12 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
 }
 
 Result<std::set<std::string>> parse_services(const std::string& list) {
-  static const std::set<std::string> kBuilt = {"store", "inventory", "compatibility"};
+  static const std::set<std::string> kBuilt = {"store", "inventory", "compatibility", "gateway"};
   std::set<std::string> out;
   size_t start = 0;
   while (start <= list.size()) {  // bounded: each round moves past a comma
     size_t comma = list.find(',', start);
     std::string name = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (name == "gateway") {
-      return fail(ErrorCode::kInvalidRequest, "the gateway service is not built yet in this version of wpmd");
-    }
     if (!kBuilt.contains(name)) {
       return fail(ErrorCode::kInvalidRequest,
                   fmt::format("--services: '{}' is not a service; choose from {}", name, fmt::join(kBuilt, ",")));
@@ -134,6 +137,19 @@ Result<void> validate(const WpmdOptions& o) {
     if (auto problem = bus::connect_endpoint_problem(o.remote_store); !problem.empty()) {
       return fail(ErrorCode::kInvalidRequest, "--store: " + problem);
     }
+  }
+  if (o.services.contains("gateway") && !o.services.contains("inventory")) {
+    return fail(ErrorCode::kInvalidRequest,
+                "the gateway answers from the inventory in its own process: run it with --services "
+                "store,inventory,gateway (or leave it out)");
+  }
+  if (!o.gateway_endpoint.starts_with("tcp://") && !o.gateway_endpoint.starts_with("ipc://")) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("gateway endpoint '{}' must start with tcp:// or ipc://", o.gateway_endpoint));
+  }
+  if (o.session_ttl_s < 60 || o.session_ttl_s > 30 * 86'400) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("session_ttl_s is {}; use 60 (a minute) to 2592000 (30 days)", o.session_ttl_s));
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info",    "warn",
                                                 "error", "critical", "off"};

@@ -27,9 +27,19 @@ struct WpmdOptions {
   // or refuse registrations when there is none.
   std::string registration_password_file;
   // The services this process runs (DESIGN.md §2): any of store, inventory,
-  // compatibility. The embedded default runs them all; a service may run as
-  // its own process against a remote store. Default: all.
-  std::set<std::string> services = {"store", "inventory", "compatibility"};
+  // compatibility, gateway. The embedded default runs them all; a service
+  // may run as its own process against a remote store (compatibility so
+  // far; the gateway runs beside the inventory). Default: all.
+  std::set<std::string> services = {"store", "inventory", "compatibility", "gateway"};
+  // The gateway (operators' requests). Beyond loopback it uses CURVE with
+  // DATA/keys/gateway.key. Default: tcp://127.0.0.1:9520.
+  std::string gateway_endpoint = "tcp://127.0.0.1:9520";
+  // The PAM service logins are checked with (/etc/pam.d/<name>). Default: wpm.
+  std::string pam_service = "wpm";
+  // A directory holding that service file instead of /etc/pam.d (tests).
+  std::string pam_config_dir;
+  // How long a login lasts, seconds. Default: 28800 (8 h).
+  int64_t session_ttl_s = 28'800;
   // Without the store: the remote store's request and publication
   // endpoints. This process proves who it is with DATA/keys/services/NAME.key
   // (from `wpmd keys add-service NAME` on the store's host) and checks the

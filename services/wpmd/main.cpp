@@ -30,7 +30,9 @@
 #include "bus/curve.h"
 #include "bus/registration_proof.h"
 #include "services/compatibility/service.h"
+#include "services/gateway/gateway.h"
 #include "services/inventory/agent_channel.h"
+#include "services/inventory/service.h"
 #include "services/kernel/identity.h"
 #include "services/kernel/keyring.h"
 #include "services/kernel/projection.h"
@@ -165,6 +167,32 @@ struct EmbeddedCompatibility {
   }
 };
 
+// A service's own connection to the store inside wpmd: appends over inproc
+// as its identity, reads straight from the Store.
+class OwnedEmbeddedLog final : public kernel::EventLog {
+ public:
+  OwnedEmbeddedLog(zmq::context_t& context, const std::string& endpoint, const std::string& service,
+                   eventstore::Store& store)
+      : client_(context, endpoint, options_for(service)), log_(client_, store) {}
+  Result<AppendResult> append(const AppendRequest& r) override { return log_.append(r); }
+  Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return log_.read_stream(r); }
+  Result<ReadReply> read_range(const ReadRangeRequest& r) override { return log_.read_range(r); }
+
+ private:
+  static bus::ClientOptions options_for(const std::string& service) {
+    bus::ClientOptions o;
+    o.credentials.local_identity = kernel::service_identity(service);
+    return o;
+  }
+  bus::StoreClient client_;
+  kernel::EmbeddedLog log_;
+};
+
+bool loopback(const std::string& endpoint) {
+  return endpoint.starts_with("tcp://127.") || endpoint.starts_with("tcp://localhost:") ||
+         endpoint.starts_with("tcp://[::1]:") || endpoint.starts_with("ipc://");
+}
+
 int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log) {
   int signal_fd = block_stop_signals(*log);
   if (signal_fd < 0) return 1;
@@ -259,6 +287,8 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   // The services in this process read the log straight from the store, on
   // their own threads, woken by its commit signal.
   kernel::EmbeddedStore embedded(**store);
+  const kernel::SystemClock clock;
+  inventory::Liveness liveness;
   std::unique_ptr<inventory::AgentChannel> agents;
   auto stop_early = [&](const std::string& why) {
     std::fprintf(stderr, "wpmd: %s\n", why.c_str());
@@ -277,6 +307,8 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     agent_options.commit_signal = &embedded;
     agent_options.keys_dir = options.data_dir + "/keys";
     agent_options.password_hash = *password_hash;
+    agent_options.liveness = &liveness;
+    agent_options.clock = &clock;
     Result<std::unique_ptr<inventory::AgentChannel>> started = fail(ErrorCode::kInternal, "not started");
     try {
       started = inventory::AgentChannel::start(context, zap, agent_options, *registry, log);
@@ -298,17 +330,81 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   }
   std::thread compatibility_thread;
   if (compatibility) compatibility_thread = std::thread([&] { compatibility->service->run(stop_services); });
+  // The inventory decides commands and systems' states on its own thread.
+  std::unique_ptr<OwnedEmbeddedLog> inventory_log;
+  std::unique_ptr<inventory::InventoryService> inventory_service;
+  std::thread inventory_thread;
+  if (options.services.contains("inventory")) {
+    inventory_log = std::make_unique<OwnedEmbeddedLog>(context, server_options.local_request_endpoint, "inventory", **store);
+    inventory_service = std::make_unique<inventory::InventoryService>(*inventory_log, &embedded, embedded, clock,
+                                                                      &liveness, log);
+    if (auto r = inventory_service->start(); !r) {
+      stop_services = true;
+      if (compatibility_thread.joinable()) compatibility_thread.join();
+      return stop_early("the inventory service cannot start: " + r.error().message);
+    }
+    inventory_thread = std::thread([&] { inventory_service->run(stop_services); });
+  }
+  std::unique_ptr<gateway::Gateway> gateway_service;
+  std::string gateway_key;
+  auto stop_inner = [&] {
+    if (gateway_service) gateway_service->stop();
+    stop_services = true;
+    if (inventory_thread.joinable()) inventory_thread.join();
+    if (compatibility_thread.joinable()) compatibility_thread.join();
+  };
+  if (options.services.contains("gateway")) {
+    gateway::GatewayOptions g;
+    g.endpoint = options.gateway_endpoint;
+    g.data_dir = options.data_dir;
+    g.pam.service = options.pam_service;
+    g.pam.config_dir = options.pam_config_dir;
+    g.session_ttl_ns = options.session_ttl_s * 1'000'000'000;
+    if (!loopback(options.gateway_endpoint)) {
+      // Beyond loopback passwords travel only under CURVE; any client key
+      // may connect (the user proves who it is through PAM).
+      auto keys = bus::load_or_create_curve_keys(options.data_dir + "/keys", "gateway");
+      if (!keys) {
+        stop_inner();
+        return stop_early(keys.error().message);
+      }
+      g.curve = *keys;
+      gateway_key = keys->public_key;
+      zap.serve_domain("gateway", [](const std::string&, const std::string&) -> std::optional<std::string> {
+        return std::string("client");
+      });
+    }
+    gateway::GatewayDeps deps;
+    const std::string local = server_options.local_request_endpoint;
+    eventstore::Store* raw_store = store->get();
+    deps.make_log = [&context, local, raw_store] {
+      return std::make_unique<OwnedEmbeddedLog>(context, local, "gateway", *raw_store);
+    };
+    deps.reads = &embedded;
+    deps.snapshots = nullptr;
+    deps.signal = &embedded;
+    deps.inventory = inventory_service.get();
+    deps.clock = &clock;
+    gateway_service = std::make_unique<gateway::Gateway>(context, deps, g, log);
+    if (auto r = gateway_service->start(); !r) {
+      stop_inner();
+      return stop_early("the gateway cannot start: " + r.error().message);
+    }
+  }
   std::string fingerprint = agents ? agents->fingerprint() : "";
   std::string agent_public = agents ? agents->public_endpoint() : "";
   std::string agent_channel = agents ? agents->channel_endpoint() : "";
+  std::string gateway_endpoint = gateway_service ? gateway_service->endpoint() : "";
   std::string endpoints = fmt::format(
       "request={}\npublish={}\nmetrics={}\nagent_public={}\nagent_channel={}\nmanager_key={}\n"
-      "store_key={}\n",
+      "store_key={}\ngateway={}\ngateway_key={}\n",
       server.request_endpoint(), server.publish_endpoint(), metrics_url, agent_public, agent_channel, fingerprint,
-      keys->store.public_key);
+      keys->store.public_key, gateway_endpoint, gateway_key);
   auto stop_services_now = [&] {
-    stop_services = true;
-    if (compatibility_thread.joinable()) compatibility_thread.join();
+    stop_inner();
+    gateway_service.reset();
+    inventory_service.reset();
+    inventory_log.reset();
     compatibility.reset();
     if (agents) agents->stop();
   };
@@ -316,15 +412,18 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     stop_services_now();
     return stop_early(fmt::format("cannot write {}/endpoints", options.data_dir));
   }
-  log->info("wpmd_ready version={} data={} services={} request={} publish={} metrics={} agent_public={} "
+  log->info("wpmd_ready version={} data={} services={} request={} publish={} metrics={} gateway={} agent_public={} "
             "agent_channel={} manager_key={} registered_systems={} registration={} head={}",
             kVersion, options.data_dir, fmt::join(options.services, ","), server.request_endpoint(),
-            server.publish_endpoint(), metrics_url, agent_public, agent_channel, fingerprint,
+            server.publish_endpoint(), metrics_url, gateway_endpoint, agent_public, agent_channel, fingerprint,
             agents ? agents->registered() : 0, password_hash->empty() ? "closed" : "open", (*store)->head());
   std::printf("wpmd %s serving %s (%s)\n  event store requests:     %s\n  event store publications: %s\n"
               "  metrics:                  %s\n",
               kVersion, options.data_dir.c_str(), fmt::format("{}", fmt::join(options.services, ",")).c_str(),
               server.request_endpoint().c_str(), server.publish_endpoint().c_str(), metrics_url.c_str());
+  if (gateway_service) {
+    std::printf("  gateway (wpm):            %s\n", gateway_endpoint.c_str());
+  }
   if (agents) {
     std::printf("  agent registration:       %s\n  agent channel (CURVE):    %s\n  manager key:              %s\n",
                 agent_public.c_str(), agent_channel.c_str(), fingerprint.c_str());
@@ -422,11 +521,20 @@ int main(int argc, char** argv) {
                  "seconds an append's idempotency key is remembered (default 86400)");
   std::string services_list, remote_store, remote_publish;
   app.add_option("--services", services_list,
-                 "the services this process runs, from store,inventory,compatibility (default: all)");
+                 "the services this process runs, from store,inventory,compatibility,gateway (default: all)");
   app.add_option("--store", remote_store,
                  "without the store service: the remote store's request endpoint (tcp://HOST:9515)");
   app.add_option("--publish", remote_publish,
                  "without the store service: the remote store's publication endpoint (tcp://HOST:9516)");
+  std::string gateway_endpoint, pam_service, pam_config_dir;
+  int64_t session_ttl = -1;
+  app.add_option("--gateway-endpoint", gateway_endpoint,
+                 "where wpm and the console send requests (default tcp://127.0.0.1:9520; beyond loopback CURVE "
+                 "with DATA/keys/gateway.key; port 0 = pick one)");
+  app.add_option("--pam-service", pam_service, "the PAM service that checks logins (default wpm: /etc/pam.d/wpm)");
+  app.add_option("--pam-config-dir", pam_config_dir, "read the PAM service file from this directory (tests)")
+      ->group("");
+  app.add_option("--session-ttl", session_ttl, "seconds a login lasts (default 28800, 8 h)");
   std::string agent_public, agent_channel, password_file;
   bool show_key = false;
   app.add_option("--agent-public-endpoint", agent_public,
@@ -465,6 +573,10 @@ int main(int argc, char** argv) {
   if (!metrics_listen.empty()) options.metrics_listen = metrics_listen;
   if (publish_hwm >= 0) options.server.publish_hwm = publish_hwm;
   if (!agent_public.empty()) options.agent_public_endpoint = agent_public;
+  if (!gateway_endpoint.empty()) options.gateway_endpoint = gateway_endpoint;
+  if (!pam_service.empty()) options.pam_service = pam_service;
+  if (!pam_config_dir.empty()) options.pam_config_dir = pam_config_dir;
+  if (session_ttl >= 0) options.session_ttl_s = session_ttl;
   if (!agent_channel.empty()) options.agent_channel_endpoint = agent_channel;
   if (!password_file.empty()) options.registration_password_file = password_file;
   if (idem_window >= 0) options.store.idempotency_window_s = static_cast<uint32_t>(idem_window);

@@ -55,7 +55,7 @@ verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v < t) ? "meets" : "over" }'
 echo "bench-password-$$" >"$dir/password"
 "$bin/wpmd" --data "$dir/wpmd" --store-endpoint tcp://127.0.0.1:0 --publish-endpoint tcp://127.0.0.1:0 \
   --metrics-listen 127.0.0.1:0 --agent-public-endpoint tcp://127.0.0.1:0 \
-  --agent-channel-endpoint tcp://127.0.0.1:0 --registration-password-file "$dir/password" \
+  --agent-channel-endpoint tcp://127.0.0.1:0 --gateway-endpoint tcp://127.0.0.1:0 --registration-password-file "$dir/password" \
   >"$dir/wpmd.out" 2>"$dir/wpmd.err" &
 wpmd_pid=$!
 for _ in $(seq 1 200); do

@@ -44,7 +44,7 @@ trap 'exit 130' INT TERM
   --publish-endpoint tcp://127.0.0.1:0 \
   --metrics-listen 127.0.0.1:0 \
   --agent-public-endpoint tcp://127.0.0.1:0 \
-  --agent-channel-endpoint tcp://127.0.0.1:0 \
+  --agent-channel-endpoint tcp://127.0.0.1:0 --gateway-endpoint tcp://127.0.0.1:0 \
   >"$dir/wpmd.out" 2>"$dir/wpmd.err" &
 pid=$!
 

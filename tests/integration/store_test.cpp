@@ -381,7 +381,7 @@ TEST(WpmdConfig, ConfigurationFileSetsEndpointsAndRefusesUnknownKeys) {
     std::ofstream f(cfg);
     f << "data = \"" << (dir / "data") << "\"\nlog_level = \"debug\"\n[store]\n"
       << "request_endpoint = \"tcp://127.0.0.1:0\"\npublish_endpoint = \"tcp://127.0.0.1:0\"\n"
-      << "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+      << "[metrics]\nlisten = \"127.0.0.1:0\"\n[gateway]\nendpoint = \"tcp://127.0.0.1:0\"\n";
   }
   pid_t pid = spawn({bin("wpmd"), "--config", cfg}, dir / "out", dir / "err");
   EXPECT_TRUE(wait_until([&] { return !read_file(dir / "data/endpoints").empty(); }, 20s))
@@ -389,6 +389,8 @@ TEST(WpmdConfig, ConfigurationFileSetsEndpointsAndRefusesUnknownKeys) {
   auto kv = read_key_values(dir / "data/endpoints");
   EXPECT_TRUE(kv["request"].starts_with("tcp://127.0.0.1:")) << kv["request"];
   EXPECT_NE(kv["request"], "tcp://127.0.0.1:9515");
+  EXPECT_TRUE(kv["gateway"].starts_with("tcp://127.0.0.1:")) << kv["gateway"];
+  EXPECT_NE(kv["gateway"], "tcp://127.0.0.1:9520");
   ::kill(pid, SIGTERM);
   EXPECT_EQ(wait_exit(pid, 20s), 0);
   EXPECT_NE(read_file(dir / "err").find("debug"), std::string::npos) << "log_level from the file";

@@ -216,7 +216,8 @@ bool Wpmd::start() {
            {"--publish-endpoint", "tcp://127.0.0.1:0"},
            {"--metrics-listen", "127.0.0.1:0"},
            {"--agent-public-endpoint", "tcp://127.0.0.1:0"},
-           {"--agent-channel-endpoint", "tcp://127.0.0.1:0"}}) {
+           {"--agent-channel-endpoint", "tcp://127.0.0.1:0"},
+           {"--gateway-endpoint", "tcp://127.0.0.1:0"}}) {
     if (std::find(options_.extra_args.begin(), options_.extra_args.end(), flag) == options_.extra_args.end()) {
       argv.insert(argv.end(), {flag, value});
     }
@@ -243,6 +244,7 @@ bool Wpmd::start() {
   agent_public_ = kv["agent_public"];
   agent_channel_ = kv["agent_channel"];
   manager_key_ = kv["manager_key"];
+  gateway_ = kv["gateway"];
   return !request_.empty();
 }
 

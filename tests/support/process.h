@@ -96,6 +96,7 @@ class Wpmd {
   const std::string& agent_public() const { return agent_public_; }
   const std::string& agent_channel() const { return agent_channel_; }
   const std::string& manager_key() const { return manager_key_; }
+  const std::string& gateway() const { return gateway_; }
   const std::string& data_dir() const { return options_.data_dir; }
   // A store client's options with the administrator's key of this wpmd
   // (DATA/keys/admin.key), as `wpm` run as root on the manager uses it.
@@ -108,7 +109,7 @@ class Wpmd {
   std::optional<int> exit_code_;
   std::string log_path_;
   std::string request_, publish_, metrics_;
-  std::string agent_public_, agent_channel_, manager_key_;
+  std::string agent_public_, agent_channel_, manager_key_, gateway_;
   int starts_ = 0;
 };
 

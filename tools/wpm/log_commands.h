@@ -15,6 +15,8 @@ struct GlobalOptions {
   // administrator key in DATA/keys (root only).
   std::string data_dir;
   std::string store;  // request endpoint of the store
+  std::string gateway;      // the gateway's endpoint ("" = DATA/endpoints, else tcp://127.0.0.1:9520)
+  std::string gateway_key;  // the gateway's CURVE public key when it listens beyond loopback
   Format format = Format::kTable;
   int timeout_ms = 5000;
   int attempts = 3;

@@ -1,5 +1,6 @@
-// wpm: the command line of the Workload Partition Manager. This first part
-// holds `wpm log`, the event log tools. main() parses and dispatches only.
+// wpm: the command line of the Workload Partition Manager: the fleet
+// commands (through wpmd's gateway), `wpm log` (the event log tools) and
+// `wpm admin`. main() parses and dispatches only.
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "bus/frame.h"
 #include "tools/wpm/admin_commands.h"
+#include "tools/wpm/fleet_commands.h"
 #include "tools/wpm/log_commands.h"
 #include "tools/wpm/output.h"
 #include "wpm_version.h"
@@ -54,6 +56,14 @@ int main(int argc, char** argv) {
   app.add_option("--store", g.store,
                  "event store request endpoint (default: WPM_STORE, else the one in DATA/endpoints, "
                  "else tcp://127.0.0.1:9515)");
+  g.gateway = std::getenv("WPM_GATEWAY") != nullptr ? std::getenv("WPM_GATEWAY") : "";
+  g.gateway_key = std::getenv("WPM_GATEWAY_KEY") != nullptr ? std::getenv("WPM_GATEWAY_KEY") : "";
+  app.add_option("--gateway", g.gateway,
+                 "the gateway's endpoint (default: WPM_GATEWAY, else the one in DATA/endpoints, else "
+                 "tcp://127.0.0.1:9520)");
+  app.add_option("--gateway-key", g.gateway_key,
+                 "the gateway's CURVE public key, when it listens beyond loopback (default: WPM_GATEWAY_KEY, else "
+                 "DATA/endpoints)");
   std::string output = "table";
   app.add_option("-o,--output", output, "output format: table or json")
       ->check(CLI::IsMember({"table", "json"}));
@@ -63,6 +73,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100));
   app.fallthrough();
   int exit_code = kExitOk;
+  add_fleet_commands(app, g, exit_code);
   add_log_commands(app, g, exit_code);
   add_admin_commands(app, g, exit_code);
   app.parse_complete_callback([&] {

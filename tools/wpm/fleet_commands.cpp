@@ -1,0 +1,677 @@
+#include "tools/wpm/fleet_commands.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <openssl/rand.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <zmq.hpp>
+
+#include "bus/curve.h"
+#include "bus/frame.h"
+
+namespace wpm::cli {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr const char* kDefaultGateway = "tcp://127.0.0.1:9520";  // DESIGN.md §3
+constexpr int kGatewayProtocol = 1;
+
+std::atomic<bool> g_stop{false};
+void on_stop(int) { g_stop.store(true); }
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+std::string key_value_in(const std::string& file, const std::string& key) {
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(key + "=")) return line.substr(key.size() + 1);
+  }
+  return "";
+}
+
+std::string home_dir() {
+  std::string home = env("HOME");
+  if (!home.empty()) return home;
+  if (const passwd* pw = ::getpwuid(::getuid())) return pw->pw_dir;
+  return "/";
+}
+
+// Where a login is kept: $XDG_CONFIG_HOME/wpm/session.json (0600), one token per gateway.
+std::string session_file() {
+  std::string base = env("XDG_CONFIG_HOME");
+  if (base.empty()) base = home_dir() + "/.config";
+  return base + "/wpm/session.json";
+}
+
+json read_sessions() {
+  std::ifstream in(session_file());
+  if (!in) return json::object();
+  json j = json::parse(in, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+bool write_sessions(const json& sessions) {
+  std::string path = session_file();
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::string text = sessions.dump(2) + "\n";
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok && std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::string new_command_id() {
+  uint8_t raw[12];
+  RAND_bytes(raw, sizeof raw);
+  std::string id;
+  for (uint8_t b : raw) id += fmt::format("{:02x}", b);
+  return id;
+}
+
+std::string current_user() {
+  if (const passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
+  return env("USER");
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {  // bounded: each round moves past a comma
+    size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string format_ns(int64_t ns) { return ns > 0 ? format_time(ns) : "-"; }
+
+// The gateway's client: one request, one reply, with the command id kept
+// across retries (a retried change is the same command).
+class Gateway {
+ public:
+  explicit Gateway(const GlobalOptions& g) : g_(g) {}
+
+  std::string endpoint() const {
+    if (!g_.gateway.empty()) return g_.gateway;
+    std::string in_file = key_value_in(g_.data_dir + "/endpoints", "gateway");
+    return in_file.empty() ? kDefaultGateway : in_file;
+  }
+
+  // The token: WPM_TOKEN, else this user's login for the endpoint, else
+  // the root credential in DATA/keys (root on the manager's host).
+  std::string token() const {
+    if (std::string t = env("WPM_TOKEN"); !t.empty()) return t;
+    json sessions = read_sessions();
+    if (sessions.contains(endpoint()) && sessions[endpoint()].is_string()) return sessions[endpoint()];
+    std::ifstream in(g_.data_dir + "/keys/root.credential");
+    std::string line;
+    if (in && std::getline(in, line)) return line;
+    return "";
+  }
+
+  json call(const std::string& command, json args, const std::string& token_override = "",
+            bool no_token = false) {
+    json request = {{"v", kGatewayProtocol}, {"command", command}, {"args", std::move(args)}, {"id", new_command_id()}};
+    if (!no_token) {
+      std::string t = token_override.empty() ? token() : token_override;
+      if (!t.empty()) request["token"] = t;
+    }
+    std::string body = request.dump();
+    std::string ep = endpoint();
+    if (auto problem = bus::connect_endpoint_problem(ep); !problem.empty()) {
+      return local_error("usage", "--gateway: " + problem);
+    }
+    for (int attempt = 1; attempt <= g_.attempts; ++attempt) {
+      zmq::socket_t s(context_, zmq::socket_type::dealer);
+      s.set(zmq::sockopt::linger, 0);
+      s.set(zmq::sockopt::rcvtimeo, timeout_for(command, request));
+      std::string key = !g_.gateway_key.empty() ? g_.gateway_key : key_value_in(g_.data_dir + "/endpoints", "gateway_key");
+      if (!key.empty()) {
+        auto mine = bus::generate_curve_keys();
+        if (mine) bus::make_curve_client(s, *mine, key);
+      }
+      s.connect(ep);
+      s.send(zmq::message_t(), zmq::send_flags::sndmore);
+      s.send(zmq::buffer(body));
+      zmq::message_t delimiter, reply;
+      if (s.recv(delimiter) && delimiter.more() && s.recv(reply)) {
+        json j = json::parse(reply.to_string(), nullptr, false);
+        if (j.is_object()) return j;
+        return local_error("internal", "the gateway's reply is not JSON");
+      }
+      if (g_stop.load()) break;
+    }
+    return local_error("unavailable", fmt::format("no reply from the gateway at {} after {} attempt(s); is wpmd "
+                                                  "running? (--gateway, WPM_GATEWAY or --data DIR name it)",
+                                                  ep, g_.attempts));
+  }
+
+ private:
+  int timeout_for(const std::string& command, const json& request) const {
+    int wait = 0;
+    if (command == "events.read") wait = request["args"].value("waitMs", 0);
+    if (command == "login") wait = 10'000;  // PAM sleeps after a failure
+    return g_.timeout_ms + wait + (command.find('.') != std::string::npos && command != "events.read" ? 10'000 : 0);
+  }
+  static json local_error(const std::string& code, const std::string& message) {
+    return {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
+  }
+  const GlobalOptions& g_;
+  zmq::context_t context_{1};
+};
+
+int exit_code_of(const std::string& code) {
+  if (code == "not_found") return kExitNotFound;
+  if (code == "invalid" || code == "usage") return kExitUsage;
+  return kExitFailed;
+}
+
+std::string hint_for(const std::string& code) {
+  if (code == "unauthenticated") return " (log in with `wpm login`)";
+  if (code == "forbidden") return " (ask an administrator for a role: `wpm role add --role R --user U`)";
+  return "";
+}
+
+// Prints the error of a failed reply and returns the exit code.
+int report(const json& reply) {
+  const json& e = reply["error"];
+  std::string code = e.value("code", "internal");
+  std::string message = e.value("message", "failed");
+  if (e.contains("command")) message += fmt::format(" [command {}]", e["command"].get<std::string>());
+  print_error(message + hint_for(code));
+  return exit_code_of(code);
+}
+
+void print_json(const json& j) { std::puts(j.dump(2).c_str()); }
+
+void print_fields(const std::vector<std::pair<std::string, std::string>>& rows) {
+  size_t width = 0;
+  for (const auto& [k, v] : rows) width = std::max(width, k.size());
+  for (const auto& [k, v] : rows) std::printf("%-*s  %s\n", static_cast<int>(width + 1), (k + ":").c_str(), v.c_str());
+}
+
+std::string text_of(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_null()) return "";
+  if (v.is_array()) {
+    std::vector<std::string> parts;
+    for (const auto& x : v) parts.push_back(text_of(x));
+    return fmt::format("{}", fmt::join(parts, ","));
+  }
+  return v.dump();
+}
+
+// Runs one gateway command and prints its result with `table` on success.
+int run(const GlobalOptions& g, const std::string& command, json args, const std::function<void(const json&)>& table) {
+  Gateway gateway(g);
+  json reply = gateway.call(command, std::move(args));
+  if (!reply.value("ok", false)) return report(reply);
+  if (g.format == Format::kJson) {
+    print_json(reply["result"]);
+  } else {
+    table(reply["result"]);
+  }
+  return kExitOk;
+}
+
+void print_decision(const json& r) {
+  std::printf("done [command %s]", r.value("command", "").c_str());
+  if (!r["events"].empty()) {
+    std::vector<std::string> written;
+    for (const auto& e : r["events"]) written.push_back(fmt::format("{} {}", e["type"].get<std::string>(), e["stream"].get<std::string>()));
+    std::printf(": %s", fmt::format("{}", fmt::join(written, ", ")).c_str());
+  } else {
+    std::printf(": nothing to change");
+  }
+  std::printf("\n");
+}
+
+// The WPAR definition flags shared by create and modify.
+struct WparFlags {
+  std::string type, command, trigger, trigger_command, address, capabilities, group, from;
+  bool checkpoint = false, no_checkpoint = false;
+  std::optional<uint32_t> cpu_shares, cpu_limit, procs;
+  std::optional<uint64_t> memory;
+
+  void add(CLI::App* c, bool create) {
+    if (create) {
+      c->add_option("--type", type, "system or application (default system)")->check(CLI::IsMember({"system", "application"}));
+      c->add_option("--from", from, "copy the definition of this WPAR (a template), then apply the other flags");
+    }
+    c->add_option("--command", command, "what an application WPAR runs (or a system WPAR's init)");
+    c->add_flag("--checkpoint", checkpoint, "enable checkpointing (relocation by checkpoint and restart)");
+    if (!create) c->add_flag("--no-checkpoint", no_checkpoint, "disable checkpointing");
+    c->add_option("--trigger", trigger, "the signal that asks the workload to checkpoint (default SIGUSR1)");
+    c->add_option("--trigger-command", trigger_command, "a command run inside the WPAR to trigger a checkpoint");
+    c->add_option("--cpu-shares", cpu_shares, "relative CPU weight");
+    c->add_option("--cpu-limit", cpu_limit, "CPU limit, percent of one host (1-100)");
+    c->add_option("--memory", memory, "memory limit, bytes");
+    c->add_option("--procs", procs, "most processes at once");
+    c->add_option("--address", address, "network address, e.g. 10.0.0.5/24");
+    c->add_option("--capabilities", capabilities, "capability set: names (cap_a,cap_b), edits (+cap_a,-cap_b), none or all");
+    c->add_option("--group", group, "the WPAR group (default: default)");
+  }
+  json args() const {
+    json a = json::object();
+    auto set = [&](const char* k, const std::string& v) {
+      if (!v.empty()) a[k] = v;
+    };
+    set("type", type);
+    set("command", command);
+    set("trigger", trigger);
+    set("triggerCommand", trigger_command);
+    set("address", address);
+    set("capabilities", capabilities);
+    set("group", group);
+    set("from", from);
+    if (checkpoint) a["checkpoint"] = true;
+    if (no_checkpoint) a["checkpoint"] = false;
+    if (cpu_shares) a["cpuShares"] = *cpu_shares;
+    if (cpu_limit) a["cpuLimit"] = *cpu_limit;
+    if (memory) a["memory"] = *memory;
+    if (procs) a["procs"] = *procs;
+    return a;
+  }
+};
+
+// ---- login ------------------------------------------------------------------
+
+std::string read_password(bool from_stdin) {
+  std::string password;
+  if (from_stdin || ::isatty(STDIN_FILENO) == 0) {
+    std::getline(std::cin, password);
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+    return password;
+  }
+  std::fprintf(stderr, "Password: ");
+  termios old{};
+  ::tcgetattr(STDIN_FILENO, &old);
+  termios quiet = old;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  std::getline(std::cin, password);
+  ::tcsetattr(STDIN_FILENO, TCSANOW, &old);
+  std::fprintf(stderr, "\n");
+  return password;
+}
+
+int cmd_login(const GlobalOptions& g, std::string user, bool password_stdin) {
+  if (user.empty()) user = current_user();
+  std::string password = read_password(password_stdin);
+  if (password.empty()) {
+    print_error("no password given (type it, or pipe it with --password-stdin)");
+    return kExitUsage;
+  }
+  Gateway gateway(g);
+  json reply = gateway.call("login", {{"user", user}, {"password", password}}, "", true);
+  std::fill(password.begin(), password.end(), '\0');
+  if (!reply.value("ok", false)) return report(reply);
+  json sessions = read_sessions();
+  sessions[gateway.endpoint()] = reply["result"]["token"];
+  if (!write_sessions(sessions)) {
+    print_error(fmt::format("logged in, but cannot keep the login in {}", session_file()));
+    return kExitFailed;
+  }
+  json result = reply["result"];
+  result.erase("token");
+  if (g.format == Format::kJson) {
+    print_json(result);
+  } else {
+    std::printf("logged in as %s (roles: %s) until %s\n", user.c_str(),
+                result["roles"].empty() ? "none" : text_of(result["roles"]).c_str(),
+                format_ns(result.value("expiresNs", int64_t{0})).c_str());
+  }
+  return kExitOk;
+}
+
+int cmd_logout(const GlobalOptions& g) {
+  Gateway gateway(g);
+  json sessions = read_sessions();
+  std::string ep = gateway.endpoint();
+  if (!sessions.contains(ep)) {
+    print_error(fmt::format("not logged in to {}", ep));
+    return kExitFailed;
+  }
+  json reply = gateway.call("logout", json::object(), sessions[ep].get<std::string>());
+  sessions.erase(ep);
+  write_sessions(sessions);
+  if (!reply.value("ok", false) && reply["error"].value("code", "") != "unauthenticated") return report(reply);
+  if (g.format == Format::kJson) {
+    print_json({{"loggedOut", true}});
+  } else {
+    std::puts("logged out");
+  }
+  return kExitOk;
+}
+
+// ---- events -------------------------------------------------------------------
+
+int cmd_watch(const GlobalOptions& g, uint64_t from, const std::vector<std::string>& types, uint64_t count) {
+  std::signal(SIGINT, on_stop);
+  std::signal(SIGTERM, on_stop);
+  Gateway gateway(g);
+  if (from == 0) {
+    // From now on: start after the current head.
+    json head = gateway.call("events.read", {{"from", UINT64_MAX / 2}, {"max", 1}});
+    if (!head.value("ok", false)) return report(head);
+    from = head["result"].value("head", uint64_t{0}) + 1;
+  }
+  uint64_t printed = 0;
+  while (!g_stop.load()) {  // until interrupted, or --count events
+    json args = {{"from", from}, {"waitMs", 5000}, {"max", 1000}};
+    if (!types.empty()) args["types"] = types;
+    json reply = gateway.call("events.read", args);
+    if (!reply.value("ok", false)) {
+      if (g_stop.load()) break;
+      return report(reply);
+    }
+    const json& r = reply["result"];
+    for (const auto& e : r["events"]) {
+      if (g.format == Format::kJson) {
+        std::puts(e.dump().c_str());
+      } else {
+        std::printf("%-10llu %-24s %-22s %-32s %s\n", static_cast<unsigned long long>(e["sequence"].get<uint64_t>()),
+                    format_time(e["timestampNs"].get<int64_t>()).c_str(), e["type"].get<std::string>().c_str(),
+                    e["streamId"].get<std::string>().c_str(), e["actor"].get<std::string>().c_str());
+      }
+      if (count > 0 && ++printed >= count) return kExitOk;
+    }
+    if (r.value("heartbeat", false) && g.format == Format::kJson) {
+      // A silent stream is told from a dead one.
+      std::puts(json{{"heartbeat", {{"head", r["head"]}, {"next", r["next"]}}}}.dump().c_str());
+    }
+    std::fflush(stdout);
+    from = r.value("next", from);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
+  // Options live as long as the app: CLI11 writes into them while parsing.
+  static std::string user, name, name2, key, value, description, state, system, group, role, users, groups, tests,
+      query, query_name;
+  static bool password_stdin = false;
+  static std::vector<std::string> names, types;
+  static WparFlags create_flags, modify_flags;
+  static uint64_t from = 0, count = 0;
+  static size_t limit = 50;
+
+  auto* login = app.add_subcommand("login", "log in to the gateway as a local Linux user (PAM)");
+  login->add_option("--user", user, "the user (default: you)");
+  login->add_flag("--password-stdin", password_stdin, "read the password from standard input");
+  login->callback([&] { exit_code = cmd_login(g, user, password_stdin); });
+  app.add_subcommand("logout", "end this login")->callback([&] { exit_code = cmd_logout(g); });
+  app.add_subcommand("whoami", "who you are to the gateway, and your roles")->callback([&] {
+    exit_code = run(g, "whoami", json::object(), [](const json& r) {
+      print_fields({{"user", text_of(r["user"])},
+                    {"roles", r["roles"].empty() ? "none" : text_of(r["roles"])},
+                    {"groups", text_of(r["groups"])},
+                    {"credential", text_of(r["credential"])}});
+    });
+  });
+
+  // ---- system
+  auto* sys = app.add_subcommand("system", "managed systems");
+  sys->require_subcommand(1);
+  sys->add_subcommand("list", "list the managed systems and their states")->callback([&] {
+    exit_code = run(g, "system.list", json::object(), [](const json& r) {
+      std::printf("%-20s %-12s %-20s %-16s %-12s %-24s %s\n", "NAME", "STATE", "HOSTNAME", "ADDRESS", "DISTRIBUTION",
+                  "KERNEL", "WPARS");
+      for (const auto& s : r) {
+        std::printf("%-20s %-12s %-20s %-16s %-12s %-24s %s\n", text_of(s["name"]).c_str(), text_of(s["state"]).c_str(),
+                    text_of(s["hostname"]).c_str(), text_of(s["address"]).c_str(), text_of(s["distribution"]).c_str(),
+                    text_of(s["kernel"]).c_str(), text_of(s["wpars"]).c_str());
+      }
+    });
+  });
+  auto* sys_show = sys->add_subcommand("show", "one system: state, profile, WPARs");
+  sys_show->add_option("NAME", name, "the system (any unique prefix)")->required();
+  sys_show->callback([&] {
+    exit_code = run(g, "system.show", {{"name", name}}, [](const json& s) {
+      const json& p = s["profile"];
+      print_fields({{"name", text_of(s["name"])},
+                    {"state", fmt::format("{} ({}, since {})", text_of(s["state"]), text_of(s["stateReason"]),
+                                          format_ns(s.value("stateSinceNs", int64_t{0})))},
+                    {"hostname", text_of(s["hostname"])},
+                    {"address", fmt::format("{} (agent port {})", text_of(s["address"]), text_of(s["agentPort"]))},
+                    {"os", fmt::format("{} {} {}", text_of(p["distribution"]), text_of(p["distributionVersion"]),
+                                       text_of(p["architecture"]))},
+                    {"kernel", text_of(p["kernelVersion"])},
+                    {"glibc", text_of(p["glibcVersion"])},
+                    {"cpu", fmt::format("{} × {}", text_of(p["cpuCores"]), text_of(p["cpuModel"]))},
+                    {"memory", text_of(p["memoryBytes"])},
+                    {"overridden facts", s["overriddenFacts"].empty() ? "none" : text_of(s["overriddenFacts"])},
+                    {"wpars", s["wparNames"].empty() ? "none" : text_of(s["wparNames"])}});
+    });
+  });
+  auto* sys_remove = sys->add_subcommand("remove", "remove a system: its key is revoked at once (refused while WPARs are on it)");
+  sys_remove->add_option("NAME", name, "the system (any unique prefix)")->required();
+  sys_remove->callback([&] { exit_code = run(g, "system.remove", {{"name", name}}, print_decision); });
+
+  // ---- wpar
+  auto* wpar = app.add_subcommand("wpar", "WPAR definitions");
+  wpar->require_subcommand(1);
+  auto* create = wpar->add_subcommand("create", "define a WPAR (undeployed until the executor deploys it)");
+  create->add_option("NAME", name, "the WPAR's name")->required();
+  create_flags.add(create, true);
+  create->callback([&] {
+    json a = create_flags.args();
+    a["name"] = name;
+    exit_code = run(g, "wpar.create", a, print_decision);
+  });
+  auto* wlist = wpar->add_subcommand("list", "list WPARs with their state letters (U undeployed, D defined, A active, …)");
+  wlist->add_option("--state", state, "only this state: a letter (A) or a name (Active)");
+  wlist->add_option("--system", system, "only WPARs on this system");
+  wlist->add_option("--group", group, "only WPARs in this group");
+  wlist->callback([&] {
+    json a = json::object();
+    if (!state.empty()) a["state"] = state;
+    if (!system.empty()) a["system"] = system;
+    if (!group.empty()) a["group"] = group;
+    exit_code = run(g, "wpar.list", a, [](const json& r) {
+      std::printf("%-24s %-2s %-12s %-12s %-16s %-20s %s\n", "NAME", "ST", "TYPE", "STATE", "GROUP", "SYSTEM",
+                  "CHECKPOINT");
+      for (const auto& w : r) {
+        std::printf("%-24s %-2s %-12s %-12s %-16s %-20s %s\n", text_of(w["name"]).c_str(), text_of(w["state"]).c_str(),
+                    text_of(w["type"]).c_str(), text_of(w["stateName"]).c_str(), text_of(w["group"]).c_str(),
+                    w["system"].get<std::string>().empty() ? "-" : text_of(w["system"]).c_str(),
+                    w["checkpointable"].get<bool>() ? "yes" : "no");
+      }
+    });
+  });
+  auto* wshow = wpar->add_subcommand("show", "one WPAR's definition and state");
+  wshow->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
+  wshow->callback([&] {
+    exit_code = run(g, "wpar.show", {{"name", name}}, [](const json& w) {
+      std::vector<std::pair<std::string, std::string>> rows;
+      for (const auto& k : {"name", "type", "state", "stateName", "command", "checkpointable", "triggerSignal",
+                            "triggerCommand", "cpuShares", "cpuLimitPercent", "memoryBytes", "processesMax", "address",
+                            "capabilities", "group", "system", "discovered"}) {
+        rows.emplace_back(k, text_of(w[k]));
+      }
+      print_fields(rows);
+    });
+  });
+  auto* modify = wpar->add_subcommand("modify", "change an undeployed WPAR's definition");
+  modify->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
+  modify_flags.add(modify, false);
+  modify->callback([&] {
+    json a = modify_flags.args();
+    a["name"] = name;
+    exit_code = run(g, "wpar.modify", a, print_decision);
+  });
+  auto* wremove = wpar->add_subcommand("remove", "remove an undeployed WPAR's definition");
+  wremove->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
+  wremove->callback([&] { exit_code = run(g, "wpar.remove", {{"name", name}}, print_decision); });
+
+  // ---- group
+  auto* grp = app.add_subcommand("group", "WPAR groups");
+  grp->require_subcommand(1);
+  auto* gcreate = grp->add_subcommand("create", "make a WPAR group");
+  gcreate->add_option("NAME", name, "the group's name")->required();
+  gcreate->add_option("--description", description, "what the group is for");
+  gcreate->callback([&] { exit_code = run(g, "group.create", {{"name", name}, {"description", description}}, print_decision); });
+  grp->add_subcommand("list", "list the WPAR groups")->callback([&] {
+    exit_code = run(g, "group.list", json::object(), [](const json& r) {
+      std::printf("%-24s %-6s %s\n", "NAME", "WPARS", "DESCRIPTION");
+      for (const auto& x : r) {
+        std::printf("%-24s %-6s %s\n", text_of(x["name"]).c_str(), text_of(x["wpars"]).c_str(),
+                    text_of(x["description"]).c_str());
+      }
+    });
+  });
+  auto* gshow = grp->add_subcommand("show", "one group and its WPARs");
+  gshow->add_option("NAME", name, "the group (any unique prefix)")->required();
+  gshow->callback([&] {
+    exit_code = run(g, "group.show", {{"name", name}}, [](const json& x) {
+      print_fields({{"name", text_of(x["name"])},
+                    {"description", text_of(x["description"])},
+                    {"wpars", x["wparNames"].empty() ? "none" : text_of(x["wparNames"])}});
+    });
+  });
+  auto* gmodify = grp->add_subcommand("modify", "change a group's description");
+  gmodify->add_option("NAME", name, "the group (any unique prefix)")->required();
+  gmodify->add_option("--description", description, "what the group is for")->required();
+  gmodify->callback([&] { exit_code = run(g, "group.modify", {{"name", name}, {"description", description}}, print_decision); });
+  auto* gdelete = grp->add_subcommand("delete", "delete an empty group (not default)");
+  gdelete->add_option("NAME", name, "the group (any unique prefix)")->required();
+  gdelete->callback([&] { exit_code = run(g, "group.delete", {{"name", name}}, print_decision); });
+  auto* gadd = grp->add_subcommand("add-wpar", "move WPARs into a group");
+  gadd->add_option("GROUP", name, "the group")->required();
+  gadd->add_option("WPAR", names, "the WPARs")->required();
+  gadd->callback([&] { exit_code = run(g, "group.add-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
+  auto* gremove = grp->add_subcommand("remove-wpar", "move WPARs out of a group, back to default");
+  gremove->add_option("GROUP", name, "the group")->required();
+  gremove->add_option("WPAR", names, "the WPARs")->required();
+  gremove->callback([&] { exit_code = run(g, "group.remove-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
+
+  // ---- compat
+  auto* compat = app.add_subcommand("compat", "compatibility between systems (relocation)");
+  compat->require_subcommand(1);
+  auto* cshow = compat->add_subcommand("show", "the compatibility of two systems, test by test");
+  cshow->add_option("A", name, "the first system")->required();
+  cshow->add_option("B", name2, "the second system")->required();
+  cshow->add_option("--tests", tests, "optional tests to apply, comma-separated (the critical ones always apply)");
+  cshow->callback([&] {
+    json a = {{"a", name}, {"b", name2}};
+    if (!tests.empty()) a["tests"] = split_list(tests);
+    exit_code = run(g, "compat.show", a, [](const json& r) {
+      std::printf("%s ↔ %s: %s\n", text_of(r["a"]).c_str(), text_of(r["b"]).c_str(), text_of(r["state"]).c_str());
+      for (const auto& [label, dir] : {std::pair{"A → B", "departureToArrival"}, std::pair{"B → A", "arrivalToDeparture"}}) {
+        if (!r.contains(dir)) continue;
+        for (const auto& t : r[dir]) {
+          if (t["passed"].get<bool>()) continue;
+          std::printf("  %s %-22s %s: %s vs %s; %s\n", label, text_of(t["test"]).c_str(),
+                      t["critical"].get<bool>() ? "critical" : "optional", text_of(t["departure"]).c_str(),
+                      text_of(t["arrival"]).c_str(), text_of(t["remedy"]).c_str());
+        }
+      }
+    });
+  });
+  auto* matrix = compat->add_subcommand("matrix", "the compatibility state of every pair of systems");
+  matrix->add_option("--limit", limit, "at most this many systems (default 50)");
+  matrix->callback([&] {
+    exit_code = run(g, "compat.matrix", {{"limit", limit}}, [](const json& r) {
+      std::printf("%-20s", "");
+      for (const auto& s : r["systems"]) std::printf(" %-16.16s", text_of(s).c_str());
+      std::printf("\n");
+      for (const auto& row : r["rows"]) {
+        std::printf("%-20.20s", text_of(row["system"]).c_str());
+        for (const auto& s : r["systems"]) {
+          std::string v = row["states"].contains(s.get<std::string>()) ? text_of(row["states"][s.get<std::string>()]) : "-";
+          std::printf(" %-16.16s", v.c_str());
+        }
+        std::printf("\n");
+      }
+      if (r.value("truncated", false)) std::printf("(more systems: raise --limit)\n");
+    });
+  });
+
+  // ---- role
+  auto* roles = app.add_subcommand("role", "map roles to users and Linux groups (administrator)");
+  roles->require_subcommand(1);
+  for (const char* verb : {"add", "remove"}) {
+    auto* c = roles->add_subcommand(verb, std::string(verb) + " users or groups to a role");
+    c->add_option("--role", role, "administrator, WPARAdministrator, WPARUser or WPARMonitor")->required();
+    c->add_option("--user", users, "users, comma-separated");
+    c->add_option("--group", groups, "Linux groups, comma-separated");
+    c->callback([&, verb] {
+      exit_code = run(g, std::string("role.") + verb,
+                      {{"role", role}, {"users", split_list(users)}, {"groups", split_list(groups)}}, print_decision);
+    });
+  }
+  auto* purge = roles->add_subcommand("purge", "remove every user and group from a role");
+  purge->add_option("--role", role, "the role")->required();
+  purge->callback([&] { exit_code = run(g, "role.purge", {{"role", role}}, print_decision); });
+  auto* rquery = roles->add_subcommand(
+      "query", "getRoles | getRolesByUser U | getRolesByGroup G | getUsersByRole R | getGroupsByRole R");
+  rquery->add_option("QUERY", query, "the query")->required();
+  rquery->add_option("NAME", query_name, "the user, group or role it asks about");
+  rquery->callback([&] {
+    exit_code = run(g, "role.query", {{"query", query}, {"name", query_name}}, [](const json& r) {
+      for (const auto& x : r) {
+        if (x.is_object()) {
+          std::printf("%-20s users: %s; groups: %s\n", text_of(x["role"]).c_str(), text_of(x["users"]).c_str(),
+                      text_of(x["groups"]).c_str());
+        } else {
+          std::puts(text_of(x).c_str());
+        }
+      }
+    });
+  });
+
+  // ---- settings
+  auto* settings = app.add_subcommand("settings", "manager settings");
+  settings->require_subcommand(1);
+  settings->add_subcommand("show", "every setting with its value and default")->callback([&] {
+    exit_code = run(g, "settings.show", json::object(), [](const json& r) {
+      std::printf("%-24s %-28s %s\n", "KEY", "VALUE", "DEFAULT");
+      for (const auto& s : r) {
+        std::printf("%-24s %-28s %s\n", text_of(s["key"]).c_str(), text_of(s["value"]).c_str(),
+                    text_of(s["default"]).c_str());
+      }
+    });
+  });
+  auto* set = settings->add_subcommand("set", "change a setting");
+  set->add_option("KEY", key, "the setting")->required();
+  set->add_option("VALUE", value, "its new value")->required();
+  set->callback([&] { exit_code = run(g, "settings.set", {{"key", key}, {"value", value}}, print_decision); });
+
+  // ---- events
+  auto* events = app.add_subcommand("events", "the live event stream");
+  events->require_subcommand(1);
+  auto* watch = events->add_subcommand(
+      "watch", "follow events as they are committed (NDJSON with -o json, with heartbeats); resumable with --from");
+  watch->add_option("--from", from, "start at this sequence (default: from now on)");
+  watch->add_option("--type", types, "only these event types (repeatable)");
+  watch->add_option("--count", count, "stop after this many events");
+  watch->callback([&] { exit_code = cmd_watch(g, from, types, count); });
+}
+
+}  // namespace wpm::cli
