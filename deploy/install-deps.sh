@@ -16,6 +16,22 @@ PACKAGES=(
   procps iproute2 util-linux python3 curl
 )
 
+# The PAM service of wpm logins (deploy/pam/wpm), installed when absent or
+# different; root only (a non-root build skips it and says so).
+install_pam_service() {
+  local src
+  src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pam/wpm"
+  if cmp -s "$src" /etc/pam.d/wpm; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: not root: /etc/pam.d/wpm not installed (wpm login needs it: sudo install -m 0644 $src /etc/pam.d/wpm)"
+    return 0
+  fi
+  install -D -m 0644 "$src" /etc/pam.d/wpm
+  echo "install-deps: installed /etc/pam.d/wpm"
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -23,6 +39,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+  install_pam_service
   exit 0
 fi
 
@@ -35,3 +52,4 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_pam_service

@@ -175,7 +175,10 @@ class Gateway {
     int wait = 0;
     if (command == "events.read") wait = request["args"].value("waitMs", 0);
     if (command == "login") wait = 10'000;  // PAM sleeps after a failure
-    return g_.timeout_ms + wait + (command.find('.') != std::string::npos && command != "events.read" ? 10'000 : 0);
+    // A change waits for its decision on the gateway (up to 10 s) before it answers.
+    bool read = command == "events.read" || command.ends_with(".list") || command.ends_with(".show") ||
+                command.ends_with(".matrix") || command.ends_with(".query") || command.find('.') == std::string::npos;
+    return g_.timeout_ms + wait + (read ? 0 : 10'000);
   }
   static json local_error(const std::string& code, const std::string& message) {
     return {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
