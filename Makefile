@@ -33,6 +33,7 @@ test: build
 bench: build
 	./$(BUILD)/bin/wpm-bench-store
 	./$(BUILD)/bin/wpm-bench-compat
+	./$(BUILD)/bin/wpm-bench-fleet
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
 

@@ -122,12 +122,11 @@ Result<void> Gateway::start() {
   {
     std::unique_lock lock(state_mutex_);
     if (auto r = runner_.start(); !r) return r;
+    snapshot_at_ = runner_.stats().from_snapshot ? runner_.stats().snapshot_sequence : 0;
   }
   auto root = ensure_root_credential(options_.data_dir);
   if (!root) return std::unexpected(root.error());
   root_token_hash_ = token_hash(*root);
-  auto log = deps_.make_log();
-  if (auto r = bootstrap_roles(*log); !r) return r;
   fold();
   if (auto r = server_.bind(); !r) return r;
   server_.start([this](bus::ServerRequest& r) { return serve(r); },
@@ -143,6 +142,7 @@ Result<void> Gateway::start() {
 void Gateway::stop() {
   if (stop_.exchange(true)) return;
   if (follower_.joinable()) follower_.join();
+  snapshot(0);
   {
     std::lock_guard lock(parked_mutex_);
     for (auto& p : parked_) server_.reply(std::move(p.request), error_reply("unavailable", "wpmd is stopping").dump());
@@ -157,27 +157,22 @@ uint64_t Gateway::folded() const {
 }
 
 void Gateway::fold() {
-  std::unique_lock lock(state_mutex_);
-  if (auto r = runner_.catch_up(); !r) logger_->error("gateway_fold_failed error=\"{}\"", r.error().message);
+  {
+    std::unique_lock lock(state_mutex_);
+    if (auto r = runner_.catch_up(); !r) logger_->error("gateway_fold_failed error=\"{}\"", r.error().message);
+  }
+  snapshot(kSnapshotEvery);
 }
 
-Result<void> Gateway::bootstrap_roles(kernel::EventLog& log) {
-  {
-    std::shared_lock lock(state_mutex_);
-    if (!runner_.state().roles.empty()) return {};
+void Gateway::snapshot(uint64_t after_events) {
+  if (deps_.snapshots == nullptr) return;
+  std::shared_lock lock(state_mutex_);
+  if (runner_.sequence() <= snapshot_at_ || runner_.sequence() - snapshot_at_ < after_events) return;
+  if (auto r = runner_.snapshot(); !r) {
+    logger_->warn("gateway_snapshot_failed error=\"{}\"", r.error().message);
+    return;
   }
-  // The first start: root may map roles and do everything in wpm.
-  AppendRequest append;
-  append.idempotency_key = "bootstrap/roles";
-  for (Role role : {Role::kAdministrator, Role::kWparAdministrator}) {
-    std::string stream = fmt::format("role/{}", role_name(role));
-    append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
-    append.events.push_back(EventDraft{stream, "", "", "", RoleMappingChanged{std::string(role_name(role)), {"root"}, {}}});
-  }
-  auto r = log.append(append);
-  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
-  logger_->info("roles_bootstrapped administrator=root WPARAdministrator=root");
-  return {};
+  snapshot_at_ = runner_.sequence();
 }
 
 void Gateway::follow() {

@@ -94,8 +94,8 @@ class Gateway {
   Gateway(zmq::context_t& context, GatewayDeps deps, GatewayOptions options, std::shared_ptr<spdlog::logger> logger);
   ~Gateway();
 
-  // Folds its state, maps root at the first start, writes the root
-  // credential, binds and starts serving.
+  // Folds its state, writes the root credential (first start), binds and
+  // starts serving.
   Result<void> start();
   void stop();
   const std::string& endpoint() const { return server_.endpoint(); }
@@ -123,6 +123,9 @@ class Gateway {
                                 bool* park);
   void follow();
   void fold();
+  // Writes a snapshot when `after_events` were folded since the last one.
+  void snapshot(uint64_t after_events);
+  static constexpr uint64_t kSnapshotEvery = 100'000;
   Answer login(const nlohmann::json& args, const std::string& address, kernel::EventLog& log);
   Answer authenticate(const std::string& token, Caller& caller);
   Answer logout(const Caller& caller, kernel::EventLog& log);
@@ -133,7 +136,6 @@ class Gateway {
                          const Caller& caller, const std::string& address, const Fail& why, kernel::EventLog& log);
   Answer wait_decision(const std::string& id);
   Answer read_events(const nlohmann::json& args, const Caller& caller);
-  Result<void> bootstrap_roles(kernel::EventLog& log);
   void record_login_refusal(const std::string& user, const std::string& address, const std::string& reason,
                             kernel::EventLog& log);
 
@@ -150,6 +152,7 @@ class Gateway {
   inventory::RejectionLimiter refusals_, by_user_, by_address_;
   std::atomic<bool> stop_{false};
   std::thread follower_;
+  std::atomic<uint64_t> snapshot_at_{0};  // the sequence of the last snapshot
   // Parked long polls (events.read with nothing new yet).
   struct Parked {
     bus::ServerRequest request;

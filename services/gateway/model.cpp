@@ -333,6 +333,7 @@ Result<GatewayState> GatewayModel::decode(std::string_view bytes) {
   auto truncated = [] { return fail(ErrorCode::kCorruption, "gateway snapshot truncated"); };
   if (bytes.size() < 8) return truncated();
   GatewayState state;
+  state.roles.clear();  // the snapshot lists every mapping
   uint64_t applied = 0;
   std::memcpy(&applied, bytes.data(), 8);
   bytes.remove_prefix(8);

@@ -67,7 +67,10 @@ struct RoleMapping {
 };
 
 struct GatewayState {
-  std::map<Role, RoleMapping> roles;
+  // Until a role is first changed, its mapping is the first start's: root is
+  // administrator and WPARAdministrator (no event: a new log stays empty).
+  std::map<Role, RoleMapping> roles = {{Role::kAdministrator, RoleMapping{{"root"}, {}, 0}},
+                                       {Role::kWparAdministrator, RoleMapping{{"root"}, {}, 0}}};
   std::map<std::string, Session> sessions;  // by token hash; closed and expired ones dropped
   // Recorded compatibility results, by (departure, arrival) properties digest.
   std::map<std::pair<std::string, std::string>, std::vector<CompatResult>> compat;

@@ -601,6 +601,7 @@ Result<Inventory> InventoryModel::decode(std::string_view bytes) {
     return piece;
   };
   Inventory state;
+  state.groups.clear();  // the snapshot lists every group, `default` included
   auto registry = next();
   if (!registry) return truncated();
   auto decoded = RegistryModel::decode(*registry);

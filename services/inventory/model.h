@@ -78,7 +78,10 @@ struct Inventory {
   uint64_t registry_version = 0;
   std::map<std::string, SystemStatus> status;  // by system id; absent: online since registration
   std::map<std::string, WparRecord> wpars;
-  std::map<std::string, GroupRecord> groups;
+  // The default group exists from the start, without an event: a new log
+  // stays empty until someone changes something.
+  std::map<std::string, GroupRecord> groups = {
+      {std::string(kDefaultGroup), GroupRecord{std::string(kDefaultGroup), "WPARs not placed in another group", 0}}};
   std::map<std::string, std::string> settings;  // only those set; defaults in setting_specs()
   uint64_t settings_version = 0;
   std::map<std::string, PendingCommand> pending;

@@ -46,7 +46,6 @@ Result<void> InventoryService::start() {
     applied_ = runner_.sequence();
   }
   applied_cv_.notify_all();
-  if (auto r = ensure_default_group(); !r) return r;
   return fold();
 }
 
@@ -75,19 +74,6 @@ Result<void> InventoryService::snapshot() {
   }
   if (r) snapshot_at_ = runner_.sequence();
   return r;
-}
-
-Result<void> InventoryService::ensure_default_group() {
-  if (runner_.state().groups.contains(std::string(kDefaultGroup))) return {};
-  std::string stream = fmt::format("group/{}", kDefaultGroup);
-  AppendRequest append;
-  append.idempotency_key = "bootstrap/" + stream;
-  append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
-  append.events.push_back(EventDraft{stream, "", "", "", GroupDefined{std::string(kDefaultGroup),
-                                                                      "WPARs not placed in another group", true}});
-  auto r = log_.append(append);
-  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
-  return {};
 }
 
 Result<bool> InventoryService::decide_one(const PendingCommand& pending) {

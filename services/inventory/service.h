@@ -87,7 +87,7 @@ class InventoryService final : public InventoryView {
                    const kernel::Clock& clock, const Liveness* liveness, std::shared_ptr<spdlog::logger> logger,
                    InventoryServiceOptions options = {});
 
-  // Folds the log (from the latest snapshot) and makes the default group.
+  // Folds the log (from the latest snapshot).
   Result<void> start();
   // One round: fold what is new, decide pending commands, check liveness.
   // Returns how many events it appended.
@@ -106,7 +106,6 @@ class InventoryService final : public InventoryView {
   // must be decided again (another writer changed a stream first).
   Result<bool> decide_one(const PendingCommand& pending);
   Result<size_t> check_liveness();
-  Result<void> ensure_default_group();
 
   kernel::EventLog& log_;
   kernel::SnapshotStore* snapshots_;

@@ -381,7 +381,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       return std::make_unique<OwnedEmbeddedLog>(context, local, "gateway", *raw_store);
     };
     deps.reads = &embedded;
-    deps.snapshots = nullptr;
+    deps.snapshots = &embedded;
     deps.signal = &embedded;
     deps.inventory = inventory_service.get();
     deps.clock = &clock;

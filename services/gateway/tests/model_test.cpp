@@ -59,6 +59,8 @@ TEST(RoleMatrix, EveryCommandAsTheReadmeTableSays) {
 
 TEST(Roles, MappingsForUsersAndGroupsTakeEffectAtOnce) {
   GatewayState state;
+  EXPECT_EQ(roles_of(state, "root", {}), (Roles{Role::kAdministrator, Role::kWparAdministrator}))
+      << "root is mapped from the first start, before any event";
   fold(state, "role/administrator", RoleMappingChanged{"administrator", {"root"}, {}});
   auto add = decide_role(state, "role.add", {{"role", "wparuser"}, {"users", {"alice", "bob"}}, {"groups", {"ops"}}});
   ASSERT_TRUE(add && *add);
@@ -90,7 +92,7 @@ TEST(Roles, MappingsForUsersAndGroupsTakeEffectAtOnce) {
   EXPECT_EQ(orphan.error().code, kernel::RejectionCode::kConflict);
   auto q = query_roles(state, {{"query", "getRolesByUser"}, {"name", "root"}});
   ASSERT_TRUE(q);
-  EXPECT_EQ(*q, nlohmann::json({"administrator"}));
+  EXPECT_EQ(*q, nlohmann::json({"administrator", "WPARAdministrator"}));
   EXPECT_FALSE(query_roles(state, {{"query", "getEverything"}}));
 }
 
