@@ -22,7 +22,12 @@ json error_reply(std::string_view code, std::string_view message, std::string_vi
   return {{"v", kGatewayProtocol}, {"ok", false}, {"error", e}};
 }
 
-json ok_reply(json result) { return {{"v", kGatewayProtocol}, {"ok", true}, {"result", std::move(result)}}; }
+// A success, with its members in a fixed order (v, ok, result) so that a
+// client can take the result's text as it is (a list of 100,000 WPARs need
+// not be parsed to be printed).
+std::string ok_text(const std::string& result) {
+  return fmt::format("{{\"v\":{},\"ok\":true,\"result\":{}}}", kGatewayProtocol, result);
+}
 
 bool loopback_endpoint(const std::string& endpoint) {
   return endpoint.starts_with("tcp://127.") || endpoint.starts_with("tcp://localhost:") ||
@@ -62,16 +67,6 @@ json system_json(const inventory::Inventory& inv, const inventory::RegisteredSys
   return j;
 }
 
-json wpar_json(const inventory::WparRecord& r) {
-  json j = wpar_to_json(r.wpar);
-  j["state"] = inventory::wpar_state_letter(r.wpar);
-  j["stateName"] = inventory::wpar_state_name(r.wpar);
-  j["version"] = r.version;
-  j["createdNs"] = r.created_ns;
-  j["changedNs"] = r.changed_ns;
-  return j;
-}
-
 json compat_results_json(const std::vector<CompatResult>& results) {
   json out = json::array();
   for (const auto& r : results) {
@@ -95,6 +90,87 @@ std::vector<compatibility::TestResult> to_test_results(const std::vector<CompatR
 }
 
 }  // namespace
+
+json wpar_json(const inventory::WparRecord& r) {
+  json j = wpar_to_json(r.wpar);
+  j["state"] = inventory::wpar_state_letter(r.wpar);
+  j["stateName"] = inventory::wpar_state_name(r.wpar);
+  j["version"] = r.version;
+  j["createdNs"] = r.created_ns;
+  j["changedNs"] = r.changed_ns;
+  return j;
+}
+
+namespace {
+void append_string(std::string& out, std::string_view text) {
+  out.push_back('"');
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x20) {
+      // As nlohmann::json writes them, so both writers agree byte for byte.
+      switch (c) {
+        case '\n': out += "\\n"; break;
+        case '\t': out += "\\t"; break;
+        case '\r': out += "\\r"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default: fmt::format_to(std::back_inserter(out), "\\u{:04x}", u);
+      }
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+}  // namespace
+
+void append_wpar_json(std::string& out, const inventory::WparRecord& r) {
+  // The members of wpar_json(), in the same (alphabetical) order.
+  const auto& w = r.wpar;
+  auto key = [&](std::string_view k) {
+    if (out.back() != '{') out.push_back(',');
+    append_string(out, k);
+    out.push_back(':');
+  };
+  auto text = [&](std::string_view k, std::string_view v) {
+    key(k);
+    append_string(out, v);
+  };
+  auto number = [&](std::string_view k, auto v) {
+    key(k);
+    fmt::format_to(std::back_inserter(out), "{}", v);
+  };
+  auto boolean = [&](std::string_view k, bool v) {
+    key(k);
+    out += v ? "true" : "false";
+  };
+  out.push_back('{');
+  text("address", w.address);
+  text("capabilities", w.capabilities);
+  number("changedNs", r.changed_ns);
+  boolean("checkpointable", w.checkpointable);
+  text("command", w.command);
+  number("cpuLimitPercent", w.cpu_limit_percent);
+  number("cpuShares", w.cpu_shares);
+  number("createdNs", r.created_ns);
+  boolean("discovered", w.discovered);
+  text("group", w.group);
+  number("memoryBytes", w.memory_bytes);
+  text("name", w.name);
+  number("processesMax", w.processes_max);
+  text("reportedState", w.reported_state);
+  text("state", inventory::wpar_state_letter(w));
+  text("stateName", inventory::wpar_state_name(w));
+  text("system", w.system);
+  text("triggerCommand", w.trigger_command);
+  text("triggerSignal", w.trigger_signal);
+  text("type", w.type);
+  number("version", r.version);
+  out.push_back('}');
+}
 
 Gateway::Gateway(zmq::context_t& context, GatewayDeps deps, GatewayOptions options,
                  std::shared_ptr<spdlog::logger> logger)
@@ -201,8 +277,8 @@ void Gateway::follow() {
     for (auto& p : expired) {
       // Nothing new within the wait: a heartbeat, so a silent stream is told from a dead one.
       server_.reply(std::move(p.request),
-                    ok_reply({{"events", json::array()}, {"next", p.after + 1}, {"head", head}, {"heartbeat", true}})
-                        .dump());
+                    ok_text(Reply(json{{"events", json::array()}, {"next", p.after + 1}, {"head", head},
+                                       {"heartbeat", true}})));
     }
     std::vector<RegistrationRejected> due;
     {
@@ -223,8 +299,8 @@ std::optional<std::string> Gateway::serve(bus::ServerRequest& request) {
   if (!log) log = deps_.make_log();
   json parsed = json::parse(request.body, nullptr, false);
   bool park = false;
-  json reply = handle_request(parsed, request.peer_address, *log, &park);
-  if (!park) return reply.dump();
+  std::string reply = handle_request(parsed, request.peer_address, *log, &park);
+  if (!park) return reply;
   std::lock_guard lock(parked_mutex_);
   if (parked_.size() >= options_.parked_max) {
     return error_reply("unavailable", "too many event streams open; retry in a moment").dump();
@@ -238,33 +314,37 @@ std::optional<std::string> Gateway::serve(bus::ServerRequest& request) {
 }
 
 json Gateway::handle(const json& request, const std::string& address, kernel::EventLog& log) {
-  return handle_request(request, address, log, nullptr);
+  return json::parse(handle_request(request, address, log, nullptr));
 }
 
-json Gateway::handle_request(const json& request, const std::string& address, kernel::EventLog& log, bool* park) {
-  if (!request.is_object()) return error_reply("invalid", "a request is one JSON object");
+std::string Gateway::ok_text(const Reply& result) {
+  return wpm::gateway::ok_text(result.raw.empty() ? result.value.dump() : result.raw);
+}
+
+std::string Gateway::handle_request(const json& request, const std::string& address, kernel::EventLog& log, bool* park) {
+  if (!request.is_object()) return error_reply("invalid", "a request is one JSON object").dump();
   for (const auto& [key, value] : request.items()) {
     if (key != "v" && key != "id" && key != "token" && key != "command" && key != "args") {
-      return error_reply("invalid", fmt::format("unknown request member '{}'", key));
+      return error_reply("invalid", fmt::format("unknown request member '{}'", key)).dump();
     }
   }
   if (!request.contains("v") || !request["v"].is_number_integer()) {
-    return error_reply("invalid", "the request has no protocol version (\"v\")");
+    return error_reply("invalid", "the request has no protocol version (\"v\")").dump();
   }
   int v = request["v"].get<int>();
   if (v > kGatewayProtocol) {
     return error_reply("unsupported", fmt::format("this gateway speaks protocol {} and the client {}: upgrade wpmd",
-                                                  kGatewayProtocol, v));
+                                                  kGatewayProtocol, v)).dump();
   }
-  if (v < 1) return error_reply("unsupported", "the client's protocol is too old: upgrade wpm");
+  if (v < 1) return error_reply("unsupported", "the client's protocol is too old: upgrade wpm").dump();
   if (!request.contains("command") || !request["command"].is_string()) {
-    return error_reply("invalid", "the request names no command");
+    return error_reply("invalid", "the request names no command").dump();
   }
   const std::string command = request["command"].get<std::string>();
   const json args = request.contains("args") && !request["args"].is_null() ? request["args"] : json::object();
-  if (!args.is_object()) return error_reply("invalid", "\"args\" must be a JSON object");
+  if (!args.is_object()) return error_reply("invalid", "\"args\" must be a JSON object").dump();
   auto access = command_access(command);
-  if (!access) return error_reply("invalid", fmt::format("no command '{}'; `wpm --help` lists them", command));
+  if (!access) return error_reply("invalid", fmt::format("no command '{}'; `wpm --help` lists them", command)).dump();
   std::string token = request.contains("token") && request["token"].is_string() ? request["token"].get<std::string>() : "";
   std::string id = request.contains("id") && request["id"].is_string() ? request["id"].get<std::string>() : "";
 
@@ -300,11 +380,11 @@ json Gateway::handle_request(const json& request, const std::string& address, ke
       answer = read_events(args, caller);
       // Nothing new at all: a long poll waits (parked, holding no worker)
       // for the next commit or its deadline.
-      if (park != nullptr && answer && answer->at("events").empty() &&
-          answer->at("next").get<uint64_t>() == std::max<uint64_t>(args.value("from", uint64_t{1}), 1) &&
+      if (park != nullptr && answer && answer->value.at("events").empty() &&
+          answer->value.at("next").get<uint64_t>() == std::max<uint64_t>(args.value("from", uint64_t{1}), 1) &&
           args.value("waitMs", 0) > 0) {
         *park = true;
-        return json{};
+        return {};
       }
     } else if (is_change(command)) {
       if (!valid_command_id(id)) {
@@ -318,9 +398,9 @@ json Gateway::handle_request(const json& request, const std::string& address, ke
   }
   if (!answer) {
     const bool with_id = is_change(command) && valid_command_id(id) && answer.error().code != "unauthenticated";
-    return error_reply(answer.error().code, answer.error().message, with_id ? id : "");
+    return error_reply(answer.error().code, answer.error().message, with_id ? id : "").dump();
   }
-  return ok_reply(std::move(*answer));
+  return ok_text(*answer);
 }
 
 Gateway::Answer Gateway::authenticate(const std::string& token, Caller& caller) {
@@ -660,7 +740,22 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
       j["wparNames"] = wpars;
       answer = j;
     } else if (command == "wpar.list") {
+      // The state filter, as a letter: "A" or "active" both name Active.
       std::string state = lower(args.value("state", ""));
+      if (state.size() > 1) {
+        for (const auto& letter : {"U", "D", "A", "P", "F", "L", "T", "B"}) {
+          WparDefinition probe;
+          probe.system = letter == std::string("U") ? "" : "x";
+          probe.reported_state = letter;
+          if (lower(inventory::wpar_state_name(probe)) == state) state = lower(letter);
+        }
+      }
+      if (state.size() > 1) {
+        answer = std::unexpected(Fail{"invalid", fmt::format("no WPAR state '{}': use a letter (U D A P F L T B) or "
+                                                             "its name (Undeployed, Active, …)",
+                                                             args.value("state", ""))});
+        return;
+      }
       std::string system = args.value("system", "");
       std::string group = args.value("group", "");
       if (!system.empty()) {
@@ -679,17 +774,17 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
         }
         group = *g;
       }
-      json out = json::array();
+      // Made as text directly: 100,000 WPARs are tens of megabytes of JSON.
+      std::string out = "[";
       for (const auto& [n, w] : inv.wpars) {
-        if (!state.empty() && lower(inventory::wpar_state_letter(w.wpar)) != state &&
-            lower(inventory::wpar_state_name(w.wpar)) != state) {
-          continue;
-        }
+        if (!state.empty() && lower(inventory::wpar_state_letter(w.wpar)) != state) continue;
         if (!system.empty() && w.wpar.system != system) continue;
         if (!group.empty() && w.wpar.group != group) continue;
-        out.push_back(wpar_json(w));
+        if (out.size() > 1) out.push_back(',');
+        append_wpar_json(out, w);
       }
-      answer = out;
+      out.push_back(']');
+      answer = Reply::text(std::move(out));
     } else if (command == "wpar.show") {
       auto n = inventory::resolve_prefix(inv.wpars, name, "WPAR");
       if (!n) {

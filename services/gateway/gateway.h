@@ -89,6 +89,11 @@ struct GatewayDeps {
   const kernel::Clock* clock = nullptr;
 };
 
+// A WPAR as queries show it: its definition, state letter and name,
+// version and times. append_wpar_json writes the same object as text.
+nlohmann::json wpar_json(const inventory::WparRecord& record);
+void append_wpar_json(std::string& out, const inventory::WparRecord& record);
+
 class Gateway {
  public:
   Gateway(zmq::context_t& context, GatewayDeps deps, GatewayOptions options, std::shared_ptr<spdlog::logger> logger);
@@ -116,11 +121,24 @@ class Gateway {
     std::string code;
     std::string message;
   };
-  using Answer = std::expected<nlohmann::json, Fail>;
+  // A result: a JSON value, or (for large lists) its text made directly.
+  struct Reply {
+    Reply(nlohmann::json v = nlohmann::json{}) : value(std::move(v)) {}  // NOLINT: implicit on purpose
+    static Reply text(std::string t) {
+      Reply r;
+      r.raw = std::move(t);
+      return r;
+    }
+    nlohmann::json value;
+    std::string raw;
+  };
+  using Answer = std::expected<Reply, Fail>;
+  static std::string ok_text(const Reply& result);
 
   std::optional<std::string> serve(bus::ServerRequest& request);
-  nlohmann::json handle_request(const nlohmann::json& request, const std::string& address, kernel::EventLog& log,
-                                bool* park);
+  // The reply's text; empty when the request was parked (`park` set).
+  std::string handle_request(const nlohmann::json& request, const std::string& address, kernel::EventLog& log,
+                             bool* park);
   void follow();
   void fold();
   // Writes a snapshot when `after_events` were folded since the last one.

@@ -135,6 +135,15 @@ class Gateway {
 
   json call(const std::string& command, json args, const std::string& token_override = "",
             bool no_token = false) {
+    std::string text = call_text(command, std::move(args), token_override, no_token);
+    json j = json::parse(text, nullptr, false);
+    if (j.is_object()) return j;
+    return local_error("internal", "the gateway's reply is not JSON");
+  }
+
+  // The reply's text as it came (a local error as JSON text).
+  std::string call_text(const std::string& command, json args, const std::string& token_override = "",
+                        bool no_token = false) {
     json request = {{"v", kGatewayProtocol}, {"command", command}, {"args", std::move(args)}, {"id", new_command_id()}};
     if (!no_token) {
       std::string t = token_override.empty() ? token() : token_override;
@@ -143,7 +152,7 @@ class Gateway {
     std::string body = request.dump();
     std::string ep = endpoint();
     if (auto problem = bus::connect_endpoint_problem(ep); !problem.empty()) {
-      return local_error("usage", "--gateway: " + problem);
+      return local_error("usage", "--gateway: " + problem).dump();
     }
     for (int attempt = 1; attempt <= g_.attempts; ++attempt) {
       zmq::socket_t s(context_, zmq::socket_type::dealer);
@@ -158,16 +167,13 @@ class Gateway {
       s.send(zmq::message_t(), zmq::send_flags::sndmore);
       s.send(zmq::buffer(body));
       zmq::message_t delimiter, reply;
-      if (s.recv(delimiter) && delimiter.more() && s.recv(reply)) {
-        json j = json::parse(reply.to_string(), nullptr, false);
-        if (j.is_object()) return j;
-        return local_error("internal", "the gateway's reply is not JSON");
-      }
+      if (s.recv(delimiter) && delimiter.more() && s.recv(reply)) return reply.to_string();
       if (g_stop.load()) break;
     }
     return local_error("unavailable", fmt::format("no reply from the gateway at {} after {} attempt(s); is wpmd "
                                                   "running? (--gateway, WPM_GATEWAY or --data DIR name it)",
-                                                  ep, g_.attempts));
+                                                  ep, g_.attempts))
+        .dump();
   }
 
  private:
@@ -229,9 +235,24 @@ std::string text_of(const json& v) {
 }
 
 // Runs one gateway command and prints its result with `table` on success.
+// A success comes as {"v":1,"ok":true,"result":…} with its members in that
+// order, so -o json prints a large result's text as it came, unparsed.
 int run(const GlobalOptions& g, const std::string& command, json args, const std::function<void(const json&)>& table) {
+  static constexpr std::string_view kOkPrefix = R"({"v":1,"ok":true,"result":)";
+  static constexpr size_t kPrettyBytesMax = 64 * 1024;
   Gateway gateway(g);
-  json reply = gateway.call(command, std::move(args));
+  std::string text = gateway.call_text(command, std::move(args));
+  if (g.format == Format::kJson && text.starts_with(kOkPrefix) && text.ends_with('}') &&
+      text.size() > kPrettyBytesMax) {
+    std::fwrite(text.data() + kOkPrefix.size(), 1, text.size() - kOkPrefix.size() - 1, stdout);
+    std::fputc('\n', stdout);
+    return kExitOk;
+  }
+  json reply = json::parse(text, nullptr, false);
+  if (!reply.is_object()) {
+    print_error("the gateway's reply is not JSON");
+    return kExitFailed;
+  }
   if (!reply.value("ok", false)) return report(reply);
   if (g.format == Format::kJson) {
     print_json(reply["result"]);

@@ -246,3 +246,22 @@ TEST_F(GatewayTest, OverTheSocketALongPollWaitsForTheNextEventWithoutHoldingAWor
 
 }  // namespace
 }  // namespace wpm::gateway
+
+namespace wpm::gateway {
+namespace {
+
+TEST(WparJson, TheTextWriterMakesTheSameObjectAsTheJsonOne) {
+  inventory::WparRecord r;
+  r.wpar = WparDefinition{"web\"1", "application", "/bin/echo a\\b\n", true, "SIGUSR2", "", 5, 50, 1 << 30, 9,
+                          "10.0.0.5/24", "+cap_net_admin", "default", "node1", true, "A"};
+  r.version = 3;
+  r.created_ns = 11;
+  r.changed_ns = 22;
+  std::string text;
+  append_wpar_json(text, r);
+  EXPECT_EQ(nlohmann::json::parse(text), wpar_json(r));
+  EXPECT_EQ(text, wpar_json(r).dump()) << "byte for byte, member order included";
+}
+
+}  // namespace
+}  // namespace wpm::gateway
