@@ -47,6 +47,7 @@ struct Started {
   agentVersion @0 :Text;
   profile @1 :Events.SystemProfile;
   wpars @2 :UInt32;
+  agentPort @3 :UInt16;      # the port the agent listens on now (0: not said)
 }
 
 struct Heartbeat {

@@ -64,6 +64,7 @@ std::string encode(const ManagerRequest& request) {
                      x.setAgentVersion(text(r.agent_version));
                      put_profile(r.profile, x.initProfile());
                      x.setWpars(r.wpars);
+                     x.setAgentPort(r.agent_port);
                    },
                    [&](const Heartbeat& r) {
                      auto x = b.initHeartbeat();
@@ -93,7 +94,7 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
       }
       case s::ManagerRequest::STARTED: {
         auto x = r.getStarted();
-        out.body = Started{str(x.getAgentVersion()), get_profile(x.getProfile()), x.getWpars()};
+        out.body = Started{str(x.getAgentVersion()), get_profile(x.getProfile()), x.getWpars(), x.getAgentPort()};
         break;
       }
       case s::ManagerRequest::HEARTBEAT: {

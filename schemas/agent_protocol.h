@@ -33,6 +33,7 @@ struct Started {
   std::string agent_version;
   profile::SystemProfile profile;
   uint32_t wpars = 0;
+  uint16_t agent_port = 0;  // the port the agent listens on now (the manager probes it)
   bool operator==(const Started&) const = default;
 };
 struct Heartbeat {

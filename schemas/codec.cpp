@@ -257,6 +257,11 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           x.setSystemId(text(p.system_id));
           x.setState(text(p.state));
           x.setReason(text(p.reason));
+        } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
+          auto x = b.initAgentReportRefused();
+          x.setSystemId(text(p.system_id));
+          x.setSubject(text(p.subject));
+          x.setReason(text(p.reason));
         }
       },
       payload);
@@ -398,6 +403,11 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
     case s::Payload::SYSTEM_STATE_CHANGED: {
       auto x = r.getSystemStateChanged();
       out = SystemStateChanged{str(x.getSystemId()), str(x.getState()), str(x.getReason())};
+      break;
+    }
+    case s::Payload::AGENT_REPORT_REFUSED: {
+      auto x = r.getAgentReportRefused();
+      out = AgentReportRefused{str(x.getSystemId()), str(x.getSubject()), str(x.getReason())};
       break;
     }
     default:

@@ -93,6 +93,8 @@ nlohmann::json payload_to_json(const Payload& payload) {
                     {"attempts", p.attempts},
                     {"firstNs", p.first_ns},
                     {"lastNs", p.last_ns}}}};
+        } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
+          return {{"agentReportRefused", {{"systemId", p.system_id}, {"subject", p.subject}, {"reason", p.reason}}}};
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
           return {{"systemStateChanged", {{"systemId", p.system_id}, {"state", p.state}, {"reason", p.reason}}}};
         } else {

@@ -25,6 +25,7 @@ enum EventType {
   sessionClosed @16;     # a logout or a revoked session
   loginRefused @17;      # refused logins of one user from one address, aggregated
   systemStateChanged @18;   # Online, Offline, Unreachable, with the reason; stream system/<id>
+  agentReportRefused @19;   # an agent reported what is not its own; stream agent-report-refusals
 }
 
 struct Event {
@@ -62,6 +63,7 @@ struct Payload {
     sessionClosed @16 :SessionClosed;
     loginRefused @17 :LoginRefused;
     systemStateChanged @18 :SystemStateChanged;
+    agentReportRefused @19 :AgentReportRefused;
   }
 }
 
@@ -221,6 +223,14 @@ struct LoginRefused {
 struct SystemStateChanged {
   systemId @0 :Text;
   state @1 :Text;            # online, offline, unreachable
+  reason @2 :Text;
+}
+
+# A report of an agent that the inventory refused: an agent speaks only for
+# its own system and the WPARs on it.
+struct AgentReportRefused {
+  systemId @0 :Text;     # the reporting system
+  subject @1 :Text;      # what it reported about, e.g. "wpar/web1"
   reason @2 :Text;
 }
 

@@ -33,7 +33,8 @@ constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "unspecified", "synthetic", "systemRegistered", "systemRemoved", "registrationRejected",
     "systemProfileChanged", "compatibilityAnalyzed", "commandRequested", "commandDecided",
     "wparDefined", "wparRemoved", "groupDefined", "groupDeleted", "settingChanged",
-    "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged"};
+    "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged",
+    "agentReportRefused"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -100,9 +101,11 @@ size_t payload_bytes(const Payload& payload) {
           return sum_sizes(p.token_hash, p.reason) + 16;
         } else if constexpr (std::is_same_v<T, LoginRefused>) {
           return sum_sizes(p.user, p.address, p.reason) + 32;
-        } else {
-          static_assert(std::is_same_v<T, SystemStateChanged>);
+        } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
           return sum_sizes(p.system_id, p.state, p.reason) + 16;
+        } else {
+          static_assert(std::is_same_v<T, AgentReportRefused>);
+          return sum_sizes(p.system_id, p.subject, p.reason) + 16;
         }
       },
       payload);

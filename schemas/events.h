@@ -35,8 +35,9 @@ enum class EventType : uint16_t {
   kSessionClosed = 16,
   kLoginRefused = 17,
   kSystemStateChanged = 18,
+  kAgentReportRefused = 19,
 };
-inline constexpr uint16_t kEventTypeMax = 18;
+inline constexpr uint16_t kEventTypeMax = 19;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -212,6 +213,13 @@ struct SystemStateChanged {
   bool operator==(const SystemStateChanged&) const = default;
 };
 
+struct AgentReportRefused {
+  std::string system_id;
+  std::string subject;
+  std::string reason;
+  bool operator==(const AgentReportRefused&) const = default;
+};
+
 // An event of a type this binary does not know (written by a newer one;
 // DESIGN.md §9 "old readers, new events"): kept opaque. Its record's checksum
 // and chain are verified as any other; consumers skip it and count it, and a
@@ -228,7 +236,7 @@ using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, System
                              RegistrationRejected, SystemProfileChanged, CompatibilityAnalyzed,
                              CommandRequested, CommandDecided, WparDefined, WparRemoved, GroupDefined,
                              GroupDeleted, SettingChanged, RoleMappingChanged, SessionOpened,
-                             SessionClosed, LoginRefused, SystemStateChanged>;
+                             SessionClosed, LoginRefused, SystemStateChanged, AgentReportRefused>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

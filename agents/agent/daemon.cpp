@@ -186,6 +186,7 @@ class Daemon {
   fs::file_time_type registration_mtime_{};
   std::unique_ptr<ManagerSession> session_;
   bool started_sent_ = false;
+  uint16_t bound_port_ = 0;  // the agent port as bound (sent in Started: the manager probes it)
   AgentStatus status_;
   std::unique_ptr<zmq::socket_t> port_;
   int local_fd_ = -1;
@@ -283,7 +284,7 @@ void Daemon::tick() {
     }));
     ap::ManagerRequest request;
     if (!started_sent_) {
-      request.body = ap::Started{kVersion, profile_, static_cast<uint32_t>(wpars.size())};
+      request.body = ap::Started{kVersion, profile_, static_cast<uint32_t>(wpars.size()), bound_port_};
     } else if (!profile_sent_) {
       request.body = ap::ProfileReport{profile_};
     } else {
@@ -511,6 +512,7 @@ int Daemon::run() {
     return 1;
   }
   std::string bound = bus::last_endpoint(*port_);
+  bound_port_ = static_cast<uint16_t>(std::stoul(bound.substr(bound.rfind(':') + 1)));
   if (auto r = open_local_socket(); !r) {
     std::fprintf(stderr, "wpm-agent: %s\n", r.error().message.c_str());
     return 1;

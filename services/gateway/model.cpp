@@ -20,7 +20,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 28> kCommands = {{
+constexpr std::array<CommandAccess, 29> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -39,6 +39,7 @@ constexpr std::array<CommandAccess, 28> kCommands = {{
     {"wpar.modify", Access::kWparAction},
     {"wpar.remove", Access::kWparAction},
     {"system.remove", Access::kFleetChange},
+    {"system.discover", Access::kFleetChange},
     {"group.create", Access::kFleetChange},
     {"group.modify", Access::kFleetChange},
     {"group.delete", Access::kFleetChange},

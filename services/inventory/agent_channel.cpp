@@ -442,6 +442,9 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
   int64_t now = clock().wall_ns();
   if (options_.liveness != nullptr) options_.liveness->seen(system_id, clock().monotonic_ns());
   if (const auto* started = std::get_if<ap::Started>(&request->body)) {
+    if (options_.liveness != nullptr && started->agent_port != 0) {
+      options_.liveness->set_agent_port(system_id, started->agent_port);
+    }
     {
       std::lock_guard lock(mutex_);
       auto& l = liveness_[system_id];

@@ -27,9 +27,9 @@ constexpr std::array<SettingSpec, 3> kSettings = {{
     {"compat.optional-tests", "", "optional compatibility tests applied by default, comma-separated"},
 }};
 
-constexpr std::array<std::string_view, 10> kCommands = {
-    "wpar.create", "wpar.modify",        "wpar.remove",           "group.create", "group.modify",
-    "group.delete", "group.add-wpar", "group.remove-wpar", "settings.set", "system.remove"};
+constexpr std::array<std::string_view, 11> kCommands = {
+    "wpar.create",    "wpar.modify",       "wpar.remove",  "group.create",  "group.modify",   "group.delete",
+    "group.add-wpar", "group.remove-wpar", "settings.set", "system.remove", "system.discover"};
 
 std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
   return std::unexpected(Rejection{code, std::move(message)});
@@ -502,6 +502,8 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const nlo
     command = SetSetting{a.text("key"), a.text("value")};
   } else if (name == "system.remove") {
     command = RemoveSystem{a.text("name")};
+  } else if (name == "system.discover") {
+    command = Discover{};
   } else {
     return reject(RejectionCode::kInvalid, fmt::format("the inventory has no command '{}'", name));
   }
@@ -525,11 +527,56 @@ Changes decide(const Inventory& state, const Command& command, const kernel::Con
           return decide_setting(state, c);
         } else if constexpr (std::is_same_v<T, RemoveSystem>) {
           return decide_system(state, c);
+        } else if constexpr (std::is_same_v<T, Discover>) {
+          return std::vector<Change>{};
         } else {
           return decide_group(state, c);
         }
       },
       command);
+}
+
+std::vector<Change> reconcile(const Inventory& state, const std::string& system_id,
+                              const std::vector<ReportedWpar>& reported) {
+  std::vector<Change> changes;
+  std::set<std::string> seen;
+  for (const auto& r : reported) {
+    if (!valid_name(r.name) || !seen.insert(r.name).second) continue;
+    auto it = state.wpars.find(r.name);
+    if (it == state.wpars.end()) {
+      WparDefinition w;
+      w.name = r.name;
+      w.type = r.type == "application" ? "application" : "system";
+      w.group = std::string(kDefaultGroup);
+      w.system = system_id;
+      w.discovered = true;
+      w.reported_state = r.state;
+      changes.push_back({wpar_stream(r.name), WparDefined{w, true}});
+      continue;
+    }
+    const WparDefinition& known = it->second.wpar;
+    if (known.system != system_id) {
+      std::string where = known.system.empty() ? "is defined here and not deployed there"
+                                               : fmt::format("is on {}", known.system);
+      changes.push_back({"agent-report-refusals",
+                         AgentReportRefused{system_id, wpar_stream(r.name),
+                                            fmt::format("system {} reported WPAR {}, which {}; an agent speaks only "
+                                                        "for its own system",
+                                                        system_id, r.name, where)}});
+      continue;
+    }
+    if (known.reported_state != r.state) {
+      WparDefinition w = known;
+      w.reported_state = r.state;
+      changes.push_back({wpar_stream(r.name), WparDefined{w, false}});
+    }
+  }
+  for (const auto& [name, record] : state.wpars) {
+    if (record.wpar.system == system_id && record.wpar.discovered && !seen.contains(name)) {
+      changes.push_back({wpar_stream(name), WparRemoved{name, fmt::format("no longer on {}", system_id)}});
+    }
+  }
+  return changes;
 }
 
 uint64_t stream_version(const Inventory& state, const std::string& stream) {

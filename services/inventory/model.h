@@ -97,6 +97,16 @@ struct Inventory {
 
 Inventory evolve(Inventory state, const Event& event);
 
+// A WPAR as an agent reports it (its list on the agent port).
+struct ReportedWpar {
+  std::string name;
+  std::string type;   // "system" | "application"
+  std::string state;  // the state letter of lswpar
+  bool operator==(const ReportedWpar&) const = default;
+};
+
+
+
 // The seed's state letter of a WPAR (lswpar): U while undeployed, else as reported.
 std::string wpar_state_letter(const WparDefinition& wpar);
 std::string wpar_state_name(const WparDefinition& wpar);
@@ -145,8 +155,9 @@ struct SetSetting {
 struct RemoveSystem {
   std::string name;
 };
+struct Discover {};  // ask every agent again (the service kicks the prober); writes nothing itself
 using Command = std::variant<CreateWpar, ModifyWpar, RemoveWpar, CreateGroup, ModifyGroup, DeleteGroup, MoveWpars,
-                             SetSetting, RemoveSystem>;
+                             SetSetting, RemoveSystem, Discover>;
 
 // The commands the inventory decides, by their gateway names.
 bool is_inventory_command(std::string_view name);
@@ -162,6 +173,14 @@ struct Change {
 using Changes = std::expected<std::vector<Change>, kernel::Rejection>;
 
 Changes decide(const Inventory& state, const Command& command, const kernel::Context& context);
+
+// What an agent's list of its WPARs changes (the seed's discovery): WPARs
+// made by hand appear as discovered, their states follow, discovered WPARs
+// that are gone are removed. A reported WPAR that is defined here but not on
+// that system is refused (an agent speaks only for its own system), as an
+// AgentReportRefused on stream agent-report-refusals.
+std::vector<Change> reconcile(const Inventory& state, const std::string& system_id,
+                              const std::vector<ReportedWpar>& reported);
 
 // The stream version a decision was made on (0: the stream does not exist).
 uint64_t stream_version(const Inventory& state, const std::string& stream);

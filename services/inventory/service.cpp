@@ -22,6 +22,29 @@ std::optional<int64_t> Liveness::last_seen(const std::string& system_id) const {
   return it->second;
 }
 
+void Liveness::set_agent_port(const std::string& system_id, uint16_t port) {
+  std::lock_guard lock(mutex_);
+  ports_[system_id] = port;
+}
+
+uint16_t Liveness::agent_port(const std::string& system_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = ports_.find(system_id);
+  return it == ports_.end() ? 0 : it->second;
+}
+
+void Liveness::set_probe(const std::string& system_id, Probe probe) {
+  std::lock_guard lock(mutex_);
+  probes_[system_id] = std::move(probe);
+}
+
+std::optional<Liveness::Probe> Liveness::probe(const std::string& system_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = probes_.find(system_id);
+  if (it == probes_.end()) return std::nullopt;
+  return it->second;
+}
+
 InventoryService::InventoryService(kernel::EventLog& log, kernel::SnapshotStore* snapshots,
                                    kernel::CommitSignal& signal, const kernel::Clock& clock, const Liveness* liveness,
                                    std::shared_ptr<spdlog::logger> logger, InventoryServiceOptions options)
@@ -140,14 +163,32 @@ Result<size_t> InventoryService::check_liveness() {
     for (const auto& [id, system] : state.registry.systems()) {
       SystemStatus status = state.system_status(id);
       auto last = liveness_->last_seen(id);
-      int64_t heard = std::max(last.value_or(0), started_ns_);
-      if (status.state == "online" && now - heard > timeout) {
-        changes.push_back({id, SystemStateChanged{id, "offline",
-                                                  fmt::format("no heartbeat for {} s", timeout / 1'000'000'000)}});
-      } else if (status.state != "online" && last && *last > started_ns_ && now - *last <= timeout) {
-        // Heard from since this service started, and recently: it is back.
-        changes.push_back({id, SystemStateChanged{id, "online", "heartbeat received"}});
+      // Heard from within the timeout, counting from this service's start.
+      bool fresh = now - std::max(last.value_or(0), started_ns_) <= timeout;
+      // Heard from since this service started, and recently.
+      bool back = last && *last > started_ns_ && now - *last <= timeout;
+      auto changed = changed_at_.find(id);
+      int64_t since = changed == changed_at_.end() ? started_ns_ : changed->second;
+      auto probe = liveness_->probe(id);
+      bool probe_failed = probe && !probe->ok && probe->at_ns > since;
+      bool probe_ok = probe && probe->ok && probe->at_ns > since;
+      std::optional<SystemStateChanged> next;
+      if (status.state == "online") {
+        if (!fresh) {
+          next = SystemStateChanged{id, "offline", fmt::format("no heartbeat for {} s", timeout / 1'000'000'000)};
+        } else if (probe_failed) {
+          next = SystemStateChanged{id, "unreachable", probe->reason};
+        }
+      } else if (status.state == "unreachable") {
+        if (!back && !fresh) {
+          next = SystemStateChanged{id, "offline", fmt::format("no heartbeat for {} s", timeout / 1'000'000'000)};
+        } else if (probe_ok) {
+          next = SystemStateChanged{id, "online", "the agent port answers again"};
+        }
+      } else if (back) {
+        next = SystemStateChanged{id, "online", "heartbeat received"};
       }
+      if (next) changes.push_back({id, std::move(*next)});
       versions[id] = status.version;
     }
   }
@@ -162,10 +203,57 @@ Result<size_t> InventoryService::check_liveness() {
     append.events.push_back(EventDraft{stream, "", "", "", std::move(change)});
     auto r = log_.append(append);
     if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
-    if (r) ++written;
+    if (r) {
+      ++written;
+      changed_at_[id] = now;
+    }
   }
-  std::lock_guard lock(stats_mutex_);
-  stats_.state_changes += written;
+  {
+    std::lock_guard lock(stats_mutex_);
+    stats_.state_changes += written;
+  }
+  return written;
+}
+
+Result<size_t> InventoryService::reconcile_reports() {
+  if (liveness_ == nullptr) return 0;
+  std::vector<std::pair<std::string, uint64_t>> done;
+  std::vector<AppendRequest> appends;
+  {
+    std::shared_lock lock(state_mutex_);
+    const Inventory& state = runner_.state();
+    for (const auto& [id, system] : state.registry.systems()) {
+      auto probe = liveness_->probe(id);
+      if (!probe || !probe->ok || probe->round <= reconciled_[id]) continue;
+      auto changes = reconcile(state, id, probe->wpars);
+      AppendRequest append;
+      std::set<std::string> expected;
+      for (auto& c : changes) {
+        if (const auto* refused = std::get_if<AgentReportRefused>(&c.payload)) {
+          // Recorded once per subject and reason, not at every probe.
+          std::string key = refused->subject + "\n" + refused->reason;
+          if (!refusals_[id].insert(key).second) continue;
+          logger_->warn("agent_report_refused system={} subject={} reason=\"{}\"", id, refused->subject,
+                        refused->reason);
+        } else if (expected.insert(c.stream).second) {
+          uint64_t v = stream_version(state, c.stream);
+          append.expectations.push_back(
+              StreamExpectation{c.stream, v == 0 ? ExpectKind::kNoStream : ExpectKind::kExact, v});
+        }
+        append.events.push_back(EventDraft{c.stream, "", "", "", std::move(c.payload)});
+      }
+      if (!append.events.empty()) appends.push_back(std::move(append));
+      done.push_back({id, probe->round});
+    }
+  }
+  size_t written = 0;
+  for (auto& append : appends) {
+    auto r = log_.append(append);
+    if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
+    if (r) written += append.events.size();
+  }
+  // A conflicting append is tried again at the next probe round's report.
+  for (const auto& [id, round] : done) reconciled_[id] = round;
   return written;
 }
 
@@ -185,6 +273,7 @@ Result<size_t> InventoryService::step() {
     if (*done) {
       attempts_.erase(p.id);
       ++written;
+      if (p.request.command == "system.discover" && on_discover_) on_discover_();
     } else if (++attempts_[p.id] >= options_.attempts) {
       logger_->warn("command_overtaken id={} command={} attempts={}", p.id, p.request.command, attempts_[p.id]);
       attempts_.erase(p.id);
@@ -198,7 +287,12 @@ Result<size_t> InventoryService::step() {
   if (*changed > 0) {
     if (auto r = fold(); !r) return std::unexpected(r.error());
   }
-  return written + *changed;
+  auto reconciled = reconcile_reports();
+  if (!reconciled) return std::unexpected(reconciled.error());
+  if (*reconciled > 0) {
+    if (auto r = fold(); !r) return std::unexpected(r.error());
+  }
+  return written + *changed + *reconciled;
 }
 
 void InventoryService::run(const std::atomic<bool>& stop) {

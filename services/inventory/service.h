@@ -16,7 +16,11 @@
 // reports them to a Liveness table in memory; this service turns a system
 // Offline after `heartbeat.timeout` without one, counting from its own start
 // for a system it has not heard from since (so a wpmd restart gives every
-// agent the whole timeout), and Online again at the next heartbeat.
+// agent the whole timeout), and Online again at the next heartbeat. When
+// heartbeats arrive but the prober (prober.h) cannot reach the agent's port,
+// the system is Unreachable, with the prober's reason, until a probe answers.
+// The WPARs an agent reports to the prober are reconciled (model.h's
+// reconcile): hand-made WPARs appear as discovered.
 //
 // Thread safety: run() on one thread; read() and wait_applied() from any.
 
@@ -29,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 
@@ -39,16 +44,31 @@
 
 namespace wpm::inventory {
 
-// When each system was last heard from (heartbeats and other reports).
-// Thread-safe.
+// When each system was last heard from (heartbeats and other reports), the
+// port its agent said it listens on, and the manager's last probe of that
+// port. Thread-safe.
 class Liveness {
  public:
   void seen(const std::string& system_id, int64_t now_ns);
   std::optional<int64_t> last_seen(const std::string& system_id) const;
+  void set_agent_port(const std::string& system_id, uint16_t port);
+  uint16_t agent_port(const std::string& system_id) const;  // 0: not said
+
+  struct Probe {
+    bool ok = false;
+    std::string reason;  // when not ok: what failed ("connection refused", …)
+    std::vector<ReportedWpar> wpars;  // when ok: what the agent reported
+    int64_t at_ns = 0;   // monotonic
+    uint64_t round = 0;  // the prober's round
+  };
+  void set_probe(const std::string& system_id, Probe probe);
+  std::optional<Probe> probe(const std::string& system_id) const;
 
  private:
   mutable std::mutex mutex_;
   std::map<std::string, int64_t> last_;
+  std::map<std::string, uint16_t> ports_;
+  std::map<std::string, Probe> probes_;
 };
 
 // A read-only view of the inventory for queries (the gateway's).
@@ -95,6 +115,8 @@ class InventoryService final : public InventoryView {
   void run(const std::atomic<bool>& stop);
   // Writes a snapshot of the state now.
   Result<void> snapshot();
+  // Called after a `system.discover` command is decided (the prober's kick).
+  void on_discover(std::function<void()> hook) { on_discover_ = std::move(hook); }
 
   void read(const std::function<void(const Inventory&)>& reader) const override;
   bool wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const override;
@@ -106,6 +128,8 @@ class InventoryService final : public InventoryView {
   // must be decided again (another writer changed a stream first).
   Result<bool> decide_one(const PendingCommand& pending);
   Result<size_t> check_liveness();
+  // Reconciles the WPARs each agent reported at the prober's latest round.
+  Result<size_t> reconcile_reports();
 
   kernel::EventLog& log_;
   kernel::SnapshotStore* snapshots_;
@@ -118,6 +142,10 @@ class InventoryService final : public InventoryView {
   int64_t started_ns_ = 0;
   uint64_t snapshot_at_ = 0;  // the sequence of the last snapshot
   std::map<std::string, int> attempts_;  // per pending command
+  std::map<std::string, int64_t> changed_at_;  // per system: when this service last changed its state (monotonic)
+  std::map<std::string, uint64_t> reconciled_;  // per system: the probe round last reconciled
+  std::map<std::string, std::set<std::string>> refusals_;  // per system: refusals recorded
+  std::function<void()> on_discover_;
   mutable std::shared_mutex state_mutex_;  // guards runner_'s state against read()
   mutable std::mutex applied_mutex_;
   mutable std::condition_variable applied_cv_;

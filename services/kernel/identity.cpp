@@ -17,9 +17,10 @@ struct Ownership {
   std::string_view service;
 };
 // Every stream family of the control plane and the service that writes it.
-constexpr std::array<Ownership, 15> kOwners = {{
+constexpr std::array<Ownership, 16> kOwners = {{
     {"registry", "inventory"},
     {"registration-rejections", "inventory"},
+    {"agent-report-refusals", "inventory"},
     {"system/", "inventory"},
     {"wpar/", "inventory"},
     {"group/", "inventory"},

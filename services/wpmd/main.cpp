@@ -32,6 +32,7 @@
 #include "services/compatibility/service.h"
 #include "services/gateway/gateway.h"
 #include "services/inventory/agent_channel.h"
+#include "services/inventory/prober.h"
 #include "services/inventory/service.h"
 #include "services/kernel/identity.h"
 #include "services/kernel/keyring.h"
@@ -345,11 +346,30 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     }
     inventory_thread = std::thread([&] { inventory_service->run(stop_services); });
   }
+  // The probe of the agents' ports (Unreachable, discovered WPARs).
+  std::unique_ptr<inventory::Prober> prober;
+  std::thread prober_thread;
+  if (inventory_service) {
+    auto manager_keys = bus::load_curve_keys(options.data_dir + "/keys", "manager");
+    if (manager_keys) {
+      inventory::ProberOptions po;
+      if (const char* interval = std::getenv("WPM_TEST_PROBE_INTERVAL_MS")) {
+        po.interval = std::chrono::milliseconds(std::strtoll(interval, nullptr, 10));
+        log->warn("test_probe_interval_ms value={}", po.interval.count());
+      }
+      prober = std::make_unique<inventory::Prober>(context, *manager_keys, *inventory_service, liveness, clock, log, po);
+      inventory_service->on_discover([&] { prober->kick(); });
+      prober_thread = std::thread([&] { prober->run(stop_services); });
+    } else {
+      log->warn("prober_disabled error=\"{}\"", manager_keys.error().message);
+    }
+  }
   std::unique_ptr<gateway::Gateway> gateway_service;
   std::string gateway_key;
   auto stop_inner = [&] {
     if (gateway_service) gateway_service->stop();
     stop_services = true;
+    if (prober_thread.joinable()) prober_thread.join();
     if (inventory_thread.joinable()) inventory_thread.join();
     if (compatibility_thread.joinable()) compatibility_thread.join();
   };

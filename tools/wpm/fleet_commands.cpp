@@ -494,6 +494,9 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
                     {"wpars", s["wparNames"].empty() ? "none" : text_of(s["wparNames"])}});
     });
   });
+  sys->add_subcommand("discover", "ask every registered agent again for its WPARs and reconcile (hand-made WPARs appear "
+                                  "as discovered)")
+      ->callback([&] { exit_code = run(g, "system.discover", json::object(), print_decision); });
   auto* sys_remove = sys->add_subcommand("remove", "remove a system: its key is revoked at once (refused while WPARs are on it)");
   sys_remove->add_option("NAME", name, "the system (any unique prefix)")->required();
   sys_remove->callback([&] { exit_code = run(g, "system.remove", {{"name", name}}, print_decision); });

@@ -155,6 +155,39 @@ TEST(InventoryDecide, ASystemWithWparsIsNotRemoved) {
   EXPECT_EQ(state.registry_version, 2u);
 }
 
+TEST(InventoryReconcile, HandMadeWparsAppearFollowTheirStateAndGoAndOthersAreRefused) {
+  Inventory state = fresh();
+  fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
+  fold(state, "registry", SystemRegistered{"node2", "node2", "b", "k2", {}, 9510});
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "planned"}}));
+  auto apply = [&](const std::string& system, std::vector<ReportedWpar> reported) {
+    auto changes = reconcile(state, system, reported);
+    for (auto& c : changes) fold(state, c.stream, c.payload);
+    return changes;
+  };
+  auto first = apply("node1", {{"hand1", "system", "A"}, {"app1", "application", "D"}});
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_TRUE(state.wpars.at("hand1").wpar.discovered);
+  EXPECT_EQ(state.wpars.at("hand1").wpar.system, "node1");
+  EXPECT_EQ(wpar_state_letter(state.wpars.at("app1").wpar), "D");
+  EXPECT_TRUE(apply("node1", {{"hand1", "system", "A"}, {"app1", "application", "D"}}).empty())
+      << "nothing changed, nothing written";
+  auto moved = apply("node1", {{"hand1", "system", "B"}});
+  ASSERT_EQ(moved.size(), 2u);
+  EXPECT_EQ(wpar_state_name(state.wpars.at("hand1").wpar), "Broken");
+  EXPECT_FALSE(state.wpars.contains("app1")) << "a discovered WPAR that is gone is removed";
+  // node2 reports node1's WPAR and the undeployed definition: refused, nothing changes.
+  auto refused = apply("node2", {{"hand1", "system", "A"}, {"planned", "system", "A"}});
+  ASSERT_EQ(refused.size(), 2u);
+  for (const auto& c : refused) {
+    EXPECT_EQ(c.stream, "agent-report-refusals");
+    EXPECT_TRUE(std::holds_alternative<AgentReportRefused>(c.payload));
+  }
+  EXPECT_NE(std::get<AgentReportRefused>(refused[0].payload).reason.find("is on node1"), std::string::npos);
+  EXPECT_EQ(state.wpars.at("hand1").wpar.system, "node1");
+  EXPECT_TRUE(state.wpars.at("planned").wpar.system.empty());
+}
+
 TEST(InventoryModel, PendingCommandsComeAndGoWithTheirDecision) {
   Inventory state = fresh();
   fold(state, "command/c1", CommandRequested{"wpar.create", "{}", "alice", {}, ""});

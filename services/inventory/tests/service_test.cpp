@@ -148,6 +148,25 @@ TEST_F(InventoryServiceTest, ASilentSystemGoesOfflineAfterTheTimeoutAndComesBack
   EXPECT_EQ(state().system_status("node1").state, "online");
 }
 
+TEST_F(InventoryServiceTest, AnAgentPortThatFailsItsProbeMakesTheSystemUnreachableUntilItAnswers) {
+  AppendRequest r;
+  r.events.push_back(EventDraft{"registry", "", "", "", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510}});
+  ASSERT_TRUE(inventory_log_->append(r));
+  clock_.advance_ns(1'000'000'000);
+  liveness_.seen("node1", clock_.monotonic_ns());
+  liveness_.set_probe("node1", {false, "agent port a:9510: connection refused", {}, clock_.monotonic_ns(), 1});
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "unreachable");
+  EXPECT_EQ(state().system_status("node1").reason, "agent port a:9510: connection refused");
+  EXPECT_EQ(*service_->step(), 0u) << "the same failed probe changes nothing again";
+  clock_.advance_ns(1'000'000'000);
+  liveness_.set_probe("node1", {true, "", {{"hand1", "system", "A"}}, clock_.monotonic_ns(), 2});
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "online");
+  ASSERT_TRUE(state().wpars.contains("hand1")) << "the reported WPAR is reconciled as discovered";
+  EXPECT_EQ(state().wpars.at("hand1").wpar.system, "node1");
+}
+
 TEST_F(InventoryServiceTest, ARestartFromASnapshotEqualsAFullFold) {
   request("g", "group.create", {{"name", "web"}});
   for (int i = 0; i < 20; ++i) {
