@@ -41,6 +41,7 @@ struct Register {
   agentPort @2 :UInt16;
   profile @3 :Events.SystemProfile;
   publicKey @4 :Text;         # the agent's CURVE public key, Z85
+  token @5 :Text;             # a single-use join token (wpm system token create) in place of the proof; over CURVE only
 }
 
 struct Started {

@@ -58,6 +58,7 @@ std::string encode(const ManagerRequest& request) {
                      x.setHostname(text(r.hostname));
                      x.setAgentPort(r.agent_port);
                      put_profile(r.profile, x.initProfile());
+                     x.setToken(text(r.token));
                    },
                    [&](const Started& r) {
                      auto x = b.initStarted();
@@ -89,7 +90,7 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
       case s::ManagerRequest::REGISTER: {
         auto x = r.getRegister();
         out.body = Register{str(x.getProof()), str(x.getHostname()), x.getAgentPort(),
-                            get_profile(x.getProfile()), str(x.getPublicKey())};
+                            get_profile(x.getProfile()), str(x.getPublicKey()), str(x.getToken())};
         break;
       }
       case s::ManagerRequest::STARTED: {

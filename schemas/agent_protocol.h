@@ -27,6 +27,7 @@ struct Register {
   uint16_t agent_port = 0;
   profile::SystemProfile profile;
   std::string public_key;  // Z85
+  std::string token;       // a join token in place of the proof (empty: the password's proof)
   bool operator==(const Register&) const = default;
 };
 struct Started {

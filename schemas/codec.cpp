@@ -262,6 +262,14 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           x.setSystemId(text(p.system_id));
           x.setSubject(text(p.subject));
           x.setReason(text(p.reason));
+        } else if constexpr (std::is_same_v<T, JoinTokenCreated>) {
+          auto x = b.initJoinTokenCreated();
+          x.setTokenHash(text(p.token_hash));
+          x.setExpiresNs(p.expires_ns);
+        } else if constexpr (std::is_same_v<T, JoinTokenUsed>) {
+          auto x = b.initJoinTokenUsed();
+          x.setTokenHash(text(p.token_hash));
+          x.setSystemId(text(p.system_id));
         }
       },
       payload);
@@ -408,6 +416,16 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
     case s::Payload::AGENT_REPORT_REFUSED: {
       auto x = r.getAgentReportRefused();
       out = AgentReportRefused{str(x.getSystemId()), str(x.getSubject()), str(x.getReason())};
+      break;
+    }
+    case s::Payload::JOIN_TOKEN_CREATED: {
+      auto x = r.getJoinTokenCreated();
+      out = JoinTokenCreated{str(x.getTokenHash()), x.getExpiresNs()};
+      break;
+    }
+    case s::Payload::JOIN_TOKEN_USED: {
+      auto x = r.getJoinTokenUsed();
+      out = JoinTokenUsed{str(x.getTokenHash()), str(x.getSystemId())};
       break;
     }
     default:

@@ -93,6 +93,10 @@ nlohmann::json payload_to_json(const Payload& payload) {
                     {"attempts", p.attempts},
                     {"firstNs", p.first_ns},
                     {"lastNs", p.last_ns}}}};
+        } else if constexpr (std::is_same_v<T, JoinTokenCreated>) {
+          return {{"joinTokenCreated", {{"tokenHash", p.token_hash}, {"expiresNs", p.expires_ns}}}};
+        } else if constexpr (std::is_same_v<T, JoinTokenUsed>) {
+          return {{"joinTokenUsed", {{"tokenHash", p.token_hash}, {"systemId", p.system_id}}}};
         } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
           return {{"agentReportRefused", {{"systemId", p.system_id}, {"subject", p.subject}, {"reason", p.reason}}}};
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {

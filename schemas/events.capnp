@@ -26,6 +26,8 @@ enum EventType {
   loginRefused @17;      # refused logins of one user from one address, aggregated
   systemStateChanged @18;   # Online, Offline, Unreachable, with the reason; stream system/<id>
   agentReportRefused @19;   # an agent reported what is not its own; stream agent-report-refusals
+  joinTokenCreated @20;  # a single-use join token for registering an agent; stream token/<hash prefix>
+  joinTokenUsed @21;     # the registration that used it
 }
 
 struct Event {
@@ -64,6 +66,8 @@ struct Payload {
     loginRefused @17 :LoginRefused;
     systemStateChanged @18 :SystemStateChanged;
     agentReportRefused @19 :AgentReportRefused;
+    joinTokenCreated @20 :JoinTokenCreated;
+    joinTokenUsed @21 :JoinTokenUsed;
   }
 }
 
@@ -232,6 +236,18 @@ struct AgentReportRefused {
   systemId @0 :Text;     # the reporting system
   subject @1 :Text;      # what it reported about, e.g. "wpar/web1"
   reason @2 :Text;
+}
+
+# A join token: an agent registers with it in place of the registration
+# password, once, before it expires. Only the token's hash is kept.
+struct JoinTokenCreated {
+  tokenHash @0 :Text;    # hex SHA-256 of the token
+  expiresNs @1 :Int64;
+}
+
+struct JoinTokenUsed {
+  tokenHash @0 :Text;
+  systemId @1 :Text;     # the system that registered with it
 }
 
 # The system profile (DESIGN.md §6), compared by the compatibility tests.

@@ -34,7 +34,7 @@ constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "systemProfileChanged", "compatibilityAnalyzed", "commandRequested", "commandDecided",
     "wparDefined", "wparRemoved", "groupDefined", "groupDeleted", "settingChanged",
     "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged",
-    "agentReportRefused"};
+    "agentReportRefused", "joinTokenCreated", "joinTokenUsed"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -103,9 +103,13 @@ size_t payload_bytes(const Payload& payload) {
           return sum_sizes(p.user, p.address, p.reason) + 32;
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
           return sum_sizes(p.system_id, p.state, p.reason) + 16;
-        } else {
-          static_assert(std::is_same_v<T, AgentReportRefused>);
+        } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
           return sum_sizes(p.system_id, p.subject, p.reason) + 16;
+        } else if constexpr (std::is_same_v<T, JoinTokenCreated>) {
+          return p.token_hash.size() + 16;
+        } else {
+          static_assert(std::is_same_v<T, JoinTokenUsed>);
+          return sum_sizes(p.token_hash, p.system_id) + 16;
         }
       },
       payload);

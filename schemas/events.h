@@ -36,8 +36,10 @@ enum class EventType : uint16_t {
   kLoginRefused = 17,
   kSystemStateChanged = 18,
   kAgentReportRefused = 19,
+  kJoinTokenCreated = 20,
+  kJoinTokenUsed = 21,
 };
-inline constexpr uint16_t kEventTypeMax = 19;
+inline constexpr uint16_t kEventTypeMax = 21;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -220,6 +222,18 @@ struct AgentReportRefused {
   bool operator==(const AgentReportRefused&) const = default;
 };
 
+struct JoinTokenCreated {
+  std::string token_hash;
+  int64_t expires_ns = 0;
+  bool operator==(const JoinTokenCreated&) const = default;
+};
+
+struct JoinTokenUsed {
+  std::string token_hash;
+  std::string system_id;
+  bool operator==(const JoinTokenUsed&) const = default;
+};
+
 // An event of a type this binary does not know (written by a newer one;
 // DESIGN.md §9 "old readers, new events"): kept opaque. Its record's checksum
 // and chain are verified as any other; consumers skip it and count it, and a
@@ -236,7 +250,8 @@ using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, System
                              RegistrationRejected, SystemProfileChanged, CompatibilityAnalyzed,
                              CommandRequested, CommandDecided, WparDefined, WparRemoved, GroupDefined,
                              GroupDeleted, SettingChanged, RoleMappingChanged, SessionOpened,
-                             SessionClosed, LoginRefused, SystemStateChanged, AgentReportRefused>;
+                             SessionClosed, LoginRefused, SystemStateChanged, AgentReportRefused,
+                             JoinTokenCreated, JoinTokenUsed>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

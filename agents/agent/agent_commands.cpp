@@ -130,6 +130,7 @@ struct ConfigureOptions {
   uint16_t agentport = 9510;
   std::string manager_key;
   std::string password_file;
+  std::string token;  // a join token in place of the password
   std::string hostname;
   bool force = false;
   bool agentport_given = false;
@@ -182,8 +183,13 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
                                         agentport, *why));
     }
   }
-  auto password = read_password(o.password_file);
-  if (!password) return error(kUsage, password.error().message);
+  Result<std::string> password = std::string();
+  if (o.token.empty()) {
+    password = read_password(o.password_file);
+    if (!password) return error(kUsage, password.error().message);
+  } else if (!o.token.starts_with("wpmj_")) {
+    return error(kUsage, "a join token starts with wpmj_ (make one on the manager: wpm system token create)");
+  }
   auto keys = bus::load_or_create_curve_keys(paths.data_dir + "/keys", "agent");
   if (!keys) return error(kFailed, keys.error().message);
 
@@ -208,15 +214,26 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
                                       "impersonating it)",
                                       o.manager, fingerprint, o.manager_key));
   }
-  if (manager->password_kdf.empty()) {
-    return error(kFailed, fmt::format("the manager at {} accepts no registrations yet: on the manager, start wpmd "
-                                      "with --registration-password-file FILE",
-                                      o.manager));
+  std::string proof;
+  if (o.token.empty()) {
+    if (manager->password_kdf.empty()) {
+      return error(kFailed, fmt::format("the manager at {} accepts no registrations by password yet: on the "
+                                        "manager, start wpmd with --registration-password-file FILE, or make a join "
+                                        "token (wpm system token create) and give it with --token",
+                                        o.manager));
+    }
+    auto kdf = bus::parse_kdf(manager->password_kdf);
+    if (!kdf) return error(kFailed, "the manager sent unusable password parameters: " + kdf.error().message);
+    auto secret = bus::derive_password_key(*password, *kdf);
+    if (!secret) return error(kFailed, secret.error().message);
+    std::string hostname_for_proof = o.hostname;
+    if (hostname_for_proof.empty()) {
+      char buf[256] = {};
+      ::gethostname(buf, sizeof buf - 1);
+      hostname_for_proof = buf;
+    }
+    proof = bus::registration_proof(*secret, manager->public_key, keys->public_key, hostname_for_proof);
   }
-  auto kdf = bus::parse_kdf(manager->password_kdf);
-  if (!kdf) return error(kFailed, "the manager sent unusable password parameters: " + kdf.error().message);
-  auto secret = bus::derive_password_key(*password, *kdf);
-  if (!secret) return error(kFailed, secret.error().message);
 
   std::string hostname = o.hostname;
   if (hostname.empty()) {
@@ -227,8 +244,7 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   auto profile = profile::collect_profile();
   profile.agent_version = kVersion;
   if (auto config = load_agent_config(paths.data_dir); config) config->profile.apply(profile);
-  ap::Register reg{bus::registration_proof(*secret, manager->public_key, keys->public_key, hostname), hostname,
-                   agentport, profile, keys->public_key};
+  ap::Register reg{proof, hostname, agentport, profile, keys->public_key, o.token};
   // Over CURVE to the key just pinned: the proof never travels in clear, and
   // only the manager that holds that key can read it.
   ManagerSession registration(context, tcp_endpoint(o.manager, manager->agent_channel_port), *keys,
@@ -403,6 +419,8 @@ void add_daemon_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& f
                             "the manager key's fingerprint (wpmd --show-key); refuse any other key");
   configure_cmd->add_option("--password-file", co->password_file,
                             "file holding the registration password (else WPM_REGISTRATION_PASSWORD, else a prompt)");
+  configure_cmd->add_option("--token", co->token,
+                            "a single-use join token from `wpm system token create`, in place of the password");
   configure_cmd->add_option("--hostname", co->hostname, "the name to register under (default: this host's name)");
   configure_cmd->add_flag("--force", co->force, "unregister from the current manager and register again");
   configure_cmd->callback([&, co, configure_cmd] {

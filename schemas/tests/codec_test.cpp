@@ -57,6 +57,8 @@ TEST(Codec, EveryControlPlanePayloadRoundTripsWithEveryFieldSet) {
       LoginRefused{"alice", "127.0.0.1", "wrong password", 3, 1, 2},
       SystemStateChanged{"node1", "offline", "no heartbeat for 15 s"},
       AgentReportRefused{"node1", "wpar/web1", "it is on node2"},
+      JoinTokenCreated{"abcd", 77},
+      JoinTokenUsed{"abcd", "node1"},
   };
   for (const auto& p : payloads) {
     e.payload = p;

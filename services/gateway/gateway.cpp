@@ -574,6 +574,19 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
     }
     return wait_decision(id);
   }
+  // A join token is made here, shown once to the one who asked, and only its
+  // hash goes into the log (the command's arguments included).
+  std::string join_token;
+  if (command == "system.token-create") {
+    for (const auto& [key, value] : args.items()) {
+      if (key != "ttl") return std::unexpected(Fail{"invalid", fmt::format("unknown argument '{}'", key)});
+    }
+    auto made = new_token();
+    if (!made) return std::unexpected(Fail{"internal", made.error().message});
+    join_token = "wpmj_" + made->substr(4);
+    json recorded = {{"ttl", args.value("ttl", "1h")}, {"tokenHash", token_hash(join_token)}};
+    requested.args = recorded.dump();
+  }
   AppendRequest append;
   append.idempotency_key = "request/" + id;
   append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
@@ -583,7 +596,23 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
     return std::unexpected(Fail{"unavailable", "cannot record the command: " + r.error().message});
   }
   // Recorded now (or by an earlier send of the same id): wait for its decision.
-  return wait_decision(id);
+  auto decided = wait_decision(id);
+  if (decided && !join_token.empty()) {
+    if (!r) {
+      // A re-sent request: the token made the first time was shown then and is not kept.
+      return std::unexpected(Fail{"conflict", fmt::format("command {} made its join token before and it is shown "
+                                                          "only once; make another",
+                                                          id)});
+    }
+    auto created = kernel::read_stream_events(*deps_.reads, "token/" + token_hash(join_token).substr(0, 16), 1, 1);
+    decided->value["token"] = join_token;
+    if (created && !created->empty()) {
+      if (const auto* c = std::get_if<JoinTokenCreated>(&created->front().payload)) {
+        decided->value["expiresNs"] = c->expires_ns;
+      }
+    }
+  }
+  return decided;
 }
 
 Gateway::Answer Gateway::wait_decision(const std::string& id) {

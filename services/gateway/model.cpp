@@ -20,7 +20,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 29> kCommands = {{
+constexpr std::array<CommandAccess, 30> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -40,6 +40,7 @@ constexpr std::array<CommandAccess, 29> kCommands = {{
     {"wpar.remove", Access::kWparAction},
     {"system.remove", Access::kFleetChange},
     {"system.discover", Access::kFleetChange},
+    {"system.token-create", Access::kFleetChange},
     {"group.create", Access::kFleetChange},
     {"group.modify", Access::kFleetChange},
     {"group.delete", Access::kFleetChange},

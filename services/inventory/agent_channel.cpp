@@ -14,6 +14,8 @@
 #include "schemas/record.h"
 #include "schemas/agent_protocol.h"
 #include "schemas/hash.h"
+#include "services/inventory/model.h"
+#include "services/kernel/event_log.h"
 #include "wpm_version.h"
 
 namespace wpm::inventory {
@@ -349,7 +351,8 @@ void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& iden
            "own key");
     return;
   }
-  if (!password_) {
+  const bool with_token = !reg->token.empty();
+  if (!password_ && !with_token) {
     metrics_->closed.Increment();
     refuse(ap::ErrorKind::kRegistrationClosed, "no registration password set",
            "the manager accepts no registrations: it has no registration password; on the manager run wpmd "
@@ -363,7 +366,27 @@ void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& iden
                        options_.rejections.window_ns / 1'000'000'000));
     return;
   }
-  if (!bus::proof_matches(password_->second, keys_.public_key, reg->public_key, reg->hostname, reg->proof)) {
+  // A join token (single use, expiring) in place of the password's proof:
+  // it travels only over CURVE to this manager's key; only its hash is kept.
+  std::string token_stream;
+  if (with_token) {
+    std::string hash = to_hex(sha256(reg->token));
+    token_stream = join_token_stream(hash);
+    auto events = kernel::read_stream_events(*options_.registry_reads, token_stream, 1, 16);
+    if (!events) {
+      send_reply(socket, identity, error_reply(id, ap::ErrorKind::kUnavailable, "cannot read the join token; retry"));
+      return;
+    }
+    if (!events->empty()) {
+      const auto* created = std::get_if<JoinTokenCreated>(&events->front().payload);
+      if (created == nullptr || created->token_hash != hash) events->clear();  // another token's prefix: unknown
+    }
+    if (auto problem = join_token_problem(*events, now)) {
+      metrics_->wrong_password.Increment();
+      refuse(ap::ErrorKind::kWrongPassword, "join token refused", *problem);
+      return;
+    }
+  } else if (!bus::proof_matches(password_->second, keys_.public_key, reg->public_key, reg->hostname, reg->proof)) {
     metrics_->wrong_password.Increment();
     refuse(ap::ErrorKind::kWrongPassword, "wrong registration password",
            "wrong registration password; give the one set on the manager (--password-file or "
@@ -385,7 +408,19 @@ void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& iden
   AppendRequest append;
   append.idempotency_key = random_key("register-");
   append.events.push_back(EventDraft{kRegistryStream, append.idempotency_key, "", "", registered});
+  if (with_token) {
+    // Used once: the registration and the token's use are one append that
+    // expects the token unused (version 1), so two agents cannot both use it.
+    append.expectations.push_back(StreamExpectation{token_stream, ExpectKind::kExact, 1});
+    append.events.push_back(EventDraft{token_stream, append.idempotency_key, "", "",
+                                       JoinTokenUsed{to_hex(sha256(reg->token)), system_id}});
+  }
   auto result = store_->append(append);
+  if (!result && with_token && result.error().code == ErrorCode::kWrongExpectedVersion) {
+    refuse(ap::ErrorKind::kWrongPassword, "join token refused",
+           "this join token was just used by another registration; make another with `wpm system token create`");
+    return;
+  }
   if (!result) {
     log_->error("registration_not_recorded system={} error=\"{}\"", system_id, result.error().message);
     send_reply(socket, identity,

@@ -27,9 +27,9 @@ constexpr std::array<SettingSpec, 3> kSettings = {{
     {"compat.optional-tests", "", "optional compatibility tests applied by default, comma-separated"},
 }};
 
-constexpr std::array<std::string_view, 11> kCommands = {
-    "wpar.create",    "wpar.modify",       "wpar.remove",  "group.create",  "group.modify",   "group.delete",
-    "group.add-wpar", "group.remove-wpar", "settings.set", "system.remove", "system.discover"};
+constexpr std::array<std::string_view, 12> kCommands = {
+    "wpar.create",    "wpar.modify",       "wpar.remove",  "group.create",  "group.modify",    "group.delete",
+    "group.add-wpar", "group.remove-wpar", "settings.set", "system.remove", "system.discover", "system.token-create"};
 
 std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
   return std::unexpected(Rejection{code, std::move(message)});
@@ -504,6 +504,8 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const nlo
     command = RemoveSystem{a.text("name")};
   } else if (name == "system.discover") {
     command = Discover{};
+  } else if (name == "system.token-create") {
+    command = CreateJoinToken{a.text("tokenHash"), a.text("ttl")};
   } else {
     return reject(RejectionCode::kInvalid, fmt::format("the inventory has no command '{}'", name));
   }
@@ -511,7 +513,7 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const nlo
   return command;
 }
 
-Changes decide(const Inventory& state, const Command& command, const kernel::Context&) {
+Changes decide(const Inventory& state, const Command& command, const kernel::Context& context) {
   return std::visit(
       [&](const auto& c) -> Changes {
         using T = std::decay_t<decltype(c)>;
@@ -529,6 +531,19 @@ Changes decide(const Inventory& state, const Command& command, const kernel::Con
           return decide_system(state, c);
         } else if constexpr (std::is_same_v<T, Discover>) {
           return std::vector<Change>{};
+        } else if constexpr (std::is_same_v<T, CreateJoinToken>) {
+          std::string ttl = c.ttl.empty() ? "1h" : c.ttl;
+          auto ns = parse_duration_ns(ttl);
+          if (!ns || *ns < 60'000'000'000 || *ns > 7 * 86'400'000'000'000) {
+            return reject(RejectionCode::kInvalid, fmt::format("a token's --ttl '{}' must be from 1m to 7d (e.g. 1h; "
+                                                               "units ms, s, m, h)",
+                                                               ttl));
+          }
+          if (c.token_hash.size() != 64 ||
+              !std::all_of(c.token_hash.begin(), c.token_hash.end(), [](char x) { return std::isxdigit(x) != 0; })) {
+            return reject(RejectionCode::kInvalid, "the token's hash is not 64 hex digits");
+          }
+          return std::vector<Change>{{join_token_stream(c.token_hash), JoinTokenCreated{c.token_hash, context.now_ns + *ns}}};
         } else {
           return decide_group(state, c);
         }
@@ -577,6 +592,26 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
     }
   }
   return changes;
+}
+
+std::string join_token_stream(const std::string& token_hash) { return "token/" + token_hash.substr(0, 16); }
+
+std::optional<std::string> join_token_problem(const std::vector<Event>& stream, int64_t now_ns) {
+  if (stream.empty()) return "unknown join token: make one with `wpm system token create` on the manager";
+  for (const auto& e : stream) {
+    if (const auto* used = std::get_if<JoinTokenUsed>(&e.payload)) {
+      return fmt::format("this join token was already used (by system {}); a token registers one agent: make "
+                         "another with `wpm system token create`",
+                         used->system_id);
+    }
+  }
+  const auto* created = std::get_if<JoinTokenCreated>(&stream.front().payload);
+  if (created == nullptr) return "unknown join token";
+  if (created->expires_ns <= now_ns) {
+    return fmt::format("this join token expired {} s ago; make another with `wpm system token create`",
+                       (now_ns - created->expires_ns) / 1'000'000'000);
+  }
+  return std::nullopt;
 }
 
 uint64_t stream_version(const Inventory& state, const std::string& stream) {

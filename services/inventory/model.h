@@ -156,8 +156,12 @@ struct RemoveSystem {
   std::string name;
 };
 struct Discover {};  // ask every agent again (the service kicks the prober); writes nothing itself
+struct CreateJoinToken {
+  std::string token_hash;  // made by the gateway, which alone sees the token
+  std::string ttl;         // "1h" (default), from 1m to 7d
+};
 using Command = std::variant<CreateWpar, ModifyWpar, RemoveWpar, CreateGroup, ModifyGroup, DeleteGroup, MoveWpars,
-                             SetSetting, RemoveSystem, Discover>;
+                             SetSetting, RemoveSystem, Discover, CreateJoinToken>;
 
 // The commands the inventory decides, by their gateway names.
 bool is_inventory_command(std::string_view name);
@@ -181,6 +185,12 @@ Changes decide(const Inventory& state, const Command& command, const kernel::Con
 // AgentReportRefused on stream agent-report-refusals.
 std::vector<Change> reconcile(const Inventory& state, const std::string& system_id,
                               const std::vector<ReportedWpar>& reported);
+
+// Join tokens (wpm system token create): the stream of one token, and what
+// is wrong with registering with it at `now_ns` (unknown, used, expired), if
+// anything. Pure; the agent channel reads the stream and appends the use.
+std::string join_token_stream(const std::string& token_hash);
+std::optional<std::string> join_token_problem(const std::vector<Event>& stream, int64_t now_ns);
 
 // The stream version a decision was made on (0: the stream does not exist).
 uint64_t stream_version(const Inventory& state, const std::string& stream);

@@ -350,5 +350,34 @@ TEST_F(Fleet, AHandMadeWparAppearsAsDiscoveredAndAnAgentPortThatDoesNotAnswerIsU
   EXPECT_TRUE(wait_until([&] { return as_root({"wpar", "show", "hand1"}).exit_code == 3; }, 20s, 200ms));
 }
 
+TEST_F(Fleet, AJoinTokenRegistersOneAgentOnceAndIsNeverKeptInClear) {
+  auto made = as_root({"system", "token", "create", "--ttl", "30m"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  std::string token = made.out.substr(0, made.out.find('\n'));
+  ASSERT_TRUE(token.starts_with("wpmj_")) << made.out;
+  EXPECT_NE(made.err.find("single use"), std::string::npos);
+  auto configure = [&](const std::string& name, const std::string& t) {
+    return run({bin("wpm-agent"), "--data", dir_ / name, "configure", "--manager", "127.0.0.1", "--pubport",
+                port_of(wpmd_->agent_public()), "--agentport", "0", "--hostname", name, "--token", t},
+               30s);
+  };
+  auto first = configure("joiner1", token);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto again = configure("joiner2", token);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("already used (by system joiner1)"), std::string::npos) << again.err;
+  auto unknown = configure("joiner3", "wpmj_0000000000000000000000000000000000000000000000000000000000000000");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("unknown join token"), std::string::npos) << unknown.err;
+  EXPECT_EQ(as_root({"system", "token", "create", "--ttl", "10s"}).exit_code, 2) << "below the shortest ttl";
+  auto systems = json::parse(as_root({"-o", "json", "system", "list"}).out);
+  ASSERT_EQ(systems.size(), 1u);
+  EXPECT_EQ(systems[0]["name"], "joiner1");
+  auto dump = wpm(*wpmd_, {"log", "dump", "-o", "json"});
+  EXPECT_EQ(dump.out.find(token), std::string::npos) << "only the token's hash is kept";
+  EXPECT_EQ(wpmd_->log().find(token), std::string::npos);
+  EXPECT_NE(dump.out.find("joinTokenUsed"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace wpm::testing

@@ -497,6 +497,22 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   sys->add_subcommand("discover", "ask every registered agent again for its WPARs and reconcile (hand-made WPARs appear "
                                   "as discovered)")
       ->callback([&] { exit_code = run(g, "system.discover", json::object(), print_decision); });
+  auto* token = sys->add_subcommand("token", "join tokens: register an agent without the registration password");
+  token->require_subcommand(1);
+  static std::string ttl;
+  auto* token_create = token->add_subcommand(
+      "create", "make a single-use join token for `wpm-agent configure --token T` (shown once; expires)");
+  token_create->add_option("--ttl", ttl, "how long it stays valid: 1m to 7d (default 1h)");
+  token_create->callback([&] {
+    json a = json::object();
+    if (!ttl.empty()) a["ttl"] = ttl;
+    exit_code = run(g, "system.token-create", a, [](const json& r) {
+      std::printf("%s\n", r.value("token", "").c_str());
+      std::fprintf(stderr, "single use, valid until %s: on the host run wpm-agent configure --manager HOST --token "
+                           "THE-TOKEN\n",
+                   format_ns(r.value("expiresNs", int64_t{0})).c_str());
+    });
+  });
   auto* sys_remove = sys->add_subcommand("remove", "remove a system: its key is revoked at once (refused while WPARs are on it)");
   sys_remove->add_option("NAME", name, "the system (any unique prefix)")->required();
   sys_remove->callback([&] { exit_code = run(g, "system.remove", {{"name", name}}, print_decision); });

@@ -37,7 +37,7 @@ TEST(RoleMatrix, EveryCommandAsTheReadmeTableSays) {
       {"group.list", readers}, {"group.show", readers},   {"settings.show", readers}, {"compat.show", readers},
       {"compat.matrix", readers}, {"events.read", readers},
       {"wpar.create", wpar_actors}, {"wpar.modify", wpar_actors}, {"wpar.remove", wpar_actors},
-      {"system.remove", fleet}, {"system.discover", fleet}, {"group.create", fleet}, {"group.modify", fleet}, {"group.delete", fleet},
+      {"system.remove", fleet}, {"system.discover", fleet}, {"system.token-create", fleet}, {"group.create", fleet}, {"group.modify", fleet}, {"group.delete", fleet},
       {"group.add-wpar", fleet}, {"group.remove-wpar", fleet}, {"settings.set", fleet},
       {"role.add", admins}, {"role.remove", admins}, {"role.purge", admins}, {"role.query", admins},
   };

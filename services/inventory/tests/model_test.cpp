@@ -188,6 +188,36 @@ TEST(InventoryReconcile, HandMadeWparsAppearFollowTheirStateAndGoAndOthersAreRef
   EXPECT_TRUE(state.wpars.at("planned").wpar.system.empty());
 }
 
+TEST(JoinTokens, ATokenIsMadeWithItsExpiryAndRefusedWhenUnknownUsedOrExpired) {
+  kernel::SimulatedClock clock;
+  Inventory state = fresh();
+  std::string hash(64, 'a');
+  kernel::Context context{clock.wall_ns(), "user:root", kernel::CommandId("c"), "c"};
+  auto made = decide(state, *parse_command("system.token-create", {{"tokenHash", hash}, {"ttl", "2h"}}), context);
+  ASSERT_TRUE(made) << made.error().message;
+  ASSERT_EQ(made->size(), 1u);
+  EXPECT_EQ(made->at(0).stream, "token/" + hash.substr(0, 16));
+  const auto& created = std::get<JoinTokenCreated>(made->at(0).payload);
+  EXPECT_EQ(created.expires_ns, clock.wall_ns() + 7'200'000'000'000);
+  EXPECT_EQ(decide(state, *parse_command("system.token-create", {{"tokenHash", hash}, {"ttl", "5s"}}), context).error().code,
+            RejectionCode::kInvalid);
+  EXPECT_EQ(decide(state, *parse_command("system.token-create", {{"tokenHash", "xyz"}}), context).error().code,
+            RejectionCode::kInvalid);
+  Event e;
+  e.payload = created;
+  std::vector<Event> stream = {e};
+  EXPECT_FALSE(join_token_problem(stream, clock.wall_ns()));
+  clock.advance_ns(7'200'000'000'000);
+  auto expired = join_token_problem(stream, clock.wall_ns());
+  ASSERT_TRUE(expired);
+  EXPECT_NE(expired->find("expired"), std::string::npos);
+  Event used;
+  used.payload = JoinTokenUsed{hash, "node1"};
+  stream.push_back(used);
+  EXPECT_NE(join_token_problem(stream, 0)->find("already used (by system node1)"), std::string::npos);
+  EXPECT_NE(join_token_problem({}, 0)->find("unknown join token"), std::string::npos);
+}
+
 TEST(InventoryModel, PendingCommandsComeAndGoWithTheirDecision) {
   Inventory state = fresh();
   fold(state, "command/c1", CommandRequested{"wpar.create", "{}", "alice", {}, ""});
