@@ -155,6 +155,13 @@ TEST_F(StoreAccess, ALocalUserWhoIsNotRootCanNeitherReadTheKeyNorUseTheStore) {
   auto cat = as_nobody({"/usr/bin/cat", wpmd_->data_dir() + "/keys/admin.key"});
   EXPECT_NE(cat.exit_code, 0) << cat.out;
   EXPECT_EQ(cat.out.find("secret="), std::string::npos);
+  // Nor the root credential of the gateway, and without it the gateway takes them for nobody.
+  auto credential = as_nobody({"/usr/bin/cat", wpmd_->data_dir() + "/keys/root.credential"});
+  EXPECT_NE(credential.exit_code, 0) << credential.out;
+  EXPECT_EQ(credential.out.find("wpm_"), std::string::npos);
+  auto list = as_nobody({bin("wpm"), "--data", wpmd_->data_dir(), "--gateway", wpmd_->gateway(), "wpar", "list"});
+  EXPECT_EQ(list.exit_code, 1) << list.out;
+  EXPECT_NE(list.err.find("not logged in"), std::string::npos) << list.err;
   auto stats = as_nobody({bin("wpm"), "--data", wpmd_->data_dir(), "log", "stats"});
   EXPECT_EQ(stats.exit_code, 1) << stats.out << stats.err;
   EXPECT_NE(stats.err.find("permission denied"), std::string::npos) << stats.err;
