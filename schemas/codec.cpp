@@ -693,6 +693,10 @@ Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits) {
   return decode<s::Event>(bytes, limits, "event", [](s::Event::Reader r) { return get_event(r); });
 }
 
+Result<uint64_t> peek_event_sequence(std::string_view bytes, const DecodeLimits& limits) {
+  return decode<s::Event>(bytes, limits, "event", [](s::Event::Reader r) { return r.getSequence(); });
+}
+
 std::string encode_request(const Request& request) {
   return build_flat(0, [&](capnp::MessageBuilder& m) { put_request(request, m.initRoot<s::Request>()); });
 }

@@ -43,6 +43,9 @@ struct EventHeader {
 // bytes (room for a record header, schemas/record.h), without copying the draft.
 std::string encode_event(const EventHeader& header, const EventDraft& draft, size_t prefix_bytes);
 Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits = {});
+// Only the envelope's sequence, without converting the rest (the verifier's
+// fast path: the record's checksum and chain already cover every byte).
+Result<uint64_t> peek_event_sequence(std::string_view bytes, const DecodeLimits& limits = {});
 
 std::string encode_request(const Request& request);
 // The same for an append, without copying its events into a Request first.

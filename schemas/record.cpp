@@ -62,7 +62,8 @@ Result<RecordView> parse_record(std::string_view record) {
 ChainVerifier::ChainVerifier(uint64_t expected_first, Sha256Digest previous)
     : next_(expected_first), chain_(previous) {}
 
-Result<Event> ChainVerifier::feed(uint64_t key_sequence, std::string_view record) {
+Result<std::pair<std::string_view, Sha256Digest>> ChainVerifier::link(uint64_t key_sequence,
+                                                                     std::string_view record) {
   auto bad = [&](uint64_t seq, std::string why) {
     return fail(ErrorCode::kCorruption, fmt::format("sequence {}: {}", seq, why));
   };
@@ -80,18 +81,43 @@ Result<Event> ChainVerifier::feed(uint64_t key_sequence, std::string_view record
   if (computed != view->chain) {
     return bad(next_, "hash chain broken (the event was edited, replaced or reordered)");
   }
-  DecodeLimits limits;
-  limits.max_frame_bytes = kRecordEventBytesMax;
-  auto event = decode_event(view->event_bytes, limits);
-  if (!event) return bad(next_, event.error().message);
-  if (event->sequence != key_sequence) {
-    return bad(next_, fmt::format("stored under key {} but says sequence {}", key_sequence,
-                                  event->sequence));
-  }
+  return std::pair{view->event_bytes, computed};
+}
+
+void ChainVerifier::advance(const Sha256Digest& computed) {
   chain_ = computed;
   ++next_;
   ++count_;
+}
+
+Result<Event> ChainVerifier::feed(uint64_t key_sequence, std::string_view record) {
+  auto linked = link(key_sequence, record);
+  if (!linked) return std::unexpected(linked.error());
+  DecodeLimits limits;
+  limits.max_frame_bytes = kRecordEventBytesMax;
+  auto event = decode_event(linked->first, limits);
+  if (!event) return fail(ErrorCode::kCorruption, fmt::format("sequence {}: {}", next_, event.error().message));
+  if (event->sequence != key_sequence) {
+    return fail(ErrorCode::kCorruption, fmt::format("sequence {}: stored under key {} but says sequence {}", next_,
+                                                    key_sequence, event->sequence));
+  }
+  advance(linked->second);
   return event;
+}
+
+Result<void> ChainVerifier::check(uint64_t key_sequence, std::string_view record) {
+  auto linked = link(key_sequence, record);
+  if (!linked) return std::unexpected(linked.error());
+  DecodeLimits limits;
+  limits.max_frame_bytes = kRecordEventBytesMax;
+  auto sequence = peek_event_sequence(linked->first, limits);
+  if (!sequence) return fail(ErrorCode::kCorruption, fmt::format("sequence {}: {}", next_, sequence.error().message));
+  if (*sequence != key_sequence) {
+    return fail(ErrorCode::kCorruption, fmt::format("sequence {}: stored under key {} but says sequence {}", next_,
+                                                    key_sequence, *sequence));
+  }
+  advance(linked->second);
+  return {};
 }
 
 }  // namespace wpm

@@ -268,3 +268,33 @@ TEST(ChainVerifier, UndecodableEventWithValidChainFails) {
 
 }  // namespace
 }  // namespace wpm
+
+namespace wpm {
+namespace {
+
+// check() (what `wpm log verify` runs) accepts and refuses exactly as feed().
+TEST(ChainVerifierCheck, AgreesWithFeedOnSoundAndBrokenLogs) {
+  Log log = make_log(10);
+  ChainVerifier full, fast;
+  for (uint64_t seq = 1; seq <= 10; ++seq) {
+    ASSERT_TRUE(full.feed(seq, log.records[seq - 1]));
+    ASSERT_TRUE(fast.check(seq, log.records[seq - 1]));
+  }
+  EXPECT_EQ(fast.chain(), full.chain());
+  EXPECT_EQ(fast.count(), 10u);
+  // An edited event with a recomputed checksum: the chain breaks at 5.
+  std::string edited = encode_event(event_at(5, "forged"));
+  std::string record = log.records[4].substr(0, kRecordHeaderBytes) + edited;
+  reseal(record);
+  ChainVerifier broken;
+  for (uint64_t seq = 1; seq <= 4; ++seq) ASSERT_TRUE(broken.check(seq, log.records[seq - 1]));
+  auto e = broken.check(5, record);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_THAT(e.error().message, HasSubstr("hash chain broken"));
+  // A record stored under another key than its sequence.
+  ChainVerifier misplaced;
+  EXPECT_FALSE(misplaced.check(2, log.records[0]).has_value());
+}
+
+}  // namespace
+}  // namespace wpm

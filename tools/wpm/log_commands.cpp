@@ -254,7 +254,7 @@ int cmd_verify_online(const GlobalOptions& g) {
       break;
     }
     for (const auto& record : page->records) {
-      auto e = verifier.feed(next, record);
+      auto e = verifier.check(next, record);
       if (!e) {
         report.problem = e.error();
         break;
@@ -302,7 +302,7 @@ int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir) {
   ChainVerifier verifier;
   Progress progress;
   auto r = (*store)->scan(1, eventstore::Store::ScanMode::kBulk, [&](uint64_t seq, std::string_view rec) {
-    auto e = verifier.feed(seq, rec);
+    auto e = verifier.check(seq, rec);
     if (!e) {
       report.problem = e.error();
       return false;
