@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <zmq.hpp>
+
 #include "tests/support/process.h"
 
 namespace wpm::testing {
@@ -377,6 +379,38 @@ TEST_F(Fleet, AJoinTokenRegistersOneAgentOnceAndIsNeverKeptInClear) {
   EXPECT_EQ(dump.out.find(token), std::string::npos) << "only the token's hash is kept";
   EXPECT_EQ(wpmd_->log().find(token), std::string::npos);
   EXPECT_NE(dump.out.find("joinTokenUsed"), std::string::npos);
+}
+
+// Beyond loopback the gateway is CURVE: a plain client gets no answer, and
+// wpm with the key from DATA/endpoints (or --gateway-key) works.
+TEST(FleetGateway, BeyondLoopbackTheGatewayIsCurveAndWpmUsesItsKey) {
+  TempDir dir("wpm-fleet-curve");
+  Wpmd::Options o;
+  o.data_dir = dir / "wpmd";
+  o.extra_args = {"--gateway-endpoint", "tcp://0.0.0.0:0"};
+  Wpmd wpmd(o);
+  ASSERT_TRUE(wpmd.start()) << wpmd.log();
+  auto kv = read_key_values(wpmd.data_dir() + "/endpoints");
+  ASSERT_FALSE(kv["gateway_key"].empty()) << "the gateway's public key is published for clients";
+  std::string port = kv["gateway"].substr(kv["gateway"].rfind(':') + 1);
+  std::string endpoint = "tcp://127.0.0.1:" + port;
+  auto with_key = run({bin("wpm"), "--data", wpmd.data_dir(), "--gateway", endpoint, "whoami"}, 30s);
+  EXPECT_EQ(with_key.exit_code, 0) << with_key.err;
+  // Without the key, a client cannot talk to it at all (no answer).
+  auto no_key = run({bin("wpm"), "--data", dir / "nodata", "--gateway", endpoint, "--timeout", "500", "--attempts",
+                     "1", "whoami"},
+                    30s);
+  EXPECT_EQ(no_key.exit_code, 1);
+  EXPECT_NE(no_key.err.find("no reply from the gateway"), std::string::npos) << no_key.err;
+  zmq::context_t context(1);
+  zmq::socket_t plain(context, zmq::socket_type::dealer);
+  plain.set(zmq::sockopt::linger, 0);
+  plain.set(zmq::sockopt::rcvtimeo, 1500);
+  plain.connect(endpoint);
+  plain.send(zmq::message_t(), zmq::send_flags::sndmore);
+  plain.send(zmq::str_buffer(R"({"v":1,"command":"version"})"));
+  zmq::message_t reply;
+  EXPECT_FALSE(plain.recv(reply)) << "a client without CURVE gets no answer: passwords never travel in clear";
 }
 
 }  // namespace
