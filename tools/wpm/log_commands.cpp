@@ -6,6 +6,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -245,15 +249,58 @@ int cmd_verify_online(const GlobalOptions& g) {
   auto t0 = std::chrono::steady_clock::now();
   ChainVerifier verifier;
   Progress progress;
+  // A reader thread fetches the next pages while this one checks the
+  // current: the store's reads and the transfer overlap the hashing.
+  struct Page {
+    Result<ReadReply> reply;
+  };
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<Page> pages;
+  bool reader_done = false, stop_reader = false;
+  constexpr size_t kPagesAhead = 4;
+  std::thread reader([&] {
+    uint64_t from = 1;
+    while (from <= report.head) {  // bounded: each page advances `from`, or ends the loop
+      auto page = client.read_range(ReadRangeRequest{from, report.head, 0});
+      bool last = !page || page->records.empty();
+      if (page) from += page->records.size();
+      std::unique_lock lock(mutex);
+      cv.wait(lock, [&] { return pages.size() < kPagesAhead || stop_reader; });
+      if (stop_reader) break;
+      pages.push_back(Page{std::move(page)});
+      cv.notify_all();
+      if (last) break;
+    }
+    std::lock_guard lock(mutex);
+    reader_done = true;
+    cv.notify_all();
+  });
   uint64_t next = 1;
   while (next <= report.head && !report.problem) {
-    auto page = client.read_range(ReadRangeRequest{next, report.head, 0});
-    if (!page) {
-      if (page.error().code == ErrorCode::kTimeout) return fail_with(page.error());
-      report.problem = page.error();
+    Page page;
+    {
+      std::unique_lock lock(mutex);
+      cv.wait(lock, [&] { return !pages.empty() || reader_done; });
+      if (pages.empty()) break;
+      page = std::move(pages.front());
+      pages.pop_front();
+      cv.notify_all();
+    }
+    if (!page.reply) {
+      if (page.reply.error().code == ErrorCode::kTimeout) {
+        {
+          std::lock_guard lock(mutex);
+          stop_reader = true;
+        }
+        cv.notify_all();
+        reader.join();
+        return fail_with(page.reply.error());
+      }
+      report.problem = page.reply.error();
       break;
     }
-    for (const auto& record : page->records) {
+    for (const auto& record : page.reply->records) {
       auto e = verifier.check(next, record);
       if (!e) {
         report.problem = e.error();
@@ -262,8 +309,14 @@ int cmd_verify_online(const GlobalOptions& g) {
       ++next;
     }
     progress.update(next - 1, report.head);
-    if (page->records.empty()) break;
+    if (page.reply->records.empty()) break;
   }
+  {
+    std::lock_guard lock(mutex);
+    stop_reader = true;
+  }
+  cv.notify_all();
+  reader.join();
   progress.done();
   if (!report.problem && verifier.next_sequence() != report.head + 1) {
     report.problem = Error{ErrorCode::kCorruption,
