@@ -89,6 +89,22 @@ class Fleet : public ::testing::Test {
 
   std::string port_of(const std::string& endpoint) { return endpoint.substr(endpoint.rfind(':') + 1); }
 
+  // An agent in DIR/agent, registered with the password; returns its data directory.
+  std::string configure_agent() {
+    std::string data = dir_ / "agent";
+    auto configured = run({bin("wpm-agent"), "--data", data, "configure", "--manager", "127.0.0.1", "--pubport",
+                           port_of(wpmd_->agent_public()), "--agentport", "0", "--password-file", dir_ / "password"},
+                          30s);
+    EXPECT_EQ(configured.exit_code, 0) << configured.err;
+    agents_.push_back(data);
+    return data;
+  }
+  RunResult start_agent(const std::string& data) {
+    return run({bin("wpm-agent"), "--data", data, "start", "--agent-endpoint", "tcp://127.0.0.1:0", "--metrics-listen",
+                "127.0.0.1:0"},
+               30s);
+  }
+
   TempDir dir_{"wpm-fleet"};
   std::unique_ptr<Wpmd> wpmd_;
   std::vector<std::string> users_, groups_, agents_;
@@ -264,15 +280,8 @@ TEST_F(Fleet, AfterKillNineTheInventoryEqualsAFullReplay) {
 
 TEST_F(Fleet, ASilentAgentTurnsItsSystemOfflineAndBackOnline) {
   ASSERT_EQ(as_root({"settings", "set", "heartbeat.timeout", "8s"}).exit_code, 0);
-  std::string data = dir_ / "agent";
-  auto configured = run({bin("wpm-agent"), "--data", data, "configure", "--manager", "127.0.0.1", "--pubport",
-                         port_of(wpmd_->agent_public()), "--agentport", "0", "--password-file", dir_ / "password"},
-                        30s);
-  ASSERT_EQ(configured.exit_code, 0) << configured.err;
-  agents_.push_back(data);
-  auto started = run({bin("wpm-agent"), "--data", data, "start", "--agent-endpoint", "tcp://127.0.0.1:0",
-                      "--metrics-listen", "127.0.0.1:0"},
-                     30s);
+  std::string data = configure_agent();
+  auto started = start_agent(data);
   ASSERT_EQ(started.exit_code, 0) << started.err;
   auto state = [&] {
     auto r = as_root({"-o", "json", "system", "list"});
@@ -284,9 +293,7 @@ TEST_F(Fleet, ASilentAgentTurnsItsSystemOfflineAndBackOnline) {
   ASSERT_TRUE(wait_until([&] { return state() == "offline"; }, 30s, 250ms)) << state();
   auto shown = json::parse(as_root({"-o", "json", "system", "list"}).out)[0];
   EXPECT_NE(shown["stateReason"].get<std::string>().find("no heartbeat for 8 s"), std::string::npos) << shown.dump();
-  started = run({bin("wpm-agent"), "--data", data, "start", "--agent-endpoint", "tcp://127.0.0.1:0", "--metrics-listen",
-                 "127.0.0.1:0"},
-                30s);
+  started = start_agent(data);
   ASSERT_EQ(started.exit_code, 0) << started.err;
   EXPECT_TRUE(wait_until([&] { return state() == "online"; }, 20s, 200ms)) << state();
   auto dump = wpm(*wpmd_, {"log", "dump", "-o", "json"});
@@ -307,17 +314,8 @@ TEST_F(Fleet, ASilentAgentTurnsItsSystemOfflineAndBackOnline) {
 }
 
 TEST_F(Fleet, AHandMadeWparAppearsAsDiscoveredAndAnAgentPortThatDoesNotAnswerIsUnreachable) {
-  std::string data = dir_ / "agent";
-  auto configured = run({bin("wpm-agent"), "--data", data, "configure", "--manager", "127.0.0.1", "--pubport",
-                         port_of(wpmd_->agent_public()), "--agentport", "0", "--password-file", dir_ / "password"},
-                        30s);
-  ASSERT_EQ(configured.exit_code, 0) << configured.err;
-  agents_.push_back(data);
-  ASSERT_EQ(run({bin("wpm-agent"), "--data", data, "start", "--agent-endpoint", "tcp://127.0.0.1:0", "--metrics-listen",
-                 "127.0.0.1:0"},
-                30s)
-                .exit_code,
-            0);
+  std::string data = configure_agent();
+  ASSERT_EQ(start_agent(data).exit_code, 0);
   auto system = [&] {
     auto r = as_root({"-o", "json", "system", "list"});
     json j = json::parse(r.out, nullptr, false);
