@@ -693,6 +693,12 @@ Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits) {
   return decode<s::Event>(bytes, limits, "event", [](s::Event::Reader r) { return get_event(r); });
 }
 
+Result<EventHeaderPeek> peek_event_header(std::string_view bytes, const DecodeLimits& limits) {
+  return decode<s::Event>(bytes, limits, "event", [](s::Event::Reader r) {
+    return EventHeaderPeek{r.getSequence(), static_cast<EventType>(r.getType()), r.getStreamVersion()};
+  });
+}
+
 Result<uint64_t> peek_event_sequence(std::string_view bytes, const DecodeLimits& limits) {
   return decode<s::Event>(bytes, limits, "event", [](s::Event::Reader r) { return r.getSequence(); });
 }

@@ -46,6 +46,14 @@ Result<Event> decode_event(std::string_view bytes, const DecodeLimits& limits = 
 // Only the envelope's sequence, without converting the rest (the verifier's
 // fast path: the record's checksum and chain already cover every byte).
 Result<uint64_t> peek_event_sequence(std::string_view bytes, const DecodeLimits& limits = {});
+// The envelope's sequence, type and stream version alone: a follower skips
+// the events it does not fold without converting them.
+struct EventHeaderPeek {
+  uint64_t sequence = 0;
+  EventType type{};
+  uint64_t stream_version = 0;
+};
+Result<EventHeaderPeek> peek_event_header(std::string_view bytes, const DecodeLimits& limits = {});
 
 std::string encode_request(const Request& request);
 // The same for an append, without copying its events into a Request first.

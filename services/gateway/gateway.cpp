@@ -254,9 +254,15 @@ void Gateway::snapshot(uint64_t after_events) {
 void Gateway::follow() {
   auto log = deps_.make_log();
   uint64_t head = 0;
+  int64_t folded_at = 0;
   while (!stop_.load()) {
     head = deps_.signal->wait_beyond(std::max(head, folded()), std::chrono::milliseconds(200));
+    // Under a stream of commits, fold at most every 5 ms (many batches per
+    // fold, not one wake-up per batch taken from the store's sequencer).
+    int64_t left = 5'000'000 - (deps_.clock->monotonic_ns() - folded_at);
+    if (left > 0) (void)deps_.signal->wait_beyond(UINT64_MAX, std::chrono::milliseconds(left / 1'000'000 + 1));
     fold();
+    folded_at = deps_.clock->monotonic_ns();
     const int64_t now = deps_.clock->monotonic_ns();
     std::vector<Parked> wake, expired;
     {

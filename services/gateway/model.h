@@ -111,6 +111,10 @@ struct GatewayModel {
   static constexpr kernel::UnknownEvents kUnknown = kernel::UnknownEvents::kSkip;
   static State initial() { return {}; }
   static State evolve(State state, const Event& event) { return gateway::evolve(std::move(state), event); }
+  static bool wants(EventType type) {
+    return type == EventType::kRoleMappingChanged || type == EventType::kSessionOpened ||
+           type == EventType::kSessionClosed || type == EventType::kCompatibilityAnalyzed;
+  }
   static std::string encode(const State& state);
   static Result<State> decode(std::string_view bytes);
 };

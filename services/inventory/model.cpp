@@ -632,6 +632,23 @@ uint64_t stream_version(const Inventory& state, const std::string& stream) {
   return 0;
 }
 
+bool InventoryModel::wants(EventType type) {
+  switch (type) {
+    case EventType::kSystemRegistered:
+    case EventType::kSystemRemoved:
+    case EventType::kSystemProfileChanged:
+    case EventType::kSystemStateChanged:
+    case EventType::kWparDefined:
+    case EventType::kWparRemoved:
+    case EventType::kGroupDefined:
+    case EventType::kGroupDeleted:
+    case EventType::kSettingChanged:
+    case EventType::kCommandRequested:
+    case EventType::kCommandDecided: return true;
+    default: return false;
+  }
+}
+
 // Snapshot form: the registry's own snapshot, then the events that rebuild
 // the rest (each with the stream version and time it stands for), each
 // framed by a 4-byte length.

@@ -210,6 +210,7 @@ struct InventoryModel {
   static constexpr kernel::UnknownEvents kUnknown = kernel::UnknownEvents::kSkip;
   static State initial() { return {}; }
   static State evolve(State state, const Event& event) { return inventory::evolve(std::move(state), event); }
+  static bool wants(EventType type);
   static std::string encode(const State& state);
   static Result<State> decode(std::string_view bytes);
 };

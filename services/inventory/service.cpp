@@ -307,7 +307,13 @@ void InventoryService::run(const std::atomic<bool>& stop) {
       continue;
     }
     if (*done > 0) continue;
+    int64_t stepped = clock_.monotonic_ns();
     seen_ = signal_.wait_beyond(std::max(seen_, runner_.sequence()), options_.idle_wait);
+    // Under a stream of commits, fold at most every fold_interval: each fold
+    // then takes many batches at once instead of waking with every one of
+    // them (which would take the store's cores from its sequencer).
+    int64_t left = options_.fold_interval.count() * 1'000'000 - (clock_.monotonic_ns() - stepped);
+    if (left > 0 && !stop.load()) (void)signal_.wait_beyond(UINT64_MAX, std::chrono::milliseconds(left / 1'000'000 + 1));
   }
   if (snapshots_ != nullptr && runner_.sequence() > snapshot_at_) {
     if (auto r = snapshot(); !r) logger_->warn("inventory_snapshot_failed error=\"{}\"", r.error().message);

@@ -85,6 +85,9 @@ struct InventoryServiceOptions {
   // Longest wait for a commit when idle (and the liveness check interval).
   // Default: 500 ms.
   std::chrono::milliseconds idle_wait{500};
+  // The shortest time between two folds when commits keep coming (their
+  // events are folded together). Default: 5 ms.
+  std::chrono::milliseconds fold_interval{5};
   // Commands decided per step. Default: 256.
   size_t commands_per_step = 256;
   // Events folded between snapshots. Default: 100,000.

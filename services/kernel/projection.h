@@ -23,6 +23,11 @@
 // can fold without them skips them and counts them (kSkip); a model that must
 // see every event of its stream (kStop) stops, naming the type and sequence.
 //
+// A model may also say which known types it folds (`static bool wants(EventType)`):
+// the runner then reads only the envelope of the others and passes over them
+// without decoding, so a follower of the whole log costs little per event it
+// does not care about (synthetic load, other services' streams).
+//
 // Thread safety: one thread runs a ProjectionRunner; its state is read on
 // that thread (or under the owner's lock).
 
@@ -34,7 +39,10 @@
 #include <string>
 #include <string_view>
 
+#include "bus/frame.h"
 #include "eventstore/store.h"
+#include "schemas/codec.h"
+#include "schemas/record.h"
 #include "services/kernel/event_log.h"
 
 namespace wpm::kernel {
@@ -142,11 +150,30 @@ class ProjectionRunner {
       auto reply = P::kStream.empty() ? log_.read_range(ReadRangeRequest{sequence_ + 1, 0, 0})
                                       : log_.read_stream(ReadStreamRequest{std::string(P::kStream), version_ + 1, 0});
       if (!reply) return std::unexpected(reply.error());
-      auto events = decode_records(reply->records);
-      if (!events) return std::unexpected(events.error());
-      for (const auto& e : *events) {
-        if (auto r = apply(e); !r) return std::unexpected(r.error());
-        ++applied;
+      if constexpr (requires(EventType t) { P::wants(t); }) {
+        for (const auto& record : reply->records) {
+          auto view = parse_record(record);
+          if (!view) return std::unexpected(view.error());
+          auto header = peek_event_header(view->event_bytes, bus::frame_limits());
+          if (!header) return fail(ErrorCode::kCorruption, "a stored event does not decode: " + header.error().message);
+          if (known_event_type(header->type) && !P::wants(header->type)) {
+            sequence_ = header->sequence;  // passed over: nothing of it to fold
+            version_ = header->stream_version;
+            ++applied;
+            continue;
+          }
+          auto event = decode_event(view->event_bytes, bus::frame_limits());
+          if (!event) return fail(ErrorCode::kCorruption, "a stored event does not decode: " + event.error().message);
+          if (auto r = apply(*event); !r) return std::unexpected(r.error());
+          ++applied;
+        }
+      } else {
+        auto events = decode_records(reply->records);
+        if (!events) return std::unexpected(events.error());
+        for (const auto& e : *events) {
+          if (auto r = apply(e); !r) return std::unexpected(r.error());
+          ++applied;
+        }
       }
       if (reply->end || reply->records.empty()) break;
     }

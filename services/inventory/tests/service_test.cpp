@@ -167,6 +167,20 @@ TEST_F(InventoryServiceTest, AnAgentPortThatFailsItsProbeMakesTheSystemUnreachab
   EXPECT_EQ(state().wpars.at("hand1").wpar.system, "node1");
 }
 
+TEST_F(InventoryServiceTest, EventsItDoesNotFoldArePassedOverAndTheCheckpointStillAdvances) {
+  kernel::LocalLog admin(*store_, clock_, access_, std::string(kernel::kAdminIdentity));
+  AppendRequest load;
+  for (int i = 0; i < 50; ++i) load.events.push_back(EventDraft{"synthetic/x", "", "", "", Synthetic{"x", uint64_t(i), "", ""}});
+  ASSERT_TRUE(admin.append(load));
+  request("c1", "group.create", {{"name", "web"}});
+  Inventory before = state();
+  ASSERT_TRUE(service_->step());
+  EXPECT_TRUE(service_->wait_applied(store_->head(), std::chrono::milliseconds(0)))
+      << "the checkpoint reaches the head across events it does not fold";
+  EXPECT_TRUE(state().groups.contains("web"));
+  EXPECT_EQ(state().wpars, before.wpars);
+}
+
 TEST_F(InventoryServiceTest, ARestartFromASnapshotEqualsAFullFold) {
   request("g", "group.create", {{"name", "web"}});
   for (int i = 0; i < 20; ++i) {
