@@ -104,7 +104,9 @@ void RequestServer::work() {
 
 void RequestServer::loop() {
   zmq::pollitem_t items[] = {{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-  while (!stop_loop_.load()) {
+  // Once more after stop, so that the workers' last replies are sent.
+  for (bool last = false; !last;) {
+    last = stop_loop_.load();
     try {
       zmq::poll(items, 2, std::chrono::milliseconds(500));
     } catch (const zmq::error_t&) {

@@ -31,7 +31,8 @@ int converse(int count, const pam_message** messages, pam_response** responses, 
   if (replies == nullptr) return PAM_BUF_ERR;
   const auto* conversation = static_cast<const Conversation*>(data);
   for (int i = 0; i < count; ++i) {
-    if (messages[i]->msg_style == PAM_PROMPT_ECHO_OFF || messages[i]->msg_style == PAM_PROMPT_ECHO_ON) {
+    // Only a hidden prompt gets the password; anything else gets nothing.
+    if (messages[i]->msg_style == PAM_PROMPT_ECHO_OFF) {
       replies[i].resp = ::strdup(conversation->password->c_str());
       if (replies[i].resp == nullptr) {
         for (int j = 0; j < i; ++j) std::free(replies[j].resp);

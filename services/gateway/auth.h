@@ -27,8 +27,10 @@ struct PamOptions {
   std::string config_dir;
   // PAM conversations at once. Default: 2.
   size_t concurrent = 2;
-  // Logins waiting for a slot; beyond it "busy". Default: 16.
-  size_t waiting_max = 16;
+  // Logins waiting for a slot; beyond it "busy". Default: 0 (a login finds
+  // a slot or is told to retry: waiting ones would hold the gateway's workers
+  // through PAM's failure delay).
+  size_t waiting_max = 0;
 };
 
 enum class PamOutcome { kOk, kRefused, kBusy, kError };

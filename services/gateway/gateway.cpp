@@ -29,6 +29,37 @@ std::string ok_text(const std::string& result) {
   return fmt::format("{{\"v\":{},\"ok\":true,\"result\":{}}}", kGatewayProtocol, result);
 }
 
+// The deepest nesting of arrays and objects in `text` (strings skipped), up
+// to `limit` + 1: checked before parsing, since copying or destroying a
+// deeply nested JSON value recurses and a hostile request must not be able
+// to exhaust a worker's stack.
+size_t nesting_depth(std::string_view text, size_t limit) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+constexpr size_t kRequestDepthMax = 16;
+
 bool loopback_endpoint(const std::string& endpoint) {
   return endpoint.starts_with("tcp://127.") || endpoint.starts_with("tcp://localhost:") ||
          endpoint.starts_with("tcp://[::1]:") || endpoint.starts_with("inproc://") || endpoint.starts_with("ipc://");
@@ -210,8 +241,8 @@ Result<void> Gateway::start() {
                   return error_reply("unavailable", why).dump();
                 });
   follower_ = std::thread([this] { follow(); });
-  logger_->info("gateway_ready endpoint={} curve={} pam_service={} sessions={}", server_.endpoint(),
-                options_.curve.has_value(), options_.pam.service, runner_.state().sessions.size());
+  logger_->info("gateway_ready endpoint={} curve={} pam_service={}", server_.endpoint(), options_.curve.has_value(),
+                options_.pam.service);
   return {};
 }
 
@@ -221,6 +252,7 @@ void Gateway::stop() {
   snapshot(0);
   {
     std::lock_guard lock(parked_mutex_);
+    parking_closed_ = true;  // a request parked from now on is answered at once
     for (auto& p : parked_) server_.reply(std::move(p.request), error_reply("unavailable", "wpmd is stopping").dump());
     parked_.clear();
   }
@@ -303,11 +335,15 @@ void Gateway::follow() {
 std::optional<std::string> Gateway::serve(bus::ServerRequest& request) {
   thread_local std::unique_ptr<kernel::EventLog> log;
   if (!log) log = deps_.make_log();
+  if (nesting_depth(request.body, kRequestDepthMax) > kRequestDepthMax) {
+    return error_reply("invalid", fmt::format("the request nests deeper than {} levels", kRequestDepthMax)).dump();
+  }
   json parsed = json::parse(request.body, nullptr, false);
   bool park = false;
   std::string reply = handle_request(parsed, request.peer_address, *log, &park);
   if (!park) return reply;
   std::lock_guard lock(parked_mutex_);
+  if (parking_closed_) return error_reply("unavailable", "wpmd is stopping").dump();
   if (parked_.size() >= options_.parked_max) {
     return error_reply("unavailable", "too many event streams open; retry in a moment").dump();
   }
@@ -433,8 +469,11 @@ Gateway::Answer Gateway::authenticate(const std::string& token, Caller& caller) 
 Gateway::Answer Gateway::login(const json& args, const std::string& address, kernel::EventLog& log) {
   std::string user = args.value("user", "");
   std::string password = args.contains("password") && args["password"].is_string() ? args["password"].get<std::string>() : "";
-  if (user.empty() || user.size() > 32 || password.empty()) {
-    return std::unexpected(Fail{"invalid", "login needs a user and a password"});
+  if (user.empty() || password.empty()) return std::unexpected(Fail{"invalid", "login needs a user and a password"});
+  if (user.size() > 32 || !std::all_of(user.begin(), user.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
+      })) {
+    return std::unexpected(Fail{"invalid", "not a Linux user name (letters, digits, '.', '_', '-'; at most 32)"});
   }
   for (const auto& [key, value] : args.items()) {
     if (key != "user" && key != "password") return std::unexpected(Fail{"invalid", fmt::format("unknown argument '{}'", key)});
@@ -568,6 +607,8 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
       }
       append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user, decided});
       auto r = log.append(append);
+      // Recorded before under this command's key (a re-sent request): its first answer is below.
+      if (!r && r.error().code == ErrorCode::kIdempotencyKeyReused) break;
       if (r || r.error().code != ErrorCode::kWrongExpectedVersion) {
         if (!r) return std::unexpected(Fail{"unavailable", "cannot record the command: " + r.error().message});
         break;
@@ -598,7 +639,7 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
   append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
   append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user, requested});
   auto r = log.append(append);
-  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) {
+  if (!r && r.error().code != ErrorCode::kWrongExpectedVersion && r.error().code != ErrorCode::kIdempotencyKeyReused) {
     return std::unexpected(Fail{"unavailable", "cannot record the command: " + r.error().message});
   }
   // Recorded now (or by an earlier send of the same id): wait for its decision.
@@ -641,17 +682,18 @@ Gateway::Answer Gateway::wait_decision(const std::string& id) {
       }
       if (!decided->accepted) return std::unexpected(Fail{decided->code, decided->message});
       json written = json::array();
-      if (decided_event.sequence > requested.sequence + 1) {
-        auto range = deps_.reads->read_range(
-            ReadRangeRequest{requested.sequence + 1, decided_event.sequence - 1, 0});
-        if (range) {
-          if (auto between = kernel::decode_records(range->records)) {
-            for (const auto& e : *between) {
-              if (e.correlation_id != id) continue;
-              written.push_back({{"sequence", e.sequence}, {"type", event_type_label(e.type())}, {"stream", e.stream_id}});
-            }
-          }
+      // The decision's events come just before it, in its batch; other
+      // writers' events may lie between it and the request.
+      for (uint64_t from = requested.sequence + 1; from < decided_event.sequence;) {  // bounded: each page advances
+        auto range = deps_.reads->read_range(ReadRangeRequest{from, decided_event.sequence - 1, 0});
+        if (!range || range->records.empty()) break;
+        auto between = kernel::decode_records(range->records);
+        if (!between) break;
+        for (const auto& e : *between) {
+          if (e.correlation_id != id) continue;
+          written.push_back({{"sequence", e.sequence}, {"type", event_type_label(e.type())}, {"stream", e.stream_id}});
         }
+        from += range->records.size();
       }
       return json{{"command", id}, {"accepted", true}, {"decidedBy", decided->decided_by}, {"events", written}};
     }

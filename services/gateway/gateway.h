@@ -179,6 +179,7 @@ class Gateway {
   };
   std::mutex parked_mutex_;
   std::vector<Parked> parked_;
+  bool parking_closed_ = false;  // under parked_mutex_: set when stopping
 };
 
 }  // namespace wpm::gateway

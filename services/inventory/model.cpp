@@ -437,10 +437,17 @@ Inventory evolve(Inventory state, const Event& e) {
           if (e.stream_id != "registry") return;
           state.registry.evolve(e);
           state.registry_version = e.stream_version;
-          if constexpr (std::is_same_v<T, SystemRemoved>) state.status.erase(p.system_id);
+          // A system's state stream outlives a removal (its version goes on
+          // when the system registers again), its state starts over.
+          if constexpr (std::is_same_v<T, SystemRegistered>) {
+            if (auto it = state.status.find(p.system_id); it != state.status.end()) {
+              it->second = SystemStatus{"online", "registered", e.timestamp_ns, it->second.version};
+            }
+          }
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
           state.status[p.system_id] = SystemStatus{p.state, p.reason, e.timestamp_ns, e.stream_version};
         } else if constexpr (std::is_same_v<T, WparDefined>) {
+          state.removed.erase(wpar_stream(p.wpar.name));
           auto& r = state.wpars[p.wpar.name];
           if (r.created_ns == 0) r.created_ns = e.timestamp_ns;
           r.wpar = p.wpar;
@@ -448,10 +455,13 @@ Inventory evolve(Inventory state, const Event& e) {
           r.version = e.stream_version;
         } else if constexpr (std::is_same_v<T, WparRemoved>) {
           state.wpars.erase(p.name);
+          state.removed[wpar_stream(p.name)] = e.stream_version;
         } else if constexpr (std::is_same_v<T, GroupDefined>) {
+          state.removed.erase(group_stream(p.name));
           state.groups[p.name] = GroupRecord{p.name, p.description, e.stream_version};
         } else if constexpr (std::is_same_v<T, GroupDeleted>) {
           state.groups.erase(p.name);
+          state.removed[group_stream(p.name)] = e.stream_version;
         } else if constexpr (std::is_same_v<T, SettingChanged>) {
           state.settings[p.key] = p.value;
           state.settings_version = e.stream_version;
@@ -557,6 +567,9 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
   std::set<std::string> seen;
   for (const auto& r : reported) {
     if (!valid_name(r.name) || !seen.insert(r.name).second) continue;
+    // The state is one of lswpar's letters; anything else is shown as unknown.
+    const std::string letter =
+        r.state.size() == 1 && std::string_view("DAPFLTBM").find(r.state[0]) != std::string_view::npos ? r.state : "?";
     auto it = state.wpars.find(r.name);
     if (it == state.wpars.end()) {
       WparDefinition w;
@@ -565,7 +578,7 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
       w.group = std::string(kDefaultGroup);
       w.system = system_id;
       w.discovered = true;
-      w.reported_state = r.state;
+      w.reported_state = letter;
       changes.push_back({wpar_stream(r.name), WparDefined{w, true}});
       continue;
     }
@@ -580,9 +593,9 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
                                                         system_id, r.name, where)}});
       continue;
     }
-    if (known.reported_state != r.state) {
+    if (known.reported_state != letter) {
       WparDefinition w = known;
-      w.reported_state = r.state;
+      w.reported_state = letter;
       changes.push_back({wpar_stream(r.name), WparDefined{w, false}});
     }
   }
@@ -617,13 +630,17 @@ std::optional<std::string> join_token_problem(const std::vector<Event>& stream, 
 uint64_t stream_version(const Inventory& state, const std::string& stream) {
   if (stream == "registry") return state.registry_version;
   if (stream == "settings") return state.settings_version;
+  auto removed = [&]() -> uint64_t {
+    auto it = state.removed.find(stream);
+    return it == state.removed.end() ? 0 : it->second;
+  };
   if (stream.starts_with("wpar/")) {
     auto it = state.wpars.find(stream.substr(5));
-    return it == state.wpars.end() ? 0 : it->second.version;
+    return it == state.wpars.end() ? removed() : it->second.version;
   }
   if (stream.starts_with("group/")) {
     auto it = state.groups.find(stream.substr(6));
-    return it == state.groups.end() ? 0 : it->second.version;
+    return it == state.groups.end() ? removed() : it->second.version;
   }
   if (stream.starts_with("system/")) {
     auto it = state.status.find(stream.substr(7));
@@ -681,6 +698,10 @@ std::string InventoryModel::encode(const State& state) {
     event(wpar_stream(name), w.version, w.changed_ns, WparDefined{w.wpar, false});
   }
   for (const auto& [id, p] : state.pending) event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
+  for (const auto& [stream, version] : state.removed) {
+    if (stream.starts_with("wpar/")) event(stream, version, 0, WparRemoved{stream.substr(5), ""});
+    if (stream.starts_with("group/")) event(stream, version, 0, GroupDeleted{stream.substr(6)});
+  }
   return out;
 }
 

@@ -85,6 +85,9 @@ struct Inventory {
   std::map<std::string, std::string> settings;  // only those set; defaults in setting_specs()
   uint64_t settings_version = 0;
   std::map<std::string, PendingCommand> pending;
+  // The last version of streams whose object was removed (wpar/…, group/…):
+  // a name made again continues its stream, so a decision must expect it.
+  std::map<std::string, uint64_t> removed;
   uint64_t applied = 0;
   bool operator==(const Inventory&) const = default;
 

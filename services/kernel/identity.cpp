@@ -36,6 +36,10 @@ constexpr std::array<Ownership, 16> kOwners = {{
     {"policy/", "policy"},
 }};
 
+// The services that decide commands the gateway records (the executor and
+// policy join them with their commands).
+constexpr std::array<std::string_view, 1> kDeciders = {"service:inventory"};
+
 bool valid_user_name(std::string_view name) {
   // Linux user names: letters, digits, '.', '_', '-'; at most 32.
   return !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
@@ -71,10 +75,17 @@ Result<std::string> StreamAccess::authorize(const std::string& identity, const E
   auto owner = stream_owner(draft.stream_id);
   // The service that decides a command closes it on its stream: command/…
   // takes a CommandDecided from any service.
-  if (owner && *owner == "gateway" && draft.stream_id.starts_with("command/") &&
-      std::holds_alternative<CommandDecided>(draft.payload) && identity.starts_with(kServicePrefix) &&
-      known_service(std::string_view(identity).substr(kServicePrefix.size()))) {
-    return identity;
+  if (owner && *owner == "gateway" && draft.stream_id.starts_with("command/")) {
+    if (const auto* decided = std::get_if<CommandDecided>(&draft.payload);
+        decided != nullptr && identity != service_identity("gateway")) {
+      if (std::find(kDeciders.begin(), kDeciders.end(), identity) == kDeciders.end()) {
+        return refuse("only the services that decide commands (inventory) close a command");
+      }
+      if (decided->decided_by != identity) {
+        return refuse(fmt::format("a decision says it is by '{}'; it must name its writer", decided->decided_by));
+      }
+      return identity;
+    }
   }
   if (owner) {
     if (identity != service_identity(*owner)) {

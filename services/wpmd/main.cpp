@@ -344,9 +344,9 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       if (compatibility_thread.joinable()) compatibility_thread.join();
       return stop_early("the inventory service cannot start: " + r.error().message);
     }
-    inventory_thread = std::thread([&] { inventory_service->run(stop_services); });
   }
-  // The probe of the agents' ports (Unreachable, discovered WPARs).
+  // The probe of the agents' ports (Unreachable, discovered WPARs); the
+  // inventory kicks it for `wpm system discover`.
   std::unique_ptr<inventory::Prober> prober;
   std::thread prober_thread;
   if (inventory_service) {
@@ -363,6 +363,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     } else {
       log->warn("prober_disabled error=\"{}\"", manager_keys.error().message);
     }
+    inventory_thread = std::thread([&] { inventory_service->run(stop_services); });
   }
   std::unique_ptr<gateway::Gateway> gateway_service;
   std::string gateway_key;

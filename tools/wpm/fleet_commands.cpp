@@ -381,9 +381,11 @@ int cmd_logout(const GlobalOptions& g) {
     return kExitFailed;
   }
   json reply = gateway.call("logout", json::object(), sessions[ep].get<std::string>());
+  // Forgotten here only once the gateway revoked it (or no longer knew it):
+  // a token that may still work is not dropped silently.
+  if (!reply.value("ok", false) && reply["error"].value("code", "") != "unauthenticated") return report(reply);
   sessions.erase(ep);
   write_sessions(sessions);
-  if (!reply.value("ok", false) && reply["error"].value("code", "") != "unauthenticated") return report(reply);
   if (g.format == Format::kJson) {
     print_json({{"loggedOut", true}});
   } else {

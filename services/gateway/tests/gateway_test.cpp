@@ -236,6 +236,12 @@ TEST_F(GatewayTest, OverTheSocketALongPollWaitsForTheNextEventWithoutHoldingAWor
   ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
   ASSERT_FALSE(r["result"]["events"].empty());
   EXPECT_EQ(r["result"]["events"][0]["sequence"], next);
+  // A request nested too deep is refused before it is parsed, and the
+  // gateway goes on (a deeply nested value would exhaust a worker's stack).
+  std::string deep = R"({"v":1,"command":"version","args":)" + std::string(200'000, '[') + std::string(200'000, ']') + "}";
+  s.send(zmq::buffer(deep));
+  ASSERT_TRUE(s.recv(reply));
+  EXPECT_EQ(json::parse(reply.to_string())["error"]["code"], "invalid") << reply.to_string();
   // With nothing new, the poll ends in a heartbeat.
   request["args"] = {{"from", store_->head() + 1}, {"waitMs", 300}};
   s.send(zmq::buffer(request.dump()));

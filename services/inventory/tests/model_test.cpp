@@ -91,6 +91,22 @@ TEST(InventoryDecide, WparCommandsTableOfAllowedAndRefused) {
   EXPECT_EQ(wpar_state_letter(db1), "U");
 }
 
+TEST(InventoryDecide, ANameRemovedAndMadeAgainContinuesItsStream) {
+  Inventory state = fresh();
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "aa"}}));
+  ASSERT_FALSE(run(state, "wpar.remove", {{"name", "aa"}}));
+  EXPECT_EQ(stream_version(state, "wpar/aa"), 2u) << "the removed WPAR's stream is still there";
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "aa"}}));
+  EXPECT_EQ(state.wpars.at("aa").version, 3u);
+  ASSERT_FALSE(run(state, "group.create", {{"name", "g"}}));
+  ASSERT_FALSE(run(state, "group.delete", {{"name", "g"}}));
+  EXPECT_EQ(stream_version(state, "group/g"), 2u);
+  ASSERT_FALSE(run(state, "wpar.remove", {{"name", "aa"}}));
+  auto back = InventoryModel::decode(InventoryModel::encode(state));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->removed, state.removed) << "the snapshot keeps them";
+}
+
 TEST(InventoryDecide, ADeployedOrDiscoveredWparIsNotChangedOrRemoved) {
   Inventory state = fresh();
   WparDefinition w{"found", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "node1", true, "A"};

@@ -73,9 +73,13 @@ TEST(StreamAccess, ACommandStreamTakesTheDecisionOfAnyServiceButNothingElseFromT
   StreamAccess access;
   EventDraft decided{"command/c1", "c1", "c1", "", CommandDecided{true, "", "", "service:inventory"}};
   EXPECT_TRUE(access.authorize("service:inventory", decided).has_value());
-  EXPECT_TRUE(access.authorize("service:executor", decided).has_value());
+  EXPECT_FALSE(access.authorize("service:compatibility", decided).has_value()) << "it decides no command";
+  EventDraft forged = decided;
+  std::get<CommandDecided>(forged.payload).decided_by = "service:gateway";
+  EXPECT_FALSE(access.authorize("service:inventory", forged).has_value()) << "a decision names its writer";
   EXPECT_FALSE(access.authorize("admin", decided).has_value());
   EXPECT_FALSE(access.authorize("service:nobody", decided).has_value());
+  EXPECT_FALSE(access.authorize("service:executor", decided).has_value()) << "not yet a decider";
   EventDraft requested{"command/c1", "c1", "c1", "", CommandRequested{"wpar.create", "{}", "alice", {}, ""}};
   EXPECT_FALSE(access.authorize("service:inventory", requested).has_value());
   EXPECT_TRUE(access.authorize("service:gateway", requested).has_value());
