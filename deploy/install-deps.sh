@@ -12,8 +12,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev
   libssl-dev libpam0g-dev libcap-ng-dev libarchive-dev libzstd-dev
-  # tests: processes, namespaces, networking, tmpfs
-  procps iproute2 util-linux python3 curl
+  # tests: processes, namespaces, networking (nft blocks a port in a test namespace), tmpfs
+  procps iproute2 nftables util-linux python3 curl
 )
 
 # The PAM service of wpm logins (deploy/pam/wpm), installed when absent or

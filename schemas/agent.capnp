@@ -106,6 +106,7 @@ struct AgentCommand {
     unspecified @1 :Void;
     ping @2 :Void;
     listWpars @3 :Void;
+    refreshProfile @5 :Void;   # collect the profile again and send it on the agent channel now (wpm system update-profile)
   }
   protocolVersion @4 :UInt16;  # the manager's
 }

@@ -167,7 +167,8 @@ std::string encode(const AgentCommand& command) {
     auto b = m.initRoot<s::AgentCommand>();
     b.setRequestId(command.request_id);
     b.setProtocolVersion(command.protocol_version);
-    std::visit(Overloaded{[&](const Ping&) { b.setPing(); }, [&](const ListWpars&) { b.setListWpars(); }},
+    std::visit(Overloaded{[&](const Ping&) { b.setPing(); }, [&](const ListWpars&) { b.setListWpars(); },
+                          [&](const RefreshProfile&) { b.setRefreshProfile(); }},
                command.body);
   });
 }
@@ -180,6 +181,7 @@ Result<AgentCommand> decode_agent_command(std::string_view bytes) {
     switch (r.which()) {
       case s::AgentCommand::PING: out.body = Ping{}; break;
       case s::AgentCommand::LIST_WPARS: out.body = ListWpars{}; break;
+      case s::AgentCommand::REFRESH_PROFILE: out.body = RefreshProfile{}; break;
       default: unknown("agent command", static_cast<unsigned>(r.which()));
     }
     return out;

@@ -111,9 +111,12 @@ struct Ping {
 struct ListWpars {
   bool operator==(const ListWpars&) const = default;
 };
+struct RefreshProfile {
+  bool operator==(const RefreshProfile&) const = default;
+};
 struct AgentCommand {
   uint64_t request_id = 0;
-  std::variant<Ping, ListWpars> body;
+  std::variant<Ping, ListWpars, RefreshProfile> body;
   uint16_t protocol_version = kProtocolVersion;
   bool operator==(const AgentCommand&) const = default;
 };

@@ -62,6 +62,15 @@ void put_profile(const profile::SystemProfile& p, s::SystemProfile::Builder b) {
   b.setAgentVersion(text(p.agent_version));
   put_texts(p.capabilities, b.initCapabilities(static_cast<unsigned>(p.capabilities.size())));
   put_texts(p.overridden_facts, b.initOverriddenFacts(static_cast<unsigned>(p.overridden_facts.size())));
+  auto nics = b.initNetworkInterfaces(static_cast<unsigned>(p.network_interfaces.size()));
+  for (unsigned i = 0; i < p.network_interfaces.size(); ++i) {
+    const auto& n = p.network_interfaces[i];
+    auto x = nics[i];
+    x.setName(text(n.name));
+    put_texts(n.addresses, x.initAddresses(static_cast<unsigned>(n.addresses.size())));
+    x.setUp(n.up);
+    x.setMtu(n.mtu);
+  }
 }
 
 profile::SystemProfile get_profile(s::SystemProfile::Reader r) {
@@ -100,6 +109,10 @@ profile::SystemProfile get_profile(s::SystemProfile::Reader r) {
   p.agent_version = str(r.getAgentVersion());
   p.capabilities = get_texts(r.getCapabilities());
   p.overridden_facts = get_texts(r.getOverriddenFacts());
+  for (auto n : r.getNetworkInterfaces()) {
+    p.network_interfaces.push_back(
+        profile::NetworkInterface{str(n.getName()), get_texts(n.getAddresses()), n.getUp(), n.getMtu()});
+  }
   return p;
 }
 
@@ -270,6 +283,18 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           auto x = b.initJoinTokenUsed();
           x.setTokenHash(text(p.token_hash));
           x.setSystemId(text(p.system_id));
+        } else if constexpr (std::is_same_v<T, DomainDefined>) {
+          auto x = b.initDomainDefined();
+          x.setName(text(p.name));
+          x.setDescription(text(p.description));
+          x.setCreated(p.created);
+        } else if constexpr (std::is_same_v<T, DomainRemoved>) {
+          b.initDomainRemoved().setName(text(p.name));
+        } else if constexpr (std::is_same_v<T, SystemDomainSet>) {
+          auto x = b.initSystemDomainSet();
+          x.setSystemId(text(p.system_id));
+          x.setDomain(text(p.domain));
+          x.setPrevious(text(p.previous));
         }
       },
       payload);
@@ -426,6 +451,19 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
     case s::Payload::JOIN_TOKEN_USED: {
       auto x = r.getJoinTokenUsed();
       out = JoinTokenUsed{str(x.getTokenHash()), str(x.getSystemId())};
+      break;
+    }
+    case s::Payload::DOMAIN_DEFINED: {
+      auto x = r.getDomainDefined();
+      out = DomainDefined{str(x.getName()), str(x.getDescription()), x.getCreated()};
+      break;
+    }
+    case s::Payload::DOMAIN_REMOVED:
+      out = DomainRemoved{str(r.getDomainRemoved().getName())};
+      break;
+    case s::Payload::SYSTEM_DOMAIN_SET: {
+      auto x = r.getSystemDomainSet();
+      out = SystemDomainSet{str(x.getSystemId()), str(x.getDomain()), str(x.getPrevious())};
       break;
     }
     default:

@@ -97,6 +97,12 @@ nlohmann::json payload_to_json(const Payload& payload) {
           return {{"joinTokenCreated", {{"tokenHash", p.token_hash}, {"expiresNs", p.expires_ns}}}};
         } else if constexpr (std::is_same_v<T, JoinTokenUsed>) {
           return {{"joinTokenUsed", {{"tokenHash", p.token_hash}, {"systemId", p.system_id}}}};
+        } else if constexpr (std::is_same_v<T, DomainDefined>) {
+          return {{"domainDefined", {{"name", p.name}, {"description", p.description}, {"created", p.created}}}};
+        } else if constexpr (std::is_same_v<T, DomainRemoved>) {
+          return {{"domainRemoved", {{"name", p.name}}}};
+        } else if constexpr (std::is_same_v<T, SystemDomainSet>) {
+          return {{"systemDomainSet", {{"systemId", p.system_id}, {"domain", p.domain}, {"previous", p.previous}}}};
         } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
           return {{"agentReportRefused", {{"systemId", p.system_id}, {"subject", p.subject}, {"reason", p.reason}}}};
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {

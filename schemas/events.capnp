@@ -28,6 +28,9 @@ enum EventType {
   agentReportRefused @19;   # an agent reported what is not its own; stream agent-report-refusals
   joinTokenCreated @20;  # a single-use join token for registering an agent; stream token/<hash prefix>
   joinTokenUsed @21;     # the registration that used it
+  domainDefined @22;     # a relocation domain made or changed; stream domain/<name>
+  domainRemoved @23;     # a relocation domain removed
+  systemDomainSet @24;   # a system tagged with another relocation domain; stream system/<id>
 }
 
 struct Event {
@@ -68,6 +71,9 @@ struct Payload {
     agentReportRefused @19 :AgentReportRefused;
     joinTokenCreated @20 :JoinTokenCreated;
     joinTokenUsed @21 :JoinTokenUsed;
+    domainDefined @22 :DomainDefined;
+    domainRemoved @23 :DomainRemoved;
+    systemDomainSet @24 :SystemDomainSet;
   }
 }
 
@@ -251,6 +257,25 @@ struct JoinTokenUsed {
 }
 
 # The system profile (DESIGN.md §6), compared by the compatibility tests.
+# Relocation domains (seed "Relocation domains and system profiles"): a
+# grouping of managed systems by purpose. Every system is in `default` until
+# tagged otherwise; profiles never span two domains.
+struct DomainDefined {
+  name @0 :Text;
+  description @1 :Text;
+  created @2 :Bool;
+}
+
+struct DomainRemoved {
+  name @0 :Text;
+}
+
+struct SystemDomainSet {
+  systemId @0 :Text;
+  domain @1 :Text;
+  previous @2 :Text;
+}
+
 struct SystemProfile {
   osType @0 :Text;
   distribution @1 :Text;
@@ -273,13 +298,21 @@ struct SystemProfile {
   checkpointers @18 :List(Checkpointer);
   agentVersion @19 :Text;
   capabilities @20 :List(Text);
-  overriddenFacts @21 :List(Text);  # facts the agent's [profile] table set by hand ("kernelVersion", …)
+  overriddenFacts @21 :List(Text);
+  networkInterfaces @22 :List(NetworkInterface);  # the host's interfaces (loopback left out)  # facts the agent's [profile] table set by hand ("kernelVersion", …)
 }
 
 enum NtpState {
   unknown @0;
   synchronized @1;
   unsynchronized @2;
+}
+
+struct NetworkInterface {
+  name @0 :Text;
+  addresses @1 :List(Text);  # CIDR, e.g. "10.0.0.5/24", "fd00::5/64"
+  up @2 :Bool;
+  mtu @3 :UInt32;
 }
 
 struct CgroupController {

@@ -34,7 +34,8 @@ constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "systemProfileChanged", "compatibilityAnalyzed", "commandRequested", "commandDecided",
     "wparDefined", "wparRemoved", "groupDefined", "groupDeleted", "settingChanged",
     "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged",
-    "agentReportRefused", "joinTokenCreated", "joinTokenUsed"};
+    "agentReportRefused", "joinTokenCreated", "joinTokenUsed", "domainDefined", "domainRemoved",
+    "systemDomainSet"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -107,6 +108,12 @@ size_t payload_bytes(const Payload& payload) {
           return sum_sizes(p.system_id, p.subject, p.reason) + 16;
         } else if constexpr (std::is_same_v<T, JoinTokenCreated>) {
           return p.token_hash.size() + 16;
+        } else if constexpr (std::is_same_v<T, DomainDefined>) {
+          return sum_sizes(p.name, p.description) + 16;
+        } else if constexpr (std::is_same_v<T, DomainRemoved>) {
+          return p.name.size() + 16;
+        } else if constexpr (std::is_same_v<T, SystemDomainSet>) {
+          return sum_sizes(p.system_id, p.domain, p.previous) + 16;
         } else {
           static_assert(std::is_same_v<T, JoinTokenUsed>);
           return sum_sizes(p.token_hash, p.system_id) + 16;

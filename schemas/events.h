@@ -38,8 +38,11 @@ enum class EventType : uint16_t {
   kAgentReportRefused = 19,
   kJoinTokenCreated = 20,
   kJoinTokenUsed = 21,
+  kDomainDefined = 22,
+  kDomainRemoved = 23,
+  kSystemDomainSet = 24,
 };
-inline constexpr uint16_t kEventTypeMax = 21;
+inline constexpr uint16_t kEventTypeMax = 24;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -234,6 +237,25 @@ struct JoinTokenUsed {
   bool operator==(const JoinTokenUsed&) const = default;
 };
 
+struct DomainDefined {
+  std::string name;
+  std::string description;
+  bool created = false;
+  bool operator==(const DomainDefined&) const = default;
+};
+
+struct DomainRemoved {
+  std::string name;
+  bool operator==(const DomainRemoved&) const = default;
+};
+
+struct SystemDomainSet {
+  std::string system_id;
+  std::string domain;
+  std::string previous;
+  bool operator==(const SystemDomainSet&) const = default;
+};
+
 // An event of a type this binary does not know (written by a newer one;
 // DESIGN.md §9 "old readers, new events"): kept opaque. Its record's checksum
 // and chain are verified as any other; consumers skip it and count it, and a
@@ -251,7 +273,7 @@ using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, System
                              CommandRequested, CommandDecided, WparDefined, WparRemoved, GroupDefined,
                              GroupDeleted, SettingChanged, RoleMappingChanged, SessionOpened,
                              SessionClosed, LoginRefused, SystemStateChanged, AgentReportRefused,
-                             JoinTokenCreated, JoinTokenUsed>;
+                             JoinTokenCreated, JoinTokenUsed, DomainDefined, DomainRemoved, SystemDomainSet>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

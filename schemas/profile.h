@@ -8,6 +8,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace wpm::profile {
@@ -17,6 +18,14 @@ struct CgroupController {
   int version = 0;      // 1 or 2: the hierarchy that holds it on this host
   std::string mount;    // where that hierarchy is mounted
   bool operator==(const CgroupController&) const = default;
+};
+
+struct NetworkInterface {
+  std::string name;                    // eth0, ens3, …
+  std::vector<std::string> addresses;  // CIDR: "10.0.0.5/24", "fd00::5/64"
+  bool up = false;
+  uint32_t mtu = 0;
+  bool operator==(const NetworkInterface&) const = default;
 };
 
 struct Checkpointer {
@@ -52,10 +61,26 @@ struct SystemProfile {
   // Facts set by hand in the agent's [profile] table (labs and tests), by
   // their JSON names; empty on a real host.
   std::vector<std::string> overridden_facts;
+  // The host's network interfaces (loopback left out), sorted by name: the
+  // subnets a WPAR's address may join on arrival.
+  std::vector<NetworkInterface> network_interfaces;
   bool operator==(const SystemProfile&) const = default;
 };
 
 // The JSON form (field names as in the schema), for listings and log dumps.
 nlohmann::json profile_to_json(const SystemProfile& profile);
+
+// The subnets of the host's interfaces, as network/prefix ("10.0.0.0/24"),
+// sorted and unique; addresses that do not parse are left out.
+std::vector<std::string> subnets(const SystemProfile& profile);
+// The network of one CIDR address ("10.0.0.5/24" -> "10.0.0.0/24"), if it parses.
+std::optional<std::string> subnet_of(std::string_view cidr);
+
+// The hardware class of a profile (seed "Relocation domains and system
+// profiles"): architecture, ISA level, CPU model, cores and memory. Systems
+// share a system profile when they share their relocation domain and this.
+std::string hardware_class(const SystemProfile& profile);
+// The name of a system's profile: "<domain>/<arch>-<cores>c-<GiB>g-<digest>".
+std::string profile_name(std::string_view domain, const SystemProfile& profile);
 
 }  // namespace wpm::profile

@@ -196,6 +196,8 @@ class Daemon {
   int64_t started_ns_ = now_ns();
   profile::SystemProfile profile_;
   bool profile_sent_ = false;  // the manager has acknowledged profile_
+  bool tick_now_ = false;      // the manager asked for the profile: tick without waiting
+  ProfileOverrides overrides_;  // agent.toml's [profile], read at start and when the manager asks
   uint64_t ticks_ = 0;
 };
 
@@ -263,7 +265,7 @@ void Daemon::recollect_profile() {
   auto fresh = profile::collect_profile(collect);
   fresh.agent_version = kVersion;
   fresh.checkpointers = profile_.checkpointers;
-  o_.config.profile.apply(fresh);
+  overrides_.apply(fresh);
   if (fresh == profile_) return;
   log_->info("profile_changed kernel={} memory_bytes={} cpu_cores={}", fresh.kernel_version, fresh.memory_bytes,
              fresh.cpu_cores);
@@ -347,6 +349,21 @@ void Daemon::on_agent_port() {
                                                          "later: upgrade wpmd",
                                                          command->protocol_version, kProtocolVersionMin)}};
   } else if (std::holds_alternative<ap::Ping>(command->body)) {
+    reply = ap::AgentReply{command->request_id, ap::Pong{status_.system_id, kVersion}};
+  } else if (std::holds_alternative<ap::RefreshProfile>(command->body)) {
+    // Collected again (with the [profile] table of agent.toml read again)
+    // and sent at the next tick, which comes at once: the manager records
+    // it when it differs from the one on record.
+    log_->info("profile_refresh_requested by=manager");
+    if (auto config = load_agent_config(o_.paths.data_dir)) {
+      overrides_ = config->profile;
+    } else {
+      log_->warn("profile_overrides_kept error=\"{}\" hint=\"fix agent.toml; the overrides read at start stay\"",
+                 config.error().message);
+    }
+    recollect_profile();
+    profile_sent_ = false;
+    tick_now_ = true;
     reply = ap::AgentReply{command->request_id, ap::Pong{status_.system_id, kVersion}};
   } else {
     reply = ap::AgentReply{command->request_id, list_wpars(o_.paths)};
@@ -520,7 +537,8 @@ int Daemon::run() {
   profile::CollectOptions collect;
   profile_ = profile::collect_profile(collect);
   profile_.agent_version = kVersion;
-  o_.config.profile.apply(profile_);
+  overrides_ = o_.config.profile;
+  overrides_.apply(profile_);
   if (!profile_.overridden_facts.empty()) {
     log_->warn("profile_overridden facts={} source={}/agent.toml hint=\"for labs and tests only: the manager "
                "compares these values, not this host's\"",
@@ -560,6 +578,10 @@ int Daemon::run() {
                                {nullptr, sfd, ZMQ_POLLIN, 0}};
     bus::poll(items, 3, std::max(wait, 0ms));
     if (items[0].revents & ZMQ_POLLIN) on_agent_port();
+    if (tick_now_) {
+      tick_now_ = false;
+      next_tick = std::chrono::steady_clock::now();
+    }
     if (items[1].revents & ZMQ_POLLIN) on_local_client();
     if (items[2].revents & ZMQ_POLLIN) {
       signalfd_siginfo info{};

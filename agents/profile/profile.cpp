@@ -1,6 +1,12 @@
 #include "agents/profile/profile.h"
 
+#include <arpa/inet.h>
 #include <cap-ng.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <fmt/format.h>
 #include <gnu/libc-version.h>
 #include <sys/timex.h>
@@ -8,6 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
+#include <map>
+#include <memory>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -233,6 +242,55 @@ std::vector<std::string> capability_names(uint64_t mask) {
   return out;
 }
 
+namespace {
+// Leading one bits of a netmask.
+unsigned prefix_length(const uint8_t* mask, size_t size) {
+  unsigned bits = 0;
+  for (size_t i = 0; i < size; ++i) bits += static_cast<unsigned>(std::popcount(mask[i]));
+  return bits;
+}
+}  // namespace
+
+std::vector<NetworkInterface> collect_interfaces() {
+  std::map<std::string, NetworkInterface> found;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return {};
+  std::unique_ptr<ifaddrs, decltype(&::freeifaddrs)> holder(list, ::freeifaddrs);
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_name == nullptr || (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    auto& n = found[i->ifa_name];
+    n.name = i->ifa_name;
+    n.up = (i->ifa_flags & IFF_UP) != 0;
+    if (i->ifa_addr == nullptr || i->ifa_netmask == nullptr) continue;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (i->ifa_addr->sa_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+      const auto* m = reinterpret_cast<const sockaddr_in*>(i->ifa_netmask);
+      ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+      n.addresses.push_back(fmt::format("{}/{}", text, prefix_length(reinterpret_cast<const uint8_t*>(&m->sin_addr), 4)));
+    } else if (i->ifa_addr->sa_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
+      if (IN6_IS_ADDR_LINKLOCAL(&a->sin6_addr)) continue;  // the same fe80::/64 everywhere
+      const auto* m = reinterpret_cast<const sockaddr_in6*>(i->ifa_netmask);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+      n.addresses.push_back(fmt::format("{}/{}", text, prefix_length(m->sin6_addr.s6_addr, 16)));
+    }
+  }
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  std::vector<NetworkInterface> out;
+  for (auto& [name, n] : found) {
+    if (fd >= 0) {
+      ifreq request{};
+      std::snprintf(request.ifr_name, sizeof request.ifr_name, "%s", name.c_str());
+      if (::ioctl(fd, SIOCGIFMTU, &request) == 0) n.mtu = static_cast<uint32_t>(request.ifr_mtu);
+    }
+    std::sort(n.addresses.begin(), n.addresses.end());
+    out.push_back(std::move(n));
+  }
+  if (fd >= 0) ::close(fd);
+  return out;
+}
+
 SystemProfile collect_profile(const CollectOptions& options) {
   fs::path root(options.root);
   SystemProfile p;
@@ -291,6 +349,7 @@ SystemProfile collect_profile(const CollectOptions& options) {
       p.capabilities = capability_names(std::strtoull(std::string(trim(line.substr(7))).c_str(), nullptr, 16));
     }
   }
+  p.network_interfaces = collect_interfaces();
   return p;
 }
 

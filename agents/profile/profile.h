@@ -66,5 +66,8 @@ struct CollectOptions {
 };
 
 SystemProfile collect_profile(const CollectOptions& options = {});
+// The network interfaces of this network namespace, loopback and link-local
+// addresses left out, sorted by name.
+std::vector<NetworkInterface> collect_interfaces();
 
 }  // namespace wpm::profile

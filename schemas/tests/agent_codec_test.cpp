@@ -20,6 +20,7 @@ profile::SystemProfile sample_profile() {
   p.cgroups = {{"cpu", 1, "/sys/fs/cgroup/cpu"}, {"memory", 2, "/sys/fs/cgroup"}};
   p.checkpointers = {{"cooperative", true, "1", ""}, {"criu", false, "", "criu check failed"}};
   p.capabilities = {"cap_chown"};
+  p.network_interfaces = {{"eth0", {"10.0.0.5/24", "fd00::5/64"}, true, 1500}, {"eth1", {}, false, 9000}};
   return p;
 }
 
@@ -53,6 +54,8 @@ TEST(AgentCodec, RepliesAndCommandsRoundTrip) {
   }
   AgentCommand ping{9, Ping{}};
   EXPECT_EQ(*decode_agent_command(encode(ping)), ping);
+  AgentCommand refresh{10, RefreshProfile{}};
+  EXPECT_EQ(*decode_agent_command(encode(refresh)), refresh);
   AgentReply list{9, std::vector<WparSummary>{{"w1", "system", "A"}}};
   EXPECT_EQ(*decode_agent_reply(encode(list)), list);
 }

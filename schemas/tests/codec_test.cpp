@@ -59,6 +59,9 @@ TEST(Codec, EveryControlPlanePayloadRoundTripsWithEveryFieldSet) {
       AgentReportRefused{"node1", "wpar/web1", "it is on node2"},
       JoinTokenCreated{"abcd", 77},
       JoinTokenUsed{"abcd", "node1"},
+      DomainDefined{"banking", "payment hosts", true},
+      DomainRemoved{"banking"},
+      SystemDomainSet{"node1", "banking", "default"},
   };
   for (const auto& p : payloads) {
     e.payload = p;

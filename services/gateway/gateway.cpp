@@ -71,137 +71,7 @@ bool valid_command_id(std::string_view id) {
   });
 }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-json system_json(const inventory::Inventory& inv, const inventory::RegisteredSystem& s, bool whole) {
-  auto status = inv.system_status(s.system_id);
-  json j = {{"name", s.system_id},
-            {"hostname", s.hostname},
-            {"address", s.address},
-            {"agentPort", s.agent_port},
-            {"state", status.state},
-            {"stateReason", status.reason},
-            {"stateSinceNs", status.since_ns},
-            {"registeredAtSequence", s.registered_at_sequence},
-            {"wpars", inv.wpars_on_system(s.system_id)},
-            {"distribution", s.profile.distribution + " " + s.profile.distribution_version},
-            {"kernel", s.profile.kernel_version},
-            {"architecture", s.profile.architecture},
-            {"overriddenFacts", s.profile.overridden_facts}};
-  if (whole) {
-    j["publicKey"] = s.public_key;
-    j["profile"] = profile::profile_to_json(s.profile);
-  }
-  return j;
-}
-
-json compat_results_json(const std::vector<CompatResult>& results) {
-  json out = json::array();
-  for (const auto& r : results) {
-    auto t = compatibility::test_from_name(r.test);
-    out.push_back({{"test", r.test},
-                   {"critical", t && compatibility::is_critical(*t)},
-                   {"passed", r.passed},
-                   {"departure", r.departure},
-                   {"arrival", r.arrival},
-                   {"remedy", r.remedy}});
-  }
-  return out;
-}
-
-std::vector<compatibility::TestResult> to_test_results(const std::vector<CompatResult>& results) {
-  std::vector<compatibility::TestResult> out;
-  for (const auto& r : results) {
-    if (auto t = compatibility::test_from_name(r.test)) out.push_back({*t, r.passed, r.departure, r.arrival, r.remedy});
-  }
-  return out;
-}
-
 }  // namespace
-
-json wpar_json(const inventory::WparRecord& r) {
-  json j = wpar_to_json(r.wpar);
-  j["state"] = inventory::wpar_state_letter(r.wpar);
-  j["stateName"] = inventory::wpar_state_name(r.wpar);
-  j["version"] = r.version;
-  j["createdNs"] = r.created_ns;
-  j["changedNs"] = r.changed_ns;
-  return j;
-}
-
-namespace {
-void append_string(std::string& out, std::string_view text) {
-  out.push_back('"');
-  for (char c : text) {
-    auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20) {
-      // As nlohmann::json writes them, so both writers agree byte for byte.
-      switch (c) {
-        case '\n': out += "\\n"; break;
-        case '\t': out += "\\t"; break;
-        case '\r': out += "\\r"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        default: fmt::format_to(std::back_inserter(out), "\\u{:04x}", u);
-      }
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-}
-}  // namespace
-
-void append_wpar_json(std::string& out, const inventory::WparRecord& r) {
-  // The members of wpar_json(), in the same (alphabetical) order.
-  const auto& w = r.wpar;
-  auto key = [&](std::string_view k) {
-    if (out.back() != '{') out.push_back(',');
-    append_string(out, k);
-    out.push_back(':');
-  };
-  auto text = [&](std::string_view k, std::string_view v) {
-    key(k);
-    append_string(out, v);
-  };
-  auto number = [&](std::string_view k, auto v) {
-    key(k);
-    fmt::format_to(std::back_inserter(out), "{}", v);
-  };
-  auto boolean = [&](std::string_view k, bool v) {
-    key(k);
-    out += v ? "true" : "false";
-  };
-  out.push_back('{');
-  text("address", w.address);
-  text("capabilities", w.capabilities);
-  number("changedNs", r.changed_ns);
-  boolean("checkpointable", w.checkpointable);
-  text("command", w.command);
-  number("cpuLimitPercent", w.cpu_limit_percent);
-  number("cpuShares", w.cpu_shares);
-  number("createdNs", r.created_ns);
-  boolean("discovered", w.discovered);
-  text("group", w.group);
-  number("memoryBytes", w.memory_bytes);
-  text("name", w.name);
-  number("processesMax", w.processes_max);
-  text("reportedState", w.reported_state);
-  text("state", inventory::wpar_state_letter(w));
-  text("stateName", inventory::wpar_state_name(w));
-  text("system", w.system);
-  text("triggerCommand", w.trigger_command);
-  text("triggerSignal", w.trigger_signal);
-  text("type", w.type);
-  number("version", r.version);
-  out.push_back('}');
-}
 
 Gateway::Gateway(zmq::context_t& context, GatewayDeps deps, GatewayOptions options,
                  std::shared_ptr<spdlog::logger> logger)
@@ -736,177 +606,27 @@ Gateway::Answer Gateway::read_events(const json& args, const Caller& caller) {
 }
 
 Gateway::Answer Gateway::query(const std::string& command, const json& args, const Caller&) {
-  const std::string name = args.value("name", "");
-  Answer answer = json{};
-  auto rejected = [](const kernel::Rejection& r) {
-    return std::unexpected(Fail{kernel::rejection_code_name(r.code), r.message});
+  auto answer = [](ViewResult r) -> Answer {
+    if (!r) return std::unexpected(Fail{kernel::rejection_code_name(r.error().code), r.error().message});
+    return r->raw.empty() ? Reply(std::move(r->value)) : Reply::text(std::move(r->raw));
   };
   if (command == "compat.show" || command == "compat.matrix") {
-    // Systems and their properties from the inventory, results from the gateway's fold.
     std::map<std::string, profile::SystemProfile> profiles;
     deps_.inventory->read([&](const inventory::Inventory& inv) {
       for (const auto& [id, s] : inv.registry.systems()) profiles.emplace(id, s.profile);
     });
-    compatibility::TestSet tests;
-    if (args.contains("tests")) {
-      for (const auto& t : args["tests"]) {
-        auto test = t.is_string() ? compatibility::test_from_name(t.get<std::string>()) : std::nullopt;
-        if (!test) return std::unexpected(Fail{"invalid", fmt::format("no compatibility test {}", t.dump())});
-        tests.add(*test);
-      }
-    }
-    auto digest = [&](const std::string& id) {
-      return compatibility::properties_digest(compatibility::compared_properties_key(profiles.at(id)));
-    };
     std::shared_lock lock(state_mutex_);
-    const auto& compat = runner_.state().compat;
-    auto pair_state = [&](const std::string& a, const std::string& b) -> json {
-      auto da = digest(a), db = digest(b);
-      if (da == db) return json{{"state", "fullyCompatible"}, {"analysis", "complete"}, {"sameProperties", true}};
-      auto ab = compat.find({da, db});
-      auto ba = compat.find({db, da});
-      if (ab == compat.end() || ba == compat.end()) return json{{"state", "pending"}, {"analysis", "pending"}};
-      auto state = compatibility::derive_state(to_test_results(ab->second), to_test_results(ba->second), tests);
-      return json{{"state", compatibility::state_name(state)},
-                  {"analysis", "complete"},
-                  {"departureToArrival", compat_results_json(ab->second)},
-                  {"arrivalToDeparture", compat_results_json(ba->second)}};
-    };
-    if (command == "compat.show") {
-      auto a = inventory::resolve_prefix(profiles, args.value("a", ""), "system");
-      if (!a) return rejected(a.error());
-      auto b = inventory::resolve_prefix(profiles, args.value("b", ""), "system");
-      if (!b) return rejected(b.error());
-      json j = pair_state(*a, *b);
-      j["a"] = *a;
-      j["b"] = *b;
-      return j;
-    }
-    size_t limit = args.value("limit", size_t{50});
-    std::vector<std::string> ids;
-    for (const auto& [id, p] : profiles) {
-      if (ids.size() >= limit) break;
-      ids.push_back(id);
-    }
-    json rows = json::array();
-    for (const auto& a : ids) {
-      json row = {{"system", a}, {"states", json::object()}};
-      for (const auto& b : ids) {
-        if (a != b) row["states"][b] = pair_state(a, b)["state"];
-      }
-      rows.push_back(row);
-    }
-    return json{{"systems", ids}, {"rows", rows}, {"truncated", profiles.size() > ids.size()}};
+    return answer(compat_view(profiles, runner_.state(), command, args));
   }
-  deps_.inventory->read([&](const inventory::Inventory& inv) {
-    if (command == "system.list") {
-      json out = json::array();
-      for (const auto& [id, s] : inv.registry.systems()) out.push_back(system_json(inv, s, false));
-      answer = out;
-    } else if (command == "system.show") {
-      auto id = inventory::resolve_prefix(inv.registry.systems(), name, "system");
-      if (!id) {
-        answer = rejected(id.error());
-        return;
-      }
-      json j = system_json(inv, inv.registry.systems().at(*id), true);
-      json wpars = json::array();
-      for (const auto& [n, w] : inv.wpars) {
-        if (w.wpar.system == *id) wpars.push_back(n);
-      }
-      j["wparNames"] = wpars;
-      answer = j;
-    } else if (command == "wpar.list") {
-      // The state filter, as a letter: "A" or "active" both name Active.
-      std::string state = lower(args.value("state", ""));
-      if (state.size() > 1) {
-        for (const auto& letter : {"U", "D", "A", "P", "F", "L", "T", "B"}) {
-          WparDefinition probe;
-          probe.system = letter == std::string("U") ? "" : "x";
-          probe.reported_state = letter;
-          if (lower(inventory::wpar_state_name(probe)) == state) state = lower(letter);
-        }
-      }
-      if (state.size() > 1) {
-        answer = std::unexpected(Fail{"invalid", fmt::format("no WPAR state '{}': use a letter (U D A P F L T B) or "
-                                                             "its name (Undeployed, Active, …)",
-                                                             args.value("state", ""))});
-        return;
-      }
-      std::string system = args.value("system", "");
-      std::string group = args.value("group", "");
-      if (!system.empty()) {
-        auto id = inventory::resolve_prefix(inv.registry.systems(), system, "system");
-        if (!id) {
-          answer = rejected(id.error());
-          return;
-        }
-        system = *id;
-      }
-      if (!group.empty()) {
-        auto g = inventory::resolve_prefix(inv.groups, group, "WPAR group");
-        if (!g) {
-          answer = rejected(g.error());
-          return;
-        }
-        group = *g;
-      }
-      // Made as text directly: 100,000 WPARs are tens of megabytes of JSON.
-      std::string out = "[";
-      for (const auto& [n, w] : inv.wpars) {
-        if (!state.empty() && lower(inventory::wpar_state_letter(w.wpar)) != state) continue;
-        if (!system.empty() && w.wpar.system != system) continue;
-        if (!group.empty() && w.wpar.group != group) continue;
-        if (out.size() > 1) out.push_back(',');
-        append_wpar_json(out, w);
-      }
-      out.push_back(']');
-      answer = Reply::text(std::move(out));
-    } else if (command == "wpar.show") {
-      auto n = inventory::resolve_prefix(inv.wpars, name, "WPAR");
-      if (!n) {
-        answer = rejected(n.error());
-        return;
-      }
-      answer = wpar_json(inv.wpars.at(*n));
-    } else if (command == "group.list" || command == "group.show") {
-      auto group_json = [&](const inventory::GroupRecord& g) {
-        json wpars = json::array();
-        for (const auto& [n, w] : inv.wpars) {
-          if (w.wpar.group == g.name) wpars.push_back(n);
-        }
-        return json{{"name", g.name}, {"description", g.description}, {"wpars", wpars.size()}, {"wparNames", wpars}};
-      };
-      if (command == "group.list") {
-        json out = json::array();
-        for (const auto& [n, g] : inv.groups) out.push_back(group_json(g));
-        answer = out;
-        return;
-      }
-      auto n = inventory::resolve_prefix(inv.groups, name, "WPAR group");
-      if (!n) {
-        answer = rejected(n.error());
-        return;
-      }
-      answer = group_json(inv.groups.at(*n));
-    } else if (command == "settings.show") {
-      json out = json::array();
-      for (const auto& spec : inventory::setting_specs()) {
-        out.push_back({{"key", spec.key},
-                       {"value", inv.setting(spec.key)},
-                       {"default", spec.default_value},
-                       {"description", spec.description}});
-      }
-      answer = out;
-    }
-  });
   if (command == "role.query") {
     std::shared_lock lock(state_mutex_);
     auto r = query_roles(runner_.state(), args);
-    if (!r) return rejected(r.error());
+    if (!r) return answer(std::unexpected(r.error()));
     return *r;
   }
-  return answer;
+  ViewResult result = std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid, "no query " + command});
+  deps_.inventory->read([&](const inventory::Inventory& inv) { result = inventory_view(inv, command, args); });
+  return answer(std::move(result));
 }
 
 }  // namespace wpm::gateway

@@ -45,6 +45,7 @@
 #include "bus/request_server.h"
 #include "services/gateway/auth.h"
 #include "services/gateway/model.h"
+#include "services/gateway/views.h"
 #include "services/inventory/rejections.h"
 #include "services/inventory/service.h"
 #include "services/kernel/clock.h"
@@ -89,11 +90,6 @@ struct GatewayDeps {
   const kernel::Clock* clock = nullptr;
 };
 
-// A WPAR as queries show it: its definition, state letter and name,
-// version and times. append_wpar_json writes the same object as text.
-nlohmann::json wpar_json(const inventory::WparRecord& record);
-void append_wpar_json(std::string& out, const inventory::WparRecord& record);
-
 class Gateway {
  public:
   Gateway(zmq::context_t& context, GatewayDeps deps, GatewayOptions options, std::shared_ptr<spdlog::logger> logger);
@@ -122,16 +118,7 @@ class Gateway {
     std::string message;
   };
   // A result: a JSON value, or (for large lists) its text made directly.
-  struct Reply {
-    Reply(nlohmann::json v = nlohmann::json{}) : value(std::move(v)) {}  // NOLINT: implicit on purpose
-    static Reply text(std::string t) {
-      Reply r;
-      r.raw = std::move(t);
-      return r;
-    }
-    nlohmann::json value;
-    std::string raw;
-  };
+  using Reply = View;
   using Answer = std::expected<Reply, Fail>;
   static std::string ok_text(const Reply& result);
 

@@ -20,7 +20,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 30> kCommands = {{
+constexpr std::array<CommandAccess, 35> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -32,6 +32,7 @@ constexpr std::array<CommandAccess, 30> kCommands = {{
     {"group.list", Access::kRead},
     {"group.show", Access::kRead},
     {"settings.show", Access::kRead},
+    {"domain.list", Access::kRead},
     {"compat.show", Access::kRead},
     {"compat.matrix", Access::kRead},
     {"events.read", Access::kRead},
@@ -41,6 +42,10 @@ constexpr std::array<CommandAccess, 30> kCommands = {{
     {"system.remove", Access::kFleetChange},
     {"system.discover", Access::kFleetChange},
     {"system.token-create", Access::kFleetChange},
+    {"system.set-domain", Access::kFleetChange},
+    {"system.update-profile", Access::kFleetChange},
+    {"domain.create", Access::kFleetChange},
+    {"domain.remove", Access::kFleetChange},
     {"group.create", Access::kFleetChange},
     {"group.modify", Access::kFleetChange},
     {"group.delete", Access::kFleetChange},

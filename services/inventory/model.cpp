@@ -27,9 +27,11 @@ constexpr std::array<SettingSpec, 3> kSettings = {{
     {"compat.optional-tests", "", "optional compatibility tests applied by default, comma-separated"},
 }};
 
-constexpr std::array<std::string_view, 12> kCommands = {
-    "wpar.create",    "wpar.modify",       "wpar.remove",  "group.create",  "group.modify",    "group.delete",
-    "group.add-wpar", "group.remove-wpar", "settings.set", "system.remove", "system.discover", "system.token-create"};
+constexpr std::array<std::string_view, 16> kCommands = {
+    "wpar.create",         "wpar.modify",       "wpar.remove",       "group.create",
+    "group.modify",        "group.delete",      "group.add-wpar",    "group.remove-wpar",
+    "settings.set",        "system.remove",     "system.discover",   "system.token-create",
+    "system.set-domain",   "system.update-profile", "domain.create", "domain.remove"};
 
 std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
   return std::unexpected(Rejection{code, std::move(message)});
@@ -226,6 +228,7 @@ std::optional<Rejection> check_definition(const Inventory& state, WparDefinition
 
 std::string wpar_stream(const std::string& name) { return "wpar/" + name; }
 std::string group_stream(const std::string& name) { return "group/" + name; }
+std::string domain_stream(const std::string& name) { return "domain/" + name; }
 
 Changes decide_create(const Inventory& state, const CreateWpar& c) {
   if (state.wpars.contains(c.name)) {
@@ -374,6 +377,65 @@ Changes decide_system(const Inventory& state, const RemoveSystem& c) {
   return std::vector<Change>{{"registry", SystemRemoved{*id, "removed by request"}}};
 }
 
+Changes decide_domain(const Inventory& state, const CreateDomain& c) {
+  if (!valid_name(c.name)) {
+    return reject(RejectionCode::kInvalid,
+                  fmt::format("'{}' is not a valid relocation domain name: {}", c.name, name_rule("domain")));
+  }
+  if (state.domains.contains(c.name)) {
+    return reject(RejectionCode::kAlreadyExists, fmt::format("relocation domain '{}' exists", c.name));
+  }
+  return std::vector<Change>{{domain_stream(c.name), DomainDefined{c.name, c.description, true}}};
+}
+
+Changes decide_domain(const Inventory& state, const RemoveDomain& c) {
+  auto name = resolve_prefix(state.domains, c.name, "relocation domain");
+  if (!name) return std::unexpected(name.error());
+  if (*name == kDefaultDomain) {
+    return reject(RejectionCode::kConflict,
+                  "the default relocation domain cannot be removed: systems are placed in it when they register");
+  }
+  if (auto systems = state.systems_in_domain(*name); !systems.empty()) {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("relocation domain '{}' still holds {} system(s) ({}{}); move them first (`wpm system "
+                              "set-domain SYSTEM default`)",
+                              *name, systems.size(),
+                              fmt::join(std::vector<std::string>(systems.begin(),
+                                                                 systems.begin() + std::min<size_t>(systems.size(), 5)),
+                                        ", "),
+                              systems.size() > 5 ? ", …" : ""));
+  }
+  return std::vector<Change>{{domain_stream(*name), DomainRemoved{*name}}};
+}
+
+Changes decide_domain(const Inventory& state, const SetSystemDomain& c) {
+  auto id = resolve_prefix(state.registry.systems(), c.name, "system");
+  if (!id) return std::unexpected(id.error());
+  auto domain = resolve_prefix(state.domains, c.domain, "relocation domain");
+  if (!domain) {
+    if (domain.error().code == RejectionCode::kNotFound) {
+      domain.error().message += fmt::format("; make it first with `wpm domain create {}`", c.domain);
+    }
+    return std::unexpected(domain.error());
+  }
+  std::string previous = state.system_status(*id).domain;
+  if (previous == *domain) return std::vector<Change>{};
+  return std::vector<Change>{{"system/" + *id, SystemDomainSet{*id, *domain, previous}}};
+}
+
+Changes decide_update_profile(const Inventory& state, const UpdateProfile& c) {
+  auto id = resolve_prefix(state.registry.systems(), c.name, "system");
+  if (!id) return std::unexpected(id.error());
+  auto status = state.system_status(*id);
+  if (status.state != "online") {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("system '{}' is {} ({}): its agent cannot be asked now; the agent sends its profile "
+                              "when it is back",
+                              *id, status.state, status.reason));
+  }
+  return std::vector<Change>{};
+}
+
 }  // namespace
 
 std::span<const SettingSpec> setting_specs() { return kSettings; }
@@ -407,6 +469,19 @@ SystemStatus Inventory::system_status(const std::string& system_id) const {
 size_t Inventory::wpars_in_group(const std::string& group) const {
   return static_cast<size_t>(
       std::count_if(wpars.begin(), wpars.end(), [&](const auto& w) { return w.second.wpar.group == group; }));
+}
+
+std::vector<std::string> Inventory::systems_in_domain(const std::string& domain) const {
+  std::vector<std::string> out;
+  for (const auto& [id, s] : registry.systems()) {
+    if (system_status(id).domain == domain) out.push_back(id);
+  }
+  return out;
+}
+
+std::string Inventory::system_profile_name(const std::string& system_id) const {
+  const auto* s = registry.by_id(system_id);
+  return s == nullptr ? "" : profile::profile_name(system_status(system_id).domain, s->profile);
 }
 
 size_t Inventory::wpars_on_system(const std::string& system) const {
@@ -445,7 +520,18 @@ Inventory evolve(Inventory state, const Event& e) {
             }
           }
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
-          state.status[p.system_id] = SystemStatus{p.state, p.reason, e.timestamp_ns, e.stream_version};
+          auto& s = state.status[p.system_id];
+          s = SystemStatus{p.state, p.reason, e.timestamp_ns, e.stream_version, std::move(s.domain)};
+        } else if constexpr (std::is_same_v<T, SystemDomainSet>) {
+          auto [it, made] = state.status.try_emplace(p.system_id, SystemStatus{"online", "registered", 0, 0});
+          it->second.domain = p.domain;
+          it->second.version = e.stream_version;
+        } else if constexpr (std::is_same_v<T, DomainDefined>) {
+          state.removed.erase(domain_stream(p.name));
+          state.domains[p.name] = DomainRecord{p.name, p.description, e.stream_version};
+        } else if constexpr (std::is_same_v<T, DomainRemoved>) {
+          state.domains.erase(p.name);
+          state.removed[domain_stream(p.name)] = e.stream_version;
         } else if constexpr (std::is_same_v<T, WparDefined>) {
           state.removed.erase(wpar_stream(p.wpar.name));
           auto& r = state.wpars[p.wpar.name];
@@ -516,6 +602,14 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const nlo
     command = Discover{};
   } else if (name == "system.token-create") {
     command = CreateJoinToken{a.text("tokenHash"), a.text("ttl")};
+  } else if (name == "system.set-domain") {
+    command = SetSystemDomain{a.text("name"), a.text("domain")};
+  } else if (name == "system.update-profile") {
+    command = UpdateProfile{a.text("name")};
+  } else if (name == "domain.create") {
+    command = CreateDomain{a.text("name"), a.text("description")};
+  } else if (name == "domain.remove") {
+    command = RemoveDomain{a.text("name")};
   } else {
     return reject(RejectionCode::kInvalid, fmt::format("the inventory has no command '{}'", name));
   }
@@ -541,6 +635,11 @@ Changes decide(const Inventory& state, const Command& command, const kernel::Con
           return decide_system(state, c);
         } else if constexpr (std::is_same_v<T, Discover>) {
           return std::vector<Change>{};
+        } else if constexpr (std::is_same_v<T, CreateDomain> || std::is_same_v<T, RemoveDomain> ||
+                             std::is_same_v<T, SetSystemDomain>) {
+          return decide_domain(state, c);
+        } else if constexpr (std::is_same_v<T, UpdateProfile>) {
+          return decide_update_profile(state, c);
         } else if constexpr (std::is_same_v<T, CreateJoinToken>) {
           std::string ttl = c.ttl.empty() ? "1h" : c.ttl;
           auto ns = parse_duration_ns(ttl);
@@ -642,6 +741,10 @@ uint64_t stream_version(const Inventory& state, const std::string& stream) {
     auto it = state.groups.find(stream.substr(6));
     return it == state.groups.end() ? removed() : it->second.version;
   }
+  if (stream.starts_with("domain/")) {
+    auto it = state.domains.find(stream.substr(7));
+    return it == state.domains.end() ? removed() : it->second.version;
+  }
   if (stream.starts_with("system/")) {
     auto it = state.status.find(stream.substr(7));
     return it == state.status.end() ? 0 : it->second.version;
@@ -660,6 +763,9 @@ bool InventoryModel::wants(EventType type) {
     case EventType::kGroupDefined:
     case EventType::kGroupDeleted:
     case EventType::kSettingChanged:
+    case EventType::kDomainDefined:
+    case EventType::kDomainRemoved:
+    case EventType::kSystemDomainSet:
     case EventType::kCommandRequested:
     case EventType::kCommandDecided: return true;
     default: return false;
@@ -689,8 +795,10 @@ std::string InventoryModel::encode(const State& state) {
     put(encode_event(e));
   };
   for (const auto& [id, s] : state.status) {
+    if (s.domain != kDefaultDomain) event("system/" + id, s.version, 0, SystemDomainSet{id, s.domain, ""});
     event("system/" + id, s.version, s.since_ns, SystemStateChanged{id, s.state, s.reason});
   }
+  for (const auto& [name, d] : state.domains) event(domain_stream(name), d.version, 0, DomainDefined{name, d.description});
   for (const auto& [name, g] : state.groups) event(group_stream(name), g.version, 0, GroupDefined{name, g.description});
   for (const auto& [key, value] : state.settings) event("settings", state.settings_version, 0, SettingChanged{key, value, ""});
   for (const auto& [name, w] : state.wpars) {
@@ -701,6 +809,7 @@ std::string InventoryModel::encode(const State& state) {
   for (const auto& [stream, version] : state.removed) {
     if (stream.starts_with("wpar/")) event(stream, version, 0, WparRemoved{stream.substr(5), ""});
     if (stream.starts_with("group/")) event(stream, version, 0, GroupDeleted{stream.substr(6)});
+    if (stream.starts_with("domain/")) event(stream, version, 0, DomainRemoved{stream.substr(7)});
   }
   return out;
 }
@@ -721,7 +830,8 @@ Result<Inventory> InventoryModel::decode(std::string_view bytes) {
     return piece;
   };
   Inventory state;
-  state.groups.clear();  // the snapshot lists every group, `default` included
+  state.groups.clear();   // the snapshot lists every group, `default` included
+  state.domains.clear();  // and every domain
   auto registry = next();
   if (!registry) return truncated();
   auto decoded = RegistryModel::decode(*registry);

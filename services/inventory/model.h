@@ -29,6 +29,7 @@
 namespace wpm::inventory {
 
 inline constexpr std::string_view kDefaultGroup = "default";
+inline constexpr std::string_view kDefaultDomain = "default";
 
 // Known settings with their defaults (`wpm settings show|set`).
 struct SettingSpec {
@@ -46,6 +47,7 @@ struct SystemStatus {
   std::string reason;
   int64_t since_ns = 0;
   uint64_t version = 0;  // of stream system/<id>
+  std::string domain = std::string(kDefaultDomain);  // its relocation domain
   bool operator==(const SystemStatus&) const = default;
 };
 
@@ -62,6 +64,14 @@ struct GroupRecord {
   std::string description;
   uint64_t version = 0;
   bool operator==(const GroupRecord&) const = default;
+};
+
+// A relocation domain (seed "Relocation domains and system profiles").
+struct DomainRecord {
+  std::string name;
+  std::string description;
+  uint64_t version = 0;  // of stream domain/<name>
+  bool operator==(const DomainRecord&) const = default;
 };
 
 // A command for the inventory, recorded and not yet decided.
@@ -82,10 +92,14 @@ struct Inventory {
   // stays empty until someone changes something.
   std::map<std::string, GroupRecord> groups = {
       {std::string(kDefaultGroup), GroupRecord{std::string(kDefaultGroup), "WPARs not placed in another group", 0}}};
+  // Every system is in the default domain until tagged otherwise.
+  std::map<std::string, DomainRecord> domains = {
+      {std::string(kDefaultDomain),
+       DomainRecord{std::string(kDefaultDomain), "every system until tagged with another domain", 0}}};
   std::map<std::string, std::string> settings;  // only those set; defaults in setting_specs()
   uint64_t settings_version = 0;
   std::map<std::string, PendingCommand> pending;
-  // The last version of streams whose object was removed (wpar/…, group/…):
+  // The last version of streams whose object was removed (wpar/…, group/…, domain/…):
   // a name made again continues its stream, so a decision must expect it.
   std::map<std::string, uint64_t> removed;
   uint64_t applied = 0;
@@ -96,6 +110,11 @@ struct Inventory {
   SystemStatus system_status(const std::string& system_id) const;
   size_t wpars_in_group(const std::string& group) const;
   size_t wpars_on_system(const std::string& system) const;
+  // The registered systems tagged with a domain.
+  std::vector<std::string> systems_in_domain(const std::string& domain) const;
+  // The name of a registered system's profile: its domain and hardware
+  // (profile::profile_name); "" for an unknown system.
+  std::string system_profile_name(const std::string& system_id) const;
 };
 
 Inventory evolve(Inventory state, const Event& event);
@@ -159,12 +178,27 @@ struct RemoveSystem {
   std::string name;
 };
 struct Discover {};  // ask every agent again (the service kicks the prober); writes nothing itself
+struct CreateDomain {
+  std::string name;
+  std::string description;
+};
+struct RemoveDomain {
+  std::string name;
+};
+struct SetSystemDomain {
+  std::string name;    // the system, any unique prefix
+  std::string domain;  // any unique prefix
+};
+struct UpdateProfile {  // ask one agent to send its profile again; writes nothing itself
+  std::string name;
+};
 struct CreateJoinToken {
   std::string token_hash;  // made by the gateway, which alone sees the token
   std::string ttl;         // "1h" (default), from 1m to 7d
 };
 using Command = std::variant<CreateWpar, ModifyWpar, RemoveWpar, CreateGroup, ModifyGroup, DeleteGroup, MoveWpars,
-                             SetSetting, RemoveSystem, Discover, CreateJoinToken>;
+                             SetSetting, RemoveSystem, Discover, CreateJoinToken, CreateDomain, RemoveDomain,
+                             SetSystemDomain, UpdateProfile>;
 
 // The commands the inventory decides, by their gateway names.
 bool is_inventory_command(std::string_view name);

@@ -75,18 +75,25 @@ void Prober::kick() {
 }
 
 void Prober::run(const std::atomic<bool>& stop) {
+  auto deadline = std::chrono::steady_clock::now() + options_.interval;
   while (!stop.load()) {
+    bool due = false;
     {
       std::unique_lock lock(mutex_);
-      // Woken early to stop, or by kick(); checked every 200 ms for stop.
-      auto deadline = std::chrono::steady_clock::now() + options_.interval;
-      while (!kicked_ && !stop.load() && std::chrono::steady_clock::now() < deadline) {
+      // Woken early to stop, by kick() or by refresh_profile(); checked
+      // every 200 ms for stop.
+      while (!kicked_ && refresh_.empty() && !stop.load() && std::chrono::steady_clock::now() < deadline) {
         cv_.wait_for(lock, std::chrono::milliseconds(200));
       }
+      due = kicked_ || std::chrono::steady_clock::now() >= deadline;
       kicked_ = false;
     }
     if (stop.load()) break;
-    round();
+    refresh_round();
+    if (due) {
+      round();
+      deadline = std::chrono::steady_clock::now() + options_.interval;
+    }
   }
 }
 
@@ -120,51 +127,102 @@ size_t Prober::round() {
   return answered.load();
 }
 
-Liveness::Probe Prober::probe(const ProbeTarget& target) {
-  Liveness::Probe out;
-  out.at_ns = clock_.monotonic_ns();
+namespace {
+std::string endpoint_of(const ProbeTarget& target) {
+  return fmt::format("tcp://{}:{}",
+                     target.address.find(':') != std::string::npos ? "[" + target.address + "]" : target.address,
+                     target.port);
+}
+}  // namespace
+
+std::expected<agentproto::AgentReply, std::string> Prober::exchange(const ProbeTarget& target,
+                                                                    const agentproto::AgentCommand& command) {
+  auto where = fmt::format("agent port {}:{}", target.address, target.port);
   if (auto problem = tcp_problem(target.address, target.port, options_.timeout)) {
-    out.reason = fmt::format("agent port {}:{}: {}", target.address, target.port, *problem);
-    return out;
+    return std::unexpected(fmt::format("{}: {}", where, *problem));
   }
   try {
     zmq::socket_t s(context_, zmq::socket_type::dealer);
     s.set(zmq::sockopt::linger, 0);
     bus::make_curve_client(s, keys_, target.public_key);
-    s.connect(fmt::format("tcp://{}:{}", target.address.find(':') != std::string::npos ? "[" + target.address + "]"
-                                                                                        : target.address,
-                          target.port));
-    std::string bytes = ap::encode(ap::AgentCommand{1, ap::ListWpars{}});
+    s.connect(endpoint_of(target));
+    std::string bytes = ap::encode(command);
     s.send(zmq::buffer(bytes), zmq::send_flags::none);
     zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
     zmq::message_t frame;
     if (bus::poll(&item, 1, options_.timeout) <= 0 || !s.recv(frame, zmq::recv_flags::dontwait)) {
-      out.reason = fmt::format("agent port {}:{}: no CURVE handshake or answer within {} ms (another program on the "
-                               "port, or the agent's key changed: re-run wpm-agent configure)",
-                               target.address, target.port, options_.timeout.count());
-      return out;
+      return std::unexpected(fmt::format("{}: no CURVE handshake or answer within {} ms (another program on the "
+                                         "port, or the agent's key changed: re-run wpm-agent configure)",
+                                         where, options_.timeout.count()));
     }
     auto reply = ap::decode_agent_reply(bus::view(frame));
-    if (!reply) {
-      out.reason = fmt::format("agent port {}:{}: unreadable answer ({})", target.address, target.port,
-                               reply.error().message);
-      return out;
-    }
-    if (const auto* list = std::get_if<std::vector<ap::WparSummary>>(&reply->body)) {
-      for (const auto& w : *list) out.wpars.push_back(ReportedWpar{w.name, w.type, w.state});
-      out.ok = true;
-      return out;
-    }
+    if (!reply) return std::unexpected(fmt::format("{}: unreadable answer ({})", where, reply.error().message));
     if (const auto* e = std::get_if<ap::ProtocolError>(&reply->body)) {
-      out.reason = fmt::format("agent port {}:{}: the agent refused the request: {}", target.address, target.port,
-                               e->message);
-      return out;
+      return std::unexpected(fmt::format("{}: the agent refused the request: {}", where, e->message));
     }
-    out.reason = fmt::format("agent port {}:{}: an unexpected answer", target.address, target.port);
+    return *reply;
   } catch (const zmq::error_t& e) {
-    out.reason = fmt::format("agent port {}:{}: {}", target.address, target.port, e.what());
+    return std::unexpected(fmt::format("{}: {}", where, e.what()));
   }
+}
+
+Liveness::Probe Prober::probe(const ProbeTarget& target) {
+  Liveness::Probe out;
+  out.at_ns = clock_.monotonic_ns();
+  auto reply = exchange(target, ap::AgentCommand{1, ap::ListWpars{}});
+  if (!reply) {
+    out.reason = reply.error();
+    return out;
+  }
+  if (const auto* list = std::get_if<std::vector<ap::WparSummary>>(&reply->body)) {
+    for (const auto& w : *list) out.wpars.push_back(ReportedWpar{w.name, w.type, w.state});
+    out.ok = true;
+    return out;
+  }
+  out.reason = fmt::format("agent port {}:{}: an unexpected answer", target.address, target.port);
   return out;
+}
+
+std::optional<std::string> Prober::ask_profile(const ProbeTarget& target) {
+  auto reply = exchange(target, ap::AgentCommand{2, ap::RefreshProfile{}});
+  if (!reply) return reply.error();
+  if (!std::holds_alternative<ap::Pong>(reply->body)) {
+    return fmt::format("agent port {}:{}: an unexpected answer", target.address, target.port);
+  }
+  return std::nullopt;
+}
+
+void Prober::refresh_profile(const std::string& system_id) {
+  {
+    std::lock_guard lock(mutex_);
+    refresh_.insert(system_id);
+  }
+  cv_.notify_all();
+}
+
+// The systems whose agents were asked for their profile.
+void Prober::refresh_round() {
+  std::set<std::string> wanted;
+  {
+    std::lock_guard lock(mutex_);
+    wanted.swap(refresh_);
+  }
+  if (wanted.empty()) return;
+  std::vector<ProbeTarget> targets;
+  inventory_.read([&](const Inventory& inv) {
+    for (const auto& id : wanted) {
+      if (const auto* s = inv.registry.by_id(id)) targets.push_back(ProbeTarget{id, s->address, s->agent_port, s->public_key});
+    }
+  });
+  for (auto& t : targets) {
+    if (uint16_t said = liveness_.agent_port(t.system_id); said != 0) t.port = said;
+    if (t.port == 0) continue;
+    if (auto problem = ask_profile(t)) {
+      logger_->warn("profile_refresh_failed system={} error=\"{}\"", t.system_id, *problem);
+    } else {
+      logger_->info("profile_refresh_asked system={}", t.system_id);
+    }
+  }
 }
 
 }  // namespace wpm::inventory

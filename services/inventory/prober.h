@@ -8,6 +8,10 @@
 // port does not answer (with the reason: "connection refused", "no answer
 // within 2 s", "no CURVE handshake …"), and reconciles the WPARs it reported.
 //
+// `wpm system update-profile` goes the same way: the prober asks that one
+// agent to collect its profile again and send it on the agent channel,
+// where a change is recorded as any other.
+//
 // Probes run on a few threads at once, each bounded by its timeout.
 //
 // Thread safety: run() on its own thread; kick() from any.
@@ -19,10 +23,13 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <zmq.hpp>
 
 #include "bus/curve.h"
+#include "schemas/agent_protocol.h"
 #include "services/inventory/service.h"
 #include "services/kernel/clock.h"
 
@@ -54,13 +61,22 @@ class Prober {
   void run(const std::atomic<bool>& stop);
   // Starts a round now (wpm system discover).
   void kick();
+  // Asks one system's agent to send its profile again, from the run() thread
+  // (wpm system update-profile).
+  void refresh_profile(const std::string& system_id);
   // One round over every registered system; returns how many answered.
   size_t round();
   // One probe (tests).
   Liveness::Probe probe(const ProbeTarget& target);
+  // Sends RefreshProfile to one agent; the problem when it did not answer.
+  std::optional<std::string> ask_profile(const ProbeTarget& target);
   uint64_t rounds() const { return rounds_.load(); }
 
  private:
+  // One request to an agent's port and its answer, or what went wrong.
+  std::expected<agentproto::AgentReply, std::string> exchange(const ProbeTarget& target,
+                                                             const agentproto::AgentCommand& command);
+  void refresh_round();
   zmq::context_t& context_;
   bus::CurveKeyPair keys_;
   const InventoryView& inventory_;
@@ -71,6 +87,7 @@ class Prober {
   std::mutex mutex_;
   std::condition_variable cv_;
   bool kicked_ = false;
+  std::set<std::string> refresh_;  // systems whose profile is asked for, under mutex_
   std::atomic<uint64_t> rounds_{0};
 };
 

@@ -99,7 +99,7 @@ Result<void> InventoryService::snapshot() {
   return r;
 }
 
-Result<bool> InventoryService::decide_one(const PendingCommand& pending) {
+Result<bool> InventoryService::decide_one(const PendingCommand& pending, std::string& profile_of) {
   const std::string command_stream = "command/" + pending.id;
   kernel::Context context{clock_.wall_ns(), "user:" + pending.request.user, kernel::CommandId(pending.id),
                           pending.id};
@@ -116,6 +116,9 @@ Result<bool> InventoryService::decide_one(const PendingCommand& pending) {
                                                                 "the arguments are not JSON"})
                             : parse_command(pending.request.command, args);
     Changes changes = command ? decide(state, *command, context) : std::unexpected(command.error());
+    if (const auto* update = command ? std::get_if<UpdateProfile>(&*command) : nullptr; update && changes) {
+      profile_of = resolve_prefix(state.registry.systems(), update->name, "system").value_or("");
+    }
     if (!changes) {
       decided = CommandDecided{false, kernel::rejection_code_name(changes.error().code), changes.error().message,
                                "service:inventory"};
@@ -268,12 +271,14 @@ Result<size_t> InventoryService::step() {
   if (pending.size() > options_.commands_per_step) pending.resize(options_.commands_per_step);
   size_t written = 0;
   for (const auto& p : pending) {
-    auto done = decide_one(p);
+    std::string profile_of;
+    auto done = decide_one(p, profile_of);
     if (!done) return std::unexpected(done.error());
     if (*done) {
       attempts_.erase(p.id);
       ++written;
       if (p.request.command == "system.discover" && on_discover_) on_discover_();
+      if (!profile_of.empty() && on_update_profile_) on_update_profile_(profile_of);
     } else if (++attempts_[p.id] >= options_.attempts) {
       logger_->warn("command_overtaken id={} command={} attempts={}", p.id, p.request.command, attempts_[p.id]);
       attempts_.erase(p.id);

@@ -120,6 +120,9 @@ class InventoryService final : public InventoryView {
   Result<void> snapshot();
   // Called after a `system.discover` command is decided (the prober's kick).
   void on_discover(std::function<void()> hook) { on_discover_ = std::move(hook); }
+  // Called with the system's id after a `system.update-profile` command is
+  // accepted (the prober asks that agent for its profile).
+  void on_update_profile(std::function<void(const std::string&)> hook) { on_update_profile_ = std::move(hook); }
 
   void read(const std::function<void(const Inventory&)>& reader) const override;
   bool wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const override;
@@ -129,7 +132,9 @@ class InventoryService final : public InventoryView {
   Result<void> fold();
   // Decides one pending command and appends the outcome; false when it
   // must be decided again (another writer changed a stream first).
-  Result<bool> decide_one(const PendingCommand& pending);
+  // `profile_of` is set to the system whose agent must be asked for its
+  // profile (an accepted system.update-profile).
+  Result<bool> decide_one(const PendingCommand& pending, std::string& profile_of);
   Result<size_t> check_liveness();
   // Reconciles the WPARs each agent reported at the prober's latest round.
   Result<size_t> reconcile_reports();
@@ -149,6 +154,7 @@ class InventoryService final : public InventoryView {
   std::map<std::string, uint64_t> reconciled_;  // per system: the probe round last reconciled
   std::map<std::string, std::set<std::string>> refusals_;  // per system: refusals recorded
   std::function<void()> on_discover_;
+  std::function<void(const std::string&)> on_update_profile_;
   mutable std::shared_mutex state_mutex_;  // guards runner_'s state against read()
   mutable std::mutex applied_mutex_;
   mutable std::condition_variable applied_cv_;

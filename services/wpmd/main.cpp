@@ -359,6 +359,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       }
       prober = std::make_unique<inventory::Prober>(context, *manager_keys, *inventory_service, liveness, clock, log, po);
       inventory_service->on_discover([&] { prober->kick(); });
+      inventory_service->on_update_profile([&](const std::string& id) { prober->refresh_profile(id); });
       prober_thread = std::thread([&] { prober->run(stop_services); });
     } else {
       log->warn("prober_disabled error=\"{}\"", manager_keys.error().message);

@@ -3,7 +3,10 @@
 // in through PAM with the shipped service file (deploy/pam/wpm, pam_unix)
 // and are allowed and refused as the role matrix says; events watch resumes
 // without a gap; the inventory after kill -9 equals a full replay; a silent
-// agent turns its system Offline and back Online.
+// agent turns its system Offline and back Online. FleetOnThreeHosts runs
+// three agents in network namespaces on a bridge: registration with a join
+// token, the four compatibility states, update-profile, relocation domains,
+// a port blocked with nft (Unreachable) and a killed agent (Offline).
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -32,11 +35,15 @@ class Fleet : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root: it makes Linux users to log in through PAM";
+    start_wpmd({});
+  }
+  void start_wpmd(const std::vector<std::string>& extra_args) {
     Wpmd::Options o;
     o.data_dir = dir_ / "wpmd";
     o.env = {{"WPM_TEST_PROBE_INTERVAL_MS", "500"}};
     o.extra_args = {"--pam-config-dir", std::string(WPM_SOURCE_DIR) + "/deploy/pam", "--registration-password-file",
                     dir_ / "password"};
+    o.extra_args.insert(o.extra_args.end(), extra_args.begin(), extra_args.end());
     std::ofstream(dir_ / "password") << "fleet-registration-pw\n";
     wpmd_ = std::make_unique<Wpmd>(o);
     ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
@@ -409,6 +416,240 @@ TEST(FleetGateway, BeyondLoopbackTheGatewayIsCurveAndWpmUsesItsKey) {
   plain.send(zmq::str_buffer(R"({"v":1,"command":"version"})"));
   zmq::message_t reply;
   EXPECT_FALSE(plain.recv(reply)) << "a client without CURVE gets no answer: passwords never travel in clear";
+}
+
+// Three hosts as network namespaces on one bridge (10.217.N.0/24; wpmd on
+// the bridge's 10.217.N.1 in the root namespace, host I on 10.217.N.1I),
+// each running a real wpm-agent on its own 10.217.N.1I:9510.
+class FleetOnThreeHosts : public Fleet {
+ protected:
+  static constexpr const char* kIp = "/usr/sbin/ip";
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces, and Linux users for PAM";
+    net_ = fmt::format("10.217.{}", ::getpid() % 200 + 20);
+    bridge_ = fmt::format("wpmbr{}", ::getpid() % 100000);
+    auto made = run({kIp, "link", "add", bridge_, "type", "bridge"});
+    if (made.exit_code != 0) GTEST_SKIP() << "this kernel cannot make a bridge: " << made.err;
+    bridge_made_ = true;
+    ASSERT_EQ(run({kIp, "addr", "add", manager_address() + "/24", "dev", bridge_}).exit_code, 0);
+    ASSERT_EQ(run({kIp, "link", "set", bridge_, "up"}).exit_code, 0);
+    for (int i = 1; i <= 3; ++i) {
+      std::string ns = netns(i), host_if = fmt::format("wpmv{}h{}", ::getpid() % 100000, i);
+      ASSERT_EQ(run({kIp, "netns", "add", ns}).exit_code, 0);
+      namespaces_.push_back(ns);
+      ASSERT_EQ(run({kIp, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns}).exit_code, 0);
+      ASSERT_EQ(run({kIp, "link", "set", host_if, "master", bridge_, "up"}).exit_code, 0);
+      ASSERT_EQ(run({kIp, "-n", ns, "addr", "add", address(i) + "/24", "dev", "eth0"}).exit_code, 0);
+      ASSERT_EQ(run({kIp, "-n", ns, "link", "set", "eth0", "up"}).exit_code, 0);
+      ASSERT_EQ(run({kIp, "-n", ns, "link", "set", "lo", "up"}).exit_code, 0);
+    }
+    // The agents reach wpmd on the bridge only; operators on loopback.
+    start_wpmd({"--agent-public-endpoint", fmt::format("tcp://{}:0", manager_address()), "--agent-channel-endpoint",
+                fmt::format("tcp://{}:0", manager_address())});
+  }
+  void TearDown() override {
+    Fleet::TearDown();
+    for (const auto& ns : namespaces_) run({kIp, "netns", "del", ns});
+    if (bridge_made_) run({kIp, "link", "del", bridge_});
+  }
+  std::string manager_address() const { return net_ + ".1"; }
+  std::string address(int i) const { return fmt::format("{}.1{}", net_, i); }
+  std::string netns(int i) const { return fmt::format("wpmt{}h{}", ::getpid() % 100000, i); }
+  std::string host(int i) const { return fmt::format("h{}", i); }
+  std::string data(int i) const { return dir_ / host(i); }
+  // `argv` in host i's network namespace.
+  RunResult in_host(int i, std::vector<std::string> argv, std::chrono::milliseconds timeout = 60s) {
+    argv.insert(argv.begin(), {kIp, "netns", "exec", netns(i)});
+    return run(argv, timeout);
+  }
+  void write_agent_toml(int i, const std::string& profile_table) {
+    fs::create_directories(data(i));
+    std::ofstream(data(i) + "/agent.toml") << fmt::format(
+        "[agent]\nendpoint = \"tcp://{}:9510\"\nheartbeat_s = 1\n{}", address(i), profile_table);
+  }
+  // Registers host i with a join token or, when `token` is empty, the password.
+  RunResult configure(int i, const std::string& token) {
+    std::vector<std::string> argv = {bin("wpm-agent"), "--data",     data(i),          "configure", "--manager",
+                                     manager_address(), "--pubport", port_of(wpmd_->agent_public()), "--agentport",
+                                     "9510",            "--hostname", host(i)};
+    if (token.empty()) {
+      argv.insert(argv.end(), {"--password-file", dir_ / "password"});
+    } else {
+      argv.insert(argv.end(), {"--token", token});
+    }
+    return in_host(i, argv, 30s);
+  }
+  json system(int i) {
+    auto r = as_root({"-o", "json", "system", "show", host(i)});
+    return r.exit_code == 0 ? json::parse(r.out) : json::object();
+  }
+  json compat(int a, int b) {
+    auto r = as_root({"-o", "json", "compat", "show", host(a), host(b)});
+    return r.exit_code == 0 ? json::parse(r.out) : json::object();
+  }
+
+  std::string net_, bridge_;
+  bool bridge_made_ = false;
+  std::vector<std::string> namespaces_;
+};
+
+TEST_F(FleetOnThreeHosts, RegisterTurnOfflineAndUnreachableCompareAndTagThreeHosts) {
+  ASSERT_EQ(as_root({"settings", "set", "heartbeat.timeout", "3s"}).exit_code, 0);
+  // h1 is this machine as it is; h2 claims an older kernel, h3 an older base system.
+  write_agent_toml(1, "");
+  write_agent_toml(2, "[profile]\nkernel_version = \"5.10.0-26-amd64\"\n");
+  write_agent_toml(3, "[profile]\nbase_system_version = \"11.1\"\n");
+  // Registration: h1 with a join token, which h2 cannot use again.
+  auto made = as_root({"system", "token", "create", "--ttl", "10m"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  std::string token = made.out.substr(0, made.out.find('\n'));
+  auto first = configure(1, token);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto reused = configure(2, token);
+  EXPECT_EQ(reused.exit_code, 1);
+  EXPECT_NE(reused.err.find("already used (by system h1)"), std::string::npos) << reused.err;
+  ASSERT_EQ(configure(2, "").exit_code, 0);
+  ASSERT_EQ(configure(3, "").exit_code, 0);
+  for (int i = 1; i <= 3; ++i) {
+    agents_.push_back(data(i));
+    auto started = in_host(i, {bin("wpm-agent"), "--data", data(i), "start"}, 30s);
+    ASSERT_EQ(started.exit_code, 0) << started.err;
+  }
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(wait_until([&] { return system(i).value("state", "") == "online"; }, 20s, 200ms)) << system(i).dump();
+    json s = system(i);
+    EXPECT_EQ(s["address"], address(i)) << "registered from its own namespace's address";
+    // The profile carries the host's interface and subnet.
+    EXPECT_EQ(s["profile"]["subnets"], json({net_ + ".0/24"})) << s["profile"].dump();
+    ASSERT_EQ(s["profile"]["networkInterfaces"].size(), 1u) << s["profile"].dump();
+    EXPECT_EQ(s["profile"]["networkInterfaces"][0]["addresses"], json({address(i) + "/24"}));
+  }
+
+  // Compatibility: the four states, and the failed test named with both values.
+  ASSERT_TRUE(wait_until([&] { return compat(1, 2).value("analysis", "") == "complete" &&
+                                      compat(2, 3).value("analysis", "") == "complete" &&
+                                      compat(1, 3).value("analysis", "") == "complete"; },
+                         20s, 200ms));
+  json c12 = compat(1, 2);
+  EXPECT_EQ(c12["state"], "inbound compatible") << c12.dump();  // h2 → h1 only
+  EXPECT_EQ(compat(2, 1)["state"], "outbound compatible");
+  EXPECT_EQ(compat(2, 3)["state"], "incompatible") << compat(2, 3).dump();
+  bool kernel_named = false;
+  for (const auto& t : c12["departureToArrival"]) {
+    if (t["test"] == "kernel" && t["passed"] == false) {
+      kernel_named = true;
+      EXPECT_EQ(t["arrival"], "5.10.0-26-amd64");
+      EXPECT_NE(t["remedy"].get<std::string>().find("upgrade the kernel on"), std::string::npos) << t.dump();
+    }
+  }
+  EXPECT_TRUE(kernel_named) << c12.dump();
+  auto shown = as_root({"compat", "show", "h1", "h2"});
+  EXPECT_NE(shown.out.find("kernel"), std::string::npos) << shown.out;
+  // h2's override is taken away and its profile asked for again: the same
+  // properties as h1, so fully compatible.
+  write_agent_toml(2, "");
+  auto update = as_root({"system", "update-profile", "h2"});
+  ASSERT_EQ(update.exit_code, 0) << update.err;
+  EXPECT_TRUE(wait_until([&] { return compat(1, 2).value("state", "") == "fully compatible"; }, 20s, 200ms))
+      << compat(1, 2).dump();
+  EXPECT_TRUE(system(2)["overriddenFacts"].empty()) << system(2).dump();
+
+  // Relocation domains: h3 tagged banking; profiles never span domains.
+  ASSERT_EQ(as_root({"domain", "create", "banking", "--description", "payment hosts"}).exit_code, 0);
+  ASSERT_EQ(as_root({"system", "set-domain", "h3", "bank"}).exit_code, 0);
+  EXPECT_EQ(as_root({"system", "set-domain", "h3", "nowhere"}).exit_code, 3);
+  EXPECT_EQ(as_root({"domain", "remove", "banking"}).exit_code, 1) << "it still holds h3";
+  json domains = json::parse(as_root({"-o", "json", "domain", "list"}).out);
+  ASSERT_EQ(domains.size(), 2u) << domains.dump();
+  EXPECT_EQ(domains[0]["name"], "banking");
+  EXPECT_EQ(domains[0]["systemNames"], json({"h3"}));
+  EXPECT_EQ(domains[1]["systemNames"], json({"h1", "h2"}));
+  ASSERT_EQ(domains[1]["profiles"].size(), 1u) << "one machine: the same hardware, one profile";
+  EXPECT_EQ(system(1)["profileName"], system(2)["profileName"]);
+  EXPECT_TRUE(system(3)["profileName"].get<std::string>().starts_with("banking/")) << system(3).dump();
+  auto table = as_root({"system", "list"});
+  EXPECT_NE(table.out.find("banking"), std::string::npos) << table.out;
+
+  // Definitions, and a WPAR made by hand on h1 appears as discovered there.
+  ASSERT_EQ(as_root({"wpar", "create", "web1", "--type", "application", "--command", "/bin/sleep 60"}).exit_code, 0);
+  ASSERT_EQ(as_root({"wpar", "modify", "web1", "--cpu-limit", "30"}).exit_code, 0);
+  EXPECT_EQ(json::parse(as_root({"-o", "json", "wpar", "show", "web1"}).out)["cpuLimitPercent"], 30);
+  auto hand = in_host(1, {bin("wpm-agent"), "--data", data(1), "wparexec", "-n", "hand1", "--", "/bin/sleep", "300"});
+  if (hand.exit_code == 0) {
+    EXPECT_TRUE(wait_until([&] {
+      auto r = as_root({"-o", "json", "wpar", "show", "hand1"});
+      return r.exit_code == 0 && json::parse(r.out).value("system", "") == "h1";
+    }, 20s, 200ms));
+    in_host(1, {bin("wpm-agent"), "--data", data(1), "stopwpar", "-F", "hand1"});
+    in_host(1, {bin("wpm-agent"), "--data", data(1), "rmwpar", "hand1"});
+  } else {
+    ADD_FAILURE() << "wparexec on h1 failed: " << hand.err;
+  }
+  ASSERT_EQ(as_root({"wpar", "remove", "web1"}).exit_code, 0);
+  EXPECT_EQ(as_root({"wpar", "show", "web1"}).exit_code, 3);
+
+  // A user of each kind: a WPARUser defines WPARs but does not tag systems.
+  std::string user = make_user("u");
+  ASSERT_EQ(as_root({"role", "add", "--role", "WPARUser", "--user", user}).exit_code, 0);
+  ASSERT_EQ(login(user, "pw-" + user).exit_code, 0);
+  EXPECT_EQ(as(user, {"wpar", "create", "userwpar"}).exit_code, 0);
+  auto refused = as(user, {"system", "set-domain", "h1", "banking"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("may not"), std::string::npos) << refused.err;
+  EXPECT_EQ(as(user, {"domain", "create", "hr"}).exit_code, 1);
+
+  uint64_t before = json::parse(wpm(*wpmd_, {"log", "stats", "-o", "json"}).out)["head"];
+  // h3's agent port is blocked in its namespace: its heartbeats go on, the
+  // manager's probe does not get through: Unreachable, with the reason.
+  auto table_made = in_host(3, {"nft", "add", "table", "inet", "wpmtest"});
+  if (table_made.exit_code != 0) {
+    ADD_FAILURE() << "nft cannot filter in a namespace here: " << table_made.err;
+  } else {
+    ASSERT_EQ(in_host(3, {"nft", "add", "chain", "inet", "wpmtest", "input",
+                          "{ type filter hook input priority 0; }"}).exit_code, 0);
+    ASSERT_EQ(in_host(3, {"nft", "add", "rule", "inet", "wpmtest", "input", "tcp", "dport", "9510", "drop"}).exit_code,
+              0);
+    EXPECT_TRUE(wait_until([&] { return system(3).value("state", "") == "unreachable"; }, 20s, 200ms))
+        << system(3).dump();
+    EXPECT_NE(system(3)["stateReason"].get<std::string>().find("filtered"), std::string::npos) << system(3).dump();
+    ASSERT_EQ(in_host(3, {"nft", "delete", "table", "inet", "wpmtest"}).exit_code, 0);
+    EXPECT_TRUE(wait_until([&] { return system(3).value("state", "") == "online"; }, 20s, 200ms)) << system(3).dump();
+  }
+  // h2's agent is killed: Offline after the heartbeat timeout; the others stay Online.
+  pid_t pid = std::stoi(read_file(data(2) + "/agent.pid"));
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  EXPECT_TRUE(wait_until([&] { return system(2).value("state", "") == "offline"; }, 20s, 200ms)) << system(2).dump();
+  EXPECT_EQ(system(1)["state"], "online");
+  EXPECT_EQ(as_root({"system", "update-profile", "h2"}).exit_code, 1) << "an offline agent cannot be asked";
+
+  // The state changes since `before` as the log holds them: h3 there and
+  // back; h2's port refuses at once (unreachable, when a probe comes before
+  // the timeout), then no heartbeat: offline.
+  auto changes_in = [](const std::string& ndjson) {
+    std::vector<std::string> out;
+    std::istringstream lines(ndjson);
+    std::string line;
+    while (std::getline(lines, line)) {
+      json e = json::parse(line, nullptr, false);
+      if (e.is_object() && e.value("type", "") == "systemStateChanged") {
+        const json& p = e["payload"]["systemStateChanged"];
+        out.push_back(p["systemId"].get<std::string>() + ":" + p["state"].get<std::string>());
+      }
+    }
+    return out;
+  };
+  auto logged = changes_in(wpm(*wpmd_, {"log", "dump", "-o", "json", "--from", std::to_string(before + 1)}).out);
+  std::vector<std::string> expected = {"h3:unreachable", "h3:online"};
+  if (table_made.exit_code != 0) expected.clear();
+  if (logged.size() == expected.size() + 2) expected.push_back("h2:unreachable");
+  expected.push_back("h2:offline");
+  EXPECT_EQ(logged, expected);
+  // events watch from that sequence gives the same, none missing or repeated.
+  auto watched = as_root({"-o", "json", "events", "watch", "--from", std::to_string(before + 1), "--count",
+                          std::to_string(logged.size()), "--type", "systemStateChanged"});
+  ASSERT_EQ(watched.exit_code, 0) << watched.err;
+  auto changes = changes_in(watched.out);
+  EXPECT_EQ(changes, logged) << watched.out;
 }
 
 }  // namespace

@@ -274,6 +274,18 @@ void print_decision(const json& r) {
   std::printf("\n");
 }
 
+// A profile's network interfaces on one line: "eth0 up 10.0.0.5/24; eth1 down".
+std::string interfaces_text(const json& interfaces) {
+  std::vector<std::string> parts;
+  for (const auto& n : interfaces) {
+    std::vector<std::string> addresses;
+    for (const auto& a : n["addresses"]) addresses.push_back(text_of(a));
+    parts.push_back(fmt::format("{} {}{}{}", text_of(n["name"]), n.value("up", false) ? "up" : "down",
+                                addresses.empty() ? "" : " ", fmt::join(addresses, " ")));
+  }
+  return parts.empty() ? "none" : fmt::format("{}", fmt::join(parts, "; "));
+}
+
 // The WPAR definition flags shared by create and modify.
 struct WparFlags {
   std::string type, command, trigger, trigger_command, address, capabilities, group, from;
@@ -467,12 +479,13 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   sys->require_subcommand(1);
   sys->add_subcommand("list", "list the managed systems and their states")->callback([&] {
     exit_code = run(g, "system.list", json::object(), [](const json& r) {
-      std::printf("%-20s %-12s %-20s %-16s %-12s %-24s %s\n", "NAME", "STATE", "HOSTNAME", "ADDRESS", "DISTRIBUTION",
-                  "KERNEL", "WPARS");
+      std::printf("%-20s %-12s %-16s %-12s %-24s %-12s %-36s %s\n", "NAME", "STATE", "ADDRESS", "DISTRIBUTION",
+                  "KERNEL", "DOMAIN", "PROFILE", "WPARS");
       for (const auto& s : r) {
-        std::printf("%-20s %-12s %-20s %-16s %-12s %-24s %s\n", text_of(s["name"]).c_str(), text_of(s["state"]).c_str(),
-                    text_of(s["hostname"]).c_str(), text_of(s["address"]).c_str(), text_of(s["distribution"]).c_str(),
-                    text_of(s["kernel"]).c_str(), text_of(s["wpars"]).c_str());
+        std::printf("%-20s %-12s %-16s %-12s %-24s %-12s %-36s %s\n", text_of(s["name"]).c_str(),
+                    text_of(s["state"]).c_str(), text_of(s["address"]).c_str(), text_of(s["distribution"]).c_str(),
+                    text_of(s["kernel"]).c_str(), text_of(s["domain"]).c_str(), text_of(s["profileName"]).c_str(),
+                    text_of(s["wpars"]).c_str());
       }
     });
   });
@@ -492,6 +505,10 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
                     {"glibc", text_of(p["glibcVersion"])},
                     {"cpu", fmt::format("{} × {}", text_of(p["cpuCores"]), text_of(p["cpuModel"]))},
                     {"memory", text_of(p["memoryBytes"])},
+                    {"domain", text_of(s["domain"])},
+                    {"profile", text_of(s["profileName"])},
+                    {"subnets", p["subnets"].empty() ? "none" : text_of(p["subnets"])},
+                    {"interfaces", interfaces_text(p["networkInterfaces"])},
                     {"overridden facts", s["overriddenFacts"].empty() ? "none" : text_of(s["overriddenFacts"])},
                     {"wpars", s["wparNames"].empty() ? "none" : text_of(s["wparNames"])}});
     });
@@ -515,9 +532,50 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
                    format_ns(r.value("expiresNs", int64_t{0})).c_str());
     });
   });
+  auto* sys_domain = sys->add_subcommand("set-domain", "tag a system with a relocation domain");
+  sys_domain->add_option("NAME", name, "the system (any unique prefix)")->required();
+  sys_domain->add_option("DOMAIN", name2, "the relocation domain (`wpm domain list`)")->required();
+  sys_domain->callback(
+      [&] { exit_code = run(g, "system.set-domain", {{"name", name}, {"domain", name2}}, print_decision); });
+  auto* sys_update = sys->add_subcommand(
+      "update-profile", "ask a system's agent to send its profile again (a change re-runs the compatibility analysis)");
+  sys_update->add_option("NAME", name, "the system (any unique prefix)")->required();
+  sys_update->callback([&] {
+    exit_code = run(g, "system.update-profile", {{"name", name}}, [](const json& r) {
+      std::printf("asked the agent [command %s]: a changed profile is recorded as systemProfileChanged (wpm events "
+                  "watch --type systemProfileChanged) and shown by wpm system show\n",
+                  r.value("command", "").c_str());
+    });
+  });
   auto* sys_remove = sys->add_subcommand("remove", "remove a system: its key is revoked at once (refused while WPARs are on it)");
   sys_remove->add_option("NAME", name, "the system (any unique prefix)")->required();
   sys_remove->callback([&] { exit_code = run(g, "system.remove", {{"name", name}}, print_decision); });
+
+  // ---- domain
+  auto* domain = app.add_subcommand("domain", "relocation domains: systems grouped by purpose; profiles never span two");
+  domain->require_subcommand(1);
+  domain->add_subcommand("list", "list the relocation domains with their systems and profiles")->callback([&] {
+    exit_code = run(g, "domain.list", json::object(), [](const json& r) {
+      std::printf("%-20s %-8s %-48s %s\n", "NAME", "SYSTEMS", "PROFILES", "DESCRIPTION");
+      for (const auto& d : r) {
+        std::vector<std::string> profiles;
+        for (const auto& p : d["profiles"]) {
+          profiles.push_back(fmt::format("{} ({})", text_of(p["name"]), p["systems"].size()));
+        }
+        std::printf("%-20s %-8s %-48s %s\n", text_of(d["name"]).c_str(), text_of(d["systems"]).c_str(),
+                    profiles.empty() ? "-" : fmt::format("{}", fmt::join(profiles, ", ")).c_str(),
+                    text_of(d["description"]).c_str());
+      }
+    });
+  });
+  auto* dcreate = domain->add_subcommand("create", "make a relocation domain");
+  dcreate->add_option("NAME", name, "the domain's name")->required();
+  dcreate->add_option("--description", description, "what its systems are for");
+  dcreate->callback(
+      [&] { exit_code = run(g, "domain.create", {{"name", name}, {"description", description}}, print_decision); });
+  auto* dremove = domain->add_subcommand("remove", "remove an empty relocation domain (not default)");
+  dremove->add_option("NAME", name, "the domain (any unique prefix)")->required();
+  dremove->callback([&] { exit_code = run(g, "domain.remove", {{"name", name}}, print_decision); });
 
   // ---- wpar
   auto* wpar = app.add_subcommand("wpar", "WPAR definitions");

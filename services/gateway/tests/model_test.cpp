@@ -35,10 +35,11 @@ TEST(RoleMatrix, EveryCommandAsTheReadmeTableSays) {
       {"login", all},          {"version", all},         {"logout", all},          {"whoami", all},
       {"system.list", readers}, {"system.show", readers}, {"wpar.list", readers},   {"wpar.show", readers},
       {"group.list", readers}, {"group.show", readers},   {"settings.show", readers}, {"compat.show", readers},
-      {"compat.matrix", readers}, {"events.read", readers},
+      {"compat.matrix", readers}, {"events.read", readers}, {"domain.list", readers},
       {"wpar.create", wpar_actors}, {"wpar.modify", wpar_actors}, {"wpar.remove", wpar_actors},
       {"system.remove", fleet}, {"system.discover", fleet}, {"system.token-create", fleet}, {"group.create", fleet}, {"group.modify", fleet}, {"group.delete", fleet},
       {"group.add-wpar", fleet}, {"group.remove-wpar", fleet}, {"settings.set", fleet},
+      {"system.set-domain", fleet}, {"system.update-profile", fleet}, {"domain.create", fleet}, {"domain.remove", fleet},
       {"role.add", admins}, {"role.remove", admins}, {"role.purge", admins}, {"role.query", admins},
   };
   ASSERT_EQ(rows.size(), gateway_commands().size()) << "every command has a row";

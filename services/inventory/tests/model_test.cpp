@@ -171,6 +171,66 @@ TEST(InventoryDecide, ASystemWithWparsIsNotRemoved) {
   EXPECT_EQ(state.registry_version, 2u);
 }
 
+TEST(InventoryDecide, RelocationDomainsTableOfAllowedAndRefused) {
+  Inventory state = fresh();
+  profile::SystemProfile big;
+  big.architecture = "x86_64";
+  big.cpu_cores = 8;
+  big.memory_bytes = 16ULL << 30;
+  fold(state, "registry", SystemRegistered{"node1", "node1", "10.0.0.1", "key1", big, 9510});
+  fold(state, "registry", SystemRegistered{"node2", "node2", "10.0.0.2", "key2", big, 9510});
+  EXPECT_EQ(state.system_status("node1").domain, "default");
+  EXPECT_EQ(state.systems_in_domain("default"), (std::vector<std::string>{"node1", "node2"}));
+  EXPECT_EQ(state.system_profile_name("node1"), state.system_profile_name("node2")) << "same domain, same hardware";
+  struct Row {
+    std::string command;
+    nlohmann::json args;
+    std::optional<RejectionCode> refused;
+    std::string says;  // part of the reason
+  };
+  std::vector<Row> rows = {
+      {"domain.create", {{"name", "banking"}, {"description", "payments"}}, std::nullopt, ""},
+      {"domain.create", {{"name", "banking"}}, RejectionCode::kAlreadyExists, "exists"},
+      {"domain.create", {{"name", "-bad"}}, RejectionCode::kInvalid, "not a valid relocation domain name"},
+      {"domain.create", {{"name", "hr"}, {"colour", "red"}}, RejectionCode::kInvalid, "colour"},
+      {"system.set-domain", {{"name", "node1"}, {"domain", "bank"}}, std::nullopt, ""},
+      {"system.set-domain", {{"name", "node1"}, {"domain", "banking"}}, std::nullopt, ""},  // no change: nothing written
+      {"system.set-domain", {{"name", "node9"}, {"domain", "banking"}}, RejectionCode::kNotFound, "no system"},
+      {"system.set-domain", {{"name", "node2"}, {"domain", "nowhere"}}, RejectionCode::kNotFound, "wpm domain create"},
+      {"system.set-domain", {{"name", "node"}, {"domain", "banking"}}, RejectionCode::kInvalid, "more than one"},
+      {"domain.remove", {{"name", "banking"}}, RejectionCode::kConflict, "node1"},
+      {"domain.remove", {{"name", "default"}}, RejectionCode::kConflict, "cannot be removed"},
+      {"domain.remove", {{"name", "nowhere"}}, RejectionCode::kNotFound, "no relocation domain"},
+      {"system.update-profile", {{"name", "node2"}}, std::nullopt, ""},
+      {"system.update-profile", {{"name", "node9"}}, RejectionCode::kNotFound, "no system"},
+  };
+  for (const auto& row : rows) {
+    auto r = run(state, row.command, row.args);
+    if (!row.refused) {
+      EXPECT_FALSE(r) << row.command << " " << row.args.dump() << ": " << (r ? r->message : "");
+      continue;
+    }
+    ASSERT_TRUE(r) << row.command << " " << row.args.dump() << " was allowed";
+    EXPECT_EQ(r->code, *row.refused) << row.command << " " << row.args.dump() << ": " << r->message;
+    EXPECT_NE(r->message.find(row.says), std::string::npos) << r->message;
+  }
+  EXPECT_EQ(state.system_status("node1").domain, "banking");
+  EXPECT_EQ(state.system_status("node1").version, 1u) << "the second set-domain wrote nothing";
+  EXPECT_NE(state.system_profile_name("node1"), state.system_profile_name("node2"))
+      << "systems in different domains never share a profile";
+  EXPECT_TRUE(state.system_profile_name("node1").starts_with("banking/x86_64-8c-16g-"));
+  // A state change keeps the domain; moving back empties the domain, which can then go.
+  fold(state, "system/node1", SystemStateChanged{"node1", "offline", "no heartbeat"});
+  EXPECT_EQ(state.system_status("node1").domain, "banking");
+  EXPECT_EQ(run(state, "system.update-profile", {{"name", "node1"}})->code, RejectionCode::kConflict)
+      << "an offline agent cannot be asked";
+  EXPECT_FALSE(run(state, "system.set-domain", {{"name", "node1"}, {"domain", "default"}}));
+  EXPECT_FALSE(run(state, "domain.remove", {{"name", "banking"}}));
+  EXPECT_FALSE(state.domains.contains("banking"));
+  EXPECT_FALSE(run(state, "domain.create", {{"name", "banking"}}));
+  EXPECT_EQ(state.domains.at("banking").version, 3u) << "a name made again continues its stream";
+}
+
 TEST(InventoryReconcile, HandMadeWparsAppearFollowTheirStateAndGoAndOthersAreRefused) {
   Inventory state = fresh();
   fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
@@ -253,12 +313,20 @@ TEST(InventoryModel, TheSnapshotRebuildsTheSameState) {
   ASSERT_FALSE(run(state, "wpar.modify", {{"name", "w1"}, {"cpuShares", 7}}));
   ASSERT_FALSE(run(state, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "20s"}}));
   fold(state, "command/c9", CommandRequested{"wpar.remove", R"({"name":"w1"})", "bob", {"WPARUser"}, "1.2.3.4"});
+  ASSERT_FALSE(run(state, "domain.create", {{"name", "hr"}, {"description", "people"}}));
+  ASSERT_FALSE(run(state, "domain.create", {{"name", "gone"}}));
+  ASSERT_FALSE(run(state, "domain.remove", {{"name", "gone"}}));
+  ASSERT_FALSE(run(state, "system.set-domain", {{"name", "node1"}, {"domain", "hr"}}));
+  fold(state, "registry", SystemRegistered{"node2", "node2", "10.0.0.2", "key2", {}, 9510});
+  ASSERT_FALSE(run(state, "system.set-domain", {{"name", "node2"}, {"domain", "hr"}}));
   auto back = InventoryModel::decode(InventoryModel::encode(state));
   ASSERT_TRUE(back.has_value()) << back.error().message;
   EXPECT_EQ(back->wpars, state.wpars);
   EXPECT_EQ(back->groups, state.groups);
   EXPECT_EQ(back->status, state.status);
   EXPECT_EQ(back->pending, state.pending);
+  EXPECT_EQ(back->domains, state.domains);
+  EXPECT_EQ(back->removed, state.removed);
   EXPECT_EQ(*back, state);
   EXPECT_FALSE(InventoryModel::decode("short").has_value());
 }
