@@ -27,7 +27,7 @@ Result<void> RequestServer::bind() {
     socket_.set(zmq::sockopt::sndhwm, static_cast<int>(options_.queue_max * 4));
     socket_.set(zmq::sockopt::router_mandatory, 0);
     if (options_.curve) make_curve_server(socket_, *options_.curve, options_.zap_domain);
-    socket_.bind(options_.endpoint);
+    socket_.bind(bind_spelling(options_.endpoint));
     bound_ = last_endpoint(socket_);
   } catch (const zmq::error_t& e) {
     return fail(ErrorCode::kIo, fmt::format("cannot listen on {}: {}; choose another endpoint (port 0 picks a "
@@ -148,12 +148,16 @@ void RequestServer::loop() {
       }
       if (frames.empty()) break;
       if (frames.size() < 2) continue;  // no routing id: not a client's request
-      try {
-        const char* address = frames.back().gets("Peer-Address");
-        request.peer_address = address != nullptr ? address : "";
-      } catch (const zmq::error_t&) {
-        request.peer_address.clear();  // inproc: no peer address
-      }
+      auto property = [&](const char* name) -> std::string {
+        try {
+          const char* value = frames.back().gets(name);
+          return value != nullptr ? value : "";
+        } catch (const zmq::error_t&) {
+          return "";  // inproc: no peer address; plain: no user id
+        }
+      };
+      request.peer_address = property("Peer-Address");
+      if (options_.curve) request.user_id = property("User-Id");
       request.body = frames.back().to_string();
       for (size_t i = 0; i + 1 < frames.size(); ++i) request.envelope.push_back(frames[i].to_string());
       bool queued = false;

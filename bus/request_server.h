@@ -51,6 +51,7 @@ struct ServerRequest {
   std::vector<std::string> envelope;  // routing frames, echoed back
   std::string body;
   std::string peer_address;  // "" over inproc
+  std::string user_id;       // what the ZAP handler said of a CURVE peer; "" otherwise
 };
 
 class RequestServer {

@@ -43,14 +43,6 @@ std::string random_key(std::string_view prefix) {
   return std::string(prefix) + to_hex(raw, sizeof raw);
 }
 
-std::string property(zmq::message_t& m, const char* name) {
-  try {
-    return m.gets(name);
-  } catch (const zmq::error_t&) {
-    return "";
-  }
-}
-
 bool valid_hostname(const std::string& h) {
   if (h.empty() || h.size() > kHostnameMax) return false;
   for (char c : h) {
@@ -63,11 +55,9 @@ ap::ManagerReply error_reply(uint64_t id, ap::ErrorKind kind, std::string messag
   return ap::ManagerReply{id, ap::ProtocolError{kind, std::move(message)}};
 }
 
-void send_reply(zmq::socket_t& socket, const zmq::message_t& identity, const ap::ManagerReply& reply) {
-  std::string bytes = ap::encode(reply);
-  zmq::message_t id(identity.data(), identity.size());
-  socket.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  socket.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+// The reply to a request the server could not run (busy, or a handler failed).
+std::string busy_reply(const bus::ServerRequest& request, std::string_view why) {
+  return ap::encode(error_reply(ap::peek_request_id(request.body), ap::ErrorKind::kUnavailable, std::string(why)));
 }
 
 }  // namespace
@@ -127,7 +117,8 @@ const kernel::Clock& AgentChannel::clock() const {
 
 void AgentChannel::stop() {
   stop_ = true;
-  if (server_.joinable()) server_.join();
+  if (public_) public_->stop();
+  if (channel_) channel_->stop();
   if (follower_.joinable()) follower_.join();
   if (zap_served_) zap_.drop_domain(kZapDomain);
   zap_served_ = false;
@@ -191,24 +182,25 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
         // Admitted to register, and to nothing else (on_channel).
         return std::string(kPendingPrefix) + key;
       });
-  try {
-    public_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
-    bus::apply_defaults(*public_);
-    public_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kPublicFrameBytesMax));
-    public_->bind(bus::bind_spelling(options_.public_endpoint));
-    bound_public_ = bus::last_endpoint(*public_);
-    channel_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
-    bus::apply_defaults(*channel_);
-    channel_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(ap::kAgentFrameBytesMax));
-    bus::make_curve_server(*channel_, keys_, kZapDomain);
-    channel_->bind(bus::bind_spelling(options_.channel_endpoint));
-    bound_channel_ = bus::last_endpoint(*channel_);
-  } catch (const zmq::error_t& e) {
-    return fail(ErrorCode::kIo, fmt::format("cannot bind the agent endpoints ({} and {}): {}; choose other ports "
-                                            "(port 0 picks a free one)",
-                                            options_.public_endpoint, options_.channel_endpoint, e.what()));
+  // The public port is anyone's: one worker, small frames. The channel:
+  // registered keys (and keys registering), a few workers.
+  public_ = std::make_unique<bus::RequestServer>(
+      context_, bus::RequestServerOptions{options_.public_endpoint, 1, 256, static_cast<int64_t>(kPublicFrameBytesMax),
+                                          std::nullopt, ""});
+  channel_ = std::make_unique<bus::RequestServer>(
+      context_, bus::RequestServerOptions{options_.channel_endpoint, 4, 4096,
+                                          static_cast<int64_t>(ap::kAgentFrameBytesMax), keys_, kZapDomain});
+  for (auto* server : {public_.get(), channel_.get()}) {
+    if (auto r = server->bind(); !r) {
+      return fail(ErrorCode::kIo, fmt::format("cannot bind the agent endpoints ({} and {}): {}",
+                                              options_.public_endpoint, options_.channel_endpoint, r.error().message));
+    }
   }
-  server_ = std::thread([this] { serve(); });
+  bound_public_ = public_->endpoint();
+  bound_channel_ = channel_->endpoint();
+  store_ = std::make_unique<bus::StoreClient>(context_, options_.store_endpoint, store_client_options());
+  public_->start([this](bus::ServerRequest& r) { return serve_public(r); }, busy_reply);
+  channel_->start([this](bus::ServerRequest& r) { return serve_channel(r); }, busy_reply);
   return {};
 }
 
@@ -236,6 +228,7 @@ void AgentChannel::follow() {
   std::string last_error;
   while (!stop_) {
     seen = options_.commit_signal->wait_beyond(seen, 500ms);
+    flush_rejections(clock().wall_ns());
     auto r = catch_up_registry();
     std::string error = r ? "" : r.error().message;
     if (error != last_error && !error.empty()) {
@@ -245,84 +238,62 @@ void AgentChannel::follow() {
   }
 }
 
-void AgentChannel::serve() {
-  store_ = std::make_unique<bus::StoreClient>(context_, options_.store_endpoint, store_client_options());
-  while (!stop_) {
-    zmq::pollitem_t items[] = {{public_->handle(), 0, ZMQ_POLLIN, 0}, {channel_->handle(), 0, ZMQ_POLLIN, 0}};
-    bus::poll(items, 2, 500ms);
-    if (items[0].revents & ZMQ_POLLIN) on_public(*public_);
-    if (items[1].revents & ZMQ_POLLIN) on_channel(*channel_);
-    flush_rejections(clock().wall_ns());
-  }
-  public_.reset();
-  channel_.reset();
-  store_.reset();
+Result<AppendResult> AgentChannel::append(const AppendRequest& request) {
+  std::lock_guard lock(store_mutex_);
+  return store_->append(request);
 }
 
-// One request from `socket`, decoded; a malformed one is counted, logged
-// (rate-limited: the public port is anyone's) and answered here.
-std::optional<AgentChannel::Received> AgentChannel::receive(zmq::socket_t& socket, const char* port) {
-  auto got = bus::recv_message(socket, 2, zmq::recv_flags::dontwait);
-  if (!got) return std::nullopt;
-  if (!*got || (*got)->size() != 2) {
-    metrics_->malformed.Increment();
-    return std::nullopt;
-  }
-  auto& frames = **got;
-  auto request = ap::decode_manager_request(bus::view(frames[1]));
+std::expected<ap::ManagerRequest, ap::ManagerReply> AgentChannel::decode(const bus::ServerRequest& from,
+                                                                         const char* port) {
+  auto request = ap::decode_manager_request(from.body);
   if (!request) {
     metrics_->malformed.Increment();
+    std::lock_guard lock(limits_mutex_);
     if (refusal_log_.allow(clock().wall_ns())) {
       log_->warn("agent_frame_malformed port={} error=\"{}\" suppressed_before={}", port, request.error().message,
                  refusal_log_.take_suppressed());
     }
-    send_reply(socket, frames[0],
-               error_reply(ap::peek_request_id(bus::view(frames[1])), ap::ErrorKind::kInvalidRequest,
-                           request.error().message));
-    return std::nullopt;
+    return std::unexpected(
+        error_reply(ap::peek_request_id(from.body), ap::ErrorKind::kInvalidRequest, request.error().message));
   }
   if (request->protocol_version < kProtocolVersionMin) {
-    send_reply(socket, frames[0],
-               error_reply(request->request_id, ap::ErrorKind::kInvalidRequest,
-                           fmt::format("this agent speaks wpm protocol {}; the manager needs {} or later: upgrade "
-                                       "wpm-agent",
-                                       request->protocol_version, kProtocolVersionMin)));
-    return std::nullopt;
+    return std::unexpected(error_reply(request->request_id, ap::ErrorKind::kInvalidRequest,
+                                       fmt::format("this agent speaks wpm protocol {}; the manager needs {} or later: "
+                                                   "upgrade wpm-agent",
+                                                   request->protocol_version, kProtocolVersionMin)));
   }
-  return Received{std::move(frames), std::move(*request)};
+  return std::move(*request);
 }
 
-void AgentChannel::on_public(zmq::socket_t& socket) {
-  auto received = receive(socket, "public");
-  if (!received) return;
-  auto& frames = received->frames;
-  const auto* request = &received->request;
+std::optional<std::string> AgentChannel::serve_public(bus::ServerRequest& from) {
+  auto request = decode(from, "public");
+  if (!request) return ap::encode(request.error());
   uint64_t id = request->request_id;
-  std::string address = property(frames[1], "Peer-Address");
   if (std::holds_alternative<ap::GetManagerKey>(request->body)) {
     ap::ManagerKey key{keys_.public_key, fingerprint(), 0, kVersion, password_ ? password_->first : ""};
     auto colon = bound_channel_.rfind(':');
     key.agent_channel_port = static_cast<uint16_t>(std::stoi(bound_channel_.substr(colon + 1)));
-    send_reply(socket, frames[0], ap::ManagerReply{id, key});
-    return;
+    return ap::encode(ap::ManagerReply{id, key});
   }
   if (std::holds_alternative<ap::Register>(request->body)) {
-    send_reply(socket, frames[0],
-               error_reply(id, ap::ErrorKind::kInvalidRequest,
-                           "registrations are taken on the agent channel, over CURVE to the pinned manager key, "
-                           "not on the public port: upgrade wpm-agent"));
-    return;
+    return ap::encode(error_reply(id, ap::ErrorKind::kInvalidRequest,
+                                  "registrations are taken on the agent channel, over CURVE to the pinned manager "
+                                  "key, not on the public port: upgrade wpm-agent"));
   }
-  send_reply(socket, frames[0],
-             error_reply(id, ap::ErrorKind::kInvalidRequest,
-                         "only getManagerKey is served on the public port; use the agent channel"));
+  return ap::encode(error_reply(id, ap::ErrorKind::kInvalidRequest,
+                                "only getManagerKey is served on the public port; use the agent channel"));
+}
+
+std::optional<std::string> AgentChannel::serve_channel(bus::ServerRequest& from) {
+  auto request = decode(from, "channel");
+  if (!request) return ap::encode(request.error());
+  return ap::encode(on_channel(*request, from));
 }
 
 // A registration, over CURVE on the agent channel: `connection_key` is the
 // key the connection's handshake proved, which the registration must name.
-void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& identity, uint64_t id,
-                               const ap::Register* reg, const std::string& address,
-                               const std::string& connection_key) {
+ap::ManagerReply AgentChannel::on_register(uint64_t id, const ap::Register* reg, const std::string& address,
+                                           const std::string& connection_key) {
   int64_t now = clock().wall_ns();
   // Only validated values reach the log and the event: anything else is
   // described, never copied (it could be a megabyte of junk or forged lines).
@@ -333,38 +304,44 @@ void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& iden
                                 ? reg->public_key
                                 : fmt::format("<invalid, {} bytes>", reg->public_key.size());
   auto refuse = [&](ap::ErrorKind kind, const std::string& reason, const std::string& message) {
-    if (auto event = rejections_.refuse(address, reason, hostname, claimed_key, now)) record_rejection(*event);
-    if (refusal_log_.allow(now)) {
-      log_->warn("registration_refused address={} hostname={} reason=\"{}\" suppressed_before={}", address,
-                 hostname, reason, refusal_log_.take_suppressed());
+    std::optional<RegistrationRejected> event;
+    {
+      std::lock_guard lock(limits_mutex_);
+      event = rejections_.refuse(address, reason, hostname, claimed_key, now);
+      if (refusal_log_.allow(now)) {
+        log_->warn("registration_refused address={} hostname={} reason=\"{}\" suppressed_before={}", address,
+                   hostname, reason, refusal_log_.take_suppressed());
+      }
     }
-    send_reply(socket, identity, error_reply(id, kind, message));
+    if (event) record_rejection(*event);
+    return error_reply(id, kind, message);
   };
   if (!valid) {
-    refuse(ap::ErrorKind::kInvalidRequest, "invalid host name or key",
-           "the registration carries an invalid host name or public key");
-    return;
+    return refuse(ap::ErrorKind::kInvalidRequest, "invalid host name or key",
+                  "the registration carries an invalid host name or public key");
   }
   if (reg->public_key != connection_key) {
-    refuse(ap::ErrorKind::kInvalidRequest, "key of the registration is not the connection's",
-           "the registration names another key than the one this connection proved; register with the agent's "
-           "own key");
-    return;
+    return refuse(ap::ErrorKind::kInvalidRequest, "key of the registration is not the connection's",
+                  "the registration names another key than the one this connection proved; register with the "
+                  "agent's own key");
   }
   const bool with_token = !reg->token.empty();
   if (!password_ && !with_token) {
     metrics_->closed.Increment();
-    refuse(ap::ErrorKind::kRegistrationClosed, "no registration password set",
-           "the manager accepts no registrations: it has no registration password; on the manager run wpmd "
-           "--registration-password-file FILE (or set registration_password_file under [agents])");
-    return;
+    return refuse(ap::ErrorKind::kRegistrationClosed, "no registration password set",
+                  "the manager accepts no registrations: it has no registration password; on the manager run wpmd "
+                  "--registration-password-file FILE (or set registration_password_file under [agents])");
   }
-  if (rejections_.blocked(address, now)) {
+  bool blocked = false;
+  {
+    std::lock_guard lock(limits_mutex_);
+    blocked = rejections_.blocked(address, now);
+  }
+  if (blocked) {
     metrics_->rate_limited.Increment();
-    refuse(ap::ErrorKind::kRateLimited, "rate limited",
-           fmt::format("too many refused registrations from {}; wait {} s and check the password", address,
-                       options_.rejections.window_ns / 1'000'000'000));
-    return;
+    return refuse(ap::ErrorKind::kRateLimited, "rate limited",
+                  fmt::format("too many refused registrations from {}; wait {} s and check the password", address,
+                              options_.rejections.window_ns / 1'000'000'000));
   }
   // A join token (single use, expiring) in place of the password's proof:
   // it travels only over CURVE to this manager's key; only its hash is kept.
@@ -373,33 +350,27 @@ void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& iden
     std::string hash = to_hex(sha256(reg->token));
     token_stream = join_token_stream(hash);
     auto events = kernel::read_stream_events(*options_.registry_reads, token_stream, 1, 16);
-    if (!events) {
-      send_reply(socket, identity, error_reply(id, ap::ErrorKind::kUnavailable, "cannot read the join token; retry"));
-      return;
-    }
+    if (!events) return error_reply(id, ap::ErrorKind::kUnavailable, "cannot read the join token; retry");
     if (!events->empty()) {
       const auto* created = std::get_if<JoinTokenCreated>(&events->front().payload);
       if (created == nullptr || created->token_hash != hash) events->clear();  // another token's prefix: unknown
     }
     if (auto problem = join_token_problem(*events, now)) {
       metrics_->wrong_password.Increment();
-      refuse(ap::ErrorKind::kWrongPassword, "join token refused", *problem);
-      return;
+      return refuse(ap::ErrorKind::kWrongPassword, "join token refused", *problem);
     }
   } else if (!bus::proof_matches(password_->second, keys_.public_key, reg->public_key, reg->hostname, reg->proof)) {
     metrics_->wrong_password.Increment();
-    refuse(ap::ErrorKind::kWrongPassword, "wrong registration password",
-           "wrong registration password; give the one set on the manager (--password-file or "
-           "WPM_REGISTRATION_PASSWORD)");
-    return;
+    return refuse(ap::ErrorKind::kWrongPassword, "wrong registration password",
+                  "wrong registration password; give the one set on the manager (--password-file or "
+                  "WPM_REGISTRATION_PASSWORD)");
   }
   std::string fp = bus::key_fingerprint(reg->public_key);
   std::string system_id;
   {
     std::lock_guard lock(mutex_);
     if (const auto* known = registry_->state().by_key(reg->public_key)) {
-      send_reply(socket, identity, ap::ManagerReply{id, ap::Registered{known->system_id, true}});
-      return;
+      return ap::ManagerReply{id, ap::Registered{known->system_id, true}};
     }
     system_id = registry_->state().choose_system_id(reg->hostname, fp);
   }
@@ -415,52 +386,44 @@ void AgentChannel::on_register(zmq::socket_t& socket, const zmq::message_t& iden
     append.events.push_back(EventDraft{token_stream, append.idempotency_key, "", "",
                                        JoinTokenUsed{to_hex(sha256(reg->token)), system_id}});
   }
-  auto result = store_->append(append);
+  auto result = this->append(append);
   if (!result && with_token && result.error().code == ErrorCode::kWrongExpectedVersion) {
-    refuse(ap::ErrorKind::kWrongPassword, "join token refused",
-           "this join token was just used by another registration; make another with `wpm system token create`");
-    return;
+    return refuse(ap::ErrorKind::kWrongPassword, "join token refused",
+                  "this join token was just used by another registration; make another with `wpm system token "
+                  "create`");
   }
   if (!result) {
     log_->error("registration_not_recorded system={} error=\"{}\"", system_id, result.error().message);
-    send_reply(socket, identity,
-               error_reply(id, ap::ErrorKind::kUnavailable,
-                           "the manager could not record the registration (" + result.error().message + "); retry"));
-    return;
+    return error_reply(id, ap::ErrorKind::kUnavailable,
+                       "the manager could not record the registration (" + result.error().message + "); retry");
   }
   // Admitted through the registry projection, like every key.
   if (auto folded = apply_own(*result); !folded || !admitted(reg->public_key)) {
     log_->error("registration_not_applied system={} sequence={} error=\"{}\"", system_id, result->first_sequence,
                 folded ? "the registry did not admit the key" : folded.error().message);
-    send_reply(socket, identity,
-               error_reply(id, ap::ErrorKind::kUnavailable,
-                           "the manager recorded the registration but could not apply it yet; retry"));
-    return;
+    return error_reply(id, ap::ErrorKind::kUnavailable,
+                       "the manager recorded the registration but could not apply it yet; retry");
   }
   metrics_->accepted.Increment();
   metrics_->registered.Set(static_cast<double>(this->registered()));
   log_->info("system_registered system={} hostname={} address={} key_fingerprint={} sequence={}", system_id,
              reg->hostname, address, fp, result->first_sequence);
-  send_reply(socket, identity, ap::ManagerReply{id, ap::Registered{system_id, false}});
+  return ap::ManagerReply{id, ap::Registered{system_id, false}};
 }
 
-void AgentChannel::on_channel(zmq::socket_t& socket) {
-  auto received = receive(socket, "channel");
-  if (!received) return;
-  auto& frames = received->frames;
-  const auto* request = &received->request;
+ap::ManagerReply AgentChannel::on_channel(const ap::ManagerRequest& request_value, const bus::ServerRequest& from) {
+  const auto* request = &request_value;
   // The ZAP handler admitted the connection with its key as user id; the key
   // is resolved again for every message, so a key revoked while its
   // connection is open is refused at once, even if its id is reused.
-  std::string key = property(frames[1], "User-Id");
+  std::string key = from.user_id;
   uint64_t id = request->request_id;
   // An unregistered key gets through the handshake only to register: the
   // registration password's proof travels over CURVE to the pinned key.
   bool pending = key.starts_with(kPendingPrefix);
   if (pending) key = key.substr(kPendingPrefix.size());
   if (const auto* reg = std::get_if<ap::Register>(&request->body)) {
-    on_register(socket, frames[0], id, reg, property(frames[1], "Peer-Address"), key);
-    return;
+    return on_register(id, reg, from.peer_address, key);
   }
   std::string system_id;
   {
@@ -468,11 +431,9 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
     if (const auto* system = registry_->state().by_key(key)) system_id = system->system_id;
   }
   if (system_id.empty()) {
-    send_reply(socket, frames[0],
-               error_reply(id, ap::ErrorKind::kNotRegistered,
-                           pending ? "this agent's key is not registered; run wpm-agent configure"
-                                   : "this agent's key is no longer registered; run wpm-agent configure --force"));
-    return;
+    return error_reply(id, ap::ErrorKind::kNotRegistered,
+                       pending ? "this agent's key is not registered; run wpm-agent configure"
+                               : "this agent's key is no longer registered; run wpm-agent configure --force");
   }
   int64_t now = clock().wall_ns();
   if (options_.liveness != nullptr) options_.liveness->seen(system_id, clock().monotonic_ns());
@@ -489,13 +450,13 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
       l.wpars = started->wpars;
     }
     log_->info("agent_started system={} version={} wpars={}", system_id, started->agent_version, started->wpars);
-    send_reply(socket, frames[0], record_profile(id, system_id, started->profile));
+    return record_profile(id, system_id, started->profile);
   } else if (const auto* report = std::get_if<ap::ProfileReport>(&request->body)) {
     {
       std::lock_guard lock(mutex_);
       liveness_[system_id].last_seen_ns = now;
     }
-    send_reply(socket, frames[0], record_profile(id, system_id, report->profile));
+    return record_profile(id, system_id, report->profile);
   } else if (const auto* beat = std::get_if<ap::Heartbeat>(&request->body)) {
     {
       std::lock_guard lock(mutex_);
@@ -505,37 +466,28 @@ void AgentChannel::on_channel(zmq::socket_t& socket) {
       l.wpars_active = beat->wpars_active;
     }
     metrics_->heartbeats.Increment();
-    send_reply(socket, frames[0], ap::ManagerReply{id, ap::Ack{}});
+    return ap::ManagerReply{id, ap::Ack{}};
   } else if (std::holds_alternative<ap::Unregister>(request->body)) {
     AppendRequest append;
     append.idempotency_key = random_key("unregister-");
     append.events.push_back(EventDraft{kRegistryStream, append.idempotency_key, "", "",
                                        SystemRemoved{system_id, "unregistered by its agent"}});
-    auto result = store_->append(append);
-    if (!result) {
-      send_reply(socket, frames[0],
-                 error_reply(id, ap::ErrorKind::kUnavailable, "cannot record it: " + result.error().message));
-      return;
-    }
+    auto result = this->append(append);
+    if (!result) return error_reply(id, ap::ErrorKind::kUnavailable, "cannot record it: " + result.error().message);
     // Acknowledged only once the registry projection has revoked the key.
     if (auto folded = apply_own(*result); !folded || admitted(key)) {
-      send_reply(socket, frames[0],
-                 error_reply(id, ap::ErrorKind::kUnavailable, "the removal is recorded but not applied yet; retry"));
-      return;
+      return error_reply(id, ap::ErrorKind::kUnavailable, "the removal is recorded but not applied yet; retry");
     }
     {
       std::lock_guard lock(mutex_);
       liveness_.erase(system_id);
     }
     log_->info("system_unregistered system={} sequence={}", system_id, result->first_sequence);
-    send_reply(socket, frames[0], ap::ManagerReply{id, ap::Ack{}});
+    return ap::ManagerReply{id, ap::Ack{}};
   } else if (std::holds_alternative<ap::GetManagerKey>(request->body)) {
-    send_reply(socket, frames[0],
-               ap::ManagerReply{id, ap::ManagerKey{keys_.public_key, fingerprint(), 0, kVersion, ""}});
-  } else {
-    send_reply(socket, frames[0],
-               error_reply(id, ap::ErrorKind::kInvalidRequest, "register on the public port, not the agent channel"));
+    return ap::ManagerReply{id, ap::ManagerKey{keys_.public_key, fingerprint(), 0, kVersion, ""}};
   }
+  return error_reply(id, ap::ErrorKind::kInvalidRequest, "register on the public port, not the agent channel");
 }
 
 // Records the profile when it differs from the one on record; acknowledged
@@ -551,7 +503,7 @@ ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& sy
   append.idempotency_key = random_key("profile-");
   append.events.push_back(
       EventDraft{kRegistryStream, append.idempotency_key, "", "", SystemProfileChanged{system_id, profile}});
-  auto result = store_->append(append);
+  auto result = this->append(append);
   if (!result) {
     log_->warn("profile_not_recorded system={} error=\"{}\"", system_id, result.error().message);
     return error_reply(id, ap::ErrorKind::kUnavailable, "cannot record the profile: " + result.error().message);
@@ -563,14 +515,19 @@ ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& sy
 }
 
 void AgentChannel::flush_rejections(int64_t now) {
-  for (const auto& r : rejections_.due(now)) record_rejection(r);
+  std::vector<RegistrationRejected> due;
+  {
+    std::lock_guard lock(limits_mutex_);
+    due = rejections_.due(now);
+  }
+  for (const auto& r : due) record_rejection(r);
 }
 
 void AgentChannel::record_rejection(const RegistrationRejected& rejected) {
   AppendRequest append;
   append.idempotency_key = random_key("rejected-");
   append.events.push_back(EventDraft{"registration-rejections", append.idempotency_key, "", "", rejected});
-  if (auto r = store_->append(append); !r) {
+  if (auto r = this->append(append); !r) {
     log_->warn("registration_rejection_not_recorded address={} attempts={} error=\"{}\"", rejected.address,
                rejected.attempts, r.error().message);
   }

@@ -7,8 +7,12 @@
 // is the Registry, rebuilt from the log at start and kept current by
 // following it. Heartbeats only refresh liveness in memory (DESIGN.md §2).
 //
+// Both ports are served by the one request/reply loop (bus/request_server.h):
+// handlers run on its workers, so a registration's append never delays a
+// heartbeat's answer.
+//
 // Thread safety: start() and stop() from one thread; the service runs its own
-// threads (channel loop, log follower, ZAP handler).
+// threads (the servers' loops and workers, the log follower, the ZAP handler).
 
 #include <prometheus/registry.h>
 #include <spdlog/logger.h>
@@ -24,6 +28,7 @@
 
 #include "bus/client.h"
 #include "bus/curve.h"
+#include "bus/request_server.h"
 #include "schemas/agent_protocol.h"
 #include "schemas/error.h"
 #include "services/inventory/registry.h"
@@ -98,16 +103,16 @@ class AgentChannel {
   bool admitted(const std::string& public_key) const;
   // Folds this service's own append into the registry once it is readable.
   Result<uint64_t> apply_own(const AppendResult& appended);
-  void serve();
-  struct Received {
-    std::vector<zmq::message_t> frames;  // identity, request
-    agentproto::ManagerRequest request;
-  };
-  std::optional<Received> receive(zmq::socket_t& socket, const char* port);
-  void on_public(zmq::socket_t& socket);
-  void on_channel(zmq::socket_t& socket);
-  void on_register(zmq::socket_t& socket, const zmq::message_t& identity, uint64_t id,
-                   const agentproto::Register* reg, const std::string& address, const std::string& connection_key);
+  // A request decoded, or the reply that refuses it (malformed, too old).
+  std::expected<agentproto::ManagerRequest, agentproto::ManagerReply> decode(const bus::ServerRequest& request,
+                                                                             const char* port);
+  std::optional<std::string> serve_public(bus::ServerRequest& request);
+  std::optional<std::string> serve_channel(bus::ServerRequest& request);
+  agentproto::ManagerReply on_channel(const agentproto::ManagerRequest& request, const bus::ServerRequest& from);
+  agentproto::ManagerReply on_register(uint64_t id, const agentproto::Register* reg, const std::string& address,
+                                       const std::string& connection_key);
+  // Appends through this service's store client (one request at a time).
+  Result<AppendResult> append(const AppendRequest& request);
   void flush_rejections(int64_t now_ns);
   agentproto::ManagerReply record_profile(uint64_t id, const std::string& system_id,
                                           const profile::SystemProfile& profile);
@@ -120,8 +125,8 @@ class AgentChannel {
   std::optional<std::pair<std::string, std::string>> password_;  // kdf text, key
   bus::ZapHandler& zap_;
   bool zap_served_ = false;
-  std::unique_ptr<zmq::socket_t> public_;
-  std::unique_ptr<zmq::socket_t> channel_;
+  std::unique_ptr<bus::RequestServer> public_;
+  std::unique_ptr<bus::RequestServer> channel_;
   std::string bound_public_;
   std::string bound_channel_;
   std::unique_ptr<Metrics> metrics_;
@@ -130,12 +135,13 @@ class AgentChannel {
   std::unique_ptr<kernel::ProjectionRunner<RegistryModel>> registry_;
   std::map<std::string, AgentLiveness> liveness_;
 
-  RejectionLimiter rejections_;  // channel thread only
-  std::unique_ptr<bus::StoreClient> store_;  // channel thread only
-  std::atomic<bool> stop_{false};
+  std::mutex limits_mutex_;  // guards rejections_ and refusal_log_
+  RejectionLimiter rejections_;
   LogLimiter refusal_log_;  // refusal log lines: the manager key is public
+  std::mutex store_mutex_;  // guards store_
+  std::unique_ptr<bus::StoreClient> store_;
+  std::atomic<bool> stop_{false};
   std::thread follower_;
-  std::thread server_;
 };
 
 }  // namespace wpm::inventory
