@@ -12,6 +12,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -37,6 +39,7 @@
 #include "agents/runtime/wpar_files.h"
 #include "bus/curve.h"
 #include "bus/frame.h"
+#include "bus/request_server.h"
 #include "schemas/agent_protocol.h"
 #include "wpm_version.h"
 
@@ -172,7 +175,8 @@ class Daemon {
   void refresh_registration();
   void tick();
   void recollect_profile();
-  void on_agent_port();
+  std::optional<std::string> serve_port(bus::ServerRequest& request);
+  void refresh_profile();
   void on_local_client();
   void reap_children();
   void update_wpar_gauges(const std::vector<ap::WparSummary>& wpars);
@@ -188,7 +192,9 @@ class Daemon {
   bool started_sent_ = false;
   uint16_t bound_port_ = 0;  // the agent port as bound (sent in Started: the manager probes it)
   AgentStatus status_;
-  std::unique_ptr<zmq::socket_t> port_;
+  std::unique_ptr<bus::RequestServer> port_;  // the agent port (commands from the manager)
+  int wake_fd_ = -1;                           // a port worker wakes the main loop
+  std::atomic<bool> refresh_requested_{false};
   int local_fd_ = -1;
   std::map<pid_t, int> children_;  // forwarded command → client connection
   std::unique_ptr<AgentMetrics> metrics_;
@@ -196,7 +202,6 @@ class Daemon {
   int64_t started_ns_ = now_ns();
   profile::SystemProfile profile_;
   bool profile_sent_ = false;  // the manager has acknowledged profile_
-  bool tick_now_ = false;      // the manager asked for the profile: tick without waiting
   ProfileOverrides overrides_;  // agent.toml's [profile], read at start and when the manager asks
   uint64_t ticks_ = 0;
 };
@@ -327,20 +332,15 @@ void Daemon::update_wpar_gauges(const std::vector<ap::WparSummary>& wpars) {
   }
 }
 
-void Daemon::on_agent_port() {
-  auto got = bus::recv_message(*port_, 2, zmq::recv_flags::dontwait);
-  if (!got) return;
-  if (!*got || (*got)->size() != 2) {
-    metrics_->errors.Increment();
-    return;
-  }
-  auto& frames = **got;
+// One command from the manager, on a worker of the agent port's server. What
+// touches the daemon's own state (the profile) is handed to the main loop.
+std::optional<std::string> Daemon::serve_port(bus::ServerRequest& request) {
   ap::AgentReply reply;
-  auto command = ap::decode_agent_command(bus::view(frames[1]));
+  auto command = ap::decode_agent_command(request.body);
   if (!command) {
     metrics_->errors.Increment();
     log_->warn("agent_command_malformed error=\"{}\"", command.error().message);
-    reply = ap::AgentReply{ap::peek_request_id(bus::view(frames[1])),
+    reply = ap::AgentReply{ap::peek_request_id(request.body),
                            ap::ProtocolError{ap::ErrorKind::kInvalidRequest, command.error().message}};
   } else if (command->protocol_version < kProtocolVersionMin) {
     reply = ap::AgentReply{command->request_id,
@@ -348,29 +348,37 @@ void Daemon::on_agent_port() {
                                              fmt::format("the manager speaks wpm protocol {}; this agent needs {} or "
                                                          "later: upgrade wpmd",
                                                          command->protocol_version, kProtocolVersionMin)}};
-  } else if (std::holds_alternative<ap::Ping>(command->body)) {
-    reply = ap::AgentReply{command->request_id, ap::Pong{status_.system_id, kVersion}};
-  } else if (std::holds_alternative<ap::RefreshProfile>(command->body)) {
-    // Collected again (with the [profile] table of agent.toml read again)
-    // and sent at the next tick, which comes at once: the manager records
-    // it when it differs from the one on record.
-    log_->info("profile_refresh_requested by=manager");
-    if (auto config = load_agent_config(o_.paths.data_dir)) {
-      overrides_ = config->profile;
-    } else {
-      log_->warn("profile_overrides_kept error=\"{}\" hint=\"fix agent.toml; the overrides read at start stay\"",
-                 config.error().message);
-    }
-    recollect_profile();
-    profile_sent_ = false;
-    tick_now_ = true;
-    reply = ap::AgentReply{command->request_id, ap::Pong{status_.system_id, kVersion}};
-  } else {
+  } else if (std::holds_alternative<ap::ListWpars>(command->body)) {
     reply = ap::AgentReply{command->request_id, list_wpars(o_.paths)};
+  } else {
+    if (std::holds_alternative<ap::RefreshProfile>(command->body)) {
+      log_->info("profile_refresh_requested by=manager");
+      refresh_requested_ = true;
+      uint64_t one = 1;
+      (void)!::write(wake_fd_, &one, sizeof one);
+    }
+    std::string system_id;
+    {
+      std::lock_guard lock(registration_mutex_);
+      if (registration_) system_id = registration_->system_id;
+    }
+    reply = ap::AgentReply{command->request_id, ap::Pong{system_id, kVersion}};
   }
-  std::string bytes = ap::encode(reply);
-  port_->send(frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  port_->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+  return ap::encode(reply);
+}
+
+// The manager asked for the profile: collected again (with the [profile]
+// table of agent.toml read again) and sent at once; the manager records it
+// when it differs from the one on record.
+void Daemon::refresh_profile() {
+  if (auto config = load_agent_config(o_.paths.data_dir)) {
+    overrides_ = config->profile;
+  } else {
+    log_->warn("profile_overrides_kept error=\"{}\" hint=\"fix agent.toml; the overrides read at start stay\"",
+               config.error().message);
+  }
+  recollect_profile();
+  profile_sent_ = false;
 }
 
 // A forwarded command (forward.h) with the client's stdin, stdout and stderr;
@@ -516,19 +524,24 @@ int Daemon::run() {
   metrics_->registered.Set(0);
   refresh_registration();
   std::string endpoint = o_.config.agent_endpoint;
-  try {
-    port_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
-    bus::apply_defaults(*port_);
-    port_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(ap::kAgentFrameBytesMax));
-    bus::make_curve_server(*port_, keys_, kZapDomain);
-    port_->bind(bus::bind_spelling(endpoint));
-  } catch (const zmq::error_t& e) {
+  // Commands from the manager, on the one request/reply loop: two workers
+  // (a WPAR list reads files), a short queue.
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  port_ = std::make_unique<bus::RequestServer>(
+      context_, bus::RequestServerOptions{endpoint, 2, 64, static_cast<int64_t>(ap::kAgentFrameBytesMax), keys_,
+                                          kZapDomain});
+  if (auto r = port_->bind(); !r || wake_fd_ < 0) {
     std::fprintf(stderr, "wpm-agent: cannot listen on the agent port %s: %s; another program may use it: choose "
                  "another with [agent] endpoint in %s/agent.toml, or wpm-agent configure --agentport\n",
-                 endpoint.c_str(), e.what(), o_.paths.data_dir.c_str());
+                 endpoint.c_str(), r ? "no eventfd" : r.error().message.c_str(), o_.paths.data_dir.c_str());
     return 1;
   }
-  std::string bound = bus::last_endpoint(*port_);
+  port_->start([this](bus::ServerRequest& r) { return serve_port(r); },
+               [](const bus::ServerRequest& r, std::string_view why) {
+                 return ap::encode(ap::AgentReply{ap::peek_request_id(r.body),
+                                                  ap::ProtocolError{ap::ErrorKind::kUnavailable, std::string(why)}});
+               });
+  std::string bound = port_->endpoint();
   bound_port_ = static_cast<uint16_t>(std::stoul(bound.substr(bound.rfind(':') + 1)));
   if (auto r = open_local_socket(); !r) {
     std::fprintf(stderr, "wpm-agent: %s\n", r.error().message.c_str());
@@ -573,14 +586,17 @@ int Daemon::run() {
       next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(o_.config.heartbeat_s);
     }
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - std::chrono::steady_clock::now());
-    zmq::pollitem_t items[] = {{port_->handle(), 0, ZMQ_POLLIN, 0},
+    zmq::pollitem_t items[] = {{nullptr, wake_fd_, ZMQ_POLLIN, 0},
                                {nullptr, local_fd_, ZMQ_POLLIN, 0},
                                {nullptr, sfd, ZMQ_POLLIN, 0}};
     bus::poll(items, 3, std::max(wait, 0ms));
-    if (items[0].revents & ZMQ_POLLIN) on_agent_port();
-    if (tick_now_) {
-      tick_now_ = false;
-      next_tick = std::chrono::steady_clock::now();
+    if (items[0].revents & ZMQ_POLLIN) {
+      uint64_t n = 0;
+      (void)!::read(wake_fd_, &n, sizeof n);
+      if (refresh_requested_.exchange(false)) {
+        refresh_profile();
+        next_tick = std::chrono::steady_clock::now();
+      }
     }
     if (items[1].revents & ZMQ_POLLIN) on_local_client();
     if (items[2].revents & ZMQ_POLLIN) {
@@ -600,7 +616,9 @@ int Daemon::run() {
   for (auto& [pid, fd] : children_) ::close(fd);
   status_.pid = 0;
   (void)write_status(o_.paths.data_dir, status_);
+  port_->stop();
   port_.reset();
+  ::close(wake_fd_);
   return 0;
 }
 
