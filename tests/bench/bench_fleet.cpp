@@ -14,7 +14,8 @@
 //   6. `wpm log verify` online and offline (--data), wall time, target
 //      ≥ 1,000,000 events/s.
 //
-// Figures are printed; nothing fails on a slow machine.
+// Figures are printed; nothing fails on a slow machine. WPM_BENCH_KEEP_DATA=DIR
+// keeps a copy of wpmd's data directory there (to profile a step by hand).
 //   wpm-bench-fleet [--wpars N] [--events M]   (defaults 100000, 1000000)
 
 #include <fmt/format.h>
@@ -184,6 +185,8 @@ int main(int argc, char** argv) {
     std::printf("  and answering from it: %zu active WPARs\n", active_count());
   }
   wpmd.stop(120s);
+  // For profiling by hand: a copy of the data directory, kept.
+  if (const char* keep = std::getenv("WPM_BENCH_KEEP_DATA")) run({"/bin/cp", "-a", wpmd.data_dir(), keep}, 600s);
   // 6b. verify offline.
   {
     auto t0 = Clock::now();

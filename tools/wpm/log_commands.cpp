@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <chrono>
 #include <csignal>
@@ -26,6 +27,50 @@
 
 namespace wpm::cli {
 namespace {
+
+// A bounded hand-off between one producer thread and one consumer: push()
+// waits while `depth` items are waiting and returns false once the consumer
+// has closed it; pop() waits for an item and returns nothing once the
+// producer is finished and every item was taken.
+template <typename T>
+class Handoff {
+ public:
+  explicit Handoff(size_t depth) : depth_(depth) {}
+  bool push(T item) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return items_.size() < depth_ || closed_; });
+    if (closed_) return false;
+    items_.push_back(std::move(item));
+    cv_.notify_all();
+    return true;
+  }
+  std::optional<T> pop() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return !items_.empty() || finished_; });
+    if (items_.empty()) return std::nullopt;
+    T item = std::move(items_.front());
+    items_.pop_front();
+    cv_.notify_all();
+    return item;
+  }
+  void finish() {  // producer: nothing more comes
+    std::lock_guard lock(mutex_);
+    finished_ = true;
+    cv_.notify_all();
+  }
+  void close() {  // consumer: take nothing more
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  size_t depth_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<T> items_;
+  bool finished_ = false, closed_ = false;
+};
 
 std::atomic<bool> g_interrupted{false};
 void on_interrupt(int) { g_interrupted.store(true); }
@@ -251,56 +296,34 @@ int cmd_verify_online(const GlobalOptions& g) {
   Progress progress;
   // A reader thread fetches the next pages while this one checks the
   // current: the store's reads and the transfer overlap the hashing.
-  struct Page {
-    Result<ReadReply> reply;
-  };
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::deque<Page> pages;
-  bool reader_done = false, stop_reader = false;
-  constexpr size_t kPagesAhead = 4;
+  Handoff<Result<ReadReply>> pages(4);
   std::thread reader([&] {
     uint64_t from = 1;
     while (from <= report.head) {  // bounded: each page advances `from`, or ends the loop
       auto page = client.read_range(ReadRangeRequest{from, report.head, 0});
       bool last = !page || page->records.empty();
       if (page) from += page->records.size();
-      std::unique_lock lock(mutex);
-      cv.wait(lock, [&] { return pages.size() < kPagesAhead || stop_reader; });
-      if (stop_reader) break;
-      pages.push_back(Page{std::move(page)});
-      cv.notify_all();
-      if (last) break;
+      if (!pages.push(std::move(page)) || last) break;
     }
-    std::lock_guard lock(mutex);
-    reader_done = true;
-    cv.notify_all();
+    pages.finish();
   });
+  auto stop_reader = [&] {
+    pages.close();
+    reader.join();
+  };
   uint64_t next = 1;
   while (next <= report.head && !report.problem) {
-    Page page;
-    {
-      std::unique_lock lock(mutex);
-      cv.wait(lock, [&] { return !pages.empty() || reader_done; });
-      if (pages.empty()) break;
-      page = std::move(pages.front());
-      pages.pop_front();
-      cv.notify_all();
-    }
-    if (!page.reply) {
-      if (page.reply.error().code == ErrorCode::kTimeout) {
-        {
-          std::lock_guard lock(mutex);
-          stop_reader = true;
-        }
-        cv.notify_all();
-        reader.join();
-        return fail_with(page.reply.error());
+    auto page = pages.pop();
+    if (!page) break;
+    if (!*page) {
+      if (page->error().code == ErrorCode::kTimeout) {
+        stop_reader();
+        return fail_with(page->error());
       }
-      report.problem = page.reply.error();
+      report.problem = page->error();
       break;
     }
-    for (const auto& record : page.reply->records) {
+    for (const auto& record : (*page)->records) {
       auto e = verifier.check(next, record);
       if (!e) {
         report.problem = e.error();
@@ -309,14 +332,9 @@ int cmd_verify_online(const GlobalOptions& g) {
       ++next;
     }
     progress.update(next - 1, report.head);
-    if (page.reply->records.empty()) break;
+    if ((*page)->records.empty()) break;
   }
-  {
-    std::lock_guard lock(mutex);
-    stop_reader = true;
-  }
-  cv.notify_all();
-  reader.join();
+  stop_reader();
   progress.done();
   if (!report.problem && verifier.next_sequence() != report.head + 1) {
     report.problem = Error{ErrorCode::kCorruption,
@@ -354,15 +372,41 @@ int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir) {
   auto t0 = std::chrono::steady_clock::now();
   ChainVerifier verifier;
   Progress progress;
-  auto r = (*store)->scan(1, eventstore::Store::ScanMode::kBulk, [&](uint64_t seq, std::string_view rec) {
-    auto e = verifier.check(seq, rec);
-    if (!e) {
-      report.problem = e.error();
-      return false;
-    }
-    if ((seq & 0xFFFF) == 0) progress.update(seq, report.head);
-    return true;
+  // The log is read (RocksDB, zstd) on one thread and checked (checksums,
+  // hash chain) on this one, in batches of records copied out together.
+  struct Batch {
+    std::string bytes;
+    std::vector<std::pair<uint64_t, std::pair<size_t, size_t>>> records;  // sequence, (offset, size)
+  };
+  constexpr size_t kBatchBytes = 1 << 20;
+  Handoff<Batch> batches(4);
+  Result<void> r;
+  std::thread scanner([&] {
+    Batch batch;
+    r = (*store)->scan(1, eventstore::Store::ScanMode::kBulk, [&](uint64_t seq, std::string_view rec) {
+      batch.records.push_back({seq, {batch.bytes.size(), rec.size()}});
+      batch.bytes.append(rec);
+      if (batch.bytes.size() < kBatchBytes) return true;
+      bool taken = batches.push(std::move(batch));
+      batch = Batch{};
+      return taken;
+    });
+    if (!batch.records.empty()) batches.push(std::move(batch));
+    batches.finish();
   });
+  while (auto batch = batches.pop()) {
+    for (const auto& [seq, at] : batch->records) {
+      auto e = verifier.check(seq, std::string_view(batch->bytes).substr(at.first, at.second));
+      if (!e) {
+        report.problem = e.error();
+        break;
+      }
+    }
+    if (report.problem) break;
+    progress.update(verifier.next_sequence() - 1, report.head);
+  }
+  batches.close();
+  scanner.join();
   progress.done();
   if (!r && !report.problem) report.problem = r.error();
   if (!report.problem && verifier.next_sequence() <= acknowledged) {
