@@ -503,9 +503,14 @@ std::string wpar_state_name(const WparDefinition& wpar) {
 }
 
 Inventory evolve(Inventory state, const Event& e) {
-  if (e.sequence != 0 && e.sequence <= state.applied) return state;
+  fold_into(state, Event(e));
+  return state;
+}
+
+void fold_into(Inventory& state, Event&& e) {
+  if (e.sequence != 0 && e.sequence <= state.applied) return;
   std::visit(
-      [&](const auto& p) {
+      [&](auto& p) {
         using T = std::decay_t<decltype(p)>;
         if constexpr (std::is_same_v<T, SystemRegistered> || std::is_same_v<T, SystemRemoved> ||
                       std::is_same_v<T, SystemProfileChanged>) {
@@ -533,10 +538,12 @@ Inventory evolve(Inventory state, const Event& e) {
           state.domains.erase(p.name);
           state.removed[domain_stream(p.name)] = e.stream_version;
         } else if constexpr (std::is_same_v<T, WparDefined>) {
-          state.removed.erase(wpar_stream(p.wpar.name));
-          auto& r = state.wpars[p.wpar.name];
+          auto [it, made] = state.wpars.try_emplace(p.wpar.name);
+          // A name made again: its stream is no longer a removed one.
+          if (made && !state.removed.empty()) state.removed.erase(wpar_stream(p.wpar.name));
+          auto& r = it->second;
           if (r.created_ns == 0) r.created_ns = e.timestamp_ns;
-          r.wpar = p.wpar;
+          r.wpar = std::move(p.wpar);  // the event is this fold's own
           r.changed_ns = e.timestamp_ns;
           r.version = e.stream_version;
         } else if constexpr (std::is_same_v<T, WparRemoved>) {
@@ -562,7 +569,6 @@ Inventory evolve(Inventory state, const Event& e) {
       },
       e.payload);
   if (e.sequence != 0) state.applied = e.sequence;
-  return state;
 }
 
 bool is_inventory_command(std::string_view name) {

@@ -118,6 +118,10 @@ struct Inventory {
 };
 
 Inventory evolve(Inventory state, const Event& event);
+// The same, in place, taking the event's values (what a projection of the
+// whole log folds with: no move of the whole state, no copy of the event's
+// strings).
+void fold_into(Inventory& state, Event&& event);
 
 // A WPAR as an agent reports it (its list on the agent port).
 struct ReportedWpar {
@@ -247,6 +251,7 @@ struct InventoryModel {
   static constexpr kernel::UnknownEvents kUnknown = kernel::UnknownEvents::kSkip;
   static State initial() { return {}; }
   static State evolve(State state, const Event& event) { return inventory::evolve(std::move(state), event); }
+  static void fold_into(State& state, Event&& event) { inventory::fold_into(state, std::move(event)); }
   static bool wants(EventType type);
   static std::string encode(const State& state);
   static Result<State> decode(std::string_view bytes);

@@ -17,6 +17,7 @@
 // Figures are printed; nothing fails on a slow machine. WPM_BENCH_KEEP_DATA=DIR
 // keeps a copy of wpmd's data directory there (to profile a step by hand).
 //   wpm-bench-fleet [--wpars N] [--events M]   (defaults 100000, 1000000)
+//   wpm-bench-fleet --fold-only DIR            (step 5 alone, on a kept data directory)
 
 #include <fmt/format.h>
 #include <spdlog/sinks/null_sink.h>
@@ -67,6 +68,30 @@ json gateway_call(zmq::context_t& context, const std::string& endpoint, const st
   return json::parse(reply.to_string());
 }
 
+// Step 5: the inventory projection folded from sequence 1 of the log in
+// `data_dir` (wpmd stopped), in this process.
+int fold_from_sequence_1(const std::string& data_dir) {
+  eventstore::StoreOptions so;
+  so.data_dir = data_dir;
+  so.read_only = true;
+  auto log = std::make_shared<spdlog::logger>("bench", std::make_shared<spdlog::sinks::null_sink_mt>());
+  auto store = eventstore::Store::open(so, log);
+  if (!store) {
+    std::fprintf(stderr, "cannot open the store: %s\n", store.error().message.c_str());
+    return 1;
+  }
+  kernel::EmbeddedStore embedded(**store);
+  kernel::ProjectionRunner<inventory::InventoryModel> runner(embedded, nullptr);
+  auto t0 = Clock::now();
+  auto r = runner.start();
+  double s = ms_since(t0) / 1000;
+  std::printf("inventory projection folded from sequence 1: %llu events in %.2f s, %.0f events/s (target >= "
+              "500,000: %s)%s\n",
+              static_cast<unsigned long long>(runner.sequence()), s, runner.sequence() / s,
+              verdict(runner.sequence() / s >= 5e5).c_str(), r ? "" : " FAILED");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -75,6 +100,7 @@ int main(int argc, char** argv) {
     std::string flag = argv[i];
     if (flag == "--wpars") wpars = std::strtoull(argv[i + 1], nullptr, 10);
     if (flag == "--events") events = std::strtoull(argv[i + 1], nullptr, 10);
+    if (flag == "--fold-only") return fold_from_sequence_1(argv[i + 1]);  // step 5 alone, on a kept log
   }
   events = std::max(events, wpars);
   TempDir dir("wpm-bench-fleet");
@@ -196,25 +222,6 @@ int main(int argc, char** argv) {
                 events, s, events / s, verdict(events / s >= 1e6).c_str(), r.exit_code == 0 ? "" : " FAILED");
   }
   // 5. The inventory projection from sequence 1, in this process.
-  {
-    eventstore::StoreOptions so;
-    so.data_dir = wpmd.data_dir();
-    so.read_only = true;
-    auto log = std::make_shared<spdlog::logger>("bench", std::make_shared<spdlog::sinks::null_sink_mt>());
-    auto store = eventstore::Store::open(so, log);
-    if (!store) {
-      std::fprintf(stderr, "cannot open the store: %s\n", store.error().message.c_str());
-      return 1;
-    }
-    kernel::EmbeddedStore embedded(**store);
-    kernel::ProjectionRunner<inventory::InventoryModel> runner(embedded, nullptr);
-    auto t0 = Clock::now();
-    auto r = runner.start();
-    double s = ms_since(t0) / 1000;
-    std::printf("inventory projection folded from sequence 1: %llu events in %.2f s, %.0f events/s (target >= "
-                "500,000: %s)%s\n",
-                static_cast<unsigned long long>(runner.sequence()), s, runner.sequence() / s,
-                verdict(runner.sequence() / s >= 5e5).c_str(), r ? "" : " FAILED");
-  }
+  if (fold_from_sequence_1(wpmd.data_dir()) != 0) return 1;
   return 0;
 }
