@@ -1,5 +1,7 @@
 #include "services/gateway/model.h"
 
+#include "services/kernel/snapshot_frames.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -315,42 +317,29 @@ bool may_see(const Roles& roles, const Event& event) {
 // Snapshot form: the last sequence applied, then the events that rebuild
 // the state, each framed by a 4-byte length.
 std::string GatewayModel::encode(const State& state) {
-  std::string out(reinterpret_cast<const char*>(&state.applied), 8);
-  auto put = [&](std::string stream, uint64_t version, Payload payload) {
-    Event e;
-    e.stream_id = std::move(stream);
-    e.stream_version = version;
-    e.payload = std::move(payload);
-    std::string bytes = encode_event(e);
-    auto size = static_cast<uint32_t>(bytes.size());
-    out.append(reinterpret_cast<const char*>(&size), 4);
-    out += bytes;
-  };
+  kernel::SnapshotWriter out;
+  out.word(state.applied);
   for (const auto& [role, m] : state.roles) {
-    put(fmt::format("role/{}", role_name(role)), m.version, RoleMappingChanged{std::string(role_name(role)), m.users, m.groups});
+    out.event(fmt::format("role/{}", role_name(role)), m.version, 0,
+              RoleMappingChanged{std::string(role_name(role)), m.users, m.groups});
   }
-  for (const auto& [hash, s] : state.sessions) put(session_stream(hash), 1, SessionOpened{s.user, hash, s.expires_ns, s.address});
+  for (const auto& [hash, s] : state.sessions) {
+    out.event(session_stream(hash), 1, 0, SessionOpened{s.user, hash, s.expires_ns, s.address});
+  }
   for (const auto& [pair, results] : state.compat) {
-    put("compat/" + pair.first + "/" + pair.second, 1, CompatibilityAnalyzed{pair.first, pair.second, results});
+    out.event("compat/" + pair.first + "/" + pair.second, 1, 0, CompatibilityAnalyzed{pair.first, pair.second, results});
   }
-  return out;
+  return out.take();
 }
 
 Result<GatewayState> GatewayModel::decode(std::string_view bytes) {
-  auto truncated = [] { return fail(ErrorCode::kCorruption, "gateway snapshot truncated"); };
-  if (bytes.size() < 8) return truncated();
+  kernel::SnapshotReader in(bytes, "gateway snapshot");
+  auto applied = in.word();
+  if (!applied) return std::unexpected(applied.error());
   GatewayState state;
   state.roles.clear();  // the snapshot lists every mapping
-  uint64_t applied = 0;
-  std::memcpy(&applied, bytes.data(), 8);
-  bytes.remove_prefix(8);
-  while (!bytes.empty()) {  // bounded: every round consumes at least 4 bytes
-    uint32_t size = 0;
-    if (bytes.size() < 4) return truncated();
-    std::memcpy(&size, bytes.data(), 4);
-    if (bytes.size() - 4 < size) return truncated();
-    auto e = decode_event(bytes.substr(4, size));
-    bytes.remove_prefix(4 + size);
+  while (!in.done()) {  // bounded: every round consumes at least 4 bytes
+    auto e = in.event();
     if (!e) return std::unexpected(e.error());
     if (auto* s = std::get_if<SessionOpened>(&e->payload)) {
       state.sessions[s->token_hash] = Session{s->user, s->expires_ns, s->address};
@@ -358,7 +347,7 @@ Result<GatewayState> GatewayModel::decode(std::string_view bytes) {
     }
     state = evolve(std::move(state), *e);
   }
-  state.applied = applied;
+  state.applied = *applied;
   return state;
 }
 

@@ -12,6 +12,7 @@
 
 #include "agents/runtime/capabilities.h"
 #include "schemas/codec.h"
+#include "services/kernel/snapshot_frames.h"
 
 namespace wpm::inventory {
 namespace {
@@ -782,83 +783,63 @@ bool InventoryModel::wants(EventType type) {
 // the rest (each with the stream version and time it stands for), each
 // framed by a 4-byte length.
 std::string InventoryModel::encode(const State& state) {
-  std::string out;
-  auto put = [&](std::string_view bytes) {
-    auto size = static_cast<uint32_t>(bytes.size());
-    out.append(reinterpret_cast<const char*>(&size), 4);
-    out.append(bytes);
-  };
-  uint64_t header[3] = {state.applied, state.registry_version, state.settings_version};
-  out.append(reinterpret_cast<const char*>(header), sizeof header);
-  put(RegistryModel::encode(state.registry));
-  auto event = [&](std::string stream, uint64_t version, int64_t ts, Payload payload, uint64_t sequence = 0) {
-    Event e;
-    e.sequence = sequence;
-    e.stream_id = std::move(stream);
-    e.stream_version = version;
-    e.timestamp_ns = ts;
-    e.payload = std::move(payload);
-    put(encode_event(e));
-  };
+  kernel::SnapshotWriter out;
+  out.word(state.applied);
+  out.word(state.registry_version);
+  out.word(state.settings_version);
+  out.piece(RegistryModel::encode(state.registry));
   for (const auto& [id, s] : state.status) {
-    if (s.domain != kDefaultDomain) event("system/" + id, s.version, 0, SystemDomainSet{id, s.domain, ""});
-    event("system/" + id, s.version, s.since_ns, SystemStateChanged{id, s.state, s.reason});
+    if (s.domain != kDefaultDomain) out.event("system/" + id, s.version, 0, SystemDomainSet{id, s.domain, ""});
+    out.event("system/" + id, s.version, s.since_ns, SystemStateChanged{id, s.state, s.reason});
   }
-  for (const auto& [name, d] : state.domains) event(domain_stream(name), d.version, 0, DomainDefined{name, d.description});
-  for (const auto& [name, g] : state.groups) event(group_stream(name), g.version, 0, GroupDefined{name, g.description});
-  for (const auto& [key, value] : state.settings) event("settings", state.settings_version, 0, SettingChanged{key, value, ""});
+  for (const auto& [name, d] : state.domains) {
+    out.event(domain_stream(name), d.version, 0, DomainDefined{name, d.description});
+  }
+  for (const auto& [name, g] : state.groups) out.event(group_stream(name), g.version, 0, GroupDefined{name, g.description});
+  for (const auto& [key, value] : state.settings) {
+    out.event("settings", state.settings_version, 0, SettingChanged{key, value, ""});
+  }
   for (const auto& [name, w] : state.wpars) {
-    event(wpar_stream(name), w.version, w.created_ns, WparDefined{w.wpar, true});
-    event(wpar_stream(name), w.version, w.changed_ns, WparDefined{w.wpar, false});
+    out.event(wpar_stream(name), w.version, w.created_ns, WparDefined{w.wpar, true});
+    out.event(wpar_stream(name), w.version, w.changed_ns, WparDefined{w.wpar, false});
   }
-  for (const auto& [id, p] : state.pending) event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
+  for (const auto& [id, p] : state.pending) out.event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
   for (const auto& [stream, version] : state.removed) {
-    if (stream.starts_with("wpar/")) event(stream, version, 0, WparRemoved{stream.substr(5), ""});
-    if (stream.starts_with("group/")) event(stream, version, 0, GroupDeleted{stream.substr(6)});
-    if (stream.starts_with("domain/")) event(stream, version, 0, DomainRemoved{stream.substr(7)});
+    if (stream.starts_with("wpar/")) out.event(stream, version, 0, WparRemoved{stream.substr(5), ""});
+    if (stream.starts_with("group/")) out.event(stream, version, 0, GroupDeleted{stream.substr(6)});
+    if (stream.starts_with("domain/")) out.event(stream, version, 0, DomainRemoved{stream.substr(7)});
   }
-  return out;
+  return out.take();
 }
 
 Result<Inventory> InventoryModel::decode(std::string_view bytes) {
-  auto truncated = [] { return fail(ErrorCode::kCorruption, "inventory snapshot truncated"); };
-  uint64_t header[3];
-  if (bytes.size() < sizeof header) return truncated();
-  std::memcpy(header, bytes.data(), sizeof header);
-  bytes.remove_prefix(sizeof header);
-  auto next = [&]() -> std::optional<std::string_view> {
-    uint32_t size = 0;
-    if (bytes.size() < 4) return std::nullopt;
-    std::memcpy(&size, bytes.data(), 4);
-    if (bytes.size() - 4 < size) return std::nullopt;
-    auto piece = bytes.substr(4, size);
-    bytes.remove_prefix(4 + size);
-    return piece;
-  };
+  kernel::SnapshotReader in(bytes, "inventory snapshot");
+  auto applied = in.word();
+  auto registry_version = applied ? in.word() : applied;
+  auto settings_version = registry_version ? in.word() : registry_version;
+  if (!settings_version) return std::unexpected(settings_version.error());
   Inventory state;
   state.groups.clear();   // the snapshot lists every group, `default` included
   state.domains.clear();  // and every domain
-  auto registry = next();
-  if (!registry) return truncated();
+  auto registry = in.piece();
+  if (!registry) return std::unexpected(registry.error());
   auto decoded = RegistryModel::decode(*registry);
   if (!decoded) return std::unexpected(decoded.error());
   state.registry = std::move(*decoded);
-  while (!bytes.empty()) {  // bounded: every round consumes at least 4 bytes
-    auto piece = next();
-    if (!piece) return truncated();
-    auto e = decode_event(*piece);
+  while (!in.done()) {  // bounded: every round consumes at least 4 bytes
+    auto e = in.event();
     if (!e) return std::unexpected(e.error());
     if (auto* p = std::get_if<CommandRequested>(&e->payload)) {
       std::string id = e->stream_id.substr(8);
       state.pending[id] = PendingCommand{id, *p, e->sequence, e->timestamp_ns};
       continue;
     }
-    e->sequence = 0;  // not a log position: evolve applies it regardless
-    state = evolve(std::move(state), *e);
+    e->sequence = 0;  // not a log position: folded regardless
+    fold_into(state, std::move(*e));
   }
-  state.applied = header[0];
-  state.registry_version = header[1];
-  state.settings_version = header[2];
+  state.applied = *applied;
+  state.registry_version = *registry_version;
+  state.settings_version = *settings_version;
   return state;
 }
 

@@ -1,5 +1,7 @@
 #include "services/inventory/registry.h"
 
+#include "services/kernel/snapshot_frames.h"
+
 #include <cstring>
 
 #include "schemas/codec.h"
@@ -36,43 +38,30 @@ Registry Registry::restore(std::vector<RegisteredSystem> systems, uint64_t appli
 // length (4 bytes) and a SystemRegistered event (schemas/codec.h) whose
 // sequence is the one it was registered at.
 std::string RegistryModel::encode(const State& state) {
-  std::string out;
-  uint64_t applied = state.applied();
-  out.append(reinterpret_cast<const char*>(&applied), 8);
+  kernel::SnapshotWriter out;
+  out.word(state.applied());
   for (const auto& [id, s] : state.systems()) {
-    Event e;
-    e.sequence = s.registered_at_sequence;
-    e.stream_id = "registry";
-    e.payload = SystemRegistered{s.system_id, s.hostname, s.address, s.public_key, s.profile, s.agent_port};
-    std::string bytes = encode_event(e);
-    auto size = static_cast<uint32_t>(bytes.size());
-    out.append(reinterpret_cast<const char*>(&size), 4);
-    out += bytes;
+    out.event("registry", 0, 0,
+              SystemRegistered{s.system_id, s.hostname, s.address, s.public_key, s.profile, s.agent_port},
+              s.registered_at_sequence);
   }
-  return out;
+  return out.take();
 }
 
 Result<Registry> RegistryModel::decode(std::string_view bytes) {
-  if (bytes.size() < 8) return fail(ErrorCode::kCorruption, "registry snapshot truncated");
-  uint64_t applied = 0;
-  std::memcpy(&applied, bytes.data(), 8);
-  bytes.remove_prefix(8);
+  kernel::SnapshotReader in(bytes, "registry snapshot");
+  auto applied = in.word();
+  if (!applied) return std::unexpected(applied.error());
   std::vector<RegisteredSystem> systems;
-  while (!bytes.empty()) {  // bounded: every round consumes at least 4 bytes
-    uint32_t size = 0;
-    if (bytes.size() < 4) return fail(ErrorCode::kCorruption, "registry snapshot truncated");
-    std::memcpy(&size, bytes.data(), 4);
-    bytes.remove_prefix(4);
-    if (bytes.size() < size) return fail(ErrorCode::kCorruption, "registry snapshot truncated");
-    auto e = decode_event(bytes.substr(0, size));
-    bytes.remove_prefix(size);
+  while (!in.done()) {  // bounded: every round consumes at least 4 bytes
+    auto e = in.event();
     if (!e) return std::unexpected(e.error());
     const auto* r = std::get_if<SystemRegistered>(&e->payload);
     if (r == nullptr) return fail(ErrorCode::kCorruption, "registry snapshot holds another event");
     systems.push_back(RegisteredSystem{r->system_id, r->hostname, r->address, r->public_key, r->agent_port,
                                        e->sequence, r->profile});
   }
-  return Registry::restore(std::move(systems), applied);
+  return Registry::restore(std::move(systems), *applied);
 }
 
 void Registry::apply(const SystemRegistered& r, uint64_t sequence) {
