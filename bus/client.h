@@ -3,7 +3,8 @@
 // attempt, bounded retries (the Lazy Pirate pattern: on a timeout the socket is
 // closed and a new one sends again). Only requests that are safe to repeat are
 // retried: reads, stats, and appends that carry an idempotency key.
-// Thread safety: one thread per client.
+// Thread safety: one thread at a time per client (handing it to another
+// thread needs a happens-before, e.g. a future's result or a mutex).
 
 #include <memory>
 #include <string>

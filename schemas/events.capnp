@@ -256,7 +256,6 @@ struct JoinTokenUsed {
   systemId @1 :Text;     # the system that registered with it
 }
 
-# The system profile (DESIGN.md §6), compared by the compatibility tests.
 # Relocation domains (seed "Relocation domains and system profiles"): a
 # grouping of managed systems by purpose. Every system is in `default` until
 # tagged otherwise; profiles never span two domains.
@@ -276,6 +275,7 @@ struct SystemDomainSet {
   previous @2 :Text;
 }
 
+# The system profile (DESIGN.md §6), compared by the compatibility tests.
 struct SystemProfile {
   osType @0 :Text;
   distribution @1 :Text;
@@ -298,8 +298,8 @@ struct SystemProfile {
   checkpointers @18 :List(Checkpointer);
   agentVersion @19 :Text;
   capabilities @20 :List(Text);
-  overriddenFacts @21 :List(Text);
-  networkInterfaces @22 :List(NetworkInterface);  # the host's interfaces (loopback left out)  # facts the agent's [profile] table set by hand ("kernelVersion", …)
+  overriddenFacts @21 :List(Text);  # facts the agent's [profile] table set by hand ("kernelVersion", …)
+  networkInterfaces @22 :List(NetworkInterface);  # the host's interfaces with addresses (loopback, link-local left out)
 }
 
 enum NtpState {

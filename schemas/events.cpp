@@ -17,6 +17,10 @@ size_t profile_bytes(const profile::SystemProfile& p) {
   for (const auto& c : p.cgroups) bytes += c.name.size() + c.mount.size() + 32;
   for (const auto& c : p.checkpointers) bytes += c.reason.size() + c.version.size() + 48;
   for (const auto& n : p.namespaces) bytes += n.size() + 8;
+  for (const auto& i : p.network_interfaces) {
+    bytes += i.name.size() + 24;
+    for (const auto& a : i.addresses) bytes += a.size() + 8;
+  }
   return bytes;
 }
 template <typename... S>

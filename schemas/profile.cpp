@@ -85,13 +85,21 @@ std::vector<std::string> subnets(const SystemProfile& p) {
   return {out.begin(), out.end()};
 }
 
+namespace {
+// Memory in whole GiB: MemTotal moves by megabytes with the kernel (and its
+// reservations) on the same hardware.
+uint64_t memory_gib(const SystemProfile& p) {
+  return static_cast<uint64_t>(std::llround(static_cast<double>(p.memory_bytes) / double(1ULL << 30)));
+}
+}  // namespace
+
 std::string hardware_class(const SystemProfile& p) {
-  return fmt::format("{}|{}|{}|{}|{}", p.architecture, p.isa_level, p.cpu_model, p.cpu_cores, p.memory_bytes);
+  return fmt::format("{}|{}|{}|{}|{}GiB", p.architecture, p.isa_level, p.cpu_model, p.cpu_cores, memory_gib(p));
 }
 
 std::string profile_name(std::string_view domain, const SystemProfile& p) {
   auto digest = to_hex(sha256(hardware_class(p)));
-  auto gib = static_cast<uint64_t>(std::llround(static_cast<double>(p.memory_bytes) / double(1ULL << 30)));
+  auto gib = memory_gib(p);
   return fmt::format("{}/{}-{}c-{}g-{}", domain, p.architecture.empty() ? "unknown" : p.architecture, p.cpu_cores,
                      gib, digest.substr(0, 8));
 }

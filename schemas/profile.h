@@ -77,7 +77,8 @@ std::vector<std::string> subnets(const SystemProfile& profile);
 std::optional<std::string> subnet_of(std::string_view cidr);
 
 // The hardware class of a profile (seed "Relocation domains and system
-// profiles"): architecture, ISA level, CPU model, cores and memory. Systems
+// profiles"): architecture, ISA level, CPU model, cores and memory in whole
+// GiB (MemTotal moves with the kernel on the same hardware). Systems
 // share a system profile when they share their relocation domain and this.
 std::string hardware_class(const SystemProfile& profile);
 // The name of a system's profile: "<domain>/<arch>-<cores>c-<GiB>g-<digest>".

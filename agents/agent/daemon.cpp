@@ -541,6 +541,17 @@ int Daemon::run() {
                  return ap::encode(ap::AgentReply{ap::peek_request_id(r.body),
                                                   ap::ProtocolError{ap::ErrorKind::kUnavailable, std::string(why)}});
                });
+  // Stopped before run()'s locals (the metrics registry, the ZAP handler)
+  // go, on every way out.
+  struct StopPort {
+    Daemon& d;
+    ~StopPort() {
+      if (d.port_) d.port_->stop();
+      d.port_.reset();
+      if (d.wake_fd_ >= 0) ::close(d.wake_fd_);
+      d.wake_fd_ = -1;
+    }
+  } stop_port{*this};
   std::string bound = port_->endpoint();
   bound_port_ = static_cast<uint16_t>(std::stoul(bound.substr(bound.rfind(':') + 1)));
   if (auto r = open_local_socket(); !r) {
@@ -616,9 +627,6 @@ int Daemon::run() {
   for (auto& [pid, fd] : children_) ::close(fd);
   status_.pid = 0;
   (void)write_status(o_.paths.data_dir, status_);
-  port_->stop();
-  port_.reset();
-  ::close(wake_fd_);
   return 0;
 }
 

@@ -265,6 +265,8 @@ std::vector<NetworkInterface> collect_interfaces() {
     char text[INET6_ADDRSTRLEN] = {};
     if (i->ifa_addr->sa_family == AF_INET) {
       const auto* a = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+      // 169.254/16 is link-local: the host ends of WPARs' veths, the same on every host.
+      if ((ntohl(a->sin_addr.s_addr) >> 16) == 0xA9FE) continue;
       const auto* m = reinterpret_cast<const sockaddr_in*>(i->ifa_netmask);
       ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
       n.addresses.push_back(fmt::format("{}/{}", text, prefix_length(reinterpret_cast<const uint8_t*>(&m->sin_addr), 4)));
@@ -279,6 +281,9 @@ std::vector<NetworkInterface> collect_interfaces() {
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   std::vector<NetworkInterface> out;
   for (auto& [name, n] : found) {
+    // Only interfaces a WPAR's address could join: containers' and WPARs'
+    // host-side veths (no address of their own) come and go with them.
+    if (n.addresses.empty()) continue;
     if (fd >= 0) {
       ifreq request{};
       std::snprintf(request.ifr_name, sizeof request.ifr_name, "%s", name.c_str());

@@ -66,8 +66,9 @@ struct CollectOptions {
 };
 
 SystemProfile collect_profile(const CollectOptions& options = {});
-// The network interfaces of this network namespace, loopback and link-local
-// addresses left out, sorted by name.
+// The network interfaces of this network namespace that have an address,
+// loopback and link-local addresses (169.254/16, fe80::/10) left out, sorted
+// by name: what a WPAR's address could join here.
 std::vector<NetworkInterface> collect_interfaces();
 
 }  // namespace wpm::profile

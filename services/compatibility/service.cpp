@@ -100,7 +100,7 @@ void CompatibilityService::run(const std::atomic<bool>& stop) {
     last_error = error;
     if (!done) {
       // Back off a whole idle wait before trying again, whatever commits come.
-      (void)signal_.wait_beyond(UINT64_MAX, options_.idle_wait);
+      signal_.pause(options_.idle_wait);
       continue;
     }
     if (*done > 0) {

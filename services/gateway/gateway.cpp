@@ -162,7 +162,7 @@ void Gateway::follow() {
     // Under a stream of commits, fold at most every 5 ms (many batches per
     // fold, not one wake-up per batch taken from the store's sequencer).
     int64_t left = 5'000'000 - (deps_.clock->monotonic_ns() - folded_at);
-    if (left > 0) (void)deps_.signal->wait_beyond(UINT64_MAX, std::chrono::milliseconds(left / 1'000'000 + 1));
+    if (left > 0) deps_.signal->pause(std::chrono::milliseconds(left / 1'000'000 + 1));
     fold();
     folded_at = deps_.clock->monotonic_ns();
     const int64_t now = deps_.clock->monotonic_ns();

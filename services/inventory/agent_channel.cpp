@@ -171,6 +171,8 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
       return fail(r.error().code, "cannot read the registered systems from the event store: " + r.error().message);
     }
   }
+  // The store client first: the follower writes refused registrations through it.
+  store_ = std::make_unique<bus::StoreClient>(context_, options_.store_endpoint, store_client_options());
   follower_ = std::thread([this] { follow(); });
   metrics_->registered.Set(static_cast<double>(registered()));
 
@@ -198,7 +200,6 @@ Result<void> AgentChannel::open(prometheus::Registry& metrics) {
   }
   bound_public_ = public_->endpoint();
   bound_channel_ = channel_->endpoint();
-  store_ = std::make_unique<bus::StoreClient>(context_, options_.store_endpoint, store_client_options());
   public_->start([this](bus::ServerRequest& r) { return serve_public(r); }, busy_reply);
   channel_->start([this](bus::ServerRequest& r) { return serve_channel(r); }, busy_reply);
   return {};
@@ -294,6 +295,10 @@ std::optional<std::string> AgentChannel::serve_channel(bus::ServerRequest& from)
 // key the connection's handshake proved, which the registration must name.
 ap::ManagerReply AgentChannel::on_register(uint64_t id, const ap::Register* reg, const std::string& address,
                                            const std::string& connection_key) {
+  // One registration at a time: the system id is chosen from the registry,
+  // appended and folded before the next one chooses (two agents with the
+  // same host name, or an agent's retry, must not pick the same id).
+  std::lock_guard registering(register_mutex_);
   int64_t now = clock().wall_ns();
   // Only validated values reach the log and the event: anything else is
   // described, never copied (it could be a megabyte of junk or forged lines).
@@ -438,8 +443,9 @@ ap::ManagerReply AgentChannel::on_channel(const ap::ManagerRequest& request_valu
   int64_t now = clock().wall_ns();
   if (options_.liveness != nullptr) options_.liveness->seen(system_id, clock().monotonic_ns());
   if (const auto* started = std::get_if<ap::Started>(&request->body)) {
-    if (options_.liveness != nullptr && started->agent_port != 0) {
-      options_.liveness->set_agent_port(system_id, started->agent_port);
+    if (options_.liveness != nullptr) {
+      if (started->agent_port != 0) options_.liveness->set_agent_port(system_id, started->agent_port);
+      options_.liveness->clear_probe(system_id);  // a failure from before the agent listened
     }
     {
       std::lock_guard lock(mutex_);

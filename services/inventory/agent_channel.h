@@ -138,6 +138,7 @@ class AgentChannel {
   std::mutex limits_mutex_;  // guards rejections_ and refusal_log_
   RejectionLimiter rejections_;
   LogLimiter refusal_log_;  // refusal log lines: the manager key is public
+  std::mutex register_mutex_;  // one registration at a time (choose the id, append, fold)
   std::mutex store_mutex_;  // guards store_
   std::unique_ptr<bus::StoreClient> store_;
   std::atomic<bool> stop_{false};

@@ -837,6 +837,8 @@ Result<Inventory> InventoryModel::decode(std::string_view bytes) {
     e->sequence = 0;  // not a log position: folded regardless
     fold_into(state, std::move(*e));
   }
+  // A snapshot from before domains existed lists none: `default` always exists.
+  state.domains.try_emplace(std::string(kDefaultDomain), Inventory{}.domains.at(std::string(kDefaultDomain)));
   state.applied = *applied;
   state.registry_version = *registry_version;
   state.settings_version = *settings_version;

@@ -216,7 +216,11 @@ void Prober::refresh_round() {
   });
   for (auto& t : targets) {
     if (uint16_t said = liveness_.agent_port(t.system_id); said != 0) t.port = said;
-    if (t.port == 0) continue;
+    if (t.port == 0) {
+      logger_->warn("profile_refresh_skipped system={} reason=\"the agent has not said which port it listens on\"",
+                    t.system_id);
+      continue;
+    }
     if (auto problem = ask_profile(t)) {
       logger_->warn("profile_refresh_failed system={} error=\"{}\"", t.system_id, *problem);
     } else {

@@ -38,6 +38,11 @@ void Liveness::set_probe(const std::string& system_id, Probe probe) {
   probes_[system_id] = std::move(probe);
 }
 
+void Liveness::clear_probe(const std::string& system_id) {
+  std::lock_guard lock(mutex_);
+  probes_.erase(system_id);
+}
+
 std::optional<Liveness::Probe> Liveness::probe(const std::string& system_id) const {
   std::lock_guard lock(mutex_);
   auto it = probes_.find(system_id);
@@ -118,6 +123,13 @@ Result<bool> InventoryService::decide_one(const PendingCommand& pending, std::st
     Changes changes = command ? decide(state, *command, context) : std::unexpected(command.error());
     if (const auto* update = command ? std::get_if<UpdateProfile>(&*command) : nullptr; update && changes) {
       profile_of = resolve_prefix(state.registry.systems(), update->name, "system").value_or("");
+      if (!on_update_profile_) {
+        changes = std::unexpected(kernel::Rejection{
+            kernel::RejectionCode::kConflict,
+            "this manager cannot reach agents' ports (its prober is off: see wpmd's log for why); the agent sends "
+            "a changed profile by itself within a minute"});
+        profile_of.clear();
+      }
     }
     if (!changes) {
       decided = CommandDecided{false, kernel::rejection_code_name(changes.error().code), changes.error().message,
@@ -173,7 +185,11 @@ Result<size_t> InventoryService::check_liveness() {
       auto changed = changed_at_.find(id);
       int64_t since = changed == changed_at_.end() ? started_ns_ : changed->second;
       auto probe = liveness_->probe(id);
-      bool probe_failed = probe && !probe->ok && probe->at_ns > since;
+      // Unreachable is "its heartbeats arrive but its port does not answer":
+      // a system not heard from since this service started is not judged by
+      // its port (it turns Offline at the timeout if it stays silent).
+      bool heard = last && *last > started_ns_;
+      bool probe_failed = heard && probe && !probe->ok && probe->at_ns > since;
       bool probe_ok = probe && probe->ok && probe->at_ns > since;
       std::optional<SystemStateChanged> next;
       if (status.state == "online") {
@@ -308,7 +324,7 @@ void InventoryService::run(const std::atomic<bool>& stop) {
     if (!error.empty() && error != last_error) logger_->error("inventory_step_failed error=\"{}\"", error);
     last_error = error;
     if (!done) {
-      (void)signal_.wait_beyond(UINT64_MAX, options_.idle_wait);
+      signal_.pause(options_.idle_wait);
       continue;
     }
     if (*done > 0) continue;
@@ -318,7 +334,7 @@ void InventoryService::run(const std::atomic<bool>& stop) {
     // then takes many batches at once instead of waking with every one of
     // them (which would take the store's cores from its sequencer).
     int64_t left = options_.fold_interval.count() * 1'000'000 - (clock_.monotonic_ns() - stepped);
-    if (left > 0 && !stop.load()) (void)signal_.wait_beyond(UINT64_MAX, std::chrono::milliseconds(left / 1'000'000 + 1));
+    if (left > 0 && !stop.load()) signal_.pause(std::chrono::milliseconds(left / 1'000'000 + 1));
   }
   if (snapshots_ != nullptr && runner_.sequence() > snapshot_at_) {
     if (auto r = snapshot(); !r) logger_->warn("inventory_snapshot_failed error=\"{}\"", r.error().message);

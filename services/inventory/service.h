@@ -62,6 +62,9 @@ class Liveness {
     uint64_t round = 0;  // the prober's round
   };
   void set_probe(const std::string& system_id, Probe probe);
+  // Forgets what probes saw (the agent has just started: a failure from
+  // before it listened says nothing of it now).
+  void clear_probe(const std::string& system_id);
   std::optional<Probe> probe(const std::string& system_id) const;
 
  private:

@@ -5,7 +5,9 @@
 // on an eventstore::Store in this thread (offline tools, tests and the
 // deterministic simulation: the same store code, no sockets).
 //
-// Thread safety: one thread per EventLog.
+// Thread safety: one thread at a time per EventLog (a projection's runner
+// hands it to a helper thread for one read ahead and waits for it before
+// using it again).
 
 #include <cstdint>
 #include <memory>

@@ -75,6 +75,9 @@ class CommitSignal {
   // Waits until something beyond `sequence` is readable, or `timeout`;
   // returns the readable head.
   virtual uint64_t wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) = 0;
+  // Waits `duration` whatever is committed meanwhile (a back-off after an
+  // error, or the rest of a fold interval), on the signal's own waiting.
+  void pause(std::chrono::milliseconds duration) { (void)wait_beyond(UINT64_MAX, duration); }
 };
 
 // Inside wpmd: reads, snapshots and the commit signal straight from the

@@ -89,7 +89,7 @@ int fold_from_sequence_1(const std::string& data_dir) {
               "500,000: %s)%s\n",
               static_cast<unsigned long long>(runner.sequence()), s, runner.sequence() / s,
               verdict(runner.sequence() / s >= 5e5).c_str(), r ? "" : " FAILED");
-  return 0;
+  return r ? 0 : 1;
 }
 
 }  // namespace

@@ -484,7 +484,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
       for (const auto& s : r) {
         std::printf("%-20s %-12s %-16s %-12s %-24s %-12s %-36s %s\n", text_of(s["name"]).c_str(),
                     text_of(s["state"]).c_str(), text_of(s["address"]).c_str(), text_of(s["distribution"]).c_str(),
-                    text_of(s["kernel"]).c_str(), text_of(s["domain"]).c_str(), text_of(s["profileName"]).c_str(),
+                    text_of(s["kernel"]).c_str(), s.value("domain", "-").c_str(), s.value("profileName", "-").c_str(),
                     text_of(s["wpars"]).c_str());
       }
     });
@@ -505,10 +505,10 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
                     {"glibc", text_of(p["glibcVersion"])},
                     {"cpu", fmt::format("{} × {}", text_of(p["cpuCores"]), text_of(p["cpuModel"]))},
                     {"memory", text_of(p["memoryBytes"])},
-                    {"domain", text_of(s["domain"])},
-                    {"profile", text_of(s["profileName"])},
-                    {"subnets", p["subnets"].empty() ? "none" : text_of(p["subnets"])},
-                    {"interfaces", interfaces_text(p["networkInterfaces"])},
+                    {"domain", s.value("domain", "-")},
+                    {"profile", s.value("profileName", "-")},
+                    {"subnets", p.value("subnets", json::array()).empty() ? "none" : text_of(p["subnets"])},
+                    {"interfaces", interfaces_text(p.value("networkInterfaces", json::array()))},
                     {"overridden facts", s["overriddenFacts"].empty() ? "none" : text_of(s["overriddenFacts"])},
                     {"wpars", s["wparNames"].empty() ? "none" : text_of(s["wparNames"])}});
     });
@@ -542,8 +542,8 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   sys_update->add_option("NAME", name, "the system (any unique prefix)")->required();
   sys_update->callback([&] {
     exit_code = run(g, "system.update-profile", {{"name", name}}, [](const json& r) {
-      std::printf("asked the agent [command %s]: a changed profile is recorded as systemProfileChanged (wpm events "
-                  "watch --type systemProfileChanged) and shown by wpm system show\n",
+      std::printf("the agent is being asked for its profile [command %s]: a changed profile is recorded as "
+                  "systemProfileChanged (wpm events watch --type systemProfileChanged) and shown by wpm system show\n",
                   r.value("command", "").c_str());
     });
   });

@@ -329,6 +329,13 @@ TEST(InventoryModel, TheSnapshotRebuildsTheSameState) {
   EXPECT_EQ(back->removed, state.removed);
   EXPECT_EQ(*back, state);
   EXPECT_FALSE(InventoryModel::decode("short").has_value());
+  // A snapshot written before relocation domains existed lists none: the
+  // default domain is there after it is read.
+  Inventory old = fresh();
+  old.domains.clear();
+  auto upgraded = InventoryModel::decode(InventoryModel::encode(old));
+  ASSERT_TRUE(upgraded.has_value());
+  EXPECT_TRUE(upgraded->domains.contains("default"));
 }
 
 }  // namespace

@@ -167,6 +167,29 @@ TEST_F(InventoryServiceTest, AnAgentPortThatFailsItsProbeMakesTheSystemUnreachab
   EXPECT_EQ(state().wpars.at("hand1").wpar.system, "node1");
 }
 
+TEST_F(InventoryServiceTest, APortThatFailsBeforeTheAgentIsHeardFromDoesNotMakeItUnreachable) {
+  // Registered (wpm-agent configure) but not started yet: its port refuses,
+  // and nothing says the agent runs.
+  AppendRequest r;
+  r.events.push_back(EventDraft{"registry", "", "", "", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510}});
+  ASSERT_TRUE(inventory_log_->append(r));
+  clock_.advance_ns(1'000'000'000);
+  liveness_.set_probe("node1", {false, "agent port a:9510: connection refused", {}, clock_.monotonic_ns(), 1});
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "online");
+  // The agent starts: the earlier failure is forgotten (the agent channel
+  // clears it), its heartbeats make it count from now on.
+  liveness_.clear_probe("node1");
+  clock_.advance_ns(1'000'000'000);
+  liveness_.seen("node1", clock_.monotonic_ns());
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "online");
+  liveness_.set_probe("node1", {false, "agent port a:9510: connection refused", {}, clock_.monotonic_ns() + 1, 2});
+  clock_.advance_ns(1'000'000'000);
+  ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "unreachable") << "heard from, and its port fails";
+}
+
 TEST_F(InventoryServiceTest, EventsItDoesNotFoldArePassedOverAndTheCheckpointStillAdvances) {
   kernel::LocalLog admin(*store_, clock_, access_, std::string(kernel::kAdminIdentity));
   AppendRequest load;
