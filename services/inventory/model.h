@@ -4,8 +4,9 @@
 // definitions, WPAR groups and settings, folded from the log; and the
 // decisions on the commands users send through the gateway.
 //
-// Pure (STYLE.md §1): evolve() applies one event, decide() turns a command
-// into the events to append (each with its stream) or a Rejection. No I/O,
+// Pure (STYLE.md §1): evolve() applies one event (model.cpp), decide() turns
+// a command into the events to append, each with its stream, or a Rejection
+// (decide.cpp). No I/O,
 // no clock: the time comes in the Context. The service (service.h) loads,
 // decides and appends; the gateway folds the same state to answer queries.
 //
@@ -232,6 +233,11 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
 // anything. Pure; the agent channel reads the stream and appends the use.
 std::string join_token_stream(const std::string& token_hash);
 std::optional<std::string> join_token_problem(const std::vector<Event>& stream, int64_t now_ns);
+
+// The streams of one WPAR, WPAR group and relocation domain.
+std::string wpar_stream(const std::string& name);
+std::string group_stream(const std::string& name);
+std::string domain_stream(const std::string& name);
 
 // The stream version a decision was made on (0: the stream does not exist).
 uint64_t stream_version(const Inventory& state, const std::string& stream);
