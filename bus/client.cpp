@@ -113,6 +113,10 @@ Result<StatsReply> StoreClient::stats() {
   return expect_body<StatsReply>(call(StatsRequest{}, Repeat::kSafe));
 }
 
+Result<VerifyReply> StoreClient::verify(const VerifyRequest& request) {
+  return expect_body<VerifyReply>(call(request, Repeat::kSafe));
+}
+
 Result<std::string> StoreClient::call_raw(const std::string& frame) {
   socket_->send(zmq::buffer(frame), zmq::send_flags::none);
   zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}};

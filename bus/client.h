@@ -49,6 +49,8 @@ class StoreClient {
   Result<ReadReply> read_range(const ReadRangeRequest& request);
   Result<ReadReply> read_stream(const ReadStreamRequest& request);
   Result<StatsReply> stats();
+  // The store checks a range of its own log and answers with the outcome.
+  Result<VerifyReply> verify(const VerifyRequest& request);
 
   // Sends raw bytes (tests of malformed input); returns the raw reply frame.
   Result<std::string> call_raw(const std::string& frame);

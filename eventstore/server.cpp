@@ -9,6 +9,7 @@
 
 #include "bus/constants.h"
 #include "bus/frame.h"
+#include "eventstore/verify.h"
 #include "schemas/assert.h"
 #include "schemas/codec.h"
 
@@ -272,6 +273,9 @@ void StoreServer::serve_reads(int index) {
             StatsReply stats = store_.stats();
             stats.publish_endpoint = bound_publish_;
             return stats;
+          } else if constexpr (std::is_same_v<T, VerifyRequest>) {
+            kind = RequestKind::kVerify;
+            return verify_request(store_, b, options_.verify_events_max);
           } else {
             return fail(ErrorCode::kInternal, "an append reached a reader");
           }

@@ -1,6 +1,6 @@
 #pragma once
 // The event store's network face (DESIGN.md §3): a ROUTER socket for requests
-// (append, read, stats) and an XPUB socket publishing every acknowledged event
+// (append, read, stats, verify) and an XPUB socket publishing every acknowledged event
 // in order. One thread runs the loop and is the store's sequencer: appends that
 // arrive while a batch is being made durable queue in the socket and form the
 // next batch (group commit). Replies and publications go out only after the
@@ -67,6 +67,9 @@ struct ServerOptions {
   // Reads waiting for a reader; past it a read is answered `unavailable`
   // (retry later). Default: 1024.
   int reader_queue = 1024;
+  // Records one VerifyRequest checks at most (a reader is busy with it for
+  // about a quarter of a second per 262,144 records). Default: 262144.
+  uint64_t verify_events_max = 262'144;
   // Tests only: called by a reader before it serves each read. Default: none.
   std::function<void()> before_read_for_test;
 };

@@ -580,6 +580,12 @@ void put_request(const Request& req, s::Request::Builder b) {
           x.setMaxEvents(body.max_events);
         } else if constexpr (std::is_same_v<T, StatsRequest>) {
           b.setStats();
+        } else if constexpr (std::is_same_v<T, VerifyRequest>) {
+          auto x = b.initVerify();
+          x.setFrom(body.from);
+          x.setTo(body.to);
+          x.setPreviousChain(data(body.previous_chain));
+          x.setMaxEvents(body.max_events);
         }
       },
       req.body);
@@ -606,6 +612,12 @@ Request get_request(s::Request::Reader r) {
     case s::Request::STATS:
       req.body = StatsRequest{};
       break;
+    case s::Request::VERIFY: {
+      auto x = r.getVerify();
+      req.body = VerifyRequest{x.getFrom(), x.getTo(), digest_of(x.getPreviousChain(), "previousChain"),
+                               x.getMaxEvents()};
+      break;
+    }
     default:
       throw Refused{fmt::format("unknown request kind {}", static_cast<unsigned>(r.which()))};
   }
@@ -657,6 +669,14 @@ void put_reply(const Reply& reply, s::Reply::Builder b) {
           x.setDataDir(text(body.data_dir));
           x.setPublishEndpoint(text(body.publish_endpoint));
           x.setUnknownEvents(body.unknown_events);
+        } else if constexpr (std::is_same_v<T, VerifyReply>) {
+          auto x = b.initVerify();
+          x.setChecked(body.checked);
+          x.setNext(body.next);
+          x.setChain(data(body.chain));
+          x.setProblem(text(body.problem));
+          x.setHead(body.head);
+          x.setEnd(body.end);
         }
       },
       reply.body);
@@ -702,6 +722,12 @@ Reply get_reply(s::Reply::Reader r) {
             t.getCount()});
       }
       reply.body = std::move(st);
+      break;
+    }
+    case s::Reply::VERIFY: {
+      auto x = r.getVerify();
+      reply.body = VerifyReply{x.getChecked(), x.getNext(), digest_of(x.getChain(), "chain"),
+                               str(x.getProblem()), x.getHead(), x.getEnd()};
       break;
     }
     default:

@@ -17,6 +17,7 @@
 #include "schemas/codec.h"
 #include "schemas/error.h"
 #include "schemas/events.capnp.h"
+#include "schemas/hash.h"
 #include "schemas/profile.h"
 
 namespace wpm::codec_detail {
@@ -34,6 +35,9 @@ inline std::string str(capnp::Data::Reader value) {
   return std::string(reinterpret_cast<const char*>(value.begin()), value.size());
 }
 
+inline capnp::Data::Reader data(const Sha256Digest& value) {
+  return capnp::Data::Reader(value.data(), value.size());
+}
 inline void put_texts(const std::vector<std::string>& values, capnp::List<capnp::Text>::Builder b) {
   for (unsigned i = 0; i < values.size(); ++i) b.set(i, text(values[i]));
 }
@@ -48,6 +52,17 @@ inline std::vector<std::string> get_texts(capnp::List<capnp::Text>::Reader r) {
 struct Refused {
   std::string message;
 };
+
+// Refuses bytes that are not a digest; empty is the zero digest.
+inline Sha256Digest digest_of(capnp::Data::Reader value, const char* what) {
+  Sha256Digest out{};
+  if (value.size() == 0) return out;
+  if (value.size() != out.size()) {
+    throw Refused{fmt::format("{} holds {} bytes; a SHA-256 digest has {}", what, value.size(), out.size())};
+  }
+  std::memcpy(out.data(), value.begin(), out.size());
+  return out;
+}
 
 template <typename Enum>
 Enum checked_enum(uint16_t raw, uint16_t max, const char* what) {

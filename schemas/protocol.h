@@ -8,6 +8,7 @@
 
 #include "schemas/error.h"
 #include "schemas/events.h"
+#include "schemas/hash.h"
 
 namespace wpm {
 
@@ -81,7 +82,28 @@ struct StatsReply {
   bool operator==(const StatsReply&) const = default;
 };
 
-using RequestBody = std::variant<AppendRequest, ReadRangeRequest, ReadStreamRequest, StatsRequest>;
+// The store checks its own log from `from` to `to` (0: the head), chained to
+// `previous_chain` (the chain of record from-1): `wpm log verify` online.
+struct VerifyRequest {
+  uint64_t from = 1;
+  uint64_t to = 0;
+  Sha256Digest previous_chain{};
+  uint32_t max_events = 0;  // 0 = the store's limit per request
+  bool operator==(const VerifyRequest&) const = default;
+};
+
+struct VerifyReply {
+  uint64_t checked = 0;       // records checked and sound
+  uint64_t next = 0;          // the sequence to ask for next
+  Sha256Digest chain{};       // the chain of record next-1
+  std::string problem;        // empty: sound; else the first fault, naming its sequence
+  uint64_t head = 0;          // acknowledged head when the check started
+  bool end = false;           // the range is checked, or a problem stopped it
+  bool operator==(const VerifyReply&) const = default;
+};
+
+using RequestBody =
+    std::variant<AppendRequest, ReadRangeRequest, ReadStreamRequest, StatsRequest, VerifyRequest>;
 struct Request {
   uint64_t request_id = 0;
   RequestBody body;
@@ -89,7 +111,7 @@ struct Request {
   bool operator==(const Request&) const = default;
 };
 
-using ReplyBody = std::variant<Error, AppendResult, ReadReply, StatsReply>;
+using ReplyBody = std::variant<Error, AppendResult, ReadReply, StatsReply, VerifyReply>;
 struct Reply {
   uint64_t request_id = 0;
   ReplyBody body;

@@ -108,6 +108,25 @@ struct StatsReply {
   unknownEvents @9 :UInt64;  # events of types the store's binary does not know
 }
 
+# The store checks a range of its own log (checksums, gap-free sequences, the
+# hash chain) and answers with the outcome only: `wpm log verify` online. A
+# client checks a long log in parts, carrying the chain from one to the next.
+struct VerifyRequest {
+  from @0 :UInt64;           # first sequence to check (1 = start of the log)
+  to @1 :UInt64;             # last sequence; 0 = up to the head
+  previousChain @2 :Data;    # the chain of record from-1 (32 bytes; zeros, or empty, for from = 1)
+  maxEvents @3 :UInt32;      # 0 = the store's limit per request
+}
+
+struct VerifyReply {
+  checked @0 :UInt64;        # records checked and sound
+  next @1 :UInt64;           # the sequence to ask for next
+  chain @2 :Data;            # the chain of record next-1 (32 bytes)
+  problem @3 :Text;          # empty: sound; else the first fault, naming its sequence
+  head @4 :UInt64;           # highest acknowledged sequence when the check started
+  end @5 :Bool;              # the asked range is checked (or a problem stopped it)
+}
+
 struct Request {
   requestId @0 :UInt64;
   union {
@@ -115,6 +134,7 @@ struct Request {
     readRange @2 :ReadRangeRequest;
     readStream @3 :ReadStreamRequest;
     stats @4 :Void;
+    verify @6 :VerifyRequest;
   }
   protocolVersion @5 :UInt16;  # the client's (schemas/error.h); 0: from before it existed
 }
@@ -126,6 +146,7 @@ struct Reply {
     append @2 :AppendResult;
     read @3 :ReadReply;
     stats @4 :StatsReply;
+    verify @6 :VerifyReply;
   }
   protocolVersion @5 :UInt16;  # the store's
 }

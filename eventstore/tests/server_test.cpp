@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "bus/client.h"
+#include "schemas/record.h"
 
 namespace wpm::eventstore {
 namespace {
@@ -61,6 +62,14 @@ class ServerTest : public ::testing::Test {
     bus::ClientOptions o{timeout_ms, 1, {}};
     o.credentials.local_identity = "admin";
     return std::make_unique<bus::StoreClient>(context_, "inproc://server-test", o);
+  }
+  // The chain of record `sequence`, from the records read back.
+  static Sha256Digest here_chain_at(bus::StoreClient& c, uint64_t sequence) {
+    auto page = c.read_range(ReadRangeRequest{1, sequence, 0});
+    EXPECT_TRUE(page);
+    ChainVerifier v;
+    for (size_t i = 0; page && i < page->records.size(); ++i) EXPECT_TRUE(v.check(i + 1, page->records[i]));
+    return v.chain();
   }
   static AppendRequest one(const std::string& key) {
     AppendRequest r;
@@ -132,6 +141,61 @@ TEST_F(ServerTest, AFullReadQueueIsAnsweredUnavailableNotQueuedWithoutBound) {
   EXPECT_GT(unavailable, 0);
   EXPECT_LT(unavailable, kReads) << "some were queued";
   release.count_down();
+}
+
+// `wpm log verify` online: the store checks its own log in parts, each
+// chained to the one before by the client; the outcome equals a check of the
+// records the client reads itself.
+TEST_F(ServerTest, TheStoreChecksItsOwnLogInPartsChainedByTheClient) {
+  ServerOptions options;
+  options.verify_events_max = 7;  // parts smaller than the log
+  start(options);
+  auto c = client();
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(c->append(one(fmt::format("k{}", i))));
+  ChainVerifier here;
+  auto page = c->read_range(ReadRangeRequest{1, 0, 0});
+  ASSERT_TRUE(page);
+  for (size_t i = 0; i < page->records.size(); ++i) ASSERT_TRUE(here.check(i + 1, page->records[i]));
+
+  VerifyRequest part{1, 0, {}, 0};
+  int parts = 0;
+  uint64_t checked = 0;
+  Sha256Digest chain{};
+  while (part.from <= 25 && parts < 10) {
+    auto r = c->verify(part);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->problem, "");
+    EXPECT_LE(r->checked, 7u);
+    EXPECT_EQ(r->head, 25u);
+    checked += r->checked;
+    chain = r->chain;
+    part.from = r->next;
+    part.previous_chain = r->chain;
+    ++parts;
+  }
+  EXPECT_EQ(parts, 4);
+  EXPECT_EQ(checked, 25u);
+  EXPECT_EQ(chain, here.chain());
+
+  // A part chained to the wrong previous record fails at its first sequence.
+  auto wrong = c->verify(VerifyRequest{8, 0, sha256("not the chain"), 0});
+  ASSERT_TRUE(wrong) << wrong.error().message;
+  EXPECT_EQ(wrong->checked, 0u);
+  EXPECT_TRUE(wrong->end);
+  EXPECT_NE(wrong->problem.find("sequence 8: hash chain broken"), std::string::npos) << wrong->problem;
+
+  // A damaged record is named; what came before it counts as checked.
+  auto record = c->read_range(ReadRangeRequest{12, 12, 1});
+  ASSERT_TRUE(record);
+  std::string damaged = record->records.at(0);
+  damaged.back() ^= 0x5a;
+  ASSERT_TRUE(store_->overwrite_record_for_test(12, damaged));
+  auto broken = c->verify(VerifyRequest{8, 0, here_chain_at(*c, 7), 0});
+  ASSERT_TRUE(broken) << broken.error().message;
+  EXPECT_EQ(broken->checked, 4u);
+  EXPECT_NE(broken->problem.find("sequence 12:"), std::string::npos) << broken->problem;
+  EXPECT_EQ(broken->next, 12u);
+  EXPECT_EQ(metrics_.request(RequestKind::kVerify, true).Value(), parts + 2.0);
 }
 
 TEST_F(ServerTest, ANetworkClientCannotDeclareAnInProcessIdentity) {

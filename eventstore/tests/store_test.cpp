@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "eventstore/mark.h"
+#include "eventstore/verify.h"
 #include "schemas/codec.h"
 #include "schemas/record.h"
 
@@ -217,6 +218,50 @@ class StoreTest : public ::testing::Test {
 };
 
 // ---- commit: sequences and versions ----------------------------------------------
+
+// verify_log reads a long range in two halves on two threads and checks them
+// in order; the first fault is named wherever it is, and a part ends where asked.
+TEST_F(StoreTest, VerifyLogChecksALongRangeInOrderAndNamesTheFirstFault) {
+  open();
+  for (int i = 0; i < 20; ++i) commit_ok(on_stream("synthetic/v", 500, "", {}, i * 500));
+  ASSERT_EQ(store_->head(), 10'000u);
+  ChainVerifier whole;
+  ASSERT_TRUE(verify_log(*store_, whole, store_->head(), 0));
+  EXPECT_EQ(whole.count(), 10'000u);
+  ChainVerifier unbounded;  // every stored record, one reader
+  ASSERT_TRUE(verify_log(*store_, unbounded, UINT64_MAX, 0));
+  EXPECT_EQ(unbounded.chain(), whole.chain());
+
+  // Parts chained one to the next give the same chain.
+  ChainVerifier parts;
+  for (int i = 0; i < 3 && parts.next_sequence() <= 10'000; ++i) {
+    ASSERT_TRUE(verify_log(*store_, parts, 10'000, 4'500));
+  }
+  EXPECT_EQ(parts.count(), 10'000u);
+  EXPECT_EQ(parts.chain(), whole.chain());
+
+  // A damaged record in the second half.
+  auto page = store_->read_range(ReadRangeRequest{7'777, 7'777, 1});
+  ASSERT_TRUE(page && page->records.size() == 1);
+  std::string damaged = page->records[0];
+  damaged[kRecordHeaderBytes + 20] ^= 0x01;
+  ASSERT_TRUE(store_->overwrite_record_for_test(7'777, damaged));
+  ChainVerifier broken;
+  auto r = verify_log(*store_, broken, 10'000, 0);
+  ASSERT_FALSE(r);
+  EXPECT_THAT(r.error().message, HasSubstr("sequence 7777:"));
+  EXPECT_EQ(broken.count(), 7'776u);
+
+  // The store's answer to a request stops at its cap and says where to go on.
+  auto reply = verify_request(*store_, VerifyRequest{1, 0, {}, 0}, 5'000);
+  EXPECT_EQ(reply.problem, "");
+  EXPECT_EQ(reply.checked, 5'000u);
+  EXPECT_EQ(reply.next, 5'001u);
+  EXPECT_FALSE(reply.end);
+  auto rest = verify_request(*store_, VerifyRequest{reply.next, 0, reply.chain, 0}, 5'000);
+  EXPECT_TRUE(rest.end);
+  EXPECT_THAT(rest.problem, HasSubstr("sequence 7777:"));
+}
 
 TEST_F(StoreTest, NewStoreIsEmpty) {
   Store& store = open();

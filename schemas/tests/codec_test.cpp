@@ -88,12 +88,33 @@ TEST(Codec, RequestAndReplyRoundTrip) {
   for (const ReplyBody& body :
        {ReplyBody{Error{ErrorCode::kWrongExpectedVersion, "conflict", "s1", 3, 4}},
         ReplyBody{AppendResult{5, 2, true}}, ReplyBody{ReadReply{{"ab", "cd"}, 10, 11, true}},
-        ReplyBody{StatsReply{10, 10, 1000, 4096, {{EventType::kSynthetic, 10}}, true, "disk", "/d", "tcp://x:1"}}}) {
+        ReplyBody{StatsReply{10, 10, 1000, 4096, {{EventType::kSynthetic, 10}}, true, "disk", "/d", "tcp://x:1"}},
+        ReplyBody{VerifyReply{7, 8, sha256("x"), "sequence 8: hash chain broken", 9, true}}}) {
     Reply reply{77, body};
     auto r = decode_reply(encode_reply(reply));
     ASSERT_TRUE(r.has_value()) << r.error().message;
     EXPECT_EQ(*r, reply);
   }
+  Request verify{3, VerifyRequest{5, 9, sha256("prev"), 100}};
+  auto v = decode_request(encode_request(verify));
+  ASSERT_TRUE(v.has_value()) << v.error().message;
+  EXPECT_EQ(*v, verify);
+}
+
+TEST(Codec, AVerifyRequestWhoseChainIsNotADigestIsRefused) {
+  capnp::MallocMessageBuilder m;
+  auto root = m.initRoot<schema::Request>();
+  root.setRequestId(1);
+  root.setProtocolVersion(kProtocolVersion);
+  auto verify = root.initVerify();
+  verify.setFrom(2);
+  std::string short_chain(31, 'x');
+  verify.setPreviousChain(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(short_chain.data()), 31));
+  auto words = capnp::messageToFlatArray(m);
+  auto bytes = words.asBytes();
+  auto r = decode_request(std::string_view(reinterpret_cast<const char*>(bytes.begin()), bytes.size()));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("previousChain holds 31 bytes"), std::string::npos) << r.error().message;
 }
 
 // The first word of a flat message is the segment count minus one.

@@ -119,6 +119,9 @@ TEST(Corruption, TamperedEventBreaksTheChainAtThatSequence) {
   auto online = wpm(wpmd, {"log", "verify"});
   EXPECT_EQ(online.exit_code, 1);
   EXPECT_NE(online.out.find("sequence 50: hash chain broken"), std::string::npos) << online.out;
+  auto fetched = wpm(wpmd, {"log", "verify", "--fetch"});
+  EXPECT_EQ(fetched.exit_code, 1);
+  EXPECT_NE(fetched.out.find("sequence 50: hash chain broken"), std::string::npos) << fetched.out;
   ASSERT_EQ(wpmd.stop(), 0);
 
   // A forger who also recomputes the record's own chain hash breaks the next link.

@@ -4,6 +4,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 
 #include <atomic>
@@ -275,8 +276,21 @@ TEST_F(StoreEndpoint, SigtermFinishesAndExitsZeroAndTheLogSurvives) {
   ASSERT_TRUE(wpmd_->start());
   bus::StoreClient client(ctx_, wpmd_->request(), wpmd_->client_options());
   EXPECT_EQ(client.stats()->head, 10u);
-  auto r = wpm(*wpmd_, {"log", "verify"});
-  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // The store's own check, the records fetched and checked in wpm, and the
+  // data directory read offline agree on the chain head.
+  auto online = wpm(*wpmd_, {"log", "verify", "-o", "json"});
+  ASSERT_EQ(online.exit_code, 0) << online.err;
+  auto fetched = wpm(*wpmd_, {"log", "verify", "--fetch", "-o", "json"});
+  ASSERT_EQ(fetched.exit_code, 0) << fetched.err;
+  EXPECT_EQ(wpmd_->stop(), 0);
+  auto offline = run({bin("wpm"), "log", "verify", "--data", wpmd_->data_dir(), "-o", "json"});
+  ASSERT_EQ(offline.exit_code, 0) << offline.err;
+  auto chain = nlohmann::json::parse(offline.out)["chain"];
+  EXPECT_EQ(nlohmann::json::parse(online.out)["chain"], chain) << online.out;
+  EXPECT_EQ(nlohmann::json::parse(fetched.out)["chain"], chain) << fetched.out;
+  EXPECT_EQ(nlohmann::json::parse(online.out)["events"], 10);
+  auto both = run({bin("wpm"), "log", "verify", "--fetch", "--data", wpmd_->data_dir()});
+  EXPECT_EQ(both.exit_code, 2) << "--fetch and --data exclude each other";
 }
 
 TEST_F(StoreEndpoint, CliAppendWritesAcknowledgementsAndDumpShowsEveryField) {

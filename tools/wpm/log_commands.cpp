@@ -6,9 +6,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <chrono>
@@ -20,57 +17,15 @@
 #include "bus/client.h"
 #include "bus/frame.h"
 #include "bus/subscriber.h"
+#include "eventstore/handoff.h"
 #include "eventstore/store.h"
+#include "eventstore/verify.h"
 #include "services/kernel/keyring.h"
 #include "schemas/codec.h"
 #include "schemas/record.h"
 
 namespace wpm::cli {
 namespace {
-
-// A bounded hand-off between one producer thread and one consumer: push()
-// waits while `depth` items are waiting and returns false once the consumer
-// has closed it; pop() waits for an item and returns nothing once the
-// producer is finished and every item was taken.
-template <typename T>
-class Handoff {
- public:
-  explicit Handoff(size_t depth) : depth_(depth) {}
-  bool push(T item) {
-    std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] { return items_.size() < depth_ || closed_; });
-    if (closed_) return false;
-    items_.push_back(std::move(item));
-    cv_.notify_all();
-    return true;
-  }
-  std::optional<T> pop() {
-    std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] { return !items_.empty() || finished_; });
-    if (items_.empty()) return std::nullopt;
-    T item = std::move(items_.front());
-    items_.pop_front();
-    cv_.notify_all();
-    return item;
-  }
-  void finish() {  // producer: nothing more comes
-    std::lock_guard lock(mutex_);
-    finished_ = true;
-    cv_.notify_all();
-  }
-  void close() {  // consumer: take nothing more
-    std::lock_guard lock(mutex_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  size_t depth_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<T> items_;
-  bool finished_ = false, closed_ = false;
-};
 
 std::atomic<bool> g_interrupted{false};
 void on_interrupt(int) { g_interrupted.store(true); }
@@ -282,7 +237,60 @@ struct Progress {
   }
 };
 
+// Online: the store checks its own log, a part at a time (each part is one
+// request, so progress shows and no reply holds the log), and this command
+// carries the chain from one part to the next. The records never leave the store.
 int cmd_verify_online(const GlobalOptions& g) {
+  auto options = client_options(g);
+  if (!options) return fail_with(options.error());
+  zmq::context_t ctx(1);
+  bus::StoreClient client(ctx, g.store, *options);
+  auto st = client.stats();
+  if (!st) return fail_with(st.error());
+  VerifyReport report;
+  report.head = st->head;
+  auto t0 = std::chrono::steady_clock::now();
+  Progress progress;
+  VerifyRequest part{1, report.head, {}, 0};
+  while (part.from <= report.head && !g_interrupted.load()) {  // bounded: each part advances `from` or ends
+    auto r = client.verify(part);
+    if (!r) {
+      progress.done();
+      if (r.error().code == ErrorCode::kInvalidRequest) {
+        print_error(fmt::format("{}; a store older than this wpm cannot check its own log: run "
+                                "`wpm log verify --fetch`",
+                                r.error().message));
+        return kExitFailed;
+      }
+      return fail_with(r.error());
+    }
+    report.events += r->checked;
+    report.chain = r->chain;
+    if (!r->problem.empty()) {
+      report.problem = Error{ErrorCode::kCorruption, r->problem};
+      break;
+    }
+    if (r->next <= part.from) {  // cannot happen with a sound store: no progress and no problem
+      report.problem = Error{ErrorCode::kCorruption,
+                             fmt::format("sequence {}: the store checked nothing from there", part.from)};
+      break;
+    }
+    part.from = r->next;
+    part.previous_chain = r->chain;
+    progress.update(part.from - 1, report.head);
+  }
+  progress.done();
+  if (g_interrupted.load()) {
+    print_error(fmt::format("interrupted after {} of {} events; nothing was found wrong so far",
+                            report.events, report.head));
+    return kExitFailed;
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return report_verify(g, report, g.store);
+}
+
+// --fetch: every record crosses the connection and is checked here, in wpm.
+int cmd_verify_fetched(const GlobalOptions& g) {
   auto options = client_options(g);
   if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
@@ -296,7 +304,7 @@ int cmd_verify_online(const GlobalOptions& g) {
   Progress progress;
   // A reader thread fetches the next pages while this one checks the
   // current: the store's reads and the transfer overlap the hashing.
-  Handoff<Result<ReadReply>> pages(4);
+  eventstore::Handoff<Result<ReadReply>> pages(4);
   std::thread reader([&] {
     uint64_t from = 1;
     while (from <= report.head) {  // bounded: each page advances `from`, or ends the loop
@@ -372,43 +380,12 @@ int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir) {
   auto t0 = std::chrono::steady_clock::now();
   ChainVerifier verifier;
   Progress progress;
-  // The log is read (RocksDB, zstd) on one thread and checked (checksums,
-  // hash chain) on this one, in batches of records copied out together.
-  struct Batch {
-    std::string bytes;
-    std::vector<std::pair<uint64_t, std::pair<size_t, size_t>>> records;  // sequence, (offset, size)
-  };
-  constexpr size_t kBatchBytes = 1 << 20;
-  Handoff<Batch> batches(4);
-  Result<void> r;
-  std::thread scanner([&] {
-    Batch batch;
-    r = (*store)->scan(1, eventstore::Store::ScanMode::kBulk, [&](uint64_t seq, std::string_view rec) {
-      batch.records.push_back({seq, {batch.bytes.size(), rec.size()}});
-      batch.bytes.append(rec);
-      if (batch.bytes.size() < kBatchBytes) return true;
-      bool taken = batches.push(std::move(batch));
-      batch = Batch{};
-      return taken;
-    });
-    if (!batch.records.empty()) batches.push(std::move(batch));
-    batches.finish();
+  // Every stored record, also any beyond the acknowledged head.
+  auto r = eventstore::verify_log(**store, verifier, UINT64_MAX, 0, [&](const ChainVerifier& v) {
+    progress.update(v.next_sequence() - 1, report.head);
   });
-  while (auto batch = batches.pop()) {
-    for (const auto& [seq, at] : batch->records) {
-      auto e = verifier.check(seq, std::string_view(batch->bytes).substr(at.first, at.second));
-      if (!e) {
-        report.problem = e.error();
-        break;
-      }
-    }
-    if (report.problem) break;
-    progress.update(verifier.next_sequence() - 1, report.head);
-  }
-  batches.close();
-  scanner.join();
   progress.done();
-  if (!r && !report.problem) report.problem = r.error();
+  if (!r) report.problem = r.error();
   if (!report.problem && verifier.next_sequence() <= acknowledged) {
     report.problem = Error{
         ErrorCode::kCorruption,
@@ -544,11 +521,18 @@ void add_log_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* verify = log->add_subcommand(
       "verify", "check every checksum, the hash chain and gap-free sequences (exit 1 if broken)");
   static std::string offline_dir;
-  verify->add_option("--data", offline_dir,
-                     "check the data directory offline, with wpmd stopped (works when wpmd "
-                     "refuses to start)");
+  static bool fetch = false;
+  auto* data_option = verify->add_option("--data", offline_dir,
+                                         "check the data directory offline, with wpmd stopped (works when "
+                                         "wpmd refuses to start)");
+  verify->add_flag("--fetch", fetch,
+                   "fetch every record from the store and check it in wpm (slower; by default the "
+                   "running store checks its own log and sends the outcome)")
+      ->excludes(data_option);
   verify->callback([&] {
-    exit_code = offline_dir.empty() ? cmd_verify_online(g) : cmd_verify_offline(g, offline_dir);
+    exit_code = !offline_dir.empty() ? cmd_verify_offline(g, offline_dir)
+                : fetch              ? cmd_verify_fetched(g)
+                                     : cmd_verify_online(g);
   });
 
   auto* append = log->add_subcommand("append", "append synthetic test events through the store");
