@@ -887,6 +887,8 @@ CommitOutcome Store::commit(std::span<const AppendRequest> requests, int64_t now
     stats_log_bytes_ = log_bytes_;
     stats_type_counts_ = type_counts_;
   }
+  if (pending_first_ == 0) pending_first_ = st.committed.front().sequence;
+  for (const auto& c : st.committed) pending_types_ |= type_bit(c.type);
   head_.store(st.next - 1, std::memory_order_release);
   out.batch_events = st.committed.size();
   out.committed = std::move(st.committed);
@@ -940,8 +942,27 @@ void Store::set_readable(uint64_t head) {
   {
     std::lock_guard lock(readable_mutex_);
     readable_ = head;
+    if (pending_first_ != 0 && pending_first_ <= head) {
+      // Runs stay contiguous: one that does not follow the last starts afresh.
+      if (!type_runs_.empty() && type_runs_.back().last + 1 != pending_first_) type_runs_.clear();
+      type_runs_.push_back(TypeRun{pending_first_, head, pending_types_});
+      if (type_runs_.size() > kTypeRunsMax) type_runs_.pop_front();
+    }
+    pending_first_ = 0;
+    pending_types_ = 0;
   }
   readable_cv_.notify_all();
+}
+
+uint64_t Store::skippable_through(uint64_t after, TypeMask wanted) const {
+  std::lock_guard lock(readable_mutex_);
+  // The first run that holds after + 1.
+  auto run = std::partition_point(type_runs_.begin(), type_runs_.end(),
+                                  [&](const TypeRun& r) { return r.last <= after; });
+  if (run == type_runs_.end() || run->first > after + 1) return after;
+  uint64_t through = after;
+  for (; run != type_runs_.end() && (run->types & wanted) == 0; ++run) through = run->last;
+  return std::min(through, readable_);
 }
 
 uint64_t Store::wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) const {

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -49,6 +50,14 @@ class AckMark;
 class EarlySyncFileSystem;
 
 // An event made durable by a commit, ready to publish.
+// A set of event types: bit t for a known type t, bit 0 for every type this
+// binary does not know (a newer writer's).
+using TypeMask = uint64_t;
+static_assert(kEventTypeMax < 64, "a TypeMask holds one bit per event type");
+inline TypeMask type_bit(EventType type) {
+  return TypeMask{1} << (known_event_type(type) ? static_cast<unsigned>(type) : 0u);
+}
+
 struct Committed {
   uint64_t sequence = 0;
   EventType type = EventType::kSynthetic;
@@ -106,6 +115,13 @@ class Store {
   // readable (by range and by stream), or `timeout`; returns the readable
   // head. Any thread.
   uint64_t wait_beyond(uint64_t sequence, std::chrono::milliseconds timeout) const;
+  // For followers that fold only some types: the highest sequence S >= `after`
+  // such that no event in (after, S] has a type in `wanted`, as far as the
+  // store's summary of its recent commits (the types of each batch, not the
+  // records) tells; at most the readable head. `after` when it cannot say
+  // (nothing new, a wanted type next, or a range older than the summary).
+  // Any thread.
+  uint64_t skippable_through(uint64_t after, TypeMask wanted) const;
   bool read_only() const { return read_only_.load(std::memory_order_acquire); }
   uint64_t log_bytes() const;
   // What open found acknowledged: the mark, or derived data beyond it, or the
@@ -239,6 +255,17 @@ class Store {
   mutable std::mutex readable_mutex_;
   mutable std::condition_variable readable_cv_;
   uint64_t readable_ = 0;  // guarded by readable_mutex_
+  // The types of recently committed ranges, contiguous and in order, up to
+  // the readable head (guarded by readable_mutex_; bounded).
+  struct TypeRun {
+    uint64_t first = 0, last = 0;
+    TypeMask types = 0;
+  };
+  std::deque<TypeRun> type_runs_;
+  static constexpr size_t kTypeRunsMax = 4096;
+  // Committed but not yet readable (sequencer thread only): from pending_first_ on.
+  uint64_t pending_first_ = 0;
+  TypeMask pending_types_ = 0;
   void set_readable(uint64_t head);
   std::atomic<bool> read_only_{false};
   mutable std::mutex read_only_mutex_;  // guards read_only_reason_

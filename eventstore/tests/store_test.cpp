@@ -263,6 +263,40 @@ TEST_F(StoreTest, VerifyLogChecksALongRangeInOrderAndNamesTheFirstFault) {
   EXPECT_THAT(rest.problem, HasSubstr("sequence 7777:"));
 }
 
+// Followers that fold only some types skip, without reading, the ranges the
+// store's summary of recent commits says hold none of them; never past the
+// readable head, and never over a range the summary does not cover.
+TEST_F(StoreTest, SkippableThroughFollowsTheTypesOfRecentCommits) {
+  open();
+  const TypeMask synthetic_bit = type_bit(EventType::kSynthetic);
+  const TypeMask setting_bit = type_bit(EventType::kSettingChanged);
+  commit_ok(on_stream("synthetic/a", 10));                                                     // 1..10
+  commit_ok(request({EventDraft{"settings", "", "", "", SettingChanged{"k", "v", ""}}}));      // 11
+  commit_ok(on_stream("synthetic/a", 5, "", {}, 10));                                          // 12..16
+  EXPECT_EQ(store_->skippable_through(0, setting_bit), 10u);
+  EXPECT_EQ(store_->skippable_through(10, setting_bit), 10u) << "the wanted type is next";
+  EXPECT_EQ(store_->skippable_through(11, setting_bit), 16u);
+  EXPECT_EQ(store_->skippable_through(3, setting_bit), 10u) << "from inside a run";
+  EXPECT_EQ(store_->skippable_through(0, synthetic_bit), 0u);
+  EXPECT_EQ(store_->skippable_through(0, type_bit(EventType::kDomainDefined)), 16u);
+  EXPECT_EQ(store_->skippable_through(16, type_bit(EventType::kDomainDefined)), 16u) << "nothing new";
+
+  // Committed but not yet readable (the stream index not yet written): not skipped.
+  std::vector<AppendRequest> four{on_stream("synthetic/a", 4, "", {}, 15)};
+  auto out = store_->commit(four, kNow);  // 17..20
+  ASSERT_TRUE(out.results[0].has_value());
+  EXPECT_EQ(store_->skippable_through(11, setting_bit), 16u);
+  ASSERT_TRUE(store_->apply_index());
+  EXPECT_EQ(store_->skippable_through(11, setting_bit), 20u);
+
+  // After a restart the summary starts at the head: older ranges are read.
+  open();
+  EXPECT_EQ(store_->skippable_through(11, setting_bit), 11u);
+  commit_ok(on_stream("synthetic/a", 2, "", {}, 19));  // 21..22
+  EXPECT_EQ(store_->skippable_through(11, setting_bit), 11u) << "12..20 are not in the summary";
+  EXPECT_EQ(store_->skippable_through(20, setting_bit), 22u);
+}
+
 TEST_F(StoreTest, NewStoreIsEmpty) {
   Store& store = open();
   EXPECT_EQ(store.head(), 0u);

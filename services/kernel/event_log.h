@@ -29,6 +29,10 @@ class EventLog {
   virtual Result<AppendResult> append(const AppendRequest& request) = 0;
   virtual Result<ReadReply> read_stream(const ReadStreamRequest& request) = 0;
   virtual Result<ReadReply> read_range(const ReadRangeRequest& request) = 0;
+  // The highest sequence S >= `after` with no event of a `wanted` type in
+  // (after, S], when the log can tell without reading the records (a store in
+  // this process keeps the types of its recent commits); else `after`.
+  virtual uint64_t skippable_through(uint64_t after, eventstore::TypeMask /*wanted*/) { return after; }
 };
 
 class ClientLog final : public EventLog {
@@ -52,6 +56,9 @@ class LocalLog final : public EventLog {
   Result<AppendResult> append(const AppendRequest& request) override;
   Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return store_.read_stream(r); }
   Result<ReadReply> read_range(const ReadRangeRequest& r) override { return store_.read_range(r); }
+  uint64_t skippable_through(uint64_t after, eventstore::TypeMask wanted) override {
+    return store_.skippable_through(after, wanted);
+  }
 
  private:
   eventstore::Store& store_;
@@ -70,6 +77,9 @@ class EmbeddedLog final : public EventLog {
   Result<AppendResult> append(const AppendRequest& request) override;
   Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return store_.read_stream(r); }
   Result<ReadReply> read_range(const ReadRangeRequest& r) override { return store_.read_range(r); }
+  uint64_t skippable_through(uint64_t after, eventstore::TypeMask wanted) override {
+    return store_.skippable_through(after, wanted);
+  }
 
  private:
   bus::StoreClient& client_;

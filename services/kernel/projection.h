@@ -26,7 +26,9 @@
 // A model may also say which known types it folds (`static bool wants(EventType)`):
 // the runner then reads only the envelope of the others and passes over them
 // without decoding, so a follower of the whole log costs little per event it
-// does not care about (synthetic load, other services' streams).
+// does not care about (synthetic load, other services' streams). A whole-log
+// model skips without reading at all the ranges that the store in this
+// process says hold none of its types (Store::skippable_through).
 //
 // Thread safety: one thread runs a ProjectionRunner; its state is read on
 // that thread (or under the owner's lock).
@@ -91,6 +93,9 @@ class EmbeddedStore final : public EventLog, public SnapshotStore, public Commit
   }
   Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return store_.read_stream(r); }
   Result<ReadReply> read_range(const ReadRangeRequest& r) override { return store_.read_range(r); }
+  uint64_t skippable_through(uint64_t after, eventstore::TypeMask wanted) override {
+    return store_.skippable_through(after, wanted);
+  }
   Result<void> put(std::string_view name, uint64_t sequence, std::string_view state) override {
     return store_.put_snapshot(name, sequence, state);
   }
@@ -158,6 +163,11 @@ class ProjectionRunner {
       return P::kStream.empty() ? log_.read_range(ReadRangeRequest{sequence + 1, 0, 0})
                                 : log_.read_stream(ReadStreamRequest{std::string(P::kStream), version + 1, 0});
     };
+    if constexpr (P::kStream.empty() && requires(EventType t) { P::wants(t); }) {
+      uint64_t through = log_.skippable_through(sequence_, wanted_types());
+      applied += through - sequence_;
+      sequence_ = through;
+    }
     Result<ReadReply> reply = read_page(sequence_, version_);
     std::future<Result<ReadReply>> ahead;
     // Waits for a page read ahead, so that no read outlives this call.
@@ -221,6 +231,19 @@ class ProjectionRunner {
 
  private:
   static constexpr int kPagesPerCatchUpMax = 1'000'000;  // 4 billion events per call
+
+  // The types the model folds, and every unknown type (skipped or stopped at
+  // only once read).
+  static eventstore::TypeMask wanted_types() {
+    static const eventstore::TypeMask mask = [] {
+      eventstore::TypeMask m = eventstore::type_bit(static_cast<EventType>(0));
+      for (uint16_t t = 1; t <= kEventTypeMax; ++t) {
+        if (P::wants(static_cast<EventType>(t))) m |= eventstore::type_bit(static_cast<EventType>(t));
+      }
+      return m;
+    }();
+    return mask;
+  }
 
   static std::string u64_bytes(uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); }
 

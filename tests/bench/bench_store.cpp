@@ -36,6 +36,7 @@
 #include <benchmark/benchmark.h>
 #include <bit>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <fmt/format.h>
@@ -107,9 +108,11 @@ Environment* env = nullptr;
 // Killed on SIGINT/SIGTERM so that an interrupted run leaves no wpmd behind (the child runs in
 // its own process group and would not see the terminal's Ctrl-C).
 std::atomic<pid_t> wpmd_pid{-1};
+std::atomic<pid_t> watch_pid{-1};
 extern "C" void on_signal(int signal) {
-  pid_t pid = wpmd_pid.load();
-  if (pid > 0) ::kill(pid, SIGKILL);
+  for (pid_t pid : {wpmd_pid.load(), watch_pid.load()}) {
+    if (pid > 0) ::kill(pid, SIGKILL);
+  }
   ::_exit(128 + signal);
 }
 
@@ -353,6 +356,36 @@ bool start_wpmd() {
                  wpm::testing::bin("wpmd").c_str(), env->wpmd->log().c_str());
   }
   return up;
+}
+
+// One `wpm events watch` follows every event while the benchmarks run (as an
+// operator's terminal would), unless WPM_BENCH_NO_WATCH is set.
+bool watching() { return std::getenv("WPM_BENCH_NO_WATCH") == nullptr; }
+
+bool start_watch() {
+  if (!watching()) return true;
+  pid_t pid = wpm::testing::spawn({wpm::testing::bin("wpm"), "--data", env->wpmd->data_dir(), "-o", "json",
+                                   "events", "watch"},
+                                  "/dev/null", *env->root / "watch.err");
+  if (pid <= 0) return false;
+  watch_pid.store(pid);
+  // Still running a moment later: it logged in and follows the log.
+  if (auto code = wpm::testing::wait_exit(pid, std::chrono::milliseconds(500))) {
+    std::fprintf(stderr, "wpm-bench-store: wpm events watch exited with %d:\n%s\n", *code,
+                 wpm::testing::read_file(*env->root / "watch.err").c_str());
+    return false;
+  }
+  return true;
+}
+
+void stop_watch() {
+  pid_t pid = watch_pid.exchange(-1);
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  if (!wpm::testing::wait_exit(pid, std::chrono::seconds(5))) {
+    ::kill(pid, SIGKILL);
+    (void)wpm::testing::wait_exit(pid, std::chrono::seconds(5));
+  }
 }
 
 bool open_raw() {
@@ -650,6 +683,12 @@ int main(int argc, char** argv) {
 
   std::printf("wpm-bench-store: data under %s\n", env->root->path().c_str());
   if (!start_wpmd()) return 1;
+  struct StopWatch {
+    ~StopWatch() { stop_watch(); }
+  } stop_watch_on_return;
+  if (!start_watch()) return 1;
+  std::printf("wpmd runs every service%s\n",
+              watching() ? ", and one `wpm events watch` follows every event" : " (no events watch)");
   if (!open_raw() || !fill_replay(log)) return 1;
   std::fflush(stdout);
 
@@ -662,6 +701,7 @@ int main(int argc, char** argv) {
   print_summary(reporter, stored);
 
   // Clean shutdown of everything that holds files before the temporary tree goes.
+  stop_watch();
   env->replay.reset();
   env->raw.reset();
   if (auto code = env->wpmd->stop(); code != 0) {

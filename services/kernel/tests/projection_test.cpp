@@ -113,6 +113,62 @@ class ProjectionTest : public ::testing::Test {
   std::unique_ptr<EmbeddedStore> embedded_;
 };
 
+// Counts the settings it folds; wants nothing else.
+struct SettingsOnly : CountsModel {
+  static constexpr std::string_view kName = "test-settings-only";
+  static constexpr std::string_view kStream = "";
+  static constexpr UnknownEvents kUnknown = UnknownEvents::kSkip;
+  static bool wants(EventType type) { return type == EventType::kSettingChanged; }
+};
+static_assert(ProjectionModel<SettingsOnly>);
+
+// Passes reads through and counts the records read; tells what can be
+// skipped only when `summary` is set (as a log without the store in process).
+class CountingLog final : public EventLog {
+ public:
+  CountingLog(EventLog& inner, bool summary) : inner_(inner), summary_(summary) {}
+  Result<AppendResult> append(const AppendRequest& r) override { return inner_.append(r); }
+  Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return inner_.read_stream(r); }
+  Result<ReadReply> read_range(const ReadRangeRequest& r) override {
+    auto reply = inner_.read_range(r);
+    if (reply) records_read += reply->records.size();
+    return reply;
+  }
+  uint64_t skippable_through(uint64_t after, eventstore::TypeMask wanted) override {
+    return summary_ ? inner_.skippable_through(after, wanted) : after;
+  }
+  uint64_t records_read = 0;
+
+ private:
+  EventLog& inner_;
+  bool summary_;
+};
+
+TEST_F(ProjectionTest, AWholeLogFollowerSkipsUnreadTheCommitsWithNoneOfItsTypes) {
+  CountingLog summarised(*log_, true), plain(*log_, false);
+  ProjectionRunner<SettingsOnly> skipping(summarised, nullptr), reading(plain, nullptr);
+  auto follow = [&] {
+    ASSERT_TRUE(skipping.catch_up());
+    ASSERT_TRUE(reading.catch_up());
+    EXPECT_EQ(skipping.sequence(), reading.sequence());
+    EXPECT_EQ(skipping.state(), reading.state());
+  };
+  append_some(100);
+  follow();
+  EXPECT_EQ(summarised.records_read, 0u) << "no setting in 1..100";
+  EXPECT_EQ(plain.records_read, 100u);
+  append("test/settings", SettingChanged{"heartbeat_timeout_s", "20", "15"});
+  append_some(50);
+  follow();
+  EXPECT_EQ(skipping.state().per_stream.at("test/settings"), 1u);
+  EXPECT_EQ(summarised.records_read, 51u) << "read from the setting on";
+  append_some(30);
+  follow();
+  EXPECT_EQ(summarised.records_read, 51u);
+  EXPECT_EQ(skipping.sequence(), 181u);
+  EXPECT_EQ(skipping.stats().applied_events, 181u) << "skipped events count as passed over";
+}
+
 TEST_F(ProjectionTest, ASnapshotPlusTheTailEqualsAFullFold) {
   append_some(50);
   ProjectionRunner<WholeLog> first(*embedded_, embedded_.get());
