@@ -292,7 +292,7 @@ std::string Gateway::handle_request(const json& request, const std::string& addr
       answer = read_events(args, caller);
       // Nothing new at all: a long poll waits (parked, holding no worker)
       // for the next commit or its deadline.
-      if (park != nullptr && answer && answer->value.at("events").empty() &&
+      if (park != nullptr && answer && answer->value.at("shown").get<size_t>() == 0 &&
           answer->value.at("next").get<uint64_t>() == std::max<uint64_t>(args.value("from", uint64_t{1}), 1) &&
           args.value("waitMs", 0) > 0) {
         *park = true;
@@ -594,15 +594,22 @@ Gateway::Answer Gateway::read_events(const json& args, const Caller& caller) {
   if (!reply) return std::unexpected(Fail{"unavailable", reply.error().message});
   auto events = kernel::decode_records(reply->records);
   if (!events) return std::unexpected(Fail{"internal", events.error().message});
-  json out = json::array();
+  // The reply's text is put together here, one event at a time: a JSON
+  // document of a thousand events costs more to build and free than to write.
+  std::string text = "{\"events\":[";
   uint64_t next = from;
+  size_t shown = 0;
   for (const auto& e : *events) {
     next = e.sequence + 1;
     if (!types.empty() && !types.contains(e.type())) continue;
     if (!may_see(caller.roles, e)) continue;
-    out.push_back(event_to_json(e));
+    if (shown++ > 0) text += ',';
+    text += event_to_json(e).dump();
   }
-  return json{{"events", out}, {"next", next}, {"head", reply->head}};
+  text += fmt::format("],\"next\":{},\"head\":{}}}", next, reply->head);
+  Reply out = Reply::text(std::move(text));
+  out.value = json{{"next", next}, {"shown", shown}};  // for the long poll; not sent
+  return out;
 }
 
 Gateway::Answer Gateway::query(const std::string& command, const json& args, const Caller&) {
