@@ -1,5 +1,10 @@
 #include "schemas/event_json.h"
 
+#include <fmt/format.h>
+
+#include <concepts>
+#include <iterator>
+
 #include "schemas/profile.h"
 
 namespace wpm {
@@ -25,102 +30,252 @@ std::string base64(std::string_view bytes) {
   return out;
 }
 
-nlohmann::json payload_to_json(const Payload& payload) {
-  return std::visit(
-      [](const auto& p) -> nlohmann::json {
+namespace {
+
+// Appends `value` as a JSON string: quotes, backslashes and control
+// characters escaped, valid UTF-8 kept, each byte of an invalid sequence
+// replaced by U+FFFD (as the JSON library's "replace" handler does).
+void put_string(std::string& out, std::string_view value) {
+  out += '"';
+  size_t i = 0;
+  while (i < value.size()) {
+    auto c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      size_t run = i + 1;
+      while (run < value.size()) {
+        auto d = static_cast<unsigned char>(value[run]);
+        if (d < 0x20 || d >= 0x80 || d == '"' || d == '\\') break;
+        ++run;
+      }
+      out.append(value.substr(i, run - i));
+      i = run;
+      continue;
+    }
+    if (c < 0x80) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default: fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
+      }
+      ++i;
+      continue;
+    }
+    // A multi-byte sequence: its length from the lead byte, then continuation
+    // bytes, no overlong forms, no surrogates, nothing above U+10FFFF.
+    size_t length = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+    bool valid = length > 0 && length <= 4 && i + length <= value.size();
+    for (size_t k = 1; valid && k < length; ++k) {
+      valid = (static_cast<unsigned char>(value[i + k]) & 0xc0) == 0x80;
+    }
+    if (valid && length >= 3) {
+      auto second = static_cast<unsigned char>(value[i + 1]);
+      if (c == 0xe0 && second < 0xa0) valid = false;           // overlong
+      if (c == 0xed && second >= 0xa0) valid = false;          // surrogate
+      if (c == 0xf0 && second < 0x90) valid = false;           // overlong
+      if (c == 0xf4 && second >= 0x90) valid = false;          // above U+10FFFF
+    }
+    if (!valid) {
+      out += "\xef\xbf\xbd";
+      ++i;
+      continue;
+    }
+    out.append(value.substr(i, length));
+    i += length;
+  }
+  out += '"';
+}
+
+// One JSON object written straight into a string, members in the order
+// given (alphabetical below, as the JSON library would print them).
+class Obj {
+ public:
+  explicit Obj(std::string& out) : out_(out) { out_ += '{'; }
+  ~Obj() { out_ += '}'; }
+  Obj(const Obj&) = delete;
+  Obj& operator=(const Obj&) = delete;
+
+  Obj& str(std::string_view key, std::string_view value) {
+    put_key(key);
+    put_string(out_, value);
+    return *this;
+  }
+  template <std::integral T>
+  Obj& num(std::string_view key, T value) {
+    put_key(key);
+    fmt::format_to(std::back_inserter(out_), "{}", value);
+    return *this;
+  }
+  Obj& flag(std::string_view key, bool value) {
+    put_key(key);
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  Obj& strs(std::string_view key, const std::vector<std::string>& values) {
+    put_key(key);
+    out_ += '[';
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) out_ += ',';
+      put_string(out_, values[i]);
+    }
+    out_ += ']';
+    return *this;
+  }
+  // A member whose value is JSON text already.
+  Obj& raw(std::string_view key, std::string_view json) {
+    put_key(key);
+    out_ += json;
+    return *this;
+  }
+  // A member whose value is an object `fill` writes.
+  template <typename F>
+  Obj& obj(std::string_view key, F&& fill) {
+    put_key(key);
+    Obj inner(out_);
+    fill(inner);
+    return *this;
+  }
+  std::string& out() { return out_; }
+
+ private:
+  void put_key(std::string_view key) {
+    if (!first_) out_ += ',';
+    first_ = false;
+    out_ += '"';
+    out_ += key;  // our own names: nothing to escape
+    out_ += "\":";
+  }
+  std::string& out_;
+  bool first_ = true;
+};
+
+void put_payload(Obj& o, const Payload& payload) {
+  std::visit(
+      [&](const auto& p) {
         using T = std::decay_t<decltype(p)>;
         if constexpr (std::is_same_v<T, Synthetic>) {
-          return {{"synthetic",
-                   {{"run", p.run}, {"index", p.index}, {"note", p.note}, {"blob", base64(p.blob)}}}};
+          o.obj("synthetic", [&](Obj& x) {
+            x.str("blob", base64(p.blob)).num("index", p.index).str("note", p.note).str("run", p.run);
+          });
         } else if constexpr (std::is_same_v<T, SystemRegistered>) {
-          return {{"systemRegistered",
-                   {{"systemId", p.system_id},
-                    {"hostname", p.hostname},
-                    {"address", p.address},
-                    {"publicKey", p.public_key},
-                    {"profile", profile::profile_to_json(p.profile)},
-                    {"agentPort", p.agent_port}}}};
+          o.obj("systemRegistered", [&](Obj& x) {
+            x.str("address", p.address)
+                .num("agentPort", p.agent_port)
+                .str("hostname", p.hostname)
+                .raw("profile", profile::profile_to_json(p.profile).dump())
+                .str("publicKey", p.public_key)
+                .str("systemId", p.system_id);
+          });
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
-          return {{"systemRemoved", {{"systemId", p.system_id}, {"reason", p.reason}}}};
+          o.obj("systemRemoved", [&](Obj& x) { x.str("reason", p.reason).str("systemId", p.system_id); });
         } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
-          nlohmann::json results = nlohmann::json::array();
-          for (const auto& r : p.results) {
-            results.push_back({{"test", r.test}, {"passed", r.passed}, {"departure", r.departure},
-                               {"arrival", r.arrival}, {"remedy", r.remedy}});
-          }
-          return {{"compatibilityAnalyzed",
-                   {{"departureProperties", p.departure_properties},
-                    {"arrivalProperties", p.arrival_properties},
-                    {"results", results}}}};
+          o.obj("compatibilityAnalyzed", [&](Obj& x) {
+            x.str("arrivalProperties", p.arrival_properties).str("departureProperties", p.departure_properties);
+            std::string results = "[";
+            for (const auto& r : p.results) {
+              if (results.size() > 1) results += ',';
+              Obj(results)
+                  .str("arrival", r.arrival)
+                  .str("departure", r.departure)
+                  .flag("passed", r.passed)
+                  .str("remedy", r.remedy)
+                  .str("test", r.test);
+            }
+            results += ']';
+            x.raw("results", results);
+          });
         } else if constexpr (std::is_same_v<T, UnknownPayload>) {
           // A newer binary's event: kept as the bytes of its payload.
-          return {{"unknown", {{"type", p.type}, {"bytes", base64(p.bytes)}}}};
+          o.obj("unknown", [&](Obj& x) { x.str("bytes", base64(p.bytes)).num("type", p.type); });
         } else if constexpr (std::is_same_v<T, SystemProfileChanged>) {
-          return {{"systemProfileChanged",
-                   {{"systemId", p.system_id}, {"profile", profile::profile_to_json(p.profile)}}}};
+          o.obj("systemProfileChanged", [&](Obj& x) {
+            x.raw("profile", profile::profile_to_json(p.profile).dump()).str("systemId", p.system_id);
+          });
         } else if constexpr (std::is_same_v<T, CommandRequested>) {
-          return {{"commandRequested",
-                   {{"command", p.command},
-                    {"args", nlohmann::json::parse(p.args, nullptr, false)},
-                    {"user", p.user},
-                    {"roles", p.roles},
-                    {"address", p.address}}}};
+          o.obj("commandRequested", [&](Obj& x) {
+            // The arguments as the JSON they are (null if they are not).
+            x.str("address", p.address)
+                .raw("args", nlohmann::json::accept(p.args) ? std::string_view(p.args) : std::string_view("null"))
+                .str("command", p.command)
+                .strs("roles", p.roles)
+                .str("user", p.user);
+          });
         } else if constexpr (std::is_same_v<T, CommandDecided>) {
-          return {{"commandDecided",
-                   {{"accepted", p.accepted}, {"code", p.code}, {"message", p.message}, {"decidedBy", p.decided_by}}}};
+          o.obj("commandDecided", [&](Obj& x) {
+            x.flag("accepted", p.accepted).str("code", p.code).str("decidedBy", p.decided_by).str("message", p.message);
+          });
         } else if constexpr (std::is_same_v<T, WparDefined>) {
-          return {{"wparDefined", {{"wpar", wpar_to_json(p.wpar)}, {"created", p.created}}}};
+          o.obj("wparDefined", [&](Obj& x) { x.flag("created", p.created).raw("wpar", wpar_to_json(p.wpar).dump()); });
         } else if constexpr (std::is_same_v<T, WparRemoved>) {
-          return {{"wparRemoved", {{"name", p.name}, {"reason", p.reason}}}};
+          o.obj("wparRemoved", [&](Obj& x) { x.str("name", p.name).str("reason", p.reason); });
         } else if constexpr (std::is_same_v<T, GroupDefined>) {
-          return {{"groupDefined", {{"name", p.name}, {"description", p.description}, {"created", p.created}}}};
+          o.obj("groupDefined", [&](Obj& x) {
+            x.flag("created", p.created).str("description", p.description).str("name", p.name);
+          });
         } else if constexpr (std::is_same_v<T, GroupDeleted>) {
-          return {{"groupDeleted", {{"name", p.name}}}};
+          o.obj("groupDeleted", [&](Obj& x) { x.str("name", p.name); });
         } else if constexpr (std::is_same_v<T, SettingChanged>) {
-          return {{"settingChanged", {{"key", p.key}, {"value", p.value}, {"previous", p.previous}}}};
+          o.obj("settingChanged", [&](Obj& x) { x.str("key", p.key).str("previous", p.previous).str("value", p.value); });
         } else if constexpr (std::is_same_v<T, RoleMappingChanged>) {
-          return {{"roleMappingChanged", {{"role", p.role}, {"users", p.users}, {"groups", p.groups}}}};
+          o.obj("roleMappingChanged", [&](Obj& x) { x.strs("groups", p.groups).str("role", p.role).strs("users", p.users); });
         } else if constexpr (std::is_same_v<T, SessionOpened>) {
-          return {{"sessionOpened",
-                   {{"user", p.user}, {"tokenHash", p.token_hash}, {"expiresNs", p.expires_ns}, {"address", p.address}}}};
+          o.obj("sessionOpened", [&](Obj& x) {
+            x.str("address", p.address).num("expiresNs", p.expires_ns).str("tokenHash", p.token_hash).str("user", p.user);
+          });
         } else if constexpr (std::is_same_v<T, SessionClosed>) {
-          return {{"sessionClosed", {{"tokenHash", p.token_hash}, {"reason", p.reason}}}};
+          o.obj("sessionClosed", [&](Obj& x) { x.str("reason", p.reason).str("tokenHash", p.token_hash); });
         } else if constexpr (std::is_same_v<T, LoginRefused>) {
-          return {{"loginRefused",
-                   {{"user", p.user},
-                    {"address", p.address},
-                    {"reason", p.reason},
-                    {"attempts", p.attempts},
-                    {"firstNs", p.first_ns},
-                    {"lastNs", p.last_ns}}}};
+          o.obj("loginRefused", [&](Obj& x) {
+            x.str("address", p.address)
+                .num("attempts", p.attempts)
+                .num("firstNs", p.first_ns)
+                .num("lastNs", p.last_ns)
+                .str("reason", p.reason)
+                .str("user", p.user);
+          });
         } else if constexpr (std::is_same_v<T, JoinTokenCreated>) {
-          return {{"joinTokenCreated", {{"tokenHash", p.token_hash}, {"expiresNs", p.expires_ns}}}};
+          o.obj("joinTokenCreated", [&](Obj& x) { x.num("expiresNs", p.expires_ns).str("tokenHash", p.token_hash); });
         } else if constexpr (std::is_same_v<T, JoinTokenUsed>) {
-          return {{"joinTokenUsed", {{"tokenHash", p.token_hash}, {"systemId", p.system_id}}}};
+          o.obj("joinTokenUsed", [&](Obj& x) { x.str("systemId", p.system_id).str("tokenHash", p.token_hash); });
         } else if constexpr (std::is_same_v<T, DomainDefined>) {
-          return {{"domainDefined", {{"name", p.name}, {"description", p.description}, {"created", p.created}}}};
+          o.obj("domainDefined", [&](Obj& x) {
+            x.flag("created", p.created).str("description", p.description).str("name", p.name);
+          });
         } else if constexpr (std::is_same_v<T, DomainRemoved>) {
-          return {{"domainRemoved", {{"name", p.name}}}};
+          o.obj("domainRemoved", [&](Obj& x) { x.str("name", p.name); });
         } else if constexpr (std::is_same_v<T, SystemDomainSet>) {
-          return {{"systemDomainSet", {{"systemId", p.system_id}, {"domain", p.domain}, {"previous", p.previous}}}};
+          o.obj("systemDomainSet", [&](Obj& x) {
+            x.str("domain", p.domain).str("previous", p.previous).str("systemId", p.system_id);
+          });
         } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
-          return {{"agentReportRefused", {{"systemId", p.system_id}, {"subject", p.subject}, {"reason", p.reason}}}};
+          o.obj("agentReportRefused", [&](Obj& x) {
+            x.str("reason", p.reason).str("subject", p.subject).str("systemId", p.system_id);
+          });
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
-          return {{"systemStateChanged", {{"systemId", p.system_id}, {"state", p.state}, {"reason", p.reason}}}};
+          o.obj("systemStateChanged", [&](Obj& x) {
+            x.str("reason", p.reason).str("state", p.state).str("systemId", p.system_id);
+          });
         } else {
           static_assert(std::is_same_v<T, RegistrationRejected>);
-          return {{"registrationRejected",
-                   {{"address", p.address},
-                    {"reason", p.reason},
-                    {"attempts", p.attempts},
-                    {"firstNs", p.first_ns},
-                    {"lastNs", p.last_ns},
-                    {"hostname", p.hostname},
-                    {"publicKey", p.public_key}}}};
+          o.obj("registrationRejected", [&](Obj& x) {
+            x.str("address", p.address)
+                .num("attempts", p.attempts)
+                .num("firstNs", p.first_ns)
+                .str("hostname", p.hostname)
+                .num("lastNs", p.last_ns)
+                .str("publicKey", p.public_key)
+                .str("reason", p.reason);
+          });
         }
       },
       payload);
 }
+
+}  // namespace
 
 nlohmann::json wpar_to_json(const WparDefinition& w) {
   return {{"name", w.name},
@@ -141,18 +296,28 @@ nlohmann::json wpar_to_json(const WparDefinition& w) {
           {"reportedState", w.reported_state}};
 }
 
-nlohmann::json event_to_json(const Event& e) {
-  return {{"sequence", e.sequence},
-          {"eventId", event_id_hex(e.event_id)},
-          {"timestampNs", e.timestamp_ns},
-          {"type", event_type_label(e.type())},
-          {"streamId", e.stream_id},
-          {"streamVersion", e.stream_version},
-          {"correlationId", e.correlation_id},
-          {"causationId", e.causation_id},
-          {"actor", e.actor},
-          {"idempotencyKey", e.idempotency_key},
-          {"payload", payload_to_json(e.payload)}};
+void append_event_json(std::string& out, const Event& e) {
+  Obj o(out);
+  o.str("actor", e.actor)
+      .str("causationId", e.causation_id)
+      .str("correlationId", e.correlation_id)
+      .str("eventId", event_id_hex(e.event_id))
+      .str("idempotencyKey", e.idempotency_key)
+      .obj("payload", [&](Obj& p) { put_payload(p, e.payload); })
+      .num("sequence", e.sequence)
+      .str("streamId", e.stream_id)
+      .num("streamVersion", e.stream_version)
+      .num("timestampNs", e.timestamp_ns)
+      .str("type", event_type_label(e.type()));
 }
+
+std::string event_json_text(const Event& e) {
+  std::string out;
+  out.reserve(512);
+  append_event_json(out, e);
+  return out;
+}
+
+nlohmann::json event_to_json(const Event& e) { return nlohmann::json::parse(event_json_text(e)); }
 
 }  // namespace wpm

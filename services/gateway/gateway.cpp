@@ -230,7 +230,7 @@ json Gateway::handle(const json& request, const std::string& address, kernel::Ev
 }
 
 std::string Gateway::ok_text(const Reply& result) {
-  return wpm::gateway::ok_text(result.raw.empty() ? result.value.dump() : result.raw);
+  return wpm::gateway::ok_text(result.raw.empty() ? result.value.dump() : result.raw) + result.after;
 }
 
 std::string Gateway::handle_request(const json& request, const std::string& address, kernel::EventLog& log, bool* park) {
@@ -594,21 +594,34 @@ Gateway::Answer Gateway::read_events(const json& args, const Caller& caller) {
   if (!reply) return std::unexpected(Fail{"unavailable", reply.error().message});
   auto events = kernel::decode_records(reply->records);
   if (!events) return std::unexpected(Fail{"internal", events.error().message});
-  // The reply's text is put together here, one event at a time: a JSON
-  // document of a thousand events costs more to build and free than to write.
+  // The reply's text is written here, one event at a time: a JSON document of
+  // a thousand events costs more to build and free than to write. With
+  // "lines", the events follow the reply, one JSON line each, so a client
+  // prints them without parsing them (`wpm events watch -o json`).
+  const bool lines = args.value("lines", false);
   std::string text = "{\"events\":[";
+  std::string after;
   uint64_t next = from;
   size_t shown = 0;
   for (const auto& e : *events) {
     next = e.sequence + 1;
     if (!types.empty() && !types.contains(e.type())) continue;
     if (!may_see(caller.roles, e)) continue;
-    if (shown++ > 0) text += ',';
-    text += event_to_json(e).dump();
+    if (lines) {
+      after += '\n';
+      append_event_json(after, e);
+    } else {
+      if (shown > 0) text += ',';
+      append_event_json(text, e);
+    }
+    ++shown;
   }
-  text += fmt::format("],\"next\":{},\"head\":{}}}", next, reply->head);
+  text += fmt::format("],\"next\":{},\"head\":{}", next, reply->head);
+  if (lines) text += fmt::format(",\"lines\":{}", shown);
+  text += '}';
   Reply out = Reply::text(std::move(text));
   out.value = json{{"next", next}, {"shown", shown}};  // for the long poll; not sent
+  out.after = std::move(after);
   return out;
 }
 

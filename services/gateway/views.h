@@ -27,7 +27,8 @@ struct View {
     return r;
   }
   nlohmann::json value;
-  std::string raw;  // when set, the result's JSON text
+  std::string raw;    // when set, the result's JSON text
+  std::string after;  // sent after the reply's JSON (lines that start with a newline)
 };
 using ViewResult = std::expected<View, kernel::Rejection>;
 

@@ -178,6 +178,9 @@ class OwnedEmbeddedLog final : public kernel::EventLog {
   Result<AppendResult> append(const AppendRequest& r) override { return log_.append(r); }
   Result<ReadReply> read_stream(const ReadStreamRequest& r) override { return log_.read_stream(r); }
   Result<ReadReply> read_range(const ReadRangeRequest& r) override { return log_.read_range(r); }
+  uint64_t skippable_through(uint64_t after, eventstore::TypeMask wanted) override {
+    return log_.skippable_through(after, wanted);
+  }
 
  private:
   static bus::ClientOptions options_for(const std::string& service) {

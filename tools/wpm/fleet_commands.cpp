@@ -176,6 +176,11 @@ class Gateway {
         .dump();
   }
 
+  // A failure found here, in the shape of the gateway's.
+  static json local_error(const std::string& code, const std::string& message) {
+    return {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
+  }
+
  private:
   int timeout_for(const std::string& command, const json& request) const {
     int wait = 0;
@@ -185,9 +190,6 @@ class Gateway {
     bool read = command == "events.read" || command.ends_with(".list") || command.ends_with(".show") ||
                 command.ends_with(".matrix") || command.ends_with(".query") || command.find('.') == std::string::npos;
     return g_.timeout_ms + wait + (read ? 0 : 10'000);
-  }
-  static json local_error(const std::string& code, const std::string& message) {
-    return {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
   }
   const GlobalOptions& g_;
   zmq::context_t context_{1};
@@ -419,24 +421,47 @@ int cmd_watch(const GlobalOptions& g, uint64_t from, const std::vector<std::stri
     from = head["result"].value("head", uint64_t{0}) + 1;
   }
   uint64_t printed = 0;
+  // Prints one event (its JSON line as the gateway wrote it); true when --count is reached.
+  auto print = [&](std::string_view line, const json* parsed) {
+    if (g.format == Format::kJson) {
+      std::fwrite(line.data(), 1, line.size(), stdout);
+      std::fputc('\n', stdout);
+    } else {
+      json own;
+      if (parsed == nullptr) own = json::parse(line, nullptr, false);
+      const json& e = parsed != nullptr ? *parsed : own;
+      if (e.is_object()) {
+        std::printf("%-10llu %-24s %-22s %-32s %s\n", static_cast<unsigned long long>(e.value("sequence", uint64_t{0})),
+                    format_time(e.value("timestampNs", int64_t{0})).c_str(), e.value("type", "").c_str(),
+                    e.value("streamId", "").c_str(), e.value("actor", "").c_str());
+      }
+    }
+    return count > 0 && ++printed >= count;
+  };
   while (!g_stop.load()) {  // until interrupted, or --count events
-    json args = {{"from", from}, {"waitMs", 5000}, {"max", 1000}};
+    // "lines": the events follow the reply's JSON, one line each, printed as they came.
+    json args = {{"from", from}, {"waitMs", 5000}, {"max", 1000}, {"lines", true}};
     if (!types.empty()) args["types"] = types;
-    json reply = gateway.call("events.read", args);
+    std::string text = gateway.call_text("events.read", args);
+    size_t newline = text.find('\n');
+    json reply = json::parse(std::string_view(text).substr(0, newline), nullptr, false);
+    if (!reply.is_object()) reply = Gateway::local_error("internal", "the gateway's reply is not JSON");
     if (!reply.value("ok", false)) {
       if (g_stop.load()) break;
       return report(reply);
     }
     const json& r = reply["result"];
-    for (const auto& e : r["events"]) {
-      if (g.format == Format::kJson) {
-        std::puts(e.dump().c_str());
-      } else {
-        std::printf("%-10llu %-24s %-22s %-32s %s\n", static_cast<unsigned long long>(e["sequence"].get<uint64_t>()),
-                    format_time(e["timestampNs"].get<int64_t>()).c_str(), e["type"].get<std::string>().c_str(),
-                    e["streamId"].get<std::string>().c_str(), e["actor"].get<std::string>().c_str());
+    if (r.contains("lines")) {
+      std::string_view rest = newline == std::string::npos ? std::string_view() : std::string_view(text).substr(newline + 1);
+      while (!rest.empty()) {  // bounded: each turn takes one line off `rest`
+        size_t end = rest.find('\n');
+        if (print(rest.substr(0, end), nullptr)) return kExitOk;
+        rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
       }
-      if (count > 0 && ++printed >= count) return kExitOk;
+    } else {
+      for (const auto& e : r["events"]) {  // a gateway from before "lines"
+        if (print(e.dump(), &e)) return kExitOk;
+      }
     }
     if (r.value("heartbeat", false) && g.format == Format::kJson) {
       // A silent stream is told from a dead one.

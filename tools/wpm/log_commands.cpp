@@ -48,7 +48,7 @@ int fail_with(const Error& e) {
 
 void print_event(const Event& e, Format format) {
   if (format == Format::kJson) {
-    std::string line = event_to_json(e).dump();
+    std::string line = event_json_text(e);
     std::fwrite(line.data(), 1, line.size(), stdout);
     std::fputc('\n', stdout);
   } else {

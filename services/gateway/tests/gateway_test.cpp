@@ -6,6 +6,8 @@
 #include "services/gateway/gateway.h"
 
 #include <gtest/gtest.h>
+
+#include <sstream>
 #include <spdlog/sinks/null_sink.h>
 #include <unistd.h>
 
@@ -218,6 +220,40 @@ TEST_F(GatewayTest, RequestsAreCheckedAndTheEventStreamIsFilteredByRole) {
   json admin = call("events.read", {{"from", 1}, {"types", {"sessionOpened"}}}, root_);
   ASSERT_EQ(admin["result"]["events"].size(), 1u);
   EXPECT_EQ(admin["result"]["next"], store_->head() + 1);
+}
+
+// With "lines" the events follow the reply's JSON, one JSON line each, the
+// same events as the array form and filtered alike (what `wpm events watch
+// -o json` prints without parsing).
+TEST_F(GatewayTest, TheEventStreamCanSendEachEventAsALineAfterTheReply) {
+  ASSERT_TRUE(call("group.create", {{"name", "web"}}, root_)["ok"].get<bool>());
+  zmq::socket_t s(context_, zmq::socket_type::req);
+  s.set(zmq::sockopt::rcvtimeo, 10'000);
+  s.connect(gateway_->endpoint());
+  auto read = [&](json args) {
+    s.send(zmq::buffer(json{{"v", 1}, {"token", root_}, {"command", "events.read"}, {"args", std::move(args)}}.dump()));
+    zmq::message_t reply;
+    EXPECT_TRUE(s.recv(reply));
+    return reply.to_string();
+  };
+  json array = json::parse(read({{"from", 1}}));
+  ASSERT_TRUE(array["ok"].get<bool>()) << array.dump();
+  std::string text = read({{"from", 1}, {"lines", true}});
+  size_t newline = text.find('\n');
+  ASSERT_NE(newline, std::string::npos) << text;
+  json head = json::parse(text.substr(0, newline));
+  ASSERT_TRUE(head["ok"].get<bool>()) << head.dump();
+  EXPECT_TRUE(head["result"]["events"].empty());
+  EXPECT_EQ(head["result"]["next"], array["result"]["next"]);
+  std::vector<json> lines;
+  std::istringstream rest(text.substr(newline + 1));
+  for (std::string line; std::getline(rest, line);) lines.push_back(json::parse(line));
+  EXPECT_EQ(head["result"]["lines"], lines.size());
+  ASSERT_EQ(lines.size(), array["result"]["events"].size());
+  for (size_t i = 0; i < lines.size(); ++i) EXPECT_EQ(lines[i], array["result"]["events"][i]);
+  // Filtered as the array form is.
+  std::string sessions = read({{"from", 1}, {"lines", true}, {"types", {"groupDefined"}}});
+  EXPECT_EQ(json::parse(sessions.substr(0, sessions.find('\n')))["result"]["lines"], 1);
 }
 
 TEST_F(GatewayTest, OverTheSocketALongPollWaitsForTheNextEventWithoutHoldingAWorker) {
