@@ -426,7 +426,13 @@ class FleetOnThreeHosts : public Fleet {
   static constexpr const char* kIp = "/usr/sbin/ip";
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces, and Linux users for PAM";
-    net_ = fmt::format("10.217.{}", ::getpid() % 200 + 20);
+    // A /24 no other run on this machine uses now: the first free one from
+    // a place that depends on the process id.
+    std::string in_use = run({kIp, "-o", "-4", "addr", "show"}).out;
+    for (int k = 0; k < 200; ++k) {
+      net_ = fmt::format("10.217.{}", (::getpid() + k) % 200 + 20);
+      if (in_use.find(" " + net_ + ".") == std::string::npos) break;
+    }
     bridge_ = fmt::format("wpmbr{}", ::getpid() % 100000);
     auto made = run({kIp, "link", "add", bridge_, "type", "bridge"});
     if (made.exit_code != 0) GTEST_SKIP() << "this kernel cannot make a bridge: " << made.err;

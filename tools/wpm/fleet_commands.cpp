@@ -16,6 +16,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <thread>
 #include <zmq.hpp>
 
 #include "bus/curve.h"
@@ -155,19 +157,27 @@ class Gateway {
       return local_error("usage", "--gateway: " + problem).dump();
     }
     for (int attempt = 1; attempt <= g_.attempts; ++attempt) {
-      zmq::socket_t s(context_, zmq::socket_type::dealer);
-      s.set(zmq::sockopt::linger, 0);
-      s.set(zmq::sockopt::rcvtimeo, timeout_for(command, request));
-      std::string key = !g_.gateway_key.empty() ? g_.gateway_key : key_value_in(g_.data_dir + "/endpoints", "gateway_key");
-      if (!key.empty()) {
-        auto mine = bus::generate_curve_keys();
-        if (mine) bus::make_curve_client(s, *mine, key);
+      // One connection for every call that gets its reply (an events watch
+      // calls hundreds of times a second); a new one after a timeout, so a
+      // late reply never answers the next request.
+      if (!socket_ || socket_endpoint_ != ep) {
+        socket_.emplace(context_, zmq::socket_type::dealer);
+        socket_->set(zmq::sockopt::linger, 0);
+        std::string key = !g_.gateway_key.empty() ? g_.gateway_key : key_value_in(g_.data_dir + "/endpoints", "gateway_key");
+        if (!key.empty()) {
+          auto mine = bus::generate_curve_keys();
+          if (mine) bus::make_curve_client(*socket_, *mine, key);
+        }
+        socket_->connect(ep);
+        socket_endpoint_ = ep;
       }
-      s.connect(ep);
+      zmq::socket_t& s = *socket_;
+      s.set(zmq::sockopt::rcvtimeo, timeout_for(command, request));
       s.send(zmq::message_t(), zmq::send_flags::sndmore);
       s.send(zmq::buffer(body));
       zmq::message_t delimiter, reply;
       if (s.recv(delimiter) && delimiter.more() && s.recv(reply)) return reply.to_string();
+      socket_.reset();
       if (g_stop.load()) break;
     }
     return local_error("unavailable", fmt::format("no reply from the gateway at {} after {} attempt(s); is wpmd "
@@ -193,6 +203,8 @@ class Gateway {
   }
   const GlobalOptions& g_;
   zmq::context_t context_{1};
+  std::optional<zmq::socket_t> socket_;  // after context_: closed before it
+  std::string socket_endpoint_;
 };
 
 int exit_code_of(const std::string& code) {
@@ -410,6 +422,9 @@ int cmd_logout(const GlobalOptions& g) {
 
 // ---- events -------------------------------------------------------------------
 
+constexpr uint64_t kWatchPageMax = 5000;
+constexpr auto kWatchGather = std::chrono::milliseconds(25);
+
 int cmd_watch(const GlobalOptions& g, uint64_t from, const std::vector<std::string>& types, uint64_t count) {
   std::signal(SIGINT, on_stop);
   std::signal(SIGTERM, on_stop);
@@ -440,7 +455,7 @@ int cmd_watch(const GlobalOptions& g, uint64_t from, const std::vector<std::stri
   };
   while (!g_stop.load()) {  // until interrupted, or --count events
     // "lines": the events follow the reply's JSON, one line each, printed as they came.
-    json args = {{"from", from}, {"waitMs", 5000}, {"max", 1000}, {"lines", true}};
+    json args = {{"from", from}, {"waitMs", 5000}, {"max", kWatchPageMax}, {"lines", true}};
     if (!types.empty()) args["types"] = types;
     std::string text = gateway.call_text("events.read", args);
     size_t newline = text.find('\n');
@@ -468,7 +483,12 @@ int cmd_watch(const GlobalOptions& g, uint64_t from, const std::vector<std::stri
       std::puts(json{{"heartbeat", {{"head", r["head"]}, {"next", r["next"]}}}}.dump().c_str());
     }
     std::fflush(stdout);
-    from = r.value("next", from);
+    uint64_t next = r.value("next", from);
+    // A page that was not full: the watch has caught up. It lets events
+    // gather for a moment before it asks again, so a busy log costs one
+    // request per pause rather than one per commit.
+    if (next > from && next - from < kWatchPageMax) std::this_thread::sleep_for(kWatchGather);
+    from = next;
   }
   return kExitOk;
 }
