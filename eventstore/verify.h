@@ -1,7 +1,7 @@
 #pragma once
 // Checking the log where it is stored (DESIGN.md §2): every record's checksum,
-// gap-free sequences and the hash chain, read on one thread and checked on the
-// caller's. `wpm log verify --data` runs it on a stopped store's directory;
+// gap-free sequences and the hash chain, read on other threads (a bounded
+// range in two halves at once) and checked in order on the caller's. `wpm log verify --data` runs it on a stopped store's directory;
 // the store runs it for `wpm log verify` online (a VerifyRequest), so the
 // records never cross the network.
 //

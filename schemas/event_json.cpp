@@ -33,8 +33,10 @@ std::string base64(std::string_view bytes) {
 namespace {
 
 // Appends `value` as a JSON string: quotes, backslashes and control
-// characters escaped, valid UTF-8 kept, each byte of an invalid sequence
-// replaced by U+FFFD (as the JSON library's "replace" handler does).
+// characters escaped as the JSON library escapes them, valid UTF-8 kept, and
+// each byte that does not begin a valid sequence replaced by U+FFFD (the
+// library's "replace" handler writes one U+FFFD for a broken sequence: the
+// text differs there, the meaning does not).
 void put_string(std::string& out, std::string_view value) {
   out += '"';
   size_t i = 0;
@@ -67,7 +69,7 @@ void put_string(std::string& out, std::string_view value) {
     }
     // A multi-byte sequence: its length from the lead byte, then continuation
     // bytes, no overlong forms, no surrogates, nothing above U+10FFFF.
-    size_t length = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+    size_t length = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
     bool valid = length > 0 && length <= 4 && i + length <= value.size();
     for (size_t k = 1; valid && k < length; ++k) {
       valid = (static_cast<unsigned char>(value[i + k]) & 0xc0) == 0x80;
@@ -153,6 +155,12 @@ class Obj {
   bool first_ = true;
 };
 
+// One line of JSON for the parts still built as documents (profiles, WPAR
+// definitions, command arguments: rare in the log); invalid UTF-8 replaced.
+std::string dump_lenient(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 void put_payload(Obj& o, const Payload& payload) {
   std::visit(
       [&](const auto& p) {
@@ -166,7 +174,7 @@ void put_payload(Obj& o, const Payload& payload) {
             x.str("address", p.address)
                 .num("agentPort", p.agent_port)
                 .str("hostname", p.hostname)
-                .raw("profile", profile::profile_to_json(p.profile).dump())
+                .raw("profile", dump_lenient(profile::profile_to_json(p.profile)))
                 .str("publicKey", p.public_key)
                 .str("systemId", p.system_id);
           });
@@ -193,13 +201,15 @@ void put_payload(Obj& o, const Payload& payload) {
           o.obj("unknown", [&](Obj& x) { x.str("bytes", base64(p.bytes)).num("type", p.type); });
         } else if constexpr (std::is_same_v<T, SystemProfileChanged>) {
           o.obj("systemProfileChanged", [&](Obj& x) {
-            x.raw("profile", profile::profile_to_json(p.profile).dump()).str("systemId", p.system_id);
+            x.raw("profile", dump_lenient(profile::profile_to_json(p.profile))).str("systemId", p.system_id);
           });
         } else if constexpr (std::is_same_v<T, CommandRequested>) {
           o.obj("commandRequested", [&](Obj& x) {
-            // The arguments as the JSON they are (null if they are not).
+            // The arguments as the JSON they are (null if they are not), in
+            // one line whatever spacing the writer used.
+            auto args = nlohmann::json::parse(p.args, nullptr, false);
             x.str("address", p.address)
-                .raw("args", nlohmann::json::accept(p.args) ? std::string_view(p.args) : std::string_view("null"))
+                .raw("args", args.is_discarded() ? std::string("null") : dump_lenient(args))
                 .str("command", p.command)
                 .strs("roles", p.roles)
                 .str("user", p.user);
@@ -209,7 +219,7 @@ void put_payload(Obj& o, const Payload& payload) {
             x.flag("accepted", p.accepted).str("code", p.code).str("decidedBy", p.decided_by).str("message", p.message);
           });
         } else if constexpr (std::is_same_v<T, WparDefined>) {
-          o.obj("wparDefined", [&](Obj& x) { x.flag("created", p.created).raw("wpar", wpar_to_json(p.wpar).dump()); });
+          o.obj("wparDefined", [&](Obj& x) { x.flag("created", p.created).raw("wpar", dump_lenient(wpar_to_json(p.wpar))); });
         } else if constexpr (std::is_same_v<T, WparRemoved>) {
           o.obj("wparRemoved", [&](Obj& x) { x.str("name", p.name).str("reason", p.reason); });
         } else if constexpr (std::is_same_v<T, GroupDefined>) {

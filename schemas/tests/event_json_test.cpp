@@ -125,12 +125,25 @@ TEST(EventJson, StringsAreEscapedAndInvalidUtf8IsReplaced) {
   // A lone continuation byte, a truncated sequence, an overlong form, a
   // surrogate: each invalid byte becomes U+FFFD and the text stays JSON.
   for (std::string bad : {std::string("a\x80z"), std::string("a\xe2\x82"), std::string("\xc0\xaf"),
-                          std::string("\xed\xa0\x80"), std::string("\xf4\x90\x80\x80"), std::string("\xff")}) {
+                          std::string("\xed\xa0\x80"), std::string("\xf4\x90\x80\x80"), std::string("\xff"),
+                          std::string("\xf8\x80\x80"), std::string("\xff\xbf\xbf")}) {
     auto t = event_json_text(envelope(SettingChanged{bad, "", ""}));
     ASSERT_TRUE(json::accept(t)) << t;
     auto key = json::parse(t)["payload"]["settingChanged"]["key"].get<std::string>();
     EXPECT_NE(key.find("\xef\xbf\xbd"), std::string::npos) << key;
   }
+  // Parts still built as documents are lenient too: a profile with a bad byte.
+  profile::SystemProfile profile;
+  profile.distribution = "deb\xffian";
+  auto t = event_json_text(envelope(SystemProfileChanged{"1", profile}));
+  ASSERT_TRUE(json::accept(t)) << t;
+}
+
+// Command arguments spread over lines by their writer stay on the event's one line.
+TEST(EventJson, ArgumentsWrittenOverSeveralLinesStayOnOneLine) {
+  auto text = event_json_text(envelope(CommandRequested{"wpar.create", "{\n  \"name\": \"web1\"\n}", "alice", {}, ""}));
+  EXPECT_EQ(text.find('\n'), std::string::npos) << text;
+  EXPECT_EQ(json::parse(text)["payload"]["commandRequested"]["args"], (json{{"name", "web1"}}));
 }
 
 }  // namespace

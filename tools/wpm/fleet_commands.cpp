@@ -484,10 +484,10 @@ int cmd_watch(const GlobalOptions& g, uint64_t from, const std::vector<std::stri
     }
     std::fflush(stdout);
     uint64_t next = r.value("next", from);
-    // A page that was not full: the watch has caught up. It lets events
-    // gather for a moment before it asks again, so a busy log costs one
-    // request per pause rather than one per commit.
-    if (next > from && next - from < kWatchPageMax) std::this_thread::sleep_for(kWatchGather);
+    // Caught up with the head: let events gather for a moment before asking
+    // again, so a busy log costs one request per pause rather than one per
+    // commit. Behind it, ask again at once.
+    if (next > from && next > r.value("head", uint64_t{0})) std::this_thread::sleep_for(kWatchGather);
     from = next;
   }
   return kExitOk;
