@@ -237,18 +237,27 @@ struct Progress {
   }
 };
 
+// Both online checks: a client of the store, and the head to check up to.
+Result<std::unique_ptr<bus::StoreClient>> connect_to_verify(const GlobalOptions& g, zmq::context_t& ctx,
+                                                            VerifyReport& report) {
+  auto options = client_options(g);
+  if (!options) return std::unexpected(options.error());
+  auto client = std::make_unique<bus::StoreClient>(ctx, g.store, *options);
+  auto st = client->stats();
+  if (!st) return std::unexpected(st.error());
+  report.head = st->head;
+  return client;
+}
+
 // Online: the store checks its own log, a part at a time (each part is one
 // request, so progress shows and no reply holds the log), and this command
 // carries the chain from one part to the next. The records never leave the store.
 int cmd_verify_online(const GlobalOptions& g) {
-  auto options = client_options(g);
-  if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, g.store, *options);
-  auto st = client.stats();
-  if (!st) return fail_with(st.error());
   VerifyReport report;
-  report.head = st->head;
+  auto connected = connect_to_verify(g, ctx, report);
+  if (!connected) return fail_with(connected.error());
+  bus::StoreClient& client = **connected;
   auto t0 = std::chrono::steady_clock::now();
   Progress progress;
   VerifyRequest part{1, report.head, {}, 0};
@@ -291,14 +300,11 @@ int cmd_verify_online(const GlobalOptions& g) {
 
 // --fetch: every record crosses the connection and is checked here, in wpm.
 int cmd_verify_fetched(const GlobalOptions& g) {
-  auto options = client_options(g);
-  if (!options) return fail_with(options.error());
   zmq::context_t ctx(1);
-  bus::StoreClient client(ctx, g.store, *options);
-  auto st = client.stats();
-  if (!st) return fail_with(st.error());
   VerifyReport report;
-  report.head = st->head;
+  auto connected = connect_to_verify(g, ctx, report);
+  if (!connected) return fail_with(connected.error());
+  bus::StoreClient& client = **connected;
   auto t0 = std::chrono::steady_clock::now();
   ChainVerifier verifier;
   Progress progress;
