@@ -49,7 +49,6 @@ namespace wpm::eventstore {
 class AckMark;
 class EarlySyncFileSystem;
 
-// An event made durable by a commit, ready to publish.
 // A set of event types: bit t for a known type t, bit 0 for every type this
 // binary does not know (a newer writer's).
 using TypeMask = uint64_t;
@@ -58,6 +57,7 @@ inline TypeMask type_bit(EventType type) {
   return TypeMask{1} << (known_event_type(type) ? static_cast<unsigned>(type) : 0u);
 }
 
+// An event made durable by a commit, ready to publish.
 struct Committed {
   uint64_t sequence = 0;
   EventType type = EventType::kSynthetic;
