@@ -395,7 +395,9 @@ TEST(WpmdConfig, ConfigurationFileSetsEndpointsAndRefusesUnknownKeys) {
     std::ofstream f(cfg);
     f << "data = \"" << (dir / "data") << "\"\nlog_level = \"debug\"\n[store]\n"
       << "request_endpoint = \"tcp://127.0.0.1:0\"\npublish_endpoint = \"tcp://127.0.0.1:0\"\n"
-      << "[metrics]\nlisten = \"127.0.0.1:0\"\n[gateway]\nendpoint = \"tcp://127.0.0.1:0\"\n";
+      << "[metrics]\nlisten = \"127.0.0.1:0\"\n[gateway]\nendpoint = \"tcp://127.0.0.1:0\"\n"
+      // Free ports for the agents too: a wpmd running on this machine holds the defaults.
+      << "[agents]\npublic_endpoint = \"tcp://127.0.0.1:0\"\nchannel_endpoint = \"tcp://127.0.0.1:0\"\n";
   }
   pid_t pid = spawn({bin("wpmd"), "--config", cfg}, dir / "out", dir / "err");
   EXPECT_TRUE(wait_until([&] { return !read_file(dir / "data/endpoints").empty(); }, 20s))
