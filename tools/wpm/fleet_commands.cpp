@@ -1,9 +1,7 @@
 #include "tools/wpm/fleet_commands.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <openssl/rand.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -13,83 +11,18 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <optional>
 #include <thread>
-#include <zmq.hpp>
 
-#include "bus/curve.h"
-#include "bus/frame.h"
+#include "tools/wpm/gateway_client.h"
 
 namespace wpm::cli {
 namespace {
 
 using nlohmann::json;
-namespace fs = std::filesystem;
-
-constexpr const char* kDefaultGateway = "tcp://127.0.0.1:9520";  // DESIGN.md §3
-constexpr int kGatewayProtocol = 1;
-
 std::atomic<bool> g_stop{false};
 void on_stop(int) { g_stop.store(true); }
-
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : "";
-}
-
-std::string key_value_in(const std::string& file, const std::string& key) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(key + "=")) return line.substr(key.size() + 1);
-  }
-  return "";
-}
-
-std::string home_dir() {
-  std::string home = env("HOME");
-  if (!home.empty()) return home;
-  if (const passwd* pw = ::getpwuid(::getuid())) return pw->pw_dir;
-  return "/";
-}
-
-// Where a login is kept: $XDG_CONFIG_HOME/wpm/session.json (0600), one token per gateway.
-std::string session_file() {
-  std::string base = env("XDG_CONFIG_HOME");
-  if (base.empty()) base = home_dir() + "/.config";
-  return base + "/wpm/session.json";
-}
-
-json read_sessions() {
-  std::ifstream in(session_file());
-  if (!in) return json::object();
-  json j = json::parse(in, nullptr, false);
-  return j.is_object() ? j : json::object();
-}
-
-bool write_sessions(const json& sessions) {
-  std::string path = session_file();
-  std::error_code ec;
-  fs::create_directories(fs::path(path).parent_path(), ec);
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  std::string text = sessions.dump(2) + "\n";
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::close(fd);
-  return ok && std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-std::string new_command_id() {
-  uint8_t raw[12];
-  RAND_bytes(raw, sizeof raw);
-  std::string id;
-  for (uint8_t b : raw) id += fmt::format("{:02x}", b);
-  return id;
-}
 
 std::string current_user() {
   if (const passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
@@ -110,102 +43,6 @@ std::vector<std::string> split_list(const std::string& text) {
 }
 
 std::string format_ns(int64_t ns) { return ns > 0 ? format_time(ns) : "-"; }
-
-// The gateway's client: one request, one reply, with the command id kept
-// across retries (a retried change is the same command).
-class Gateway {
- public:
-  explicit Gateway(const GlobalOptions& g) : g_(g) {}
-
-  std::string endpoint() const {
-    if (!g_.gateway.empty()) return g_.gateway;
-    std::string in_file = key_value_in(g_.data_dir + "/endpoints", "gateway");
-    return in_file.empty() ? kDefaultGateway : in_file;
-  }
-
-  // The token: WPM_TOKEN, else this user's login for the endpoint, else
-  // the root credential in DATA/keys (root on the manager's host).
-  std::string token() const {
-    if (std::string t = env("WPM_TOKEN"); !t.empty()) return t;
-    json sessions = read_sessions();
-    if (sessions.contains(endpoint()) && sessions[endpoint()].is_string()) return sessions[endpoint()];
-    std::ifstream in(g_.data_dir + "/keys/root.credential");
-    std::string line;
-    if (in && std::getline(in, line)) return line;
-    return "";
-  }
-
-  json call(const std::string& command, json args, const std::string& token_override = "",
-            bool no_token = false) {
-    std::string text = call_text(command, std::move(args), token_override, no_token);
-    json j = json::parse(text, nullptr, false);
-    if (j.is_object()) return j;
-    return local_error("internal", "the gateway's reply is not JSON");
-  }
-
-  // The reply's text as it came (a local error as JSON text).
-  std::string call_text(const std::string& command, json args, const std::string& token_override = "",
-                        bool no_token = false) {
-    json request = {{"v", kGatewayProtocol}, {"command", command}, {"args", std::move(args)}, {"id", new_command_id()}};
-    if (!no_token) {
-      std::string t = token_override.empty() ? token() : token_override;
-      if (!t.empty()) request["token"] = t;
-    }
-    std::string body = request.dump();
-    std::string ep = endpoint();
-    if (auto problem = bus::connect_endpoint_problem(ep); !problem.empty()) {
-      return local_error("usage", "--gateway: " + problem).dump();
-    }
-    for (int attempt = 1; attempt <= g_.attempts; ++attempt) {
-      // One connection for every call that gets its reply (an events watch
-      // calls hundreds of times a second); a new one after a timeout, so a
-      // late reply never answers the next request.
-      if (!socket_ || socket_endpoint_ != ep) {
-        socket_.emplace(context_, zmq::socket_type::dealer);
-        socket_->set(zmq::sockopt::linger, 0);
-        std::string key = !g_.gateway_key.empty() ? g_.gateway_key : key_value_in(g_.data_dir + "/endpoints", "gateway_key");
-        if (!key.empty()) {
-          auto mine = bus::generate_curve_keys();
-          if (mine) bus::make_curve_client(*socket_, *mine, key);
-        }
-        socket_->connect(ep);
-        socket_endpoint_ = ep;
-      }
-      zmq::socket_t& s = *socket_;
-      s.set(zmq::sockopt::rcvtimeo, timeout_for(command, request));
-      s.send(zmq::message_t(), zmq::send_flags::sndmore);
-      s.send(zmq::buffer(body));
-      zmq::message_t delimiter, reply;
-      if (s.recv(delimiter) && delimiter.more() && s.recv(reply)) return reply.to_string();
-      socket_.reset();
-      if (g_stop.load()) break;
-    }
-    return local_error("unavailable", fmt::format("no reply from the gateway at {} after {} attempt(s); is wpmd "
-                                                  "running? (--gateway, WPM_GATEWAY or --data DIR name it)",
-                                                  ep, g_.attempts))
-        .dump();
-  }
-
-  // A failure found here, in the shape of the gateway's.
-  static json local_error(const std::string& code, const std::string& message) {
-    return {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
-  }
-
- private:
-  int timeout_for(const std::string& command, const json& request) const {
-    int wait = 0;
-    if (command == "events.read") wait = request["args"].value("waitMs", 0);
-    if (command == "login") wait = 10'000;  // PAM sleeps after a failure
-    // A change waits for its decision on the gateway (up to 10 s) before it answers.
-    bool read = command == "events.read" || command.ends_with(".list") || command.ends_with(".show") ||
-                command.ends_with(".matrix") || command.ends_with(".query") || command.find('.') == std::string::npos;
-    return g_.timeout_ms + wait + (read ? 0 : 10'000);
-  }
-  const GlobalOptions& g_;
-  zmq::context_t context_{1};
-  std::optional<zmq::socket_t> socket_;  // after context_: closed before it
-  std::string socket_endpoint_;
-};
 
 int exit_code_of(const std::string& code) {
   if (code == "not_found") return kExitNotFound;
@@ -428,7 +265,7 @@ constexpr auto kWatchGather = std::chrono::milliseconds(25);
 int cmd_watch(const GlobalOptions& g, uint64_t from, const std::vector<std::string>& types, uint64_t count) {
   std::signal(SIGINT, on_stop);
   std::signal(SIGTERM, on_stop);
-  Gateway gateway(g);
+  Gateway gateway(g, &g_stop);
   if (from == 0) {
     // From now on: start after the current head.
     json head = gateway.call("events.read", {{"from", UINT64_MAX / 2}, {"max", 1}});
