@@ -107,6 +107,7 @@ struct AgentCommand {
     ping @2 :Void;
     listWpars @3 :Void;
     refreshProfile @5 :Void;   # collect the profile again and send it on the agent channel now (wpm system update-profile)
+    operation @6 :Operation;   # run one lifecycle operation, or report on it (the same id again)
   }
   protocolVersion @4 :UInt16;  # the manager's
 }
@@ -118,6 +119,7 @@ struct AgentReply {
     pong @2 :Pong;
     wpars @3 :List(WparSummary);
     error @4 :ProtocolError;
+    operation @6 :OperationResult;
   }
   protocolVersion @5 :UInt16;  # the agent's
 }
@@ -131,4 +133,31 @@ struct WparSummary {
   name @0 :Text;
   type @1 :Text;              # "application" or "system"
   state @2 :Text;             # the state letter of lswpar: D A P F L T B
+}
+
+# One lifecycle operation of the executor (docs/executor.md). The agent
+# records the id durably before it acts; the same id and attempt again is
+# answered with the first result (or "running"), also after a restart, and
+# never runs twice. A later attempt of an operation whose exit code says
+# "run the command again" (the seed's 3, 5, 6, 17) runs it again.
+struct Operation {
+  operationId @0 :Text;
+  attempt @1 :UInt32;         # 1 for the first
+  wpar @2 :Text;
+  epoch @3 :UInt64;           # the WPAR's placement epoch; an older one than the agent holds is refused
+  action @4 :Text;            # deploy start stop forceStop pause resume freeze kill remove
+  definition @5 :Text;        # deploy: the WPAR's definition, a JSON object
+  preserveFs @6 :Bool;        # remove: keep a system WPAR's file systems
+  startAfter @7 :Bool;        # deploy: start a system WPAR once made
+}
+
+struct OperationResult {
+  operationId @0 :Text;
+  attempt @1 :UInt32;
+  running @2 :Bool;           # still running: ask again with the same id
+  exitCode @3 :Int32;         # the command's exit code (the seed's where it defines one)
+  output @4 :Text;            # its standard output, the last 16 KiB
+  error @5 :Text;             # its error message, when it failed
+  wparState @6 :Text;         # the WPAR's state letter afterwards ("" when it no longer exists)
+  refused @7 :Bool;           # not run at all (stale epoch, not placed here, busy): error says why
 }

@@ -168,7 +168,18 @@ std::string encode(const AgentCommand& command) {
     b.setRequestId(command.request_id);
     b.setProtocolVersion(command.protocol_version);
     std::visit(Overloaded{[&](const Ping&) { b.setPing(); }, [&](const ListWpars&) { b.setListWpars(); },
-                          [&](const RefreshProfile&) { b.setRefreshProfile(); }},
+                          [&](const RefreshProfile&) { b.setRefreshProfile(); },
+                          [&](const Operation& o) {
+                            auto x = b.initOperation();
+                            x.setOperationId(text(o.operation_id));
+                            x.setAttempt(o.attempt);
+                            x.setWpar(text(o.wpar));
+                            x.setEpoch(o.epoch);
+                            x.setAction(text(o.action));
+                            x.setDefinition(text(o.definition));
+                            x.setPreserveFs(o.preserve_fs);
+                            x.setStartAfter(o.start_after);
+                          }},
                command.body);
   });
 }
@@ -182,6 +193,12 @@ Result<AgentCommand> decode_agent_command(std::string_view bytes) {
       case s::AgentCommand::PING: out.body = Ping{}; break;
       case s::AgentCommand::LIST_WPARS: out.body = ListWpars{}; break;
       case s::AgentCommand::REFRESH_PROFILE: out.body = RefreshProfile{}; break;
+      case s::AgentCommand::OPERATION: {
+        auto x = r.getOperation();
+        out.body = Operation{str(x.getOperationId()), x.getAttempt(), str(x.getWpar()), x.getEpoch(),
+                             str(x.getAction()), str(x.getDefinition()), x.getPreserveFs(), x.getStartAfter()};
+        break;
+      }
       default: unknown("agent command", static_cast<unsigned>(r.which()));
     }
     return out;
@@ -208,6 +225,17 @@ std::string encode(const AgentReply& reply) {
                      }
                    },
                    [&](const ProtocolError& e) { put_error(e, b.initError()); },
+                   [&](const OperationResult& o) {
+                     auto x = b.initOperation();
+                     x.setOperationId(text(o.operation_id));
+                     x.setAttempt(o.attempt);
+                     x.setRunning(o.running);
+                     x.setExitCode(o.exit_code);
+                     x.setOutput(text(o.output));
+                     x.setError(text(o.error));
+                     x.setWparState(text(o.wpar_state));
+                     x.setRefused(o.refused);
+                   },
                },
                reply.body);
   });
@@ -231,6 +259,12 @@ Result<AgentReply> decode_agent_reply(std::string_view bytes) {
         break;
       }
       case s::AgentReply::ERROR: out.body = get_error(r.getError()); break;
+      case s::AgentReply::OPERATION: {
+        auto x = r.getOperation();
+        out.body = OperationResult{str(x.getOperationId()), x.getAttempt(), x.getRunning(), x.getExitCode(),
+                                   str(x.getOutput()), str(x.getError()), str(x.getWparState()), x.getRefused()};
+        break;
+      }
       default: unknown("agent reply", static_cast<unsigned>(r.which()));
     }
     return out;

@@ -114,9 +114,21 @@ struct ListWpars {
 struct RefreshProfile {
   bool operator==(const RefreshProfile&) const = default;
 };
+// One lifecycle operation (agent.capnp Operation).
+struct Operation {
+  std::string operation_id;
+  uint32_t attempt = 1;
+  std::string wpar;
+  uint64_t epoch = 0;
+  std::string action;
+  std::string definition;  // JSON
+  bool preserve_fs = false;
+  bool start_after = false;
+  bool operator==(const Operation&) const = default;
+};
 struct AgentCommand {
   uint64_t request_id = 0;
-  std::variant<Ping, ListWpars, RefreshProfile> body;
+  std::variant<Ping, ListWpars, RefreshProfile, Operation> body;
   uint16_t protocol_version = kProtocolVersion;
   bool operator==(const AgentCommand&) const = default;
 };
@@ -132,9 +144,20 @@ struct WparSummary {
   std::string state;
   bool operator==(const WparSummary&) const = default;
 };
+struct OperationResult {
+  std::string operation_id;
+  uint32_t attempt = 1;
+  bool running = false;
+  int32_t exit_code = 0;
+  std::string output;
+  std::string error;
+  std::string wpar_state;
+  bool refused = false;
+  bool operator==(const OperationResult&) const = default;
+};
 struct AgentReply {
   uint64_t request_id = 0;
-  std::variant<Pong, std::vector<WparSummary>, ProtocolError> body;
+  std::variant<Pong, std::vector<WparSummary>, ProtocolError, OperationResult> body;
   uint16_t protocol_version = kProtocolVersion;
   bool operator==(const AgentReply&) const = default;
 };

@@ -139,6 +139,9 @@ void put_wpar(const WparDefinition& w, s::WparDefinition::Builder b) {
   b.setSystem(text(w.system));
   b.setDiscovered(w.discovered);
   b.setReportedState(text(w.reported_state));
+  b.setEpoch(w.epoch);
+  b.setOperation(text(w.operation));
+  b.setCause(text(w.cause));
 }
 
 WparDefinition get_wpar(s::WparDefinition::Reader r) {
@@ -159,6 +162,9 @@ WparDefinition get_wpar(s::WparDefinition::Reader r) {
   w.system = str(r.getSystem());
   w.discovered = r.getDiscovered();
   w.reported_state = str(r.getReportedState());
+  w.epoch = r.getEpoch();
+  w.operation = str(r.getOperation());
+  w.cause = str(r.getCause());
   return w;
 }
 
@@ -294,6 +300,43 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           auto x = b.initSystemDomainSet();
           x.setSystemId(text(p.system_id));
           x.setDomain(text(p.domain));
+          x.setPrevious(text(p.previous));
+        } else if constexpr (std::is_same_v<T, TaskCreated>) {
+          auto x = b.initTaskCreated();
+          x.setKind(text(p.kind));
+          x.setWpar(text(p.wpar));
+          x.setSystem(text(p.system));
+          x.setArgs(text(p.args));
+          x.setParent(text(p.parent));
+          x.setUser(text(p.user));
+        } else if constexpr (std::is_same_v<T, OperationStarted>) {
+          auto x = b.initOperationStarted();
+          x.setOperationId(text(p.operation_id));
+          x.setSystem(text(p.system));
+          x.setWpar(text(p.wpar));
+          x.setAction(text(p.action));
+          x.setEpoch(p.epoch);
+          x.setAttempt(p.attempt);
+          x.setDeadlineNs(p.deadline_ns);
+        } else if constexpr (std::is_same_v<T, OperationFinished>) {
+          auto x = b.initOperationFinished();
+          x.setOperationId(text(p.operation_id));
+          x.setAttempt(p.attempt);
+          x.setOutcome(text(p.outcome));
+          x.setExitCode(p.exit_code);
+          x.setOutput(text(p.output));
+          x.setError(text(p.error));
+          x.setWparState(text(p.wpar_state));
+        } else if constexpr (std::is_same_v<T, TaskFinished>) {
+          auto x = b.initTaskFinished();
+          x.setState(text(p.state));
+          x.setError(text(p.error));
+          x.setRecovery(text(p.recovery));
+        } else if constexpr (std::is_same_v<T, WparPlaced>) {
+          auto x = b.initWparPlaced();
+          x.setWpar(text(p.wpar));
+          x.setSystem(text(p.system));
+          x.setEpoch(p.epoch);
           x.setPrevious(text(p.previous));
         }
       },
@@ -464,6 +507,34 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
     case s::Payload::SYSTEM_DOMAIN_SET: {
       auto x = r.getSystemDomainSet();
       out = SystemDomainSet{str(x.getSystemId()), str(x.getDomain()), str(x.getPrevious())};
+      break;
+    }
+    case s::Payload::TASK_CREATED: {
+      auto x = r.getTaskCreated();
+      out = TaskCreated{str(x.getKind()), str(x.getWpar()), str(x.getSystem()), str(x.getArgs()), str(x.getParent()),
+                        str(x.getUser())};
+      break;
+    }
+    case s::Payload::OPERATION_STARTED: {
+      auto x = r.getOperationStarted();
+      out = OperationStarted{str(x.getOperationId()), str(x.getSystem()), str(x.getWpar()), str(x.getAction()),
+                             x.getEpoch(), x.getAttempt(), x.getDeadlineNs()};
+      break;
+    }
+    case s::Payload::OPERATION_FINISHED: {
+      auto x = r.getOperationFinished();
+      out = OperationFinished{str(x.getOperationId()), x.getAttempt(), str(x.getOutcome()), x.getExitCode(),
+                              str(x.getOutput()), str(x.getError()), str(x.getWparState())};
+      break;
+    }
+    case s::Payload::TASK_FINISHED: {
+      auto x = r.getTaskFinished();
+      out = TaskFinished{str(x.getState()), str(x.getError()), str(x.getRecovery())};
+      break;
+    }
+    case s::Payload::WPAR_PLACED: {
+      auto x = r.getWparPlaced();
+      out = WparPlaced{str(x.getWpar()), str(x.getSystem()), x.getEpoch(), str(x.getPrevious())};
       break;
     }
     default:

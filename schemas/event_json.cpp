@@ -261,6 +261,42 @@ void put_payload(Obj& o, const Payload& payload) {
           o.obj("systemDomainSet", [&](Obj& x) {
             x.str("domain", p.domain).str("previous", p.previous).str("systemId", p.system_id);
           });
+        } else if constexpr (std::is_same_v<T, TaskCreated>) {
+          o.obj("taskCreated", [&](Obj& x) {
+            auto args = nlohmann::json::parse(p.args, nullptr, false);
+            x.raw("args", args.is_discarded() ? std::string("null") : dump_lenient(args))
+                .str("kind", p.kind)
+                .str("parent", p.parent)
+                .str("system", p.system)
+                .str("user", p.user)
+                .str("wpar", p.wpar);
+          });
+        } else if constexpr (std::is_same_v<T, OperationStarted>) {
+          o.obj("operationStarted", [&](Obj& x) {
+            x.str("action", p.action)
+                .num("attempt", p.attempt)
+                .num("deadlineNs", p.deadline_ns)
+                .num("epoch", p.epoch)
+                .str("operationId", p.operation_id)
+                .str("system", p.system)
+                .str("wpar", p.wpar);
+          });
+        } else if constexpr (std::is_same_v<T, OperationFinished>) {
+          o.obj("operationFinished", [&](Obj& x) {
+            x.num("attempt", p.attempt)
+                .str("error", p.error)
+                .num("exitCode", p.exit_code)
+                .str("operationId", p.operation_id)
+                .str("outcome", p.outcome)
+                .str("output", p.output)
+                .str("wparState", p.wpar_state);
+          });
+        } else if constexpr (std::is_same_v<T, TaskFinished>) {
+          o.obj("taskFinished", [&](Obj& x) { x.str("error", p.error).str("recovery", p.recovery).str("state", p.state); });
+        } else if constexpr (std::is_same_v<T, WparPlaced>) {
+          o.obj("wparPlaced", [&](Obj& x) {
+            x.num("epoch", p.epoch).str("previous", p.previous).str("system", p.system).str("wpar", p.wpar);
+          });
         } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
           o.obj("agentReportRefused", [&](Obj& x) {
             x.str("reason", p.reason).str("subject", p.subject).str("systemId", p.system_id);
@@ -303,7 +339,10 @@ nlohmann::json wpar_to_json(const WparDefinition& w) {
           {"group", w.group},
           {"system", w.system},
           {"discovered", w.discovered},
-          {"reportedState", w.reported_state}};
+          {"reportedState", w.reported_state},
+          {"epoch", w.epoch},
+          {"operation", w.operation},
+          {"cause", w.cause}};
 }
 
 void append_event_json(std::string& out, const Event& e) {

@@ -31,6 +31,11 @@ enum EventType {
   domainDefined @22;     # a relocation domain made or changed; stream domain/<name>
   domainRemoved @23;     # a relocation domain removed
   systemDomainSet @24;   # a system tagged with another relocation domain; stream system/<id>
+  taskCreated @25;       # a lifecycle task of the executor; stream task/<id> (docs/executor.md)
+  operationStarted @26;  # one operation on an agent, recorded before it is sent
+  operationFinished @27; # what became of it: exit code, output, error, the WPAR's state after
+  taskFinished @28;      # the task ended: succeeded, failed (with what recovery did) or cancelled
+  wparPlaced @29;        # a WPAR placed on a system (or on none), with its new epoch; stream placement/<wpar>
 }
 
 struct Event {
@@ -74,6 +79,11 @@ struct Payload {
     domainDefined @22 :DomainDefined;
     domainRemoved @23 :DomainRemoved;
     systemDomainSet @24 :SystemDomainSet;
+    taskCreated @25 :TaskCreated;
+    operationStarted @26 :OperationStarted;
+    operationFinished @27 :OperationFinished;
+    taskFinished @28 :TaskFinished;
+    wparPlaced @29 :WparPlaced;
   }
 }
 
@@ -172,7 +182,10 @@ struct WparDefinition {
   group @12 :Text;            # WPAR group
   system @13 :Text;           # the system it is on; "" while undeployed
   discovered @14 :Bool;       # made by hand on its system and reported by the agent
-  reportedState @15 :Text;    # a discovered WPAR's state letter as its agent reported it
+  reportedState @15 :Text;    # the WPAR's state letter as its agent (or the executor) reported it
+  epoch @16 :UInt64;          # its placement epoch (wparPlaced); 0 never placed by the manager
+  operation @17 :Text;        # the operation in progress while Transitional ("" none)
+  cause @18 :Text;            # why it is Broken ("" when it is not)
 }
 
 struct WparDefined {
@@ -273,6 +286,53 @@ struct SystemDomainSet {
   systemId @0 :Text;
   domain @1 :Text;
   previous @2 :Text;
+}
+
+# The executor's tasks (docs/executor.md): one lifecycle command becomes a
+# task of operations on agents, each recorded before it is sent and after it
+# ends; stream task/<id> (the id is the command's).
+struct TaskCreated {
+  kind @0 :Text;        # deploy, start, stop, pause, resume, freeze, kill, remove
+  wpar @1 :Text;
+  system @2 :Text;      # where its operations run
+  args @3 :Text;        # the options, a JSON object (force, preserveFs, keepDefinition, start)
+  parent @4 :Text;      # the parent task ("" none)
+  user @5 :Text;        # who asked
+}
+
+struct OperationStarted {
+  operationId @0 :Text; # <task>/<n>: the agent runs one id once
+  system @1 :Text;
+  wpar @2 :Text;
+  action @3 :Text;      # the agent's action (agent.capnp Operation)
+  epoch @4 :UInt64;     # the placement epoch it carries
+  attempt @5 :UInt32;   # 1, then more only for the seed's "run again" exit codes
+  deadlineNs @6 :Int64; # Unix ns after which it fails as timed out
+}
+
+struct OperationFinished {
+  operationId @0 :Text;
+  attempt @1 :UInt32;
+  outcome @2 :Text;     # ok, failed, refused, timeout, unreachable
+  exitCode @3 :Int32;
+  output @4 :Text;      # the last 16 KiB of its standard output
+  error @5 :Text;
+  wparState @6 :Text;   # the state letter the agent reported afterwards ("" gone or unknown)
+}
+
+struct TaskFinished {
+  state @0 :Text;       # succeeded, failed, cancelled
+  error @1 :Text;       # when failed: which operation failed and why
+  recovery @2 :Text;    # what was done about it ("" nothing)
+}
+
+# Placement with fencing (DESIGN.md §9): every placement of a WPAR carries a
+# higher epoch than the last; agents refuse commands with an older one.
+struct WparPlaced {
+  wpar @0 :Text;
+  system @1 :Text;      # "" when it is on no system any more
+  epoch @2 :UInt64;
+  previous @3 :Text;    # the system it was on before ("" none)
 }
 
 # The system profile (DESIGN.md §6), compared by the compatibility tests.

@@ -39,7 +39,7 @@ constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "wparDefined", "wparRemoved", "groupDefined", "groupDeleted", "settingChanged",
     "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged",
     "agentReportRefused", "joinTokenCreated", "joinTokenUsed", "domainDefined", "domainRemoved",
-    "systemDomainSet"};
+    "systemDomainSet", "taskCreated", "operationStarted", "operationFinished", "taskFinished", "wparPlaced"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -89,7 +89,7 @@ size_t payload_bytes(const Payload& payload) {
         } else if constexpr (std::is_same_v<T, WparDefined>) {
           const auto& w = p.wpar;
           return sum_sizes(w.name, w.type, w.command, w.trigger_signal, w.trigger_command, w.address,
-                           w.capabilities, w.group, w.system, w.reported_state) + 64;
+                           w.capabilities, w.group, w.system, w.reported_state, w.operation, w.cause) + 72;
         } else if constexpr (std::is_same_v<T, WparRemoved>) {
           return sum_sizes(p.name, p.reason) + 16;
         } else if constexpr (std::is_same_v<T, GroupDefined>) {
@@ -118,6 +118,16 @@ size_t payload_bytes(const Payload& payload) {
           return p.name.size() + 16;
         } else if constexpr (std::is_same_v<T, SystemDomainSet>) {
           return sum_sizes(p.system_id, p.domain, p.previous) + 16;
+        } else if constexpr (std::is_same_v<T, TaskCreated>) {
+          return sum_sizes(p.kind, p.wpar, p.system, p.args, p.parent, p.user) + 16;
+        } else if constexpr (std::is_same_v<T, OperationStarted>) {
+          return sum_sizes(p.operation_id, p.system, p.wpar, p.action) + 32;
+        } else if constexpr (std::is_same_v<T, OperationFinished>) {
+          return sum_sizes(p.operation_id, p.outcome, p.output, p.error, p.wpar_state) + 24;
+        } else if constexpr (std::is_same_v<T, TaskFinished>) {
+          return sum_sizes(p.state, p.error, p.recovery) + 16;
+        } else if constexpr (std::is_same_v<T, WparPlaced>) {
+          return sum_sizes(p.wpar, p.system, p.previous) + 16;
         } else {
           static_assert(std::is_same_v<T, JoinTokenUsed>);
           return sum_sizes(p.token_hash, p.system_id) + 16;

@@ -41,8 +41,13 @@ enum class EventType : uint16_t {
   kDomainDefined = 22,
   kDomainRemoved = 23,
   kSystemDomainSet = 24,
+  kTaskCreated = 25,
+  kOperationStarted = 26,
+  kOperationFinished = 27,
+  kTaskFinished = 28,
+  kWparPlaced = 29,
 };
-inline constexpr uint16_t kEventTypeMax = 24;
+inline constexpr uint16_t kEventTypeMax = 29;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -146,6 +151,9 @@ struct WparDefinition {
   std::string system;
   bool discovered = false;
   std::string reported_state;
+  uint64_t epoch = 0;      // placement epoch (WparPlaced)
+  std::string operation;   // in progress while Transitional
+  std::string cause;       // why it is Broken
   bool operator==(const WparDefinition&) const = default;
 };
 
@@ -256,6 +264,50 @@ struct SystemDomainSet {
   bool operator==(const SystemDomainSet&) const = default;
 };
 
+// The executor's tasks and placements (events.capnp).
+struct TaskCreated {
+  std::string kind;
+  std::string wpar;
+  std::string system;
+  std::string args;  // JSON object
+  std::string parent;
+  std::string user;
+  bool operator==(const TaskCreated&) const = default;
+};
+struct OperationStarted {
+  std::string operation_id;
+  std::string system;
+  std::string wpar;
+  std::string action;
+  uint64_t epoch = 0;
+  uint32_t attempt = 1;
+  int64_t deadline_ns = 0;
+  bool operator==(const OperationStarted&) const = default;
+};
+struct OperationFinished {
+  std::string operation_id;
+  uint32_t attempt = 1;
+  std::string outcome;  // ok failed refused timeout unreachable
+  int32_t exit_code = 0;
+  std::string output;
+  std::string error;
+  std::string wpar_state;
+  bool operator==(const OperationFinished&) const = default;
+};
+struct TaskFinished {
+  std::string state;  // succeeded failed cancelled
+  std::string error;
+  std::string recovery;
+  bool operator==(const TaskFinished&) const = default;
+};
+struct WparPlaced {
+  std::string wpar;
+  std::string system;
+  uint64_t epoch = 0;
+  std::string previous;
+  bool operator==(const WparPlaced&) const = default;
+};
+
 // An event of a type this binary does not know (written by a newer one;
 // DESIGN.md §9 "old readers, new events"): kept opaque. Its record's checksum
 // and chain are verified as any other; consumers skip it and count it, and a
@@ -273,7 +325,8 @@ using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, System
                              CommandRequested, CommandDecided, WparDefined, WparRemoved, GroupDefined,
                              GroupDeleted, SettingChanged, RoleMappingChanged, SessionOpened,
                              SessionClosed, LoginRefused, SystemStateChanged, AgentReportRefused,
-                             JoinTokenCreated, JoinTokenUsed, DomainDefined, DomainRemoved, SystemDomainSet>;
+                             JoinTokenCreated, JoinTokenUsed, DomainDefined, DomainRemoved, SystemDomainSet,
+                             TaskCreated, OperationStarted, OperationFinished, TaskFinished, WparPlaced>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

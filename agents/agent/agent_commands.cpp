@@ -19,6 +19,7 @@
 
 #include "agents/agent/daemon.h"
 #include "agents/agent/manager_link.h"
+#include "agents/agent/operations.h"
 #include "agents/profile/profile.h"
 #include "bus/curve.h"
 #include "bus/registration_proof.h"
@@ -457,6 +458,12 @@ void add_daemon_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& f
     exit_code = stop(paths);
     if (exit_code == kOk) exit_code = start(paths, PortFlags{});
   });
+  // The runner of one operation from the manager (operations.h); the daemon starts it.
+  auto operation_id = std::make_shared<std::string>();
+  auto* op_run = app.add_subcommand("operation-run", "run one journaled operation from the manager (internal)");
+  op_run->group("");
+  op_run->add_option("ID", *operation_id, "the operation id")->required();
+  op_run->callback([&, operation_id] { exit_code = run_operation(paths, *operation_id); });
   app.add_subcommand("status", "whether the agent runs, is registered, and when it last reached its manager "
                                "(exit 3 when not running)")
       ->callback([&] { exit_code = status(paths, format); });

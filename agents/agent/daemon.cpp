@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@
 
 #include "agents/agent/forward.h"
 #include "agents/agent/manager_link.h"
+#include "agents/agent/operations.h"
 #include "agents/profile/profile.h"
 #include "agents/runtime/cgroups.h"
 #include "agents/runtime/lifecycle.h"
@@ -176,6 +178,10 @@ class Daemon {
   void tick();
   void recollect_profile();
   std::optional<std::string> serve_port(bus::ServerRequest& request);
+  ap::OperationResult handle_operation(const ap::Operation& op);
+  // Marks a journaled operation whose runner is gone without a result as
+  // interrupted (never run again); true when it changed the record.
+  bool settle(OperationRecord& record);
   void refresh_profile();
   void on_local_client();
   void reap_children();
@@ -204,7 +210,142 @@ class Daemon {
   bool profile_sent_ = false;  // the manager has acknowledged profile_
   ProfileOverrides overrides_;  // agent.toml's [profile], read at start and when the manager asks
   uint64_t ticks_ = 0;
+  std::mutex ops_mutex_;                        // the journal, the epochs and running_ops_
+  std::unique_ptr<OperationJournal> journal_;
+  std::map<std::string, std::string> running_ops_;  // operation id → WPAR, while it may run
 };
+
+namespace {
+
+int64_t wall_ns() { return now_ns(); }
+
+// Whether `pid` is a live operation runner (not a reused pid).
+bool runner_alive(int pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream in(fmt::format("/proc/{}/cmdline", pid));
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return cmdline.find("operation-run") != std::string::npos;
+}
+
+bool valid_wpar_name(const std::string& n) {
+  if (n.empty() || n.size() > 63 || n.front() == '.' || n.front() == '-') return false;
+  return n.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == std::string::npos;
+}
+
+ap::OperationResult result_of(const OperationRecord& r) {
+  return ap::OperationResult{r.id, r.attempt, !r.done, r.exit_code, r.output, r.error, r.wpar_state, r.refused};
+}
+
+}  // namespace
+
+bool Daemon::settle(OperationRecord& record) {
+  if (record.done) return false;
+  // A runner writes its pid at once; one that never did within 10 s was never started.
+  bool gone = record.runner_pid > 0 ? !runner_alive(record.runner_pid)
+                                    : now_ns() - record.started_ns > 10'000'000'000;
+  if (!gone) return false;
+  if (auto again = journal_->read(record.id); again && again->done) {  // it finished just now
+    record = *again;
+    return false;
+  }
+  record.done = true;
+  record.exit_code = 4;
+  record.error = "the operation was interrupted: its runner is gone without a result (the host restarted, or it "
+                 "was killed); it is not run again: check the WPAR's state";
+  record.wpar_state = wpar_state_letter(o_.paths, record.wpar);
+  record.finished_ns = now_ns();
+  (void)journal_->write(record);
+  log_->warn("operation_interrupted id={} wpar={} action={}", record.id, record.wpar, record.action);
+  return true;
+}
+
+// One lifecycle operation from the manager (operations.h): journaled before
+// it runs, run once by its own runner process, answered from the journal.
+ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
+  auto invalid = [&](std::string why) {
+    return ap::OperationResult{op.operation_id, op.attempt, false, 1, "", std::move(why), "", true};
+  };
+  if (!valid_operation_id(op.operation_id)) return invalid("not a valid operation id");
+  if (!valid_wpar_name(op.wpar)) return invalid(fmt::format("'{}' is not a valid WPAR name", op.wpar));
+  if (!known_action(op.action)) return invalid(fmt::format("no action '{}' (upgrade wpm-agent)", op.action));
+  std::lock_guard lock(ops_mutex_);
+  auto existing = journal_->read(op.operation_id);
+  if (existing) {
+    settle(*existing);
+    bool again = existing->done && run_again_code(existing->exit_code) && op.attempt > existing->attempt;
+    if (!again) return result_of(*existing);
+  }
+  OperationRecord record{op.operation_id, op.attempt, op.wpar, op.action, op.epoch, op.definition, op.preserve_fs,
+                         op.start_after};
+  record.started_ns = wall_ns();
+  auto refuse = [&](int code, std::string why) {
+    record.done = true;
+    record.refused = true;
+    record.exit_code = code;
+    record.error = std::move(why);
+    record.wpar_state = wpar_state_letter(o_.paths, op.wpar);
+    record.finished_ns = wall_ns();
+    (void)journal_->write(record);
+    log_->warn("operation_refused id={} wpar={} action={} error=\"{}\"", op.operation_id, op.wpar, op.action,
+               record.error);
+    return result_of(record);
+  };
+  for (auto it = running_ops_.begin(); it != running_ops_.end();) {
+    auto other = journal_->read(it->first);
+    if (!other || other->done || (settle(*other), other->done)) {
+      it = running_ops_.erase(it);
+      continue;
+    }
+    if (it->second == op.wpar) {
+      return refuse(17, fmt::format("another operation ({} {}) is in progress on WPAR {}; wait for it to finish",
+                                    other->action, other->id, op.wpar));
+    }
+    ++it;
+  }
+  const std::string placements = o_.paths.data_dir + "/placements";
+  auto held = read_epoch(placements, op.wpar);
+  bool exists = runtime::WparFiles(o_.paths.wpars_root, op.wpar).read_spec().has_value();
+  if (auto why = placement_refusal(held, op.epoch, op.action, exists, op.wpar)) {
+    return refuse(exists ? 1 : 16, *why);
+  }
+  // The epoch is kept before anything acts: from now on older commands are stale.
+  if (op.epoch > held.value_or(0)) {
+    if (auto w = write_epoch(placements, op.wpar, op.epoch); !w) return refuse(4, w.error().message);
+  }
+  if (auto w = journal_->write(record); !w) return invalid("cannot journal the operation: " + w.error().message);
+  std::error_code ec;
+  std::string self = fs::read_symlink("/proc/self/exe", ec).string();
+  std::vector<std::string> argv = {self, "--data", o_.paths.data_dir, "operation-run", op.operation_id};
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  for (int fd = 0; fd < 3; ++fd) posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0);
+  pid_t runner = 0;
+  int rc = ::posix_spawn(&runner, cargv[0], &actions, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    record.done = true;
+    record.exit_code = 4;
+    record.error = fmt::format("cannot start the operation's runner: {}", std::strerror(rc));
+    record.finished_ns = wall_ns();
+    (void)journal_->write(record);
+    return result_of(record);
+  }
+  running_ops_[op.operation_id] = op.wpar;
+  metrics_->operations.Add({{"result", "accepted"}}).Increment();
+  log_->info("operation_started id={} attempt={} wpar={} action={} epoch={} runner={}", op.operation_id, op.attempt,
+             op.wpar, op.action, op.epoch, runner);
+  return result_of(record);
+}
 
 Result<void> Daemon::open_local_socket() {
   std::string path = socket_path(o_.paths.data_dir);
@@ -350,6 +491,8 @@ std::optional<std::string> Daemon::serve_port(bus::ServerRequest& request) {
                                                          command->protocol_version, kProtocolVersionMin)}};
   } else if (std::holds_alternative<ap::ListWpars>(command->body)) {
     reply = ap::AgentReply{command->request_id, list_wpars(o_.paths)};
+  } else if (const auto* op = std::get_if<ap::Operation>(&command->body)) {
+    reply = ap::AgentReply{command->request_id, handle_operation(*op)};
   } else {
     if (std::holds_alternative<ap::RefreshProfile>(command->body)) {
       log_->info("profile_refresh_requested by=manager");
@@ -569,6 +712,8 @@ int Daemon::run() {
                fmt::join(profile_.overridden_facts, ","), o_.paths.data_dir);
   }
   reattach(o_.paths, *log_);
+  journal_ = std::make_unique<OperationJournal>(o_.paths.data_dir + "/operations");
+  for (const auto& r : journal_->running()) running_ops_[r.id] = r.wpar;
 
   status_.pid = ::getpid();
   status_.started_at_ns = started_ns_;

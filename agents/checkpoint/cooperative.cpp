@@ -208,15 +208,16 @@ Outcome<CheckpointResult> write_state_file(const fs::path& trigger, const fs::pa
   return result;
 }
 
-// A file of the state file against its manifest entry: 14 when it is missing
-// or does not match (changed or damaged), as good as missing.
+// A file of the state file against its manifest entry: 14 when it is
+// missing, 25 (the seed's "corruption was detected in the state file") when
+// it does not match (changed or damaged).
 Outcome<void> verify_file(const fs::path& path, const json& entry) {
   uint64_t size = 0;
   auto sum = file_sha256(path, &size);
   if (!sum)
     return failure(kExitFileMissing, fmt::format("state file {} is missing", path.string()));
   if (*sum != entry.value("sha256", std::string()) || size != entry.value("bytes", uint64_t{0})) {
-    return failure(kExitFileMissing,
+    return failure(kExitCorruptStateFile,
                    fmt::format("state file {} does not match its manifest (changed "
                                "or damaged); it is not restored",
                                path.string()));
@@ -242,7 +243,7 @@ Outcome<json> verified_manifest(const std::string& dir) {
   if (!in) return failure(kExitFileMissing, fmt::format("no manifest.json in {}", dir));
   json manifest = json::parse(in, nullptr, false);
   if (manifest.is_discarded() || !manifest.contains("files") || !manifest["files"].is_array()) {
-    return failure(kExitInternal, fmt::format("{}/manifest.json is damaged", dir));
+    return failure(kExitCorruptStateFile, fmt::format("{}/manifest.json is damaged", dir));
   }
   for (const auto& f : manifest["files"]) {
     auto ok = verify_file(state_dir / "state" / f.value("path", std::string()), f);
@@ -251,7 +252,7 @@ Outcome<json> verified_manifest(const std::string& dir) {
   if (manifest.contains("filesystems")) {
     auto name = fs_archive_name(manifest);
     if (!name)
-      return failure(kExitInternal, fmt::format("{}/manifest.json is damaged (filesystems)", dir));
+      return failure(kExitCorruptStateFile, fmt::format("{}/manifest.json is damaged (filesystems)", dir));
     if (auto ok = verify_file(state_dir / *name, manifest["filesystems"]); !ok)
       return std::unexpected(ok.error());
   }

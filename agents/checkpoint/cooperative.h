@@ -31,6 +31,7 @@ inline constexpr int kExitUnknownWpar = 16;
 inline constexpr int kExitNotCheckpointable = 19;
 inline constexpr int kExitBadStatePath = 21;
 inline constexpr int kExitStateDirNotEmpty = 23;
+inline constexpr int kExitCorruptStateFile = 25;  // restartwpar: corruption detected in the state file
 
 struct Failure {
   int exit_code = kExitInternal;

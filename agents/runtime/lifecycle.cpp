@@ -127,7 +127,11 @@ std::expected<Transition, Refusal> decide(const WparStatus& w, Operation op) {
     }
     case Operation::kResume:
       if (s != WparState::kPaused && s != WparState::kFrozen) {
-        return wrong_state(w, op, "only a paused or frozen WPAR can be resumed");
+        // resumewpar's own code: "the WPAR is neither paused nor frozen".
+        return refuse(kExitNeitherPausedNorFrozen,
+                      fmt::format("cannot resume a WPAR in the {} state ({}): only a paused or frozen WPAR can be "
+                                  "resumed",
+                                  state_name(s), state_letter(s)));
       }
       return Transition{WparState::kTransitional, WparState::kActive, false, false, s};
     case Operation::kKill:

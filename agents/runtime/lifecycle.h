@@ -77,6 +77,7 @@ inline constexpr int kExitTemporarilyNotCheckpointable = 6;
 inline constexpr int kExitUnknownWpar = 16;
 inline constexpr int kExitBusy = 17;         // chkptwpar/restartwpar: busy in checkpoint/restart
 inline constexpr int kExitNotPaused = 17;    // killwpar: the WPAR is not paused
+inline constexpr int kExitNeitherPausedNorFrozen = 17;  // resumewpar
 inline constexpr int kExitNotCheckpointable = 19;
 
 std::expected<Transition, Refusal> decide(const WparStatus& wpar, Operation op);

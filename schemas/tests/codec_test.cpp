@@ -62,6 +62,11 @@ TEST(Codec, EveryControlPlanePayloadRoundTripsWithEveryFieldSet) {
       DomainDefined{"banking", "payment hosts", true},
       DomainRemoved{"banking"},
       SystemDomainSet{"node1", "banking", "default"},
+      TaskCreated{"deploy", "web1", "node1", R"({"start":true})", "", "alice"},
+      OperationStarted{"t1/1", "node1", "web1", "deploy", 3, 1, 99},
+      OperationFinished{"t1/1", 2, "failed", 6, "out", "busy", "A"},
+      TaskFinished{"failed", "deploy failed", "nothing to undo"},
+      WparPlaced{"web1", "node2", 4, "node1"},
   };
   for (const auto& p : payloads) {
     e.payload = p;

@@ -17,7 +17,7 @@ struct Ownership {
   std::string_view service;
 };
 // Every stream family of the control plane and the service that writes it.
-constexpr std::array<Ownership, 16> kOwners = {{
+constexpr std::array<Ownership, 17> kOwners = {{
     {"registry", "inventory"},
     {"registration-rejections", "inventory"},
     {"agent-report-refusals", "inventory"},
@@ -33,12 +33,13 @@ constexpr std::array<Ownership, 16> kOwners = {{
     {"session/", "gateway"},
     {"login-refusals", "gateway"},
     {"task/", "executor"},
+    {"placement/", "executor"},
     {"policy/", "policy"},
 }};
 
 // The services that decide commands the gateway records (the executor and
 // policy join them with their commands).
-constexpr std::array<std::string_view, 1> kDeciders = {"service:inventory"};
+constexpr std::array<std::string_view, 2> kDeciders = {"service:inventory", "service:executor"};
 
 bool valid_user_name(std::string_view name) {
   // Linux user names: letters, digits, '.', '_', '-'; at most 32.
@@ -79,7 +80,7 @@ Result<std::string> StreamAccess::authorize(const std::string& identity, const E
     if (const auto* decided = std::get_if<CommandDecided>(&draft.payload);
         decided != nullptr && identity != service_identity("gateway")) {
       if (std::find(kDeciders.begin(), kDeciders.end(), identity) == kDeciders.end()) {
-        return refuse("only the services that decide commands (inventory) close a command");
+        return refuse("only the services that decide commands (inventory, executor) close a command");
       }
       if (decided->decided_by != identity) {
         return refuse(fmt::format("a decision says it is by '{}'; it must name its writer", decided->decided_by));

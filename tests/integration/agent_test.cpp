@@ -153,7 +153,7 @@ TEST_F(Agent, CheckpointCommandsReturnTheSeedsExitCodes) {
   EXPECT_EQ(stuck.exit_code, 6) << stuck.err;
   EXPECT_NE(agent(data_a(), {"lswpar", "stuck"}).out.find(" A "), std::string::npos) << "stays Active";
   EXPECT_EQ(agent(data_a(), {"killwpar", "ctr"}).exit_code, 17) << "killwpar: not paused";
-  EXPECT_EQ(agent(data_a(), {"resumewpar", "ctr"}).exit_code, 1) << "resume of an active WPAR";
+  EXPECT_EQ(agent(data_a(), {"resumewpar", "ctr"}).exit_code, 17) << "resume of an active WPAR (seed: neither paused nor frozen)";
   EXPECT_EQ(agent(data_a(), {"restartwpar", "-d", dir_ / "nothing", "other"}).exit_code, 16);
 
   // Pause, then kill: the paused WPAR's processes end.

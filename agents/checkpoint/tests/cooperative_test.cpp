@@ -259,6 +259,7 @@ TEST_F(Cooperative, RestartRefusesAStateFileThatDoesNotMatchItsManifest) {
   }
   auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
   ASSERT_FALSE(restarted.has_value());
+  EXPECT_EQ(restarted.error().exit_code, 25) << "corruption detected in the state file";
   EXPECT_NE(restarted.error().message.find("does not match its manifest"), std::string::npos);
   fs::remove(dir_ + "/statefile/state/count");
   EXPECT_EQ(restart(RestartRequest{launch(), dir_ + "/statefile", false}).error().exit_code, 14);
@@ -337,7 +338,7 @@ TEST_F(Cooperative, RestartRefusesATamperedFileSystemsArchiveWithExitFourteen) {
   std::ofstream(files().dir() + "/fs/home/after") << "x";
   auto restarted = restart(RestartRequest{launch(), dir_ + "/statefile", false});
   ASSERT_FALSE(restarted.has_value());
-  EXPECT_EQ(restarted.error().exit_code, 14);
+  EXPECT_EQ(restarted.error().exit_code, 25) << "corruption detected in the state file";
   EXPECT_NE(restarted.error().message.find("does not match its manifest"), std::string::npos)
       << restarted.error().message;
   EXPECT_TRUE(ended()) << "nothing was started";

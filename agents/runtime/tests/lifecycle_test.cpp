@@ -86,7 +86,7 @@ TEST(Lifecycle, RefusedTransitionsSayWhyWithTheSeedsExitCode) {
       {system_wpar(S::kActive, false), O::kCheckpoint, 19, "checkpoint enabled"},
       {system_wpar(S::kDefined, false), O::kRestart, 19, "checkpoint enabled"},
       {system_wpar(S::kPaused), O::kCheckpoint, 1, "active or frozen"},
-      {system_wpar(S::kActive), O::kResume, 1, "paused or frozen"},
+      {system_wpar(S::kActive), O::kResume, 17, "paused or frozen"},
       {system_wpar(S::kActive), O::kKill, 17, "use stopwpar"},
       {system_wpar(S::kActive), O::kRestart, 1, "stopped WPAR"},
       {system_wpar(S::kPaused), O::kRemove, 1, "killwpar"},
