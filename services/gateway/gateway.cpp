@@ -546,6 +546,7 @@ Gateway::Answer Gateway::wait_decision(const std::string& id) {
       if (decided == nullptr) return std::unexpected(Fail{"internal", "the command's stream holds no decision"});
       // Read-your-writes: the answer is given once the read models hold it.
       if (deps_.inventory != nullptr) (void)deps_.inventory->wait_applied(decided_event.sequence, options_.decision_timeout);
+      if (deps_.executor != nullptr) (void)deps_.executor->wait_applied(decided_event.sequence, options_.decision_timeout);
       {
         std::unique_lock lock(state_mutex_);
         if (runner_.sequence() < decided_event.sequence) (void)runner_.catch_up();
@@ -565,7 +566,15 @@ Gateway::Answer Gateway::wait_decision(const std::string& id) {
         }
         from += range->records.size();
       }
-      return json{{"command", id}, {"accepted", true}, {"decidedBy", decided->decided_by}, {"events", written}};
+      json result = {{"command", id}, {"accepted", true}, {"decidedBy", decided->decided_by}, {"events", written}};
+      // The executor's commands start a task of the same id (docs/executor.md).
+      if (decided->decided_by == "service:executor" && std::any_of(written.begin(), written.end(), [&](const json& e) {
+            return e["stream"] == "task/" + id;
+          })) {
+        result["task"] = id;
+      }
+      if (!decided->message.empty()) result["warning"] = decided->message;
+      return result;
     }
     int64_t left = deadline - deps_.clock->monotonic_ns();
     if (left <= 0) {
@@ -638,6 +647,7 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
     std::shared_lock lock(state_mutex_);
     return answer(compat_view(profiles, runner_.state(), command, args));
   }
+  if (command == "task.list" || command == "task.show") return task_query(command, args);
   if (command == "role.query") {
     std::shared_lock lock(state_mutex_);
     auto r = query_roles(runner_.state(), args);
@@ -647,6 +657,62 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
   ViewResult result = std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid, "no query " + command});
   deps_.inventory->read([&](const inventory::Inventory& inv) { result = inventory_view(inv, command, args); });
   return answer(std::move(result));
+}
+
+Gateway::Answer Gateway::task_query(const std::string& command, const json& args) {
+  if (deps_.executor == nullptr) {
+    return std::unexpected(Fail{"unavailable", "this wpmd runs no executor (wpmd --services)"});
+  }
+  if (command == "task.list") {
+    for (const auto& [key, value] : args.items()) {
+      if (key != "state" && key != "wpar" && key != "limit") {
+        return std::unexpected(Fail{"invalid", fmt::format("unknown argument '{}'", key)});
+      }
+    }
+    std::string state = args.value("state", "");
+    std::string wpar = args.value("wpar", "");
+    size_t limit = std::clamp<size_t>(args.value("limit", size_t{50}), 1, executor::kFinishedTasksKept);
+    std::vector<const executor::Task*> found;
+    json list = json::array();
+    deps_.executor->read([&](const executor::Executor& x) {
+      for (const auto& [id, t] : x.tasks) {
+        if (!state.empty() && t.state != state) continue;
+        if (!wpar.empty() && t.wpar != wpar) continue;
+        found.push_back(&t);
+      }
+      // The newest first.
+      std::sort(found.begin(), found.end(), [](const auto* a, const auto* b) {
+        return a->created_ns != b->created_ns ? a->created_ns > b->created_ns : a->id > b->id;
+      });
+      if (found.size() > limit) found.resize(limit);
+      for (const auto* t : found) list.push_back(executor::task_to_json(*t, false));
+    });
+    return Reply(std::move(list));
+  }
+  // task.show: any unique prefix among the tasks kept in memory; else the exact id, from its stream.
+  for (const auto& [key, value] : args.items()) {
+    if (key != "id") return std::unexpected(Fail{"invalid", fmt::format("unknown argument '{}'", key)});
+  }
+  std::string id = args.value("id", "");
+  if (id.empty()) return std::unexpected(Fail{"invalid", "task.show needs the task's id"});
+  std::optional<json> shown;
+  std::optional<Fail> problem;
+  deps_.executor->read([&](const executor::Executor& x) {
+    auto found = inventory::resolve_prefix(x.tasks, id, "task");
+    if (found) {
+      shown = executor::task_to_json(x.tasks.at(*found), true);
+    } else if (found.error().code != kernel::RejectionCode::kNotFound) {
+      problem = Fail{kernel::rejection_code_name(found.error().code), found.error().message};
+    }
+  });
+  if (problem) return std::unexpected(*problem);
+  if (shown) return Reply(std::move(*shown));
+  if (!valid_command_id(id)) return std::unexpected(Fail{"not_found", fmt::format("no task named '{}'", id)});
+  auto events = kernel::read_stream_events(*deps_.reads, executor::task_stream(id), 1, 10'000);
+  if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
+  auto task = executor::task_from_events(id, *events);
+  if (!task) return std::unexpected(Fail{"not_found", fmt::format("no task named '{}'", id)});
+  return Reply(executor::task_to_json(*task, true));
 }
 
 }  // namespace wpm::gateway

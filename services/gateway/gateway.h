@@ -47,6 +47,7 @@
 #include "services/gateway/model.h"
 #include "services/gateway/views.h"
 #include "services/inventory/rejections.h"
+#include "services/executor/service.h"
 #include "services/inventory/service.h"
 #include "services/kernel/clock.h"
 #include "services/kernel/event_log.h"
@@ -87,6 +88,7 @@ struct GatewayDeps {
   kernel::SnapshotStore* snapshots = nullptr;  // may be null
   kernel::CommitSignal* signal = nullptr;
   const inventory::InventoryView* inventory = nullptr;
+  const executor::ExecutorView* executor = nullptr;  // may be null: task queries answer "unavailable"
   const kernel::Clock* clock = nullptr;
 };
 
@@ -135,6 +137,7 @@ class Gateway {
   Answer authenticate(const std::string& token, Caller& caller);
   Answer logout(const Caller& caller, kernel::EventLog& log);
   Answer query(const std::string& command, const nlohmann::json& args, const Caller& caller);
+  Answer task_query(const std::string& command, const nlohmann::json& args);
   Answer change(const std::string& id, const std::string& command, const nlohmann::json& args, const Caller& caller,
                 const std::string& address, kernel::EventLog& log);
   Answer refuse_recorded(const std::string& id, const std::string& command, const nlohmann::json& args,

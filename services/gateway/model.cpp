@@ -22,7 +22,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 35> kCommands = {{
+constexpr std::array<CommandAccess, 45> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -38,9 +38,19 @@ constexpr std::array<CommandAccess, 35> kCommands = {{
     {"compat.show", Access::kRead},
     {"compat.matrix", Access::kRead},
     {"events.read", Access::kRead},
+    {"task.list", Access::kRead},
+    {"task.show", Access::kRead},
     {"wpar.create", Access::kWparAction},
     {"wpar.modify", Access::kWparAction},
     {"wpar.remove", Access::kWparAction},
+    {"wpar.deploy", Access::kWparAction},
+    {"wpar.start", Access::kWparAction},
+    {"wpar.stop", Access::kWparAction},
+    {"wpar.pause", Access::kWparAction},
+    {"wpar.resume", Access::kWparAction},
+    {"wpar.freeze", Access::kWparAction},
+    {"wpar.kill", Access::kWparAction},
+    {"task.cancel", Access::kWparAction},
     {"system.remove", Access::kFleetChange},
     {"system.discover", Access::kFleetChange},
     {"system.token-create", Access::kFleetChange},

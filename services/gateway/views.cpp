@@ -133,6 +133,7 @@ void append_wpar_json(std::string& out, const inventory::WparRecord& r) {
   out.push_back('{');
   text("address", w.address);
   text("capabilities", w.capabilities);
+  text("cause", w.cause);
   number("changedNs", r.changed_ns);
   boolean("checkpointable", w.checkpointable);
   text("command", w.command);
@@ -140,9 +141,11 @@ void append_wpar_json(std::string& out, const inventory::WparRecord& r) {
   number("cpuShares", w.cpu_shares);
   number("createdNs", r.created_ns);
   boolean("discovered", w.discovered);
+  number("epoch", w.epoch);
   text("group", w.group);
   number("memoryBytes", w.memory_bytes);
   text("name", w.name);
+  text("operation", w.operation);
   number("processesMax", w.processes_max);
   text("reportedState", w.reported_state);
   text("state", inventory::wpar_state_letter(w));

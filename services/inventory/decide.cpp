@@ -21,8 +21,10 @@ namespace {
 using kernel::Rejection;
 using kernel::RejectionCode;
 
-constexpr std::array<std::string_view, 16> kCommands = {
-    "wpar.create",         "wpar.modify",       "wpar.remove",       "group.create",
+// wpar.remove is the executor's (it removes a deployed WPAR from its system
+// first); it applies decide_remove's rule to an undeployed one.
+constexpr std::array<std::string_view, 15> kCommands = {
+    "wpar.create",         "wpar.modify",       "group.create",
     "group.modify",        "group.delete",      "group.add-wpar",    "group.remove-wpar",
     "settings.set",        "system.remove",     "system.discover",   "system.token-create",
     "system.set-domain",   "system.update-profile", "domain.create", "domain.remove"};
@@ -267,8 +269,8 @@ Changes decide_remove(const Inventory& state, const RemoveWpar& c) {
   const auto& record = state.wpars.at(*name);
   if (!record.wpar.system.empty()) {
     return reject(RejectionCode::kConflict,
-                  fmt::format("WPAR '{}' is deployed on {}: remove it from the system first (the executor, in the "
-                              "next release, does both)",
+                  fmt::format("WPAR '{}' is deployed on {}: remove it from the system first (wpm wpar remove "
+                              "does both)",
                               *name, record.wpar.system));
   }
   return std::vector<Change>{{wpar_stream(*name), WparRemoved{*name, "removed by request"}}};

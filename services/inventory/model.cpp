@@ -79,6 +79,7 @@ size_t Inventory::wpars_on_system(const std::string& system) const {
 
 std::string wpar_state_letter(const WparDefinition& wpar) {
   if (wpar.system.empty()) return "U";
+  if (!wpar.operation.empty()) return "T";
   return wpar.reported_state.empty() ? "?" : wpar.reported_state;
 }
 
@@ -153,6 +154,48 @@ void fold_into(Inventory& state, Event&& e) {
           }
         } else if constexpr (std::is_same_v<T, CommandDecided>) {
           if (e.stream_id.starts_with("command/")) state.pending.erase(e.stream_id.substr(8));
+        } else if constexpr (std::is_same_v<T, WparPlaced>) {
+          // The executor placed it (or took it off its system): the epoch fences older commands.
+          auto it = state.wpars.find(p.wpar);
+          if (it == state.wpars.end()) return;
+          auto& w = it->second.wpar;
+          w.system = p.system;
+          w.epoch = p.epoch;
+          w.discovered = false;
+          if (p.system.empty()) {
+            w.reported_state.clear();
+            w.operation.clear();
+            w.cause.clear();
+          }
+        } else if constexpr (std::is_same_v<T, TaskCreated>) {
+          if (!e.stream_id.starts_with("task/") || p.wpar.empty()) return;
+          auto args = nlohmann::json::parse(p.args, nullptr, false);
+          bool keep = args.is_object() && args.value("keepDefinition", false);
+          state.tasks[e.stream_id.substr(5)] = TaskRef{p.kind, p.wpar, keep};
+        } else if constexpr (std::is_same_v<T, OperationStarted>) {
+          if (auto it = state.wpars.find(p.wpar); it != state.wpars.end()) it->second.wpar.operation = p.action;
+        } else if constexpr (std::is_same_v<T, OperationFinished>) {
+          auto task = state.tasks.find(e.stream_id.substr(std::min<size_t>(5, e.stream_id.size())));
+          if (task == state.tasks.end()) return;
+          auto it = state.wpars.find(task->second.wpar);
+          if (it == state.wpars.end()) return;
+          auto& w = it->second.wpar;
+          w.operation.clear();
+          if (!p.wpar_state.empty()) w.reported_state = p.wpar_state;
+          w.cause = p.wpar_state == "B" ? p.error : "";
+        } else if constexpr (std::is_same_v<T, TaskFinished>) {
+          auto task = state.tasks.find(e.stream_id.substr(std::min<size_t>(5, e.stream_id.size())));
+          if (task == state.tasks.end()) return;
+          const TaskRef t = task->second;
+          state.tasks.erase(task);
+          auto it = state.wpars.find(t.wpar);
+          if (it == state.wpars.end()) return;
+          it->second.wpar.operation.clear();
+          // A removal that succeeded takes the definition too, unless kept.
+          if (t.kind == "remove" && p.state == "succeeded" && !t.keep_definition && it->second.wpar.system.empty()) {
+            state.removed[wpar_stream(t.wpar)] = it->second.version;
+            state.wpars.erase(it);
+          }
         }
       },
       e.payload);
@@ -200,7 +243,12 @@ bool InventoryModel::wants(EventType type) {
     case EventType::kDomainRemoved:
     case EventType::kSystemDomainSet:
     case EventType::kCommandRequested:
-    case EventType::kCommandDecided: return true;
+    case EventType::kCommandDecided:
+    case EventType::kWparPlaced:
+    case EventType::kTaskCreated:
+    case EventType::kOperationStarted:
+    case EventType::kOperationFinished:
+    case EventType::kTaskFinished: return true;
     default: return false;
   }
 }
@@ -230,6 +278,11 @@ std::string InventoryModel::encode(const State& state) {
     out.event(wpar_stream(name), w.version, w.changed_ns, WparDefined{w.wpar, false});
   }
   for (const auto& [id, p] : state.pending) out.event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
+  for (const auto& [id, t] : state.tasks) {
+    nlohmann::json args = nlohmann::json::object();
+    if (t.keep_definition) args["keepDefinition"] = true;
+    out.event("task/" + id, 1, 0, TaskCreated{t.kind, t.wpar, "", args.dump(), "", ""});
+  }
   for (const auto& [stream, version] : state.removed) {
     if (stream.starts_with("wpar/")) out.event(stream, version, 0, WparRemoved{stream.substr(5), ""});
     if (stream.starts_with("group/")) out.event(stream, version, 0, GroupDeleted{stream.substr(6)});

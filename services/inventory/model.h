@@ -84,6 +84,15 @@ struct PendingCommand {
   bool operator==(const PendingCommand&) const = default;
 };
 
+// A running task of the executor, as the inventory needs it: which WPAR its
+// operations change, and whether its end removes the WPAR's definition.
+struct TaskRef {
+  std::string kind;
+  std::string wpar;
+  bool keep_definition = false;
+  bool operator==(const TaskRef&) const = default;
+};
+
 struct Inventory {
   Registry registry;  // the registered systems (stream registry)
   uint64_t registry_version = 0;
@@ -103,6 +112,7 @@ struct Inventory {
   // The last version of streams whose object was removed (wpar/…, group/…, domain/…):
   // a name made again continues its stream, so a decision must expect it.
   std::map<std::string, uint64_t> removed;
+  std::map<std::string, TaskRef> tasks;  // the executor's running tasks, by id
   uint64_t applied = 0;
   bool operator==(const Inventory&) const = default;
 
@@ -134,7 +144,8 @@ struct ReportedWpar {
 
 
 
-// The seed's state letter of a WPAR (lswpar): U while undeployed, else as reported.
+// The seed's state letter of a WPAR (lswpar): U while undeployed, T while an
+// operation of the executor runs on it, else as its agent reported it.
 std::string wpar_state_letter(const WparDefinition& wpar);
 std::string wpar_state_name(const WparDefinition& wpar);
 

@@ -99,7 +99,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
 }
 
 Result<std::set<std::string>> parse_services(const std::string& list) {
-  static const std::set<std::string> kBuilt = {"store", "inventory", "compatibility", "gateway"};
+  static const std::set<std::string> kBuilt = {"store", "inventory", "compatibility", "executor", "gateway"};
   std::set<std::string> out;
   size_t start = 0;
   while (start <= list.size()) {  // bounded: each round moves past a comma
@@ -137,6 +137,11 @@ Result<void> validate(const WpmdOptions& o) {
     if (auto problem = bus::connect_endpoint_problem(o.remote_store); !problem.empty()) {
       return fail(ErrorCode::kInvalidRequest, "--store: " + problem);
     }
+  }
+  if (o.services.contains("executor") && !o.services.contains("inventory")) {
+    return fail(ErrorCode::kInvalidRequest,
+                "the executor decides from the inventory in its own process: run it with --services "
+                "store,inventory,executor (or leave it out)");
   }
   if (o.services.contains("gateway") && !o.services.contains("inventory")) {
     return fail(ErrorCode::kInvalidRequest,

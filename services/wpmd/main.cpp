@@ -30,6 +30,7 @@
 #include "bus/curve.h"
 #include "bus/registration_proof.h"
 #include "services/compatibility/service.h"
+#include "services/executor/service.h"
 #include "services/gateway/gateway.h"
 #include "services/inventory/agent_channel.h"
 #include "services/inventory/prober.h"
@@ -369,11 +370,38 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     }
     inventory_thread = std::thread([&] { inventory_service->run(stop_services); });
   }
+  // The executor: tasks of operations on the agents' ports.
+  std::unique_ptr<executor::Dispatcher> dispatcher;
+  std::unique_ptr<OwnedEmbeddedLog> executor_log;
+  std::unique_ptr<executor::ExecutorService> executor_service;
+  std::thread executor_thread;
+  if (options.services.contains("executor") && inventory_service) {
+    if (auto manager_keys = bus::load_curve_keys(options.data_dir + "/keys", "manager")) {
+      dispatcher = std::make_unique<executor::Dispatcher>(context, *manager_keys, log);
+      dispatcher->start();
+    } else {
+      log->warn("executor_without_agent_client error=\"{}\"", manager_keys.error().message);
+    }
+    executor_log = std::make_unique<OwnedEmbeddedLog>(context, server_options.local_request_endpoint, "executor", **store);
+    executor_service = std::make_unique<executor::ExecutorService>(*executor_log, &embedded, embedded, clock,
+                                                                   *inventory_service, dispatcher.get(), &liveness, log);
+    if (auto r = executor_service->start(); !r) {
+      stop_services = true;
+      if (dispatcher) dispatcher->stop();
+      if (prober_thread.joinable()) prober_thread.join();
+      if (inventory_thread.joinable()) inventory_thread.join();
+      if (compatibility_thread.joinable()) compatibility_thread.join();
+      return stop_early("the executor cannot start: " + r.error().message);
+    }
+    executor_thread = std::thread([&] { executor_service->run(stop_services); });
+  }
   std::unique_ptr<gateway::Gateway> gateway_service;
   std::string gateway_key;
   auto stop_inner = [&] {
     if (gateway_service) gateway_service->stop();
     stop_services = true;
+    if (executor_thread.joinable()) executor_thread.join();
+    if (dispatcher) dispatcher->stop();
     if (prober_thread.joinable()) prober_thread.join();
     if (inventory_thread.joinable()) inventory_thread.join();
     if (compatibility_thread.joinable()) compatibility_thread.join();
@@ -409,6 +437,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     deps.snapshots = &embedded;
     deps.signal = &embedded;
     deps.inventory = inventory_service.get();
+    deps.executor = executor_service.get();
     deps.clock = &clock;
     gateway_service = std::make_unique<gateway::Gateway>(context, deps, g, log);
     if (auto r = gateway_service->start(); !r) {
@@ -428,6 +457,9 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   auto stop_services_now = [&] {
     stop_inner();
     gateway_service.reset();
+    executor_service.reset();
+    executor_log.reset();
+    dispatcher.reset();
     inventory_service.reset();
     inventory_log.reset();
     compatibility.reset();
@@ -546,7 +578,7 @@ int main(int argc, char** argv) {
                  "seconds an append's idempotency key is remembered (default 86400)");
   std::string services_list, remote_store, remote_publish;
   app.add_option("--services", services_list,
-                 "the services this process runs, from store,inventory,compatibility,gateway (default: all)");
+                 "the services this process runs, from store,inventory,compatibility,executor,gateway (default: all)");
   app.add_option("--store", remote_store,
                  "without the store service: the remote store's request endpoint (tcp://HOST:9515)");
   app.add_option("--publish", remote_publish,

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "tools/wpm/gateway_client.h"
+#include "tools/wpm/task_commands.h"
 
 namespace wpm::cli {
 namespace {
@@ -43,28 +44,6 @@ std::vector<std::string> split_list(const std::string& text) {
 }
 
 std::string format_ns(int64_t ns) { return ns > 0 ? format_time(ns) : "-"; }
-
-int exit_code_of(const std::string& code) {
-  if (code == "not_found") return kExitNotFound;
-  if (code == "invalid" || code == "usage") return kExitUsage;
-  return kExitFailed;
-}
-
-std::string hint_for(const std::string& code) {
-  if (code == "unauthenticated") return " (log in with `wpm login`)";
-  if (code == "forbidden") return " (ask an administrator for a role: `wpm role add --role R --user U`)";
-  return "";
-}
-
-// Prints the error of a failed reply and returns the exit code.
-int report(const json& reply) {
-  const json& e = reply["error"];
-  std::string code = e.value("code", "internal");
-  std::string message = e.value("message", "failed");
-  if (e.contains("command")) message += fmt::format(" [command {}]", e["command"].get<std::string>());
-  print_error(message + hint_for(code));
-  return exit_code_of(code);
-}
 
 void print_json(const json& j) { std::puts(j.dump(2).c_str()); }
 
@@ -511,9 +490,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
     a["name"] = name;
     exit_code = run(g, "wpar.modify", a, print_decision);
   });
-  auto* wremove = wpar->add_subcommand("remove", "remove an undeployed WPAR's definition");
-  wremove->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
-  wremove->callback([&] { exit_code = run(g, "wpar.remove", {{"name", name}}, print_decision); });
+  add_lifecycle_commands(app, *wpar, g, exit_code);
 
   // ---- group
   auto* grp = app.add_subcommand("group", "WPAR groups");

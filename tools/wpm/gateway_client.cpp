@@ -155,6 +155,31 @@ json Gateway::local_error(const std::string& code, const std::string& message) {
   return {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
 }
 
+namespace {
+
+int exit_code_of(const std::string& code) {
+  if (code == "not_found") return kExitNotFound;
+  if (code == "invalid" || code == "usage") return kExitUsage;
+  return kExitFailed;
+}
+
+std::string hint_for(const std::string& code) {
+  if (code == "unauthenticated") return " (log in with `wpm login`)";
+  if (code == "forbidden") return " (ask an administrator for a role: `wpm role add --role R --user U`)";
+  return "";
+}
+
+}  // namespace
+
+int report(const json& reply) {
+  const json& e = reply["error"];
+  std::string code = e.value("code", "internal");
+  std::string message = e.value("message", "failed");
+  if (e.contains("command")) message += fmt::format(" [command {}]", e["command"].get<std::string>());
+  print_error(message + hint_for(code));
+  return exit_code_of(code);
+}
+
 int Gateway::timeout_for(const std::string& command, const json& request) const {
   int wait = 0;
   if (command == "events.read") wait = request["args"].value("waitMs", 0);

@@ -30,6 +30,10 @@ std::string session_file();
 nlohmann::json read_sessions();
 bool write_sessions(const nlohmann::json& sessions);
 
+// Prints the error of a failed gateway reply ("wpm: message [command id] (hint)")
+// and returns its exit code (README "Exit codes").
+int report(const nlohmann::json& reply);
+
 class Gateway {
  public:
   // `stop`, when given, ends retries once it is set (Ctrl-C).

@@ -61,12 +61,20 @@ class GatewayTest : public ::testing::Test {
                                                                nullptr, log_);
     ASSERT_TRUE(inventory_->start());
     inventory_thread_ = std::thread([this] { inventory_->run(stop_); });
+    // The executor, without an agent client: its operations fail as unreachable.
+    executor_local_ = std::make_unique<kernel::LocalLog>(*store_, clock_, access_, kernel::service_identity("executor"));
+    executor_log_ = std::make_unique<LockedLog>(*executor_local_, append_mutex_);
+    executor_ = std::make_unique<executor::ExecutorService>(*executor_log_, embedded_.get(), *embedded_, clock_,
+                                                            *inventory_, nullptr, nullptr, log_);
+    ASSERT_TRUE(executor_->start());
+    executor_thread_ = std::thread([this] { executor_->run(stop_); });
     GatewayDeps deps;
     deps.make_log = [this] { return std::make_unique<LockedLog>(*gateway_local_, append_mutex_); };
     deps.reads = embedded_.get();
     deps.snapshots = embedded_.get();
     deps.signal = embedded_.get();
     deps.inventory = inventory_.get();
+    deps.executor = executor_.get();
     deps.clock = &clock_;
     GatewayOptions options;
     options.endpoint = "tcp://127.0.0.1:0";
@@ -85,6 +93,8 @@ class GatewayTest : public ::testing::Test {
     gateway_.reset();
     stop_ = true;
     if (inventory_thread_.joinable()) inventory_thread_.join();
+    if (executor_thread_.joinable()) executor_thread_.join();
+    executor_.reset();
     inventory_.reset();
     embedded_.reset();
     store_.reset();
@@ -113,11 +123,12 @@ class GatewayTest : public ::testing::Test {
   zmq::context_t context_{1};
   std::unique_ptr<eventstore::Store> store_;
   std::unique_ptr<kernel::EmbeddedStore> embedded_;
-  std::unique_ptr<kernel::LocalLog> inventory_local_, gateway_local_;
-  std::unique_ptr<kernel::EventLog> inventory_log_, worker_log_;
+  std::unique_ptr<kernel::LocalLog> inventory_local_, gateway_local_, executor_local_;
+  std::unique_ptr<kernel::EventLog> inventory_log_, worker_log_, executor_log_;
   std::unique_ptr<inventory::InventoryService> inventory_;
+  std::unique_ptr<executor::ExecutorService> executor_;
   std::atomic<bool> stop_{false};
-  std::thread inventory_thread_;
+  std::thread inventory_thread_, executor_thread_;
   std::unique_ptr<Gateway> gateway_;
   std::string root_;
   int ids_ = 0;
@@ -162,7 +173,7 @@ TEST_F(GatewayTest, ACommandIsRecordedDecidedAndAnsweredWithItsEvents) {
   json again = call("wpar.create", {{"name", "web1"}, {"type", "application"}, {"command", "/bin/sleep 9"}}, alice, "c-1");
   EXPECT_EQ(again["result"]["accepted"], true) << again.dump();
   EXPECT_EQ(store_->head(), head);
-  // A refusal by the inventory carries its reason and the command id.
+  // A refusal by the executor carries its reason and the command id.
   json missing = call("wpar.remove", {{"name", "nope"}}, alice, "c-2");
   EXPECT_EQ(missing["error"]["code"], "not_found");
   EXPECT_EQ(missing["error"]["command"], "c-2");
@@ -175,6 +186,44 @@ TEST_F(GatewayTest, ACommandIsRecordedDecidedAndAnsweredWithItsEvents) {
   EXPECT_EQ(std::get<CommandDecided>(c3[1].payload).code, "forbidden");
   // The prefix of a name is enough.
   EXPECT_EQ(call("wpar.show", {{"name", "we"}}, alice)["result"]["name"], "web1");
+}
+
+TEST_F(GatewayTest, ALifecycleCommandStartsATaskWhoseOperationsAreShown) {
+  std::string alice = login("alice");
+  ASSERT_TRUE(call("role.add", {{"role", "WPARUser"}, {"users", {"alice"}}}, root_)["ok"].get<bool>());
+  // A registered system to deploy on (its agent is not reachable from here).
+  AppendRequest reg;
+  SystemRegistered r{"node1", "node1", "127.0.0.1", std::string(40, 'k'), {}, 1};
+  reg.events.push_back(EventDraft{"registry", "", "", "", r});
+  ASSERT_TRUE(inventory_log_->append(reg));
+  ASSERT_TRUE(call("wpar.create", {{"name", "web1"}}, alice)["ok"].get<bool>());
+  json deployed = call("wpar.deploy", {{"name", "web1"}, {"system", "node1"}}, alice, "d-1");
+  ASSERT_TRUE(deployed["ok"].get<bool>()) << deployed.dump();
+  EXPECT_EQ(deployed["result"]["task"], "d-1") << "the task has the command's id";
+  EXPECT_EQ(deployed["result"]["decidedBy"], "service:executor");
+  // The executor records the operation, finds no agent client and fails it, saying so.
+  json task;
+  for (int i = 0; i < 200; ++i) {
+    task = call("task.show", {{"id", "d-"}}, alice);
+    if (task["ok"].get<bool>() && task["result"]["state"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_TRUE(task["ok"].get<bool>()) << task.dump();
+  EXPECT_EQ(task["result"]["state"], "failed");
+  ASSERT_EQ(task["result"]["operations"].size(), 1u);
+  EXPECT_EQ(task["result"]["operations"][0]["outcome"], "unreachable");
+  EXPECT_NE(task["result"]["operations"][0]["error"].get<std::string>().find("cannot reach agents"), std::string::npos);
+  EXPECT_NE(task["result"]["recovery"].get<std::string>().find("withdrawn"), std::string::npos);
+  json list = call("task.list", {{"wpar", "web1"}}, alice);
+  ASSERT_EQ(list["result"].size(), 1u);
+  EXPECT_EQ(list["result"][0]["id"], "d-1");
+  // Undeployed again: removal takes the definition, at once.
+  json removed = call("wpar.remove", {{"name", "web1"}}, alice, "r-1");
+  ASSERT_TRUE(removed["ok"].get<bool>()) << removed.dump();
+  json gone = call("wpar.show", {{"name", "web1"}}, alice);
+  EXPECT_EQ(gone["error"]["code"], "not_found") << "read-your-writes: the definition is gone";
+  EXPECT_EQ(call("task.show", {{"id", "zz"}}, alice)["error"]["code"], "not_found");
+  EXPECT_EQ(call("task.cancel", {{"task", "d-1"}}, alice, "x-1")["error"]["code"], "conflict") << "it ended";
 }
 
 TEST_F(GatewayTest, LogoutRevokesTheTokenAndFailedLoginsAreLimitedAndRecordedWithoutThePassword) {

@@ -1,0 +1,624 @@
+#include "services/executor/model.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <set>
+
+#include "agents/runtime/lifecycle.h"
+#include "services/kernel/snapshot_frames.h"
+
+namespace wpm::executor {
+namespace {
+
+using nlohmann::json;
+using kernel::Rejection;
+using kernel::RejectionCode;
+
+constexpr std::array<std::string_view, 8> kKinds = {"deploy", "start", "stop",   "pause",
+                                                    "resume", "freeze", "kill", "remove"};
+
+std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
+  return std::unexpected(Rejection{code, std::move(message)});
+}
+
+// The lifecycle operation of the agent's table a task kind is checked against.
+std::optional<runtime::Operation> lifecycle_operation(const std::string& kind, const TaskOptions& o) {
+  if (kind == "start") return runtime::Operation::kStart;
+  if (kind == "stop") return o.force ? runtime::Operation::kForceStop : runtime::Operation::kStop;
+  if (kind == "pause") return runtime::Operation::kCheckpointPause;
+  if (kind == "resume") return runtime::Operation::kResume;
+  if (kind == "freeze") return runtime::Operation::kFreeze;
+  if (kind == "kill") return runtime::Operation::kKill;
+  if (kind == "remove") return runtime::Operation::kRemove;
+  return std::nullopt;
+}
+
+std::optional<runtime::WparState> state_of_letter(const std::string& letter) {
+  static const std::map<std::string, runtime::WparState> kStates = {
+      {"D", runtime::WparState::kDefined}, {"A", runtime::WparState::kActive},
+      {"P", runtime::WparState::kPaused},  {"F", runtime::WparState::kFrozen},
+      {"L", runtime::WparState::kLoaded},  {"T", runtime::WparState::kTransitional},
+      {"B", runtime::WparState::kBroken}};
+  auto it = kStates.find(letter);
+  if (it == kStates.end()) return std::nullopt;
+  return it->second;
+}
+
+// An IPv4 address and prefix length from "a.b.c.d" or "a.b.c.d/len".
+std::optional<std::pair<uint32_t, int>> parse_ipv4(const std::string& text) {
+  std::string address = text.substr(0, text.find('/'));
+  int length = 32;
+  if (auto slash = text.find('/'); slash != std::string::npos) {
+    try {
+      length = std::stoi(text.substr(slash + 1));
+    } catch (const std::exception&) {  // std::stoi: not a number
+      return std::nullopt;
+    }
+    if (length < 0 || length > 32) return std::nullopt;
+  }
+  in_addr a{};
+  if (::inet_pton(AF_INET, address.c_str(), &a) != 1) return std::nullopt;
+  return std::pair{ntohl(a.s_addr), length};
+}
+
+bool same_subnet(uint32_t a, uint32_t b, int length) {
+  uint32_t mask = length == 0 ? 0 : ~uint32_t{0} << (32 - length);
+  return (a & mask) == (b & mask);
+}
+
+// Deploy's checks of the WPAR against the target system (the seed's two
+// network troubleshooting cases, and the capability set): the refusal, or a
+// warning (the same address deployed on another system).
+std::expected<std::string, Rejection> check_arrival(const inventory::Inventory& inv, const WparDefinition& w,
+                                                    const std::string& system) {
+  const auto* s = inv.registry.by_id(system);
+  if (s == nullptr) return reject(RejectionCode::kNotFound, fmt::format("no system named '{}'", system));
+  std::string warning;
+  if (!w.address.empty()) {
+    auto address = parse_ipv4(w.address);
+    if (!address) {
+      return reject(RejectionCode::kInvalid, fmt::format("WPAR {}'s address {} is not an IPv4 address", w.name,
+                                                         w.address));
+    }
+    bool inside = false;
+    for (const auto& nic : s->profile.network_interfaces) {
+      for (const auto& a : nic.addresses) {
+        auto host = parse_ipv4(a);
+        if (!host) continue;
+        if (host->first == address->first) {
+          return reject(RejectionCode::kConflict,
+                        fmt::format("WPAR {}'s address {} is the address of {}'s interface {}; give the WPAR an "
+                                    "address of its own (wpm wpar modify {} --address A)",
+                                    w.name, w.address, system, nic.name, w.name));
+        }
+        if (same_subnet(host->first, address->first, host->second)) inside = true;
+      }
+    }
+    if (!inside) {
+      std::vector<std::string> subnets;
+      for (const auto& nic : s->profile.network_interfaces) {
+        for (const auto& a : nic.addresses) subnets.push_back(fmt::format("{} {}", nic.name, a));
+      }
+      return reject(RejectionCode::kConflict,
+                    fmt::format("WPAR {}'s address {} is outside every subnet of {} ({}); choose an address in "
+                                "one of them, or another system",
+                                w.name, w.address, system, subnets.empty() ? "it reports none" : fmt::format("{}", fmt::join(subnets, ", "))));
+    }
+    for (const auto& [name, other] : inv.wpars) {
+      if (name == w.name || other.wpar.system.empty()) continue;
+      auto theirs = parse_ipv4(other.wpar.address);
+      if (!theirs || theirs->first != address->first) continue;
+      if (other.wpar.system == system) {
+        return reject(RejectionCode::kConflict,
+                      fmt::format("address {} is already used on {} by WPAR {}; give WPAR {} another address",
+                                  w.address, system, name, w.name));
+      }
+      warning = fmt::format("address {} is also deployed on {} (WPAR {}); both hosts will answer for it if they "
+                            "share a network",
+                            w.address, other.wpar.system, name);
+    }
+  }
+  // Every capability the WPAR names must be in the host's bounding set.
+  if (!w.capabilities.empty() && w.capabilities != "none" && w.capabilities != "all" &&
+      !s->profile.capabilities.empty()) {
+    std::set<std::string> host(s->profile.capabilities.begin(), s->profile.capabilities.end());
+    std::vector<std::string> missing;
+    size_t start = 0;
+    while (start <= w.capabilities.size()) {  // bounded: each turn moves past a comma
+      size_t comma = w.capabilities.find(',', start);
+      std::string item = w.capabilities.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!item.empty() && item.front() != '-') {
+        if (item.front() == '+') item.erase(0, 1);
+        std::string name = item;
+        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (!name.starts_with("cap_")) name = "cap_" + name;
+        if (!host.contains(name)) missing.push_back(name);
+      }
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    if (!missing.empty()) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("WPAR {} needs capabilities that {}'s bounding set lacks: {}; remove them from its "
+                                "definition or choose another system",
+                                w.name, system, fmt::join(missing, ", ")));
+    }
+  }
+  return warning;
+}
+
+// Whether an operation did what its task needs: it succeeded, or it was a
+// removal from a system that no longer has the WPAR (the seed's 16, nothing
+// left there), which is what a removal wants.
+bool achieved(const Operation& op) {
+  if (op.outcome == "ok") return true;
+  return op.action == "remove" && op.finished && op.exit_code == 16 && op.wpar_state.empty();
+}
+
+std::string describe_failure(const Operation& op) {
+  std::string why = op.error.empty() ? op.outcome : op.error;
+  if (op.outcome == "failed" || op.outcome == "refused") {
+    return fmt::format("operation {} ({} of {} on {}) failed with exit code {}: {}", op.id, op.action, op.wpar,
+                       op.system, op.exit_code, why);
+  }
+  return fmt::format("operation {} ({} of {} on {}) {}: {}", op.id, op.action, op.wpar, op.system,
+                     op.outcome == "timeout" ? "timed out" : "could not reach its agent", why);
+}
+
+}  // namespace
+
+bool is_executor_command(std::string_view name) {
+  if (name == "task.cancel") return true;
+  if (!name.starts_with("wpar.")) return false;
+  return std::find(kKinds.begin(), kKinds.end(), name.substr(5)) != kKinds.end();
+}
+
+json options_to_json(const TaskOptions& o) {
+  json j = json::object();
+  if (o.force) j["force"] = true;
+  if (o.start) j["start"] = true;
+  if (o.preserve_fs) j["preserveFs"] = true;
+  if (o.keep_definition) j["keepDefinition"] = true;
+  return j;
+}
+
+TaskOptions options_from_json(std::string_view text) {
+  json j = json::parse(text, nullptr, false);
+  TaskOptions o;
+  if (!j.is_object()) return o;
+  o.force = j.value("force", false);
+  o.start = j.value("start", false);
+  o.preserve_fs = j.value("preserveFs", false);
+  o.keep_definition = j.value("keepDefinition", false);
+  return o;
+}
+
+const Operation* Task::in_flight() const {
+  for (const auto& op : operations) {
+    if (!op.finished) return &op;
+  }
+  return nullptr;
+}
+
+std::string task_stream(const std::string& id) { return "task/" + id; }
+std::string placement_stream(const std::string& wpar) { return "placement/" + wpar; }
+
+namespace {
+
+// A task's events, folded; shared by the whole-log fold and task_from_events.
+void fold_task_event(Task& t, const Event& e) {
+  std::visit(
+      [&](const auto& p) {
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, TaskCreated>) {
+          t.kind = p.kind;
+          t.wpar = p.wpar;
+          t.system = p.system;
+          t.user = p.user;
+          t.parent = p.parent;
+          t.options = options_from_json(p.args);
+          t.created_ns = e.timestamp_ns;
+        } else if constexpr (std::is_same_v<T, OperationStarted>) {
+          auto it = std::find_if(t.operations.begin(), t.operations.end(),
+                                 [&](const Operation& o) { return o.id == p.operation_id; });
+          Operation op{p.operation_id, p.system, p.wpar, p.action, p.epoch, p.attempt, e.timestamp_ns, p.deadline_ns};
+          if (it == t.operations.end()) {
+            t.operations.push_back(std::move(op));
+          } else {
+            *it = std::move(op);  // a new attempt of the same operation
+          }
+        } else if constexpr (std::is_same_v<T, OperationFinished>) {
+          auto it = std::find_if(t.operations.begin(), t.operations.end(),
+                                 [&](const Operation& o) { return o.id == p.operation_id; });
+          if (it == t.operations.end()) return;
+          it->finished = true;
+          it->outcome = p.outcome;
+          it->exit_code = p.exit_code;
+          it->output = p.output;
+          it->error = p.error;
+          it->wpar_state = p.wpar_state;
+          it->finished_ns = e.timestamp_ns;
+        } else if constexpr (std::is_same_v<T, TaskFinished>) {
+          t.state = p.state;
+          t.error = p.error;
+          t.recovery = p.recovery;
+          t.finished_ns = e.timestamp_ns;
+        }
+      },
+      e.payload);
+  t.version = e.stream_version;
+}
+
+}  // namespace
+
+Executor evolve(Executor state, const Event& event) {
+  fold_into(state, Event(event));
+  return state;
+}
+
+void fold_into(Executor& state, Event&& e) {
+  if (e.sequence != 0 && e.sequence <= state.applied) return;
+  std::visit(
+      [&](auto& p) {
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, CommandRequested>) {
+          if (is_executor_command(p.command) && e.stream_id.starts_with("command/")) {
+            std::string id = e.stream_id.substr(8);
+            state.pending[id] = PendingCommand{id, std::move(p), e.sequence, e.timestamp_ns};
+          }
+        } else if constexpr (std::is_same_v<T, CommandDecided>) {
+          if (e.stream_id.starts_with("command/")) state.pending.erase(e.stream_id.substr(8));
+        } else if constexpr (std::is_same_v<T, WparPlaced>) {
+          state.placements[p.wpar] = Placement{p.system, p.epoch, e.stream_version};
+        } else if constexpr (std::is_same_v<T, TaskCreated> || std::is_same_v<T, OperationStarted> ||
+                             std::is_same_v<T, OperationFinished> || std::is_same_v<T, TaskFinished>) {
+          if (!e.stream_id.starts_with("task/")) return;
+          std::string id = e.stream_id.substr(5);
+          auto it = state.tasks.find(id);
+          if constexpr (std::is_same_v<T, TaskCreated>) {
+            it = state.tasks.try_emplace(id).first;
+            it->second.id = id;
+          }
+          if (it == state.tasks.end()) return;  // a task finished long ago, no longer kept
+          Task& t = it->second;
+          bool was_running = !t.finished();
+          fold_task_event(t, e);
+          if constexpr (std::is_same_v<T, TaskCreated>) {
+            if (!t.wpar.empty()) state.busy[t.wpar] = id;
+          }
+          if (was_running && t.finished()) {
+            if (auto b = state.busy.find(t.wpar); b != state.busy.end() && b->second == id) state.busy.erase(b);
+            state.finished_order.push_back(id);
+            while (state.finished_order.size() > kFinishedTasksKept) {  // bounded: one per turn
+              state.tasks.erase(state.finished_order.front());
+              state.finished_order.pop_front();
+            }
+          }
+        }
+      },
+      e.payload);
+  if (e.sequence != 0) state.applied = e.sequence;
+}
+
+std::optional<Task> task_from_events(const std::string& id, const std::vector<Event>& events) {
+  if (events.empty() || !std::holds_alternative<TaskCreated>(events.front().payload)) return std::nullopt;
+  Task t;
+  t.id = id;
+  for (const auto& e : events) fold_task_event(t, e);
+  return t;
+}
+
+uint64_t stream_version(const Executor& state, const std::string& stream) {
+  if (stream.starts_with("task/")) {
+    auto it = state.tasks.find(stream.substr(5));
+    return it == state.tasks.end() ? 0 : it->second.version;
+  }
+  if (stream.starts_with("placement/")) {
+    auto it = state.placements.find(stream.substr(10));
+    return it == state.placements.end() ? 0 : it->second.version;
+  }
+  return 0;
+}
+
+std::expected<Command, Rejection> parse_command(std::string_view name, const json& args) {
+  auto text = [&](const char* key) -> std::string {
+    return args.contains(key) && args[key].is_string() ? args[key].get<std::string>() : std::string();
+  };
+  auto flag = [&](const char* key) { return args.contains(key) && args[key].is_boolean() && args[key].get<bool>(); };
+  std::set<std::string> allowed = {"name"};
+  if (name == "task.cancel") {
+    for (const auto& [key, value] : args.items()) {
+      if (key != "task") return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
+    }
+    if (text("task").empty()) return reject(RejectionCode::kInvalid, "task.cancel needs the task's id");
+    return CancelTask{text("task")};
+  }
+  std::string kind(name.substr(5));
+  if (kind == "deploy") allowed.insert({"system", "start"});
+  if (kind == "stop") allowed.insert("force");
+  if (kind == "remove") allowed.insert({"preserveFs", "keepDefinition"});
+  for (const auto& [key, value] : args.items()) {
+    if (!allowed.contains(key)) return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
+    if (key != "name" && key != "system" && !value.is_boolean()) {
+      return reject(RejectionCode::kInvalid, fmt::format("'{}' must be true or false", key));
+    }
+  }
+  WparAction a{kind, text("name"), text("system"), {}};
+  a.options.force = flag("force");
+  a.options.start = flag("start");
+  a.options.preserve_fs = flag("preserveFs");
+  a.options.keep_definition = flag("keepDefinition");
+  if (a.wpar.empty()) return reject(RejectionCode::kInvalid, fmt::format("wpar.{} needs the WPAR's name", kind));
+  if (kind == "deploy" && a.system.empty()) {
+    return reject(RejectionCode::kInvalid, "wpar.deploy needs the system to deploy on (--system H)");
+  }
+  return a;
+}
+
+Decision decide(const Executor& state, const inventory::Inventory& inv, const Command& command,
+                const kernel::Context& context) {
+  const std::string id = context.command_id.value();
+  if (const auto* cancel = std::get_if<CancelTask>(&command)) {
+    auto found = inventory::resolve_prefix(state.tasks, cancel->task, "task");
+    if (!found) return std::unexpected(found.error());
+    const Task& t = state.tasks.at(*found);
+    if (t.finished()) {
+      return reject(RejectionCode::kConflict, fmt::format("task {} already ended ({})", t.id, t.state));
+    }
+    std::string recovery = "no further operation starts";
+    if (const auto* op = t.in_flight()) {
+      recovery = fmt::format("operation {} ({}) was in flight and finishes on {}; no further operation starts",
+                             op->id, op->action, op->system);
+    }
+    std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
+    return Decided{{{task_stream(t.id), TaskFinished{"cancelled", fmt::format("cancelled by {}", user), recovery}}}, ""};
+  }
+  const auto& a = std::get<WparAction>(command);
+  auto name = inventory::resolve_prefix(inv.wpars, a.wpar, "WPAR");
+  if (!name) return std::unexpected(name.error());
+  const WparDefinition& w = inv.wpars.at(*name).wpar;
+  if (auto b = state.busy.find(*name); b != state.busy.end()) {
+    const auto& running = state.tasks.at(b->second);
+    return reject(RejectionCode::kConflict,
+                  fmt::format("WPAR {} has a task running ({} {}); wait for it (wpm task wait {}) or cancel it "
+                              "(wpm task cancel {})",
+                              *name, running.kind, running.id, running.id, running.id));
+  }
+  std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
+  TaskCreated created{a.kind, *name, w.system, options_to_json(a.options).dump(), "", user};
+  const auto placement = state.placements.find(*name);
+  const uint64_t epoch = placement == state.placements.end() ? 0 : placement->second.epoch;
+  if (a.kind == "deploy") {
+    if (!w.system.empty()) {
+      return reject(RejectionCode::kConflict, fmt::format("WPAR {} is already deployed on {}; remove it there first "
+                                                          "(wpm wpar remove {} --keep-definition)",
+                                                          *name, w.system, *name));
+    }
+    auto system = inventory::resolve_prefix(inv.registry.systems(), a.system, "system");
+    if (!system) return std::unexpected(system.error());
+    if (a.options.start && w.type == "application") {
+      return reject(RejectionCode::kInvalid, "an application WPAR starts when it is deployed: drop --start");
+    }
+    auto checked = check_arrival(inv, w, *system);
+    if (!checked) return std::unexpected(checked.error());
+    created.system = *system;
+    return Decided{{{placement_stream(*name), WparPlaced{*name, *system, epoch + 1, ""}},
+                    {task_stream(id), created}},
+                   *checked};
+  }
+  if (a.kind == "remove" && w.system.empty()) {
+    if (a.options.keep_definition) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("WPAR {} is not deployed: with --keep-definition there is nothing to remove", *name));
+    }
+    // Only the definition goes, by the inventory's own rule for it; the
+    // inventory drops it when it folds the finished task.
+    if (auto allowed = inventory::decide(inv, inventory::RemoveWpar{*name}, context); !allowed) {
+      return std::unexpected(allowed.error());
+    }
+    return Decided{{{task_stream(id), created}, {task_stream(id), TaskFinished{"succeeded", "", ""}}}, ""};
+  }
+  if (w.system.empty()) {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("WPAR {} is not deployed (Undeployed): deploy it first (wpm wpar deploy {} --system H)",
+                              *name, *name));
+  }
+  auto letter = inventory::wpar_state_letter(w);
+  auto wpar_state = state_of_letter(letter);
+  if (!wpar_state) {
+    return reject(RejectionCode::kConflict,
+                  fmt::format("the state of WPAR {} on {} is not known yet; wait for its agent's report (wpm system "
+                              "discover asks at once)",
+                              *name, w.system));
+  }
+  auto op = lifecycle_operation(a.kind, a.options);
+  runtime::WparStatus status{*wpar_state, w.type == "application" ? runtime::WparType::kApplication
+                                                                  : runtime::WparType::kSystem,
+                             w.checkpointable};
+  if (auto allowed = runtime::decide(status, *op); !allowed) {
+    return reject(RejectionCode::kConflict, fmt::format("WPAR {}: {}", *name, allowed.error().message));
+  }
+  return Decided{{{task_stream(id), created}}, ""};
+}
+
+std::vector<std::string> plan(const Task& task, const inventory::Inventory& inv) {
+  if (task.kind == "deploy") return {"deploy"};
+  if (task.kind == "stop") return {task.options.force ? "forceStop" : "stop"};
+  if (task.kind == "remove") {
+    // An undeployed WPAR's removal has no operation (decided and finished at once).
+    (void)inv;
+    return {"remove"};
+  }
+  return {task.kind};
+}
+
+int64_t action_timeout_ns(std::string_view action) {
+  constexpr int64_t s = 1'000'000'000;
+  if (action == "deploy") return 120 * s;   // a system WPAR's file systems are made
+  if (action == "pause" || action == "freeze") return 90 * s;  // the workload has 30 s, then the state file
+  if (action == "resume" || action == "kill") return 30 * s;
+  return 60 * s;  // start, stop (its own timeout, then forced), remove
+}
+
+bool run_again_code(int exit_code) { return exit_code == 3 || exit_code == 5 || exit_code == 6 || exit_code == 17; }
+
+std::optional<std::string> system_problem(const inventory::Inventory& inv, const std::string& system) {
+  if (inv.registry.by_id(system) == nullptr) return fmt::format("system {} is no longer registered", system);
+  auto status = inv.system_status(system);
+  if (status.state == "online") return std::nullopt;
+  return fmt::format("system {} is {} ({}): its agent cannot take commands now", system,
+                     status.state == "offline" ? "Offline" : "Unreachable", status.reason);
+}
+
+Step next_step(const Executor& state, const Task& task, const inventory::Inventory& inv, int64_t now_ns) {
+  if (task.finished()) return Idle{};
+  if (const auto* op = task.in_flight()) {
+    if (now_ns > op->deadline_ns) {
+      return TimedOut{OperationFinished{op->id, op->attempt, "timeout", -1, "",
+                                        fmt::format("no result from {}'s agent within {} s; the operation's effect "
+                                                    "is unknown: the WPAR's state is as its agent next reports it",
+                                                    op->system, action_timeout_ns(op->action) / 1'000'000'000),
+                                        ""}};
+    }
+    return Await{*op};
+  }
+  const auto steps = plan(task, inv);
+  size_t done = static_cast<size_t>(std::count_if(task.operations.begin(), task.operations.end(), achieved));
+  const auto placement = state.placements.find(task.wpar);
+  const uint64_t epoch = placement == state.placements.end() ? 0 : placement->second.epoch;
+  if (!task.operations.empty() && !achieved(task.operations.back())) {
+    const Operation& last = task.operations.back();
+    if (last.outcome == "failed" && run_again_code(last.exit_code) && last.attempt < kAttemptsMax) {
+      if (now_ns < last.finished_ns + kRetryDelayNs) return Idle{};
+      return Start{OperationStarted{last.id, last.system, last.wpar, last.action, epoch, last.attempt + 1,
+                                    now_ns + action_timeout_ns(last.action)}};
+    }
+    Finish f{TaskFinished{"failed", describe_failure(last), ""}, std::nullopt};
+    if (task.kind == "deploy" && last.wpar_state.empty()) {
+      // Nothing of it is known on the system: the placement is withdrawn,
+      // with a new epoch that fences the deploy should it still arrive.
+      f.placed = WparPlaced{task.wpar, "", epoch + 1, task.system};
+      f.event.recovery =
+          last.outcome == "failed" || last.outcome == "refused"
+              ? fmt::format("nothing of WPAR {} was left on {}; its placement there was withdrawn and it is "
+                            "Undeployed again",
+                            task.wpar, task.system)
+              : fmt::format("its placement on {} was withdrawn (epoch {}) and it is Undeployed again; if the "
+                            "agent made it after all, its next report shows it there",
+                            task.system, epoch + 1);
+    } else if (last.wpar_state == "B") {
+      f.event.recovery = fmt::format("none possible here: WPAR {} is Broken on {} ({}); stop it with --force or "
+                                     "remove it",
+                                     task.wpar, task.system, last.error);
+    } else {
+      f.event.recovery = last.wpar_state.empty()
+                             ? "none: the WPAR's state is as its agent next reports it"
+                             : fmt::format("none needed: WPAR {} is as it was ({})", task.wpar, last.wpar_state);
+    }
+    return f;
+  }
+  if (done >= steps.size()) {
+    Finish f{TaskFinished{"succeeded", "", ""}, std::nullopt};
+    if (task.kind == "remove") f.placed = WparPlaced{task.wpar, "", epoch + 1, task.system};
+    return f;
+  }
+  const std::string& action = steps[done];
+  return Start{OperationStarted{fmt::format("{}.{}", task.id, done + 1), task.system, task.wpar, action, epoch, 1,
+                                now_ns + action_timeout_ns(action)}};
+}
+
+json task_to_json(const Task& t, bool with_output) {
+  json ops = json::array();
+  for (const auto& o : t.operations) {
+    json j = {{"id", o.id},           {"action", o.action},     {"system", o.system},       {"wpar", o.wpar},
+              {"epoch", o.epoch},     {"attempt", o.attempt},   {"startedNs", o.started_ns}, {"deadlineNs", o.deadline_ns},
+              {"finished", o.finished}, {"outcome", o.outcome}, {"exitCode", o.exit_code},   {"error", o.error},
+              {"wparState", o.wpar_state}, {"finishedNs", o.finished_ns}};
+    if (with_output) j["output"] = o.output;
+    ops.push_back(std::move(j));
+  }
+  return {{"id", t.id},
+          {"kind", t.kind},
+          {"wpar", t.wpar},
+          {"system", t.system},
+          {"user", t.user},
+          {"parent", t.parent},
+          {"options", options_to_json(t.options)},
+          {"state", t.state},
+          {"error", t.error},
+          {"recovery", t.recovery},
+          {"createdNs", t.created_ns},
+          {"finishedNs", t.finished_ns},
+          {"operations", std::move(ops)}};
+}
+
+bool ExecutorModel::wants(EventType type) {
+  switch (type) {
+    case EventType::kCommandRequested:
+    case EventType::kCommandDecided:
+    case EventType::kTaskCreated:
+    case EventType::kOperationStarted:
+    case EventType::kOperationFinished:
+    case EventType::kTaskFinished:
+    case EventType::kWparPlaced: return true;
+    default: return false;
+  }
+}
+
+// Snapshot form: the applied sequence, then the events that rebuild the
+// state: placements, each kept task's events (finished ones oldest first, so
+// the kept set is the same), and the pending commands.
+std::string ExecutorModel::encode(const State& state) {
+  kernel::SnapshotWriter out;
+  out.word(state.applied);
+  for (const auto& [wpar, p] : state.placements) {
+    out.event(placement_stream(wpar), p.version, 0, WparPlaced{wpar, p.system, p.epoch, ""});
+  }
+  auto write_task = [&](const Task& t) {
+    const std::string stream = task_stream(t.id);
+    out.event(stream, t.version, t.created_ns,
+              TaskCreated{t.kind, t.wpar, t.system, options_to_json(t.options).dump(), t.parent, t.user});
+    for (const auto& o : t.operations) {
+      out.event(stream, t.version, o.started_ns,
+                OperationStarted{o.id, o.system, o.wpar, o.action, o.epoch, o.attempt, o.deadline_ns});
+      if (o.finished) {
+        out.event(stream, t.version, o.finished_ns,
+                  OperationFinished{o.id, o.attempt, o.outcome, o.exit_code, o.output, o.error, o.wpar_state});
+      }
+    }
+    if (t.finished()) out.event(stream, t.version, t.finished_ns, TaskFinished{t.state, t.error, t.recovery});
+  };
+  for (const auto& id : state.finished_order) {
+    if (auto it = state.tasks.find(id); it != state.tasks.end()) write_task(it->second);
+  }
+  for (const auto& [id, t] : state.tasks) {
+    if (!t.finished()) write_task(t);
+  }
+  for (const auto& [id, p] : state.pending) out.event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
+  return out.take();
+}
+
+Result<Executor> ExecutorModel::decode(std::string_view bytes) {
+  kernel::SnapshotReader in(bytes, "executor snapshot");
+  auto applied = in.word();
+  if (!applied) return std::unexpected(applied.error());
+  Executor state;
+  while (!in.done()) {  // bounded: every round consumes at least 4 bytes
+    auto e = in.event();
+    if (!e) return std::unexpected(e.error());
+    if (auto* p = std::get_if<CommandRequested>(&e->payload)) {
+      std::string id = e->stream_id.substr(8);
+      state.pending[id] = PendingCommand{id, *p, e->sequence, e->timestamp_ns};
+      continue;
+    }
+    e->sequence = 0;  // not a log position: folded regardless
+    fold_into(state, std::move(*e));
+  }
+  state.applied = *applied;
+  return state;
+}
+
+}  // namespace wpm::executor

@@ -1,0 +1,210 @@
+#pragma once
+// The executor's state and rules (DESIGN.md §2, §4, §9; seed "Managing
+// WPARs", the chkptwpar/restartwpar/resumewpar/killwpar references;
+// docs/executor.md): lifecycle commands become tasks of operations on
+// agents; each operation is recorded before it is sent and after it ends;
+// every placement of a WPAR carries a higher epoch than the last.
+//
+// Pure (STYLE.md §1): evolve() folds one event; decide() turns a command
+// into the events to append (or a Rejection), reading the inventory's state
+// for the WPAR definitions and systems; next_step() says what a running
+// task does now. The lifecycle rules are the agent's own table
+// (agents/runtime/lifecycle.h), applied to the state the manager knows
+// before anything is sent. No I/O, no clock: the time comes in.
+//
+// Thread safety: plain values.
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "schemas/events.h"
+#include "services/inventory/model.h"
+#include "services/kernel/decision.h"
+#include "services/kernel/projection.h"
+
+namespace wpm::executor {
+
+// The commands the executor decides, by their gateway names.
+bool is_executor_command(std::string_view name);
+
+struct Operation {
+  std::string id;  // <task>.<n>
+  std::string system;
+  std::string wpar;
+  std::string action;
+  uint64_t epoch = 0;
+  uint32_t attempt = 1;
+  int64_t started_ns = 0;
+  int64_t deadline_ns = 0;
+  bool finished = false;
+  std::string outcome;  // ok failed refused timeout unreachable
+  int32_t exit_code = 0;
+  std::string output;
+  std::string error;
+  std::string wpar_state;
+  int64_t finished_ns = 0;
+  bool operator==(const Operation&) const = default;
+};
+
+// A task's options (TaskCreated.args).
+struct TaskOptions {
+  bool force = false;            // stop --force
+  bool start = false;            // deploy --start
+  bool preserve_fs = false;      // remove --preserve-fs
+  bool keep_definition = false;  // remove --keep-definition
+  bool operator==(const TaskOptions&) const = default;
+};
+nlohmann::json options_to_json(const TaskOptions& o);
+TaskOptions options_from_json(std::string_view text);
+
+struct Task {
+  std::string id;
+  std::string kind;  // deploy start stop pause resume freeze kill remove
+  std::string wpar;
+  std::string system;
+  std::string user;
+  std::string parent;
+  TaskOptions options;
+  std::string state = "running";  // running succeeded failed cancelled
+  std::string error;
+  std::string recovery;
+  int64_t created_ns = 0;
+  int64_t finished_ns = 0;
+  uint64_t version = 0;  // of task/<id>
+  std::vector<Operation> operations;
+  bool operator==(const Task&) const = default;
+  bool finished() const { return state != "running"; }
+  // The operation in flight (started, not finished), if any.
+  const Operation* in_flight() const;
+};
+
+struct Placement {
+  std::string system;  // "" on none
+  uint64_t epoch = 0;
+  uint64_t version = 0;  // of placement/<wpar>
+  bool operator==(const Placement&) const = default;
+};
+
+struct PendingCommand {
+  std::string id;
+  CommandRequested request;
+  uint64_t sequence = 0;
+  int64_t requested_ns = 0;
+  bool operator==(const PendingCommand&) const = default;
+};
+
+// Finished tasks kept in memory (the newest); older ones are read from
+// their stream when asked for (task_from_events).
+inline constexpr size_t kFinishedTasksKept = 10'000;
+
+struct Executor {
+  std::map<std::string, Task> tasks;             // running, and the newest finished
+  std::deque<std::string> finished_order;        // finished task ids, oldest first
+  std::map<std::string, Placement> placements;   // by WPAR
+  std::map<std::string, std::string> busy;       // WPAR → its running task
+  std::map<std::string, PendingCommand> pending;
+  uint64_t applied = 0;
+  bool operator==(const Executor&) const = default;
+};
+
+Executor evolve(Executor state, const Event& event);
+void fold_into(Executor& state, Event&& event);
+// A task folded from its own stream's events.
+std::optional<Task> task_from_events(const std::string& id, const std::vector<Event>& events);
+
+std::string task_stream(const std::string& id);
+std::string placement_stream(const std::string& wpar);
+
+// ---- commands -------------------------------------------------------------
+
+// wpar.deploy|start|stop|pause|resume|freeze|kill|remove
+struct WparAction {
+  std::string kind;
+  std::string wpar;    // any unique prefix
+  std::string system;  // deploy: the target system, any unique prefix
+  TaskOptions options;
+};
+// task.cancel: no further operation starts; the task ends cancelled.
+struct CancelTask {
+  std::string task;  // any unique prefix
+};
+using Command = std::variant<WparAction, CancelTask>;
+
+std::expected<Command, kernel::Rejection> parse_command(std::string_view name, const nlohmann::json& args);
+
+struct Change {
+  std::string stream;
+  Payload payload;
+  bool operator==(const Change&) const = default;
+};
+struct Decided {
+  std::vector<Change> changes;
+  std::string warning;  // accepted, with something the user should know
+};
+using Decision = std::expected<Decided, kernel::Rejection>;
+
+// `context.command_id` becomes the task's id.
+Decision decide(const Executor& state, const inventory::Inventory& inventory, const Command& command,
+                const kernel::Context& context);
+
+// The stream version a decision was made on (0: the stream does not exist).
+uint64_t stream_version(const Executor& state, const std::string& stream);
+
+// The actions of a task, in order (the agent's actions, agent.capnp).
+std::vector<std::string> plan(const Task& task, const inventory::Inventory& inventory);
+// How long an operation may take before it fails as timed out.
+int64_t action_timeout_ns(std::string_view action);
+// The seed's "run the command again" exit codes: 3, 5, 6, 17.
+bool run_again_code(int exit_code);
+inline constexpr uint32_t kAttemptsMax = 3;
+inline constexpr int64_t kRetryDelayNs = 1'000'000'000;
+
+// What a running task does now.
+struct Start {     // send the next operation (recorded first)
+  OperationStarted event;
+};
+struct Await {     // an operation is in flight: keep asking the agent
+  Operation operation;
+};
+struct TimedOut {  // it is past its deadline
+  OperationFinished event;
+};
+struct Finish {    // the task ends; with the placement change it makes, if any
+  TaskFinished event;
+  std::optional<WparPlaced> placed;
+};
+struct Idle {};    // a retry waits for its delay
+using Step = std::variant<Idle, Start, Await, TimedOut, Finish>;
+
+// `system_problem` is set when the task's system cannot be reached now
+// (Offline, Unreachable, removed): an operation that would be sent fails.
+Step next_step(const Executor& state, const Task& task, const inventory::Inventory& inventory, int64_t now_ns);
+
+// Why operations cannot be sent to `system` now, if they cannot.
+std::optional<std::string> system_problem(const inventory::Inventory& inventory, const std::string& system);
+
+// A task as JSON (task.show, task.list).
+nlohmann::json task_to_json(const Task& task, bool with_output);
+
+// The executor as a projection of the whole log.
+struct ExecutorModel {
+  using State = Executor;
+  static constexpr std::string_view kName = "executor";
+  static constexpr std::string_view kStream = "";
+  static constexpr kernel::UnknownEvents kUnknown = kernel::UnknownEvents::kSkip;
+  static State initial() { return {}; }
+  static State evolve(State state, const Event& event) { return executor::evolve(std::move(state), event); }
+  static void fold_into(State& state, Event&& event) { executor::fold_into(state, std::move(event)); }
+  static bool wants(EventType type);
+  static std::string encode(const State& state);
+  static Result<State> decode(std::string_view bytes);
+};
+
+}  // namespace wpm::executor

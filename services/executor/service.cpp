@@ -1,0 +1,334 @@
+#include "services/executor/service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+#include "schemas/event_json.h"
+#include "services/kernel/repository.h"
+
+namespace wpm::executor {
+namespace {
+
+namespace ap = agentproto;
+
+// Events for many streams in one append, each stream expected at the
+// version this service folded (the executor alone writes task/… and
+// placement/…, so a conflict means another instance: fold and go again).
+struct Batch {
+  AppendRequest append;
+  std::set<std::string> expected;
+  size_t events() const { return append.events.size(); }
+  void add(const Executor& state, const std::string& stream, const std::string& correlation, Payload payload) {
+    if (expected.insert(stream).second) {
+      uint64_t v = stream_version(state, stream);
+      append.expectations.push_back(
+          StreamExpectation{stream, v == 0 ? ExpectKind::kNoStream : ExpectKind::kExact, v});
+    }
+    append.events.push_back(EventDraft{stream, correlation, correlation, "", std::move(payload)});
+  }
+};
+
+// Events per append when driving tasks (well below the store's 10,000).
+constexpr size_t kBatchEventsMax = 2'000;
+
+}  // namespace
+
+ExecutorService::ExecutorService(kernel::EventLog& log, kernel::SnapshotStore* snapshots, kernel::CommitSignal& signal,
+                                 const kernel::Clock& clock, const inventory::InventoryView& inventory,
+                                 Dispatcher* dispatcher, const inventory::Liveness* liveness,
+                                 std::shared_ptr<spdlog::logger> logger, ExecutorServiceOptions options)
+    : log_(log),
+      snapshots_(snapshots),
+      signal_(signal),
+      clock_(clock),
+      inventory_(inventory),
+      dispatcher_(dispatcher),
+      liveness_(liveness),
+      logger_(std::move(logger)),
+      options_(options),
+      runner_(log, snapshots) {}
+
+Result<void> ExecutorService::start() {
+  {
+    std::unique_lock lock(state_mutex_);
+    if (auto r = runner_.start(); !r) return r;
+  }
+  snapshot_at_ = runner_.sequence();
+  return fold();
+}
+
+Result<void> ExecutorService::fold() {
+  {
+    std::unique_lock lock(state_mutex_);
+    auto r = runner_.catch_up();
+    if (!r) return std::unexpected(r.error());
+  }
+  {
+    std::lock_guard lock(applied_mutex_);
+    applied_ = runner_.sequence();
+  }
+  applied_cv_.notify_all();
+  if (snapshots_ != nullptr && runner_.sequence() - snapshot_at_ >= options_.snapshot_every) {
+    if (auto r = snapshot(); !r) logger_->warn("executor_snapshot_failed error=\"{}\"", r.error().message);
+  }
+  return {};
+}
+
+Result<void> ExecutorService::snapshot() {
+  Result<void> r;
+  {
+    std::shared_lock lock(state_mutex_);
+    r = runner_.snapshot();
+  }
+  if (r) snapshot_at_ = runner_.sequence();
+  return r;
+}
+
+// Each pending command: its decision, the task it makes and the
+// CommandDecided, in one append with the command's idempotency key.
+Result<size_t> ExecutorService::decide_commands() {
+  std::vector<PendingCommand> pending;
+  {
+    std::shared_lock lock(state_mutex_);
+    for (const auto& [id, p] : runner_.state().pending) pending.push_back(p);
+  }
+  std::sort(pending.begin(), pending.end(), [](const auto& a, const auto& b) { return a.sequence < b.sequence; });
+  if (pending.size() > options_.commands_per_step) pending.resize(options_.commands_per_step);
+  size_t written = 0;
+  for (const auto& p : pending) {
+    const std::string command_stream = "command/" + p.id;
+    kernel::Context context{clock_.wall_ns(), "user:" + p.request.user, kernel::CommandId(p.id), p.id};
+    Batch batch;
+    batch.append.idempotency_key = kernel::idempotency_key_of(context.command_id);
+    batch.append.expectations.push_back(StreamExpectation{command_stream, ExpectKind::kExact, 1});
+    CommandDecided decided{true, "", "", "service:executor"};
+    {
+      std::shared_lock lock(state_mutex_);
+      const Executor& state = runner_.state();
+      auto args = nlohmann::json::parse(p.request.args, nullptr, false);
+      std::expected<Command, kernel::Rejection> command =
+          args.is_object() ? parse_command(p.request.command, args)
+                           : std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid,
+                                                               "the arguments are not a JSON object"});
+      Decision decision = std::unexpected(kernel::Rejection{});
+      inventory_.read([&](const inventory::Inventory& inv) {
+        decision = command ? decide(state, inv, *command, context) : std::unexpected(command.error());
+      });
+      if (!decision) {
+        decided = CommandDecided{false, kernel::rejection_code_name(decision.error().code), decision.error().message,
+                                 "service:executor"};
+      } else {
+        decided.message = decision->warning;
+        for (auto& c : decision->changes) batch.add(state, c.stream, p.id, std::move(c.payload));
+      }
+    }
+    batch.append.events.push_back(EventDraft{command_stream, p.id, p.id, "", decided});
+    auto r = log_.append(batch.append);
+    if (!r && r.error().code == ErrorCode::kWrongExpectedVersion) {
+      std::lock_guard lock(stats_mutex_);
+      ++stats_.conflicts;
+      if (++attempts_[p.id] >= options_.attempts) {
+        logger_->warn("command_overtaken id={} command={} attempts={}", p.id, p.request.command, attempts_[p.id]);
+        attempts_.erase(p.id);
+      }
+    } else if (!r && r.error().code != ErrorCode::kIdempotencyKeyReused) {
+      return std::unexpected(r.error());
+    } else {
+      attempts_.erase(p.id);
+      ++written;
+      std::lock_guard lock(stats_mutex_);
+      ++(decided.accepted ? stats_.accepted : stats_.refused);
+      logger_->info("command_decided id={} command={} user={} accepted={} code={}", p.id, p.request.command,
+                    p.request.user, decided.accepted, decided.code);
+    }
+    if (auto f = fold(); !f) return std::unexpected(f.error());
+  }
+  return written;
+}
+
+void ExecutorService::dispatch(const Task& task, const Operation& op, const inventory::Inventory& inv) {
+  auto refuse = [&](std::string why) {
+    local_results_.push_back(DispatchResult{task.id, op.id, op.attempt, std::nullopt, std::move(why)});
+  };
+  if (auto problem = system_problem(inv, op.system)) return refuse(*problem);
+  if (dispatcher_ == nullptr) {
+    return refuse("this manager cannot reach agents' ports (it has no manager key: see wpmd's log)");
+  }
+  const auto* s = inv.registry.by_id(op.system);
+  AgentTarget target{op.system, s->address, s->agent_port, s->public_key};
+  if (liveness_ != nullptr) {
+    if (uint16_t said = liveness_->agent_port(op.system); said != 0) target.port = said;
+  }
+  if (target.port == 0) return refuse(fmt::format("the agent of {} has not said which port it listens on", op.system));
+  ap::Operation command{op.id, op.attempt, op.wpar, op.epoch, op.action, "", task.options.preserve_fs,
+                        task.options.start};
+  if (op.action == "deploy") {
+    auto it = inv.wpars.find(op.wpar);
+    if (it == inv.wpars.end()) return refuse(fmt::format("WPAR {}'s definition is gone", op.wpar));
+    command.definition = wpar_to_json(it->second.wpar).dump();
+  }
+  dispatcher_->send(task.id, target, std::move(command));
+}
+
+// What each running task does now: operations recorded and sent, timeouts,
+// ends. One append for all of them.
+Result<size_t> ExecutorService::drive_tasks() {
+  Batch batch;
+  std::vector<std::pair<Task, Operation>> to_send;
+  const int64_t now = clock_.wall_ns();
+  {
+    std::shared_lock lock(state_mutex_);
+    const Executor& state = runner_.state();
+    inventory_.read([&](const inventory::Inventory& inv) {
+      for (const auto& [id, task] : state.tasks) {
+        if (task.finished()) continue;
+        if (batch.events() >= kBatchEventsMax) break;
+        Step step = next_step(state, task, inv, now);
+        if (auto* start = std::get_if<Start>(&step)) {
+          Operation op{start->event.operation_id, start->event.system, start->event.wpar, start->event.action,
+                       start->event.epoch, start->event.attempt, now, start->event.deadline_ns};
+          to_send.emplace_back(task, op);
+          batch.add(state, task_stream(id), id, start->event);
+        } else if (auto* await = std::get_if<Await>(&step)) {
+          // After a restart (or a lost question): ask the agent again, same id.
+          const bool asked = dispatcher_ != nullptr && dispatcher_->in_flight(await->operation.id, await->operation.attempt);
+          const bool answered = std::any_of(local_results_.begin(), local_results_.end(), [&](const auto& r) {
+            return r.operation_id == await->operation.id;
+          });
+          if (!asked && !answered) dispatch(task, await->operation, inv);
+        } else if (auto* timed_out = std::get_if<TimedOut>(&step)) {
+          batch.add(state, task_stream(id), id, timed_out->event);
+          logger_->warn("operation_timed_out task={} operation={}", id, timed_out->event.operation_id);
+        } else if (auto* finish = std::get_if<Finish>(&step)) {
+          if (finish->placed) batch.add(state, placement_stream(task.wpar), id, *finish->placed);
+          batch.add(state, task_stream(id), id, finish->event);
+          logger_->info("task_finished task={} kind={} wpar={} state={} error=\"{}\"", id, task.kind, task.wpar,
+                        finish->event.state, finish->event.error);
+        }
+      }
+    });
+  }
+  if (batch.events() == 0) return 0;
+  auto r = log_.append(batch.append);
+  if (!r) {
+    if (r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
+    std::lock_guard lock(stats_mutex_);
+    ++stats_.conflicts;
+    return 0;  // another writer: fold and decide again
+  }
+  if (auto f = fold(); !f) return std::unexpected(f.error());
+  // Sent only once recorded.
+  inventory_.read([&](const inventory::Inventory& inv) {
+    for (const auto& [task, op] : to_send) dispatch(task, op, inv);
+  });
+  std::lock_guard lock(stats_mutex_);
+  stats_.operations_started += to_send.size();
+  return batch.events();
+}
+
+// The agents' answers (and the refusals to send) as OperationFinished.
+Result<size_t> ExecutorService::record_results() {
+  std::vector<DispatchResult> results = std::exchange(local_results_, {});
+  if (dispatcher_ != nullptr) {
+    auto more = dispatcher_->take();
+    results.insert(results.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  }
+  if (results.empty()) return 0;
+  Batch batch;
+  {
+    std::shared_lock lock(state_mutex_);
+    const Executor& state = runner_.state();
+    for (auto& r : results) {
+      auto it = state.tasks.find(r.task_id);
+      if (it == state.tasks.end()) continue;
+      const auto* op = it->second.in_flight();
+      if (op == nullptr || op->id != r.operation_id || op->attempt != r.attempt) continue;  // already recorded
+      OperationFinished f{r.operation_id, r.attempt, "", 0, "", "", ""};
+      if (r.result) {
+        const auto& a = *r.result;
+        f.exit_code = a.exit_code;
+        f.outcome = a.refused ? "refused" : a.exit_code == 0 ? "ok" : "failed";
+        f.output = a.output;
+        f.error = a.error;
+        f.wpar_state = a.wpar_state;
+      } else {
+        f.outcome = r.refused_by_protocol ? "refused" : "unreachable";
+        f.exit_code = -1;
+        f.error = r.problem;
+      }
+      logger_->info("operation_finished task={} operation={} attempt={} outcome={} exit={} wpar_state={}", r.task_id,
+                    r.operation_id, r.attempt, f.outcome, f.exit_code, f.wpar_state);
+      batch.add(state, task_stream(r.task_id), r.task_id, std::move(f));
+    }
+  }
+  if (batch.events() == 0) return 0;
+  auto r = log_.append(batch.append);
+  if (!r) {
+    if (r.error().code != ErrorCode::kWrongExpectedVersion) {
+      local_results_.insert(local_results_.end(), results.begin(), results.end());  // tried again next step
+      return std::unexpected(r.error());
+    }
+    local_results_.insert(local_results_.end(), results.begin(), results.end());
+    return 0;
+  }
+  if (auto f = fold(); !f) return std::unexpected(f.error());
+  std::lock_guard lock(stats_mutex_);
+  stats_.operations_finished += batch.events();
+  return batch.events();
+}
+
+Result<size_t> ExecutorService::step() {
+  if (auto r = fold(); !r) return std::unexpected(r.error());
+  auto decided = decide_commands();
+  if (!decided) return std::unexpected(decided.error());
+  auto recorded = record_results();
+  if (!recorded) return std::unexpected(recorded.error());
+  auto driven = drive_tasks();
+  if (!driven) return std::unexpected(driven.error());
+  return *decided + *recorded + *driven;
+}
+
+void ExecutorService::run(const std::atomic<bool>& stop) {
+  std::string last_error;
+  while (!stop.load()) {
+    auto done = step();
+    std::string error = done ? "" : done.error().message;
+    if (!error.empty() && error != last_error) logger_->error("executor_step_failed error=\"{}\"", error);
+    last_error = error;
+    if (!done) {
+      signal_.pause(options_.idle_wait);
+      continue;
+    }
+    if (*done > 0) continue;
+    bool running = false;
+    {
+      std::shared_lock lock(state_mutex_);
+      running = !runner_.state().busy.empty() ||
+                std::any_of(runner_.state().tasks.begin(), runner_.state().tasks.end(),
+                            [](const auto& t) { return !t.second.finished(); });
+    }
+    seen_ = signal_.wait_beyond(std::max(seen_, runner_.sequence()), running ? options_.busy_wait : options_.idle_wait);
+  }
+  if (snapshots_ != nullptr && runner_.sequence() > snapshot_at_) {
+    if (auto r = snapshot(); !r) logger_->warn("executor_snapshot_failed error=\"{}\"", r.error().message);
+  }
+}
+
+void ExecutorService::read(const std::function<void(const Executor&)>& reader) const {
+  std::shared_lock lock(state_mutex_);
+  reader(runner_.state());
+}
+
+bool ExecutorService::wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(applied_mutex_);
+  return applied_cv_.wait_for(lock, timeout, [&] { return applied_ >= sequence; });
+}
+
+ExecutorStats ExecutorService::stats() const {
+  std::lock_guard lock(stats_mutex_);
+  return stats_;
+}
+
+}  // namespace wpm::executor

@@ -1,0 +1,331 @@
+// The executor's pure rules: which lifecycle commands become tasks, the
+// placement epochs, what a running task does next (operations, retries only
+// for the seed's "run again" codes, timeouts, the end and its recovery), and
+// the fold (also from a snapshot).
+
+#include "services/executor/model.h"
+
+#include <gtest/gtest.h>
+
+namespace wpm::executor {
+namespace {
+
+using nlohmann::json;
+using kernel::RejectionCode;
+
+constexpr int64_t kSecond = 1'000'000'000;
+
+class ExecutorModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Two systems, one WPAR of each kind, undeployed.
+    for (const char* id : {"node1", "node2"}) {
+      SystemRegistered r;
+      r.system_id = id;
+      r.hostname = id;
+      r.address = "127.0.0.1";
+      r.public_key = std::string(39, 'k') + id[4];
+      r.profile.network_interfaces = {{"eth0", {std::string(id) == "node1" ? "10.1.0.2/24" : "10.2.0.2/24"}, true}};
+      r.profile.capabilities = {"cap_chown", "cap_kill", "cap_net_raw"};
+      fold_inventory("registry", r);
+    }
+    define("web1", "system", true);
+    define("app1", "application", false);
+  }
+
+  template <typename P>
+  void fold_inventory(const std::string& stream, P payload) {
+    Event e;
+    e.sequence = ++sequence_;
+    e.stream_id = stream;
+    e.stream_version = ++versions_[stream];
+    e.timestamp_ns = now_;
+    e.payload = std::move(payload);
+    inv_ = inventory::evolve(std::move(inv_), e);
+    state_ = evolve(std::move(state_), e);
+  }
+
+  void define(const std::string& name, const std::string& type, bool checkpointable, std::string address = "") {
+    WparDefinition w;
+    w.name = name;
+    w.type = type;
+    w.command = "sleep 100";
+    w.checkpointable = checkpointable;
+    w.group = "default";
+    w.address = std::move(address);
+    fold_inventory("wpar/" + name, WparDefined{w, true});
+  }
+
+  // Decides and folds a command; the rejection when refused.
+  std::optional<kernel::Rejection> run(const std::string& id, const std::string& name, const json& args,
+                                       std::string* warning = nullptr) {
+    auto command = parse_command(name, args);
+    if (!command) return command.error();
+    kernel::Context context{now_, "user:alice", kernel::CommandId(id), id};
+    auto decided = decide(state_, inv_, *command, context);
+    if (!decided) return decided.error();
+    if (warning != nullptr) *warning = decided->warning;
+    for (auto& c : decided->changes) fold_inventory(c.stream, c.payload);
+    return std::nullopt;
+  }
+
+  Step step(const std::string& task) { return next_step(state_, state_.tasks.at(task), inv_, now_); }
+
+  // Runs the task's next operation with the agent's answer.
+  void answer(const std::string& task, int exit_code, const std::string& wpar_state, bool refused = false) {
+    Step s = step(task);
+    auto* start = std::get_if<Start>(&s);
+    ASSERT_NE(start, nullptr) << "the task starts an operation";
+    fold_inventory(task_stream(task), start->event);
+    OperationFinished f{start->event.operation_id, start->event.attempt,
+                        refused ? "refused" : exit_code == 0 ? "ok" : "failed", exit_code, "", exit_code ? "boom" : "",
+                        wpar_state};
+    fold_inventory(task_stream(task), f);
+  }
+
+  // Ends the task as next_step says; its TaskFinished.
+  TaskFinished finish(const std::string& task) {
+    Step s = step(task);
+    auto* f = std::get_if<Finish>(&s);
+    EXPECT_NE(f, nullptr) << "the task ends";
+    if (f == nullptr) return {};
+    if (f->placed) fold_inventory(placement_stream(f->placed->wpar), *f->placed);
+    fold_inventory(task_stream(task), f->event);
+    return f->event;
+  }
+
+  std::string letter(const std::string& wpar) { return inventory::wpar_state_letter(inv_.wpars.at(wpar).wpar); }
+
+  inventory::Inventory inv_;
+  Executor state_;
+  int64_t now_ = 1000 * kSecond;
+  uint64_t sequence_ = 0;
+  std::map<std::string, uint64_t> versions_;
+};
+
+TEST_F(ExecutorModelTest, DeployPlacesWithANewEpochAndRunsOneOperation) {
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web"}, {"system", "node1"}, {"start", true}}), std::nullopt);
+  EXPECT_EQ(state_.placements.at("web1").epoch, 1u);
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node1");
+  EXPECT_EQ(state_.busy.at("web1"), "t1");
+  Step s = step("t1");
+  auto* start = std::get_if<Start>(&s);
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(start->event.operation_id, "t1.1");
+  EXPECT_EQ(start->event.action, "deploy");
+  EXPECT_EQ(start->event.epoch, 1u);
+  EXPECT_EQ(start->event.deadline_ns, now_ + action_timeout_ns("deploy"));
+  fold_inventory(task_stream("t1"), start->event);
+  EXPECT_EQ(letter("web1"), "T") << "Transitional while the operation runs";
+  EXPECT_TRUE(std::holds_alternative<Await>(step("t1")));
+  fold_inventory(task_stream("t1"), OperationFinished{"t1.1", 1, "ok", 0, "WPAR web1 is active", "", "A"});
+  EXPECT_EQ(letter("web1"), "A");
+  EXPECT_EQ(finish("t1").state, "succeeded");
+  EXPECT_FALSE(state_.busy.contains("web1"));
+  // A second task on another WPAR placed later gets its own epoch line.
+  ASSERT_EQ(run("t2", "wpar.deploy", {{"name", "app1"}, {"system", "node2"}}), std::nullopt);
+  EXPECT_EQ(state_.placements.at("app1").epoch, 1u);
+}
+
+TEST_F(ExecutorModelTest, CommandsAreCheckedAgainstTheLifecycleTableBeforeAnythingIsSent) {
+  struct Row {
+    std::string command;
+    json args;
+    std::optional<RejectionCode> code;
+    std::string says;
+  };
+  std::vector<Row> rows = {
+      {"wpar.start", {{"name", "web1"}}, RejectionCode::kConflict, "not deployed"},
+      {"wpar.deploy", {{"name", "web1"}}, RejectionCode::kInvalid, "--system"},
+      {"wpar.deploy", {{"name", "nope"}, {"system", "node1"}}, RejectionCode::kNotFound, "no WPAR"},
+      {"wpar.deploy", {{"name", "web1"}, {"system", "node9"}}, RejectionCode::kNotFound, "no system"},
+      {"wpar.deploy", {{"name", "app1"}, {"system", "node1"}, {"start", true}}, RejectionCode::kInvalid, "drop --start"},
+      {"wpar.deploy", {{"name", "web1"}, {"system", "node1"}, {"color", "red"}}, RejectionCode::kInvalid, "unknown"},
+      {"wpar.stop", {{"name", "web1"}, {"force", "yes"}}, RejectionCode::kInvalid, "true or false"},
+  };
+  for (const auto& r : rows) {
+    auto refused = run("x", r.command, r.args);
+    ASSERT_EQ(refused.has_value(), r.code.has_value()) << r.command << " " << r.args.dump();
+    EXPECT_EQ(refused->code, *r.code) << r.command;
+    EXPECT_NE(refused->message.find(r.says), std::string::npos) << refused->message;
+  }
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
+  auto busy = run("t2", "wpar.start", {{"name", "web1"}});
+  ASSERT_TRUE(busy);
+  EXPECT_NE(busy->message.find("has a task running"), std::string::npos) << "one task per WPAR at a time";
+  answer("t1", 0, "D");
+  finish("t1");
+  // The agent's table: a Defined system WPAR starts; it cannot be stopped, paused, resumed or killed.
+  EXPECT_NE(run("a", "wpar.stop", {{"name", "web1"}})->message.find("only an active WPAR"), std::string::npos);
+  EXPECT_NE(run("b", "wpar.resume", {{"name", "web1"}})->message.find("paused or frozen"), std::string::npos);
+  EXPECT_NE(run("c", "wpar.kill", {{"name", "web1"}})->message.find("killwpar ends a paused WPAR"), std::string::npos);
+  EXPECT_EQ(run("d", "wpar.deploy", {{"name", "web1"}, {"system", "node2"}})->code, RejectionCode::kConflict)
+      << "already deployed";
+  ASSERT_EQ(run("t3", "wpar.start", {{"name", "web1"}}), std::nullopt);
+  answer("t3", 0, "A");
+  finish("t3");
+  ASSERT_EQ(run("t4", "wpar.pause", {{"name", "web1"}}), std::nullopt) << "checkpoint enabled";
+  answer("t4", 0, "P");
+  finish("t4");
+  EXPECT_NE(run("e", "wpar.stop", {{"name", "web1"}})->message.find("killwpar"), std::string::npos)
+      << "a paused WPAR is not stopped: it is killed";
+  ASSERT_EQ(run("t5", "wpar.kill", {{"name", "web1"}}), std::nullopt);
+  // An application WPAR has nothing to start, and no checkpoint unless enabled.
+  ASSERT_EQ(run("t6", "wpar.deploy", {{"name", "app1"}, {"system", "node1"}}), std::nullopt);
+  answer("t6", 0, "A");
+  finish("t6");
+  EXPECT_NE(run("f", "wpar.start", {{"name", "app1"}})->message.find("nothing to start"), std::string::npos);
+  EXPECT_NE(run("g", "wpar.pause", {{"name", "app1"}})->message.find("checkpoint enabled"), std::string::npos);
+}
+
+TEST_F(ExecutorModelTest, DeployChecksTheAddressAndCapabilitiesAgainstTheSystem) {
+  define("outside", "system", false, "10.9.0.5/24");
+  define("hostsown", "system", false, "10.1.0.2");
+  define("net1", "system", false, "10.1.0.7/24");
+  define("net2", "system", false, "10.1.0.7/24");
+  auto outside = run("a", "wpar.deploy", {{"name", "outside"}, {"system", "node1"}});
+  ASSERT_TRUE(outside);
+  EXPECT_NE(outside->message.find("outside every subnet of node1 (eth0 10.1.0.2/24)"), std::string::npos)
+      << outside->message;
+  EXPECT_NE(run("b", "wpar.deploy", {{"name", "hostsown"}, {"system", "node1"}})->message.find("interface eth0"),
+            std::string::npos);
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "net1"}, {"system", "node1"}}), std::nullopt);
+  auto taken = run("c", "wpar.deploy", {{"name", "net2"}, {"system", "node1"}});
+  ASSERT_TRUE(taken);
+  EXPECT_NE(taken->message.find("already used on node1 by WPAR net1"), std::string::npos);
+  // The same address on another system: accepted with a warning (node2's subnet differs, so it is refused there;
+  // a system whose subnet holds it warns).
+  SystemProfileChanged moved{"node2", {}};
+  moved.profile.network_interfaces = {{"eth0", {"10.1.0.3/24"}, true}};
+  fold_inventory("registry", moved);
+  std::string warning;
+  ASSERT_EQ(run("t2", "wpar.deploy", {{"name", "net2"}, {"system", "node2"}}, &warning), std::nullopt);
+  EXPECT_NE(warning.find("also deployed on node1 (WPAR net1)"), std::string::npos) << warning;
+  WparDefinition caps;
+  caps.name = "caps";
+  caps.type = "system";
+  caps.capabilities = "+cap_sys_admin,-cap_kill";
+  fold_inventory("wpar/caps", WparDefined{caps, true});
+  auto lacking = run("d", "wpar.deploy", {{"name", "caps"}, {"system", "node1"}});
+  ASSERT_TRUE(lacking);
+  EXPECT_NE(lacking->message.find("lacks: cap_sys_admin"), std::string::npos) << lacking->message;
+}
+
+TEST_F(ExecutorModelTest, OnlyTheSeedsRunAgainCodesAreRetriedWithTheSameOperationId) {
+  for (int code : {3, 5, 6, 17}) EXPECT_TRUE(run_again_code(code)) << code;
+  for (int code : {1, 4, 14, 16, 19, 25}) EXPECT_FALSE(run_again_code(code)) << code;
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}, {"start", true}}), std::nullopt);
+  answer("t1", 0, "A");
+  finish("t1");
+  ASSERT_EQ(run("t2", "wpar.pause", {{"name", "web1"}}), std::nullopt);
+  answer("t2", 6, "A");  // the workload did not write its state in time: run again
+  EXPECT_TRUE(std::holds_alternative<Idle>(step("t2"))) << "a retry waits its delay";
+  now_ += kRetryDelayNs;
+  Step s = step("t2");
+  auto* again = std::get_if<Start>(&s);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->event.operation_id, "t2.1") << "the same operation id";
+  EXPECT_EQ(again->event.attempt, 2u);
+  fold_inventory(task_stream("t2"), again->event);
+  fold_inventory(task_stream("t2"), OperationFinished{"t2.1", 2, "failed", 6, "", "again", "A"});
+  now_ += kRetryDelayNs;
+  answer("t2", 6, "A");  // attempt 3, the last
+  now_ += kRetryDelayNs;
+  auto ended = finish("t2");
+  EXPECT_EQ(ended.state, "failed");
+  EXPECT_NE(ended.error.find("exit code 6"), std::string::npos) << ended.error;
+  EXPECT_NE(ended.recovery.find("as it was (A)"), std::string::npos) << ended.recovery;
+  EXPECT_EQ(state_.tasks.at("t2").operations.size(), 1u) << "one operation, three attempts";
+  // Exit 1 is final at once.
+  ASSERT_EQ(run("t3", "wpar.stop", {{"name", "web1"}}), std::nullopt);
+  answer("t3", 1, "B");
+  ended = finish("t3");
+  EXPECT_EQ(ended.state, "failed");
+  EXPECT_NE(ended.recovery.find("Broken"), std::string::npos);
+  EXPECT_EQ(letter("web1"), "B");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.cause, "boom") << "Broken, with the cause";
+}
+
+TEST_F(ExecutorModelTest, AFailedDeployWithdrawsItsPlacementAndATimeoutIsRecorded) {
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
+  answer("t1", 1, "");
+  auto ended = finish("t1");
+  EXPECT_EQ(ended.state, "failed");
+  EXPECT_NE(ended.recovery.find("withdrawn"), std::string::npos);
+  EXPECT_EQ(state_.placements.at("web1").system, "");
+  EXPECT_EQ(state_.placements.at("web1").epoch, 2u) << "the withdrawal is a placement too";
+  EXPECT_EQ(letter("web1"), "U");
+  // A deploy whose agent never answers times out at its recorded deadline.
+  ASSERT_EQ(run("t2", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
+  EXPECT_EQ(state_.placements.at("web1").epoch, 3u);
+  Step s = step("t2");
+  fold_inventory(task_stream("t2"), std::get<Start>(s).event);
+  now_ += action_timeout_ns("deploy") + 1;
+  s = step("t2");
+  auto* timed_out = std::get_if<TimedOut>(&s);
+  ASSERT_NE(timed_out, nullptr);
+  EXPECT_EQ(timed_out->event.outcome, "timeout");
+  fold_inventory(task_stream("t2"), timed_out->event);
+  EXPECT_EQ(finish("t2").state, "failed");
+  EXPECT_EQ(state_.placements.at("web1").epoch, 4u);
+}
+
+TEST_F(ExecutorModelTest, RemoveTakesTheDefinitionUnlessKeptAndCancelStopsATask) {
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
+  answer("t1", 0, "D");
+  finish("t1");
+  ASSERT_EQ(run("t2", "wpar.remove", {{"name", "web1"}, {"keepDefinition", true}, {"preserveFs", true}}), std::nullopt);
+  EXPECT_TRUE(state_.tasks.at("t2").options.preserve_fs);
+  answer("t2", 0, "");
+  finish("t2");
+  EXPECT_EQ(letter("web1"), "U") << "kept, Undeployed";
+  EXPECT_EQ(state_.placements.at("web1").epoch, 2u);
+  // Undeployed: only the definition goes, by the inventory's rule, with no operation.
+  ASSERT_EQ(run("t3", "wpar.remove", {{"name", "web1"}}), std::nullopt);
+  EXPECT_FALSE(inv_.wpars.contains("web1"));
+  EXPECT_EQ(state_.tasks.at("t3").state, "succeeded");
+  EXPECT_TRUE(state_.tasks.at("t3").operations.empty());
+  // A removal that finds nothing on the system (exit 16) achieved what it wanted.
+  ASSERT_EQ(run("t4", "wpar.deploy", {{"name", "app1"}, {"system", "node1"}}), std::nullopt);
+  answer("t4", 0, "A");
+  finish("t4");
+  ASSERT_EQ(run("t5", "wpar.remove", {{"name", "app1"}}), std::nullopt);
+  answer("t5", 16, "", true);
+  EXPECT_EQ(finish("t5").state, "succeeded");
+  EXPECT_FALSE(inv_.wpars.contains("app1"));
+  // Cancel: the task ends cancelled; nothing further starts.
+  define("web2", "system", false);
+  ASSERT_EQ(run("t6", "wpar.deploy", {{"name", "web2"}, {"system", "node2"}}), std::nullopt);
+  ASSERT_EQ(run("c1", "task.cancel", {{"task", "t6"}}), std::nullopt);
+  EXPECT_EQ(state_.tasks.at("t6").state, "cancelled");
+  EXPECT_TRUE(std::holds_alternative<Idle>(step("t6")));
+  EXPECT_EQ(run("c2", "task.cancel", {{"task", "t6"}})->code, RejectionCode::kConflict) << "already ended";
+}
+
+TEST_F(ExecutorModelTest, AnUnreachableSystemIsNamedAndTheSnapshotRebuildsTheState) {
+  EXPECT_FALSE(system_problem(inv_, "node1"));
+  fold_inventory("system/node1", SystemStateChanged{"node1", "offline", "no heartbeat for 15 s"});
+  auto problem = system_problem(inv_, "node1");
+  ASSERT_TRUE(problem);
+  EXPECT_NE(problem->find("Offline (no heartbeat for 15 s)"), std::string::npos);
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web1"}, {"system", "node2"}}), std::nullopt);
+  answer("t1", 0, "D");
+  finish("t1");
+  ASSERT_EQ(run("t2", "wpar.start", {{"name", "web1"}}), std::nullopt);
+  Step s = step("t2");
+  fold_inventory(task_stream("t2"), std::get<Start>(s).event);
+  fold_inventory("command/p1", CommandRequested{"wpar.stop", R"({"name":"web1"})", "bob", {}, ""});
+  auto back = ExecutorModel::decode(ExecutorModel::encode(state_));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, state_);
+  // And the inventory's snapshot keeps the running task it must finish.
+  auto inv_back = inventory::InventoryModel::decode(inventory::InventoryModel::encode(inv_));
+  ASSERT_TRUE(inv_back);
+  EXPECT_EQ(*inv_back, inv_);
+}
+
+}  // namespace
+}  // namespace wpm::executor
+namespace wpm::kernel {
+void PrintTo(const Rejection& r, std::ostream* os) { *os << rejection_code_name(r.code) << ": " << r.message; }
+}  // namespace wpm::kernel
