@@ -679,6 +679,9 @@ int Daemon::run() {
                  endpoint.c_str(), r ? "no eventfd" : r.error().message.c_str(), o_.paths.data_dir.c_str());
     return 1;
   }
+  // The journal of the manager's operations, before the first one can come.
+  journal_ = std::make_unique<OperationJournal>(o_.paths.data_dir + "/operations");
+  for (const auto& r : journal_->running()) running_ops_[r.id] = r.wpar;
   port_->start([this](bus::ServerRequest& r) { return serve_port(r); },
                [](const bus::ServerRequest& r, std::string_view why) {
                  return ap::encode(ap::AgentReply{ap::peek_request_id(r.body),
@@ -712,8 +715,6 @@ int Daemon::run() {
                fmt::join(profile_.overridden_facts, ","), o_.paths.data_dir);
   }
   reattach(o_.paths, *log_);
-  journal_ = std::make_unique<OperationJournal>(o_.paths.data_dir + "/operations");
-  for (const auto& r : journal_->running()) running_ops_[r.id] = r.wpar;
 
   status_.pid = ::getpid();
   status_.started_at_ns = started_ns_;

@@ -59,6 +59,23 @@ std::optional<std::string> placement_refusal(std::optional<uint64_t> held, uint6
   return std::nullopt;
 }
 
+std::vector<std::string> command_words(const std::string& command) {
+  // Anything a shell would read differently from plain words goes to one.
+  if (command.find_first_of("\"'\\$`;&|<>(){}[]*?~#=!\n\t") != std::string::npos) {
+    return {"/bin/sh", "-c", command};
+  }
+  std::vector<std::string> words;
+  size_t start = 0;
+  while (start < command.size()) {  // bounded: each turn moves past one word
+    size_t begin = command.find_first_not_of(' ', start);
+    if (begin == std::string::npos) break;
+    size_t end = command.find(' ', begin);
+    words.push_back(command.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    start = end == std::string::npos ? command.size() : end;
+  }
+  return words;
+}
+
 std::expected<std::vector<std::string>, std::string> command_args(const OperationRecord& op,
                                                                   const std::string& state_root) {
   const std::string& w = op.wpar;
@@ -98,7 +115,11 @@ std::expected<std::vector<std::string>, std::string> command_args(const Operatio
   if (auto v = number("memoryBytes")) args.insert(args.end(), {"--memory", std::to_string(v)});
   if (auto v = number("processesMax")) args.insert(args.end(), {"--max-processes", std::to_string(v)});
   if (system && op.start_after) args.push_back("-s");
-  if (!command.empty()) args.insert(args.end(), {"--", "/bin/sh", "-c", command});
+  if (!command.empty()) {
+    args.push_back("--");
+    auto words = command_words(command);
+    args.insert(args.end(), words.begin(), words.end());
+  }
   return args;
 }
 

@@ -75,6 +75,12 @@ bool places(std::string_view action);
 std::optional<std::string> placement_refusal(std::optional<uint64_t> held, uint64_t epoch, std::string_view action,
                                              bool exists, std::string_view wpar);
 
+// A definition's command as the workload's argv: plain words are run as
+// they are (the command is the WPAR's main process, which receives the
+// checkpoint signal); anything with shell syntax runs under /bin/sh -c, and
+// then the shell is that process (it must handle the signal itself).
+std::vector<std::string> command_words(const std::string& command);
+
 // The local command (arguments after `wpm-agent --data DIR`) that carries
 // out an operation; `state_root` is where pause and freeze put state files.
 // The error when the definition cannot be read.

@@ -34,10 +34,12 @@ void Dispatcher::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Dispatcher::send(const std::string& task_id, const AgentTarget& target, ap::Operation operation) {
+void Dispatcher::send(const std::string& task_id, const AgentTarget& target, ap::Operation operation, bool patient) {
   std::lock_guard lock(mutex_);
   if (!flying_.insert({operation.operation_id, operation.attempt}).second) return;  // already on its way
-  incoming_.push_back(Flight{task_id, target, std::move(operation)});
+  Flight f{task_id, target, std::move(operation)};
+  f.patient = patient;
+  incoming_.push_back(std::move(f));
 }
 
 bool Dispatcher::in_flight(const std::string& operation_id, uint32_t attempt) const {
@@ -105,7 +107,7 @@ void Dispatcher::run() {
     std::vector<std::string> unreachable;
     for (auto& [id, f] : flights_) {
       if (f.awaiting && now - f.sent > options_.answer_timeout) f.awaiting = false;  // ask again
-      if (!f.answered && now - f.first_sent > options_.unreachable_after) {
+      if (!f.answered && !f.patient && now - f.first_sent > options_.unreachable_after) {
         unreachable.push_back(id);
         continue;
       }
@@ -169,7 +171,17 @@ void Dispatcher::run() {
           continue;
         }
         if (const auto* e = std::get_if<ap::ProtocolError>(&reply->body)) {
-          // Not about one operation we can name: every flight to this system that awaits an answer.
+          // Not about one operation we can name: every flight to this system
+          // that awaits an answer. Busy: asked again a little later.
+          if (e->kind == ap::ErrorKind::kUnavailable) {
+            for (auto& [id, f] : flights_) {
+              if (f.target.system_id != systems[i] || !f.awaiting) continue;
+              f.awaiting = false;
+              f.answered = true;
+              f.next = now + options_.poll_interval;
+            }
+            continue;
+          }
           std::vector<std::string> refused;
           for (const auto& [id, f] : flights_) {
             if (f.target.system_id == systems[i] && f.awaiting) refused.push_back(id);

@@ -71,7 +71,10 @@ class Dispatcher {
   // Called (from the dispatcher's thread) when results are ready to take.
   void on_result(std::function<void()> wake) { wake_ = std::move(wake); }
 
-  void send(const std::string& task_id, const AgentTarget& target, agentproto::Operation operation);
+  // `patient`: never given up as unreachable (an operation recorded as
+  // started before a restart: asked about until its deadline).
+  void send(const std::string& task_id, const AgentTarget& target, agentproto::Operation operation,
+            bool patient = false);
   // Whether an operation (this attempt) is being sent or asked about.
   bool in_flight(const std::string& operation_id, uint32_t attempt) const;
   std::vector<DispatchResult> take();
@@ -86,6 +89,7 @@ class Dispatcher {
     std::chrono::steady_clock::time_point next{};  // when to ask next
     bool awaiting = false;                          // a question is out
     bool answered = false;                          // the agent answered at least once
+    bool patient = false;
   };
   struct Connection {
     std::unique_ptr<zmq::socket_t> socket;

@@ -148,11 +148,12 @@ Result<size_t> ExecutorService::decide_commands() {
   return written;
 }
 
-void ExecutorService::dispatch(const Task& task, const Operation& op, const inventory::Inventory& inv) {
+void ExecutorService::dispatch(const Task& task, const Operation& op, const inventory::Inventory& inv, bool again) {
   auto refuse = [&](std::string why) {
     local_results_.push_back(DispatchResult{task.id, op.id, op.attempt, std::nullopt, std::move(why)});
   };
-  if (auto problem = system_problem(inv, op.system)) return refuse(*problem);
+  if (inv.registry.by_id(op.system) == nullptr) return refuse(fmt::format("system {} is no longer registered", op.system));
+  if (auto problem = system_problem(inv, op.system); problem && !again) return refuse(*problem);
   if (dispatcher_ == nullptr) {
     return refuse("this manager cannot reach agents' ports (it has no manager key: see wpmd's log)");
   }
@@ -169,7 +170,7 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
     if (it == inv.wpars.end()) return refuse(fmt::format("WPAR {}'s definition is gone", op.wpar));
     command.definition = wpar_to_json(it->second.wpar).dump();
   }
-  dispatcher_->send(task.id, target, std::move(command));
+  dispatcher_->send(task.id, target, std::move(command), again);
 }
 
 // What each running task does now: operations recorded and sent, timeouts,
@@ -197,7 +198,7 @@ Result<size_t> ExecutorService::drive_tasks() {
           const bool answered = std::any_of(local_results_.begin(), local_results_.end(), [&](const auto& r) {
             return r.operation_id == await->operation.id;
           });
-          if (!asked && !answered) dispatch(task, await->operation, inv);
+          if (!asked && !answered) dispatch(task, await->operation, inv, true);
         } else if (auto* timed_out = std::get_if<TimedOut>(&step)) {
           batch.add(state, task_stream(id), id, timed_out->event);
           logger_->warn("operation_timed_out task={} operation={}", id, timed_out->event.operation_id);

@@ -82,7 +82,9 @@ class ExecutorService final : public ExecutorView {
   Result<size_t> decide_commands();
   Result<size_t> drive_tasks();
   Result<size_t> record_results();
-  void dispatch(const Task& task, const Operation& op, const inventory::Inventory& inv);
+  // Sends an operation to its agent; `again`: it was recorded as started
+  // before (after a restart): asked about whatever the system's state, until its deadline.
+  void dispatch(const Task& task, const Operation& op, const inventory::Inventory& inv, bool again = false);
 
   kernel::EventLog& log_;
   kernel::SnapshotStore* snapshots_;

@@ -532,7 +532,7 @@ Changes decide(const Inventory& state, const Command& command, const kernel::Con
 }
 
 std::vector<Change> reconcile(const Inventory& state, const std::string& system_id,
-                              const std::vector<ReportedWpar>& reported) {
+                              const std::vector<ReportedWpar>& reported, int64_t reported_ns) {
   std::vector<Change> changes;
   std::set<std::string> seen;
   for (const auto& r : reported) {
@@ -563,6 +563,7 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
                                                         system_id, r.name, where)}});
       continue;
     }
+    if (!known.operation.empty() || it->second.executor_ns >= reported_ns) continue;
     if (known.reported_state != letter) {
       WparDefinition w = known;
       w.reported_state = letter;

@@ -158,6 +158,7 @@ void fold_into(Inventory& state, Event&& e) {
           // The executor placed it (or took it off its system): the epoch fences older commands.
           auto it = state.wpars.find(p.wpar);
           if (it == state.wpars.end()) return;
+          it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
           auto& w = it->second.wpar;
           w.system = p.system;
           w.epoch = p.epoch;
@@ -173,12 +174,16 @@ void fold_into(Inventory& state, Event&& e) {
           bool keep = args.is_object() && args.value("keepDefinition", false);
           state.tasks[e.stream_id.substr(5)] = TaskRef{p.kind, p.wpar, keep};
         } else if constexpr (std::is_same_v<T, OperationStarted>) {
-          if (auto it = state.wpars.find(p.wpar); it != state.wpars.end()) it->second.wpar.operation = p.action;
+          if (auto it = state.wpars.find(p.wpar); it != state.wpars.end()) {
+            it->second.wpar.operation = p.action;
+            it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
+          }
         } else if constexpr (std::is_same_v<T, OperationFinished>) {
           auto task = state.tasks.find(e.stream_id.substr(std::min<size_t>(5, e.stream_id.size())));
           if (task == state.tasks.end()) return;
           auto it = state.wpars.find(task->second.wpar);
           if (it == state.wpars.end()) return;
+          it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
           auto& w = it->second.wpar;
           w.operation.clear();
           if (!p.wpar_state.empty()) w.reported_state = p.wpar_state;
@@ -276,6 +281,10 @@ std::string InventoryModel::encode(const State& state) {
   for (const auto& [name, w] : state.wpars) {
     out.event(wpar_stream(name), w.version, w.created_ns, WparDefined{w.wpar, true});
     out.event(wpar_stream(name), w.version, w.changed_ns, WparDefined{w.wpar, false});
+    // The executor's last word on it, as a placement of the same system and epoch at that time.
+    if (w.executor_ns != 0) {
+      out.event("placement/" + name, 0, w.executor_ns, WparPlaced{name, w.wpar.system, w.wpar.epoch, ""});
+    }
   }
   for (const auto& [id, p] : state.pending) out.event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
   for (const auto& [id, t] : state.tasks) {

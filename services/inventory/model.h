@@ -57,6 +57,9 @@ struct WparRecord {
   uint64_t version = 0;  // of stream wpar/<name>
   int64_t created_ns = 0;
   int64_t changed_ns = 0;
+  // When the executor last recorded something about it (a placement, an
+  // operation): an agent's report taken before that is older news.
+  int64_t executor_ns = 0;
   bool operator==(const WparRecord&) const = default;
 };
 
@@ -236,8 +239,10 @@ Changes decide(const Inventory& state, const Command& command, const kernel::Con
 // that are gone are removed. A reported WPAR that is defined here but not on
 // that system is refused (an agent speaks only for its own system), as an
 // AgentReportRefused on stream agent-report-refusals.
+// `reported_ns` is when the report was taken (wall clock): a WPAR the
+// executor changed since, or is changing, keeps the state the executor recorded.
 std::vector<Change> reconcile(const Inventory& state, const std::string& system_id,
-                              const std::vector<ReportedWpar>& reported);
+                              const std::vector<ReportedWpar>& reported, int64_t reported_ns = INT64_MAX);
 
 // Join tokens (wpm system token create): the stream of one token, and what
 // is wrong with registering with it at `now_ns` (unknown, used, expired), if

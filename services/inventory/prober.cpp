@@ -169,6 +169,7 @@ std::expected<agentproto::AgentReply, std::string> Prober::exchange(const ProbeT
 Liveness::Probe Prober::probe(const ProbeTarget& target) {
   Liveness::Probe out;
   out.at_ns = clock_.monotonic_ns();
+  out.wall_ns = clock_.wall_ns();
   auto reply = exchange(target, ap::AgentCommand{1, ap::ListWpars{}});
   if (!reply) {
     out.reason = reply.error();

@@ -244,7 +244,7 @@ Result<size_t> InventoryService::reconcile_reports() {
     for (const auto& [id, system] : state.registry.systems()) {
       auto probe = liveness_->probe(id);
       if (!probe || !probe->ok || probe->round <= reconciled_[id]) continue;
-      auto changes = reconcile(state, id, probe->wpars);
+      auto changes = reconcile(state, id, probe->wpars, probe->wall_ns);
       AppendRequest append;
       std::set<std::string> expected;
       for (auto& c : changes) {

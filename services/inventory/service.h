@@ -60,6 +60,7 @@ class Liveness {
     std::vector<ReportedWpar> wpars;  // when ok: what the agent reported
     int64_t at_ns = 0;   // monotonic
     uint64_t round = 0;  // the prober's round
+    int64_t wall_ns = INT64_MAX;  // when it was taken, wall clock (reconcile: older than the executor's news?)
   };
   void set_probe(const std::string& system_id, Probe probe);
   // Forgets what probes saw (the agent has just started: a failure from

@@ -55,10 +55,10 @@ TEST(Operations, ActionsBecomeTheLocalCommands) {
                   R"("command":"sleep 100","capabilities":"+cap_sys_time"})";
   EXPECT_EQ(*command_args(op, "/s"),
             (std::vector<std::string>{"mkwpar", "-n", "w1", "-c", "--capabilities", "+cap_sys_time", "--address",
-                                      "10.1.0.5", "--cpu-shares", "50", "-s", "--", "/bin/sh", "-c", "sleep 100"}));
-  op.definition = R"({"name":"w1","type":"application","command":"echo hi"})";
+                                      "10.1.0.5", "--cpu-shares", "50", "-s", "--", "sleep", "100"}));
+  op.definition = R"({"name":"w1","type":"application","command":"echo hi; sleep 1"})";
   EXPECT_EQ(*command_args(op, "/s"),
-            (std::vector<std::string>{"wparexec", "-n", "w1", "--", "/bin/sh", "-c", "echo hi"}));
+            (std::vector<std::string>{"wparexec", "-n", "w1", "--", "/bin/sh", "-c", "echo hi; sleep 1"}));
   op.definition = R"({"name":"w1","type":"application"})";
   EXPECT_FALSE(command_args(op, "/s")) << "an application WPAR needs a command";
   op.definition = "not json";
@@ -92,6 +92,14 @@ TEST(Operations, JournalKeepsRecordsAndDropsTheOldestFinished) {
   EXPECT_EQ(journal.running().front().id, "op0");
   EXPECT_FALSE(journal.read("../op3")) << "ids are checked";
   fs::remove_all(dir);
+}
+
+TEST(Operations, PlainCommandsRunAsTheyAreAndShellSyntaxUnderAShell) {
+  EXPECT_EQ(command_words("/bin/counter --out /tmp/c  --interval-ms 50"),
+            (std::vector<std::string>{"/bin/counter", "--out", "/tmp/c", "--interval-ms", "50"}));
+  for (const char* shell : {"a; b", "a | b", "echo $HOME", "a && b", "x > f", "trap 'x' USR1", "a=1 b", "ls *"}) {
+    EXPECT_EQ(command_words(shell), (std::vector<std::string>{"/bin/sh", "-c", shell})) << shell;
+  }
 }
 
 TEST(Operations, ErrorTextDropsThePrefixes) {

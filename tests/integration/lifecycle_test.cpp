@@ -1,0 +1,193 @@
+// WPAR lifecycle across the fleet (DESIGN.md §4, §5; docs/executor.md): a
+// real wpmd and three real wpm-agents in network namespaces. Every command
+// is a task of operations the executor sends to the agent's port; the WPAR
+// goes through the seed's states; a failure says which operation failed and
+// what recovery did; an operation asked for again after the agent and wpmd
+// were both restarted in its middle runs once.
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "tests/integration/fleet_fixture.h"
+
+namespace wpm::testing {
+namespace {
+
+class Lifecycle : public FleetOnThreeHosts {
+ protected:
+  void SetUp() override {
+    FleetOnThreeHosts::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    ASSERT_EQ(as_root({"settings", "set", "heartbeat.timeout", "3s"}).exit_code, 0);
+    for (int i = 1; i <= 3; ++i) {
+      write_agent_toml(i, "");
+      auto configured = configure(i, "");
+      ASSERT_EQ(configured.exit_code, 0) << configured.err;
+      agents_.push_back(data(i));
+      auto started = in_host(i, {bin("wpm-agent"), "--data", data(i), "start"}, 30s);
+      ASSERT_EQ(started.exit_code, 0) << started.err;
+    }
+    for (int i = 1; i <= 3; ++i) {
+      ASSERT_TRUE(wait_until([&] { return system(i).value("state", "") == "online"; }, 20s, 200ms));
+    }
+  }
+  json wpar(const std::string& name) {
+    auto r = as_root({"-o", "json", "wpar", "show", name});
+    return r.exit_code == 0 ? json::parse(r.out) : json::object();
+  }
+  std::string state(const std::string& name) { return wpar(name).value("state", "?"); }
+  // The WPAR as the agent of host i lists it ("" when it has none).
+  std::string agent_state(int i, const std::string& name) {
+    auto r = in_host(i, {bin("wpm-agent"), "--data", data(i), "lswpar", "-o", "json"});
+    json list = json::parse(r.out, nullptr, false);
+    if (!list.is_array()) return "";
+    for (const auto& w : list) {
+      if (w.value("name", "") == name) return w.value("stateLetter", "");
+    }
+    return "";
+  }
+  // A lifecycle command as root; asserts its exit code.
+  void act(std::vector<std::string> args, int expected = 0) {
+    auto r = as_root(args);
+    ASSERT_EQ(r.exit_code, expected) << fmt::format("{}", fmt::join(args, " ")) << "\n" << r.out << r.err;
+  }
+};
+
+TEST_F(Lifecycle, SystemAndApplicationWparsGoThroughTheSeedsStatesOnTheirHosts) {
+  // (--out names a file the counter replaces atomically: never a device.)
+  const std::string counter =
+      fmt::format("{} --out {} --interval-ms 50", bin("wpm-demo-counter"), dir_ / "count");
+  ASSERT_EQ(as_root({"wpar", "create", "sys1", "--command", "sleep 1000"}).exit_code, 0);
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+
+  // A system WPAR: deployed Defined on h1, started, stopped, started again.
+  act({"wpar", "deploy", "sys1", "--system", "h1"});
+  EXPECT_EQ(state("sys1"), "D");
+  EXPECT_EQ(wpar("sys1")["system"], "h1");
+  EXPECT_EQ(wpar("sys1")["epoch"], 1);
+  EXPECT_EQ(agent_state(1, "sys1"), "D") << "made on h1 by its agent";
+  EXPECT_EQ(agent_state(2, "sys1"), "");
+  act({"wpar", "start", "sys1"});
+  EXPECT_EQ(state("sys1"), "A");
+  EXPECT_EQ(agent_state(1, "sys1"), "A");
+  // The seed's rules are checked before anything is sent: no pause without checkpoint.
+  auto refused = as_root({"wpar", "pause", "sys1"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("checkpoint enabled"), std::string::npos) << refused.err;
+  act({"wpar", "stop", "sys1"});
+  EXPECT_EQ(state("sys1"), "D");
+  // Not deployed twice.
+  auto twice = as_root({"wpar", "deploy", "sys1", "--system", "h2"});
+  EXPECT_EQ(twice.exit_code, 1);
+  EXPECT_NE(twice.err.find("already deployed on h1"), std::string::npos) << twice.err;
+
+  // An application WPAR with checkpoint: deployed running on h2, paused,
+  // resumed, frozen, resumed, paused and killed, removed with its definition.
+  act({"wpar", "deploy", "app1", "--system", "h2"});
+  EXPECT_EQ(state("app1"), "A");
+  EXPECT_EQ(agent_state(2, "app1"), "A");
+  act({"wpar", "pause", "app1"});
+  EXPECT_EQ(state("app1"), "P");
+  EXPECT_EQ(agent_state(2, "app1"), "P");
+  auto stop_paused = as_root({"wpar", "stop", "app1"});
+  EXPECT_EQ(stop_paused.exit_code, 1) << "a paused WPAR is not stopped: it is killed";
+  act({"wpar", "resume", "app1"});
+  EXPECT_EQ(state("app1"), "A");
+  act({"wpar", "freeze", "app1"});
+  EXPECT_EQ(state("app1"), "F");
+  act({"wpar", "resume", "app1"});
+  act({"wpar", "pause", "app1"});
+  act({"wpar", "kill", "app1"});
+  EXPECT_EQ(agent_state(2, "app1"), "D") << "its processes ended";
+  act({"wpar", "remove", "app1"});
+  EXPECT_EQ(as_root({"wpar", "show", "app1"}).exit_code, 3) << "the definition went too";
+  EXPECT_EQ(agent_state(2, "app1"), "");
+
+  // --no-wait prints the task; task wait, show and list follow it.
+  auto started = as_root({"wpar", "start", "sys1", "--no-wait"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::string task = started.out.substr(0, started.out.find('\n'));
+  ASSERT_FALSE(task.empty());
+  act({"task", "wait", task.substr(0, 10)});
+  json shown = json::parse(as_root({"-o", "json", "task", "show", task}).out);
+  EXPECT_EQ(shown["state"], "succeeded");
+  ASSERT_EQ(shown["operations"].size(), 1u);
+  EXPECT_EQ(shown["operations"][0]["action"], "start");
+  EXPECT_EQ(shown["operations"][0]["exitCode"], 0);
+  EXPECT_NE(shown["operations"][0]["output"].get<std::string>().find("is active"), std::string::npos)
+      << shown.dump();
+  json listed = json::parse(as_root({"-o", "json", "task", "list", "--wpar", "sys1"}).out);
+  ASSERT_GE(listed.size(), 4u);
+  EXPECT_EQ(listed[0]["id"], task) << "newest first";
+
+  // Removal keeping the definition and the file systems: Undeployed, nothing on h1.
+  act({"wpar", "remove", "sys1", "--keep-definition", "--preserve-fs"});
+  EXPECT_EQ(state("sys1"), "U");
+  EXPECT_EQ(agent_state(1, "sys1"), "");
+  EXPECT_TRUE(fs::exists(data(1) + "/wpars/sys1/fs")) << "its file systems were kept";
+  EXPECT_EQ(wpar("sys1")["epoch"], 2) << "the removal is a placement too";
+
+  // An Offline system fails the operation at once, saying why; the deploy's placement is withdrawn.
+  auto stopped = in_host(3, {bin("wpm-agent"), "--data", data(3), "stop"});
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+  ASSERT_TRUE(wait_until([&] { return system(3).value("state", "") == "offline"; }, 20s, 200ms));
+  auto offline = as_root({"wpar", "deploy", "sys1", "--system", "h3"});
+  EXPECT_EQ(offline.exit_code, 1);
+  EXPECT_NE(offline.err.find("h3 is Offline"), std::string::npos) << offline.err;
+  EXPECT_NE(offline.err.find("recovery: "), std::string::npos) << offline.err;
+  EXPECT_EQ(state("sys1"), "U");
+}
+
+TEST_F(Lifecycle, AnOperationAskedForAgainAfterItsAgentAndWpmdRestartedRunsOnce) {
+  // A checkpoint that takes its workload 3 s: long enough to restart both sides in its middle.
+  const std::string slow =
+      "trap 'sleep 3; echo 1 > $WPM_STATE_DIR/s; touch $WPM_STATE_DIR/.complete' USR1; while :; do sleep 0.2; done";
+  ASSERT_EQ(as_root({"wpar", "create", "slow1", "--type", "application", "--checkpoint", "--command", slow}).exit_code, 0);
+  act({"wpar", "deploy", "slow1", "--system", "h1"});
+  auto paused = as_root({"wpar", "pause", "slow1", "--no-wait"});
+  ASSERT_EQ(paused.exit_code, 0) << paused.err;
+  std::string task = paused.out.substr(0, paused.out.find('\n'));
+  std::string op = task + ".1";
+  // The agent has it journaled and running.
+  ASSERT_TRUE(wait_until([&] { return fs::exists(data(1) + "/operations/" + op + ".json"); }, 10s, 50ms));
+  EXPECT_EQ(state("slow1"), "T") << "Transitional while the operation runs";
+  auto starts_in = [&](const std::string& log) {
+    size_t n = 0;
+    for (size_t at = log.find("operation_started id=" + op + " "); at != std::string::npos;
+         at = log.find("operation_started id=" + op + " ", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  // (The agent's log file starts over when it restarts: counted before and after.)
+  size_t started_before = starts_in(read_file(data(1) + "/logs/agent.log"));
+  EXPECT_EQ(started_before, 1u);
+  // Both restart while it runs: the agent (its runner goes on), and wpmd killed outright.
+  auto restarted = in_host(1, {bin("wpm-agent"), "--data", data(1), "restart"}, 30s);
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  const std::string agent_public = wpmd_->agent_public(), agent_channel = wpmd_->agent_channel();
+  wpmd_->kill(SIGKILL);
+  auto& args = wpmd_->options().extra_args;
+  for (size_t i = 0; i + 1 < args.size(); ++i) {  // the same ports again: the agents know them
+    if (args[i] == "--agent-public-endpoint") args[i + 1] = agent_public;
+    if (args[i] == "--agent-channel-endpoint") args[i + 1] = agent_channel;
+  }
+  ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
+  auto waited = as_root({"task", "wait", task, "--timeout", "60"});
+  ASSERT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+  EXPECT_EQ(state("slow1"), "P");
+  // Asked for again after both restarts, run once: no second start in the restarted agent's log.
+  std::string agent_log = read_file(data(1) + "/logs/agent.log");
+  EXPECT_EQ(starts_in(agent_log), 0u) << agent_log;
+  EXPECT_NE(agent_log.find("agent_ready"), std::string::npos) << "the log of the restarted agent";
+  json shown = json::parse(as_root({"-o", "json", "task", "show", task}).out);
+  EXPECT_EQ(shown["operations"][0]["attempt"], 1);
+  EXPECT_EQ(shown["operations"][0]["outcome"], "ok");
+  act({"wpar", "kill", "slow1"});
+  act({"wpar", "remove", "slow1"});
+}
+
+}  // namespace
+}  // namespace wpm::testing
