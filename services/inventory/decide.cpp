@@ -571,9 +571,23 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
     }
   }
   for (const auto& [name, record] : state.wpars) {
-    if (record.wpar.system == system_id && record.wpar.discovered && !seen.contains(name)) {
+    if (record.wpar.system != system_id || seen.contains(name)) continue;
+    if (record.wpar.discovered) {
       changes.push_back({wpar_stream(name), WparRemoved{name, fmt::format("no longer on {}", system_id)}});
+      continue;
     }
+    // Placed here by the executor, and its agent does not have it: Broken,
+    // with the cause (the seed's recovery goal: the view matches the system).
+    if (!record.wpar.operation.empty() || record.executor_ns >= reported_ns || record.wpar.reported_state.empty() ||
+        record.wpar.reported_state == "B") {
+      continue;
+    }
+    WparDefinition w = record.wpar;
+    w.cause = fmt::format("its agent on {} no longer has it (it was {}); remove it (wpm wpar remove {} "
+                          "--keep-definition) and deploy it again",
+                          system_id, record.wpar.reported_state, name);
+    w.reported_state = "B";
+    changes.push_back({wpar_stream(name), WparDefined{w, false}});
   }
   return changes;
 }

@@ -231,6 +231,26 @@ TEST(InventoryDecide, RelocationDomainsTableOfAllowedAndRefused) {
   EXPECT_EQ(state.domains.at("banking").version, 3u) << "a name made again continues its stream";
 }
 
+TEST(InventoryReconcile, APlacedWparItsAgentNoLongerHasIsBrokenWithTheCause) {
+  Inventory state = fresh();
+  fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "web1"}}));
+  fold(state, "placement/web1", WparPlaced{"web1", "node1", 1, ""});  // events at 1000 + their sequence
+  fold(state, "task/t1", TaskCreated{"deploy", "web1", "node1", "{}", "", "root"});
+  fold(state, "task/t1", OperationStarted{"t1.1", "node1", "web1", "deploy", 1, 1, 10});
+  EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty()) << "not while an operation runs";
+  fold(state, "task/t1", OperationFinished{"t1.1", 1, "ok", 0, "", "", "A"});
+  EXPECT_TRUE(reconcile(state, "node1", {{"web1", "system", "A"}}, 100'000).empty()) << "as recorded";
+  auto changes = reconcile(state, "node1", {}, 100'000);
+  ASSERT_EQ(changes.size(), 1u);
+  const auto& w = std::get<WparDefined>(changes[0].payload).wpar;
+  EXPECT_EQ(w.reported_state, "B");
+  EXPECT_NE(w.cause.find("no longer has it (it was A)"), std::string::npos) << w.cause;
+  // A report older than the executor's last word on it changes nothing.
+  state.wpars.at("web1").executor_ns = 200'000;
+  EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty());
+}
+
 TEST(InventoryReconcile, HandMadeWparsAppearFollowTheirStateAndGoAndOthersAreRefused) {
   Inventory state = fresh();
   fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
