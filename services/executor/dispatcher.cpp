@@ -49,6 +49,8 @@ bool Dispatcher::in_flight(const std::string& operation_id, uint32_t attempt) co
 
 std::vector<DispatchResult> Dispatcher::take() {
   std::lock_guard lock(mutex_);
+  // In flight until taken: the caller never sends again what it is about to record.
+  for (const auto& r : results_) flying_.erase({r.operation_id, r.attempt});
   return std::exchange(results_, {});
 }
 
@@ -57,7 +59,6 @@ void Dispatcher::finish(const std::string& operation_id, DispatchResult result) 
   if (it == flights_.end()) return;
   {
     std::lock_guard lock(mutex_);
-    flying_.erase({operation_id, it->second.operation.attempt});
     results_.push_back(std::move(result));
   }
   flights_.erase(it);

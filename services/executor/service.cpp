@@ -86,65 +86,112 @@ Result<void> ExecutorService::snapshot() {
   return r;
 }
 
-// Each pending command: its decision, the task it makes and the
-// CommandDecided, in one append with the command's idempotency key.
+// The pending commands, decided together: each one's task, the placement it
+// makes and its CommandDecided, all in one append. A command is closed by
+// its CommandDecided expected at version 1 of command/<id>, so a command
+// decided before (after a restart, by another instance) fails the append
+// instead of being decided twice; then each is decided alone, with its
+// idempotency key, and the one decided before is answered by the store as
+// such. Two commands on one WPAR never share a batch (the second waits for
+// the next round, decided on the state the first made).
 Result<size_t> ExecutorService::decide_commands() {
   std::vector<PendingCommand> pending;
   {
     std::shared_lock lock(state_mutex_);
     for (const auto& [id, p] : runner_.state().pending) pending.push_back(p);
   }
+  if (pending.empty()) return 0;
   std::sort(pending.begin(), pending.end(), [](const auto& a, const auto& b) { return a.sequence < b.sequence; });
   if (pending.size() > options_.commands_per_step) pending.resize(options_.commands_per_step);
-  size_t written = 0;
-  for (const auto& p : pending) {
-    const std::string command_stream = "command/" + p.id;
-    kernel::Context context{clock_.wall_ns(), "user:" + p.request.user, kernel::CommandId(p.id), p.id};
-    Batch batch;
-    batch.append.idempotency_key = kernel::idempotency_key_of(context.command_id);
-    batch.append.expectations.push_back(StreamExpectation{command_stream, ExpectKind::kExact, 1});
-    CommandDecided decided{true, "", "", "service:executor"};
-    {
-      std::shared_lock lock(state_mutex_);
-      const Executor& state = runner_.state();
-      auto args = nlohmann::json::parse(p.request.args, nullptr, false);
-      std::expected<Command, kernel::Rejection> command =
-          args.is_object() ? parse_command(p.request.command, args)
-                           : std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid,
-                                                               "the arguments are not a JSON object"});
-      Decision decision = std::unexpected(kernel::Rejection{});
-      inventory_.read([&](const inventory::Inventory& inv) {
-        decision = command ? decide(state, inv, *command, context) : std::unexpected(command.error());
-      });
-      if (!decision) {
-        decided = CommandDecided{false, kernel::rejection_code_name(decision.error().code), decision.error().message,
-                                 "service:executor"};
-      } else {
-        decided.message = decision->warning;
-        for (auto& c : decision->changes) batch.add(state, c.stream, p.id, std::move(c.payload));
+
+  struct Decided1 {
+    const PendingCommand* command;
+    Batch batch;  // its own events, for deciding it alone
+    CommandDecided decided;
+  };
+  std::vector<Decided1> decisions;
+  {
+    std::shared_lock lock(state_mutex_);
+    const Executor& state = runner_.state();
+    std::set<std::string> touched;  // WPARs (and tasks) a decision of this round changes
+    inventory_.read([&](const inventory::Inventory& inv) {
+      for (const auto& p : pending) {
+        kernel::Context context{clock_.wall_ns(), "user:" + p.request.user, kernel::CommandId(p.id), p.id};
+        auto args = nlohmann::json::parse(p.request.args, nullptr, false);
+        std::expected<Command, kernel::Rejection> command =
+            args.is_object() ? parse_command(p.request.command, args)
+                             : std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid,
+                                                                 "the arguments are not a JSON object"});
+        // What it names, by the same prefix rules decide() uses.
+        std::string subject;
+        if (command) {
+          if (const auto* a = std::get_if<WparAction>(&*command)) {
+            subject = "wpar:" + inventory::resolve_prefix(inv.wpars, a->wpar, "WPAR").value_or(a->wpar);
+          } else {
+            const auto& c = std::get<CancelTask>(*command);
+            subject = "task:" + inventory::resolve_prefix(state.tasks, c.task, "task").value_or(c.task);
+          }
+        }
+        if (!subject.empty() && !touched.insert(subject).second) continue;  // next round
+        Decision decision = command ? decide(state, inv, *command, context) : std::unexpected(command.error());
+        Decided1 d{&p, {}, CommandDecided{true, "", "", "service:executor"}};
+        d.batch.append.idempotency_key = kernel::idempotency_key_of(context.command_id);
+        d.batch.append.expectations.push_back(StreamExpectation{"command/" + p.id, ExpectKind::kExact, 1});
+        if (!decision) {
+          d.decided = CommandDecided{false, kernel::rejection_code_name(decision.error().code),
+                                     decision.error().message, "service:executor"};
+        } else {
+          d.decided.message = decision->warning;
+          for (auto& c : decision->changes) d.batch.add(state, c.stream, p.id, std::move(c.payload));
+        }
+        d.batch.append.events.push_back(EventDraft{"command/" + p.id, p.id, p.id, "", d.decided});
+        decisions.push_back(std::move(d));
       }
+    });
+  }
+  auto count = [&](const Decided1& d) {
+    std::lock_guard lock(stats_mutex_);
+    ++(d.decided.accepted ? stats_.accepted : stats_.refused);
+    logger_->debug("command_decided id={} command={} user={} accepted={} code={}", d.command->id,
+                   d.command->request.command, d.command->request.user, d.decided.accepted, d.decided.code);
+  };
+  // All of them in one append.
+  AppendRequest all;
+  for (const auto& d : decisions) {
+    all.expectations.insert(all.expectations.end(), d.batch.append.expectations.begin(),
+                            d.batch.append.expectations.end());
+    all.events.insert(all.events.end(), d.batch.append.events.begin(), d.batch.append.events.end());
+  }
+  if (decisions.size() > 1) {
+    auto r = log_.append(all);
+    if (r) {
+      for (const auto& d : decisions) count(d);
+      if (auto f = fold(); !f) return std::unexpected(f.error());
+      return decisions.size();
     }
-    batch.append.events.push_back(EventDraft{command_stream, p.id, p.id, "", decided});
-    auto r = log_.append(batch.append);
+    if (r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
+  }
+  // One by one: a command decided before, or a stream changed under one of them.
+  size_t written = 0;
+  for (const auto& d : decisions) {
+    auto r = log_.append(d.batch.append);
     if (!r && r.error().code == ErrorCode::kWrongExpectedVersion) {
       std::lock_guard lock(stats_mutex_);
       ++stats_.conflicts;
-      if (++attempts_[p.id] >= options_.attempts) {
-        logger_->warn("command_overtaken id={} command={} attempts={}", p.id, p.request.command, attempts_[p.id]);
-        attempts_.erase(p.id);
+      if (++attempts_[d.command->id] >= options_.attempts) {
+        logger_->warn("command_overtaken id={} command={} attempts={}", d.command->id, d.command->request.command,
+                      attempts_[d.command->id]);
+        attempts_.erase(d.command->id);
       }
-    } else if (!r && r.error().code != ErrorCode::kIdempotencyKeyReused) {
-      return std::unexpected(r.error());
-    } else {
-      attempts_.erase(p.id);
-      ++written;
-      std::lock_guard lock(stats_mutex_);
-      ++(decided.accepted ? stats_.accepted : stats_.refused);
-      logger_->info("command_decided id={} command={} user={} accepted={} code={}", p.id, p.request.command,
-                    p.request.user, decided.accepted, decided.code);
+      // The others of this round were decided on a state this one's stream no longer matches.
+      break;
     }
-    if (auto f = fold(); !f) return std::unexpected(f.error());
+    if (!r && r.error().code != ErrorCode::kIdempotencyKeyReused) return std::unexpected(r.error());
+    attempts_.erase(d.command->id);
+    ++written;
+    if (r) count(d);
   }
+  if (auto f = fold(); !f) return std::unexpected(f.error());
   return written;
 }
 
