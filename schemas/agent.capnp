@@ -149,6 +149,7 @@ struct Operation {
   definition @5 :Text;        # deploy: the WPAR's definition, a JSON object
   preserveFs @6 :Bool;        # remove: keep a system WPAR's file systems
   startAfter @7 :Bool;        # deploy: start a system WPAR once made
+  deadlineNs @8 :Int64;       # Unix ns after which the manager no longer waits: a new operation is refused then (0: none)
 }
 
 struct OperationResult {

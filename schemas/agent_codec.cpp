@@ -179,6 +179,7 @@ std::string encode(const AgentCommand& command) {
                             x.setDefinition(text(o.definition));
                             x.setPreserveFs(o.preserve_fs);
                             x.setStartAfter(o.start_after);
+                            x.setDeadlineNs(o.deadline_ns);
                           }},
                command.body);
   });
@@ -196,7 +197,8 @@ Result<AgentCommand> decode_agent_command(std::string_view bytes) {
       case s::AgentCommand::OPERATION: {
         auto x = r.getOperation();
         out.body = Operation{str(x.getOperationId()), x.getAttempt(), str(x.getWpar()), x.getEpoch(),
-                             str(x.getAction()), str(x.getDefinition()), x.getPreserveFs(), x.getStartAfter()};
+                             str(x.getAction()), str(x.getDefinition()), x.getPreserveFs(), x.getStartAfter(),
+                             x.getDeadlineNs()};
         break;
       }
       default: unknown("agent command", static_cast<unsigned>(r.which()));

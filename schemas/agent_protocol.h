@@ -124,6 +124,7 @@ struct Operation {
   std::string definition;  // JSON
   bool preserve_fs = false;
   bool start_after = false;
+  int64_t deadline_ns = 0;
   bool operator==(const Operation&) const = default;
 };
 struct AgentCommand {

@@ -301,7 +301,7 @@ struct TaskCreated {
 }
 
 struct OperationStarted {
-  operationId @0 :Text; # <task>/<n>: the agent runs one id once
+  operationId @0 :Text; # <task>.<n>: the agent runs one id once
   system @1 :Text;
   wpar @2 :Text;
   action @3 :Text;      # the agent's action (agent.capnp Operation)
@@ -313,7 +313,7 @@ struct OperationStarted {
 struct OperationFinished {
   operationId @0 :Text;
   attempt @1 :UInt32;
-  outcome @2 :Text;     # ok, failed, refused, timeout, unreachable
+  outcome @2 :Text;     # ok, failed, refused, timeout, unreachable (sent, no answer), unsent (never left the manager)
   exitCode @3 :Int32;
   output @4 :Text;      # the last 16 KiB of its standard output
   error @5 :Text;

@@ -213,6 +213,7 @@ class Daemon {
   std::mutex ops_mutex_;                        // the journal, the epochs and running_ops_
   std::unique_ptr<OperationJournal> journal_;
   std::map<std::string, std::string> running_ops_;  // operation id → WPAR, while it may run
+  std::map<std::string, int> spawned_;              // operation id → the runner this daemon started
 };
 
 namespace {
@@ -240,9 +241,12 @@ ap::OperationResult result_of(const OperationRecord& r) {
 
 bool Daemon::settle(OperationRecord& record) {
   if (record.done) return false;
-  // A runner writes its pid at once; one that never did within 10 s was never started.
-  bool gone = record.runner_pid > 0 ? !runner_alive(record.runner_pid)
-                                    : now_ns() - record.started_ns > 10'000'000'000;
+  // The runner this daemon started (its pid from the spawn), else the pid
+  // the runner wrote; one started by a daemon before this one that never
+  // wrote its pid within 10 s was never started.
+  int pid = record.runner_pid;
+  if (auto it = spawned_.find(record.id); it != spawned_.end()) pid = it->second;
+  bool gone = pid > 0 ? !runner_alive(pid) : now_ns() - record.started_ns > 10'000'000'000;
   if (!gone) return false;
   if (auto again = journal_->read(record.id); again && again->done) {  // it finished just now
     record = *again;
@@ -271,6 +275,10 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
   std::lock_guard lock(ops_mutex_);
   auto existing = journal_->read(op.operation_id);
   if (existing) {
+    if (existing->wpar != op.wpar || existing->action != op.action) {
+      return invalid(fmt::format("operation id {} was used for another operation ({} of {}); not run",
+                                 op.operation_id, existing->action, existing->wpar));
+    }
     settle(*existing);
     bool again = existing->done && run_again_code(existing->exit_code) && op.attempt > existing->attempt;
     if (!again) return result_of(*existing);
@@ -290,9 +298,17 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
                record.error);
     return result_of(record);
   };
+  // The manager gave up waiting for it (it was queued while this agent was
+  // away): running it now would surprise whoever decided since.
+  if (op.deadline_ns != 0 && wall_ns() > op.deadline_ns) {
+    return refuse(1, fmt::format("operation {} arrived after its deadline (the manager no longer waits for it); not "
+                                 "run",
+                                 op.operation_id));
+  }
   for (auto it = running_ops_.begin(); it != running_ops_.end();) {
     auto other = journal_->read(it->first);
     if (!other || other->done || (settle(*other), other->done)) {
+      spawned_.erase(it->first);
       it = running_ops_.erase(it);
       continue;
     }
@@ -341,6 +357,7 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
     return result_of(record);
   }
   running_ops_[op.operation_id] = op.wpar;
+  spawned_[op.operation_id] = runner;
   metrics_->operations.Add({{"result", "accepted"}}).Increment();
   log_->info("operation_started id={} attempt={} wpar={} action={} epoch={} runner={}", op.operation_id, op.attempt,
              op.wpar, op.action, op.epoch, runner);

@@ -216,8 +216,13 @@ void OperationJournal::prune() {
   }
   if (records <= keep_) return;
   std::sort(finished.begin(), finished.end());
+  // A result the manager may still ask for (within 10 minutes of its end) is kept.
+  const int64_t recent = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count() -
+                         600'000'000'000;
   size_t drop = std::min(records - keep_, finished.size());
   for (size_t i = 0; i < drop; ++i) {
+    if (finished[i].first > recent) break;
     fs::remove(path(finished[i].second), ec);
     fs::remove(output_path(finished[i].second), ec);
     fs::remove(error_path(finished[i].second), ec);
@@ -295,7 +300,13 @@ int run_operation(const AgentPaths& paths, const std::string& id) {
     std::fprintf(stderr, "wpm-agent: %s\n", w.error().message.c_str());
     return 1;
   }
-  auto args = command_args(*record, paths.data_dir + "/state");
+  const std::string state_root = paths.data_dir + "/state";
+  auto args = command_args(*record, state_root);
+  std::error_code ec;
+  if (record->action == "pause" || record->action == "freeze") {
+    // Only the newest state file of a WPAR is kept.
+    for (const auto& e : fs::directory_iterator(state_root + "/" + record->wpar, ec)) fs::remove_all(e.path(), ec);
+  }
   int code = 1;
   std::string error;
   if (!args) {
@@ -333,13 +344,13 @@ int run_operation(const AgentPaths& paths, const std::string& id) {
       if (code != 0 && error.empty()) error = fmt::format("the command exited with code {}", code);
     }
   }
+  if (record->action == "remove" && code == 0) fs::remove_all(state_root + "/" + record->wpar, ec);
   record->output = read_tail(journal.output_path(id), kOutputBytesMax);
   record->error = error;
   record->exit_code = code;
   record->wpar_state = wpar_state_letter(paths, record->wpar);
   record->done = true;
   record->finished_ns = wall_ns();
-  std::error_code ec;
   fs::remove(journal.output_path(id), ec);
   fs::remove(journal.error_path(id), ec);
   if (auto w = journal.write(*record); !w) {

@@ -62,6 +62,9 @@ void Dispatcher::finish(const std::string& operation_id, DispatchResult result) 
     results_.push_back(std::move(result));
   }
   flights_.erase(it);
+  for (auto r = requests_.begin(); r != requests_.end();) {
+    r = r->second == operation_id ? requests_.erase(r) : std::next(r);
+  }
   if (wake_) wake_();
 }
 
@@ -74,6 +77,9 @@ Dispatcher::Connection* Dispatcher::connection(const AgentTarget& target, Clock:
       auto s = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
       s->set(zmq::sockopt::linger, 0);
       s->set(zmq::sockopt::sndhwm, 1000);
+      // Nothing is queued for an agent that is not connected: a question
+      // given up on must not arrive when it comes back.
+      s->set(zmq::sockopt::immediate, 1);
       bus::make_curve_client(*s, keys_, target.public_key);
       s->connect(endpoint);
       c.socket = std::move(s);
@@ -105,8 +111,15 @@ void Dispatcher::run() {
       incoming_.clear();
     }
     // Ask what is due.
-    std::vector<std::string> unreachable;
+    std::vector<std::string> unreachable, expired;
+    const int64_t wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count();
     for (auto& [id, f] : flights_) {
+      // Past its deadline the executor records the timeout itself: stop asking.
+      if (f.operation.deadline_ns != 0 && wall > f.operation.deadline_ns + 2'000'000'000) {
+        expired.push_back(id);
+        continue;
+      }
       if (f.awaiting && now - f.sent > options_.answer_timeout) f.awaiting = false;  // ask again
       if (!f.answered && !f.patient && now - f.first_sent > options_.unreachable_after) {
         unreachable.push_back(id);
@@ -115,7 +128,9 @@ void Dispatcher::run() {
       if (f.awaiting || now < f.next) continue;
       auto* c = connection(f.target, now);
       if (c == nullptr) continue;
-      std::string bytes = ap::encode(ap::AgentCommand{next_request_++, f.operation});
+      const uint64_t request = next_request_++;
+      requests_[request] = id;
+      std::string bytes = ap::encode(ap::AgentCommand{request, f.operation});
       try {
         if (!c->socket->send(zmq::buffer(bytes), zmq::send_flags::dontwait)) continue;  // full: next turn
       } catch (const zmq::error_t& e) {
@@ -125,8 +140,20 @@ void Dispatcher::run() {
       f.awaiting = true;
       f.sent = now;
     }
+    for (const auto& id : expired) {
+      const auto& f = flights_.at(id);
+      {
+        std::lock_guard lock(mutex_);
+        flying_.erase({id, f.operation.attempt});
+      }
+      flights_.erase(id);
+      for (auto r = requests_.begin(); r != requests_.end();) {
+        r = r->second == id ? requests_.erase(r) : std::next(r);
+      }
+    }
     for (const auto& id : unreachable) {
       const auto& f = flights_.at(id);
+      connections_.erase(f.target.system_id);  // what is queued for it goes too
       finish(id, DispatchResult{f.task_id, id, f.operation.attempt, std::nullopt,
                                 fmt::format("the agent of {} did not answer on {} within {} s (is wpm-agent running "
                                             "there, and is its port open to the manager?)",
@@ -183,9 +210,10 @@ void Dispatcher::run() {
             }
             continue;
           }
+          // Refused: the one operation the request was about.
           std::vector<std::string> refused;
-          for (const auto& [id, f] : flights_) {
-            if (f.target.system_id == systems[i] && f.awaiting) refused.push_back(id);
+          if (auto r = requests_.find(reply->request_id); r != requests_.end() && flights_.contains(r->second)) {
+            refused.push_back(r->second);
           }
           for (const auto& id : refused) {
             const auto& f = flights_.at(id);

@@ -45,6 +45,7 @@ struct DispatchResult {
   std::optional<agentproto::OperationResult> result;  // the agent's final answer
   std::string problem;                                 // when there is none: why
   bool refused_by_protocol = false;                    // the agent refused the request itself (protocol error)
+  bool sent = true;                                    // false: it never left the manager (see problem)
 };
 
 struct DispatcherOptions {
@@ -116,6 +117,7 @@ class Dispatcher {
 
   // The run() thread's own.
   std::map<std::string, Flight> flights_;  // by operation id
+  std::map<uint64_t, std::string> requests_;  // request id → operation id, while its flight lasts
   std::map<std::string, Connection> connections_;  // by system id
   uint64_t next_request_ = 1;
 };

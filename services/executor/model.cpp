@@ -165,7 +165,10 @@ std::string describe_failure(const Operation& op) {
                        op.system, op.exit_code, why);
   }
   return fmt::format("operation {} ({} of {} on {}) {}: {}", op.id, op.action, op.wpar, op.system,
-                     op.outcome == "timeout" ? "timed out" : "could not reach its agent", why);
+                     op.outcome == "timeout"  ? "timed out"
+                     : op.outcome == "unsent" ? "was not sent"
+                                              : "could not reach its agent",
+                     why);
 }
 
 }  // namespace
@@ -286,6 +289,13 @@ void fold_into(Executor& state, Event&& e) {
           Task& t = it->second;
           bool was_running = !t.finished();
           fold_task_event(t, e);
+          if constexpr (std::is_same_v<T, OperationFinished>) {
+            // Kept short in memory (task.show reads the whole from the task's stream).
+            for (auto& o : t.operations) {
+              if (o.output.size() > kOutputKeptBytes) o.output.erase(0, o.output.size() - kOutputKeptBytes);
+              if (o.error.size() > kOutputKeptBytes) o.error.erase(0, o.error.size() - kOutputKeptBytes);
+            }
+          }
           if constexpr (std::is_same_v<T, TaskCreated>) {
             if (!t.wpar.empty()) state.busy[t.wpar] = id;
           }
@@ -368,13 +378,29 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
     if (t.finished()) {
       return reject(RejectionCode::kConflict, fmt::format("task {} already ended ({})", t.id, t.state));
     }
-    std::string recovery = "no further operation starts";
+    // An operation on its agent cannot be called back: its outcome decides
+    // what the WPAR is, so the task waits for it.
     if (const auto* op = t.in_flight()) {
-      recovery = fmt::format("operation {} ({}) was in flight and finishes on {}; no further operation starts",
-                             op->id, op->action, op->system);
+      return reject(RejectionCode::kConflict,
+                    fmt::format("operation {} ({} on {}) is running and cannot be called back; wait for it (wpm task "
+                                "wait {}): a task is cancelled between its operations",
+                                op->id, op->action, op->system, t.id));
     }
     std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
-    return Decided{{{task_stream(t.id), TaskFinished{"cancelled", fmt::format("cancelled by {}", user), recovery}}}, ""};
+    std::vector<Change> changes;
+    std::string recovery = "no further operation starts";
+    const bool made = std::any_of(t.operations.begin(), t.operations.end(), [](const Operation& o) {
+      return o.outcome == "ok" || !o.wpar_state.empty();
+    });
+    if (t.kind == "deploy" && !made) {
+      // Nothing of it was made: its placement is withdrawn.
+      auto p = state.placements.find(t.wpar);
+      uint64_t epoch = p == state.placements.end() ? 0 : p->second.epoch;
+      changes.push_back({placement_stream(t.wpar), WparPlaced{t.wpar, "", epoch + 1, t.system}});
+      recovery = fmt::format("nothing of WPAR {} was made on {}; its placement there was withdrawn", t.wpar, t.system);
+    }
+    changes.push_back({task_stream(t.id), TaskFinished{"cancelled", fmt::format("cancelled by {}", user), recovery}});
+    return Decided{std::move(changes), ""};
   }
   const auto& a = std::get<WparAction>(command);
   auto name = inventory::resolve_prefix(inv.wpars, a.wpar, "WPAR");
@@ -428,6 +454,11 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
   }
   auto letter = inventory::wpar_state_letter(w);
   auto wpar_state = state_of_letter(letter);
+  if (!wpar_state && a.kind == "remove") {
+    // Its state there is unknown (a deploy without an answer): removing it is
+    // how it is settled; an agent without it answers that it has nothing.
+    return Decided{{{task_stream(id), created}}, ""};
+  }
   if (!wpar_state) {
     return reject(RejectionCode::kConflict,
                   fmt::format("the state of WPAR {} on {} is not known yet; wait for its agent's report (wpm system "
@@ -465,6 +496,15 @@ int64_t action_timeout_ns(std::string_view action) {
 
 bool run_again_code(int exit_code) { return exit_code == 3 || exit_code == 5 || exit_code == 6 || exit_code == 17; }
 
+bool run_again(const Operation& op) {
+  // The agent was busy with another operation on the WPAR: it ran nothing.
+  if (op.outcome == "refused" && op.exit_code == 17) return true;
+  // chkptwpar's (and restartwpar's) "run the command again"; elsewhere 17
+  // means a state that will not change by itself (killwpar, resumewpar).
+  bool checkpoints = op.action == "pause" || op.action == "freeze";
+  return op.outcome == "failed" && checkpoints && run_again_code(op.exit_code);
+}
+
 std::optional<std::string> system_problem(const inventory::Inventory& inv, const std::string& system) {
   if (inv.registry.by_id(system) == nullptr) return fmt::format("system {} is no longer registered", system);
   auto status = inv.system_status(system);
@@ -491,24 +531,26 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
   const uint64_t epoch = placement == state.placements.end() ? 0 : placement->second.epoch;
   if (!task.operations.empty() && !achieved(task.operations.back())) {
     const Operation& last = task.operations.back();
-    if (last.outcome == "failed" && run_again_code(last.exit_code) && last.attempt < kAttemptsMax) {
+    if (run_again(last) && last.attempt < kAttemptsMax) {
       if (now_ns < last.finished_ns + kRetryDelayNs) return Idle{};
       return Start{OperationStarted{last.id, last.system, last.wpar, last.action, epoch, last.attempt + 1,
                                     now_ns + action_timeout_ns(last.action)}};
     }
     Finish f{TaskFinished{"failed", describe_failure(last), ""}, std::nullopt};
-    if (task.kind == "deploy" && last.wpar_state.empty()) {
-      // Nothing of it is known on the system: the placement is withdrawn,
-      // with a new epoch that fences the deploy should it still arrive.
+    if (task.kind == "deploy" && last.wpar_state.empty() &&
+        (last.outcome == "failed" || last.outcome == "refused" || last.outcome == "unsent")) {
+      // The agent said it made nothing, or never got it: the placement is withdrawn.
       f.placed = WparPlaced{task.wpar, "", epoch + 1, task.system};
-      f.event.recovery =
-          last.outcome == "failed" || last.outcome == "refused"
-              ? fmt::format("nothing of WPAR {} was left on {}; its placement there was withdrawn and it is "
-                            "Undeployed again",
-                            task.wpar, task.system)
-              : fmt::format("its placement on {} was withdrawn (epoch {}) and it is Undeployed again; if the "
-                            "agent made it after all, its next report shows it there",
-                            task.system, epoch + 1);
+      f.event.recovery = fmt::format("nothing of WPAR {} was left on {}; its placement there was withdrawn and it "
+                                     "is Undeployed again",
+                                     task.wpar, task.system);
+    } else if (task.kind == "deploy" && last.wpar_state.empty()) {
+      // No answer: the agent may have made it. It stays placed there (so it
+      // is never placed twice) until its agent's report settles it.
+      f.event.recovery = fmt::format("the outcome on {} is unknown: WPAR {} stays placed there; its state shows "
+                                     "once its agent reports (wpm system discover), or remove it there (wpm wpar "
+                                     "remove {} --keep-definition)",
+                                     task.system, task.wpar, task.wpar);
     } else if (last.wpar_state == "B") {
       f.event.recovery = fmt::format("none possible here: WPAR {} is Broken on {} ({}); stop it with --force or "
                                      "remove it",

@@ -44,7 +44,7 @@ struct Operation {
   int64_t started_ns = 0;
   int64_t deadline_ns = 0;
   bool finished = false;
-  std::string outcome;  // ok failed refused timeout unreachable
+  std::string outcome;  // ok failed refused timeout unreachable (sent, no answer) unsent (never left the manager)
   int32_t exit_code = 0;
   std::string output;
   std::string error;
@@ -103,6 +103,8 @@ struct PendingCommand {
 // Finished tasks kept in memory (the newest); older ones are read from
 // their stream when asked for (task_from_events).
 inline constexpr size_t kFinishedTasksKept = 10'000;
+// An operation's output and error kept in memory: their last 1 KiB each.
+inline constexpr size_t kOutputKeptBytes = 1024;
 
 struct Executor {
   std::map<std::string, Task> tasks;             // running, and the newest finished
@@ -163,6 +165,9 @@ std::vector<std::string> plan(const Task& task, const inventory::Inventory& inve
 int64_t action_timeout_ns(std::string_view action);
 // The seed's "run the command again" exit codes: 3, 5, 6, 17.
 bool run_again_code(int exit_code);
+// Whether a failed operation is tried again: the seed's run-again codes of
+// the checkpoint commands (pause, freeze), and the agent's "busy" refusal.
+bool run_again(const Operation& op);
 inline constexpr uint32_t kAttemptsMax = 3;
 inline constexpr int64_t kRetryDelayNs = 1'000'000'000;
 

@@ -101,6 +101,8 @@ Result<size_t> ExecutorService::decide_commands() {
     for (const auto& [id, p] : runner_.state().pending) pending.push_back(p);
   }
   if (pending.empty()) return 0;
+  // Decided on an inventory that has folded at least what this service has.
+  (void)inventory_.wait_applied(runner_.sequence(), std::chrono::seconds(2));
   std::sort(pending.begin(), pending.end(), [](const auto& a, const auto& b) { return a.sequence < b.sequence; });
   if (pending.size() > options_.commands_per_step) pending.resize(options_.commands_per_step);
 
@@ -197,7 +199,7 @@ Result<size_t> ExecutorService::decide_commands() {
 
 void ExecutorService::dispatch(const Task& task, const Operation& op, const inventory::Inventory& inv, bool again) {
   auto refuse = [&](std::string why) {
-    local_results_.push_back(DispatchResult{task.id, op.id, op.attempt, std::nullopt, std::move(why)});
+    local_results_.push_back(DispatchResult{task.id, op.id, op.attempt, std::nullopt, std::move(why), false, again});
   };
   if (inv.registry.by_id(op.system) == nullptr) return refuse(fmt::format("system {} is no longer registered", op.system));
   if (auto problem = system_problem(inv, op.system); problem && !again) return refuse(*problem);
@@ -211,7 +213,7 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
   }
   if (target.port == 0) return refuse(fmt::format("the agent of {} has not said which port it listens on", op.system));
   ap::Operation command{op.id, op.attempt, op.wpar, op.epoch, op.action, "", task.options.preserve_fs,
-                        task.options.start};
+                        task.options.start, op.deadline_ns};
   if (op.action == "deploy") {
     auto it = inv.wpars.find(op.wpar);
     if (it == inv.wpars.end()) return refuse(fmt::format("WPAR {}'s definition is gone", op.wpar));
@@ -302,7 +304,7 @@ Result<size_t> ExecutorService::record_results() {
         f.error = a.error;
         f.wpar_state = a.wpar_state;
       } else {
-        f.outcome = r.refused_by_protocol ? "refused" : "unreachable";
+        f.outcome = !r.sent ? "unsent" : r.refused_by_protocol ? "refused" : "unreachable";
         f.exit_code = -1;
         f.error = r.problem;
       }

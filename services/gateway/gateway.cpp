@@ -700,17 +700,20 @@ Gateway::Answer Gateway::task_query(const std::string& command, const json& args
   deps_.executor->read([&](const executor::Executor& x) {
     auto found = inventory::resolve_prefix(x.tasks, id, "task");
     if (found) {
+      id = *found;
       shown = executor::task_to_json(x.tasks.at(*found), true);
     } else if (found.error().code != kernel::RejectionCode::kNotFound) {
       problem = Fail{kernel::rejection_code_name(found.error().code), found.error().message};
     }
   });
   if (problem) return std::unexpected(*problem);
-  if (shown) return Reply(std::move(*shown));
   if (!valid_command_id(id)) return std::unexpected(Fail{"not_found", fmt::format("no task named '{}'", id)});
+  // The whole task (outputs in full) from its stream; a running one as folded.
+  if (shown && shown->value("state", "") == "running") return Reply(std::move(*shown));
   auto events = kernel::read_stream_events(*deps_.reads, executor::task_stream(id), 1, 10'000);
   if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
   auto task = executor::task_from_events(id, *events);
+  if (!task && shown) return Reply(std::move(*shown));
   if (!task) return std::unexpected(Fail{"not_found", fmt::format("no task named '{}'", id)});
   return Reply(executor::task_to_json(*task, true));
 }

@@ -127,11 +127,23 @@ void fold_into(Inventory& state, Event&& e) {
           state.domains.erase(p.name);
           state.removed[domain_stream(p.name)] = e.stream_version;
         } else if constexpr (std::is_same_v<T, WparDefined>) {
+          // A change of a WPAR that is gone (removed while the change was
+          // decided) does not bring it back; only a creation makes one.
+          if (!p.created && !state.wpars.contains(p.wpar.name)) return;
           auto [it, made] = state.wpars.try_emplace(p.wpar.name);
           // A name made again: its stream is no longer a removed one.
           if (made && !state.removed.empty()) state.removed.erase(wpar_stream(p.wpar.name));
           auto& r = it->second;
           if (r.created_ns == 0) r.created_ns = e.timestamp_ns;
+          // Where a WPAR the executor placed is, and what runs on it, are the
+          // executor's (placement/…, task/…): a definition written meanwhile
+          // (a modify, a report) keeps them as the executor last left them.
+          if (!made && r.wpar.epoch != 0) {
+            p.wpar.system = r.wpar.system;
+            p.wpar.epoch = r.wpar.epoch;
+            p.wpar.operation = r.wpar.operation;
+            p.wpar.discovered = r.wpar.discovered;
+          }
           r.wpar = std::move(p.wpar);  // the event is this fold's own
           r.changed_ns = e.timestamp_ns;
           r.version = e.stream_version;
@@ -162,7 +174,9 @@ void fold_into(Inventory& state, Event&& e) {
           auto& w = it->second.wpar;
           w.system = p.system;
           w.epoch = p.epoch;
-          w.discovered = false;
+          // A real placement (epoch ≥ 1) makes it the manager's; a snapshot's
+          // record of the executor's last word (epoch 0) changes nothing.
+          if (p.epoch != 0) w.discovered = false;
           if (p.system.empty()) {
             w.reported_state.clear();
             w.operation.clear();

@@ -236,6 +236,22 @@ TEST_F(ExecutorModelTest, OnlyTheSeedsRunAgainCodesAreRetriedWithTheSameOperatio
   EXPECT_NE(ended.error.find("exit code 6"), std::string::npos) << ended.error;
   EXPECT_NE(ended.recovery.find("as it was (A)"), std::string::npos) << ended.recovery;
   EXPECT_EQ(state_.tasks.at("t2").operations.size(), 1u) << "one operation, three attempts";
+  // 17 from killwpar or resumewpar ("not paused") is a state, not a busy
+  // agent: final at once; the agent's own "busy" refusal is tried again.
+  auto op = [](std::string action, std::string outcome, int code) {
+    Operation o;
+    o.action = std::move(action);
+    o.outcome = std::move(outcome);
+    o.exit_code = code;
+    return o;
+  };
+  EXPECT_FALSE(run_again(op("kill", "failed", 17)));
+  EXPECT_FALSE(run_again(op("resume", "failed", 17)));
+  EXPECT_FALSE(run_again(op("stop", "failed", 6)));
+  EXPECT_TRUE(run_again(op("freeze", "failed", 17)));
+  EXPECT_TRUE(run_again(op("pause", "failed", 3)));
+  EXPECT_TRUE(run_again(op("start", "refused", 17)));
+  EXPECT_FALSE(run_again(op("start", "refused", 1)));
   // Exit 1 is final at once.
   ASSERT_EQ(run("t3", "wpar.stop", {{"name", "web1"}}), std::nullopt);
   answer("t3", 1, "B");
@@ -266,8 +282,26 @@ TEST_F(ExecutorModelTest, AFailedDeployWithdrawsItsPlacementAndATimeoutIsRecorde
   ASSERT_NE(timed_out, nullptr);
   EXPECT_EQ(timed_out->event.outcome, "timeout");
   fold_inventory(task_stream("t2"), timed_out->event);
-  EXPECT_EQ(finish("t2").state, "failed");
-  EXPECT_EQ(state_.placements.at("web1").epoch, 4u);
+  auto unknown = finish("t2");
+  EXPECT_EQ(unknown.state, "failed");
+  EXPECT_NE(unknown.recovery.find("outcome on node1 is unknown"), std::string::npos) << unknown.recovery;
+  EXPECT_EQ(state_.placements.at("web1").system, "node1") << "it may exist there: never placed twice";
+  EXPECT_EQ(state_.placements.at("web1").epoch, 3u);
+  EXPECT_EQ(run("t3", "wpar.deploy", {{"name", "web1"}, {"system", "node2"}})->code, RejectionCode::kConflict);
+  EXPECT_EQ(run("t4", "wpar.start", {{"name", "web1"}})->code, RejectionCode::kConflict) << "its state is unknown";
+  ASSERT_EQ(run("t5", "wpar.remove", {{"name", "web1"}, {"keepDefinition", true}}), std::nullopt)
+      << "removing it settles it";
+  answer("t5", 16, "", true);  // the agent never made it
+  EXPECT_EQ(finish("t5").state, "succeeded");
+  EXPECT_EQ(letter("web1"), "U");
+  // An operation that never left the manager made nothing: the deploy's placement is withdrawn.
+  ASSERT_EQ(run("t6", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
+  Step u = step("t6");
+  fold_inventory(task_stream("t6"), std::get<Start>(u).event);
+  fold_inventory(task_stream("t6"), OperationFinished{"t6.1", 1, "unsent", -1, "", "node1 is Offline", ""});
+  auto unsent = finish("t6");
+  EXPECT_NE(unsent.error.find("was not sent"), std::string::npos) << unsent.error;
+  EXPECT_EQ(letter("web1"), "U");
 }
 
 TEST_F(ExecutorModelTest, RemoveTakesTheDefinitionUnlessKeptAndCancelStopsATask) {
@@ -293,13 +327,55 @@ TEST_F(ExecutorModelTest, RemoveTakesTheDefinitionUnlessKeptAndCancelStopsATask)
   answer("t5", 16, "", true);
   EXPECT_EQ(finish("t5").state, "succeeded");
   EXPECT_FALSE(inv_.wpars.contains("app1"));
-  // Cancel: the task ends cancelled; nothing further starts.
+  // Cancel: between operations the task ends cancelled and nothing further
+  // starts (a deploy that made nothing withdraws its placement); an
+  // operation running on its agent cannot be called back.
   define("web2", "system", false);
   ASSERT_EQ(run("t6", "wpar.deploy", {{"name", "web2"}, {"system", "node2"}}), std::nullopt);
+  Step s = step("t6");
+  fold_inventory(task_stream("t6"), std::get<Start>(s).event);
+  auto running = run("c0", "task.cancel", {{"task", "t6"}});
+  ASSERT_TRUE(running);
+  EXPECT_NE(running->message.find("cannot be called back"), std::string::npos) << running->message;
+  fold_inventory(task_stream("t6"), OperationFinished{"t6.1", 1, "refused", 17, "", "busy", ""});
   ASSERT_EQ(run("c1", "task.cancel", {{"task", "t6"}}), std::nullopt);
   EXPECT_EQ(state_.tasks.at("t6").state, "cancelled");
+  EXPECT_EQ(state_.placements.at("web2").system, "") << "withdrawn";
+  EXPECT_EQ(letter("web2"), "U");
   EXPECT_TRUE(std::holds_alternative<Idle>(step("t6")));
   EXPECT_EQ(run("c2", "task.cancel", {{"task", "t6"}})->code, RejectionCode::kConflict) << "already ended";
+}
+
+TEST_F(ExecutorModelTest, TheInventorysOwnWritesKeepWhereTheExecutorPlacedAWpar) {
+  WparDefinition before = inv_.wpars.at("web1").wpar;  // as a modify decided before the deploy saw it
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
+  before.cpu_shares = 300;
+  fold_inventory("wpar/web1", WparDefined{before, false});
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node1") << "a racing definition does not move it";
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.epoch, 1u);
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.cpu_shares, 300u);
+  EXPECT_EQ(run("t2", "wpar.deploy", {{"name", "web1"}, {"system", "node2"}})->code, RejectionCode::kConflict)
+      << "so it is never placed twice";
+  // A report about a WPAR removed meanwhile does not bring it back.
+  WparDefinition gone = before;
+  gone.name = "nothere";
+  fold_inventory("wpar/nothere", WparDefined{gone, false});
+  EXPECT_FALSE(inv_.wpars.contains("nothere"));
+  // A discovered WPAR the executor acted on stays discovered through a snapshot.
+  WparDefinition hand;
+  hand.name = "hand1";
+  hand.type = "system";
+  hand.system = "node2";
+  hand.discovered = true;
+  hand.reported_state = "A";
+  fold_inventory("wpar/hand1", WparDefined{hand, true});
+  ASSERT_EQ(run("t3", "wpar.stop", {{"name", "hand1"}}), std::nullopt);
+  answer("t3", 0, "D");
+  finish("t3");
+  EXPECT_TRUE(inv_.wpars.at("hand1").wpar.discovered);
+  auto back = inventory::InventoryModel::decode(inventory::InventoryModel::encode(inv_));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, inv_);
 }
 
 TEST_F(ExecutorModelTest, AnUnreachableSystemIsNamedAndTheSnapshotRebuildsTheState) {

@@ -211,7 +211,7 @@ TEST_F(GatewayTest, ALifecycleCommandStartsATaskWhoseOperationsAreShown) {
   ASSERT_TRUE(task["ok"].get<bool>()) << task.dump();
   EXPECT_EQ(task["result"]["state"], "failed");
   ASSERT_EQ(task["result"]["operations"].size(), 1u);
-  EXPECT_EQ(task["result"]["operations"][0]["outcome"], "unreachable");
+  EXPECT_EQ(task["result"]["operations"][0]["outcome"], "unsent");
   EXPECT_NE(task["result"]["operations"][0]["error"].get<std::string>().find("cannot reach agents"), std::string::npos);
   EXPECT_NE(task["result"]["recovery"].get<std::string>().find("withdrawn"), std::string::npos);
   json list = call("task.list", {{"wpar", "web1"}}, alice);
