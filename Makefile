@@ -34,6 +34,7 @@ bench: build
 	./$(BUILD)/bin/wpm-bench-store
 	./$(BUILD)/bin/wpm-bench-compat
 	./$(BUILD)/bin/wpm-bench-fleet
+	./$(BUILD)/bin/wpm-bench-deploy
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
 
