@@ -19,9 +19,11 @@ std::string endpoint_of(const AgentTarget& t) {
 
 }  // namespace
 
-Dispatcher::Dispatcher(zmq::context_t& context, bus::CurveKeyPair manager_keys,
-                       std::shared_ptr<spdlog::logger> logger, DispatcherOptions options)
-    : context_(context), keys_(std::move(manager_keys)), logger_(std::move(logger)), options_(options) {}
+Dispatcher::Dispatcher(bus::CurveKeyPair manager_keys, std::shared_ptr<spdlog::logger> logger,
+                       DispatcherOptions options)
+    : keys_(std::move(manager_keys)), logger_(std::move(logger)), options_(options) {
+  context_.set(zmq::ctxopt::max_sockets, kSocketsMax);
+}
 
 Dispatcher::~Dispatcher() { stop(); }
 

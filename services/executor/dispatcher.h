@@ -61,8 +61,11 @@ struct DispatcherOptions {
 
 class Dispatcher {
  public:
-  Dispatcher(zmq::context_t& context, bus::CurveKeyPair manager_keys, std::shared_ptr<spdlog::logger> logger,
-             DispatcherOptions options = {});
+  static constexpr int kSocketsMax = 65'536;
+  // The dispatcher has its own ZeroMQ context: one socket per agent in
+  // flight (closed when idle) would outgrow a shared context's limit of
+  // 1,023 sockets at fleet scale; its own allows kSocketsMax.
+  Dispatcher(bus::CurveKeyPair manager_keys, std::shared_ptr<spdlog::logger> logger, DispatcherOptions options = {});
   ~Dispatcher();
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
@@ -102,7 +105,7 @@ class Dispatcher {
   Connection* connection(const AgentTarget& target, std::chrono::steady_clock::time_point now);
   void finish(const std::string& operation_id, DispatchResult result);
 
-  zmq::context_t& context_;
+  zmq::context_t context_;
   bus::CurveKeyPair keys_;
   std::shared_ptr<spdlog::logger> logger_;
   DispatcherOptions options_;

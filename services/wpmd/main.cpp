@@ -377,7 +377,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   std::thread executor_thread;
   if (options.services.contains("executor") && inventory_service) {
     if (auto manager_keys = bus::load_curve_keys(options.data_dir + "/keys", "manager")) {
-      dispatcher = std::make_unique<executor::Dispatcher>(context, *manager_keys, log);
+      dispatcher = std::make_unique<executor::Dispatcher>(*manager_keys, log);
       dispatcher->start();
     } else {
       log->warn("executor_without_agent_client error=\"{}\"", manager_keys.error().message);

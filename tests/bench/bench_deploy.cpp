@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
   std::string root;
   std::getline(std::ifstream(wpmd.data_dir() + "/keys/root.credential"), root);
   zmq::context_t context(2);
+  context.set(zmq::ctxopt::max_sockets, 65'536);  // an agent port each
   auto admin = gateway_socket(context, wpmd.gateway());
   // Systems stay Online without heartbeats for the run.
   gateway_call(admin, root, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "1h"}}, "bench-hb");
