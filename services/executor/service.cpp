@@ -376,6 +376,11 @@ bool ExecutorService::wait_applied(uint64_t sequence, std::chrono::milliseconds 
   return applied_cv_.wait_for(lock, timeout, [&] { return applied_ >= sequence; });
 }
 
+uint64_t ExecutorService::applied() const {
+  std::lock_guard lock(applied_mutex_);
+  return applied_;
+}
+
 ExecutorStats ExecutorService::stats() const {
   std::lock_guard lock(stats_mutex_);
   return stats_;

@@ -37,6 +37,8 @@ class ExecutorView {
   virtual ~ExecutorView() = default;
   virtual void read(const std::function<void(const Executor&)>& reader) const = 0;
   virtual bool wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const = 0;
+  // The last sequence folded.
+  virtual uint64_t applied() const = 0;
 };
 
 struct ExecutorServiceOptions {
@@ -75,6 +77,7 @@ class ExecutorService final : public ExecutorView {
 
   void read(const std::function<void(const Executor&)>& reader) const override;
   bool wait_applied(uint64_t sequence, std::chrono::milliseconds timeout) const override;
+  uint64_t applied() const override;
   ExecutorStats stats() const;
 
  private:
