@@ -64,34 +64,6 @@ std::string text_of(const json& v) {
   return v.dump();
 }
 
-// Runs one gateway command and prints its result with `table` on success.
-// A success comes as {"v":1,"ok":true,"result":…} with its members in that
-// order, so -o json prints a large result's text as it came, unparsed.
-int run(const GlobalOptions& g, const std::string& command, json args, const std::function<void(const json&)>& table) {
-  static constexpr std::string_view kOkPrefix = R"({"v":1,"ok":true,"result":)";
-  static constexpr size_t kPrettyBytesMax = 64 * 1024;
-  Gateway gateway(g);
-  std::string text = gateway.call_text(command, std::move(args));
-  if (g.format == Format::kJson && text.starts_with(kOkPrefix) && text.ends_with('}') &&
-      text.size() > kPrettyBytesMax) {
-    std::fwrite(text.data() + kOkPrefix.size(), 1, text.size() - kOkPrefix.size() - 1, stdout);
-    std::fputc('\n', stdout);
-    return kExitOk;
-  }
-  json reply = json::parse(text, nullptr, false);
-  if (!reply.is_object()) {
-    print_error("the gateway's reply is not JSON");
-    return kExitFailed;
-  }
-  if (!reply.value("ok", false)) return report(reply);
-  if (g.format == Format::kJson) {
-    print_json(reply["result"]);
-  } else {
-    table(reply["result"]);
-  }
-  return kExitOk;
-}
-
 void print_decision(const json& r) {
   std::printf("done [command %s]", r.value("command", "").c_str());
   if (!r["events"].empty()) {
@@ -327,7 +299,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   login->callback([&] { exit_code = cmd_login(g, user, password_stdin); });
   app.add_subcommand("logout", "end this login")->callback([&] { exit_code = cmd_logout(g); });
   app.add_subcommand("whoami", "who you are to the gateway, and your roles")->callback([&] {
-    exit_code = run(g, "whoami", json::object(), [](const json& r) {
+    exit_code = run_command(g, "whoami", json::object(), [](const json& r) {
       print_fields({{"user", text_of(r["user"])},
                     {"roles", r["roles"].empty() ? "none" : text_of(r["roles"])},
                     {"groups", text_of(r["groups"])},
@@ -339,7 +311,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* sys = app.add_subcommand("system", "managed systems");
   sys->require_subcommand(1);
   sys->add_subcommand("list", "list the managed systems and their states")->callback([&] {
-    exit_code = run(g, "system.list", json::object(), [](const json& r) {
+    exit_code = run_command(g, "system.list", json::object(), [](const json& r) {
       std::printf("%-20s %-12s %-16s %-12s %-24s %-12s %-36s %s\n", "NAME", "STATE", "ADDRESS", "DISTRIBUTION",
                   "KERNEL", "DOMAIN", "PROFILE", "WPARS");
       for (const auto& s : r) {
@@ -353,7 +325,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* sys_show = sys->add_subcommand("show", "one system: state, profile, WPARs");
   sys_show->add_option("NAME", name, "the system (any unique prefix)")->required();
   sys_show->callback([&] {
-    exit_code = run(g, "system.show", {{"name", name}}, [](const json& s) {
+    exit_code = run_command(g, "system.show", {{"name", name}}, [](const json& s) {
       const json& p = s["profile"];
       print_fields({{"name", text_of(s["name"])},
                     {"state", fmt::format("{} ({}, since {})", text_of(s["state"]), text_of(s["stateReason"]),
@@ -376,7 +348,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   });
   sys->add_subcommand("discover", "ask every registered agent again for its WPARs and reconcile (hand-made WPARs appear "
                                   "as discovered)")
-      ->callback([&] { exit_code = run(g, "system.discover", json::object(), print_decision); });
+      ->callback([&] { exit_code = run_command(g, "system.discover", json::object(), print_decision); });
   auto* token = sys->add_subcommand("token", "join tokens: register an agent without the registration password");
   token->require_subcommand(1);
   static std::string ttl;
@@ -386,7 +358,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   token_create->callback([&] {
     json a = json::object();
     if (!ttl.empty()) a["ttl"] = ttl;
-    exit_code = run(g, "system.token-create", a, [](const json& r) {
+    exit_code = run_command(g, "system.token-create", a, [](const json& r) {
       std::printf("%s\n", r.value("token", "").c_str());
       std::fprintf(stderr, "single use, valid until %s: on the host run wpm-agent configure --manager HOST --token "
                            "THE-TOKEN\n",
@@ -397,12 +369,12 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   sys_domain->add_option("NAME", name, "the system (any unique prefix)")->required();
   sys_domain->add_option("DOMAIN", name2, "the relocation domain (`wpm domain list`)")->required();
   sys_domain->callback(
-      [&] { exit_code = run(g, "system.set-domain", {{"name", name}, {"domain", name2}}, print_decision); });
+      [&] { exit_code = run_command(g, "system.set-domain", {{"name", name}, {"domain", name2}}, print_decision); });
   auto* sys_update = sys->add_subcommand(
       "update-profile", "ask a system's agent to send its profile again (a change re-runs the compatibility analysis)");
   sys_update->add_option("NAME", name, "the system (any unique prefix)")->required();
   sys_update->callback([&] {
-    exit_code = run(g, "system.update-profile", {{"name", name}}, [](const json& r) {
+    exit_code = run_command(g, "system.update-profile", {{"name", name}}, [](const json& r) {
       std::printf("the agent is being asked for its profile [command %s]: a changed profile is recorded as "
                   "systemProfileChanged (wpm events watch --type systemProfileChanged) and shown by wpm system show\n",
                   r.value("command", "").c_str());
@@ -410,13 +382,13 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   });
   auto* sys_remove = sys->add_subcommand("remove", "remove a system: its key is revoked at once (refused while WPARs are on it)");
   sys_remove->add_option("NAME", name, "the system (any unique prefix)")->required();
-  sys_remove->callback([&] { exit_code = run(g, "system.remove", {{"name", name}}, print_decision); });
+  sys_remove->callback([&] { exit_code = run_command(g, "system.remove", {{"name", name}}, print_decision); });
 
   // ---- domain
   auto* domain = app.add_subcommand("domain", "relocation domains: systems grouped by purpose; profiles never span two");
   domain->require_subcommand(1);
   domain->add_subcommand("list", "list the relocation domains with their systems and profiles")->callback([&] {
-    exit_code = run(g, "domain.list", json::object(), [](const json& r) {
+    exit_code = run_command(g, "domain.list", json::object(), [](const json& r) {
       std::printf("%-20s %-8s %-48s %s\n", "NAME", "SYSTEMS", "PROFILES", "DESCRIPTION");
       for (const auto& d : r) {
         std::vector<std::string> profiles;
@@ -433,10 +405,10 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   dcreate->add_option("NAME", name, "the domain's name")->required();
   dcreate->add_option("--description", description, "what its systems are for");
   dcreate->callback(
-      [&] { exit_code = run(g, "domain.create", {{"name", name}, {"description", description}}, print_decision); });
+      [&] { exit_code = run_command(g, "domain.create", {{"name", name}, {"description", description}}, print_decision); });
   auto* dremove = domain->add_subcommand("remove", "remove an empty relocation domain (not default)");
   dremove->add_option("NAME", name, "the domain (any unique prefix)")->required();
-  dremove->callback([&] { exit_code = run(g, "domain.remove", {{"name", name}}, print_decision); });
+  dremove->callback([&] { exit_code = run_command(g, "domain.remove", {{"name", name}}, print_decision); });
 
   // ---- wpar
   auto* wpar = app.add_subcommand("wpar", "WPAR definitions");
@@ -447,7 +419,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   create->callback([&] {
     json a = create_flags.args();
     a["name"] = name;
-    exit_code = run(g, "wpar.create", a, print_decision);
+    exit_code = run_command(g, "wpar.create", a, print_decision);
   });
   auto* wlist = wpar->add_subcommand("list", "list WPARs with their state letters (U undeployed, D defined, A active, …)");
   wlist->add_option("--state", state, "only this state: a letter (A) or a name (Active)");
@@ -458,7 +430,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
     if (!state.empty()) a["state"] = state;
     if (!system.empty()) a["system"] = system;
     if (!group.empty()) a["group"] = group;
-    exit_code = run(g, "wpar.list", a, [](const json& r) {
+    exit_code = run_command(g, "wpar.list", a, [](const json& r) {
       std::printf("%-24s %-2s %-12s %-12s %-16s %-20s %s\n", "NAME", "ST", "TYPE", "STATE", "GROUP", "SYSTEM",
                   "CHECKPOINT");
       for (const auto& w : r) {
@@ -472,7 +444,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* wshow = wpar->add_subcommand("show", "one WPAR's definition and state");
   wshow->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
   wshow->callback([&] {
-    exit_code = run(g, "wpar.show", {{"name", name}}, [](const json& w) {
+    exit_code = run_command(g, "wpar.show", {{"name", name}}, [](const json& w) {
       std::vector<std::pair<std::string, std::string>> rows;
       for (const auto& k : {"name", "type", "state", "stateName", "command", "checkpointable", "triggerSignal",
                             "triggerCommand", "cpuShares", "cpuLimitPercent", "memoryBytes", "processesMax", "address",
@@ -488,7 +460,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   modify->callback([&] {
     json a = modify_flags.args();
     a["name"] = name;
-    exit_code = run(g, "wpar.modify", a, print_decision);
+    exit_code = run_command(g, "wpar.modify", a, print_decision);
   });
   add_lifecycle_commands(app, *wpar, g, exit_code);
 
@@ -498,9 +470,9 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* gcreate = grp->add_subcommand("create", "make a WPAR group");
   gcreate->add_option("NAME", name, "the group's name")->required();
   gcreate->add_option("--description", description, "what the group is for");
-  gcreate->callback([&] { exit_code = run(g, "group.create", {{"name", name}, {"description", description}}, print_decision); });
+  gcreate->callback([&] { exit_code = run_command(g, "group.create", {{"name", name}, {"description", description}}, print_decision); });
   grp->add_subcommand("list", "list the WPAR groups")->callback([&] {
-    exit_code = run(g, "group.list", json::object(), [](const json& r) {
+    exit_code = run_command(g, "group.list", json::object(), [](const json& r) {
       std::printf("%-24s %-6s %s\n", "NAME", "WPARS", "DESCRIPTION");
       for (const auto& x : r) {
         std::printf("%-24s %-6s %s\n", text_of(x["name"]).c_str(), text_of(x["wpars"]).c_str(),
@@ -511,7 +483,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* gshow = grp->add_subcommand("show", "one group and its WPARs");
   gshow->add_option("NAME", name, "the group (any unique prefix)")->required();
   gshow->callback([&] {
-    exit_code = run(g, "group.show", {{"name", name}}, [](const json& x) {
+    exit_code = run_command(g, "group.show", {{"name", name}}, [](const json& x) {
       print_fields({{"name", text_of(x["name"])},
                     {"description", text_of(x["description"])},
                     {"wpars", x["wparNames"].empty() ? "none" : text_of(x["wparNames"])}});
@@ -520,18 +492,18 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* gmodify = grp->add_subcommand("modify", "change a group's description");
   gmodify->add_option("NAME", name, "the group (any unique prefix)")->required();
   gmodify->add_option("--description", description, "what the group is for")->required();
-  gmodify->callback([&] { exit_code = run(g, "group.modify", {{"name", name}, {"description", description}}, print_decision); });
+  gmodify->callback([&] { exit_code = run_command(g, "group.modify", {{"name", name}, {"description", description}}, print_decision); });
   auto* gdelete = grp->add_subcommand("delete", "delete an empty group (not default)");
   gdelete->add_option("NAME", name, "the group (any unique prefix)")->required();
-  gdelete->callback([&] { exit_code = run(g, "group.delete", {{"name", name}}, print_decision); });
+  gdelete->callback([&] { exit_code = run_command(g, "group.delete", {{"name", name}}, print_decision); });
   auto* gadd = grp->add_subcommand("add-wpar", "move WPARs into a group");
   gadd->add_option("GROUP", name, "the group")->required();
   gadd->add_option("WPAR", names, "the WPARs")->required();
-  gadd->callback([&] { exit_code = run(g, "group.add-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
+  gadd->callback([&] { exit_code = run_command(g, "group.add-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
   auto* gremove = grp->add_subcommand("remove-wpar", "move WPARs out of a group, back to default");
   gremove->add_option("GROUP", name, "the group")->required();
   gremove->add_option("WPAR", names, "the WPARs")->required();
-  gremove->callback([&] { exit_code = run(g, "group.remove-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
+  gremove->callback([&] { exit_code = run_command(g, "group.remove-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
 
   // ---- compat
   auto* compat = app.add_subcommand("compat", "compatibility between systems (relocation)");
@@ -543,7 +515,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   cshow->callback([&] {
     json a = {{"a", name}, {"b", name2}};
     if (!tests.empty()) a["tests"] = split_list(tests);
-    exit_code = run(g, "compat.show", a, [](const json& r) {
+    exit_code = run_command(g, "compat.show", a, [](const json& r) {
       std::printf("%s ↔ %s: %s\n", text_of(r["a"]).c_str(), text_of(r["b"]).c_str(), text_of(r["state"]).c_str());
       for (const auto& [label, dir] : {std::pair{"A → B", "departureToArrival"}, std::pair{"B → A", "arrivalToDeparture"}}) {
         if (!r.contains(dir)) continue;
@@ -559,7 +531,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* matrix = compat->add_subcommand("matrix", "the compatibility state of every pair of systems");
   matrix->add_option("--limit", limit, "at most this many systems (default 50)");
   matrix->callback([&] {
-    exit_code = run(g, "compat.matrix", {{"limit", limit}}, [](const json& r) {
+    exit_code = run_command(g, "compat.matrix", {{"limit", limit}}, [](const json& r) {
       std::printf("%-20s", "");
       for (const auto& s : r["systems"]) std::printf(" %-16.16s", text_of(s).c_str());
       std::printf("\n");
@@ -584,19 +556,19 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
     c->add_option("--user", users, "users, comma-separated");
     c->add_option("--group", groups, "Linux groups, comma-separated");
     c->callback([&, verb] {
-      exit_code = run(g, std::string("role.") + verb,
+      exit_code = run_command(g, std::string("role.") + verb,
                       {{"role", role}, {"users", split_list(users)}, {"groups", split_list(groups)}}, print_decision);
     });
   }
   auto* purge = roles->add_subcommand("purge", "remove every user and group from a role");
   purge->add_option("--role", role, "the role")->required();
-  purge->callback([&] { exit_code = run(g, "role.purge", {{"role", role}}, print_decision); });
+  purge->callback([&] { exit_code = run_command(g, "role.purge", {{"role", role}}, print_decision); });
   auto* rquery = roles->add_subcommand(
       "query", "getRoles | getRolesByUser U | getRolesByGroup G | getUsersByRole R | getGroupsByRole R");
   rquery->add_option("QUERY", query, "the query")->required();
   rquery->add_option("NAME", query_name, "the user, group or role it asks about");
   rquery->callback([&] {
-    exit_code = run(g, "role.query", {{"query", query}, {"name", query_name}}, [](const json& r) {
+    exit_code = run_command(g, "role.query", {{"query", query}, {"name", query_name}}, [](const json& r) {
       for (const auto& x : r) {
         if (x.is_object()) {
           std::printf("%-20s users: %s; groups: %s\n", text_of(x["role"]).c_str(), text_of(x["users"]).c_str(),
@@ -612,7 +584,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* settings = app.add_subcommand("settings", "manager settings");
   settings->require_subcommand(1);
   settings->add_subcommand("show", "every setting with its value and default")->callback([&] {
-    exit_code = run(g, "settings.show", json::object(), [](const json& r) {
+    exit_code = run_command(g, "settings.show", json::object(), [](const json& r) {
       std::printf("%-24s %-28s %s\n", "KEY", "VALUE", "DEFAULT");
       for (const auto& s : r) {
         std::printf("%-24s %-28s %s\n", text_of(s["key"]).c_str(), text_of(s["value"]).c_str(),
@@ -623,7 +595,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   auto* set = settings->add_subcommand("set", "change a setting");
   set->add_option("KEY", key, "the setting")->required();
   set->add_option("VALUE", value, "its new value")->required();
-  set->callback([&] { exit_code = run(g, "settings.set", {{"key", key}, {"value", value}}, print_decision); });
+  set->callback([&] { exit_code = run_command(g, "settings.set", {{"key", key}, {"value", value}}, print_decision); });
 
   // ---- events
   auto* events = app.add_subcommand("events", "the live event stream");

@@ -180,6 +180,34 @@ int report(const json& reply) {
   return exit_code_of(code);
 }
 
+// Runs one gateway command and prints its result with `table` on success.
+// A success comes as {"v":1,"ok":true,"result":…} with its members in that
+// order, so -o json prints a large result's text as it came, unparsed.
+int run_command(const GlobalOptions& g, const std::string& command, nlohmann::json args, const std::function<void(const nlohmann::json&)>& table) {
+  static constexpr std::string_view kOkPrefix = R"({"v":1,"ok":true,"result":)";
+  static constexpr size_t kPrettyBytesMax = 64 * 1024;
+  Gateway gateway(g);
+  std::string text = gateway.call_text(command, std::move(args));
+  if (g.format == Format::kJson && text.starts_with(kOkPrefix) && text.ends_with('}') &&
+      text.size() > kPrettyBytesMax) {
+    std::fwrite(text.data() + kOkPrefix.size(), 1, text.size() - kOkPrefix.size() - 1, stdout);
+    std::fputc('\n', stdout);
+    return kExitOk;
+  }
+  json reply = json::parse(text, nullptr, false);
+  if (!reply.is_object()) {
+    print_error("the gateway's reply is not JSON");
+    return kExitFailed;
+  }
+  if (!reply.value("ok", false)) return report(reply);
+  if (g.format == Format::kJson) {
+    std::puts(reply["result"].dump(2).c_str());
+  } else {
+    table(reply["result"]);
+  }
+  return kExitOk;
+}
+
 int Gateway::timeout_for(const std::string& command, const json& request) const {
   int wait = 0;
   if (command == "events.read") wait = request["args"].value("waitMs", 0);

@@ -9,6 +9,7 @@
 // Thread safety: one thread per Gateway; the free functions are reentrant.
 
 #include <atomic>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -33,6 +34,12 @@ bool write_sessions(const nlohmann::json& sessions);
 // Prints the error of a failed gateway reply ("wpm: message [command id] (hint)")
 // and returns its exit code (README "Exit codes").
 int report(const nlohmann::json& reply);
+
+// Runs one gateway command: on success prints its result whole with -o json
+// (a large one as the text that came), else with `table`; on failure reports
+// it. Returns the exit code.
+int run_command(const GlobalOptions& g, const std::string& command, nlohmann::json args,
+                const std::function<void(const nlohmann::json&)>& table);
 
 class Gateway {
  public:

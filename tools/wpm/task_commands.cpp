@@ -213,41 +213,19 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
     json a = {{"limit", limit}};
     if (!state.empty()) a["state"] = state;
     if (!wpar_filter.empty()) a["wpar"] = wpar_filter;
-    Gateway gateway(g);
-    json reply = gateway.call("task.list", a);
-    if (!reply.value("ok", false)) {
-      exit_code = report(reply);
-      return;
-    }
-    if (g.format == Format::kJson) {
-      std::puts(reply["result"].dump(2).c_str());
-      exit_code = kExitOk;
-      return;
-    }
-    std::printf("%-26s %-8s %-20s %-16s %-10s %-20s %s\n", "ID", "KIND", "WPAR", "SYSTEM", "STATE", "CREATED", "ERROR");
-    for (const auto& t : reply["result"]) {
-      std::printf("%-26s %-8s %-20s %-16s %-10s %-20s %s\n", text_of(t, "id").c_str(), text_of(t, "kind").c_str(),
-                  text_of(t, "wpar").c_str(), text_of(t, "system").empty() ? "-" : text_of(t, "system").c_str(),
-                  text_of(t, "state").c_str(), time_of(t, "createdNs").c_str(), text_of(t, "error").c_str());
-    }
-    exit_code = kExitOk;
+    exit_code = run_command(g, "task.list", a, [](const json& r) {
+      std::printf("%-26s %-8s %-20s %-16s %-10s %-20s %s\n", "ID", "KIND", "WPAR", "SYSTEM", "STATE", "CREATED",
+                  "ERROR");
+      for (const auto& t : r) {
+        std::printf("%-26s %-8s %-20s %-16s %-10s %-20s %s\n", text_of(t, "id").c_str(), text_of(t, "kind").c_str(),
+                    text_of(t, "wpar").c_str(), text_of(t, "system").empty() ? "-" : text_of(t, "system").c_str(),
+                    text_of(t, "state").c_str(), time_of(t, "createdNs").c_str(), text_of(t, "error").c_str());
+      }
+    });
   });
   auto* show = task->add_subcommand("show", "one task with its operations, their outputs and errors");
   show->add_option("ID", id, "the task (any unique prefix)")->required();
-  show->callback([&] {
-    Gateway gateway(g);
-    json reply = gateway.call("task.show", {{"id", id}});
-    if (!reply.value("ok", false)) {
-      exit_code = report(reply);
-      return;
-    }
-    if (g.format == Format::kJson) {
-      std::puts(reply["result"].dump(2).c_str());
-    } else {
-      print_task(reply["result"]);
-    }
-    exit_code = kExitOk;
-  });
+  show->callback([&] { exit_code = run_command(g, "task.show", {{"id", id}}, print_task); });
   auto* wait = task->add_subcommand("wait", "wait for a task to end (exit 0 when it succeeded, 1 otherwise)");
   wait->add_option("ID", id, "the task (any unique prefix)")->required();
   wait->add_option("--timeout", timeout_s, "give up waiting after this many seconds (default: never)");
@@ -255,18 +233,9 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
   auto* cancel = task->add_subcommand("cancel", "cancel a running task: no further operation starts");
   cancel->add_option("ID", id, "the task (any unique prefix)")->required();
   cancel->callback([&] {
-    Gateway gateway(g);
-    json reply = gateway.call("task.cancel", {{"task", id}});
-    if (!reply.value("ok", false)) {
-      exit_code = report(reply);
-      return;
-    }
-    if (g.format == Format::kJson) {
-      std::puts(reply["result"].dump(2).c_str());
-    } else {
-      std::printf("cancelled task %s [command %s]\n", id.c_str(), text_of(reply["result"], "command").c_str());
-    }
-    exit_code = kExitOk;
+    exit_code = run_command(g, "task.cancel", {{"task", id}}, [](const json& r) {
+      std::printf("cancelled task %s [command %s]\n", id.c_str(), text_of(r, "command").c_str());
+    });
   });
 }
 
