@@ -55,6 +55,8 @@ struct Heartbeat {
   sentNs @0 :Int64;
   wpars @1 :UInt32;
   wparsActive @2 :UInt32;
+  load1 @3 :Float32;          # the host's 1-minute load average (/proc/loadavg)
+  cpus @4 :UInt16;            # its online CPUs; load1 / cpus ranks relocation targets
 }
 
 struct ManagerReply {
@@ -108,6 +110,7 @@ struct AgentCommand {
     listWpars @3 :Void;
     refreshProfile @5 :Void;   # collect the profile again and send it on the agent channel now (wpm system update-profile)
     operation @6 :Operation;   # run one lifecycle operation, or report on it (the same id again)
+    fetchState @7 :FetchState; # from another agent: part of a state file the manager allowed it to take
   }
   protocolVersion @4 :UInt16;  # the manager's
 }
@@ -120,6 +123,7 @@ struct AgentReply {
     wpars @3 :List(WparSummary);
     error @4 :ProtocolError;
     operation @6 :OperationResult;
+    stateData @7 :StateData;
   }
   protocolVersion @5 :UInt16;  # the agent's
 }
@@ -150,6 +154,33 @@ struct Operation {
   preserveFs @6 :Bool;        # remove: keep a system WPAR's file systems
   startAfter @7 :Bool;        # deploy: start a system WPAR once made
   deadlineNs @8 :Int64;       # Unix ns after which the manager no longer waits: a new operation is refused then (0: none)
+  # Relocation (docs/relocation.md): the other agent of a state-file
+  # transfer. On pause: the arrival agent's key, allowed to fetch this
+  # operation's state file. On receive: the departure agent's endpoint and
+  # key, and the state file's id (the pause operation's id).
+  peerEndpoint @9 :Text;      # tcp://address:port
+  peerKey @10 :Text;          # CURVE public key, Z85
+  stateId @11 :Text;          # receive, restore: the operation id that wrote the state file
+  force @12 :Bool;            # remove: end whatever runs first (a paused or frozen WPAR too)
+}
+
+# Agent to agent, for relocation: a state file is read in bounded parts.
+# An empty path lists the state file's files (paths relative to it, sizes).
+struct FetchState {
+  wpar @0 :Text;
+  stateId @1 :Text;
+  path @2 :Text;
+  offset @3 :UInt64;
+  length @4 :UInt32;          # at most kStateChunkBytes
+}
+struct StateFile {
+  path @0 :Text;
+  size @1 :UInt64;
+}
+struct StateData {
+  files @0 :List(StateFile);  # the listing (empty path asked)
+  data @1 :Data;              # the part asked for
+  size @2 :UInt64;            # the file's whole size
 }
 
 struct OperationResult {

@@ -72,6 +72,8 @@ std::string encode(const ManagerRequest& request) {
                      x.setSentNs(r.sent_ns);
                      x.setWpars(r.wpars);
                      x.setWparsActive(r.wpars_active);
+                     x.setLoad1(r.load1);
+                     x.setCpus(r.cpus);
                    },
                    [&](const Unregister&) { b.setUnregister(); },
                    [&](const ProfileReport& r) { put_profile(r.profile, b.initProfile()); },
@@ -100,7 +102,7 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
       }
       case s::ManagerRequest::HEARTBEAT: {
         auto x = r.getHeartbeat();
-        out.body = Heartbeat{x.getSentNs(), x.getWpars(), x.getWparsActive()};
+        out.body = Heartbeat{x.getSentNs(), x.getWpars(), x.getWparsActive(), x.getLoad1(), x.getCpus()};
         break;
       }
       case s::ManagerRequest::UNREGISTER: out.body = Unregister{}; break;
@@ -180,6 +182,18 @@ std::string encode(const AgentCommand& command) {
                             x.setPreserveFs(o.preserve_fs);
                             x.setStartAfter(o.start_after);
                             x.setDeadlineNs(o.deadline_ns);
+                            x.setPeerEndpoint(text(o.peer_endpoint));
+                            x.setPeerKey(text(o.peer_key));
+                            x.setStateId(text(o.state_id));
+                            x.setForce(o.force);
+                          },
+                          [&](const FetchState& f) {
+                            auto x = b.initFetchState();
+                            x.setWpar(text(f.wpar));
+                            x.setStateId(text(f.state_id));
+                            x.setPath(text(f.path));
+                            x.setOffset(f.offset);
+                            x.setLength(f.length);
                           }},
                command.body);
   });
@@ -198,7 +212,13 @@ Result<AgentCommand> decode_agent_command(std::string_view bytes) {
         auto x = r.getOperation();
         out.body = Operation{str(x.getOperationId()), x.getAttempt(), str(x.getWpar()), x.getEpoch(),
                              str(x.getAction()), str(x.getDefinition()), x.getPreserveFs(), x.getStartAfter(),
-                             x.getDeadlineNs()};
+                             x.getDeadlineNs(),    str(x.getPeerEndpoint()), str(x.getPeerKey()),
+                             str(x.getStateId()),  x.getForce()};
+        break;
+      }
+      case s::AgentCommand::FETCH_STATE: {
+        auto x = r.getFetchState();
+        out.body = FetchState{str(x.getWpar()), str(x.getStateId()), str(x.getPath()), x.getOffset(), x.getLength()};
         break;
       }
       default: unknown("agent command", static_cast<unsigned>(r.which()));
@@ -238,6 +258,16 @@ std::string encode(const AgentReply& reply) {
                      x.setWparState(text(o.wpar_state));
                      x.setRefused(o.refused);
                    },
+                   [&](const StateData& d) {
+                     auto x = b.initStateData();
+                     auto files = x.initFiles(static_cast<unsigned>(d.files.size()));
+                     for (unsigned i = 0; i < d.files.size(); ++i) {
+                       files[i].setPath(text(d.files[i].path));
+                       files[i].setSize(d.files[i].size);
+                     }
+                     x.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(d.data.data()), d.data.size()));
+                     x.setSize(d.size);
+                   },
                },
                reply.body);
   });
@@ -265,6 +295,16 @@ Result<AgentReply> decode_agent_reply(std::string_view bytes) {
         auto x = r.getOperation();
         out.body = OperationResult{str(x.getOperationId()), x.getAttempt(), x.getRunning(), x.getExitCode(),
                                    str(x.getOutput()), str(x.getError()), str(x.getWparState()), x.getRefused()};
+        break;
+      }
+      case s::AgentReply::STATE_DATA: {
+        auto x = r.getStateData();
+        StateData d;
+        for (auto f : x.getFiles()) d.files.push_back({str(f.getPath()), f.getSize()});
+        auto data = x.getData();
+        d.data.assign(reinterpret_cast<const char*>(data.begin()), data.size());
+        d.size = x.getSize();
+        out.body = std::move(d);
         break;
       }
       default: unknown("agent reply", static_cast<unsigned>(r.which()));

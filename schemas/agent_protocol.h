@@ -41,6 +41,8 @@ struct Heartbeat {
   int64_t sent_ns = 0;
   uint32_t wpars = 0;
   uint32_t wpars_active = 0;
+  float load1 = 0;
+  uint16_t cpus = 0;
   bool operator==(const Heartbeat&) const = default;
 };
 struct Unregister {
@@ -125,11 +127,26 @@ struct Operation {
   bool preserve_fs = false;
   bool start_after = false;
   int64_t deadline_ns = 0;
+  std::string peer_endpoint;  // relocation: the other agent (agent.capnp)
+  std::string peer_key;
+  std::string state_id;
+  bool force = false;         // remove: end whatever runs first
   bool operator==(const Operation&) const = default;
 };
+// Agent to agent: part of a state file (relocation); an empty path lists it.
+struct FetchState {
+  std::string wpar;
+  std::string state_id;
+  std::string path;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  bool operator==(const FetchState&) const = default;
+};
+// The largest part of a state file one reply carries (below the frame limit).
+inline constexpr uint32_t kStateChunkBytes = 512 * 1024;
 struct AgentCommand {
   uint64_t request_id = 0;
-  std::variant<Ping, ListWpars, RefreshProfile, Operation> body;
+  std::variant<Ping, ListWpars, RefreshProfile, Operation, FetchState> body;
   uint16_t protocol_version = kProtocolVersion;
   bool operator==(const AgentCommand&) const = default;
 };
@@ -156,9 +173,20 @@ struct OperationResult {
   bool refused = false;
   bool operator==(const OperationResult&) const = default;
 };
+struct StateFile {
+  std::string path;
+  uint64_t size = 0;
+  bool operator==(const StateFile&) const = default;
+};
+struct StateData {
+  std::vector<StateFile> files;
+  std::string data;
+  uint64_t size = 0;
+  bool operator==(const StateData&) const = default;
+};
 struct AgentReply {
   uint64_t request_id = 0;
-  std::variant<Pong, std::vector<WparSummary>, ProtocolError, OperationResult> body;
+  std::variant<Pong, std::vector<WparSummary>, ProtocolError, OperationResult, StateData> body;
   uint16_t protocol_version = kProtocolVersion;
   bool operator==(const AgentReply&) const = default;
 };

@@ -332,6 +332,8 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           x.setState(text(p.state));
           x.setError(text(p.error));
           x.setRecovery(text(p.recovery));
+          x.setWparState(text(p.wpar_state));
+          x.setCause(text(p.cause));
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           auto x = b.initWparPlaced();
           x.setWpar(text(p.wpar));
@@ -529,7 +531,8 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
     }
     case s::Payload::TASK_FINISHED: {
       auto x = r.getTaskFinished();
-      out = TaskFinished{str(x.getState()), str(x.getError()), str(x.getRecovery())};
+      out = TaskFinished{str(x.getState()), str(x.getError()), str(x.getRecovery()), str(x.getWparState()),
+                         str(x.getCause())};
       break;
     }
     case s::Payload::WPAR_PLACED: {

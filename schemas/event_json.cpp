@@ -292,7 +292,10 @@ void put_payload(Obj& o, const Payload& payload) {
                 .str("wparState", p.wpar_state);
           });
         } else if constexpr (std::is_same_v<T, TaskFinished>) {
-          o.obj("taskFinished", [&](Obj& x) { x.str("error", p.error).str("recovery", p.recovery).str("state", p.state); });
+          o.obj("taskFinished", [&](Obj& x) {
+            x.str("cause", p.cause).str("error", p.error).str("recovery", p.recovery).str("state", p.state);
+            x.str("wparState", p.wpar_state);
+          });
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           o.obj("wparPlaced", [&](Obj& x) {
             x.num("epoch", p.epoch).str("previous", p.previous).str("system", p.system).str("wpar", p.wpar);

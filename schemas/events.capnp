@@ -324,6 +324,8 @@ struct TaskFinished {
   state @0 :Text;       # succeeded, failed, cancelled
   error @1 :Text;       # when failed: which operation failed and why
   recovery @2 :Text;    # what was done about it ("" nothing)
+  wparState @3 :Text;   # the WPAR's state letter the task leaves it in, when no operation reported it ("" said nothing)
+  cause @4 :Text;       # with wparState B: why it is Broken
 }
 
 # Placement with fencing (DESIGN.md §9): every placement of a WPAR carries a

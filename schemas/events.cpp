@@ -125,7 +125,7 @@ size_t payload_bytes(const Payload& payload) {
         } else if constexpr (std::is_same_v<T, OperationFinished>) {
           return sum_sizes(p.operation_id, p.outcome, p.output, p.error, p.wpar_state) + 24;
         } else if constexpr (std::is_same_v<T, TaskFinished>) {
-          return sum_sizes(p.state, p.error, p.recovery) + 16;
+          return sum_sizes(p.state, p.error, p.recovery, p.wpar_state, p.cause) + 16;
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           return sum_sizes(p.wpar, p.system, p.previous) + 16;
         } else {

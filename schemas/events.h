@@ -298,6 +298,8 @@ struct TaskFinished {
   std::string state;  // succeeded failed cancelled
   std::string error;
   std::string recovery;
+  std::string wpar_state;  // the state the task leaves the WPAR in when no operation said ("" nothing said)
+  std::string cause;       // with "B": why it is Broken
   bool operator==(const TaskFinished&) const = default;
 };
 struct WparPlaced {

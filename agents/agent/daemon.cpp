@@ -34,6 +34,7 @@
 #include "agents/agent/forward.h"
 #include "agents/agent/manager_link.h"
 #include "agents/agent/operations.h"
+#include "agents/agent/transfer.h"
 #include "agents/profile/profile.h"
 #include "agents/runtime/cgroups.h"
 #include "agents/runtime/lifecycle.h"
@@ -214,6 +215,7 @@ class Daemon {
   std::unique_ptr<OperationJournal> journal_;
   std::map<std::string, std::string> running_ops_;  // operation id → WPAR, while it may run
   std::map<std::string, int> spawned_;              // operation id → the runner this daemon started
+  StateGrants grants_;  // arrival agents allowed to pull a state file (transfer.h)
 };
 
 namespace {
@@ -283,8 +285,9 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
     bool again = existing->done && run_again_code(existing->exit_code) && op.attempt > existing->attempt;
     if (!again) return result_of(*existing);
   }
-  OperationRecord record{op.operation_id, op.attempt, op.wpar, op.action, op.epoch, op.definition, op.preserve_fs,
-                         op.start_after};
+  OperationRecord record{op.operation_id, op.attempt,  op.wpar,        op.action,
+                         op.epoch,        op.definition, op.preserve_fs, op.start_after,
+                         op.peer_endpoint, op.peer_key,  op.state_id,    op.force};
   record.started_ns = wall_ns();
   auto refuse = [&](int code, std::string why) {
     record.done = true;
@@ -322,6 +325,12 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
   auto held = read_epoch(placements, op.wpar);
   bool exists = runtime::WparFiles(o_.paths.wpars_root, op.wpar).read_spec().has_value();
   if (auto why = placement_refusal(held, op.epoch, op.action, exists, op.wpar)) {
+    if (op.action == "remove" && !exists && !(held && op.epoch < *held)) {
+      // Nothing of it may stay here: a state file a relocation brought
+      // (its clean-up after a failed arrival) goes too.
+      std::error_code ignored;
+      fs::remove_all(o_.paths.data_dir + "/state/" + op.wpar, ignored);
+    }
     return refuse(exists ? 1 : 16, *why);
   }
   // The epoch is kept before anything acts: from now on older commands are stale.
@@ -329,6 +338,11 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
     if (auto w = write_epoch(placements, op.wpar, op.epoch); !w) return refuse(4, w.error().message);
   }
   if (auto w = journal_->write(record); !w) return invalid("cannot journal the operation: " + w.error().message);
+  // A relocation's checkpoint: the arrival agent may pull its state file.
+  if (op.action == "pause" && !op.peer_key.empty()) {
+    grants_.allow(op.peer_key, StateGrant{op.wpar, op.operation_id, record.started_ns + kGrantLifetimeNs});
+  }
+  if (op.action == "remove") grants_.revoke_wpar(op.wpar);
   std::error_code ec;
   std::string self = fs::read_symlink("/proc/self/exe", ec).string();
   std::vector<std::string> argv = {self, "--data", o_.paths.data_dir, "operation-run", op.operation_id};
@@ -453,7 +467,12 @@ void Daemon::tick() {
     } else if (!profile_sent_) {
       request.body = ap::ProfileReport{profile_};
     } else {
-      request.body = ap::Heartbeat{now_ns(), static_cast<uint32_t>(wpars.size()), active};
+      ap::Heartbeat beat{now_ns(), static_cast<uint32_t>(wpars.size()), active};
+      std::ifstream loadavg("/proc/loadavg");
+      if (!(loadavg >> beat.load1)) beat.load1 = 0;
+      long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+      beat.cpus = static_cast<uint16_t>(std::clamp<long>(cpus, 0, 65535));
+      request.body = beat;
     }
     auto reply = session_->call(request, kManagerTimeout);
     if (!reply) {
@@ -506,6 +525,26 @@ std::optional<std::string> Daemon::serve_port(bus::ServerRequest& request) {
                                              fmt::format("the manager speaks wpm protocol {}; this agent needs {} or "
                                                          "later: upgrade wpmd",
                                                          command->protocol_version, kProtocolVersionMin)}};
+  } else if (request.user_id != "manager") {
+    // Another agent: a state file it was allowed to pull, and nothing else.
+    const auto* fetch = std::get_if<ap::FetchState>(&command->body);
+    const std::string key = request.user_id.starts_with("peer:") ? request.user_id.substr(5) : "";
+    if (fetch == nullptr || !grants_.covers(key, fetch->wpar, fetch->state_id, wall_ns())) {
+      log_->warn("peer_request_refused address={} key_fingerprint={}", request.peer_address,
+                 bus::key_fingerprint(key));
+      reply = ap::AgentReply{command->request_id,
+                             ap::ProtocolError{ap::ErrorKind::kInvalidRequest,
+                                               "this agent serves another agent only the state file the manager "
+                                               "allowed it to take"}};
+    } else if (auto data = serve_state(o_.paths.data_dir + "/state", *fetch); !data) {
+      reply = ap::AgentReply{command->request_id, ap::ProtocolError{ap::ErrorKind::kNotFound, data.error()}};
+    } else {
+      reply = ap::AgentReply{command->request_id, std::move(*data)};
+    }
+  } else if (std::holds_alternative<ap::FetchState>(command->body)) {
+    reply = ap::AgentReply{command->request_id,
+                           ap::ProtocolError{ap::ErrorKind::kInvalidRequest, "state files go to agents, not to the "
+                                                                             "manager"}};
   } else if (std::holds_alternative<ap::ListWpars>(command->body)) {
     reply = ap::AgentReply{command->request_id, list_wpars(o_.paths)};
   } else if (const auto* op = std::get_if<ap::Operation>(&command->body)) {
@@ -678,6 +717,8 @@ int Daemon::run() {
   zap.serve_domain(kZapDomain, [this](const std::string& address, const std::string& key) -> std::optional<std::string> {
     std::lock_guard lock(registration_mutex_);
     if (registration_ && key == registration_->manager_public_key) return "manager";
+    // An arrival agent the manager named with a checkpoint, for its state file only.
+    if (grants_.admits(key, wall_ns())) return "peer:" + key;
     log_->warn("agent_port_refused address={} key_fingerprint={}", address, bus::key_fingerprint(key));
     return std::nullopt;
   });
@@ -699,6 +740,7 @@ int Daemon::run() {
   // The journal of the manager's operations, before the first one can come.
   journal_ = std::make_unique<OperationJournal>(o_.paths.data_dir + "/operations");
   for (const auto& r : journal_->running()) running_ops_[r.id] = r.wpar;
+  grants_.rebuild(journal_->records(), wall_ns());
   port_->start([this](bus::ServerRequest& r) { return serve_port(r); },
                [](const bus::ServerRequest& r, std::string_view why) {
                  return ap::encode(ap::AgentReply{ap::peek_request_id(r.body),

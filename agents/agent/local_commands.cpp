@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "agents/agent/agent_config.h"
+#include "agents/agent/transfer.h"
 #include "agents/checkpoint/cooperative.h"
 #include "agents/runtime/capabilities.h"
 #include "agents/runtime/lifecycle.h"
@@ -286,7 +287,19 @@ int startwpar(const AgentPaths& p, const std::string& name) {
 // rmwpar -p keeps a system WPAR's file systems (DIR/fs: its root's upper
 // layer, /tmp and /home) and removes everything else, the definition
 // included; `mkwpar` of the same name later picks them up again.
-int rmwpar(const AgentPaths& p, const std::string& name, bool preserve) {
+int rmwpar(const AgentPaths& p, const std::string& name, bool preserve, bool force) {
+  if (force) {
+    // -F (wpm extension): whatever runs ends first, also in a paused,
+    // frozen or broken WPAR (a relocation's departure, or its clean-up).
+    runtime::WparFiles files(p.wpars_root, name);
+    if (files.read_spec()) {
+      auto s = effective_state(files.read_record().value_or(runtime::WparRecord{}));
+      if (s == WparState::kPaused || s == WparState::kFrozen || s == WparState::kBroken || s == WparState::kActive) {
+        if (int rc = stopwpar(p, name, true)) return rc;
+      }
+      if (!files.read_spec()) return kOk;  // an application WPAR ends with its processes
+    }
+  }
   runtime::WparSpec spec;
   runtime::WparRecord record;
   if (int rc = load(p, name, runtime::Operation::kRemove, spec, record)) return rc;
@@ -535,11 +548,12 @@ void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& fo
 
   auto* rm = app.add_subcommand("rmwpar", "remove a WPAR (an active one is stopped first)");
   static std::string rm_name;
-  static bool rm_preserve = false;
+  static bool rm_preserve = false, rm_force = false;
+  rm->add_flag("-F,--force", rm_force, "end its processes first, whatever its state (paused and frozen too)");
   rm->add_flag("-p,--preserve", rm_preserve,
                "keep a system WPAR's file systems (DATA/wpars/NAME/fs)");
   rm->add_option("name", rm_name, "WPAR name")->required();
-  rm->callback([&] { exit_code = rmwpar(paths, rm_name, rm_preserve); });
+  rm->callback([&] { exit_code = rmwpar(paths, rm_name, rm_preserve, rm_force); });
 
   auto* ck = app.add_subcommand("chkptwpar", "checkpoint a WPAR into a state file (seed chkptwpar)");
   static CheckpointOptions c;
@@ -570,6 +584,17 @@ void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& fo
   static std::string rsm_name;
   rsm->add_option("name", rsm_name, "WPAR name")->required();
   rsm->callback([&] { exit_code = resumewpar(paths, rsm_name); });
+
+  auto* rv = app.add_subcommand("receivestate",
+                                "pull a state file from another agent and verify it (relocation; the manager runs "
+                                "it, the departure agent must have been told this agent's key)");
+  static ReceiveRequest rv_req;
+  rv->add_option("--from", rv_req.endpoint, "the departure agent's port, tcp://host:port")->required();
+  rv->add_option("--key", rv_req.server_key, "the departure agent's public key (Z85)")->required();
+  rv->add_option("--state", rv_req.state_id, "the state file's id (its checkpoint's operation id)")->required();
+  rv->add_option("-d", rv_req.dest_dir, "where it goes (absolute; must not exist or be whole already)")->required();
+  rv->add_option("name", rv_req.wpar, "WPAR name")->required();
+  rv->callback([&] { exit_code = receive_state(paths, rv_req); });
 
   auto* kl = app.add_subcommand("killwpar", "end the processes of a paused WPAR (seed killwpar)");
   static std::string kl_name;

@@ -27,8 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr std::array<std::string_view, 9> kActions = {"deploy", "start",  "stop", "forceStop", "pause",
-                                                       "resume", "freeze", "kill", "remove"};
+constexpr std::array<std::string_view, 11> kActions = {"deploy", "start",  "stop",   "forceStop", "pause",  "resume",
+                                                        "freeze", "kill",   "remove", "receive",   "restore"};
 
 }  // namespace
 
@@ -44,7 +44,7 @@ bool valid_operation_id(std::string_view id) {
 
 bool run_again_code(int exit_code) { return exit_code == 3 || exit_code == 5 || exit_code == 6 || exit_code == 17; }
 
-bool places(std::string_view action) { return action == "deploy"; }
+bool places(std::string_view action) { return action == "deploy" || action == "receive" || action == "restore"; }
 
 std::optional<std::string> placement_refusal(std::optional<uint64_t> held, uint64_t epoch, std::string_view action,
                                              bool exists, std::string_view wpar) {
@@ -88,8 +88,21 @@ std::expected<std::vector<std::string>, std::string> command_args(const Operatio
   if (op.action == "resume") return std::vector<std::string>{"resumewpar", w};
   if (op.action == "kill") return std::vector<std::string>{"killwpar", w};
   if (op.action == "remove") {
-    if (op.preserve_fs) return std::vector<std::string>{"rmwpar", "-p", w};
-    return std::vector<std::string>{"rmwpar", w};
+    std::vector<std::string> args = {"rmwpar"};
+    if (op.force) args.push_back("-F");
+    if (op.preserve_fs) args.push_back("-p");
+    args.push_back(w);
+    return args;
+  }
+  if (op.action == "receive" || op.action == "restore") {
+    if (!valid_operation_id(op.state_id)) return std::unexpected(fmt::format("'{}' is not a state file id", op.state_id));
+    const std::string dir = state_root + "/" + w + "/" + op.state_id;
+    if (op.action == "restore") return std::vector<std::string>{"restartwpar", "-d", dir, w};
+    if (op.peer_endpoint.empty() || op.peer_key.empty()) {
+      return std::unexpected("a receive needs the departure agent's endpoint and key");
+    }
+    return std::vector<std::string>{"receivestate", "--from", op.peer_endpoint, "--key", op.peer_key,
+                                    "--state",      op.state_id, "-d", dir, w};
   }
   if (op.action != "deploy") return std::unexpected(fmt::format("unknown action '{}'", op.action));
   json d = json::parse(op.definition, nullptr, false);
@@ -132,6 +145,10 @@ std::string record_to_json(const OperationRecord& r) {
             {"definition", r.definition},
             {"preserveFs", r.preserve_fs},
             {"startAfter", r.start_after},
+            {"peerEndpoint", r.peer_endpoint},
+            {"peerKey", r.peer_key},
+            {"stateId", r.state_id},
+            {"force", r.force},
             {"done", r.done},
             {"runnerPid", r.runner_pid},
             {"exitCode", r.exit_code},
@@ -157,6 +174,10 @@ std::optional<OperationRecord> record_from_json(std::string_view text) {
     r.definition = j.value("definition", "");
     r.preserve_fs = j.value("preserveFs", false);
     r.start_after = j.value("startAfter", false);
+    r.peer_endpoint = j.value("peerEndpoint", "");
+    r.peer_key = j.value("peerKey", "");
+    r.state_id = j.value("stateId", "");
+    r.force = j.value("force", false);
     r.done = j.at("done").get<bool>();
     r.runner_pid = j.value("runnerPid", 0);
     r.exit_code = j.value("exitCode", 0);
@@ -200,6 +221,16 @@ std::vector<OperationRecord> OperationJournal::running() const {
     if (e.path().extension() != ".json") continue;
     auto r = read(e.path().stem().string());
     if (r && !r->done) out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+std::vector<OperationRecord> OperationJournal::records() const {
+  std::vector<OperationRecord> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    if (e.path().extension() != ".json") continue;
+    if (auto r = read(e.path().stem().string())) out.push_back(std::move(*r));
   }
   return out;
 }
@@ -344,11 +375,13 @@ int run_operation(const AgentPaths& paths, const std::string& id) {
       if (code != 0 && error.empty()) error = fmt::format("the command exited with code {}", code);
     }
   }
-  if (record->action == "remove" && code == 0) fs::remove_all(state_root + "/" + record->wpar, ec);
   record->output = read_tail(journal.output_path(id), kOutputBytesMax);
   record->error = error;
   record->exit_code = code;
   record->wpar_state = wpar_state_letter(paths, record->wpar);
+  // A removal leaves no state file behind once the WPAR is gone (also when
+  // it was not here: a relocation's clean-up of its arrival).
+  if (record->action == "remove" && record->wpar_state.empty()) fs::remove_all(state_root + "/" + record->wpar, ec);
   record->done = true;
   record->finished_ns = wall_ns();
   fs::remove(journal.output_path(id), ec);

@@ -44,6 +44,10 @@ struct OperationRecord {
   std::string definition;  // deploy: the WPAR's definition, JSON
   bool preserve_fs = false;
   bool start_after = false;
+  std::string peer_endpoint;  // receive: the departure agent's port
+  std::string peer_key;       // pause: the arrival agent allowed to pull the state file; receive: the departure's key
+  std::string state_id;       // receive, restore: the state file's id (its checkpoint's operation id)
+  bool force = false;         // remove: end whatever runs first
   bool done = false;       // false: running (or interrupted, when its runner is gone)
   int runner_pid = 0;
   int exit_code = 0;
@@ -66,7 +70,8 @@ bool known_action(std::string_view action);
 bool valid_operation_id(std::string_view id);
 // The seed's "run the command again" exit codes (chkptwpar, restartwpar: 3, 5, 6; busy: 17).
 bool run_again_code(int exit_code);
-// Whether an action places the WPAR here (its epoch becomes the one held).
+// Whether an action places the WPAR here (its epoch becomes the one held):
+// deploy, and a relocation's receive and restore.
 bool places(std::string_view action);
 
 // Why a command for `wpar` with `epoch` may not run here, if it may not:
@@ -103,6 +108,8 @@ class OperationJournal {
   std::string error_path(const std::string& id) const { return dir_ + "/" + id + ".err"; }
   // The records not finished, by id.
   std::vector<OperationRecord> running() const;
+  // Every record (at most `keep` finished ones and the running ones).
+  std::vector<OperationRecord> records() const;
 
  private:
   std::string path(const std::string& id) const { return dir_ + "/" + id + ".json"; }

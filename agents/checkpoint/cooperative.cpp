@@ -478,6 +478,12 @@ Outcome<runtime::WparRecord> restart(const RestartRequest& r) {
   return *started;
 }
 
+Outcome<void> verify_state_file(const std::string& dir) {
+  auto manifest = verified_manifest(dir);
+  if (!manifest) return std::unexpected(manifest.error());
+  return {};
+}
+
 Outcome<void> resume(const std::string& wpars_root, const std::string& name,
                      const std::string& cgroup_relative) {
   runtime::WparFiles files(wpars_root, name);

@@ -79,6 +79,11 @@ struct RestartRequest {
 
 Outcome<runtime::WparRecord> restart(const RestartRequest& request);
 
+// Whether the state file in `dir` is whole: its manifest and every file it
+// lists, checked against their SHA-256 (14: a file missing, 25: corrupt).
+// A relocation's arrival checks a transferred state file with it.
+Outcome<void> verify_state_file(const std::string& dir);
+
 // Thaws a paused or frozen WPAR (resumewpar).
 Outcome<void> resume(const std::string& wpars_root, const std::string& name,
                      const std::string& cgroup_relative);
