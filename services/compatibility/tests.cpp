@@ -237,4 +237,12 @@ std::string compared_properties_key(const profile::SystemProfile& p) {
   return k;
 }
 
+std::vector<TestResult> to_test_results(const std::vector<CompatResult>& records) {
+  std::vector<TestResult> out;
+  for (const auto& r : records) {
+    if (auto t = test_from_name(r.test)) out.push_back({*t, r.passed, r.departure, r.arrival, r.remedy});
+  }
+  return out;
+}
+
 }  // namespace wpm::compatibility

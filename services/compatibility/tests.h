@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "schemas/events.h"
 #include "schemas/profile.h"
 
 namespace wpm::compatibility {
@@ -69,6 +70,10 @@ std::vector<TestResult> run_tests(const profile::SystemProfile& departure, const
 
 // Whether a move passes under `tests` (every critical test, and the chosen optional ones).
 bool passes(const std::vector<TestResult>& results, const TestSet& tests);
+
+// Results as the log records them (CompatibilityAnalyzed), back as results;
+// tests this build does not know are left out.
+std::vector<TestResult> to_test_results(const std::vector<CompatResult>& records);
 
 // The four states (seed "Compatibility states"), from both directions.
 enum class CompatibilityState : uint8_t {

@@ -12,12 +12,12 @@ namespace {
 namespace ap = agentproto;
 using Clock = std::chrono::steady_clock;
 
+}  // namespace
+
 std::string endpoint_of(const AgentTarget& t) {
   return fmt::format("tcp://{}:{}", t.address.find(':') != std::string::npos ? "[" + t.address + "]" : t.address,
                      t.port);
 }
-
-}  // namespace
 
 Dispatcher::Dispatcher(bus::CurveKeyPair manager_keys, std::shared_ptr<spdlog::logger> logger,
                        DispatcherOptions options)

@@ -38,6 +38,9 @@ struct AgentTarget {
   std::string public_key;  // the agent's CURVE key, Z85
 };
 
+// The agent's port as a ZeroMQ endpoint (tcp://address:port; IPv6 in brackets).
+std::string endpoint_of(const AgentTarget& target);
+
 struct DispatchResult {
   std::string task_id;
   std::string operation_id;

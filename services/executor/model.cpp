@@ -8,6 +8,7 @@
 #include <set>
 
 #include "agents/runtime/lifecycle.h"
+#include "services/compatibility/tests.h"
 #include "services/kernel/snapshot_frames.h"
 
 namespace wpm::executor {
@@ -17,8 +18,8 @@ using nlohmann::json;
 using kernel::Rejection;
 using kernel::RejectionCode;
 
-constexpr std::array<std::string_view, 8> kKinds = {"deploy", "start", "stop",   "pause",
-                                                    "resume", "freeze", "kill", "remove"};
+constexpr std::array<std::string_view, 9> kKinds = {"deploy", "start", "stop",   "pause",   "resume",
+                                                    "freeze", "kill",  "remove", "relocate"};
 
 std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
   return std::unexpected(Rejection{code, std::move(message)});
@@ -28,7 +29,7 @@ std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
 std::optional<runtime::Operation> lifecycle_operation(const std::string& kind, const TaskOptions& o) {
   if (kind == "start") return runtime::Operation::kStart;
   if (kind == "stop") return o.force ? runtime::Operation::kForceStop : runtime::Operation::kStop;
-  if (kind == "pause") return runtime::Operation::kCheckpointPause;
+  if (kind == "pause" || kind == "relocate") return runtime::Operation::kCheckpointPause;
   if (kind == "resume") return runtime::Operation::kResume;
   if (kind == "freeze") return runtime::Operation::kFreeze;
   if (kind == "kill") return runtime::Operation::kKill;
@@ -185,6 +186,7 @@ json options_to_json(const TaskOptions& o) {
   if (o.start) j["start"] = true;
   if (o.preserve_fs) j["preserveFs"] = true;
   if (o.keep_definition) j["keepDefinition"] = true;
+  if (!o.target.empty()) j["to"] = o.target;
   return j;
 }
 
@@ -196,6 +198,7 @@ TaskOptions options_from_json(std::string_view text) {
   o.start = j.value("start", false);
   o.preserve_fs = j.value("preserveFs", false);
   o.keep_definition = j.value("keepDefinition", false);
+  o.target = j.contains("to") && j["to"].is_string() ? j["to"].get<std::string>() : std::string();
   return o;
 }
 
@@ -248,6 +251,8 @@ void fold_task_event(Task& t, const Event& e) {
           t.state = p.state;
           t.error = p.error;
           t.recovery = p.recovery;
+          t.wpar_state = p.wpar_state;
+          t.cause = p.cause;
           t.finished_ns = e.timestamp_ns;
         }
       },
@@ -276,6 +281,8 @@ void fold_into(Executor& state, Event&& e) {
           if (e.stream_id.starts_with("command/")) state.pending.erase(e.stream_id.substr(8));
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           state.placements[p.wpar] = Placement{p.system, p.epoch, e.stream_version};
+        } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
+          state.compat[{p.departure_properties, p.arrival_properties}] = std::move(p.results);
         } else if constexpr (std::is_same_v<T, TaskCreated> || std::is_same_v<T, OperationStarted> ||
                              std::is_same_v<T, OperationFinished> || std::is_same_v<T, TaskFinished>) {
           if (!e.stream_id.starts_with("task/")) return;
@@ -350,9 +357,10 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   if (kind == "deploy") allowed.insert({"system", "start"});
   if (kind == "stop") allowed.insert("force");
   if (kind == "remove") allowed.insert({"preserveFs", "keepDefinition"});
+  if (kind == "relocate") allowed.insert({"to", "force"});
   for (const auto& [key, value] : args.items()) {
     if (!allowed.contains(key)) return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
-    if (key != "name" && key != "system" && !value.is_boolean()) {
+    if (key != "name" && key != "system" && key != "to" && !value.is_boolean()) {
       return reject(RejectionCode::kInvalid, fmt::format("'{}' must be true or false", key));
     }
   }
@@ -364,6 +372,10 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   if (a.wpar.empty()) return reject(RejectionCode::kInvalid, fmt::format("wpar.{} needs the WPAR's name", kind));
   if (kind == "deploy" && a.system.empty()) {
     return reject(RejectionCode::kInvalid, "wpar.deploy needs the system to deploy on (--system H)");
+  }
+  if (kind == "relocate") {
+    a.system = text("to");
+    if (a.system.empty()) return reject(RejectionCode::kInvalid, "wpar.relocate needs the system to move to (--to H)");
   }
   return a;
 }
@@ -385,6 +397,12 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                     fmt::format("operation {} ({} on {}) is running and cannot be called back; wait for it (wpm task "
                                 "wait {}): a task is cancelled between its operations",
                                 op->id, op->action, op->system, t.id));
+    }
+    if (t.kind == "relocate" && !t.operations.empty()) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("relocation {} of WPAR {} has started: it is not cancelled halfway; it ends on one "
+                                "system by itself (moved, or back on {} when a step fails)",
+                                t.id, t.wpar, t.system));
     }
     std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
     std::vector<Change> changes;
@@ -434,6 +452,69 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
     return Decided{{{placement_stream(*name), WparPlaced{*name, *system, epoch + 1, ""}},
                     {task_stream(id), created}},
                    *checked};
+  }
+  if (a.kind == "relocate") {
+    if (w.system.empty()) {
+      return reject(RejectionCode::kConflict, fmt::format("WPAR {} is not deployed (Undeployed): there is nothing to "
+                                                          "move; deploy it (wpm wpar deploy {} --system H)",
+                                                          *name, *name));
+    }
+    auto target = inventory::resolve_prefix(inv.registry.systems(), a.system, "system");
+    if (!target) return std::unexpected(target.error());
+    if (*target == w.system) {
+      return reject(RejectionCode::kConflict, fmt::format("WPAR {} is already on {}", *name, *target));
+    }
+    auto letter = inventory::wpar_state_letter(w);
+    auto wpar_state = state_of_letter(letter);
+    if (!wpar_state) {
+      return reject(RejectionCode::kConflict, fmt::format("the state of WPAR {} on {} is not known yet; wait for its "
+                                                          "agent's report",
+                                                          *name, w.system));
+    }
+    runtime::WparStatus status{*wpar_state, w.type == "application" ? runtime::WparType::kApplication
+                                                                    : runtime::WparType::kSystem,
+                               w.checkpointable};
+    if (*wpar_state != runtime::WparState::kActive) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("WPAR {} is {} ({}): only an Active WPAR is relocated", *name,
+                                runtime::state_name(*wpar_state), letter));
+    }
+    if (auto allowed = runtime::decide(status, runtime::Operation::kCheckpointPause); !allowed) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("WPAR {} cannot be relocated: {}", *name, allowed.error().message));
+    }
+    for (const auto& s : {w.system, *target}) {
+      if (auto problem = system_problem(inv, s)) return reject(RejectionCode::kConflict, *problem);
+    }
+    auto compat = direction_compat(state, inv, w.system, *target);
+    std::string warning;
+    if (compat.state == "pending") {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("compatibility of {} → {} is not analysed yet (Pending); a Pending system is "
+                                "never a target, even with --force: wait for the analysis (wpm compat show {} {})",
+                                w.system, *target, w.system, *target));
+    }
+    if (compat.state != "compatible") {
+      std::vector<std::string> failed;
+      for (const auto& f : compat.failed) {
+        failed.push_back(fmt::format("{} ({} here, {} there)", f.test, f.departure, f.arrival));
+      }
+      if (!a.options.force) {
+        return reject(RejectionCode::kConflict,
+                      fmt::format("{} is not compatible as a target of {}: failed {}; choose a compatible system "
+                                  "(wpm wpar candidates {}) or add --force",
+                                  *target, w.system, fmt::join(failed, ", "), *name));
+      }
+      warning = fmt::format("{} failed compatibility tests from {} ({}); relocating anyway (--force)", *target,
+                            w.system, fmt::join(failed, ", "));
+    }
+    auto checked = check_arrival(inv, w, *target);
+    if (!checked) return std::unexpected(checked.error());
+    if (!checked->empty()) warning = warning.empty() ? *checked : warning + "; " + *checked;
+    TaskOptions o = a.options;
+    o.target = *target;
+    created.args = options_to_json(o).dump();
+    return Decided{{{task_stream(id), created}}, warning};
   }
   if (a.kind == "remove" && w.system.empty()) {
     if (a.options.keep_definition) {
@@ -491,6 +572,8 @@ int64_t action_timeout_ns(std::string_view action) {
   if (action == "deploy") return 120 * s;   // a system WPAR's file systems are made
   if (action == "pause" || action == "freeze") return 90 * s;  // the workload has 30 s, then the state file
   if (action == "resume" || action == "kill") return 30 * s;
+  if (action == "receive") return 600 * s;  // a state file over the network (a stall ends it after 15 s)
+  if (action == "restore") return 120 * s;  // a system WPAR's file systems are put back
   return 60 * s;  // start, stop (its own timeout, then forced), remove
 }
 
@@ -501,7 +584,7 @@ bool run_again(const Operation& op) {
   if (op.outcome == "refused" && op.exit_code == 17) return true;
   // chkptwpar's (and restartwpar's) "run the command again"; elsewhere 17
   // means a state that will not change by itself (killwpar, resumewpar).
-  bool checkpoints = op.action == "pause" || op.action == "freeze";
+  bool checkpoints = op.action == "pause" || op.action == "freeze" || op.action == "restore";
   return op.outcome == "failed" && checkpoints && run_again_code(op.exit_code);
 }
 
@@ -536,6 +619,10 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
       return Start{OperationStarted{last.id, last.system, last.wpar, last.action, epoch, last.attempt + 1,
                                     now_ns + action_timeout_ns(last.action)}};
     }
+  }
+  if (task.kind == "relocate") return relocation_step(state, task, now_ns);
+  if (!task.operations.empty() && !achieved(task.operations.back())) {
+    const Operation& last = task.operations.back();
     Finish f{TaskFinished{"failed", describe_failure(last), ""}, std::nullopt};
     if (task.kind == "deploy" && last.wpar_state.empty() &&
         (last.outcome == "failed" || last.outcome == "refused" || last.outcome == "unsent")) {
@@ -572,6 +659,205 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
                                 now_ns + action_timeout_ns(action)}};
 }
 
+// ---- relocation -------------------------------------------------------------
+
+std::string relocation_state_id(const Task& task) { return task.id + ".1"; }
+
+namespace {
+
+const Operation* saga_operation(const Task& t, int step) {
+  const std::string id = fmt::format("{}.{}", t.id, step);
+  for (const auto& o : t.operations) {
+    if (o.id == id) return &o;
+  }
+  return nullptr;
+}
+
+// The agent answered that it did not do it (or it never left the manager).
+bool definite_failure(const Operation& o) {
+  return o.outcome == "failed" || o.outcome == "refused" || o.outcome == "unsent";
+}
+
+// A resume did what the recovery needs: the WPAR runs (also when it already did: 17 with A).
+bool resumed(const Operation& o) { return o.outcome == "ok" || (o.exit_code == 17 && o.wpar_state == "A"); }
+
+std::string state_word(const std::string& letter) {
+  if (auto s = state_of_letter(letter)) return std::string(runtime::state_name(*s));
+  return letter.empty() ? "state unknown" : letter;
+}
+
+}  // namespace
+
+Step relocation_step(const Executor& state, const Task& t, int64_t now_ns) {
+  const std::string& departure = t.system;
+  const std::string& arrival = t.options.target;
+  const auto pl = state.placements.find(t.wpar);
+  const uint64_t epoch = pl == state.placements.end() ? 0 : pl->second.epoch;
+  const std::string placed = pl == state.placements.end() ? "" : pl->second.system;
+  auto start = [&](int step, const std::string& system, const std::string& action) -> Step {
+    return Start{OperationStarted{fmt::format("{}.{}", t.id, step), system, t.wpar, action, epoch, 1,
+                                  now_ns + action_timeout_ns(action)}};
+  };
+  auto finish = [&](std::string end, std::string error, std::string recovery, std::string letter = "",
+                    std::string cause = "") -> Step {
+    return Finish{TaskFinished{std::move(end), std::move(error), std::move(recovery), std::move(letter),
+                               std::move(cause)},
+                  std::nullopt};
+  };
+  const Operation* pause = saga_operation(t, 1);
+  const Operation* receive = saga_operation(t, 2);
+  const Operation* restore = saga_operation(t, 3);
+  const Operation* depart = saga_operation(t, 4);
+  const Operation* clean = saga_operation(t, 5);
+  const Operation* resume = saga_operation(t, 6);
+
+  if (pause == nullptr) return start(1, departure, "pause");
+  if (!achieved(*pause) && definite_failure(*pause)) {
+    return finish("failed", describe_failure(*pause),
+                  fmt::format("none needed: WPAR {} stays on {} ({}); nothing was sent to {}", t.wpar, departure,
+                              state_word(pause->wpar_state), arrival));
+  }
+  const Operation* failed = nullptr;  // the arrival step that failed
+  if (receive != nullptr && receive->finished && !achieved(*receive)) failed = receive;
+  if (restore != nullptr && restore->finished && !achieved(*restore)) failed = restore;
+  if (failed != nullptr || !achieved(*pause)) {
+    // Recovery: back on the departure, nothing left on the arrival.
+    const Operation& why = failed != nullptr ? *failed : *pause;
+    if (failed != nullptr) {
+      if (placed != departure) return Place{WparPlaced{t.wpar, departure, epoch + 1, placed}};
+      if (clean == nullptr) return start(5, arrival, "remove");
+      // A restore that may have started leaves a copy that may run: the
+      // departure's stays frozen until that one is known to be gone.
+      const bool may_run = restore != nullptr && !(definite_failure(*restore) && restore->wpar_state != "A");
+      if (!achieved(*clean) && may_run) {
+        return finish("failed", describe_failure(why),
+                      fmt::format("WPAR {} could not be removed from {} ({}), where its restore may have started: it "
+                                  "stays paused on {} so that it never runs twice; once the copy on {} is gone "
+                                  "(wpm-agent rmwpar -F {} there), resume it (wpm wpar resume {})",
+                                  t.wpar, arrival, clean->error.empty() ? clean->outcome : clean->error, departure,
+                                  arrival, t.wpar, t.wpar),
+                      "P");
+      }
+    }
+    if (resume == nullptr) return start(6, departure, "resume");
+    const std::string left = failed == nullptr ? fmt::format("; nothing was sent to {}", arrival)
+                             : clean != nullptr && achieved(*clean)
+                                 ? fmt::format("; nothing of it is left on {}", arrival)
+                                 : fmt::format("; its remains on {} could not be removed ({}), remove them there "
+                                               "(wpm-agent rmwpar -F {})",
+                                               arrival, clean == nullptr ? "" : clean->error, t.wpar);
+    if (resumed(*resume)) {
+      return finish("failed", describe_failure(why),
+                    fmt::format("WPAR {} is Active on {} again{}", t.wpar, departure, left), "A");
+    }
+    std::string cause =
+        definite_failure(*resume)
+            ? fmt::format("the relocation to {} failed and WPAR {} could not be resumed on {}: {}", arrival, t.wpar,
+                          departure, resume->error)
+            : fmt::format("the relocation to {} failed and {} did not answer the resume ({}): WPAR {} is frozen or "
+                          "gone there",
+                          arrival, departure, resume->error, t.wpar);
+    return finish("failed", describe_failure(why),
+                  fmt::format("WPAR {} is Broken on {}{}: once {} answers, stop it with --force and start it again",
+                              t.wpar, departure, left, departure),
+                  "B", cause);
+  }
+  // Forward: the departure's copy is frozen; the placement moves.
+  if (placed != arrival) return Place{WparPlaced{t.wpar, arrival, epoch + 1, departure}};
+  if (receive == nullptr) return start(2, arrival, "receive");
+  if (restore == nullptr) return start(3, arrival, "restore");
+  if (depart == nullptr) return start(4, departure, "remove");
+  if (achieved(*depart)) return finish("succeeded", "", "", restore->wpar_state);
+  return finish("succeeded", "",
+                fmt::format("WPAR {} runs on {}; its frozen copy on {} could not be removed ({}): it is fenced (epoch "
+                            "{}, older commands are refused); remove it there (wpm-agent rmwpar -F {})",
+                            t.wpar, arrival, departure, depart->error.empty() ? depart->outcome : depart->error,
+                            epoch, t.wpar),
+                restore->wpar_state);
+}
+
+DirectionCompat direction_compat(const Executor& state, const inventory::Inventory& inv, const std::string& departure,
+                                 const std::string& arrival) {
+  const auto* d = inv.registry.by_id(departure);
+  const auto* a = inv.registry.by_id(arrival);
+  if (d == nullptr || a == nullptr) return {"pending", {}};
+  auto dd = compatibility::properties_digest(compatibility::compared_properties_key(d->profile));
+  auto da = compatibility::properties_digest(compatibility::compared_properties_key(a->profile));
+  if (dd == da) return {"compatible", {}};
+  auto it = state.compat.find({dd, da});
+  if (it == state.compat.end()) return {"pending", {}};
+  DirectionCompat out{"compatible", {}};
+  for (const auto& r : it->second) {
+    auto test = compatibility::test_from_name(r.test);
+    if (!r.passed && test && compatibility::is_critical(*test)) out.failed.push_back(r);
+  }
+  if (!out.failed.empty()) out.state = "incompatible";
+  return out;
+}
+
+std::vector<Candidate> rank_candidates(const Executor& state, const inventory::Inventory& inv, const std::string& wpar,
+                                       const std::map<std::string, double>& loads) {
+  std::vector<Candidate> out;
+  auto w = inv.wpars.find(wpar);
+  if (w == inv.wpars.end()) return out;
+  const WparDefinition& def = w->second.wpar;
+  std::map<std::string, size_t> placed;
+  for (const auto& [name, r] : inv.wpars) {
+    if (!r.wpar.system.empty()) ++placed[r.wpar.system];
+  }
+  for (const auto& [id, s] : inv.registry.systems()) {
+    if (id == def.system) continue;
+    Candidate c;
+    c.system = id;
+    c.hostname = s.hostname;
+    auto compat = direction_compat(state, inv, def.system, id);
+    c.compatibility = compat.state;
+    c.failed = std::move(compat.failed);
+    c.state = inv.system_status(id).state;
+    if (auto l = loads.find(id); l != loads.end()) c.load = l->second;
+    if (auto p = placed.find(id); p != placed.end()) c.wpars = p->second;
+    if (c.compatibility == "pending") {
+      c.reason = "compatibility not analysed yet (Pending)";
+    } else if (c.compatibility != "compatible") {
+      std::vector<std::string> names;
+      for (const auto& f : c.failed) names.push_back(f.test);
+      c.reason = fmt::format("failed {}", fmt::join(names, ", "));
+    } else if (auto problem = system_problem(inv, id)) {
+      c.reason = *problem;
+    } else if (auto arrival = check_arrival(inv, def, id); !arrival) {
+      c.reason = arrival.error().message;
+    } else {
+      c.eligible = true;
+    }
+    out.push_back(std::move(c));
+  }
+  auto compat_rank = [](const std::string& s) { return s == "compatible" ? 0 : s == "incompatible" ? 1 : 2; };
+  std::sort(out.begin(), out.end(), [&](const Candidate& a, const Candidate& b) {
+    auto key = [&](const Candidate& c) {
+      return std::tuple(!c.eligible, compat_rank(c.compatibility), c.load.value_or(1e300), c.wpars);
+    };
+    if (key(a) != key(b)) return key(a) < key(b);
+    return a.system < b.system;
+  });
+  return out;
+}
+
+json candidate_to_json(const Candidate& c) {
+  json failed = json::array();
+  for (const auto& f : c.failed) {
+    failed.push_back({{"test", f.test}, {"departure", f.departure}, {"arrival", f.arrival}, {"remedy", f.remedy}});
+  }
+  return {{"system", c.system},
+          {"hostname", c.hostname},
+          {"compatibility", c.compatibility},
+          {"failedTests", std::move(failed)},
+          {"state", c.state},
+          {"load", c.load ? json(*c.load) : json(nullptr)},
+          {"wpars", c.wpars},
+          {"eligible", c.eligible},
+          {"reason", c.reason}};
+}
+
 json task_to_json(const Task& t, bool with_output) {
   json ops = json::array();
   for (const auto& o : t.operations) {
@@ -592,6 +878,8 @@ json task_to_json(const Task& t, bool with_output) {
           {"state", t.state},
           {"error", t.error},
           {"recovery", t.recovery},
+          {"wparState", t.wpar_state},
+          {"cause", t.cause},
           {"createdNs", t.created_ns},
           {"finishedNs", t.finished_ns},
           {"operations", std::move(ops)}};
@@ -605,7 +893,8 @@ bool ExecutorModel::wants(EventType type) {
     case EventType::kOperationStarted:
     case EventType::kOperationFinished:
     case EventType::kTaskFinished:
-    case EventType::kWparPlaced: return true;
+    case EventType::kWparPlaced:
+    case EventType::kCompatibilityAnalyzed: return true;
     default: return false;
   }
 }
@@ -619,6 +908,9 @@ std::string ExecutorModel::encode(const State& state) {
   for (const auto& [wpar, p] : state.placements) {
     out.event(placement_stream(wpar), p.version, 0, WparPlaced{wpar, p.system, p.epoch, ""});
   }
+  for (const auto& [pair, results] : state.compat) {
+    out.event("compat/" + pair.first + "/" + pair.second, 1, 0, CompatibilityAnalyzed{pair.first, pair.second, results});
+  }
   auto write_task = [&](const Task& t) {
     const std::string stream = task_stream(t.id);
     out.event(stream, t.version, t.created_ns,
@@ -631,7 +923,9 @@ std::string ExecutorModel::encode(const State& state) {
                   OperationFinished{o.id, o.attempt, o.outcome, o.exit_code, o.output, o.error, o.wpar_state});
       }
     }
-    if (t.finished()) out.event(stream, t.version, t.finished_ns, TaskFinished{t.state, t.error, t.recovery});
+    if (t.finished()) {
+      out.event(stream, t.version, t.finished_ns, TaskFinished{t.state, t.error, t.recovery, t.wpar_state, t.cause});
+    }
   };
   for (const auto& id : state.finished_order) {
     if (auto it = state.tasks.find(id); it != state.tasks.end()) write_task(it->second);

@@ -59,6 +59,7 @@ struct TaskOptions {
   bool start = false;            // deploy --start
   bool preserve_fs = false;      // remove --preserve-fs
   bool keep_definition = false;  // remove --keep-definition
+  std::string target;            // relocate: the arrival system (--to)
   bool operator==(const TaskOptions&) const = default;
 };
 nlohmann::json options_to_json(const TaskOptions& o);
@@ -75,6 +76,8 @@ struct Task {
   std::string state = "running";  // running succeeded failed cancelled
   std::string error;
   std::string recovery;
+  std::string wpar_state;  // what the task's end says of the WPAR ("" nothing)
+  std::string cause;
   int64_t created_ns = 0;
   int64_t finished_ns = 0;
   uint64_t version = 0;  // of task/<id>
@@ -106,12 +109,17 @@ inline constexpr size_t kFinishedTasksKept = 10'000;
 // An operation's output and error kept in memory: their last 1 KiB each.
 inline constexpr size_t kOutputKeptBytes = 1024;
 
+// Compatibility analyses as recorded (CompatibilityAnalyzed): by the
+// properties digests of departure and arrival. A few per distinct profile pair.
+using CompatTable = std::map<std::pair<std::string, std::string>, std::vector<CompatResult>>;
+
 struct Executor {
   std::map<std::string, Task> tasks;             // running, and the newest finished
   std::deque<std::string> finished_order;        // finished task ids, oldest first
   std::map<std::string, Placement> placements;   // by WPAR
   std::map<std::string, std::string> busy;       // WPAR → its running task
   std::map<std::string, PendingCommand> pending;
+  CompatTable compat;
   uint64_t applied = 0;
   bool operator==(const Executor&) const = default;
 };
@@ -126,11 +134,11 @@ std::string placement_stream(const std::string& wpar);
 
 // ---- commands -------------------------------------------------------------
 
-// wpar.deploy|start|stop|pause|resume|freeze|kill|remove
+// wpar.deploy|start|stop|pause|resume|freeze|kill|remove|relocate
 struct WparAction {
   std::string kind;
   std::string wpar;    // any unique prefix
-  std::string system;  // deploy: the target system, any unique prefix
+  std::string system;  // deploy: the target system; relocate: the arrival (--to); any unique prefix
   TaskOptions options;
 };
 // task.cancel: no further operation starts; the task ends cancelled.
@@ -185,8 +193,11 @@ struct Finish {    // the task ends; with the placement change it makes, if any
   TaskFinished event;
   std::optional<WparPlaced> placed;
 };
+struct Place {     // a relocation moves the WPAR's placement (no operation)
+  WparPlaced event;
+};
 struct Idle {};    // a retry waits for its delay
-using Step = std::variant<Idle, Start, Await, TimedOut, Finish>;
+using Step = std::variant<Idle, Start, Await, TimedOut, Finish, Place>;
 
 // `system_problem` is set when the task's system cannot be reached now
 // (Offline, Unreachable, removed): an operation that would be sent fails.
@@ -194,6 +205,56 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
 
 // Why operations cannot be sent to `system` now, if they cannot.
 std::optional<std::string> system_problem(const inventory::Inventory& inventory, const std::string& system);
+
+// ---- relocation (docs/relocation.md) ---------------------------------------
+//
+// A relocate task moves an Active WPAR from its system (departure, the
+// task's system) to options.target (arrival), as a saga whose every step is
+// an operation recorded before and after it runs, or a recorded placement:
+//   .1 pause on departure (checkpoint, frozen; the arrival's key may pull it)
+//      placement → arrival (epoch + 1): the departure's copy is frozen
+//   .2 receive on arrival (pull the state file, verify its checksums)
+//   .3 restore on arrival (restartwpar from it: Active there)
+//   .4 remove on departure (its frozen copy, and the state file)
+// On a failure of .2 or .3 it compensates:
+//      placement → departure (epoch + 2: the arrival's commands are stale)
+//   .5 remove on arrival (whatever of it is there)
+//   .6 resume on departure (Active again)
+// A failure of .1 whose outcome is unknown goes to .6 directly. Each step's
+// operation id is fixed, so a manager that restarts resumes the saga from
+// the log and asks the agents about the same ids.
+
+// The state file's id of a relocation: its checkpoint's operation id.
+std::string relocation_state_id(const Task& task);
+// The next step of a relocate task (called by next_step).
+Step relocation_step(const Executor& state, const Task& task, int64_t now_ns);
+
+// One direction of compatibility as the log holds it.
+struct DirectionCompat {
+  std::string state;                // compatible, incompatible, pending
+  std::vector<CompatResult> failed;  // the critical tests that failed
+};
+DirectionCompat direction_compat(const Executor& state, const inventory::Inventory& inventory,
+                                 const std::string& departure, const std::string& arrival);
+
+// Where a WPAR could go, best first: compatible in the departure → arrival
+// direction first, then by load (1-minute load average per CPU from the
+// heartbeats; unknown last), then by WPARs placed there, then by name. One
+// ranking for relocation, evacuation and policy.
+struct Candidate {
+  std::string system;
+  std::string hostname;
+  std::string compatibility;  // compatible, incompatible, pending (departure → this system)
+  std::vector<CompatResult> failed;
+  std::string state;          // online, offline, unreachable
+  std::optional<double> load;
+  size_t wpars = 0;           // WPARs placed there
+  bool eligible = false;      // a relocation there would be accepted (without --force)
+  std::string reason;         // when not eligible: why
+};
+std::vector<Candidate> rank_candidates(const Executor& state, const inventory::Inventory& inventory,
+                                       const std::string& wpar, const std::map<std::string, double>& loads);
+nlohmann::json candidate_to_json(const Candidate& c);
 
 // A task as JSON (task.show, task.list).
 nlohmann::json task_to_json(const Task& task, bool with_output);

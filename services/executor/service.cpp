@@ -206,14 +206,33 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
   if (dispatcher_ == nullptr) {
     return refuse("this manager cannot reach agents' ports (it has no manager key: see wpmd's log)");
   }
-  const auto* s = inv.registry.by_id(op.system);
-  AgentTarget target{op.system, s->address, s->agent_port, s->public_key};
-  if (liveness_ != nullptr) {
-    if (uint16_t said = liveness_->agent_port(op.system); said != 0) target.port = said;
-  }
+  auto target_of = [&](const std::string& system) -> std::optional<AgentTarget> {
+    const auto* s = inv.registry.by_id(system);
+    if (s == nullptr) return std::nullopt;
+    AgentTarget t{system, s->address, s->agent_port, s->public_key};
+    if (liveness_ != nullptr) {
+      if (uint16_t said = liveness_->agent_port(system); said != 0) t.port = said;
+    }
+    return t;
+  };
+  AgentTarget target = *target_of(op.system);
   if (target.port == 0) return refuse(fmt::format("the agent of {} has not said which port it listens on", op.system));
   ap::Operation command{op.id, op.attempt, op.wpar, op.epoch, op.action, "", task.options.preserve_fs,
                         task.options.start, op.deadline_ns};
+  if (task.kind == "relocate") {
+    // The other agent of the state file's transfer (docs/relocation.md).
+    const std::string& peer_system = op.system == task.system ? task.options.target : task.system;
+    auto peer = target_of(peer_system);
+    if (!peer) return refuse(fmt::format("system {} is no longer registered", peer_system));
+    if (op.action == "pause") command.peer_key = peer->public_key;
+    if (op.action == "receive") {
+      if (peer->port == 0) return refuse(fmt::format("the agent of {} has not said which port it listens on", peer_system));
+      command.peer_endpoint = endpoint_of(*peer);
+      command.peer_key = peer->public_key;
+    }
+    if (op.action == "receive" || op.action == "restore") command.state_id = relocation_state_id(task);
+    if (op.action == "remove") command.force = true;  // a frozen copy, or whatever a failed restore left
+  }
   if (op.action == "deploy") {
     auto it = inv.wpars.find(op.wpar);
     if (it == inv.wpars.end()) return refuse(fmt::format("WPAR {}'s definition is gone", op.wpar));
@@ -251,6 +270,10 @@ Result<size_t> ExecutorService::drive_tasks() {
         } else if (auto* timed_out = std::get_if<TimedOut>(&step)) {
           batch.add(state, task_stream(id), id, timed_out->event);
           logger_->warn("operation_timed_out task={} operation={}", id, timed_out->event.operation_id);
+        } else if (auto* place = std::get_if<Place>(&step)) {
+          batch.add(state, placement_stream(task.wpar), id, place->event);
+          logger_->info("wpar_placed task={} wpar={} system={} epoch={}", id, task.wpar, place->event.system,
+                        place->event.epoch);
         } else if (auto* finish = std::get_if<Finish>(&step)) {
           if (finish->placed) batch.add(state, placement_stream(task.wpar), id, *finish->placed);
           batch.add(state, task_stream(id), id, finish->event);

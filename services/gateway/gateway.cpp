@@ -634,7 +634,7 @@ Gateway::Answer Gateway::read_events(const json& args, const Caller& caller) {
   return out;
 }
 
-Gateway::Answer Gateway::query(const std::string& command, const json& args, const Caller&) {
+Gateway::Answer Gateway::query(const std::string& command, const json& args, const Caller& caller) {
   auto answer = [](ViewResult r) -> Answer {
     if (!r) return std::unexpected(Fail{kernel::rejection_code_name(r.error().code), r.error().message});
     return r->raw.empty() ? Reply(std::move(r->value)) : Reply::text(std::move(r->raw));
@@ -648,6 +648,7 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
     return answer(compat_view(profiles, runner_.state(), command, args));
   }
   if (command == "task.list" || command == "task.show") return task_query(command, args);
+  if (command == "wpar.candidates" || command == "wpar.relocate-check") return relocation_query(command, args, caller);
   if (command == "role.query") {
     std::shared_lock lock(state_mutex_);
     auto r = query_roles(runner_.state(), args);
@@ -657,6 +658,79 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
   ViewResult result = std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid, "no query " + command});
   deps_.inventory->read([&](const inventory::Inventory& inv) { result = inventory_view(inv, command, args); });
   return answer(std::move(result));
+}
+
+// wpar.candidates: where a WPAR could move, ranked (executor::rank_candidates).
+// wpar.relocate-check: `wpm wpar relocate --dry-run`: the executor's own
+// decision on the relocation, without recording anything.
+Gateway::Answer Gateway::relocation_query(const std::string& command, const json& args, const Caller& caller) {
+  if (deps_.executor == nullptr) {
+    return std::unexpected(Fail{"unavailable", "this wpmd runs no executor (wpmd --services)"});
+  }
+  const std::map<std::string, double> loads = deps_.liveness != nullptr ? deps_.liveness->loads()
+                                                                        : std::map<std::string, double>{};
+  std::optional<Fail> problem;
+  json out;
+  deps_.executor->read([&](const executor::Executor& x) {
+    deps_.inventory->read([&](const inventory::Inventory& inv) {
+      if (command == "wpar.candidates") {
+        for (const auto& [key, value] : args.items()) {
+          if (key != "name") {
+            problem = Fail{"invalid", fmt::format("unknown argument '{}'", key)};
+            return;
+          }
+        }
+        auto name = inventory::resolve_prefix(inv.wpars, args.value("name", ""), "WPAR");
+        if (!name) {
+          problem = Fail{kernel::rejection_code_name(name.error().code), name.error().message};
+          return;
+        }
+        const auto& w = inv.wpars.at(*name).wpar;
+        if (w.system.empty()) {
+          problem = Fail{"conflict", fmt::format("WPAR {} is not deployed: candidates are for moving a deployed "
+                                                 "WPAR (deploy it with wpm wpar deploy {} --system H)",
+                                                 *name, *name)};
+          return;
+        }
+        json list = json::array();
+        for (const auto& c : executor::rank_candidates(x, inv, *name, loads)) list.push_back(executor::candidate_to_json(c));
+        out = {{"wpar", *name}, {"departure", w.system}, {"candidates", std::move(list)}};
+        return;
+      }
+      auto parsed = executor::parse_command("wpar.relocate", args);
+      if (!parsed) {
+        problem = Fail{kernel::rejection_code_name(parsed.error().code), parsed.error().message};
+        return;
+      }
+      kernel::Context context{deps_.clock != nullptr ? deps_.clock->wall_ns() : 0, "user:" + caller.user, kernel::CommandId("dry-run"), ""};
+      auto decided = executor::decide(x, inv, *parsed, context);
+      if (!decided) {
+        problem = Fail{kernel::rejection_code_name(decided.error().code), decided.error().message};
+        return;
+      }
+      const auto& a = std::get<executor::WparAction>(*parsed);
+      auto name = inventory::resolve_prefix(inv.wpars, a.wpar, "WPAR");
+      const auto& w = inv.wpars.at(*name).wpar;
+      auto target = inventory::resolve_prefix(inv.registry.systems(), a.system, "system");
+      auto compat = executor::direction_compat(x, inv, w.system, *target);
+      json failed = json::array();
+      for (const auto& f : compat.failed) failed.push_back(f.test);
+      out = {{"wpar", *name},
+             {"departure", w.system},
+             {"arrival", *target},
+             {"compatibility", compat.state},
+             {"failedTests", std::move(failed)},
+             {"warning", decided->warning},
+             {"steps",
+              {fmt::format("pause and checkpoint {} on {}", *name, w.system),
+               fmt::format("place it on {} (a new placement epoch)", *target),
+               fmt::format("{} pulls the state file from {} and verifies its checksums", *target, w.system),
+               fmt::format("restore {} on {} and run it", *name, *target),
+               fmt::format("remove the frozen copy on {}", w.system)}}};
+    });
+  });
+  if (problem) return std::unexpected(*problem);
+  return Reply(std::move(out));
 }
 
 Gateway::Answer Gateway::task_query(const std::string& command, const json& args) {

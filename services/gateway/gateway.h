@@ -89,6 +89,7 @@ struct GatewayDeps {
   kernel::CommitSignal* signal = nullptr;
   const inventory::InventoryView* inventory = nullptr;
   const executor::ExecutorView* executor = nullptr;  // may be null: task queries answer "unavailable"
+  const inventory::Liveness* liveness = nullptr;     // hosts' loads (wpar.candidates); may be null
   const kernel::Clock* clock = nullptr;
 };
 
@@ -138,6 +139,7 @@ class Gateway {
   Answer logout(const Caller& caller, kernel::EventLog& log);
   Answer query(const std::string& command, const nlohmann::json& args, const Caller& caller);
   Answer task_query(const std::string& command, const nlohmann::json& args);
+  Answer relocation_query(const std::string& command, const nlohmann::json& args, const Caller& caller);
   Answer change(const std::string& id, const std::string& command, const nlohmann::json& args, const Caller& caller,
                 const std::string& address, kernel::EventLog& log);
   Answer refuse_recorded(const std::string& id, const std::string& command, const nlohmann::json& args,

@@ -22,7 +22,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 45> kCommands = {{
+constexpr std::array<CommandAccess, 48> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -40,6 +40,8 @@ constexpr std::array<CommandAccess, 45> kCommands = {{
     {"events.read", Access::kRead},
     {"task.list", Access::kRead},
     {"task.show", Access::kRead},
+    {"wpar.candidates", Access::kRead},
+    {"wpar.relocate-check", Access::kRead},
     {"wpar.create", Access::kWparAction},
     {"wpar.modify", Access::kWparAction},
     {"wpar.remove", Access::kWparAction},
@@ -50,6 +52,7 @@ constexpr std::array<CommandAccess, 45> kCommands = {{
     {"wpar.resume", Access::kWparAction},
     {"wpar.freeze", Access::kWparAction},
     {"wpar.kill", Access::kWparAction},
+    {"wpar.relocate", Access::kWparAction},
     {"task.cancel", Access::kWparAction},
     {"system.remove", Access::kFleetChange},
     {"system.discover", Access::kFleetChange},

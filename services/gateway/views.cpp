@@ -64,14 +64,6 @@ json compat_results_json(const std::vector<CompatResult>& results) {
   return out;
 }
 
-std::vector<compatibility::TestResult> to_test_results(const std::vector<CompatResult>& results) {
-  std::vector<compatibility::TestResult> out;
-  for (const auto& r : results) {
-    if (auto t = compatibility::test_from_name(r.test)) out.push_back({*t, r.passed, r.departure, r.arrival, r.remedy});
-  }
-  return out;
-}
-
 }  // namespace
 
 json wpar_json(const inventory::WparRecord& r) {
@@ -316,7 +308,8 @@ ViewResult compat_view(const std::map<std::string, profile::SystemProfile>& prof
     auto ab = compat.find({da, db});
     auto ba = compat.find({db, da});
     if (ab == compat.end() || ba == compat.end()) return json{{"state", "pending"}, {"analysis", "pending"}};
-    auto derived = compatibility::derive_state(to_test_results(ab->second), to_test_results(ba->second), tests);
+    auto derived = compatibility::derive_state(compatibility::to_test_results(ab->second),
+                                               compatibility::to_test_results(ba->second), tests);
     return json{{"state", compatibility::state_name(derived)},
                 {"analysis", "complete"},
                 {"departureToArrival", compat_results_json(ab->second)},

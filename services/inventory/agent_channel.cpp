@@ -471,6 +471,9 @@ ap::ManagerReply AgentChannel::on_channel(const ap::ManagerRequest& request_valu
       l.wpars = beat->wpars;
       l.wpars_active = beat->wpars_active;
     }
+    if (options_.liveness != nullptr && beat->cpus > 0) {
+      options_.liveness->set_load(system_id, static_cast<double>(beat->load1) / beat->cpus);
+    }
     metrics_->heartbeats.Increment();
     return ap::ManagerReply{id, ap::Ack{}};
   } else if (std::holds_alternative<ap::Unregister>(request->body)) {

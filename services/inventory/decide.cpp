@@ -535,8 +535,13 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
                               const std::vector<ReportedWpar>& reported, int64_t reported_ns) {
   std::vector<Change> changes;
   std::set<std::string> seen;
+  // A WPAR with a task running is the executor's until it ends (a
+  // relocation has it on two systems for a while).
+  std::set<std::string> busy;
+  for (const auto& [id, t] : state.tasks) busy.insert(t.wpar);
   for (const auto& r : reported) {
     if (!valid_name(r.name) || !seen.insert(r.name).second) continue;
+    if (busy.contains(r.name)) continue;
     // The state is one of lswpar's letters; anything else is shown as unknown.
     const std::string letter =
         r.state.size() == 1 && std::string_view("DAPFLTBM").find(r.state[0]) != std::string_view::npos ? r.state : "?";
@@ -571,7 +576,7 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
     }
   }
   for (const auto& [name, record] : state.wpars) {
-    if (record.wpar.system != system_id || seen.contains(name)) continue;
+    if (record.wpar.system != system_id || seen.contains(name) || busy.contains(name)) continue;
     if (record.wpar.discovered) {
       changes.push_back({wpar_stream(name), WparRemoved{name, fmt::format("no longer on {}", system_id)}});
       continue;

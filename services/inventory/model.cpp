@@ -186,8 +186,12 @@ void fold_into(Inventory& state, Event&& e) {
           if (!e.stream_id.starts_with("task/") || p.wpar.empty()) return;
           auto args = nlohmann::json::parse(p.args, nullptr, false);
           bool keep = args.is_object() && args.value("keepDefinition", false);
-          state.tasks[e.stream_id.substr(5)] = TaskRef{p.kind, p.wpar, keep};
+          state.tasks[e.stream_id.substr(5)] = TaskRef{p.kind, p.wpar, keep, p.system};
         } else if constexpr (std::is_same_v<T, OperationStarted>) {
+          if (auto task = state.tasks.find(e.stream_id.substr(std::min<size_t>(5, e.stream_id.size())));
+              task != state.tasks.end()) {
+            task->second.system = p.system;
+          }
           if (auto it = state.wpars.find(p.wpar); it != state.wpars.end()) {
             it->second.wpar.operation = p.action;
             it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
@@ -200,6 +204,8 @@ void fold_into(Inventory& state, Event&& e) {
           it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
           auto& w = it->second.wpar;
           w.operation.clear();
+          // What an agent says of its own copy: the WPAR's state only where it is placed.
+          if (!task->second.system.empty() && task->second.system != w.system) return;
           if (!p.wpar_state.empty()) w.reported_state = p.wpar_state;
           w.cause = p.wpar_state == "B" ? p.error : "";
         } else if constexpr (std::is_same_v<T, TaskFinished>) {
@@ -210,6 +216,12 @@ void fold_into(Inventory& state, Event&& e) {
           auto it = state.wpars.find(t.wpar);
           if (it == state.wpars.end()) return;
           it->second.wpar.operation.clear();
+          // The task's own word on the WPAR's state (a relocation's end).
+          if (!p.wpar_state.empty()) {
+            it->second.wpar.reported_state = p.wpar_state;
+            it->second.wpar.cause = p.wpar_state == "B" ? p.cause : "";
+            it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
+          }
           // A removal that succeeded takes the definition too, unless kept.
           if (t.kind == "remove" && p.state == "succeeded" && !t.keep_definition && it->second.wpar.system.empty()) {
             state.removed[wpar_stream(t.wpar)] = it->second.version;
@@ -304,7 +316,7 @@ std::string InventoryModel::encode(const State& state) {
   for (const auto& [id, t] : state.tasks) {
     nlohmann::json args = nlohmann::json::object();
     if (t.keep_definition) args["keepDefinition"] = true;
-    out.event("task/" + id, 1, 0, TaskCreated{t.kind, t.wpar, "", args.dump(), "", ""});
+    out.event("task/" + id, 1, 0, TaskCreated{t.kind, t.wpar, t.system, args.dump(), "", ""});
   }
   for (const auto& [stream, version] : state.removed) {
     if (stream.starts_with("wpar/")) out.event(stream, version, 0, WparRemoved{stream.substr(5), ""});

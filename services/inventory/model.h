@@ -93,6 +93,7 @@ struct TaskRef {
   std::string kind;
   std::string wpar;
   bool keep_definition = false;
+  std::string system;  // where its current operation runs (a relocation's move between two)
   bool operator==(const TaskRef&) const = default;
 };
 

@@ -33,6 +33,23 @@ uint16_t Liveness::agent_port(const std::string& system_id) const {
   return it == ports_.end() ? 0 : it->second;
 }
 
+void Liveness::set_load(const std::string& system_id, double load_per_cpu) {
+  std::lock_guard lock(mutex_);
+  loads_[system_id] = load_per_cpu;
+}
+
+std::optional<double> Liveness::load(const std::string& system_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = loads_.find(system_id);
+  if (it == loads_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::map<std::string, double> Liveness::loads() const {
+  std::lock_guard lock(mutex_);
+  return loads_;
+}
+
 void Liveness::set_probe(const std::string& system_id, Probe probe) {
   std::lock_guard lock(mutex_);
   probes_[system_id] = std::move(probe);

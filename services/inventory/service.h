@@ -53,6 +53,11 @@ class Liveness {
   std::optional<int64_t> last_seen(const std::string& system_id) const;
   void set_agent_port(const std::string& system_id, uint16_t port);
   uint16_t agent_port(const std::string& system_id) const;  // 0: not said
+  // The host's load from its last heartbeat: 1-minute load average per CPU
+  // (relocation targets are ranked by it); empty until one said.
+  void set_load(const std::string& system_id, double load_per_cpu);
+  std::optional<double> load(const std::string& system_id) const;
+  std::map<std::string, double> loads() const;
 
   struct Probe {
     bool ok = false;
@@ -72,6 +77,7 @@ class Liveness {
   mutable std::mutex mutex_;
   std::map<std::string, int64_t> last_;
   std::map<std::string, uint16_t> ports_;
+  std::map<std::string, double> loads_;
   std::map<std::string, Probe> probes_;
 };
 

@@ -438,6 +438,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     deps.signal = &embedded;
     deps.inventory = inventory_service.get();
     deps.executor = executor_service.get();
+    deps.liveness = &liveness;
     deps.clock = &clock;
     gateway_service = std::make_unique<gateway::Gateway>(context, deps, g, log);
     if (auto r = gateway_service->start(); !r) {

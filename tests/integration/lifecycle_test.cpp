@@ -189,5 +189,84 @@ TEST_F(Lifecycle, AnOperationAskedForAgainAfterItsAgentAndWpmdRestartedRunsOnce)
   act({"wpar", "remove", "slow1"});
 }
 
+uint64_t count_in(const fs::path& file) {
+  std::ifstream in(file);
+  uint64_t n = 0;
+  in >> n;
+  return n;
+}
+
+TEST_F(Lifecycle, RelocationMovesARunningCounterAndASystemWparWithItsFilesAndComesBackWhenTheTransferIsDamaged) {
+  const std::string counter = fmt::format("{} --out {} --interval-ms 20", bin("wpm-demo-counter"), dir_ / "count");
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+  act({"wpar", "deploy", "app1", "--system", "h1"});
+  ASSERT_TRUE(wait_until([&] { return count_in(dir_ / "count") > 20; }, 20s, 50ms));
+
+  // Where it could go: the two other hosts, same profile, both eligible.
+  auto listed = as_root({"-o", "json", "wpar", "candidates", "app1"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  json candidates = json::parse(listed.out)["candidates"];
+  ASSERT_EQ(candidates.size(), 2u) << listed.out;
+  for (const auto& c : candidates) {
+    EXPECT_EQ(c["compatibility"], "compatible") << c.dump();
+    EXPECT_TRUE(c["eligible"].get<bool>()) << c.dump();
+  }
+  // A dry run changes nothing.
+  auto dry = as_root({"wpar", "relocate", "app1", "--to", "h2", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("nothing was changed"), std::string::npos) << dry.out;
+  EXPECT_EQ(wpar("app1")["system"], "h1");
+  EXPECT_EQ(as_root({"wpar", "relocate", "app1", "--to", "h1"}).exit_code, 1) << "already there";
+
+  // The counter moves to h2 and goes on from where it was.
+  const uint64_t before = count_in(dir_ / "count");
+  act({"wpar", "relocate", "app1", "--to", "h2"});
+  EXPECT_EQ(wpar("app1")["system"], "h2");
+  EXPECT_EQ(state("app1"), "A");
+  EXPECT_EQ(wpar("app1")["epoch"], 2) << "deployed at 1, moved at 2";
+  EXPECT_EQ(agent_state(1, "app1"), "") << "nothing left on the departure";
+  EXPECT_EQ(agent_state(2, "app1"), "A");
+  const uint64_t after = count_in(dir_ / "count");
+  EXPECT_GE(after, before) << "restored, not started afresh";
+  EXPECT_TRUE(wait_until([&] { return count_in(dir_ / "count") > after + 10; }, 20s, 50ms)) << "it goes on counting";
+  json task = json::parse(as_root({"-o", "json", "task", "list", "--wpar", "app1", "--limit", "1"}).out)[0];
+  EXPECT_EQ(task["kind"], "relocate");
+  std::vector<std::string> steps;
+  for (const auto& op : task["operations"]) steps.push_back(op["action"].get<std::string>() + "@" + op["system"].get<std::string>());
+  EXPECT_EQ(steps, (std::vector<std::string>{"pause@h1", "receive@h2", "restore@h2", "remove@h1"}));
+
+  // A system WPAR with a file in its private /home keeps it.
+  const std::string inside = fmt::format("{} --out /home/count.txt --interval-ms 20", bin("wpm-demo-counter"));
+  ASSERT_EQ(as_root({"wpar", "create", "sys1", "--checkpoint", "--command", inside}).exit_code, 0);
+  act({"wpar", "deploy", "sys1", "--system", "h1", "--start"});
+  ASSERT_TRUE(wait_until([&] { return count_in(data(1) + "/wpars/sys1/fs/home/count.txt") > 10; }, 20s, 50ms));
+  act({"wpar", "relocate", "sys1", "--to", "h3"});
+  EXPECT_EQ(state("sys1"), "A");
+  EXPECT_EQ(agent_state(1, "sys1"), "");
+  EXPECT_EQ(agent_state(3, "sys1"), "A");
+  EXPECT_GE(count_in(data(3) + "/wpars/sys1/fs/home/count.txt"), 10u) << "its /home came along";
+
+  // A damaged transfer (h3's agent flips a byte of what it receives): the
+  // checksums catch it; the counter is Active on h2 again, nothing on h3.
+  ASSERT_EQ(in_host(3, {bin("wpm-agent"), "--data", data(3), "stop"}).exit_code, 0);
+  auto restarted = in_host(3, {"/usr/bin/env", "WPM_TEST_TRANSFER_CORRUPT=1", bin("wpm-agent"), "--data", data(3), "start"}, 30s);
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  ASSERT_TRUE(wait_until([&] { return system(3).value("state", "") == "online"; }, 20s, 200ms));
+  auto damaged = as_root({"wpar", "relocate", "app1", "--to", "h3"});
+  EXPECT_EQ(damaged.exit_code, 1) << damaged.out << damaged.err;
+  EXPECT_NE(damaged.err.find("receive"), std::string::npos) << damaged.err;
+  EXPECT_NE(damaged.err.find("Active on h2 again"), std::string::npos) << damaged.err;
+  EXPECT_EQ(wpar("app1")["system"], "h2");
+  EXPECT_EQ(state("app1"), "A");
+  EXPECT_EQ(agent_state(2, "app1"), "A");
+  EXPECT_EQ(agent_state(3, "app1"), "");
+  EXPECT_FALSE(fs::exists(data(3) + "/state/app1")) << "no state file left on the arrival";
+  const uint64_t resumed = count_in(dir_ / "count");
+  EXPECT_TRUE(wait_until([&] { return count_in(dir_ / "count") > resumed + 10; }, 20s, 50ms)) << "counting again";
+
+  act({"wpar", "remove", "app1"});
+  act({"wpar", "remove", "sys1"});
+}
+
 }  // namespace
 }  // namespace wpm::testing

@@ -202,6 +202,49 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
     exit_code = run_task_command(g, "wpar.remove", a, no_wait);
   });
 
+  static std::string to;
+  static bool dry_run = false;
+  auto* relocate = wpar.add_subcommand(
+      "relocate", "move a running WPAR to another system by checkpoint and restart (a task; back where it was when "
+                  "a step fails)");
+  relocate->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
+  relocate->add_option("--to", to, "the arrival system (any unique prefix; see wpm wpar candidates NAME)")->required();
+  relocate->add_flag("--force", force, "also to a system that failed compatibility tests (never a Pending one)");
+  relocate->add_flag("--dry-run", dry_run, "check it and print the steps; change nothing");
+  add_wait(relocate);
+  relocate->callback([&] {
+    json a = {{"name", name}, {"to", to}};
+    if (force) a["force"] = true;
+    if (!dry_run) {
+      exit_code = run_task_command(g, "wpar.relocate", a, no_wait);
+      return;
+    }
+    exit_code = run_command(g, "wpar.relocate-check", a, [](const json& r) {
+      std::printf("relocation of %s from %s to %s would be accepted (compatibility: %s)\n", text_of(r, "wpar").c_str(),
+                  text_of(r, "departure").c_str(), text_of(r, "arrival").c_str(), text_of(r, "compatibility").c_str());
+      if (!text_of(r, "warning").empty()) std::printf("warning: %s\n", text_of(r, "warning").c_str());
+      int n = 0;
+      for (const auto& s : r.value("steps", json::array())) std::printf("  %d. %s\n", ++n, s.get<std::string>().c_str());
+      std::printf("nothing was changed (--dry-run)\n");
+    });
+  });
+  auto* candidates = wpar.add_subcommand(
+      "candidates", "systems a deployed WPAR could move to, best first (compatible, then least loaded)");
+  candidates->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
+  candidates->callback([&] {
+    exit_code = run_command(g, "wpar.candidates", {{"name", name}}, [](const json& r) {
+      std::printf("%-16s %-20s %-13s %-11s %6s %6s  %s\n", "SYSTEM", "HOSTNAME", "COMPATIBILITY", "STATE", "LOAD",
+                  "WPARS", "ELIGIBLE");
+      for (const auto& c : r.value("candidates", json::array())) {
+        std::string load = c["load"].is_number() ? fmt::format("{:.2f}", c["load"].get<double>()) : "-";
+        std::string eligible = c.value("eligible", false) ? "yes" : "no: " + text_of(c, "reason");
+        std::printf("%-16s %-20s %-13s %-11s %6s %6zu  %s\n", text_of(c, "system").c_str(),
+                    text_of(c, "hostname").c_str(), text_of(c, "compatibility").c_str(), text_of(c, "state").c_str(),
+                    load.c_str(), c.value("wpars", size_t{0}), eligible.c_str());
+      }
+    });
+  });
+
   auto* task = app.add_subcommand("task", "the executor's tasks: lifecycle commands and their operations");
   task->require_subcommand(1);
   auto* list = task->add_subcommand("list", "recent tasks, newest first");

@@ -5,7 +5,10 @@
 
 #include "services/executor/model.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "services/compatibility/tests.h"
 
 namespace wpm::executor {
 namespace {
@@ -398,6 +401,198 @@ TEST_F(ExecutorModelTest, AnUnreachableSystemIsNamedAndTheSnapshotRebuildsTheSta
   auto inv_back = inventory::InventoryModel::decode(inventory::InventoryModel::encode(inv_));
   ASSERT_TRUE(inv_back);
   EXPECT_EQ(*inv_back, inv_);
+}
+
+// ---- relocation: the saga as a table --------------------------------------
+
+class RelocationTest : public ExecutorModelTest {
+ protected:
+  void SetUp() override {
+    ExecutorModelTest::SetUp();
+    // web1 (system, checkpoint enabled) Active on node1 at epoch 1.
+    ASSERT_EQ(run("d1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}, {"start", true}}), std::nullopt);
+    answer("d1", 0, "A");
+    finish("d1");
+  }
+  struct Answer {
+    std::string outcome = "ok";
+    int exit_code = 0;
+    std::string wpar_state;
+  };
+  // Runs relocate task `task` to its end: each operation answered as
+  // `answers` says for its step (.N), else ok; returns what it did, in order.
+  std::vector<std::string> drive(const std::string& task, const std::map<int, Answer>& answers,
+                                 TaskFinished* end = nullptr) {
+    std::vector<std::string> did;
+    for (int turn = 0; turn < 30; ++turn) {
+      Step s = step(task);
+      if (auto* start = std::get_if<Start>(&s)) {
+        fold_inventory(task_stream(task), start->event);
+        did.push_back(start->event.action + "@" + start->event.system);
+        int n = std::stoi(start->event.operation_id.substr(start->event.operation_id.rfind('.') + 1));
+        Answer a = answers.contains(n) ? answers.at(n) : Answer{};
+        if (a.outcome == "ok" && a.wpar_state.empty()) {
+          a.wpar_state = start->event.action == "remove" ? "" : start->event.action == "pause" ? "P" : "A";
+        }
+        fold_inventory(task_stream(task),
+                       OperationFinished{start->event.operation_id, start->event.attempt, a.outcome, a.exit_code, "",
+                                         a.outcome == "ok" ? "" : "boom", a.wpar_state});
+      } else if (auto* place = std::get_if<Place>(&s)) {
+        fold_inventory(placement_stream(place->event.wpar), place->event);
+        did.push_back("place@" + place->event.system);
+      } else if (auto* f = std::get_if<Finish>(&s)) {
+        fold_inventory(task_stream(task), f->event);
+        if (end != nullptr) *end = f->event;
+        did.push_back(f->event.state);
+        return did;
+      } else {
+        ADD_FAILURE() << "the saga stalls at turn " << turn;
+        return did;
+      }
+    }
+    ADD_FAILURE() << "the saga does not end";
+    return did;
+  }
+  using Steps = std::vector<std::string>;
+};
+
+TEST_F(RelocationTest, EveryStepRecordedAndThePlacementMovesOnceTheDepartureIsFrozen) {
+  ASSERT_EQ(run("r1", "wpar.relocate", {{"name", "web1"}, {"to", "node2"}}), std::nullopt);
+  EXPECT_EQ(state_.tasks.at("r1").options.target, "node2");
+  TaskFinished end;
+  EXPECT_EQ(drive("r1", {}, &end),
+            (Steps{"pause@node1", "place@node2", "receive@node2", "restore@node2", "remove@node1", "succeeded"}));
+  EXPECT_EQ(state_.placements.at("web1").system, "node2");
+  EXPECT_EQ(state_.placements.at("web1").epoch, 2u);
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node2");
+  EXPECT_EQ(letter("web1"), "A");
+  EXPECT_EQ(relocation_state_id(state_.tasks.at("r1")), "r1.1");
+}
+
+TEST_F(RelocationTest, AFailureAtEachStepEndsOnExactlyOneSystemAndSaysWhatRecoveryDid) {
+  struct Case {
+    const char* name;
+    std::map<int, Answer> answers;
+    Steps steps;
+    std::string placed;    // where it ends
+    std::string letter;    // its state there
+    std::string recovery;  // part of the task's recovery
+  };
+  const Answer failed_receive{"failed", 25, ""};
+  const Answer gone{"refused", 16, ""};  // an agent that has nothing of it
+  const Answer unreachable{"unreachable", -1, ""};
+  std::vector<Case> cases = {
+      {"pause refused (not checkpointable now)", {{1, {"failed", 19, "A"}}}, {"pause@node1", "failed"}, "node1", "A",
+       "none needed"},
+      {"pause without an answer", {{1, unreachable}}, {"pause@node1", "resume@node1", "failed"}, "node1", "A",
+       "Active on node1 again; nothing was sent to node2"},
+      {"state file damaged in transfer",
+       {{2, failed_receive}, {5, gone}},
+       {"pause@node1", "place@node2", "receive@node2", "place@node1", "remove@node2", "resume@node1", "failed"},
+       "node1", "A", "nothing of it is left on node2"},
+      {"restore failed",
+       {{3, {"failed", 14, ""}}},
+       {"pause@node1", "place@node2", "receive@node2", "restore@node2", "place@node1", "remove@node2",
+        "resume@node1", "failed"},
+       "node1", "A", "Active on node1 again"},
+      {"arrival gone during restore and clean-up: the departure stays frozen",
+       {{3, unreachable}, {5, unreachable}},
+       {"pause@node1", "place@node2", "receive@node2", "restore@node2", "place@node1", "remove@node2", "failed"},
+       "node1", "P", "never runs twice"},
+      {"restore refused, arrival gone for clean-up: nothing ran there, so resumed",
+       {{3, {"failed", 14, ""}}, {5, unreachable}},
+       {"pause@node1", "place@node2", "receive@node2", "restore@node2", "place@node1", "remove@node2",
+        "resume@node1", "failed"},
+       "node1", "A", "could not be removed"},
+      {"departure gone at the resume: Broken with the cause",
+       {{2, failed_receive}, {5, gone}, {6, unreachable}},
+       {"pause@node1", "place@node2", "receive@node2", "place@node1", "remove@node2", "resume@node1", "failed"},
+       "node1", "B", "Broken on node1"},
+      {"departure's copy not removed: moved, fenced",
+       {{4, unreachable}},
+       {"pause@node1", "place@node2", "receive@node2", "restore@node2", "remove@node1", "succeeded"},
+       "node2", "A", "fenced"},
+  };
+  int n = 0;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::string id = fmt::format("r{}", ++n);
+    // Every case starts Active on node1 (the one that moves is the last).
+    ASSERT_EQ(run(id, "wpar.relocate", {{"name", "web1"}, {"to", "node2"}}), std::nullopt);
+    TaskFinished end;
+    EXPECT_EQ(drive(id, c.answers, &end), c.steps);
+    EXPECT_EQ(state_.placements.at("web1").system, c.placed);
+    EXPECT_EQ(inv_.wpars.at("web1").wpar.system, c.placed);
+    EXPECT_EQ(letter("web1"), c.letter);
+    EXPECT_NE(end.recovery.find(c.recovery), std::string::npos) << end.recovery;
+    if (c.letter == "B") {
+      EXPECT_NE(inv_.wpars.at("web1").wpar.cause.find("did not answer"), std::string::npos);
+    }
+    EXPECT_FALSE(state_.busy.contains("web1"));
+    if (c.letter != "A") {  // Active again for the next case, as its agent would report it
+      WparDefinition w = inv_.wpars.at("web1").wpar;
+      w.reported_state = "A";
+      w.cause.clear();
+      fold_inventory("wpar/web1", WparDefined{w, false});
+    }
+  }
+}
+
+TEST_F(RelocationTest, OnlyAnActiveCheckpointableWparGoesAndOnlyToACompatibleAnalysedSystem) {
+  // A third system whose glibc differs: Pending until analysed, then incompatible.
+  SystemRegistered r;
+  r.system_id = "node3";
+  r.hostname = "node3";
+  r.address = "127.0.0.1";
+  r.public_key = std::string(39, 'k') + "3";
+  r.profile.glibc_version = "2.99";
+  r.profile.network_interfaces = {{"eth0", {"10.3.0.2/24"}, true}};
+  fold_inventory("registry", r);
+  auto pending = run("x1", "wpar.relocate", {{"name", "web1"}, {"to", "node3"}, {"force", true}});
+  ASSERT_TRUE(pending.has_value());
+  EXPECT_NE(pending->message.find("Pending"), std::string::npos) << pending->message;
+  auto digest = [&](const std::string& id) {
+    return compatibility::properties_digest(compatibility::compared_properties_key(inv_.registry.by_id(id)->profile));
+  };
+  fold_inventory("compat/x", CompatibilityAnalyzed{digest("node1"), digest("node3"),
+                                                    {CompatResult{"glibc", false, "", "2.99", "use the same glibc"},
+                                                     CompatResult{"ntp", false, "no", "no", ""}}});
+  EXPECT_EQ(direction_compat(state_, inv_, "node1", "node3").state, "incompatible");
+  ASSERT_EQ(direction_compat(state_, inv_, "node1", "node3").failed.size(), 1u) << "critical tests only";
+  auto refused = run("x2", "wpar.relocate", {{"name", "web1"}, {"to", "node3"}});
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_NE(refused->message.find("glibc"), std::string::npos) << refused->message;
+
+  // The ranking: node2 (compatible) before node3 (incompatible).
+  auto ranked = rank_candidates(state_, inv_, "web1", {{"node2", 0.5}});
+  ASSERT_EQ(ranked.size(), 2u);
+  EXPECT_EQ(ranked[0].system, "node2");
+  EXPECT_TRUE(ranked[0].eligible);
+  EXPECT_EQ(ranked[1].system, "node3");
+  EXPECT_FALSE(ranked[1].eligible);
+  EXPECT_NE(ranked[1].reason.find("glibc"), std::string::npos);
+
+  std::string warning;
+  ASSERT_EQ(run("x3", "wpar.relocate", {{"name", "web1"}, {"to", "node3"}, {"force", true}}, &warning), std::nullopt);
+  EXPECT_NE(warning.find("--force"), std::string::npos) << warning;
+  // Started: not cancelled halfway.
+  Step s = step("x3");
+  fold_inventory(task_stream("x3"), std::get<Start>(s).event);
+  fold_inventory(task_stream("x3"), OperationFinished{"x3.1", 1, "ok", 0, "", "", "P"});
+  auto cancel = run("x4", "task.cancel", {{"task", "x3"}});
+  ASSERT_TRUE(cancel.has_value());
+  EXPECT_NE(cancel->message.find("not cancelled halfway"), std::string::npos);
+  EXPECT_NE(run("x5", "wpar.relocate", {{"name", "web1"}, {"to", "node1"}})->message.find("task running"),
+            std::string::npos);
+
+  // Not checkpointable; already there.
+  ASSERT_EQ(run("d2", "wpar.deploy", {{"name", "app1"}, {"system", "node2"}}), std::nullopt);
+  answer("d2", 0, "A");
+  finish("d2");
+  EXPECT_NE(run("x6", "wpar.relocate", {{"name", "app1"}, {"to", "node1"}})->message.find("checkpoint"),
+            std::string::npos);
+  EXPECT_NE(run("x7", "wpar.relocate", {{"name", "app1"}, {"to", "node2"}})->message.find("already on"),
+            std::string::npos);
 }
 
 }  // namespace

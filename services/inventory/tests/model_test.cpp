@@ -240,6 +240,8 @@ TEST(InventoryReconcile, APlacedWparItsAgentNoLongerHasIsBrokenWithTheCause) {
   fold(state, "task/t1", OperationStarted{"t1.1", "node1", "web1", "deploy", 1, 1, 10});
   EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty()) << "not while an operation runs";
   fold(state, "task/t1", OperationFinished{"t1.1", 1, "ok", 0, "", "", "A"});
+  EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty()) << "not while its task runs";
+  fold(state, "task/t1", TaskFinished{"succeeded", "", ""});
   EXPECT_TRUE(reconcile(state, "node1", {{"web1", "system", "A"}}, 100'000).empty()) << "as recorded";
   auto changes = reconcile(state, "node1", {}, 100'000);
   ASSERT_EQ(changes.size(), 1u);
