@@ -1,6 +1,8 @@
 #include "agents/agent/transfer.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
+#include <thread>
 #include <zmq.hpp>
 
 #include "agents/checkpoint/cooperative.h"
@@ -124,8 +127,16 @@ std::expected<ap::StateData, std::string> serve_state(const std::string& state_r
   }
   if (!safe_relative_path(r.path)) return std::unexpected(fmt::format("'{}' is not a path inside a state file", r.path));
   const std::string path = (dir / r.path).string();
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return std::unexpected(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  // Inside the state file only: no symbolic link anywhere on the way, nothing beneath it escapes.
+  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  if (dir_fd < 0) return std::unexpected(fmt::format("cannot open {}: {}", dir.string(), std::strerror(errno)));
+  open_how how{};
+  how.flags = O_RDONLY | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, dir_fd, r.path.c_str(), &how, sizeof how));
+  int err = errno;
+  ::close(dir_fd);
+  if (fd < 0) return std::unexpected(fmt::format("cannot read {}: {}", path, std::strerror(err)));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -245,12 +256,16 @@ int receive_state(const AgentPaths& paths, const ReceiveRequest& r) {
   }
   const bool corrupt = std::getenv("WPM_TEST_TRANSFER_CORRUPT") != nullptr;  // tests: a damaged transfer
   bool corrupted = false;
+  // Tests: each part asked for this much later (a transfer slow enough to cut its link).
+  const char* delay_env = std::getenv("WPM_TEST_TRANSFER_PART_DELAY_MS");
+  const auto part_delay = std::chrono::milliseconds(delay_env != nullptr ? std::atoi(delay_env) : 0);
   std::map<uint64_t, Part> asked;
   uint64_t received = 0;
   while (!todo.empty() || !asked.empty()) {  // bounded: every part is asked once; a stall ends it
     while (!todo.empty() && asked.size() < static_cast<size_t>(kTransferWindow)) {
       Part p = todo.front();
       todo.pop_front();
+      if (part_delay.count() > 0) std::this_thread::sleep_for(part_delay);
       asked[send(ap::FetchState{r.wpar, r.state_id, files[p.file].path, p.offset, ap::kStateChunkBytes})] = p;
     }
     auto reply = receive();

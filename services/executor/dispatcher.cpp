@@ -113,7 +113,7 @@ void Dispatcher::run() {
       incoming_.clear();
     }
     // Ask what is due.
-    std::vector<std::string> unreachable, expired;
+    std::vector<std::string> unreachable, expired, silent;
     const int64_t wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::chrono::system_clock::now().time_since_epoch()).count();
     for (auto& [id, f] : flights_) {
@@ -125,6 +125,10 @@ void Dispatcher::run() {
       if (f.awaiting && now - f.sent > options_.answer_timeout) f.awaiting = false;  // ask again
       if (!f.answered && !f.patient && now - f.first_sent > options_.unreachable_after) {
         unreachable.push_back(id);
+        continue;
+      }
+      if (f.answered && now - f.last_answer > options_.silent_after) {
+        silent.push_back(id);
         continue;
       }
       if (f.awaiting || now < f.next) continue;
@@ -161,6 +165,15 @@ void Dispatcher::run() {
                                             "there, and is its port open to the manager?)",
                                             f.target.system_id, endpoint_of(f.target),
                                             options_.unreachable_after.count() / 1000)});
+    }
+    for (const auto& id : silent) {
+      const auto& f = flights_.at(id);
+      connections_.erase(f.target.system_id);
+      finish(id, DispatchResult{f.task_id, id, f.operation.attempt, std::nullopt,
+                                fmt::format("the agent of {} stopped answering on {} for {} s while the operation "
+                                            "ran (its host or link is down?); its outcome there is unknown",
+                                            f.target.system_id, endpoint_of(f.target),
+                                            options_.silent_after.count() / 1000)});
     }
     // Close what has been idle.
     std::set<std::string> busy;
@@ -208,6 +221,7 @@ void Dispatcher::run() {
               if (f.target.system_id != systems[i] || !f.awaiting) continue;
               f.awaiting = false;
               f.answered = true;
+              f.last_answer = now;
               f.next = now + options_.poll_interval;
             }
             continue;
@@ -231,6 +245,7 @@ void Dispatcher::run() {
         if (it == flights_.end() || it->second.operation.attempt != result->attempt) continue;  // a late answer
         Flight& f = it->second;
         f.answered = true;
+        f.last_answer = now;
         f.awaiting = false;
         if (result->running) {
           f.next = now + options_.poll_interval;

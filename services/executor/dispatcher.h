@@ -58,6 +58,9 @@ struct DispatcherOptions {
   std::chrono::milliseconds answer_timeout{3'000};
   // No answer at all this long: unreachable. Default: 10 s.
   std::chrono::milliseconds unreachable_after{10'000};
+  // An agent that answered about an operation and then stopped answering
+  // for this long: its outcome is unknown (unreachable). Default: 20 s.
+  std::chrono::milliseconds silent_after{20'000};
   // A system's socket with nothing in flight this long is closed. Default: 60 s.
   std::chrono::milliseconds idle_close{60'000};
 };
@@ -96,6 +99,7 @@ class Dispatcher {
     std::chrono::steady_clock::time_point next{};  // when to ask next
     bool awaiting = false;                          // a question is out
     bool answered = false;                          // the agent answered at least once
+    std::chrono::steady_clock::time_point last_answer{};
     bool patient = false;
   };
   struct Connection {

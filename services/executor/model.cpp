@@ -175,7 +175,7 @@ std::string describe_failure(const Operation& op) {
 }  // namespace
 
 bool is_executor_command(std::string_view name) {
-  if (name == "task.cancel") return true;
+  if (name == "task.cancel" || name == "system.evacuate" || name == "system.mark-dead") return true;
   if (!name.starts_with("wpar.")) return false;
   return std::find(kKinds.begin(), kKinds.end(), name.substr(5)) != kKinds.end();
 }
@@ -187,6 +187,8 @@ json options_to_json(const TaskOptions& o) {
   if (o.preserve_fs) j["preserveFs"] = true;
   if (o.keep_definition) j["keepDefinition"] = true;
   if (!o.target.empty()) j["to"] = o.target;
+  if (!o.plan.empty()) j["plan"] = o.plan;
+  if (!o.skipped.empty()) j["skipped"] = o.skipped;
   return j;
 }
 
@@ -199,6 +201,11 @@ TaskOptions options_from_json(std::string_view text) {
   o.preserve_fs = j.value("preserveFs", false);
   o.keep_definition = j.value("keepDefinition", false);
   o.target = j.contains("to") && j["to"].is_string() ? j["to"].get<std::string>() : std::string();
+  try {
+    if (j.contains("plan")) o.plan = j["plan"].get<std::vector<std::pair<std::string, std::string>>>();
+    if (j.contains("skipped")) o.skipped = j["skipped"].get<std::vector<std::pair<std::string, std::string>>>();
+  } catch (const std::exception&) {  // nlohmann: not pairs of strings (never written so)
+  }
   return o;
 }
 
@@ -281,6 +288,13 @@ void fold_into(Executor& state, Event&& e) {
           if (e.stream_id.starts_with("command/")) state.pending.erase(e.stream_id.substr(8));
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           state.placements[p.wpar] = Placement{p.system, p.epoch, e.stream_version};
+        } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
+          if (!p.subject.starts_with("wpar/")) return;
+          std::string wpar = p.subject.substr(5);
+          auto placed = state.placements.find(wpar);
+          // Only a WPAR this manager placed: it is now elsewhere, or nowhere.
+          if (placed == state.placements.end() || placed->second.system == p.system_id) return;
+          state.stale[{wpar, p.system_id}] = e.sequence;
         } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
           state.compat[{p.departure_properties, p.arrival_properties}] = std::move(p.results);
         } else if constexpr (std::is_same_v<T, TaskCreated> || std::is_same_v<T, OperationStarted> ||
@@ -305,6 +319,7 @@ void fold_into(Executor& state, Event&& e) {
           }
           if constexpr (std::is_same_v<T, TaskCreated>) {
             if (!t.wpar.empty()) state.busy[t.wpar] = id;
+            if (t.kind == "fence") state.stale.erase({t.wpar, t.system});
           }
           if (was_running && t.finished()) {
             if (auto b = state.busy.find(t.wpar); b != state.busy.end() && b->second == id) state.busy.erase(b);
@@ -346,6 +361,14 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   };
   auto flag = [&](const char* key) { return args.contains(key) && args[key].is_boolean() && args[key].get<bool>(); };
   std::set<std::string> allowed = {"name"};
+  if (name == "system.evacuate" || name == "system.mark-dead") {
+    for (const auto& [key, value] : args.items()) {
+      if (key != "name") return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
+    }
+    if (text("name").empty()) return reject(RejectionCode::kInvalid, fmt::format("{} needs the system's name", name));
+    if (name == "system.mark-dead") return MarkDead{text("name")};
+    return Evacuate{text("name")};
+  }
   if (name == "task.cancel") {
     for (const auto& [key, value] : args.items()) {
       if (key != "task") return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
@@ -419,6 +442,81 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
     }
     changes.push_back({task_stream(t.id), TaskFinished{"cancelled", fmt::format("cancelled by {}", user), recovery}});
     return Decided{std::move(changes), ""};
+  }
+  if (const auto* dead = std::get_if<MarkDead>(&command)) {
+    auto system = inventory::resolve_prefix(inv.registry.systems(), dead->system, "system");
+    if (!system) return std::unexpected(system.error());
+    auto status = inv.system_status(*system);
+    if (status.state != "offline") {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("system {} is {}, not Offline: only a system whose agent stopped answering can be "
+                                "marked dead (stop it first, or wait for heartbeat.timeout)",
+                                *system, status.state));
+    }
+    const int64_t grace = inventory::parse_duration_ns(inv.setting("mark-dead.grace")).value_or(30'000'000'000);
+    if (context.now_ns - status.since_ns < grace) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("system {} has been Offline for {} s; it may be marked dead after {} s (a short "
+                                "outage must not put its WPARs on two systems): try again later",
+                                *system, (context.now_ns - status.since_ns) / 1'000'000'000,
+                                grace / 1'000'000'000));
+    }
+    std::vector<Change> changes;
+    std::vector<std::string> taken;
+    for (const auto& [name, r] : inv.wpars) {
+      if (r.wpar.system != *system) continue;
+      if (auto b = state.busy.find(name); b != state.busy.end()) {
+        return reject(RejectionCode::kConflict, fmt::format("WPAR {} on {} has a task running ({}); wait for it to "
+                                                            "end (wpm task wait {}) or cancel it",
+                                                            name, *system, b->second, b->second));
+      }
+      auto p = state.placements.find(name);
+      uint64_t epoch = p == state.placements.end() ? 0 : p->second.epoch;
+      changes.push_back({placement_stream(name), WparPlaced{name, "", epoch + 1, *system}});
+      taken.push_back(name);
+    }
+    std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
+    changes.push_back({task_stream(id), TaskCreated{"mark-dead", "", *system, "{}", "", user}});
+    changes.push_back(
+        {task_stream(id),
+         TaskFinished{"succeeded", "",
+                      taken.empty() ? fmt::format("system {} held no WPARs", *system)
+                                    : fmt::format("WPARs taken off {} (Undeployed; deploy them elsewhere): {}; a copy "
+                                                  "{} still runs when it comes back is stopped there",
+                                                  *system, fmt::join(taken, ", "), *system)}});
+    return Decided{std::move(changes), ""};
+  }
+  if (const auto* evacuate = std::get_if<Evacuate>(&command)) {
+    auto system = inventory::resolve_prefix(inv.registry.systems(), evacuate->system, "system");
+    if (!system) return std::unexpected(system.error());
+    for (const auto& [tid, t] : state.tasks) {
+      if (t.kind == "evacuate" && t.system == *system && !t.finished()) {
+        return reject(RejectionCode::kConflict, fmt::format("system {} is being evacuated already (task {}): wait "
+                                                            "for it (wpm task wait {})",
+                                                            *system, tid, tid));
+      }
+    }
+    auto plan = plan_evacuation(state, inv, *system, {});
+    if (plan.moves.empty()) {
+      std::vector<std::string> why;
+      for (const auto& [w, reason] : plan.skipped) why.push_back(fmt::format("{} ({})", w, reason));
+      return reject(RejectionCode::kConflict,
+                    why.empty() ? fmt::format("system {} has no deployed WPARs: nothing to evacuate", *system)
+                                : fmt::format("nothing on {} can move: {}", *system, fmt::join(why, "; ")));
+    }
+    TaskOptions o;
+    o.plan = plan.moves;
+    o.skipped = plan.skipped;
+    std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
+    std::string warning;
+    if (!plan.skipped.empty()) {
+      std::vector<std::string> why;
+      for (const auto& [w, reason] : plan.skipped) why.push_back(fmt::format("{} ({})", w, reason));
+      warning = fmt::format("{} WPAR(s) cannot move and stay on {}: {}", plan.skipped.size(), *system,
+                            fmt::join(why, "; "));
+    }
+    return Decided{{{task_stream(id), TaskCreated{"evacuate", "", *system, options_to_json(o).dump(), "", user}}},
+                   warning};
   }
   const auto& a = std::get<WparAction>(command);
   auto name = inventory::resolve_prefix(inv.wpars, a.wpar, "WPAR");
@@ -558,6 +656,7 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
 
 std::vector<std::string> plan(const Task& task, const inventory::Inventory& inv) {
   if (task.kind == "deploy") return {"deploy"};
+  if (task.kind == "fence") return {"remove"};  // the stale copy, forced
   if (task.kind == "stop") return {task.options.force ? "forceStop" : "stop"};
   if (task.kind == "remove") {
     // An undeployed WPAR's removal has no operation (decided and finished at once).
@@ -598,6 +697,7 @@ std::optional<std::string> system_problem(const inventory::Inventory& inv, const
 
 Step next_step(const Executor& state, const Task& task, const inventory::Inventory& inv, int64_t now_ns) {
   if (task.finished()) return Idle{};
+  if (task.kind == "evacuate") return evacuation_step(state, task);
   if (const auto* op = task.in_flight()) {
     if (now_ns > op->deadline_ns) {
       return TimedOut{OperationFinished{op->id, op->attempt, "timeout", -1, "",
@@ -796,7 +896,8 @@ DirectionCompat direction_compat(const Executor& state, const inventory::Invento
 }
 
 std::vector<Candidate> rank_candidates(const Executor& state, const inventory::Inventory& inv, const std::string& wpar,
-                                       const std::map<std::string, double>& loads) {
+                                       const std::map<std::string, double>& loads,
+                                       const std::map<std::string, size_t>& planned) {
   std::vector<Candidate> out;
   auto w = inv.wpars.find(wpar);
   if (w == inv.wpars.end()) return out;
@@ -816,6 +917,7 @@ std::vector<Candidate> rank_candidates(const Executor& state, const inventory::I
     c.state = inv.system_status(id).state;
     if (auto l = loads.find(id); l != loads.end()) c.load = l->second;
     if (auto p = placed.find(id); p != placed.end()) c.wpars = p->second;
+    if (auto p = planned.find(id); p != planned.end()) c.wpars += p->second;
     if (c.compatibility == "pending") {
       c.reason = "compatibility not analysed yet (Pending)";
     } else if (c.compatibility != "compatible") {
@@ -858,6 +960,104 @@ json candidate_to_json(const Candidate& c) {
           {"reason", c.reason}};
 }
 
+// ---- evacuation --------------------------------------------------------------
+
+EvacuationPlan plan_evacuation(const Executor& state, const inventory::Inventory& inv, const std::string& system,
+                               const std::map<std::string, double>& loads) {
+  EvacuationPlan plan;
+  std::map<std::string, size_t> planned;
+  for (const auto& [name, r] : inv.wpars) {  // by name: the same plan for the same state
+    const WparDefinition& w = r.wpar;
+    if (w.system != system) continue;
+    const std::string letter = inventory::wpar_state_letter(w);
+    if (auto b = state.busy.find(name); b != state.busy.end()) {
+      plan.skipped.emplace_back(name, fmt::format("task {} is running on it", b->second));
+      continue;
+    }
+    if (!w.checkpointable) {
+      plan.skipped.emplace_back(name, "not checkpoint enabled: it cannot be moved while it runs");
+      continue;
+    }
+    if (letter != "A") {
+      auto s = state_of_letter(letter);
+      plan.skipped.emplace_back(name, fmt::format("{}: only an Active WPAR is relocated",
+                                                  s ? std::string(runtime::state_name(*s)) : "state unknown"));
+      continue;
+    }
+    auto ranked = rank_candidates(state, inv, name, loads, planned);
+    if (ranked.empty() || !ranked.front().eligible) {
+      std::string why = ranked.empty() ? "no other system" : ranked.front().system + ": " + ranked.front().reason;
+      plan.skipped.emplace_back(name, fmt::format("no compatible target ({})", why));
+      continue;
+    }
+    ++planned[ranked.front().system];
+    plan.moves.emplace_back(name, ranked.front().system);
+  }
+  return plan;
+}
+
+std::vector<const Task*> children_of(const Executor& state, const std::string& task) {
+  std::vector<const Task*> out;
+  for (const auto& [id, t] : state.tasks) {
+    if (t.parent == task) out.push_back(&t);
+  }
+  std::sort(out.begin(), out.end(), [](const Task* a, const Task* b) {
+    return a->created_ns != b->created_ns ? a->created_ns < b->created_ns : a->id < b->id;
+  });
+  return out;
+}
+
+Step evacuation_step(const Executor& state, const Task& t) {
+  auto children = children_of(state, t.id);
+  for (const auto* c : children) {
+    if (!c->finished()) return Idle{};  // one after another
+  }
+  const auto& plan = t.options.plan;
+  if (children.size() < plan.size()) {
+    const auto& [wpar, target] = plan[children.size()];
+    Spawn s;
+    s.child = fmt::format("{}-{}", t.id, children.size() + 1);
+    TaskOptions o;
+    o.target = target;
+    s.created = TaskCreated{"relocate", wpar, t.system, options_to_json(o).dump(), t.id, t.user};
+    if (auto b = state.busy.find(wpar); b != state.busy.end()) {
+      s.ended = TaskFinished{"failed", fmt::format("WPAR {} has a task running ({}); not moved", wpar, b->second),
+                             fmt::format("none: it stays on {}", t.system)};
+    }
+    return s;
+  }
+  std::vector<std::string> stayed;
+  for (const auto& [w, why] : t.options.skipped) stayed.push_back(fmt::format("{} ({})", w, why));
+  for (const auto* c : children) {
+    if (c->state != "succeeded") stayed.push_back(fmt::format("{} (relocation {} {}: {})", c->wpar, c->id, c->state,
+                                                              c->error));
+  }
+  if (stayed.empty()) return Finish{TaskFinished{"succeeded", "", ""}, std::nullopt};
+  return Finish{TaskFinished{"failed",
+                             fmt::format("{} of {} WPAR(s) of {} could not move: {}", stayed.size(),
+                                         plan.size() + t.options.skipped.size(), t.system, fmt::join(stayed, "; ")),
+                             fmt::format("{} moved; the others stay on {}", plan.size() - (stayed.size() - t.options.skipped.size()),
+                                         t.system)},
+                std::nullopt};
+}
+
+// ---- fencing -------------------------------------------------------------------
+
+std::vector<Spawn> fence_tasks(const Executor& state) {
+  std::vector<Spawn> out;
+  for (const auto& [key, sequence] : state.stale) {
+    const auto& [wpar, system] = key;
+    if (state.busy.contains(wpar)) continue;  // after the task that runs on it
+    auto placed = state.placements.find(wpar);
+    if (placed != state.placements.end() && placed->second.system == system) continue;  // it is placed there again
+    Spawn s;
+    s.child = fmt::format("fence-{}", sequence);
+    s.created = TaskCreated{"fence", wpar, system, "{}", "", "service:executor"};
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 json task_to_json(const Task& t, bool with_output) {
   json ops = json::array();
   for (const auto& o : t.operations) {
@@ -894,7 +1094,8 @@ bool ExecutorModel::wants(EventType type) {
     case EventType::kOperationFinished:
     case EventType::kTaskFinished:
     case EventType::kWparPlaced:
-    case EventType::kCompatibilityAnalyzed: return true;
+    case EventType::kCompatibilityAnalyzed:
+    case EventType::kAgentReportRefused: return true;
     default: return false;
   }
 }
@@ -934,6 +1135,9 @@ std::string ExecutorModel::encode(const State& state) {
     if (!t.finished()) write_task(t);
   }
   for (const auto& [id, p] : state.pending) out.event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
+  for (const auto& [key, sequence] : state.stale) {
+    out.event("agent-report-refusals", 1, 0, AgentReportRefused{key.second, "wpar/" + key.first, ""}, sequence);
+  }
   return out.take();
 }
 
@@ -948,6 +1152,10 @@ Result<Executor> ExecutorModel::decode(std::string_view bytes) {
     if (auto* p = std::get_if<CommandRequested>(&e->payload)) {
       std::string id = e->stream_id.substr(8);
       state.pending[id] = PendingCommand{id, *p, e->sequence, e->timestamp_ns};
+      continue;
+    }
+    if (auto* p = std::get_if<AgentReportRefused>(&e->payload)) {
+      state.stale[{p->subject.substr(5), p->system_id}] = e->sequence;
       continue;
     }
     e->sequence = 0;  // not a log position: folded regardless

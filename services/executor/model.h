@@ -60,6 +60,10 @@ struct TaskOptions {
   bool preserve_fs = false;      // remove --preserve-fs
   bool keep_definition = false;  // remove --keep-definition
   std::string target;            // relocate: the arrival system (--to)
+  // evacuate: the WPARs to move and where (one child relocation each, in
+  // this order), and those that cannot move, with why; fixed when decided.
+  std::vector<std::pair<std::string, std::string>> plan;
+  std::vector<std::pair<std::string, std::string>> skipped;
   bool operator==(const TaskOptions&) const = default;
 };
 nlohmann::json options_to_json(const TaskOptions& o);
@@ -120,6 +124,10 @@ struct Executor {
   std::map<std::string, std::string> busy;       // WPAR → its running task
   std::map<std::string, PendingCommand> pending;
   CompatTable compat;
+  // Copies of WPARs an agent still has where the WPAR is no longer placed
+  // (its host came back, or a relocation could not remove its departure):
+  // (WPAR, system) → the sequence of the report; each gets a fence task.
+  std::map<std::pair<std::string, std::string>, uint64_t> stale;
   uint64_t applied = 0;
   bool operator==(const Executor&) const = default;
 };
@@ -145,7 +153,21 @@ struct WparAction {
 struct CancelTask {
   std::string task;  // any unique prefix
 };
-using Command = std::variant<WparAction, CancelTask>;
+// system.evacuate: every mobile WPAR of a system relocated to the best
+// candidate, one after another, as child tasks.
+struct Evacuate {
+  std::string system;  // any unique prefix
+};
+// system.mark-dead: the operator confirms that an Offline system is gone;
+// its WPARs are taken off it (Undeployed, deployable elsewhere); a copy it
+// still runs when it comes back is fenced.
+struct MarkDead {
+  std::string system;  // any unique prefix
+};
+using Command = std::variant<WparAction, CancelTask, Evacuate, MarkDead>;
+
+// How long a system must have been Offline before it may be marked dead:
+// the setting mark-dead.grace (default 30 s).
 
 std::expected<Command, kernel::Rejection> parse_command(std::string_view name, const nlohmann::json& args);
 
@@ -196,8 +218,13 @@ struct Finish {    // the task ends; with the placement change it makes, if any
 struct Place {     // a relocation moves the WPAR's placement (no operation)
   WparPlaced event;
 };
+struct Spawn {     // an evacuation starts its next child relocation (task/<child>)
+  std::string child;
+  TaskCreated created;
+  std::optional<TaskFinished> ended;  // it cannot start (the WPAR is busy): it ends at once
+};
 struct Idle {};    // a retry waits for its delay
-using Step = std::variant<Idle, Start, Await, TimedOut, Finish, Place>;
+using Step = std::variant<Idle, Start, Await, TimedOut, Finish, Place, Spawn>;
 
 // `system_problem` is set when the task's system cannot be reached now
 // (Offline, Unreachable, removed): an operation that would be sent fails.
@@ -252,9 +279,32 @@ struct Candidate {
   bool eligible = false;      // a relocation there would be accepted (without --force)
   std::string reason;         // when not eligible: why
 };
+// `planned`: WPARs already planned onto each system (an evacuation spreads them).
 std::vector<Candidate> rank_candidates(const Executor& state, const inventory::Inventory& inventory,
-                                       const std::string& wpar, const std::map<std::string, double>& loads);
+                                       const std::string& wpar, const std::map<std::string, double>& loads,
+                                       const std::map<std::string, size_t>& planned = {});
 nlohmann::json candidate_to_json(const Candidate& c);
+
+// ---- evacuation ------------------------------------------------------------
+
+// Which WPARs of `system` go where (the best eligible candidate of each,
+// spreading them: a target counts the WPARs planned there), and which
+// cannot move and why. The same plan for --dry-run and the task.
+struct EvacuationPlan {
+  std::vector<std::pair<std::string, std::string>> moves;    // WPAR → target
+  std::vector<std::pair<std::string, std::string>> skipped;  // WPAR → why not
+};
+EvacuationPlan plan_evacuation(const Executor& state, const inventory::Inventory& inventory, const std::string& system,
+                               const std::map<std::string, double>& loads);
+// The children of a task (evacuate), in the order they were made.
+std::vector<const Task*> children_of(const Executor& state, const std::string& task);
+Step evacuation_step(const Executor& state, const Task& task);
+
+// ---- fencing ---------------------------------------------------------------
+
+// The fence tasks to start now: one per stale copy whose WPAR has no task
+// running; its id is derived from the report, so deciding again makes none twice.
+std::vector<Spawn> fence_tasks(const Executor& state);
 
 // A task as JSON (task.show, task.list).
 nlohmann::json task_to_json(const Task& task, bool with_output);

@@ -1,6 +1,8 @@
 #include "services/executor/service.h"
 
 #include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <set>
@@ -129,9 +131,12 @@ Result<size_t> ExecutorService::decide_commands() {
         if (command) {
           if (const auto* a = std::get_if<WparAction>(&*command)) {
             subject = "wpar:" + inventory::resolve_prefix(inv.wpars, a->wpar, "WPAR").value_or(a->wpar);
+          } else if (const auto* c = std::get_if<CancelTask>(&*command)) {
+            subject = "task:" + inventory::resolve_prefix(state.tasks, c->task, "task").value_or(c->task);
           } else {
-            const auto& c = std::get<CancelTask>(*command);
-            subject = "task:" + inventory::resolve_prefix(state.tasks, c.task, "task").value_or(c.task);
+            const std::string& system = std::holds_alternative<Evacuate>(*command) ? std::get<Evacuate>(*command).system
+                                                                                   : std::get<MarkDead>(*command).system;
+            subject = "system:" + inventory::resolve_prefix(inv.registry.systems(), system, "system").value_or(system);
           }
         }
         if (!subject.empty() && !touched.insert(subject).second) continue;  // next round
@@ -219,6 +224,7 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
   if (target.port == 0) return refuse(fmt::format("the agent of {} has not said which port it listens on", op.system));
   ap::Operation command{op.id, op.attempt, op.wpar, op.epoch, op.action, "", task.options.preserve_fs,
                         task.options.start, op.deadline_ns};
+  if (task.kind == "fence") command.force = true;  // whatever the stale copy is doing
   if (task.kind == "relocate") {
     // The other agent of the state file's transfer (docs/relocation.md).
     const std::string& peer_system = op.system == task.system ? task.options.target : task.system;
@@ -241,6 +247,34 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
   dispatcher_->send(task.id, target, std::move(command), again);
 }
 
+void ExecutorService::kill_point(const Executor& state, const AppendRequest& append) const {
+  if (options_.kill_point.empty()) return;
+  for (const auto& e : append.events) {
+    std::string point;
+    std::visit(
+        [&](const auto& p) {
+          using T = std::decay_t<decltype(p)>;
+          auto task = state.tasks.find(e.correlation_id);
+          if (task == state.tasks.end() || task->second.kind != "relocate") return;
+          if constexpr (std::is_same_v<T, WparPlaced>) {
+            point = "relocate.placed";
+          } else if constexpr (std::is_same_v<T, OperationStarted>) {
+            point = "relocate." + p.action + ".started";
+          } else if constexpr (std::is_same_v<T, OperationFinished>) {
+            for (const auto& o : task->second.operations) {
+              if (o.id == p.operation_id) point = "relocate." + o.action + ".finished";
+            }
+          }
+        },
+        e.payload);
+    if (point == options_.kill_point) {
+      logger_->warn("kill_point name={} task={}", point, e.correlation_id);
+      logger_->flush();
+      ::kill(::getpid(), SIGKILL);
+    }
+  }
+}
+
 // What each running task does now: operations recorded and sent, timeouts,
 // ends. One append for all of them.
 Result<size_t> ExecutorService::drive_tasks() {
@@ -251,6 +285,12 @@ Result<size_t> ExecutorService::drive_tasks() {
     std::shared_lock lock(state_mutex_);
     const Executor& state = runner_.state();
     inventory_.read([&](const inventory::Inventory& inv) {
+      // Copies an agent still has of WPARs placed elsewhere: each removed there.
+      for (auto& fence : fence_tasks(state)) {
+        batch.add(state, task_stream(fence.child), fence.child, fence.created);
+        logger_->warn("stale_copy_fenced task={} wpar={} system={}", fence.child, fence.created.wpar,
+                      fence.created.system);
+      }
       for (const auto& [id, task] : state.tasks) {
         if (task.finished()) continue;
         if (batch.events() >= kBatchEventsMax) break;
@@ -270,6 +310,11 @@ Result<size_t> ExecutorService::drive_tasks() {
         } else if (auto* timed_out = std::get_if<TimedOut>(&step)) {
           batch.add(state, task_stream(id), id, timed_out->event);
           logger_->warn("operation_timed_out task={} operation={}", id, timed_out->event.operation_id);
+        } else if (auto* spawn = std::get_if<Spawn>(&step)) {
+          batch.add(state, task_stream(spawn->child), spawn->child, spawn->created);
+          if (spawn->ended) batch.add(state, task_stream(spawn->child), spawn->child, *spawn->ended);
+          logger_->info("task_child_created task={} child={} kind={} wpar={}", id, spawn->child, spawn->created.kind,
+                        spawn->created.wpar);
         } else if (auto* place = std::get_if<Place>(&step)) {
           batch.add(state, placement_stream(task.wpar), id, place->event);
           logger_->info("wpar_placed task={} wpar={} system={} epoch={}", id, task.wpar, place->event.system,
@@ -290,6 +335,10 @@ Result<size_t> ExecutorService::drive_tasks() {
     std::lock_guard lock(stats_mutex_);
     ++stats_.conflicts;
     return 0;  // another writer: fold and decide again
+  }
+  {
+    std::shared_lock lock(state_mutex_);
+    kill_point(runner_.state(), batch.append);
   }
   if (auto f = fold(); !f) return std::unexpected(f.error());
   // Sent only once recorded.
@@ -345,6 +394,10 @@ Result<size_t> ExecutorService::record_results() {
     }
     local_results_.insert(local_results_.end(), results.begin(), results.end());
     return 0;
+  }
+  {
+    std::shared_lock lock(state_mutex_);
+    kill_point(runner_.state(), batch.append);
   }
   if (auto f = fold(); !f) return std::unexpected(f.error());
   std::lock_guard lock(stats_mutex_);

@@ -48,6 +48,12 @@ struct ExecutorServiceOptions {
   std::chrono::milliseconds busy_wait{20};
   size_t commands_per_step = 256;
   uint64_t snapshot_every = 100'000;
+  // Crash tests only: the process is killed (SIGKILL) right after this step
+  // of a relocation was recorded: "relocate.placed", or
+  // "relocate.<action>.started|finished" (pause, receive, restore, remove,
+  // resume). wpmd reads it from WPM_TEST_KILL_POINT, as the store's own
+  // points. Default: empty (never).
+  std::string kill_point;
   int attempts = 5;  // decisions tried per command when its streams keep changing
 };
 
@@ -85,6 +91,8 @@ class ExecutorService final : public ExecutorView {
   Result<size_t> decide_commands();
   Result<size_t> drive_tasks();
   Result<size_t> record_results();
+  // Kills the process when `append` recorded the step options_.kill_point names.
+  void kill_point(const Executor& state, const AppendRequest& append) const;
   // Sends an operation to its agent; `again`: it was recorded as started
   // before (after a restart): asked about whatever the system's state, until its deadline.
   void dispatch(const Task& task, const Operation& op, const inventory::Inventory& inv, bool again = false);

@@ -648,7 +648,9 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
     return answer(compat_view(profiles, runner_.state(), command, args));
   }
   if (command == "task.list" || command == "task.show") return task_query(command, args);
-  if (command == "wpar.candidates" || command == "wpar.relocate-check") return relocation_query(command, args, caller);
+  if (command == "wpar.candidates" || command == "wpar.relocate-check" || command == "system.evacuate-check") {
+    return relocation_query(command, args, caller);
+  }
   if (command == "role.query") {
     std::shared_lock lock(state_mutex_);
     auto r = query_roles(runner_.state(), args);
@@ -673,6 +675,25 @@ Gateway::Answer Gateway::relocation_query(const std::string& command, const json
   json out;
   deps_.executor->read([&](const executor::Executor& x) {
     deps_.inventory->read([&](const inventory::Inventory& inv) {
+      if (command == "system.evacuate-check") {
+        auto parsed = executor::parse_command("system.evacuate", args);
+        if (!parsed) {
+          problem = Fail{kernel::rejection_code_name(parsed.error().code), parsed.error().message};
+          return;
+        }
+        auto system = inventory::resolve_prefix(inv.registry.systems(), std::get<executor::Evacuate>(*parsed).system,
+                                                "system");
+        if (!system) {
+          problem = Fail{kernel::rejection_code_name(system.error().code), system.error().message};
+          return;
+        }
+        auto plan = executor::plan_evacuation(x, inv, *system, {});
+        json moves = json::array(), skipped = json::array();
+        for (const auto& [w, to] : plan.moves) moves.push_back({{"wpar", w}, {"to", to}});
+        for (const auto& [w, why] : plan.skipped) skipped.push_back({{"wpar", w}, {"reason", why}});
+        out = {{"system", *system}, {"moves", std::move(moves)}, {"skipped", std::move(skipped)}};
+        return;
+      }
       if (command == "wpar.candidates") {
         for (const auto& [key, value] : args.items()) {
           if (key != "name") {
@@ -771,6 +792,7 @@ Gateway::Answer Gateway::task_query(const std::string& command, const json& args
   if (id.empty()) return std::unexpected(Fail{"invalid", "task.show needs the task's id"});
   std::optional<json> shown;
   std::optional<Fail> problem;
+  json children = json::array();  // an evacuation's relocations
   deps_.executor->read([&](const executor::Executor& x) {
     auto found = inventory::resolve_prefix(x.tasks, id, "task");
     if (found) {
@@ -779,7 +801,19 @@ Gateway::Answer Gateway::task_query(const std::string& command, const json& args
     } else if (found.error().code != kernel::RejectionCode::kNotFound) {
       problem = Fail{kernel::rejection_code_name(found.error().code), found.error().message};
     }
+    for (const auto* c : executor::children_of(x, id)) {
+      children.push_back({{"id", c->id},
+                          {"wpar", c->wpar},
+                          {"to", c->options.target},
+                          {"state", c->state},
+                          {"error", c->error},
+                          {"recovery", c->recovery}});
+    }
   });
+  auto with_children = [&](json j) {
+    if (!children.empty()) j["children"] = children;
+    return Reply(std::move(j));
+  };
   if (problem) return std::unexpected(*problem);
   if (!valid_command_id(id)) return std::unexpected(Fail{"not_found", fmt::format("no task named '{}'", id)});
   // Read-your-writes: once a task is seen ended, the WPARs' view holds its end too.
@@ -787,13 +821,13 @@ Gateway::Answer Gateway::task_query(const std::string& command, const json& args
     (void)deps_.inventory->wait_applied(deps_.executor->applied(), options_.decision_timeout);
   }
   // The whole task (outputs in full) from its stream; a running one as folded.
-  if (shown && shown->value("state", "") == "running") return Reply(std::move(*shown));
+  if (shown && shown->value("state", "") == "running") return with_children(std::move(*shown));
   auto events = kernel::read_stream_events(*deps_.reads, executor::task_stream(id), 1, 10'000);
   if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
   auto task = executor::task_from_events(id, *events);
-  if (!task && shown) return Reply(std::move(*shown));
+  if (!task && shown) return with_children(std::move(*shown));
   if (!task) return std::unexpected(Fail{"not_found", fmt::format("no task named '{}'", id)});
-  return Reply(executor::task_to_json(*task, true));
+  return with_children(executor::task_to_json(*task, true));
 }
 
 }  // namespace wpm::gateway

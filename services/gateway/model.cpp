@@ -22,7 +22,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 48> kCommands = {{
+constexpr std::array<CommandAccess, 51> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -42,6 +42,7 @@ constexpr std::array<CommandAccess, 48> kCommands = {{
     {"task.show", Access::kRead},
     {"wpar.candidates", Access::kRead},
     {"wpar.relocate-check", Access::kRead},
+    {"system.evacuate-check", Access::kRead},
     {"wpar.create", Access::kWparAction},
     {"wpar.modify", Access::kWparAction},
     {"wpar.remove", Access::kWparAction},
@@ -53,8 +54,10 @@ constexpr std::array<CommandAccess, 48> kCommands = {{
     {"wpar.freeze", Access::kWparAction},
     {"wpar.kill", Access::kWparAction},
     {"wpar.relocate", Access::kWparAction},
+    {"system.evacuate", Access::kWparAction},
     {"task.cancel", Access::kWparAction},
     {"system.remove", Access::kFleetChange},
+    {"system.mark-dead", Access::kFleetChange},
     {"system.discover", Access::kFleetChange},
     {"system.token-create", Access::kFleetChange},
     {"system.set-domain", Access::kFleetChange},

@@ -352,11 +352,11 @@ Changes decide_setting(const Inventory& state, const SetSetting& c) {
     return reject(RejectionCode::kNotFound,
                   fmt::format("no setting '{}'; the settings are {}", c.key, fmt::join(keys, ", ")));
   }
-  if (c.key == "heartbeat.timeout") {
+  if (c.key == "heartbeat.timeout" || c.key == "mark-dead.grace") {
     auto ns = parse_duration_ns(c.value);
     if (!ns || *ns < 1'000'000'000 || *ns > 3'600'000'000'000) {
       return reject(RejectionCode::kInvalid,
-                    fmt::format("heartbeat.timeout '{}' must be a duration from 1s to 1h (e.g. 15s, 2m)", c.value));
+                    fmt::format("{} '{}' must be a duration from 1s to 1h (e.g. 15s, 2m)", c.key, c.value));
     }
   } else if (c.key == "statefile.root") {
     if (!c.value.starts_with('/') || c.value.find("..") != std::string::npos) {

@@ -12,11 +12,13 @@
 namespace wpm::inventory {
 namespace {
 
-constexpr std::array<SettingSpec, 3> kSettings = {{
+constexpr std::array<SettingSpec, 4> kSettings = {{
     {"heartbeat.timeout", "15s",
      "a system turns Offline when no heartbeat came for this long (after a wpmd restart every agent gets the "
      "whole timeout first)"},
     {"statefile.root", "/var/lib/wpm/statefiles", "where agents keep WPAR state files (checkpoints)"},
+    {"mark-dead.grace", "30s",
+     "how long a system must have been Offline before `wpm system mark-dead` takes its WPARs off it"},
     {"compat.optional-tests", "", "optional compatibility tests applied by default, comma-separated"},
 }};
 
@@ -192,7 +194,7 @@ void fold_into(Inventory& state, Event&& e) {
               task != state.tasks.end()) {
             task->second.system = p.system;
           }
-          if (auto it = state.wpars.find(p.wpar); it != state.wpars.end()) {
+          if (auto it = state.wpars.find(p.wpar); it != state.wpars.end() && it->second.wpar.system == p.system) {
             it->second.wpar.operation = p.action;
             it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
           }

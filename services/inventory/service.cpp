@@ -264,11 +264,15 @@ Result<size_t> InventoryService::reconcile_reports() {
       auto changes = reconcile(state, id, probe->wpars, probe->wall_ns);
       AppendRequest append;
       std::set<std::string> expected;
+      std::set<std::string> refused_now;
+      const std::set<std::string> refused_before = std::exchange(refusals_[id], {});
       for (auto& c : changes) {
         if (const auto* refused = std::get_if<AgentReportRefused>(&c.payload)) {
-          // Recorded once per subject and reason, not at every probe.
+          // Recorded once while it lasts, not at every probe; again when it
+          // comes back after it was gone (a copy the executor fenced).
           std::string key = refused->subject + "\n" + refused->reason;
-          if (!refusals_[id].insert(key).second) continue;
+          refused_now.insert(key);
+          if (refused_before.contains(key)) continue;
           logger_->warn("agent_report_refused system={} subject={} reason=\"{}\"", id, refused->subject,
                         refused->reason);
         } else if (expected.insert(c.stream).second) {
@@ -278,6 +282,7 @@ Result<size_t> InventoryService::reconcile_reports() {
         }
         append.events.push_back(EventDraft{c.stream, "", "", "", std::move(c.payload)});
       }
+      refusals_[id] = std::move(refused_now);
       if (!append.events.empty()) appends.push_back(std::move(append));
       done.push_back({id, probe->round});
     }

@@ -383,8 +383,11 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       log->warn("executor_without_agent_client error=\"{}\"", manager_keys.error().message);
     }
     executor_log = std::make_unique<OwnedEmbeddedLog>(context, server_options.local_request_endpoint, "executor", **store);
+    executor::ExecutorServiceOptions executor_options;
+    if (const char* kill_point = std::getenv("WPM_TEST_KILL_POINT")) executor_options.kill_point = kill_point;
     executor_service = std::make_unique<executor::ExecutorService>(*executor_log, &embedded, embedded, clock,
-                                                                   *inventory_service, dispatcher.get(), &liveness, log);
+                                                                   *inventory_service, dispatcher.get(), &liveness, log,
+                                                                   executor_options);
     if (auto r = executor_service->start(); !r) {
       stop_services = true;
       if (dispatcher) dispatcher->stop();

@@ -132,6 +132,9 @@ class FleetOnThreeHosts : public Fleet {
     ASSERT_EQ(run({kIp, "link", "set", bridge_, "up"}).exit_code, 0);
     for (int i = 1; i <= 3; ++i) {
       std::string ns = netns(i), host_if = fmt::format("wpmv{}h{}", ::getpid() % 100000, i);
+      // What an earlier test of this process left (a namespace a process still holds keeps its veth).
+      run({kIp, "link", "del", host_if});
+      run({kIp, "netns", "del", ns});
       ASSERT_EQ(run({kIp, "netns", "add", ns}).exit_code, 0);
       namespaces_.push_back(ns);
       ASSERT_EQ(run({kIp, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns}).exit_code, 0);

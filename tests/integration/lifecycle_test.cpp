@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <regex>
+#include <thread>
 
 #include "tests/integration/fleet_fixture.h"
 
@@ -48,10 +49,34 @@ class Lifecycle : public FleetOnThreeHosts {
     }
     return "";
   }
+  // wpmd killed outright and started again on the same ports (the agents
+  // know them), with `env` (a kill point, or nothing).
+  void restart_wpmd(std::map<std::string, std::string> env) {
+    const std::string agent_public = wpmd_->agent_public(), agent_channel = wpmd_->agent_channel();
+    if (wpmd_->running()) wpmd_->kill(SIGKILL);
+    auto& args = wpmd_->options().extra_args;
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == "--agent-public-endpoint") args[i + 1] = agent_public;
+      if (args[i] == "--agent-channel-endpoint") args[i + 1] = agent_channel;
+    }
+    env["WPM_TEST_PROBE_INTERVAL_MS"] = "500";
+    wpmd_->options().env = std::move(env);
+    ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
+  }
+  // The task a command started with --no-wait printed.
+  std::string no_wait(std::vector<std::string> args) {
+    args.push_back("--no-wait");
+    auto r = as_root(args);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  }
   // A lifecycle command as root; asserts its exit code.
   void act(std::vector<std::string> args, int expected = 0) {
     auto r = as_root(args);
-    ASSERT_EQ(r.exit_code, expected) << fmt::format("{}", fmt::join(args, " ")) << "\n" << r.out << r.err;
+    std::string log = wpmd_->running() ? "" : wpmd_->log();
+    if (log.size() > 3000) log.erase(0, log.size() - 3000);
+    ASSERT_EQ(r.exit_code, expected) << fmt::format("{}", fmt::join(args, " ")) << "\n"
+                                     << r.out << r.err << (log.empty() ? "" : "\nwpmd ended; its log ends:\n" + log);
   }
 };
 
@@ -266,6 +291,174 @@ TEST_F(Lifecycle, RelocationMovesARunningCounterAndASystemWparWithItsFilesAndCom
 
   act({"wpar", "remove", "app1"});
   act({"wpar", "remove", "sys1"});
+}
+
+// Crash points of the saga (WPM_TEST_KILL_POINT): wpmd is killed right
+// after a step was recorded and started again; the relocation resumes from
+// the log and ends with the WPAR running on exactly one host. A few points
+// here; every point with WPM_RELOCATION_KILL_POINTS=all (make soak).
+TEST_F(Lifecycle, RelocationResumesFromTheLogAfterWpmdIsKilledAtItsSteps) {
+  std::vector<std::string> points = {"relocate.pause.finished", "relocate.placed", "relocate.receive.started",
+                                     "relocate.restore.finished"};
+  if (const char* all = std::getenv("WPM_RELOCATION_KILL_POINTS"); all != nullptr && std::string(all) == "all") {
+    points = {"relocate.pause.started",   "relocate.pause.finished",   "relocate.placed",
+              "relocate.receive.started", "relocate.receive.finished", "relocate.restore.started",
+              "relocate.restore.finished", "relocate.remove.started",  "relocate.remove.finished"};
+  }
+  const std::string counter = fmt::format("{} --out {} --interval-ms 20", bin("wpm-demo-counter"), dir_ / "count");
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+  act({"wpar", "deploy", "app1", "--system", "h1"});
+  int here = 1;
+  for (const auto& point : points) {
+    SCOPED_TRACE(point);
+    const int there = here == 1 ? 2 : 1;
+    restart_wpmd({{"WPM_TEST_KILL_POINT", point}});
+    const uint64_t before = count_in(dir_ / "count");
+    std::string task = no_wait({"wpar", "relocate", "app1", "--to", host(there)});
+    ASSERT_FALSE(task.empty());
+    ASSERT_TRUE(wpmd_->wait(60s).has_value()) << "wpmd reached " << point;
+    restart_wpmd({});
+    auto waited = as_root({"task", "wait", task, "--timeout", "120"});
+    ASSERT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+    EXPECT_EQ(wpar("app1")["system"], host(there));
+    EXPECT_EQ(state("app1"), "A");
+    EXPECT_EQ(agent_state(there, "app1"), "A");
+    EXPECT_EQ(agent_state(here, "app1"), "") << "one copy only";
+    EXPECT_GE(count_in(dir_ / "count"), before) << "its state came along";
+    here = there;
+  }
+  act({"wpar", "remove", "app1"});
+}
+
+// The arrival's link cut while the state file travels: the transfer breaks,
+// the WPAR is Active on its departure again, the task says what happened.
+TEST_F(Lifecycle, ACutLinkDuringTheTransferBringsTheWparBackToItsDeparture) {
+  // The arrival (h2) asks for each part 300 ms late: the transfer of a 4 MiB
+  // state lasts a few seconds, long enough to cut its link in the middle.
+  ASSERT_EQ(in_host(2, {bin("wpm-agent"), "--data", data(2), "stop"}).exit_code, 0);
+  auto slow = in_host(2, {"/usr/bin/env", "WPM_TEST_TRANSFER_PART_DELAY_MS=300", bin("wpm-agent"), "--data", data(2),
+                          "start"}, 30s);
+  ASSERT_EQ(slow.exit_code, 0) << slow.err;
+  ASSERT_TRUE(wait_until([&] { return system(2).value("state", "") == "online"; }, 20s, 200ms));
+  const std::string counter =
+      fmt::format("{} --out {} --interval-ms 20 --state-bytes 4194304", bin("wpm-demo-counter"), dir_ / "count");
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+  act({"wpar", "deploy", "app1", "--system", "h1"});
+  std::string task = no_wait({"wpar", "relocate", "app1", "--to", "h2"});
+  ASSERT_TRUE(wait_until(
+      [&] {
+        json t = json::parse(as_root({"-o", "json", "task", "show", task}).out, nullptr, false);
+        if (!t.is_object()) return false;
+        for (const auto& op : t["operations"]) {
+          if (op["action"] == "receive" && !op["finished"].get<bool>()) return true;
+        }
+        return false;
+      },
+      30s, 100ms))
+      << "the transfer started";
+  std::this_thread::sleep_for(600ms);
+  ASSERT_EQ(run({kIp, "-n", netns(2), "link", "set", "eth0", "down"}).exit_code, 0);
+  auto waited = run({bin("wpm"), "--data", wpmd_->data_dir(), "task", "wait", task, "--timeout", "150"}, 160s);
+  ASSERT_EQ(run({kIp, "-n", netns(2), "link", "set", "eth0", "up"}).exit_code, 0);
+  EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
+  EXPECT_NE(waited.err.find("receive"), std::string::npos) << waited.err;
+  EXPECT_NE(waited.err.find("Active on h1 again"), std::string::npos) << waited.err;
+  EXPECT_EQ(wpar("app1")["system"], "h1");
+  EXPECT_EQ(state("app1"), "A");
+  EXPECT_EQ(agent_state(1, "app1"), "A");
+  EXPECT_EQ(agent_state(2, "app1"), "") << "nothing runs on the arrival";
+  EXPECT_FALSE(fs::exists(data(2) + "/state/app1/" + task + ".1.part")) << "the broken transfer left no part";
+  act({"wpar", "remove", "app1"});
+}
+
+// Evacuation empties a host, moving its WPARs one after another to the
+// best candidates (spread over the others); --dry-run changes nothing and
+// says what cannot move.
+TEST_F(Lifecycle, EvacuationEmptiesAHostAndItsDryRunChangesNothing) {
+  for (int i = 1; i <= 3; ++i) {
+    std::string name = fmt::format("app{}", i);
+    std::string counter = fmt::format("{} --out {} --interval-ms 50", bin("wpm-demo-counter"), dir_ / name);
+    ASSERT_EQ(as_root({"wpar", "create", name, "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+    act({"wpar", "deploy", name, "--system", "h1"});
+  }
+  ASSERT_EQ(as_root({"wpar", "create", "fixed", "--command", "sleep 1000"}).exit_code, 0);
+  act({"wpar", "deploy", "fixed", "--system", "h1"});
+
+  auto dry = as_root({"-o", "json", "system", "evacuate", "h1", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  json plan = json::parse(dry.out);
+  ASSERT_EQ(plan["moves"].size(), 3u) << plan.dump();
+  ASSERT_EQ(plan["skipped"].size(), 1u) << plan.dump();
+  EXPECT_EQ(plan["skipped"][0]["wpar"], "fixed");
+  std::map<std::string, int> targets;
+  for (const auto& m : plan["moves"]) ++targets[m["to"].get<std::string>()];
+  EXPECT_EQ(targets, (std::map<std::string, int>{{"h2", 2}, {"h3", 1}})) << "spread over the candidates";
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(wpar(fmt::format("app{}", i))["system"], "h1") << "the dry run moved nothing";
+
+  act({"wpar", "remove", "fixed"});
+  act({"system", "evacuate", "h1"});
+  for (int i = 1; i <= 3; ++i) {
+    std::string name = fmt::format("app{}", i);
+    EXPECT_NE(wpar(name)["system"], "h1") << name;
+    EXPECT_EQ(state(name), "A") << name;
+    EXPECT_EQ(agent_state(1, name), "") << name;
+  }
+  auto listed = in_host(1, {bin("wpm-agent"), "--data", data(1), "lswpar", "-o", "json"});
+  EXPECT_EQ(json::parse(listed.out, nullptr, false), json::array()) << "h1 is empty: " << listed.out;
+  json task;
+  for (const auto& t : json::parse(as_root({"-o", "json", "task", "list", "--limit", "10"}).out)) {
+    if (t["kind"] == "evacuate") task = t;
+  }
+  ASSERT_TRUE(task.is_object()) << "the evacuation is a task";
+  json shown = json::parse(as_root({"-o", "json", "task", "show", task["id"].get<std::string>()}).out);
+  ASSERT_EQ(shown["children"].size(), 3u) << shown.dump();
+  for (const auto& c : shown["children"]) EXPECT_EQ(c["state"], "succeeded") << c.dump();
+  for (int i = 1; i <= 3; ++i) act({"wpar", "remove", fmt::format("app{}", i)});
+}
+
+// Fencing: a host cut off (its link down) is marked dead by the operator;
+// its WPAR is deployed elsewhere; when the host comes back with its copy
+// still running, that copy is stopped there (a fence task, recorded) and
+// one copy is left.
+TEST_F(Lifecycle, AHostMarkedDeadThatComesBackWithItsCopyRunningHasItStopped) {
+  ASSERT_EQ(as_root({"settings", "set", "mark-dead.grace", "1s"}).exit_code, 0);
+  const std::string counter = fmt::format("{} --out {} --interval-ms 50", bin("wpm-demo-counter"), dir_ / "count");
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+  act({"wpar", "deploy", "app1", "--system", "h1"});
+  auto refused = as_root({"system", "mark-dead", "h1"});
+  EXPECT_EQ(refused.exit_code, 1) << "an Online system is not dead";
+  EXPECT_NE(refused.err.find("not Offline"), std::string::npos) << refused.err;
+
+  ASSERT_EQ(run({kIp, "-n", netns(1), "link", "set", "eth0", "down"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return system(1).value("state", "") == "offline"; }, 30s, 200ms));
+  std::this_thread::sleep_for(1500ms);
+  act({"system", "mark-dead", "h1"});
+  EXPECT_EQ(state("app1"), "U") << "taken off h1";
+  act({"wpar", "deploy", "app1", "--system", "h2"});
+  EXPECT_EQ(agent_state(2, "app1"), "A");
+  EXPECT_EQ(agent_state(1, "app1"), "A") << "h1, cut off, still runs its copy";
+  const uint64_t epoch = wpar("app1")["epoch"].get<uint64_t>();
+
+  ASSERT_EQ(run({kIp, "-n", netns(1), "link", "set", "eth0", "up"}).exit_code, 0);
+  // The stop of the stale copy is a task, recorded.
+  auto fenced = [&] {
+    json tasks = json::parse(as_root({"-o", "json", "task", "list", "--wpar", "app1"}).out, nullptr, false);
+    if (!tasks.is_array()) return false;
+    for (const auto& t : tasks) {
+      if (t["kind"] == "fence" && t["system"] == "h1" && t["state"] == "succeeded") return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(wait_until(fenced, 90s, 500ms)) << "h1's copy is stopped, and that is recorded";
+  EXPECT_EQ(agent_state(1, "app1"), "") << "h1's copy is gone";
+  EXPECT_EQ(agent_state(2, "app1"), "A") << "the placed copy runs on";
+  EXPECT_EQ(wpar("app1")["system"], "h2");
+  EXPECT_EQ(state("app1"), "A");
+  std::ifstream held(data(1) + "/placements/app1");
+  uint64_t held_epoch = 0;
+  held >> held_epoch;
+  EXPECT_EQ(held_epoch, epoch) << "h1 now holds the current epoch: an older command is refused there";
+  act({"wpar", "remove", "app1"});
 }
 
 }  // namespace

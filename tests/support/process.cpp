@@ -261,6 +261,12 @@ std::optional<int> Wpmd::stop(std::chrono::milliseconds timeout) {
   return exit_code_;
 }
 
+std::optional<int> Wpmd::wait(std::chrono::milliseconds timeout) {
+  if (!running()) return exit_code_;
+  exit_code_ = wait_exit(pid_, timeout);
+  return exit_code_;
+}
+
 std::string Wpmd::log() const { return read_file(log_path_); }
 
 bus::ClientOptions Wpmd::client_options(int timeout_ms, int attempts) const {

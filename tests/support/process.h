@@ -83,6 +83,8 @@ class Wpmd {
   void kill(int signal);
   // Sends SIGTERM and waits; returns the exit code.
   std::optional<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Waits for it to end by itself (a kill point); its exit code, or none.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
   std::optional<int> exit_code() const { return exit_code_; }
   bool running() const { return pid_ > 0 && !exit_code_; }
   Options& options() { return options_; }

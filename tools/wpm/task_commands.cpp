@@ -52,6 +52,13 @@ void print_task(const json& t) {
   std::printf("finished:  %s\n", time_of(t, "finishedNs").c_str());
   if (!text_of(t, "error").empty()) std::printf("error:     %s\n", text_of(t, "error").c_str());
   if (!text_of(t, "recovery").empty()) std::printf("recovery:  %s\n", text_of(t, "recovery").c_str());
+  if (t.contains("children")) {
+    std::printf("relocations:\n");
+    for (const auto& c : t["children"]) {
+      std::printf("  %-28s %-16s -> %-12s %-10s %s\n", text_of(c, "id").c_str(), text_of(c, "wpar").c_str(),
+                  text_of(c, "to").c_str(), text_of(c, "state").c_str(), text_of(c, "error").c_str());
+    }
+  }
   std::printf("operations:%s\n", t["operations"].empty() ? " none" : "");
   for (const auto& op : t["operations"]) {
     std::printf("  %s\n", operation_line(op).c_str());
@@ -81,7 +88,18 @@ int wait_task(const GlobalOptions& g, const std::string& id, int64_t timeout_s) 
     json reply = gateway.call("task.show", {{"id", id}});
     if (!reply.value("ok", false)) return report(reply);
     const json& t = reply["result"];
-    if (progress) {
+    if (progress && t.contains("children")) {  // an evacuation: one line per relocation as it changes
+      const auto& children = t["children"];
+      for (size_t i = 0; i < children.size(); ++i) {
+        std::string line = fmt::format("{} {} -> {}: {}", text_of(children[i], "id"), text_of(children[i], "wpar"),
+                                       text_of(children[i], "to"), text_of(children[i], "state"));
+        if (i >= shown.size()) shown.emplace_back();
+        if (shown[i] != line) {
+          std::fprintf(stderr, "  [%zu/%zu] %s\n", i + 1, t["options"].value("plan", json::array()).size(), line.c_str());
+          shown[i] = line;
+        }
+      }
+    } else if (progress) {
       const auto& ops = t["operations"];
       for (size_t i = 0; i < ops.size(); ++i) {
         std::string line = operation_line(ops[i]);
@@ -243,6 +261,41 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
                     load.c_str(), c.value("wpars", size_t{0}), eligible.c_str());
       }
     });
+  });
+
+  static bool evacuate_dry_run = false;
+  auto* evacuate = app.get_subcommand("system")->add_subcommand(
+      "evacuate", "relocate every mobile WPAR of a system to the best candidates, one after another (a task with a "
+                  "relocation per WPAR); says what cannot move and why");
+  evacuate->add_option("NAME", name, "the system (any unique prefix)")->required();
+  evacuate->add_flag("--dry-run", evacuate_dry_run, "print the plan; change nothing");
+  add_wait(evacuate);
+  evacuate->callback([&] {
+    if (!evacuate_dry_run) {
+      exit_code = run_task_command(g, "system.evacuate", {{"name", name}}, no_wait);
+      return;
+    }
+    exit_code = run_command(g, "system.evacuate-check", {{"name", name}}, [](const json& r) {
+      std::printf("evacuation of %s would move %zu WPAR(s):\n", text_of(r, "system").c_str(), r["moves"].size());
+      for (const auto& m : r["moves"]) std::printf("  %-20s -> %s\n", text_of(m, "wpar").c_str(), text_of(m, "to").c_str());
+      if (!r["skipped"].empty()) std::printf("and leave %zu where it is:\n", r["skipped"].size());
+      for (const auto& s : r["skipped"]) {
+        std::printf("  %-20s %s\n", text_of(s, "wpar").c_str(), text_of(s, "reason").c_str());
+      }
+      std::printf("nothing was changed (--dry-run)\n");
+    });
+  });
+
+  auto* dead = app.get_subcommand("system")->add_subcommand(
+      "mark-dead", "confirm that an Offline system is gone: its WPARs are taken off it (Undeployed, deployable "
+                   "elsewhere); a copy it still runs when it comes back is stopped there");
+  dead->add_option("NAME", name, "the system (any unique prefix)")->required();
+  dead->callback([&] {
+    exit_code = run_task_command(g, "system.mark-dead", {{"name", name}}, false);
+    if (exit_code == kExitOk) {
+      json t = Gateway(g).call("task.list", {{"limit", 1}});
+      if (t.value("ok", false) && !t["result"].empty()) std::printf("%s\n", text_of(t["result"][0], "recovery").c_str());
+    }
   });
 
   auto* task = app.add_subcommand("task", "the executor's tasks: lifecycle commands and their operations");

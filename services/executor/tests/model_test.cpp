@@ -595,6 +595,96 @@ TEST_F(RelocationTest, OnlyAnActiveCheckpointableWparGoesAndOnlyToACompatibleAna
             std::string::npos);
 }
 
+TEST_F(RelocationTest, EvacuationMovesEachMobileWparOneAfterAnotherAndSaysWhatStayed) {
+  define("web2", "system", true);
+  define("web3", "system", false);
+  for (const char* w : {"web2", "web3"}) {
+    std::string id = std::string("d-") + w;
+    ASSERT_EQ(run(id, "wpar.deploy", {{"name", w}, {"system", "node1"}, {"start", true}}), std::nullopt);
+    answer(id, 0, "A");
+    finish(id);
+  }
+  auto plan = plan_evacuation(state_, inv_, "node1", {});
+  EXPECT_EQ(plan.moves, (std::vector<std::pair<std::string, std::string>>{{"web1", "node2"}, {"web2", "node2"}}));
+  ASSERT_EQ(plan.skipped.size(), 1u);
+  EXPECT_EQ(plan.skipped[0].first, "web3");
+  EXPECT_NE(plan.skipped[0].second.find("not checkpoint enabled"), std::string::npos);
+  EXPECT_NE(run("e0", "system.evacuate", {{"name", "node2"}})->message.find("nothing to evacuate"), std::string::npos);
+
+  std::string warning;
+  ASSERT_EQ(run("e1", "system.evacuate", {{"name", "node1"}}, &warning), std::nullopt);
+  EXPECT_NE(warning.find("web3"), std::string::npos) << warning;
+  EXPECT_NE(run("e2", "system.evacuate", {{"name", "node1"}})->message.find("being evacuated"), std::string::npos);
+  std::vector<std::string> moved;
+  for (int turn = 0; turn < 5; ++turn) {
+    Step s = step("e1");
+    if (auto* spawn = std::get_if<Spawn>(&s)) {
+      EXPECT_FALSE(spawn->ended.has_value());
+      EXPECT_EQ(spawn->created.parent, "e1");
+      fold_inventory(task_stream(spawn->child), spawn->created);
+      EXPECT_TRUE(std::holds_alternative<Idle>(step("e1"))) << "one relocation at a time";
+      EXPECT_EQ(drive(spawn->child, {}).back(), "succeeded");
+      moved.push_back(spawn->created.wpar);
+      continue;
+    }
+    auto* f = std::get_if<Finish>(&s);
+    ASSERT_NE(f, nullptr);
+    fold_inventory(task_stream("e1"), f->event);
+    EXPECT_EQ(f->event.state, "failed") << "web3 stayed";
+    EXPECT_NE(f->event.error.find("1 of 3 WPAR(s) of node1 could not move: web3"), std::string::npos) << f->event.error;
+    EXPECT_NE(f->event.recovery.find("2 moved"), std::string::npos) << f->event.recovery;
+    break;
+  }
+  EXPECT_EQ(moved, (std::vector<std::string>{"web1", "web2"}));
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node2");
+  EXPECT_EQ(inv_.wpars.at("web2").wpar.system, "node2");
+  EXPECT_EQ(inv_.wpars.at("web3").wpar.system, "node1");
+  EXPECT_EQ(children_of(state_, "e1").size(), 2u);
+}
+
+TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSystem) {
+  // web1 is Active on node1. node2 reports a copy of it: fenced there.
+  fold_inventory("agent-report-refusals", AgentReportRefused{"node2", "wpar/web1", "is on node1"});
+  auto fences = fence_tasks(state_);
+  ASSERT_EQ(fences.size(), 1u);
+  EXPECT_EQ(fences[0].created.kind, "fence");
+  EXPECT_EQ(fences[0].created.system, "node2");
+  fold_inventory(task_stream(fences[0].child), fences[0].created);
+  EXPECT_TRUE(fence_tasks(state_).empty()) << "once";
+  EXPECT_TRUE(state_.stale.empty());
+  EXPECT_EQ(letter("web1"), "A") << "the copy elsewhere is not the WPAR";
+  Step s = step(fences[0].child);
+  auto* start = std::get_if<Start>(&s);
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(start->event.action, "remove");
+  EXPECT_EQ(start->event.system, "node2");
+  EXPECT_EQ(start->event.epoch, 1u) << "the current epoch: newer than the stale copy's";
+  fold_inventory(task_stream(fences[0].child), start->event);
+  EXPECT_EQ(letter("web1"), "A") << "not Transitional: its placed copy is untouched";
+  fold_inventory(task_stream(fences[0].child), OperationFinished{start->event.operation_id, 1, "ok", 0, "", "", ""});
+  EXPECT_EQ(finish(fences[0].child).state, "succeeded");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node1");
+  EXPECT_EQ(letter("web1"), "A");
+  // A report of a WPAR this manager never placed is not its business.
+  fold_inventory("agent-report-refusals", AgentReportRefused{"node2", "wpar/app1", "is defined here"});
+  EXPECT_TRUE(fence_tasks(state_).empty());
+
+  // mark-dead: only an Offline system, only after the grace.
+  EXPECT_NE(run("m1", "system.mark-dead", {{"name", "node1"}})->message.find("not Offline"), std::string::npos);
+  fold_inventory("system/node1", SystemStateChanged{"node1", "offline", "no heartbeat"});
+  EXPECT_NE(run("m2", "system.mark-dead", {{"name", "node1"}})->message.find("try again later"), std::string::npos);
+  now_ += 31 * kSecond;
+  ASSERT_EQ(run("m3", "system.mark-dead", {{"name", "node1"}}), std::nullopt);
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "") << "Undeployed: deployable elsewhere";
+  EXPECT_EQ(state_.placements.at("web1").epoch, 2u);
+  EXPECT_EQ(state_.tasks.at("m3").state, "succeeded");
+  EXPECT_NE(state_.tasks.at("m3").recovery.find("web1"), std::string::npos);
+  // node1 comes back running it: its copy is stale.
+  fold_inventory("agent-report-refusals", AgentReportRefused{"node1", "wpar/web1", "is defined here and not deployed"});
+  ASSERT_EQ(fence_tasks(state_).size(), 1u);
+  EXPECT_EQ(fence_tasks(state_)[0].created.system, "node1");
+}
+
 }  // namespace
 }  // namespace wpm::executor
 namespace wpm::kernel {
