@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 DATA       ?= ./var/wpm
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build run test bench check clean
+.PHONY: all deps configure build run test bench soak check clean
 
 all: build
 
@@ -37,6 +37,14 @@ bench: build
 	./$(BUILD)/bin/wpm-bench-deploy
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
+	bash tests/bench/relocation_bench.sh $(BUILD)
+
+# Long fault runs, bounded: hundreds of kill -9 rounds of the store, and wpmd killed
+# at every step of a relocation (a few of each run in `make test`).
+soak: build
+	cd $(BUILD) && WPM_CRASH_ROUNDS=300 ./tests/integration/integration_crash_test
+	cd $(BUILD) && WPM_RELOCATION_KILL_POINTS=all ./tests/integration/integration_lifecycle_test \
+		--gtest_filter='*KilledAtItsSteps*'
 
 # Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate folder.
 check: deps
