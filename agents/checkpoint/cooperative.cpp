@@ -123,7 +123,10 @@ Outcome<void> trigger_and_freeze(const fs::path& trigger, pid_t workload, runtim
   return {};
 }
 
-// Copies the workload's files into state_dir/state; their manifest entries.
+// Moves the workload's files into state_dir/state (copies them when the
+// state file is on another file system); their manifest entries. The
+// trigger directory is emptied before the next checkpoint anyway, and the
+// workload is done with them once it wrote `.complete`.
 Outcome<json> copy_workload_files(const fs::path& trigger, const fs::path& state_dir,
                                   CheckpointResult& result) {
   fs::path out = state_dir / "state";
@@ -139,7 +142,10 @@ Outcome<json> copy_workload_files(const fs::path& trigger, const fs::path& state
     }
     fs::path rel = fs::relative(entry.path(), trigger);
     fs::create_directories((out / rel).parent_path(), ec);
-    fs::copy_file(entry.path(), out / rel, fs::copy_options::overwrite_existing, ec);
+    if (std::rename(entry.path().c_str(), (out / rel).c_str()) != 0) {
+      ec.clear();
+      fs::copy_file(entry.path(), out / rel, fs::copy_options::overwrite_existing, ec);
+    }
     if (ec)
       return failure(kExitCannotWrite,
                      fmt::format("cannot write {}: {}", (out / rel).string(), ec.message()));

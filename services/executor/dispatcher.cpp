@@ -248,7 +248,10 @@ void Dispatcher::run() {
         f.last_answer = now;
         f.awaiting = false;
         if (result->running) {
-          f.next = now + options_.poll_interval;
+          // Soon at first (most operations take tens of milliseconds), then
+          // less often: 10, 20, 40, … ms up to poll_interval.
+          auto backoff = std::chrono::milliseconds(10) * (1 << std::min<uint32_t>(f.polls++, 5));
+          f.next = now + std::min<std::chrono::milliseconds>(backoff, options_.poll_interval);
           continue;
         }
         finish(result->operation_id, DispatchResult{f.task_id, result->operation_id, result->attempt, *result, ""});

@@ -1043,11 +1043,12 @@ Step evacuation_step(const Executor& state, const Task& t) {
 
 // ---- fencing -------------------------------------------------------------------
 
-std::vector<Spawn> fence_tasks(const Executor& state) {
+std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inv) {
   std::vector<Spawn> out;
   for (const auto& [key, sequence] : state.stale) {
     const auto& [wpar, system] = key;
     if (state.busy.contains(wpar)) continue;  // after the task that runs on it
+    if (system_problem(inv, system)) continue;  // its agent reports, but heartbeats have not resumed yet
     auto placed = state.placements.find(wpar);
     if (placed != state.placements.end() && placed->second.system == system) continue;  // it is placed there again
     Spawn s;

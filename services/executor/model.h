@@ -303,8 +303,9 @@ Step evacuation_step(const Executor& state, const Task& task);
 // ---- fencing ---------------------------------------------------------------
 
 // The fence tasks to start now: one per stale copy whose WPAR has no task
-// running; its id is derived from the report, so deciding again makes none twice.
-std::vector<Spawn> fence_tasks(const Executor& state);
+// running, once its system can take commands (Online again); its id is
+// derived from the report, so deciding again makes none twice.
+std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inventory);
 
 // A task as JSON (task.show, task.list).
 nlohmann::json task_to_json(const Task& task, bool with_output);

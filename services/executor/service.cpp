@@ -286,7 +286,7 @@ Result<size_t> ExecutorService::drive_tasks() {
     const Executor& state = runner_.state();
     inventory_.read([&](const inventory::Inventory& inv) {
       // Copies an agent still has of WPARs placed elsewhere: each removed there.
-      for (auto& fence : fence_tasks(state)) {
+      for (auto& fence : fence_tasks(state, inv)) {
         batch.add(state, task_stream(fence.child), fence.child, fence.created);
         logger_->warn("stale_copy_fenced task={} wpar={} system={}", fence.child, fence.created.wpar,
                       fence.created.system);

@@ -15,7 +15,7 @@
 set -u
 
 build=${1:?usage: relocation_bench.sh BUILD_DIR}
-bin=$build/bin
+bin=$(cd "$build/bin" && pwd)
 for b in wpmd wpm wpm-agent wpm-demo-counter; do
   if [[ ! -x $bin/$b ]]; then
     echo "relocation_bench: $bin/$b is missing; build first (make build)" >&2

@@ -449,7 +449,9 @@ TEST_F(Lifecycle, AHostMarkedDeadThatComesBackWithItsCopyRunningHasItStopped) {
     }
     return false;
   };
-  EXPECT_TRUE(wait_until(fenced, 90s, 500ms)) << "h1's copy is stopped, and that is recorded";
+  EXPECT_TRUE(wait_until(fenced, 90s, 500ms))
+      << "h1's copy is stopped, and that is recorded: " << as_root({"-o", "json", "task", "list", "--wpar", "app1"}).out
+      << as_root({"-o", "json", "events", "read", "--stream", "agent-report-refusals"}).out;
   EXPECT_EQ(agent_state(1, "app1"), "") << "h1's copy is gone";
   EXPECT_EQ(agent_state(2, "app1"), "A") << "the placed copy runs on";
   EXPECT_EQ(wpar("app1")["system"], "h2");

@@ -645,12 +645,12 @@ TEST_F(RelocationTest, EvacuationMovesEachMobileWparOneAfterAnotherAndSaysWhatSt
 TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSystem) {
   // web1 is Active on node1. node2 reports a copy of it: fenced there.
   fold_inventory("agent-report-refusals", AgentReportRefused{"node2", "wpar/web1", "is on node1"});
-  auto fences = fence_tasks(state_);
+  auto fences = fence_tasks(state_, inv_);
   ASSERT_EQ(fences.size(), 1u);
   EXPECT_EQ(fences[0].created.kind, "fence");
   EXPECT_EQ(fences[0].created.system, "node2");
   fold_inventory(task_stream(fences[0].child), fences[0].created);
-  EXPECT_TRUE(fence_tasks(state_).empty()) << "once";
+  EXPECT_TRUE(fence_tasks(state_, inv_).empty()) << "once";
   EXPECT_TRUE(state_.stale.empty());
   EXPECT_EQ(letter("web1"), "A") << "the copy elsewhere is not the WPAR";
   Step s = step(fences[0].child);
@@ -667,7 +667,7 @@ TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSys
   EXPECT_EQ(letter("web1"), "A");
   // A report of a WPAR this manager never placed is not its business.
   fold_inventory("agent-report-refusals", AgentReportRefused{"node2", "wpar/app1", "is defined here"});
-  EXPECT_TRUE(fence_tasks(state_).empty());
+  EXPECT_TRUE(fence_tasks(state_, inv_).empty());
 
   // mark-dead: only an Offline system, only after the grace.
   EXPECT_NE(run("m1", "system.mark-dead", {{"name", "node1"}})->message.find("not Offline"), std::string::npos);
@@ -681,8 +681,10 @@ TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSys
   EXPECT_NE(state_.tasks.at("m3").recovery.find("web1"), std::string::npos);
   // node1 comes back running it: its copy is stale.
   fold_inventory("agent-report-refusals", AgentReportRefused{"node1", "wpar/web1", "is defined here and not deployed"});
-  ASSERT_EQ(fence_tasks(state_).size(), 1u);
-  EXPECT_EQ(fence_tasks(state_)[0].created.system, "node1");
+  EXPECT_TRUE(fence_tasks(state_, inv_).empty()) << "not while node1 is Offline";
+  fold_inventory("system/node1", SystemStateChanged{"node1", "online", "heartbeat"});
+  ASSERT_EQ(fence_tasks(state_, inv_).size(), 1u);
+  EXPECT_EQ(fence_tasks(state_, inv_)[0].created.system, "node1");
 }
 
 }  // namespace
