@@ -301,8 +301,14 @@ int receive_state(const AgentPaths& paths, const ReceiveRequest& r) {
     }
     received += data.size();
   }
-  // Not synced: the restore that reads it checks it against the manifest
-  // again, so a copy a crash damaged fails there and the relocation comes back.
+  // Synced before it is answered: once the WPAR runs here the departure's
+  // copy is removed, and this is the only one.
+  for (int fd : fds) {
+    if (fd >= 0 && ::fsync(fd) != 0) {
+      close_all();
+      return cleanup_fail(1, fmt::format("cannot sync the state file in {}", part));
+    }
+  }
   close_all();
   // Checked before anyone may use it.
   if (auto ok = checkpoint::verify_state_file(part); !ok) {

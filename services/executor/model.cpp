@@ -288,13 +288,16 @@ void fold_into(Executor& state, Event&& e) {
           if (e.stream_id.starts_with("command/")) state.pending.erase(e.stream_id.substr(8));
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           state.placements[p.wpar] = Placement{p.system, p.epoch, e.stream_version};
+          state.stale.erase({p.wpar, p.system});  // placed there again: that copy is the WPAR
+        } else if constexpr (std::is_same_v<T, SystemRemoved>) {
+          std::erase_if(state.stale, [&](const auto& s) { return s.first.second == p.system_id; });
         } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
           if (!p.subject.starts_with("wpar/")) return;
           std::string wpar = p.subject.substr(5);
           auto placed = state.placements.find(wpar);
           // Only a WPAR this manager placed: it is now elsewhere, or nowhere.
           if (placed == state.placements.end() || placed->second.system == p.system_id) return;
-          state.stale[{wpar, p.system_id}] = e.sequence;
+          state.stale[{wpar, p.system_id}] = Executor::StaleCopy{e.sequence, 0};
         } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
           state.compat[{p.departure_properties, p.arrival_properties}] = std::move(p.results);
         } else if constexpr (std::is_same_v<T, TaskCreated> || std::is_same_v<T, OperationStarted> ||
@@ -318,8 +321,17 @@ void fold_into(Executor& state, Event&& e) {
             }
           }
           if constexpr (std::is_same_v<T, TaskCreated>) {
-            if (!t.wpar.empty()) state.busy[t.wpar] = id;
+            // The lock of a WPAR is its running task's; a task made already
+            // ended (an evacuation's child that could not start) takes none.
+            if (!t.wpar.empty()) state.busy.try_emplace(t.wpar, id);
             if (t.kind == "fence") state.stale.erase({t.wpar, t.system});
+          }
+          if constexpr (std::is_same_v<T, TaskFinished>) {
+            // A fence that failed is tried again (a new task, after a pause):
+            // the copy may still run there.
+            if (t.kind == "fence" && p.state == "failed" && e.sequence != 0) {
+              state.stale[{t.wpar, t.system}] = Executor::StaleCopy{e.sequence, e.timestamp_ns + kFenceRetryDelayNs};
+            }
           }
           if (was_running && t.finished()) {
             if (auto b = state.busy.find(t.wpar); b != state.busy.end() && b->second == id) state.busy.erase(b);
@@ -460,6 +472,13 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                                 "outage must not put its WPARs on two systems): try again later",
                                 *system, (context.now_ns - status.since_ns) / 1'000'000'000,
                                 grace / 1'000'000'000));
+    }
+    for (const auto& [tid, t] : state.tasks) {
+      if (t.kind == "evacuate" && t.system == *system && !t.finished()) {
+        return reject(RejectionCode::kConflict, fmt::format("system {} is being evacuated (task {}): cancel it first "
+                                                            "(wpm task cancel {})",
+                                                            *system, tid, tid));
+      }
     }
     std::vector<Change> changes;
     std::vector<std::string> taken;
@@ -716,7 +735,7 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
     const Operation& last = task.operations.back();
     if (run_again(last) && last.attempt < kAttemptsMax) {
       if (now_ns < last.finished_ns + kRetryDelayNs) return Idle{};
-      return Start{OperationStarted{last.id, last.system, last.wpar, last.action, epoch, last.attempt + 1,
+      return Start{OperationStarted{last.id, last.system, last.wpar, last.action, last.epoch, last.attempt + 1,
                                     now_ns + action_timeout_ns(last.action)}};
     }
   }
@@ -811,7 +830,16 @@ Step relocation_step(const Executor& state, const Task& t, int64_t now_ns) {
   const Operation* clean = saga_operation(t, 5);
   const Operation* resume = saga_operation(t, 6);
 
-  if (pause == nullptr) return start(1, departure, "pause");
+  if (pause == nullptr) {
+    // Checked again when it starts (an evacuation's plan is older than this).
+    if (placed != departure) {
+      return finish("failed",
+                    fmt::format("WPAR {} is no longer placed on {} ({}): not moved", t.wpar, departure,
+                                placed.empty() ? "Undeployed" : "now on " + placed),
+                    "none needed: nothing was done");
+    }
+    return start(1, departure, "pause");
+  }
   if (!achieved(*pause) && definite_failure(*pause)) {
     return finish("failed", describe_failure(*pause),
                   fmt::format("none needed: WPAR {} stays on {} ({}); nothing was sent to {}", t.wpar, departure,
@@ -1043,10 +1071,13 @@ Step evacuation_step(const Executor& state, const Task& t) {
 
 // ---- fencing -------------------------------------------------------------------
 
-std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inv) {
+std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inv, int64_t now_ns) {
   std::vector<Spawn> out;
-  for (const auto& [key, sequence] : state.stale) {
+  std::set<std::string> claimed;  // one task per WPAR
+  for (const auto& [key, stale] : state.stale) {
     const auto& [wpar, system] = key;
+    const uint64_t sequence = stale.sequence;
+    if (now_ns < stale.not_before_ns || !claimed.insert(wpar).second) continue;
     if (state.busy.contains(wpar)) continue;  // after the task that runs on it
     if (system_problem(inv, system)) continue;  // its agent reports, but heartbeats have not resumed yet
     auto placed = state.placements.find(wpar);
@@ -1096,7 +1127,8 @@ bool ExecutorModel::wants(EventType type) {
     case EventType::kTaskFinished:
     case EventType::kWparPlaced:
     case EventType::kCompatibilityAnalyzed:
-    case EventType::kAgentReportRefused: return true;
+    case EventType::kAgentReportRefused:
+    case EventType::kSystemRemoved: return true;
     default: return false;
   }
 }
@@ -1136,8 +1168,9 @@ std::string ExecutorModel::encode(const State& state) {
     if (!t.finished()) write_task(t);
   }
   for (const auto& [id, p] : state.pending) out.event("command/" + id, 1, p.requested_ns, p.request, p.sequence);
-  for (const auto& [key, sequence] : state.stale) {
-    out.event("agent-report-refusals", 1, 0, AgentReportRefused{key.second, "wpar/" + key.first, ""}, sequence);
+  for (const auto& [key, s] : state.stale) {
+    out.event("agent-report-refusals", 1, s.not_before_ns, AgentReportRefused{key.second, "wpar/" + key.first, ""},
+              s.sequence);
   }
   return out.take();
 }
@@ -1156,7 +1189,7 @@ Result<Executor> ExecutorModel::decode(std::string_view bytes) {
       continue;
     }
     if (auto* p = std::get_if<AgentReportRefused>(&e->payload)) {
-      state.stale[{p->subject.substr(5), p->system_id}] = e->sequence;
+      state.stale[{p->subject.substr(5), p->system_id}] = Executor::StaleCopy{e->sequence, e->timestamp_ns};
       continue;
     }
     e->sequence = 0;  // not a log position: folded regardless

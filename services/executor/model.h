@@ -127,7 +127,12 @@ struct Executor {
   // Copies of WPARs an agent still has where the WPAR is no longer placed
   // (its host came back, or a relocation could not remove its departure):
   // (WPAR, system) → the sequence of the report; each gets a fence task.
-  std::map<std::pair<std::string, std::string>, uint64_t> stale;
+  struct StaleCopy {
+    uint64_t sequence = 0;     // of the report (or of the fence that failed): the next fence's id
+    int64_t not_before_ns = 0;  // a failed fence is tried again after a pause
+    bool operator==(const StaleCopy&) const = default;
+  };
+  std::map<std::pair<std::string, std::string>, StaleCopy> stale;
   uint64_t applied = 0;
   bool operator==(const Executor&) const = default;
 };
@@ -305,7 +310,9 @@ Step evacuation_step(const Executor& state, const Task& task);
 // The fence tasks to start now: one per stale copy whose WPAR has no task
 // running, once its system can take commands (Online again); its id is
 // derived from the report, so deciding again makes none twice.
-std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inventory);
+std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inventory, int64_t now_ns);
+// A failed fence is tried again after this long.
+inline constexpr int64_t kFenceRetryDelayNs = 10'000'000'000;
 
 // A task as JSON (task.show, task.list).
 nlohmann::json task_to_json(const Task& task, bool with_output);

@@ -286,7 +286,9 @@ Result<size_t> ExecutorService::drive_tasks() {
     const Executor& state = runner_.state();
     inventory_.read([&](const inventory::Inventory& inv) {
       // Copies an agent still has of WPARs placed elsewhere: each removed there.
-      for (auto& fence : fence_tasks(state, inv)) {
+      std::set<std::string> claimed;  // WPARs a task of this batch starts on: one each
+      for (auto& fence : fence_tasks(state, inv, now)) {
+        claimed.insert(fence.created.wpar);
         batch.add(state, task_stream(fence.child), fence.child, fence.created);
         logger_->warn("stale_copy_fenced task={} wpar={} system={}", fence.child, fence.created.wpar,
                       fence.created.system);
@@ -311,6 +313,7 @@ Result<size_t> ExecutorService::drive_tasks() {
           batch.add(state, task_stream(id), id, timed_out->event);
           logger_->warn("operation_timed_out task={} operation={}", id, timed_out->event.operation_id);
         } else if (auto* spawn = std::get_if<Spawn>(&step)) {
+          if (!spawn->ended && !claimed.insert(spawn->created.wpar).second) continue;  // next round
           batch.add(state, task_stream(spawn->child), spawn->child, spawn->created);
           if (spawn->ended) batch.add(state, task_stream(spawn->child), spawn->child, *spawn->ended);
           logger_->info("task_child_created task={} child={} kind={} wpar={}", id, spawn->child, spawn->created.kind,

@@ -255,6 +255,8 @@ Result<size_t> InventoryService::reconcile_reports() {
   if (liveness_ == nullptr) return 0;
   std::vector<std::pair<std::string, uint64_t>> done;
   std::vector<AppendRequest> appends;
+  std::vector<std::string> append_systems;                    // whose report each append records
+  std::map<std::string, std::set<std::string>> refused_after;  // refusals as recorded once the appends succeed
   {
     std::shared_lock lock(state_mutex_);
     const Inventory& state = runner_.state();
@@ -265,7 +267,7 @@ Result<size_t> InventoryService::reconcile_reports() {
       AppendRequest append;
       std::set<std::string> expected;
       std::set<std::string> refused_now;
-      const std::set<std::string> refused_before = std::exchange(refusals_[id], {});
+      const std::set<std::string>& refused_before = refusals_[id];
       for (auto& c : changes) {
         if (const auto* refused = std::get_if<AgentReportRefused>(&c.payload)) {
           // Recorded once while it lasts, not at every probe; again when it
@@ -282,16 +284,25 @@ Result<size_t> InventoryService::reconcile_reports() {
         }
         append.events.push_back(EventDraft{c.stream, "", "", "", std::move(c.payload)});
       }
-      refusals_[id] = std::move(refused_now);
-      if (!append.events.empty()) appends.push_back(std::move(append));
+      refused_after[id] = std::move(refused_now);
+      if (!append.events.empty()) {
+        appends.push_back(std::move(append));
+        append_systems.push_back(id);
+      }
       done.push_back({id, probe->round});
     }
   }
   size_t written = 0;
-  for (auto& append : appends) {
-    auto r = log_.append(append);
+  std::set<std::string> failed;
+  for (size_t i = 0; i < appends.size(); ++i) {
+    auto r = log_.append(appends[i]);
     if (!r && r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
-    if (r) written += append.events.size();
+    if (r) written += appends[i].events.size();
+    if (!r) failed.insert(append_systems[i]);
+  }
+  // A refusal counts as recorded only once its append went through.
+  for (auto& [id, refused] : refused_after) {
+    if (!failed.contains(id)) refusals_[id] = std::move(refused);
   }
   // A conflicting append is tried again at the next probe round's report.
   for (const auto& [id, round] : done) reconciled_[id] = round;

@@ -290,13 +290,7 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
       "mark-dead", "confirm that an Offline system is gone: its WPARs are taken off it (Undeployed, deployable "
                    "elsewhere); a copy it still runs when it comes back is stopped there");
   dead->add_option("NAME", name, "the system (any unique prefix)")->required();
-  dead->callback([&] {
-    exit_code = run_task_command(g, "system.mark-dead", {{"name", name}}, false);
-    if (exit_code == kExitOk) {
-      json t = Gateway(g).call("task.list", {{"limit", 1}});
-      if (t.value("ok", false) && !t["result"].empty()) std::printf("%s\n", text_of(t["result"][0], "recovery").c_str());
-    }
-  });
+  dead->callback([&] { exit_code = run_task_command(g, "system.mark-dead", {{"name", name}}, false); });
 
   auto* task = app.add_subcommand("task", "the executor's tasks: lifecycle commands and their operations");
   task->require_subcommand(1);

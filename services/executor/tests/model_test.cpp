@@ -620,6 +620,22 @@ TEST_F(RelocationTest, EvacuationMovesEachMobileWparOneAfterAnotherAndSaysWhatSt
     Step s = step("e1");
     if (auto* spawn = std::get_if<Spawn>(&s)) {
       EXPECT_FALSE(spawn->ended.has_value());
+      if (moved.empty()) {
+        // A child that cannot start (its WPAR busy) neither takes nor frees the WPAR's lock.
+        Executor copy = state_;
+        Event created;
+        created.sequence = 0;
+        created.stream_id = task_stream("other");
+        created.payload = TaskCreated{"stop", spawn->created.wpar, "node1", "{}", "", "root"};
+        fold_into(copy, Event(created));
+        Event child = created;
+        child.stream_id = task_stream("ended-child");
+        child.payload = TaskCreated{"relocate", spawn->created.wpar, "node1", "{}", "e1", "root"};
+        fold_into(copy, Event(child));
+        child.payload = TaskFinished{"failed", "busy", ""};
+        fold_into(copy, Event(child));
+        EXPECT_EQ(copy.busy.at(spawn->created.wpar), "other");
+      }
       EXPECT_EQ(spawn->created.parent, "e1");
       fold_inventory(task_stream(spawn->child), spawn->created);
       EXPECT_TRUE(std::holds_alternative<Idle>(step("e1"))) << "one relocation at a time";
@@ -645,12 +661,12 @@ TEST_F(RelocationTest, EvacuationMovesEachMobileWparOneAfterAnotherAndSaysWhatSt
 TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSystem) {
   // web1 is Active on node1. node2 reports a copy of it: fenced there.
   fold_inventory("agent-report-refusals", AgentReportRefused{"node2", "wpar/web1", "is on node1"});
-  auto fences = fence_tasks(state_, inv_);
+  auto fences = fence_tasks(state_, inv_, now_);
   ASSERT_EQ(fences.size(), 1u);
   EXPECT_EQ(fences[0].created.kind, "fence");
   EXPECT_EQ(fences[0].created.system, "node2");
   fold_inventory(task_stream(fences[0].child), fences[0].created);
-  EXPECT_TRUE(fence_tasks(state_, inv_).empty()) << "once";
+  EXPECT_TRUE(fence_tasks(state_, inv_, now_).empty()) << "once";
   EXPECT_TRUE(state_.stale.empty());
   EXPECT_EQ(letter("web1"), "A") << "the copy elsewhere is not the WPAR";
   Step s = step(fences[0].child);
@@ -667,7 +683,7 @@ TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSys
   EXPECT_EQ(letter("web1"), "A");
   // A report of a WPAR this manager never placed is not its business.
   fold_inventory("agent-report-refusals", AgentReportRefused{"node2", "wpar/app1", "is defined here"});
-  EXPECT_TRUE(fence_tasks(state_, inv_).empty());
+  EXPECT_TRUE(fence_tasks(state_, inv_, now_).empty());
 
   // mark-dead: only an Offline system, only after the grace.
   EXPECT_NE(run("m1", "system.mark-dead", {{"name", "node1"}})->message.find("not Offline"), std::string::npos);
@@ -681,10 +697,28 @@ TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSys
   EXPECT_NE(state_.tasks.at("m3").recovery.find("web1"), std::string::npos);
   // node1 comes back running it: its copy is stale.
   fold_inventory("agent-report-refusals", AgentReportRefused{"node1", "wpar/web1", "is defined here and not deployed"});
-  EXPECT_TRUE(fence_tasks(state_, inv_).empty()) << "not while node1 is Offline";
+  EXPECT_TRUE(fence_tasks(state_, inv_, now_).empty()) << "not while node1 is Offline";
   fold_inventory("system/node1", SystemStateChanged{"node1", "online", "heartbeat"});
-  ASSERT_EQ(fence_tasks(state_, inv_).size(), 1u);
-  EXPECT_EQ(fence_tasks(state_, inv_)[0].created.system, "node1");
+  auto again = fence_tasks(state_, inv_, now_);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].created.system, "node1");
+  // A fence that fails is tried again, as a new task, after a pause.
+  fold_inventory(task_stream(again[0].child), again[0].created);
+  fold_inventory(task_stream(again[0].child), TaskFinished{"failed", "agent busy", ""});
+  EXPECT_TRUE(fence_tasks(state_, inv_, now_).empty()) << "not at once";
+  auto retried = fence_tasks(state_, inv_, now_ + kFenceRetryDelayNs);
+  ASSERT_EQ(retried.size(), 1u);
+  EXPECT_NE(retried[0].child, again[0].child);
+  // Placed there again: that copy is the WPAR, nothing to fence.
+  fold_inventory(placement_stream("web1"), WparPlaced{"web1", "node1", 3, ""});
+  EXPECT_TRUE(fence_tasks(state_, inv_, now_ + kFenceRetryDelayNs).empty());
+  // A relocation whose WPAR left its departure meanwhile (an evacuation's
+  // older plan) does nothing.
+  fold_inventory(task_stream("late"), TaskCreated{"relocate", "web1", "node2", R"({"to":"node1"})", "", "root"});
+  TaskFinished end;
+  EXPECT_EQ(drive("late", {}, &end), (Steps{"failed"}));
+  EXPECT_NE(end.error.find("no longer placed on node2"), std::string::npos) << end.error;
+  EXPECT_EQ(state_.busy.count("web1"), 0u);
 }
 
 }  // namespace
