@@ -35,14 +35,6 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
-bool sync_fd_path(const std::string& path, int flags) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
-}
-
 }  // namespace
 
 void StateGrants::allow(const std::string& key, StateGrant grant) {
@@ -316,7 +308,7 @@ int receive_state(const AgentPaths& paths, const ReceiveRequest& r) {
                                                           r.endpoint, ok.error().message));
   }
   if (std::rename(part.c_str(), r.dest_dir.c_str()) != 0 ||
-      !sync_fd_path(fs::path(r.dest_dir).parent_path().string(), O_RDONLY | O_DIRECTORY)) {
+      !checkpoint::fsync_path(fs::path(r.dest_dir).parent_path().string(), O_RDONLY | O_DIRECTORY)) {
     return cleanup_fail(1, fmt::format("cannot put the state file in place at {}: {}", r.dest_dir,
                                        std::strerror(errno)));
   }

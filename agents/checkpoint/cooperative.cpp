@@ -57,14 +57,6 @@ Result<std::string> file_sha256(const fs::path& path, uint64_t* size) {
   return to_hex(h.final());
 }
 
-bool fsync_path(const fs::path& path, int flags) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // The WPAR's cgroups as its supervisor made them; never re-created here (a
 // WPAR whose workload ended has none).
 Outcome<runtime::CgroupSet> wpar_cgroup(const std::string& relative) {
@@ -504,6 +496,14 @@ Outcome<void> resume(const std::string& wpars_root, const std::string& name,
   set_state(files, record->supervisor_pid, WparState::kActive);
   if (auto t = set->thaw(); !t) return failure(kExitInternal, t.error().message);
   return {};
+}
+
+bool fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
 }
 
 }  // namespace wpm::checkpoint

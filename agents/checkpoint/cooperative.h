@@ -84,6 +84,10 @@ Outcome<runtime::WparRecord> restart(const RestartRequest& request);
 // A relocation's arrival checks a transferred state file with it.
 Outcome<void> verify_state_file(const std::string& dir);
 
+// Opens `path` with `flags` (O_RDONLY, or with O_DIRECTORY for a directory)
+// and syncs it; false when either fails.
+bool fsync_path(const std::string& path, int flags);
+
 // Thaws a paused or frozen WPAR (resumewpar).
 Outcome<void> resume(const std::string& wpars_root, const std::string& name,
                      const std::string& cgroup_relative);

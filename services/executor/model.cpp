@@ -1,14 +1,12 @@
 #include "services/executor/model.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
 #include <set>
 
-#include "agents/runtime/lifecycle.h"
-#include "services/compatibility/tests.h"
+#include "services/executor/internal.h"
 #include "services/kernel/snapshot_frames.h"
 
 namespace wpm::executor {
@@ -17,13 +15,10 @@ namespace {
 using nlohmann::json;
 using kernel::Rejection;
 using kernel::RejectionCode;
+using namespace detail;
 
 constexpr std::array<std::string_view, 9> kKinds = {"deploy", "start", "stop",   "pause",   "resume",
                                                     "freeze", "kill",  "remove", "relocate"};
-
-std::unexpected<Rejection> reject(RejectionCode code, std::string message) {
-  return std::unexpected(Rejection{code, std::move(message)});
-}
 
 // The lifecycle operation of the agent's table a task kind is checked against.
 std::optional<runtime::Operation> lifecycle_operation(const std::string& kind, const TaskOptions& o) {
@@ -35,141 +30,6 @@ std::optional<runtime::Operation> lifecycle_operation(const std::string& kind, c
   if (kind == "kill") return runtime::Operation::kKill;
   if (kind == "remove") return runtime::Operation::kRemove;
   return std::nullopt;
-}
-
-std::optional<runtime::WparState> state_of_letter(const std::string& letter) {
-  static const std::map<std::string, runtime::WparState> kStates = {
-      {"D", runtime::WparState::kDefined}, {"A", runtime::WparState::kActive},
-      {"P", runtime::WparState::kPaused},  {"F", runtime::WparState::kFrozen},
-      {"L", runtime::WparState::kLoaded},  {"T", runtime::WparState::kTransitional},
-      {"B", runtime::WparState::kBroken}};
-  auto it = kStates.find(letter);
-  if (it == kStates.end()) return std::nullopt;
-  return it->second;
-}
-
-// An IPv4 address and prefix length from "a.b.c.d" or "a.b.c.d/len".
-std::optional<std::pair<uint32_t, int>> parse_ipv4(const std::string& text) {
-  std::string address = text.substr(0, text.find('/'));
-  int length = 32;
-  if (auto slash = text.find('/'); slash != std::string::npos) {
-    try {
-      length = std::stoi(text.substr(slash + 1));
-    } catch (const std::exception&) {  // std::stoi: not a number
-      return std::nullopt;
-    }
-    if (length < 0 || length > 32) return std::nullopt;
-  }
-  in_addr a{};
-  if (::inet_pton(AF_INET, address.c_str(), &a) != 1) return std::nullopt;
-  return std::pair{ntohl(a.s_addr), length};
-}
-
-bool same_subnet(uint32_t a, uint32_t b, int length) {
-  uint32_t mask = length == 0 ? 0 : ~uint32_t{0} << (32 - length);
-  return (a & mask) == (b & mask);
-}
-
-// Deploy's checks of the WPAR against the target system (the seed's two
-// network troubleshooting cases, and the capability set): the refusal, or a
-// warning (the same address deployed on another system).
-std::expected<std::string, Rejection> check_arrival(const inventory::Inventory& inv, const WparDefinition& w,
-                                                    const std::string& system) {
-  const auto* s = inv.registry.by_id(system);
-  if (s == nullptr) return reject(RejectionCode::kNotFound, fmt::format("no system named '{}'", system));
-  std::string warning;
-  if (!w.address.empty()) {
-    auto address = parse_ipv4(w.address);
-    if (!address) {
-      return reject(RejectionCode::kInvalid, fmt::format("WPAR {}'s address {} is not an IPv4 address", w.name,
-                                                         w.address));
-    }
-    bool inside = false;
-    for (const auto& nic : s->profile.network_interfaces) {
-      for (const auto& a : nic.addresses) {
-        auto host = parse_ipv4(a);
-        if (!host) continue;
-        if (host->first == address->first) {
-          return reject(RejectionCode::kConflict,
-                        fmt::format("WPAR {}'s address {} is the address of {}'s interface {}; give the WPAR an "
-                                    "address of its own (wpm wpar modify {} --address A)",
-                                    w.name, w.address, system, nic.name, w.name));
-        }
-        if (same_subnet(host->first, address->first, host->second)) inside = true;
-      }
-    }
-    if (!inside) {
-      std::vector<std::string> subnets;
-      for (const auto& nic : s->profile.network_interfaces) {
-        for (const auto& a : nic.addresses) subnets.push_back(fmt::format("{} {}", nic.name, a));
-      }
-      return reject(RejectionCode::kConflict,
-                    fmt::format("WPAR {}'s address {} is outside every subnet of {} ({}); choose an address in "
-                                "one of them, or another system",
-                                w.name, w.address, system, subnets.empty() ? "it reports none" : fmt::format("{}", fmt::join(subnets, ", "))));
-    }
-    for (const auto& [name, other] : inv.wpars) {
-      if (name == w.name || other.wpar.system.empty()) continue;
-      auto theirs = parse_ipv4(other.wpar.address);
-      if (!theirs || theirs->first != address->first) continue;
-      if (other.wpar.system == system) {
-        return reject(RejectionCode::kConflict,
-                      fmt::format("address {} is already used on {} by WPAR {}; give WPAR {} another address",
-                                  w.address, system, name, w.name));
-      }
-      warning = fmt::format("address {} is also deployed on {} (WPAR {}); both hosts will answer for it if they "
-                            "share a network",
-                            w.address, other.wpar.system, name);
-    }
-  }
-  // Every capability the WPAR names must be in the host's bounding set.
-  if (!w.capabilities.empty() && w.capabilities != "none" && w.capabilities != "all" &&
-      !s->profile.capabilities.empty()) {
-    std::set<std::string> host(s->profile.capabilities.begin(), s->profile.capabilities.end());
-    std::vector<std::string> missing;
-    size_t start = 0;
-    while (start <= w.capabilities.size()) {  // bounded: each turn moves past a comma
-      size_t comma = w.capabilities.find(',', start);
-      std::string item = w.capabilities.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (!item.empty() && item.front() != '-') {
-        if (item.front() == '+') item.erase(0, 1);
-        std::string name = item;
-        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-        if (!name.starts_with("cap_")) name = "cap_" + name;
-        if (!host.contains(name)) missing.push_back(name);
-      }
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-    if (!missing.empty()) {
-      return reject(RejectionCode::kConflict,
-                    fmt::format("WPAR {} needs capabilities that {}'s bounding set lacks: {}; remove them from its "
-                                "definition or choose another system",
-                                w.name, system, fmt::join(missing, ", ")));
-    }
-  }
-  return warning;
-}
-
-// Whether an operation did what its task needs: it succeeded, or it was a
-// removal from a system that no longer has the WPAR (the seed's 16, nothing
-// left there), which is what a removal wants.
-bool achieved(const Operation& op) {
-  if (op.outcome == "ok") return true;
-  return op.action == "remove" && op.finished && op.exit_code == 16 && op.wpar_state.empty();
-}
-
-std::string describe_failure(const Operation& op) {
-  std::string why = op.error.empty() ? op.outcome : op.error;
-  if (op.outcome == "failed" || op.outcome == "refused") {
-    return fmt::format("operation {} ({} of {} on {}) failed with exit code {}: {}", op.id, op.action, op.wpar,
-                       op.system, op.exit_code, why);
-  }
-  return fmt::format("operation {} ({} of {} on {}) {}: {}", op.id, op.action, op.wpar, op.system,
-                     op.outcome == "timeout"  ? "timed out"
-                     : op.outcome == "unsent" ? "was not sent"
-                                              : "could not reach its agent",
-                     why);
 }
 
 }  // namespace
@@ -439,7 +299,7 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                                 "system by itself (moved, or back on {} when a step fails)",
                                 t.id, t.wpar, t.system));
     }
-    std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
+    std::string user = user_of(context);
     std::vector<Change> changes;
     std::string recovery = "no further operation starts";
     const bool made = std::any_of(t.operations.begin(), t.operations.end(), [](const Operation& o) {
@@ -455,88 +315,8 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
     changes.push_back({task_stream(t.id), TaskFinished{"cancelled", fmt::format("cancelled by {}", user), recovery}});
     return Decided{std::move(changes), ""};
   }
-  if (const auto* dead = std::get_if<MarkDead>(&command)) {
-    auto system = inventory::resolve_prefix(inv.registry.systems(), dead->system, "system");
-    if (!system) return std::unexpected(system.error());
-    auto status = inv.system_status(*system);
-    if (status.state != "offline") {
-      return reject(RejectionCode::kConflict,
-                    fmt::format("system {} is {}, not Offline: only a system whose agent stopped answering can be "
-                                "marked dead (stop it first, or wait for heartbeat.timeout)",
-                                *system, status.state));
-    }
-    const int64_t grace = inventory::parse_duration_ns(inv.setting("mark-dead.grace")).value_or(30'000'000'000);
-    if (context.now_ns - status.since_ns < grace) {
-      return reject(RejectionCode::kConflict,
-                    fmt::format("system {} has been Offline for {} s; it may be marked dead after {} s (a short "
-                                "outage must not put its WPARs on two systems): try again later",
-                                *system, (context.now_ns - status.since_ns) / 1'000'000'000,
-                                grace / 1'000'000'000));
-    }
-    for (const auto& [tid, t] : state.tasks) {
-      if (t.kind == "evacuate" && t.system == *system && !t.finished()) {
-        return reject(RejectionCode::kConflict, fmt::format("system {} is being evacuated (task {}): cancel it first "
-                                                            "(wpm task cancel {})",
-                                                            *system, tid, tid));
-      }
-    }
-    std::vector<Change> changes;
-    std::vector<std::string> taken;
-    for (const auto& [name, r] : inv.wpars) {
-      if (r.wpar.system != *system) continue;
-      if (auto b = state.busy.find(name); b != state.busy.end()) {
-        return reject(RejectionCode::kConflict, fmt::format("WPAR {} on {} has a task running ({}); wait for it to "
-                                                            "end (wpm task wait {}) or cancel it",
-                                                            name, *system, b->second, b->second));
-      }
-      auto p = state.placements.find(name);
-      uint64_t epoch = p == state.placements.end() ? 0 : p->second.epoch;
-      changes.push_back({placement_stream(name), WparPlaced{name, "", epoch + 1, *system}});
-      taken.push_back(name);
-    }
-    std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
-    changes.push_back({task_stream(id), TaskCreated{"mark-dead", "", *system, "{}", "", user}});
-    changes.push_back(
-        {task_stream(id),
-         TaskFinished{"succeeded", "",
-                      taken.empty() ? fmt::format("system {} held no WPARs", *system)
-                                    : fmt::format("WPARs taken off {} (Undeployed; deploy them elsewhere): {}; a copy "
-                                                  "{} still runs when it comes back is stopped there",
-                                                  *system, fmt::join(taken, ", "), *system)}});
-    return Decided{std::move(changes), ""};
-  }
-  if (const auto* evacuate = std::get_if<Evacuate>(&command)) {
-    auto system = inventory::resolve_prefix(inv.registry.systems(), evacuate->system, "system");
-    if (!system) return std::unexpected(system.error());
-    for (const auto& [tid, t] : state.tasks) {
-      if (t.kind == "evacuate" && t.system == *system && !t.finished()) {
-        return reject(RejectionCode::kConflict, fmt::format("system {} is being evacuated already (task {}): wait "
-                                                            "for it (wpm task wait {})",
-                                                            *system, tid, tid));
-      }
-    }
-    auto plan = plan_evacuation(state, inv, *system, {});
-    if (plan.moves.empty()) {
-      std::vector<std::string> why;
-      for (const auto& [w, reason] : plan.skipped) why.push_back(fmt::format("{} ({})", w, reason));
-      return reject(RejectionCode::kConflict,
-                    why.empty() ? fmt::format("system {} has no deployed WPARs: nothing to evacuate", *system)
-                                : fmt::format("nothing on {} can move: {}", *system, fmt::join(why, "; ")));
-    }
-    TaskOptions o;
-    o.plan = plan.moves;
-    o.skipped = plan.skipped;
-    std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
-    std::string warning;
-    if (!plan.skipped.empty()) {
-      std::vector<std::string> why;
-      for (const auto& [w, reason] : plan.skipped) why.push_back(fmt::format("{} ({})", w, reason));
-      warning = fmt::format("{} WPAR(s) cannot move and stay on {}: {}", plan.skipped.size(), *system,
-                            fmt::join(why, "; "));
-    }
-    return Decided{{{task_stream(id), TaskCreated{"evacuate", "", *system, options_to_json(o).dump(), "", user}}},
-                   warning};
-  }
+  if (const auto* dead = std::get_if<MarkDead>(&command)) return decide_mark_dead(state, inv, *dead, context);
+  if (const auto* evacuate = std::get_if<Evacuate>(&command)) return decide_evacuate(state, inv, *evacuate, context);
   const auto& a = std::get<WparAction>(command);
   auto name = inventory::resolve_prefix(inv.wpars, a.wpar, "WPAR");
   if (!name) return std::unexpected(name.error());
@@ -548,7 +328,7 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                               "(wpm task cancel {})",
                               *name, running.kind, running.id, running.id, running.id));
   }
-  std::string user = context.actor.starts_with("user:") ? context.actor.substr(5) : context.actor;
+  std::string user = user_of(context);
   TaskCreated created{a.kind, *name, w.system, options_to_json(a.options).dump(), "", user};
   const auto placement = state.placements.find(*name);
   const uint64_t epoch = placement == state.placements.end() ? 0 : placement->second.epoch;
@@ -570,69 +350,7 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                     {task_stream(id), created}},
                    *checked};
   }
-  if (a.kind == "relocate") {
-    if (w.system.empty()) {
-      return reject(RejectionCode::kConflict, fmt::format("WPAR {} is not deployed (Undeployed): there is nothing to "
-                                                          "move; deploy it (wpm wpar deploy {} --system H)",
-                                                          *name, *name));
-    }
-    auto target = inventory::resolve_prefix(inv.registry.systems(), a.system, "system");
-    if (!target) return std::unexpected(target.error());
-    if (*target == w.system) {
-      return reject(RejectionCode::kConflict, fmt::format("WPAR {} is already on {}", *name, *target));
-    }
-    auto letter = inventory::wpar_state_letter(w);
-    auto wpar_state = state_of_letter(letter);
-    if (!wpar_state) {
-      return reject(RejectionCode::kConflict, fmt::format("the state of WPAR {} on {} is not known yet; wait for its "
-                                                          "agent's report",
-                                                          *name, w.system));
-    }
-    runtime::WparStatus status{*wpar_state, w.type == "application" ? runtime::WparType::kApplication
-                                                                    : runtime::WparType::kSystem,
-                               w.checkpointable};
-    if (*wpar_state != runtime::WparState::kActive) {
-      return reject(RejectionCode::kConflict,
-                    fmt::format("WPAR {} is {} ({}): only an Active WPAR is relocated", *name,
-                                runtime::state_name(*wpar_state), letter));
-    }
-    if (auto allowed = runtime::decide(status, runtime::Operation::kCheckpointPause); !allowed) {
-      return reject(RejectionCode::kConflict,
-                    fmt::format("WPAR {} cannot be relocated: {}", *name, allowed.error().message));
-    }
-    for (const auto& s : {w.system, *target}) {
-      if (auto problem = system_problem(inv, s)) return reject(RejectionCode::kConflict, *problem);
-    }
-    auto compat = direction_compat(state, inv, w.system, *target);
-    std::string warning;
-    if (compat.state == "pending") {
-      return reject(RejectionCode::kConflict,
-                    fmt::format("compatibility of {} → {} is not analysed yet (Pending); a Pending system is "
-                                "never a target, even with --force: wait for the analysis (wpm compat show {} {})",
-                                w.system, *target, w.system, *target));
-    }
-    if (compat.state != "compatible") {
-      std::vector<std::string> failed;
-      for (const auto& f : compat.failed) {
-        failed.push_back(fmt::format("{} ({} here, {} there)", f.test, f.departure, f.arrival));
-      }
-      if (!a.options.force) {
-        return reject(RejectionCode::kConflict,
-                      fmt::format("{} is not compatible as a target of {}: failed {}; choose a compatible system "
-                                  "(wpm wpar candidates {}) or add --force",
-                                  *target, w.system, fmt::join(failed, ", "), *name));
-      }
-      warning = fmt::format("{} failed compatibility tests from {} ({}); relocating anyway (--force)", *target,
-                            w.system, fmt::join(failed, ", "));
-    }
-    auto checked = check_arrival(inv, w, *target);
-    if (!checked) return std::unexpected(checked.error());
-    if (!checked->empty()) warning = warning.empty() ? *checked : warning + "; " + *checked;
-    TaskOptions o = a.options;
-    o.target = *target;
-    created.args = options_to_json(o).dump();
-    return Decided{{{task_stream(id), created}}, warning};
-  }
+  if (a.kind == "relocate") return decide_relocate(state, inv, *name, a, std::move(created), id);
   if (a.kind == "remove" && w.system.empty()) {
     if (a.options.keep_definition) {
       return reject(RejectionCode::kConflict,
@@ -672,7 +390,6 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
   }
   return Decided{{{task_stream(id), created}}, ""};
 }
-
 std::vector<std::string> plan(const Task& task, const inventory::Inventory& inv) {
   if (task.kind == "deploy") return {"deploy"};
   if (task.kind == "fence") return {"remove"};  // the stale copy, forced
@@ -777,319 +494,6 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
   return Start{OperationStarted{fmt::format("{}.{}", task.id, done + 1), task.system, task.wpar, action, epoch, 1,
                                 now_ns + action_timeout_ns(action)}};
 }
-
-// ---- relocation -------------------------------------------------------------
-
-std::string relocation_state_id(const Task& task) { return task.id + ".1"; }
-
-namespace {
-
-const Operation* saga_operation(const Task& t, int step) {
-  const std::string id = fmt::format("{}.{}", t.id, step);
-  for (const auto& o : t.operations) {
-    if (o.id == id) return &o;
-  }
-  return nullptr;
-}
-
-// The agent answered that it did not do it (or it never left the manager).
-bool definite_failure(const Operation& o) {
-  return o.outcome == "failed" || o.outcome == "refused" || o.outcome == "unsent";
-}
-
-// A resume did what the recovery needs: the WPAR runs (also when it already did: 17 with A).
-bool resumed(const Operation& o) { return o.outcome == "ok" || (o.exit_code == 17 && o.wpar_state == "A"); }
-
-std::string state_word(const std::string& letter) {
-  if (auto s = state_of_letter(letter)) return std::string(runtime::state_name(*s));
-  return letter.empty() ? "state unknown" : letter;
-}
-
-}  // namespace
-
-Step relocation_step(const Executor& state, const Task& t, int64_t now_ns) {
-  const std::string& departure = t.system;
-  const std::string& arrival = t.options.target;
-  const auto pl = state.placements.find(t.wpar);
-  const uint64_t epoch = pl == state.placements.end() ? 0 : pl->second.epoch;
-  const std::string placed = pl == state.placements.end() ? "" : pl->second.system;
-  auto start = [&](int step, const std::string& system, const std::string& action) -> Step {
-    return Start{OperationStarted{fmt::format("{}.{}", t.id, step), system, t.wpar, action, epoch, 1,
-                                  now_ns + action_timeout_ns(action)}};
-  };
-  auto finish = [&](std::string end, std::string error, std::string recovery, std::string letter = "",
-                    std::string cause = "") -> Step {
-    return Finish{TaskFinished{std::move(end), std::move(error), std::move(recovery), std::move(letter),
-                               std::move(cause)},
-                  std::nullopt};
-  };
-  const Operation* pause = saga_operation(t, 1);
-  const Operation* receive = saga_operation(t, 2);
-  const Operation* restore = saga_operation(t, 3);
-  const Operation* depart = saga_operation(t, 4);
-  const Operation* clean = saga_operation(t, 5);
-  const Operation* resume = saga_operation(t, 6);
-
-  if (pause == nullptr) {
-    // Checked again when it starts (an evacuation's plan is older than this).
-    if (placed != departure) {
-      return finish("failed",
-                    fmt::format("WPAR {} is no longer placed on {} ({}): not moved", t.wpar, departure,
-                                placed.empty() ? "Undeployed" : "now on " + placed),
-                    "none needed: nothing was done");
-    }
-    return start(1, departure, "pause");
-  }
-  if (!achieved(*pause) && definite_failure(*pause)) {
-    return finish("failed", describe_failure(*pause),
-                  fmt::format("none needed: WPAR {} stays on {} ({}); nothing was sent to {}", t.wpar, departure,
-                              state_word(pause->wpar_state), arrival));
-  }
-  const Operation* failed = nullptr;  // the arrival step that failed
-  if (receive != nullptr && receive->finished && !achieved(*receive)) failed = receive;
-  if (restore != nullptr && restore->finished && !achieved(*restore)) failed = restore;
-  if (failed != nullptr || !achieved(*pause)) {
-    // Recovery: back on the departure, nothing left on the arrival.
-    const Operation& why = failed != nullptr ? *failed : *pause;
-    if (failed != nullptr) {
-      if (placed != departure) return Place{WparPlaced{t.wpar, departure, epoch + 1, placed}};
-      if (clean == nullptr) return start(5, arrival, "remove");
-      // A restore that may have started leaves a copy that may run: the
-      // departure's stays frozen until that one is known to be gone.
-      const bool may_run = restore != nullptr && !(definite_failure(*restore) && restore->wpar_state != "A");
-      if (!achieved(*clean) && may_run) {
-        return finish("failed", describe_failure(why),
-                      fmt::format("WPAR {} could not be removed from {} ({}), where its restore may have started: it "
-                                  "stays paused on {} so that it never runs twice; once the copy on {} is gone "
-                                  "(wpm-agent rmwpar -F {} there), resume it (wpm wpar resume {})",
-                                  t.wpar, arrival, clean->error.empty() ? clean->outcome : clean->error, departure,
-                                  arrival, t.wpar, t.wpar),
-                      "P");
-      }
-    }
-    if (resume == nullptr) return start(6, departure, "resume");
-    const std::string left = failed == nullptr ? fmt::format("; nothing was sent to {}", arrival)
-                             : clean != nullptr && achieved(*clean)
-                                 ? fmt::format("; nothing of it is left on {}", arrival)
-                                 : fmt::format("; its remains on {} could not be removed ({}), remove them there "
-                                               "(wpm-agent rmwpar -F {})",
-                                               arrival, clean == nullptr ? "" : clean->error, t.wpar);
-    if (resumed(*resume)) {
-      return finish("failed", describe_failure(why),
-                    fmt::format("WPAR {} is Active on {} again{}", t.wpar, departure, left), "A");
-    }
-    std::string cause =
-        definite_failure(*resume)
-            ? fmt::format("the relocation to {} failed and WPAR {} could not be resumed on {}: {}", arrival, t.wpar,
-                          departure, resume->error)
-            : fmt::format("the relocation to {} failed and {} did not answer the resume ({}): WPAR {} is frozen or "
-                          "gone there",
-                          arrival, departure, resume->error, t.wpar);
-    return finish("failed", describe_failure(why),
-                  fmt::format("WPAR {} is Broken on {}{}: once {} answers, stop it with --force and start it again",
-                              t.wpar, departure, left, departure),
-                  "B", cause);
-  }
-  // Forward: the departure's copy is frozen; the placement moves.
-  if (placed != arrival) return Place{WparPlaced{t.wpar, arrival, epoch + 1, departure}};
-  if (receive == nullptr) return start(2, arrival, "receive");
-  if (restore == nullptr) return start(3, arrival, "restore");
-  if (depart == nullptr) return start(4, departure, "remove");
-  if (achieved(*depart)) return finish("succeeded", "", "", restore->wpar_state);
-  return finish("succeeded", "",
-                fmt::format("WPAR {} runs on {}; its frozen copy on {} could not be removed ({}): it is fenced (epoch "
-                            "{}, older commands are refused); remove it there (wpm-agent rmwpar -F {})",
-                            t.wpar, arrival, departure, depart->error.empty() ? depart->outcome : depart->error,
-                            epoch, t.wpar),
-                restore->wpar_state);
-}
-
-DirectionCompat direction_compat(const Executor& state, const inventory::Inventory& inv, const std::string& departure,
-                                 const std::string& arrival) {
-  const auto* d = inv.registry.by_id(departure);
-  const auto* a = inv.registry.by_id(arrival);
-  if (d == nullptr || a == nullptr) return {"pending", {}};
-  auto dd = compatibility::properties_digest(compatibility::compared_properties_key(d->profile));
-  auto da = compatibility::properties_digest(compatibility::compared_properties_key(a->profile));
-  if (dd == da) return {"compatible", {}};
-  auto it = state.compat.find({dd, da});
-  if (it == state.compat.end()) return {"pending", {}};
-  DirectionCompat out{"compatible", {}};
-  for (const auto& r : it->second) {
-    auto test = compatibility::test_from_name(r.test);
-    if (!r.passed && test && compatibility::is_critical(*test)) out.failed.push_back(r);
-  }
-  if (!out.failed.empty()) out.state = "incompatible";
-  return out;
-}
-
-std::vector<Candidate> rank_candidates(const Executor& state, const inventory::Inventory& inv, const std::string& wpar,
-                                       const std::map<std::string, double>& loads,
-                                       const std::map<std::string, size_t>& planned) {
-  std::vector<Candidate> out;
-  auto w = inv.wpars.find(wpar);
-  if (w == inv.wpars.end()) return out;
-  const WparDefinition& def = w->second.wpar;
-  std::map<std::string, size_t> placed;
-  for (const auto& [name, r] : inv.wpars) {
-    if (!r.wpar.system.empty()) ++placed[r.wpar.system];
-  }
-  for (const auto& [id, s] : inv.registry.systems()) {
-    if (id == def.system) continue;
-    Candidate c;
-    c.system = id;
-    c.hostname = s.hostname;
-    auto compat = direction_compat(state, inv, def.system, id);
-    c.compatibility = compat.state;
-    c.failed = std::move(compat.failed);
-    c.state = inv.system_status(id).state;
-    if (auto l = loads.find(id); l != loads.end()) c.load = l->second;
-    if (auto p = placed.find(id); p != placed.end()) c.wpars = p->second;
-    if (auto p = planned.find(id); p != planned.end()) c.wpars += p->second;
-    if (c.compatibility == "pending") {
-      c.reason = "compatibility not analysed yet (Pending)";
-    } else if (c.compatibility != "compatible") {
-      std::vector<std::string> names;
-      for (const auto& f : c.failed) names.push_back(f.test);
-      c.reason = fmt::format("failed {}", fmt::join(names, ", "));
-    } else if (auto problem = system_problem(inv, id)) {
-      c.reason = *problem;
-    } else if (auto arrival = check_arrival(inv, def, id); !arrival) {
-      c.reason = arrival.error().message;
-    } else {
-      c.eligible = true;
-    }
-    out.push_back(std::move(c));
-  }
-  auto compat_rank = [](const std::string& s) { return s == "compatible" ? 0 : s == "incompatible" ? 1 : 2; };
-  std::sort(out.begin(), out.end(), [&](const Candidate& a, const Candidate& b) {
-    auto key = [&](const Candidate& c) {
-      return std::tuple(!c.eligible, compat_rank(c.compatibility), c.load.value_or(1e300), c.wpars);
-    };
-    if (key(a) != key(b)) return key(a) < key(b);
-    return a.system < b.system;
-  });
-  return out;
-}
-
-json candidate_to_json(const Candidate& c) {
-  json failed = json::array();
-  for (const auto& f : c.failed) {
-    failed.push_back({{"test", f.test}, {"departure", f.departure}, {"arrival", f.arrival}, {"remedy", f.remedy}});
-  }
-  return {{"system", c.system},
-          {"hostname", c.hostname},
-          {"compatibility", c.compatibility},
-          {"failedTests", std::move(failed)},
-          {"state", c.state},
-          {"load", c.load ? json(*c.load) : json(nullptr)},
-          {"wpars", c.wpars},
-          {"eligible", c.eligible},
-          {"reason", c.reason}};
-}
-
-// ---- evacuation --------------------------------------------------------------
-
-EvacuationPlan plan_evacuation(const Executor& state, const inventory::Inventory& inv, const std::string& system,
-                               const std::map<std::string, double>& loads) {
-  EvacuationPlan plan;
-  std::map<std::string, size_t> planned;
-  for (const auto& [name, r] : inv.wpars) {  // by name: the same plan for the same state
-    const WparDefinition& w = r.wpar;
-    if (w.system != system) continue;
-    const std::string letter = inventory::wpar_state_letter(w);
-    if (auto b = state.busy.find(name); b != state.busy.end()) {
-      plan.skipped.emplace_back(name, fmt::format("task {} is running on it", b->second));
-      continue;
-    }
-    if (!w.checkpointable) {
-      plan.skipped.emplace_back(name, "not checkpoint enabled: it cannot be moved while it runs");
-      continue;
-    }
-    if (letter != "A") {
-      auto s = state_of_letter(letter);
-      plan.skipped.emplace_back(name, fmt::format("{}: only an Active WPAR is relocated",
-                                                  s ? std::string(runtime::state_name(*s)) : "state unknown"));
-      continue;
-    }
-    auto ranked = rank_candidates(state, inv, name, loads, planned);
-    if (ranked.empty() || !ranked.front().eligible) {
-      std::string why = ranked.empty() ? "no other system" : ranked.front().system + ": " + ranked.front().reason;
-      plan.skipped.emplace_back(name, fmt::format("no compatible target ({})", why));
-      continue;
-    }
-    ++planned[ranked.front().system];
-    plan.moves.emplace_back(name, ranked.front().system);
-  }
-  return plan;
-}
-
-std::vector<const Task*> children_of(const Executor& state, const std::string& task) {
-  std::vector<const Task*> out;
-  for (const auto& [id, t] : state.tasks) {
-    if (t.parent == task) out.push_back(&t);
-  }
-  std::sort(out.begin(), out.end(), [](const Task* a, const Task* b) {
-    return a->created_ns != b->created_ns ? a->created_ns < b->created_ns : a->id < b->id;
-  });
-  return out;
-}
-
-Step evacuation_step(const Executor& state, const Task& t) {
-  auto children = children_of(state, t.id);
-  for (const auto* c : children) {
-    if (!c->finished()) return Idle{};  // one after another
-  }
-  const auto& plan = t.options.plan;
-  if (children.size() < plan.size()) {
-    const auto& [wpar, target] = plan[children.size()];
-    Spawn s;
-    s.child = fmt::format("{}-{}", t.id, children.size() + 1);
-    TaskOptions o;
-    o.target = target;
-    s.created = TaskCreated{"relocate", wpar, t.system, options_to_json(o).dump(), t.id, t.user};
-    if (auto b = state.busy.find(wpar); b != state.busy.end()) {
-      s.ended = TaskFinished{"failed", fmt::format("WPAR {} has a task running ({}); not moved", wpar, b->second),
-                             fmt::format("none: it stays on {}", t.system)};
-    }
-    return s;
-  }
-  std::vector<std::string> stayed;
-  for (const auto& [w, why] : t.options.skipped) stayed.push_back(fmt::format("{} ({})", w, why));
-  for (const auto* c : children) {
-    if (c->state != "succeeded") stayed.push_back(fmt::format("{} (relocation {} {}: {})", c->wpar, c->id, c->state,
-                                                              c->error));
-  }
-  if (stayed.empty()) return Finish{TaskFinished{"succeeded", "", ""}, std::nullopt};
-  return Finish{TaskFinished{"failed",
-                             fmt::format("{} of {} WPAR(s) of {} could not move: {}", stayed.size(),
-                                         plan.size() + t.options.skipped.size(), t.system, fmt::join(stayed, "; ")),
-                             fmt::format("{} moved; the others stay on {}", plan.size() - (stayed.size() - t.options.skipped.size()),
-                                         t.system)},
-                std::nullopt};
-}
-
-// ---- fencing -------------------------------------------------------------------
-
-std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inv, int64_t now_ns) {
-  std::vector<Spawn> out;
-  std::set<std::string> claimed;  // one task per WPAR
-  for (const auto& [key, stale] : state.stale) {
-    const auto& [wpar, system] = key;
-    const uint64_t sequence = stale.sequence;
-    if (now_ns < stale.not_before_ns || !claimed.insert(wpar).second) continue;
-    if (state.busy.contains(wpar)) continue;  // after the task that runs on it
-    if (system_problem(inv, system)) continue;  // its agent reports, but heartbeats have not resumed yet
-    auto placed = state.placements.find(wpar);
-    if (placed != state.placements.end() && placed->second.system == system) continue;  // it is placed there again
-    Spawn s;
-    s.child = fmt::format("fence-{}", sequence);
-    s.created = TaskCreated{"fence", wpar, system, "{}", "", "service:executor"};
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
 json task_to_json(const Task& t, bool with_output) {
   json ops = json::array();
   for (const auto& o : t.operations) {
