@@ -1,6 +1,8 @@
 #include "agents/agent/local_commands.h"
 
 #include <fmt/format.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -395,15 +397,54 @@ int chkptwpar(const AgentPaths& p, const CheckpointOptions& o) {
   return kOk;
 }
 
+int killwpar(const AgentPaths& p, const std::string& name);
+
+// restartwpar -u: the user command runs with the WPAR's name as its only
+// argument, on the host, with this command's standard streams. Its exit
+// status, or -1 when it could not be run.
+int run_user_command(const std::string& command, const std::string& name) {
+  std::vector<char*> argv = {const_cast<char*>(command.c_str()), const_cast<char*>(name.c_str()), nullptr};
+  pid_t child = -1;
+  if (::posix_spawn(&child, command.c_str(), nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
 int restartwpar(const AgentPaths& p, const std::string& state_dir, bool pause, const std::string& user_command,
                 const std::string& name) {
-  if (!user_command.empty()) return error(1, "-u (a user command after restore) is not supported yet");
+  if (!user_command.empty() && !pause) {
+    return error(1, "-u needs -p: the user command runs while the restarted WPAR is paused");
+  }
+  if (!user_command.empty() && (!fs::path(user_command).is_absolute() || ::access(user_command.c_str(), X_OK) != 0)) {
+    return error(1, fmt::format("user command {} is not an executable file given by its absolute path",
+                                user_command));
+  }
   if (!valid_name(name)) return error(1, fmt::format("'{}' is not a valid WPAR name", name));
   auto started = checkpoint::restart(checkpoint::RestartRequest{launch_of(p, name), state_dir, pause});
   if (!started) return report(started.error());
   std::printf("WPAR %s restarted from %s: pid %d%s\n", name.c_str(), state_dir.c_str(),
               started->workload_pid, pause ? " (paused)" : "");
-  return kOk;
+  if (user_command.empty()) return kOk;
+  std::fflush(stdout);
+  // The seed's rule: the user command's status is restartwpar's; a failure
+  // ends the WPAR, and a status of 100 or less (which could be taken for
+  // one of restartwpar's own) becomes 13.
+  const int status = run_user_command(user_command, name);
+  if (status == 0) {
+    std::printf("user command %s succeeded; WPAR %s stays paused (resumewpar %s)\n", user_command.c_str(),
+                name.c_str(), name.c_str());
+    return kOk;
+  }
+  killwpar(p, name);
+  if (status > 100 && status < 256) {
+    return error(status, fmt::format("user command {} exited with {}: WPAR {} was ended", user_command, status, name));
+  }
+  return error(13, fmt::format("user command {} {} (a failure must exit above 100): WPAR {} was ended", user_command,
+                               status < 0 ? "could not be run" : fmt::format("exited with {}", status), name));
 }
 
 int resumewpar(const AgentPaths& p, const std::string& name) {
@@ -576,7 +617,7 @@ void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& fo
   rs->add_option("-o", rs_log, "log file");
   rs->add_option("-l", rs_level, "log level: debug or error");
   rs->add_flag("-p", rs_pause, "stay paused after the restart");
-  rs->add_option("-u", rs_user, "user command (not supported yet)");
+  rs->add_option("-u", rs_user, "with -p: run this command (absolute path) with the WPAR's name once it is restarted and paused; a failure ends the WPAR");
   rs->add_option("name", rs_name, "WPAR name")->required();
   rs->callback([&] { exit_code = restartwpar(paths, rs_dir, rs_pause, rs_user, rs_name); });
 

@@ -123,6 +123,41 @@ TEST_F(Agent, CheckpointOnOneAgentAndRestartOnAnotherContinuesTheCount) {
   EXPECT_NE(json.out.find("\"stateLetter\": \"A\""), std::string::npos) << json.out;
 }
 
+TEST_F(Agent, RestartWithAUserCommandReturnsItsStatusAndEndsTheWparWhenItFails) {
+  ASSERT_EQ(exec(data_a(), "ctr", counter()).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return count() >= 3; }, 10s));
+  std::string state = dir_ / "statefile";
+  ASSERT_EQ(agent(data_a(), {"chkptwpar", "-d", state, "-k", "ctr"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return agent(data_a(), {"lswpar", "ctr"}).out.find(" D ") != std::string::npos; }, 10s));
+  auto script = [&](const std::string& name, const std::string& body) {
+    std::string path = dir_ / name;
+    std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
+    fs::permissions(path, fs::perms::owner_all);
+    return path;
+  };
+  std::string seen = dir_ / "seen";
+  std::string ok = script("ok.sh", "echo \"$1\" > " + seen);
+  std::string low = script("low.sh", "exit 3");
+  std::string high = script("high.sh", "exit 101");
+
+  EXPECT_EQ(agent(data_a(), {"restartwpar", "-d", state, "-u", ok, "ctr"}).exit_code, 1) << "-u needs -p";
+  EXPECT_EQ(agent(data_a(), {"restartwpar", "-d", state, "-p", "-u", "relative.sh", "ctr"}).exit_code, 1);
+
+  auto rs = agent(data_a(), {"restartwpar", "-d", state, "-p", "-u", ok, "ctr"});
+  ASSERT_EQ(rs.exit_code, 0) << rs.err;
+  EXPECT_EQ(read_file(seen), "ctr\n") << "the user command gets the WPAR's name";
+  EXPECT_NE(agent(data_a(), {"lswpar", "ctr"}).out.find(" P "), std::string::npos) << "stays paused";
+  ASSERT_EQ(agent(data_a(), {"killwpar", "ctr"}).exit_code, 0);
+
+  auto failed = agent(data_a(), {"restartwpar", "-d", state, "-p", "-u", low, "ctr"});
+  EXPECT_EQ(failed.exit_code, 13) << "a status of 100 or less becomes 13: " << failed.err;
+  EXPECT_NE(agent(data_a(), {"lswpar", "ctr"}).out.find(" D "), std::string::npos) << "the WPAR was ended";
+
+  EXPECT_EQ(agent(data_a(), {"restartwpar", "-d", state, "-p", "-u", high, "ctr"}).exit_code, 101)
+      << "the user command's own status above 100";
+  EXPECT_NE(agent(data_a(), {"lswpar", "ctr"}).out.find(" D "), std::string::npos);
+}
+
 TEST_F(Agent, TwoAgentsWithDifferentDataDirectoriesDoNotSeeEachOthersWpars) {
   ASSERT_EQ(exec(data_a(), "ctr", counter()).exit_code, 0);
   ASSERT_EQ(exec(data_b(), "plain", {"/bin/sleep", "30"}, false).exit_code, 0);
