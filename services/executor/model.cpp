@@ -47,6 +47,7 @@ json options_to_json(const TaskOptions& o) {
   if (o.preserve_fs) j["preserveFs"] = true;
   if (o.keep_definition) j["keepDefinition"] = true;
   if (!o.target.empty()) j["to"] = o.target;
+  if (o.ended) j["ended"] = true;
   if (!o.plan.empty()) j["plan"] = o.plan;
   if (!o.skipped.empty()) j["skipped"] = o.skipped;
   return j;
@@ -60,6 +61,7 @@ TaskOptions options_from_json(std::string_view text) {
   o.start = j.value("start", false);
   o.preserve_fs = j.value("preserveFs", false);
   o.keep_definition = j.value("keepDefinition", false);
+  o.ended = j.value("ended", false);
   o.target = j.contains("to") && j["to"].is_string() ? j["to"].get<std::string>() : std::string();
   try {
     if (j.contains("plan")) o.plan = j["plan"].get<std::vector<std::pair<std::string, std::string>>>();
@@ -390,6 +392,27 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
   }
   return Decided{{{task_stream(id), created}}, ""};
 }
+std::vector<Spawn> ended_application_tasks(const Executor& state, const inventory::Inventory& inv) {
+  std::vector<Spawn> out;
+  for (const auto& [name, r] : inv.wpars) {
+    const WparDefinition& w = r.wpar;
+    if (w.type != "application" || w.discovered || w.system.empty()) continue;
+    if (inventory::wpar_state_letter(w) != "D" || state.busy.contains(name)) continue;
+    auto placed = state.placements.find(name);
+    if (placed == state.placements.end() || placed->second.system != w.system) continue;
+    if (system_problem(inv, w.system)) continue;  // its agent cannot take the removal now
+    Spawn s;
+    s.child = fmt::format("ended-{}-{}", name, placed->second.epoch);
+    if (state.tasks.contains(s.child)) continue;
+    TaskOptions o;
+    o.keep_definition = true;
+    o.ended = true;
+    s.created = TaskCreated{"remove", name, w.system, options_to_json(o).dump(), "", "service:executor"};
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 std::vector<std::string> plan(const Task& task, const inventory::Inventory& inv) {
   if (task.kind == "deploy") return {"deploy"};
   if (task.kind == "fence") return {"remove"};  // the stale copy, forced
@@ -460,6 +483,15 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
   if (!task.operations.empty() && !achieved(task.operations.back())) {
     const Operation& last = task.operations.back();
     Finish f{TaskFinished{"failed", describe_failure(last), ""}, std::nullopt};
+    if (task.options.ended) {
+      // Its command had ended: nothing of it runs there, so it is
+      // Undeployed anyway; what is left there is a stale copy, fenced.
+      f.placed = WparPlaced{task.wpar, "", epoch + 1, task.system};
+      f.event.recovery = fmt::format("application WPAR {} is Undeployed (its command had ended); what is left of it "
+                                     "on {} is removed there by a fence task",
+                                     task.wpar, task.system);
+      return f;
+    }
     if (task.kind == "deploy" && last.wpar_state.empty() &&
         (last.outcome == "failed" || last.outcome == "refused" || last.outcome == "unsent")) {
       // The agent said it made nothing, or never got it: the placement is withdrawn.

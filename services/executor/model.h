@@ -60,6 +60,9 @@ struct TaskOptions {
   bool preserve_fs = false;      // remove --preserve-fs
   bool keep_definition = false;  // remove --keep-definition
   std::string target;            // relocate: the arrival system (--to)
+  // remove: an application WPAR whose command ended is taken off its system
+  // (made by the executor; Undeployed also when the removal there fails).
+  bool ended = false;
   // evacuate: the WPARs to move and where (one child relocation each, in
   // this order), and those that cannot move, with why; fixed when decided.
   std::vector<std::pair<std::string, std::string>> plan;
@@ -311,6 +314,12 @@ Step evacuation_step(const Executor& state, const Task& task);
 // running, once its system can take commands (Online again); its id is
 // derived from the report, so deciding again makes none twice.
 std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inventory, int64_t now_ns);
+// The tasks that take an application WPAR whose command ended off its
+// system (the seed: it returns to Undeployed): one remove --keep-definition
+// per such WPAR placed on an Online system with no task running; its id
+// names the placement epoch, which its end raises, so none is made twice.
+std::vector<Spawn> ended_application_tasks(const Executor& state, const inventory::Inventory& inventory);
+
 // A failed fence is tried again after this long.
 inline constexpr int64_t kFenceRetryDelayNs = 10'000'000'000;
 

@@ -293,6 +293,19 @@ Result<size_t> ExecutorService::drive_tasks() {
         logger_->warn("stale_copy_fenced task={} wpar={} system={}", fence.child, fence.created.wpar,
                       fence.created.system);
       }
+      // Application WPARs whose command ended: taken off their system. A
+      // scan of every WPAR, so once a second, not every round.
+      std::vector<Spawn> ended;
+      if (now >= next_ended_scan_ns_) {
+        ended = ended_application_tasks(state, inv);
+        next_ended_scan_ns_ = now + kEndedScanIntervalNs;
+      }
+      for (auto& spawn : ended) {
+        if (!claimed.insert(spawn.created.wpar).second) continue;
+        batch.add(state, task_stream(spawn.child), spawn.child, spawn.created);
+        logger_->info("application_ended task={} wpar={} system={}", spawn.child, spawn.created.wpar,
+                      spawn.created.system);
+      }
       for (const auto& [id, task] : state.tasks) {
         if (task.finished()) continue;
         if (batch.events() >= kBatchEventsMax) break;

@@ -118,6 +118,9 @@ class ExecutorService final : public ExecutorView {
   mutable std::mutex stats_mutex_;
   ExecutorStats stats_;
   uint64_t seen_ = 0;
+  // ended_application_tasks scans every WPAR: at most once a second.
+  static constexpr int64_t kEndedScanIntervalNs = 1'000'000'000;
+  int64_t next_ended_scan_ns_ = 0;
 };
 
 }  // namespace wpm::executor

@@ -125,7 +125,12 @@ TEST_F(Lifecycle, SystemAndApplicationWparsGoThroughTheSeedsStatesOnTheirHosts) 
   act({"wpar", "resume", "app1"});
   act({"wpar", "pause", "app1"});
   act({"wpar", "kill", "app1"});
-  EXPECT_EQ(agent_state(2, "app1"), "D") << "its processes ended";
+  // Its processes ended: as the seed's application WPAR, it returns to
+  // Undeployed by itself, through a recorded removal from h2.
+  EXPECT_TRUE(wait_until([&] { return state("app1") == "U"; }, 20s)) << state("app1");
+  EXPECT_EQ(agent_state(2, "app1"), "") << "removed from h2";
+  auto tasks = as_root({"-o", "json", "task", "list"});
+  EXPECT_NE(tasks.out.find("ended-app1-"), std::string::npos) << tasks.out;
   act({"wpar", "remove", "app1"});
   EXPECT_EQ(as_root({"wpar", "show", "app1"}).exit_code, 3) << "the definition went too";
   EXPECT_EQ(agent_state(2, "app1"), "");

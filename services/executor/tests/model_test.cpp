@@ -349,6 +349,62 @@ TEST_F(ExecutorModelTest, RemoveTakesTheDefinitionUnlessKeptAndCancelStopsATask)
   EXPECT_EQ(run("c2", "task.cancel", {{"task", "t6"}})->code, RejectionCode::kConflict) << "already ended";
 }
 
+TEST_F(ExecutorModelTest, AnApplicationWparWhoseCommandEndedIsTakenOffItsSystem) {
+  ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "app1"}, {"system", "node1"}}), std::nullopt);
+  answer("t1", 0, "A");
+  finish("t1");
+  EXPECT_TRUE(ended_application_tasks(state_, inv_).empty()) << "it runs";
+  // Its agent reports it Defined: its command ended.
+  auto report = [&](const std::string& letter) {
+    WparDefinition w = inv_.wpars.at("app1").wpar;
+    w.reported_state = letter;
+    fold_inventory("wpar/app1", WparDefined{w, false});
+  };
+  report("D");
+  auto ended = ended_application_tasks(state_, inv_);
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].child, "ended-app1-1") << "named by the placement epoch";
+  EXPECT_EQ(ended[0].created.kind, "remove");
+  EXPECT_EQ(ended[0].created.system, "node1");
+  fold_inventory(task_stream(ended[0].child), ended[0].created);
+  EXPECT_TRUE(ended_application_tasks(state_, inv_).empty()) << "once: it has its task";
+  answer(ended[0].child, 0, "");
+  EXPECT_EQ(finish(ended[0].child).state, "succeeded");
+  EXPECT_EQ(letter("app1"), "U") << "Undeployed, as the seed says";
+  EXPECT_TRUE(inv_.wpars.contains("app1")) << "its definition stays";
+  EXPECT_TRUE(ended_application_tasks(state_, inv_).empty());
+
+  // When the removal there fails it is Undeployed all the same (nothing of
+  // it runs); what is left there is fenced.
+  ASSERT_EQ(run("t2", "wpar.deploy", {{"name", "app1"}, {"system", "node2"}}), std::nullopt);
+  answer("t2", 0, "A");
+  finish("t2");
+  report("D");
+  ended = ended_application_tasks(state_, inv_);
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].child, "ended-app1-3");
+  fold_inventory(task_stream(ended[0].child), ended[0].created);
+  answer(ended[0].child, 1, "D");
+  auto failed = finish(ended[0].child);
+  EXPECT_EQ(failed.state, "failed");
+  EXPECT_NE(failed.recovery.find("fence"), std::string::npos) << failed.recovery;
+  EXPECT_EQ(letter("app1"), "U");
+  EXPECT_TRUE(ended_application_tasks(state_, inv_).empty()) << "not tried again";
+
+  // A system WPAR that is Defined stays deployed, and so does an
+  // application WPAR whose system cannot take commands now.
+  ASSERT_EQ(run("t3", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
+  answer("t3", 0, "D");
+  finish("t3");
+  ASSERT_EQ(run("t4", "wpar.deploy", {{"name", "app1"}, {"system", "node2"}}), std::nullopt);
+  answer("t4", 0, "D");
+  finish("t4");
+  fold_inventory("system/node2", SystemStateChanged{"node2", "offline", "no heartbeat"});
+  EXPECT_TRUE(ended_application_tasks(state_, inv_).empty());
+  fold_inventory("system/node2", SystemStateChanged{"node2", "online", "heartbeat"});
+  ASSERT_EQ(ended_application_tasks(state_, inv_).size(), 1u);
+}
+
 TEST_F(ExecutorModelTest, TheInventorysOwnWritesKeepWhereTheExecutorPlacedAWpar) {
   WparDefinition before = inv_.wpars.at("web1").wpar;  // as a modify decided before the deploy saw it
   ASSERT_EQ(run("t1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}}), std::nullopt);
