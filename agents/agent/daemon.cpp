@@ -260,6 +260,11 @@ bool Daemon::settle(OperationRecord& record) {
                  "was killed); it is not run again: check the WPAR's state";
   record.wpar_state = wpar_state_letter(o_.paths, record.wpar);
   record.finished_ns = now_ns();
+  if (record.action == "receive" && valid_operation_id(record.state_id) && valid_wpar_name(record.wpar)) {
+    // What it received is incomplete and never verified: not kept.
+    std::error_code ec;
+    fs::remove_all(fmt::format("{}/state/{}/{}.part", o_.paths.data_dir, record.wpar, record.state_id), ec);
+  }
   (void)journal_->write(record);
   log_->warn("operation_interrupted id={} wpar={} action={}", record.id, record.wpar, record.action);
   return true;
@@ -739,7 +744,11 @@ int Daemon::run() {
   }
   // The journal of the manager's operations, before the first one can come.
   journal_ = std::make_unique<OperationJournal>(o_.paths.data_dir + "/operations");
-  for (const auto& r : journal_->running()) running_ops_[r.id] = r.wpar;
+  // Operations whose runner went with the last daemon (a killed agent, a
+  // host restart) are settled as interrupted now; the others still run.
+  for (auto r : journal_->running()) {
+    if (!settle(r) && !r.done) running_ops_[r.id] = r.wpar;
+  }
   grants_.rebuild(journal_->records(), wall_ns());
   port_->start([this](bus::ServerRequest& r) { return serve_port(r); },
                [](const bus::ServerRequest& r, std::string_view why) {

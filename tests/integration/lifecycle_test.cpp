@@ -376,6 +376,83 @@ TEST_F(Lifecycle, ACutLinkDuringTheTransferBringsTheWparBackToItsDeparture) {
   act({"wpar", "remove", "app1"});
 }
 
+// An agent killed while the state file travels (with the runners of its
+// operations, as when its host fails): the arrival's, then the departure's.
+// After each the WPAR runs on one host or is Broken there with its cause,
+// nothing of it is on the other, and the task says which step failed.
+TEST_F(Lifecycle, AnAgentKilledDuringTheTransferLeavesTheWparOnOneHostOnly) {
+  // Transfers to h2 ask for each part 300 ms late: a few seconds for 4 MiB.
+  ASSERT_EQ(in_host(2, {bin("wpm-agent"), "--data", data(2), "stop"}).exit_code, 0);
+  auto slow = [&](int i) {
+    return in_host(i, {"/usr/bin/env", "WPM_TEST_TRANSFER_PART_DELAY_MS=300", bin("wpm-agent"), "--data", data(i),
+                       "start"}, 30s);
+  };
+  ASSERT_EQ(slow(2).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return system(2).value("state", "") == "online"; }, 20s, 200ms));
+  const std::string counter =
+      fmt::format("{} --out {} --interval-ms 20 --state-bytes 4194304", bin("wpm-demo-counter"), dir_ / "count");
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+  act({"wpar", "deploy", "app1", "--system", "h1"});
+  auto relocate_and_kill = [&](int victim) {
+    std::string task = no_wait({"wpar", "relocate", "app1", "--to", "h2"});
+    EXPECT_TRUE(wait_until(
+        [&] {
+          json t = json::parse(as_root({"-o", "json", "task", "show", task}).out, nullptr, false);
+          if (!t.is_object()) return false;
+          for (const auto& op : t["operations"]) {
+            if (op["action"] == "receive" && !op["finished"].get<bool>()) return true;
+          }
+          return false;
+        },
+        30s, 100ms))
+        << "the transfer started";
+    std::this_thread::sleep_for(600ms);
+    // The agent and its operations' runners; its WPARs' supervisors live on.
+    run({"/usr/bin/pkill", "-KILL", "-f", "--", fmt::format("--data {} ", data(victim))});
+    return task;
+  };
+
+  // The arrival dies: the manager gives its receive up, the WPAR is resumed
+  // on h1; h2, back later, holds nothing of it.
+  std::string task = relocate_and_kill(2);
+  auto waited = run({bin("wpm"), "--data", wpmd_->data_dir(), "task", "wait", task, "--timeout", "150"}, 160s);
+  EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
+  EXPECT_NE(waited.err.find("receive"), std::string::npos) << waited.err;
+  EXPECT_NE(waited.err.find("Active on h1 again"), std::string::npos) << waited.err;
+  ASSERT_EQ(slow(2).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return system(2).value("state", "") == "online"; }, 20s, 200ms));
+  EXPECT_EQ(wpar("app1")["system"], "h1");
+  EXPECT_EQ(state("app1"), "A");
+  EXPECT_EQ(agent_state(1, "app1"), "A");
+  EXPECT_EQ(agent_state(2, "app1"), "");
+  EXPECT_TRUE(wait_until([&] { return !fs::exists(data(2) + "/state/app1/" + task + ".1.part"); }, 20s, 200ms))
+      << "the restarted agent dropped the incomplete transfer";
+
+  // The departure dies: the transfer stalls and fails; the departure cannot
+  // be resumed while it is down, so the WPAR is Broken on h1 with the cause,
+  // and nothing of it is on h2. Once h1 is back the WPAR is still there,
+  // frozen, and only there.
+  task = relocate_and_kill(1);
+  waited = run({bin("wpm"), "--data", wpmd_->data_dir(), "task", "wait", task, "--timeout", "150"}, 160s);
+  EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
+  EXPECT_NE(waited.err.find("receive"), std::string::npos) << waited.err;
+  json shown = json::parse(as_root({"-o", "json", "task", "show", task}).out, nullptr, false);
+  ASSERT_TRUE(shown.is_object());
+  EXPECT_EQ(shown["wparState"], "B") << shown.dump();
+  EXPECT_NE(shown["cause"].get<std::string>().find("could not be resumed"), std::string::npos) << shown.dump();
+  EXPECT_EQ(wpar("app1")["system"], "h1");
+  EXPECT_EQ(state("app1"), "B");
+  EXPECT_EQ(agent_state(2, "app1"), "") << "nothing on the arrival";
+  ASSERT_EQ(in_host(1, {bin("wpm-agent"), "--data", data(1), "start"}, 30s).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return system(1).value("state", "") == "online"; }, 20s, 200ms));
+  const std::string frozen = agent_state(1, "app1");
+  EXPECT_TRUE(frozen == "P" || frozen == "F") << frozen;
+  act({"wpar", "stop", "app1", "--force"});
+  act({"wpar", "remove", "app1"});
+  EXPECT_EQ(agent_state(1, "app1"), "");
+  EXPECT_EQ(agent_state(2, "app1"), "");
+}
+
 // Evacuation empties a host, moving its WPARs one after another to the
 // best candidates (spread over the others); --dry-run changes nothing and
 // says what cannot move.
