@@ -28,7 +28,12 @@ Result<void> CompatibilityService::start() {
 }
 
 Result<void> CompatibilityService::follow_registry() {
-  if (auto r = registry_.catch_up(); !r) return std::unexpected(r.error());
+  auto folded = registry_.catch_up();
+  if (!folded) return std::unexpected(folded.error());
+  // The profiles change only with the registry: 10,000 keys are not made
+  // again on every commit of the log.
+  if (*folded == 0 && registry_followed_) return {};
+  registry_followed_ = true;
   const auto& systems = registry_.state().systems();
   std::lock_guard lock(mutex_);
   for (auto it = properties_of_.begin(); it != properties_of_.end();) {

@@ -72,6 +72,7 @@ class CompatibilityService {
   std::shared_ptr<spdlog::logger> logger_;
   ServiceOptions options_;
   kernel::ProjectionRunner<inventory::RegistryModel> registry_;
+  bool registry_followed_ = false;  // the systems were compared once at least
   std::map<std::string, std::string> properties_of_;  // system → compared properties key
   mutable std::mutex mutex_;                          // guards analysis_ and stats_
   Analysis analysis_;

@@ -63,11 +63,13 @@ void Dispatcher::finish(const std::string& operation_id, DispatchResult result) 
     std::lock_guard lock(mutex_);
     results_.push_back(std::move(result));
   }
-  flights_.erase(it);
-  for (auto r = requests_.begin(); r != requests_.end();) {
-    r = r->second == operation_id ? requests_.erase(r) : std::next(r);
-  }
+  drop(it);
   if (wake_) wake_();
+}
+
+void Dispatcher::drop(std::map<std::string, Flight>::iterator flight) {
+  for (uint64_t r : flight->second.requests) requests_.erase(r);
+  flights_.erase(flight);
 }
 
 Dispatcher::Connection* Dispatcher::connection(const AgentTarget& target, Clock::time_point now) {
@@ -136,6 +138,7 @@ void Dispatcher::run() {
       if (c == nullptr) continue;
       const uint64_t request = next_request_++;
       requests_[request] = id;
+      f.requests.push_back(request);
       std::string bytes = ap::encode(ap::AgentCommand{request, f.operation});
       try {
         if (!c->socket->send(zmq::buffer(bytes), zmq::send_flags::dontwait)) continue;  // full: next turn
@@ -152,10 +155,7 @@ void Dispatcher::run() {
         std::lock_guard lock(mutex_);
         flying_.erase({id, f.operation.attempt});
       }
-      flights_.erase(id);
-      for (auto r = requests_.begin(); r != requests_.end();) {
-        r = r->second == id ? requests_.erase(r) : std::next(r);
-      }
+      drop(flights_.find(id));
     }
     for (const auto& id : unreachable) {
       const auto& f = flights_.at(id);

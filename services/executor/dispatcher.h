@@ -103,6 +103,7 @@ class Dispatcher {
     std::chrono::steady_clock::time_point last_answer{};
     uint32_t polls = 0;  // "running" answers so far
     bool patient = false;
+    std::vector<uint64_t> requests;  // the request ids asked with (in requests_)
   };
   struct Connection {
     std::unique_ptr<zmq::socket_t> socket;
@@ -113,6 +114,8 @@ class Dispatcher {
   void run();
   Connection* connection(const AgentTarget& target, std::chrono::steady_clock::time_point now);
   void finish(const std::string& operation_id, DispatchResult result);
+  // Forgets a flight and its request ids.
+  void drop(std::map<std::string, Flight>::iterator flight);
 
   zmq::context_t context_;
   bus::CurveKeyPair keys_;

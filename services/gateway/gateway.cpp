@@ -164,6 +164,7 @@ void Gateway::follow() {
     int64_t left = 5'000'000 - (deps_.clock->monotonic_ns() - folded_at);
     if (left > 0) deps_.signal->pause(std::chrono::milliseconds(left / 1'000'000 + 1));
     fold();
+    scan_decisions(head);
     folded_at = deps_.clock->monotonic_ns();
     const int64_t now = deps_.clock->monotonic_ns();
     std::vector<Parked> wake, expired;
@@ -454,6 +455,7 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
   if (command.starts_with("role.")) {
     // The gateway decides role commands itself: request, mapping and
     // decision in one batch.
+    DecisionWaiter waiter(*this, id);
     for (int attempt = 0; attempt < 5; ++attempt) {
       AppendRequest append;
       append.idempotency_key = kernel::idempotency_key_of(kernel::CommandId(id));
@@ -508,12 +510,13 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
   append.idempotency_key = "request/" + id;
   append.expectations.push_back(StreamExpectation{stream, ExpectKind::kNoStream, 0});
   append.events.push_back(EventDraft{stream, id, id, "user:" + caller.user, requested});
+  DecisionWaiter waiter(*this, id);  // before the append: its decision cannot pass by unseen
   auto r = log.append(append);
   if (!r && r.error().code != ErrorCode::kWrongExpectedVersion && r.error().code != ErrorCode::kIdempotencyKeyReused) {
     return std::unexpected(Fail{"unavailable", "cannot record the command: " + r.error().message});
   }
   // Recorded now (or by an earlier send of the same id): wait for its decision.
-  auto decided = wait_decision(id);
+  auto decided = wait_decision(id, r && !r->duplicate ? r->first_sequence : 0);
   if (decided && !join_token.empty()) {
     if (!r) {
       // A re-sent request: the token made the first time was shown then and is not kept.
@@ -532,40 +535,121 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
   return decided;
 }
 
-Gateway::Answer Gateway::wait_decision(const std::string& id) {
+void Gateway::scan_decisions(uint64_t head) {
+  uint64_t from = 0;
+  {
+    std::lock_guard lock(decisions_mutex_);
+    // The first time, from the head: a waiter reads its stream itself after
+    // it registers (and again every 200 ms), so nothing older is needed.
+    if (waiting_.empty() || head <= scanned_ || scanned_ == 0) {
+      // Nobody waits: a waiter that comes later reads its stream first.
+      scanned_ = std::max(scanned_, head);
+      return;
+    }
+    from = scanned_ + 1;
+  }
+  std::vector<Event> decided;
+  uint64_t through = from - 1;
+  while (through < head) {  // bounded: each page advances
+    auto range = deps_.reads->read_range(ReadRangeRequest{through + 1, head, 0});
+    if (!range || range->records.empty()) break;
+    for (const auto& record : range->records) {
+      auto view = parse_record(record);
+      if (!view) break;
+      auto peek = peek_event_header(view->event_bytes, bus::frame_limits());
+      if (!peek) break;
+      through = peek->sequence;
+      if (peek->type != EventType::kCommandDecided) continue;
+      auto e = decode_event(view->event_bytes, bus::frame_limits());
+      if (e && e->stream_id.starts_with("command/")) decided.push_back(std::move(*e));
+    }
+  }
+  std::lock_guard lock(decisions_mutex_);
+  scanned_ = std::max(scanned_, through);
+  bool woke = false;
+  for (auto& e : decided) {
+    if (auto it = waiting_.find(e.stream_id.substr(8)); it != waiting_.end()) {
+      it->second = std::move(e);
+      woke = true;
+    }
+  }
+  if (woke) decisions_cv_.notify_all();
+}
+
+Gateway::DecisionWaiter::DecisionWaiter(Gateway& g, std::string command_id) : gateway(g), id(std::move(command_id)) {
+  std::lock_guard lock(gateway.decisions_mutex_);
+  gateway.waiting_.try_emplace(id);
+}
+
+Gateway::DecisionWaiter::~DecisionWaiter() {
+  std::lock_guard lock(gateway.decisions_mutex_);
+  gateway.waiting_.erase(id);
+}
+
+Gateway::Answer Gateway::wait_decision(const std::string& id, uint64_t requested_sequence) {
   const std::string stream = "command/" + id;
   const int64_t deadline = deps_.clock->monotonic_ns() + options_.decision_timeout.count() * 1'000'000;
-  uint64_t head = 0;
+  constexpr int64_t kReadEveryNs = 200'000'000;
+  // A request appended by this call has no decision yet: the follower's scan
+  // brings it. One sent before may have it already: its stream is read now.
+  int64_t next_read = requested_sequence == 0 ? 0 : deps_.clock->monotonic_ns() + kReadEveryNs;
+  std::optional<Event> decided_event;
   while (true) {  // bounded by the deadline
-    auto events = kernel::read_stream_events(*deps_.reads, stream, 1, 2);
-    if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
-    if (events->size() >= 2) {
-      const Event& requested = events->at(0);
-      const Event& decided_event = events->at(1);
-      const auto* decided = std::get_if<CommandDecided>(&decided_event.payload);
+    {
+      std::lock_guard lock(decisions_mutex_);
+      if (auto it = waiting_.find(id); it != waiting_.end() && it->second) decided_event = std::move(*it->second);
+    }
+    if (!decided_event && deps_.clock->monotonic_ns() >= next_read) {
+      auto events = kernel::read_stream_events(*deps_.reads, stream, 1, 2);
+      if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
+      if (!events->empty()) requested_sequence = events->front().sequence;
+      if (events->size() >= 2) decided_event = std::move(events->at(1));
+      next_read = deps_.clock->monotonic_ns() + kReadEveryNs;
+    }
+    if (decided_event) {
+      const auto* decided = std::get_if<CommandDecided>(&decided_event->payload);
       if (decided == nullptr) return std::unexpected(Fail{"internal", "the command's stream holds no decision"});
       // Read-your-writes: the answer is given once the read models hold it.
-      if (deps_.inventory != nullptr) (void)deps_.inventory->wait_applied(decided_event.sequence, options_.decision_timeout);
-      if (deps_.executor != nullptr) (void)deps_.executor->wait_applied(decided_event.sequence, options_.decision_timeout);
+      if (deps_.inventory != nullptr) (void)deps_.inventory->wait_applied(decided_event->sequence, options_.decision_timeout);
+      if (deps_.executor != nullptr) (void)deps_.executor->wait_applied(decided_event->sequence, options_.decision_timeout);
       {
         std::unique_lock lock(state_mutex_);
-        if (runner_.sequence() < decided_event.sequence) (void)runner_.catch_up();
+        if (runner_.sequence() < decided_event->sequence) (void)runner_.catch_up();
       }
       if (!decided->accepted) return std::unexpected(Fail{decided->code, decided->message});
-      json written = json::array();
-      // The decision's events come just before it, in its batch; other
-      // writers' events may lie between it and the request.
-      for (uint64_t from = requested.sequence + 1; from < decided_event.sequence;) {  // bounded: each page advances
-        auto range = deps_.reads->read_range(ReadRangeRequest{from, decided_event.sequence - 1, 0});
-        if (!range || range->records.empty()) break;
-        auto between = kernel::decode_records(range->records);
-        if (!between) break;
-        for (const auto& e : *between) {
-          if (e.correlation_id != id) continue;
-          written.push_back({{"sequence", e.sequence}, {"type", event_type_label(e.type())}, {"stream", e.stream_id}});
+      // The decision's events come just before it, in its batch (every
+      // decider writes a command's events and then its decision, together);
+      // other writers' events may lie between them and the request, so
+      // they are read backwards from the decision, a window at a time,
+      // while they carry this command's id: not the whole range between.
+      std::vector<json> found;
+      uint64_t window_size = 4;  // most decisions write one to three events; doubled while all are this command's
+      for (uint64_t hi = decided_event->sequence - 1; hi > requested_sequence;) {  // bounded: each window moves down
+        const uint64_t lo = std::max(requested_sequence + 1, hi >= window_size ? hi - window_size + 1 : 1);
+        std::vector<Event> window;  // [lo, hi], in as many pages as the store gives
+        for (uint64_t from = lo; from <= hi;) {  // bounded: each page advances
+          auto range = deps_.reads->read_range(ReadRangeRequest{from, hi, 0});
+          if (!range || range->records.empty()) break;
+          auto page = kernel::decode_records(range->records);
+          if (!page) break;
+          from += range->records.size();
+          window.insert(window.end(), std::make_move_iterator(page->begin()), std::make_move_iterator(page->end()));
         }
-        from += range->records.size();
+        if (window.empty() || window.front().sequence != lo || window.back().sequence != hi) break;
+        bool others = false;
+        for (auto e = window.rbegin(); e != window.rend(); ++e) {
+          if (e->correlation_id != id) {
+            others = true;
+            break;
+          }
+          found.push_back({{"sequence", e->sequence}, {"type", event_type_label(e->type())}, {"stream", e->stream_id}});
+        }
+        if (others) break;
+        hi = lo - 1;
+        window_size = std::min<uint64_t>(window_size * 2, 1024);
       }
+      json written = json::array();
+      for (auto e = found.rbegin(); e != found.rend(); ++e) written.push_back(std::move(*e));
       json result = {{"command", id}, {"accepted", true}, {"decidedBy", decided->decided_by}, {"events", written}};
       // The executor's commands start a task of the same id (docs/executor.md).
       if (decided->decided_by == "service:executor" && std::any_of(written.begin(), written.end(), [&](const json& e) {
@@ -583,7 +667,14 @@ Gateway::Answer Gateway::wait_decision(const std::string& id) {
                                                          "the decision when it comes",
                                                          id, options_.decision_timeout.count() / 1000)});
     }
-    head = deps_.signal->wait_beyond(head, std::chrono::milliseconds(std::min<int64_t>(left / 1'000'000 + 1, 200)));
+    // Woken when the follower reads this command's decision; at the latest
+    // after 200 ms, to read the stream again (a follower that is stopping).
+    std::unique_lock lock(decisions_mutex_);
+    const int64_t until_read = std::max<int64_t>(next_read - deps_.clock->monotonic_ns(), 0);
+    decisions_cv_.wait_for(lock, std::chrono::nanoseconds(std::min(left, until_read) + 1'000'000), [&] {
+      auto it = waiting_.find(id);
+      return it != waiting_.end() && it->second.has_value();
+    });
   }
 }
 

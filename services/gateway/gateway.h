@@ -73,7 +73,7 @@ struct GatewayOptions {
   std::chrono::milliseconds poll_wait_max{10'000};
   // Parked long polls at once; beyond it they are answered at once. Default: 1024.
   size_t parked_max = 1024;
-  size_t workers = 4;
+  size_t workers = 128;
   size_t queue_max = 256;
   int64_t message_bytes_max = 1 << 20;
   // Refused logins: per user and per address (aggregated, rate-limited).
@@ -144,7 +144,19 @@ class Gateway {
                 const std::string& address, kernel::EventLog& log);
   Answer refuse_recorded(const std::string& id, const std::string& command, const nlohmann::json& args,
                          const Caller& caller, const std::string& address, const Fail& why, kernel::EventLog& log);
-  Answer wait_decision(const std::string& id);
+  // Waits for the decision of command `id`, which a DecisionWaiter made
+  // before the request was appended; `requested_sequence`: the request's
+  // sequence when this call appended it (0: sent before, read its stream).
+  Answer wait_decision(const std::string& id, uint64_t requested_sequence = 0);
+  // Registers a waiter for a command's decision for its lifetime.
+  struct DecisionWaiter {
+    DecisionWaiter(Gateway& gateway, std::string id);
+    ~DecisionWaiter();
+    DecisionWaiter(const DecisionWaiter&) = delete;
+    DecisionWaiter& operator=(const DecisionWaiter&) = delete;
+    Gateway& gateway;
+    std::string id;
+  };
   Answer read_events(const nlohmann::json& args, const Caller& caller);
   void record_login_refusal(const std::string& user, const std::string& address, const std::string& reason,
                             kernel::EventLog& log);
@@ -172,6 +184,14 @@ class Gateway {
   std::mutex parked_mutex_;
   std::vector<Parked> parked_;
   bool parking_closed_ = false;  // under parked_mutex_: set when stopping
+  // Requests waiting for their command's decision: the follower reads the
+  // new commits once for all of them and wakes the one whose decision came,
+  // instead of every waiter reading its own stream at every commit.
+  void scan_decisions(uint64_t head);
+  std::mutex decisions_mutex_;
+  std::condition_variable decisions_cv_;
+  std::map<std::string, std::optional<Event>> waiting_;  // command id → its decision, once read
+  uint64_t scanned_ = 0;                     // commits read for decisions up to here
 };
 
 }  // namespace wpm::gateway

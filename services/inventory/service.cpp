@@ -186,6 +186,9 @@ Result<bool> InventoryService::decide_one(const PendingCommand& pending, std::st
 Result<size_t> InventoryService::check_liveness() {
   if (liveness_ == nullptr) return 0;
   int64_t now = clock_.monotonic_ns();
+  // Every system is judged: at most ten times a second, not on every commit.
+  if (now < next_liveness_check_ns_) return 0;
+  next_liveness_check_ns_ = now + kLivenessCheckIntervalNs;
   std::vector<std::pair<std::string, SystemStateChanged>> changes;
   std::map<std::string, uint64_t> versions;
   {

@@ -161,6 +161,8 @@ class InventoryService final : public InventoryView {
   uint64_t snapshot_at_ = 0;  // the sequence of the last snapshot
   std::map<std::string, int> attempts_;  // per pending command
   std::map<std::string, int64_t> changed_at_;  // per system: when this service last changed its state (monotonic)
+  static constexpr int64_t kLivenessCheckIntervalNs = 100'000'000;
+  int64_t next_liveness_check_ns_ = INT64_MIN;
   std::map<std::string, uint64_t> reconciled_;  // per system: the probe round last reconciled
   std::map<std::string, std::set<std::string>> refusals_;  // per system: refusals recorded
   std::function<void()> on_discover_;

@@ -11,7 +11,7 @@
 // as `wpm` does; a follower reads `taskFinished` events to time each task.
 // Figures are printed; nothing fails on a slow machine.
 //
-//   wpm-bench-deploy [--agents N] [--wpars W] [--clients C]   (defaults 1000, 5000, 16)
+//   wpm-bench-deploy [--agents N] [--wpars W] [--clients C]   (defaults 1000, 20000, 256)
 
 #include <fmt/format.h>
 
@@ -83,10 +83,10 @@ double percentile(std::vector<double> v, double p) {
 
 int main(int argc, char** argv) {
   CLI::App app{"wpm-bench-deploy: deploy tasks through the gateway and executor against many fake agents"};
-  size_t agents_n = 1000, wpars_n = 5000, clients = 16;
+  size_t agents_n = 1000, wpars_n = 20000, clients = 256;
   app.add_option("--agents", agents_n, "agents (default 1000)");
-  app.add_option("--wpars", wpars_n, "WPARs deployed (default 5000)");
-  app.add_option("--clients", clients, "operator client threads (default 16)");
+  app.add_option("--wpars", wpars_n, "WPARs deployed (default 20000)");
+  app.add_option("--clients", clients, "operator client threads (default 256)");
   CLI11_PARSE(app, argc, argv);
 
   TempDir dir("wpm-bench-deploy");

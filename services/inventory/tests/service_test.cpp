@@ -138,6 +138,9 @@ TEST_F(InventoryServiceTest, ASilentSystemGoesOfflineAfterTheTimeoutAndComesBack
   EXPECT_EQ(*service_->step(), 0u) << "one event per change, none per check";
   liveness_.seen("node1", clock_.monotonic_ns());
   ASSERT_TRUE(service_->step());
+  EXPECT_EQ(state().system_status("node1").state, "offline") << "judged at most every 100 ms";
+  clock_.advance_ns(100'000'000);
+  ASSERT_TRUE(service_->step());
   EXPECT_EQ(state().system_status("node1").state, "online");
   EXPECT_EQ(stream("system/node1").size(), 2u);
   // The timeout is a setting.
