@@ -153,6 +153,10 @@ void fold_into(Executor& state, Event&& e) {
           state.stale.erase({p.wpar, p.system});  // placed there again: that copy is the WPAR
         } else if constexpr (std::is_same_v<T, SystemRemoved>) {
           std::erase_if(state.stale, [&](const auto& s) { return s.first.second == p.system_id; });
+          // Its WPARs stay there unmanaged (--keep-wpars): placed nowhere.
+          for (auto& [wpar, placement] : state.placements) {
+            if (placement.system == p.system_id) placement.system.clear();
+          }
         } else if constexpr (std::is_same_v<T, AgentReportRefused>) {
           if (!p.subject.starts_with("wpar/")) return;
           std::string wpar = p.subject.substr(5);

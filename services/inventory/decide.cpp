@@ -372,9 +372,20 @@ Changes decide_setting(const Inventory& state, const SetSetting& c) {
 Changes decide_system(const Inventory& state, const RemoveSystem& c) {
   auto id = resolve_prefix(state.registry.systems(), c.name, "system");
   if (!id) return std::unexpected(id.error());
-  if (size_t n = state.wpars_on_system(*id); n > 0) {
+  if (size_t n = state.wpars_on_system(*id); n > 0 && !c.keep_wpars) {
     return reject(RejectionCode::kConflict,
-                  fmt::format("system '{}' holds {} WPAR(s); remove or move them first", *id, n));
+                  fmt::format("system '{}' holds {} WPAR(s): remove them (wpm system remove {} --remove-wpars), "
+                              "move them (wpm system evacuate {}), or leave them on it, unmanaged, with their "
+                              "definitions kept here (--keep-wpars)",
+                              *id, n, *id, *id));
+  }
+  for (const auto& [tid, t] : state.tasks) {
+    auto w = state.wpars.find(t.wpar);
+    if (w != state.wpars.end() && w->second.wpar.system == *id) {
+      return reject(RejectionCode::kConflict, fmt::format("WPAR {} on {} has a task running ({}); wait for it "
+                                                          "(wpm task wait {})",
+                                                          t.wpar, *id, tid, tid));
+    }
   }
   return std::vector<Change>{{"registry", SystemRemoved{*id, "removed by request"}}};
 }
@@ -468,7 +479,7 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const nlo
   } else if (name == "settings.set") {
     command = SetSetting{a.text("key"), a.text("value")};
   } else if (name == "system.remove") {
-    command = RemoveSystem{a.text("name")};
+    command = RemoveSystem{a.text("name"), a.get<bool>("keepWpars").value_or(false)};
   } else if (name == "system.discover") {
     command = Discover{};
   } else if (name == "system.token-create") {

@@ -115,6 +115,26 @@ void fold_into(Inventory& state, Event&& e) {
               it->second = SystemStatus{"online", "registered", e.timestamp_ns, it->second.version};
             }
           }
+          // The WPARs left on a removed system (system remove --keep-wpars)
+          // are no longer managed there: a definition made here is
+          // Undeployed, one discovered there goes.
+          if constexpr (std::is_same_v<T, SystemRemoved>) {
+            for (auto it = state.wpars.begin(); it != state.wpars.end();) {
+              WparDefinition& w = it->second.wpar;
+              if (w.system != p.system_id) {
+                ++it;
+              } else if (w.discovered) {
+                state.removed[wpar_stream(it->first)] = it->second.version;
+                it = state.wpars.erase(it);
+              } else {
+                w.system.clear();
+                w.reported_state.clear();
+                w.operation.clear();
+                w.cause.clear();
+                ++it;
+              }
+            }
+          }
         } else if constexpr (std::is_same_v<T, SystemStateChanged>) {
           auto& s = state.status[p.system_id];
           s = SystemStatus{p.state, p.reason, e.timestamp_ns, e.stream_version, std::move(s.domain)};

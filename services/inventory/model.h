@@ -196,6 +196,10 @@ struct SetSetting {
 };
 struct RemoveSystem {
   std::string name;
+  // The seed's "preserving WPARs deployed on the system": the WPARs on it
+  // stay there, unmanaged; their definitions here become Undeployed (the
+  // ones discovered on it go). Without it a system with WPARs is refused.
+  bool keep_wpars = false;
 };
 struct Discover {};  // ask every agent again (the service kicks the prober); writes nothing itself
 struct CreateDomain {

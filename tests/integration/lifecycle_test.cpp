@@ -453,6 +453,32 @@ TEST_F(Lifecycle, AnAgentKilledDuringTheTransferLeavesTheWparOnOneHostOnly) {
   EXPECT_EQ(agent_state(2, "app1"), "");
 }
 
+// wpm system remove says what becomes of the WPARs on the system: refused
+// without a word; --remove-wpars removes them (a task each) and then the
+// system; --keep-wpars leaves them running there, unmanaged, their
+// definitions here Undeployed.
+TEST_F(Lifecycle, ASystemIsRemovedWithItsWparsRemovedOrLeftThereAsAsked) {
+  for (const char* w : {"app2", "app3"}) {
+    ASSERT_EQ(as_root({"wpar", "create", w, "--type", "application", "--command", "sleep 1000"}).exit_code, 0);
+  }
+  act({"wpar", "deploy", "app3", "--system", "h3"});
+  act({"wpar", "deploy", "app2", "--system", "h2"});
+  auto refused = as_root({"system", "remove", "h3"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("--keep-wpars"), std::string::npos) << refused.err;
+  EXPECT_EQ(as_root({"system", "remove", "h3", "--keep-wpars", "--remove-wpars"}).exit_code, 2) << "one or the other";
+
+  act({"system", "remove", "h3", "--remove-wpars"});
+  EXPECT_EQ(as_root({"wpar", "show", "app3"}).exit_code, 3) << "its definition went too";
+  EXPECT_EQ(agent_state(3, "app3"), "");
+  EXPECT_EQ(as_root({"system", "show", "h3"}).exit_code, 3);
+
+  act({"system", "remove", "h2", "--keep-wpars"});
+  EXPECT_EQ(state("app2"), "U") << "its definition stays, Undeployed";
+  EXPECT_EQ(agent_state(2, "app2"), "A") << "it runs on there, unmanaged";
+  EXPECT_EQ(as_root({"system", "show", "h2"}).exit_code, 3);
+}
+
 // Evacuation empties a host, moving its WPARs one after another to the
 // best candidates (spread over the others); --dry-run changes nothing and
 // says what cannot move.

@@ -380,9 +380,40 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
                   r.value("command", "").c_str());
     });
   });
-  auto* sys_remove = sys->add_subcommand("remove", "remove a system: its key is revoked at once (refused while WPARs are on it)");
+  auto* sys_remove = sys->add_subcommand(
+      "remove", "remove a system: its key is revoked at once (with WPARs on it: say what becomes of them)");
   sys_remove->add_option("NAME", name, "the system (any unique prefix)")->required();
-  sys_remove->callback([&] { exit_code = run_command(g, "system.remove", {{"name", name}}, print_decision); });
+  static bool keep_wpars = false, remove_wpars = false;
+  auto* keep = sys_remove->add_flag("--keep-wpars", keep_wpars,
+                                    "leave its WPARs running on it, unmanaged; their definitions stay here, "
+                                    "Undeployed (those discovered on it go)");
+  sys_remove->add_flag("--remove-wpars", remove_wpars,
+                       "remove its WPARs from it first, their definitions too (one task each, as wpm wpar remove)")
+      ->excludes(keep);
+  sys_remove->callback([&] {
+    if (remove_wpars) {
+      Gateway gateway(g);
+      json listed = gateway.call("wpar.list", {{"system", name}});
+      if (!listed.value("ok", false)) {
+        exit_code = report(listed);
+        return;
+      }
+      for (const auto& w : listed["result"]) {
+        const std::string wpar = w.value("name", "");
+        int rc = run_task_command(g, "wpar.remove", {{"name", wpar}}, false);
+        if (rc != kExitOk) {
+          print_error(fmt::format("WPAR {} was not removed, so system {} stays; see the task above, then run this "
+                                  "again",
+                                  wpar, name));
+          exit_code = rc;
+          return;
+        }
+      }
+    }
+    json a = {{"name", name}};
+    if (keep_wpars) a["keepWpars"] = true;
+    exit_code = run_command(g, "system.remove", a, print_decision);
+  });
 
   // ---- domain
   auto* domain = app.add_subcommand("domain", "relocation domains: systems grouped by purpose; profiles never span two");

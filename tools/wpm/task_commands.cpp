@@ -135,6 +135,8 @@ int wait_task(const GlobalOptions& g, const std::string& id, int64_t timeout_s) 
   }
 }
 
+}  // namespace
+
 // Sends a lifecycle command; waits for its task unless told not to.
 int run_task_command(const GlobalOptions& g, const std::string& command, const json& args, bool no_wait) {
   Gateway gateway(g);
@@ -161,7 +163,6 @@ int run_task_command(const GlobalOptions& g, const std::string& command, const j
   return wait_task(g, task, 0);
 }
 
-}  // namespace
 
 void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int& exit_code) {
   // Options live as long as the app: CLI11 writes into them while parsing.

@@ -171,6 +171,30 @@ TEST(InventoryDecide, ASystemWithWparsIsNotRemoved) {
   EXPECT_EQ(state.registry_version, 2u);
 }
 
+TEST(InventoryDecide, ASystemWithWparsIsRemovedWithThemLeftThereUnmanagedWhenAsked) {
+  Inventory state = fresh();
+  fold(state, "registry", SystemRegistered{"node1", "node1", "10.0.0.1", "key1", {}, 9510});
+  WparDefinition found{"found", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "node1", true, "A"};
+  fold(state, "wpar/found", WparDefined{found, true});
+  WparDefinition web{"web", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "", false, ""};
+  fold(state, "wpar/web", WparDefined{web, true});
+  fold(state, "placement/web", WparPlaced{"web", "node1", 1, ""});
+  fold(state, "task/t1", OperationFinished{"t1.1", 1, "ok", 0, "", "", "A"});
+  auto refused = run(state, "system.remove", {{"name", "node"}});
+  ASSERT_TRUE(refused);
+  EXPECT_NE(refused->message.find("--keep-wpars"), std::string::npos) << refused->message;
+  EXPECT_NE(refused->message.find("--remove-wpars"), std::string::npos) << refused->message;
+  const uint64_t found_version = state.wpars.at("found").version;
+  EXPECT_FALSE(run(state, "system.remove", {{"name", "node"}, {"keepWpars", true}}));
+  EXPECT_EQ(state.registry.size(), 0u);
+  EXPECT_FALSE(state.wpars.contains("found")) << "discovered there: it was the host's own";
+  EXPECT_EQ(stream_version(state, "wpar/found"), found_version) << "its stream goes on if the name comes back";
+  ASSERT_TRUE(state.wpars.contains("web")) << "its definition stays";
+  EXPECT_EQ(wpar_state_letter(state.wpars.at("web").wpar), "U");
+  EXPECT_EQ(run(state, "system.remove", {{"name", "node"}, {"keepWpars", "yes"}})->code, RejectionCode::kInvalid)
+      << "a flag is true or false";
+}
+
 TEST(InventoryDecide, RelocationDomainsTableOfAllowedAndRefused) {
   Inventory state = fresh();
   profile::SystemProfile big;
