@@ -162,6 +162,10 @@ struct Operation {
   peerKey @10 :Text;          # CURVE public key, Z85
   stateId @11 :Text;          # receive, restore: the operation id that wrote the state file
   force @12 :Bool;            # remove: end whatever runs first (a paused or frozen WPAR too)
+  # pause, restore, remove: the state files' directory every agent mounts
+  # at this path (the manager's statefile.shared-root); "" the agent's own
+  # (DATA/state). An absolute path without "..".
+  stateRoot @13 :Text;
 }
 
 # Agent to agent, for relocation: a state file is read in bounded parts.

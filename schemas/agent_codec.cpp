@@ -186,6 +186,7 @@ std::string encode(const AgentCommand& command) {
                             x.setPeerKey(text(o.peer_key));
                             x.setStateId(text(o.state_id));
                             x.setForce(o.force);
+                            x.setStateRoot(text(o.state_root));
                           },
                           [&](const FetchState& f) {
                             auto x = b.initFetchState();
@@ -213,7 +214,7 @@ Result<AgentCommand> decode_agent_command(std::string_view bytes) {
         out.body = Operation{str(x.getOperationId()), x.getAttempt(), str(x.getWpar()), x.getEpoch(),
                              str(x.getAction()), str(x.getDefinition()), x.getPreserveFs(), x.getStartAfter(),
                              x.getDeadlineNs(),    str(x.getPeerEndpoint()), str(x.getPeerKey()),
-                             str(x.getStateId()),  x.getForce()};
+                             str(x.getStateId()),  x.getForce(),        str(x.getStateRoot())};
         break;
       }
       case s::AgentCommand::FETCH_STATE: {

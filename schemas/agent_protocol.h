@@ -131,6 +131,7 @@ struct Operation {
   std::string peer_key;
   std::string state_id;
   bool force = false;         // remove: end whatever runs first
+  std::string state_root;     // a shared state root ("" the agent's own)
   bool operator==(const Operation&) const = default;
 };
 // Agent to agent: part of a state file (relocation); an empty path lists it.

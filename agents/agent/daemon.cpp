@@ -279,6 +279,9 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
   if (!valid_operation_id(op.operation_id)) return invalid("not a valid operation id");
   if (!valid_wpar_name(op.wpar)) return invalid(fmt::format("'{}' is not a valid WPAR name", op.wpar));
   if (!known_action(op.action)) return invalid(fmt::format("no action '{}' (upgrade wpm-agent)", op.action));
+  if (!op.state_root.empty() && (!op.state_root.starts_with('/') || op.state_root.find("..") != std::string::npos)) {
+    return invalid(fmt::format("state root '{}' is not an absolute path without '..'", op.state_root));
+  }
   std::lock_guard lock(ops_mutex_);
   auto existing = journal_->read(op.operation_id);
   if (existing) {
@@ -292,7 +295,8 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
   }
   OperationRecord record{op.operation_id, op.attempt,  op.wpar,        op.action,
                          op.epoch,        op.definition, op.preserve_fs, op.start_after,
-                         op.peer_endpoint, op.peer_key,  op.state_id,    op.force};
+                         op.peer_endpoint, op.peer_key,  op.state_id,    op.force,
+                         op.state_root};
   record.started_ns = wall_ns();
   auto refuse = [&](int code, std::string why) {
     record.done = true;

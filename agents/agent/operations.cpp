@@ -149,6 +149,7 @@ std::string record_to_json(const OperationRecord& r) {
             {"peerKey", r.peer_key},
             {"stateId", r.state_id},
             {"force", r.force},
+            {"stateRoot", r.state_root},
             {"done", r.done},
             {"runnerPid", r.runner_pid},
             {"exitCode", r.exit_code},
@@ -178,6 +179,7 @@ std::optional<OperationRecord> record_from_json(std::string_view text) {
     r.peer_key = j.value("peerKey", "");
     r.state_id = j.value("stateId", "");
     r.force = j.value("force", false);
+    r.state_root = j.value("stateRoot", "");
     r.done = j.at("done").get<bool>();
     r.runner_pid = j.value("runnerPid", 0);
     r.exit_code = j.value("exitCode", 0);
@@ -331,7 +333,7 @@ int run_operation(const AgentPaths& paths, const std::string& id) {
     std::fprintf(stderr, "wpm-agent: %s\n", w.error().message.c_str());
     return 1;
   }
-  const std::string state_root = paths.data_dir + "/state";
+  const std::string state_root = record->state_root.empty() ? paths.data_dir + "/state" : record->state_root;
   auto args = command_args(*record, state_root);
   std::error_code ec;
   if (record->action == "pause" || record->action == "freeze") {

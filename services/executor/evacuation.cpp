@@ -38,6 +38,7 @@ Decision decide_evacuate(const Executor& state, const inventory::Inventory& inv,
   TaskOptions o;
   o.plan = plan.moves;
   o.skipped = plan.skipped;
+  o.shared_root = inv.setting("statefile.shared-root");
   std::string user = user_of(context);
   std::string warning;
   if (!plan.skipped.empty()) {
@@ -109,6 +110,7 @@ Step evacuation_step(const Executor& state, const Task& t) {
     s.child = fmt::format("{}-{}", t.id, children.size() + 1);
     TaskOptions o;
     o.target = target;
+    o.shared_root = t.options.shared_root;
     s.created = TaskCreated{"relocate", wpar, t.system, options_to_json(o).dump(), t.id, t.user};
     if (auto b = state.busy.find(wpar); b != state.busy.end()) {
       s.ended = TaskFinished{"failed", fmt::format("WPAR {} has a task running ({}); not moved", wpar, b->second),

@@ -48,6 +48,7 @@ json options_to_json(const TaskOptions& o) {
   if (o.keep_definition) j["keepDefinition"] = true;
   if (!o.target.empty()) j["to"] = o.target;
   if (o.ended) j["ended"] = true;
+  if (!o.shared_root.empty()) j["sharedRoot"] = o.shared_root;
   if (!o.plan.empty()) j["plan"] = o.plan;
   if (!o.skipped.empty()) j["skipped"] = o.skipped;
   return j;
@@ -62,6 +63,7 @@ TaskOptions options_from_json(std::string_view text) {
   o.preserve_fs = j.value("preserveFs", false);
   o.keep_definition = j.value("keepDefinition", false);
   o.ended = j.value("ended", false);
+  o.shared_root = j.contains("sharedRoot") && j["sharedRoot"].is_string() ? j["sharedRoot"].get<std::string>() : "";
   o.target = j.contains("to") && j["to"].is_string() ? j["to"].get<std::string>() : std::string();
   try {
     if (j.contains("plan")) o.plan = j["plan"].get<std::vector<std::pair<std::string, std::string>>>();

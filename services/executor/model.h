@@ -63,6 +63,9 @@ struct TaskOptions {
   // remove: an application WPAR whose command ended is taken off its system
   // (made by the executor; Undeployed also when the removal there fails).
   bool ended = false;
+  // relocate, evacuate: the shared state root (statefile.shared-root) when
+  // the task was decided: no transfer step; "" the agents transfer it.
+  std::string shared_root;
   // evacuate: the WPARs to move and where (one child relocation each, in
   // this order), and those that cannot move, with why; fixed when decided.
   std::vector<std::pair<std::string, std::string>> plan;
@@ -248,7 +251,8 @@ std::optional<std::string> system_problem(const inventory::Inventory& inventory,
 // an operation recorded before and after it runs, or a recorded placement:
 //   .1 pause on departure (checkpoint, frozen; the arrival's key may pull it)
 //      placement → arrival (epoch + 1): the departure's copy is frozen
-//   .2 receive on arrival (pull the state file, verify its checksums)
+//   .2 receive on arrival (pull the state file, verify its checksums); none
+//      with a shared state root (options.shared_root): .3 reads it there
 //   .3 restore on arrival (restartwpar from it: Active there)
 //   .4 remove on departure (its frozen copy, and the state file)
 // On a failure of .2 or .3 it compensates:

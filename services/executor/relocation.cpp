@@ -79,6 +79,7 @@ Decision decide_relocate(const Executor& state, const inventory::Inventory& inv,
   if (!checked->empty()) warning = warning.empty() ? *checked : warning + "; " + *checked;
   TaskOptions o = a.options;
   o.target = *target;
+  o.shared_root = inv.setting("statefile.shared-root");
   created.args = options_to_json(o).dump();
   return Decided{{{task_stream(id), created}}, warning};
 }
@@ -197,7 +198,9 @@ Step relocation_step(const Executor& state, const Task& t, int64_t now_ns) {
   }
   // Forward: the departure's copy is frozen; the placement moves.
   if (placed != arrival) return Place{WparPlaced{t.wpar, arrival, epoch + 1, departure}};
-  if (receive == nullptr) return start(2, arrival, "receive");
+  // With a shared state root the arrival reads the state file where the
+  // departure wrote it: there is nothing to receive.
+  if (receive == nullptr && t.options.shared_root.empty()) return start(2, arrival, "receive");
   if (restore == nullptr) return start(3, arrival, "restore");
   if (depart == nullptr) return start(4, departure, "remove");
   if (achieved(*depart)) return finish("succeeded", "", "", restore->wpar_state);

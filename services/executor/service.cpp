@@ -237,6 +237,10 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
       command.peer_key = peer->public_key;
     }
     if (op.action == "receive" || op.action == "restore") command.state_id = relocation_state_id(task);
+    // Written and read there; never removed by the saga (an application
+    // may still read its restore directory there when the departure's copy
+    // is removed): the WPAR's next checkpoint replaces it.
+    if (op.action == "pause" || op.action == "restore") command.state_root = task.options.shared_root;
     if (op.action == "remove") command.force = true;  // a frozen copy, or whatever a failed restore left
   }
   if (op.action == "deploy") {

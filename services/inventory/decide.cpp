@@ -358,10 +358,11 @@ Changes decide_setting(const Inventory& state, const SetSetting& c) {
       return reject(RejectionCode::kInvalid,
                     fmt::format("{} '{}' must be a duration from 1s to 1h (e.g. 15s, 2m)", c.key, c.value));
     }
-  } else if (c.key == "statefile.root") {
-    if (!c.value.starts_with('/') || c.value.find("..") != std::string::npos) {
+  } else if (c.key == "statefile.shared-root") {
+    if (!c.value.empty() && (!c.value.starts_with('/') || c.value.find("..") != std::string::npos)) {
       return reject(RejectionCode::kInvalid,
-                    fmt::format("statefile.root '{}' must be an absolute path without '..'", c.value));
+                    fmt::format("statefile.shared-root '{}' must be an absolute path without '..', or empty (none)",
+                                c.value));
     }
   }
   std::string previous = state.setting(c.key);

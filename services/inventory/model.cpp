@@ -16,7 +16,10 @@ constexpr std::array<SettingSpec, 4> kSettings = {{
     {"heartbeat.timeout", "15s",
      "a system turns Offline when no heartbeat came for this long (after a wpmd restart every agent gets the "
      "whole timeout first)"},
-    {"statefile.root", "/var/lib/wpm/statefiles", "where agents keep WPAR state files (checkpoints)"},
+    {"statefile.shared-root", "",
+     "a directory every agent mounts at this same path (NFS, …): a relocation checkpoints into it and restores "
+     "from it, with no transfer between agents; empty: the departure's agent sends the state file to the "
+     "arrival's"},
     {"mark-dead.grace", "30s",
      "how long a system must have been Offline before `wpm system mark-dead` takes its WPARs off it"},
     {"compat.optional-tests", "", "optional compatibility tests applied by default, comma-separated"},

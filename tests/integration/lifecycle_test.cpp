@@ -335,6 +335,33 @@ TEST_F(Lifecycle, RelocationResumesFromTheLogAfterWpmdIsKilledAtItsSteps) {
   act({"wpar", "remove", "app1"});
 }
 
+// With statefile.shared-root set (a directory every host mounts at the same
+// path; here the hosts share one file system), the departure checkpoints
+// into it and the arrival restores from it: no transfer step.
+TEST_F(Lifecycle, ARelocationThroughASharedStateRootHasNoTransfer) {
+  const std::string shared = dir_ / "shared-state";
+  fs::create_directories(shared);
+  ASSERT_EQ(as_root({"settings", "set", "statefile.shared-root", shared}).exit_code, 0);
+  const std::string counter = fmt::format("{} --out {} --interval-ms 20", bin("wpm-demo-counter"), dir_ / "count");
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
+  act({"wpar", "deploy", "app1", "--system", "h1"});
+  ASSERT_TRUE(wait_until([&] { return count_in(dir_ / "count") >= 5; }, 10s));
+  std::string task = no_wait({"wpar", "relocate", "app1", "--to", "h2"});
+  ASSERT_EQ(as_root({"task", "wait", task, "--timeout", "60"}).exit_code, 0);
+  const uint64_t moved = count_in(dir_ / "count");
+  json shown = json::parse(as_root({"-o", "json", "task", "show", task}).out);
+  std::vector<std::string> actions;
+  for (const auto& op : shown["operations"]) actions.push_back(op["action"].get<std::string>());
+  EXPECT_EQ(actions, (std::vector<std::string>{"pause", "restore", "remove"})) << shown.dump();
+  EXPECT_TRUE(fs::exists(shared + "/app1/" + task + ".1/manifest.json")) << "the state file is in the shared root";
+  EXPECT_FALSE(fs::exists(data(2) + "/state/app1/" + task + ".1")) << "nothing was received";
+  EXPECT_EQ(agent_state(2, "app1"), "A");
+  EXPECT_EQ(agent_state(1, "app1"), "");
+  EXPECT_TRUE(wait_until([&] { return count_in(dir_ / "count") > moved; }, 10s)) << "it counts on from its state";
+  ASSERT_EQ(as_root({"settings", "set", "statefile.shared-root", ""}).exit_code, 0);
+  act({"wpar", "remove", "app1"});
+}
+
 // The arrival's link cut while the state file travels: the transfer breaks,
 // the WPAR is Active on its departure again, the task says what happened.
 TEST_F(Lifecycle, ACutLinkDuringTheTransferBringsTheWparBackToItsDeparture) {

@@ -525,6 +525,22 @@ TEST_F(RelocationTest, EveryStepRecordedAndThePlacementMovesOnceTheDepartureIsFr
   EXPECT_EQ(relocation_state_id(state_.tasks.at("r1")), "r1.1");
 }
 
+TEST_F(RelocationTest, WithASharedStateRootNothingIsTransferred) {
+  fold_inventory("settings", SettingChanged{"statefile.shared-root", "/mnt/wpm", ""});
+  ASSERT_EQ(run("r1", "wpar.relocate", {{"name", "web1"}, {"to", "node2"}}), std::nullopt);
+  EXPECT_EQ(state_.tasks.at("r1").options.shared_root, "/mnt/wpm") << "fixed when decided";
+  EXPECT_EQ(drive("r1", {}), (Steps{"pause@node1", "place@node2", "restore@node2", "remove@node1", "succeeded"}));
+  EXPECT_EQ(letter("web1"), "A");
+  // A failed restore comes back the same way, without a transfer to undo.
+  fold_inventory("settings", SettingChanged{"statefile.shared-root", "/mnt/wpm2", "/mnt/wpm"});
+  ASSERT_EQ(run("r2", "wpar.relocate", {{"name", "web1"}, {"to", "node1"}}), std::nullopt);
+  EXPECT_EQ(drive("r2", {{3, Answer{"failed", 25, ""}}}),
+            (Steps{"pause@node2", "place@node1", "restore@node1", "place@node2", "remove@node1", "resume@node2",
+                   "failed"}));
+  EXPECT_EQ(state_.placements.at("web1").system, "node2");
+  EXPECT_EQ(options_from_json(options_to_json(state_.tasks.at("r2").options).dump()).shared_root, "/mnt/wpm2");
+}
+
 TEST_F(RelocationTest, AFailureAtEachStepEndsOnExactlyOneSystemAndSaysWhatRecoveryDid) {
   struct Case {
     const char* name;

@@ -147,8 +147,10 @@ TEST(InventoryDecide, SettingsAreCheckedAndAChangeToTheSameValueWritesNothing) {
   EXPECT_EQ(state.setting("heartbeat.timeout"), "15s");
   EXPECT_EQ(run(state, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "0s"}})->code, RejectionCode::kInvalid);
   EXPECT_EQ(run(state, "settings.set", {{"key", "nope"}, {"value", "1"}})->code, RejectionCode::kNotFound);
-  EXPECT_EQ(run(state, "settings.set", {{"key", "statefile.root"}, {"value", "relative"}})->code,
+  EXPECT_EQ(run(state, "settings.set", {{"key", "statefile.shared-root"}, {"value", "relative"}})->code,
             RejectionCode::kInvalid);
+  EXPECT_FALSE(run(state, "settings.set", {{"key", "statefile.shared-root"}, {"value", "/mnt/wpm"}}));
+  EXPECT_FALSE(run(state, "settings.set", {{"key", "statefile.shared-root"}, {"value", ""}})) << "none again";
   EXPECT_FALSE(run(state, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "30s"}}));
   EXPECT_EQ(state.setting("heartbeat.timeout"), "30s");
   auto changes = decide(state, *parse_command("settings.set", {{"key", "heartbeat.timeout"}, {"value", "30s"}}), {});
