@@ -279,8 +279,16 @@ ap::OperationResult Daemon::handle_operation(const ap::Operation& op) {
   if (!valid_operation_id(op.operation_id)) return invalid("not a valid operation id");
   if (!valid_wpar_name(op.wpar)) return invalid(fmt::format("'{}' is not a valid WPAR name", op.wpar));
   if (!known_action(op.action)) return invalid(fmt::format("no action '{}' (upgrade wpm-agent)", op.action));
-  if (!op.state_root.empty() && (!op.state_root.starts_with('/') || op.state_root.find("..") != std::string::npos)) {
-    return invalid(fmt::format("state root '{}' is not an absolute path without '..'", op.state_root));
+  if (!op.state_root.empty()) {
+    std::error_code ec;
+    if (!op.state_root.starts_with('/') || op.state_root.find("..") != std::string::npos || op.state_root == "/") {
+      return invalid(fmt::format("state root '{}' is not an absolute path without '..' (and not /)", op.state_root));
+    }
+    if (!fs::is_directory(op.state_root, ec)) {
+      return invalid(fmt::format("the shared state root {} is not a directory on this host: mount it there (the "
+                                 "manager's statefile.shared-root), or empty that setting",
+                                 op.state_root));
+    }
   }
   std::lock_guard lock(ops_mutex_);
   auto existing = journal_->read(op.operation_id);

@@ -333,7 +333,10 @@ int run_operation(const AgentPaths& paths, const std::string& id) {
     std::fprintf(stderr, "wpm-agent: %s\n", w.error().message.c_str());
     return 1;
   }
-  const std::string state_root = record->state_root.empty() ? paths.data_dir + "/state" : record->state_root;
+  // A shared root is the mount point; the state files live in its
+  // wpm-state/ directory, so nothing else there is ever touched.
+  const std::string state_root =
+      record->state_root.empty() ? paths.data_dir + "/state" : record->state_root + "/wpm-state";
   auto args = command_args(*record, state_root);
   std::error_code ec;
   if (record->action == "pause" || record->action == "freeze") {

@@ -48,7 +48,7 @@ struct OperationRecord {
   std::string peer_key;       // pause: the arrival agent allowed to pull the state file; receive: the departure's key
   std::string state_id;       // receive, restore: the state file's id (its checkpoint's operation id)
   bool force = false;         // remove: end whatever runs first
-  std::string state_root;     // pause, restore, remove: a shared state root ("" DATA/state)
+  std::string state_root;     // pause, restore: a shared state root ("" DATA/state); its wpm-state/ holds them
   bool done = false;       // false: running (or interrupted, when its runner is gone)
   int runner_pid = 0;
   int exit_code = 0;

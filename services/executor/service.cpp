@@ -300,9 +300,9 @@ Result<size_t> ExecutorService::drive_tasks() {
       // Application WPARs whose command ended: taken off their system. A
       // scan of every WPAR, so once a second, not every round.
       std::vector<Spawn> ended;
-      if (now >= next_ended_scan_ns_) {
+      if (const int64_t mono = clock_.monotonic_ns(); mono >= next_ended_scan_ns_) {
         ended = ended_application_tasks(state, inv);
-        next_ended_scan_ns_ = now + kEndedScanIntervalNs;
+        next_ended_scan_ns_ = mono + kEndedScanIntervalNs;
       }
       for (auto& spawn : ended) {
         if (!claimed.insert(spawn.created.wpar).second) continue;

@@ -120,7 +120,7 @@ class ExecutorService final : public ExecutorView {
   uint64_t seen_ = 0;
   // ended_application_tasks scans every WPAR: at most once a second.
   static constexpr int64_t kEndedScanIntervalNs = 1'000'000'000;
-  int64_t next_ended_scan_ns_ = 0;
+  int64_t next_ended_scan_ns_ = INT64_MIN;  // monotonic
 };
 
 }  // namespace wpm::executor

@@ -105,6 +105,13 @@ Result<void> Gateway::start() {
   if (!root) return std::unexpected(root.error());
   root_token_hash_ = token_hash(*root);
   fold();
+  {
+    // Decisions are looked for in what is committed from now on: a request
+    // registers before it appends, so none of its decisions is older.
+    std::shared_lock state_lock(state_mutex_);
+    std::lock_guard lock(decisions_mutex_);
+    scanned_ = runner_.sequence();
+  }
   if (auto r = server_.bind(); !r) return r;
   server_.start([this](bus::ServerRequest& r) { return serve(r); },
                 [](const bus::ServerRequest&, std::string_view why) {
@@ -456,6 +463,7 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
     // The gateway decides role commands itself: request, mapping and
     // decision in one batch.
     DecisionWaiter waiter(*this, id);
+    uint64_t requested_at = 0;  // the request's sequence, when appended here
     for (int attempt = 0; attempt < 5; ++attempt) {
       AppendRequest append;
       append.idempotency_key = kernel::idempotency_key_of(kernel::CommandId(id));
@@ -483,6 +491,7 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
       if (!r && r.error().code == ErrorCode::kIdempotencyKeyReused) break;
       if (r || r.error().code != ErrorCode::kWrongExpectedVersion) {
         if (!r) return std::unexpected(Fail{"unavailable", "cannot record the command: " + r.error().message});
+        if (!r->duplicate) requested_at = r->first_sequence;
         break;
       }
       // Either this command was sent before (its stream exists: its first
@@ -491,7 +500,7 @@ Gateway::Answer Gateway::change(const std::string& id, const std::string& comman
       auto existing = kernel::read_stream_events(*deps_.reads, stream, 1, 2);
       if (existing && !existing->empty()) break;
     }
-    return wait_decision(id);
+    return wait_decision(id, requested_at);
   }
   // A join token is made here, shown once to the one who asked, and only its
   // hash goes into the log (the command's arguments included).
@@ -539,9 +548,7 @@ void Gateway::scan_decisions(uint64_t head) {
   uint64_t from = 0;
   {
     std::lock_guard lock(decisions_mutex_);
-    // The first time, from the head: a waiter reads its stream itself after
-    // it registers (and again every 200 ms), so nothing older is needed.
-    if (waiting_.empty() || head <= scanned_ || scanned_ == 0) {
+    if (waiting_.empty() || head <= scanned_) {
       // Nobody waits: a waiter that comes later reads its stream first.
       scanned_ = std::max(scanned_, head);
       return;
@@ -550,16 +557,19 @@ void Gateway::scan_decisions(uint64_t head) {
   }
   std::vector<Event> decided;
   uint64_t through = from - 1;
-  while (through < head) {  // bounded: each page advances
+  while (through < head) {  // bounded: each page moves `through` past its records
     auto range = deps_.reads->read_range(ReadRangeRequest{through + 1, head, 0});
     if (!range || range->records.empty()) break;
-    for (const auto& record : range->records) {
-      auto view = parse_record(record);
-      if (!view) break;
+    // A page holds consecutive sequences from through + 1: a record that
+    // does not decode is passed over (its waiter reads its stream itself
+    // every 200 ms; the projections report the damage).
+    const uint64_t first = through + 1;
+    for (size_t i = 0; i < range->records.size(); ++i) {
+      through = first + i;
+      auto view = parse_record(range->records[i]);
+      if (!view) continue;
       auto peek = peek_event_header(view->event_bytes, bus::frame_limits());
-      if (!peek) break;
-      through = peek->sequence;
-      if (peek->type != EventType::kCommandDecided) continue;
+      if (!peek || peek->type != EventType::kCommandDecided) continue;
       auto e = decode_event(view->event_bytes, bus::frame_limits());
       if (e && e->stream_id.starts_with("command/")) decided.push_back(std::move(*e));
     }
@@ -569,7 +579,7 @@ void Gateway::scan_decisions(uint64_t head) {
   bool woke = false;
   for (auto& e : decided) {
     if (auto it = waiting_.find(e.stream_id.substr(8)); it != waiting_.end()) {
-      it->second = std::move(e);
+      it->second.decision = std::move(e);
       woke = true;
     }
   }
@@ -578,12 +588,13 @@ void Gateway::scan_decisions(uint64_t head) {
 
 Gateway::DecisionWaiter::DecisionWaiter(Gateway& g, std::string command_id) : gateway(g), id(std::move(command_id)) {
   std::lock_guard lock(gateway.decisions_mutex_);
-  gateway.waiting_.try_emplace(id);
+  ++gateway.waiting_[id].waiters;  // a request sent again while the first waits shares the entry
 }
 
 Gateway::DecisionWaiter::~DecisionWaiter() {
   std::lock_guard lock(gateway.decisions_mutex_);
-  gateway.waiting_.erase(id);
+  auto it = gateway.waiting_.find(id);
+  if (it != gateway.waiting_.end() && --it->second.waiters == 0) gateway.waiting_.erase(it);
 }
 
 Gateway::Answer Gateway::wait_decision(const std::string& id, uint64_t requested_sequence) {
@@ -597,7 +608,7 @@ Gateway::Answer Gateway::wait_decision(const std::string& id, uint64_t requested
   while (true) {  // bounded by the deadline
     {
       std::lock_guard lock(decisions_mutex_);
-      if (auto it = waiting_.find(id); it != waiting_.end() && it->second) decided_event = std::move(*it->second);
+      if (auto it = waiting_.find(id); it != waiting_.end() && it->second.decision) decided_event = it->second.decision;
     }
     if (!decided_event && deps_.clock->monotonic_ns() >= next_read) {
       auto events = kernel::read_stream_events(*deps_.reads, stream, 1, 2);
@@ -605,6 +616,13 @@ Gateway::Answer Gateway::wait_decision(const std::string& id, uint64_t requested
       if (!events->empty()) requested_sequence = events->front().sequence;
       if (events->size() >= 2) decided_event = std::move(events->at(1));
       next_read = deps_.clock->monotonic_ns() + kReadEveryNs;
+    }
+    if (decided_event && requested_sequence == 0) {
+      // Handed over before this call read the stream: the request's own
+      // sequence bounds the events the answer lists.
+      auto events = kernel::read_stream_events(*deps_.reads, stream, 1, 1);
+      if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
+      if (!events->empty()) requested_sequence = events->front().sequence;
     }
     if (decided_event) {
       const auto* decided = std::get_if<CommandDecided>(&decided_event->payload);
@@ -673,7 +691,7 @@ Gateway::Answer Gateway::wait_decision(const std::string& id, uint64_t requested
     const int64_t until_read = std::max<int64_t>(next_read - deps_.clock->monotonic_ns(), 0);
     decisions_cv_.wait_for(lock, std::chrono::nanoseconds(std::min(left, until_read) + 1'000'000), [&] {
       auto it = waiting_.find(id);
-      return it != waiting_.end() && it->second.has_value();
+      return it != waiting_.end() && it->second.decision.has_value();
     });
   }
 }

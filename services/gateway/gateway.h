@@ -190,7 +190,11 @@ class Gateway {
   void scan_decisions(uint64_t head);
   std::mutex decisions_mutex_;
   std::condition_variable decisions_cv_;
-  std::map<std::string, std::optional<Event>> waiting_;  // command id → its decision, once read
+  struct Waiting {
+    size_t waiters = 0;              // requests waiting for it (a re-sent one too)
+    std::optional<Event> decision;   // once read
+  };
+  std::map<std::string, Waiting> waiting_;  // by command id
   uint64_t scanned_ = 0;                     // commits read for decisions up to here
 };
 

@@ -359,9 +359,10 @@ Changes decide_setting(const Inventory& state, const SetSetting& c) {
                     fmt::format("{} '{}' must be a duration from 1s to 1h (e.g. 15s, 2m)", c.key, c.value));
     }
   } else if (c.key == "statefile.shared-root") {
-    if (!c.value.empty() && (!c.value.starts_with('/') || c.value.find("..") != std::string::npos)) {
+    if (!c.value.empty() && (!c.value.starts_with('/') || c.value.find("..") != std::string::npos || c.value == "/")) {
       return reject(RejectionCode::kInvalid,
-                    fmt::format("statefile.shared-root '{}' must be an absolute path without '..', or empty (none)",
+                    fmt::format("statefile.shared-root '{}' must be an absolute path without '..' other than /, or "
+                                "empty (none)",
                                 c.value));
     }
   }

@@ -70,6 +70,22 @@ class Lifecycle : public FleetOnThreeHosts {
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     return r.out.substr(0, r.out.find('\n'));
   }
+  // Whether relocation `task`'s receive started (within 30 s); then 600 ms
+  // more, so that the transfer is underway.
+  bool transfer_underway(const std::string& task) {
+    bool started = wait_until(
+        [&] {
+          json t = json::parse(as_root({"-o", "json", "task", "show", task}).out, nullptr, false);
+          if (!t.is_object()) return false;
+          for (const auto& op : t["operations"]) {
+            if (op["action"] == "receive" && !op["finished"].get<bool>()) return true;
+          }
+          return false;
+        },
+        30s, 100ms);
+    std::this_thread::sleep_for(600ms);
+    return started;
+  }
   // A lifecycle command as root; asserts its exit code.
   void act(std::vector<std::string> args, int expected = 0) {
     auto r = as_root(args);
@@ -353,7 +369,8 @@ TEST_F(Lifecycle, ARelocationThroughASharedStateRootHasNoTransfer) {
   std::vector<std::string> actions;
   for (const auto& op : shown["operations"]) actions.push_back(op["action"].get<std::string>());
   EXPECT_EQ(actions, (std::vector<std::string>{"pause", "restore", "remove"})) << shown.dump();
-  EXPECT_TRUE(fs::exists(shared + "/app1/" + task + ".1/manifest.json")) << "the state file is in the shared root";
+  EXPECT_TRUE(fs::exists(shared + "/wpm-state/app1/" + task + ".1/manifest.json"))
+      << "the state file is in the shared root's wpm-state/";
   EXPECT_FALSE(fs::exists(data(2) + "/state/app1/" + task + ".1")) << "nothing was received";
   EXPECT_EQ(agent_state(2, "app1"), "A");
   EXPECT_EQ(agent_state(1, "app1"), "");
@@ -377,18 +394,8 @@ TEST_F(Lifecycle, ACutLinkDuringTheTransferBringsTheWparBackToItsDeparture) {
   ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--checkpoint", "--command", counter}).exit_code, 0);
   act({"wpar", "deploy", "app1", "--system", "h1"});
   std::string task = no_wait({"wpar", "relocate", "app1", "--to", "h2"});
-  ASSERT_TRUE(wait_until(
-      [&] {
-        json t = json::parse(as_root({"-o", "json", "task", "show", task}).out, nullptr, false);
-        if (!t.is_object()) return false;
-        for (const auto& op : t["operations"]) {
-          if (op["action"] == "receive" && !op["finished"].get<bool>()) return true;
-        }
-        return false;
-      },
-      30s, 100ms))
-      << "the transfer started";
-  std::this_thread::sleep_for(600ms);
+  ASSERT_TRUE(transfer_underway(task)) << "the transfer started";
+  EXPECT_TRUE(fs::exists(data(2) + "/state/app1/" + task + ".1.part")) << "the arrival is writing it";
   ASSERT_EQ(run({kIp, "-n", netns(2), "link", "set", "eth0", "down"}).exit_code, 0);
   auto waited = run({bin("wpm"), "--data", wpmd_->data_dir(), "task", "wait", task, "--timeout", "150"}, 160s);
   ASSERT_EQ(run({kIp, "-n", netns(2), "link", "set", "eth0", "up"}).exit_code, 0);
@@ -422,18 +429,8 @@ TEST_F(Lifecycle, AnAgentKilledDuringTheTransferLeavesTheWparOnOneHostOnly) {
   act({"wpar", "deploy", "app1", "--system", "h1"});
   auto relocate_and_kill = [&](int victim) {
     std::string task = no_wait({"wpar", "relocate", "app1", "--to", "h2"});
-    EXPECT_TRUE(wait_until(
-        [&] {
-          json t = json::parse(as_root({"-o", "json", "task", "show", task}).out, nullptr, false);
-          if (!t.is_object()) return false;
-          for (const auto& op : t["operations"]) {
-            if (op["action"] == "receive" && !op["finished"].get<bool>()) return true;
-          }
-          return false;
-        },
-        30s, 100ms))
-        << "the transfer started";
-    std::this_thread::sleep_for(600ms);
+    EXPECT_TRUE(transfer_underway(task)) << "the transfer started";
+    EXPECT_TRUE(fs::exists(data(2) + "/state/app1/" + task + ".1.part")) << "the arrival is writing it";
     // The agent and its operations' runners; its WPARs' supervisors live on.
     run({"/usr/bin/pkill", "-KILL", "-f", "--", fmt::format("--data {} ", data(victim))});
     return task;

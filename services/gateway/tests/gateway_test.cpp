@@ -152,7 +152,11 @@ TEST_F(GatewayTest, RootIsMappedAtFirstStartAndAUserWithNoRoleSeesNothing) {
 }
 
 TEST_F(GatewayTest, ACommandIsRecordedDecidedAndAnsweredWithItsEvents) {
-  ASSERT_TRUE(call("role.add", {{"role", "WPARUser"}, {"users", {"alice"}}}, root_)["ok"].get<bool>());
+  json role = call("role.add", {{"role", "WPARUser"}, {"users", {"alice"}}}, root_);
+  ASSERT_TRUE(role["ok"].get<bool>()) << role.dump();
+  // The answer lists what the decision wrote, not the request itself.
+  ASSERT_EQ(role["result"]["events"].size(), 1u) << role.dump();
+  EXPECT_NE(role["result"]["events"][0]["type"], "commandRequested") << role.dump();
   std::string alice = login("alice");
   json made = call("wpar.create", {{"name", "web1"}, {"type", "application"}, {"command", "/bin/sleep 9"}}, alice, "c-1");
   ASSERT_TRUE(made["ok"].get<bool>()) << made.dump();

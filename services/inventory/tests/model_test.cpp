@@ -149,6 +149,7 @@ TEST(InventoryDecide, SettingsAreCheckedAndAChangeToTheSameValueWritesNothing) {
   EXPECT_EQ(run(state, "settings.set", {{"key", "nope"}, {"value", "1"}})->code, RejectionCode::kNotFound);
   EXPECT_EQ(run(state, "settings.set", {{"key", "statefile.shared-root"}, {"value", "relative"}})->code,
             RejectionCode::kInvalid);
+  EXPECT_EQ(run(state, "settings.set", {{"key", "statefile.shared-root"}, {"value", "/"}})->code, RejectionCode::kInvalid);
   EXPECT_FALSE(run(state, "settings.set", {{"key", "statefile.shared-root"}, {"value", "/mnt/wpm"}}));
   EXPECT_FALSE(run(state, "settings.set", {{"key", "statefile.shared-root"}, {"value", ""}})) << "none again";
   EXPECT_FALSE(run(state, "settings.set", {{"key", "heartbeat.timeout"}, {"value", "30s"}}));
