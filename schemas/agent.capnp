@@ -149,7 +149,7 @@ struct Operation {
   attempt @1 :UInt32;         # 1 for the first
   wpar @2 :Text;
   epoch @3 :UInt64;           # the WPAR's placement epoch; an older one than the agent holds is refused
-  action @4 :Text;            # deploy start stop forceStop pause resume freeze kill remove
+  action @4 :Text;            # deploy start stop forceStop pause resume freeze kill remove receive restore modify
   definition @5 :Text;        # deploy: the WPAR's definition, a JSON object
   preserveFs @6 :Bool;        # remove: keep a system WPAR's file systems
   startAfter @7 :Bool;        # deploy: start a system WPAR once made

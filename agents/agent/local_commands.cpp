@@ -63,6 +63,15 @@ json wpar_json(const runtime::WparSpec& s, const runtime::WparRecord& r) {
   j.update(runtime::record_to_json(r));
   j["state"] = state_name(effective_state(r));
   j["stateLetter"] = std::string(1, state_letter(effective_state(r)));
+  // A capability set changed while it runs (chwpar) applies to processes
+  // started from then on: the running ones keep the set they started with.
+  j["capabilitiesPending"] = false;
+  if (r.running_capabilities && effective_state(r) != WparState::kDefined) {
+    auto host = runtime::host_bounding_set();
+    auto now = host ? runtime::wpar_capabilities(s.capabilities, *host)
+                    : std::expected<std::vector<std::string>, runtime::Refusal>{};
+    j["capabilitiesPending"] = now && *now != *r.running_capabilities;
+  }
   return j;
 }
 
@@ -463,6 +472,73 @@ int killwpar(const AgentPaths& p, const std::string& name) {
   return kOk;
 }
 
+// chwpar (the seed's, for what wpm changes on a deployed WPAR): its
+// capability set and resource limits. An option not given keeps its value;
+// a limit of 0 lifts it; --capabilities default goes back to the default
+// set. Limits change on the running cgroups at once; the capability set
+// applies to processes started from then on (DESIGN.md §5), which lswpar -L
+// shows as capabilitiesPending until the WPAR starts again.
+struct ChangeOptions {
+  std::string name;
+  std::optional<std::string> capabilities;
+  std::optional<uint64_t> shares, cpu, mem, procs;
+};
+
+int chwpar(const AgentPaths& p, const ChangeOptions& o) {
+  runtime::WparSpec spec;
+  runtime::WparRecord record;
+  if (int rc = load(p, o.name, runtime::Operation::kChange, spec, record)) return rc;
+  runtime::WparSpec changed = spec;
+  if (o.capabilities && *o.capabilities == "default") {
+    changed.capabilities.reset();
+  } else if (o.capabilities) {
+    auto host = runtime::host_bounding_set();
+    if (!host) return error(kFailed, host.error().message);
+    auto caps = runtime::resolve_capabilities(*o.capabilities, *host);
+    if (!caps) return error(caps.error().exit_code, caps.error().message);
+    changed.capabilities = *caps;
+  }
+  auto set = [](auto& field, const std::optional<uint64_t>& v) {
+    using T = typename std::remove_reference_t<decltype(field)>::value_type;
+    if (v) field = *v == 0 ? std::optional<T>() : std::optional<T>(static_cast<T>(*v));
+  };
+  if (o.shares && *o.shares != 0 && (*o.shares < 2 || *o.shares > 262'144)) {
+    return error(kUsage, fmt::format("CPU shares {} is outside 2..262144", *o.shares));
+  }
+  if (o.cpu && *o.cpu > 100'000) return error(kUsage, fmt::format("a CPU limit of {}% is too high", *o.cpu));
+  set(changed.limits.cpu_shares, o.shares);
+  set(changed.limits.cpu_limit_percent, o.cpu);
+  set(changed.limits.memory_bytes, o.mem);
+  set(changed.limits.max_processes, o.procs);
+  if (changed == spec) {
+    std::printf("WPAR %s: nothing to change\n", o.name.c_str());
+    return kOk;
+  }
+  const WparState state = effective_state(record);
+  const bool running = state != WparState::kDefined && runtime::supervisor_alive(record.supervisor_pid);
+  if (running && changed.limits != spec.limits) {
+    // First on the running cgroups (a memory limit below what it uses may be
+    // refused there): a change that cannot apply leaves the spec as it was.
+    auto cgroups = runtime::CgroupSet::open(runtime::CgroupLayout::detect(), p.cgroup_of(o.name));
+    if (!cgroups) return error(kFailed, fmt::format("cannot open WPAR {}'s cgroups: {}", o.name, cgroups.error().message));
+    if (auto r = cgroups->apply_exactly(changed.limits); !r) {
+      (void)cgroups->apply_exactly(spec.limits);
+      return error(kFailed, fmt::format("WPAR {}'s limits cannot change while it runs: {}; it keeps its limits",
+                                        o.name, r.error().message));
+    }
+  }
+  if (auto r = runtime::WparFiles(p.wpars_root, o.name).write_spec(changed); !r) {
+    return error(kFailed, r.error().message);
+  }
+  std::printf("WPAR %s changed%s\n", o.name.c_str(), running && changed.limits != spec.limits ? "; its limits apply now" : "");
+  if (running && changed.capabilities != spec.capabilities) {
+    std::printf("WPAR %s: the new capability set applies to processes started from now on; the running ones keep "
+                "theirs until it starts again\n",
+                o.name.c_str());
+  }
+  return kOk;
+}
+
 // Resource limits as options; 0 means "not set".
 struct LimitOptions {
   uint64_t shares = 0, cpu = 0, mem = 0, procs = 0;
@@ -636,6 +712,18 @@ void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& fo
   rv->add_option("-d", rv_req.dest_dir, "where it goes (absolute; must not exist or be whole already)")->required();
   rv->add_option("name", rv_req.wpar, "WPAR name")->required();
   rv->callback([&] { exit_code = receive_state(paths, rv_req); });
+
+  auto* ch = app.add_subcommand("chwpar",
+                                "change a WPAR's capability set and resource limits (limits apply at once, the "
+                                "capability set to processes started from then on)");
+  static ChangeOptions ch_opts;
+  ch->add_option("--capabilities", ch_opts.capabilities, std::string(kCapabilitiesHelp) + "; default: the default set");
+  ch->add_option("--cpu-shares", ch_opts.shares, "relative CPU weight (2..262144; 0 lifts it)");
+  ch->add_option("--cpu-limit", ch_opts.cpu, "hard CPU cap, percent of one CPU (0 lifts it)");
+  ch->add_option("--memory", ch_opts.mem, "memory limit in bytes (0 lifts it)");
+  ch->add_option("--max-processes", ch_opts.procs, "process limit (0 lifts it)");
+  ch->add_option("name", ch_opts.name, "WPAR name")->required();
+  ch->callback([&] { exit_code = chwpar(paths, ch_opts); });
 
   auto* kl = app.add_subcommand("killwpar", "end the processes of a paused WPAR (seed killwpar)");
   static std::string kl_name;

@@ -27,8 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr std::array<std::string_view, 11> kActions = {"deploy", "start",  "stop",   "forceStop", "pause",  "resume",
-                                                        "freeze", "kill",   "remove", "receive",   "restore"};
+constexpr std::array<std::string_view, 12> kActions = {"deploy", "start",  "stop",   "forceStop", "pause",   "resume",
+                                                        "freeze", "kill",   "remove", "receive",   "restore", "modify"};
 
 }  // namespace
 
@@ -104,7 +104,7 @@ std::expected<std::vector<std::string>, std::string> command_args(const Operatio
     return std::vector<std::string>{"receivestate", "--from", op.peer_endpoint, "--key", op.peer_key,
                                     "--state",      op.state_id, "-d", dir, w};
   }
-  if (op.action != "deploy") return std::unexpected(fmt::format("unknown action '{}'", op.action));
+  if (op.action != "deploy" && op.action != "modify") return std::unexpected(fmt::format("unknown action '{}'", op.action));
   json d = json::parse(op.definition, nullptr, false);
   if (!d.is_object()) return std::unexpected("the WPAR's definition is not a JSON object");
   auto text = [&](const char* key) {
@@ -113,6 +113,23 @@ std::expected<std::vector<std::string>, std::string> command_args(const Operatio
   auto number = [&](const char* key) {
     return d.contains(key) && d[key].is_number_unsigned() ? d[key].get<uint64_t>() : uint64_t{0};
   };
+  if (op.action == "modify") {
+    // The whole changeable part of the definition, so that running it again
+    // changes nothing more: an empty set is the default, a 0 lifts a limit.
+    auto caps = text("capabilities");
+    return std::vector<std::string>{"chwpar",
+                                    "--capabilities",
+                                    caps.empty() ? "default" : caps,
+                                    "--cpu-shares",
+                                    std::to_string(number("cpuShares")),
+                                    "--cpu-limit",
+                                    std::to_string(number("cpuLimitPercent")),
+                                    "--memory",
+                                    std::to_string(number("memoryBytes")),
+                                    "--max-processes",
+                                    std::to_string(number("processesMax")),
+                                    w};
+  }
   const bool system = text("type") != "application";
   const std::string command = text("command");
   if (!system && command.empty()) return std::unexpected("an application WPAR needs a command");

@@ -199,6 +199,33 @@ Result<void> CgroupSet::apply(const ResourceLimits& l) {
   return {};
 }
 
+Result<void> CgroupSet::apply_exactly(const ResourceLimits& l) {
+  if (auto r = apply(l); !r) return r;
+  auto v1 = [&](const char* c) {
+    auto it = layout_.controllers.find(c);
+    return it != layout_.controllers.end() && it->second.version == 1;
+  };
+  if (std::string cpu = dir_for("cpu"); !cpu.empty()) {
+    if (!l.cpu_shares) {
+      auto r = v1("cpu") ? write_file(cpu + "/cpu.shares", "1024") : write_file(cpu + "/cpu.weight", "100");
+      if (!r) return r;
+    }
+    if (!l.cpu_limit_percent) {
+      auto r = v1("cpu") ? write_file(cpu + "/cpu.cfs_quota_us", "-1")
+                         : write_file(cpu + "/cpu.max", fmt::format("max {}", kCpuPeriodUs));
+      if (!r) return r;
+    }
+  }
+  if (std::string mem = dir_for("memory"); !l.memory_bytes && !mem.empty()) {
+    auto r = v1("memory") ? write_file(mem + "/memory.limit_in_bytes", "-1") : write_file(mem + "/memory.max", "max");
+    if (!r) return r;
+  }
+  if (std::string pids = dir_for("pids"); !l.max_processes && !pids.empty()) {
+    if (auto r = write_file(pids + "/pids.max", "max"); !r) return r;
+  }
+  return {};
+}
+
 Result<ResourceLimits> CgroupSet::read_limits() const {
   ResourceLimits l;
   auto version = [&](const char* c) {

@@ -55,6 +55,10 @@ class CgroupSet {
   Result<void> add_process(pid_t pid);
   Result<std::vector<pid_t>> processes() const;
   Result<void> apply(const ResourceLimits& limits);
+  // Makes the limits exactly these: a limit not set is lifted (the default
+  // CPU weight, no CPU cap, no memory or process limit). For a change of a
+  // running WPAR (chwpar).
+  Result<void> apply_exactly(const ResourceLimits& limits);
   Result<ResourceLimits> read_limits() const;
   Result<void> freeze();
   Result<void> thaw();

@@ -44,6 +44,7 @@ const char* operation_name(Operation op) {
     case Operation::kRestart: return "restart";
     case Operation::kRestartPaused: return "restart paused";
     case Operation::kRemove: return "remove";
+    case Operation::kChange: return "change";
   }
   return "unknown";
 }
@@ -155,6 +156,11 @@ std::expected<Transition, Refusal> decide(const WparStatus& w, Operation op) {
       }
       return Transition{WparState::kTransitional, WparState::kDefined, true,
                         s == WparState::kActive, WparState::kBroken};
+    case Operation::kChange:
+      // Limits change on the running cgroups and the capability set applies
+      // to processes started from then on (DESIGN.md §5): nothing stops.
+      if (s == WparState::kBroken) return wrong_state(w, op, "stop it with --force or remove it first");
+      return Transition{s, s, false, false, s};
   }
   return refuse(kExitFailed, "unknown operation");
 }

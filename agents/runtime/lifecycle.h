@@ -43,6 +43,7 @@ enum class Operation : uint8_t {
   kRestart,          // restartwpar
   kRestartPaused,    // restartwpar -p
   kRemove,           // rmwpar
+  kChange,           // chwpar: its capability set and resource limits (nothing runs or stops)
 };
 const char* operation_name(Operation op);
 

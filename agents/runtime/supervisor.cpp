@@ -520,6 +520,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   record.state = WparState::kActive;
   record.workload_pid = *workload;
   record.started_at_ns = now_ns();
+  record.running_capabilities = *capabilities;
   (void)files.write_record(record);
   write_all(ready_fd, fmt::format("ok {}\n", *workload));
   ::close(ready_fd);
@@ -536,6 +537,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   (void)set->remove();
   detach_at_end(record);
   record.state = WparState::kDefined;
+  record.running_capabilities.reset();
   (void)files.write_record(record);
   return 0;
 }

@@ -138,6 +138,7 @@ json record_to_json(const WparRecord& r) {
   opt_to(j, "exitSignal", r.exit_signal);
   j["network"] = r.network ? network_to_json(*r.network) : json(nullptr);
   j["forwardingEnabled"] = r.forwarding_enabled;
+  j["runningCapabilities"] = r.running_capabilities ? json(*r.running_capabilities) : json(nullptr);
   return j;
 }
 
@@ -207,6 +208,7 @@ Result<WparRecord> WparFiles::read_record() const {
     r.forwarding_enabled = j->value("forwardingEnabled", false);
     opt_from(*j, "exitCode", r.exit_code);
     opt_from(*j, "exitSignal", r.exit_signal);
+    opt_from(*j, "runningCapabilities", r.running_capabilities);
     if (auto bad = network_from(*j, r))
       return fail(ErrorCode::kCorruption, fmt::format("{}: {}", record_path(), *bad));
     return r;

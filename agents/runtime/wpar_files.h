@@ -57,6 +57,10 @@ struct WparRecord {
   std::optional<int> exit_signal;  // when a signal ended it
   int64_t ended_at_ns = 0;
   std::string error;               // why it is Broken
+  // The capability set its running processes started with (written at
+  // start). A change since (chwpar) applies to processes started later:
+  // lswpar shows it as pending while this differs from the spec's.
+  std::optional<std::vector<std::string>> running_capabilities;
   // The WPAR's veth while it is attached: written by the supervisor as soon
   // as attach succeeds and cleared once detached, so a stop, a crash of the
   // init or a restarted agent (cleanup_lost_wpar) knows what to detach.

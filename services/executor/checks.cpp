@@ -111,7 +111,13 @@ std::expected<std::string, Rejection> check_arrival(const inventory::Inventory& 
   // Every capability the WPAR names must be in the host's bounding set.
   if (!w.capabilities.empty() && w.capabilities != "none" && w.capabilities != "all" &&
       !s->profile.capabilities.empty()) {
-    std::set<std::string> host(s->profile.capabilities.begin(), s->profile.capabilities.end());
+    // Profiles name them as libcap-ng does ("kill"); definitions as cap_kill, Kill or kill.
+    auto canonical = [](std::string name) {
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      return name.starts_with("cap_") ? name : "cap_" + name;
+    };
+    std::set<std::string> host;
+    for (const auto& c : s->profile.capabilities) host.insert(canonical(c));
     std::vector<std::string> missing;
     size_t start = 0;
     while (start <= w.capabilities.size()) {  // bounded: each turn moves past a comma
@@ -119,9 +125,7 @@ std::expected<std::string, Rejection> check_arrival(const inventory::Inventory& 
       std::string item = w.capabilities.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       if (!item.empty() && item.front() != '-') {
         if (item.front() == '+') item.erase(0, 1);
-        std::string name = item;
-        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-        if (!name.starts_with("cap_")) name = "cap_" + name;
+        std::string name = canonical(item);
         if (!host.contains(name)) missing.push_back(name);
       }
       if (comma == std::string::npos) break;

@@ -1,6 +1,6 @@
 #pragma once
 // Helpers shared by the executor's pure model files (model.cpp,
-// relocation.cpp, evacuation.cpp, fencing.cpp, checks.cpp); not part of the
+// relocation.cpp, evacuation.cpp, fencing.cpp, checks.cpp, modify.cpp); not part of the
 // executor's interface.
 
 #include <expected>
@@ -32,6 +32,8 @@ Decision decide_relocate(const Executor& state, const inventory::Inventory& inv,
                          const WparAction& a, TaskCreated created, const std::string& id);
 Decision decide_evacuate(const Executor& state, const inventory::Inventory& inv, const Evacuate& evacuate,
                          const kernel::Context& context);
+Decision decide_modify(const Executor& state, const inventory::Inventory& inv, const std::string& name,
+                       const WparAction& a, TaskCreated created, const std::string& id);
 Decision decide_mark_dead(const Executor& state, const inventory::Inventory& inv, const MarkDead& dead,
                           const kernel::Context& context);
 

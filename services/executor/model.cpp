@@ -17,8 +17,8 @@ using kernel::Rejection;
 using kernel::RejectionCode;
 using namespace detail;
 
-constexpr std::array<std::string_view, 9> kKinds = {"deploy", "start", "stop",   "pause",   "resume",
-                                                    "freeze", "kill",  "remove", "relocate"};
+constexpr std::array<std::string_view, 10> kKinds = {"deploy", "start", "stop",   "pause",    "resume",
+                                                     "freeze", "kill",  "remove", "relocate", "modify"};
 
 // The lifecycle operation of the agent's table a task kind is checked against.
 std::optional<runtime::Operation> lifecycle_operation(const std::string& kind, const TaskOptions& o) {
@@ -29,6 +29,7 @@ std::optional<runtime::Operation> lifecycle_operation(const std::string& kind, c
   if (kind == "freeze") return runtime::Operation::kFreeze;
   if (kind == "kill") return runtime::Operation::kKill;
   if (kind == "remove") return runtime::Operation::kRemove;
+  if (kind == "modify") return runtime::Operation::kChange;
   return std::nullopt;
 }
 
@@ -51,6 +52,7 @@ json options_to_json(const TaskOptions& o) {
   if (!o.shared_root.empty()) j["sharedRoot"] = o.shared_root;
   if (!o.plan.empty()) j["plan"] = o.plan;
   if (!o.skipped.empty()) j["skipped"] = o.skipped;
+  if (!o.changes.is_null()) j["changes"] = o.changes;
   return j;
 }
 
@@ -65,6 +67,7 @@ TaskOptions options_from_json(std::string_view text) {
   o.ended = j.value("ended", false);
   o.shared_root = j.contains("sharedRoot") && j["sharedRoot"].is_string() ? j["sharedRoot"].get<std::string>() : "";
   o.target = j.contains("to") && j["to"].is_string() ? j["to"].get<std::string>() : std::string();
+  if (j.contains("changes") && j["changes"].is_object()) o.changes = j["changes"];
   try {
     if (j.contains("plan")) o.plan = j["plan"].get<std::vector<std::pair<std::string, std::string>>>();
     if (j.contains("skipped")) o.skipped = j["skipped"].get<std::vector<std::pair<std::string, std::string>>>();
@@ -257,6 +260,15 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
     return CancelTask{text("task")};
   }
   std::string kind(name.substr(5));
+  if (kind == "modify") {
+    // The inventory's own reading of a definition's fields (unknown ones refused).
+    if (auto fields = inventory::parse_command(name, args); !fields) return std::unexpected(fields.error());
+    WparAction a{kind, text("name"), "", {}};
+    if (a.wpar.empty()) return reject(RejectionCode::kInvalid, "wpar.modify needs the WPAR's name");
+    a.options.changes = args;
+    a.options.changes.erase("name");
+    return a;
+  }
   if (kind == "deploy") allowed.insert({"system", "start"});
   if (kind == "stop") allowed.insert("force");
   if (kind == "remove") allowed.insert({"preserveFs", "keepDefinition"});
@@ -359,6 +371,7 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                    *checked};
   }
   if (a.kind == "relocate") return decide_relocate(state, inv, *name, a, std::move(created), id);
+  if (a.kind == "modify") return decide_modify(state, inv, *name, a, std::move(created), id);
   if (a.kind == "remove" && w.system.empty()) {
     if (a.options.keep_definition) {
       return reject(RejectionCode::kConflict,
@@ -520,6 +533,7 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
       f.event.recovery = last.wpar_state.empty()
                              ? "none: the WPAR's state is as its agent next reports it"
                              : fmt::format("none needed: WPAR {} is as it was ({})", task.wpar, last.wpar_state);
+      if (task.kind == "modify") f.event.recovery += "; its definition here is unchanged";
     }
     return f;
   }

@@ -70,6 +70,8 @@ struct TaskOptions {
   // this order), and those that cannot move, with why; fixed when decided.
   std::vector<std::pair<std::string, std::string>> plan;
   std::vector<std::pair<std::string, std::string>> skipped;
+  // modify: the fields it sets, as wpar.modify's arguments (without the name).
+  nlohmann::json changes;
   bool operator==(const TaskOptions&) const = default;
 };
 nlohmann::json options_to_json(const TaskOptions& o);
@@ -77,7 +79,7 @@ TaskOptions options_from_json(std::string_view text);
 
 struct Task {
   std::string id;
-  std::string kind;  // deploy start stop pause resume freeze kill remove
+  std::string kind;  // deploy start stop pause resume freeze kill remove relocate modify evacuate fence
   std::string wpar;
   std::string system;
   std::string user;
@@ -153,7 +155,7 @@ std::string placement_stream(const std::string& wpar);
 
 // ---- commands -------------------------------------------------------------
 
-// wpar.deploy|start|stop|pause|resume|freeze|kill|remove|relocate
+// wpar.deploy|start|stop|pause|resume|freeze|kill|remove|relocate|modify
 struct WparAction {
   std::string kind;
   std::string wpar;    // any unique prefix

@@ -243,10 +243,19 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
     if (op.action == "pause" || op.action == "restore") command.state_root = task.options.shared_root;
     if (op.action == "remove") command.force = true;  // a frozen copy, or whatever a failed restore left
   }
-  if (op.action == "deploy") {
+  if (op.action == "deploy" || op.action == "modify") {
     auto it = inv.wpars.find(op.wpar);
     if (it == inv.wpars.end()) return refuse(fmt::format("WPAR {}'s definition is gone", op.wpar));
-    command.definition = wpar_to_json(it->second.wpar).dump();
+    WparDefinition w = it->second.wpar;
+    if (op.action == "modify") {
+      // The definition as the change makes it (it is recorded here once it succeeded there).
+      nlohmann::json args = task.options.changes.is_object() ? task.options.changes : nlohmann::json::object();
+      args["name"] = op.wpar;
+      auto c = inventory::parse_command("wpar.modify", args);
+      if (!c) return refuse(fmt::format("the task's change cannot be read: {}", c.error().message));
+      w = inventory::with_fields(std::move(w), std::get<inventory::ModifyWpar>(*c).fields);
+    }
+    command.definition = wpar_to_json(w).dump();
   }
   dispatcher_->send(task.id, target, std::move(command), again);
 }

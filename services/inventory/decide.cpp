@@ -22,9 +22,11 @@ using kernel::Rejection;
 using kernel::RejectionCode;
 
 // wpar.remove is the executor's (it removes a deployed WPAR from its system
-// first); it applies decide_remove's rule to an undeployed one.
-constexpr std::array<std::string_view, 15> kCommands = {
-    "wpar.create",         "wpar.modify",       "group.create",
+// first); it applies decide_remove's rule to an undeployed one. So is
+// wpar.modify (a deployed WPAR's change runs on its agent), by
+// modified_definition's rules.
+constexpr std::array<std::string_view, 14> kCommands = {
+    "wpar.create",         "group.create",
     "group.modify",        "group.delete",      "group.add-wpar",    "group.remove-wpar",
     "settings.set",        "system.remove",     "system.discover",   "system.token-create",
     "system.set-domain",   "system.update-profile", "domain.create", "domain.remove"};
@@ -183,6 +185,23 @@ void apply_fields(WparDefinition& w, const WparFields& f) {
   if (f.group) w.group = *f.group;
 }
 
+}  // namespace
+
+WparDefinition with_fields(WparDefinition w, const WparFields& f) {
+  apply_fields(w, f);
+  if (w.checkpointable && w.trigger_signal.empty() && w.trigger_command.empty()) w.trigger_signal = "SIGUSR1";
+  if (w.group.empty()) w.group = std::string(kDefaultGroup);
+  return w;
+}
+
+bool changes_on_system(const WparDefinition& before, const WparDefinition& after) {
+  return before.capabilities != after.capabilities || before.cpu_shares != after.cpu_shares ||
+         before.cpu_limit_percent != after.cpu_limit_percent || before.memory_bytes != after.memory_bytes ||
+         before.processes_max != after.processes_max;
+}
+
+namespace {
+
 // What is wrong with a whole definition, if anything.
 std::optional<Rejection> check_definition(const Inventory& state, WparDefinition& w) {
   auto invalid = [](std::string m) { return Rejection{RejectionCode::kInvalid, std::move(m)}; };
@@ -223,6 +242,38 @@ std::optional<Rejection> check_definition(const Inventory& state, WparDefinition
 }
 
 
+}  // namespace
+
+std::expected<WparDefinition, Rejection> modified_definition(const Inventory& state, const ModifyWpar& c) {
+  auto name = resolve_prefix(state.wpars, c.name, "WPAR");
+  if (!name) return std::unexpected(name.error());
+  const WparDefinition& before = state.wpars.at(*name).wpar;
+  WparDefinition w = with_fields(before, c.fields);
+  if (auto problem = check_definition(state, w)) return std::unexpected(*problem);
+  if (!before.system.empty()) {
+    // On its system only what its agent can change there (chwpar): the
+    // capability set, the limits, and the group (the manager's alone).
+    std::vector<std::string> fixed;
+    if (w.type != before.type) fixed.push_back("type");
+    if (w.command != before.command) fixed.push_back("command");
+    if (w.checkpointable != before.checkpointable || w.trigger_signal != before.trigger_signal ||
+        w.trigger_command != before.trigger_command) {
+      fixed.push_back("checkpointing");
+    }
+    if (w.address != before.address) fixed.push_back("address");
+    if (!fixed.empty()) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("WPAR '{}' is deployed on {}: its {} cannot change there (only its capabilities, "
+                                "limits and group can); take it off its system first (wpm wpar remove {} "
+                                "--keep-definition), change it, and deploy it again",
+                                *name, before.system, fmt::join(fixed, ", "), *name));
+    }
+  }
+  return w;
+}
+
+namespace {
+
 Changes decide_create(const Inventory& state, const CreateWpar& c) {
   if (state.wpars.contains(c.name)) {
     return reject(RejectionCode::kAlreadyExists,
@@ -247,20 +298,10 @@ Changes decide_create(const Inventory& state, const CreateWpar& c) {
 }
 
 Changes decide_modify(const Inventory& state, const ModifyWpar& c) {
-  auto name = resolve_prefix(state.wpars, c.name, "WPAR");
-  if (!name) return std::unexpected(name.error());
-  const auto& record = state.wpars.at(*name);
-  if (!record.wpar.system.empty()) {
-    return reject(RejectionCode::kConflict,
-                  fmt::format("WPAR '{}' is deployed on {}: only an undeployed definition can be changed until the "
-                              "executor can apply changes to a deployed WPAR",
-                              *name, record.wpar.system));
-  }
-  WparDefinition w = record.wpar;
-  apply_fields(w, c.fields);
-  if (auto problem = check_definition(state, w)) return std::unexpected(*problem);
-  if (w == record.wpar) return std::vector<Change>{};
-  return std::vector<Change>{{wpar_stream(w.name), WparDefined{w, false}}};
+  auto w = modified_definition(state, c);
+  if (!w) return std::unexpected(w.error());
+  if (*w == state.wpars.at(w->name).wpar) return std::vector<Change>{};
+  return std::vector<Change>{{wpar_stream(w->name), WparDefined{*w, false}}};
 }
 
 Changes decide_remove(const Inventory& state, const RemoveWpar& c) {

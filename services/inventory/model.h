@@ -94,6 +94,7 @@ struct TaskRef {
   std::string wpar;
   bool keep_definition = false;
   std::string system;  // where its current operation runs (a relocation's move between two)
+  nlohmann::json changes;  // modify: the fields it sets (wpar.modify's arguments), applied when it succeeds
   bool operator==(const TaskRef&) const = default;
 };
 
@@ -223,6 +224,18 @@ struct CreateJoinToken {
 using Command = std::variant<CreateWpar, ModifyWpar, RemoveWpar, CreateGroup, ModifyGroup, DeleteGroup, MoveWpars,
                              SetSetting, RemoveSystem, Discover, CreateJoinToken, CreateDomain, RemoveDomain,
                              SetSystemDomain, UpdateProfile>;
+
+// The definition a wpar.modify makes (the WPAR named by any unique prefix),
+// checked as a whole; a deployed WPAR may change only its capability set,
+// limits and group (the rest is refused, with what to do). The executor
+// decides wpar.modify by this rule.
+std::expected<WparDefinition, kernel::Rejection> modified_definition(const Inventory& state, const ModifyWpar& c);
+// A definition with the fields set (and the defaults a definition gets: the
+// checkpoint trigger, the group), unchecked: the fold of a modify task.
+WparDefinition with_fields(WparDefinition w, const WparFields& f);
+// Whether a change of a deployed WPAR must be applied on its system (its
+// capability set or a limit differs), not only recorded here.
+bool changes_on_system(const WparDefinition& before, const WparDefinition& after);
 
 // The commands the inventory decides, by their gateway names.
 bool is_inventory_command(std::string_view name);

@@ -319,6 +319,52 @@ TEST_F(Agent, WithoutCapNetAdminAWparCannotAddALinkToTheHost) {
       << "given cap_net_admin, it can";
 }
 
+// chwpar (what the manager's wpar modify runs): limits change on the
+// running cgroups at once; the capability set applies to processes started
+// from then on, and lswpar shows it pending until the WPAR starts again.
+TEST_F(Agent, ChwparChangesLimitsAtOnceAndCapabilitiesForNewProcesses) {
+  ASSERT_EQ(agent(data_a(), {"mkwpar", "-n", "sys", "--memory", "67108864", "-s"}).exit_code, 0);
+  // Its memory limit where the hierarchy keeps it (v2 memory.max, v1 memory.limit_in_bytes).
+  auto memory_limit = [&]() -> std::string {
+    std::error_code ec;
+    for (const auto& e : fs::recursive_directory_iterator("/sys/fs/cgroup", ec)) {
+      std::string path = e.path().string();
+      if (e.path().filename() == "sys" && path.find("/agent-a-") != std::string::npos) {
+        for (const char* file : {"memory.max", "memory.limit_in_bytes"}) {
+          if (fs::exists(e.path() / file)) return read_file(e.path() / file);
+        }
+      }
+    }
+    return "";
+  };
+  EXPECT_EQ(memory_limit(), "67108864\n");
+  auto changed = agent(data_a(), {"chwpar", "--memory", "33554432", "--capabilities", "cap_kill", "sys"});
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  EXPECT_NE(changed.out.find("its limits apply now"), std::string::npos) << changed.out;
+  EXPECT_NE(changed.out.find("processes started from now on"), std::string::npos) << changed.out;
+  EXPECT_EQ(memory_limit(), "33554432\n");
+  auto ls = agent(data_a(), {"lswpar", "-o", "json", "sys"}).out;
+  EXPECT_NE(ls.find("\"capabilitiesPending\": true"), std::string::npos) << ls;
+  // A process started now holds only cap_kill (bit 5); the init keeps what it started with.
+  auto caps = agent(data_a(), {"clogin", "sys", "--", "sh", "-c", "grep CapBnd /proc/self/status; grep CapBnd /proc/1/status"});
+  ASSERT_EQ(caps.exit_code, 0) << caps.err;
+  EXPECT_TRUE(caps.out.starts_with("CapBnd:\t0000000000000020\n")) << caps.out;
+  EXPECT_EQ(caps.out.find("CapBnd:\t0000000000000020", 10), std::string::npos) << "the init's set changed: " << caps.out;
+  // The same again changes nothing; 0 lifts the limit; an unknown WPAR is 3.
+  EXPECT_NE(agent(data_a(), {"chwpar", "--memory", "33554432", "sys"}).out.find("nothing to change"), std::string::npos);
+  ASSERT_EQ(agent(data_a(), {"chwpar", "--memory", "0", "sys"}).exit_code, 0);
+  EXPECT_TRUE(memory_limit() == "max\n" || std::stoull(memory_limit()) > (uint64_t{1} << 60)) << memory_limit();
+  EXPECT_EQ(agent(data_a(), {"chwpar", "--memory", "1", "nope"}).exit_code, 3);
+  EXPECT_EQ(agent(data_a(), {"chwpar", "--capabilities", "cap_bogus", "sys"}).exit_code, 2);
+  // Started again, the WPAR runs with its new set: nothing pending.
+  ASSERT_EQ(agent(data_a(), {"stopwpar", "sys"}).exit_code, 0);
+  ASSERT_EQ(agent(data_a(), {"startwpar", "sys"}).exit_code, 0);
+  ls = agent(data_a(), {"lswpar", "-o", "json", "sys"}).out;
+  EXPECT_NE(ls.find("\"capabilitiesPending\": false"), std::string::npos) << ls;
+  EXPECT_NE(agent(data_a(), {"clogin", "sys", "--", "grep", "CapBnd", "/proc/1/status"}).out.find("0000000000000020"),
+            std::string::npos);
+}
+
 TEST_F(Agent, SystemWparCommandsExitWithTheirDocumentedCodes) {
   EXPECT_EQ(agent(data_a(), {"mkwpar"}).exit_code, 2) << "-n missing";
   EXPECT_EQ(agent(data_a(), {"mkwpar", "-n", "bad/name"}).exit_code, 2);

@@ -186,6 +186,43 @@ TEST_F(Lifecycle, SystemAndApplicationWparsGoThroughTheSeedsStatesOnTheirHosts) 
   EXPECT_EQ(state("sys1"), "U");
 }
 
+// wpm wpar modify of a deployed, running WPAR: its limits change on h1 at
+// once and its capability set for processes started from then on (the
+// seed's chwpar through the agent); what cannot change there is refused.
+TEST_F(Lifecycle, ModifyOfARunningWparChangesItOnItsHost) {
+  ASSERT_EQ(as_root({"wpar", "create", "sys2", "--memory", "67108864"}).exit_code, 0);
+  act({"wpar", "deploy", "sys2", "--system", "h1", "--start"});
+  auto changed = as_root({"wpar", "modify", "sys2", "--memory", "33554432", "--capabilities", "cap_kill,cap_chown"});
+  ASSERT_EQ(changed.exit_code, 0) << changed.out << changed.err;
+  EXPECT_NE(changed.err.find("processes started from now on"), std::string::npos) << changed.err;
+  json w = wpar("sys2");
+  EXPECT_EQ(w["memoryBytes"], 33554432);
+  EXPECT_EQ(w["capabilities"], "cap_kill,cap_chown");
+  EXPECT_EQ(w["state"], "A") << "it ran on: nothing stopped";
+  auto listed = in_host(1, {bin("wpm-agent"), "--data", data(1), "lswpar", "-o", "json", "sys2"});
+  json on_host = json::parse(listed.out, nullptr, false);
+  ASSERT_TRUE(on_host.is_array() && on_host.size() == 1) << listed.out << listed.err;
+  EXPECT_EQ(on_host[0]["limits"]["memoryBytes"], 33554432);
+  EXPECT_EQ(on_host[0]["capabilities"], json({"cap_chown", "cap_kill"}));
+  EXPECT_EQ(on_host[0]["capabilitiesPending"], true);
+  json tasks = json::parse(as_root({"-o", "json", "task", "list", "--wpar", "sys2"}).out);
+  ASSERT_FALSE(tasks.empty());
+  EXPECT_EQ(tasks[0]["kind"], "modify");
+  ASSERT_EQ(tasks[0]["operations"].size(), 1u);
+  EXPECT_EQ(tasks[0]["operations"][0]["action"], "modify");
+  EXPECT_EQ(tasks[0]["operations"][0]["system"], "h1");
+  // What only another deploy could change is refused, with the way to do it.
+  auto address = as_root({"wpar", "modify", "sys2", "--address", "10.99.0.5/24"});
+  EXPECT_EQ(address.exit_code, 1);
+  EXPECT_NE(address.err.find("--keep-definition"), std::string::npos) << address.err;
+  // A stopped WPAR starts with its new set: nothing pending on h1.
+  act({"wpar", "stop", "sys2"});
+  act({"wpar", "start", "sys2"});
+  listed = in_host(1, {bin("wpm-agent"), "--data", data(1), "lswpar", "-o", "json", "sys2"});
+  EXPECT_NE(listed.out.find("\"capabilitiesPending\": false"), std::string::npos) << listed.out;
+  act({"wpar", "remove", "sys2"});
+}
+
 TEST_F(Lifecycle, AnOperationAskedForAgainAfterItsAgentAndWpmdRestartedRunsOnce) {
   // A checkpoint that takes its workload 3 s: long enough to restart both sides in its middle.
   const std::string slow =

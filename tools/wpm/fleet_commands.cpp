@@ -485,13 +485,18 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
       print_fields(rows);
     });
   });
-  auto* modify = wpar->add_subcommand("modify", "change an undeployed WPAR's definition");
+  auto* modify = wpar->add_subcommand(
+      "modify",
+      "change a WPAR's definition (a task); on a deployed WPAR only its capabilities, limits and group, applied on "
+      "its system: limits at once, capabilities to processes started from then on");
   modify->add_option("NAME", name, "the WPAR (any unique prefix)")->required();
   modify_flags.add(modify, false);
+  static bool modify_no_wait = false;
+  modify->add_flag("--no-wait", modify_no_wait, "print the task id and return at once (follow it with wpm task wait ID)");
   modify->callback([&] {
     json a = modify_flags.args();
     a["name"] = name;
-    exit_code = run_command(g, "wpar.modify", a, print_decision);
+    exit_code = run_task_command(g, "wpar.modify", a, modify_no_wait);
   });
   add_lifecycle_commands(app, *wpar, g, exit_code);
 

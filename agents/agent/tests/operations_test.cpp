@@ -63,6 +63,14 @@ TEST(Operations, ActionsBecomeTheLocalCommands) {
   EXPECT_FALSE(command_args(op, "/s")) << "an application WPAR needs a command";
   op.definition = "not json";
   EXPECT_FALSE(command_args(op, "/s"));
+  // A change: the whole changeable part, so that running it twice is the same.
+  op.action = "modify";
+  op.definition = R"({"name":"w1","type":"system","capabilities":"cap_kill","memoryBytes":67108864})";
+  EXPECT_EQ(*command_args(op, "/s"),
+            (std::vector<std::string>{"chwpar", "--capabilities", "cap_kill", "--cpu-shares", "0", "--cpu-limit", "0",
+                                      "--memory", "67108864", "--max-processes", "0", "w1"}));
+  op.definition = R"({"name":"w1","type":"system"})";
+  EXPECT_EQ((*command_args(op, "/s"))[2], "default");
   op.action = "explode";
   EXPECT_FALSE(command_args(op, "/s"));
 }

@@ -94,6 +94,9 @@ TEST(Lifecycle, RefusedTransitionsSayWhyWithTheSeedsExitCode) {
       {system_wpar(S::kTransitional), O::kCheckpoint, 17, "in progress"},
       {system_wpar(S::kLoaded), O::kStop, 1, "loaded"},
       {system_wpar(S::kLoaded), O::kRemove, 1, "loaded"},
+      {system_wpar(S::kBroken), O::kChange, 1, "remove it"},
+      {system_wpar(S::kTransitional), O::kChange, 17, "in progress"},
+      {system_wpar(S::kLoaded), O::kChange, 1, "loaded"},
   };
   for (const auto& row : table) {
     SCOPED_TRACE(fmt::format("{} on {}", operation_name(row.op), state_name(row.wpar.state)));
@@ -101,6 +104,18 @@ TEST(Lifecycle, RefusedTransitionsSayWhyWithTheSeedsExitCode) {
     ASSERT_FALSE(t.has_value());
     EXPECT_EQ(t.error().exit_code, row.exit_code);
     EXPECT_NE(t.error().message.find(row.says), std::string::npos) << t.error().message;
+  }
+}
+
+// chwpar changes nothing that runs: the WPAR keeps its state, before, during and after.
+TEST(Lifecycle, ChangingAWparKeepsItsState) {
+  for (S s : {S::kDefined, S::kActive, S::kPaused, S::kFrozen}) {
+    SCOPED_TRACE(state_name(s));
+    for (const auto& w : {system_wpar(s), app_wpar(s, false)}) {
+      auto t = decide(w, O::kChange);
+      ASSERT_TRUE(t.has_value()) << t.error().message;
+      EXPECT_EQ(*t, (Transition{s, s, false, false, s}));
+    }
   }
 }
 

@@ -29,7 +29,7 @@ class ExecutorModelTest : public ::testing::Test {
       r.address = "127.0.0.1";
       r.public_key = std::string(39, 'k') + id[4];
       r.profile.network_interfaces = {{"eth0", {std::string(id) == "node1" ? "10.1.0.2/24" : "10.2.0.2/24"}, true}};
-      r.profile.capabilities = {"cap_chown", "cap_kill", "cap_net_raw"};
+      r.profile.capabilities = {"chown", "kill", "net_raw"};  // as libcap-ng names them
       fold_inventory("registry", r);
     }
     define("web1", "system", true);
@@ -457,6 +457,91 @@ TEST_F(ExecutorModelTest, AnUnreachableSystemIsNamedAndTheSnapshotRebuildsTheSta
   auto inv_back = inventory::InventoryModel::decode(inventory::InventoryModel::encode(inv_));
   ASSERT_TRUE(inv_back);
   EXPECT_EQ(*inv_back, inv_);
+}
+
+// wpm wpar modify (the seed's chwpar): an undeployed definition changes at
+// once; a deployed WPAR's capabilities and limits change on its system
+// first, and the definition only once that succeeded.
+TEST_F(ExecutorModelTest, ModifyChangesADeployedWparOnItsSystemFirst) {
+  // Undeployed: a task that ends at once; the definition is changed.
+  ASSERT_EQ(run("m1", "wpar.modify", {{"name", "web1"}, {"memory", 64 << 20}, {"address", "10.1.0.9/24"}}),
+            std::nullopt);
+  EXPECT_EQ(state_.tasks.at("m1").state, "succeeded");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.memory_bytes, 64u << 20);
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.address, "10.1.0.9/24");
+  auto refused = run("m0", "wpar.modify", {{"name", "web1"}, {"colour", "red"}});
+  ASSERT_TRUE(refused);
+  EXPECT_NE(refused->message.find("unknown argument 'colour'"), std::string::npos) << refused->message;
+
+  ASSERT_EQ(run("d1", "wpar.deploy", {{"name", "web1"}, {"system", "node1"}, {"start", true}}), std::nullopt);
+  answer("d1", 0, "A");
+  finish("d1");
+  struct Row {
+    json args;
+    RejectionCode code;
+    std::string says;
+  };
+  for (const Row& row : std::vector<Row>{
+           {{{"name", "web1"}, {"address", "10.1.0.7/24"}}, RejectionCode::kConflict, "its address cannot change"},
+           {{{"name", "web1"}, {"command", "/bin/true"}, {"type", "application"}}, RejectionCode::kConflict,
+            "type, command"},
+           {{{"name", "web1"}, {"capabilities", "cap_sys_admin"}}, RejectionCode::kConflict, "bounding set lacks"},
+           {{{"name", "web1"}, {"cpuLimit", 500}}, RejectionCode::kInvalid, "above 100%"},
+       }) {
+    SCOPED_TRACE(row.args.dump());
+    auto r = run("x", "wpar.modify", row.args);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->code, row.code);
+    EXPECT_NE(r->message.find(row.says), std::string::npos) << r->message;
+  }
+  EXPECT_FALSE(state_.tasks.contains("x"));
+
+  // Only the group: the manager's own, nothing runs on node1.
+  fold_inventory("group/web", GroupDefined{"web", "", true});
+  ASSERT_EQ(run("m2", "wpar.modify", {{"name", "web1"}, {"group", "web"}}), std::nullopt);
+  EXPECT_EQ(state_.tasks.at("m2").state, "succeeded");
+  EXPECT_TRUE(state_.tasks.at("m2").operations.empty());
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.group, "web");
+  std::string warning;
+  ASSERT_EQ(run("m3", "wpar.modify", {{"name", "web1"}, {"group", "web"}}, &warning), std::nullopt);
+  EXPECT_NE(warning.find("nothing to change"), std::string::npos) << warning;
+
+  // Capabilities and a limit: one modify operation on node1; the definition waits for it.
+  ASSERT_EQ(run("m4", "wpar.modify", {{"name", "web1"}, {"capabilities", "cap_kill"}, {"procs", 50}}, &warning),
+            std::nullopt);
+  EXPECT_NE(warning.find("processes started from now on"), std::string::npos) << warning;
+  EXPECT_EQ(state_.tasks.at("m4").options.changes, (json{{"capabilities", "cap_kill"}, {"procs", 50}}));
+  EXPECT_EQ(state_.busy.at("web1"), "m4");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.capabilities, "") << "not before its system has it";
+  Step s = step("m4");
+  ASSERT_TRUE(std::holds_alternative<Start>(s));
+  EXPECT_EQ(std::get<Start>(s).event.action, "modify");
+  EXPECT_EQ(std::get<Start>(s).event.system, "node1");
+  answer("m4", 0, "A");
+  EXPECT_EQ(finish("m4").state, "succeeded");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.capabilities, "cap_kill");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.processes_max, 50u);
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.memory_bytes, 64u << 20) << "the rest as it was";
+  EXPECT_EQ(letter("web1"), "A");
+
+  // Refused there: the definition stays as it was, and the task says so.
+  ASSERT_EQ(run("m5", "wpar.modify", {{"name", "web1"}, {"memory", 8 << 20}}), std::nullopt);
+  answer("m5", 1, "A");
+  TaskFinished failed = finish("m5");
+  EXPECT_EQ(failed.state, "failed");
+  EXPECT_NE(failed.recovery.find("definition here is unchanged"), std::string::npos) << failed.recovery;
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.memory_bytes, 64u << 20);
+  // And the inventory's snapshot keeps a running change it must apply when it ends.
+  ASSERT_EQ(run("m6", "wpar.modify", {{"name", "web1"}, {"cpuShares", 300}}), std::nullopt);
+  auto inv_back = inventory::InventoryModel::decode(inventory::InventoryModel::encode(inv_));
+  ASSERT_TRUE(inv_back);
+  EXPECT_EQ(*inv_back, inv_);
+  // A Broken WPAR is not changed.
+  answer("m6", 0, "B");
+  finish("m6");
+  auto broken = run("m7", "wpar.modify", {{"name", "web1"}, {"cpuShares", 400}});
+  ASSERT_TRUE(broken);
+  EXPECT_NE(broken->message.find("broken"), std::string::npos) << broken->message;
 }
 
 // ---- relocation: the saga as a table --------------------------------------

@@ -111,10 +111,16 @@ TEST(InventoryDecide, ADeployedOrDiscoveredWparIsNotChangedOrRemoved) {
   Inventory state = fresh();
   WparDefinition w{"found", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "node1", true, "A"};
   fold(state, "wpar/found", WparDefined{w, true});
-  auto r = run(state, "wpar.modify", {{"name", "found"}, {"cpuShares", 5}});
+  // On its system only its capabilities, limits and group change (wpar.modify is the executor's, by this rule).
+  auto r = run(state, "wpar.modify", {{"name", "found"}, {"command", "/bin/true"}, {"cpuShares", 5}});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->code, RejectionCode::kConflict);
-  EXPECT_NE(r->message.find("deployed on node1"), std::string::npos) << r->message;
+  EXPECT_NE(r->message.find("deployed on node1: its command cannot change there"), std::string::npos) << r->message;
+  auto limits = modified_definition(state, ModifyWpar{"found", WparFields{.cpu_shares = 5}});
+  ASSERT_TRUE(limits) << limits.error().message;
+  EXPECT_EQ(limits->cpu_shares, 5u);
+  EXPECT_TRUE(changes_on_system(state.wpars.at("found").wpar, *limits));
+  EXPECT_FALSE(is_inventory_command("wpar.modify"));
   r = run(state, "wpar.remove", {{"name", "found"}});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->code, RejectionCode::kConflict);

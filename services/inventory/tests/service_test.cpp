@@ -214,10 +214,10 @@ TEST_F(InventoryServiceTest, ARestartFromASnapshotEqualsAFullFold) {
   }
   ASSERT_TRUE(service_->step());
   ASSERT_TRUE(service_->snapshot());
-  request("late", "wpar.modify", {{"name", "w7"}, {"command", "/bin/true"}});
+  request("late", "wpar.create", {{"name", "late1"}, {"command", "/bin/true"}});
   ASSERT_TRUE(service_->step());
   Inventory before = state();
-  EXPECT_EQ(before.wpars.at("w7").wpar.command, "/bin/true");
+  EXPECT_EQ(before.wpars.at("late1").wpar.command, "/bin/true");
   // From the snapshot plus the tail …
   service_ = make_service();
   ASSERT_TRUE(service_->start());
