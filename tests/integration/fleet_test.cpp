@@ -248,7 +248,8 @@ TEST_F(Fleet, AHandMadeWparAppearsAsDiscoveredAndAnAgentPortThatDoesNotAnswerIsU
   ASSERT_TRUE(wait_until([&] { return hand1().value("discovered", false); }, 20s, 200ms)) << hand1().dump();
   EXPECT_EQ(hand1()["system"], system()["name"]);
   EXPECT_EQ(hand1()["state"], "A");
-  EXPECT_EQ(as_root({"wpar", "modify", "hand1", "--cpu-shares", "5"}).exit_code, 1) << "deployed: not changed here";
+  EXPECT_EQ(as_root({"wpar", "modify", "hand1", "--command", "/bin/true"}).exit_code, 1)
+      << "deployed: its command does not change";
   // The agent stops answering on its port (stopped, not dead: its last
   // heartbeat is recent): Unreachable, with what the probe saw.
   pid_t pid = std::stoi(read_file(data + "/agent.pid"));
