@@ -334,6 +334,8 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           x.setRecovery(text(p.recovery));
           x.setWparState(text(p.wpar_state));
           x.setCause(text(p.cause));
+        } else if constexpr (std::is_same_v<T, TaskApproved>) {
+          b.initTaskApproved().setUser(text(p.user));
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           auto x = b.initWparPlaced();
           x.setWpar(text(p.wpar));
@@ -533,6 +535,10 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
       auto x = r.getTaskFinished();
       out = TaskFinished{str(x.getState()), str(x.getError()), str(x.getRecovery()), str(x.getWparState()),
                          str(x.getCause())};
+      break;
+    }
+    case s::Payload::TASK_APPROVED: {
+      out = TaskApproved{str(r.getTaskApproved().getUser())};
       break;
     }
     case s::Payload::WPAR_PLACED: {

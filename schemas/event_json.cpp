@@ -296,6 +296,8 @@ void put_payload(Obj& o, const Payload& payload) {
             x.str("cause", p.cause).str("error", p.error).str("recovery", p.recovery).str("state", p.state);
             x.str("wparState", p.wpar_state);
           });
+        } else if constexpr (std::is_same_v<T, TaskApproved>) {
+          o.obj("taskApproved", [&](Obj& x) { x.str("user", p.user); });
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           o.obj("wparPlaced", [&](Obj& x) {
             x.num("epoch", p.epoch).str("previous", p.previous).str("system", p.system).str("wpar", p.wpar);

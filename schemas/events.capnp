@@ -84,6 +84,7 @@ struct Payload {
     operationFinished @27 :OperationFinished;
     taskFinished @28 :TaskFinished;
     wparPlaced @29 :WparPlaced;
+    taskApproved @30 :TaskApproved;
   }
 }
 
@@ -326,6 +327,13 @@ struct TaskFinished {
   recovery @2 :Text;    # what was done about it ("" nothing)
   wparState @3 :Text;   # the WPAR's state letter the task leaves it in, when no operation reported it ("" said nothing)
   cause @4 :Text;       # with wparState B: why it is Broken
+}
+
+# A task that waited for approval (created with one: a relocation or an
+# evacuation asked for with --approval, later the policy's "approve" level)
+# may run from now on.
+struct TaskApproved {
+  user @0 :Text;        # who approved it
 }
 
 # Placement with fencing (DESIGN.md §9): every placement of a WPAR carries a

@@ -39,7 +39,7 @@ constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "wparDefined", "wparRemoved", "groupDefined", "groupDeleted", "settingChanged",
     "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged",
     "agentReportRefused", "joinTokenCreated", "joinTokenUsed", "domainDefined", "domainRemoved",
-    "systemDomainSet", "taskCreated", "operationStarted", "operationFinished", "taskFinished", "wparPlaced"};
+    "systemDomainSet", "taskCreated", "operationStarted", "operationFinished", "taskFinished", "wparPlaced", "taskApproved"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -128,6 +128,8 @@ size_t payload_bytes(const Payload& payload) {
           return sum_sizes(p.state, p.error, p.recovery, p.wpar_state, p.cause) + 16;
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           return sum_sizes(p.wpar, p.system, p.previous) + 16;
+        } else if constexpr (std::is_same_v<T, TaskApproved>) {
+          return p.user.size() + 16;
         } else {
           static_assert(std::is_same_v<T, JoinTokenUsed>);
           return sum_sizes(p.token_hash, p.system_id) + 16;

@@ -46,8 +46,9 @@ enum class EventType : uint16_t {
   kOperationFinished = 27,
   kTaskFinished = 28,
   kWparPlaced = 29,
+  kTaskApproved = 30,
 };
-inline constexpr uint16_t kEventTypeMax = 29;
+inline constexpr uint16_t kEventTypeMax = 30;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -302,6 +303,10 @@ struct TaskFinished {
   std::string cause;       // with "B": why it is Broken
   bool operator==(const TaskFinished&) const = default;
 };
+struct TaskApproved {
+  std::string user;
+  bool operator==(const TaskApproved&) const = default;
+};
 struct WparPlaced {
   std::string wpar;
   std::string system;
@@ -328,7 +333,8 @@ using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, System
                              GroupDeleted, SettingChanged, RoleMappingChanged, SessionOpened,
                              SessionClosed, LoginRefused, SystemStateChanged, AgentReportRefused,
                              JoinTokenCreated, JoinTokenUsed, DomainDefined, DomainRemoved, SystemDomainSet,
-                             TaskCreated, OperationStarted, OperationFinished, TaskFinished, WparPlaced>;
+                             TaskCreated, OperationStarted, OperationFinished, TaskFinished, WparPlaced,
+                             TaskApproved>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

@@ -66,6 +66,7 @@ TEST(Codec, EveryControlPlanePayloadRoundTripsWithEveryFieldSet) {
       OperationStarted{"t1/1", "node1", "web1", "deploy", 3, 1, 99},
       OperationFinished{"t1/1", 2, "failed", 6, "out", "busy", "A"},
       TaskFinished{"failed", "deploy failed", "nothing to undo"},
+      TaskApproved{"alice"},
       WparPlaced{"web1", "node2", 4, "node1"},
   };
   for (const auto& p : payloads) {

@@ -100,6 +100,7 @@ TEST(EventJson, EveryPayloadIsValidJsonNamedByItsType) {
          {{"state", "failed"}, {"error", "deploy failed"}, {"recovery", "none"}, {"wparState", "B"}, {"cause", "gone"}}}}},
       {WparPlaced{"web1", "node2", 4, "node1"},
        {{"wparPlaced", {{"wpar", "web1"}, {"system", "node2"}, {"epoch", 4}, {"previous", "node1"}}}}},
+      {TaskApproved{"alice"}, {{"taskApproved", {{"user", "alice"}}}}},
       {SystemRemoved{"node1", "gone"}, {{"systemRemoved", {{"systemId", "node1"}, {"reason", "gone"}}}}},
       {RegistrationRejected{"10.0.0.9", "bad proof", 4, 10, 20, "h9", "pk"},
        {{"registrationRejected",

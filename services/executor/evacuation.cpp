@@ -39,6 +39,7 @@ Decision decide_evacuate(const Executor& state, const inventory::Inventory& inv,
   o.plan = plan.moves;
   o.skipped = plan.skipped;
   o.shared_root = inv.setting("statefile.shared-root");
+  if (evacuate.approval_ns != 0) o.approval_expires_ns = context.now_ns + evacuate.approval_ns;
   std::string user = user_of(context);
   std::string warning;
   if (!plan.skipped.empty()) {

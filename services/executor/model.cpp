@@ -36,7 +36,9 @@ std::optional<runtime::Operation> lifecycle_operation(const std::string& kind, c
 }  // namespace
 
 bool is_executor_command(std::string_view name) {
-  if (name == "task.cancel" || name == "system.evacuate" || name == "system.mark-dead") return true;
+  if (name == "task.cancel" || name == "task.approve" || name == "system.evacuate" || name == "system.mark-dead") {
+    return true;
+  }
   if (!name.starts_with("wpar.")) return false;
   return std::find(kKinds.begin(), kKinds.end(), name.substr(5)) != kKinds.end();
 }
@@ -53,6 +55,7 @@ json options_to_json(const TaskOptions& o) {
   if (!o.plan.empty()) j["plan"] = o.plan;
   if (!o.skipped.empty()) j["skipped"] = o.skipped;
   if (!o.changes.is_null()) j["changes"] = o.changes;
+  if (o.approval_expires_ns != 0) j["approvalExpiresNs"] = o.approval_expires_ns;
   return j;
 }
 
@@ -68,6 +71,9 @@ TaskOptions options_from_json(std::string_view text) {
   o.shared_root = j.contains("sharedRoot") && j["sharedRoot"].is_string() ? j["sharedRoot"].get<std::string>() : "";
   o.target = j.contains("to") && j["to"].is_string() ? j["to"].get<std::string>() : std::string();
   if (j.contains("changes") && j["changes"].is_object()) o.changes = j["changes"];
+  if (j.contains("approvalExpiresNs") && j["approvalExpiresNs"].is_number_integer()) {
+    o.approval_expires_ns = j["approvalExpiresNs"].get<int64_t>();
+  }
   try {
     if (j.contains("plan")) o.plan = j["plan"].get<std::vector<std::pair<std::string, std::string>>>();
     if (j.contains("skipped")) o.skipped = j["skipped"].get<std::vector<std::pair<std::string, std::string>>>();
@@ -101,6 +107,11 @@ void fold_task_event(Task& t, const Event& e) {
           t.parent = p.parent;
           t.options = options_from_json(p.args);
           t.created_ns = e.timestamp_ns;
+          t.state = t.options.approval_expires_ns != 0 ? "waiting" : "running";
+        } else if constexpr (std::is_same_v<T, TaskApproved>) {
+          if (t.waiting()) t.state = "running";
+          t.approved_by = p.user;
+          t.approved_ns = e.timestamp_ns;
         } else if constexpr (std::is_same_v<T, OperationStarted>) {
           auto it = std::find_if(t.operations.begin(), t.operations.end(),
                                  [&](const Operation& o) { return o.id == p.operation_id; });
@@ -172,7 +183,8 @@ void fold_into(Executor& state, Event&& e) {
         } else if constexpr (std::is_same_v<T, CompatibilityAnalyzed>) {
           state.compat[{p.departure_properties, p.arrival_properties}] = std::move(p.results);
         } else if constexpr (std::is_same_v<T, TaskCreated> || std::is_same_v<T, OperationStarted> ||
-                             std::is_same_v<T, OperationFinished> || std::is_same_v<T, TaskFinished>) {
+                             std::is_same_v<T, OperationFinished> || std::is_same_v<T, TaskFinished> ||
+                             std::is_same_v<T, TaskApproved>) {
           if (!e.stream_id.starts_with("task/")) return;
           std::string id = e.stream_id.substr(5);
           auto it = state.tasks.find(id);
@@ -244,19 +256,35 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   };
   auto flag = [&](const char* key) { return args.contains(key) && args[key].is_boolean() && args[key].get<bool>(); };
   std::set<std::string> allowed = {"name"};
+  // --approval DURATION of a relocation or an evacuation: how long it waits for task.approve.
+  auto approval = [&]() -> std::expected<int64_t, Rejection> {
+    if (!args.contains("approval")) return 0;
+    auto ns = args["approval"].is_string() ? inventory::parse_duration_ns(args["approval"].get<std::string>())
+                                           : std::nullopt;
+    if (!ns || *ns < kApprovalMinNs || *ns > kApprovalMaxNs) {
+      return reject(RejectionCode::kInvalid,
+                    "approval must be how long the task waits for it, from 1m to 7d (e.g. \"30m\", \"4h\")");
+    }
+    return *ns;
+  };
   if (name == "system.evacuate" || name == "system.mark-dead") {
     for (const auto& [key, value] : args.items()) {
-      if (key != "name") return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
+      if (key != "name" && !(key == "approval" && name == "system.evacuate")) {
+        return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
+      }
     }
     if (text("name").empty()) return reject(RejectionCode::kInvalid, fmt::format("{} needs the system's name", name));
     if (name == "system.mark-dead") return MarkDead{text("name")};
-    return Evacuate{text("name")};
+    auto wait = approval();
+    if (!wait) return std::unexpected(wait.error());
+    return Evacuate{text("name"), *wait};
   }
-  if (name == "task.cancel") {
+  if (name == "task.cancel" || name == "task.approve") {
     for (const auto& [key, value] : args.items()) {
       if (key != "task") return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
     }
-    if (text("task").empty()) return reject(RejectionCode::kInvalid, "task.cancel needs the task's id");
+    if (text("task").empty()) return reject(RejectionCode::kInvalid, fmt::format("{} needs the task's id", name));
+    if (name == "task.approve") return ApproveTask{text("task")};
     return CancelTask{text("task")};
   }
   std::string kind(name.substr(5));
@@ -272,10 +300,10 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   if (kind == "deploy") allowed.insert({"system", "start"});
   if (kind == "stop") allowed.insert("force");
   if (kind == "remove") allowed.insert({"preserveFs", "keepDefinition"});
-  if (kind == "relocate") allowed.insert({"to", "force"});
+  if (kind == "relocate") allowed.insert({"to", "force", "approval"});
   for (const auto& [key, value] : args.items()) {
     if (!allowed.contains(key)) return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
-    if (key != "name" && key != "system" && key != "to" && !value.is_boolean()) {
+    if (key != "name" && key != "system" && key != "to" && key != "approval" && !value.is_boolean()) {
       return reject(RejectionCode::kInvalid, fmt::format("'{}' must be true or false", key));
     }
   }
@@ -291,6 +319,9 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   if (kind == "relocate") {
     a.system = text("to");
     if (a.system.empty()) return reject(RejectionCode::kInvalid, "wpar.relocate needs the system to move to (--to H)");
+    auto wait = approval();
+    if (!wait) return std::unexpected(wait.error());
+    a.approval_ns = *wait;
   }
   return a;
 }
@@ -335,6 +366,22 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
     changes.push_back({task_stream(t.id), TaskFinished{"cancelled", fmt::format("cancelled by {}", user), recovery}});
     return Decided{std::move(changes), ""};
   }
+  if (const auto* approve = std::get_if<ApproveTask>(&command)) {
+    auto found = inventory::resolve_prefix(state.tasks, approve->task, "task");
+    if (!found) return std::unexpected(found.error());
+    const Task& t = state.tasks.at(*found);
+    if (!t.waiting()) {
+      return reject(RejectionCode::kConflict,
+                    t.approved_by.empty()
+                        ? fmt::format("task {} does not wait for approval ({})", t.id, t.state)
+                        : fmt::format("task {} was approved already by {} ({})", t.id, t.approved_by, t.state));
+    }
+    if (context.now_ns >= t.options.approval_expires_ns) {
+      return reject(RejectionCode::kConflict,
+                    fmt::format("task {}'s approval expired; ask for it again", t.id));
+    }
+    return Decided{{{task_stream(t.id), TaskApproved{user_of(context)}}}, ""};
+  }
   if (const auto* dead = std::get_if<MarkDead>(&command)) return decide_mark_dead(state, inv, *dead, context);
   if (const auto* evacuate = std::get_if<Evacuate>(&command)) return decide_evacuate(state, inv, *evacuate, context);
   const auto& a = std::get<WparAction>(command);
@@ -349,7 +396,9 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                               *name, running.kind, running.id, running.id, running.id));
   }
   std::string user = user_of(context);
-  TaskCreated created{a.kind, *name, w.system, options_to_json(a.options).dump(), "", user};
+  WparAction act = a;  // with the approval's end, when it waits for one
+  if (a.approval_ns != 0) act.options.approval_expires_ns = context.now_ns + a.approval_ns;
+  TaskCreated created{a.kind, *name, w.system, options_to_json(act.options).dump(), "", user};
   const auto placement = state.placements.find(*name);
   const uint64_t epoch = placement == state.placements.end() ? 0 : placement->second.epoch;
   if (a.kind == "deploy") {
@@ -370,7 +419,7 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                     {task_stream(id), created}},
                    *checked};
   }
-  if (a.kind == "relocate") return decide_relocate(state, inv, *name, a, std::move(created), id);
+  if (a.kind == "relocate") return decide_relocate(state, inv, *name, act, std::move(created), id);
   if (a.kind == "modify") return decide_modify(state, inv, *name, a, std::move(created), id);
   if (a.kind == "remove" && w.system.empty()) {
     if (a.options.keep_definition) {
@@ -475,6 +524,12 @@ std::optional<std::string> system_problem(const inventory::Inventory& inv, const
 
 Step next_step(const Executor& state, const Task& task, const inventory::Inventory& inv, int64_t now_ns) {
   if (task.finished()) return Idle{};
+  if (task.waiting()) {
+    if (now_ns < task.options.approval_expires_ns) return Idle{};
+    return Finish{TaskFinished{"cancelled", "nobody approved it in time (wpm task approve)",
+                               "nothing was done: it expired before it started"},
+                  std::nullopt};
+  }
   if (task.kind == "evacuate") return evacuation_step(state, task);
   if (const auto* op = task.in_flight()) {
     if (now_ns > op->deadline_ns) {
@@ -570,6 +625,8 @@ json task_to_json(const Task& t, bool with_output) {
           {"cause", t.cause},
           {"createdNs", t.created_ns},
           {"finishedNs", t.finished_ns},
+          {"approvedBy", t.approved_by},
+          {"approvedNs", t.approved_ns},
           {"operations", std::move(ops)}};
 }
 
@@ -581,6 +638,7 @@ bool ExecutorModel::wants(EventType type) {
     case EventType::kOperationStarted:
     case EventType::kOperationFinished:
     case EventType::kTaskFinished:
+    case EventType::kTaskApproved:
     case EventType::kWparPlaced:
     case EventType::kCompatibilityAnalyzed:
     case EventType::kAgentReportRefused:
@@ -605,6 +663,7 @@ std::string ExecutorModel::encode(const State& state) {
     const std::string stream = task_stream(t.id);
     out.event(stream, t.version, t.created_ns,
               TaskCreated{t.kind, t.wpar, t.system, options_to_json(t.options).dump(), t.parent, t.user});
+    if (!t.approved_by.empty()) out.event(stream, t.version, t.approved_ns, TaskApproved{t.approved_by});
     for (const auto& o : t.operations) {
       out.event(stream, t.version, o.started_ns,
                 OperationStarted{o.id, o.system, o.wpar, o.action, o.epoch, o.attempt, o.deadline_ns});

@@ -72,6 +72,10 @@ struct TaskOptions {
   std::vector<std::pair<std::string, std::string>> skipped;
   // modify: the fields it sets, as wpar.modify's arguments (without the name).
   nlohmann::json changes;
+  // relocate, evacuate asked for with --approval: the task waits (state
+  // "waiting", its WPARs claimed) until task.approve, or ends cancelled at
+  // this time (Unix ns). 0: it runs at once.
+  int64_t approval_expires_ns = 0;
   bool operator==(const TaskOptions&) const = default;
 };
 nlohmann::json options_to_json(const TaskOptions& o);
@@ -85,7 +89,9 @@ struct Task {
   std::string user;
   std::string parent;
   TaskOptions options;
-  std::string state = "running";  // running succeeded failed cancelled
+  std::string state = "running";  // waiting (for approval) running succeeded failed cancelled
+  std::string approved_by;        // who approved it (task.approve), when it waited
+  int64_t approved_ns = 0;
   std::string error;
   std::string recovery;
   std::string wpar_state;  // what the task's end says of the WPAR ("" nothing)
@@ -95,7 +101,8 @@ struct Task {
   uint64_t version = 0;  // of task/<id>
   std::vector<Operation> operations;
   bool operator==(const Task&) const = default;
-  bool finished() const { return state != "running"; }
+  bool finished() const { return state != "running" && state != "waiting"; }
+  bool waiting() const { return state == "waiting"; }
   // The operation in flight (started, not finished), if any.
   const Operation* in_flight() const;
 };
@@ -161,6 +168,7 @@ struct WparAction {
   std::string wpar;    // any unique prefix
   std::string system;  // deploy: the target system; relocate: the arrival (--to); any unique prefix
   TaskOptions options;
+  int64_t approval_ns = 0;  // relocate: wait this long for task.approve (0: run at once)
 };
 // task.cancel: no further operation starts; the task ends cancelled.
 struct CancelTask {
@@ -170,14 +178,22 @@ struct CancelTask {
 // candidate, one after another, as child tasks.
 struct Evacuate {
   std::string system;  // any unique prefix
+  int64_t approval_ns = 0;  // wait this long for task.approve (0: run at once)
 };
+// task.approve: a waiting task runs from now on.
+struct ApproveTask {
+  std::string task;  // any unique prefix
+};
+// The longest an approval may be waited for (7 days); the shortest, 1 minute.
+inline constexpr int64_t kApprovalMaxNs = 7 * 86'400'000'000'000;
+inline constexpr int64_t kApprovalMinNs = 60'000'000'000;
 // system.mark-dead: the operator confirms that an Offline system is gone;
 // its WPARs are taken off it (Undeployed, deployable elsewhere); a copy it
 // still runs when it comes back is fenced.
 struct MarkDead {
   std::string system;  // any unique prefix
 };
-using Command = std::variant<WparAction, CancelTask, Evacuate, MarkDead>;
+using Command = std::variant<WparAction, CancelTask, Evacuate, MarkDead, ApproveTask>;
 
 // How long a system must have been Offline before it may be marked dead:
 // the setting mark-dead.grace (default 30 s).

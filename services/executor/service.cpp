@@ -133,6 +133,8 @@ Result<size_t> ExecutorService::decide_commands() {
             subject = "wpar:" + inventory::resolve_prefix(inv.wpars, a->wpar, "WPAR").value_or(a->wpar);
           } else if (const auto* c = std::get_if<CancelTask>(&*command)) {
             subject = "task:" + inventory::resolve_prefix(state.tasks, c->task, "task").value_or(c->task);
+          } else if (const auto* ap = std::get_if<ApproveTask>(&*command)) {
+            subject = "task:" + inventory::resolve_prefix(state.tasks, ap->task, "task").value_or(ap->task);
           } else {
             const std::string& system = std::holds_alternative<Evacuate>(*command) ? std::get<Evacuate>(*command).system
                                                                                    : std::get<MarkDead>(*command).system;
@@ -292,6 +294,7 @@ void ExecutorService::kill_point(const Executor& state, const AppendRequest& app
 // ends. One append for all of them.
 Result<size_t> ExecutorService::drive_tasks() {
   Batch batch;
+  uint64_t held_now = 0;
   std::vector<std::pair<Task, Operation>> to_send;
   const int64_t now = clock_.wall_ns();
   {
@@ -319,11 +322,21 @@ Result<size_t> ExecutorService::drive_tasks() {
         logger_->info("application_ended task={} wpar={} system={}", spawn.child, spawn.created.wpar,
                       spawn.created.system);
       }
+      // Nothing is sent to an agent not reconciled since it (re)connected.
+      auto held = [&](const std::string& system) {
+        if (!options_.request_probe || liveness_ == nullptr) return false;
+        if (system_problem(inv, system)) return false;  // fails at once, saying why
+        if (liveness_->reconciled_since_connected(system)) return false;
+        options_.request_probe(system);
+        ++held_now;
+        return true;
+      };
       for (const auto& [id, task] : state.tasks) {
         if (task.finished()) continue;
         if (batch.events() >= kBatchEventsMax) break;
         Step step = next_step(state, task, inv, now);
         if (auto* start = std::get_if<Start>(&step)) {
+          if (held(start->event.system)) continue;
           Operation op{start->event.operation_id, start->event.system, start->event.wpar, start->event.action,
                        start->event.epoch, start->event.attempt, now, start->event.deadline_ns};
           to_send.emplace_back(task, op);
@@ -334,7 +347,7 @@ Result<size_t> ExecutorService::drive_tasks() {
           const bool answered = std::any_of(local_results_.begin(), local_results_.end(), [&](const auto& r) {
             return r.operation_id == await->operation.id;
           });
-          if (!asked && !answered) dispatch(task, await->operation, inv, true);
+          if (!asked && !answered && !held(await->operation.system)) dispatch(task, await->operation, inv, true);
         } else if (auto* timed_out = std::get_if<TimedOut>(&step)) {
           batch.add(state, task_stream(id), id, timed_out->event);
           logger_->warn("operation_timed_out task={} operation={}", id, timed_out->event.operation_id);
@@ -356,6 +369,10 @@ Result<size_t> ExecutorService::drive_tasks() {
         }
       }
     });
+  }
+  if (held_now != 0) {
+    std::lock_guard lock(stats_mutex_);
+    stats_.operations_held += held_now;
   }
   if (batch.events() == 0) return 0;
   auto r = log_.append(batch.append);

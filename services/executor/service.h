@@ -55,6 +55,12 @@ struct ExecutorServiceOptions {
   // points. Default: empty (never).
   std::string kill_point;
   int attempts = 5;  // decisions tried per command when its streams keep changing
+  // Asks for a probe of a system's agent (the prober's probe_soon). When
+  // set (with a liveness table), an operation for an Online system whose
+  // agent has not been reconciled since it (re)connected, or since this
+  // manager started, is held (not recorded, not sent) and a probe asked
+  // for; docs/executor.md "Reconciliation". Default: none (never held).
+  std::function<void(const std::string&)> request_probe;
 };
 
 struct ExecutorStats {
@@ -64,6 +70,7 @@ struct ExecutorStats {
   uint64_t operations_finished = 0;
   uint64_t tasks_finished = 0;
   uint64_t conflicts = 0;
+  uint64_t operations_held = 0;  // rounds an operation waited for its agent's reconciliation
 };
 
 class ExecutorService final : public ExecutorView {

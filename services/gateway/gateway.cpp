@@ -774,11 +774,12 @@ Gateway::Answer Gateway::task_query(const std::string& command, const json& args
   if (problem) return std::unexpected(*problem);
   if (!valid_command_id(id)) return std::unexpected(Fail{"not_found", fmt::format("no task named '{}'", id)});
   // Read-your-writes: once a task is seen ended, the WPARs' view holds its end too.
-  if (shown && shown->value("state", "") != "running" && deps_.inventory != nullptr) {
+  const bool going = shown && (shown->value("state", "") == "running" || shown->value("state", "") == "waiting");
+  if (shown && !going && deps_.inventory != nullptr) {
     (void)deps_.inventory->wait_applied(deps_.executor->applied(), options_.decision_timeout);
   }
   // The whole task (outputs in full) from its stream; a running one as folded.
-  if (shown && shown->value("state", "") == "running") return with_children(std::move(*shown));
+  if (going) return with_children(std::move(*shown));
   auto events = kernel::read_stream_events(*deps_.reads, executor::task_stream(id), 1, 10'000);
   if (!events) return std::unexpected(Fail{"unavailable", events.error().message});
   auto task = executor::task_from_events(id, *events);

@@ -22,7 +22,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 51> kCommands = {{
+constexpr std::array<CommandAccess, 52> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -56,6 +56,7 @@ constexpr std::array<CommandAccess, 51> kCommands = {{
     {"wpar.relocate", Access::kWparAction},
     {"system.evacuate", Access::kWparAction},
     {"task.cancel", Access::kWparAction},
+    {"task.approve", Access::kWparAction},
     {"system.remove", Access::kFleetChange},
     {"system.mark-dead", Access::kFleetChange},
     {"system.discover", Access::kFleetChange},

@@ -446,6 +446,8 @@ ap::ManagerReply AgentChannel::on_channel(const ap::ManagerRequest& request_valu
     if (options_.liveness != nullptr) {
       if (started->agent_port != 0) options_.liveness->set_agent_port(system_id, started->agent_port);
       options_.liveness->clear_probe(system_id);  // a failure from before the agent listened
+      // It started again: reconciled before it gets a command (docs/executor.md).
+      options_.liveness->reconnected(system_id, clock().monotonic_ns());
     }
     {
       std::lock_guard lock(mutex_);

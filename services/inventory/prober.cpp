@@ -74,32 +74,52 @@ void Prober::kick() {
   cv_.notify_all();
 }
 
+void Prober::probe_soon(const std::string& system_id) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!soon_.insert(system_id).second) return;
+  }
+  cv_.notify_all();
+}
+
 void Prober::run(const std::atomic<bool>& stop) {
-  auto deadline = std::chrono::steady_clock::now() + options_.interval;
+  // The first round at once: nothing is reconciled when wpmd starts.
+  auto deadline = std::chrono::steady_clock::now();
   while (!stop.load()) {
     bool due = false;
+    std::set<std::string> soon;
     {
       std::unique_lock lock(mutex_);
-      // Woken early to stop, by kick() or by refresh_profile(); checked
-      // every 200 ms for stop.
-      while (!kicked_ && refresh_.empty() && !stop.load() && std::chrono::steady_clock::now() < deadline) {
+      // Woken early to stop, by kick(), probe_soon() or refresh_profile();
+      // checked every 200 ms for stop.
+      while (!kicked_ && refresh_.empty() && soon_.empty() && !stop.load() &&
+             std::chrono::steady_clock::now() < deadline) {
         cv_.wait_for(lock, std::chrono::milliseconds(200));
       }
       due = kicked_ || std::chrono::steady_clock::now() >= deadline;
       kicked_ = false;
+      soon.swap(soon_);
     }
     if (stop.load()) break;
     refresh_round();
     if (due) {
       round();
       deadline = std::chrono::steady_clock::now() + options_.interval;
+    } else if (!soon.empty()) {
+      round(&soon);
     }
   }
 }
 
-size_t Prober::round() {
+size_t Prober::round(const std::set<std::string>* only) {
   std::vector<ProbeTarget> targets;
   inventory_.read([&](const Inventory& inv) {
+    if (only != nullptr) {
+      for (const auto& id : *only) {
+        if (const auto* s = inv.registry.by_id(id)) targets.push_back(ProbeTarget{id, s->address, s->agent_port, s->public_key});
+      }
+      return;
+    }
     for (const auto& [id, s] : inv.registry.systems()) {
       targets.push_back(ProbeTarget{id, s.address, s.agent_port, s.public_key});
     }

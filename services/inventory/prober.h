@@ -61,11 +61,15 @@ class Prober {
   void run(const std::atomic<bool>& stop);
   // Starts a round now (wpm system discover).
   void kick();
+  // Probes one system soon, from the run() thread, without a whole round
+  // (the executor holds its operations until its agent is reconciled).
+  void probe_soon(const std::string& system_id);
   // Asks one system's agent to send its profile again, from the run() thread
   // (wpm system update-profile).
   void refresh_profile(const std::string& system_id);
-  // One round over every registered system; returns how many answered.
-  size_t round();
+  // One round over every registered system (or only those in `only`);
+  // returns how many answered.
+  size_t round(const std::set<std::string>* only = nullptr);
   // One probe (tests).
   Liveness::Probe probe(const ProbeTarget& target);
   // Sends RefreshProfile to one agent; the problem when it did not answer.
@@ -88,6 +92,7 @@ class Prober {
   std::condition_variable cv_;
   bool kicked_ = false;
   std::set<std::string> refresh_;  // systems whose profile is asked for, under mutex_
+  std::set<std::string> soon_;     // systems to probe now, under mutex_
   std::atomic<uint64_t> rounds_{0};
 };
 

@@ -52,7 +52,31 @@ std::map<std::string, double> Liveness::loads() const {
 
 void Liveness::set_probe(const std::string& system_id, Probe probe) {
   std::lock_guard lock(mutex_);
+  if (!probe.ok) {
+    auto& connected = connected_[system_id];
+    connected = std::max(connected, probe.at_ns);
+  }
   probes_[system_id] = std::move(probe);
+}
+
+void Liveness::reconnected(const std::string& system_id, int64_t now_ns) {
+  std::lock_guard lock(mutex_);
+  auto& connected = connected_[system_id];
+  connected = std::max(connected, now_ns);
+}
+
+void Liveness::reconciled(const std::string& system_id, int64_t probe_at_ns) {
+  std::lock_guard lock(mutex_);
+  auto [it, made] = reconciled_.try_emplace(system_id, probe_at_ns);
+  if (!made) it->second = std::max(it->second, probe_at_ns);
+}
+
+bool Liveness::reconciled_since_connected(const std::string& system_id) const {
+  std::lock_guard lock(mutex_);
+  auto done = reconciled_.find(system_id);
+  if (done == reconciled_.end()) return false;  // not since this manager started
+  auto connected = connected_.find(system_id);
+  return connected == connected_.end() || done->second > connected->second;
 }
 
 void Liveness::clear_probe(const std::string& system_id) {
@@ -68,7 +92,7 @@ std::optional<Liveness::Probe> Liveness::probe(const std::string& system_id) con
 }
 
 InventoryService::InventoryService(kernel::EventLog& log, kernel::SnapshotStore* snapshots,
-                                   kernel::CommitSignal& signal, const kernel::Clock& clock, const Liveness* liveness,
+                                   kernel::CommitSignal& signal, const kernel::Clock& clock, Liveness* liveness,
                                    std::shared_ptr<spdlog::logger> logger, InventoryServiceOptions options)
     : log_(log),
       snapshots_(snapshots),
@@ -226,6 +250,10 @@ Result<size_t> InventoryService::check_liveness() {
         }
       } else if (back) {
         next = SystemStateChanged{id, "online", "heartbeat received"};
+        // Back after a break: what it runs is compared with what the
+        // manager believes before it gets a command (recorded before the
+        // executor can see it Online).
+        liveness_->reconnected(id, now);
       }
       if (next) changes.push_back({id, std::move(*next)});
       versions[id] = status.version;
@@ -307,8 +335,19 @@ Result<size_t> InventoryService::reconcile_reports() {
   for (auto& [id, refused] : refused_after) {
     if (!failed.contains(id)) refusals_[id] = std::move(refused);
   }
-  // A conflicting append is tried again at the next probe round's report.
-  for (const auto& [id, round] : done) reconciled_[id] = round;
+  // A conflicting append is decided again from the same report at the next
+  // step; a report folded in full lets the executor send that agent commands.
+  for (const auto& [id, round] : done) {
+    if (failed.contains(id)) continue;
+    reconciled_[id] = round;
+    auto probe = liveness_->probe(id);
+    if (!probe || probe->round != round) continue;
+    const bool before = liveness_->reconciled_since_connected(id);
+    liveness_->reconciled(id, probe->at_ns);
+    if (!before && liveness_->reconciled_since_connected(id)) {
+      logger_->info("agent_reconciled system={} wpars={}", id, probe->wpars.size());
+    }
+  }
   return written;
 }
 

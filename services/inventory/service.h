@@ -67,11 +67,25 @@ class Liveness {
     uint64_t round = 0;  // the prober's round
     int64_t wall_ns = INT64_MAX;  // when it was taken, wall clock (reconcile: older than the executor's news?)
   };
+  // A failed probe also means the agent must be reconciled again.
   void set_probe(const std::string& system_id, Probe probe);
   // Forgets what probes saw (the agent has just started: a failure from
   // before it listened says nothing of it now).
   void clear_probe(const std::string& system_id);
   std::optional<Probe> probe(const std::string& system_id) const;
+
+  // Reconciliation before commands (docs/executor.md): whenever an agent
+  // connects (it started, it is back Online after being Offline, its port
+  // answers again) and whenever wpmd starts, the manager compares what it
+  // believes with the agent's own list before it sends that agent any
+  // command. `reconnected` (monotonic time) says the agent must be
+  // reconciled again; `reconciled` records that the report of a probe taken
+  // at `probe_at_ns` was folded into the log. Until a probe taken after the
+  // last connection is reconciled, the executor holds that system's
+  // operations (and asks for a probe).
+  void reconnected(const std::string& system_id, int64_t now_ns);
+  void reconciled(const std::string& system_id, int64_t probe_at_ns);
+  bool reconciled_since_connected(const std::string& system_id) const;
 
  private:
   mutable std::mutex mutex_;
@@ -79,6 +93,8 @@ class Liveness {
   std::map<std::string, uint16_t> ports_;
   std::map<std::string, double> loads_;
   std::map<std::string, Probe> probes_;
+  std::map<std::string, int64_t> connected_;   // when it last (re)connected, monotonic
+  std::map<std::string, int64_t> reconciled_;  // the newest reconciled probe's time
 };
 
 // A read-only view of the inventory for queries (the gateway's).
@@ -117,7 +133,7 @@ class InventoryService final : public InventoryView {
  public:
   // `snapshots` and `liveness` may be null. All outlive the service.
   InventoryService(kernel::EventLog& log, kernel::SnapshotStore* snapshots, kernel::CommitSignal& signal,
-                   const kernel::Clock& clock, const Liveness* liveness, std::shared_ptr<spdlog::logger> logger,
+                   const kernel::Clock& clock, Liveness* liveness, std::shared_ptr<spdlog::logger> logger,
                    InventoryServiceOptions options = {});
 
   // Folds the log (from the latest snapshot).
@@ -153,7 +169,7 @@ class InventoryService final : public InventoryView {
   kernel::SnapshotStore* snapshots_;
   kernel::CommitSignal& signal_;
   const kernel::Clock& clock_;
-  const Liveness* liveness_;
+  Liveness* liveness_;
   std::shared_ptr<spdlog::logger> logger_;
   InventoryServiceOptions options_;
   kernel::ProjectionRunner<InventoryModel> runner_;

@@ -385,6 +385,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     executor_log = std::make_unique<OwnedEmbeddedLog>(context, server_options.local_request_endpoint, "executor", **store);
     executor::ExecutorServiceOptions executor_options;
     if (const char* kill_point = std::getenv("WPM_TEST_KILL_POINT")) executor_options.kill_point = kill_point;
+    if (prober) executor_options.request_probe = [&](const std::string& id) { prober->probe_soon(id); };
     executor_service = std::make_unique<executor::ExecutorService>(*executor_log, &embedded, embedded, clock,
                                                                    *inventory_service, dispatcher.get(), &liveness, log,
                                                                    executor_options);

@@ -301,9 +301,21 @@ TEST_F(Lifecycle, RelocationMovesARunningCounterAndASystemWparWithItsFilesAndCom
   EXPECT_EQ(wpar("app1")["system"], "h1");
   EXPECT_EQ(as_root({"wpar", "relocate", "app1", "--to", "h1"}).exit_code, 1) << "already there";
 
-  // The counter moves to h2 and goes on from where it was.
+  // Asked for with --approval, it waits for someone to approve it, who then starts it;
+  // the counter moves to h2 and goes on from where it was.
+  auto asked = as_root({"wpar", "relocate", "app1", "--to", "h2", "--approval", "10m"});
+  ASSERT_EQ(asked.exit_code, 0) << asked.err;
+  ASSERT_NE(asked.out.find("waits for approval"), std::string::npos) << asked.out;
+  const std::string waiting = asked.out.substr(5, asked.out.find(' ', 5) - 5);  // "task ID waits …"
+  json listed_waiting = json::parse(as_root({"-o", "json", "task", "list", "--state", "waiting"}).out);
+  ASSERT_EQ(listed_waiting.size(), 1u) << listed_waiting.dump();
+  EXPECT_EQ(listed_waiting[0]["id"], waiting);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(wpar("app1")["system"], "h1") << "nothing moves before the approval";
+  EXPECT_EQ(as_root({"wpar", "stop", "app1"}).exit_code, 1) << "its WPAR is claimed while it waits";
   const uint64_t before = count_in(dir_ / "count");
-  act({"wpar", "relocate", "app1", "--to", "h2"});
+  act({"task", "approve", waiting});
+  act({"task", "wait", waiting});
   EXPECT_EQ(wpar("app1")["system"], "h2");
   EXPECT_EQ(state("app1"), "A");
   EXPECT_EQ(wpar("app1")["epoch"], 2) << "deployed at 1, moved at 2";

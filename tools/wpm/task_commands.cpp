@@ -50,6 +50,11 @@ void print_task(const json& t) {
   std::printf("user:      %s\n", text_of(t, "user").c_str());
   std::printf("created:   %s\n", time_of(t, "createdNs").c_str());
   std::printf("finished:  %s\n", time_of(t, "finishedNs").c_str());
+  if (int64_t expires = t["options"].value("approvalExpiresNs", int64_t{0}); expires != 0) {
+    std::printf("approval:  %s\n", text_of(t, "approvedBy").empty()
+                                       ? ("waited for until " + format_time(expires)).c_str()
+                                       : ("by " + text_of(t, "approvedBy") + " at " + time_of(t, "approvedNs")).c_str());
+  }
   if (!text_of(t, "error").empty()) std::printf("error:     %s\n", text_of(t, "error").c_str());
   if (!text_of(t, "recovery").empty()) std::printf("recovery:  %s\n", text_of(t, "recovery").c_str());
   if (t.contains("children")) {
@@ -110,7 +115,11 @@ int wait_task(const GlobalOptions& g, const std::string& id, int64_t timeout_s) 
         }
       }
     }
-    if (text_of(t, "state") != "running") {
+    if (text_of(t, "state") == "waiting" && progress && shown.empty()) {
+      std::fprintf(stderr, "  waiting for approval (wpm task approve %s)\n", id.c_str());
+      shown.emplace_back();
+    }
+    if (text_of(t, "state") != "running" && text_of(t, "state") != "waiting") {
       if (g.format == Format::kJson) {
         std::puts(t.dump(2).c_str());
       } else if (text_of(t, "state") == "succeeded") {
@@ -147,6 +156,15 @@ int run_task_command(const GlobalOptions& g, const std::string& command, const j
   std::string task = text_of(r, "task");
   if (task.empty()) {  // nothing to run (never for these commands)
     if (g.format == Format::kJson) std::puts(r.dump(2).c_str());
+    return kExitOk;
+  }
+  if (args.contains("approval")) {  // it waits for someone's approval: not for this command
+    if (g.format == Format::kJson) {
+      std::puts(json{{"task", task}, {"state", "waiting"}}.dump(2).c_str());
+    } else {
+      std::printf("task %s waits for approval (wpm task approve %s, or wpm task cancel %s)\n", task.c_str(),
+                  task.c_str(), task.c_str());
+    }
     return kExitOk;
   }
   if (no_wait) {
@@ -223,6 +241,12 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
 
   static std::string to;
   static bool dry_run = false;
+  static std::string approval;
+  auto add_approval = [](CLI::App* c) {
+    c->add_option("--approval", approval,
+                  "do not start it until someone approves it (wpm task approve ID) within this time (1m to 7d, e.g. "
+                  "30m); it ends cancelled after it");
+  };
   auto* relocate = wpar.add_subcommand(
       "relocate", "move a running WPAR to another system by checkpoint and restart (a task; back where it was when "
                   "a step fails)");
@@ -231,9 +255,11 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
   relocate->add_flag("--force", force, "also to a system that failed compatibility tests (never a Pending one)");
   relocate->add_flag("--dry-run", dry_run, "check it and print the steps; change nothing");
   add_wait(relocate);
+  add_approval(relocate);
   relocate->callback([&] {
     json a = {{"name", name}, {"to", to}};
     if (force) a["force"] = true;
+    if (!approval.empty() && !dry_run) a["approval"] = approval;
     if (!dry_run) {
       exit_code = run_task_command(g, "wpar.relocate", a, no_wait);
       return;
@@ -271,9 +297,12 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
   evacuate->add_option("NAME", name, "the system (any unique prefix)")->required();
   evacuate->add_flag("--dry-run", evacuate_dry_run, "print the plan; change nothing");
   add_wait(evacuate);
+  add_approval(evacuate);
   evacuate->callback([&] {
     if (!evacuate_dry_run) {
-      exit_code = run_task_command(g, "system.evacuate", {{"name", name}}, no_wait);
+      json a = {{"name", name}};
+      if (!approval.empty()) a["approval"] = approval;
+      exit_code = run_task_command(g, "system.evacuate", a, no_wait);
       return;
     }
     exit_code = run_command(g, "system.evacuate-check", {{"name", name}}, [](const json& r) {
@@ -296,8 +325,8 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
   auto* task = app.add_subcommand("task", "the executor's tasks: lifecycle commands and their operations");
   task->require_subcommand(1);
   auto* list = task->add_subcommand("list", "recent tasks, newest first");
-  list->add_option("--state", state, "only running, succeeded, failed or cancelled tasks")
-      ->check(CLI::IsMember({"running", "succeeded", "failed", "cancelled"}));
+  list->add_option("--state", state, "only waiting (for approval), running, succeeded, failed or cancelled tasks")
+      ->check(CLI::IsMember({"waiting", "running", "succeeded", "failed", "cancelled"}));
   list->add_option("--wpar", wpar_filter, "only tasks of this WPAR");
   list->add_option("--limit", limit, "at most this many (default 50)");
   list->callback([&] {
@@ -321,7 +350,16 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
   wait->add_option("ID", id, "the task (any unique prefix)")->required();
   wait->add_option("--timeout", timeout_s, "give up waiting after this many seconds (default: never)");
   wait->callback([&] { exit_code = wait_task(g, id, timeout_s); });
-  auto* cancel = task->add_subcommand("cancel", "cancel a running task: no further operation starts");
+  auto* approve = task->add_subcommand("approve", "approve a task that waits for it (a relocation or an evacuation "
+                                                  "asked for with --approval): it starts now");
+  approve->add_option("ID", id, "the task (any unique prefix)")->required();
+  approve->callback([&] {
+    exit_code = run_command(g, "task.approve", {{"task", id}}, [](const json& r) {
+      std::printf("approved task %s [command %s]; follow it with wpm task wait %s\n", id.c_str(),
+                  text_of(r, "command").c_str(), id.c_str());
+    });
+  });
+  auto* cancel = task->add_subcommand("cancel", "cancel a running or waiting task: no further operation starts");
   cancel->add_option("ID", id, "the task (any unique prefix)")->required();
   cancel->callback([&] {
     exit_code = run_command(g, "task.cancel", {{"task", id}}, [](const json& r) {

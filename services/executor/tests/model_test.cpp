@@ -610,6 +610,57 @@ TEST_F(RelocationTest, EveryStepRecordedAndThePlacementMovesOnceTheDepartureIsFr
   EXPECT_EQ(relocation_state_id(state_.tasks.at("r1")), "r1.1");
 }
 
+// A relocation asked for with --approval waits (its WPAR claimed) until
+// someone approves it, and ends cancelled when nobody did in time.
+TEST_F(RelocationTest, ARelocationWithApprovalWaitsForItAndExpires) {
+  auto bad = run("r0", "wpar.relocate", {{"name", "web1"}, {"to", "node2"}, {"approval", "5s"}});
+  ASSERT_TRUE(bad);
+  EXPECT_NE(bad->message.find("from 1m to 7d"), std::string::npos) << bad->message;
+  ASSERT_EQ(run("r1", "wpar.relocate", {{"name", "web1"}, {"to", "node2"}, {"approval", "10m"}}), std::nullopt);
+  const Task& t = state_.tasks.at("r1");
+  EXPECT_EQ(t.state, "waiting");
+  EXPECT_FALSE(t.finished());
+  EXPECT_EQ(t.options.approval_expires_ns, now_ + 600 * kSecond);
+  EXPECT_TRUE(std::holds_alternative<Idle>(step("r1"))) << "nothing starts before the approval";
+  auto busy = run("x1", "wpar.stop", {{"name", "web1"}});
+  ASSERT_TRUE(busy) << "its WPAR is claimed while it waits";
+  EXPECT_NE(busy->message.find("has a task running"), std::string::npos);
+  auto not_waiting = run("a0", "task.approve", {{"task", "d1"}});
+  ASSERT_TRUE(not_waiting);
+  EXPECT_NE(not_waiting->message.find("does not wait for approval"), std::string::npos) << not_waiting->message;
+  // The snapshot keeps it waiting.
+  auto back = ExecutorModel::decode(ExecutorModel::encode(state_));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->tasks.at("r1"), t);
+
+  ASSERT_EQ(run("a1", "task.approve", {{"task", "r1"}}), std::nullopt);
+  EXPECT_EQ(state_.tasks.at("r1").state, "running");
+  EXPECT_EQ(state_.tasks.at("r1").approved_by, "alice");
+  auto twice = run("a2", "task.approve", {{"task", "r1"}});
+  ASSERT_TRUE(twice);
+  EXPECT_NE(twice->message.find("approved already by alice"), std::string::npos) << twice->message;
+  back = ExecutorModel::decode(ExecutorModel::encode(state_));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->tasks.at("r1"), state_.tasks.at("r1")) << "the approval too";
+  EXPECT_EQ(drive("r1", {}), (Steps{"pause@node1", "place@node2", "receive@node2", "restore@node2", "remove@node1",
+                                    "succeeded"}));
+
+  // Back the other way, never approved: it ends cancelled at its time, having done nothing.
+  ASSERT_EQ(run("r2", "wpar.relocate", {{"name", "web1"}, {"to", "node1"}, {"approval", "1m"}}), std::nullopt);
+  now_ += 59 * kSecond;
+  EXPECT_TRUE(std::holds_alternative<Idle>(step("r2")));
+  now_ += 2 * kSecond;
+  auto late = run("a3", "task.approve", {{"task", "r2"}});
+  ASSERT_TRUE(late);
+  EXPECT_NE(late->message.find("expired"), std::string::npos);
+  TaskFinished end = finish("r2");
+  EXPECT_EQ(end.state, "cancelled");
+  EXPECT_NE(end.error.find("nobody approved it in time"), std::string::npos);
+  EXPECT_TRUE(state_.tasks.at("r2").operations.empty());
+  EXPECT_FALSE(state_.busy.contains("web1"));
+  EXPECT_EQ(state_.placements.at("web1").system, "node2");
+}
+
 TEST_F(RelocationTest, WithASharedStateRootNothingIsTransferred) {
   fold_inventory("settings", SettingChanged{"statefile.shared-root", "/mnt/wpm", ""});
   ASSERT_EQ(run("r1", "wpar.relocate", {{"name", "web1"}, {"to", "node2"}}), std::nullopt);

@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "schemas/codec.h"
 #include "services/kernel/identity.h"
@@ -64,8 +65,14 @@ class GatewayTest : public ::testing::Test {
     // The executor, without an agent client: its operations fail as unreachable.
     executor_local_ = std::make_unique<kernel::LocalLog>(*store_, clock_, access_, kernel::service_identity("executor"));
     executor_log_ = std::make_unique<LockedLog>(*executor_local_, append_mutex_);
+    // Its agents are reconciled when a test says so (liveness_.reconciled).
+    executor::ExecutorServiceOptions eo;
+    eo.request_probe = [this](const std::string& id) {
+      std::lock_guard lock(probes_mutex_);
+      probes_asked_.insert(id);
+    };
     executor_ = std::make_unique<executor::ExecutorService>(*executor_log_, embedded_.get(), *embedded_, clock_,
-                                                            *inventory_, nullptr, nullptr, log_);
+                                                            *inventory_, nullptr, &liveness_, log_, eo);
     ASSERT_TRUE(executor_->start());
     executor_thread_ = std::thread([this] { executor_->run(stop_); });
     GatewayDeps deps;
@@ -127,6 +134,9 @@ class GatewayTest : public ::testing::Test {
   std::unique_ptr<kernel::EventLog> inventory_log_, worker_log_, executor_log_;
   std::unique_ptr<inventory::InventoryService> inventory_;
   std::unique_ptr<executor::ExecutorService> executor_;
+  inventory::Liveness liveness_;
+  std::mutex probes_mutex_;
+  std::set<std::string> probes_asked_;
   std::atomic<bool> stop_{false};
   std::thread inventory_thread_, executor_thread_;
   std::unique_ptr<Gateway> gateway_;
@@ -205,8 +215,27 @@ TEST_F(GatewayTest, ALifecycleCommandStartsATaskWhoseOperationsAreShown) {
   ASSERT_TRUE(deployed["ok"].get<bool>()) << deployed.dump();
   EXPECT_EQ(deployed["result"]["task"], "d-1") << "the task has the command's id";
   EXPECT_EQ(deployed["result"]["decidedBy"], "service:executor");
-  // The executor records the operation, finds no agent client and fails it, saying so.
+  // Nothing is sent to an agent not reconciled since this manager started:
+  // the operation waits, and a probe of node1 is asked for.
   json task;
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard lock(probes_mutex_);
+      if (probes_asked_.contains("node1")) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  task = call("task.show", {{"id", "d-1"}}, alice);
+  EXPECT_EQ(task["result"]["state"], "running");
+  EXPECT_TRUE(task["result"]["operations"].empty()) << task.dump();
+  {
+    std::lock_guard lock(probes_mutex_);
+    EXPECT_TRUE(probes_asked_.contains("node1"));
+  }
+  EXPECT_GT(executor_->stats().operations_held, 0u);
+  liveness_.reconciled("node1", clock_.monotonic_ns());
+  // The executor records the operation, finds no agent client and fails it, saying so.
   for (int i = 0; i < 200; ++i) {
     task = call("task.show", {{"id", "d-"}}, alice);
     if (task["ok"].get<bool>() && task["result"]["state"] != "running") break;

@@ -42,6 +42,7 @@ TEST(RoleMatrix, EveryCommandAsTheReadmeTableSays) {
       {"wpar.deploy", wpar_actors}, {"wpar.start", wpar_actors}, {"wpar.stop", wpar_actors},
       {"wpar.pause", wpar_actors}, {"wpar.resume", wpar_actors}, {"wpar.freeze", wpar_actors},
       {"wpar.kill", wpar_actors}, {"wpar.relocate", wpar_actors}, {"task.cancel", wpar_actors},
+      {"task.approve", wpar_actors},
       {"system.remove", fleet}, {"system.mark-dead", fleet}, {"system.discover", fleet}, {"system.token-create", fleet}, {"group.create", fleet}, {"group.modify", fleet}, {"group.delete", fleet},
       {"group.add-wpar", fleet}, {"group.remove-wpar", fleet}, {"settings.set", fleet},
       {"system.set-domain", fleet}, {"system.update-profile", fleet}, {"domain.create", fleet}, {"domain.remove", fleet},

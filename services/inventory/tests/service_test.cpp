@@ -170,6 +170,52 @@ TEST_F(InventoryServiceTest, AnAgentPortThatFailsItsProbeMakesTheSystemUnreachab
   EXPECT_EQ(state().wpars.at("hand1").wpar.system, "node1");
 }
 
+// Reconciliation before commands: an agent is reconciled once a probe
+// taken after its last (re)connection has been folded into the log; a
+// failed probe, an agent that started again, or a system back Online after
+// a break need a new one.
+TEST_F(InventoryServiceTest, AnAgentIsReconciledOnlyByAReportTakenAfterItLastConnected) {
+  Liveness l;
+  EXPECT_FALSE(l.reconciled_since_connected("n")) << "nothing reconciled since the manager started";
+  l.reconciled("n", 10);
+  EXPECT_TRUE(l.reconciled_since_connected("n"));
+  l.reconnected("n", 20);
+  EXPECT_FALSE(l.reconciled_since_connected("n"));
+  l.reconciled("n", 15);
+  EXPECT_FALSE(l.reconciled_since_connected("n")) << "a report from before it connected again";
+  l.reconciled("n", 25);
+  EXPECT_TRUE(l.reconciled_since_connected("n"));
+  l.set_probe("n", {false, "connection refused", {}, 30, 1});
+  EXPECT_FALSE(l.reconciled_since_connected("n")) << "its port failed: what it runs is unknown again";
+
+  // Through the service: the report is folded, then the agent counts as reconciled.
+  AppendRequest r;
+  r.events.push_back(EventDraft{"registry", "", "", "", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510}});
+  ASSERT_TRUE(inventory_log_->append(r));
+  clock_.advance_ns(1'000'000'000);
+  liveness_.seen("node1", clock_.monotonic_ns());
+  ASSERT_TRUE(service_->step());
+  EXPECT_FALSE(liveness_.reconciled_since_connected("node1"));
+  liveness_.set_probe("node1", {true, "", {{"hand1", "system", "A"}}, clock_.monotonic_ns(), 1});
+  ASSERT_TRUE(service_->step());
+  EXPECT_TRUE(state().wpars.contains("hand1"));
+  EXPECT_TRUE(liveness_.reconciled_since_connected("node1"));
+  // Offline, then heard from again: Online, and to be reconciled again.
+  clock_.advance_ns(16'000'000'000);
+  ASSERT_TRUE(service_->step());
+  ASSERT_EQ(state().system_status("node1").state, "offline");
+  EXPECT_TRUE(liveness_.reconciled_since_connected("node1")) << "Offline: its operations fail at once instead";
+  clock_.advance_ns(1'000'000'000);
+  liveness_.seen("node1", clock_.monotonic_ns());
+  ASSERT_TRUE(service_->step());
+  ASSERT_EQ(state().system_status("node1").state, "online");
+  EXPECT_FALSE(liveness_.reconciled_since_connected("node1"));
+  clock_.advance_ns(1'000'000);
+  liveness_.set_probe("node1", {true, "", {{"hand1", "system", "A"}}, clock_.monotonic_ns(), 2});
+  ASSERT_TRUE(service_->step());
+  EXPECT_TRUE(liveness_.reconciled_since_connected("node1"));
+}
+
 TEST_F(InventoryServiceTest, APortThatFailsBeforeTheAgentIsHeardFromDoesNotMakeItUnreachable) {
   // Registered (wpm-agent configure) but not started yet: its port refuses,
   // and nothing says the agent runs.
