@@ -264,6 +264,13 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   Registration r{o.manager, o.pubport, manager->agent_channel_port, manager->public_key, fingerprint,
                  registered->system_id, now_ns()};
   if (auto w = write_registration(paths.data_dir, r); !w) return error(kFailed, w.error().message);
+  // Placement epochs are the old manager's numbers: a new manager starts its own.
+  auto dropped = adopt_placements(paths.data_dir + "/placements", r.manager_public_key,
+                                  existing && *existing ? (**existing).manager_public_key : std::string());
+  if (!dropped) return error(kFailed, dropped.error().message);
+  if (*dropped > 0 && format != OutputFormat::kJson) {
+    std::printf("forgot the placement epochs of %zu WPAR(s) that the previous manager numbered\n", *dropped);
+  }
   // Only now, with the new registration in place, leave the old manager (a
   // failed registration must not leave the agent registered nowhere). The
   // same manager and key: the registration was the same one, nothing to leave.

@@ -292,6 +292,30 @@ Result<void> write_epoch(const std::string& placements_dir, const std::string& w
   return write_file_atomic(placements_dir + "/" + wpar, fmt::format("{}\n", epoch), 0600);
 }
 
+Result<size_t> adopt_placements(const std::string& placements_dir, const std::string& manager_key,
+                                const std::string& previous_key) {
+  std::error_code ec;
+  fs::create_directories(placements_dir, ec);
+  if (ec) return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", placements_dir, ec.message()));
+  std::string owner;
+  {
+    std::ifstream in(placements_dir + "/.manager");
+    std::getline(in, owner);
+  }
+  if (owner.empty()) owner = previous_key;  // epochs written before the owner was named
+  size_t dropped = 0;
+  if (owner != manager_key) {
+    for (const auto& e : fs::directory_iterator(placements_dir, ec)) {
+      if (e.path().filename().string().starts_with(".")) continue;
+      if (fs::remove(e.path(), ec)) ++dropped;
+    }
+  }
+  if (auto w = write_file_atomic(placements_dir + "/.manager", manager_key + "\n", 0600); !w) {
+    return std::unexpected(w.error());
+  }
+  return dropped;
+}
+
 std::string read_tail(const std::string& path, size_t max) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return "";

@@ -120,6 +120,13 @@ class OperationJournal {
 
 std::optional<uint64_t> read_epoch(const std::string& placements_dir, const std::string& wpar);
 Result<void> write_epoch(const std::string& placements_dir, const std::string& wpar, uint64_t epoch);
+// The epochs are a manager's (its log numbers them): registered with another
+// manager (another key: a reinstalled one starts at 1 again), this agent
+// forgets the old one's. `placements_dir/.manager` names whose they are; an
+// agent that held epochs under a registration with another key (or under
+// none named) drops them. Returns how many it dropped.
+Result<size_t> adopt_placements(const std::string& placements_dir, const std::string& manager_key,
+                                const std::string& previous_key);
 
 // The last `max` bytes of a file ("" when it cannot be read).
 std::string read_tail(const std::string& path, size_t max);

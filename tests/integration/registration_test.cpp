@@ -340,9 +340,13 @@ TEST_F(Registration, ForceRegistersWithTheNewManagerThenLeavesTheOldOne) {
   EXPECT_EQ(count_type(events(*old_manager), "systemRemoved"), 0u);
   EXPECT_NE(read_file(dir_ / "a1/registration.json").find(port_of(old_manager->agent_public())), std::string::npos);
 
+  // The old manager had placed a WPAR here at epoch 5: its numbers are not the new one's.
+  std::ofstream(dir_ / "a1/placements/web1") << "5\n";
   auto moved = configure(*new_manager, dir_ / "a1", dir_ / "password", {"--force"});
   ASSERT_EQ(moved.exit_code, 0) << moved.err;
   EXPECT_NE(moved.out.find("unregistered"), std::string::npos) << moved.out;
+  EXPECT_NE(moved.out.find("forgot the placement epochs of 1 WPAR"), std::string::npos) << moved.out;
+  EXPECT_FALSE(fs::exists(dir_ / "a1/placements/web1"));
   EXPECT_EQ(count_type(events(*old_manager), "systemRemoved"), 1u);
   EXPECT_EQ(count_type(events(*new_manager), "systemRegistered"), 1u);
   // Again with the same manager: the same registration, nothing new.

@@ -102,6 +102,30 @@ TEST(Operations, JournalKeepsRecordsAndDropsTheOldestFinished) {
   fs::remove_all(dir);
 }
 
+// A reinstalled manager numbers its placements from 1 again: registered
+// with another manager key, the agent forgets the old epochs (and only then).
+TEST(Operations, PlacementEpochsAreForgottenWhenAnotherManagerIsAdopted) {
+  fs::path dir = fs::temp_directory_path() / ("wpm-placements-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  ASSERT_TRUE(write_epoch(dir.string(), "w1", 7));
+  // The first registration after an upgrade: the epochs were the same manager's.
+  auto kept = adopt_placements(dir.string(), "keyA", "keyA");
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(*kept, 0u);
+  EXPECT_EQ(read_epoch(dir.string(), "w1"), 7u);
+  ASSERT_TRUE(write_epoch(dir.string(), "w2", 3));
+  EXPECT_EQ(*adopt_placements(dir.string(), "keyA", ""), 0u) << "the same manager again, its name kept";
+  auto dropped = adopt_placements(dir.string(), "keyB", "keyA");
+  ASSERT_TRUE(dropped);
+  EXPECT_EQ(*dropped, 2u);
+  EXPECT_FALSE(read_epoch(dir.string(), "w1"));
+  EXPECT_FALSE(read_epoch(dir.string(), "w2"));
+  ASSERT_TRUE(write_epoch(dir.string(), "w1", 1));
+  EXPECT_EQ(*adopt_placements(dir.string(), "keyB", "keyB"), 0u);
+  EXPECT_EQ(read_epoch(dir.string(), "w1"), 1u) << "the new manager's own";
+  fs::remove_all(dir);
+}
+
 TEST(Operations, PlainCommandsRunAsTheyAreAndShellSyntaxUnderAShell) {
   EXPECT_EQ(command_words("/bin/counter --out /tmp/c  --interval-ms 50"),
             (std::vector<std::string>{"/bin/counter", "--out", "/tmp/c", "--interval-ms", "50"}));
