@@ -1,0 +1,108 @@
+#pragma once
+// The agent daemon's class, shared by its files (not part of the agent's
+// interface, which is daemon.h): daemon.cpp (the loop, the manager link, the
+// agent port and the local socket) and daemon_operations.cpp (the manager's
+// lifecycle operations: journaled, fenced by placement epochs, run once).
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "agents/agent/daemon.h"
+#include "agents/agent/manager_link.h"
+#include "agents/agent/operations.h"
+#include "agents/agent/transfer.h"
+#include "agents/profile/profile.h"
+#include "bus/curve.h"
+#include "bus/request_server.h"
+#include "schemas/agent_protocol.h"
+
+namespace wpm::agent::detail {
+
+namespace fs = std::filesystem;
+namespace ap = agentproto;
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+inline int64_t wall_ns() { return now_ns(); }
+
+struct AgentMetrics {
+  prometheus::Gauge& uptime;
+  prometheus::Family<prometheus::Gauge>& wpars;
+  prometheus::Family<prometheus::Counter>& operations;
+  prometheus::Counter& errors;
+  prometheus::Gauge& registered;
+  prometheus::Gauge& last_contact;
+  explicit AgentMetrics(prometheus::Registry& r)
+      : uptime(prometheus::BuildGauge().Name("wpm_agent_uptime_seconds").Help("Seconds since the agent started").Register(r).Add({})),
+        wpars(prometheus::BuildGauge().Name("wpm_agent_wpars").Help("WPARs kept by this agent, by state").Register(r)),
+        operations(prometheus::BuildCounter().Name("wpm_agent_operations_total").Help("Commands run, by command and result").Register(r)),
+        errors(prometheus::BuildCounter().Name("wpm_agent_errors_total").Help("Failed manager exchanges and malformed frames").Register(r).Add({})),
+        registered(prometheus::BuildGauge().Name("wpm_agent_registered").Help("1 when registered with a manager").Register(r).Add({})),
+        last_contact(prometheus::BuildGauge().Name("wpm_agent_last_contact_timestamp_seconds").Help("When the manager last answered").Register(r).Add({})) {}
+};
+class Daemon {
+ public:
+  explicit Daemon(const DaemonOptions& o) : o_(o) {}
+  int run();
+
+ private:
+  Result<void> open_local_socket();
+  void refresh_registration();
+  void tick();
+  void recollect_profile();
+  std::optional<std::string> serve_port(bus::ServerRequest& request);
+  ap::OperationResult handle_operation(const ap::Operation& op);
+  // Marks a journaled operation whose runner is gone without a result as
+  // interrupted (never run again); true when it changed the record.
+  bool settle(OperationRecord& record);
+  void refresh_profile();
+  void on_local_client();
+  void reap_children();
+  void update_wpar_gauges(const std::vector<ap::WparSummary>& wpars);
+
+  const DaemonOptions& o_;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t context_{1};
+  bus::CurveKeyPair keys_;
+  std::optional<Registration> registration_;
+  std::mutex registration_mutex_;  // the ZAP thread reads the pinned key
+  fs::file_time_type registration_mtime_{};
+  std::unique_ptr<ManagerSession> session_;
+  bool started_sent_ = false;
+  uint16_t bound_port_ = 0;  // the agent port as bound (sent in Started: the manager probes it)
+  AgentStatus status_;
+  std::unique_ptr<bus::RequestServer> port_;  // the agent port (commands from the manager)
+  int wake_fd_ = -1;                           // a port worker wakes the main loop
+  std::atomic<bool> refresh_requested_{false};
+  int local_fd_ = -1;
+  std::map<pid_t, int> children_;  // forwarded command → client connection
+  std::unique_ptr<AgentMetrics> metrics_;
+  std::map<std::string, prometheus::Gauge*> state_gauges_;
+  int64_t started_ns_ = now_ns();
+  profile::SystemProfile profile_;
+  bool profile_sent_ = false;  // the manager has acknowledged profile_
+  ProfileOverrides overrides_;  // agent.toml's [profile], read at start and when the manager asks
+  uint64_t ticks_ = 0;
+  std::mutex ops_mutex_;                        // the journal, the epochs and running_ops_
+  std::unique_ptr<OperationJournal> journal_;
+  std::map<std::string, std::string> running_ops_;  // operation id → WPAR, while it may run
+  std::map<std::string, int> spawned_;              // operation id → the runner this daemon started
+  StateGrants grants_;  // arrival agents allowed to pull a state file (transfer.h)
+};
+
+}  // namespace wpm::agent::detail
