@@ -36,6 +36,7 @@ enum EventType {
   operationFinished @27; # what became of it: exit code, output, error, the WPAR's state after
   taskFinished @28;      # the task ended: succeeded, failed (with what recovery did) or cancelled
   wparPlaced @29;        # a WPAR placed on a system (or on none), with its new epoch; stream placement/<wpar>
+  taskApproved @30;      # a task that waited for approval may run; stream task/<id>
 }
 
 struct Event {

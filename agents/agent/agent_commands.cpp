@@ -264,11 +264,14 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
   Registration r{o.manager, o.pubport, manager->agent_channel_port, manager->public_key, fingerprint,
                  registered->system_id, now_ns()};
   if (auto w = write_registration(paths.data_dir, r); !w) return error(kFailed, w.error().message);
-  // Placement epochs are the old manager's numbers: a new manager starts its own.
+  // Placement epochs are the old manager's numbers: a new manager starts its
+  // own. Registered already: a failure here is said, not a failed configure.
   auto dropped = adopt_placements(paths.data_dir + "/placements", r.manager_public_key,
                                   existing && *existing ? (**existing).manager_public_key : std::string());
-  if (!dropped) return error(kFailed, dropped.error().message);
-  if (*dropped > 0 && format != OutputFormat::kJson) {
+  if (!dropped) {
+    std::fprintf(stderr, "wpm-agent: warning: %s; remove the files in %s/placements if the new manager's commands "
+                 "are refused as stale\n", dropped.error().message.c_str(), paths.data_dir.c_str());
+  } else if (*dropped > 0 && format != OutputFormat::kJson) {
     std::printf("forgot the placement epochs of %zu WPAR(s) that the previous manager numbered\n", *dropped);
   }
   // Only now, with the new registration in place, leave the old manager (a
@@ -291,7 +294,8 @@ int configure(const AgentPaths& paths, const ConfigureOptions& o, OutputFormat f
     std::printf("%s\n", nlohmann::json{{"systemId", r.system_id},
                                        {"manager", tcp_endpoint(r.manager_host, r.public_port)},
                                        {"managerKey", fingerprint},
-                                       {"alreadyRegistered", registered->already_registered}}
+                                       {"alreadyRegistered", registered->already_registered},
+                                       {"placementEpochsForgotten", dropped ? *dropped : 0}}
                             .dump()
                             .c_str());
   } else {

@@ -502,9 +502,7 @@ int chwpar(const AgentPaths& p, const ChangeOptions& o) {
     using T = typename std::remove_reference_t<decltype(field)>::value_type;
     if (v) field = *v == 0 ? std::optional<T>() : std::optional<T>(static_cast<T>(*v));
   };
-  if (o.shares && *o.shares != 0 && (*o.shares < 2 || *o.shares > 262'144)) {
-    return error(kUsage, fmt::format("CPU shares {} is outside 2..262144", *o.shares));
-  }
+  if (o.shares && *o.shares > 262'144) return error(kUsage, fmt::format("CPU shares {} is above 262144", *o.shares));
   if (o.cpu && *o.cpu > 100'000) return error(kUsage, fmt::format("a CPU limit of {}% is too high", *o.cpu));
   set(changed.limits.cpu_shares, o.shares);
   set(changed.limits.cpu_limit_percent, o.cpu);
@@ -521,6 +519,17 @@ int chwpar(const AgentPaths& p, const ChangeOptions& o) {
     // refused there): a change that cannot apply leaves the spec as it was.
     auto cgroups = runtime::CgroupSet::open(runtime::CgroupLayout::detect(), p.cgroup_of(o.name));
     if (!cgroups) return error(kFailed, fmt::format("cannot open WPAR {}'s cgroups: {}", o.name, cgroups.error().message));
+    // cgroup v2 takes a memory limit below what the WPAR uses and then kills
+    // inside it: refused here instead, whatever the hierarchy.
+    if (const auto& limit = changed.limits.memory_bytes; limit && limit != spec.limits.memory_bytes) {
+      auto used = cgroups->memory_usage();
+      if (used && *used && **used > *limit) {
+        return error(kFailed, fmt::format("WPAR {} uses {} bytes of memory now, more than the {} asked for: lowering "
+                                          "it there would end its processes; it keeps its limits (free memory in it "
+                                          "first, or change it while it is stopped)",
+                                          o.name, **used, *limit));
+      }
+    }
     if (auto r = cgroups->apply_exactly(changed.limits); !r) {
       (void)cgroups->apply_exactly(spec.limits);
       return error(kFailed, fmt::format("WPAR {}'s limits cannot change while it runs: {}; it keeps its limits",

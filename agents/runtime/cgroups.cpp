@@ -226,6 +226,16 @@ Result<void> CgroupSet::apply_exactly(const ResourceLimits& l) {
   return {};
 }
 
+Result<std::optional<uint64_t>> CgroupSet::memory_usage() const {
+  std::string mem = dir_for("memory");
+  if (mem.empty()) return std::optional<uint64_t>{};
+  auto it = layout_.controllers.find("memory");
+  bool v1 = it != layout_.controllers.end() && it->second.version == 1;
+  auto v = read_u64(mem + (v1 ? "/memory.usage_in_bytes" : "/memory.current"));
+  if (!v) return std::unexpected(v.error());
+  return std::optional<uint64_t>(*v);
+}
+
 Result<ResourceLimits> CgroupSet::read_limits() const {
   ResourceLimits l;
   auto version = [&](const char* c) {

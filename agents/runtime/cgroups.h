@@ -60,6 +60,9 @@ class CgroupSet {
   // running WPAR (chwpar).
   Result<void> apply_exactly(const ResourceLimits& limits);
   Result<ResourceLimits> read_limits() const;
+  // The memory its processes use now (v2 memory.current, v1
+  // memory.usage_in_bytes); nullopt without a memory controller.
+  Result<std::optional<uint64_t>> memory_usage() const;
   Result<void> freeze();
   Result<void> thaw();
   Result<bool> frozen() const;

@@ -588,13 +588,34 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
       f.event.recovery = last.wpar_state.empty()
                              ? "none: the WPAR's state is as its agent next reports it"
                              : fmt::format("none needed: WPAR {} is as it was ({})", task.wpar, last.wpar_state);
-      if (task.kind == "modify") f.event.recovery += "; its definition here is unchanged";
+      if (task.kind == "modify") {
+        f.event.recovery = last.outcome == "timeout" || last.outcome == "unreachable"
+                               ? fmt::format("none: whether {} took the change is unknown; the definition here is "
+                                             "unchanged, so the same wpm wpar modify sends it again (it sets the "
+                                             "whole set: running it twice is safe)",
+                                             task.system)
+                               : f.event.recovery + "; its definition here is unchanged";
+      }
     }
     return f;
   }
   if (done >= steps.size()) {
     Finish f{TaskFinished{"succeeded", "", ""}, std::nullopt};
     if (task.kind == "remove") f.placed = WparPlaced{task.wpar, "", epoch + 1, task.system};
+    if (task.kind == "modify") {
+      // Its system has the change: the definition here follows, on the
+      // definition as it is now (a group deleted meanwhile is not taken).
+      auto record = inv.wpars.find(task.wpar);
+      json args = task.options.changes.is_object() ? task.options.changes : json::object();
+      args["name"] = task.wpar;
+      auto c = inventory::parse_command("wpar.modify", args);
+      if (record != inv.wpars.end() && c && std::holds_alternative<inventory::ModifyWpar>(*c)) {
+        WparDefinition w = inventory::with_fields(record->second.wpar, std::get<inventory::ModifyWpar>(*c).fields);
+        if (!inv.groups.contains(w.group)) w.group = record->second.wpar.group;
+        f.defined = WparDefined{std::move(w), false};
+        f.defined_version = record->second.version;
+      }
+    }
     return f;
   }
   const std::string& action = steps[done];

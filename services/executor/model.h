@@ -203,6 +203,10 @@ std::expected<Command, kernel::Rejection> parse_command(std::string_view name, c
 struct Change {
   std::string stream;
   Payload payload;
+  // The version the stream must be at, for a stream that is not the
+  // executor's (a WPAR's definition, wpar/<name>, by the inventory's
+  // version); unset: the executor's own version of it.
+  std::optional<uint64_t> version;
   bool operator==(const Change&) const = default;
 };
 struct Decided {
@@ -243,6 +247,10 @@ struct TimedOut {  // it is past its deadline
 struct Finish {    // the task ends; with the placement change it makes, if any
   TaskFinished event;
   std::optional<WparPlaced> placed;
+  // A modify that succeeded: the WPAR's definition from now on, written on
+  // wpar/<name> expected at `defined_version` (the inventory's).
+  std::optional<WparDefined> defined;
+  uint64_t defined_version = 0;
 };
 struct Place {     // a relocation moves the WPAR's placement (no operation)
   WparPlaced event;

@@ -19,11 +19,29 @@ Decision decide_modify(const Executor& state, const inventory::Inventory& inv, c
   if (!command) return std::unexpected(command.error());
   auto changed = inventory::modified_definition(inv, std::get<inventory::ModifyWpar>(*command));
   if (!changed) return std::unexpected(changed.error());
-  const WparDefinition& w = inv.wpars.at(name).wpar;
-  std::vector<Change> at_once = {{task_stream(id), created}, {task_stream(id), TaskFinished{"succeeded", "", ""}}};
-  if (*changed == w) return Decided{std::move(at_once), fmt::format("nothing to change: WPAR {} is already so", name)};
-  // Undeployed, or only the group (the manager's own): nothing to run on a system.
-  if (w.system.empty() || !inventory::changes_on_system(w, *changed)) return Decided{std::move(at_once), ""};
+  const auto& record = inv.wpars.at(name);
+  const WparDefinition& w = record.wpar;
+  if (*changed == w) {
+    return Decided{{{task_stream(id), created}, {task_stream(id), TaskFinished{"succeeded", "", ""}}},
+                   fmt::format("nothing to change: WPAR {} is already so", name)};
+  }
+  // Undeployed, or only the group (the manager's own): nothing to run on a
+  // system; the definition changes with the task, at the version decided on.
+  if (w.system.empty() || !inventory::changes_on_system(w, *changed)) {
+    return Decided{{{task_stream(id), created},
+                    {inventory::wpar_stream(name), WparDefined{*changed, false}, record.version},
+                    {task_stream(id), TaskFinished{"succeeded", "", ""}}},
+                   ""};
+  }
+  if (w.discovered) {
+    // Made by hand there: the manager knows neither its capability set nor
+    // its limits, and a change sends the whole set (it would reset the rest).
+    return reject(RejectionCode::kConflict,
+                  fmt::format("WPAR {} was discovered on {} (made there, not deployed by wpm): the manager does not "
+                              "know its capabilities and limits; change them there (wpm-agent chwpar {}), or deploy "
+                              "a definition of it with wpm",
+                              name, w.system, name));
+  }
   auto letter = inventory::wpar_state_letter(w);
   auto wpar_state = state_of_letter(letter);
   if (!wpar_state) {

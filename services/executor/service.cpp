@@ -22,9 +22,10 @@ struct Batch {
   AppendRequest append;
   std::set<std::string> expected;
   size_t events() const { return append.events.size(); }
-  void add(const Executor& state, const std::string& stream, const std::string& correlation, Payload payload) {
+  void add(const Executor& state, const std::string& stream, const std::string& correlation, Payload payload,
+           std::optional<uint64_t> version = std::nullopt) {
     if (expected.insert(stream).second) {
-      uint64_t v = stream_version(state, stream);
+      uint64_t v = version ? *version : stream_version(state, stream);
       append.expectations.push_back(
           StreamExpectation{stream, v == 0 ? ExpectKind::kNoStream : ExpectKind::kExact, v});
     }
@@ -151,7 +152,7 @@ Result<size_t> ExecutorService::decide_commands() {
                                      decision.error().message, "service:executor"};
         } else {
           d.decided.message = decision->warning;
-          for (auto& c : decision->changes) d.batch.add(state, c.stream, p.id, std::move(c.payload));
+          for (auto& c : decision->changes) d.batch.add(state, c.stream, p.id, std::move(c.payload), c.version);
         }
         d.batch.append.events.push_back(EventDraft{"command/" + p.id, p.id, p.id, "", d.decided});
         decisions.push_back(std::move(d));
@@ -327,6 +328,10 @@ Result<size_t> ExecutorService::drive_tasks() {
         if (!options_.request_probe || liveness_ == nullptr) return false;
         if (system_problem(inv, system)) return false;  // fails at once, saying why
         if (liveness_->reconciled_since_connected(system)) return false;
+        // An agent that never said where it listens cannot be probed: its
+        // operation fails at once, saying so, rather than wait for nothing.
+        const auto* s = inv.registry.by_id(system);
+        if (s == nullptr || (s->agent_port == 0 && liveness_->agent_port(system) == 0)) return false;
         options_.request_probe(system);
         ++held_now;
         return true;
@@ -363,6 +368,9 @@ Result<size_t> ExecutorService::drive_tasks() {
                         place->event.epoch);
         } else if (auto* finish = std::get_if<Finish>(&step)) {
           if (finish->placed) batch.add(state, placement_stream(task.wpar), id, *finish->placed);
+          if (finish->defined) {
+            batch.add(state, "wpar/" + task.wpar, id, *finish->defined, finish->defined_version);
+          }
           batch.add(state, task_stream(id), id, finish->event);
           logger_->info("task_finished task={} kind={} wpar={} state={} error=\"{}\"", id, task.kind, task.wpar,
                         finish->event.state, finish->event.error);

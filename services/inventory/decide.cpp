@@ -591,8 +591,11 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
   std::set<std::string> seen;
   // A WPAR with a task running is the executor's until it ends (a
   // relocation has it on two systems for a while).
+  // One waiting for approval has done nothing yet: its WPAR is as reported.
   std::set<std::string> busy;
-  for (const auto& [id, t] : state.tasks) busy.insert(t.wpar);
+  for (const auto& [id, t] : state.tasks) {
+    if (!t.waiting) busy.insert(t.wpar);
+  }
   for (const auto& r : reported) {
     if (!valid_name(r.name) || !seen.insert(r.name).second) continue;
     if (busy.contains(r.name)) continue;

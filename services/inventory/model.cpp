@@ -211,8 +211,14 @@ void fold_into(Inventory& state, Event&& e) {
           if (!e.stream_id.starts_with("task/") || p.wpar.empty()) return;
           auto args = nlohmann::json::parse(p.args, nullptr, false);
           bool keep = args.is_object() && args.value("keepDefinition", false);
-          nlohmann::json changes = args.is_object() && args.contains("changes") ? args["changes"] : nlohmann::json();
-          state.tasks[e.stream_id.substr(5)] = TaskRef{p.kind, p.wpar, keep, p.system, std::move(changes)};
+          // One waiting for approval has not started: reports of its WPAR still count.
+          bool waiting = args.is_object() && args.value("approvalExpiresNs", int64_t{0}) != 0;
+          state.tasks[e.stream_id.substr(5)] = TaskRef{p.kind, p.wpar, keep, p.system, waiting};
+        } else if constexpr (std::is_same_v<T, TaskApproved>) {
+          if (auto task = state.tasks.find(e.stream_id.substr(std::min<size_t>(5, e.stream_id.size())));
+              task != state.tasks.end()) {
+            task->second.waiting = false;
+          }
         } else if constexpr (std::is_same_v<T, OperationStarted>) {
           if (auto task = state.tasks.find(e.stream_id.substr(std::min<size_t>(5, e.stream_id.size())));
               task != state.tasks.end()) {
@@ -247,17 +253,6 @@ void fold_into(Inventory& state, Event&& e) {
             it->second.wpar.reported_state = p.wpar_state;
             it->second.wpar.cause = p.wpar_state == "B" ? p.cause : "";
             it->second.executor_ns = std::max(it->second.executor_ns, e.timestamp_ns);
-          }
-          // A change that succeeded is the definition from now on (the
-          // executor checked it against the rules when it was asked for).
-          if (t.kind == "modify" && p.state == "succeeded" && t.changes.is_object()) {
-            nlohmann::json args = t.changes;
-            args["name"] = t.wpar;
-            if (auto c = parse_command("wpar.modify", args); c && std::holds_alternative<ModifyWpar>(*c)) {
-              WparDefinition& w = it->second.wpar;
-              w = with_fields(std::move(w), std::get<ModifyWpar>(*c).fields);
-              it->second.changed_ns = e.timestamp_ns;
-            }
           }
           // A removal that succeeded takes the definition too, unless kept.
           if (t.kind == "remove" && p.state == "succeeded" && !t.keep_definition && it->second.wpar.system.empty()) {
@@ -316,7 +311,8 @@ bool InventoryModel::wants(EventType type) {
     case EventType::kTaskCreated:
     case EventType::kOperationStarted:
     case EventType::kOperationFinished:
-    case EventType::kTaskFinished: return true;
+    case EventType::kTaskFinished:
+    case EventType::kTaskApproved: return true;
     default: return false;
   }
 }
@@ -353,7 +349,7 @@ std::string InventoryModel::encode(const State& state) {
   for (const auto& [id, t] : state.tasks) {
     nlohmann::json args = nlohmann::json::object();
     if (t.keep_definition) args["keepDefinition"] = true;
-    if (!t.changes.is_null()) args["changes"] = t.changes;
+    if (t.waiting) args["approvalExpiresNs"] = 1;  // only "it waits" matters here
     out.event("task/" + id, 1, 0, TaskCreated{t.kind, t.wpar, t.system, args.dump(), "", ""});
   }
   for (const auto& [stream, version] : state.removed) {

@@ -94,7 +94,7 @@ struct TaskRef {
   std::string wpar;
   bool keep_definition = false;
   std::string system;  // where its current operation runs (a relocation's move between two)
-  nlohmann::json changes;  // modify: the fields it sets (wpar.modify's arguments), applied when it succeeds
+  bool waiting = false;  // waits for approval (nothing of it runs yet)
   bool operator==(const TaskRef&) const = default;
 };
 
@@ -231,7 +231,7 @@ using Command = std::variant<CreateWpar, ModifyWpar, RemoveWpar, CreateGroup, Mo
 // decides wpar.modify by this rule.
 std::expected<WparDefinition, kernel::Rejection> modified_definition(const Inventory& state, const ModifyWpar& c);
 // A definition with the fields set (and the defaults a definition gets: the
-// checkpoint trigger, the group), unchecked: the fold of a modify task.
+// checkpoint trigger, the group), unchecked: a modify task's end.
 WparDefinition with_fields(WparDefinition w, const WparFields& f);
 // Whether a change of a deployed WPAR must be applied on its system (its
 // capability set or a limit differs), not only recorded here.

@@ -343,6 +343,11 @@ TEST_F(Agent, ChwparChangesLimitsAtOnceAndCapabilitiesForNewProcesses) {
   EXPECT_NE(changed.out.find("its limits apply now"), std::string::npos) << changed.out;
   EXPECT_NE(changed.out.find("processes started from now on"), std::string::npos) << changed.out;
   EXPECT_EQ(memory_limit(), "33554432\n");
+  // Below what it uses now: refused (cgroup v2 would take it and kill inside), nothing changed.
+  auto below = agent(data_a(), {"chwpar", "--memory", "4096", "sys"});
+  EXPECT_EQ(below.exit_code, 1);
+  EXPECT_NE(below.err.find("more than the 4096 asked for"), std::string::npos) << below.err;
+  EXPECT_EQ(memory_limit(), "33554432\n");
   auto ls = agent(data_a(), {"lswpar", "-o", "json", "sys"}).out;
   EXPECT_NE(ls.find("\"capabilitiesPending\": true"), std::string::npos) << ls;
   // A process started now holds only cap_kill (bit 5); the init keeps what it started with.

@@ -137,7 +137,8 @@ int wait_task(const GlobalOptions& g, const std::string& id, int64_t timeout_s) 
       return kExitFailed;
     }
     if (timeout_s > 0 && std::chrono::steady_clock::now() >= deadline) {
-      print_error(fmt::format("task {} is still running after {} s (wpm task wait {})", id, timeout_s, id));
+      print_error(fmt::format("task {} is still {} after {} s (wpm task wait {})", id,
+                              text_of(t, "state") == "waiting" ? "waiting for approval" : "running", timeout_s, id));
       return kExitFailed;
     }
     std::this_thread::sleep_for(kPollInterval);

@@ -93,6 +93,7 @@ class ExecutorModelTest : public ::testing::Test {
     EXPECT_NE(f, nullptr) << "the task ends";
     if (f == nullptr) return {};
     if (f->placed) fold_inventory(placement_stream(f->placed->wpar), *f->placed);
+    if (f->defined) fold_inventory("wpar/" + f->defined->wpar.name, *f->defined);
     fold_inventory(task_stream(task), f->event);
     return f->event;
   }
@@ -523,6 +524,22 @@ TEST_F(ExecutorModelTest, ModifyChangesADeployedWparOnItsSystemFirst) {
   EXPECT_EQ(inv_.wpars.at("web1").wpar.processes_max, 50u);
   EXPECT_EQ(inv_.wpars.at("web1").wpar.memory_bytes, 64u << 20) << "the rest as it was";
   EXPECT_EQ(letter("web1"), "A");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node1") << "where it is stays the executor's";
+  const uint64_t written = inv_.wpars.at("web1").version;
+
+  // No answer: whether it took the change is unknown, and the task says how to send it again.
+  ASSERT_EQ(run("m8", "wpar.modify", {{"name", "web1"}, {"procs", 60}}), std::nullopt);
+  Step started = step("m8");
+  fold_inventory(task_stream("m8"), std::get<Start>(started).event);
+  now_ += action_timeout_ns("modify") + kSecond;
+  Step late = step("m8");
+  ASSERT_TRUE(std::holds_alternative<TimedOut>(late));
+  fold_inventory(task_stream("m8"), std::get<TimedOut>(late).event);
+  TaskFinished unknown = finish("m8");
+  EXPECT_NE(unknown.recovery.find("is unknown"), std::string::npos) << unknown.recovery;
+  EXPECT_NE(unknown.recovery.find("sends it again"), std::string::npos) << unknown.recovery;
+  EXPECT_EQ(inv_.wpars.at("web1").version, written);
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.processes_max, 50u);
 
   // Refused there: the definition stays as it was, and the task says so.
   ASSERT_EQ(run("m5", "wpar.modify", {{"name", "web1"}, {"memory", 8 << 20}}), std::nullopt);
@@ -536,6 +553,14 @@ TEST_F(ExecutorModelTest, ModifyChangesADeployedWparOnItsSystemFirst) {
   auto inv_back = inventory::InventoryModel::decode(inventory::InventoryModel::encode(inv_));
   ASSERT_TRUE(inv_back);
   EXPECT_EQ(*inv_back, inv_);
+  // A WPAR made by hand on a host: the manager does not know its set and limits.
+  WparDefinition found{"found", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "node1", true, "A"};
+  fold_inventory("wpar/found", WparDefined{found, true});
+  auto discovered = run("m9", "wpar.modify", {{"name", "found"}, {"cpuShares", 300}});
+  ASSERT_TRUE(discovered);
+  EXPECT_NE(discovered->message.find("wpm-agent chwpar found"), std::string::npos) << discovered->message;
+  ASSERT_EQ(run("m10", "wpar.modify", {{"name", "found"}, {"group", "web"}}), std::nullopt) << "its group is ours";
+  EXPECT_EQ(inv_.wpars.at("found").wpar.group, "web");
   // A Broken WPAR is not changed.
   answer("m6", 0, "B");
   finish("m6");

@@ -281,6 +281,15 @@ TEST(InventoryReconcile, APlacedWparItsAgentNoLongerHasIsBrokenWithTheCause) {
   const auto& w = std::get<WparDefined>(changes[0].payload).wpar;
   EXPECT_EQ(w.reported_state, "B");
   EXPECT_NE(w.cause.find("no longer has it (it was A)"), std::string::npos) << w.cause;
+  // A task waiting for approval has done nothing: the report counts (until it is approved).
+  fold(state, "task/t2", TaskCreated{"relocate", "web1", "node1", R"({"to":"node2","approvalExpiresNs":9})", "", "root"});
+  EXPECT_EQ(reconcile(state, "node1", {}, 100'000).size(), 1u) << "its WPAR is still watched";
+  fold(state, "task/t2", TaskApproved{"bob"});
+  EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty()) << "approved: the executor's";
+  auto back = InventoryModel::decode(InventoryModel::encode(state));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->tasks, state.tasks);
+  fold(state, "task/t2", TaskFinished{"cancelled", "", ""});
   // A report older than the executor's last word on it changes nothing.
   state.wpars.at("web1").executor_ns = 200'000;
   EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty());
