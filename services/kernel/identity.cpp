@@ -88,6 +88,15 @@ Result<std::string> StreamAccess::authorize(const std::string& identity, const E
       return identity;
     }
   }
+  // The executor changes a WPAR's definition once its system took the
+  // change (wpm wpar modify, docs/executor.md): a WparDefined that changes an
+  // existing definition, never one that makes a WPAR, nothing else there.
+  if (owner && *owner == "inventory" && draft.stream_id.starts_with("wpar/") &&
+      identity == service_identity("executor")) {
+    const auto* defined = std::get_if<WparDefined>(&draft.payload);
+    if (defined != nullptr && !defined->created && draft.stream_id == "wpar/" + defined->wpar.name) return identity;
+    return refuse("the executor writes only a change of an existing WPAR's definition there");
+  }
   if (owner) {
     if (identity != service_identity(*owner)) {
       return refuse(fmt::format("only the {} service writes it", *owner));

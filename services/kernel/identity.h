@@ -38,8 +38,10 @@ std::string service_identity(std::string_view name);
 std::optional<std::string_view> stream_owner(std::string_view stream_id);
 
 // The append rule (eventstore/access.h): an owned stream only by its owner,
-// any other stream only by the administrator. One exception: a command's
-// stream (command/…) takes the CommandDecided of whichever service decided it. The actor stamped is the
+// any other stream only by the administrator. Two exceptions: a command's
+// stream (command/…) takes the CommandDecided of whichever service decided
+// it, and a WPAR's (wpar/<name>) takes from the executor a WparDefined that
+// changes that existing definition (a modify its system took). The actor stamped is the
 // identity, except that the gateway appends for the user it authenticated
 // (an actor "user:NAME" it sends is kept).
 class StreamAccess final : public eventstore::AppendAccess {

@@ -85,6 +85,25 @@ TEST(StreamAccess, ACommandStreamTakesTheDecisionOfAnyServiceButNothingElseFromT
   EXPECT_TRUE(access.authorize("service:gateway", requested).has_value());
 }
 
+// wpm wpar modify: the executor writes a WPAR's changed definition once its
+// system took it, and nothing else on the inventory's streams.
+TEST(StreamAccess, AWparStreamTakesAChangedDefinitionFromTheExecutorAndNothingElse) {
+  StreamAccess access;
+  WparDefinition w;
+  w.name = "web1";
+  EventDraft changed{"wpar/web1", "t1", "t1", "", WparDefined{w, false}};
+  EXPECT_TRUE(access.authorize("service:executor", changed).has_value());
+  EXPECT_TRUE(access.authorize("service:inventory", changed).has_value());
+  EXPECT_FALSE(access.authorize("service:gateway", changed).has_value());
+  EventDraft made{"wpar/web1", "t1", "t1", "", WparDefined{w, true}};
+  EXPECT_FALSE(access.authorize("service:executor", made).has_value()) << "it makes no WPAR";
+  EventDraft other{"wpar/web2", "t1", "t1", "", WparDefined{w, false}};
+  EXPECT_FALSE(access.authorize("service:executor", other).has_value()) << "only the WPAR of its stream";
+  EventDraft removed{"wpar/web1", "t1", "t1", "", WparRemoved{"web1", ""}};
+  EXPECT_FALSE(access.authorize("service:executor", removed).has_value());
+  EXPECT_FALSE(access.authorize("service:executor", draft("group/g")).has_value());
+}
+
 TEST(StreamAccess, TheActorIsTheIdentityWhateverTheClientSent) {
   StreamAccess access;
   EXPECT_EQ(access.authorize("admin", draft("synthetic/x", "service:inventory")).value(), "admin");
