@@ -261,6 +261,7 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
     json a = {{"name", name}, {"to", to}};
     if (force) a["force"] = true;
     if (!approval.empty() && !dry_run) a["approval"] = approval;
+    if (!approval.empty() && dry_run) std::fprintf(stderr, "wpm: note: --approval applies to the relocation itself, not to --dry-run\n");
     if (!dry_run) {
       exit_code = run_task_command(g, "wpar.relocate", a, no_wait);
       return;
@@ -356,8 +357,12 @@ void add_lifecycle_commands(CLI::App& app, CLI::App& wpar, GlobalOptions& g, int
   approve->add_option("ID", id, "the task (any unique prefix)")->required();
   approve->callback([&] {
     exit_code = run_command(g, "task.approve", {{"task", id}}, [](const json& r) {
-      std::printf("approved task %s [command %s]; follow it with wpm task wait %s\n", id.c_str(),
-                  text_of(r, "command").c_str(), id.c_str());
+      std::string task = id;  // the whole id, from the event the approval wrote on its stream
+      for (const auto& e : r.value("events", json::array())) {
+        if (text_of(e, "stream").starts_with("task/")) task = text_of(e, "stream").substr(5);
+      }
+      std::printf("approved task %s [command %s]; follow it with wpm task wait %s\n", task.c_str(),
+                  text_of(r, "command").c_str(), task.c_str());
     });
   });
   auto* cancel = task->add_subcommand("cancel", "cancel a running or waiting task: no further operation starts");
