@@ -166,6 +166,10 @@ struct Operation {
   # at this path (the manager's statefile.shared-root); "" the agent's own
   # (DATA/state). An absolute path without "..".
   stateRoot @13 :Text;
+  # While the operation runs, the agent may hold its answer up to this many
+  # milliseconds and answers as soon as the operation ends (a long poll; the
+  # manager asks again at once after a held answer). 0: answer at once.
+  waitMs @14 :UInt32;
 }
 
 # Agent to agent, for relocation: a state file is read in bounded parts.

@@ -187,6 +187,7 @@ std::string encode(const AgentCommand& command) {
                             x.setStateId(text(o.state_id));
                             x.setForce(o.force);
                             x.setStateRoot(text(o.state_root));
+                            x.setWaitMs(o.wait_ms);
                           },
                           [&](const FetchState& f) {
                             auto x = b.initFetchState();
@@ -214,7 +215,8 @@ Result<AgentCommand> decode_agent_command(std::string_view bytes) {
         out.body = Operation{str(x.getOperationId()), x.getAttempt(), str(x.getWpar()), x.getEpoch(),
                              str(x.getAction()), str(x.getDefinition()), x.getPreserveFs(), x.getStartAfter(),
                              x.getDeadlineNs(),    str(x.getPeerEndpoint()), str(x.getPeerKey()),
-                             str(x.getStateId()),  x.getForce(),        str(x.getStateRoot())};
+                             str(x.getStateId()),  x.getForce(),        str(x.getStateRoot()),
+                             x.getWaitMs()};
         break;
       }
       case s::AgentCommand::FETCH_STATE: {

@@ -132,6 +132,7 @@ struct Operation {
   std::string state_id;
   bool force = false;         // remove: end whatever runs first
   std::string state_root;     // a shared state root ("" the agent's own)
+  uint32_t wait_ms = 0;       // while it runs, hold the answer up to this long (agent.capnp)
   bool operator==(const Operation&) const = default;
 };
 // Agent to agent: part of a state file (relocation); an empty path lists it.

@@ -323,7 +323,13 @@ std::optional<std::string> Daemon::serve_port(bus::ServerRequest& request) {
   } else if (std::holds_alternative<ap::ListWpars>(command->body)) {
     reply = ap::AgentReply{command->request_id, list_wpars(o_.paths)};
   } else if (const auto* op = std::get_if<ap::Operation>(&command->body)) {
-    reply = ap::AgentReply{command->request_id, handle_operation(*op)};
+    auto result = handle_operation(*op);
+    if (result.running && op->wait_ms > 0 &&
+        hold_answer(request, command->request_id, op->operation_id,
+                    std::min(std::chrono::milliseconds(op->wait_ms), kHoldMax))) {
+      return std::nullopt;  // answered by answer_waiters()
+    }
+    reply = ap::AgentReply{command->request_id, std::move(result)};
   } else {
     if (std::holds_alternative<ap::RefreshProfile>(command->body)) {
       log_->info("profile_refresh_requested by=manager");
@@ -440,6 +446,12 @@ void Daemon::reap_children() {
   int status = 0;
   pid_t done;
   while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    {
+      std::lock_guard lock(ops_mutex_);
+      for (auto& [id, runner] : spawned_) {
+        if (runner == done) runner = 0;  // an operation's runner ended (settle() reads it)
+      }
+    }
     auto it = children_.find(done);
     if (it == children_.end()) continue;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -580,7 +592,9 @@ int Daemon::run() {
       tick();
       next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(o_.config.heartbeat_s);
     }
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - std::chrono::steady_clock::now());
+    auto wake_at = next_tick;
+    if (auto held = answer_waiters(false)) wake_at = std::min(wake_at, *held);
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - std::chrono::steady_clock::now());
     zmq::pollitem_t items[] = {{nullptr, wake_fd_, ZMQ_POLLIN, 0},
                                {nullptr, local_fd_, ZMQ_POLLIN, 0},
                                {nullptr, sfd, ZMQ_POLLIN, 0}};
@@ -605,6 +619,7 @@ int Daemon::run() {
       if (stop) break;
     }
   }
+  (void)answer_waiters(true);  // what is held is answered before the port closes
   log_->info("agent_stopping running_commands={}", children_.size());
   // WPARs keep running: they belong to their supervisors, not to the agent.
   ::unlink(socket_path(o_.paths.data_dir).c_str());

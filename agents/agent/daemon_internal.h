@@ -70,6 +70,14 @@ class Daemon {
   // Marks a journaled operation whose runner is gone without a result as
   // interrupted (never run again); true when it changed the record.
   bool settle(OperationRecord& record);
+  // Holds the answer about a running operation (the manager's long poll,
+  // Operation.wait_ms); answer_waiters() answers it when the operation ends
+  // or its time is up. Returns false when too many are held already.
+  bool hold_answer(bus::ServerRequest& request, uint64_t request_id, const std::string& operation_id,
+                   std::chrono::milliseconds wait);
+  // Answers the held questions whose operation ended, or all whose time is
+  // up (`all`: every one, as the daemon stops); the next time one is up.
+  std::optional<std::chrono::steady_clock::time_point> answer_waiters(bool all);
   void refresh_profile();
   void on_local_client();
   void reap_children();
@@ -101,8 +109,20 @@ class Daemon {
   std::mutex ops_mutex_;                        // the journal, the epochs and running_ops_
   std::unique_ptr<OperationJournal> journal_;
   std::map<std::string, std::string> running_ops_;  // operation id → WPAR, while it may run
-  std::map<std::string, int> spawned_;              // operation id → the runner this daemon started
+  std::map<std::string, int> spawned_;  // operation id → the runner this daemon started (0 once reaped)
   StateGrants grants_;  // arrival agents allowed to pull a state file (transfer.h)
+  struct Waiter {
+    bus::ServerRequest request;
+    uint64_t request_id = 0;
+    std::string operation_id;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::mutex waiters_mutex_;      // guards waiters_; taken after ops_mutex_, never before
+  std::vector<Waiter> waiters_;   // held questions about running operations
 };
+
+// At most this many questions are held at once, each at most kHoldMax.
+inline constexpr size_t kWaitersMax = 4096;
+inline constexpr std::chrono::milliseconds kHoldMax{5'000};
 
 }  // namespace wpm::agent::detail

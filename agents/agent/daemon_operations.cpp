@@ -39,12 +39,17 @@ ap::OperationResult result_of(const OperationRecord& r) {
 
 bool Daemon::settle(OperationRecord& record) {
   if (record.done) return false;
-  // The runner this daemon started (its pid from the spawn), else the pid
-  // the runner wrote; one started by a daemon before this one that never
-  // wrote its pid within 10 s was never started.
-  int pid = record.runner_pid;
-  if (auto it = spawned_.find(record.id); it != spawned_.end()) pid = it->second;
-  bool gone = pid > 0 ? !runner_alive(pid) : now_ns() - record.started_ns > 10'000'000'000;
+  // A runner this daemon started is gone once reaped (its /proc entry is
+  // not a sure sign: just after the spawn its command line may still read
+  // empty). One started by a daemon before this one: by the pid it wrote;
+  // one that never wrote its pid within 10 s was never started.
+  bool gone = false;
+  if (auto it = spawned_.find(record.id); it != spawned_.end()) {
+    gone = it->second <= 0;
+  } else {
+    int pid = record.runner_pid;
+    gone = pid > 0 ? !runner_alive(pid) : now_ns() - record.started_ns > 10'000'000'000;
+  }
   if (!gone) return false;
   if (auto again = journal_->read(record.id); again && again->done) {  // it finished just now
     record = *again;
@@ -64,6 +69,55 @@ bool Daemon::settle(OperationRecord& record) {
   (void)journal_->write(record);
   log_->warn("operation_interrupted id={} wpar={} action={}", record.id, record.wpar, record.action);
   return true;
+}
+
+bool Daemon::hold_answer(bus::ServerRequest& request, uint64_t request_id, const std::string& operation_id,
+                         std::chrono::milliseconds wait) {
+  {
+    std::lock_guard lock(waiters_mutex_);
+    if (waiters_.size() >= kWaitersMax) return false;
+    waiters_.push_back(Waiter{std::move(request), request_id, operation_id, std::chrono::steady_clock::now() + wait});
+  }
+  // The main loop looks at it now: the operation may have ended meanwhile
+  // (its runner's exit is what wakes the loop otherwise).
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+  return true;
+}
+
+std::optional<std::chrono::steady_clock::time_point> Daemon::answer_waiters(bool all) {
+  std::vector<Waiter> held;
+  {
+    std::lock_guard lock(waiters_mutex_);
+    if (waiters_.empty()) return std::nullopt;
+    held.swap(waiters_);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<Waiter> keep;
+  std::vector<std::pair<Waiter, ap::OperationResult>> answers;
+  {
+    std::lock_guard lock(ops_mutex_);
+    for (auto& w : held) {
+      auto record = journal_->read(w.operation_id);
+      if (record) settle(*record);
+      if (record && !record->done && !all && now < w.until) {
+        keep.push_back(std::move(w));
+        continue;
+      }
+      ap::OperationResult result =
+          record ? result_of(*record)
+                 : ap::OperationResult{w.operation_id, 1, false, 4, "", "the operation's record is gone", "", true};
+      answers.emplace_back(std::move(w), std::move(result));
+    }
+  }
+  for (auto& [w, result] : answers) {
+    port_->reply(std::move(w.request), ap::encode(ap::AgentReply{w.request_id, std::move(result)}));
+  }
+  std::lock_guard lock(waiters_mutex_);
+  for (auto& w : keep) waiters_.push_back(std::move(w));
+  std::optional<std::chrono::steady_clock::time_point> next;
+  for (const auto& w : waiters_) next = next ? std::min(*next, w.until) : w.until;
+  return next;
 }
 
 // One lifecycle operation from the manager (operations.h): journaled before

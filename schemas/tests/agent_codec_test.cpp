@@ -58,7 +58,7 @@ TEST(AgentCodec, RepliesAndCommandsRoundTrip) {
   EXPECT_EQ(*decode_agent_command(encode(refresh)), refresh);
   // An operation with every field set comes back whole.
   AgentCommand op{11, Operation{"t1.3", 2, "web1", 7, "restore", "{}", true, true, 123, "tcp://10.0.0.2:9510",
-                                "KEY", "t1.1", true, "/mnt/wpm"}};
+                                "KEY", "t1.1", true, "/mnt/wpm", 1000}};
   EXPECT_EQ(*decode_agent_command(encode(op)), op);
   AgentReply list{9, std::vector<WparSummary>{{"w1", "system", "A"}}};
   EXPECT_EQ(*decode_agent_reply(encode(list)), list);

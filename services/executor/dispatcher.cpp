@@ -139,6 +139,9 @@ void Dispatcher::run() {
       const uint64_t request = next_request_++;
       requests_[request] = id;
       f.requests.push_back(request);
+      // The first question is answered at once (the agent took it, or not:
+      // unreachable_after counts from it); later ones may be held.
+      f.operation.wait_ms = f.answered ? static_cast<uint32_t>(options_.hold.count()) : 0;
       std::string bytes = ap::encode(ap::AgentCommand{request, f.operation});
       try {
         if (!c->socket->send(zmq::buffer(bytes), zmq::send_flags::dontwait)) continue;  // full: next turn
@@ -248,8 +251,15 @@ void Dispatcher::run() {
         f.last_answer = now;
         f.awaiting = false;
         if (result->running) {
-          // Soon at first (most operations take tens of milliseconds), then
-          // less often: 10, 20, 40, … ms up to poll_interval.
+          // The first question, or one the agent held (the long poll): at
+          // once again, with a wait. One with a wait answered at once (an
+          // agent without the long poll): soon at first (most operations
+          // take tens of milliseconds), then less often: 10, 20, 40, … ms up
+          // to poll_interval.
+          if (options_.hold.count() > 0 && (f.operation.wait_ms == 0 || now - f.sent >= options_.hold / 2)) {
+            f.next = now;
+            continue;
+          }
           auto backoff = std::chrono::milliseconds(10) * (1 << std::min<uint32_t>(f.polls++, 5));
           f.next = now + std::min<std::chrono::milliseconds>(backoff, options_.poll_interval);
           continue;

@@ -3,7 +3,11 @@
 // each operation to its agent over CURVE with the manager key and asks
 // again, with the same operation id, until the agent answers with a final
 // result. The agent answers a repeated id from its journal ("running", or
-// the first result), so asking again never runs anything twice.
+// the first result), so asking again never runs anything twice. The first
+// question is answered at once; each later one lets the agent hold its
+// answer until the operation ends (up to `hold`), so an ending is known at
+// once rather than at the next poll; an agent that answers those at once
+// too (an older one) is asked again with a backoff.
 //
 // One thread owns every socket (one DEALER per system, closed when idle) and
 // polls them together, so a thousand agents cost one thread, not a thousand.
@@ -55,6 +59,11 @@ struct DispatcherOptions {
   // Between two questions about an operation that runs, at most (the first
   // come sooner: 10 ms, doubling). Default: 200 ms.
   std::chrono::milliseconds poll_interval{200};
+  // How long an agent may hold its answer about a running operation and
+  // answer as soon as it ends (Operation.wait_ms, a long poll); asked again
+  // at once after a held answer. Below answer_timeout. 0: no long poll.
+  // Default: 1 s.
+  std::chrono::milliseconds hold{1'000};
   // A question unanswered this long is asked again. Default: 3 s.
   std::chrono::milliseconds answer_timeout{3'000};
   // No answer at all this long: unreachable. Default: 10 s.

@@ -318,6 +318,75 @@ TEST_F(Registration, TheAgentPortAnswersOnlyTheManagerAndMalformedCommandsGetAnE
   EXPECT_TRUE(call(*manager, ap::encode(ap::AgentCommand{5, ap::ListWpars{}})));
 }
 
+TEST_F(Registration, AnOperationAskedWithAWaitIsAnsweredWhenItEndsAndWithoutAtOnce) {
+  auto w = start_wpmd();
+  ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
+  ASSERT_EQ(start_agent(dir_ / "a1").exit_code, 0);
+  // A checkpoint that takes its workload 1.5 s.
+  auto exec = agent(dir_ / "a1", {"wparexec", "-c", "-n", "slow", "--", "/bin/sh", "-c",
+                                  "trap 'sleep 1.5; echo 1 > $WPM_STATE_DIR/s; touch $WPM_STATE_DIR/.complete' USR1; "
+                                  "while :; do sleep 0.1; done"});
+  ASSERT_EQ(exec.exit_code, 0) << exec.err;
+  std::string endpoint = read_key_values(dir_ / "a1/endpoints")["agent"];
+  endpoint = "tcp://127.0.0.1:" + endpoint.substr(endpoint.rfind(':') + 1);
+  auto agent_key = bus::load_curve_keys(dir_ / "a1/keys", "agent");
+  auto manager = bus::load_curve_keys(w->data_dir() + "/keys", "manager");
+  ASSERT_TRUE(agent_key && manager);
+  zmq::socket_t dealer(context_, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  bus::make_curve_client(dealer, *manager, agent_key->public_key);
+  dealer.connect(endpoint);
+  uint64_t request = 0;
+  // One question; the answer and how long it took.
+  auto ask = [&](const std::string& id, const std::string& action, uint32_t wait_ms)
+      -> std::pair<std::optional<ap::OperationResult>, std::chrono::milliseconds> {
+    ap::Operation op;
+    op.operation_id = id;
+    op.wpar = "slow";
+    op.epoch = 1;
+    op.action = action;
+    op.wait_ms = wait_ms;
+    auto t0 = std::chrono::steady_clock::now();
+    dealer.send(zmq::buffer(ap::encode(ap::AgentCommand{++request, op})), zmq::send_flags::none);
+    zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
+    std::optional<ap::OperationResult> result;
+    if (bus::poll(&item, 1, 10s) > 0) {
+      zmq::message_t frame;
+      if (dealer.recv(frame)) {
+        auto reply = ap::decode_agent_reply(bus::view(frame));
+        if (reply && reply->request_id == request && std::holds_alternative<ap::OperationResult>(reply->body)) {
+          result = std::get<ap::OperationResult>(reply->body);
+        }
+      }
+    }
+    return {result, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)};
+  };
+  // Without a wait: "running" at once, as before.
+  auto [first, first_took] = ask("lp1.1", "pause", 0);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(first->running);
+  EXPECT_LT(first_took, 1000ms) << "answered at once, not held";
+  // A wait shorter than what is left: held for it, then "running".
+  auto [held, held_took] = ask("lp1.1", "pause", 300);
+  ASSERT_TRUE(held);
+  EXPECT_TRUE(held->running);
+  EXPECT_GE(held_took, 250ms) << "held for the wait asked";
+  // A wait longer than what is left: answered with the result as the operation ends.
+  auto [done, done_took] = ask("lp1.1", "pause", 5000);
+  ASSERT_TRUE(done);
+  EXPECT_FALSE(done->running);
+  EXPECT_EQ(done->exit_code, 0) << done->error;
+  EXPECT_EQ(done->wpar_state, "P");
+  EXPECT_LT(done_took, 4000ms) << "answered when it ended, not when the wait ran out";
+  // An operation that ends at once is answered in the same exchange.
+  auto [resumed, resumed_took] = ask("lp1.2", "resume", 5000);
+  ASSERT_TRUE(resumed);
+  EXPECT_FALSE(resumed->running) << "the first answer carries the result";
+  EXPECT_EQ(resumed->exit_code, 0) << resumed->error;
+  EXPECT_EQ(resumed->wpar_state, "A");
+  agent(dir_ / "a1", {"rmwpar", "-F", "slow"});
+}
+
 TEST_F(Registration, TwoAgentsRegisterSideBySideUnderDistinctIds) {
   auto w = start_wpmd();
   ASSERT_EQ(configure(*w, dir_ / "a1", dir_ / "password").exit_code, 0);
