@@ -32,8 +32,8 @@ Decision decide_relocate(const Executor& state, const inventory::Inventory& inv,
                          const WparAction& a, TaskCreated created, const std::string& id);
 Decision decide_evacuate(const Executor& state, const inventory::Inventory& inv, const Evacuate& evacuate,
                          const kernel::Context& context);
-Decision decide_modify(const Executor& state, const inventory::Inventory& inv, const std::string& name,
-                       const WparAction& a, TaskCreated created, const std::string& id);
+Decision decide_modify(const inventory::Inventory& inv, const std::string& name, const WparAction& a,
+                       TaskCreated created, const std::string& id);
 Decision decide_mark_dead(const Executor& state, const inventory::Inventory& inv, const MarkDead& dead,
                           const kernel::Context& context);
 

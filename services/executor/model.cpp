@@ -197,6 +197,14 @@ void fold_into(Executor& state, Event&& e) {
           bool was_running = !t.finished();
           fold_task_event(t, e);
           if constexpr (std::is_same_v<T, OperationFinished>) {
+            // A copy its agent reported where the WPAR is no longer placed
+            // (a relocation's frozen departure, reported between its
+            // placement and its removal) is gone once removed there.
+            for (const auto& o : t.operations) {
+              if (o.id == p.operation_id && o.action == "remove" && p.outcome == "ok") {
+                state.stale.erase({t.wpar, o.system});
+              }
+            }
             // Kept short in memory (task.show reads the whole from the task's stream).
             for (auto& o : t.operations) {
               if (o.output.size() > kOutputKeptBytes) o.output.erase(0, o.output.size() - kOutputKeptBytes);
@@ -228,6 +236,16 @@ void fold_into(Executor& state, Event&& e) {
       },
       e.payload);
   if (e.sequence != 0) state.applied = e.sequence;
+}
+
+Task with_event(Task task, Payload payload, int64_t timestamp_ns) {
+  Event e;
+  e.timestamp_ns = timestamp_ns;
+  e.stream_id = task_stream(task.id);
+  e.stream_version = task.version + 1;
+  e.payload = std::move(payload);
+  fold_task_event(task, e);
+  return task;
 }
 
 std::optional<Task> task_from_events(const std::string& id, const std::vector<Event>& events) {
@@ -420,7 +438,7 @@ Decision decide(const Executor& state, const inventory::Inventory& inv, const Co
                    *checked};
   }
   if (a.kind == "relocate") return decide_relocate(state, inv, *name, act, std::move(created), id);
-  if (a.kind == "modify") return decide_modify(state, inv, *name, a, std::move(created), id);
+  if (a.kind == "modify") return decide_modify(inv, *name, a, std::move(created), id);
   if (a.kind == "remove" && w.system.empty()) {
     if (a.options.keep_definition) {
       return reject(RejectionCode::kConflict,
@@ -512,6 +530,15 @@ bool run_again(const Operation& op) {
   // means a state that will not change by itself (killwpar, resumewpar).
   bool checkpoints = op.action == "pause" || op.action == "freeze" || op.action == "restore";
   return op.outcome == "failed" && checkpoints && run_again_code(op.exit_code);
+}
+
+bool held_for_reconciliation(const inventory::Inventory& inv, const std::string& system, bool reconciled,
+                             uint16_t agent_port) {
+  if (reconciled || system_problem(inv, system)) return false;
+  // An agent that never said where it listens cannot be probed: its
+  // operation fails at once, saying so, rather than wait for nothing.
+  const auto* s = inv.registry.by_id(system);
+  return s != nullptr && (s->agent_port != 0 || agent_port != 0);
 }
 
 std::optional<std::string> system_problem(const inventory::Inventory& inv, const std::string& system) {
@@ -606,11 +633,9 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
       // Its system has the change: the definition here follows, on the
       // definition as it is now (a group deleted meanwhile is not taken).
       auto record = inv.wpars.find(task.wpar);
-      json args = task.options.changes.is_object() ? task.options.changes : json::object();
-      args["name"] = task.wpar;
-      auto c = inventory::parse_command("wpar.modify", args);
-      if (record != inv.wpars.end() && c && std::holds_alternative<inventory::ModifyWpar>(*c)) {
-        WparDefinition w = inventory::with_fields(record->second.wpar, std::get<inventory::ModifyWpar>(*c).fields);
+      auto change = modify_change(task.options, task.wpar);
+      if (record != inv.wpars.end() && change) {
+        WparDefinition w = inventory::with_fields(record->second.wpar, change->fields);
         if (!inv.groups.contains(w.group)) w.group = record->second.wpar.group;
         f.defined = WparDefined{std::move(w), false};
         f.defined_version = record->second.version;

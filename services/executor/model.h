@@ -80,6 +80,10 @@ struct TaskOptions {
 };
 nlohmann::json options_to_json(const TaskOptions& o);
 TaskOptions options_from_json(std::string_view text);
+// The change a modify task carries (its options' `changes`) for WPAR
+// `name`, as wpar.modify reads it; the refusal when it cannot be read.
+std::expected<inventory::ModifyWpar, kernel::Rejection> modify_change(const TaskOptions& options,
+                                                                      const std::string& name);
 
 struct Task {
   std::string id;
@@ -156,6 +160,10 @@ Executor evolve(Executor state, const Event& event);
 void fold_into(Executor& state, Event&& event);
 // A task folded from its own stream's events.
 std::optional<Task> task_from_events(const std::string& id, const std::vector<Event>& events);
+// `task` with one more event of its own stream folded, as it will be once
+// recorded (its next version, at `timestamp_ns`): the executor decides a
+// task's next step on an agent's answer in the same append that records it.
+Task with_event(Task task, Payload payload, int64_t timestamp_ns);
 
 std::string task_stream(const std::string& id);
 std::string placement_stream(const std::string& wpar);
@@ -269,6 +277,15 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
 
 // Why operations cannot be sent to `system` now, if they cannot.
 std::optional<std::string> system_problem(const inventory::Inventory& inventory, const std::string& system);
+
+// Whether an operation for `system` waits (neither recorded nor sent) for
+// its agent's reconciliation (docs/executor.md "Reconciliation"): it can be
+// reached, its WPAR list was not reconciled since it (re)connected, and its
+// agent said where it listens (`agent_port`: what its Started said, 0 if
+// nothing), so a probe can be asked for. Otherwise it is sent, or fails at
+// once saying why.
+bool held_for_reconciliation(const inventory::Inventory& inventory, const std::string& system, bool reconciled,
+                             uint16_t agent_port);
 
 // ---- relocation (docs/relocation.md) ---------------------------------------
 //

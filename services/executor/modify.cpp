@@ -6,18 +6,31 @@
 
 #include "services/executor/internal.h"
 
+namespace wpm::executor {
+
+std::expected<inventory::ModifyWpar, kernel::Rejection> modify_change(const TaskOptions& options,
+                                                                      const std::string& name) {
+  nlohmann::json args = options.changes.is_object() ? options.changes : nlohmann::json::object();
+  args["name"] = name;
+  auto command = inventory::parse_command("wpar.modify", args);
+  if (!command) return std::unexpected(command.error());
+  if (!std::holds_alternative<inventory::ModifyWpar>(*command)) {
+    return std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid, "not a change of a WPAR"});
+  }
+  return std::get<inventory::ModifyWpar>(std::move(*command));
+}
+
+}  // namespace wpm::executor
+
 namespace wpm::executor::detail {
 
 using kernel::RejectionCode;
 
-Decision decide_modify(const Executor& state, const inventory::Inventory& inv, const std::string& name,
-                       const WparAction& a, TaskCreated created, const std::string& id) {
-  (void)state;
-  nlohmann::json args = a.options.changes.is_object() ? a.options.changes : nlohmann::json::object();
-  args["name"] = name;
-  auto command = inventory::parse_command("wpar.modify", args);
-  if (!command) return std::unexpected(command.error());
-  auto changed = inventory::modified_definition(inv, std::get<inventory::ModifyWpar>(*command));
+Decision decide_modify(const inventory::Inventory& inv, const std::string& name, const WparAction& a,
+                       TaskCreated created, const std::string& id) {
+  auto change = modify_change(a.options, name);
+  if (!change) return std::unexpected(change.error());
+  auto changed = inventory::modified_definition(inv, *change);
   if (!changed) return std::unexpected(changed.error());
   const auto& record = inv.wpars.at(name);
   const WparDefinition& w = record.wpar;

@@ -35,6 +35,27 @@ struct Batch {
 
 // Events per append when driving tasks (well below the store's 10,000).
 constexpr size_t kBatchEventsMax = 2'000;
+// Agents' answers recorded per round (each with at most a few events of
+// its task's next step); the rest wait for the next round.
+constexpr size_t kResultsPerRoundMax = 1'000;
+
+// An agent's answer (or why there is none) as the event that records it.
+OperationFinished operation_finished(const DispatchResult& r) {
+  OperationFinished f{r.operation_id, r.attempt, "", 0, "", "", ""};
+  if (r.result) {
+    const auto& a = *r.result;
+    f.exit_code = a.exit_code;
+    f.outcome = a.refused ? "refused" : a.exit_code == 0 ? "ok" : "failed";
+    f.output = a.output;
+    f.error = a.error;
+    f.wpar_state = a.wpar_state;
+  } else {
+    f.outcome = !r.sent ? "unsent" : r.refused_by_protocol ? "refused" : "unreachable";
+    f.exit_code = -1;
+    f.error = r.problem;
+  }
+  return f;
+}
 
 }  // namespace
 
@@ -252,11 +273,9 @@ void ExecutorService::dispatch(const Task& task, const Operation& op, const inve
     WparDefinition w = it->second.wpar;
     if (op.action == "modify") {
       // The definition as the change makes it (it is recorded here once it succeeded there).
-      nlohmann::json args = task.options.changes.is_object() ? task.options.changes : nlohmann::json::object();
-      args["name"] = op.wpar;
-      auto c = inventory::parse_command("wpar.modify", args);
-      if (!c) return refuse(fmt::format("the task's change cannot be read: {}", c.error().message));
-      w = inventory::with_fields(std::move(w), std::get<inventory::ModifyWpar>(*c).fields);
+      auto change = modify_change(task.options, op.wpar);
+      if (!change) return refuse(fmt::format("the task's change cannot be read: {}", change.error().message));
+      w = inventory::with_fields(std::move(w), change->fields);
     }
     command.definition = wpar_to_json(w).dump();
   }
@@ -291,16 +310,41 @@ void ExecutorService::kill_point(const Executor& state, const AppendRequest& app
   }
 }
 
-// What each running task does now: operations recorded and sent, timeouts,
-// ends. One append for all of them.
+// The agents' answers (and the refusals to send) as OperationFinished, and
+// what each running task does now, decided on those answers: operations
+// recorded and sent, timeouts, ends. One append for all of them.
 Result<size_t> ExecutorService::drive_tasks() {
+  std::vector<DispatchResult> results = std::exchange(local_results_, {});
+  if (dispatcher_ != nullptr) {
+    auto more = dispatcher_->take();
+    results.insert(results.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  }
+  if (results.size() > kResultsPerRoundMax) {  // the rest next round
+    local_results_.assign(std::make_move_iterator(results.begin() + kResultsPerRoundMax),
+                          std::make_move_iterator(results.end()));
+    results.resize(kResultsPerRoundMax);
+  }
   Batch batch;
   uint64_t held_now = 0;
+  size_t answers = 0;
   std::vector<std::pair<Task, Operation>> to_send;
   const int64_t now = clock_.wall_ns();
   {
     std::shared_lock lock(state_mutex_);
     const Executor& state = runner_.state();
+    // Each answer about the operation its task has in flight (one per task);
+    // any other was recorded already.
+    std::map<std::string, OperationFinished> answer_of;
+    for (const auto& r : results) {
+      auto it = state.tasks.find(r.task_id);
+      if (it == state.tasks.end()) continue;
+      const auto* op = it->second.in_flight();
+      if (op == nullptr || op->id != r.operation_id || op->attempt != r.attempt) continue;
+      auto f = operation_finished(r);
+      if (!answer_of.try_emplace(r.task_id, f).second) continue;
+      logger_->info("operation_finished task={} operation={} attempt={} outcome={} exit={} wpar_state={}", r.task_id,
+                    r.operation_id, r.attempt, f.outcome, f.exit_code, f.wpar_state);
+    }
     inventory_.read([&](const inventory::Inventory& inv) {
       // Copies an agent still has of WPARs placed elsewhere: each removed there.
       std::set<std::string> claimed;  // WPARs a task of this batch starts on: one each
@@ -326,19 +370,26 @@ Result<size_t> ExecutorService::drive_tasks() {
       // Nothing is sent to an agent not reconciled since it (re)connected.
       auto held = [&](const std::string& system) {
         if (!options_.request_probe || liveness_ == nullptr) return false;
-        if (system_problem(inv, system)) return false;  // fails at once, saying why
-        if (liveness_->reconciled_since_connected(system)) return false;
-        // An agent that never said where it listens cannot be probed: its
-        // operation fails at once, saying so, rather than wait for nothing.
-        const auto* s = inv.registry.by_id(system);
-        if (s == nullptr || (s->agent_port == 0 && liveness_->agent_port(system) == 0)) return false;
+        if (!held_for_reconciliation(inv, system, liveness_->reconciled_since_connected(system),
+                                     liveness_->agent_port(system))) {
+          return false;
+        }
         options_.request_probe(system);
         ++held_now;
         return true;
       };
-      for (const auto& [id, task] : state.tasks) {
-        if (task.finished()) continue;
-        if (batch.events() >= kBatchEventsMax) break;
+      for (const auto& [id, recorded] : state.tasks) {
+        if (recorded.finished()) continue;
+        // With its agent's answer, the task as it is once that is recorded.
+        std::optional<Task> with_answer;
+        if (auto a = answer_of.find(id); a != answer_of.end()) {
+          batch.add(state, task_stream(id), id, a->second);
+          with_answer = with_event(recorded, a->second, now);
+          ++answers;
+        } else if (batch.events() >= kBatchEventsMax) {
+          continue;  // next round
+        }
+        const Task& task = with_answer ? *with_answer : recorded;
         Step step = next_step(state, task, inv, now);
         if (auto* start = std::get_if<Start>(&step)) {
           if (held(start->event.system)) continue;
@@ -385,6 +436,9 @@ Result<size_t> ExecutorService::drive_tasks() {
   if (batch.events() == 0) return 0;
   auto r = log_.append(batch.append);
   if (!r) {
+    // The answers are recorded next round (or were, by another writer).
+    local_results_.insert(local_results_.end(), std::make_move_iterator(results.begin()),
+                          std::make_move_iterator(results.end()));
     if (r.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(r.error());
     std::lock_guard lock(stats_mutex_);
     ++stats_.conflicts;
@@ -401,61 +455,7 @@ Result<size_t> ExecutorService::drive_tasks() {
   });
   std::lock_guard lock(stats_mutex_);
   stats_.operations_started += to_send.size();
-  return batch.events();
-}
-
-// The agents' answers (and the refusals to send) as OperationFinished.
-Result<size_t> ExecutorService::record_results() {
-  std::vector<DispatchResult> results = std::exchange(local_results_, {});
-  if (dispatcher_ != nullptr) {
-    auto more = dispatcher_->take();
-    results.insert(results.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
-  }
-  if (results.empty()) return 0;
-  Batch batch;
-  {
-    std::shared_lock lock(state_mutex_);
-    const Executor& state = runner_.state();
-    for (auto& r : results) {
-      auto it = state.tasks.find(r.task_id);
-      if (it == state.tasks.end()) continue;
-      const auto* op = it->second.in_flight();
-      if (op == nullptr || op->id != r.operation_id || op->attempt != r.attempt) continue;  // already recorded
-      OperationFinished f{r.operation_id, r.attempt, "", 0, "", "", ""};
-      if (r.result) {
-        const auto& a = *r.result;
-        f.exit_code = a.exit_code;
-        f.outcome = a.refused ? "refused" : a.exit_code == 0 ? "ok" : "failed";
-        f.output = a.output;
-        f.error = a.error;
-        f.wpar_state = a.wpar_state;
-      } else {
-        f.outcome = !r.sent ? "unsent" : r.refused_by_protocol ? "refused" : "unreachable";
-        f.exit_code = -1;
-        f.error = r.problem;
-      }
-      logger_->info("operation_finished task={} operation={} attempt={} outcome={} exit={} wpar_state={}", r.task_id,
-                    r.operation_id, r.attempt, f.outcome, f.exit_code, f.wpar_state);
-      batch.add(state, task_stream(r.task_id), r.task_id, std::move(f));
-    }
-  }
-  if (batch.events() == 0) return 0;
-  auto r = log_.append(batch.append);
-  if (!r) {
-    if (r.error().code != ErrorCode::kWrongExpectedVersion) {
-      local_results_.insert(local_results_.end(), results.begin(), results.end());  // tried again next step
-      return std::unexpected(r.error());
-    }
-    local_results_.insert(local_results_.end(), results.begin(), results.end());
-    return 0;
-  }
-  {
-    std::shared_lock lock(state_mutex_);
-    kill_point(runner_.state(), batch.append);
-  }
-  if (auto f = fold(); !f) return std::unexpected(f.error());
-  std::lock_guard lock(stats_mutex_);
-  stats_.operations_finished += batch.events();
+  stats_.operations_finished += answers;
   return batch.events();
 }
 
@@ -463,11 +463,9 @@ Result<size_t> ExecutorService::step() {
   if (auto r = fold(); !r) return std::unexpected(r.error());
   auto decided = decide_commands();
   if (!decided) return std::unexpected(decided.error());
-  auto recorded = record_results();
-  if (!recorded) return std::unexpected(recorded.error());
   auto driven = drive_tasks();
   if (!driven) return std::unexpected(driven.error());
-  return *decided + *recorded + *driven;
+  return *decided + *driven;
 }
 
 void ExecutorService::run(const std::atomic<bool>& stop) {

@@ -97,7 +97,6 @@ class ExecutorService final : public ExecutorView {
   Result<void> fold();
   Result<size_t> decide_commands();
   Result<size_t> drive_tasks();
-  Result<size_t> record_results();
   // Kills the process when `append` recorded the step options_.kill_point names.
   void kill_point(const Executor& state, const AppendRequest& append) const;
   // Sends an operation to its agent; `again`: it was recorded as started

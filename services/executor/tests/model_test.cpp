@@ -350,6 +350,15 @@ TEST_F(ExecutorModelTest, TheInventorysOwnWritesKeepWhereTheExecutorPlacedAWpar)
   EXPECT_EQ(*back, inv_);
 }
 
+TEST_F(ExecutorModelTest, AnOperationWaitsForReconciliationOnlyWhereAProbeCanEndTheWait) {
+  EXPECT_TRUE(held_for_reconciliation(inv_, "node1", false, 9510)) << "reachable, not reconciled, port known";
+  EXPECT_FALSE(held_for_reconciliation(inv_, "node1", true, 9510)) << "reconciled since it connected";
+  EXPECT_FALSE(held_for_reconciliation(inv_, "node1", false, 0)) << "no port to probe: it fails at once instead";
+  EXPECT_FALSE(held_for_reconciliation(inv_, "nodeX", false, 9510)) << "not a registered system";
+  fold_inventory("system/node1", SystemStateChanged{"node1", "offline", "no heartbeat for 15 s"});
+  EXPECT_FALSE(held_for_reconciliation(inv_, "node1", false, 9510)) << "Offline: it fails at once, saying why";
+}
+
 TEST_F(ExecutorModelTest, AnUnreachableSystemIsNamedAndTheSnapshotRebuildsTheState) {
   EXPECT_FALSE(system_problem(inv_, "node1"));
   fold_inventory("system/node1", SystemStateChanged{"node1", "offline", "no heartbeat for 15 s"});

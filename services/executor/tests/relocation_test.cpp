@@ -80,6 +80,26 @@ TEST_F(RelocationTest, EveryStepRecordedAndThePlacementMovesOnceTheDepartureIsFr
   EXPECT_EQ(relocation_state_id(state_.tasks.at("r1")), "r1.1");
 }
 
+// The departure's frozen copy, reported by its agent between the placement
+// and the removal, is refused as a stale copy; the saga's own removal
+// settles it, so no fence follows the relocation.
+TEST_F(RelocationTest, TheDeparturesCopyReportedDuringTheRelocationIsNotFencedAfterIt) {
+  ASSERT_EQ(run("r1", "wpar.relocate", {{"name", "web1"}, {"to", "node2"}}), std::nullopt);
+  answer("r1", 0, "P");
+  Step s = step("r1");
+  ASSERT_TRUE(std::holds_alternative<Place>(s));
+  fold_inventory(placement_stream("web1"), std::get<Place>(s).event);
+  fold_inventory("agent-report-refusals", AgentReportRefused{"node1", "wpar/web1", "is on node2"});
+  EXPECT_TRUE(state_.stale.contains({"web1", "node1"}));
+  EXPECT_TRUE(fence_tasks(state_, inv_, now_).empty()) << "not while the relocation runs";
+  EXPECT_EQ(drive("r1", {}), (Steps{"receive@node2", "restore@node2", "remove@node1", "succeeded"}));
+  EXPECT_FALSE(state_.stale.contains({"web1", "node1"}));
+  EXPECT_TRUE(fence_tasks(state_, inv_, now_).empty()) << "the relocation removed that copy itself";
+  // A copy reported after its removal (a late report) is still fenced.
+  fold_inventory("agent-report-refusals", AgentReportRefused{"node1", "wpar/web1", "is on node2"});
+  EXPECT_EQ(fence_tasks(state_, inv_, now_).size(), 1u);
+}
+
 // A relocation asked for with --approval waits (its WPAR claimed) until
 // someone approves it, and ends cancelled when nobody did in time.
 TEST_F(RelocationTest, ARelocationWithApprovalWaitsForItAndExpires) {
