@@ -604,6 +604,11 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
         r.state.size() == 1 && std::string_view("DAPFLTBM").find(r.state[0]) != std::string_view::npos ? r.state : "?";
     auto it = state.wpars.find(r.name);
     if (it == state.wpars.end()) {
+      // Removed since the report was taken: the report is older than that.
+      if (auto gone = state.removed_ns.find(wpar_stream(r.name));
+          gone != state.removed_ns.end() && gone->second >= reported_ns) {
+        continue;
+      }
       WparDefinition w;
       w.name = r.name;
       w.type = r.type == "application" ? "application" : "system";

@@ -128,6 +128,7 @@ void fold_into(Inventory& state, Event&& e) {
                 ++it;
               } else if (w.discovered) {
                 state.removed[wpar_stream(it->first)] = it->second.version;
+                state.removed_ns[wpar_stream(it->first)] = e.timestamp_ns;
                 it = state.wpars.erase(it);
               } else {
                 w.system.clear();
@@ -157,7 +158,10 @@ void fold_into(Inventory& state, Event&& e) {
           if (!p.created && !state.wpars.contains(p.wpar.name)) return;
           auto [it, made] = state.wpars.try_emplace(p.wpar.name);
           // A name made again: its stream is no longer a removed one.
-          if (made && !state.removed.empty()) state.removed.erase(wpar_stream(p.wpar.name));
+          if (made && !state.removed.empty()) {
+            state.removed.erase(wpar_stream(p.wpar.name));
+            state.removed_ns.erase(wpar_stream(p.wpar.name));
+          }
           auto& r = it->second;
           if (r.created_ns == 0) r.created_ns = e.timestamp_ns;
           // Where a WPAR the executor placed is, and what runs on it, are the
@@ -175,6 +179,7 @@ void fold_into(Inventory& state, Event&& e) {
         } else if constexpr (std::is_same_v<T, WparRemoved>) {
           state.wpars.erase(p.name);
           state.removed[wpar_stream(p.name)] = e.stream_version;
+          state.removed_ns[wpar_stream(p.name)] = e.timestamp_ns;
         } else if constexpr (std::is_same_v<T, GroupDefined>) {
           state.removed.erase(group_stream(p.name));
           state.groups[p.name] = GroupRecord{p.name, p.description, e.stream_version};
@@ -257,6 +262,7 @@ void fold_into(Inventory& state, Event&& e) {
           // A removal that succeeded takes the definition too, unless kept.
           if (t.kind == "remove" && p.state == "succeeded" && !t.keep_definition && it->second.wpar.system.empty()) {
             state.removed[wpar_stream(t.wpar)] = it->second.version;
+            state.removed_ns[wpar_stream(t.wpar)] = e.timestamp_ns;
             state.wpars.erase(it);
           }
         }
@@ -353,7 +359,10 @@ std::string InventoryModel::encode(const State& state) {
     out.event("task/" + id, 1, 0, TaskCreated{t.kind, t.wpar, t.system, args.dump(), "", ""});
   }
   for (const auto& [stream, version] : state.removed) {
-    if (stream.starts_with("wpar/")) out.event(stream, version, 0, WparRemoved{stream.substr(5), ""});
+    if (stream.starts_with("wpar/")) {
+      auto at = state.removed_ns.find(stream);
+      out.event(stream, version, at == state.removed_ns.end() ? 0 : at->second, WparRemoved{stream.substr(5), ""});
+    }
     if (stream.starts_with("group/")) out.event(stream, version, 0, GroupDeleted{stream.substr(6)});
     if (stream.starts_with("domain/")) out.event(stream, version, 0, DomainRemoved{stream.substr(7)});
   }

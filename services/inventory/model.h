@@ -117,6 +117,9 @@ struct Inventory {
   // The last version of streams whose object was removed (wpar/…, group/…, domain/…):
   // a name made again continues its stream, so a decision must expect it.
   std::map<std::string, uint64_t> removed;
+  // When each removed WPAR's stream was removed (the removal's event time):
+  // a report of it taken before that does not bring it back as discovered.
+  std::map<std::string, int64_t> removed_ns;
   std::map<std::string, TaskRef> tasks;  // the executor's running tasks, by id
   uint64_t applied = 0;
   bool operator==(const Inventory&) const = default;

@@ -60,9 +60,18 @@ void Liveness::set_probe(const std::string& system_id, Probe probe) {
 }
 
 void Liveness::reconnected(const std::string& system_id, int64_t now_ns) {
-  std::lock_guard lock(mutex_);
-  auto& connected = connected_[system_id];
-  connected = std::max(connected, now_ns);
+  {
+    std::lock_guard lock(mutex_);
+    auto& connected = connected_[system_id];
+    connected = std::max(connected, now_ns);
+  }
+  std::lock_guard lock(hook_mutex_);
+  if (hook_) hook_(system_id);
+}
+
+void Liveness::on_reconnected(std::function<void(const std::string&)> hook) {
+  std::lock_guard lock(hook_mutex_);
+  hook_ = std::move(hook);
 }
 
 void Liveness::reconciled(const std::string& system_id, int64_t probe_at_ns) {

@@ -86,6 +86,10 @@ class Liveness {
   void reconnected(const std::string& system_id, int64_t now_ns);
   void reconciled(const std::string& system_id, int64_t probe_at_ns);
   bool reconciled_since_connected(const std::string& system_id) const;
+  // Called with the system at each `reconnected` (wpmd: a probe of it at
+  // once, so it is reconciled before a command is held for it); cleared
+  // with an empty function before what it calls goes away.
+  void on_reconnected(std::function<void(const std::string&)> hook);
 
  private:
   mutable std::mutex mutex_;
@@ -95,6 +99,8 @@ class Liveness {
   std::map<std::string, Probe> probes_;
   std::map<std::string, int64_t> connected_;   // when it last (re)connected, monotonic
   std::map<std::string, int64_t> reconciled_;  // the newest reconciled probe's time
+  std::mutex hook_mutex_;  // guards hook_; held while it runs
+  std::function<void(const std::string&)> hook_;
 };
 
 // A read-only view of the inventory for queries (the gateway's).

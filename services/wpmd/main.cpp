@@ -364,6 +364,9 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       prober = std::make_unique<inventory::Prober>(context, *manager_keys, *inventory_service, liveness, clock, log, po);
       inventory_service->on_discover([&] { prober->kick(); });
       inventory_service->on_update_profile([&](const std::string& id) { prober->refresh_profile(id); });
+      // An agent that (re)connects is probed at once: reconciled before
+      // anyone has a command for it, rather than when the first one is held.
+      liveness.on_reconnected([&](const std::string& id) { prober->probe_soon(id); });
       prober_thread = std::thread([&] { prober->run(stop_services); });
     } else {
       log->warn("prober_disabled error=\"{}\"", manager_keys.error().message);
@@ -393,6 +396,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       stop_services = true;
       if (dispatcher) dispatcher->stop();
       if (prober_thread.joinable()) prober_thread.join();
+      liveness.on_reconnected({});
       if (inventory_thread.joinable()) inventory_thread.join();
       if (compatibility_thread.joinable()) compatibility_thread.join();
       return stop_early("the executor cannot start: " + r.error().message);
@@ -407,6 +411,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     if (executor_thread.joinable()) executor_thread.join();
     if (dispatcher) dispatcher->stop();
     if (prober_thread.joinable()) prober_thread.join();
+    liveness.on_reconnected({});
     if (inventory_thread.joinable()) inventory_thread.join();
     if (compatibility_thread.joinable()) compatibility_thread.join();
   };

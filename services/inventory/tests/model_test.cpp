@@ -295,6 +295,30 @@ TEST(InventoryReconcile, APlacedWparItsAgentNoLongerHasIsBrokenWithTheCause) {
   EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty());
 }
 
+TEST(InventoryReconcile, AReportTakenBeforeAWparsRemovalDoesNotBringItBack) {
+  Inventory state = fresh();
+  fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "web1"}}));
+  fold(state, "placement/web1", WparPlaced{"web1", "node1", 1, ""});  // events at 1000 + their sequence
+  fold(state, "task/t1", TaskCreated{"remove", "web1", "node1", "{}", "", "root"});
+  fold(state, "task/t1", OperationStarted{"t1.1", "node1", "web1", "remove", 1, 1, 10});
+  fold(state, "task/t1", OperationFinished{"t1.1", 1, "ok", 0, "", "", ""});
+  fold(state, "placement/web1", WparPlaced{"web1", "", 2, "node1"});
+  fold(state, "task/t1", TaskFinished{"succeeded", "", ""});
+  ASSERT_FALSE(state.wpars.contains("web1")) << "removed with its definition";
+  const int64_t removed_at = state.removed_ns.at("wpar/web1");
+  EXPECT_GT(removed_at, 0);
+  EXPECT_TRUE(reconcile(state, "node1", {{"web1", "system", "D"}}, removed_at - 1).empty())
+      << "listed before it was removed there";
+  auto later = reconcile(state, "node1", {{"web1", "system", "D"}}, removed_at + 1);
+  ASSERT_EQ(later.size(), 1u) << "made again by hand after the removal: discovered";
+  EXPECT_TRUE(std::get<WparDefined>(later[0].payload).wpar.discovered);
+  // The snapshot keeps when it was removed.
+  auto back = InventoryModel::decode(InventoryModel::encode(state));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, state);
+}
+
 TEST(InventoryReconcile, HandMadeWparsAppearFollowTheirStateAndGoAndOthersAreRefused) {
   Inventory state = fresh();
   fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
