@@ -387,6 +387,8 @@ Outcome<CheckpointResult> checkpoint(const CheckpointRequest& r) {
       mcr_log(r.state_dir, "checkpoint_failed " + frozen.error().message);
       return std::unexpected(frozen.error());
     }
+    // From here the workload is stopped (what a relocation's downtime is measured from).
+    mcr_log(r.state_dir, "checkpoint_frozen");
   }
   auto written = write_state_file(trigger, state_dir, files, *spec);
   if (!written) {

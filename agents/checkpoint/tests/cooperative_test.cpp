@@ -136,6 +136,7 @@ TEST_F(Cooperative, CheckpointThenRestartContinuesFromTheSavedCountWithStateInta
   ASSERT_TRUE(wait_until([&] { return files().read_record().value_or(runtime::WparRecord{}).ended; }, 10s));
   uint64_t saved = std::stoull(slurp(dir_ + "/statefile/state/count"));
   EXPECT_GE(saved, 30u);
+  EXPECT_NE(slurp(dir_ + "/statefile/mcr.log").find("checkpoint_frozen"), std::string::npos);
   EXPECT_NE(slurp(dir_ + "/statefile/mcr.log").find("checkpoint_done"), std::string::npos);
 
   fs::remove(out_);
