@@ -1,3 +1,5 @@
+// The event codec (schemas/events.capnp): payloads, events and the drafts
+// an append carries. The store's requests and replies are in store_codec.cpp.
 #include "schemas/codec.h"
 
 #include <capnp/message.h>
@@ -593,6 +595,12 @@ Event get_event(s::Event::Reader r) {
   return e;
 }
 
+}  // namespace
+
+// ---- drafts (shared with store_codec.cpp) --------------------------------
+
+namespace codec_detail {
+
 void put_draft(const EventDraft& d, s::EventDraft::Builder b) {
   b.setType(static_cast<s::EventType>(payload_type(d.payload)));
   b.setStreamId(text(d.stream_id));
@@ -607,216 +615,7 @@ EventDraft get_draft(s::EventDraft::Reader r) {
                     str(r.getActor()), get_payload(r.getPayload(), r.getType(), Unknowns::kRefuse)};
 }
 
-// ---- requests --------------------------------------------------------------
-
-void put_batch(const AppendRequest& a, s::AppendBatch::Builder b) {
-  auto ex = b.initExpectations(static_cast<unsigned>(a.expectations.size()));
-  for (unsigned i = 0; i < a.expectations.size(); ++i) {
-    ex[i].setStreamId(text(a.expectations[i].stream_id));
-    ex[i].setKind(static_cast<s::ExpectKind>(a.expectations[i].kind));
-    ex[i].setVersion(a.expectations[i].version);
-  }
-  auto evs = b.initEvents(static_cast<unsigned>(a.events.size()));
-  for (unsigned i = 0; i < a.events.size(); ++i) put_draft(a.events[i], evs[i]);
-}
-
-AppendRequest get_append(s::AppendRequest::Reader r) {
-  AppendRequest a;
-  a.idempotency_key = str(r.getIdempotencyKey());
-  auto batch = r.getBatch();
-  for (auto x : batch.getExpectations()) {
-    auto raw = static_cast<uint16_t>(x.getKind());
-    if (raw > kExpectKindMax) throw Refused{fmt::format("unknown expectation kind {}", raw)};
-    a.expectations.push_back(
-        StreamExpectation{str(x.getStreamId()), static_cast<ExpectKind>(raw), x.getVersion()});
-  }
-  a.events.reserve(batch.getEvents().size());
-  for (auto d : batch.getEvents()) a.events.push_back(get_draft(d));
-  return a;
-}
-
-void put_append(const AppendRequest& body, s::AppendRequest::Builder a) {
-  a.setIdempotencyKey(text(body.idempotency_key));
-  put_batch(body, a.initBatch());
-}
-
-void put_request(const Request& req, s::Request::Builder b) {
-  b.setRequestId(req.request_id);
-  b.setProtocolVersion(req.protocol_version);
-  std::visit(
-      [&](const auto& body) {
-        using T = std::decay_t<decltype(body)>;
-        if constexpr (std::is_same_v<T, AppendRequest>) {
-          put_append(body, b.initAppend());
-        } else if constexpr (std::is_same_v<T, ReadRangeRequest>) {
-          auto x = b.initReadRange();
-          x.setFrom(body.from);
-          x.setTo(body.to);
-          x.setMaxEvents(body.max_events);
-        } else if constexpr (std::is_same_v<T, ReadStreamRequest>) {
-          auto x = b.initReadStream();
-          x.setStreamId(text(body.stream_id));
-          x.setFromVersion(body.from_version);
-          x.setMaxEvents(body.max_events);
-        } else if constexpr (std::is_same_v<T, StatsRequest>) {
-          b.setStats();
-        } else if constexpr (std::is_same_v<T, VerifyRequest>) {
-          auto x = b.initVerify();
-          x.setFrom(body.from);
-          x.setTo(body.to);
-          x.setPreviousChain(data(body.previous_chain));
-          x.setMaxEvents(body.max_events);
-        }
-      },
-      req.body);
-}
-
-Request get_request(s::Request::Reader r) {
-  Request req;
-  req.request_id = r.getRequestId();
-  req.protocol_version = r.getProtocolVersion();
-  switch (r.which()) {
-    case s::Request::APPEND:
-      req.body = get_append(r.getAppend());
-      break;
-    case s::Request::READ_RANGE: {
-      auto x = r.getReadRange();
-      req.body = ReadRangeRequest{x.getFrom(), x.getTo(), x.getMaxEvents()};
-      break;
-    }
-    case s::Request::READ_STREAM: {
-      auto x = r.getReadStream();
-      req.body = ReadStreamRequest{str(x.getStreamId()), x.getFromVersion(), x.getMaxEvents()};
-      break;
-    }
-    case s::Request::STATS:
-      req.body = StatsRequest{};
-      break;
-    case s::Request::VERIFY: {
-      auto x = r.getVerify();
-      req.body = VerifyRequest{x.getFrom(), x.getTo(), digest_of(x.getPreviousChain(), "previousChain"),
-                               x.getMaxEvents()};
-      break;
-    }
-    default:
-      throw Refused{fmt::format("unknown request kind {}", static_cast<unsigned>(r.which()))};
-  }
-  return req;
-}
-
-// ---- replies ---------------------------------------------------------------
-
-void put_reply(const Reply& reply, s::Reply::Builder b) {
-  b.setRequestId(reply.request_id);
-  b.setProtocolVersion(reply.protocol_version);
-  std::visit(
-      [&](const auto& body) {
-        using T = std::decay_t<decltype(body)>;
-        if constexpr (std::is_same_v<T, Error>) {
-          auto e = b.initError();
-          // Local-only codes travel as internal errors.
-          auto code = static_cast<uint16_t>(body.code);
-          e.setCode(static_cast<s::ErrorCode>(code <= kWireErrorCodeMax ? code : 6));
-          e.setMessage(text(body.message));
-          e.setStreamId(text(body.stream_id));
-          e.setExpectedVersion(body.expected_version);
-          e.setActualVersion(body.actual_version);
-        } else if constexpr (std::is_same_v<T, AppendResult>) {
-          auto a = b.initAppend();
-          a.setFirstSequence(body.first_sequence);
-          a.setCount(body.count);
-          a.setDuplicate(body.duplicate);
-        } else if constexpr (std::is_same_v<T, ReadReply>) {
-          auto x = b.initRead();
-          auto recs = x.initRecords(static_cast<unsigned>(body.records.size()));
-          for (unsigned i = 0; i < body.records.size(); ++i) recs.set(i, data(body.records[i]));
-          x.setHead(body.head);
-          x.setNext(body.next);
-          x.setEnd(body.end);
-        } else if constexpr (std::is_same_v<T, StatsReply>) {
-          auto x = b.initStats();
-          x.setHead(body.head);
-          x.setEventCount(body.event_count);
-          x.setLogBytes(body.log_bytes);
-          x.setDiskBytes(body.disk_bytes);
-          auto types = x.initPerType(static_cast<unsigned>(body.per_type.size()));
-          for (unsigned i = 0; i < body.per_type.size(); ++i) {
-            types[i].setType(static_cast<s::EventType>(body.per_type[i].type));
-            types[i].setCount(body.per_type[i].count);
-          }
-          x.setReadOnly(body.read_only);
-          x.setReadOnlyReason(text(body.read_only_reason));
-          x.setDataDir(text(body.data_dir));
-          x.setPublishEndpoint(text(body.publish_endpoint));
-          x.setUnknownEvents(body.unknown_events);
-        } else if constexpr (std::is_same_v<T, VerifyReply>) {
-          auto x = b.initVerify();
-          x.setChecked(body.checked);
-          x.setNext(body.next);
-          x.setChain(data(body.chain));
-          x.setProblem(text(body.problem));
-          x.setHead(body.head);
-          x.setEnd(body.end);
-        }
-      },
-      reply.body);
-}
-
-Reply get_reply(s::Reply::Reader r) {
-  Reply reply;
-  reply.request_id = r.getRequestId();
-  reply.protocol_version = r.getProtocolVersion();
-  switch (r.which()) {
-    case s::Reply::ERROR: {
-      auto e = r.getError();
-      auto code = static_cast<uint16_t>(e.getCode());
-      if (code == 0 || code > kWireErrorCodeMax) throw Refused{fmt::format("unknown error code {}", code)};
-      reply.body = Error{static_cast<ErrorCode>(code), str(e.getMessage()), str(e.getStreamId()),
-                         e.getExpectedVersion(), e.getActualVersion()};
-      break;
-    }
-    case s::Reply::APPEND: {
-      auto a = r.getAppend();
-      reply.body = AppendResult{a.getFirstSequence(), a.getCount(), a.getDuplicate()};
-      break;
-    }
-    case s::Reply::READ: {
-      auto x = r.getRead();
-      ReadReply rr;
-      rr.records.reserve(x.getRecords().size());
-      for (auto rec : x.getRecords()) rr.records.push_back(str(rec));
-      rr.head = x.getHead();
-      rr.next = x.getNext();
-      rr.end = x.getEnd();
-      reply.body = std::move(rr);
-      break;
-    }
-    case s::Reply::STATS: {
-      auto x = r.getStats();
-      StatsReply st{x.getHead(), x.getEventCount(), x.getLogBytes(), x.getDiskBytes(), {},
-                    x.getReadOnly(), str(x.getReadOnlyReason()), str(x.getDataDir()),
-                    str(x.getPublishEndpoint()), x.getUnknownEvents()};
-      for (auto t : x.getPerType()) {
-        st.per_type.push_back(TypeCount{
-            checked_enum<EventType>(static_cast<uint16_t>(t.getType()), kEventTypeMax, "event type"),
-            t.getCount()});
-      }
-      reply.body = std::move(st);
-      break;
-    }
-    case s::Reply::VERIFY: {
-      auto x = r.getVerify();
-      reply.body = VerifyReply{x.getChecked(), x.getNext(), digest_of(x.getChain(), "chain"),
-                               str(x.getProblem()), x.getHead(), x.getEnd()};
-      break;
-    }
-    default:
-      throw Refused{fmt::format("unknown reply kind {}", static_cast<unsigned>(r.which()))};
-  }
-  return reply;
-}
-
-}  // namespace
+}  // namespace codec_detail
 
 std::string encode_event(const Event& e) {
   EventHeader h{e.sequence, e.event_id, e.timestamp_ns, e.stream_version, e.idempotency_key};
@@ -845,52 +644,6 @@ Result<EventHeaderPeek> peek_event_header(std::string_view bytes, const DecodeLi
 
 Result<uint64_t> peek_event_sequence(std::string_view bytes, const DecodeLimits& limits) {
   return decode<s::Event>(bytes, limits, "event", [](s::Event::Reader r) { return r.getSequence(); });
-}
-
-std::string encode_request(const Request& request) {
-  return build_flat(0, [&](capnp::MessageBuilder& m) { put_request(request, m.initRoot<s::Request>()); });
-}
-
-std::string encode_request(uint64_t request_id, const AppendRequest& append) {
-  return build_flat(0, [&](capnp::MessageBuilder& m) {
-    auto b = m.initRoot<s::Request>();
-    b.setRequestId(request_id);
-    b.setProtocolVersion(kProtocolVersion);
-    put_append(append, b.initAppend());
-  });
-}
-
-Result<Request> decode_request(std::string_view bytes, const DecodeLimits& limits) {
-  return decode<s::Request>(bytes, limits, "request",
-                            [](s::Request::Reader r) { return get_request(r); });
-}
-
-uint64_t peek_request_id(std::string_view bytes, const DecodeLimits& limits) {
-  auto id = decode<s::Request>(bytes, limits, "request",
-                               [](s::Request::Reader r) { return r.getRequestId(); });
-  return id.value_or(0);
-}
-
-std::string encode_reply(const Reply& reply) {
-  return build_flat(0, [&](capnp::MessageBuilder& m) { put_reply(reply, m.initRoot<s::Reply>()); });
-}
-
-Result<Reply> decode_reply(std::string_view bytes, const DecodeLimits& limits) {
-  return decode<s::Reply>(bytes, limits, "reply", [](s::Reply::Reader r) { return get_reply(r); });
-}
-
-std::string encode_publication(uint64_t sequence, std::string_view record) {
-  return build_flat(0, [&](capnp::MessageBuilder& m) {
-    auto b = m.initRoot<s::Publication>();
-    b.setSequence(sequence);
-    b.setRecord(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(record.data()), record.size()));
-  });
-}
-
-Result<Publication> decode_publication(std::string_view bytes, const DecodeLimits& limits) {
-  return decode<s::Publication>(bytes, limits, "publication", [](s::Publication::Reader r) {
-    return Publication{r.getSequence(), str(r.getRecord())};
-  });
 }
 
 }  // namespace wpm

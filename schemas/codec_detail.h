@@ -1,7 +1,8 @@
 #pragma once
-// Internal helpers of the Cap'n Proto codecs (codec.cpp, agent_codec.cpp):
-// value conversions, the flat encoder and the guarded decode. Not for use
-// outside schemas/.
+// Internal helpers of the Cap'n Proto codecs (codec.cpp: events;
+// store_codec.cpp: the store's requests and replies; agent_codec.cpp): value
+// conversions, the flat encoder and the guarded decode. Not for use outside
+// schemas/.
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
@@ -19,6 +20,7 @@
 #include "schemas/events.capnp.h"
 #include "schemas/hash.h"
 #include "schemas/profile.h"
+#include "schemas/store.capnp.h"
 
 namespace wpm::codec_detail {
 
@@ -173,5 +175,8 @@ auto decode(std::string_view bytes, const DecodeLimits& limits, const char* what
 
 void put_profile(const profile::SystemProfile& p, wpm::schema::SystemProfile::Builder b);
 profile::SystemProfile get_profile(wpm::schema::SystemProfile::Reader r);
+// An event as appended (codec.cpp; the store's append requests carry them).
+void put_draft(const EventDraft& d, wpm::schema::EventDraft::Builder b);
+EventDraft get_draft(wpm::schema::EventDraft::Reader r);
 
 }  // namespace wpm::codec_detail
