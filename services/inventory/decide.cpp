@@ -621,6 +621,10 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
     }
     const WparDefinition& known = it->second.wpar;
     if (known.system != system_id) {
+      // Listed before the executor's last word on it (a relocation's
+      // departure, listed before its removal there): a later report says
+      // whether a copy is still there.
+      if (it->second.executor_ns >= reported_ns) continue;
       std::string where = known.system.empty() ? "is defined here and not deployed there"
                                                : fmt::format("is on {}", known.system);
       changes.push_back({"agent-report-refusals",

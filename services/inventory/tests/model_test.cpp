@@ -295,7 +295,7 @@ TEST(InventoryReconcile, APlacedWparItsAgentNoLongerHasIsBrokenWithTheCause) {
   EXPECT_TRUE(reconcile(state, "node1", {}, 100'000).empty());
 }
 
-TEST(InventoryReconcile, AReportTakenBeforeAWparsRemovalDoesNotBringItBack) {
+TEST(InventoryReconcile, AReportTakenBeforeTheExecutorsLastWordNeitherBringsAWparBackNorRefusesItsCopy) {
   Inventory state = fresh();
   fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
   ASSERT_FALSE(run(state, "wpar.create", {{"name", "web1"}}));
@@ -313,6 +313,16 @@ TEST(InventoryReconcile, AReportTakenBeforeAWparsRemovalDoesNotBringItBack) {
   auto later = reconcile(state, "node1", {{"web1", "system", "D"}}, removed_at + 1);
   ASSERT_EQ(later.size(), 1u) << "made again by hand after the removal: discovered";
   EXPECT_TRUE(std::get<WparDefined>(later[0].payload).wpar.discovered);
+  // A copy listed elsewhere before the executor's last word on the WPAR
+  // (a relocation's departure, listed before its removal) is not refused;
+  // one listed after is.
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "app1"}}));
+  fold(state, "placement/app1", WparPlaced{"app1", "node2", 2, ""});
+  const int64_t placed_at = state.wpars.at("app1").executor_ns;
+  EXPECT_TRUE(reconcile(state, "node1", {{"app1", "system", "P"}}, placed_at - 1).empty());
+  auto refused = reconcile(state, "node1", {{"app1", "system", "P"}}, placed_at + 1);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<AgentReportRefused>(refused[0].payload));
   // The snapshot keeps when it was removed.
   auto back = InventoryModel::decode(InventoryModel::encode(state));
   ASSERT_TRUE(back);
