@@ -162,6 +162,11 @@ CpuInfo parse_cpuinfo(std::string_view text) {
   return info;
 }
 
+double nominal_cpu_mhz(std::string_view cpuinfo_max_freq_khz, double cpuinfo_mhz) {
+  double khz = std::atof(std::string(trim(cpuinfo_max_freq_khz)).c_str());
+  return khz > 0 ? khz / 1000.0 : cpuinfo_mhz;
+}
+
 uint64_t parse_meminfo_total(std::string_view text) {
   for (auto line : lines(text)) {
     if (!line.starts_with("MemTotal:")) continue;
@@ -315,7 +320,7 @@ SystemProfile collect_profile(const CollectOptions& options) {
   CpuInfo cpu = parse_cpuinfo(read_text(root / "proc/cpuinfo"));
   p.cpu_flags = cpu.flags;
   p.cpu_model = cpu.model;
-  p.cpu_mhz = cpu.mhz;
+  p.cpu_mhz = nominal_cpu_mhz(read_text(root / "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"), cpu.mhz);
   p.cpu_cores = static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_ONLN));
   p.isa_level = p.architecture == "x86_64" ? x86_isa_level(cpu.flags) : p.architecture;
   p.memory_bytes = parse_meminfo_total(read_text(root / "proc/meminfo"));

@@ -36,6 +36,11 @@ CpuInfo parse_cpuinfo(std::string_view text);
 
 // MemTotal of /proc/meminfo, in bytes; 0 when absent.
 uint64_t parse_meminfo_total(std::string_view text);
+// The processor's nominal speed in MHz: cpufreq's maximum
+// (cpu0/cpufreq/cpuinfo_max_freq, in kHz) where the kernel has it, else
+// /proc/cpuinfo's "cpu MHz". The latter follows frequency scaling: a
+// profile holding it would change, and be recorded again, every minute.
+double nominal_cpu_mhz(std::string_view cpuinfo_max_freq_khz, double cpuinfo_mhz);
 
 // x86-64 micro-architecture level from CPU flags (the psABI levels).
 std::string x86_isa_level(const std::vector<std::string>& flags);

@@ -93,6 +93,12 @@ TEST(ProfileParse, CapabilityMaskToNames) {
   EXPECT_TRUE(capability_names(0).empty());
 }
 
+TEST(ProfileParse, TheCpuSpeedIsTheNominalOneNotTheCurrentOne) {
+  EXPECT_DOUBLE_EQ(nominal_cpu_mhz("3500000\n", 1234.5), 3500.0) << "cpufreq's maximum, in kHz";
+  EXPECT_DOUBLE_EQ(nominal_cpu_mhz("", 2995.2), 2995.2) << "no cpufreq (a VM): /proc/cpuinfo";
+  EXPECT_DOUBLE_EQ(nominal_cpu_mhz("garbage", 2995.2), 2995.2);
+}
+
 // ---- this host ---------------------------------------------------------------------
 
 std::string command_output(const std::string& command) {
