@@ -212,6 +212,7 @@ void fold_into(Executor& state, Event&& e) {
             }
           }
           if constexpr (std::is_same_v<T, TaskCreated>) {
+            if (!t.finished()) state.running.insert(id);
             // The lock of a WPAR is its running task's; a task made already
             // ended (an evacuation's child that could not start) takes none.
             if (!t.wpar.empty()) state.busy.try_emplace(t.wpar, id);
@@ -225,6 +226,7 @@ void fold_into(Executor& state, Event&& e) {
             }
           }
           if (was_running && t.finished()) {
+            state.running.erase(id);
             if (auto b = state.busy.find(t.wpar); b != state.busy.end() && b->second == id) state.busy.erase(b);
             state.finished_order.push_back(id);
             while (state.finished_order.size() > kFinishedTasksKept) {  // bounded: one per turn

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -138,6 +139,7 @@ using CompatTable = std::map<std::pair<std::string, std::string>, std::vector<Co
 
 struct Executor {
   std::map<std::string, Task> tasks;             // running, and the newest finished
+  std::set<std::string> running;                 // the ids of the tasks not finished (an index of `tasks`)
   std::deque<std::string> finished_order;        // finished task ids, oldest first
   std::map<std::string, Placement> placements;   // by WPAR
   std::map<std::string, std::string> busy;       // WPAR → its running task

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <set>
 
+#include "schemas/assert.h"
 #include "schemas/event_json.h"
 #include "services/kernel/repository.h"
 
@@ -378,8 +379,10 @@ Result<size_t> ExecutorService::drive_tasks() {
         ++held_now;
         return true;
       };
-      for (const auto& [id, recorded] : state.tasks) {
-        if (recorded.finished()) continue;
+      for (const auto& id : state.running) {  // the running tasks only: `tasks` keeps 10,000 finished ones too
+        const auto found = state.tasks.find(id);
+        WPM_ASSERT(found != state.tasks.end(), "running task {} is not among the tasks", id);
+        const Task& recorded = found->second;
         // With its agent's answer, the task as it is once that is recorded.
         std::optional<Task> with_answer;
         if (auto a = answer_of.find(id); a != answer_of.end()) {
@@ -483,9 +486,7 @@ void ExecutorService::run(const std::atomic<bool>& stop) {
     bool running = false;
     {
       std::shared_lock lock(state_mutex_);
-      running = !runner_.state().busy.empty() ||
-                std::any_of(runner_.state().tasks.begin(), runner_.state().tasks.end(),
-                            [](const auto& t) { return !t.second.finished(); });
+      running = !runner_.state().busy.empty() || !runner_.state().running.empty();
     }
     seen_ = signal_.wait_beyond(std::max(seen_, runner_.sequence()), running ? options_.busy_wait : options_.idle_wait);
   }

@@ -641,7 +641,10 @@ std::vector<Change> reconcile(const Inventory& state, const std::string& system_
       changes.push_back({wpar_stream(r.name), WparDefined{w, false}});
     }
   }
-  for (const auto& [name, record] : state.wpars) {
+  static const std::set<std::string> kNone;
+  const auto on = state.wpars_on.find(system_id);
+  for (const auto& name : on == state.wpars_on.end() ? kNone : on->second) {  // its own WPARs, not every one
+    const WparRecord& record = state.wpars.at(name);
     if (record.wpar.system != system_id || seen.contains(name) || busy.contains(name)) continue;
     if (record.wpar.discovered) {
       changes.push_back({wpar_stream(name), WparRemoved{name, fmt::format("no longer on {}", system_id)}});

@@ -101,8 +101,47 @@ Inventory evolve(Inventory state, const Event& e) {
   return state;
 }
 
+namespace {
+
+// The WPAR an event may place, move or remove ("" none; a system's
+// removal touches all of its WPARs and is indexed on its own).
+std::string touched_wpar(const Inventory& state, const Event& e) {
+  if (const auto* d = std::get_if<WparDefined>(&e.payload)) return d->wpar.name;
+  if (const auto* r = std::get_if<WparRemoved>(&e.payload)) return r->name;
+  if (const auto* p = std::get_if<WparPlaced>(&e.payload)) return p->wpar;
+  if (std::holds_alternative<TaskFinished>(e.payload) && e.stream_id.starts_with("task/")) {
+    auto t = state.tasks.find(e.stream_id.substr(5));
+    return t == state.tasks.end() ? "" : t->second.wpar;
+  }
+  return "";
+}
+
+std::string system_of(const Inventory& state, const std::string& wpar) {
+  auto it = state.wpars.find(wpar);
+  return it == state.wpars.end() ? "" : it->second.wpar.system;
+}
+
+void fold_event(Inventory& state, Event&& e);
+
+}  // namespace
+
 void fold_into(Inventory& state, Event&& e) {
   if (e.sequence != 0 && e.sequence <= state.applied) return;
+  const std::string touched = touched_wpar(state, e);
+  const std::string was_on = touched.empty() ? "" : system_of(state, touched);
+  fold_event(state, std::move(e));
+  if (const std::string is_on = touched.empty() ? "" : system_of(state, touched); is_on != was_on) {
+    if (!was_on.empty()) {
+      auto on = state.wpars_on.find(was_on);
+      if (on != state.wpars_on.end() && on->second.erase(touched) != 0 && on->second.empty()) state.wpars_on.erase(on);
+    }
+    if (!is_on.empty()) state.wpars_on[is_on].insert(touched);
+  }
+}
+
+namespace {
+
+void fold_event(Inventory& state, Event&& e) {
   std::visit(
       [&](auto& p) {
         using T = std::decay_t<decltype(p)>;
@@ -122,6 +161,7 @@ void fold_into(Inventory& state, Event&& e) {
           // are no longer managed there: a definition made here is
           // Undeployed, one discovered there goes.
           if constexpr (std::is_same_v<T, SystemRemoved>) {
+            state.wpars_on.erase(p.system_id);  // none of its WPARs is on it any more
             for (auto it = state.wpars.begin(); it != state.wpars.end();) {
               WparDefinition& w = it->second.wpar;
               if (w.system != p.system_id) {
@@ -270,6 +310,8 @@ void fold_into(Inventory& state, Event&& e) {
       e.payload);
   if (e.sequence != 0) state.applied = e.sequence;
 }
+
+}  // namespace
 
 uint64_t stream_version(const Inventory& state, const std::string& stream) {
   if (stream == "registry") return state.registry_version;

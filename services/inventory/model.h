@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -103,6 +104,9 @@ struct Inventory {
   uint64_t registry_version = 0;
   std::map<std::string, SystemStatus> status;  // by system id; absent: online since registration
   std::map<std::string, WparRecord> wpars;
+  // The WPARs placed on each system (an index of `wpars`, kept by the fold):
+  // an agent's report is compared with its own system's WPARs only.
+  std::map<std::string, std::set<std::string>> wpars_on;
   // The default group exists from the start, without an event: a new log
   // stays empty until someone changes something.
   std::map<std::string, GroupRecord> groups = {

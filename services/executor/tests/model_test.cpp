@@ -24,6 +24,7 @@ TEST_F(ExecutorModelTest, DeployPlacesWithANewEpochAndRunsOneOperation) {
   EXPECT_EQ(state_.placements.at("web1").epoch, 1u);
   EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node1");
   EXPECT_EQ(state_.busy.at("web1"), "t1");
+  EXPECT_EQ(state_.running, (std::set<std::string>{"t1"})) << "the index of running tasks";
   Step s = step("t1");
   auto* start = std::get_if<Start>(&s);
   ASSERT_NE(start, nullptr);
@@ -38,6 +39,8 @@ TEST_F(ExecutorModelTest, DeployPlacesWithANewEpochAndRunsOneOperation) {
   EXPECT_EQ(letter("web1"), "A");
   EXPECT_EQ(finish("t1").state, "succeeded");
   EXPECT_FALSE(state_.busy.contains("web1"));
+  EXPECT_TRUE(state_.running.empty());
+  EXPECT_TRUE(state_.tasks.contains("t1")) << "kept, finished";
   // A second task on another WPAR placed later gets its own epoch line.
   ASSERT_EQ(run("t2", "wpar.deploy", {{"name", "app1"}, {"system", "node2"}}), std::nullopt);
   EXPECT_EQ(state_.placements.at("app1").epoch, 1u);

@@ -329,6 +329,43 @@ TEST(InventoryReconcile, AReportTakenBeforeTheExecutorsLastWordNeitherBringsAWpa
   EXPECT_EQ(*back, state);
 }
 
+TEST(InventoryModel, TheWparsOfEachSystemAreIndexedThroughEveryMove) {
+  Inventory state = fresh();
+  fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
+  fold(state, "registry", SystemRegistered{"node2", "node2", "b", "k2", {}, 9510});
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "web1"}}));
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "web2"}}));
+  EXPECT_TRUE(state.wpars_on.empty()) << "undeployed: on no system";
+  using Names = std::set<std::string>;
+  fold(state, "placement/web1", WparPlaced{"web1", "node1", 1, ""});
+  fold(state, "placement/web2", WparPlaced{"web2", "node1", 1, ""});
+  EXPECT_EQ(state.wpars_on.at("node1"), (Names{"web1", "web2"}));
+  fold(state, "placement/web1", WparPlaced{"web1", "node2", 2, ""});  // relocated
+  EXPECT_EQ(state.wpars_on.at("node1"), (Names{"web2"}));
+  EXPECT_EQ(state.wpars_on.at("node2"), (Names{"web1"}));
+  // A hand-made WPAR reported by node2, then removed with its task.
+  for (auto& c : reconcile(state, "node2", {{"web1", "system", "A"}, {"hand", "system", "A"}}, 1'000'000)) {
+    fold(state, c.stream, c.payload);
+  }
+  EXPECT_EQ(state.wpars_on.at("node2"), (Names{"hand", "web1"}));
+  fold(state, "task/t1", TaskCreated{"remove", "web1", "node2", "{}", "", "root"});
+  fold(state, "placement/web1", WparPlaced{"web1", "", 3, "node2"});
+  fold(state, "task/t1", TaskFinished{"succeeded", "", ""});
+  EXPECT_EQ(state.wpars_on.at("node2"), (Names{"hand"}));
+  auto back = InventoryModel::decode(InventoryModel::encode(state));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->wpars_on, state.wpars_on) << "rebuilt from the snapshot";
+  fold(state, "registry", SystemRemoved{"node2", "removed by request"});
+  EXPECT_FALSE(state.wpars_on.contains("node2"));
+  EXPECT_EQ(state.wpars_on.at("node1"), (Names{"web2"}));
+  // Whatever the path, the index is what a scan of the WPARs gives.
+  std::map<std::string, Names> scanned;
+  for (const auto& [name, r] : state.wpars) {
+    if (!r.wpar.system.empty()) scanned[r.wpar.system].insert(name);
+  }
+  EXPECT_EQ(state.wpars_on, scanned);
+}
+
 TEST(InventoryReconcile, HandMadeWparsAppearFollowTheirStateAndGoAndOthersAreRefused) {
   Inventory state = fresh();
   fold(state, "registry", SystemRegistered{"node1", "node1", "a", "k1", {}, 9510});
