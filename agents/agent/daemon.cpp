@@ -445,12 +445,12 @@ void Daemon::on_local_client() {
 void Daemon::reap_children() {
   int status = 0;
   pid_t done;
+  // Reaped under the lock that spawns runners: a pid freed here cannot be
+  // given to a new runner before its old entry is marked.
+  std::lock_guard ops_lock(ops_mutex_);
   while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
-    {
-      std::lock_guard lock(ops_mutex_);
-      for (auto& [id, runner] : spawned_) {
-        if (runner == done) runner = 0;  // an operation's runner ended (settle() reads it)
-      }
+    for (auto& [id, runner] : spawned_) {
+      if (runner == done) runner = 0;  // an operation's runner ended (settle() reads it)
     }
     auto it = children_.find(done);
     if (it == children_.end()) continue;

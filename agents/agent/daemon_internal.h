@@ -117,8 +117,9 @@ class Daemon {
     std::string operation_id;
     std::chrono::steady_clock::time_point until;
   };
-  std::mutex waiters_mutex_;      // guards waiters_; taken after ops_mutex_, never before
+  std::mutex waiters_mutex_;      // guards waiters_ and waiters_closed_; never held with ops_mutex_
   std::vector<Waiter> waiters_;   // held questions about running operations
+  bool waiters_closed_ = false;   // the daemon stops: every question is answered at once
 };
 
 // At most this many questions are held at once, each at most kHoldMax.

@@ -75,7 +75,7 @@ bool Daemon::hold_answer(bus::ServerRequest& request, uint64_t request_id, const
                          std::chrono::milliseconds wait) {
   {
     std::lock_guard lock(waiters_mutex_);
-    if (waiters_.size() >= kWaitersMax) return false;
+    if (waiters_closed_ || waiters_.size() >= kWaitersMax) return false;
     waiters_.push_back(Waiter{std::move(request), request_id, operation_id, std::chrono::steady_clock::now() + wait});
   }
   // The main loop looks at it now: the operation may have ended meanwhile
@@ -89,6 +89,7 @@ std::optional<std::chrono::steady_clock::time_point> Daemon::answer_waiters(bool
   std::vector<Waiter> held;
   {
     std::lock_guard lock(waiters_mutex_);
+    if (all) waiters_closed_ = true;  // none held from now on
     if (waiters_.empty()) return std::nullopt;
     held.swap(waiters_);
   }

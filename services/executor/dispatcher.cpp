@@ -137,11 +137,15 @@ void Dispatcher::run() {
       auto* c = connection(f.target, now);
       if (c == nullptr) continue;
       const uint64_t request = next_request_++;
-      requests_[request] = id;
-      f.requests.push_back(request);
       // The first question is answered at once (the agent took it, or not:
       // unreachable_after counts from it); later ones may be held.
       f.operation.wait_ms = f.answered ? static_cast<uint32_t>(options_.hold.count()) : 0;
+      requests_[request] = Asked{id, now, f.operation.wait_ms};
+      f.requests.push_back(request);
+      if (f.requests.size() > 16) {  // a late answer to an older one is not needed
+        requests_.erase(f.requests.front());
+        f.requests.erase(f.requests.begin());
+      }
       std::string bytes = ap::encode(ap::AgentCommand{request, f.operation});
       try {
         if (!c->socket->send(zmq::buffer(bytes), zmq::send_flags::dontwait)) continue;  // full: next turn
@@ -220,8 +224,13 @@ void Dispatcher::run() {
           // Not about one operation we can name: every flight to this system
           // that awaits an answer. Busy: asked again a little later.
           if (e->kind == ap::ErrorKind::kUnavailable) {
+            // The question it names (every one to this system awaiting an
+            // answer when it names none): asked again a little later.
+            auto asked = requests_.find(reply->request_id);
             for (auto& [id, f] : flights_) {
               if (f.target.system_id != systems[i] || !f.awaiting) continue;
+              const bool named = asked != requests_.end();
+              if (named && (asked->second.operation_id != id || f.requests.back() != reply->request_id)) continue;
               f.awaiting = false;
               f.answered = true;
               f.last_answer = now;
@@ -231,8 +240,8 @@ void Dispatcher::run() {
           }
           // Refused: the one operation the request was about.
           std::vector<std::string> refused;
-          if (auto r = requests_.find(reply->request_id); r != requests_.end() && flights_.contains(r->second)) {
-            refused.push_back(r->second);
+          if (auto r = requests_.find(reply->request_id); r != requests_.end() && flights_.contains(r->second.operation_id)) {
+            refused.push_back(r->second.operation_id);
           }
           for (const auto& id : refused) {
             const auto& f = flights_.at(id);
@@ -249,14 +258,21 @@ void Dispatcher::run() {
         Flight& f = it->second;
         f.answered = true;
         f.last_answer = now;
-        f.awaiting = false;
         if (result->running) {
+          // A "running" to a question asked before the newest (asked again
+          // after answer_timeout): the newest is still out.
+          if (f.requests.empty() || f.requests.back() != reply->request_id) continue;
+          f.awaiting = false;
+          const auto asked = requests_.find(reply->request_id);
+          const bool first = asked != requests_.end() && asked->second.wait_ms == 0;
+          const bool held =
+              asked != requests_.end() && asked->second.wait_ms > 0 && now - asked->second.sent >= options_.hold / 2;
           // The first question, or one the agent held (the long poll): at
           // once again, with a wait. One with a wait answered at once (an
           // agent without the long poll): soon at first (most operations
           // take tens of milliseconds), then less often: 10, 20, 40, … ms up
           // to poll_interval.
-          if (options_.hold.count() > 0 && (f.operation.wait_ms == 0 || now - f.sent >= options_.hold / 2)) {
+          if (options_.hold.count() > 0 && (first || held)) {
             f.next = now;
             continue;
           }

@@ -112,7 +112,7 @@ class Dispatcher {
     std::chrono::steady_clock::time_point last_answer{};
     uint32_t polls = 0;  // "running" answers so far
     bool patient = false;
-    std::vector<uint64_t> requests;  // the request ids asked with (in requests_)
+    std::vector<uint64_t> requests;  // the request ids asked with (in requests_), the newest 16
   };
   struct Connection {
     std::unique_ptr<zmq::socket_t> socket;
@@ -141,7 +141,12 @@ class Dispatcher {
 
   // The run() thread's own.
   std::map<std::string, Flight> flights_;  // by operation id
-  std::map<uint64_t, std::string> requests_;  // request id → operation id, while its flight lasts
+  struct Asked {
+    std::string operation_id;
+    std::chrono::steady_clock::time_point sent{};
+    uint32_t wait_ms = 0;  // what it let the agent hold the answer for
+  };
+  std::map<uint64_t, Asked> requests_;  // request id → the question, while its flight lasts
   std::map<std::string, Connection> connections_;  // by system id
   uint64_t next_request_ = 1;
 };

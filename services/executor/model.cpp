@@ -639,6 +639,12 @@ Step next_step(const Executor& state, const Task& task, const inventory::Invento
       if (record != inv.wpars.end() && change) {
         WparDefinition w = inventory::with_fields(record->second.wpar, change->fields);
         if (!inv.groups.contains(w.group)) w.group = record->second.wpar.group;
+        // What its agent said of it in that answer: this end may be decided
+        // on the answer before the inventory folded it (one append).
+        if (const Operation& last = task.operations.back(); last.finished && !last.wpar_state.empty()) {
+          w.reported_state = last.wpar_state;
+          w.cause = last.wpar_state == "B" ? last.error : "";
+        }
         f.defined = WparDefined{std::move(w), false};
         f.defined_version = record->second.version;
       }

@@ -449,6 +449,19 @@ TEST_F(ExecutorModelTest, ModifyChangesADeployedWparOnItsSystemFirst) {
   EXPECT_EQ(inv_.wpars.at("web1").wpar.memory_bytes, 64u << 20) << "the rest as it was";
   EXPECT_EQ(letter("web1"), "A");
   EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node1") << "where it is stays the executor's";
+  // Decided on the answer before the inventory folded it (the service's one
+  // append): the definition written carries the state that answer reported.
+  ASSERT_EQ(run("m11", "wpar.modify", {{"name", "web1"}, {"cpuShares", 250}}), std::nullopt);
+  fold_inventory(task_stream("m11"), std::get<Start>(step("m11")).event);
+  const auto& m11 = state_.tasks.at("m11");
+  Task answered = with_event(m11, OperationFinished{m11.operations.back().id, 1, "ok", 0, "", "", "P"}, now_);
+  Step ended = next_step(state_, answered, inv_, now_);
+  ASSERT_TRUE(std::holds_alternative<Finish>(ended));
+  ASSERT_TRUE(std::get<Finish>(ended).defined);
+  EXPECT_EQ(std::get<Finish>(ended).defined->wpar.reported_state, "P");
+  EXPECT_EQ(std::get<Finish>(ended).defined->wpar.cpu_shares, 250u);
+  fold_inventory(task_stream("m11"), OperationFinished{m11.operations.back().id, 1, "ok", 0, "", "", "A"});
+  EXPECT_EQ(finish("m11").state, "succeeded");
   const uint64_t written = inv_.wpars.at("web1").version;
 
   // No answer: whether it took the change is unknown, and the task says how to send it again.
