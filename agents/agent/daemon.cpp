@@ -449,6 +449,7 @@ void Daemon::reap_children() {
   // given to a new runner before its old entry is marked.
   std::lock_guard ops_lock(ops_mutex_);
   while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    reaped_ = true;
     for (auto& [id, runner] : spawned_) {
       if (runner == done) runner = 0;  // an operation's runner ended (settle() reads it)
     }

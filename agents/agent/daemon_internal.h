@@ -77,6 +77,8 @@ class Daemon {
                    std::chrono::milliseconds wait);
   // Answers the held questions whose operation ended, or all whose time is
   // up (`all`: every one, as the daemon stops); the next time one is up.
+  // An operation's record is read when its question is new, when a child
+  // ended (a runner's exit), and when its time is up: not at every wake.
   std::optional<std::chrono::steady_clock::time_point> answer_waiters(bool all);
   void refresh_profile();
   void on_local_client();
@@ -116,10 +118,12 @@ class Daemon {
     uint64_t request_id = 0;
     std::string operation_id;
     std::chrono::steady_clock::time_point until;
+    bool checked = false;  // its record was read once since it was held
   };
   std::mutex waiters_mutex_;      // guards waiters_ and waiters_closed_; never held with ops_mutex_
   std::vector<Waiter> waiters_;   // held questions about running operations
   bool waiters_closed_ = false;   // the daemon stops: every question is answered at once
+  bool reaped_ = false;           // a child ended since answer_waiters() last looked (main loop only)
 };
 
 // At most this many questions are held at once, each at most kHoldMax.

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <utility>
 
 #include "agents/agent/daemon_internal.h"
 #include "agents/runtime/wpar_files.h"
@@ -94,11 +95,17 @@ std::optional<std::chrono::steady_clock::time_point> Daemon::answer_waiters(bool
     held.swap(waiters_);
   }
   const auto now = std::chrono::steady_clock::now();
+  const bool reaped = std::exchange(reaped_, false);
   std::vector<Waiter> keep;
   std::vector<std::pair<Waiter, ap::OperationResult>> answers;
   {
     std::lock_guard lock(ops_mutex_);
     for (auto& w : held) {
+      if (w.checked && !reaped && !all && now < w.until) {  // nothing ended since it was read
+        keep.push_back(std::move(w));
+        continue;
+      }
+      w.checked = true;
       auto record = journal_->read(w.operation_id);
       if (record) settle(*record);
       if (record && !record->done && !all && now < w.until) {
