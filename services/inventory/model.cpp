@@ -121,25 +121,11 @@ std::string system_of(const Inventory& state, const std::string& wpar) {
   return it == state.wpars.end() ? "" : it->second.wpar.system;
 }
 
-void fold_event(Inventory& state, Event&& e);
-
-}  // namespace
-
-void fold_into(Inventory& state, Event&& e) {
-  if (e.sequence != 0 && e.sequence <= state.applied) return;
-  const std::string touched = touched_wpar(state, e);
-  const std::string was_on = touched.empty() ? "" : system_of(state, touched);
-  fold_event(state, std::move(e));
-  if (const std::string is_on = touched.empty() ? "" : system_of(state, touched); is_on != was_on) {
-    if (!was_on.empty()) {
-      auto on = state.wpars_on.find(was_on);
-      if (on != state.wpars_on.end() && on->second.erase(touched) != 0 && on->second.empty()) state.wpars_on.erase(on);
-    }
-    if (!is_on.empty()) state.wpars_on[is_on].insert(touched);
-  }
+// A WPAR's stream is a removed one from now on (its last version, and when).
+void mark_removed(Inventory& state, const std::string& name, uint64_t version, int64_t at_ns) {
+  state.removed[wpar_stream(name)] = version;
+  state.removed_ns[wpar_stream(name)] = at_ns;
 }
-
-namespace {
 
 void fold_event(Inventory& state, Event&& e) {
   std::visit(
@@ -167,8 +153,7 @@ void fold_event(Inventory& state, Event&& e) {
               if (w.system != p.system_id) {
                 ++it;
               } else if (w.discovered) {
-                state.removed[wpar_stream(it->first)] = it->second.version;
-                state.removed_ns[wpar_stream(it->first)] = e.timestamp_ns;
+                mark_removed(state, it->first, it->second.version, e.timestamp_ns);
                 it = state.wpars.erase(it);
               } else {
                 w.system.clear();
@@ -218,8 +203,7 @@ void fold_event(Inventory& state, Event&& e) {
           r.version = e.stream_version;
         } else if constexpr (std::is_same_v<T, WparRemoved>) {
           state.wpars.erase(p.name);
-          state.removed[wpar_stream(p.name)] = e.stream_version;
-          state.removed_ns[wpar_stream(p.name)] = e.timestamp_ns;
+          mark_removed(state, p.name, e.stream_version, e.timestamp_ns);
         } else if constexpr (std::is_same_v<T, GroupDefined>) {
           state.removed.erase(group_stream(p.name));
           state.groups[p.name] = GroupRecord{p.name, p.description, e.stream_version};
@@ -301,8 +285,7 @@ void fold_event(Inventory& state, Event&& e) {
           }
           // A removal that succeeded takes the definition too, unless kept.
           if (t.kind == "remove" && p.state == "succeeded" && !t.keep_definition && it->second.wpar.system.empty()) {
-            state.removed[wpar_stream(t.wpar)] = it->second.version;
-            state.removed_ns[wpar_stream(t.wpar)] = e.timestamp_ns;
+            mark_removed(state, t.wpar, it->second.version, e.timestamp_ns);
             state.wpars.erase(it);
           }
         }
@@ -312,6 +295,21 @@ void fold_event(Inventory& state, Event&& e) {
 }
 
 }  // namespace
+
+// Folds the event and keeps `wpars_on` (each system's WPARs) in step with it.
+void fold_into(Inventory& state, Event&& e) {
+  if (e.sequence != 0 && e.sequence <= state.applied) return;
+  const std::string touched = touched_wpar(state, e);
+  const std::string was_on = touched.empty() ? "" : system_of(state, touched);
+  fold_event(state, std::move(e));
+  if (const std::string is_on = touched.empty() ? "" : system_of(state, touched); is_on != was_on) {
+    if (!was_on.empty()) {
+      auto on = state.wpars_on.find(was_on);
+      if (on != state.wpars_on.end() && on->second.erase(touched) != 0 && on->second.empty()) state.wpars_on.erase(on);
+    }
+    if (!is_on.empty()) state.wpars_on[is_on].insert(touched);
+  }
+}
 
 uint64_t stream_version(const Inventory& state, const std::string& stream) {
   if (stream == "registry") return state.registry_version;
