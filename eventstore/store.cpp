@@ -41,6 +41,7 @@ constexpr const char* kStreamsColumn = "streams";
 constexpr const char* kIdempotencyColumn = "idempotency";
 constexpr const char* kMetaColumn = "meta";
 constexpr const char* kSnapshotsColumn = "snapshots";
+constexpr const char* kMetricsColumn = "metrics";
 constexpr const char* kMetaLogBytes = "log_bytes";
 // In each derived column family: the sequence its content reflects. Starts
 // with NUL, which no stream id or idempotency key may contain.
@@ -433,6 +434,10 @@ Result<void> Store::open_database() {
   idem_filter_ = std::make_unique<IdempotencyWindowFilter>(options_.idempotency_window_s);
   idem_cf.compaction_filter = idem_filter_.get();
 
+  // Metric samples (eventstore/samples.h): recent rows and sealed blocks,
+  // dropped by time in whole ranges.
+  rocksdb::ColumnFamilyOptions metrics_cf = small_cf;
+  metrics_cf.compression = rocksdb::kZSTD;
   std::vector<rocksdb::ColumnFamilyDescriptor> columns = {
       {rocksdb::kDefaultColumnFamilyName, small_cf},
       {kLogColumn, log_cf},
@@ -440,15 +445,18 @@ Result<void> Store::open_database() {
       {kIdempotencyColumn, idem_cf},
       {kMetaColumn, small_cf},
       {kSnapshotsColumn, small_cf},
+      {kMetricsColumn, metrics_cf},
   };
   std::string path = options_.data_dir + "/log";
   if (options_.read_only) {
-    // A database written before snapshots existed has no such family, and a
-    // read-only open cannot create it.
+    // A database written before snapshots (or metrics) existed has no such
+    // family, and a read-only open cannot create it.
     std::vector<std::string> existing;
-    if (rocksdb::DB::ListColumnFamilies(db, path, &existing).ok() &&
-        std::find(existing.begin(), existing.end(), kSnapshotsColumn) == existing.end()) {
-      columns.pop_back();
+    if (rocksdb::DB::ListColumnFamilies(db, path, &existing).ok()) {
+      std::erase_if(columns, [&](const rocksdb::ColumnFamilyDescriptor& c) {
+        return c.name != rocksdb::kDefaultColumnFamilyName &&
+               std::find(existing.begin(), existing.end(), c.name) == existing.end();
+      });
     }
   }
   rocksdb::DB* raw = nullptr;
@@ -472,7 +480,10 @@ Result<void> Store::open_database() {
   streams_cf_ = handles_[2];
   idempotency_cf_ = handles_[3];
   meta_cf_ = handles_[4];
-  snapshots_cf_ = handles_.size() > 5 ? handles_[5] : nullptr;
+  for (size_t i = 5; i < handles_.size(); ++i) {
+    if (handles_[i]->GetName() == kSnapshotsColumn) snapshots_cf_ = handles_[i];
+    if (handles_[i]->GetName() == kMetricsColumn) metrics_cf_ = handles_[i];
+  }
   return {};
 }
 

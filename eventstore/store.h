@@ -148,6 +148,15 @@ class Store {
   Result<void> put_snapshot(std::string_view name, uint64_t sequence, std::string_view state);
   Result<std::optional<Snapshot>> get_snapshot(std::string_view name) const;
 
+  // The metrics column family, for the sample store (eventstore/samples.h),
+  // which owns its content. Null in a read-only open of a database from
+  // before metrics existed.
+  struct MetricsColumn {
+    rocksdb::DB* db = nullptr;
+    rocksdb::ColumnFamilyHandle* cf = nullptr;
+  };
+  MetricsColumn metrics_column() const { return {db_.get(), metrics_cf_}; }
+
   // Offline repair (wpm admin rebuild, wpmd stopped): forgets every derived
   // structure (stream index, idempotency keys, counters, snapshots), so that
   // the next open rebuilds them from the log.
@@ -232,6 +241,7 @@ class Store {
   rocksdb::ColumnFamilyHandle* idempotency_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* snapshots_cf_ = nullptr;  // null: a read-only open of an older database
+  rocksdb::ColumnFamilyHandle* metrics_cf_ = nullptr;    // likewise
 
   // Sequencer state (commit thread only).
   rocksdb::WriteBatch index_;  // derived data of the last commit, not yet applied

@@ -1,0 +1,156 @@
+#pragma once
+// Metric history (DESIGN.md §2; seed "Viewing performance metrics"): the
+// samples agents report, kept in the store's `metrics` column family. They
+// are not log events: no sequence, no chain, never through the sequencer.
+//
+// Layout (keys; B = a block's start, seconds, 8 bytes big-endian):
+//   r B SYSTEM \0 T        one host's report at second T: its values and its WPARs'
+//   x B W NAME \0 SYSTEM    WPAR NAME reported by SYSTEM within block B (an index of r)
+//   c B S SYSTEM           sealed: the host's samples of block B (series.h encoding)
+//   c B W NAME \0 SYSTEM    sealed: WPAR NAME's samples on SYSTEM in block B
+//   a B …                  sealed: 5-minute aggregates (min, mean, max) of the same
+// A report is one write of its row (with the WAL, not synced: a crash of the
+// process loses nothing written, a power cut the last moments, as for any
+// unsynced write). Once a block has ended (plus a grace for late reports),
+// maintain() seals it: each entity's samples become one compact block and
+// its aggregates another, and the rows are dropped. Raw blocks are kept for
+// raw_retention, aggregates for aggregate_retention, dropped by whole ranges.
+// Times are the manager's (when the report arrived), in seconds, so an
+// agent's clock cannot reorder history.
+//
+// Thread safety: every member function may run on any thread.
+
+#include <spdlog/logger.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <atomic>
+#include <mutex>
+#include <shared_mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eventstore/series.h"
+#include "eventstore/store.h"
+#include "schemas/error.h"
+
+namespace wpm::eventstore {
+
+// One entity's values at one time, in fixed point (series::to_fixed); absent
+// when not collected.
+struct MetricValues {
+  std::array<int64_t, series::kMetricMax + 1> fixed{};
+  uint8_t present = 0;  // bit n: metric n
+  void set(series::Metric m, double value) { set_fixed(m, series::to_fixed(m, value)); }
+  void set_fixed(series::Metric m, int64_t v) {
+    fixed[static_cast<size_t>(m)] = v;
+    present = static_cast<uint8_t>(present | (1u << static_cast<unsigned>(m)));
+  }
+  bool has(series::Metric m) const { return (present >> static_cast<unsigned>(m)) & 1u; }
+  std::optional<double> get(series::Metric m) const {
+    if (!has(m)) return std::nullopt;
+    return series::from_fixed(m, fixed[static_cast<size_t>(m)]);
+  }
+  bool operator==(const MetricValues&) const = default;
+};
+
+struct WparSample {
+  std::string name;
+  MetricValues values;
+  bool operator==(const WparSample&) const = default;
+};
+
+// One agent's report.
+struct HostSample {
+  std::string system;
+  int64_t time_s = 0;
+  MetricValues host;
+  std::vector<WparSample> wpars;
+  bool operator==(const HostSample&) const = default;
+};
+
+// The row of a report without its key (system and time), and back.
+std::string encode_sample_row(const HostSample& sample);
+Result<HostSample> decode_sample_row(std::string_view row, std::string system, int64_t time_s);
+
+struct SampleOptions {
+  int64_t block_s = 3600;                        // a raw block's span
+  int64_t seal_grace_s = 120;                    // a block is sealed this long after it ends
+  int64_t raw_retention_s = 24 * 3600;           // default 24 h
+  int64_t aggregate_retention_s = 30 * 86'400;   // default 30 days
+  int64_t aggregate_s = 300;                     // 5-minute aggregates
+};
+
+// What a host or a WPAR did over a span: its times and one column per
+// metric (raw: tag = the metric's number; aggregates: series::aggregate_tag),
+// values in fixed point or series::kMissing. `systems[i]` is where the
+// entity was at times_s[i].
+struct History {
+  std::vector<int64_t> times_s;
+  std::vector<series::Column> columns;
+  std::vector<std::string> systems;
+  const series::Column* column(uint8_t tag) const;
+};
+
+enum class Resolution { kRaw, kAggregate };
+
+struct MaintainOutcome {
+  int sealed_blocks = 0;
+  uint64_t sealed_rows = 0;
+  uint64_t chunks_written = 0;
+};
+
+class SampleStore {
+ public:
+  // Needs the store's metrics column family; kReadOnly for a read-only open
+  // of a database from before metrics existed.
+  static Result<std::unique_ptr<SampleStore>> open(Store& store, SampleOptions options,
+                                                   std::shared_ptr<spdlog::logger> log);
+
+  // Records one report. Reports from before the newest sealed block are
+  // dropped (counted in `late()`): history is sealed by then.
+  Result<void> write(const HostSample& sample);
+  // A host's (wpar = false) or a WPAR's history in [from_s, to_s].
+  Result<History> read(bool wpar, const std::string& name, int64_t from_s, int64_t to_s,
+                       Resolution resolution) const;
+  // Seals the blocks that ended before now_s − grace and drops what is past
+  // retention. Run it now and then (wpmd: every minute).
+  Result<MaintainOutcome> maintain(int64_t now_s);
+
+  // Called after each write, on the writer's thread (keep it short).
+  void subscribe(std::function<void(const HostSample&)> subscriber);
+
+  // Bytes of the column family's files on disk (memtables not counted).
+  uint64_t disk_bytes() const;
+  // Compacts the column family (benchmarks: the size at rest).
+  void compact();
+  uint64_t late() const;
+  const SampleOptions& options() const { return options_; }
+
+ private:
+  SampleStore(Store::MetricsColumn column, SampleOptions options, std::shared_ptr<spdlog::logger> log)
+      : db_(column.db), cf_(column.cf), options_(options), log_(std::move(log)) {}
+  int64_t block_of(int64_t t) const { return t - (t % options_.block_s + options_.block_s) % options_.block_s; }
+  Result<void> seal(int64_t block, MaintainOutcome& outcome);
+  Result<void> read_block(bool wpar, const std::string& name, int64_t block, Resolution resolution,
+                          History& out) const;
+  std::optional<int64_t> oldest_raw_block() const;
+
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* cf_;
+  SampleOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  // Writes hold it shared, the end of a sealing exclusively: a report is in
+  // the rows a sealing reads, or refused as late, never written after.
+  mutable std::shared_mutex seal_mutex_;
+  int64_t sealed_before_ = 0;  // reports before this time are late (guarded by seal_mutex_)
+  std::atomic<uint64_t> late_{0};
+  mutable std::mutex subscribers_mutex_;
+  std::vector<std::function<void(const HostSample&)>> subscribers_;
+};
+
+}  // namespace wpm::eventstore
