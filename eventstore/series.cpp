@@ -12,7 +12,7 @@ namespace {
 
 constexpr std::array<MetricInfo, kMetricMax> kMetrics = {{
     {Metric::kCpu, "cpu", "%", 100, true},
-    {Metric::kMemory, "memory", "%", 100, true},
+    {Metric::kMemory, "memory", "%", 10000, true},  // 0.0001 %: 24 KiB of 24 GiB
     {Metric::kLoad, "load", "", 100, false},
     {Metric::kProcesses, "processes", "", 1, false},
     {Metric::kThreads, "threads", "", 1, false},

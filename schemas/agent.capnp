@@ -28,6 +28,7 @@ struct ManagerRequest {
     heartbeat @5 :Heartbeat;
     unregister @6 :Void;
     profile @7 :Events.SystemProfile;  # the profile changed since it was last sent
+    metrics @9 :MetricsReport;  # every metrics interval (not a log event: DESIGN.md §2)
   }
   protocolVersion @8 :UInt16;  # the agent's (schemas/error.h); 0: from before it existed
 }
@@ -69,6 +70,34 @@ struct ManagerReply {
     error @5 :ProtocolError;
   }
   protocolVersion @6 :UInt16;  # the manager's
+  # On the agent channel's acks: how often the agent reports metrics (the
+  # setting metrics.interval). 0: not said, keep the current one.
+  metricsIntervalMs @7 :UInt32;
+}
+
+# One entity's metrics over the last interval. `present` has bit n set for
+# each metric collected, numbered as stored (eventstore/series.h): 1 cpu,
+# 2 memory, 3 load, 4 processes, 5 threads, 6 page faults.
+struct MetricSet {
+  present @0 :UInt16;
+  cpuPercent @1 :Float32;      # of the host's CPU capacity (all its CPUs)
+  memoryPercent @2 :Float32;   # of the host's memory
+  load1 @3 :Float32;           # host: 1-minute load average
+  processes @4 :UInt32;
+  threads @5 :UInt32;
+  pageFaultsPerS @6 :Float32;
+}
+
+struct WparMetrics {
+  name @0 :Text;
+  metrics @1 :MetricSet;
+}
+
+struct MetricsReport {
+  intervalMs @0 :UInt32;       # the span the CPU share and the rates cover
+  host @1 :MetricSet;
+  wpars @2 :List(WparMetrics); # the active WPARs
+  hostScope @3 :Text;          # "host", or "wpars": host figures are the sum of its WPARs' (labs)
 }
 
 struct ManagerKey {

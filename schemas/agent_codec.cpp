@@ -24,6 +24,21 @@ ProtocolError get_error(s::ProtocolError::Reader r) {
                        str(r.getMessage())};
 }
 
+void put_metric_set(const MetricSet& m, s::MetricSet::Builder b) {
+  b.setPresent(m.present);
+  b.setCpuPercent(m.cpu_percent);
+  b.setMemoryPercent(m.memory_percent);
+  b.setLoad1(m.load1);
+  b.setProcesses(m.processes);
+  b.setThreads(m.threads);
+  b.setPageFaultsPerS(m.page_faults_per_s);
+}
+
+MetricSet get_metric_set(s::MetricSet::Reader r) {
+  return MetricSet{r.getPresent(), r.getCpuPercent(), r.getMemoryPercent(), r.getLoad1(),
+                   r.getProcesses(), r.getThreads(),  r.getPageFaultsPerS()};
+}
+
 [[noreturn]] void unknown(const char* what, unsigned tag) {
   throw Refused{fmt::format("unknown or empty {} (union tag {})", what, tag)};
 }
@@ -77,6 +92,17 @@ std::string encode(const ManagerRequest& request) {
                    },
                    [&](const Unregister&) { b.setUnregister(); },
                    [&](const ProfileReport& r) { put_profile(r.profile, b.initProfile()); },
+                   [&](const MetricsReport& r) {
+                     auto x = b.initMetrics();
+                     x.setIntervalMs(r.interval_ms);
+                     put_metric_set(r.host, x.initHost());
+                     auto list = x.initWpars(static_cast<unsigned>(r.wpars.size()));
+                     for (unsigned i = 0; i < r.wpars.size(); ++i) {
+                       list[i].setName(text(r.wpars[i].name));
+                       put_metric_set(r.wpars[i].metrics, list[i].initMetrics());
+                     }
+                     x.setHostScope(text(r.host_scope));
+                   },
                },
                request.body);
   });
@@ -107,6 +133,22 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
       }
       case s::ManagerRequest::UNREGISTER: out.body = Unregister{}; break;
       case s::ManagerRequest::PROFILE: out.body = ProfileReport{get_profile(r.getProfile())}; break;
+      case s::ManagerRequest::METRICS: {
+        auto x = r.getMetrics();
+        MetricsReport m;
+        m.interval_ms = x.getIntervalMs();
+        m.host = get_metric_set(x.getHost());
+        auto list = x.getWpars();
+        if (list.size() > kMetricsWparsMax) {
+          throw Refused{fmt::format("a metrics report of {} WPARs is over the limit of {}", list.size(),
+                                        kMetricsWparsMax)};
+        }
+        m.wpars.reserve(list.size());
+        for (auto w : list) m.wpars.push_back({str(w.getName()), get_metric_set(w.getMetrics())});
+        m.host_scope = str(x.getHostScope());
+        out.body = std::move(m);
+        break;
+      }
       default: unknown("manager request", static_cast<unsigned>(r.which()));
     }
     return out;
@@ -118,6 +160,7 @@ std::string encode(const ManagerReply& reply) {
     auto b = m.initRoot<s::ManagerReply>();
     b.setRequestId(reply.request_id);
     b.setProtocolVersion(reply.protocol_version);
+    b.setMetricsIntervalMs(reply.metrics_interval_ms);
     std::visit(Overloaded{
                    [&](const ManagerKey& k) {
                      auto x = b.initManagerKey();
@@ -144,6 +187,7 @@ Result<ManagerReply> decode_manager_reply(std::string_view bytes) {
     ManagerReply out;
     out.request_id = r.getRequestId();
     out.protocol_version = r.getProtocolVersion();
+    out.metrics_interval_ms = r.getMetricsIntervalMs();
     switch (r.which()) {
       case s::ManagerReply::MANAGER_KEY: {
         auto x = r.getManagerKey();

@@ -53,9 +53,42 @@ struct ProfileReport {
   bool operator==(const ProfileReport&) const = default;
 };
 
+// Metrics of one entity (agent.capnp MetricSet); bit n of `present` for
+// metric n as stored (eventstore/series.h).
+inline constexpr uint16_t kMetricCpuBit = 1u << 1;
+inline constexpr uint16_t kMetricMemoryBit = 1u << 2;
+inline constexpr uint16_t kMetricLoadBit = 1u << 3;
+inline constexpr uint16_t kMetricProcessesBit = 1u << 4;
+inline constexpr uint16_t kMetricThreadsBit = 1u << 5;
+inline constexpr uint16_t kMetricPageFaultsBit = 1u << 6;
+struct MetricSet {
+  uint16_t present = 0;
+  float cpu_percent = 0;
+  float memory_percent = 0;
+  float load1 = 0;
+  uint32_t processes = 0;
+  uint32_t threads = 0;
+  float page_faults_per_s = 0;
+  bool operator==(const MetricSet&) const = default;
+};
+struct WparMetrics {
+  std::string name;
+  MetricSet metrics;
+  bool operator==(const WparMetrics&) const = default;
+};
+struct MetricsReport {
+  uint32_t interval_ms = 0;
+  MetricSet host;
+  std::vector<WparMetrics> wpars;
+  std::string host_scope = "host";  // or "wpars"
+  bool operator==(const MetricsReport&) const = default;
+};
+// WPARs one report carries at most.
+inline constexpr size_t kMetricsWparsMax = 10'000;
+
 struct ManagerRequest {
   uint64_t request_id = 0;
-  std::variant<GetManagerKey, Register, Started, Heartbeat, Unregister, ProfileReport> body;
+  std::variant<GetManagerKey, Register, Started, Heartbeat, Unregister, ProfileReport, MetricsReport> body;
   uint16_t protocol_version = kProtocolVersion;
   bool operator==(const ManagerRequest&) const = default;
 };
@@ -102,6 +135,7 @@ struct ManagerReply {
   uint64_t request_id = 0;
   std::variant<ManagerKey, Registered, Ack, ProtocolError> body;
   uint16_t protocol_version = kProtocolVersion;
+  uint32_t metrics_interval_ms = 0;  // on acks of the agent channel; 0: not said
   bool operator==(const ManagerReply&) const = default;
 };
 

@@ -155,7 +155,7 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
                 fmt::format("cannot read {}: {} (line {})", origin, e.description(), e.source().begin.line));
   }
   AgentConfig c;
-  if (auto r = unknown_keys(root, {"agent", "log", "profile"}, "", origin); !r) return std::unexpected(r.error());
+  if (auto r = unknown_keys(root, {"agent", "log", "profile", "metrics"}, "", origin); !r) return std::unexpected(r.error());
   auto wrong = [&](const std::string& key, const char* expected) {
     return fail(ErrorCode::kInvalidRequest, fmt::format("{}: key '{}' must be {}", origin, key, expected));
   };
@@ -222,6 +222,14 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
       auto v = n->value<int64_t>();
       if (!v || *v < 4096) return wrong("log.limit", "a size in bytes of at least 4096");
       c.logging.limit_bytes = static_cast<uint64_t>(*v);
+    }
+  }
+  if (const auto* metrics = root["metrics"].as_table()) {
+    if (auto r = unknown_keys(*metrics, {"host_scope"}, "metrics.", origin); !r) return std::unexpected(r.error());
+    if (const auto* n = metrics->get("host_scope")) {
+      auto v = n->value<std::string>();
+      if (!v || (*v != "host" && *v != "wpars")) return wrong("metrics.host_scope", "\"host\" or \"wpars\"");
+      c.metrics_host_scope = *v;
     }
   }
   if (const auto* table = root["profile"].as_table()) {

@@ -60,6 +60,11 @@ struct AgentConfig {
   std::string cgroup_root;
   LoggingConfig logging;
   ProfileOverrides profile;
+  // [metrics] host_scope: "host" (default) reports the host's own CPU,
+  // memory and processes; "wpars" reports the sum of this agent's WPARs as
+  // the host's, for labs and tests where several agents share one machine
+  // (logged as a warning, shown by `wpm system show`).
+  std::string metrics_host_scope = "host";
 };
 
 // The seed's levels (ERROR, WARNING, INFO, VERBOSE, FINE, FINER, FINEST) and

@@ -250,6 +250,7 @@ void Daemon::tick() {
       request.body = beat;
     }
     auto reply = session_->call(request, kManagerTimeout);
+    if (reply) note_reply(*reply);
     if (!reply) {
       status_.last_error = fmt::format(
           "the manager did not answer ({}): it is down or unreachable, or it no longer admits this agent's key "
@@ -271,6 +272,38 @@ void Daemon::tick() {
     }
   }
   (void)write_status(o_.paths.data_dir, status_);
+}
+
+void Daemon::note_reply(const ap::ManagerReply& reply) {
+  if (reply.metrics_interval_ms == 0) return;
+  auto interval = std::chrono::milliseconds(std::clamp<uint32_t>(reply.metrics_interval_ms, 1000, 3'600'000));
+  if (interval == metrics_interval_) return;
+  log_->info("metrics_interval_changed from_ms={} to_ms={}", metrics_interval_.count(), interval.count());
+  metrics_interval_ = interval;
+}
+
+void Daemon::report_metrics() {
+  if (!collector_) return;
+  auto report = collector_->collect(now_monotonic_ns());
+  // The first collection only takes the counters the next one subtracts;
+  // nothing is sent before the manager has heard Started.
+  if (!report || !session_ || !started_sent_) return;
+  size_t wpars = report->wpars.size();
+  ap::ManagerRequest request;
+  request.body = std::move(*report);
+  auto reply = session_->call(request, kManagerTimeout);
+  if (!reply) {
+    metrics_->errors.Increment();
+    log_->warn("metrics_not_sent endpoint={} error=\"{}\"", session_->endpoint(), reply.error().message);
+    return;
+  }
+  note_reply(*reply);
+  if (const auto* e = std::get_if<ap::ProtocolError>(&reply->body)) {
+    metrics_->errors.Increment();
+    log_->warn("metrics_refused error=\"{}\"", describe(*e));
+    return;
+  }
+  log_->debug("metrics_sent wpars={}", wpars);
 }
 
 void Daemon::update_wpar_gauges(const std::vector<ap::WparSummary>& wpars) {
@@ -586,14 +619,26 @@ int Daemon::run() {
     std::fflush(stdout);
   }
 
+  collector_ = std::make_unique<MetricsCollector>(o_.paths, o_.config.metrics_host_scope == "wpars");
+  if (o_.config.metrics_host_scope == "wpars") {
+    log_->warn("metrics_host_scope scope=wpars hint=\"for labs and tests only: this host's CPU, memory and "
+               "processes are reported as the sum of this agent's WPARs\"");
+  }
   auto next_tick = std::chrono::steady_clock::now();
+  auto next_metrics = next_tick;
   while (true) {
     auto now = std::chrono::steady_clock::now();
     if (now >= next_tick) {
       tick();
       next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(o_.config.heartbeat_s);
     }
-    auto wake_at = next_tick;
+    if (std::chrono::steady_clock::now() >= next_metrics) {
+      report_metrics();
+      // On the interval's grid, not after the report: the reports keep their pace.
+      next_metrics += metrics_interval_;
+      if (next_metrics < std::chrono::steady_clock::now()) next_metrics = std::chrono::steady_clock::now() + metrics_interval_;
+    }
+    auto wake_at = std::min(next_tick, next_metrics);
     if (auto held = answer_waiters(false)) wake_at = std::min(wake_at, *held);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - std::chrono::steady_clock::now());
     zmq::pollitem_t items[] = {{nullptr, wake_fd_, ZMQ_POLLIN, 0},

@@ -22,6 +22,7 @@
 
 #include "agents/agent/daemon.h"
 #include "agents/agent/manager_link.h"
+#include "agents/agent/metrics_collector.h"
 #include "agents/agent/operations.h"
 #include "agents/agent/transfer.h"
 #include "agents/profile/profile.h"
@@ -36,6 +37,10 @@ namespace ap = agentproto;
 
 inline int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+inline int64_t now_monotonic_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 inline int64_t wall_ns() { return now_ns(); }
@@ -64,6 +69,10 @@ class Daemon {
   Result<void> open_local_socket();
   void refresh_registration();
   void tick();
+  // Collects and sends one metrics report (every metrics interval).
+  void report_metrics();
+  // Notes what a reply of the agent channel says (the metrics interval).
+  void note_reply(const ap::ManagerReply& reply);
   void recollect_profile();
   std::optional<std::string> serve_port(bus::ServerRequest& request);
   ap::OperationResult handle_operation(const ap::Operation& op);
@@ -108,6 +117,10 @@ class Daemon {
   bool profile_sent_ = false;  // the manager has acknowledged profile_
   ProfileOverrides overrides_;  // agent.toml's [profile], read at start and when the manager asks
   uint64_t ticks_ = 0;
+  std::unique_ptr<MetricsCollector> collector_;
+  // How often metrics are reported: the manager's metrics.interval, told on
+  // its acks (default 10 s until it says).
+  std::chrono::milliseconds metrics_interval_{10'000};
   std::mutex ops_mutex_;                        // the journal, the epochs and running_ops_
   std::unique_ptr<OperationJournal> journal_;
   std::map<std::string, std::string> running_ops_;  // operation id → WPAR, while it may run

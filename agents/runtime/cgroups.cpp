@@ -316,6 +316,24 @@ Result<uint64_t> CgroupSet::cpu_usage_ns() const {
   return *usec * 1000;
 }
 
+Result<std::optional<uint64_t>> CgroupSet::task_count() const {
+  std::string pids = dir_for("pids");
+  if (pids.empty()) return std::optional<uint64_t>();
+  auto n = read_u64(pids + "/pids.current");
+  if (!n) return std::unexpected(n.error());
+  return std::optional<uint64_t>(*n);
+}
+
+Result<std::optional<uint64_t>> CgroupSet::page_faults() const {
+  std::string mem = dir_for("memory");
+  if (mem.empty()) return std::optional<uint64_t>();
+  auto it = layout_.controllers.find("memory");
+  // v1 counts the group's own faults in pgfault and its subtree's in total_pgfault.
+  auto n = read_key(mem + "/memory.stat", it->second.version == 1 ? "total_pgfault" : "pgfault");
+  if (!n) return std::unexpected(n.error());
+  return std::optional<uint64_t>(*n);
+}
+
 Result<void> CgroupSet::remove() {
   for (const auto& dir : all_dirs()) {
     if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return std::unexpected(io("cannot remove cgroup", dir));

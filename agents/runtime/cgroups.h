@@ -68,6 +68,11 @@ class CgroupSet {
   Result<bool> frozen() const;
   // CPU time used by the group, in nanoseconds.
   Result<uint64_t> cpu_usage_ns() const;
+  // Its tasks (threads) now (pids.current); nullopt without a pids controller.
+  Result<std::optional<uint64_t>> task_count() const;
+  // Page faults of its processes since it was made (memory.stat pgfault,
+  // v1 total_pgfault); nullopt without a memory controller.
+  Result<std::optional<uint64_t>> page_faults() const;
   // Removes the directories (the group must have no processes).
   Result<void> remove();
 

@@ -143,7 +143,7 @@ TEST_F(SamplesTest, AggregatesAreMinMeanMaxOfEachFiveMinutes) {
   EXPECT_EQ(a.column(tag(Metric::kCpu, series::Aggregate::kMean))->values[0], 1450);  // 14.5 %
   EXPECT_EQ(a.column(tag(Metric::kCpu, series::Aggregate::kMax))->values[0], 2900);
   EXPECT_EQ(a.column(tag(Metric::kCpu, series::Aggregate::kMean))->values[1], 8000);
-  EXPECT_EQ(a.column(tag(Metric::kMemory, series::Aggregate::kMean))->values[0], 5000);
+  EXPECT_EQ(a.column(tag(Metric::kMemory, series::Aggregate::kMean))->values[0], 500'000);  // 50 %
   // Sealed, the same.
   ASSERT_TRUE(samples_->maintain(kT0 + 4000).has_value());
   EXPECT_EQ(read(false, "node1", kT0, kT0 + 3599, Resolution::kAggregate).columns, a.columns);

@@ -32,6 +32,8 @@ TEST(AgentCodec, ManagerRequestsRoundTrip) {
       {4, Heartbeat{123, 4, 2}},
       {5, Unregister{}},
       {6, ProfileReport{sample_profile()}},
+      {7, MetricsReport{10'000, MetricSet{0x3e, 55.5f, 40.25f, 1.5f, 321, 654, 12.5f},
+                        {{"web", MetricSet{0x72, 3.5f, 1.25f, 0, 4, 9, 0.5f}}, {"db", MetricSet{}}}, "wpars"}},
   };
   for (const auto& r : requests) {
     auto back = decode_manager_request(encode(r));
@@ -45,6 +47,7 @@ TEST(AgentCodec, RepliesAndCommandsRoundTrip) {
       {1, ManagerKey{"PUB", "sha256:ab", 9514, "0.1.0", "scrypt$1024$8$1$00"}},
       {2, Registered{"node1", true}},
       {3, Ack{}},
+      {5, Ack{}, kProtocolVersion, 2000},
       {4, ProtocolError{ErrorKind::kWrongPassword, "wrong"}},
   };
   for (const auto& r : replies) {

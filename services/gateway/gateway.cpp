@@ -605,6 +605,7 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
     return answer(compat_view(profiles, runner_.state(), command, args));
   }
   if (command == "task.list" || command == "task.show") return task_query(command, args);
+  if (command == "system.metrics" || command == "wpar.metrics") return metrics_query(command, args);
   if (command == "wpar.candidates" || command == "wpar.relocate-check" || command == "system.evacuate-check") {
     return relocation_query(command, args, caller);
   }
@@ -617,6 +618,62 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
   ViewResult result = std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid, "no query " + command});
   deps_.inventory->read([&](const inventory::Inventory& inv) { result = inventory_view(inv, command, args); });
   return answer(std::move(result));
+}
+
+// system.metrics, wpar.metrics: a host's or a WPAR's history (args: name,
+// since (seconds back from now, default 3600), until (seconds back, default
+// 0), metrics (names), resolution raw | 5m | auto: raw within the raw
+// retention and up to 6 h, else 5-minute aggregates).
+Gateway::Answer Gateway::metrics_query(const std::string& command, const json& args) {
+  if (deps_.samples == nullptr) {
+    return std::unexpected(Fail{"unavailable", "this wpmd keeps no metric history (it runs without the store)"});
+  }
+  const bool wpar = command == "wpar.metrics";
+  const std::string asked = args.value("name", "");
+  std::optional<Fail> problem;
+  std::string name;
+  deps_.inventory->read([&](const inventory::Inventory& inv) {
+    auto found = wpar ? inventory::resolve_prefix(inv.wpars, asked, "WPAR")
+                      : inventory::resolve_prefix(inv.registry.systems(), asked, "system");
+    if (!found) {
+      problem = Fail{kernel::rejection_code_name(found.error().code), found.error().message};
+      return;
+    }
+    name = *found;
+  });
+  if (problem) return std::unexpected(*problem);
+  auto seconds = [&](const char* key, int64_t fallback) -> std::optional<int64_t> {
+    if (!args.contains(key)) return fallback;
+    if (!args[key].is_number_integer() || args[key].get<int64_t>() < 0) return std::nullopt;
+    return args[key].get<int64_t>();
+  };
+  auto since = seconds("since", 3600);
+  auto until = seconds("until", 0);
+  if (!since || !until || *until > *since) {
+    return std::unexpected(Fail{"invalid", "since and until are seconds before now (since ≥ until ≥ 0)"});
+  }
+  std::vector<eventstore::series::Metric> metrics;
+  for (const auto& m : args.value("metrics", json::array())) {
+    auto id = m.is_string() ? eventstore::series::metric_by_name(m.get<std::string>()) : std::nullopt;
+    if (!id) {
+      std::vector<std::string_view> names;
+      for (const auto& info : eventstore::series::metric_infos()) names.push_back(info.name);
+      return std::unexpected(Fail{"invalid", fmt::format("no metric {}; the metrics are {}", m.dump(),
+                                                         fmt::join(names, ", "))});
+    }
+    metrics.push_back(*id);
+  }
+  const auto& options = deps_.samples->options();
+  std::string resolution = args.value("resolution", "auto");
+  if (resolution != "raw" && resolution != "5m" && resolution != "auto") {
+    return std::unexpected(Fail{"invalid", fmt::format("resolution '{}' must be raw, 5m or auto", resolution)});
+  }
+  if (resolution == "auto") resolution = *since <= std::min<int64_t>(options.raw_retention_s, 6 * 3600) ? "raw" : "5m";
+  auto r = resolution == "raw" ? eventstore::Resolution::kRaw : eventstore::Resolution::kAggregate;
+  int64_t now = deps_.clock->wall_ns() / 1'000'000'000;
+  auto history = deps_.samples->read(wpar, name, now - *since, now - *until, r);
+  if (!history) return std::unexpected(Fail{"unavailable", "cannot read the metric history: " + history.error().message});
+  return Reply(metrics_json(*history, wpar ? "wpar" : "system", name, r, metrics, now - *since, now - *until));
 }
 
 // wpar.candidates: where a WPAR could move, ranked (executor::rank_candidates).

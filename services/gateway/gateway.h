@@ -91,6 +91,7 @@ struct GatewayDeps {
   const executor::ExecutorView* executor = nullptr;  // may be null: task queries answer "unavailable"
   const inventory::Liveness* liveness = nullptr;     // hosts' loads (wpar.candidates); may be null
   const kernel::Clock* clock = nullptr;
+  const eventstore::SampleStore* samples = nullptr;  // metric history; null: metrics queries answer "unavailable"
 };
 
 class Gateway {
@@ -139,6 +140,7 @@ class Gateway {
   Answer logout(const Caller& caller, kernel::EventLog& log);
   Answer query(const std::string& command, const nlohmann::json& args, const Caller& caller);
   Answer task_query(const std::string& command, const nlohmann::json& args);
+  Answer metrics_query(const std::string& command, const nlohmann::json& args);
   Answer relocation_query(const std::string& command, const nlohmann::json& args, const Caller& caller);
   Answer change(const std::string& id, const std::string& command, const nlohmann::json& args, const Caller& caller,
                 const std::string& address, kernel::EventLog& log);

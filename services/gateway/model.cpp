@@ -22,13 +22,15 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 52> kCommands = {{
+constexpr std::array<CommandAccess, 54> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
     {"whoami", Access::kSession},
     {"system.list", Access::kRead},
     {"system.show", Access::kRead},
+    {"system.metrics", Access::kRead},
+    {"wpar.metrics", Access::kRead},
     {"wpar.list", Access::kRead},
     {"wpar.show", Access::kRead},
     {"group.list", Access::kRead},

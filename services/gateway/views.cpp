@@ -342,4 +342,58 @@ ViewResult compat_view(const std::map<std::string, profile::SystemProfile>& prof
   return json{{"systems", ids}, {"rows", rows}, {"truncated", profiles.size() > ids.size()}};
 }
 
+json metrics_json(const eventstore::History& history, std::string_view kind, const std::string& name,
+                  eventstore::Resolution resolution, const std::vector<eventstore::series::Metric>& metrics,
+                  int64_t from_s, int64_t to_s) {
+  namespace series = eventstore::series;
+  auto value_of = [](series::Metric m, int64_t v) -> json {
+    return v == series::kMissing ? json(nullptr) : json(series::from_fixed(m, v));
+  };
+  std::vector<series::Metric> wanted = metrics;
+  if (wanted.empty()) {
+    for (const auto& info : series::metric_infos()) wanted.push_back(info.id);
+  }
+  const bool raw = resolution == eventstore::Resolution::kRaw;
+  json out_series = json::array();
+  for (auto m : wanted) {
+    const auto& info = series::metric_info(m);
+    json s = {{"metric", info.name}, {"unit", info.unit}};
+    if (raw) {
+      const auto* c = history.column(static_cast<uint8_t>(m));
+      if (c == nullptr) continue;
+      json values = json::array();
+      for (auto v : c->values) values.push_back(value_of(m, v));
+      s["values"] = std::move(values);
+    } else {
+      bool any = false;
+      for (auto [key, kind_tag] : {std::pair{"min", series::Aggregate::kMin}, std::pair{"mean", series::Aggregate::kMean},
+                                   std::pair{"max", series::Aggregate::kMax}}) {
+        const auto* c = history.column(series::aggregate_tag(m, kind_tag));
+        if (c == nullptr) continue;
+        any = true;
+        json values = json::array();
+        for (auto v : c->values) values.push_back(value_of(m, v));
+        s[key] = std::move(values);
+      }
+      if (!any) continue;
+    }
+    out_series.push_back(std::move(s));
+  }
+  json placements = json::array();
+  for (size_t i = 0; i < history.systems.size(); ++i) {
+    if (i == 0 || history.systems[i] != history.systems[i - 1]) {
+      placements.push_back({{"from", history.times_s[i]}, {"system", history.systems[i]}});
+    }
+  }
+  return json{{"kind", kind},
+              {"name", name},
+              {"resolution", raw ? "raw" : "5m"},
+              {"from", from_s},
+              {"to", to_s},
+              {"points", history.times_s.size()},
+              {"times", history.times_s},
+              {"series", std::move(out_series)},
+              {"placements", std::move(placements)}};
+}
+
 }  // namespace wpm::gateway

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "eventstore/samples.h"
 #include "schemas/profile.h"
 #include "services/gateway/model.h"
 #include "services/inventory/model.h"
@@ -41,6 +42,14 @@ ViewResult inventory_view(const inventory::Inventory& inventory, std::string_vie
 // systems' profiles from the inventory, results from the gateway's fold.
 ViewResult compat_view(const std::map<std::string, profile::SystemProfile>& profiles, const GatewayState& state,
                        std::string_view command, const nlohmann::json& args);
+
+// system.metrics and wpar.metrics: a history as the CLI shows it. `metrics`
+// names the metrics wanted (empty: every one present). Raw: per metric its
+// times and values; aggregates: times and min, mean, max. Missing values
+// are null. `placements` (a WPAR's) list where it was from when.
+nlohmann::json metrics_json(const eventstore::History& history, std::string_view kind, const std::string& name,
+                            eventstore::Resolution resolution, const std::vector<eventstore::series::Metric>& metrics,
+                            int64_t from_s, int64_t to_s);
 
 // A WPAR as queries show it: its definition, state letter and name,
 // version and times. append_wpar_json writes the same object as text.

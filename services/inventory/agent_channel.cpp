@@ -69,6 +69,7 @@ struct AgentChannel::Metrics {
   prometheus::Counter& rate_limited;
   prometheus::Counter& closed;
   prometheus::Counter& heartbeats;
+  prometheus::Counter& metric_reports;
   prometheus::Counter& malformed;
   prometheus::Gauge& registered;
 
@@ -86,6 +87,11 @@ struct AgentChannel::Metrics {
                        .Help("Heartbeats received from agents")
                        .Register(r)
                        .Add({})),
+        metric_reports(prometheus::BuildCounter()
+                           .Name("wpm_agent_metric_reports_total")
+                           .Help("Metrics reports received from agents and recorded")
+                           .Register(r)
+                           .Add({})),
         malformed(prometheus::BuildCounter()
                       .Name("wpm_agent_malformed_frames_total")
                       .Help("Frames from agents dropped as malformed")
@@ -477,7 +483,11 @@ ap::ManagerReply AgentChannel::on_channel(const ap::ManagerRequest& request_valu
       options_.liveness->set_load(system_id, static_cast<double>(beat->load1) / beat->cpus);
     }
     metrics_->heartbeats.Increment();
-    return ap::ManagerReply{id, ap::Ack{}};
+    ap::ManagerReply reply{id, ap::Ack{}};
+    reply.metrics_interval_ms = metrics_interval_ms();
+    return reply;
+  } else if (const auto* report = std::get_if<ap::MetricsReport>(&request->body)) {
+    return record_metrics(id, system_id, *report);
   } else if (std::holds_alternative<ap::Unregister>(request->body)) {
     AppendRequest append;
     append.idempotency_key = random_key("unregister-");
@@ -523,6 +533,73 @@ ap::ManagerReply AgentChannel::record_profile(uint64_t id, const std::string& sy
   log_->info("system_profile_changed system={} kernel={} sequence={}", system_id, profile.kernel_version,
              result->first_sequence);
   return ap::ManagerReply{id, ap::Ack{}};
+}
+
+eventstore::HostSample to_host_sample(const std::string& system, int64_t time_s, const ap::MetricsReport& report) {
+  using eventstore::series::Metric;
+  static_assert(ap::kMetricCpuBit == 1u << static_cast<unsigned>(Metric::kCpu) &&
+                ap::kMetricMemoryBit == 1u << static_cast<unsigned>(Metric::kMemory) &&
+                ap::kMetricLoadBit == 1u << static_cast<unsigned>(Metric::kLoad) &&
+                ap::kMetricProcessesBit == 1u << static_cast<unsigned>(Metric::kProcesses) &&
+                ap::kMetricThreadsBit == 1u << static_cast<unsigned>(Metric::kThreads) &&
+                ap::kMetricPageFaultsBit == 1u << static_cast<unsigned>(Metric::kPageFaults),
+                "the protocol's metric bits are the stored metric numbers");
+  auto convert = [](const ap::MetricSet& m) {
+    eventstore::MetricValues v;
+    auto put = [&](Metric metric, double value) {
+      if ((m.present >> static_cast<unsigned>(metric)) & 1u) v.set(metric, value);
+    };
+    put(Metric::kCpu, m.cpu_percent);
+    put(Metric::kMemory, m.memory_percent);
+    put(Metric::kLoad, m.load1);
+    put(Metric::kProcesses, m.processes);
+    put(Metric::kThreads, m.threads);
+    put(Metric::kPageFaults, m.page_faults_per_s);
+    return v;
+  };
+  eventstore::HostSample s{system, time_s, convert(report.host), {}};
+  s.wpars.reserve(report.wpars.size());
+  for (const auto& w : report.wpars) s.wpars.push_back({w.name, convert(w.metrics)});
+  return s;
+}
+
+uint32_t AgentChannel::metrics_interval_ms() {
+  if (!options_.metrics_interval_ms) return 0;
+  int64_t now = clock().monotonic_ns();
+  int64_t read = metrics_interval_read_ns_.load(std::memory_order_relaxed);
+  if (read == 0 || now - read > 1'000'000'000) {
+    metrics_interval_read_ns_.store(now, std::memory_order_relaxed);
+    metrics_interval_ms_.store(options_.metrics_interval_ms(), std::memory_order_relaxed);
+  }
+  return metrics_interval_ms_.load(std::memory_order_relaxed);
+}
+
+// A metrics report: recorded in the sample store (not the log), stamped
+// with the manager's time. A WPAR's name is checked like any other input.
+ap::ManagerReply AgentChannel::record_metrics(uint64_t id, const std::string& system_id,
+                                              const ap::MetricsReport& report) {
+  for (const auto& w : report.wpars) {
+    if (w.name.empty() || w.name.size() > 255 || w.name.find('\0') != std::string::npos) {
+      metrics_->malformed.Increment();
+      return error_reply(id, ap::ErrorKind::kInvalidRequest,
+                         fmt::format("a metrics report names a WPAR '{}' that is not a valid name", w.name));
+    }
+  }
+  if (options_.samples != nullptr) {
+    int64_t time_s = clock().wall_ns() / 1'000'000'000;
+    if (auto r = options_.samples->write(to_host_sample(system_id, time_s, report)); !r) {
+      std::lock_guard lock(limits_mutex_);
+      if (refusal_log_.allow(clock().wall_ns())) {
+        log_->warn("metrics_not_recorded system={} error=\"{}\" suppressed_before={}", system_id,
+                   r.error().message, refusal_log_.take_suppressed());
+      }
+      return error_reply(id, ap::ErrorKind::kUnavailable, "cannot record the metrics: " + r.error().message);
+    }
+  }
+  metrics_->metric_reports.Increment();
+  ap::ManagerReply reply{id, ap::Ack{}};
+  reply.metrics_interval_ms = metrics_interval_ms();
+  return reply;
 }
 
 void AgentChannel::flush_rejections(int64_t now) {

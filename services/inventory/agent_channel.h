@@ -29,6 +29,7 @@
 #include "bus/client.h"
 #include "bus/curve.h"
 #include "bus/request_server.h"
+#include "eventstore/samples.h"
 #include "schemas/agent_protocol.h"
 #include "schemas/error.h"
 #include "services/inventory/registry.h"
@@ -63,7 +64,17 @@ struct AgentChannelOptions {
   Liveness* liveness = nullptr;
   // The channel's time. Default (null): the system clock.
   const kernel::Clock* clock = nullptr;
+  // Where agents' metrics reports are recorded (DESIGN.md §2: not log
+  // events). Null: reports are acknowledged and dropped. Not owned.
+  eventstore::SampleStore* samples = nullptr;
+  // The reporting interval agents are told on every ack (the setting
+  // metrics.interval), in ms; asked at most once a second. Null: not told.
+  std::function<uint32_t()> metrics_interval_ms;
 };
+
+// A report as the sample store keeps it: at `time_s`, for `system`.
+eventstore::HostSample to_host_sample(const std::string& system, int64_t time_s,
+                                      const agentproto::MetricsReport& report);
 
 struct AgentLiveness {
   int64_t last_seen_ns = 0;
@@ -117,6 +128,9 @@ class AgentChannel {
   agentproto::ManagerReply record_profile(uint64_t id, const std::string& system_id,
                                           const profile::SystemProfile& profile);
   void record_rejection(const RegistrationRejected& rejected);
+  agentproto::ManagerReply record_metrics(uint64_t id, const std::string& system_id,
+                                          const agentproto::MetricsReport& report);
+  uint32_t metrics_interval_ms();
 
   zmq::context_t& context_;
   AgentChannelOptions options_;
@@ -143,6 +157,8 @@ class AgentChannel {
   std::unique_ptr<bus::StoreClient> store_;
   std::atomic<bool> stop_{false};
   std::thread follower_;
+  std::atomic<uint32_t> metrics_interval_ms_{0};
+  std::atomic<int64_t> metrics_interval_read_ns_{0};  // monotonic; 0: never read
 };
 
 }  // namespace wpm::inventory

@@ -399,6 +399,13 @@ Changes decide_setting(const Inventory& state, const SetSetting& c) {
       return reject(RejectionCode::kInvalid,
                     fmt::format("{} '{}' must be a duration from 1s to 1h (e.g. 15s, 2m)", c.key, c.value));
     }
+  } else if (c.key == "metrics.interval") {
+    auto ns = parse_duration_ns(c.value);
+    if (!ns || *ns < 1'000'000'000 || *ns > 3'600'000'000'000 || *ns % 1'000'000'000 != 0) {
+      return reject(RejectionCode::kInvalid,
+                    fmt::format("metrics.interval '{}' must be whole seconds from 1s to 1h (e.g. 10s, 2s, 1m)",
+                                c.value));
+    }
   } else if (c.key == "statefile.shared-root") {
     if (!c.value.empty() && (!c.value.starts_with('/') || c.value.find("..") != std::string::npos || c.value == "/")) {
       return reject(RejectionCode::kInvalid,

@@ -12,7 +12,7 @@
 namespace wpm::inventory {
 namespace {
 
-constexpr std::array<SettingSpec, 4> kSettings = {{
+constexpr std::array<SettingSpec, 5> kSettings = {{
     {"heartbeat.timeout", "15s",
      "a system turns Offline when no heartbeat came for this long (after a wpmd restart every agent gets the "
      "whole timeout first)"},
@@ -23,6 +23,9 @@ constexpr std::array<SettingSpec, 4> kSettings = {{
     {"mark-dead.grace", "30s",
      "how long a system must have been Offline before `wpm system mark-dead` takes its WPARs off it"},
     {"compat.optional-tests", "", "optional compatibility tests applied by default, comma-separated"},
+    {"metrics.interval", "10s",
+     "how often every agent reports its host's and its WPARs' metrics (told to the agents on their next "
+     "heartbeat)"},
 }};
 
 }  // namespace

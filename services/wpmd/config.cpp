@@ -92,8 +92,12 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = read(*gateway, "session_ttl_s", o.session_ttl_s, path); !r) return r;
   }
   if (const auto* metrics = root["metrics"].as_table()) {
-    if (auto r = unknown_keys(*metrics, {"listen"}, "metrics.", path); !r) return r;
+    if (auto r = unknown_keys(*metrics, {"listen", "raw_retention_s", "aggregate_retention_s"}, "metrics.", path); !r) {
+      return r;
+    }
     if (auto r = read(*metrics, "listen", o.metrics_listen, path); !r) return r;
+    if (auto r = read(*metrics, "raw_retention_s", o.samples.raw_retention_s, path); !r) return r;
+    if (auto r = read(*metrics, "aggregate_retention_s", o.samples.aggregate_retention_s, path); !r) return r;
   }
   return {};
 }
@@ -117,6 +121,17 @@ Result<std::set<std::string>> parse_services(const std::string& list) {
 }
 
 Result<void> validate(const WpmdOptions& o) {
+  if (o.samples.raw_retention_s < 3600 || o.samples.raw_retention_s > 90 * 86'400) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("metrics.raw_retention_s = {} must be from 3600 (1 h) to 7776000 (90 days)",
+                            o.samples.raw_retention_s));
+  }
+  if (o.samples.aggregate_retention_s < o.samples.raw_retention_s || o.samples.aggregate_retention_s > 5 * 365 * 86'400) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("metrics.aggregate_retention_s = {} must be at least metrics.raw_retention_s ({}) and "
+                            "at most 5 years",
+                            o.samples.aggregate_retention_s, o.samples.raw_retention_s));
+  }
   if (o.services.empty()) return fail(ErrorCode::kInvalidRequest, "--services names no service");
   if (o.services.contains("store") && !o.remote_store.empty()) {
     return fail(ErrorCode::kInvalidRequest,

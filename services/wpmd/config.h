@@ -6,6 +6,7 @@
 #include <string>
 
 #include "eventstore/options.h"
+#include "eventstore/samples.h"
 #include "eventstore/server.h"
 #include "schemas/error.h"
 
@@ -48,6 +49,9 @@ struct WpmdOptions {
   std::string remote_publish;
   eventstore::StoreOptions store;
   eventstore::ServerOptions server;
+  // Metric history ([metrics] raw_retention_s, aggregate_retention_s).
+  // Defaults: 24 h of raw samples, 30 days of 5-minute aggregates.
+  eventstore::SampleOptions samples;
 };
 
 // Parses --services: names separated by commas.

@@ -220,6 +220,12 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     return 1;
   }
 
+  // Metric history beside the log, in its own column family (not events).
+  auto samples = eventstore::SampleStore::open(**store, options.samples, log);
+  if (!samples) {
+    std::fprintf(stderr, "wpmd: %s\n", samples.error().message.c_str());
+    return 1;
+  }
   auto registry = std::make_shared<prometheus::Registry>();
   eventstore::StoreMetrics metrics(*registry);
   std::unique_ptr<prometheus::Exposer> exposer;
@@ -294,6 +300,9 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   kernel::EmbeddedStore embedded(**store);
   const kernel::SystemClock clock;
   inventory::Liveness liveness;
+  // The inventory once it has started (the agent channel, started first,
+  // asks it for the metrics interval).
+  std::atomic<inventory::InventoryService*> published_inventory{nullptr};
   std::unique_ptr<inventory::AgentChannel> agents;
   auto stop_early = [&](const std::string& why) {
     std::fprintf(stderr, "wpmd: %s\n", why.c_str());
@@ -314,6 +323,17 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     agent_options.password_hash = *password_hash;
     agent_options.liveness = &liveness;
     agent_options.clock = &clock;
+    agent_options.samples = samples->get();
+    agent_options.metrics_interval_ms = [&published_inventory]() -> uint32_t {
+      auto* inventory = published_inventory.load();
+      if (inventory == nullptr) return 0;
+      uint32_t ms = 0;
+      inventory->read([&](const inventory::Inventory& state) {
+        ms = static_cast<uint32_t>(inventory::parse_duration_ns(state.setting("metrics.interval")).value_or(0) /
+                                   1'000'000);
+      });
+      return ms;
+    };
     Result<std::unique_ptr<inventory::AgentChannel>> started = fail(ErrorCode::kInternal, "not started");
     try {
       started = inventory::AgentChannel::start(context, zap, agent_options, *registry, log);
@@ -372,6 +392,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       log->warn("prober_disabled error=\"{}\"", manager_keys.error().message);
     }
     inventory_thread = std::thread([&] { inventory_service->run(stop_services); });
+    published_inventory.store(inventory_service.get());
   }
   // The executor: tasks of operations on the agents' ports.
   std::unique_ptr<executor::Dispatcher> dispatcher;
@@ -405,9 +426,25 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   }
   std::unique_ptr<gateway::Gateway> gateway_service;
   std::string gateway_key;
+  // Seals finished hours of metric history and drops what is past
+  // retention, every minute (and once at start).
+  std::thread samples_thread([&] {
+    auto* history = samples->get();
+    while (!stop_services) {
+      auto sealed = history->maintain(clock.wall_ns() / 1'000'000'000);
+      if (!sealed) {
+        log->warn("metric_history_maintenance_failed error=\"{}\"", sealed.error().message);
+      } else if (sealed->sealed_blocks > 0) {
+        log->info("metric_history_sealed blocks={} rows={} chunks={}", sealed->sealed_blocks, sealed->sealed_rows,
+                  sealed->chunks_written);
+      }
+      for (int i = 0; i < 600 && !stop_services; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
   auto stop_inner = [&] {
     if (gateway_service) gateway_service->stop();
     stop_services = true;
+    if (samples_thread.joinable()) samples_thread.join();
     if (executor_thread.joinable()) executor_thread.join();
     if (dispatcher) dispatcher->stop();
     if (prober_thread.joinable()) prober_thread.join();
@@ -449,6 +486,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     deps.executor = executor_service.get();
     deps.liveness = &liveness;
     deps.clock = &clock;
+    deps.samples = samples->get();
     gateway_service = std::make_unique<gateway::Gateway>(context, deps, g, log);
     if (auto r = gateway_service->start(); !r) {
       stop_inner();

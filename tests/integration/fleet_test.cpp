@@ -492,3 +492,77 @@ TEST_F(FleetOnThreeHosts, RegisterTurnOfflineAndUnreachableCompareAndTagThreeHos
 
 }  // namespace
 }  // namespace wpm::testing
+
+namespace wpm::testing {
+namespace {
+
+// Agents report metrics at the interval the manager sets (not through the
+// log), and `wpm system|wpar metrics` show them.
+TEST_F(Fleet, AgentsReportMetricsAtTheSetIntervalAndTheCliShowsThem) {
+  ASSERT_EQ(as_root({"settings", "set", "metrics.interval", "1s"}).exit_code, 0);
+  EXPECT_EQ(as_root({"settings", "set", "metrics.interval", "500ms"}).exit_code, 2) << "whole seconds only";
+  std::string data = configure_agent();
+  ASSERT_EQ(start_agent(data).exit_code, 0);
+  auto made = run({bin("wpm-agent"), "--data", data, "wparexec", "-n", "burn1", "--", "/bin/sh", "-c",
+                   "while :; do :; done"},
+                  60s);
+  if (made.exit_code != 0) GTEST_SKIP() << "this host cannot run an application WPAR: " << made.err;
+  ASSERT_EQ(as_root({"system", "discover"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return as_root({"wpar", "show", "burn1"}).exit_code == 0; }, 20s, 200ms));
+  auto head_before = json::parse(as_root({"-o", "json", "log", "stats"}).out, nullptr, false);
+  auto metrics = [&](const std::string& kind, const std::string& name) {
+    auto r = as_root({"-o", "json", kind, "metrics", name, "--since", "5m"});
+    return r.exit_code == 0 ? json::parse(r.out, nullptr, false) : json::object();
+  };
+  auto series = [](const json& m, const std::string& metric) {
+    for (const auto& s : m.value("series", json::array())) {
+      if (s.value("metric", "") == metric) return s["values"];
+    }
+    return json::array();
+  };
+  // At 1 s (the agent starts at the default 10 s and is told at its next
+  // heartbeat): several reports within a few seconds.
+  ASSERT_TRUE(wait_until([&] { return metrics("wpar", "burn1").value("points", 0) >= 5; }, 30s, 500ms))
+      << metrics("wpar", "burn1").dump();
+  json w = metrics("wpar", "burn1");
+  EXPECT_EQ(w["resolution"], "raw");
+  auto times = w["times"];
+  EXPECT_LE(times.back().get<int64_t>() - times[times.size() - 4].get<int64_t>(), 5) << times.dump();
+  // It burns one CPU: a visible share of the host's capacity.
+  auto cpu = series(w, "cpu");
+  ASSERT_FALSE(cpu.empty());
+  double last_cpu = cpu.back().is_number() ? cpu.back().get<double>() : 0;
+  EXPECT_GT(last_cpu, 100.0 / ::sysconf(_SC_NPROCESSORS_ONLN) / 3) << cpu.dump();
+  EXPECT_EQ(series(w, "processes").back(), 1) << w.dump();
+  EXPECT_GT(series(w, "memory").back().get<double>(), 0);
+  std::string system_name = w["placements"][0]["system"];
+
+  json h = metrics("system", system_name);
+  EXPECT_GE(h.value("points", 0), 5);
+  EXPECT_GT(series(h, "processes").back().get<int>(), 1);
+  EXPECT_GT(series(h, "memory").back().get<double>(), 0);
+  EXPECT_GE(series(h, "cpu").back().get<double>(), last_cpu / 2);
+  // Samples are not events: the log did not grow with them.
+  auto head_after = json::parse(as_root({"-o", "json", "log", "stats"}).out, nullptr, false);
+  EXPECT_LE(head_after.value("head", 0), head_before.value("head", 0) + 2) << head_after.dump();
+
+  // The table, one metric; five-minute aggregates; errors with their exit codes.
+  auto table = as_root({"wpar", "metrics", "burn1", "--metric", "cpu,processes"});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("cpu"), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find("memory"), std::string::npos) << table.out;
+  auto aggregates = json::parse(
+      as_root({"-o", "json", "system", "metrics", system_name, "--since", "1d", "--metric", "cpu"}).out, nullptr,
+      false);
+  EXPECT_EQ(aggregates.value("resolution", ""), "5m") << aggregates.dump();
+  EXPECT_TRUE(aggregates["series"][0].contains("max")) << aggregates.dump();
+  EXPECT_EQ(as_root({"wpar", "metrics", "nosuchwpar"}).exit_code, 3);
+  EXPECT_EQ(as_root({"wpar", "metrics", "burn1", "--since", "yesterday"}).exit_code, 2);
+  EXPECT_EQ(as_root({"wpar", "metrics", "burn1", "--metric", "disk"}).exit_code, 2);
+
+  run({bin("wpm-agent"), "--data", data, "stopwpar", "-F", "burn1"}, 60s);
+  run({bin("wpm-agent"), "--data", data, "rmwpar", "burn1"}, 60s);
+}
+
+}  // namespace
+}  // namespace wpm::testing

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "tools/wpm/gateway_client.h"
+#include "tools/wpm/metrics_commands.h"
 #include "tools/wpm/task_commands.h"
 
 namespace wpm::cli {
@@ -346,6 +347,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
                     {"wpars", s["wparNames"].empty() ? "none" : text_of(s["wparNames"])}});
     });
   });
+  add_metrics_command(*sys, "system", g, exit_code);
   sys->add_subcommand("discover", "ask every registered agent again for its WPARs and reconcile (hand-made WPARs appear "
                                   "as discovered)")
       ->callback([&] { exit_code = run_command(g, "system.discover", json::object(), print_decision); });
@@ -485,6 +487,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
       print_fields(rows);
     });
   });
+  add_metrics_command(*wpar, "wpar", g, exit_code);
   auto* modify = wpar->add_subcommand(
       "modify",
       "change a WPAR's definition (a task); on a deployed WPAR only its capabilities, limits and group, applied on "
