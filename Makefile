@@ -35,6 +35,7 @@ bench: build
 	./$(BUILD)/bin/wpm-bench-compat
 	./$(BUILD)/bin/wpm-bench-fleet
 	./$(BUILD)/bin/wpm-bench-deploy
+	./$(BUILD)/bin/wpm-bench-metrics
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
 	bash tests/bench/relocation_bench.sh $(BUILD)

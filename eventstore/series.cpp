@@ -19,7 +19,7 @@ constexpr std::array<MetricInfo, kMetricMax> kMetrics = {{
     {Metric::kPageFaults, "page-faults", "/s", 10, false},
 }};
 
-constexpr uint8_t kBlockFormat = 1;
+constexpr uint8_t kBlockFormat = 1;  // nothing stored before this format
 
 // Payload widths of the buckets: bucket i is written as i one-bits and a
 // zero (the last: its one-bits alone), then `width` bits of the value.
@@ -184,11 +184,8 @@ std::string encode_block(const Block& block) {
   }
   for (const auto& c : block.columns) {
     for (size_t i = 0; i < n; ++i) {
-      if (i == 0) {
-        w.put(static_cast<uint64_t>(c.values[0]), 64);
-      } else {
-        put_bucketed(w, zigzag(wrapping_sub(c.values[i], c.values[i - 1])), kValueBuckets);
-      }
+      // The first value as a change from zero: most are small.
+      put_bucketed(w, zigzag(wrapping_sub(c.values[i], i == 0 ? 0 : c.values[i - 1])), kValueBuckets);
     }
   }
   w.finish();
@@ -230,9 +227,9 @@ Result<Block> decode_block(std::string_view in) {
   for (auto& c : block.columns) {
     int64_t v = 0;
     for (uint64_t i = 0; i < *n; ++i) {
-      auto bits = i == 0 ? r.get(64) : get_bucketed(r, kValueBuckets);
+      auto bits = get_bucketed(r, kValueBuckets);
       if (!bits) return std::unexpected(corrupt(fmt::format("column {} cut short", c.tag)));
-      v = i == 0 ? static_cast<int64_t>(*bits) : wrapping_add(v, unzigzag(*bits));
+      v = wrapping_add(v, unzigzag(*bits));
       c.values.push_back(v);
     }
   }

@@ -10,8 +10,8 @@
 //   - times, in whole seconds: the first as is, then delta-of-delta in
 //     buckets (0 → 1 bit; ±63 → 9 bits; ±255 → 12; ±2047 → 16; else 68),
 //     the scheme of Gorilla and Prometheus' TSDB;
-//   - each column: the first value as is, then the change from the previous
-//     value, zigzag, in buckets (0 → 1 bit; < 16 → 6; < 256 → 11;
+//   - each column: each value's change from the previous one (the first's
+//     from zero), zigzag, in buckets (0 → 1 bit; < 16 → 6; < 256 → 11;
 //     < 4096 → 16; < 2^20 → 25; else 69).
 // Gorilla XORs the floats' bits instead; our values are quantised to a
 // fixed resolution (0.01 % for utilisation), whose decimal steps XOR into
