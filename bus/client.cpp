@@ -117,6 +117,16 @@ Result<VerifyReply> StoreClient::verify(const VerifyRequest& request) {
   return expect_body<VerifyReply>(call(request, Repeat::kSafe));
 }
 
+Result<void> StoreClient::write_samples(const metrics::HostSample& sample) {
+  auto r = expect_body<SamplesWritten>(call(WriteSamplesRequest{sample}, Repeat::kNever));
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
+Result<metrics::History> StoreClient::read_samples(const ReadSamplesRequest& request) {
+  return expect_body<metrics::History>(call(request, Repeat::kSafe));
+}
+
 Result<std::string> StoreClient::call_raw(const std::string& frame) {
   socket_->send(zmq::buffer(frame), zmq::send_flags::none);
   zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}};

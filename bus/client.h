@@ -51,6 +51,9 @@ class StoreClient {
   Result<StatsReply> stats();
   // The store checks a range of its own log and answers with the outcome.
   Result<VerifyReply> verify(const VerifyRequest& request);
+  // Metric samples (not log events): a write is not repeated on a timeout.
+  Result<void> write_samples(const metrics::HostSample& sample);
+  Result<metrics::History> read_samples(const ReadSamplesRequest& request);
 
   // Sends raw bytes (tests of malformed input); returns the raw reply frame.
   Result<std::string> call_raw(const std::string& frame);

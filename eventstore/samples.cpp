@@ -183,13 +183,6 @@ struct Point {
 
 }  // namespace
 
-const series::Column* History::column(uint8_t tag) const {
-  for (const auto& c : columns) {
-    if (c.tag == tag) return &c;
-  }
-  return nullptr;
-}
-
 std::string encode_sample_row(const HostSample& sample) {
   std::string out;
   out.reserve(16 + sample.wpars.size() * 32);

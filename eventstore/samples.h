@@ -40,38 +40,11 @@
 
 namespace wpm::eventstore {
 
-// One entity's values at one time, in fixed point (series::to_fixed); absent
-// when not collected.
-struct MetricValues {
-  std::array<int64_t, series::kMetricMax + 1> fixed{};
-  uint8_t present = 0;  // bit n: metric n
-  void set(series::Metric m, double value) { set_fixed(m, series::to_fixed(m, value)); }
-  void set_fixed(series::Metric m, int64_t v) {
-    fixed[static_cast<size_t>(m)] = v;
-    present = static_cast<uint8_t>(present | (1u << static_cast<unsigned>(m)));
-  }
-  bool has(series::Metric m) const { return (present >> static_cast<unsigned>(m)) & 1u; }
-  std::optional<double> get(series::Metric m) const {
-    if (!has(m)) return std::nullopt;
-    return series::from_fixed(m, fixed[static_cast<size_t>(m)]);
-  }
-  bool operator==(const MetricValues&) const = default;
-};
-
-struct WparSample {
-  std::string name;
-  MetricValues values;
-  bool operator==(const WparSample&) const = default;
-};
-
-// One agent's report.
-struct HostSample {
-  std::string system;
-  int64_t time_s = 0;
-  MetricValues host;
-  std::vector<WparSample> wpars;
-  bool operator==(const HostSample&) const = default;
-};
+// The report types (schemas/metrics.h), as the store names them.
+using metrics::MetricValues;
+using metrics::WparSample;
+using metrics::HostSample;
+using metrics::History;
 
 // The row of a report without its key (system and time), and back.
 std::string encode_sample_row(const HostSample& sample);
@@ -83,17 +56,6 @@ struct SampleOptions {
   int64_t raw_retention_s = 24 * 3600;           // default 24 h
   int64_t aggregate_retention_s = 30 * 86'400;   // default 30 days
   int64_t aggregate_s = 300;                     // 5-minute aggregates
-};
-
-// What a host or a WPAR did over a span: its times and one column per
-// metric (raw: tag = the metric's number; aggregates: series::aggregate_tag),
-// values in fixed point or series::kMissing. `systems[i]` is where the
-// entity was at times_s[i].
-struct History {
-  std::vector<int64_t> times_s;
-  std::vector<series::Column> columns;
-  std::vector<std::string> systems;
-  const series::Column* column(uint8_t tag) const;
 };
 
 enum class Resolution { kRaw, kAggregate };

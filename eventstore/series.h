@@ -28,45 +28,21 @@
 #include <vector>
 
 #include "schemas/error.h"
+#include "schemas/metrics.h"
 
 namespace wpm::eventstore::series {
 
-// The metrics wpm collects. The numbers are stored: never renumber.
-enum class Metric : uint8_t {
-  kCpu = 1,         // % of the host's CPU capacity (a WPAR: its share of the host's)
-  kMemory = 2,      // % of the host's memory
-  kLoad = 3,        // host: 1-minute load average
-  kProcesses = 4,   // processes
-  kThreads = 5,     // threads (tasks)
-  kPageFaults = 6,  // page faults per second
-};
-inline constexpr uint8_t kMetricMax = 6;
-
-struct MetricInfo {
-  Metric id;
-  std::string_view name;  // as the CLI and the policy name it
-  std::string_view unit;
-  int64_t scale;          // stored value = round(value × scale)
-  bool utilisation;       // a percentage of a resource (policy limit fixed at 1)
-};
-std::span<const MetricInfo> metric_infos();
-const MetricInfo& metric_info(Metric metric);
-std::optional<Metric> metric_by_name(std::string_view name);
-
-// Fixed point, rounded to the nearest step, and back.
-int64_t to_fixed(Metric metric, double value);
-double from_fixed(Metric metric, int64_t value);
-
-// A value not collected at that time (e.g. no pids controller for threads).
-inline constexpr int64_t kMissing = INT64_MIN;
-
-// One metric's values at a block's times, in fixed point. `tag` names what
-// the column holds: a metric's number, or (aggregates) metric × 4 + kind.
-struct Column {
-  uint8_t tag = 0;
-  std::vector<int64_t> values;
-  bool operator==(const Column&) const = default;
-};
+// The metrics and their fixed point (schemas/metrics.h), as this file names them.
+using metrics::Metric;
+using metrics::MetricInfo;
+using metrics::kMetricMax;
+using metrics::metric_infos;
+using metrics::metric_info;
+using metrics::metric_by_name;
+using metrics::to_fixed;
+using metrics::from_fixed;
+using metrics::kMissing;
+using Column = metrics::Column;
 
 // Aggregate kinds in a column's tag (aggregate blocks).
 enum class Aggregate : uint8_t { kMin = 1, kMean = 2, kMax = 3 };

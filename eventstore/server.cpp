@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <rocksdb/perf_level.h>
 
 #include <chrono>
@@ -152,6 +154,7 @@ void StoreServer::read_subscriptions() {
     auto first = static_cast<const uint8_t*>(msg.data())[0];
     if (first == 1) ++subscriptions_;
     if (first == 0 && subscriptions_ > 0) --subscriptions_;
+    sample_subscribers_.store(subscriptions_ > 0, std::memory_order_relaxed);
     metrics_.subscribers.Set(static_cast<double>(subscriptions_));
   }
 }
@@ -211,7 +214,14 @@ void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
       }
       continue;
     }
-    // A read: served by a reader thread, never here.
+    if (auto* write = std::get_if<WriteSamplesRequest>(&request->body); write && !may_write_samples(identity)) {
+      reply(frames[0], Reply{id, Error{ErrorCode::kPermissionDenied,
+                                       fmt::format("{} may not write metric samples (the inventory's agent channel "
+                                                   "does)",
+                                                   identity)}});
+      continue;
+    }
+    // A read (or a sample, which is no log event): served by a reader thread, never here.
     if (!hand_to_readers(frames[0], frames[1])) {
       reply(frames[0], Reply{id, Error{ErrorCode::kUnavailable,
                                        fmt::format("{} reads are waiting already; retry later",
@@ -276,6 +286,9 @@ void StoreServer::serve_reads(int index) {
           } else if constexpr (std::is_same_v<T, VerifyRequest>) {
             kind = RequestKind::kVerify;
             return verify_request(store_, b, options_.verify_events_max);
+          } else if constexpr (std::is_same_v<T, WriteSamplesRequest> || std::is_same_v<T, ReadSamplesRequest>) {
+            kind = std::is_same_v<T, WriteSamplesRequest> ? RequestKind::kWriteSamples : RequestKind::kReadSamples;
+            return serve_samples_request(request->body);
           } else {
             return fail(ErrorCode::kInternal, "an append reached a reader");
           }
@@ -338,6 +351,67 @@ void StoreServer::publish(const std::vector<Committed>& committed) {
   metrics_.published_events.Increment(static_cast<double>(committed.size()));
 }
 
+namespace {
+// Samples queued for publication at most (a subscriber further behind reads the history).
+constexpr size_t kSampleQueueMax = 100'000;
+}  // namespace
+
+StoreServer::~StoreServer() {
+  if (sample_fd_ >= 0) ::close(sample_fd_);
+}
+
+bool may_write_samples(const std::string& identity) {
+  return identity == "service:inventory" || identity == "admin";
+}
+
+void StoreServer::serve_samples(SampleStore& samples) {
+  samples_ = &samples;
+  sample_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  samples.subscribe([this](const HostSample& sample) {
+    if (!sample_subscribers_.load(std::memory_order_relaxed) || sample_fd_ < 0) return;
+    {
+      std::lock_guard lock(sample_queue_mutex_);
+      if (sample_queue_.size() >= 2 * kSampleQueueMax) return;  // a subscriber far behind reads the history
+      sample_queue_.push_back(sample.system);
+      sample_queue_.push_back(encode_host_sample(sample));
+    }
+    uint64_t one = 1;
+    (void)!::write(sample_fd_, &one, sizeof one);
+  });
+}
+
+Result<ReplyBody> StoreServer::serve_samples_request(const RequestBody& body) {
+  if (samples_ == nullptr) return fail(ErrorCode::kUnavailable, "this store keeps no metric history");
+  if (const auto* write = std::get_if<WriteSamplesRequest>(&body)) {
+    HostSample sample = write->sample;
+    if (sample.system.empty()) return fail(ErrorCode::kInvalidRequest, "a metric sample needs its system");
+    if (sample.time_s == 0) sample.time_s = now_ns() / 1'000'000'000;
+    if (auto r = samples_->write(sample); !r) return std::unexpected(r.error());
+    return SamplesWritten{};
+  }
+  const auto& read = std::get<ReadSamplesRequest>(body);
+  auto history = samples_->read(read.wpar, read.name, read.from_s, read.to_s,
+                                read.aggregates ? Resolution::kAggregate : Resolution::kRaw);
+  if (!history) return std::unexpected(history.error());
+  return std::move(*history);
+}
+
+void StoreServer::publish_samples() {
+  uint64_t n = 0;
+  (void)!::read(sample_fd_, &n, sizeof n);
+  std::deque<std::string> queue;
+  {
+    std::lock_guard lock(sample_queue_mutex_);
+    queue.swap(sample_queue_);
+  }
+  if (subscriptions_ == 0) return;
+  for (size_t i = 0; i + 1 < queue.size(); i += 2) {
+    std::string topic = "metrics." + queue[i];
+    xpub_.send(zmq::buffer(topic), zmq::send_flags::sndmore);
+    xpub_.send(zmq::buffer(queue[i + 1]), zmq::send_flags::dontwait);
+  }
+}
+
 void StoreServer::run(int stop_fd) {
   // RocksDB counts per-thread perf statistics by default (a thread-local
   // lookup per counter); nothing reads them, and the sequencer is the hot path.
@@ -367,11 +441,13 @@ void StoreServer::run(int stop_fd) {
         {xpub_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
         {from_readers_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, sample_fd_, ZMQ_POLLIN, 0},
     };
     // Wakes in time to sync the acknowledged-sequence mark when no batch does.
     auto timeout = std::min(std::chrono::milliseconds(1000), store_.mark_sync_due_in());
-    bus::poll(items, 4, timeout);
+    bus::poll(items, sample_fd_ >= 0 ? 5 : 4, timeout);
     store_.sync_mark();
+    if (sample_fd_ >= 0 && (items[4].revents & ZMQ_POLLIN)) publish_samples();
     if (items[3].revents & ZMQ_POLLIN) forward_read_replies();
     if (items[1].revents & ZMQ_POLLIN) read_subscriptions();
     if (items[0].revents & ZMQ_POLLIN) {

@@ -20,13 +20,16 @@
 #include <array>
 #include <functional>
 #include <atomic>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <zmq.hpp>
 
 #include "bus/curve.h"
 #include "eventstore/access.h"
 #include "eventstore/metrics.h"
+#include "eventstore/samples.h"
 #include "eventstore/store.h"
 #include "schemas/error.h"
 
@@ -79,11 +82,19 @@ class StoreServer {
   // `access` decides every append's permission and actor; it outlives the server.
   StoreServer(Store& store, zmq::context_t& context, ServerOptions options, const AppendAccess& access,
               StoreMetrics& metrics, std::shared_ptr<spdlog::logger> log);
+  ~StoreServer();
+  StoreServer(const StoreServer&) = delete;
+  StoreServer& operator=(const StoreServer&) = delete;
 
   // Binds both endpoints; the bound addresses are then available.
   [[nodiscard]] Result<void> bind();
   const std::string& request_endpoint() const { return bound_request_; }
   const std::string& publish_endpoint() const { return bound_publish_; }
+
+  // Serves metric samples too (writeSamples, readSamples) from `samples`,
+  // and publishes every sample written there (by anyone) on
+  // "metrics.<system>". Call before run(); `samples` outlives the server.
+  void serve_samples(SampleStore& samples);
 
   // Serves until `stop_fd` becomes readable (a signalfd); the batch in flight
   // is finished and answered first.
@@ -127,6 +138,18 @@ class StoreServer {
   std::array<std::string, kEventTypeMax + 1> topics_;  // per event type
   int64_t malformed_window_start_s_ = 0;
   uint64_t malformed_suppressed_ = 0;
+  // Metric samples: the store that serves them, and those written but not
+  // yet published (filled on any thread, drained by the loop).
+  SampleStore* samples_ = nullptr;
+  std::atomic<bool> sample_subscribers_{false};  // a copy of subscriptions_ > 0 for the writers
+  std::mutex sample_queue_mutex_;
+  std::deque<std::string> sample_queue_;  // [system, encoded HostSample] pairs, flattened
+  int sample_fd_ = -1;                     // eventfd: the queue gained something
+  void publish_samples();
+  Result<ReplyBody> serve_samples_request(const RequestBody& body);
 };
+
+// Identities that may write metric samples through the store's endpoint.
+bool may_write_samples(const std::string& identity);
 
 }  // namespace wpm::eventstore

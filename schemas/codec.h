@@ -67,6 +67,9 @@ std::string encode_reply(const Reply& reply);
 Result<Reply> decode_reply(std::string_view bytes, const DecodeLimits& limits = {});
 
 std::string encode_publication(uint64_t sequence, std::string_view record);
+// A metric sample as published on "metrics.<system>" (store.capnp HostSample).
+std::string encode_host_sample(const metrics::HostSample& sample);
+Result<metrics::HostSample> decode_host_sample(std::string_view bytes, const DecodeLimits& limits = {});
 Result<Publication> decode_publication(std::string_view bytes, const DecodeLimits& limits = {});
 
 }  // namespace wpm

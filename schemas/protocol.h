@@ -9,6 +9,7 @@
 #include "schemas/error.h"
 #include "schemas/events.h"
 #include "schemas/hash.h"
+#include "schemas/metrics.h"
 
 namespace wpm {
 
@@ -102,8 +103,25 @@ struct VerifyReply {
   bool operator==(const VerifyReply&) const = default;
 };
 
-using RequestBody =
-    std::variant<AppendRequest, ReadRangeRequest, ReadStreamRequest, StatsRequest, VerifyRequest>;
+// Metric samples (store.capnp): a write, and a read of one entity's history.
+struct WriteSamplesRequest {
+  metrics::HostSample sample;  // time_s 0: the store's now
+  bool operator==(const WriteSamplesRequest&) const = default;
+};
+struct ReadSamplesRequest {
+  bool wpar = false;
+  std::string name;
+  int64_t from_s = 0;
+  int64_t to_s = 0;
+  bool aggregates = false;
+  bool operator==(const ReadSamplesRequest&) const = default;
+};
+struct SamplesWritten {
+  bool operator==(const SamplesWritten&) const = default;
+};
+
+using RequestBody = std::variant<AppendRequest, ReadRangeRequest, ReadStreamRequest, StatsRequest, VerifyRequest,
+                                 WriteSamplesRequest, ReadSamplesRequest>;
 struct Request {
   uint64_t request_id = 0;
   RequestBody body;
@@ -111,7 +129,8 @@ struct Request {
   bool operator==(const Request&) const = default;
 };
 
-using ReplyBody = std::variant<Error, AppendResult, ReadReply, StatsReply, VerifyReply>;
+using ReplyBody =
+    std::variant<Error, AppendResult, ReadReply, StatsReply, VerifyReply, metrics::History, SamplesWritten>;
 struct Reply {
   uint64_t request_id = 0;
   ReplyBody body;

@@ -127,6 +127,45 @@ struct VerifyReply {
   end @5 :Bool;              # the asked range is checked (or a problem stopped it)
 }
 
+# Metric samples (DESIGN.md §2; schemas/metrics.h): not log events. They
+# never pass the sequencer; readers serve them, and every sample written is
+# published on the topic "metrics.<system>" as one HostSample message.
+struct MetricValues {
+  present @0 :UInt8;          # bit n: metric n (schemas/metrics.h)
+  values @1 :List(Int64);     # fixed point, one per bit set, in metric order
+}
+
+struct WparSample {
+  name @0 :Text;
+  values @1 :MetricValues;
+}
+
+struct HostSample {
+  system @0 :Text;
+  timeS @1 :Int64;            # Unix seconds; 0 in a write: the store's now
+  host @2 :MetricValues;
+  wpars @3 :List(WparSample);
+}
+
+struct ReadSamplesRequest {
+  wpar @0 :Bool;              # a WPAR's history (else a system's)
+  name @1 :Text;
+  fromS @2 :Int64;
+  toS @3 :Int64;
+  aggregates @4 :Bool;        # 5-minute min, mean, max (else raw samples)
+}
+
+struct SampleColumn {
+  tag @0 :UInt8;              # a metric's number, or metric × 4 + 1 min, 2 mean, 3 max
+  values @1 :List(Int64);     # fixed point; INT64_MIN: not collected
+}
+
+struct SamplesReply {
+  times @0 :List(Int64);
+  systems @1 :List(Text);     # where the entity was at each time
+  columns @2 :List(SampleColumn);
+}
+
 struct Request {
   requestId @0 :UInt64;
   union {
@@ -135,6 +174,8 @@ struct Request {
     readStream @3 :ReadStreamRequest;
     stats @4 :Void;
     verify @6 :VerifyRequest;
+    writeSamples @7 :HostSample;       # service:inventory and admin only
+    readSamples @8 :ReadSamplesRequest;
   }
   protocolVersion @5 :UInt16;  # the client's (schemas/error.h); 0: from before it existed
 }
@@ -147,6 +188,8 @@ struct Reply {
     read @3 :ReadReply;
     stats @4 :StatsReply;
     verify @6 :VerifyReply;
+    samples @7 :SamplesReply;
+    written @8 :Void;                  # writeSamples: recorded
   }
   protocolVersion @5 :UInt16;  # the store's
 }

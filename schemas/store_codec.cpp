@@ -20,6 +20,54 @@ namespace {
 namespace s = wpm::schema;
 using namespace codec_detail;
 
+// ---- metric samples ------------------------------------------------------
+
+void put_values(const metrics::MetricValues& v, s::MetricValues::Builder b) {
+  b.setPresent(v.present);
+  unsigned n = 0;
+  for (uint8_t m = 1; m <= metrics::kMetricMax; ++m) n += (v.present >> m) & 1u;
+  auto list = b.initValues(n);
+  unsigned i = 0;
+  for (uint8_t m = 1; m <= metrics::kMetricMax; ++m) {
+    if ((v.present >> m) & 1u) list.set(i++, v.fixed[m]);
+  }
+}
+
+metrics::MetricValues get_values(s::MetricValues::Reader r) {
+  metrics::MetricValues v;
+  v.present = r.getPresent();
+  if ((v.present & ~((2u << metrics::kMetricMax) - 2)) != 0) {
+    throw Refused{fmt::format("metric values name unknown metrics (bits {:#x})", v.present)};
+  }
+  auto list = r.getValues();
+  unsigned i = 0;
+  for (uint8_t m = 1; m <= metrics::kMetricMax; ++m) {
+    if (((v.present >> m) & 1u) == 0) continue;
+    if (i >= list.size()) throw Refused{"metric values: fewer values than metrics named"};
+    v.fixed[m] = list[i++];
+  }
+  if (i != list.size()) throw Refused{"metric values: more values than metrics named"};
+  return v;
+}
+
+void put_host_sample(const metrics::HostSample& h, s::HostSample::Builder b) {
+  b.setSystem(text(h.system));
+  b.setTimeS(h.time_s);
+  put_values(h.host, b.initHost());
+  auto list = b.initWpars(static_cast<unsigned>(h.wpars.size()));
+  for (unsigned i = 0; i < h.wpars.size(); ++i) {
+    list[i].setName(text(h.wpars[i].name));
+    put_values(h.wpars[i].values, list[i].initValues());
+  }
+}
+
+metrics::HostSample get_host_sample(s::HostSample::Reader r) {
+  metrics::HostSample h{str(r.getSystem()), r.getTimeS(), get_values(r.getHost()), {}};
+  h.wpars.reserve(r.getWpars().size());
+  for (auto w : r.getWpars()) h.wpars.push_back({str(w.getName()), get_values(w.getValues())});
+  return h;
+}
+
 // ---- requests --------------------------------------------------------------
 
 void put_batch(const AppendRequest& a, s::AppendBatch::Builder b) {
@@ -79,6 +127,15 @@ void put_request(const Request& req, s::Request::Builder b) {
           x.setTo(body.to);
           x.setPreviousChain(data(body.previous_chain));
           x.setMaxEvents(body.max_events);
+        } else if constexpr (std::is_same_v<T, WriteSamplesRequest>) {
+          put_host_sample(body.sample, b.initWriteSamples());
+        } else if constexpr (std::is_same_v<T, ReadSamplesRequest>) {
+          auto x = b.initReadSamples();
+          x.setWpar(body.wpar);
+          x.setName(text(body.name));
+          x.setFromS(body.from_s);
+          x.setToS(body.to_s);
+          x.setAggregates(body.aggregates);
         }
       },
       req.body);
@@ -109,6 +166,14 @@ Request get_request(s::Request::Reader r) {
       auto x = r.getVerify();
       req.body = VerifyRequest{x.getFrom(), x.getTo(), digest_of(x.getPreviousChain(), "previousChain"),
                                x.getMaxEvents()};
+      break;
+    }
+    case s::Request::WRITE_SAMPLES:
+      req.body = WriteSamplesRequest{get_host_sample(r.getWriteSamples())};
+      break;
+    case s::Request::READ_SAMPLES: {
+      auto x = r.getReadSamples();
+      req.body = ReadSamplesRequest{x.getWpar(), str(x.getName()), x.getFromS(), x.getToS(), x.getAggregates()};
       break;
     }
     default:
@@ -170,6 +235,19 @@ void put_reply(const Reply& reply, s::Reply::Builder b) {
           x.setProblem(text(body.problem));
           x.setHead(body.head);
           x.setEnd(body.end);
+        } else if constexpr (std::is_same_v<T, metrics::History>) {
+          auto x = b.initSamples();
+          auto times = x.initTimes(static_cast<unsigned>(body.times_s.size()));
+          for (unsigned i = 0; i < body.times_s.size(); ++i) times.set(i, body.times_s[i]);
+          put_texts(body.systems, x.initSystems(static_cast<unsigned>(body.systems.size())));
+          auto columns = x.initColumns(static_cast<unsigned>(body.columns.size()));
+          for (unsigned c = 0; c < body.columns.size(); ++c) {
+            columns[c].setTag(body.columns[c].tag);
+            auto values = columns[c].initValues(static_cast<unsigned>(body.columns[c].values.size()));
+            for (unsigned i = 0; i < body.columns[c].values.size(); ++i) values.set(i, body.columns[c].values[i]);
+          }
+        } else if constexpr (std::is_same_v<T, SamplesWritten>) {
+          b.setWritten();
         }
       },
       reply.body);
@@ -223,6 +301,24 @@ Reply get_reply(s::Reply::Reader r) {
                                str(x.getProblem()), x.getHead(), x.getEnd()};
       break;
     }
+    case s::Reply::SAMPLES: {
+      auto x = r.getSamples();
+      metrics::History h;
+      for (auto t : x.getTimes()) h.times_s.push_back(t);
+      h.systems = get_texts(x.getSystems());
+      for (auto c : x.getColumns()) {
+        metrics::Column column{c.getTag(), {}};
+        for (auto v : c.getValues()) column.values.push_back(v);
+        if (column.values.size() != h.times_s.size()) throw Refused{"a sample column's length differs from its times"};
+        h.columns.push_back(std::move(column));
+      }
+      if (h.systems.size() != h.times_s.size()) throw Refused{"sample systems' length differs from the times"};
+      reply.body = std::move(h);
+      break;
+    }
+    case s::Reply::WRITTEN:
+      reply.body = SamplesWritten{};
+      break;
     default:
       throw Refused{fmt::format("unknown reply kind {}", static_cast<unsigned>(r.which()))};
   }
@@ -269,6 +365,15 @@ std::string encode_publication(uint64_t sequence, std::string_view record) {
     b.setSequence(sequence);
     b.setRecord(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(record.data()), record.size()));
   });
+}
+
+std::string encode_host_sample(const metrics::HostSample& sample) {
+  return build_flat(0, [&](capnp::MessageBuilder& m) { put_host_sample(sample, m.initRoot<s::HostSample>()); });
+}
+
+Result<metrics::HostSample> decode_host_sample(std::string_view bytes, const DecodeLimits& limits) {
+  return decode<s::HostSample>(bytes, limits, "metric sample",
+                               [](s::HostSample::Reader r) { return get_host_sample(r); });
 }
 
 Result<Publication> decode_publication(std::string_view bytes, const DecodeLimits& limits) {

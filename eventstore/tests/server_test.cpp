@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "bus/client.h"
+#include "schemas/codec.h"
 #include "schemas/record.h"
 
 namespace wpm::eventstore {
@@ -39,11 +40,17 @@ class ServerTest : public ::testing::Test {
     options.request_endpoint = "tcp://127.0.0.1:0";
     options.publish_endpoint = "tcp://127.0.0.1:0";
     options.local_request_endpoint = "inproc://server-test";
-    options.local_publish_endpoint = "";
+    options.local_publish_endpoint = "inproc://server-test-publish";
     options.keys = *bus::generate_curve_keys();
     server_store_key_ = options.keys.public_key;
     server_ = std::make_unique<StoreServer>(*store_, context_, options, access_, metrics_, log_);
     ASSERT_TRUE(server_->bind());
+    if (with_samples_) {
+      auto samples = SampleStore::open(*store_, SampleOptions{}, log_);
+      ASSERT_TRUE(samples) << samples.error().message;
+      samples_ = std::move(*samples);
+      server_->serve_samples(*samples_);
+    }
     stop_ = ::eventfd(0, EFD_CLOEXEC);
     thread_ = std::thread([this] { server_->run(stop_); });
   }
@@ -55,12 +62,13 @@ class ServerTest : public ::testing::Test {
       ::close(stop_);
     }
     server_.reset();
+    samples_.reset();
     store_.reset();
     fs::remove_all(dir_);
   }
-  std::unique_ptr<bus::StoreClient> client(int timeout_ms = 5000) {
+  std::unique_ptr<bus::StoreClient> client(int timeout_ms = 5000, const std::string& identity = "admin") {
     bus::ClientOptions o{timeout_ms, 1, {}};
-    o.credentials.local_identity = "admin";
+    o.credentials.local_identity = identity;
     return std::make_unique<bus::StoreClient>(context_, "inproc://server-test", o);
   }
   // The chain of record `sequence`, from the records read back.
@@ -87,6 +95,8 @@ class ServerTest : public ::testing::Test {
   AllowAll access_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<StoreServer> server_;
+  bool with_samples_ = false;
+  std::unique_ptr<SampleStore> samples_;
   int stop_ = -1;
   std::string server_store_key_;
   std::thread thread_;
@@ -215,6 +225,54 @@ TEST_F(ServerTest, ANetworkClientCannotDeclareAnInProcessIdentity) {
   EXPECT_EQ(store_->head(), 0u);
   // Over inproc the same declaration is the identity.
   EXPECT_TRUE(client()->append(one("local")));
+}
+
+TEST_F(ServerTest, SamplesAreWrittenReadAndPublishedOutsideTheLog) {
+  with_samples_ = true;
+  start(ServerOptions{});
+  zmq::socket_t sub(context_, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::subscribe, "metrics.");
+  sub.connect("inproc://server-test-publish");
+  metrics::HostSample sample{"node1", 0, {}, {{"web", {}}}};
+  sample.host.set(metrics::Metric::kCpu, 42.5);
+  sample.wpars[0].values.set(metrics::Metric::kProcesses, 3);
+  auto inventory = client(5000, "service:inventory");
+  // The subscription reaches the server in its own time: write until one arrives.
+  std::optional<metrics::HostSample> published;
+  for (int i = 0; i < 100 && !published; ++i) {
+    ASSERT_TRUE(inventory->write_samples(sample));
+    zmq::pollitem_t item{sub.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(50)) <= 0) continue;
+    zmq::message_t topic, body;
+    ASSERT_TRUE(sub.recv(topic));
+    ASSERT_TRUE(sub.recv(body));
+    EXPECT_EQ(topic.to_string(), "metrics.node1");
+    auto decoded = decode_host_sample(std::string_view(static_cast<const char*>(body.data()), body.size()));
+    ASSERT_TRUE(decoded) << decoded.error().message;
+    published = *decoded;
+  }
+  ASSERT_TRUE(published) << "no sample published on metrics.node1";
+  EXPECT_EQ(published->host.get(metrics::Metric::kCpu), 42.5);
+  EXPECT_GT(published->time_s, 1'700'000'000) << "time 0 is the store's now";
+  EXPECT_EQ(store_->head(), 0u) << "samples are not log events";
+
+  int64_t now = published->time_s;
+  auto host = inventory->read_samples(ReadSamplesRequest{false, "node1", now - 60, now + 60, false});
+  ASSERT_TRUE(host) << host.error().message;
+  ASSERT_FALSE(host->times_s.empty());
+  EXPECT_EQ(host->column(static_cast<uint8_t>(metrics::Metric::kCpu))->values.back(), 4250);
+  auto web = client()->read_samples(ReadSamplesRequest{true, "web", now - 60, now + 60, true});
+  ASSERT_TRUE(web) << web.error().message;
+  EXPECT_EQ(web->systems.front(), "node1");
+  EXPECT_NE(web->column(series::aggregate_tag(metrics::Metric::kProcesses, series::Aggregate::kMax)), nullptr);
+
+  // Only the agent channel's service (and the administrator) write samples.
+  auto other = client(5000, "service:compatibility")->write_samples(sample);
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code, ErrorCode::kPermissionDenied);
+  auto nameless = inventory->write_samples(metrics::HostSample{});
+  ASSERT_FALSE(nameless);
+  EXPECT_EQ(nameless.error().code, ErrorCode::kInvalidRequest);
 }
 
 }  // namespace

@@ -107,6 +107,33 @@ TEST(Codec, RequestAndReplyRoundTrip) {
   EXPECT_EQ(*v, verify);
 }
 
+TEST(Codec, SampleRequestsRepliesAndPublicationsRoundTrip) {
+  metrics::HostSample sample{"node1", 1'700'000'000, {}, {{"web", {}}, {"db", {}}}};
+  sample.host.set(metrics::Metric::kCpu, 12.34);
+  sample.host.set(metrics::Metric::kPageFaults, 3.5);
+  sample.wpars[0].values.set(metrics::Metric::kThreads, 17);
+  for (const RequestBody& body : {RequestBody{WriteSamplesRequest{sample}},
+                                  RequestBody{ReadSamplesRequest{true, "web", 10, 20, true}}}) {
+    Request req{4, body};
+    auto back = decode_request(encode_request(req));
+    ASSERT_TRUE(back.has_value()) << back.error().message;
+    EXPECT_EQ(*back, req);
+  }
+  metrics::History h{{10, 20}, {{1, {5, metrics::kMissing}}, {9, {1, 2}}}, {"node1", "node2"}};
+  for (const ReplyBody& body : {ReplyBody{h}, ReplyBody{SamplesWritten{}}}) {
+    Reply reply{5, body};
+    auto r = decode_reply(encode_reply(reply));
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(*r, reply);
+  }
+  auto published = decode_host_sample(encode_host_sample(sample));
+  ASSERT_TRUE(published.has_value());
+  EXPECT_EQ(*published, sample);
+  // A column shorter than the times is refused, not read past.
+  metrics::History ragged{{10, 20}, {{1, {5}}}, {"a", "b"}};
+  EXPECT_FALSE(decode_reply(encode_reply(Reply{5, ReplyBody{ragged}})).has_value());
+}
+
 TEST(Codec, AVerifyRequestWhoseChainIsNotADigestIsRefused) {
   capnp::MallocMessageBuilder m;
   auto root = m.initRoot<schema::Request>();

@@ -278,6 +278,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   eventstore::ServerOptions server_options = options.server;
   server_options.keys = keys->store;
   eventstore::StoreServer server(**store, context, server_options, access, metrics, log);
+  server.serve_samples(**samples);
   if (auto r = server.bind(); !r) {
     std::fprintf(stderr, "wpmd: %s\n", r.error().message.c_str());
     return 1;
