@@ -338,6 +338,22 @@ void put_payload(const Payload& payload, s::Payload::Builder b) {
           x.setCause(text(p.cause));
         } else if constexpr (std::is_same_v<T, TaskApproved>) {
           b.initTaskApproved().setUser(text(p.user));
+        } else if constexpr (std::is_same_v<T, GroupPolicySet>) {
+          auto x = b.initGroupPolicySet();
+          x.setGroup(text(p.group));
+          x.setPolicy(text(p.policy));
+        } else if constexpr (std::is_same_v<T, MobilityDecided>) {
+          auto x = b.initMobilityDecided();
+          x.setGroup(text(p.group));
+          x.setWpar(text(p.wpar));
+          x.setFrom(text(p.from));
+          x.setTo(text(p.to));
+          x.setTrigger(text(p.trigger));
+          x.setAutomation(text(p.automation));
+          x.setCommand(text(p.command));
+          x.setExplanation(text(p.explanation));
+          x.setInputs(text(p.inputs));
+          x.setWatermarkS(p.watermark_s);
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           auto x = b.initWparPlaced();
           x.setWpar(text(p.wpar));
@@ -541,6 +557,19 @@ Payload get_payload(s::Payload::Reader r, s::EventType declared, Unknowns unknow
     }
     case s::Payload::TASK_APPROVED: {
       out = TaskApproved{str(r.getTaskApproved().getUser())};
+      break;
+    }
+    case s::Payload::GROUP_POLICY_SET: {
+      auto x = r.getGroupPolicySet();
+      out = GroupPolicySet{str(x.getGroup()), str(x.getPolicy())};
+      break;
+    }
+    case s::Payload::MOBILITY_DECIDED: {
+      auto x = r.getMobilityDecided();
+      out = MobilityDecided{str(x.getGroup()),     str(x.getWpar()),        str(x.getFrom()),
+                            str(x.getTo()),        str(x.getTrigger()),     str(x.getAutomation()),
+                            str(x.getCommand()),   str(x.getExplanation()), str(x.getInputs()),
+                            x.getWatermarkS()};
       break;
     }
     case s::Payload::WPAR_PLACED: {

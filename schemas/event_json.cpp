@@ -298,6 +298,24 @@ void put_payload(Obj& o, const Payload& payload) {
           });
         } else if constexpr (std::is_same_v<T, TaskApproved>) {
           o.obj("taskApproved", [&](Obj& x) { x.str("user", p.user); });
+        } else if constexpr (std::is_same_v<T, GroupPolicySet>) {
+          o.obj("groupPolicySet", [&](Obj& x) {
+            x.str("group", p.group);
+            x.str("policy", p.policy);
+          });
+        } else if constexpr (std::is_same_v<T, MobilityDecided>) {
+          o.obj("mobilityDecided", [&](Obj& x) {
+            x.str("group", p.group);
+            x.str("wpar", p.wpar);
+            x.str("from", p.from);
+            x.str("to", p.to);
+            x.str("trigger", p.trigger);
+            x.str("automation", p.automation);
+            x.str("command", p.command);
+            x.str("explanation", p.explanation);
+            x.str("inputs", p.inputs);
+            x.num("watermarkS", p.watermark_s);
+          });
         } else if constexpr (std::is_same_v<T, WparPlaced>) {
           o.obj("wparPlaced", [&](Obj& x) {
             x.num("epoch", p.epoch).str("previous", p.previous).str("system", p.system).str("wpar", p.wpar);

@@ -37,6 +37,8 @@ enum EventType {
   taskFinished @28;      # the task ended: succeeded, failed (with what recovery did) or cancelled
   wparPlaced @29;        # a WPAR placed on a system (or on none), with its new epoch; stream placement/<wpar>
   taskApproved @30;      # a task that waited for approval may run; stream task/<id>
+  groupPolicySet @31;    # a WPAR group's relocation policy; stream group/<name>
+  mobilityDecided @32;   # the policy asked for a relocation, with its inputs; stream policy/<group>
 }
 
 struct Event {
@@ -86,6 +88,8 @@ struct Payload {
     taskFinished @28 :TaskFinished;
     wparPlaced @29 :WparPlaced;
     taskApproved @30 :TaskApproved;
+    groupPolicySet @31 :GroupPolicySet;
+    mobilityDecided @32 :MobilityDecided;
   }
 }
 
@@ -397,4 +401,27 @@ struct Checkpointer {
   available @1 :Bool;
   version @2 :Text;
   reason @3 :Text;
+}
+
+# A WPAR group's relocation policy (DESIGN.md §7; services/policy/model.h):
+# the whole policy after the change, as a JSON object.
+struct GroupPolicySet {
+  group @0 :Text;
+  policy @1 :Text;      # JSON: enabled, automation, max, min, periodS, triggerCount, cooldownS, minGain, domain, optionalTests, approvalS, metrics
+}
+
+# A mobility event of the policy service: the relocation it asked for (the
+# command it recorded beside it) and why, so that an operator can see what
+# it saw. The executor decides the command as any other.
+struct MobilityDecided {
+  group @0 :Text;
+  wpar @1 :Text;
+  from @2 :Text;
+  to @3 :Text;
+  trigger @4 :Text;     # hot cold critical
+  automation @5 :Text;  # approve automatic
+  command @6 :Text;     # the command id of the relocation
+  explanation @7 :Text; # in words
+  inputs @8 :Text;      # JSON: the states, thresholds, averages and the ranking of targets
+  watermarkS @9 :Int64; # the newest sample time the pass used (Unix seconds)
 }

@@ -39,7 +39,8 @@ constexpr std::array<std::string_view, kEventTypeMax + 1> kTypeNames = {
     "wparDefined", "wparRemoved", "groupDefined", "groupDeleted", "settingChanged",
     "roleMappingChanged", "sessionOpened", "sessionClosed", "loginRefused", "systemStateChanged",
     "agentReportRefused", "joinTokenCreated", "joinTokenUsed", "domainDefined", "domainRemoved",
-    "systemDomainSet", "taskCreated", "operationStarted", "operationFinished", "taskFinished", "wparPlaced", "taskApproved"};
+    "systemDomainSet", "taskCreated", "operationStarted", "operationFinished", "taskFinished", "wparPlaced", "taskApproved",
+    "groupPolicySet", "mobilityDecided"};
 }  // namespace
 
 std::string_view event_type_name(EventType type) {
@@ -130,6 +131,11 @@ size_t payload_bytes(const Payload& payload) {
           return sum_sizes(p.wpar, p.system, p.previous) + 16;
         } else if constexpr (std::is_same_v<T, TaskApproved>) {
           return p.user.size() + 16;
+        } else if constexpr (std::is_same_v<T, GroupPolicySet>) {
+          return sum_sizes(p.group, p.policy) + 16;
+        } else if constexpr (std::is_same_v<T, MobilityDecided>) {
+          return sum_sizes(p.group, p.wpar, p.from, p.to, p.trigger, p.automation, p.command, p.explanation,
+                           p.inputs) + 24;
         } else {
           static_assert(std::is_same_v<T, JoinTokenUsed>);
           return sum_sizes(p.token_hash, p.system_id) + 16;

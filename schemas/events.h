@@ -47,8 +47,10 @@ enum class EventType : uint16_t {
   kTaskFinished = 28,
   kWparPlaced = 29,
   kTaskApproved = 30,
+  kGroupPolicySet = 31,
+  kMobilityDecided = 32,
 };
-inline constexpr uint16_t kEventTypeMax = 30;
+inline constexpr uint16_t kEventTypeMax = 32;
 
 // The stable name of a known type ("unknown" for others).
 std::string_view event_type_name(EventType type);
@@ -307,6 +309,24 @@ struct TaskApproved {
   std::string user;
   bool operator==(const TaskApproved&) const = default;
 };
+struct GroupPolicySet {
+  std::string group;
+  std::string policy;  // JSON (events.capnp)
+  bool operator==(const GroupPolicySet&) const = default;
+};
+struct MobilityDecided {
+  std::string group;
+  std::string wpar;
+  std::string from;
+  std::string to;
+  std::string trigger;
+  std::string automation;
+  std::string command;
+  std::string explanation;
+  std::string inputs;  // JSON
+  int64_t watermark_s = 0;
+  bool operator==(const MobilityDecided&) const = default;
+};
 struct WparPlaced {
   std::string wpar;
   std::string system;
@@ -334,7 +354,7 @@ using Payload = std::variant<UnknownPayload, Synthetic, SystemRegistered, System
                              SessionClosed, LoginRefused, SystemStateChanged, AgentReportRefused,
                              JoinTokenCreated, JoinTokenUsed, DomainDefined, DomainRemoved, SystemDomainSet,
                              TaskCreated, OperationStarted, OperationFinished, TaskFinished, WparPlaced,
-                             TaskApproved>;
+                             TaskApproved, GroupPolicySet, MobilityDecided>;
 static_assert(std::variant_size_v<Payload> == kEventTypeMax + 1, "one alternative per event type");
 
 inline bool is_unknown(const Payload& payload) { return payload.index() == 0; }

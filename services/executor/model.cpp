@@ -56,6 +56,7 @@ json options_to_json(const TaskOptions& o) {
   if (!o.skipped.empty()) j["skipped"] = o.skipped;
   if (!o.changes.is_null()) j["changes"] = o.changes;
   if (o.approval_expires_ns != 0) j["approvalExpiresNs"] = o.approval_expires_ns;
+  if (!o.reason.empty()) j["reason"] = o.reason;
   return j;
 }
 
@@ -71,6 +72,7 @@ TaskOptions options_from_json(std::string_view text) {
   o.shared_root = j.contains("sharedRoot") && j["sharedRoot"].is_string() ? j["sharedRoot"].get<std::string>() : "";
   o.target = j.contains("to") && j["to"].is_string() ? j["to"].get<std::string>() : std::string();
   if (j.contains("changes") && j["changes"].is_object()) o.changes = j["changes"];
+  if (j.contains("reason") && j["reason"].is_string()) o.reason = j["reason"].get<std::string>();
   if (j.contains("approvalExpiresNs") && j["approvalExpiresNs"].is_number_integer()) {
     o.approval_expires_ns = j["approvalExpiresNs"].get<int64_t>();
   }
@@ -320,10 +322,11 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   if (kind == "deploy") allowed.insert({"system", "start"});
   if (kind == "stop") allowed.insert("force");
   if (kind == "remove") allowed.insert({"preserveFs", "keepDefinition"});
-  if (kind == "relocate") allowed.insert({"to", "force", "approval"});
+  if (kind == "relocate") allowed.insert({"to", "force", "approval", "reason"});
   for (const auto& [key, value] : args.items()) {
     if (!allowed.contains(key)) return reject(RejectionCode::kInvalid, fmt::format("unknown argument '{}'", key));
-    if (key != "name" && key != "system" && key != "to" && key != "approval" && !value.is_boolean()) {
+    if (key == "reason" && !value.is_string()) return reject(RejectionCode::kInvalid, "'reason' must be text");
+    if (key != "name" && key != "system" && key != "to" && key != "approval" && key != "reason" && !value.is_boolean()) {
       return reject(RejectionCode::kInvalid, fmt::format("'{}' must be true or false", key));
     }
   }
@@ -338,6 +341,7 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const jso
   }
   if (kind == "relocate") {
     a.system = text("to");
+    a.options.reason = text("reason");
     if (a.system.empty()) return reject(RejectionCode::kInvalid, "wpar.relocate needs the system to move to (--to H)");
     auto wait = approval();
     if (!wait) return std::unexpected(wait.error());

@@ -73,6 +73,8 @@ struct TaskOptions {
   std::vector<std::pair<std::string, std::string>> skipped;
   // modify: the fields it sets, as wpar.modify's arguments (without the name).
   nlohmann::json changes;
+  // relocate: why it was asked for (the policy's explanation), shown by task show.
+  std::string reason;
   // relocate, evacuate asked for with --approval: the task waits (state
   // "waiting", its WPARs claimed) until task.approve, or ends cancelled at
   // this time (Unix ns). 0: it runs at once.
@@ -318,8 +320,10 @@ struct DirectionCompat {
   std::string state;                // compatible, incompatible, pending
   std::vector<CompatResult> failed;  // the critical tests that failed
 };
+// `optional_tests`: optional tests that count as well (a group's policy).
 DirectionCompat direction_compat(const Executor& state, const inventory::Inventory& inventory,
-                                 const std::string& departure, const std::string& arrival);
+                                 const std::string& departure, const std::string& arrival,
+                                 const std::vector<std::string>& optional_tests = {});
 
 // Where a WPAR could go, best first: compatible in the departure → arrival
 // direction first, then by load (1-minute load average per CPU from the

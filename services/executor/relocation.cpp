@@ -213,7 +213,7 @@ Step relocation_step(const Executor& state, const Task& t, int64_t now_ns) {
 }
 
 DirectionCompat direction_compat(const Executor& state, const inventory::Inventory& inv, const std::string& departure,
-                                 const std::string& arrival) {
+                                 const std::string& arrival, const std::vector<std::string>& optional_tests) {
   const auto* d = inv.registry.by_id(departure);
   const auto* a = inv.registry.by_id(arrival);
   if (d == nullptr || a == nullptr) return {"pending", {}};
@@ -225,7 +225,9 @@ DirectionCompat direction_compat(const Executor& state, const inventory::Invento
   DirectionCompat out{"compatible", {}};
   for (const auto& r : it->second) {
     auto test = compatibility::test_from_name(r.test);
-    if (!r.passed && test && compatibility::is_critical(*test)) out.failed.push_back(r);
+    bool counts = test && (compatibility::is_critical(*test) ||
+                           std::find(optional_tests.begin(), optional_tests.end(), r.test) != optional_tests.end());
+    if (!r.passed && counts) out.failed.push_back(r);
   }
   if (!out.failed.empty()) out.state = "incompatible";
   return out;

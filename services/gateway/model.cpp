@@ -22,7 +22,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 54> kCommands = {{
+constexpr std::array<CommandAccess, 58> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -72,6 +72,10 @@ constexpr std::array<CommandAccess, 54> kCommands = {{
     {"group.delete", Access::kFleetChange},
     {"group.add-wpar", Access::kFleetChange},
     {"group.remove-wpar", Access::kFleetChange},
+    {"group.policy-set", Access::kFleetChange},
+    {"group.state", Access::kRead},
+    {"group.explain", Access::kRead},
+    {"group.policy-show", Access::kRead},
     {"settings.set", Access::kFleetChange},
     {"role.add", Access::kRoleAdmin},
     {"role.remove", Access::kRoleAdmin},

@@ -10,6 +10,8 @@
 #include <set>
 
 #include "agents/runtime/capabilities.h"
+#include "services/compatibility/tests.h"
+#include "services/policy/model.h"
 
 // The inventory's commands (model.h): reading them from their JSON
 // arguments, deciding them on the state, and reconciling what agents report.
@@ -25,8 +27,8 @@ using kernel::RejectionCode;
 // first); it applies decide_remove's rule to an undeployed one. So is
 // wpar.modify (a deployed WPAR's change runs on its agent), by
 // modified_definition's rules.
-constexpr std::array<std::string_view, 14> kCommands = {
-    "wpar.create",         "group.create",
+constexpr std::array<std::string_view, 15> kCommands = {
+    "wpar.create",         "group.create",      "group.policy-set",
     "group.modify",        "group.delete",      "group.add-wpar",    "group.remove-wpar",
     "settings.set",        "system.remove",     "system.discover",   "system.token-create",
     "system.set-domain",   "system.update-profile", "domain.create", "domain.remove"};
@@ -122,6 +124,11 @@ class ArgReader {
     return std::nullopt;
   }
   std::string text(const char* key) { return get<std::string>(key).value_or(""); }
+  // A member as it is, for a reader that checks it itself.
+  nlohmann::json raw(const char* key) {
+    seen_.insert(key);
+    return args_.is_object() && args_.contains(key) ? args_[key] : nlohmann::json();
+  }
 
   void problem(std::string message) {
     if (problem_.empty()) problem_ = std::move(message);
@@ -335,6 +342,37 @@ Changes decide_group(const Inventory& state, const CreateGroup& c) {
   return std::vector<Change>{{group_stream(c.name), GroupDefined{c.name, c.description, true}}};
 }
 
+// seed "Policy-based relocation": the group's policy, validated as a whole.
+Changes decide_group(const Inventory& state, const SetGroupPolicy& c) {
+  auto name = resolve_prefix(state.groups, c.name, "WPAR group");
+  if (!name) return std::unexpected(name.error());
+  const auto& g = state.groups.at(*name);
+  policy::GroupPolicy current;
+  if (!g.policy.empty()) {
+    auto stored = policy::policy_from_json(nlohmann::json::parse(g.policy, nullptr, false));
+    if (!stored) return reject(RejectionCode::kInvalid, "the group's stored policy is unreadable: " + stored.error());
+    current = *stored;
+  }
+  if (!c.changes.is_object() || c.changes.empty()) {
+    return reject(RejectionCode::kInvalid, "nothing to change: give at least one setting (wpm group policy set --help)");
+  }
+  auto changed = policy::apply_changes(current, c.changes);
+  if (!changed) return reject(RejectionCode::kInvalid, fmt::format("group {}: {}", *name, changed.error()));
+  if (!state.domains.contains(changed->domain)) {
+    return reject(RejectionCode::kNotFound, fmt::format("no relocation domain '{}' (wpm domain list)", changed->domain));
+  }
+  for (const auto& t : changed->optional_tests) {
+    auto test = compatibility::test_from_name(t);
+    if (!test || compatibility::is_critical(*test)) {
+      return reject(RejectionCode::kInvalid,
+                    fmt::format("'{}' is not an optional compatibility test (wpm compat show lists them)", t));
+    }
+  }
+  std::string text = policy::to_json(*changed).dump();
+  if (text == g.policy) return std::vector<Change>{};
+  return std::vector<Change>{{group_stream(*name), GroupPolicySet{*name, text}}};
+}
+
 Changes decide_group(const Inventory& state, const ModifyGroup& c) {
   auto name = resolve_prefix(state.groups, c.name, "WPAR group");
   if (!name) return std::unexpected(name.error());
@@ -398,6 +436,19 @@ Changes decide_setting(const Inventory& state, const SetSetting& c) {
     if (!ns || *ns < 1'000'000'000 || *ns > 3'600'000'000'000) {
       return reject(RejectionCode::kInvalid,
                     fmt::format("{} '{}' must be a duration from 1s to 1h (e.g. 15s, 2m)", c.key, c.value));
+    }
+  } else if (c.key == "policy.interval") {
+    auto ns = parse_duration_ns(c.value);
+    if (!ns || *ns < 1'000'000'000 || *ns > 3'600'000'000'000 || *ns % 1'000'000'000 != 0) {
+      return reject(RejectionCode::kInvalid,
+                    fmt::format("policy.interval '{}' must be whole seconds from 1s to 1h (e.g. 60s, 5m)", c.value));
+    }
+  } else if (c.key == "policy.domain-concurrency") {
+    if (c.value.empty() || c.value.size() > 3 ||
+        !std::all_of(c.value.begin(), c.value.end(), [](char x) { return std::isdigit(static_cast<unsigned char>(x)) != 0; }) ||
+        std::stoi(c.value) < 1) {
+      return reject(RejectionCode::kInvalid,
+                    fmt::format("policy.domain-concurrency '{}' must be a whole number from 1 to 999", c.value));
     }
   } else if (c.key == "metrics.interval") {
     auto ns = parse_duration_ns(c.value);
@@ -523,6 +574,8 @@ std::expected<Command, Rejection> parse_command(std::string_view name, const nlo
     command = ModifyGroup{a.text("name"), a.text("description")};
   } else if (name == "group.delete") {
     command = DeleteGroup{a.text("name")};
+  } else if (name == "group.policy-set") {
+    command = SetGroupPolicy{a.text("name"), a.raw("changes")};
   } else if (name == "group.add-wpar" || name == "group.remove-wpar") {
     command = MoveWpars{a.text("name"), a.get<std::vector<std::string>>("wpars").value_or(std::vector<std::string>{}),
                         name == "group.remove-wpar"};

@@ -12,7 +12,7 @@
 namespace wpm::inventory {
 namespace {
 
-constexpr std::array<SettingSpec, 5> kSettings = {{
+constexpr std::array<SettingSpec, 7> kSettings = {{
     {"heartbeat.timeout", "15s",
      "a system turns Offline when no heartbeat came for this long (after a wpmd restart every agent gets the "
      "whole timeout first)"},
@@ -26,6 +26,9 @@ constexpr std::array<SettingSpec, 5> kSettings = {{
     {"metrics.interval", "10s",
      "how often every agent reports its host's and its WPARs' metrics (told to the agents on their next "
      "heartbeat)"},
+    {"policy.interval", "60s", "how often the policy service evaluates every group's relocation policy"},
+    {"policy.domain-concurrency", "2",
+     "relocations the policy keeps running at once in one relocation domain, at most"},
 }};
 
 }  // namespace
@@ -210,6 +213,11 @@ void fold_event(Inventory& state, Event&& e) {
         } else if constexpr (std::is_same_v<T, GroupDefined>) {
           state.removed.erase(group_stream(p.name));
           state.groups[p.name] = GroupRecord{p.name, p.description, e.stream_version};
+        } else if constexpr (std::is_same_v<T, GroupPolicySet>) {
+          if (auto g = state.groups.find(p.group); g != state.groups.end()) {
+            g->second.policy = p.policy;
+            g->second.version = e.stream_version;
+          }
         } else if constexpr (std::is_same_v<T, GroupDeleted>) {
           state.groups.erase(p.name);
           state.removed[group_stream(p.name)] = e.stream_version;
@@ -350,6 +358,7 @@ bool InventoryModel::wants(EventType type) {
     case EventType::kWparRemoved:
     case EventType::kGroupDefined:
     case EventType::kGroupDeleted:
+    case EventType::kGroupPolicySet:
     case EventType::kSettingChanged:
     case EventType::kDomainDefined:
     case EventType::kDomainRemoved:
@@ -382,7 +391,10 @@ std::string InventoryModel::encode(const State& state) {
   for (const auto& [name, d] : state.domains) {
     out.event(domain_stream(name), d.version, 0, DomainDefined{name, d.description});
   }
-  for (const auto& [name, g] : state.groups) out.event(group_stream(name), g.version, 0, GroupDefined{name, g.description});
+  for (const auto& [name, g] : state.groups) {
+    out.event(group_stream(name), g.version, 0, GroupDefined{name, g.description});
+    if (!g.policy.empty()) out.event(group_stream(name), g.version, 0, GroupPolicySet{name, g.policy});
+  }
   for (const auto& [key, value] : state.settings) {
     out.event("settings", state.settings_version, 0, SettingChanged{key, value, ""});
   }

@@ -68,6 +68,7 @@ struct GroupRecord {
   std::string name;
   std::string description;
   uint64_t version = 0;
+  std::string policy;  // its relocation policy as JSON (services/policy/model.h); "" the default, disabled
   bool operator==(const GroupRecord&) const = default;
 };
 
@@ -193,6 +194,11 @@ struct ModifyGroup {
 struct DeleteGroup {
   std::string name;
 };
+// wpm group policy set: the changes as policy::apply_changes reads them.
+struct SetGroupPolicy {
+  std::string name;
+  nlohmann::json changes;
+};
 struct MoveWpars {  // group add-wpar (to = group) and remove-wpar (to = default)
   std::string group;
   std::vector<std::string> wpars;
@@ -230,7 +236,7 @@ struct CreateJoinToken {
 };
 using Command = std::variant<CreateWpar, ModifyWpar, RemoveWpar, CreateGroup, ModifyGroup, DeleteGroup, MoveWpars,
                              SetSetting, RemoveSystem, Discover, CreateJoinToken, CreateDomain, RemoveDomain,
-                             SetSystemDomain, UpdateProfile>;
+                             SetSystemDomain, UpdateProfile, SetGroupPolicy>;
 
 // The definition a wpar.modify makes (the WPAR named by any unique prefix),
 // checked as a whole; a deployed WPAR may change only its capability set,

@@ -88,6 +88,13 @@ Result<std::string> StreamAccess::authorize(const std::string& identity, const E
       return identity;
     }
   }
+  // The policy asks for relocations as commands of its own
+  // (command/policy-…), which the executor decides like any other.
+  if (identity == service_identity("policy") && draft.stream_id.starts_with("command/policy-")) {
+    const auto* requested = std::get_if<CommandRequested>(&draft.payload);
+    if (requested != nullptr && requested->command == "wpar.relocate") return identity;
+    return refuse("the policy records only relocation requests there");
+  }
   // The executor changes a WPAR's definition once its system took the
   // change (wpm wpar modify, docs/executor.md): a WparDefined that changes an
   // existing definition, never one that makes a WPAR, nothing else there.

@@ -55,6 +55,7 @@ void print_task(const json& t) {
                                        ? ("waited for until " + format_time(expires)).c_str()
                                        : ("by " + text_of(t, "approvedBy") + " at " + time_of(t, "approvedNs")).c_str());
   }
+  if (std::string why = t["options"].value("reason", ""); !why.empty()) std::printf("why:       %s\n", why.c_str());
   if (!text_of(t, "error").empty()) std::printf("error:     %s\n", text_of(t, "error").c_str());
   if (!text_of(t, "recovery").empty()) std::printf("recovery:  %s\n", text_of(t, "recovery").c_str());
   if (t.contains("children")) {

@@ -1,0 +1,329 @@
+#include "services/policy/service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <unordered_map>
+
+#include "services/compatibility/tests.h"
+
+namespace wpm::policy {
+namespace {
+
+using nlohmann::json;
+
+// Samples of the last moments may still be on their way when a pass
+// starts; it runs this long after its grid time and uses samples up to it.
+constexpr int64_t kPassSlackNs = 2'000'000'000;
+
+Values to_values(const std::optional<WindowSummary>& s, bool latest) {
+  if (!s) return {};
+  return latest ? s->latest : s->average;
+}
+
+// Hardware profile rank (glossary "Multiplier"): systems ordered by CPU
+// capacity (cores × MHz), then memory; equal hardware, equal rank.
+std::map<std::string, int> hardware_ranks(const inventory::Inventory& inv) {
+  std::map<std::tuple<double, uint64_t>, std::vector<std::string>> by_class;
+  for (const auto& [id, s] : inv.registry.systems()) {
+    by_class[{s.profile.cpu_cores * s.profile.cpu_mhz, s.profile.memory_bytes}].push_back(id);
+  }
+  std::map<std::string, int> out;
+  int rank = 0;
+  for (const auto& [key, ids] : by_class) {
+    for (const auto& id : ids) out[id] = rank;
+    ++rank;
+  }
+  return out;
+}
+
+}  // namespace
+
+json evaluation_json(const GroupInput& input, const Evaluation& e) {
+  json wpars = json::array();
+  for (const auto& w : input.wpars) {
+    json j = {{"name", w.name}, {"system", w.system}, {"mobile", w.mobile}, {"busy", w.busy}};
+    auto s = e.wpar_states.find(w.name);
+    j["state"] = s == e.wpar_states.end() ? json(nullptr) : json(s->second);
+    if (w.moved_ns != 0) j["movedNs"] = w.moved_ns;
+    wpars.push_back(std::move(j));
+  }
+  json move = nullptr;
+  if (e.move) {
+    json targets = json::array();
+    for (const auto& t : e.move->targets) {
+      targets.push_back({{"system", t.system}, {"stateBefore", t.state_before}, {"stateAfter", t.state_after},
+                         {"fits", t.fits}});
+    }
+    move = {{"wpar", e.move->wpar},          {"from", e.move->from},
+            {"to", e.move->to},              {"sourceState", e.move->source_state},
+            {"targetAfter", e.move->target_after}, {"gain", e.move->gain},
+            {"targets", std::move(targets)}};
+  }
+  return {{"group", input.group},
+          {"policy", to_json(input.policy)},
+          {"state", e.group_state},
+          {"averageState", e.average_state},
+          {"override", e.override_note},
+          {"trigger", e.trigger},
+          {"streak", e.streak},
+          {"inFlight", input.in_flight},
+          {"domainRelocations", input.domain_relocations},
+          {"domainCap", input.domain_cap},
+          {"reason", reason_name(e.reason)},
+          {"explanation", e.explanation},
+          {"wpars", std::move(wpars)},
+          {"move", std::move(move)}};
+}
+
+PolicyService::PolicyService(kernel::EventLog& log, const inventory::InventoryView& inventory,
+                             const executor::ExecutorView& executor, const kernel::Clock& clock,
+                             std::shared_ptr<SampleWindows> windows, std::shared_ptr<spdlog::logger> logger)
+    : log_(log), inventory_(inventory), executor_(executor), clock_(clock), windows_(std::move(windows)),
+      logger_(std::move(logger)) {}
+
+std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_ns, const std::string* only,
+                                                                     int64_t* interval_ns) const {
+  std::vector<Evaluated> out;
+  const int64_t at_s = at_ns / 1'000'000'000;
+  std::map<std::string, Memo> memos;
+  {
+    std::lock_guard lock(mutex_);
+    memos = memos_;
+  }
+  executor_.read([&](const executor::Executor& x) {
+    inventory_.read([&](const inventory::Inventory& inv) {
+      if (interval_ns != nullptr) {
+        *interval_ns = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(60'000'000'000);
+      }
+      int domain_cap = std::max(1, std::atoi(inv.setting("policy.domain-concurrency").c_str()));
+      // The groups to evaluate, with their policies.
+      std::map<std::string, GroupPolicy> policies;
+      for (const auto& [name, g] : inv.groups) {
+        if (only != nullptr && name != *only) continue;
+        GroupPolicy p;
+        if (!g.policy.empty()) {
+          auto parsed = policy_from_json(json::parse(g.policy, nullptr, false));
+          if (!parsed) {
+            logger_->warn("policy_unreadable group={} error=\"{}\"", name, parsed.error());
+            continue;
+          }
+          p = *parsed;
+        }
+        if (p.enabled || only != nullptr) policies.emplace(name, std::move(p));
+      }
+      if (policies.empty()) return;
+      int64_t longest = 60;
+      for (const auto& [n, p] : policies) longest = std::max(longest, p.period_s);
+      windows_->keep(longest + 120);
+      // What moved when, what runs now.
+      std::unordered_map<std::string, int64_t> moved;
+      std::unordered_map<std::string, std::string> relocating;  // WPAR → its running relocation's target
+      for (const auto& [id, t] : x.tasks) {
+        if (t.kind != "relocate") continue;
+        if (t.state == "succeeded") moved[t.wpar] = std::max(moved[t.wpar], t.finished_ns);
+        if (!t.finished()) relocating[t.wpar] = t.options.target;
+      }
+      auto ranks = hardware_ranks(inv);
+      std::map<std::string, int> domain_running;
+      for (const auto& [wpar, target] : relocating) ++domain_running[inv.system_status(target).domain];
+      // Systems, per averaging period (most groups share one).
+      std::map<int64_t, std::map<std::string, SystemInput>> systems_by_period;
+      auto systems_for = [&](int64_t period) -> const std::map<std::string, SystemInput>& {
+        auto [it, fresh] = systems_by_period.try_emplace(period);
+        if (!fresh) return it->second;
+        for (const auto& [id, s] : inv.registry.systems()) {
+          auto st = inv.system_status(id);
+          it->second[id] = SystemInput{id, st.domain, st.state, true, ranks[id],
+                                       to_values(windows_->host(id, at_s - period, at_s), false)};
+        }
+        return it->second;
+      };
+      // Compatibility in a direction, for a set of optional tests: by the
+      // systems' properties digests, each computed once.
+      std::unordered_map<std::string, std::string> digests;
+      auto digest = [&](const std::string& id) -> const std::string& {
+        auto [it, fresh] = digests.try_emplace(id);
+        if (fresh) {
+          if (const auto* s = inv.registry.by_id(id)) {
+            it->second = compatibility::properties_digest(compatibility::compared_properties_key(s->profile));
+          }
+        }
+        return it->second;
+      };
+      // The WPARs of each group, placed on a system.
+      std::map<std::string, std::vector<const inventory::WparRecord*>> members;
+      for (const auto& [name, w] : inv.wpars) {
+        if (!w.wpar.system.empty() && policies.contains(w.wpar.group)) members[w.wpar.group].push_back(&w);
+      }
+      for (auto& [name, p] : policies) {
+        GroupInput g;
+        g.group = name;
+        g.policy = p;
+        g.domain_cap = domain_cap;
+        g.domain_relocations = domain_running[p.domain];
+        auto memo = memos.find(name);
+        if (memo != memos.end()) {
+          g.streak = memo->second.streak;
+          g.streak_trigger = memo->second.trigger;
+          g.in_flight = memo->second.pending_until_ns > at_ns;
+        }
+        for (const auto* w : members[name]) {
+          auto summary = windows_->wpar(w->wpar.name, at_s - p.period_s, at_s);
+          WparInput in{w->wpar.name, w->wpar.system, to_values(summary, false), to_values(summary, true),
+                       w->wpar.checkpointable && w->wpar.reported_state == "A", x.busy.contains(w->wpar.name), 0};
+          if (auto m = moved.find(w->wpar.name); m != moved.end()) in.moved_ns = m->second;
+          if (relocating.contains(w->wpar.name)) g.in_flight = true;
+          g.wpars.push_back(std::move(in));
+        }
+        const auto& tests = p.optional_tests;
+        CompatibleFn compatible = [&](const std::string& from, const std::string& to) {
+          const std::string& a = digest(from);
+          const std::string& b = digest(to);
+          if (a.empty() || b.empty()) return false;
+          if (a == b) return true;
+          auto it = x.compat.find({a, b});
+          if (it == x.compat.end()) return false;  // Pending
+          for (const auto& r : it->second) {
+            auto test = compatibility::test_from_name(r.test);
+            bool counts = test && (compatibility::is_critical(*test) ||
+                                   std::find(tests.begin(), tests.end(), r.test) != tests.end());
+            if (!r.passed && counts) return false;
+          }
+          return true;
+        };
+        Evaluation e = evaluate(g, systems_for(p.period_s), compatible, at_ns);
+        out.push_back(Evaluated{std::move(g), std::move(e)});
+      }
+    });
+  });
+  return out;
+}
+
+PassOutcome PolicyService::pass(int64_t at_ns) {
+  auto t0 = std::chrono::steady_clock::now();
+  int64_t interval = 60'000'000'000;
+  auto evaluated = evaluate_groups(at_ns, nullptr, &interval);
+  {
+    std::lock_guard lock(mutex_);
+    interval_ns_ = interval;
+  }
+  PassOutcome outcome;
+  outcome.at_ns = at_ns;
+  outcome.groups = evaluated.size();
+  outcome.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& ev : evaluated) {
+    outcome.wpars += ev.input.wpars.size();
+    const auto& e = ev.evaluation;
+    bool acted = false;
+    if (e.reason == Reason::kMove && e.move) {
+      int64_t watermark = 0;
+      for (const auto& w : ev.input.wpars) {
+        if (auto s = windows_->wpar(w.name, at_ns / 1'000'000'000 - ev.input.policy.period_s, at_ns / 1'000'000'000)) {
+          watermark = std::max(watermark, s->newest_s);
+        }
+      }
+      if (ev.input.policy.automation == Automation::kRecommend) {
+        ++outcome.recommended;
+        acted = true;
+        std::lock_guard lock(mutex_);
+        memos_[ev.input.group].recommendation = {{"atNs", at_ns}, {"wpar", e.move->wpar}, {"from", e.move->from},
+                                                 {"to", e.move->to}, {"explanation", e.explanation}};
+      } else if (auto r = record_move(ev, at_ns, watermark); r) {
+        ++outcome.moves;
+        acted = true;
+      } else {
+        logger_->warn("policy_move_not_recorded group={} wpar={} error=\"{}\"", ev.input.group, e.move->wpar,
+                      r.error().message);
+      }
+    }
+    std::lock_guard lock(mutex_);
+    auto& memo = memos_[ev.input.group];
+    // Re-analysed after each mobility event: the streak starts again.
+    memo.trigger = acted ? "" : e.trigger;
+    memo.streak = acted ? 0 : e.streak;
+    ++stats_.reasons[std::string(reason_name(e.reason))];
+  }
+  std::lock_guard lock(mutex_);
+  ++stats_.passes;
+  stats_.moves += outcome.moves;
+  stats_.recommended += outcome.recommended;
+  stats_.last = outcome;
+  return outcome;
+}
+
+Result<void> PolicyService::record_move(const Evaluated& ev, int64_t at_ns, int64_t watermark_s) {
+  const auto& e = ev.evaluation;
+  const auto& p = ev.input.policy;
+  std::string id = fmt::format("policy-{}-{}", ev.input.group, at_ns / 1'000'000'000);
+  json args = {{"name", e.move->wpar}, {"to", e.move->to}, {"reason", e.explanation}};
+  if (p.automation == Automation::kApprove) args["approval"] = fmt::format("{}s", p.approval_s);
+  AppendRequest r;
+  r.idempotency_key = "policy/" + id;  // the same pass again (a restart) records nothing twice
+  r.expectations.push_back(StreamExpectation{"command/" + id, ExpectKind::kNoStream, 0});
+  r.events.push_back(EventDraft{"command/" + id, id, "", "",
+                                CommandRequested{"wpar.relocate", args.dump(), "service:policy", {}, ""}});
+  r.events.push_back(EventDraft{"policy/" + ev.input.group, id, "", "",
+                                MobilityDecided{ev.input.group, e.move->wpar, e.move->from, e.move->to, e.trigger,
+                                                std::string(automation_name(p.automation)), id, e.explanation,
+                                                e.inputs.dump(), watermark_s}});
+  auto appended = log_.append(r);
+  if (!appended && appended.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(appended.error());
+  logger_->info("policy_move group={} wpar={} from={} to={} trigger={} automation={} command={}", ev.input.group,
+                e.move->wpar, e.move->from, e.move->to, e.trigger, automation_name(p.automation), id);
+  std::lock_guard lock(mutex_);
+  // In flight until the executor holds its task (two intervals at most).
+  memos_[ev.input.group].pending_until_ns = at_ns + 2 * interval_ns_;
+  return {};
+}
+
+Result<json> PolicyService::explain(const std::string& group) const {
+  bool known = false;
+  inventory_.read([&](const inventory::Inventory& inv) { known = inv.groups.contains(group); });
+  if (!known) return fail(ErrorCode::kNotFound, fmt::format("no WPAR group '{}' (wpm group list)", group));
+  int64_t now = clock_.wall_ns();
+  auto evaluated = evaluate_groups(now, &group, nullptr);
+  if (evaluated.empty()) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("group {}'s stored policy is unreadable; set it again", group));
+  }
+  json j = evaluation_json(evaluated[0].input, evaluated[0].evaluation);
+  j["atNs"] = now;
+  std::lock_guard lock(mutex_);
+  if (auto m = memos_.find(group); m != memos_.end()) {
+    j["lastRecommendation"] = m->second.recommendation;
+    j["pendingUntilNs"] = m->second.pending_until_ns;
+  }
+  return j;
+}
+
+PolicyStats PolicyService::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void PolicyService::run(std::atomic<bool>& stop) {
+  int64_t interval = 60'000'000'000;
+  inventory_.read([&](const inventory::Inventory& inv) {
+    interval = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(interval);
+  });
+  while (!stop.load()) {
+    int64_t now = clock_.wall_ns();
+    int64_t at = (now / interval + 1) * interval;  // the next grid time
+    while (!stop.load() && clock_.wall_ns() < at + kPassSlackNs) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (stop.load()) return;
+    auto outcome = pass(at);
+    if (outcome.groups > 0) {
+      logger_->debug("policy_pass groups={} wpars={} moves={} recommended={} ms={:.1f}", outcome.groups,
+                     outcome.wpars, outcome.moves, outcome.recommended, outcome.ms);
+    }
+    inventory_.read([&](const inventory::Inventory& inv) {
+      interval = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(interval);
+    });
+  }
+}
+
+}  // namespace wpm::policy

@@ -1,0 +1,56 @@
+#pragma once
+// The recent samples the policy averages (seed "Group policy settings":
+// the averaging period): per host and per WPAR, the samples of the last
+// `keep_s` seconds in a compact form (32 bytes each), fed by the sample
+// store's subscription. The average over a span is what the simulation
+// computes from the stored history with the same function (average_of).
+//
+// Thread safety: every member function may run on any thread.
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "schemas/metrics.h"
+#include "services/policy/model.h"
+
+namespace wpm::policy {
+
+struct CompactSample {
+  int64_t time_s = 0;
+  uint8_t present = 0;
+  std::array<float, metrics::kMetricMax> values{};  // metric n at [n − 1]
+};
+CompactSample compact(int64_t time_s, const metrics::MetricValues& v);
+
+struct WindowSummary {
+  Values average;        // over (from, to]
+  Values latest;         // the newest sample at or before `to`
+  int64_t newest_s = 0;  // its time (0: none)
+  int count = 0;
+};
+// The summary of samples (oldest first) in (from_s, to_s].
+WindowSummary summarise(const std::deque<CompactSample>& samples, int64_t from_s, int64_t to_s);
+
+class SampleWindows {
+ public:
+  void add(const metrics::HostSample& sample);
+  // Keep samples this long (the longest averaging period in use, plus a margin).
+  void keep(int64_t seconds);
+  std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) const;
+  std::optional<WindowSummary> wpar(const std::string& name, int64_t from_s, int64_t to_s) const;
+  size_t entities() const;
+
+ private:
+  using Map = std::unordered_map<std::string, std::deque<CompactSample>>;
+  static void push(Map& map, const std::string& key, CompactSample s, int64_t keep_s);
+  mutable std::mutex mutex_;
+  Map hosts_, wpars_;
+  int64_t keep_s_ = 600;
+};
+
+}  // namespace wpm::policy
