@@ -606,6 +606,26 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
   }
   if (command == "task.list" || command == "task.show") return task_query(command, args);
   if (command == "system.metrics" || command == "wpar.metrics") return metrics_query(command, args);
+  if (command == "group.state" || command == "group.explain") {
+    if (deps_.policy == nullptr) return std::unexpected(Fail{"unavailable", "this wpmd runs no policy service (wpmd --services)"});
+    std::string group;
+    std::optional<Fail> problem;
+    deps_.inventory->read([&](const inventory::Inventory& inv) {
+      auto found = inventory::resolve_prefix(inv.groups, args.value("name", ""), "WPAR group");
+      if (!found) {
+        problem = Fail{kernel::rejection_code_name(found.error().code), found.error().message};
+        return;
+      }
+      group = *found;
+    });
+    if (problem) return std::unexpected(*problem);
+    auto explained = deps_.policy->explain(group);
+    if (!explained) {
+      return std::unexpected(Fail{explained.error().code == ErrorCode::kNotFound ? "not_found" : "invalid",
+                                  explained.error().message});
+    }
+    return Reply(std::move(*explained));
+  }
   if (command == "wpar.candidates" || command == "wpar.relocate-check" || command == "system.evacuate-check") {
     return relocation_query(command, args, caller);
   }

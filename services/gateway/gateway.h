@@ -48,6 +48,7 @@
 #include "services/gateway/views.h"
 #include "services/inventory/rejections.h"
 #include "services/executor/service.h"
+#include "services/policy/service.h"
 #include "services/inventory/service.h"
 #include "services/kernel/clock.h"
 #include "services/kernel/event_log.h"
@@ -92,6 +93,7 @@ struct GatewayDeps {
   const inventory::Liveness* liveness = nullptr;     // hosts' loads (wpar.candidates); may be null
   const kernel::Clock* clock = nullptr;
   const eventstore::SampleStore* samples = nullptr;  // metric history; null: metrics queries answer "unavailable"
+  const policy::PolicyService* policy = nullptr;     // group.state|explain; null: "unavailable"
 };
 
 class Gateway {

@@ -1,5 +1,7 @@
 #include "services/gateway/views.h"
 
+#include "services/policy/model.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -17,7 +19,7 @@ using json = nlohmann::json;
 using kernel::Rejection;
 using kernel::RejectionCode;
 
-constexpr std::array<std::string_view, 8> kInventoryViews = {"system.list", "system.show", "wpar.list",  "wpar.show",
+constexpr std::array<std::string_view, 9> kInventoryViews = {"group.policy-show", "system.list", "system.show", "wpar.list",  "wpar.show",
                                                              "group.list",  "group.show",  "domain.list", "settings.show"};
 
 std::string lower(std::string s) {
@@ -271,6 +273,21 @@ ViewResult inventory_view(const inventory::Inventory& inv, std::string_view comm
     return group_json(inv, inv.groups.at(*n));
   }
   if (command == "domain.list") return domain_list(inv);
+  if (command == "group.policy-show") {
+    auto n = inventory::resolve_prefix(inv.groups, name, "WPAR group");
+    if (!n) return std::unexpected(n.error());
+    const auto& g = inv.groups.at(*n);
+    policy::GroupPolicy p;
+    if (!g.policy.empty()) {
+      auto stored = policy::policy_from_json(json::parse(g.policy, nullptr, false));
+      if (!stored) return invalid(fmt::format("group {}'s stored policy is unreadable: {}", *n, stored.error()));
+      p = *stored;
+    }
+    json j = policy::to_json(p);
+    j["group"] = *n;
+    j["set"] = !g.policy.empty();
+    return j;
+  }
   if (command == "settings.show") {
     json out = json::array();
     for (const auto& spec : inventory::setting_specs()) {

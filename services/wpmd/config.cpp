@@ -103,7 +103,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
 }
 
 Result<std::set<std::string>> parse_services(const std::string& list) {
-  static const std::set<std::string> kBuilt = {"store", "inventory", "compatibility", "executor", "gateway"};
+  static const std::set<std::string> kBuilt = {"store", "inventory", "compatibility", "executor", "policy", "gateway"};
   std::set<std::string> out;
   size_t start = 0;
   while (start <= list.size()) {  // bounded: each round moves past a comma
@@ -157,6 +157,11 @@ Result<void> validate(const WpmdOptions& o) {
     return fail(ErrorCode::kInvalidRequest,
                 "the executor decides from the inventory in its own process: run it with --services "
                 "store,inventory,executor (or leave it out)");
+  }
+  if (o.services.contains("policy") && !o.services.contains("executor")) {
+    return fail(ErrorCode::kInvalidRequest,
+                "the policy decides from the inventory and the executor in their process: run it with --services "
+                "store,inventory,executor,policy (or leave it out)");
   }
   if (o.services.contains("gateway") && !o.services.contains("inventory")) {
     return fail(ErrorCode::kInvalidRequest,

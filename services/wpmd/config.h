@@ -31,7 +31,7 @@ struct WpmdOptions {
   // compatibility, gateway. The embedded default runs them all; a service
   // may run as its own process against a remote store (compatibility so
   // far; the gateway runs beside the inventory). Default: all.
-  std::set<std::string> services = {"store", "inventory", "compatibility", "executor", "gateway"};
+  std::set<std::string> services = {"store", "inventory", "compatibility", "executor", "policy", "gateway"};
   // The gateway (operators' requests). Beyond loopback it uses CURVE with
   // DATA/keys/gateway.key. Default: tcp://127.0.0.1:9520.
   std::string gateway_endpoint = "tcp://127.0.0.1:9520";

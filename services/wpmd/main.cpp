@@ -35,6 +35,7 @@
 #include "services/inventory/agent_channel.h"
 #include "services/inventory/prober.h"
 #include "services/inventory/service.h"
+#include "services/policy/service.h"
 #include "services/kernel/identity.h"
 #include "services/kernel/keyring.h"
 #include "services/kernel/projection.h"
@@ -425,6 +426,19 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     }
     executor_thread = std::thread([&] { executor_service->run(stop_services); });
   }
+  // The policy: group policies evaluated on the interval's grid, from the
+  // samples it is handed as they are written.
+  std::unique_ptr<OwnedEmbeddedLog> policy_log;
+  std::unique_ptr<policy::PolicyService> policy_service;
+  std::thread policy_thread;
+  if (options.services.contains("policy") && executor_service) {
+    auto windows = std::make_shared<policy::SampleWindows>();
+    (*samples)->subscribe([windows](const metrics::HostSample& s) { windows->add(s); });
+    policy_log = std::make_unique<OwnedEmbeddedLog>(context, server_options.local_request_endpoint, "policy", **store);
+    policy_service = std::make_unique<policy::PolicyService>(*policy_log, *inventory_service, *executor_service, clock,
+                                                             windows, log);
+    policy_thread = std::thread([&] { policy_service->run(stop_services); });
+  }
   std::unique_ptr<gateway::Gateway> gateway_service;
   std::string gateway_key;
   // Seals finished hours of metric history and drops what is past
@@ -446,6 +460,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     if (gateway_service) gateway_service->stop();
     stop_services = true;
     if (samples_thread.joinable()) samples_thread.join();
+    if (policy_thread.joinable()) policy_thread.join();
     if (executor_thread.joinable()) executor_thread.join();
     if (dispatcher) dispatcher->stop();
     if (prober_thread.joinable()) prober_thread.join();
@@ -488,6 +503,7 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     deps.liveness = &liveness;
     deps.clock = &clock;
     deps.samples = samples->get();
+    deps.policy = policy_service.get();
     gateway_service = std::make_unique<gateway::Gateway>(context, deps, g, log);
     if (auto r = gateway_service->start(); !r) {
       stop_inner();
@@ -506,6 +522,8 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   auto stop_services_now = [&] {
     stop_inner();
     gateway_service.reset();
+    policy_service.reset();
+    policy_log.reset();
     executor_service.reset();
     executor_log.reset();
     dispatcher.reset();
@@ -627,7 +645,8 @@ int main(int argc, char** argv) {
                  "seconds an append's idempotency key is remembered (default 86400)");
   std::string services_list, remote_store, remote_publish;
   app.add_option("--services", services_list,
-                 "the services this process runs, from store,inventory,compatibility,executor,gateway (default: all)");
+                 "the services this process runs, from store,inventory,compatibility,executor,policy,gateway (default: "
+                 "all)");
   app.add_option("--store", remote_store,
                  "without the store service: the remote store's request endpoint (tcp://HOST:9515)");
   app.add_option("--publish", remote_publish,

@@ -17,6 +17,7 @@
 
 #include "tools/wpm/gateway_client.h"
 #include "tools/wpm/metrics_commands.h"
+#include "tools/wpm/policy_commands.h"
 #include "tools/wpm/task_commands.h"
 
 namespace wpm::cli {
@@ -543,6 +544,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   gremove->add_option("GROUP", name, "the group")->required();
   gremove->add_option("WPAR", names, "the WPARs")->required();
   gremove->callback([&] { exit_code = run_command(g, "group.remove-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
+  add_policy_commands(*grp, g, exit_code, print_decision);
 
   // ---- compat
   auto* compat = app.add_subcommand("compat", "compatibility between systems (relocation)");
