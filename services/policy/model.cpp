@@ -403,12 +403,13 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
     e.explanation = std::move(why);
     return e;
   };
-  if (!p.enabled) return finish(Reason::kDisabled, "the group's policy is not enabled (wpm group policy set G --enabled true)");
   auto states = group_state(g, systems);
   e.wpar_states = states.wpar_states;
   e.average_state = states.average;
   e.group_state = states.state;
   e.override_note = states.note;
+  // The states are shown (wpm group state) whether or not the policy acts.
+  if (!p.enabled) return finish(Reason::kDisabled, "the group's policy is not enabled (wpm group policy set G --enabled true)");
   auto critical = critical_wpar(g, systems);
   if (!states.any && !critical) {
     return finish(Reason::kNoData, fmt::format("no WPAR of the group has metric samples in the last {} s", p.period_s));
