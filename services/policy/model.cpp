@@ -13,6 +13,9 @@ namespace {
 using nlohmann::json;
 using metrics::Metric;
 
+// Targets a move's explanation lists, best first.
+constexpr size_t kTargetsShown = 10;
+
 std::optional<int64_t> duration_s(const json& v) {
   if (v.is_number_integer()) return v.get<int64_t>();
   if (!v.is_string()) return std::nullopt;
@@ -438,25 +441,35 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
     return s == systems.end() ? std::nullopt : fullness.of(s->second.average);
   };
   // Targets: Online, analysed, in the domain, compatible in that direction.
+  // The targets of each departure, ranked by their state now, then hardware
+  // profile (larger first), then name: a WPAR adds the same to each, so
+  // this is also their ranking by projected state. Found once per departure.
+  std::map<std::string, std::vector<Target>> by_departure;
   auto targets_for = [&](const WparInput& w) {
     std::vector<Target> out;
-    for (const auto& [id, s] : systems) {
-      if (id == w.system || s.domain != p.domain || s.state != "online" || !s.analysed) continue;
-      if (!compatible(w.system, id)) continue;
-      auto before = fullness.of(s.average);
-      auto adds = fullness.of(w.average);
-      if (!before || !adds) continue;
-      Target t{id, *before, *before + *adds, false};
+    auto adds = fullness.of(w.average);
+    if (!adds) return out;
+    auto [cached, fresh] = by_departure.try_emplace(w.system);
+    if (fresh) {
+      for (const auto& [id, s] : systems) {
+        if (id == w.system || s.domain != p.domain || s.state != "online" || !s.analysed) continue;
+        auto before = fullness.of(s.average);
+        if (!before || !compatible(w.system, id)) continue;
+        cached->second.push_back(Target{id, *before, *before, false});
+      }
+      std::sort(cached->second.begin(), cached->second.end(), [&](const Target& a, const Target& b) {
+        if (a.state_before != b.state_before) return a.state_before < b.state_before;
+        int ra = systems.at(a.system).rank, rb = systems.at(b.system).rank;
+        if (ra != rb) return ra > rb;
+        return a.system < b.system;
+      });
+    }
+    out.reserve(cached->second.size());
+    for (Target t : cached->second) {
+      t.state_after = t.state_before + *adds;
       t.fits = t.state_after <= p.max;
       out.push_back(t);
     }
-    // Ranked by projected state, then hardware profile (larger first), then name.
-    std::sort(out.begin(), out.end(), [&](const Target& a, const Target& b) {
-      if (a.state_after != b.state_after) return a.state_after < b.state_after;
-      int ra = systems.at(a.system).rank, rb = systems.at(b.system).rank;
-      if (ra != rb) return ra > rb;
-      return a.system < b.system;
-    });
     return out;
   };
   auto movable = [&](const WparInput& w) {
@@ -520,7 +533,8 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
         continue;
       }
     }
-    Move m{w->name, w->system, chosen->system, *source, chosen->state_after, gain, targets};
+    Move m{w->name, w->system, chosen->system, *source, chosen->state_after, gain, {}};
+    m.targets.assign(targets.begin(), targets.begin() + static_cast<long>(std::min<size_t>(targets.size(), kTargetsShown)));
     if (!best || m.gain > best->gain || (m.gain == best->gain && m.wpar < best->wpar)) best = std::move(m);
   }
   if (!best) {

@@ -88,6 +88,7 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
                                                                      int64_t* interval_ns) const {
   std::vector<Evaluated> out;
   const int64_t at_s = at_ns / 1'000'000'000;
+  int64_t keep_s = 0;
   std::map<std::string, Memo> memos;
   {
     std::lock_guard lock(mutex_);
@@ -115,9 +116,10 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
         if (p.enabled || only != nullptr) policies.emplace(name, std::move(p));
       }
       if (policies.empty()) return;
+      SampleWindows::Reader samples(*windows_);
       int64_t longest = 60;
       for (const auto& [n, p] : policies) longest = std::max(longest, p.period_s);
-      windows_->keep(longest + 120);
+      keep_s = longest + 120;
       // What moved when, what runs now.
       std::unordered_map<std::string, int64_t> moved;
       std::unordered_map<std::string, std::string> relocating;  // WPAR → its running relocation's target
@@ -137,7 +139,7 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
         for (const auto& [id, s] : inv.registry.systems()) {
           auto st = inv.system_status(id);
           it->second[id] = SystemInput{id, st.domain, st.state, true, ranks[id],
-                                       to_values(windows_->host(id, at_s - period, at_s), false)};
+                                       to_values(samples.host(id, at_s - period, at_s), false)};
         }
         return it->second;
       };
@@ -153,10 +155,14 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
         }
         return it->second;
       };
-      // The WPARs of each group, placed on a system.
-      std::map<std::string, std::vector<const inventory::WparRecord*>> members;
+      // The WPARs of each group placed on a system, with their samples
+      // summarised in the inventory's (name) order.
+      std::map<std::string, std::vector<std::pair<const inventory::WparRecord*, std::optional<WindowSummary>>>> members;
       for (const auto& [name, w] : inv.wpars) {
-        if (!w.wpar.system.empty() && policies.contains(w.wpar.group)) members[w.wpar.group].push_back(&w);
+        if (w.wpar.system.empty()) continue;
+        auto p = policies.find(w.wpar.group);
+        if (p == policies.end()) continue;
+        members[w.wpar.group].emplace_back(&w, samples.wpar(name, at_s - p->second.period_s, at_s));
       }
       for (auto& [name, p] : policies) {
         GroupInput g;
@@ -170,8 +176,7 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
           g.streak_trigger = memo->second.trigger;
           g.in_flight = memo->second.pending_until_ns > at_ns;
         }
-        for (const auto* w : members[name]) {
-          auto summary = windows_->wpar(w->wpar.name, at_s - p.period_s, at_s);
+        for (const auto& [w, summary] : members[name]) {
           WparInput in{w->wpar.name, w->wpar.system, to_values(summary, false), to_values(summary, true),
                        w->wpar.checkpointable && w->wpar.reported_state == "A", x.busy.contains(w->wpar.name), 0};
           if (auto m = moved.find(w->wpar.name); m != moved.end()) in.moved_ns = m->second;
@@ -199,6 +204,7 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
       }
     });
   });
+  if (keep_s > 0) windows_->keep(keep_s);  // after the reader let go of the windows
   return out;
 }
 

@@ -16,27 +16,44 @@ CompactSample compact(int64_t time_s, const metrics::MetricValues& v) {
 
 WindowSummary summarise(const std::deque<CompactSample>& samples, int64_t from_s, int64_t to_s) {
   WindowSummary out;
-  std::array<double, metrics::kMetricMax + 1> sum{};
-  std::array<int, metrics::kMetricMax + 1> n{};
-  // Samples are in time order: start at the first after from_s.
-  auto first = std::upper_bound(samples.begin(), samples.end(), from_s,
-                                [](int64_t t, const CompactSample& s) { return t < s.time_s; });
-  for (auto it = first; it != samples.end() && it->time_s <= to_s; ++it) {
+  std::array<double, metrics::kMetricMax> sum{};
+  std::array<int, metrics::kMetricMax> n{};
+  // Newest first, back to the first at or before from_s (samples are in time order).
+  const CompactSample* newest = nullptr;
+  for (auto it = samples.rbegin(); it != samples.rend() && it->time_s > from_s; ++it) {
+    if (it->time_s > to_s) continue;
+    if (newest == nullptr) newest = &*it;
     ++out.count;
-    for (uint8_t m = 1; m <= metrics::kMetricMax; ++m) {
-      if (((it->present >> m) & 1u) == 0) continue;
-      sum[m] += it->values[m - 1];
-      ++n[m];
-    }
-    out.newest_s = it->time_s;
-    for (uint8_t m = 1; m <= metrics::kMetricMax; ++m) {
-      out.latest[m] = ((it->present >> m) & 1u) ? std::optional<double>(it->values[m - 1]) : std::nullopt;
+    for (size_t m = 0; m < metrics::kMetricMax; ++m) {
+      const bool has = (it->present >> (m + 1)) & 1u;
+      sum[m] += has ? it->values[m] : 0.0;
+      n[m] += has ? 1 : 0;
     }
   }
-  for (uint8_t m = 1; m <= metrics::kMetricMax; ++m) {
-    if (n[m] > 0) out.average[m] = sum[m] / n[m];
+  if (newest == nullptr) return out;
+  out.newest_s = newest->time_s;
+  for (size_t m = 0; m < metrics::kMetricMax; ++m) {
+    if (n[m] > 0) out.average[m + 1] = sum[m] / n[m];
+    if ((newest->present >> (m + 1)) & 1u) out.latest[m + 1] = newest->values[m];
   }
   return out;
+}
+
+std::optional<WindowSummary> SampleWindows::Reader::host(const std::string& system, int64_t from_s, int64_t to_s) const {
+  auto it = w_.hosts_.find(system);
+  if (it == w_.hosts_.end()) return std::nullopt;
+  return summarise(it->second, from_s, to_s);
+}
+
+std::optional<WindowSummary> SampleWindows::Reader::wpar(const std::string& name, int64_t from_s, int64_t to_s) {
+  const auto& map = w_.wpars_;
+  // Forward from the last one found; a name before it starts from a lookup.
+  if (next_wpar_ != map.end() && next_wpar_->first > name) next_wpar_ = map.lower_bound(name);
+  size_t steps = 0;
+  while (next_wpar_ != map.end() && next_wpar_->first < name && ++steps < 64) ++next_wpar_;
+  if (next_wpar_ != map.end() && next_wpar_->first < name) next_wpar_ = map.lower_bound(name);
+  if (next_wpar_ == map.end() || next_wpar_->first != name) return std::nullopt;
+  return summarise(next_wpar_->second, from_s, to_s);
 }
 
 void SampleWindows::push(Map& map, const std::string& key, CompactSample s, int64_t keep_s) {

@@ -13,7 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
+#include <map>
 
 #include "schemas/metrics.h"
 #include "services/policy/model.h"
@@ -37,7 +37,24 @@ struct WindowSummary {
 WindowSummary summarise(const std::deque<CompactSample>& samples, int64_t from_s, int64_t to_s);
 
 class SampleWindows {
+  using Map = std::map<std::string, std::deque<CompactSample>>;
+
  public:
+  // Reads many entities under one lock: WPARs asked for in increasing name
+  // order are found by walking forward (a pass asks for them in the
+  // inventory's order), not looked up one by one.
+  class Reader {
+   public:
+    explicit Reader(const SampleWindows& w) : lock_(w.mutex_), w_(w), next_wpar_(w.wpars_.begin()) {}
+    std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) const;
+    std::optional<WindowSummary> wpar(const std::string& name, int64_t from_s, int64_t to_s);
+
+   private:
+    std::lock_guard<std::mutex> lock_;
+    const SampleWindows& w_;
+    Map::const_iterator next_wpar_;
+  };
+
   void add(const metrics::HostSample& sample);
   // Keep samples this long (the longest averaging period in use, plus a margin).
   void keep(int64_t seconds);
@@ -46,7 +63,6 @@ class SampleWindows {
   size_t entities() const;
 
  private:
-  using Map = std::unordered_map<std::string, std::deque<CompactSample>>;
   static void push(Map& map, const std::string& key, CompactSample s, int64_t keep_s);
   mutable std::mutex mutex_;
   Map hosts_, wpars_;
