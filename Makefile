@@ -36,6 +36,7 @@ bench: build
 	./$(BUILD)/bin/wpm-bench-fleet
 	./$(BUILD)/bin/wpm-bench-deploy
 	./$(BUILD)/bin/wpm-bench-metrics
+	./$(BUILD)/bin/wpm-bench-policy
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
 	bash tests/bench/relocation_bench.sh $(BUILD)
