@@ -22,6 +22,17 @@ constexpr std::string_view kSealedKey = "m/sealed-before";
 // A sealing writes its chunks in batches of about this size.
 constexpr size_t kSealBatchBytes = 4u << 20;
 
+// Sealing and dropping write without the WAL and flush after: what they
+// write is derived from rows that stay (in the WAL or a table) until the
+// same memtable's flush makes their removal durable, so a crash before it
+// only means sealing again. (It also keeps range deletions out of the
+// log's WAL, which a salvage replay of a damaged WAL refused.)
+rocksdb::WriteOptions derived_write() {
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  return wo;
+}
+
 Error rocks_error(const std::string& what, const rocksdb::Status& s) {
   return Error{s.IsCorruption() ? ErrorCode::kCorruption : ErrorCode::kIo, fmt::format("{}: {}", what, s.ToString())};
 }
@@ -289,17 +300,22 @@ Result<MaintainOutcome> SampleStore::maintain(int64_t now_s) {
     if (auto r = seal(*block, outcome); !r) return std::unexpected(r.error());
     ++outcome.sealed_blocks;
   }
+  // Past retention: whole blocks by range, written only when there are some.
   rocksdb::WriteBatch drop;
   auto drop_before = [&](char kind, int64_t retention) {
     std::string from = block_prefix(kind, 0);
     std::string to = block_prefix(kind, std::max<int64_t>(0, block_of(now_s - retention)));
-    drop.DeleteRange(cf_, slice(from), slice(to));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_));
+    it->Seek(slice(from));
+    if (it->Valid() && it->key().compare(slice(to)) < 0) drop.DeleteRange(cf_, slice(from), slice(to));
   };
   drop_before(kChunk, options_.raw_retention_s);
   drop_before(kAggregates, options_.aggregate_retention_s);
-  if (auto s = db_->Write(rocksdb::WriteOptions(), &drop); !s.ok()) {
+  if (drop.Count() == 0) return outcome;
+  if (auto s = db_->Write(derived_write(), &drop); !s.ok()) {
     return std::unexpected(rocks_error("cannot drop expired metric history", s));
   }
+  flush_soon();
   return outcome;
 }
 
@@ -335,7 +351,7 @@ Result<void> SampleStore::seal(int64_t block, MaintainOutcome& outcome) {
     host = Builder{};
     wpars.clear();
     if (batch.GetDataSize() < kSealBatchBytes) return {};
-    auto s = db_->Write(rocksdb::WriteOptions(), &batch);
+    auto s = db_->Write(derived_write(), &batch);
     batch.Clear();
     if (!s.ok()) return std::unexpected(rocks_error("cannot write sealed metric history", s));
     return {};
@@ -370,8 +386,9 @@ Result<void> SampleStore::seal(int64_t block, MaintainOutcome& outcome) {
   std::string sealed;
   put_be64(sealed, block + options_.block_s);
   batch.Put(cf_, rocksdb::Slice(kSealedKey.data(), kSealedKey.size()), slice(sealed));
-  auto s = db_->Write(rocksdb::WriteOptions(), &batch);
+  auto s = db_->Write(derived_write(), &batch);
   if (!s.ok()) return std::unexpected(rocks_error("cannot finish sealing metric history", s));
+  flush_soon();
   return {};
 }
 
@@ -473,6 +490,13 @@ Result<History> SampleStore::read(bool wpar, const std::string& name, int64_t fr
     for (size_t c = 0; c < out.columns.size(); ++c) kept.columns[c].values.push_back(out.columns[c].values[i]);
   }
   return kept;
+}
+
+void SampleStore::flush_soon() {
+  rocksdb::FlushOptions flush;
+  flush.wait = false;
+  flush.allow_write_stall = true;
+  (void)db_->Flush(flush, cf_);  // in the background; a failure leaves it in the memtable (sealed again after a crash)
 }
 
 uint64_t SampleStore::disk_bytes() const {

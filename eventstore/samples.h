@@ -13,7 +13,8 @@
 // process loses nothing written, a power cut the last moments, as for any
 // unsynced write). Once a block has ended (plus a grace for late reports),
 // maintain() seals it: each entity's samples become one compact block and
-// its aggregates another, and the rows are dropped. Raw blocks are kept for
+// its aggregates another, and the rows are dropped (written without the WAL
+// and flushed: a crash before the flush seals the block again). Raw blocks are kept for
 // raw_retention, aggregates for aggregate_retention, dropped by whole ranges.
 // Times are the manager's (when the report arrived), in seconds, so an
 // agent's clock cannot reorder history.
@@ -101,6 +102,7 @@ class SampleStore {
   Result<void> read_block(bool wpar, const std::string& name, int64_t block, Resolution resolution,
                           History& out) const;
   std::optional<int64_t> oldest_raw_block() const;
+  void flush_soon();
 
   rocksdb::DB* db_;
   rocksdb::ColumnFamilyHandle* cf_;
