@@ -112,6 +112,14 @@ class Daemon {
   std::map<pid_t, int> children_;  // forwarded command → client connection
   std::unique_ptr<AgentMetrics> metrics_;
   std::map<std::string, prometheus::Gauge*> state_gauges_;
+  // The host's and each WPAR's metrics of the last report (wpm_host_*, wpm_wpar_*{wpar}).
+  struct MetricGauges {
+    std::array<prometheus::Family<prometheus::Gauge>*, 7> host{}, wpar{};
+    std::map<std::string, std::array<prometheus::Gauge*, 7>> wpars;  // by WPAR, the series made so far
+  };
+  MetricGauges metric_gauges_;
+  prometheus::Registry* registry_ = nullptr;
+  void update_metric_gauges(const ap::MetricsReport& report);
   int64_t started_ns_ = now_ns();
   profile::SystemProfile profile_;
   bool profile_sent_ = false;  // the manager has acknowledged profile_

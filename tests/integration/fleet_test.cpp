@@ -546,6 +546,12 @@ TEST_F(Fleet, AgentsReportMetricsAtTheSetIntervalAndTheCliShowsThem) {
   auto head_after = json::parse(as_root({"-o", "json", "log", "stats"}).out, nullptr, false);
   EXPECT_LE(head_after.value("head", 0), head_before.value("head", 0) + 2) << head_after.dump();
 
+  // The agent's own /metrics carries the per-WPAR series (wpmd's stays bounded).
+  auto scraped = http_get(read_key_values(data + "/endpoints")["metrics"]);
+  EXPECT_TRUE(metric_value(scraped, "wpm_wpar_cpu_percent{wpar=\"burn1\"}").has_value()) << scraped;
+  EXPECT_EQ(metric_value(scraped, "wpm_wpar_processes{wpar=\"burn1\"}"), 1.0) << scraped;
+  EXPECT_TRUE(metric_value(scraped, "wpm_host_memory_percent").has_value()) << scraped;
+
   // The table, one metric; five-minute aggregates; errors with their exit codes.
   auto table = as_root({"wpar", "metrics", "burn1", "--metric", "cpu,processes"});
   EXPECT_EQ(table.exit_code, 0) << table.err;
