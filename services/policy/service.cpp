@@ -247,6 +247,8 @@ PassOutcome PolicyService::pass(int64_t at_ns) {
     }
     std::lock_guard lock(mutex_);
     auto& memo = memos_[ev.input.group];
+    memo.figures = GroupFigures{e.group_state, ev.input.policy.max, ev.input.policy.min};
+    memo.evaluated_ns = at_ns;
     // Re-analysed after each mobility event: the streak starts again.
     memo.trigger = acted ? "" : e.trigger;
     memo.streak = acted ? 0 : e.streak;
@@ -302,6 +304,15 @@ Result<json> PolicyService::explain(const std::string& group) const {
     j["pendingUntilNs"] = m->second.pending_until_ns;
   }
   return j;
+}
+
+std::map<std::string, PolicyService::GroupFigures> PolicyService::group_figures() const {
+  std::lock_guard lock(mutex_);
+  std::map<std::string, GroupFigures> out;
+  for (const auto& [name, m] : memos_) {
+    if (m.evaluated_ns != 0 && m.evaluated_ns == stats_.last.at_ns) out[name] = m.figures;
+  }
+  return out;
 }
 
 PolicyStats PolicyService::stats() const {

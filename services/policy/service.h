@@ -65,6 +65,11 @@ class PolicyService {
   // kNotFound for an unknown group.
   Result<nlohmann::json> explain(const std::string& group) const;
   PolicyStats stats() const;
+  // Each evaluated group's state and thresholds at the last pass (Prometheus).
+  struct GroupFigures {
+    double state = 0, max = 0, min = 0;
+  };
+  std::map<std::string, GroupFigures> group_figures() const;
 
  private:
   struct Memo {
@@ -72,6 +77,8 @@ class PolicyService {
     int streak = 0;
     int64_t pending_until_ns = 0;   // a move asked for, not yet a running task
     nlohmann::json recommendation;  // the last move shown (recommend)
+    GroupFigures figures;           // at the last pass
+    int64_t evaluated_ns = 0;       // when (0: never)
   };
   struct Evaluated {
     GroupInput input;

@@ -31,6 +31,7 @@
 #include "bus/registration_proof.h"
 #include "services/compatibility/service.h"
 #include "services/executor/service.h"
+#include "services/gateway/fleet_metrics.h"
 #include "services/gateway/gateway.h"
 #include "services/inventory/agent_channel.h"
 #include "services/inventory/prober.h"
@@ -441,19 +442,31 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   }
   std::unique_ptr<gateway::Gateway> gateway_service;
   std::string gateway_key;
+  // The fleet's gauges on /metrics (refreshed every 10 s), fed each host's
+  // newest sample.
+  std::shared_ptr<gateway::FleetMetrics> fleet_metrics;
+  if (inventory_service) {
+    fleet_metrics = std::make_shared<gateway::FleetMetrics>(*registry, kVersion);
+    (*samples)->subscribe([fleet_metrics](const metrics::HostSample& s) { fleet_metrics->note(s); });
+  }
   // Seals finished hours of metric history and drops what is past
-  // retention, every minute (and once at start).
+  // retention, every minute (and once at start); refreshes the fleet's gauges.
   std::thread samples_thread([&] {
     auto* history = samples->get();
-    while (!stop_services) {
-      auto sealed = history->maintain(clock.wall_ns() / 1'000'000'000);
-      if (!sealed) {
-        log->warn("metric_history_maintenance_failed error=\"{}\"", sealed.error().message);
-      } else if (sealed->sealed_blocks > 0) {
-        log->info("metric_history_sealed blocks={} rows={} chunks={}", sealed->sealed_blocks, sealed->sealed_rows,
-                  sealed->chunks_written);
+    for (uint64_t tick = 0; !stop_services; ++tick) {
+      if (tick % 600 == 0) {
+        auto sealed = history->maintain(clock.wall_ns() / 1'000'000'000);
+        if (!sealed) {
+          log->warn("metric_history_maintenance_failed error=\"{}\"", sealed.error().message);
+        } else if (sealed->sealed_blocks > 0) {
+          log->info("metric_history_sealed blocks={} rows={} chunks={}", sealed->sealed_blocks, sealed->sealed_rows,
+                    sealed->chunks_written);
+        }
       }
-      for (int i = 0; i < 600 && !stop_services; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (fleet_metrics && tick % 100 == 0) {
+        fleet_metrics->refresh(*inventory_service, executor_service.get(), policy_service.get());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
   auto stop_inner = [&] {

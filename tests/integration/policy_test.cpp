@@ -100,7 +100,7 @@ TEST_F(PolicyFleet, ABurningWparMovesToTheIdleCompatibleHostNotToAnIncompatibleO
                                           << "%, effective " << effective << "%)";
   const double max = (effective + share) / 2;
   auto set = as_root({"group", "policy", "set", "web", "--enabled", "true", "--automation", "automatic", "--max",
-                      fmt::format("{:.1f}", max), "--min", "0", "--period", "10s", "--trigger-count", "2",
+                      fmt::format("{:.1f}", max), "--min", "0", "--period", "20s", "--trigger-count", "1",
                       "--cooldown", "10m", "--min-gain", "3"});
   ASSERT_EQ(set.exit_code, 0) << set.err;
 
@@ -127,6 +127,17 @@ TEST_F(PolicyFleet, ABurningWparMovesToTheIdleCompatibleHostNotToAnIncompatibleO
   auto decided = as_root({"-o", "json", "log", "dump", "--stream", "policy/web"});
   EXPECT_NE(decided.out.find("mobilityDecided"), std::string::npos) << decided.out << decided.err;
   EXPECT_NE(decided.out.find("h3"), std::string::npos) << decided.out;
+
+  // wpmd's /metrics: the move, the task's outcome, the group's state and each system's load.
+  auto moved = [&] {
+    std::string text = http_get(wpmd_->metrics());
+    return metric_value(text, "wpm_policy_moves_total").value_or(0) >= 1 &&
+           metric_value(text, "wpm_tasks_finished_total{kind=\"relocate\",outcome=\"succeeded\"}").value_or(0) >= 1 &&
+           metric_value(text, "wpm_group_state_percent{group=\"web\"}").has_value() &&
+           metric_value(text, "wpm_system_cpu_percent{system=\"h1\"}").has_value() &&
+           metric_value(text, "wpm_system_wpars{system=\"h3\"}").value_or(0) == 1;
+  };
+  EXPECT_TRUE(wait_until(moved, 25s, 500ms)) << http_get(wpmd_->metrics());
 
   // It does not come back within its cooldown, whatever the load says.
   std::this_thread::sleep_for(10s);
