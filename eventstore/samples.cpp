@@ -475,6 +475,12 @@ Result<void> SampleStore::read_block(bool wpar, const std::string& name, int64_t
 Result<History> SampleStore::read(bool wpar, const std::string& name, int64_t from_s, int64_t to_s,
                                   Resolution resolution) const {
   History out;
+  // Nothing is kept beyond the aggregates' retention: a span longer than it
+  // (or out of any sane range) is cut, so that a read walks a bounded number of blocks.
+  constexpr int64_t kTimeMax = int64_t{1} << 40;  // about 36,000 years of seconds
+  to_s = std::clamp<int64_t>(to_s, 0, kTimeMax);
+  from_s = std::clamp<int64_t>(from_s, std::max<int64_t>(0, to_s - options_.aggregate_retention_s - options_.block_s),
+                               kTimeMax);
   if (to_s < from_s) return out;
   for (int64_t b = block_of(from_s); b <= to_s; b += options_.block_s) {
     if (auto r = read_block(wpar, name, b, resolution, out); !r) return std::unexpected(r.error());

@@ -166,6 +166,9 @@ Result<Block> decode_block(std::string_view in) {
   if (!n || !m || *n > kBlockSamplesMax || *m > kBlockColumnsMax || in.size() < *m) {
     return std::unexpected(corrupt("bad header"));
   }
+  // Every sample takes at least a bit per column and per time (the first time 64):
+  // a header claiming more than the bytes can hold is refused before anything is reserved.
+  if (*n > 0 && (63 + *n + *n * *m) > (in.size() - *m) * 8) return std::unexpected(corrupt("bad header"));
   Block block;
   block.columns.resize(*m);
   for (auto& c : block.columns) {

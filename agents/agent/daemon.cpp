@@ -280,6 +280,7 @@ void Daemon::note_reply(const ap::ManagerReply& reply) {
   if (interval == metrics_interval_) return;
   log_->info("metrics_interval_changed from_ms={} to_ms={}", metrics_interval_.count(), interval.count());
   metrics_interval_ = interval;
+  next_metrics_ = std::min(next_metrics_, std::chrono::steady_clock::now() + interval);
 }
 
 // The agent's own /metrics carries the per-WPAR series (wpmd's stays
@@ -683,20 +684,20 @@ int Daemon::run() {
                "processes are reported as the sum of this agent's WPARs\"");
   }
   auto next_tick = std::chrono::steady_clock::now();
-  auto next_metrics = next_tick;
+  next_metrics_ = next_tick;
   while (true) {
     auto now = std::chrono::steady_clock::now();
     if (now >= next_tick) {
       tick();
       next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(o_.config.heartbeat_s);
     }
-    if (std::chrono::steady_clock::now() >= next_metrics) {
-      report_metrics();
+    if (std::chrono::steady_clock::now() >= next_metrics_) {
       // On the interval's grid, not after the report: the reports keep their pace.
-      next_metrics += metrics_interval_;
-      if (next_metrics < std::chrono::steady_clock::now()) next_metrics = std::chrono::steady_clock::now() + metrics_interval_;
+      next_metrics_ += metrics_interval_;
+      report_metrics();
+      if (next_metrics_ < std::chrono::steady_clock::now()) next_metrics_ = std::chrono::steady_clock::now() + metrics_interval_;
     }
-    auto wake_at = std::min(next_tick, next_metrics);
+    auto wake_at = std::min(next_tick, next_metrics_);
     if (auto held = answer_waiters(false)) wake_at = std::min(wake_at, *held);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - std::chrono::steady_clock::now());
     zmq::pollitem_t items[] = {{nullptr, wake_fd_, ZMQ_POLLIN, 0},

@@ -129,6 +129,7 @@ class Daemon {
   // How often metrics are reported: the manager's metrics.interval, told on
   // its acks (default 10 s until it says).
   std::chrono::milliseconds metrics_interval_{10'000};
+  std::chrono::steady_clock::time_point next_metrics_{};  // the next report (a shorter interval brings it forward)
   std::mutex ops_mutex_;                        // the journal, the epochs and running_ops_
   std::unique_ptr<OperationJournal> journal_;
   std::map<std::string, std::string> running_ops_;  // operation id → WPAR, while it may run

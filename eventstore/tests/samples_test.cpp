@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <random>
 
 namespace wpm::eventstore {
@@ -181,6 +182,15 @@ TEST_F(SamplesTest, SubscribersSeeEachReport) {
   ASSERT_TRUE(samples_->write(report("node1", kT0, 1)));
   ASSERT_TRUE(samples_->write(report("node2", kT0, 1)));
   EXPECT_EQ(seen, (std::vector<std::string>{"node1", "node2"}));
+}
+
+TEST_F(SamplesTest, AHugeSpanIsCutToWhatIsKept) {
+  ASSERT_TRUE(samples_->write(report("node1", kT0, 1)));
+  // From the start of time: cut to the aggregates' retention, answered at once.
+  auto h = read(false, "node1", std::numeric_limits<int64_t>::min(), kT0 + 10, Resolution::kAggregate);
+  EXPECT_EQ(h.times_s.size(), 1u);
+  // To the end of time: the span kept before that end holds nothing; answered at once too.
+  EXPECT_TRUE(read(false, "node1", kT0, std::numeric_limits<int64_t>::max()).times_s.empty());
 }
 
 TEST_F(SamplesTest, UnknownNamesHaveNoHistory) {

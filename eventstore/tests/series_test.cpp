@@ -78,6 +78,9 @@ TEST(SeriesTest, DamagedBytesAreRefused) {
   EXPECT_EQ(decode_block(wrong_format).error().code, ErrorCode::kCorruption);
   std::string huge = bytes.substr(0, 1) + "\xff\xff\xff\xff\x0f";
   EXPECT_FALSE(decode_block(huge).has_value());
+  // A header that claims a million samples of 64 columns in a few bytes is refused before anything is reserved.
+  std::string claims = std::string(1, '\x01') + "\x80\x80\x40" + "\x40" + std::string(64, '\x01') + "xx";
+  EXPECT_FALSE(decode_block(claims).has_value());
 }
 
 TEST(SeriesTest, EmptyBlockRoundTrips) { EXPECT_EQ(*decode_block(encode_block(Block{})), Block{}); }

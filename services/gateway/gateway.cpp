@@ -637,6 +637,11 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
   }
   ViewResult result = std::unexpected(kernel::Rejection{kernel::RejectionCode::kInvalid, "no query " + command});
   deps_.inventory->read([&](const inventory::Inventory& inv) { result = inventory_view(inv, command, args); });
+  // How its agent reports metrics (host_scope = "wpars" on lab hosts that share a machine).
+  if (command == "system.show" && result && deps_.liveness != nullptr && result->value.is_object()) {
+    std::string scope = deps_.liveness->metrics_scope(result->value.value("name", ""));
+    result->value["metricsHostScope"] = scope.empty() ? json(nullptr) : json(scope);
+  }
   return answer(std::move(result));
 }
 

@@ -212,7 +212,9 @@ void fold_event(Inventory& state, Event&& e) {
           mark_removed(state, p.name, e.stream_version, e.timestamp_ns);
         } else if constexpr (std::is_same_v<T, GroupDefined>) {
           state.removed.erase(group_stream(p.name));
-          state.groups[p.name] = GroupRecord{p.name, p.description, e.stream_version};
+          auto& g = state.groups[p.name];
+          // A change of its description keeps its policy; a group made anew has none.
+          g = GroupRecord{p.name, p.description, e.stream_version, p.created ? "" : g.policy};
         } else if constexpr (std::is_same_v<T, GroupPolicySet>) {
           if (auto g = state.groups.find(p.group); g != state.groups.end()) {
             g->second.policy = p.policy;

@@ -38,6 +38,18 @@ void Liveness::set_load(const std::string& system_id, double load_per_cpu) {
   loads_[system_id] = load_per_cpu;
 }
 
+void Liveness::set_metrics_scope(const std::string& system_id, const std::string& scope) {
+  std::lock_guard lock(mutex_);
+  auto& s = scopes_[system_id];
+  if (s != scope) s = scope;
+}
+
+std::string Liveness::metrics_scope(const std::string& system_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = scopes_.find(system_id);
+  return it == scopes_.end() ? "" : it->second;
+}
+
 std::optional<double> Liveness::load(const std::string& system_id) const {
   std::lock_guard lock(mutex_);
   auto it = loads_.find(system_id);

@@ -58,6 +58,10 @@ class Liveness {
   void set_load(const std::string& system_id, double load_per_cpu);
   std::optional<double> load(const std::string& system_id) const;
   std::map<std::string, double> loads() const;
+  // How the system's agent reports its host's metrics ("host", or "wpars":
+  // the sum of its WPARs, for labs); "" before its first report.
+  void set_metrics_scope(const std::string& system_id, const std::string& scope);
+  std::string metrics_scope(const std::string& system_id) const;
 
   struct Probe {
     bool ok = false;
@@ -96,6 +100,7 @@ class Liveness {
   std::map<std::string, int64_t> last_;
   std::map<std::string, uint16_t> ports_;
   std::map<std::string, double> loads_;
+  std::map<std::string, std::string> scopes_;
   std::map<std::string, Probe> probes_;
   std::map<std::string, int64_t> connected_;   // when it last (re)connected, monotonic
   std::map<std::string, int64_t> reconciled_;  // the newest reconciled probe's time

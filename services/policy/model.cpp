@@ -13,8 +13,9 @@ namespace {
 using nlohmann::json;
 using metrics::Metric;
 
-// Targets a move's explanation lists, best first.
+// Targets a move's explanation lists, best first; and WPARs of its group.
 constexpr size_t kTargetsShown = 10;
+constexpr size_t kWparsShown = 50;
 
 std::optional<int64_t> duration_s(const json& v) {
   if (v.is_number_integer()) return v.get<int64_t>();
@@ -559,8 +560,10 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
     ranking.push_back({{"system", t.system}, {"stateBefore", t.state_before}, {"stateAfter", t.state_after},
                        {"fits", t.fits}});
   }
+  // The moved WPAR and the first others (an event stays small whatever the group's size).
   json wpars = json::array();
   for (const auto& w : g.wpars) {
+    if (wpars.size() >= kWparsShown && w.name != best->wpar) continue;
     json wj = {{"name", w.name}, {"system", w.system}, {"average", values_json(w.average)}};
     if (auto s = e.wpar_states.find(w.name); s != e.wpar_states.end()) wj["state"] = s->second;
     wpars.push_back(std::move(wj));

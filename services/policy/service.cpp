@@ -131,6 +131,11 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
       auto ranks = hardware_ranks(inv);
       std::map<std::string, int> domain_running;
       for (const auto& [wpar, target] : relocating) ++domain_running[inv.system_status(target).domain];
+      // Moves asked for that are not tasks yet count too.
+      for (const auto& [group, memo] : memos) {
+        if (memo.pending_until_ns <= at_ns) continue;
+        if (auto p = policies.find(group); p != policies.end()) ++domain_running[p->second.domain];
+      }
       // Systems, per averaging period (most groups share one).
       std::map<int64_t, std::map<std::string, SystemInput>> systems_by_period;
       auto systems_for = [&](int64_t period) -> const std::map<std::string, SystemInput>& {
@@ -162,7 +167,8 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
         if (w.wpar.system.empty()) continue;
         auto p = policies.find(w.wpar.group);
         if (p == policies.end()) continue;
-        members[w.wpar.group].emplace_back(&w, samples.wpar(name, at_s - p->second.period_s, at_s));
+        // Only what its own system reported (a stale copy elsewhere says nothing of it).
+        members[w.wpar.group].emplace_back(&w, samples.wpar(name, w.wpar.system, at_s - p->second.period_s, at_s));
       }
       for (auto& [name, p] : policies) {
         GroupInput g;
@@ -204,7 +210,8 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
       }
     });
   });
-  if (keep_s > 0) windows_->keep(keep_s);  // after the reader let go of the windows
+  // After the reader let go of the windows; only a whole pass knows the longest period in use.
+  if (keep_s > 0 && only == nullptr) windows_->keep(keep_s, at_s);
   return out;
 }
 
@@ -220,14 +227,23 @@ PassOutcome PolicyService::pass(int64_t at_ns) {
   outcome.at_ns = at_ns;
   outcome.groups = evaluated.size();
   outcome.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::map<std::string, int> asked_in_domain;  // moves this pass asked for, per domain
   for (auto& ev : evaluated) {
     outcome.wpars += ev.input.wpars.size();
-    const auto& e = ev.evaluation;
+    auto& e = ev.evaluation;
     bool acted = false;
+    const bool records = ev.input.policy.automation != Automation::kRecommend;
+    if (e.reason == Reason::kMove && records &&
+        ev.input.domain_relocations + asked_in_domain[ev.input.policy.domain] >= ev.input.domain_cap) {
+      // The domain's cap counts what this pass asked for already.
+      e.reason = Reason::kDomainCap;
+      e.move.reset();
+    }
     if (e.reason == Reason::kMove && e.move) {
       int64_t watermark = 0;
       for (const auto& w : ev.input.wpars) {
-        if (auto s = windows_->wpar(w.name, at_ns / 1'000'000'000 - ev.input.policy.period_s, at_ns / 1'000'000'000)) {
+        if (auto s = windows_->wpar(w.name, w.system, at_ns / 1'000'000'000 - ev.input.policy.period_s,
+                                    at_ns / 1'000'000'000)) {
           watermark = std::max(watermark, s->newest_s);
         }
       }
@@ -239,6 +255,7 @@ PassOutcome PolicyService::pass(int64_t at_ns) {
                                                  {"to", e.move->to}, {"explanation", e.explanation}};
       } else if (auto r = record_move(ev, at_ns, watermark); r) {
         ++outcome.moves;
+        ++asked_in_domain[ev.input.policy.domain];
         acted = true;
       } else {
         logger_->warn("policy_move_not_recorded group={} wpar={} error=\"{}\"", ev.input.group, e.move->wpar,

@@ -45,8 +45,10 @@ std::optional<WindowSummary> SampleWindows::Reader::host(const std::string& syst
   return summarise(it->second, from_s, to_s);
 }
 
-std::optional<WindowSummary> SampleWindows::Reader::wpar(const std::string& name, int64_t from_s, int64_t to_s) {
+std::optional<WindowSummary> SampleWindows::Reader::wpar(const std::string& wpar, const std::string& system,
+                                                         int64_t from_s, int64_t to_s) {
   const auto& map = w_.wpars_;
+  std::string name = wpar + '\0' + system;
   // Forward from the last one found; a name before it starts from a lookup.
   if (next_wpar_ != map.end() && next_wpar_->first > name) next_wpar_ = map.lower_bound(name);
   size_t steps = 0;
@@ -66,12 +68,15 @@ void SampleWindows::push(Map& map, const std::string& key, CompactSample s, int6
 void SampleWindows::add(const metrics::HostSample& sample) {
   std::lock_guard lock(mutex_);
   push(hosts_, sample.system, compact(sample.time_s, sample.host), keep_s_);
-  for (const auto& w : sample.wpars) push(wpars_, w.name, compact(sample.time_s, w.values), keep_s_);
+  for (const auto& w : sample.wpars) push(wpars_, w.name + '\0' + sample.system, compact(sample.time_s, w.values), keep_s_);
 }
 
-void SampleWindows::keep(int64_t seconds) {
+void SampleWindows::keep(int64_t seconds, int64_t now_s) {
   std::lock_guard lock(mutex_);
   keep_s_ = std::max<int64_t>(seconds, 60);
+  for (auto* map : {&hosts_, &wpars_}) {
+    std::erase_if(*map, [&](const auto& e) { return e.second.empty() || e.second.back().time_s <= now_s - keep_s_; });
+  }
 }
 
 std::optional<WindowSummary> SampleWindows::host(const std::string& system, int64_t from_s, int64_t to_s) const {
@@ -81,9 +86,10 @@ std::optional<WindowSummary> SampleWindows::host(const std::string& system, int6
   return summarise(it->second, from_s, to_s);
 }
 
-std::optional<WindowSummary> SampleWindows::wpar(const std::string& name, int64_t from_s, int64_t to_s) const {
+std::optional<WindowSummary> SampleWindows::wpar(const std::string& name, const std::string& system, int64_t from_s,
+                                                 int64_t to_s) const {
   std::lock_guard lock(mutex_);
-  auto it = wpars_.find(name);
+  auto it = wpars_.find(name + '\0' + system);
   if (it == wpars_.end()) return std::nullopt;
   return summarise(it->second, from_s, to_s);
 }

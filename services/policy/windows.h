@@ -47,7 +47,8 @@ class SampleWindows {
    public:
     explicit Reader(const SampleWindows& w) : lock_(w.mutex_), w_(w), next_wpar_(w.wpars_.begin()) {}
     std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) const;
-    std::optional<WindowSummary> wpar(const std::string& name, int64_t from_s, int64_t to_s);
+    std::optional<WindowSummary> wpar(const std::string& name, const std::string& system, int64_t from_s,
+                                      int64_t to_s);
 
    private:
     std::lock_guard<std::mutex> lock_;
@@ -56,16 +57,20 @@ class SampleWindows {
   };
 
   void add(const metrics::HostSample& sample);
-  // Keep samples this long (the longest averaging period in use, plus a margin).
-  void keep(int64_t seconds);
+  // Keep samples this long (the longest averaging period in use, plus a
+  // margin); entities with nothing newer than that (gone WPARs and hosts)
+  // are forgotten.
+  void keep(int64_t seconds, int64_t now_s);
   std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) const;
-  std::optional<WindowSummary> wpar(const std::string& name, int64_t from_s, int64_t to_s) const;
+  // A WPAR's samples as its system `system` reported them.
+  std::optional<WindowSummary> wpar(const std::string& name, const std::string& system, int64_t from_s,
+                                    int64_t to_s) const;
   size_t entities() const;
 
  private:
   static void push(Map& map, const std::string& key, CompactSample s, int64_t keep_s);
   mutable std::mutex mutex_;
-  Map hosts_, wpars_;
+  Map hosts_, wpars_;  // WPARs by name NUL system
   int64_t keep_s_ = 600;
 };
 

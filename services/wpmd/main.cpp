@@ -534,6 +534,9 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       keys->store.public_key, gateway_endpoint, gateway_key);
   auto stop_services_now = [&] {
     stop_inner();
+    // The agent channel first: its workers ask the inventory for the metrics interval.
+    if (agents) agents->stop();
+    published_inventory.store(nullptr);
     gateway_service.reset();
     policy_service.reset();
     policy_log.reset();
@@ -543,7 +546,6 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     inventory_service.reset();
     inventory_log.reset();
     compatibility.reset();
-    if (agents) agents->stop();
   };
   if (!write_endpoints(options.data_dir, endpoints)) {
     stop_services_now();

@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   Inventory inv;
   Executor exec;
   auto windows = std::make_shared<policy::SampleWindows>();
-  windows->keep(420);
+  windows->keep(420, at_s);
   std::mt19937_64 rng(1);
   std::uniform_real_distribution<double> u(0, 1);
   // Systems: light ones, and the hot groups' hosts busy.

@@ -70,6 +70,10 @@ class PolicyFleet : public FleetOnThreeHosts {
 
 TEST_F(PolicyFleet, ABurningWparMovesToTheIdleCompatibleHostNotToAnIncompatibleOrOfflineOneAndStays) {
   // h3 is Offline at first: the only targets are h2 (incompatible) and h3 (Offline).
+  // Each system shows how its agent reports its host's metrics.
+  ASSERT_TRUE(wait_until([&] { return system(1).value("metricsHostScope", json()) == "wpars"; }, 20s, 200ms))
+      << system(1).dump();
+  EXPECT_NE(as_root({"system", "show", "h1"}).out.find("sum of its WPARs"), std::string::npos);
   ASSERT_EQ(in_host(3, {bin("wpm-agent"), "--data", data(3), "stop"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] { return system(3).value("state", "") == "offline"; }, 20s, 200ms));
 
@@ -87,15 +91,17 @@ TEST_F(PolicyFleet, ABurningWparMovesToTheIdleCompatibleHostNotToAnIncompatibleO
   ASSERT_EQ(as_root({"wpar", "deploy", "noise", "--system", "h1"}).exit_code, 0);
 
   // What app1 uses of its host (s), and its effective utilisation with
-  // the noise beside it (S = s / (1 − noise)): a maximum between the two
-  // makes the group hot on h1 and leaves room on an idle host.
+  // the noise beside it (S = s / (1 − noise)), both over the policy's
+  // period: a maximum between the two makes the group hot on h1 and
+  // leaves room on an idle host.
+  ASSERT_EQ(as_root({"group", "policy", "set", "web", "--period", "20s"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] { return show({"wpar", "metrics", "app1", "--since", "30s"}).value("points", 0) >= 8; },
                          30s, 500ms));
-  std::this_thread::sleep_for(10s);
+  std::this_thread::sleep_for(20s);
   json state = show({"group", "state", "web"});
   ASSERT_EQ(state["wpars"].size(), 1u) << state.dump();
   double effective = state["wpars"][0].value("state", 0.0);
-  double share = mean_cpu("app1", 10);
+  double share = mean_cpu("app1", 20);
   if (effective - share < 4) GTEST_SKIP() << "this machine is too busy for the burners to matter (share " << share
                                           << "%, effective " << effective << "%)";
   const double max = (effective + share) / 2;

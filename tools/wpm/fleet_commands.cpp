@@ -345,6 +345,10 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
                     {"subnets", p.value("subnets", json::array()).empty() ? "none" : text_of(p["subnets"])},
                     {"interfaces", interfaces_text(p.value("networkInterfaces", json::array()))},
                     {"overridden facts", s["overriddenFacts"].empty() ? "none" : text_of(s["overriddenFacts"])},
+                    {"metrics", s.value("metricsHostScope", json()).is_string() && s["metricsHostScope"] == "wpars"
+                                    ? "host figures are the sum of its WPARs' (agent.toml [metrics] host_scope = "
+                                      "\"wpars\": labs only)"
+                                    : "the host's own"},
                     {"wpars", s["wparNames"].empty() ? "none" : text_of(s["wparNames"])}});
     });
   });

@@ -148,6 +148,31 @@ TEST(InventoryDecide, GroupsAndTheDefaultGroup) {
   EXPECT_FALSE(state.groups.contains("web"));
 }
 
+TEST(InventoryDecide, AGroupsPolicyIsValidatedKeptWhenItsDescriptionChangesAndSurvivesASnapshot) {
+  Inventory state = fresh();
+  EXPECT_FALSE(run(state, "group.create", {{"name", "web"}}));
+  auto bad = run(state, "group.policy-set", {{"name", "web"}, {"changes", {{"metrics", {"cpu:weight=0"}}}}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->code, RejectionCode::kInvalid);
+  EXPECT_EQ(run(state, "group.policy-set", {{"name", "web"}, {"changes", {{"domain", "nowhere"}}}})->code,
+            RejectionCode::kNotFound);
+  EXPECT_EQ(run(state, "group.policy-set", {{"name", "web"}, {"changes", {{"optionalTests", {"kernel"}}}}})->code,
+            RejectionCode::kInvalid)
+      << "a critical test is not optional";
+  EXPECT_EQ(run(state, "group.policy-set", {{"name", "web"}})->code, RejectionCode::kInvalid) << "nothing to change";
+  EXPECT_FALSE(run(state, "group.policy-set", {{"name", "web"}, {"changes", {{"enabled", true}, {"max", 70}}}}));
+  const std::string policy = state.groups.at("web").policy;
+  EXPECT_NE(policy.find("\"max\":70"), std::string::npos) << policy;
+  // A change of the description keeps the policy.
+  EXPECT_FALSE(run(state, "group.modify", {{"name", "web"}, {"description", "front ends"}}));
+  EXPECT_EQ(state.groups.at("web").policy, policy);
+  // As does a snapshot.
+  auto back = InventoryModel::decode(InventoryModel::encode(state));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->groups.at("web").policy, policy);
+  EXPECT_EQ(back->groups.at("web").description, "front ends");
+}
+
 TEST(InventoryDecide, SettingsAreCheckedAndAChangeToTheSameValueWritesNothing) {
   Inventory state = fresh();
   EXPECT_EQ(state.setting("heartbeat.timeout"), "15s");

@@ -137,6 +137,52 @@ TEST_F(PolicyServiceTest, AnAutomaticMoveRecordsTheRelocationAndItsInputsInOneAp
   EXPECT_EQ(log_.appends.size(), 1u);
 }
 
+TEST_F(PolicyServiceTest, OnlyWhatItsOwnSystemReportedCountsForAWpar) {
+  set_policy(R"({"enabled": true, "automation": "automatic", "max": 70, "triggerCount": 1})");
+  auto s = service();
+  // A stale copy on idle reports app1 burning; its own system (busy) says it is calm.
+  for (int64_t t = kAtS - 290; t <= kAtS; t += 10) {
+    metrics::HostSample busy{"busy", t, {}, {{"app1", {}}}};
+    busy.host.set(Metric::kCpu, 20);
+    busy.wpars[0].values.set(Metric::kCpu, 10);
+    windows_->add(busy);
+    metrics::HostSample stale{"idle", t, {}, {{"app1", {}}}};
+    stale.host.set(Metric::kCpu, 100);
+    stale.wpars[0].values.set(Metric::kCpu, 99);
+    windows_->add(stale);
+  }
+  EXPECT_EQ(s.pass(kAt).moves, 0u);
+  auto state = s.explain("web");
+  ASSERT_TRUE(state);
+  EXPECT_NEAR((*state)["wpars"][0]["state"].get<double>(), 10 / 0.9, 1e-3);
+}
+
+TEST_F(PolicyServiceTest, ThePerDomainCapCountsTheMovesOfTheSamePass) {
+  set_policy(R"({"enabled": true, "automation": "automatic", "max": 70, "triggerCount": 1})");
+  inventory_.state.settings["policy.domain-concurrency"] = "1";
+  // A second hot group in the same domain, its WPAR on the same busy host.
+  inventory_.state.groups["db"] = inventory_.state.groups["web"];
+  inventory_.state.groups["db"].name = "db";
+  auto w = inventory_.state.wpars["app1"];
+  w.wpar.name = "db1";
+  w.wpar.group = "db";
+  inventory_.state.wpars["db1"] = w;
+  auto s = service();
+  for (int64_t t = kAtS - 290; t <= kAtS; t += 10) {
+    metrics::HostSample busy{"busy", t, {}, {{"app1", {}}, {"db1", {}}}};
+    busy.host.set(Metric::kCpu, 95);
+    busy.wpars[0].values.set(Metric::kCpu, 45);
+    busy.wpars[1].values.set(Metric::kCpu, 45);
+    windows_->add(busy);
+    metrics::HostSample idle{"idle", t, {}, {}};
+    idle.host.set(Metric::kCpu, 1);
+    windows_->add(idle);
+  }
+  auto outcome = s.pass(kAt);
+  EXPECT_EQ(outcome.moves, 1u) << "a cap of 1 per domain: one of the two groups moves";
+  EXPECT_EQ(s.stats().reasons.at("domain-cap"), 1u);
+}
+
 TEST_F(PolicyServiceTest, RecommendRecordsNothingAndExplainShowsTheMove) {
   set_policy(R"({"enabled": true, "automation": "recommend", "max": 70, "triggerCount": 1})");
   auto s = service();
