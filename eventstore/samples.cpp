@@ -74,27 +74,10 @@ rocksdb::Slice slice(const std::string& s) { return rocksdb::Slice(s.data(), s.s
 
 // ---- rows ------------------------------------------------------------------------
 
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-std::optional<uint64_t> get_varint(std::string_view& in) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
-    auto b = static_cast<uint8_t>(in.front());
-    in.remove_prefix(1);
-    v |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) return v;
-  }
-  return std::nullopt;
-}
-
-uint64_t zigzag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
-int64_t unzigzag(uint64_t u) { return static_cast<int64_t>((u >> 1) ^ (~(u & 1) + 1)); }
+using series::get_varint;
+using series::put_varint;
+using series::unzigzag;
+using series::zigzag;
 
 void put_values(std::string& out, const MetricValues& v) {
   out.push_back(static_cast<char>(v.present));

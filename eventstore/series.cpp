@@ -17,8 +17,6 @@ constexpr uint8_t kBlockFormat = 1;  // nothing stored before this format
 constexpr std::array<int, 5> kTimeBuckets = {0, 7, 9, 12, 64};
 constexpr std::array<int, 6> kValueBuckets = {0, 4, 8, 12, 20, 64};
 
-uint64_t zigzag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
-int64_t unzigzag(uint64_t u) { return static_cast<int64_t>((u >> 1) ^ (~(u & 1) + 1)); }
 // Changes wrap (two's complement), so that any two values, kMissing too,
 // have a change that decodes back exactly.
 int64_t wrapping_sub(int64_t a, int64_t b) {
@@ -97,6 +95,15 @@ std::optional<uint64_t> get_bucketed(BitReader& r, const std::array<int, N>& wid
   return r.get(widths[i]);
 }
 
+Error corrupt(std::string_view what) {
+  return Error{ErrorCode::kCorruption, fmt::format("a stored metric block is damaged: {}", what)};
+}
+
+}  // namespace
+
+uint64_t zigzag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+int64_t unzigzag(uint64_t u) { return static_cast<int64_t>((u >> 1) ^ (~(u & 1) + 1)); }
+
 void put_varint(std::string& out, uint64_t v) {
   while (v >= 0x80) {
     out.push_back(static_cast<char>((v & 0x7f) | 0x80));
@@ -115,12 +122,6 @@ std::optional<uint64_t> get_varint(std::string_view& in) {
   }
   return std::nullopt;
 }
-
-Error corrupt(std::string_view what) {
-  return Error{ErrorCode::kCorruption, fmt::format("a stored metric block is damaged: {}", what)};
-}
-
-}  // namespace
 
 std::string encode_block(const Block& block) {
   const size_t n = block.times_s.size();

@@ -61,6 +61,14 @@ std::string encode_block(const Block& block);
 // kCorruption for bytes that are not a block (short, over-long, bad header).
 Result<Block> decode_block(std::string_view bytes);
 
+// The integer coding blocks and stored rows share: zigzag (small magnitudes,
+// either sign, to small numbers) and LEB128 varints. get_varint consumes
+// what it reads; nothing when the bytes end or run past 64 bits.
+uint64_t zigzag(int64_t v);
+int64_t unzigzag(uint64_t u);
+void put_varint(std::string& out, uint64_t v);
+std::optional<uint64_t> get_varint(std::string_view& in);
+
 // Blocks of at most this many samples; a longer one is refused as corrupt.
 inline constexpr size_t kBlockSamplesMax = 1u << 20;
 inline constexpr size_t kBlockColumnsMax = 64;
