@@ -34,6 +34,20 @@ std::optional<Metric> metric_by_name(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<int64_t> parse_duration_s(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 9) return std::nullopt;
+  int64_t n = 0;
+  for (size_t i = 0; i < digits; ++i) n = n * 10 + (text[i] - '0');
+  std::string_view unit = text.substr(digits);
+  if (unit == "s" || unit.empty()) return n;
+  if (unit == "m") return n * 60;
+  if (unit == "h") return n * 3600;
+  if (unit == "d") return n * 86'400;
+  return std::nullopt;
+}
+
 int64_t to_fixed(Metric metric, double value) {
   if (!std::isfinite(value)) return 0;
   double scaled = std::round(value * static_cast<double>(metric_info(metric).scale));

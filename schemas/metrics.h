@@ -38,6 +38,10 @@ std::span<const MetricInfo> metric_infos();
 const MetricInfo& metric_info(Metric metric);
 std::optional<Metric> metric_by_name(std::string_view name);
 
+// A span of metric history or a policy setting: "90s", "15m", "6h", "30d"
+// (a bare number is seconds), in seconds; nothing when it is not one.
+std::optional<int64_t> parse_duration_s(std::string_view text);
+
 // Fixed point, rounded to the nearest step, and back.
 int64_t to_fixed(Metric metric, double value);
 double from_fixed(Metric metric, int64_t value);

@@ -148,6 +148,9 @@ class Daemon {
   bool reaped_ = false;           // a child ended since answer_waiters() last looked (main loop only)
 };
 
+// How long the agent waits for the manager's answer on the agent channel.
+inline constexpr std::chrono::milliseconds kManagerTimeout{2000};
+
 // At most this many questions are held at once, each at most kHoldMax.
 inline constexpr size_t kWaitersMax = 4096;
 inline constexpr std::chrono::milliseconds kHoldMax{5'000};

@@ -20,17 +20,7 @@ constexpr size_t kWparsShown = 50;
 std::optional<int64_t> duration_s(const json& v) {
   if (v.is_number_integer()) return v.get<int64_t>();
   if (!v.is_string()) return std::nullopt;
-  std::string text = v.get<std::string>();
-  size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) != 0) ++digits;
-  if (digits == 0 || digits > 9) return std::nullopt;
-  int64_t n = std::stoll(text.substr(0, digits));
-  std::string unit = text.substr(digits);
-  if (unit == "s" || unit.empty()) return n;
-  if (unit == "m") return n * 60;
-  if (unit == "h") return n * 3600;
-  if (unit == "d") return n * 86'400;
-  return std::nullopt;
+  return metrics::parse_duration_s(v.get<std::string>());
 }
 
 std::optional<double> number(std::string_view text) {

@@ -27,18 +27,6 @@ const json& row_values(const json& s) { return s.contains("values") ? s["values"
 
 }  // namespace
 
-std::optional<int64_t> parse_duration_s(const std::string& text) {
-  size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) != 0) ++digits;
-  if (digits == 0 || digits > 9) return std::nullopt;
-  int64_t n = std::stoll(text.substr(0, digits));
-  std::string unit = text.substr(digits);
-  if (unit == "s" || unit.empty()) return n;
-  if (unit == "m") return n * 60;
-  if (unit == "h") return n * 3600;
-  if (unit == "d") return n * 86'400;
-  return std::nullopt;
-}
 
 std::string sparkline(const json& values, size_t width) {
   static const char* kLevels[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "schemas/metrics.h"
+
 #include "tools/wpm/log_commands.h"
 
 namespace wpm::cli {
@@ -17,8 +19,8 @@ namespace wpm::cli {
 // "system" or "wpar".
 void add_metrics_command(CLI::App& parent, const std::string& kind, GlobalOptions& global, int& exit_code);
 
-// "90s", "15m", "6h", "30d" in seconds; nothing when it is not a duration.
-std::optional<int64_t> parse_duration_s(const std::string& text);
+// Durations ("90s", "15m", "6h", "30d") are read by metrics::parse_duration_s.
+using metrics::parse_duration_s;
 // A chart of `values` in `width` columns of ▁▂▃▄▅▆▇█ (nulls as spaces), scaled
 // from the smallest to the largest value.
 std::string sparkline(const nlohmann::json& values, size_t width);
