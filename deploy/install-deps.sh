@@ -14,6 +14,8 @@ PACKAGES=(
   libssl-dev libpam0g-dev libcap-ng-dev libarchive-dev libzstd-dev
   # tests: processes, namespaces, networking (nft blocks a port in a test namespace), tmpfs
   procps iproute2 nftables util-linux python3 curl
+  # the monitoring test: a real Prometheus server and promtool (deploy/prometheus.yml)
+  prometheus
 )
 
 # The PAM service of wpm logins (deploy/pam/wpm), installed when absent or

@@ -98,6 +98,7 @@ struct MetricsReport {
   host @1 :MetricSet;
   wpars @2 :List(WparMetrics); # the active WPARs
   hostScope @3 :Text;          # "host", or "wpars": host figures are the sum of its WPARs' (labs)
+  metricsPort @4 :UInt16;      # the port of the agent's own /metrics (wpmd's Prometheus discovery; 0: none)
 }
 
 struct ManagerKey {

@@ -102,6 +102,7 @@ std::string encode(const ManagerRequest& request) {
                        put_metric_set(r.wpars[i].metrics, list[i].initMetrics());
                      }
                      x.setHostScope(text(r.host_scope));
+                     x.setMetricsPort(r.metrics_port);
                    },
                },
                request.body);
@@ -146,6 +147,7 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
         m.wpars.reserve(list.size());
         for (auto w : list) m.wpars.push_back({str(w.getName()), get_metric_set(w.getMetrics())});
         m.host_scope = str(x.getHostScope());
+        m.metrics_port = x.getMetricsPort();
         out.body = std::move(m);
         break;
       }

@@ -81,6 +81,7 @@ struct MetricsReport {
   MetricSet host;
   std::vector<WparMetrics> wpars;
   std::string host_scope = "host";  // or "wpars"
+  uint16_t metrics_port = 0;  // the agent's own /metrics (wpmd's Prometheus discovery file); 0: none
   bool operator==(const MetricsReport&) const = default;
 };
 // WPARs one report carries at most.

@@ -497,6 +497,7 @@ int Daemon::run() {
   }
   exposer->RegisterCollectable(registry);
   auto ports = exposer->GetListeningPorts();
+  metrics_port_ = ports.empty() ? 0 : static_cast<uint16_t>(ports.front());
   std::string metrics_url = fmt::format("http://{}:{}/metrics",
                                         o_.config.metrics_listen.substr(0, o_.config.metrics_listen.rfind(':')),
                                         ports.empty() ? 0 : ports.front());

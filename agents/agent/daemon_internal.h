@@ -104,6 +104,7 @@ class Daemon {
   std::unique_ptr<ManagerSession> session_;
   bool started_sent_ = false;
   uint16_t bound_port_ = 0;  // the agent port as bound (sent in Started: the manager probes it)
+  uint16_t metrics_port_ = 0;  // the port of /metrics as bound (sent with each metrics report: Prometheus discovery)
   AgentStatus status_;
   std::unique_ptr<bus::RequestServer> port_;  // the agent port (commands from the manager)
   int wake_fd_ = -1;                           // a port worker wakes the main loop

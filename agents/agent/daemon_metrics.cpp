@@ -84,6 +84,7 @@ void Daemon::report_metrics() {
   // nothing is sent before the manager has heard Started.
   if (!report || !session_ || !started_sent_) return;
   size_t wpars = report->wpars.size();
+  report->metrics_port = metrics_port_;
   ap::ManagerRequest request;
   request.body = std::move(*report);
   auto reply = session_->call(request, kManagerTimeout);

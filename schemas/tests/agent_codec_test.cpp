@@ -33,7 +33,7 @@ TEST(AgentCodec, ManagerRequestsRoundTrip) {
       {5, Unregister{}},
       {6, ProfileReport{sample_profile()}},
       {7, MetricsReport{10'000, MetricSet{0x3e, 55.5f, 40.25f, 1.5f, 321, 654, 12.5f},
-                        {{"web", MetricSet{0x72, 3.5f, 1.25f, 0, 4, 9, 0.5f}}, {"db", MetricSet{}}}, "wpars"}},
+                        {{"web", MetricSet{0x72, 3.5f, 1.25f, 0, 4, 9, 0.5f}}, {"db", MetricSet{}}}, "wpars", 9511}},
   };
   for (const auto& r : requests) {
     auto back = decode_manager_request(encode(r));

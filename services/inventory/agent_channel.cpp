@@ -597,7 +597,10 @@ ap::ManagerReply AgentChannel::record_metrics(uint64_t id, const std::string& sy
     }
   }
   metrics_->metric_reports.Increment();
-  if (options_.liveness != nullptr) options_.liveness->set_metrics_scope(system_id, report.host_scope);
+  if (options_.liveness != nullptr) {
+    options_.liveness->set_metrics_scope(system_id, report.host_scope);
+    options_.liveness->set_metrics_port(system_id, report.metrics_port);
+  }
   ap::ManagerReply reply{id, ap::Ack{}};
   reply.metrics_interval_ms = metrics_interval_ms();
   return reply;

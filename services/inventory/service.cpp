@@ -50,6 +50,20 @@ std::string Liveness::metrics_scope(const std::string& system_id) const {
   return it == scopes_.end() ? "" : it->second;
 }
 
+void Liveness::set_metrics_port(const std::string& system_id, uint16_t port) {
+  std::lock_guard lock(mutex_);
+  if (port == 0) {
+    metrics_ports_.erase(system_id);
+  } else {
+    metrics_ports_[system_id] = port;
+  }
+}
+
+std::map<std::string, uint16_t> Liveness::metrics_ports() const {
+  std::lock_guard lock(mutex_);
+  return metrics_ports_;
+}
+
 std::optional<double> Liveness::load(const std::string& system_id) const {
   std::lock_guard lock(mutex_);
   auto it = loads_.find(system_id);

@@ -62,6 +62,10 @@ class Liveness {
   // the sum of its WPARs, for labs); "" before its first report.
   void set_metrics_scope(const std::string& system_id, const std::string& scope);
   std::string metrics_scope(const std::string& system_id) const;
+  // The port of the system's agent's own /metrics, from its last report
+  // (wpmd's Prometheus discovery file); absent until one said.
+  void set_metrics_port(const std::string& system_id, uint16_t port);
+  std::map<std::string, uint16_t> metrics_ports() const;
 
   struct Probe {
     bool ok = false;
@@ -101,6 +105,7 @@ class Liveness {
   std::map<std::string, uint16_t> ports_;
   std::map<std::string, double> loads_;
   std::map<std::string, std::string> scopes_;
+  std::map<std::string, uint16_t> metrics_ports_;
   std::map<std::string, Probe> probes_;
   std::map<std::string, int64_t> connected_;   // when it last (re)connected, monotonic
   std::map<std::string, int64_t> reconciled_;  // the newest reconciled probe's time

@@ -339,14 +339,22 @@ PolicyStats PolicyService::stats() const {
 
 void PolicyService::run(std::atomic<bool>& stop) {
   int64_t interval = 60'000'000'000;
-  inventory_.read([&](const inventory::Inventory& inv) {
-    interval = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(interval);
-  });
+  auto read_interval = [&] {
+    inventory_.read([&](const inventory::Inventory& inv) {
+      interval = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(interval);
+    });
+  };
+  read_interval();
   while (!stop.load()) {
-    int64_t now = clock_.wall_ns();
-    int64_t at = (now / interval + 1) * interval;  // the next grid time
-    while (!stop.load() && clock_.wall_ns() < at + kPassSlackNs) {
+    int64_t at = (clock_.wall_ns() / interval + 1) * interval;  // the next grid time
+    for (int waits = 1; !stop.load() && clock_.wall_ns() < at + kPassSlackNs; ++waits) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      // A changed interval applies at once: the next time on its grid.
+      if (waits % 10 == 0) {
+        int64_t before = interval;
+        read_interval();
+        if (interval != before) at = (clock_.wall_ns() / interval + 1) * interval;
+      }
     }
     if (stop.load()) return;
     auto outcome = pass(at);
@@ -354,9 +362,7 @@ void PolicyService::run(std::atomic<bool>& stop) {
       logger_->debug("policy_pass groups={} wpars={} moves={} recommended={} ms={:.1f}", outcome.groups,
                      outcome.wpars, outcome.moves, outcome.recommended, outcome.ms);
     }
-    inventory_.read([&](const inventory::Inventory& inv) {
-      interval = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(interval);
-    });
+    read_interval();
   }
 }
 

@@ -92,10 +92,13 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = read(*gateway, "session_ttl_s", o.session_ttl_s, path); !r) return r;
   }
   if (const auto* metrics = root["metrics"].as_table()) {
-    if (auto r = unknown_keys(*metrics, {"listen", "raw_retention_s", "aggregate_retention_s"}, "metrics.", path); !r) {
+    if (auto r = unknown_keys(*metrics, {"listen", "discovery_dir", "raw_retention_s", "aggregate_retention_s"}, "metrics.",
+                                path);
+        !r) {
       return r;
     }
     if (auto r = read(*metrics, "listen", o.metrics_listen, path); !r) return r;
+    if (auto r = read(*metrics, "discovery_dir", o.discovery_dir, path); !r) return r;
     if (auto r = read(*metrics, "raw_retention_s", o.samples.raw_retention_s, path); !r) return r;
     if (auto r = read(*metrics, "aggregate_retention_s", o.samples.aggregate_retention_s, path); !r) return r;
   }

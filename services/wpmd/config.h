@@ -19,6 +19,9 @@ struct WpmdOptions {
   std::string log_level = "info";
   // Prometheus endpoint, host:port; port 0 picks one. Default: 127.0.0.1:9521.
   std::string metrics_listen = "127.0.0.1:9521";
+  // Where wpmd writes Prometheus' file-based discovery (wpmd.json, the
+  // agents in agents.json; deploy/prometheus.yml). Default: DATA/prometheus.
+  std::string discovery_dir;
   // Agents (DESIGN.md §3, §8): the public port (manager key, registration)
   // and the CURVE agent channel. Defaults: tcp://0.0.0.0:9513 and :9514.
   std::string agent_public_endpoint = "tcp://0.0.0.0:9513";

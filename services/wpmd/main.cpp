@@ -31,6 +31,7 @@
 #include "bus/registration_proof.h"
 #include "services/compatibility/service.h"
 #include "services/executor/service.h"
+#include "services/gateway/discovery.h"
 #include "services/gateway/fleet_metrics.h"
 #include "services/gateway/gateway.h"
 #include "services/inventory/agent_channel.h"
@@ -451,6 +452,25 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   }
   // Seals finished hours of metric history and drops what is past
   // retention, every minute (and once at start); refreshes the fleet's gauges.
+  // Prometheus' discovery files (deploy/prometheus.yml), written by the
+  // samples thread when what they list changes.
+  gateway::DiscoveryFiles discovery(options.discovery_dir.empty() ? options.data_dir + "/prometheus"
+                                                                  : options.discovery_dir);
+  auto write_discovery = [&] {
+    std::vector<gateway::ScrapeTarget> agents;
+    if (inventory_service) {
+      auto ports = liveness.metrics_ports();
+      inventory_service->read([&](const inventory::Inventory& inv) { agents = gateway::agent_targets(inv.registry, ports); });
+    }
+    auto self = gateway::wpmd_target(metrics_host, ports.empty() ? 0 : static_cast<uint16_t>(ports.front()));
+    for (auto [name, targets] : {std::pair{"wpmd.json", std::vector{self}}, std::pair{"agents.json", agents}}) {
+      if (auto r = discovery.write(name, gateway::file_sd_json(targets)); !r) {
+        log->warn("discovery_not_written error=\"{}\"", r.error().message);
+      } else if (*r) {
+        log->info("discovery_written file={}/{} targets={}", discovery.dir(), name, targets.size());
+      }
+    }
+  };
   std::thread samples_thread([&] {
     auto* history = samples->get();
     for (uint64_t tick = 0; !stop_services; ++tick) {
@@ -463,8 +483,9 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
                     sealed->chunks_written);
         }
       }
-      if (fleet_metrics && tick % 100 == 0) {
-        fleet_metrics->refresh(*inventory_service, executor_service.get(), policy_service.get());
+      if (tick % 100 == 0) {
+        if (fleet_metrics) fleet_metrics->refresh(*inventory_service, executor_service.get(), policy_service.get());
+        write_discovery();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
