@@ -127,6 +127,10 @@ Result<metrics::History> StoreClient::read_samples(const ReadSamplesRequest& req
   return expect_body<metrics::History>(call(request, Repeat::kSafe));
 }
 
+Result<BackupReply> StoreClient::backup(const BackupRequest& request) {
+  return expect_body<BackupReply>(call(request, Repeat::kNever));
+}
+
 Result<std::string> StoreClient::call_raw(const std::string& frame) {
   socket_->send(zmq::buffer(frame), zmq::send_flags::none);
   zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}};

@@ -54,6 +54,9 @@ class StoreClient {
   // Metric samples (not log events): a write is not repeated on a timeout.
   Result<void> write_samples(const metrics::HostSample& sample);
   Result<metrics::History> read_samples(const ReadSamplesRequest& request);
+  // An online backup (admin only); never repeated (give the client a long
+  // timeout: the store answers when the backup is made).
+  Result<BackupReply> backup(const BackupRequest& request);
 
   // Sends raw bytes (tests of malformed input); returns the raw reply frame.
   Result<std::string> call_raw(const std::string& frame);

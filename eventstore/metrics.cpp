@@ -71,9 +71,9 @@ StoreMetrics::StoreMetrics(prometheus::Registry& r)
                            .Help("Events published on the publication endpoint")
                            .Register(r)
                            .Add({})) {
-  static_assert(static_cast<size_t>(RequestKind::kReadSamples) + 1 == kRequestKinds);
-  static constexpr const char* kKinds[kRequestKinds] = {"append", "read_range",    "read_stream", "stats",
-                                                        "verify", "write_samples", "read_samples"};
+  static_assert(static_cast<size_t>(RequestKind::kBackup) + 1 == kRequestKinds);
+  static constexpr const char* kKinds[kRequestKinds] = {"append", "read_range",    "read_stream",  "stats",
+                                                        "verify", "write_samples", "read_samples", "backup"};
   for (size_t k = 0; k < kRequestKinds; ++k) {
     requests_[k][0] = &requests_family.Add({{"kind", kKinds[k]}, {"result", "error"}});
     requests_[k][1] = &requests_family.Add({{"kind", kKinds[k]}, {"result", "ok"}});

@@ -12,7 +12,7 @@
 
 namespace wpm::eventstore {
 
-enum class RequestKind { kAppend, kReadRange, kReadStream, kStats, kVerify, kWriteSamples, kReadSamples };
+enum class RequestKind { kAppend, kReadRange, kReadStream, kStats, kVerify, kWriteSamples, kReadSamples, kBackup };
 
 struct StoreMetrics {
   explicit StoreMetrics(prometheus::Registry& registry);
@@ -35,7 +35,7 @@ struct StoreMetrics {
  private:
   // Every kind and result, made at start: zeros are exported from the start,
   // and the hot path skips the family's locked label lookup.
-  static constexpr size_t kRequestKinds = 7;
+  static constexpr size_t kRequestKinds = 8;
   std::array<std::array<prometheus::Counter*, 2>, kRequestKinds> requests_{};
 };
 

@@ -1,5 +1,7 @@
 #include "eventstore/server.h"
 
+#include "eventstore/backup.h"
+
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -11,6 +13,7 @@
 
 #include "bus/constants.h"
 #include "bus/frame.h"
+#include "eventstore/backup.h"
 #include "eventstore/verify.h"
 #include "schemas/assert.h"
 #include "schemas/codec.h"
@@ -214,6 +217,18 @@ void StoreServer::serve_requests(std::vector<PendingAppend>& pending) {
       }
       continue;
     }
+    if (auto* backup = std::get_if<BackupRequest>(&request->body)) {
+      if (identity != "admin") {
+        metrics_.request(RequestKind::kBackup, false).Increment();
+        reply(frames[0], Reply{id, Error{ErrorCode::kPermissionDenied,
+                                         fmt::format("{} may not make backups (the administrator's key may: wpm "
+                                                     "backup create as root on the manager)",
+                                                     identity)}});
+      } else {
+        start_backup(frames[0], id, *backup);
+      }
+      continue;
+    }
     if (auto* write = std::get_if<WriteSamplesRequest>(&request->body); write && !may_write_samples(identity)) {
       reply(frames[0], Reply{id, Error{ErrorCode::kPermissionDenied,
                                        fmt::format("{} may not write metric samples (the inventory's agent channel "
@@ -412,6 +427,45 @@ void StoreServer::publish_samples() {
   }
 }
 
+void StoreServer::start_backup(zmq::message_t& identity, uint64_t request_id, const BackupRequest& request) {
+  std::string dir = request.dir.empty() ? options_.backups_dir : request.dir;
+  auto refuse = [&](ErrorCode code, std::string why) {
+    metrics_.request(RequestKind::kBackup, false).Increment();
+    reply(identity, Reply{request_id, Error{code, std::move(why)}});
+  };
+  if (dir.empty()) return refuse(ErrorCode::kInvalidRequest, "name the directory for the backup (no [backup] dir is configured)");
+  if (dir.front() != '/') return refuse(ErrorCode::kInvalidRequest, fmt::format("'{}' is not an absolute path", dir));
+  if (backup_running_.exchange(true)) {
+    return refuse(ErrorCode::kUnavailable, "a backup is being made already; retry when it ends (wpm backup list)");
+  }
+  if (backup_thread_.joinable()) backup_thread_.join();  // the last one, finished
+  std::string routing(static_cast<const char*>(identity.data()), identity.size());
+  backup_thread_ = std::thread([this, routing, request_id, dir] {
+    zmq::socket_t out(context_, zmq::socket_type::push);
+    bus::apply_defaults(out);
+    out.connect(replies_endpoint_);
+    auto t0 = std::chrono::steady_clock::now();
+    log_->info("backup_started dir={}", dir);
+    auto made = create_backup(store_, store_.options().data_dir, dir, now_ns(), options_.version);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ReplyBody body = Error{};
+    if (made) {
+      log_->info("backup_made path={} head={} bytes={} files={} seconds={:.2f}", made->path, made->head, made->bytes,
+                 made->files.size(), seconds);
+      body = BackupReply{made->name, made->path, made->head, made->bytes, static_cast<uint32_t>(made->files.size()),
+                         made->created_ns};
+    } else {
+      log_->error("backup_failed dir={} error=\"{}\"", dir, made.error().message);
+      body = made.error();
+    }
+    metrics_.request(RequestKind::kBackup, made.has_value()).Increment();
+    std::string frame = encode_reply(Reply{request_id, std::move(body)});
+    out.send(zmq::buffer(routing), zmq::send_flags::sndmore);
+    out.send(zmq::buffer(frame), zmq::send_flags::none);
+    backup_running_ = false;
+  });
+}
+
 void StoreServer::run(int stop_fd) {
   // RocksDB counts per-thread perf statistics by default (a thread-local
   // lookup per counter); nothing reads them, and the sequencer is the hot path.
@@ -427,6 +481,7 @@ void StoreServer::run(int stop_fd) {
     ~JoinReaders() {
       server.readers_stop_ = true;
       for (auto& t : threads) t.join();
+      if (server.backup_thread_.joinable()) server.backup_thread_.join();  // a backup in progress ends first
     }
   } join_readers{*this, readers};
   // Reads are handed over only once every reader is connected (a PUSH socket

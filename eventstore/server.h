@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <zmq.hpp>
 
 #include "bus/curve.h"
@@ -73,6 +74,11 @@ struct ServerOptions {
   // Records one VerifyRequest checks at most (a reader is busy with it for
   // about a quarter of a second per 262,144 records). Default: 262144.
   uint64_t verify_events_max = 262'144;
+  // Where `backup` requests with no directory of their own write (made,
+  // mode 0700). Default: none (such a request is refused).
+  std::string backups_dir;
+  // The version a backup's manifest names (wpmd's).
+  std::string version;
   // Tests only: called by a reader before it serves each read. Default: none.
   std::function<void()> before_read_for_test;
 };
@@ -147,6 +153,11 @@ class StoreServer {
   int sample_fd_ = -1;                     // eventfd: the queue gained something
   void publish_samples();
   Result<ReplyBody> serve_samples_request(const RequestBody& body);
+  // Backups (admin only): one at a time, on their own thread, which sends
+  // its reply to the loop as the readers do.
+  void start_backup(zmq::message_t& identity, uint64_t request_id, const BackupRequest& request);
+  std::thread backup_thread_;
+  std::atomic<bool> backup_running_{false};
 };
 
 // Identities that may write metric samples through the store's endpoint.

@@ -130,6 +130,13 @@ class Store {
   uint64_t acknowledged_at_open() const { return acknowledged_at_open_; }
   const StoreOptions& options() const { return options_; }
 
+  // A consistent copy of the whole database (every column family, memtables
+  // flushed first) in `dir`, which must not exist: hard links where it is on
+  // the same file system, copies elsewhere. Safe while commits run. Returns
+  // the last sequence the copy holds (it may be above the acknowledged head
+  // by a batch whose reply was not out yet). Any thread.
+  Result<uint64_t> checkpoint(const std::string& dir) const;
+
   // Iterates every stored record in order (offline verify, benchmarks).
   // `visit` returns false to stop. Errors are RocksDB read errors (e.g. a
   // corrupt table block) with the sequence where reading stopped.

@@ -120,8 +120,23 @@ struct SamplesWritten {
   bool operator==(const SamplesWritten&) const = default;
 };
 
+// An online backup (store.capnp), admin only.
+struct BackupRequest {
+  std::string dir;  // empty: the store's configured backup directory
+  bool operator==(const BackupRequest&) const = default;
+};
+struct BackupReply {
+  std::string name;
+  std::string path;
+  uint64_t head = 0;
+  uint64_t bytes = 0;
+  uint32_t files = 0;
+  int64_t created_ns = 0;
+  bool operator==(const BackupReply&) const = default;
+};
+
 using RequestBody = std::variant<AppendRequest, ReadRangeRequest, ReadStreamRequest, StatsRequest, VerifyRequest,
-                                 WriteSamplesRequest, ReadSamplesRequest>;
+                                 WriteSamplesRequest, ReadSamplesRequest, BackupRequest>;
 struct Request {
   uint64_t request_id = 0;
   RequestBody body;
@@ -130,7 +145,7 @@ struct Request {
 };
 
 using ReplyBody =
-    std::variant<Error, AppendResult, ReadReply, StatsReply, VerifyReply, metrics::History, SamplesWritten>;
+    std::variant<Error, AppendResult, ReadReply, StatsReply, VerifyReply, metrics::History, SamplesWritten, BackupReply>;
 struct Reply {
   uint64_t request_id = 0;
   ReplyBody body;

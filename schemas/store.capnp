@@ -166,6 +166,22 @@ struct SamplesReply {
   columns @2 :List(SampleColumn);
 }
 
+# An online backup of the store's data directory (admin only; README
+# "Backup and restore"). dir: a directory on the store's host; empty: its
+# configured one.
+struct BackupRequest {
+  dir @0 :Text;
+}
+
+struct BackupReply {
+  name @0 :Text;
+  path @1 :Text;
+  head @2 :UInt64;            # the last sequence the backup holds
+  bytes @3 :UInt64;
+  files @4 :UInt32;
+  createdNs @5 :Int64;
+}
+
 struct Request {
   requestId @0 :UInt64;
   union {
@@ -176,6 +192,7 @@ struct Request {
     verify @6 :VerifyRequest;
     writeSamples @7 :HostSample;       # service:inventory and admin only
     readSamples @8 :ReadSamplesRequest;
+    backup @9 :BackupRequest;          # admin only
   }
   protocolVersion @5 :UInt16;  # the client's (schemas/error.h); 0: from before it existed
 }
@@ -190,6 +207,7 @@ struct Reply {
     verify @6 :VerifyReply;
     samples @7 :SamplesReply;
     written @8 :Void;                  # writeSamples: recorded
+    backup @9 :BackupReply;
   }
   protocolVersion @5 :UInt16;  # the store's
 }

@@ -136,6 +136,8 @@ void put_request(const Request& req, s::Request::Builder b) {
           x.setFromS(body.from_s);
           x.setToS(body.to_s);
           x.setAggregates(body.aggregates);
+        } else if constexpr (std::is_same_v<T, BackupRequest>) {
+          b.initBackup().setDir(text(body.dir));
         }
       },
       req.body);
@@ -176,6 +178,9 @@ Request get_request(s::Request::Reader r) {
       req.body = ReadSamplesRequest{x.getWpar(), str(x.getName()), x.getFromS(), x.getToS(), x.getAggregates()};
       break;
     }
+    case s::Request::BACKUP:
+      req.body = BackupRequest{str(r.getBackup().getDir())};
+      break;
     default:
       throw Refused{fmt::format("unknown request kind {}", static_cast<unsigned>(r.which()))};
   }
@@ -248,6 +253,14 @@ void put_reply(const Reply& reply, s::Reply::Builder b) {
           }
         } else if constexpr (std::is_same_v<T, SamplesWritten>) {
           b.setWritten();
+        } else if constexpr (std::is_same_v<T, BackupReply>) {
+          auto x = b.initBackup();
+          x.setName(text(body.name));
+          x.setPath(text(body.path));
+          x.setHead(body.head);
+          x.setBytes(body.bytes);
+          x.setFiles(body.files);
+          x.setCreatedNs(body.created_ns);
         }
       },
       reply.body);
@@ -319,6 +332,12 @@ Reply get_reply(s::Reply::Reader r) {
     case s::Reply::WRITTEN:
       reply.body = SamplesWritten{};
       break;
+    case s::Reply::BACKUP: {
+      auto x = r.getBackup();
+      reply.body = BackupReply{str(x.getName()), str(x.getPath()), x.getHead(), x.getBytes(), x.getFiles(),
+                               x.getCreatedNs()};
+      break;
+    }
     default:
       throw Refused{fmt::format("unknown reply kind {}", static_cast<unsigned>(r.which()))};
   }

@@ -113,14 +113,16 @@ TEST(Codec, SampleRequestsRepliesAndPublicationsRoundTrip) {
   sample.host.set(metrics::Metric::kPageFaults, 3.5);
   sample.wpars[0].values.set(metrics::Metric::kThreads, 17);
   for (const RequestBody& body : {RequestBody{WriteSamplesRequest{sample}},
-                                  RequestBody{ReadSamplesRequest{true, "web", 10, 20, true}}}) {
+                                  RequestBody{ReadSamplesRequest{true, "web", 10, 20, true}},
+                                  RequestBody{BackupRequest{"/srv/backups"}}}) {
     Request req{4, body};
     auto back = decode_request(encode_request(req));
     ASSERT_TRUE(back.has_value()) << back.error().message;
     EXPECT_EQ(*back, req);
   }
   metrics::History h{{10, 20}, {{1, {5, metrics::kMissing}}, {9, {1, 2}}}, {"node1", "node2"}};
-  for (const ReplyBody& body : {ReplyBody{h}, ReplyBody{SamplesWritten{}}}) {
+  for (const ReplyBody& body : {ReplyBody{h}, ReplyBody{SamplesWritten{}},
+                                ReplyBody{BackupReply{"wpm-x", "/srv/backups/wpm-x", 42, 4096, 12, 77}}}) {
     Reply reply{5, body};
     auto r = decode_reply(encode_reply(reply));
     ASSERT_TRUE(r.has_value()) << r.error().message;

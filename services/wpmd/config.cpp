@@ -91,6 +91,21 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
     if (auto r = read(*gateway, "pam_service", o.pam_service, path); !r) return r;
     if (auto r = read(*gateway, "session_ttl_s", o.session_ttl_s, path); !r) return r;
   }
+  if (const auto* backup = root["backup"].as_table()) {
+    if (auto r = unknown_keys(*backup, {"dir", "interval_s", "keep"}, "backup.", path); !r) return r;
+    if (auto r = read(*backup, "dir", o.backup_dir, path); !r) return r;
+    if (auto r = read(*backup, "interval_s", o.backup_interval_s, path); !r) return r;
+    if (auto r = read(*backup, "keep", o.backup_keep, path); !r) return r;
+    if (o.backup_interval_s != 0 && (o.backup_interval_s < 60 || o.backup_interval_s > 30 * 86'400)) {
+      return fail(ErrorCode::kInvalidRequest,
+                  fmt::format("{}: backup.interval_s {} must be 0 (no schedule) or from 60 to 2592000 (30 days)", path,
+                              o.backup_interval_s));
+    }
+    if (o.backup_keep < 1 || o.backup_keep > 1000) {
+      return fail(ErrorCode::kInvalidRequest, fmt::format("{}: backup.keep {} must be from 1 to 1000", path,
+                                                          o.backup_keep));
+    }
+  }
   if (const auto* metrics = root["metrics"].as_table()) {
     if (auto r = unknown_keys(*metrics, {"listen", "discovery_dir", "raw_retention_s", "aggregate_retention_s"}, "metrics.",
                                 path);

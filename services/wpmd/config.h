@@ -55,6 +55,15 @@ struct WpmdOptions {
   // Metric history ([metrics] raw_retention_s, aggregate_retention_s).
   // Defaults: 24 h of raw samples, 30 days of 5-minute aggregates.
   eventstore::SampleOptions samples;
+  // Backups ([backup]): where `wpm backup create` without a directory and
+  // the schedule write (default DATA/backups); how often the schedule makes
+  // one (interval_s; 0: never, the default; deploy/wpmd.toml: daily), and
+  // how many finished ones it keeps (keep; default 7).
+  std::string backup_dir;
+  int64_t backup_interval_s = 0;
+  int64_t backup_keep = 7;
+  // --restore: a backup copied into the (empty) data directory before start.
+  std::string restore_from;
 };
 
 // Parses --services: names separated by commas.

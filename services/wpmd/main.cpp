@@ -31,6 +31,7 @@
 #include "bus/registration_proof.h"
 #include "services/compatibility/service.h"
 #include "services/executor/service.h"
+#include "eventstore/backup.h"
 #include "services/gateway/discovery.h"
 #include "services/gateway/fleet_metrics.h"
 #include "services/gateway/gateway.h"
@@ -216,6 +217,23 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
     store_options.boot_id_for_test = boot;
     log->warn("test_boot_id_set value={}", boot);
   }
+  if (!options.restore_from.empty()) {
+    auto restored = eventstore::restore_backup(options.restore_from, options.data_dir);
+    if (!restored) {
+      log->error("restore_failed backup={} data={} error=\"{}\"", options.restore_from, options.data_dir,
+                 restored.error().message);
+      std::fprintf(stderr, "wpmd: cannot restore %s: %s\n", options.restore_from.c_str(),
+                   restored.error().message.c_str());
+      return 1;
+    }
+    // What happened after the backup is not in the log: every agent is
+    // reconciled (placements newer than the log adopted) before the
+    // executor sends it anything (docs/backup.md).
+    log->warn("restored backup={} head={} created_ns={} version={} data={}", restored->name, restored->head,
+              restored->created_ns, restored->version, options.data_dir);
+    std::fprintf(stderr, "wpmd: restored backup %s (events 1..%llu) into %s\n", restored->name.c_str(),
+                 static_cast<unsigned long long>(restored->head), options.data_dir.c_str());
+  }
   auto store = eventstore::Store::open(store_options, log);
   if (!store) {
     log->error("store_open_failed dir={} error=\"{}\"", options.data_dir, store.error().message);
@@ -280,6 +298,9 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   kernel::StreamAccess access;
   eventstore::ServerOptions server_options = options.server;
   server_options.keys = keys->store;
+  const std::string backup_dir = options.backup_dir.empty() ? options.data_dir + "/backups" : options.backup_dir;
+  server_options.backups_dir = std::filesystem::absolute(backup_dir).lexically_normal().string();
+  server_options.version = kVersion;
   eventstore::StoreServer server(**store, context, server_options, access, metrics, log);
   server.serve_samples(**samples);
   if (auto r = server.bind(); !r) {
@@ -490,9 +511,42 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
+  // Scheduled backups ([backup] interval_s; off by default): the next is
+  // due an interval after the newest finished one (the first a minute after
+  // start); each is followed by pruning to [backup] keep.
+  std::thread backup_thread;
+  if (options.backup_interval_s > 0) {
+    backup_thread = std::thread([&] {
+      const int64_t interval_ns = options.backup_interval_s * 1'000'000'000;
+      const int64_t first_ns = clock.wall_ns() + 60'000'000'000;
+      for (uint64_t tick = 0; !stop_services; ++tick) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (tick % 100 != 0) continue;  // every 10 s
+        auto all = eventstore::list_backups(server_options.backups_dir);
+        int64_t due = all && !all->empty() ? all->back().created_ns + interval_ns : first_ns;
+        if (clock.wall_ns() < due) continue;
+        auto made = eventstore::create_backup(**store, options.data_dir, server_options.backups_dir, clock.wall_ns(),
+                                              kVersion);
+        if (!made) {
+          log->error("scheduled_backup_failed dir={} error=\"{}\"", server_options.backups_dir,
+                     made.error().message);
+          // Tried again at the next interval, not every 10 s.
+          for (int64_t until = clock.wall_ns() + std::min<int64_t>(interval_ns, 3'600'000'000'000);
+               !stop_services && clock.wall_ns() < until;) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
+          continue;
+        }
+        auto pruned = eventstore::prune_backups(server_options.backups_dir, static_cast<size_t>(options.backup_keep));
+        log->info("scheduled_backup_made path={} head={} bytes={} pruned={}", made->path, made->head, made->bytes,
+                  pruned ? *pruned : 0);
+      }
+    });
+  }
   auto stop_inner = [&] {
     if (gateway_service) gateway_service->stop();
     stop_services = true;
+    if (backup_thread.joinable()) backup_thread.join();
     if (samples_thread.joinable()) samples_thread.join();
     if (policy_thread.joinable()) policy_thread.join();
     if (executor_thread.joinable()) executor_thread.join();
@@ -706,6 +760,10 @@ int main(int argc, char** argv) {
                  "file whose first line is the agents' registration password (kept only as a salted hash)")
       ->check(CLI::ExistingFile);
   app.add_flag("--show-key", show_key, "print the manager key's fingerprint and public key, then exit");
+  std::string restore_from;
+  app.add_option("--restore", restore_from,
+                 "copy this backup (wpm backup list) into the empty data directory first, then start on it")
+      ->check(CLI::ExistingDirectory);
   auto* keys_cmd = app.add_subcommand("keys", "manage the keys that may use the event store");
   keys_cmd->require_subcommand(1);
   auto* add_service = keys_cmd->add_subcommand(
@@ -749,6 +807,7 @@ int main(int argc, char** argv) {
     }
     options.services = *services;
   }
+  if (!restore_from.empty()) options.restore_from = restore_from;
   if (!remote_store.empty()) options.remote_store = remote_store;
   if (!remote_publish.empty()) options.remote_publish = remote_publish;
   if (auto r = wpmd::validate(options); !r) {

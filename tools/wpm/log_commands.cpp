@@ -25,12 +25,6 @@
 #include "schemas/record.h"
 
 namespace wpm::cli {
-namespace {
-
-std::atomic<bool> g_interrupted{false};
-void on_interrupt(int) { g_interrupted.store(true); }
-
-// The client's options with the administrator's credentials from --data.
 Result<bus::ClientOptions> client_options(const GlobalOptions& g) {
   auto access = kernel::read_local_store_access(g.data_dir);
   if (!access) return std::unexpected(access.error());
@@ -39,6 +33,11 @@ Result<bus::ClientOptions> client_options(const GlobalOptions& g) {
   o.credentials.store_public_key = access->store_public_key;
   return o;
 }
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_interrupt(int) { g_interrupted.store(true); }
 
 int fail_with(const Error& e) {
   print_error(e.message);
@@ -194,15 +193,17 @@ struct VerifyReport {
   double seconds = 0;
 };
 
-int report_verify(const GlobalOptions& g, const VerifyReport& r, const std::string& where) {
+int report_verify(const GlobalOptions& g, const VerifyReport& r, const std::string& where,
+                  const nlohmann::json& extra = nlohmann::json::object()) {
   double rate = r.seconds > 0 ? static_cast<double>(r.events) / r.seconds : 0;
   if (g.format == Format::kJson) {
-    nlohmann::json j = {{"sound", !r.problem.has_value()},
+    nlohmann::json j = extra;
+    j.update({{"sound", !r.problem.has_value()},
                         {"events", r.events},
                         {"head", r.head},
                         {"chain", to_hex(r.chain)},
                         {"seconds", r.seconds},
-                        {"where", where}};
+                        {"where", where}});
     if (r.problem) j["problem"] = r.problem->message;
     std::puts(j.dump(2).c_str());
   } else if (r.problem) {
@@ -360,7 +361,9 @@ int cmd_verify_fetched(const GlobalOptions& g) {
   return report_verify(g, report, g.store);
 }
 
-int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir) {
+}  // namespace
+
+int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir, const nlohmann::json& extra) {
   auto log = spdlog::get("wpm");
   eventstore::StoreOptions o;
   o.data_dir = data_dir;
@@ -406,8 +409,10 @@ int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir) {
   report.events = verifier.count();
   report.chain = verifier.chain();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return report_verify(g, report, data_dir);
+  return report_verify(g, report, data_dir, extra);
 }
+
+namespace {
 
 // ---- append --------------------------------------------------------------------------
 

@@ -4,8 +4,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <optional>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "bus/client.h"
 #include "tools/wpm/output.h"
 
 namespace wpm::cli {
@@ -24,5 +26,14 @@ struct GlobalOptions {
 
 // Registers the `log` subcommands on `app`; they run through `run_command`.
 void add_log_commands(CLI::App& app, GlobalOptions& global, int& exit_code);
+
+// A store client's options with the administrator's credentials from --data.
+Result<bus::ClientOptions> client_options(const GlobalOptions& g);
+
+// Checks the log of a data directory offline (wpmd stopped, or a backup):
+// checksums, hash chain, gap-free sequences. Prints the verdict (with
+// `extra` in its JSON object); the exit code.
+int cmd_verify_offline(const GlobalOptions& g, const std::string& data_dir,
+                       const nlohmann::json& extra = nlohmann::json::object());
 
 }  // namespace wpm::cli

@@ -12,6 +12,7 @@
 
 #include "bus/frame.h"
 #include "tools/wpm/admin_commands.h"
+#include "tools/wpm/backup_commands.h"
 #include "tools/wpm/fleet_commands.h"
 #include "tools/wpm/log_commands.h"
 #include "tools/wpm/output.h"
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
   add_fleet_commands(app, g, exit_code);
   add_log_commands(app, g, exit_code);
   add_admin_commands(app, g, exit_code);
+  add_backup_commands(app, g, exit_code);
   app.parse_complete_callback([&] {
     g.format = output == "json" ? Format::kJson : Format::kTable;
     // Checked here, after --help, and whether it came from --store or the
