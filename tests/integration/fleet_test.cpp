@@ -572,3 +572,87 @@ TEST_F(Fleet, AgentsReportMetricsAtTheSetIntervalAndTheCliShowsThem) {
 
 }  // namespace
 }  // namespace wpm::testing
+
+namespace wpm::testing {
+namespace {
+
+// Backup and restore (README "Backup and restore"): a backup taken while
+// appends run, restored into an empty data directory by a new wpmd, replays
+// to the projections of backup time; the log verifies.
+TEST_F(Fleet, ABackupTakenWhileAppendsRunRestoresToTheProjectionsOfItsTime) {
+  ASSERT_EQ(as_root({"group", "create", "web"}).exit_code, 0);
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--group", "web", "--command",
+                     "/bin/sleep 60"})
+                .exit_code,
+            0);
+  ASSERT_EQ(as_root({"group", "policy", "set", "web", "--max", "70", "--min", "10", "--cooldown", "20m"}).exit_code, 0);
+  auto views = [&] {
+    std::string out;
+    for (auto args : std::vector<std::vector<std::string>>{{"-o", "json", "group", "list"},
+                                                           {"-o", "json", "wpar", "list"},
+                                                           {"-o", "json", "group", "policy", "show", "web"}}) {
+      auto r = as_root(args);
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      out += r.out;
+    }
+    return out;
+  };
+  const std::string before = views();
+
+  // Appends run while the backup is made.
+  pid_t appender = spawn({bin("wpm"), "--data", wpmd_->data_dir(), "log", "append", "--synthetic", "30000", "--batch",
+                          "20"},
+                         dir_ / "append.out", dir_ / "append.err");
+  ASSERT_TRUE(wait_until([&] { return json::parse(as_root({"-o", "json", "log", "stats"}).out, nullptr, false)
+                                          .value("head", 0) > 2000; },
+                         30s, 50ms));
+  auto made = as_root({"-o", "json", "backup", "create"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  json backup = json::parse(made.out);
+  uint64_t head = backup["head"];
+  auto at_head = as_root({"-o", "json", "log", "dump", "--from", std::to_string(head), "--to", std::to_string(head)});
+  ASSERT_EQ(at_head.exit_code, 0) << at_head.err;
+  ASSERT_EQ(wait_exit(appender, 120s), 0) << read_file(dir_ / "append.err");
+  auto stats = json::parse(as_root({"-o", "json", "log", "stats"}).out);
+  EXPECT_GT(stats.value("head", 0), head) << "appends went on after the backup";
+  // Changed after the backup: not in the restored manager.
+  ASSERT_EQ(as_root({"group", "create", "later"}).exit_code, 0);
+  EXPECT_NE(views(), before);
+
+  auto listed = json::parse(as_root({"-o", "json", "backup", "list"}).out);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["name"], backup["name"]);
+  auto verified = as_root({"backup", "verify", backup["name"]});
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_NE(verified.out.find("log sound"), std::string::npos) << verified.out;
+  EXPECT_EQ(fs::status(backup["path"].get<std::string>()).permissions() & fs::perms::all, fs::perms::owner_all);
+
+  // A new wpmd on an empty data directory, restored from it.
+  std::string path = backup["path"];
+  ASSERT_TRUE(wpmd_->stop().has_value());
+  Wpmd::Options o = wpmd_->options();
+  o.data_dir = dir_ / "restored";
+  o.extra_args.insert(o.extra_args.end(), {"--restore", path});
+  wpmd_ = std::make_unique<Wpmd>(o);
+  ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
+  EXPECT_NE(wpmd_->log().find("restored backup"), std::string::npos);
+  auto restored_stats = json::parse(as_root({"-o", "json", "log", "stats"}).out);
+  EXPECT_GE(restored_stats.value("head", 0), head);
+  EXPECT_LT(restored_stats.value("head", 0), stats.value("head", 0));
+  EXPECT_EQ(as_root({"-o", "json", "log", "dump", "--from", std::to_string(head), "--to", std::to_string(head)}).out,
+            at_head.out)
+      << "the same event, hash chain and all, at the backup's head";
+  EXPECT_EQ(views(), before);
+  auto log_verified = as_root({"log", "verify"});
+  EXPECT_EQ(log_verified.exit_code, 0) << log_verified.out << log_verified.err;
+
+  // Wrong uses: a name that is no backup; a data directory that holds a log.
+  EXPECT_EQ(as_root({"backup", "verify", "nosuch"}).exit_code, 3);
+  ASSERT_TRUE(wpmd_->stop().has_value());
+  auto again = run({bin("wpmd"), "--data", o.data_dir, "--restore", path}, 30s);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("holds a log already"), std::string::npos) << again.err;
+}
+
+}  // namespace
+}  // namespace wpm::testing
