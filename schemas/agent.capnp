@@ -58,6 +58,7 @@ struct Heartbeat {
   wparsActive @2 :UInt32;
   load1 @3 :Float32;          # the host's 1-minute load average (/proc/loadavg)
   cpus @4 :UInt16;            # its online CPUs; load1 / cpus ranks relocation targets
+  agentPort @5 :UInt16;       # the port the agent listens on (a manager started since Started learns it; 0: not said)
 }
 
 struct ManagerReply {
@@ -167,6 +168,7 @@ struct WparSummary {
   name @0 :Text;
   type @1 :Text;              # "application" or "system"
   state @2 :Text;             # the state letter of lswpar: D A P F L T B
+  epoch @3 :UInt64;           # the highest placement epoch a command for it carried here (0: none)
 }
 
 # One lifecycle operation of the executor (docs/executor.md). The agent

@@ -89,6 +89,7 @@ std::string encode(const ManagerRequest& request) {
                      x.setWparsActive(r.wpars_active);
                      x.setLoad1(r.load1);
                      x.setCpus(r.cpus);
+                     x.setAgentPort(r.agent_port);
                    },
                    [&](const Unregister&) { b.setUnregister(); },
                    [&](const ProfileReport& r) { put_profile(r.profile, b.initProfile()); },
@@ -129,7 +130,7 @@ Result<ManagerRequest> decode_manager_request(std::string_view bytes) {
       }
       case s::ManagerRequest::HEARTBEAT: {
         auto x = r.getHeartbeat();
-        out.body = Heartbeat{x.getSentNs(), x.getWpars(), x.getWparsActive(), x.getLoad1(), x.getCpus()};
+        out.body = Heartbeat{x.getSentNs(), x.getWpars(), x.getWparsActive(), x.getLoad1(), x.getCpus(), x.getAgentPort()};
         break;
       }
       case s::ManagerRequest::UNREGISTER: out.body = Unregister{}; break;
@@ -293,6 +294,7 @@ std::string encode(const AgentReply& reply) {
                        x[i].setName(text(list[i].name));
                        x[i].setType(text(list[i].type));
                        x[i].setState(text(list[i].state));
+                       x[i].setEpoch(list[i].epoch);
                      }
                    },
                    [&](const ProtocolError& e) { put_error(e, b.initError()); },
@@ -335,7 +337,9 @@ Result<AgentReply> decode_agent_reply(std::string_view bytes) {
       }
       case s::AgentReply::WPARS: {
         std::vector<WparSummary> list;
-        for (auto w : r.getWpars()) list.push_back({str(w.getName()), str(w.getType()), str(w.getState())});
+        for (auto w : r.getWpars()) {
+          list.push_back({str(w.getName()), str(w.getType()), str(w.getState()), w.getEpoch()});
+        }
         out.body = std::move(list);
         break;
       }

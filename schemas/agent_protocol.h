@@ -43,6 +43,7 @@ struct Heartbeat {
   uint32_t wpars_active = 0;
   float load1 = 0;
   uint16_t cpus = 0;
+  uint16_t agent_port = 0;  // as in Started: a manager restarted since learns it here
   bool operator==(const Heartbeat&) const = default;
 };
 struct Unregister {
@@ -197,6 +198,7 @@ struct WparSummary {
   std::string name;
   std::string type;
   std::string state;
+  uint64_t epoch = 0;  // the highest placement epoch a command for it carried here (0: none)
   bool operator==(const WparSummary&) const = default;
 };
 struct OperationResult {

@@ -101,7 +101,8 @@ std::vector<ap::WparSummary> list_wpars(const AgentPaths& paths) {
     runtime::WparState state = record ? (record->ended ? runtime::WparState::kDefined : record->state)
                                       : runtime::WparState::kDefined;
     out.push_back({spec->name, spec->type == runtime::WparType::kSystem ? "system" : "application",
-                   std::string(1, runtime::state_letter(state))});
+                   std::string(1, runtime::state_letter(state)),
+                   read_epoch(paths.data_dir + "/placements", spec->name).value_or(0)});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   return out;
@@ -246,6 +247,7 @@ void Daemon::tick() {
       if (!(loadavg >> beat.load1)) beat.load1 = 0;
       long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
       beat.cpus = static_cast<uint16_t>(std::clamp<long>(cpus, 0, 65535));
+      beat.agent_port = bound_port_;
       request.body = beat;
     }
     auto reply = session_->call(request, kManagerTimeout);

@@ -29,7 +29,7 @@ TEST(AgentCodec, ManagerRequestsRoundTrip) {
       {1, GetManagerKey{}},
       {2, Register{std::string("\x01\x02proof", 7), "node1", 9510, sample_profile(), "KEY"}},
       {3, Started{"0.1.0", sample_profile(), 4}},
-      {4, Heartbeat{123, 4, 2}},
+      {4, Heartbeat{123, 4, 2, 0.5f, 8, 9510}},
       {5, Unregister{}},
       {6, ProfileReport{sample_profile()}},
       {7, MetricsReport{10'000, MetricSet{0x3e, 55.5f, 40.25f, 1.5f, 321, 654, 12.5f},
@@ -63,7 +63,7 @@ TEST(AgentCodec, RepliesAndCommandsRoundTrip) {
   AgentCommand op{11, Operation{"t1.3", 2, "web1", 7, "restore", "{}", true, true, 123, "tcp://10.0.0.2:9510",
                                 "KEY", "t1.1", true, "/mnt/wpm", 1000}};
   EXPECT_EQ(*decode_agent_command(encode(op)), op);
-  AgentReply list{9, std::vector<WparSummary>{{"w1", "system", "A"}}};
+  AgentReply list{9, std::vector<WparSummary>{{"w1", "system", "A", 7}, {"w2", "application", "D"}}};
   EXPECT_EQ(*decode_agent_reply(encode(list)), list);
 }
 

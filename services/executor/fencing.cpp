@@ -89,4 +89,18 @@ std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory
   return out;
 }
 
+std::vector<WparPlaced> adopted_placements(const Executor& state, const std::string& system,
+                                           const std::vector<inventory::ReportedWpar>& reported) {
+  std::vector<WparPlaced> out;
+  std::set<std::string> seen;
+  for (const auto& r : reported) {
+    if (r.epoch == 0 || !seen.insert(r.name).second || state.busy.contains(r.name)) continue;
+    auto placed = state.placements.find(r.name);
+    uint64_t known = placed == state.placements.end() ? 0 : placed->second.epoch;
+    if (r.epoch > known) out.push_back(WparPlaced{r.name, system, r.epoch, ""});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.wpar < b.wpar; });
+  return out;
+}
+
 }  // namespace wpm::executor

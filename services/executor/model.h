@@ -367,6 +367,15 @@ Step evacuation_step(const Executor& state, const Task& task);
 // running, once its system can take commands (Online again); its id is
 // derived from the report, so deciding again makes none twice.
 std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inventory, int64_t now_ns);
+
+// Placements an agent holds that are newer than the log's: a manager
+// restored from a backup does not know what happened after it, its agents
+// do (docs/backup.md). A WPAR `system` reports with a higher placement epoch
+// than this executor's, and no task running on it, is adopted: placed on
+// that system at the agent's epoch (so that its commands are not stale and
+// its copy there is not fenced). In WPAR order.
+std::vector<WparPlaced> adopted_placements(const Executor& state, const std::string& system,
+                                           const std::vector<inventory::ReportedWpar>& reported);
 // The tasks that take an application WPAR whose command ended off its
 // system (the seed: it returns to Undeployed): one remove --keep-definition
 // per such WPAR placed on an Online system with no task running; its id

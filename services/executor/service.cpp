@@ -347,9 +347,31 @@ Result<size_t> ExecutorService::drive_tasks() {
                     r.operation_id, r.attempt, f.outcome, f.exit_code, f.wpar_state);
     }
     inventory_.read([&](const inventory::Inventory& inv) {
-      // Copies an agent still has of WPARs placed elsewhere: each removed there.
       std::set<std::string> claimed;  // WPARs a task of this batch starts on: one each
+      // Placements the agents hold that are newer than the log (a restored
+      // manager): adopted before any command or fence for those WPARs.
+      if (liveness_ != nullptr) {
+        std::map<std::string, WparPlaced> newest;  // by WPAR: the highest epoch any agent holds
+        for (const auto& [system, registered] : inv.registry.systems()) {
+          auto probe = liveness_->probe(system);
+          if (!probe || !probe->ok) continue;
+          for (auto& placed : adopted_placements(state, system, probe->wpars)) {
+            auto [it, made] = newest.try_emplace(placed.wpar, placed);
+            if (!made && placed.epoch > it->second.epoch) it->second = placed;
+          }
+        }
+        for (const auto& [wpar, placed] : newest) {
+          claimed.insert(wpar);
+          auto known = state.placements.find(wpar);
+          logger_->warn("placement_adopted wpar={} system={} epoch={} known_epoch={} reason=\"its agent holds a newer "
+                        "placement than the log (a manager restored from a backup)\"",
+                        wpar, placed.system, placed.epoch, known == state.placements.end() ? 0 : known->second.epoch);
+          batch.add(state, placement_stream(wpar), "adopted-" + wpar, placed);
+        }
+      }
+      // Copies an agent still has of WPARs placed elsewhere: each removed there.
       for (auto& fence : fence_tasks(state, inv, now)) {
+        if (claimed.contains(fence.created.wpar)) continue;
         claimed.insert(fence.created.wpar);
         batch.add(state, task_stream(fence.child), fence.child, fence.created);
         logger_->warn("stale_copy_fenced task={} wpar={} system={}", fence.child, fence.created.wpar,

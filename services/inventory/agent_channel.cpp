@@ -482,6 +482,11 @@ ap::ManagerReply AgentChannel::on_channel(const ap::ManagerRequest& request_valu
     if (options_.liveness != nullptr && beat->cpus > 0) {
       options_.liveness->set_load(system_id, static_cast<double>(beat->load1) / beat->cpus);
     }
+    // A manager started after the agent's Started learns its port here.
+    if (options_.liveness != nullptr && beat->agent_port != 0 &&
+        options_.liveness->agent_port(system_id) != beat->agent_port) {
+      options_.liveness->set_agent_port(system_id, beat->agent_port);
+    }
     metrics_->heartbeats.Increment();
     ap::ManagerReply reply{id, ap::Ack{}};
     reply.metrics_interval_ms = metrics_interval_ms();

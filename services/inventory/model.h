@@ -152,6 +152,7 @@ struct ReportedWpar {
   std::string name;
   std::string type;   // "system" | "application"
   std::string state;  // the state letter of lswpar
+  uint64_t epoch = 0;  // the highest placement epoch its agent holds for it (0: none)
   bool operator==(const ReportedWpar&) const = default;
 };
 

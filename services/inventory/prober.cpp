@@ -196,7 +196,7 @@ Liveness::Probe Prober::probe(const ProbeTarget& target) {
     return out;
   }
   if (const auto* list = std::get_if<std::vector<ap::WparSummary>>(&reply->body)) {
-    for (const auto& w : *list) out.wpars.push_back(ReportedWpar{w.name, w.type, w.state});
+    for (const auto& w : *list) out.wpars.push_back(ReportedWpar{w.name, w.type, w.state, w.epoch});
     out.ok = true;
     return out;
   }

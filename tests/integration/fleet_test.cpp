@@ -654,5 +654,43 @@ TEST_F(Fleet, ABackupTakenWhileAppendsRunRestoresToTheProjectionsOfItsTime) {
   EXPECT_NE(again.err.find("holds a log already"), std::string::npos) << again.err;
 }
 
+// What happened after the backup is not in the restored log, but the agents
+// know it: a WPAR deployed after the backup is adopted at its agent's
+// placement epoch before the executor acts, and takes commands.
+TEST_F(Fleet, ARestoredManagerAdoptsAPlacementMadeAfterItsBackup) {
+  std::string data = configure_agent();
+  ASSERT_EQ(start_agent(data).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return json::parse(as_root({"-o", "json", "system", "list"}).out, nullptr, false)
+                                          .size() == 1; },
+                         20s, 200ms));
+  std::string system = json::parse(as_root({"-o", "json", "system", "list"}).out)[0].value("name", "");
+  ASSERT_EQ(as_root({"wpar", "create", "app1", "--type", "application", "--command", "/bin/sleep 600"}).exit_code, 0);
+  auto made = as_root({"-o", "json", "backup", "create"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  std::string path = json::parse(made.out)["path"];
+  auto wpar = [&] { return json::parse(as_root({"-o", "json", "wpar", "show", "app1"}).out, nullptr, false); };
+  auto deployed = as_root({"wpar", "deploy", "app1", "--system", system});
+  if (deployed.exit_code != 0) GTEST_SKIP() << "this host cannot run an application WPAR: " << deployed.err;
+  ASSERT_TRUE(wait_until([&] { return wpar().value("state", "") == "A"; }, 30s, 200ms)) << wpar().dump();
+
+  // The restored manager listens where the agent knows it.
+  ASSERT_TRUE(wpmd_->stop().has_value());
+  Wpmd::Options o = wpmd_->options();
+  o.data_dir = dir_ / "restored";
+  o.extra_args.insert(o.extra_args.end(), {"--restore", path, "--agent-public-endpoint", wpmd_->agent_public(),
+                                           "--agent-channel-endpoint", wpmd_->agent_channel()});
+  wpmd_ = std::make_unique<Wpmd>(o);
+  ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
+  ASSERT_TRUE(wait_until([&] { return wpar().value("system", "") == system && wpar().value("state", "") == "A"; },
+                         30s, 200ms))
+      << wpar().dump() << "\n" << wpmd_->log().substr(0, 3000);
+  EXPECT_NE(wpmd_->log().find("placement_adopted wpar=app1"), std::string::npos);
+  // Its commands carry the adopted epoch: the agent takes them.
+  auto stopped = as_root({"wpar", "stop", "app1", "--force"});
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.out << stopped.err;
+  run({bin("wpm-agent"), "--data", data, "stopwpar", "-F", "app1"}, 60s);
+  run({bin("wpm-agent"), "--data", data, "rmwpar", "app1"}, 60s);
+}
+
 }  // namespace
 }  // namespace wpm::testing

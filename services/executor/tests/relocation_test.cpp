@@ -421,3 +421,35 @@ TEST_F(RelocationTest, AStaleCopyIsFencedOnceAndMarkDeadTakesTheWparsOffAGoneSys
 
 }  // namespace
 }  // namespace wpm::executor
+
+namespace wpm::executor {
+namespace {
+
+// A manager restored from a backup: web1 was relocated to node2 after it
+// (epoch 2 there), and node1 still has a copy from before (epoch 1). The
+// agent's newer placement is adopted, never fenced; the older copy is.
+TEST_F(RelocationTest, AnAgentsNewerPlacementIsAdoptedAndTheOlderCopyFenced) {
+  ASSERT_EQ(state_.placements.at("web1").system, "node1");
+  const uint64_t known = state_.placements.at("web1").epoch;
+  std::vector<inventory::ReportedWpar> node2 = {{"web1", "system", "A", known + 1}, {"other", "system", "A", 0}};
+  std::vector<inventory::ReportedWpar> node1 = {{"web1", "system", "A", known}};
+  auto adopted = adopted_placements(state_, "node2", node2);
+  ASSERT_EQ(adopted.size(), 1u) << "a WPAR without an epoch is no placement of this manager's";
+  EXPECT_EQ(adopted[0], (WparPlaced{"web1", "node2", known + 1, ""}));
+  EXPECT_TRUE(adopted_placements(state_, "node1", node1).empty()) << "not newer than the log";
+  fold_inventory(placement_stream("web1"), adopted[0]);
+  EXPECT_EQ(state_.placements.at("web1").system, "node2");
+  EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node2");
+  EXPECT_TRUE(adopted_placements(state_, "node2", node2).empty()) << "adopted once";
+  // node1's copy is now a stale one: fenced (its removal carries the newer epoch).
+  fold_inventory("agent-report-refusals", AgentReportRefused{"node1", "wpar/web1", "is on node2"});
+  auto fences = fence_tasks(state_, inv_, now_);
+  ASSERT_EQ(fences.size(), 1u);
+  EXPECT_EQ(fences[0].created.system, "node1");
+  // Not while a task runs on the WPAR.
+  ASSERT_EQ(run("r9", "wpar.relocate", {{"name", "web1"}, {"to", "node1"}}), std::nullopt);
+  EXPECT_TRUE(adopted_placements(state_, "node1", {{"web1", "system", "A", known + 5}}).empty());
+}
+
+}  // namespace
+}  // namespace wpm::executor
