@@ -606,6 +606,7 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
   }
   if (command == "task.list" || command == "task.show") return task_query(command, args);
   if (command == "system.metrics" || command == "wpar.metrics") return metrics_query(command, args);
+  if (command == "policy.simulate") return simulate_query(args);
   if (command == "group.state" || command == "group.explain") {
     if (deps_.policy == nullptr) return std::unexpected(Fail{"unavailable", "this wpmd runs no policy service (wpmd --services)"});
     std::string group;

@@ -143,6 +143,9 @@ class Gateway {
   Answer query(const std::string& command, const nlohmann::json& args, const Caller& caller);
   Answer task_query(const std::string& command, const nlohmann::json& args);
   Answer metrics_query(const std::string& command, const nlohmann::json& args);
+  // policy.simulate (simulation.cpp): one at a time per gateway.
+  Answer simulate_query(const nlohmann::json& args);
+  std::atomic<bool> simulating_{false};
   Answer relocation_query(const std::string& command, const nlohmann::json& args, const Caller& caller);
   Answer change(const std::string& id, const std::string& command, const nlohmann::json& args, const Caller& caller,
                 const std::string& address, kernel::EventLog& log);

@@ -22,7 +22,7 @@ struct CommandAccess {
   std::string_view command;
   Access access;
 };
-constexpr std::array<CommandAccess, 58> kCommands = {{
+constexpr std::array<CommandAccess, 59> kCommands = {{
     {"login", Access::kAnyone},
     {"version", Access::kAnyone},
     {"logout", Access::kSession},
@@ -76,6 +76,7 @@ constexpr std::array<CommandAccess, 58> kCommands = {{
     {"group.state", Access::kRead},
     {"group.explain", Access::kRead},
     {"group.policy-show", Access::kRead},
+    {"policy.simulate", Access::kRead},
     {"settings.set", Access::kFleetChange},
     {"role.add", Access::kRoleAdmin},
     {"role.remove", Access::kRoleAdmin},

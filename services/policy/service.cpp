@@ -14,9 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-// Samples of the last moments may still be on their way when a pass
-// starts; it runs this long after its grid time and uses samples up to it.
-constexpr int64_t kPassSlackNs = 2'000'000'000;
 
 Values to_values(const std::optional<WindowSummary>& s, bool latest) {
   if (!s) return {};
@@ -84,12 +81,131 @@ PolicyService::PolicyService(kernel::EventLog& log, const inventory::InventoryVi
     : log_(log), inventory_(inventory), executor_(executor), clock_(clock), windows_(std::move(windows)),
       logger_(std::move(logger)) {}
 
-std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_ns, const std::string* only,
-                                                                     int64_t* interval_ns) const {
+std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const executor::Executor& x,
+                                     SampleSource& samples, const std::map<std::string, GroupMemo>& memos,
+                                     int64_t at_ns, const std::string* only,
+                                     const std::map<std::string, GroupPolicy>& overrides, spdlog::logger& logger,
+                                     int64_t* keep_s) {
   std::vector<Evaluated> out;
   const int64_t at_s = at_ns / 1'000'000'000;
+  int domain_cap = std::max(1, std::atoi(inv.setting("policy.domain-concurrency").c_str()));
+  // The groups to evaluate, with their policies.
+  std::map<std::string, GroupPolicy> policies;
+  for (const auto& [name, g] : inv.groups) {
+    if (only != nullptr && name != *only) continue;
+    GroupPolicy p;
+    if (auto o = overrides.find(name); o != overrides.end()) {
+      p = o->second;  // the simulation's candidate
+    } else if (!g.policy.empty()) {
+      auto parsed = policy_from_json(json::parse(g.policy, nullptr, false));
+      if (!parsed) {
+        logger.warn("policy_unreadable group={} error=\"{}\"", name, parsed.error());
+        continue;
+      }
+      p = *parsed;
+    }
+    if (p.enabled || only != nullptr) policies.emplace(name, std::move(p));
+  }
+  if (policies.empty()) return out;
+  int64_t longest = 60;
+  for (const auto& [n, p] : policies) longest = std::max(longest, p.period_s);
+  if (keep_s != nullptr) *keep_s = longest + 120;
+  // What moved when, what runs now.
+  std::unordered_map<std::string, int64_t> moved;
+  std::unordered_map<std::string, std::string> relocating;  // WPAR → its running relocation's target
+  for (const auto& [id, t] : x.tasks) {
+    if (t.kind != "relocate") continue;
+    if (t.state == "succeeded") moved[t.wpar] = std::max(moved[t.wpar], t.finished_ns);
+    if (!t.finished()) relocating[t.wpar] = t.options.target;
+  }
+  auto ranks = hardware_ranks(inv);
+  std::map<std::string, int> domain_running;
+  for (const auto& [wpar, target] : relocating) ++domain_running[inv.system_status(target).domain];
+  // Moves asked for that are not tasks yet count too.
+  for (const auto& [group, memo] : memos) {
+    if (memo.pending_until_ns <= at_ns) continue;
+    if (auto p = policies.find(group); p != policies.end()) ++domain_running[p->second.domain];
+  }
+  // Systems, per averaging period (most groups share one).
+  std::map<int64_t, std::map<std::string, SystemInput>> systems_by_period;
+  auto systems_for = [&](int64_t period) -> const std::map<std::string, SystemInput>& {
+    auto [it, fresh] = systems_by_period.try_emplace(period);
+    if (!fresh) return it->second;
+    for (const auto& [id, s] : inv.registry.systems()) {
+      auto st = inv.system_status(id);
+      it->second[id] = SystemInput{id, st.domain, st.state, true, ranks[id],
+                                   to_values(samples.host(id, at_s - period, at_s), false)};
+    }
+    return it->second;
+  };
+  // Compatibility in a direction, for a set of optional tests: by the
+  // systems' properties digests, each computed once.
+  std::unordered_map<std::string, std::string> digests;
+  auto digest = [&](const std::string& id) -> const std::string& {
+    auto [it, fresh] = digests.try_emplace(id);
+    if (fresh) {
+      if (const auto* s = inv.registry.by_id(id)) {
+        it->second = compatibility::properties_digest(compatibility::compared_properties_key(s->profile));
+      }
+    }
+    return it->second;
+  };
+  // The WPARs of each group placed on a system, with their samples
+  // summarised in the inventory's (name) order.
+  std::map<std::string, std::vector<std::pair<const inventory::WparRecord*, std::optional<WindowSummary>>>> members;
+  for (const auto& [name, w] : inv.wpars) {
+    if (w.wpar.system.empty()) continue;
+    auto p = policies.find(w.wpar.group);
+    if (p == policies.end()) continue;
+    // Only what its own system reported (a stale copy elsewhere says nothing of it).
+    members[w.wpar.group].emplace_back(&w, samples.wpar(name, w.wpar.system, at_s - p->second.period_s, at_s));
+  }
+  for (auto& [name, p] : policies) {
+    GroupInput g;
+    g.group = name;
+    g.policy = p;
+    g.domain_cap = domain_cap;
+    g.domain_relocations = domain_running[p.domain];
+    auto memo = memos.find(name);
+    if (memo != memos.end()) {
+      g.streak = memo->second.streak;
+      g.streak_trigger = memo->second.trigger;
+      g.in_flight = memo->second.pending_until_ns > at_ns;
+    }
+    for (const auto& [w, summary] : members[name]) {
+      WparInput in{w->wpar.name, w->wpar.system, to_values(summary, false), to_values(summary, true),
+                   w->wpar.checkpointable && w->wpar.reported_state == "A", x.busy.contains(w->wpar.name), 0};
+      if (auto m = moved.find(w->wpar.name); m != moved.end()) in.moved_ns = m->second;
+      if (relocating.contains(w->wpar.name)) g.in_flight = true;
+      g.wpars.push_back(std::move(in));
+    }
+    const auto& tests = p.optional_tests;
+    CompatibleFn compatible = [&](const std::string& from, const std::string& to) {
+      const std::string& a = digest(from);
+      const std::string& b = digest(to);
+      if (a.empty() || b.empty()) return false;
+      if (a == b) return true;
+      auto it = x.compat.find({a, b});
+      if (it == x.compat.end()) return false;  // Pending
+      for (const auto& r : it->second) {
+        auto test = compatibility::test_from_name(r.test);
+        bool counts = test && (compatibility::is_critical(*test) ||
+                               std::find(tests.begin(), tests.end(), r.test) != tests.end());
+        if (!r.passed && counts) return false;
+      }
+      return true;
+    };
+    Evaluation e = evaluate(g, systems_for(p.period_s), compatible, at_ns);
+    out.push_back(Evaluated{std::move(g), std::move(e)});
+  }
+  return out;
+}
+
+std::vector<Evaluated> PolicyService::evaluate_groups(int64_t at_ns, const std::string* only,
+                                                      int64_t* interval_ns) const {
+  std::vector<Evaluated> out;
   int64_t keep_s = 0;
-  std::map<std::string, Memo> memos;
+  std::map<std::string, GroupMemo> memos;
   {
     std::lock_guard lock(mutex_);
     memos = memos_;
@@ -99,138 +215,28 @@ std::vector<PolicyService::Evaluated> PolicyService::evaluate_groups(int64_t at_
       if (interval_ns != nullptr) {
         *interval_ns = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(60'000'000'000);
       }
-      int domain_cap = std::max(1, std::atoi(inv.setting("policy.domain-concurrency").c_str()));
-      // The groups to evaluate, with their policies.
-      std::map<std::string, GroupPolicy> policies;
-      for (const auto& [name, g] : inv.groups) {
-        if (only != nullptr && name != *only) continue;
-        GroupPolicy p;
-        if (!g.policy.empty()) {
-          auto parsed = policy_from_json(json::parse(g.policy, nullptr, false));
-          if (!parsed) {
-            logger_->warn("policy_unreadable group={} error=\"{}\"", name, parsed.error());
-            continue;
-          }
-          p = *parsed;
-        }
-        if (p.enabled || only != nullptr) policies.emplace(name, std::move(p));
-      }
-      if (policies.empty()) return;
       SampleWindows::Reader samples(*windows_);
-      int64_t longest = 60;
-      for (const auto& [n, p] : policies) longest = std::max(longest, p.period_s);
-      keep_s = longest + 120;
-      // What moved when, what runs now.
-      std::unordered_map<std::string, int64_t> moved;
-      std::unordered_map<std::string, std::string> relocating;  // WPAR → its running relocation's target
-      for (const auto& [id, t] : x.tasks) {
-        if (t.kind != "relocate") continue;
-        if (t.state == "succeeded") moved[t.wpar] = std::max(moved[t.wpar], t.finished_ns);
-        if (!t.finished()) relocating[t.wpar] = t.options.target;
-      }
-      auto ranks = hardware_ranks(inv);
-      std::map<std::string, int> domain_running;
-      for (const auto& [wpar, target] : relocating) ++domain_running[inv.system_status(target).domain];
-      // Moves asked for that are not tasks yet count too.
-      for (const auto& [group, memo] : memos) {
-        if (memo.pending_until_ns <= at_ns) continue;
-        if (auto p = policies.find(group); p != policies.end()) ++domain_running[p->second.domain];
-      }
-      // Systems, per averaging period (most groups share one).
-      std::map<int64_t, std::map<std::string, SystemInput>> systems_by_period;
-      auto systems_for = [&](int64_t period) -> const std::map<std::string, SystemInput>& {
-        auto [it, fresh] = systems_by_period.try_emplace(period);
-        if (!fresh) return it->second;
-        for (const auto& [id, s] : inv.registry.systems()) {
-          auto st = inv.system_status(id);
-          it->second[id] = SystemInput{id, st.domain, st.state, true, ranks[id],
-                                       to_values(samples.host(id, at_s - period, at_s), false)};
-        }
-        return it->second;
-      };
-      // Compatibility in a direction, for a set of optional tests: by the
-      // systems' properties digests, each computed once.
-      std::unordered_map<std::string, std::string> digests;
-      auto digest = [&](const std::string& id) -> const std::string& {
-        auto [it, fresh] = digests.try_emplace(id);
-        if (fresh) {
-          if (const auto* s = inv.registry.by_id(id)) {
-            it->second = compatibility::properties_digest(compatibility::compared_properties_key(s->profile));
-          }
-        }
-        return it->second;
-      };
-      // The WPARs of each group placed on a system, with their samples
-      // summarised in the inventory's (name) order.
-      std::map<std::string, std::vector<std::pair<const inventory::WparRecord*, std::optional<WindowSummary>>>> members;
-      for (const auto& [name, w] : inv.wpars) {
-        if (w.wpar.system.empty()) continue;
-        auto p = policies.find(w.wpar.group);
-        if (p == policies.end()) continue;
-        // Only what its own system reported (a stale copy elsewhere says nothing of it).
-        members[w.wpar.group].emplace_back(&w, samples.wpar(name, w.wpar.system, at_s - p->second.period_s, at_s));
-      }
-      for (auto& [name, p] : policies) {
-        GroupInput g;
-        g.group = name;
-        g.policy = p;
-        g.domain_cap = domain_cap;
-        g.domain_relocations = domain_running[p.domain];
-        auto memo = memos.find(name);
-        if (memo != memos.end()) {
-          g.streak = memo->second.streak;
-          g.streak_trigger = memo->second.trigger;
-          g.in_flight = memo->second.pending_until_ns > at_ns;
-        }
-        for (const auto& [w, summary] : members[name]) {
-          WparInput in{w->wpar.name, w->wpar.system, to_values(summary, false), to_values(summary, true),
-                       w->wpar.checkpointable && w->wpar.reported_state == "A", x.busy.contains(w->wpar.name), 0};
-          if (auto m = moved.find(w->wpar.name); m != moved.end()) in.moved_ns = m->second;
-          if (relocating.contains(w->wpar.name)) g.in_flight = true;
-          g.wpars.push_back(std::move(in));
-        }
-        const auto& tests = p.optional_tests;
-        CompatibleFn compatible = [&](const std::string& from, const std::string& to) {
-          const std::string& a = digest(from);
-          const std::string& b = digest(to);
-          if (a.empty() || b.empty()) return false;
-          if (a == b) return true;
-          auto it = x.compat.find({a, b});
-          if (it == x.compat.end()) return false;  // Pending
-          for (const auto& r : it->second) {
-            auto test = compatibility::test_from_name(r.test);
-            bool counts = test && (compatibility::is_critical(*test) ||
-                                   std::find(tests.begin(), tests.end(), r.test) != tests.end());
-            if (!r.passed && counts) return false;
-          }
-          return true;
-        };
-        Evaluation e = evaluate(g, systems_for(p.period_s), compatible, at_ns);
-        out.push_back(Evaluated{std::move(g), std::move(e)});
-      }
+      out = evaluate_pass(inv, x, samples, memos, at_ns, only, {}, *logger_, &keep_s);
     });
   });
   // After the reader let go of the windows; only a whole pass knows the longest period in use.
-  if (keep_s > 0 && only == nullptr) windows_->keep(keep_s, at_s);
+  if (keep_s > 0 && only == nullptr) windows_->keep(keep_s, at_ns / 1'000'000'000);
   return out;
 }
 
-PassOutcome PolicyService::pass(int64_t at_ns) {
-  auto t0 = std::chrono::steady_clock::now();
-  int64_t interval = 60'000'000'000;
-  auto evaluated = evaluate_groups(at_ns, nullptr, &interval);
-  {
-    std::lock_guard lock(mutex_);
-    interval_ns_ = interval;
-  }
+int64_t next_pass_ns(int64_t last_ns, int64_t interval_ns) { return (last_ns / interval_ns + 1) * interval_ns; }
+
+PassOutcome conclude_pass(std::vector<Evaluated>& evaluated, std::map<std::string, GroupMemo>& memos, int64_t at_ns,
+                          int64_t interval_ns, const std::function<bool(const Evaluated&)>& record,
+                          std::map<std::string, uint64_t>& reasons) {
   PassOutcome outcome;
   outcome.at_ns = at_ns;
   outcome.groups = evaluated.size();
-  outcome.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::map<std::string, int> asked_in_domain;  // moves this pass asked for, per domain
   for (auto& ev : evaluated) {
     outcome.wpars += ev.input.wpars.size();
     auto& e = ev.evaluation;
+    auto& memo = memos[ev.input.group];
     bool acted = false;
     const bool records = ev.input.policy.automation != Automation::kRecommend;
     if (e.reason == Reason::kMove && records &&
@@ -240,38 +246,61 @@ PassOutcome PolicyService::pass(int64_t at_ns) {
       e.move.reset();
     }
     if (e.reason == Reason::kMove && e.move) {
-      int64_t watermark = 0;
-      for (const auto& w : ev.input.wpars) {
-        if (auto s = windows_->wpar(w.name, w.system, at_ns / 1'000'000'000 - ev.input.policy.period_s,
-                                    at_ns / 1'000'000'000)) {
-          watermark = std::max(watermark, s->newest_s);
-        }
-      }
-      if (ev.input.policy.automation == Automation::kRecommend) {
+      if (!records) {
         ++outcome.recommended;
         acted = true;
-        std::lock_guard lock(mutex_);
-        memos_[ev.input.group].recommendation = {{"atNs", at_ns}, {"wpar", e.move->wpar}, {"from", e.move->from},
-                                                 {"to", e.move->to}, {"explanation", e.explanation}};
-      } else if (auto r = record_move(ev, at_ns, watermark); r) {
+        memo.recommendation = {{"atNs", at_ns}, {"wpar", e.move->wpar}, {"from", e.move->from},
+                               {"to", e.move->to}, {"explanation", e.explanation}};
+      } else if (record(ev)) {
         ++outcome.moves;
         ++asked_in_domain[ev.input.policy.domain];
         acted = true;
-      } else {
-        logger_->warn("policy_move_not_recorded group={} wpar={} error=\"{}\"", ev.input.group, e.move->wpar,
-                      r.error().message);
+        // In flight until the executor holds its task (two intervals at most).
+        memo.pending_until_ns = at_ns + 2 * interval_ns;
       }
     }
-    std::lock_guard lock(mutex_);
-    auto& memo = memos_[ev.input.group];
-    memo.figures = GroupFigures{e.group_state, ev.input.policy.max, ev.input.policy.min};
+    memo.figures = GroupMemo::Figures{e.group_state, ev.input.policy.max, ev.input.policy.min};
     memo.evaluated_ns = at_ns;
     // Re-analysed after each mobility event: the streak starts again.
     memo.trigger = acted ? "" : e.trigger;
     memo.streak = acted ? 0 : e.streak;
-    ++stats_.reasons[std::string(reason_name(e.reason))];
+    ++reasons[std::string(reason_name(e.reason))];
   }
+  return outcome;
+}
+
+PassOutcome PolicyService::pass(int64_t at_ns) {
+  auto t0 = std::chrono::steady_clock::now();
+  int64_t interval = 60'000'000'000;
+  auto evaluated = evaluate_groups(at_ns, nullptr, &interval);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::map<std::string, GroupMemo> memos;
+  {
+    std::lock_guard lock(mutex_);
+    interval_ns_ = interval;
+    memos = memos_;
+  }
+  std::map<std::string, uint64_t> reasons;
+  auto record = [&](const Evaluated& ev) {
+    int64_t watermark = 0;
+    for (const auto& w : ev.input.wpars) {
+      if (auto s = windows_->wpar(w.name, w.system, at_ns / 1'000'000'000 - ev.input.policy.period_s,
+                                  at_ns / 1'000'000'000)) {
+        watermark = std::max(watermark, s->newest_s);
+      }
+    }
+    auto r = record_move(ev, at_ns, watermark);
+    if (!r) {
+      logger_->warn("policy_move_not_recorded group={} wpar={} error=\"{}\"", ev.input.group,
+                    ev.evaluation.move->wpar, r.error().message);
+    }
+    return r.has_value();
+  };
+  PassOutcome outcome = conclude_pass(evaluated, memos, at_ns, interval, record, reasons);
+  outcome.ms = ms;
   std::lock_guard lock(mutex_);
+  memos_ = std::move(memos);
+  for (const auto& [reason, n] : reasons) stats_.reasons[reason] += n;
   ++stats_.passes;
   stats_.moves += outcome.moves;
   stats_.recommended += outcome.recommended;
@@ -298,9 +327,6 @@ Result<void> PolicyService::record_move(const Evaluated& ev, int64_t at_ns, int6
   if (!appended && appended.error().code != ErrorCode::kWrongExpectedVersion) return std::unexpected(appended.error());
   logger_->info("policy_move group={} wpar={} from={} to={} trigger={} automation={} command={}", ev.input.group,
                 e.move->wpar, e.move->from, e.move->to, e.trigger, automation_name(p.automation), id);
-  std::lock_guard lock(mutex_);
-  // In flight until the executor holds its task (two intervals at most).
-  memos_[ev.input.group].pending_until_ns = at_ns + 2 * interval_ns_;
   return {};
 }
 
@@ -345,24 +371,29 @@ void PolicyService::run(std::atomic<bool>& stop) {
     });
   };
   read_interval();
+  int64_t last = clock_.wall_ns() / interval * interval;  // the grid time before the first pass
+  int64_t at = next_pass_ns(last, interval);
   while (!stop.load()) {
-    int64_t at = (clock_.wall_ns() / interval + 1) * interval;  // the next grid time
     for (int waits = 1; !stop.load() && clock_.wall_ns() < at + kPassSlackNs; ++waits) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      // A changed interval applies at once: the next time on its grid.
+      // A changed interval applies at once: the next time on its grid after the last pass.
       if (waits % 10 == 0) {
         int64_t before = interval;
         read_interval();
-        if (interval != before) at = (clock_.wall_ns() / interval + 1) * interval;
+        if (interval != before) at = next_pass_ns(last, interval);
       }
     }
     if (stop.load()) return;
+    last = at;
     auto outcome = pass(at);
     if (outcome.groups > 0) {
       logger_->debug("policy_pass groups={} wpars={} moves={} recommended={} ms={:.1f}", outcome.groups,
                      outcome.wpars, outcome.moves, outcome.recommended, outcome.ms);
     }
     read_interval();
+    // Every grid time, each run once its slack has passed (the simulation
+    // runs the same ones); after a stall, the newest one due, not every one missed.
+    at = std::max(next_pass_ns(last, interval), (clock_.wall_ns() - kPassSlackNs) / interval * interval);
   }
 }
 

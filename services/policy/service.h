@@ -19,6 +19,7 @@
 #include <spdlog/logger.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,6 +52,50 @@ struct PolicyStats {
   PassOutcome last;
 };
 
+// What a pass remembers of a group between passes (in memory: a restart,
+// or a simulation's start, begins them again).
+struct GroupMemo {
+  std::string trigger;
+  int streak = 0;
+  int64_t pending_until_ns = 0;   // a move asked for, not yet a running task
+  nlohmann::json recommendation;  // the last move shown (recommend)
+  struct Figures {
+    double state = 0, max = 0, min = 0;
+  } figures;                      // at the last pass
+  int64_t evaluated_ns = 0;       // when (0: never)
+};
+
+struct Evaluated {
+  GroupInput input;
+  Evaluation evaluation;
+};
+
+// One pass's evaluations, as at `at_ns`, from the inventory's and the
+// executor's states, the samples and the memos: every enabled group (or
+// `only`, enabled or not), a group in `overrides` with that policy instead
+// of its own (the simulation's candidate). `keep_s`: how long the samples
+// it used reach back. Pure but for the samples' reads; the live service and
+// the simulation run it alike.
+std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const executor::Executor& x,
+                                     SampleSource& samples, const std::map<std::string, GroupMemo>& memos,
+                                     int64_t at_ns, const std::string* only,
+                                     const std::map<std::string, GroupPolicy>& overrides, spdlog::logger& logger,
+                                     int64_t* keep_s);
+
+// The rest of a pass, live and simulated alike: the domain cap counting the
+// moves this pass asked for, each move acted on (recommend: remembered;
+// otherwise `record`, false when it could not be recorded), and the memos
+// (a group that acted starts its streak again; a recorded move is in flight
+// for two intervals). Decisions by reason are added to `reasons`.
+PassOutcome conclude_pass(std::vector<Evaluated>& evaluated, std::map<std::string, GroupMemo>& memos, int64_t at_ns,
+                          int64_t interval_ns, const std::function<bool(const Evaluated&)>& record,
+                          std::map<std::string, uint64_t>& reasons);
+
+// Passes run at every multiple of policy.interval (Unix time), each once its
+// slack (kPassSlackNs) has passed: the one after `last_ns` is this.
+int64_t next_pass_ns(int64_t last_ns, int64_t interval_ns);
+inline constexpr int64_t kPassSlackNs = 2'000'000'000;
+
 class PolicyService {
  public:
   PolicyService(kernel::EventLog& log, const inventory::InventoryView& inventory,
@@ -66,25 +111,11 @@ class PolicyService {
   Result<nlohmann::json> explain(const std::string& group) const;
   PolicyStats stats() const;
   // Each evaluated group's state and thresholds at the last pass (Prometheus).
-  struct GroupFigures {
-    double state = 0, max = 0, min = 0;
-  };
+  using GroupFigures = GroupMemo::Figures;
   std::map<std::string, GroupFigures> group_figures() const;
 
  private:
-  struct Memo {
-    std::string trigger;
-    int streak = 0;
-    int64_t pending_until_ns = 0;   // a move asked for, not yet a running task
-    nlohmann::json recommendation;  // the last move shown (recommend)
-    GroupFigures figures;           // at the last pass
-    int64_t evaluated_ns = 0;       // when (0: never)
-  };
-  struct Evaluated {
-    GroupInput input;
-    Evaluation evaluation;
-  };
-  // Every enabled group (or `only`, enabled or not) evaluated as at `at_ns`.
+  // evaluate_pass on the current states and the live windows.
   std::vector<Evaluated> evaluate_groups(int64_t at_ns, const std::string* only, int64_t* interval_ns) const;
   Result<void> record_move(const Evaluated& e, int64_t at_ns, int64_t watermark_s);
 
@@ -95,7 +126,7 @@ class PolicyService {
   std::shared_ptr<SampleWindows> windows_;
   std::shared_ptr<spdlog::logger> logger_;
   mutable std::mutex mutex_;  // guards memos_ and stats_
-  std::map<std::string, Memo> memos_;
+  std::map<std::string, GroupMemo> memos_;
   PolicyStats stats_;
   int64_t interval_ns_ = 60'000'000'000;  // policy.interval at the last pass
 };

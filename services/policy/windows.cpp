@@ -39,7 +39,7 @@ WindowSummary summarise(const std::deque<CompactSample>& samples, int64_t from_s
   return out;
 }
 
-std::optional<WindowSummary> SampleWindows::Reader::host(const std::string& system, int64_t from_s, int64_t to_s) const {
+std::optional<WindowSummary> SampleWindows::Reader::host(const std::string& system, int64_t from_s, int64_t to_s) {
   auto it = w_.hosts_.find(system);
   if (it == w_.hosts_.end()) return std::nullopt;
   return summarise(it->second, from_s, to_s);
@@ -69,6 +69,15 @@ void SampleWindows::add(const metrics::HostSample& sample) {
   std::lock_guard lock(mutex_);
   push(hosts_, sample.system, compact(sample.time_s, sample.host), keep_s_);
   for (const auto& w : sample.wpars) push(wpars_, w.name + '\0' + sample.system, compact(sample.time_s, w.values), keep_s_);
+}
+
+void SampleWindows::add_history(const std::string& system, const std::string* wpar,
+                                std::vector<CompactSample> samples) {
+  std::lock_guard lock(mutex_);
+  auto& q = wpar == nullptr ? hosts_[system] : wpars_[*wpar + '\0' + system];
+  for (auto& s : samples) {
+    if (q.empty() || s.time_s > q.back().time_s) q.push_back(s);
+  }
 }
 
 void SampleWindows::keep(int64_t seconds, int64_t now_s) {

@@ -12,8 +12,9 @@
 #include <deque>
 #include <mutex>
 #include <optional>
-#include <string>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "schemas/metrics.h"
 #include "services/policy/model.h"
@@ -33,6 +34,16 @@ struct WindowSummary {
   int64_t newest_s = 0;  // its time (0: none)
   int count = 0;
 };
+
+// Where a pass reads its samples: the live windows, or the stored history
+// (the what-if simulation). WPARs are asked for in name order.
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  virtual std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) = 0;
+  virtual std::optional<WindowSummary> wpar(const std::string& name, const std::string& system, int64_t from_s,
+                                            int64_t to_s) = 0;
+};
 // The summary of samples (oldest first) in (from_s, to_s].
 WindowSummary summarise(const std::deque<CompactSample>& samples, int64_t from_s, int64_t to_s);
 
@@ -43,12 +54,12 @@ class SampleWindows {
   // Reads many entities under one lock: WPARs asked for in increasing name
   // order are found by walking forward (a pass asks for them in the
   // inventory's order), not looked up one by one.
-  class Reader {
+  class Reader : public SampleSource {
    public:
     explicit Reader(const SampleWindows& w) : lock_(w.mutex_), w_(w), next_wpar_(w.wpars_.begin()) {}
-    std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) const;
+    std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) override;
     std::optional<WindowSummary> wpar(const std::string& name, const std::string& system, int64_t from_s,
-                                      int64_t to_s);
+                                      int64_t to_s) override;
 
    private:
     std::lock_guard<std::mutex> lock_;
@@ -57,6 +68,9 @@ class SampleWindows {
   };
 
   void add(const metrics::HostSample& sample);
+  // One entity's samples, oldest first, from the stored history (the
+  // simulation): a host's, or a WPAR's as `system` reported them.
+  void add_history(const std::string& system, const std::string* wpar, std::vector<CompactSample> samples);
   // Keep samples this long (the longest averaging period in use, plus a
   // margin); entities with nothing newer than that (gone WPARs and hosts)
   // are forgotten.

@@ -149,6 +149,33 @@ TEST_F(PolicyFleet, ABurningWparMovesToTheIdleCompatibleHostNotToAnIncompatibleO
   std::this_thread::sleep_for(10s);
   EXPECT_EQ(show({"wpar", "show", "app1"})["system"], "h3");
   EXPECT_EQ(relocations("app1").size(), 1u);
+
+  // What-if: the recorded period through the live policy makes exactly the
+  // live decision; a candidate whose maximum is never reached makes none.
+  auto simulated = as_root({"-o", "json", "policy", "simulate", "--group", "web", "--from", "15m"});
+  ASSERT_EQ(simulated.exit_code, 0) << simulated.err;
+  json sim = json::parse(simulated.out);
+  ASSERT_EQ(sim["live"].size(), 1u) << sim.dump();
+  EXPECT_EQ(sim["live"][0]["wpar"], "app1");
+  EXPECT_EQ(sim["live"][0]["to"], "h3");
+  EXPECT_EQ(sim["simulated"], sim["live"]) << sim.dump();
+  EXPECT_TRUE(sim.value("sameAsLive", false)) << sim.dump();
+  EXPECT_GT(sim.value("passes", 0), 10);
+  json candidate = show({"group", "policy", "show", "web"});
+  if (candidate.contains("policy")) candidate = candidate["policy"];
+  candidate["max"] = 100;
+  std::ofstream(dir_ / "candidate.json") << candidate.dump();
+  auto what_if = as_root({"-o", "json", "policy", "simulate", "--group", "web", "--from", "15m", "--policy",
+                          dir_ / "candidate.json"});
+  ASSERT_EQ(what_if.exit_code, 0) << what_if.err;
+  json other = json::parse(what_if.out);
+  EXPECT_TRUE(other["simulated"].empty()) << other.dump();
+  EXPECT_EQ(other["live"].size(), 1u);
+  EXPECT_FALSE(other["candidate"].is_null());
+  // Errors: an unknown group, a period beyond the raw history, a bad file.
+  EXPECT_EQ(as_root({"policy", "simulate", "--group", "nosuch"}).exit_code, 3);
+  EXPECT_EQ(as_root({"policy", "simulate", "--group", "web", "--from", "30d"}).exit_code, 2);
+  EXPECT_EQ(as_root({"policy", "simulate", "--group", "web", "--policy", dir_ / "none.json"}).exit_code, 2);
 }
 
 }  // namespace

@@ -549,6 +549,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
   gremove->add_option("WPAR", names, "the WPARs")->required();
   gremove->callback([&] { exit_code = run_command(g, "group.remove-wpar", {{"name", name}, {"wpars", names}}, print_decision); });
   add_policy_commands(*grp, g, exit_code, print_decision);
+  add_simulate_command(app, g, exit_code);
 
   // ---- compat
   auto* compat = app.add_subcommand("compat", "compatibility between systems (relocation)");

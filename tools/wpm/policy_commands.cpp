@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <memory>
 
 #include "tools/wpm/gateway_client.h"
@@ -147,6 +150,73 @@ void add_policy_commands(CLI::App& grp, GlobalOptions& g, int& exit_code,
         std::printf("last recommended (not done: automation recommend): %s from %s to %s at %s\n",
                     r.value("wpar", "").c_str(), r.value("from", "").c_str(), r.value("to", "").c_str(),
                     format_time(r.value("atNs", int64_t{0})).c_str());
+      }
+    });
+  });
+}
+
+void add_simulate_command(CLI::App& app, GlobalOptions& g, int& exit_code) {
+  auto* policy = app.add_subcommand("policy", "what-if analysis of relocation policies");
+  policy->require_subcommand(1);
+  struct Options {
+    std::string group, file, from = "1h", to = "0";
+  };
+  auto o = std::make_shared<Options>();
+  auto* sim = policy->add_subcommand(
+      "simulate", "run the recorded metrics of a period through a policy (the group's, or a candidate) with the "
+                  "live code, and list the relocations it would have made beside those the live policy made");
+  sim->add_option("--group", o->group, "the group (any unique prefix)")->required();
+  sim->add_option("--policy", o->file,
+                  "a candidate policy, JSON as `wpm -o json group policy show G` prints it (default: the live one)");
+  sim->add_option("--from", o->from, "the period's start, this long ago: 90s, 15m, 6h (default 1h)");
+  sim->add_option("--to", o->to, "the period's end, this long ago (default 0: now)");
+  sim->callback([&g, &exit_code, o] {
+    auto from = parse_duration_s(o->from);
+    auto to = parse_duration_s(o->to);
+    if (!from || !to || *to >= *from) {
+      print_error(fmt::format("--from '{}' and --to '{}' must be durations such as 90s, 15m, 6h, with --from the "
+                              "longer",
+                              o->from, o->to));
+      exit_code = kExitUsage;
+      return;
+    }
+    json args = {{"group", o->group}, {"since", *from}, {"until", *to}};
+    if (!o->file.empty()) {
+      std::ifstream in(o->file);
+      if (!in) {
+        print_error(fmt::format("cannot read --policy {}: {}", o->file, std::strerror(errno)));
+        exit_code = kExitUsage;
+        return;
+      }
+      json candidate = json::parse(in, nullptr, false);
+      if (candidate.is_discarded() || !candidate.is_object()) {
+        print_error(fmt::format("--policy {} is not a JSON object (write it with `wpm -o json group policy show G`)",
+                                o->file));
+        exit_code = kExitUsage;
+        return;
+      }
+      args["policy"] = candidate;
+    }
+    if (g.format != Format::kJson && stderr_is_terminal()) std::fprintf(stderr, "simulating…\n");
+    exit_code = run_command(g, "policy.simulate", args, [](const json& s) {
+      std::printf("group %s, %s to %s: %zu passes, %zu events, %.2f s, with %s\n", s.value("group", "").c_str(),
+                  format_time(s.value("fromNs", int64_t{0})).c_str(), format_time(s.value("toNs", int64_t{0})).c_str(),
+                  static_cast<size_t>(s.value("passes", 0)), static_cast<size_t>(s.value("events", 0)),
+                  s.value("seconds", 0.0), s["candidate"].is_null() ? "the live policy" : "the candidate policy");
+      for (const char* which : {"simulated", "live"}) {
+        const json& moves = s[which];
+        std::printf("\n%s (%zu):\n", std::string(which) == "live" ? "made by the live policy" : "would make",
+                    moves.size());
+        if (moves.empty()) std::printf("  none\n");
+        for (const auto& m : moves) {
+          std::printf("  %s  %-16s %s -> %s  (%s, %s)\n", format_time(m.value("atNs", int64_t{0})).c_str(),
+                      m.value("wpar", "").c_str(), m.value("from", "").c_str(), m.value("to", "").c_str(),
+                      m.value("trigger", "").c_str(), m.value("automation", "").c_str());
+        }
+      }
+      if (s["candidate"].is_null()) {
+        std::printf("\n%s\n", s.value("sameAsLive", false) ? "the same as the live decisions"
+                                                             : "NOT the same as the live decisions (see docs/policy.md)");
       }
     });
   });

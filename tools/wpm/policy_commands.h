@@ -12,6 +12,9 @@
 namespace wpm::cli {
 
 // Adds them under `group`; `print_decision` prints a change's decision.
+// wpm policy simulate: the what-if simulation.
+void add_simulate_command(CLI::App& app, GlobalOptions& global, int& exit_code);
+
 void add_policy_commands(CLI::App& group, GlobalOptions& global, int& exit_code,
                          std::function<void(const nlohmann::json&)> print_decision);
 

@@ -39,7 +39,7 @@ TEST(RoleMatrix, EveryCommandAsTheReadmeTableSays) {
       {"task.list", readers}, {"task.show", readers}, {"wpar.candidates", readers}, {"wpar.relocate-check", readers},
       {"system.evacuate-check", readers}, {"system.evacuate", wpar_actors},
       {"system.metrics", readers}, {"wpar.metrics", readers}, {"group.state", readers}, {"group.explain", readers},
-      {"group.policy-show", readers}, {"group.policy-set", fleet},
+      {"group.policy-show", readers}, {"group.policy-set", fleet}, {"policy.simulate", readers},
       {"wpar.create", wpar_actors}, {"wpar.modify", wpar_actors}, {"wpar.remove", wpar_actors},
       {"wpar.deploy", wpar_actors}, {"wpar.start", wpar_actors}, {"wpar.stop", wpar_actors},
       {"wpar.pause", wpar_actors}, {"wpar.resume", wpar_actors}, {"wpar.freeze", wpar_actors},

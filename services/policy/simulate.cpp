@@ -1,0 +1,192 @@
+#include "services/policy/simulate.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <deque>
+#include <unordered_map>
+
+#include "services/executor/model.h"
+#include "services/inventory/model.h"
+#include "services/policy/service.h"
+
+namespace wpm::policy {
+namespace {
+
+constexpr int64_t kSecondNs = 1'000'000'000;
+constexpr uint64_t kPageEvents = 4096;
+
+// The stored history as a pass reads it: each entity's raw samples loaded
+// once, from the earliest time first asked for to the period's end.
+class HistorySource : public SampleSource {
+ public:
+  HistorySource(const HistoryReader& read, int64_t to_s) : read_(read), to_s_(to_s) {}
+  std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) override {
+    return summary(false, system, system, from_s, to_s);
+  }
+  std::optional<WindowSummary> wpar(const std::string& name, const std::string& system, int64_t from_s,
+                                    int64_t to_s) override {
+    return summary(true, name, system, from_s, to_s);
+  }
+  const std::optional<Error>& error() const { return error_; }
+
+ private:
+  struct Loaded {
+    int64_t from_s = 0;
+    std::deque<CompactSample> samples;
+  };
+  std::optional<WindowSummary> summary(bool wpar, const std::string& name, const std::string& system, int64_t from_s,
+                                       int64_t to_s) {
+    std::string key = (wpar ? "w" : "h") + name + '\0' + system;
+    auto it = cache_.find(key);
+    if (it == cache_.end() || it->second.from_s > from_s) it = load(wpar, name, system, from_s, key);
+    if (it == cache_.end() || it->second.samples.empty()) return std::nullopt;
+    return summarise(it->second.samples, from_s, to_s);
+  }
+  std::unordered_map<std::string, Loaded>::iterator load(bool wpar, const std::string& name, const std::string& system,
+                                                         int64_t from_s, const std::string& key) {
+    auto h = read_(wpar, name, from_s, to_s_);
+    if (!h) {
+      if (h.error().code == ErrorCode::kNotFound) return cache_.insert_or_assign(key, Loaded{from_s, {}}).first;
+      if (!error_) error_ = h.error();
+      return cache_.end();
+    }
+    Loaded l{from_s, {}};
+    for (size_t i = 0; i < h->times_s.size(); ++i) {
+      if (wpar && (i >= h->systems.size() || h->systems[i] != system)) continue;  // as its own system reported it
+      metrics::MetricValues v;
+      for (const auto& c : h->columns) {
+        if (c.tag >= 1 && c.tag <= metrics::kMetricMax && c.values[i] != metrics::kMissing) {
+          v.set_fixed(static_cast<metrics::Metric>(c.tag), c.values[i]);
+        }
+      }
+      if (l.samples.empty() || h->times_s[i] > l.samples.back().time_s) l.samples.push_back(compact(h->times_s[i], v));
+    }
+    return cache_.insert_or_assign(key, std::move(l)).first;
+  }
+  const HistoryReader& read_;
+  int64_t to_s_;
+  std::unordered_map<std::string, Loaded> cache_;
+  std::optional<Error> error_;
+};
+
+// The log in order, one page at a time.
+class LogCursor {
+ public:
+  explicit LogCursor(kernel::EventLog& log) : log_(log) {}
+  // The next event, or none at the head.
+  Result<const Event*> peek() {
+    if (index_ < page_.size()) return &page_[index_];
+    if (end_) return nullptr;
+    auto r = log_.read_range(ReadRangeRequest{next_, 0, kPageEvents});
+    if (!r) return std::unexpected(r.error());
+    auto events = kernel::decode_records(r->records);
+    if (!events) return std::unexpected(events.error());
+    page_ = std::move(*events);
+    index_ = 0;
+    next_ = r->next;
+    end_ = r->end || page_.empty();
+    if (page_.empty()) return nullptr;
+    return &page_[0];
+  }
+  Event take() { return std::move(page_[index_++]); }
+
+ private:
+  kernel::EventLog& log_;
+  std::vector<Event> page_;
+  size_t index_ = 0;
+  uint64_t next_ = 1;
+  bool end_ = false;
+};
+
+int64_t command_time_ns(const std::string& command) {
+  auto dash = command.rfind('-');
+  if (dash == std::string::npos) return 0;
+  try {
+    return std::stoll(command.substr(dash + 1)) * kSecondNs;
+  } catch (...) {
+    return 0;
+  }
+}
+
+}  // namespace
+
+Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& history,
+                                  const SimulationOptions& o, spdlog::logger& logger) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (o.to_ns <= o.from_ns) return fail(ErrorCode::kInvalidRequest, "the period is empty: --from must be before --to");
+  if (o.candidate) {
+    if (auto why = validate(*o.candidate)) return fail(ErrorCode::kInvalidRequest, "the candidate policy: " + *why);
+  }
+  SimulationResult result;
+  inventory::Inventory inv;
+  executor::Executor x;
+  LogCursor cursor(log);
+  HistorySource samples(history, o.to_ns / kSecondNs);
+  std::map<std::string, GroupMemo> memos;
+  std::map<std::string, GroupPolicy> overrides;
+  if (o.candidate) overrides[o.group] = *o.candidate;
+  // Folds every event up to `until_ns`, noting the group's live moves.
+  auto fold_until = [&](int64_t until_ns) -> Result<void> {
+    while (true) {  // bounded by the log's length
+      auto next = cursor.peek();
+      if (!next) return std::unexpected(next.error());
+      if (*next == nullptr || (*next)->timestamp_ns > until_ns) return {};
+      Event e = cursor.take();
+      if (const auto* m = std::get_if<MobilityDecided>(&e.payload); m && m->group == o.group) {
+        int64_t at = command_time_ns(m->command);
+        if (at >= o.from_ns && at <= o.to_ns) {
+          result.live.push_back({at, m->wpar, m->from, m->to, m->trigger, m->automation, m->explanation});
+        }
+      }
+      ++result.events;
+      inventory::fold_into(inv, Event(e));
+      executor::fold_into(x, std::move(e));
+    }
+  };
+  auto interval_of = [&] {
+    return inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(60 * kSecondNs);
+  };
+  if (auto r = fold_until(o.from_ns); !r) return std::unexpected(r.error());
+  int64_t interval = interval_of();
+  bool known = inv.groups.contains(o.group);
+  int64_t last = (o.from_ns - 1) / interval * interval;
+  for (int64_t at = next_pass_ns(last, interval); at <= o.to_ns;) {
+    // The events up to the pass, as the live service waits for it: a
+    // changed interval moves the pass to its grid (after the last pass).
+    while (true) {  // bounded by the log's length
+      auto next = cursor.peek();
+      if (!next) return std::unexpected(next.error());
+      if (*next == nullptr || (*next)->timestamp_ns > at + kPassSlackNs) break;
+      if (auto r = fold_until((*next)->timestamp_ns); !r) return std::unexpected(r.error());
+      if (int64_t now = interval_of(); now != interval) {
+        interval = now;
+        at = next_pass_ns(last, interval);
+      }
+    }
+    if (at > o.to_ns) break;
+    last = at;
+    known = known || inv.groups.contains(o.group);
+    auto evaluated = evaluate_pass(inv, x, samples, memos, at, nullptr, overrides, logger, nullptr);
+    if (samples.error()) return std::unexpected(*samples.error());
+    std::map<std::string, uint64_t> reasons;
+    conclude_pass(evaluated, memos, at, interval, [](const Evaluated&) { return true; }, reasons);
+    for (const auto& ev : evaluated) {
+      if (ev.input.group != o.group || ev.evaluation.reason != Reason::kMove || !ev.evaluation.move) continue;
+      const auto& m = *ev.evaluation.move;
+      result.simulated.push_back({at, m.wpar, m.from, m.to, ev.evaluation.trigger,
+                                  std::string(automation_name(ev.input.policy.automation)),
+                                  ev.evaluation.explanation});
+    }
+    ++result.passes;
+    interval = interval_of();
+    at = next_pass_ns(last, interval);
+  }
+  // The live decisions of the last passes are recorded just after them.
+  if (auto r = fold_until(o.to_ns + 10 * kSecondNs); !r) return std::unexpected(r.error());
+  if (!known) return fail(ErrorCode::kNotFound, fmt::format("no WPAR group '{}' in the period (wpm group list)", o.group));
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace wpm::policy
