@@ -37,6 +37,7 @@ bench: build
 	./$(BUILD)/bin/wpm-bench-deploy
 	./$(BUILD)/bin/wpm-bench-metrics
 	./$(BUILD)/bin/wpm-bench-policy
+	./$(BUILD)/bin/wpm-bench-simulate
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
 	bash tests/bench/relocation_bench.sh $(BUILD)

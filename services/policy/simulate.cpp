@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <deque>
 #include <unordered_map>
 
@@ -16,10 +18,13 @@ namespace {
 constexpr int64_t kSecondNs = 1'000'000'000;
 constexpr uint64_t kPageEvents = 4096;
 
-// The stored history as a pass reads it: each entity's raw samples loaded
-// once, from the earliest time first asked for to the period's end.
+// The stored history as a pass reads it: each entity's raw samples read an
+// hour at a time as the passes advance, and forgotten once older than the
+// longest averaging period in use, so memory stays that of the live
+// windows. Windows are summarised by the live code (summarise).
 class HistorySource : public SampleSource {
  public:
+  static constexpr int64_t kChunkS = 3600;
   HistorySource(const HistoryReader& read, int64_t to_s) : read_(read), to_s_(to_s) {}
   std::optional<WindowSummary> host(const std::string& system, int64_t from_s, int64_t to_s) override {
     return summary(false, system, system, from_s, to_s);
@@ -28,46 +33,63 @@ class HistorySource : public SampleSource {
                                     int64_t to_s) override {
     return summary(true, name, system, from_s, to_s);
   }
+  // Samples at or before `time_s` are no longer asked for.
+  void forget_before(int64_t time_s) { horizon_s_ = time_s; }
   const std::optional<Error>& error() const { return error_; }
+  uint64_t reads() const { return reads_; }
 
  private:
   struct Loaded {
-    int64_t from_s = 0;
+    int64_t from_s = 0;  // loaded after this
+    int64_t to_s = 0;    // up to this
     std::deque<CompactSample> samples;
   };
   std::optional<WindowSummary> summary(bool wpar, const std::string& name, const std::string& system, int64_t from_s,
                                        int64_t to_s) {
-    std::string key = (wpar ? "w" : "h") + name + '\0' + system;
-    auto it = cache_.find(key);
-    if (it == cache_.end() || it->second.from_s > from_s) it = load(wpar, name, system, from_s, key);
-    if (it == cache_.end() || it->second.samples.empty()) return std::nullopt;
-    return summarise(it->second.samples, from_s, to_s);
-  }
-  std::unordered_map<std::string, Loaded>::iterator load(bool wpar, const std::string& name, const std::string& system,
-                                                         int64_t from_s, const std::string& key) {
-    auto h = read_(wpar, name, from_s, to_s_);
-    if (!h) {
-      if (h.error().code == ErrorCode::kNotFound) return cache_.insert_or_assign(key, Loaded{from_s, {}}).first;
-      if (!error_) error_ = h.error();
-      return cache_.end();
+    auto& by_system = (wpar ? wpars_ : hosts_)[name];
+    auto it = std::find_if(by_system.begin(), by_system.end(), [&](const auto& e) { return e.first == system; });
+    if (it == by_system.end() || it->second.from_s > from_s) {
+      if (it == by_system.end()) it = by_system.insert(by_system.end(), {system, Loaded{}});
+      it->second = Loaded{from_s, from_s, {}};
     }
-    Loaded l{from_s, {}};
+    Loaded& l = it->second;
+    while (l.to_s < std::min(to_s, to_s_)) {  // bounded: each round loads up to an hour more
+      int64_t until = std::min(l.to_s + kChunkS, to_s_);
+      if (!append(wpar, name, system, l, until)) return std::nullopt;
+    }
+    while (!l.samples.empty() && l.samples.front().time_s <= horizon_s_) l.samples.pop_front();
+    if (l.samples.empty()) return std::nullopt;
+    return summarise(l.samples, from_s, to_s);
+  }
+  bool append(bool wpar, const std::string& name, const std::string& system, Loaded& l, int64_t until) {
+    ++reads_;
+    auto h = read_(wpar, name, l.to_s + 1, until);
+    l.to_s = until;
+    if (!h) {
+      if (h.error().code == ErrorCode::kNotFound) return true;
+      if (!error_) error_ = h.error();
+      return false;
+    }
     for (size_t i = 0; i < h->times_s.size(); ++i) {
       if (wpar && (i >= h->systems.size() || h->systems[i] != system)) continue;  // as its own system reported it
+      if (!l.samples.empty() && h->times_s[i] <= l.samples.back().time_s) continue;  // one a second, in order
       metrics::MetricValues v;
       for (const auto& c : h->columns) {
         if (c.tag >= 1 && c.tag <= metrics::kMetricMax && c.values[i] != metrics::kMissing) {
           v.set_fixed(static_cast<metrics::Metric>(c.tag), c.values[i]);
         }
       }
-      if (l.samples.empty() || h->times_s[i] > l.samples.back().time_s) l.samples.push_back(compact(h->times_s[i], v));
+      l.samples.push_back(compact(h->times_s[i], v));
     }
-    return cache_.insert_or_assign(key, std::move(l)).first;
+    return true;
   }
   const HistoryReader& read_;
   int64_t to_s_;
-  std::unordered_map<std::string, Loaded> cache_;
+  int64_t horizon_s_ = INT64_MIN;
+  // By name, then the systems it was reported from (one, but for a relocation).
+  std::unordered_map<std::string, std::vector<std::pair<std::string, Loaded>>> hosts_, wpars_;
   std::optional<Error> error_;
+  uint64_t reads_ = 0;
 };
 
 // The log in order, one page at a time.
@@ -167,8 +189,10 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
     if (at > o.to_ns) break;
     last = at;
     known = known || inv.groups.contains(o.group);
-    auto evaluated = evaluate_pass(inv, x, samples, memos, at, nullptr, overrides, logger, nullptr);
+    int64_t keep_s = 0;
+    auto evaluated = evaluate_pass(inv, x, samples, memos, at, nullptr, overrides, logger, &keep_s);
     if (samples.error()) return std::unexpected(*samples.error());
+    if (keep_s > 0) samples.forget_before(at / kSecondNs - keep_s);
     std::map<std::string, uint64_t> reasons;
     conclude_pass(evaluated, memos, at, interval, [](const Evaluated&) { return true; }, reasons);
     for (const auto& ev : evaluated) {

@@ -9,32 +9,40 @@ CompactSample compact(int64_t time_s, const metrics::MetricValues& v) {
   c.time_s = time_s;
   c.present = v.present;
   for (uint8_t m = 1; m <= metrics::kMetricMax; ++m) {
-    if (auto x = v.get(static_cast<metrics::Metric>(m))) c.values[m - 1] = static_cast<float>(*x);
+    c.fixed[m - 1] = static_cast<int32_t>(std::clamp<int64_t>(v.fixed[m], INT32_MIN, INT32_MAX));
   }
   return c;
 }
 
+double fixed_average(uint8_t metric, int64_t sum, int64_t count) {
+  return static_cast<double>(sum) / static_cast<double>(count) /
+         static_cast<double>(metrics::metric_info(static_cast<metrics::Metric>(metric)).scale);
+}
+
 WindowSummary summarise(const std::deque<CompactSample>& samples, int64_t from_s, int64_t to_s) {
   WindowSummary out;
-  std::array<double, metrics::kMetricMax> sum{};
-  std::array<int, metrics::kMetricMax> n{};
-  // Newest first, back to the first at or before from_s (samples are in time order).
+  std::array<int64_t, metrics::kMetricMax> sum{};
+  std::array<int64_t, metrics::kMetricMax> n{};
+  // Newest first from the last at or before to_s, back to the first at or
+  // before from_s (samples are in time order).
   const CompactSample* newest = nullptr;
-  for (auto it = samples.rbegin(); it != samples.rend() && it->time_s > from_s; ++it) {
-    if (it->time_s > to_s) continue;
+  auto end = std::upper_bound(samples.begin(), samples.end(), to_s,
+                              [](int64_t t, const CompactSample& c) { return t < c.time_s; });
+  for (auto it = std::make_reverse_iterator(end); it != samples.rend() && it->time_s > from_s; ++it) {
     if (newest == nullptr) newest = &*it;
     ++out.count;
     for (size_t m = 0; m < metrics::kMetricMax; ++m) {
       const bool has = (it->present >> (m + 1)) & 1u;
-      sum[m] += has ? it->values[m] : 0.0;
+      sum[m] += has ? it->fixed[m] : 0;
       n[m] += has ? 1 : 0;
     }
   }
   if (newest == nullptr) return out;
   out.newest_s = newest->time_s;
   for (size_t m = 0; m < metrics::kMetricMax; ++m) {
-    if (n[m] > 0) out.average[m + 1] = sum[m] / n[m];
-    if ((newest->present >> (m + 1)) & 1u) out.latest[m + 1] = newest->values[m];
+    const auto metric = static_cast<uint8_t>(m + 1);
+    if (n[m] > 0) out.average[metric] = fixed_average(metric, sum[m], n[m]);
+    if ((newest->present >> metric) & 1u) out.latest[metric] = fixed_average(metric, newest->fixed[m], 1);
   }
   return out;
 }

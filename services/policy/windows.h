@@ -21,10 +21,14 @@
 
 namespace wpm::policy {
 
+// A sample as the windows keep it: the stored fixed-point values (metric n
+// at [n − 1], clamped to 32 bits), so that an average is an exact integer
+// sum, the same whatever the order or grouping of the additions (the live
+// windows and the simulation's prefix sums agree to the last bit).
 struct CompactSample {
   int64_t time_s = 0;
   uint8_t present = 0;
-  std::array<float, metrics::kMetricMax> values{};  // metric n at [n − 1]
+  std::array<int32_t, metrics::kMetricMax> fixed{};
 };
 CompactSample compact(int64_t time_s, const metrics::MetricValues& v);
 
@@ -46,6 +50,8 @@ class SampleSource {
 };
 // The summary of samples (oldest first) in (from_s, to_s].
 WindowSummary summarise(const std::deque<CompactSample>& samples, int64_t from_s, int64_t to_s);
+// An average from an exact sum of fixed-point values (summarise and the simulation).
+double fixed_average(uint8_t metric, int64_t sum, int64_t count);
 
 class SampleWindows {
   using Map = std::map<std::string, std::deque<CompactSample>>;
