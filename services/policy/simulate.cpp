@@ -208,6 +208,10 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
   }
   // The live decisions of the last passes are recorded just after them.
   if (auto r = fold_until(o.to_ns + 10 * kSecondNs); !r) return std::unexpected(r.error());
+  known = known || inv.groups.contains(o.group);
+  logger.info("policy_simulated group={} from_ns={} to_ns={} passes={} events={} simulated={} live={} candidate={}",
+              o.group, o.from_ns, o.to_ns, result.passes, result.events, result.simulated.size(), result.live.size(),
+              o.candidate.has_value());
   if (!known) return fail(ErrorCode::kNotFound, fmt::format("no WPAR group '{}' in the period (wpm group list)", o.group));
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
