@@ -173,17 +173,21 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
   int64_t interval = interval_of();
   bool known = inv.groups.contains(o.group);
   int64_t last = (o.from_ns - 1) / interval * interval;
-  for (int64_t at = next_pass_ns(last, interval); at <= o.to_ns;) {
-    // The events up to the pass, as the live service waits for it: a
-    // changed interval moves the pass to its grid (after the last pass).
+  const auto from_grid = [&] { return (o.from_ns + interval - 1) / interval * interval; };  // no pass before the period
+  int64_t seen_ns = o.from_ns;  // the newest event folded: the simulation's "now"
+  for (int64_t at = next_pass_ns(last, interval);;) {
+    // The events up to the pass (and, past the period's end, up to that end),
+    // as the live service waits for it: a changed interval moves the pass to
+    // its grid after the last pass.
     while (true) {  // bounded by the log's length
       auto next = cursor.peek();
       if (!next) return std::unexpected(next.error());
-      if (*next == nullptr || (*next)->timestamp_ns > at + kPassSlackNs) break;
+      if (*next == nullptr || (*next)->timestamp_ns > std::min(at, o.to_ns) + kPassSlackNs) break;
+      seen_ns = std::max(seen_ns, (*next)->timestamp_ns);
       if (auto r = fold_until((*next)->timestamp_ns); !r) return std::unexpected(r.error());
       if (int64_t now = interval_of(); now != interval) {
         interval = now;
-        at = next_pass_ns(last, interval);
+        at = std::max(next_pass_ns(last, interval), from_grid());
       }
     }
     if (at > o.to_ns) break;
@@ -196,6 +200,10 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
     std::map<std::string, uint64_t> reasons;
     conclude_pass(evaluated, memos, at, interval, [](const Evaluated&) { return true; }, reasons);
     for (const auto& ev : evaluated) {
+      if (ev.input.group == o.group) {
+        logger.debug("policy_simulated_pass group={} at_ns={} reason={} explanation=\"{}\"", o.group, at,
+                     reason_name(ev.evaluation.reason), ev.evaluation.explanation);
+      }
       if (ev.input.group != o.group || ev.evaluation.reason != Reason::kMove || !ev.evaluation.move) continue;
       const auto& m = *ev.evaluation.move;
       result.simulated.push_back({at, m.wpar, m.from, m.to, ev.evaluation.trigger,
@@ -204,7 +212,9 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
     }
     ++result.passes;
     interval = interval_of();
-    at = next_pass_ns(last, interval);
+    // As live: the next grid time, or after falling behind (a pass caught up
+    // after an interval change) the newest one due.
+    at = std::max(next_pass_ns(last, interval), (std::max(seen_ns, last + kPassSlackNs) - kPassSlackNs) / interval * interval);
   }
   // The live decisions of the last passes are recorded just after them.
   if (auto r = fold_until(o.to_ns + 10 * kSecondNs); !r) return std::unexpected(r.error());

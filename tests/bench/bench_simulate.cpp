@@ -15,10 +15,8 @@
 #include <cstdio>
 #include <map>
 
-#include "schemas/codec.h"
-#include "schemas/hash.h"
-#include "schemas/record.h"
 #include "services/policy/simulate.h"
+#include "services/policy/tests/memory_log.h"
 
 namespace {
 
@@ -26,38 +24,7 @@ using namespace wpm;
 using metrics::Metric;
 using Clock = std::chrono::steady_clock;
 
-// The log as records, read in pages.
-class MemoryLog final : public kernel::EventLog {
- public:
-  void add(int64_t ts, std::string stream, uint64_t version, Payload payload) {
-    Event e;
-    e.sequence = records_.size() + 1;
-    e.timestamp_ns = ts;
-    e.stream_id = std::move(stream);
-    e.stream_version = version;
-    e.payload = std::move(payload);
-    records_.push_back(make_record(chain_, encode_event(e), hasher_, &chain_));
-  }
-  Result<AppendResult> append(const AppendRequest&) override { return fail(ErrorCode::kReadOnly, "read only"); }
-  Result<ReadReply> read_stream(const ReadStreamRequest&) override { return ReadReply{}; }
-  Result<ReadReply> read_range(const ReadRangeRequest& r) override {
-    ReadReply out;
-    uint64_t from = std::max<uint64_t>(r.from, 1);
-    for (uint64_t s = from; s <= records_.size() && out.records.size() < r.max_events; ++s) {
-      out.records.push_back(records_[s - 1]);
-    }
-    out.head = records_.size();
-    out.next = from + out.records.size();
-    out.end = out.next > records_.size();
-    return out;
-  }
-  size_t size() const { return records_.size(); }
-
- private:
-  std::vector<std::string> records_;
-  Sha256Digest chain_{};
-  Sha256 hasher_;
-};
+using policy::testing::MemoryLog;
 
 // A smooth, deterministic load per entity.
 double load(size_t entity, int64_t t, double base, double swing) {
@@ -107,6 +74,7 @@ int main(int argc, char** argv) {
       d.reported_state = "A";
       system_of[d.name] = index % systems;
       log.add(defined_ns, "wpar/" + d.name, 1, WparDefined{d, true});
+      log.add(defined_ns, "placement/" + d.name, 1, WparPlaced{d.name, d.system, 1, ""});
     }
   }
   size_t reads = 0;
