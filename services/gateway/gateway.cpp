@@ -609,18 +609,9 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
   if (command == "policy.simulate") return simulate_query(args);
   if (command == "group.state" || command == "group.explain") {
     if (deps_.policy == nullptr) return std::unexpected(Fail{"unavailable", "this wpmd runs no policy service (wpmd --services)"});
-    std::string group;
-    std::optional<Fail> problem;
-    deps_.inventory->read([&](const inventory::Inventory& inv) {
-      auto found = inventory::resolve_prefix(inv.groups, args.value("name", ""), "WPAR group");
-      if (!found) {
-        problem = Fail{kernel::rejection_code_name(found.error().code), found.error().message};
-        return;
-      }
-      group = *found;
-    });
-    if (problem) return std::unexpected(*problem);
-    auto explained = deps_.policy->explain(group);
+    auto group = resolve_group(args.value("name", ""));
+    if (!group) return std::unexpected(group.error());
+    auto explained = deps_.policy->explain(*group);
     if (!explained) {
       return std::unexpected(Fail{explained.error().code == ErrorCode::kNotFound ? "not_found" : "invalid",
                                   explained.error().message});
@@ -644,6 +635,16 @@ Gateway::Answer Gateway::query(const std::string& command, const json& args, con
     result->value["metricsHostScope"] = scope.empty() ? json(nullptr) : json(scope);
   }
   return answer(std::move(result));
+}
+
+std::expected<std::string, Gateway::Fail> Gateway::resolve_group(const std::string& asked) const {
+  std::expected<std::string, Fail> out = std::unexpected(Fail{"not_found", "no group"});
+  deps_.inventory->read([&](const inventory::Inventory& inv) {
+    auto found = inventory::resolve_prefix(inv.groups, asked, "WPAR group");
+    out = found ? std::expected<std::string, Fail>(*found)
+                : std::unexpected(Fail{kernel::rejection_code_name(found.error().code), found.error().message});
+  });
+  return out;
 }
 
 // system.metrics, wpar.metrics: a host's or a WPAR's history (args: name,

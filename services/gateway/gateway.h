@@ -143,6 +143,8 @@ class Gateway {
   Answer query(const std::string& command, const nlohmann::json& args, const Caller& caller);
   Answer task_query(const std::string& command, const nlohmann::json& args);
   Answer metrics_query(const std::string& command, const nlohmann::json& args);
+  // A group by its name or a unique prefix.
+  std::expected<std::string, Fail> resolve_group(const std::string& asked) const;
   // policy.simulate (simulation.cpp): one at a time per gateway.
   Answer simulate_query(const nlohmann::json& args);
   std::atomic<bool> simulating_{false};

@@ -38,17 +38,9 @@ Gateway::Answer Gateway::simulate_query(const json& args) {
   if (deps_.samples == nullptr || deps_.reads == nullptr) {
     return std::unexpected(Fail{"unavailable", "this wpmd keeps no metric history (it runs without the store)"});
   }
-  std::string group;
-  std::optional<Fail> problem;
-  deps_.inventory->read([&](const inventory::Inventory& inv) {
-    auto found = inventory::resolve_prefix(inv.groups, args.value("group", ""), "WPAR group");
-    if (!found) {
-      problem = Fail{kernel::rejection_code_name(found.error().code), found.error().message};
-      return;
-    }
-    group = *found;
-  });
-  if (problem) return std::unexpected(*problem);
+  auto resolved = resolve_group(args.value("group", ""));
+  if (!resolved) return std::unexpected(resolved.error());
+  const std::string group = *resolved;
   policy::SimulationOptions o;
   o.group = group;
   if (args.contains("policy") && !args["policy"].is_null()) {

@@ -21,15 +21,6 @@ std::string absolute(const std::string& dir) {
   return ec ? dir : p.lexically_normal().string();
 }
 
-std::string when(int64_t ns) {
-  std::time_t t = static_cast<std::time_t>(ns / 1'000'000'000);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string mib(uint64_t bytes) { return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20)); }
 
 json manifest_json(const eventstore::BackupManifest& m) {
@@ -95,7 +86,7 @@ int cmd_list(const GlobalOptions& g, const std::string& dir) {
   }
   std::printf("%-28s %-21s %12s %6s %12s  %s\n", "NAME", "CREATED", "HEAD", "FILES", "SIZE", "VERSION");
   for (const auto& m : *all) {
-    std::printf("%-28s %-21s %12llu %6zu %12s  %s\n", m.name.c_str(), when(m.created_ns).c_str(),
+    std::printf("%-28s %-21s %12llu %6zu %12s  %s\n", m.name.c_str(), format_time(m.created_ns).c_str(),
                 static_cast<unsigned long long>(m.head), m.files.size(), mib(m.bytes).c_str(), m.version.c_str());
   }
   return kExitOk;
