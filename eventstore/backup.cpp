@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -39,7 +40,9 @@ std::unexpected<Error> io(const std::string& what, const std::error_code& ec) {
   return std::unexpected(Error{ErrorCode::kIo, fmt::format("{}: {}", what, ec.message())});
 }
 
-Result<std::string> file_sha256(const fs::path& path, uint64_t& bytes) {
+// The file's SHA-256 and size; with `sync`, also synced to disk (a backup's
+// files before its manifest says it is whole).
+Result<std::string> file_sha256(const fs::path& path, uint64_t& bytes, bool sync = false) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return fail(ErrorCode::kIo, fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
   Sha256 h;
@@ -56,6 +59,11 @@ Result<std::string> file_sha256(const fs::path& path, uint64_t& bytes) {
     if (n == 0) break;
     h.update(buf.data(), static_cast<size_t>(n));
     bytes += static_cast<uint64_t>(n);
+  }
+  if (sync && ::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    return fail(ErrorCode::kIo, fmt::format("cannot sync {}: {}", path.string(), std::strerror(err)));
   }
   ::close(fd);
   return to_hex(h.final());
@@ -83,6 +91,50 @@ Result<void> sync_path(const fs::path& path, bool directory) {
     return fail(ErrorCode::kIo, fmt::format("cannot sync {}: {}", path.string(), std::strerror(err)));
   }
   ::close(fd);
+  return {};
+}
+
+// Syncs `root` and every directory under it (their entries: the files' names).
+Result<void> sync_directories(const fs::path& root) {
+  if (auto r = sync_path(root, true); !r) return r;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (!it->is_directory()) continue;
+    if (auto r = sync_path(it->path(), true); !r) return r;
+  }
+  if (ec) return io(fmt::format("cannot list {}", root.string()), ec);
+  return {};
+}
+
+// One backup at a time in this process (the schedule and `wpm backup
+// create`), and pruning never while one is made.
+std::mutex& backup_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// A directory for backups: made 0700 when new; an existing one is used only
+// when no one but its owner may write in it (the keys go there).
+Result<void> prepare_backups_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    fs::create_directories(dir, ec);
+    if (ec) return io(fmt::format("cannot make the backup directory {}", dir), ec);
+    fs::permissions(dir, fs::perms::owner_all, ec);
+    if (ec) return io(fmt::format("cannot make {} private (mode 0700)", dir), ec);
+    return {};
+  }
+  struct stat st{};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("{} is not a directory", dir));
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 || st.st_uid != ::geteuid()) {
+    return fail(ErrorCode::kInvalidRequest,
+                fmt::format("{} may be written by others (mode {:o}, owner uid {}); backups hold the manager's keys: "
+                            "choose a directory only this user may write in (e.g. one made with mode 0700)",
+                            dir, st.st_mode & 07777, st.st_uid));
+  }
   return {};
 }
 
@@ -122,20 +174,23 @@ Result<void> copy_beside(const fs::path& from, const fs::path& to) {
 
 Result<BackupManifest> create_backup(const Store& store, const std::string& data_dir, const std::string& backups_dir,
                                      int64_t now_ns, const std::string& version) {
+  std::unique_lock busy(backup_mutex(), std::try_to_lock);
+  if (!busy.owns_lock()) {
+    return fail(ErrorCode::kUnavailable, "a backup is being made already; retry when it ends (wpm backup list)");
+  }
   std::error_code ec;
-  fs::create_directories(backups_dir, ec);
-  if (ec) return io(fmt::format("cannot make the backup directory {}", backups_dir), ec);
-  fs::permissions(backups_dir, fs::perms::owner_all, ec);
+  if (auto r = prepare_backups_dir(backups_dir); !r) return std::unexpected(r.error());
   BackupManifest m;
   m.name = utc_name(now_ns);
   for (int n = 2; fs::exists(fs::path(backups_dir) / m.name, ec); ++n) m.name = fmt::format("{}-{}", utc_name(now_ns), n);
   m.version = version;
   m.created_ns = now_ns;
   fs::path tmp = fs::path(backups_dir) / (kPartialPrefix + m.name);
-  fs::remove_all(tmp, ec);
-  fs::create_directory(tmp, ec);
-  if (ec) return io(fmt::format("cannot make {}", tmp.string()), ec);
-  fs::permissions(tmp, fs::perms::owner_all, ec);
+  // Made here, never one found there (a link someone left would take the keys elsewhere).
+  if (::mkdir(tmp.c_str(), 0700) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot make {}: {}{}", tmp.string(), std::strerror(errno),
+                                            errno == EEXIST ? " (left by an earlier backup: remove it)" : ""));
+  }
   // A checkpoint shares its table files with the live database (hard links
   // on one file system): copied out of it, so that the backup is a copy of
   // its own, then dropped.
@@ -167,7 +222,7 @@ Result<BackupManifest> create_backup(const Store& store, const std::string& data
     if (!files) return std::unexpected(files.error());
     for (const auto& rel : *files) {
       BackupFile f{rel, 0, ""};
-      auto digest = file_sha256(tmp / rel, f.bytes);
+      auto digest = file_sha256(tmp / rel, f.bytes, true);
       if (!digest) return std::unexpected(digest.error());
       f.sha256 = *digest;
       m.bytes += f.bytes;
@@ -180,7 +235,7 @@ Result<BackupManifest> create_backup(const Store& store, const std::string& data
       if (!out) return fail(ErrorCode::kIo, fmt::format("cannot write {}", (tmp / kManifest).string()));
     }
     if (auto r = sync_path(tmp / kManifest, false); !r) return r;
-    if (auto r = sync_path(tmp, true); !r) return r;
+    if (auto r = sync_directories(tmp); !r) return r;
     fs::rename(tmp, fs::path(backups_dir) / m.name, ec);
     if (ec) return io(fmt::format("cannot rename {}", tmp.string()), ec);
     return sync_path(backups_dir, true);
@@ -267,6 +322,8 @@ Result<void> check_backup_files(const BackupManifest& manifest) {
 }
 
 Result<size_t> prune_backups(const std::string& backups_dir, size_t keep) {
+  std::unique_lock busy(backup_mutex(), std::try_to_lock);
+  if (!busy.owns_lock()) return size_t{0};  // one is being made: the next pruning
   auto all = list_backups(backups_dir);
   if (!all) return std::unexpected(all.error());
   size_t removed = 0;
@@ -301,19 +358,43 @@ Result<BackupManifest> restore_backup(const std::string& path, const std::string
   }
   fs::create_directories(data_dir, ec);
   if (ec) return io(fmt::format("cannot make {}", data_dir), ec);
-  fs::permissions(data_dir, fs::perms::owner_all, ec);
-  for (const auto& f : m->files) {
-    fs::path to = fs::path(data_dir) / f.path;
-    fs::create_directories(to.parent_path(), ec);
-    if (!ec) fs::copy_file(fs::path(path) / f.path, to, fs::copy_options::overwrite_existing, ec);
-    if (ec) return io(fmt::format("cannot copy {} into {}", f.path, data_dir), ec);
+  // Copied into a staging directory, synced, then moved in, the log last: a
+  // restore cut short leaves no log (a second one may run), only the staging.
+  const fs::path staging = fs::path(data_dir) / ".restoring";
+  fs::remove_all(staging, ec);
+  auto copied = [&]() -> Result<void> {
+    for (const auto& f : m->files) {
+      fs::path to = staging / f.path;
+      fs::create_directories(to.parent_path(), ec);
+      if (!ec) fs::copy_file(fs::path(path) / f.path, to, fs::copy_options::overwrite_existing, ec);
+      if (ec) return io(fmt::format("cannot copy {} into {}", f.path, data_dir), ec);
+      uint64_t bytes = 0;
+      if (auto r = file_sha256(to, bytes, true); !r) return std::unexpected(r.error());
+    }
+    fs::permissions(staging / "keys", fs::perms::owner_all, ec);
+    if (auto r = sync_directories(staging); !r) return r;
+    std::vector<fs::path> entries;
+    for (const auto& entry : fs::directory_iterator(staging, ec)) {
+      if (entry.path().filename() != "log") entries.push_back(entry.path());
+    }
+    entries.push_back(staging / "log");
+    for (const auto& from : entries) {
+      // What an earlier restore cut short left (there is no log beside it).
+      if (from.filename() != "log") fs::remove_all(fs::path(data_dir) / from.filename(), ec);
+      fs::rename(from, fs::path(data_dir) / from.filename(), ec);
+      if (ec) return io(fmt::format("cannot move {} into {}", from.filename().string(), data_dir), ec);
+    }
+    return sync_path(data_dir, true);
+  }();
+  if (!copied) {
+    fs::remove_all(staging, ec);
+    return std::unexpected(copied.error());
   }
-  fs::permissions(fs::path(data_dir) / "keys", fs::perms::owner_all, ec);
+  fs::remove_all(staging, ec);
   // The mark at the restored log's head, synced: exact in this boot.
   auto mark = AckMark::open((fs::path(data_dir) / "acknowledged").string(), current_boot_id());
   if (!mark) return std::unexpected(mark.error());
   if (auto r = (*mark)->reset(m->head, true); !r) return std::unexpected(r.error());
-  if (auto r = sync_path(data_dir, true); !r) return std::unexpected(r.error());
   return m;
 }
 

@@ -167,6 +167,14 @@ TEST_F(BackupTest, ADamagedOrAddedFileIsFoundAndNothingIsRestoredFromIt) {
   EXPECT_NE(added.error().message.find("keys/extra is not in the manifest"), std::string::npos);
   // No manifest: not a backup.
   EXPECT_EQ(read_backup(root_).error().code, ErrorCode::kNotFound);
+  // A directory others may write in is refused (the keys would go there), and left as it was.
+  fs::create_directories(root_ + "/shared");
+  fs::permissions(root_ + "/shared", fs::perms::all);
+  auto open_dir = create_backup(*store, options_.data_dir, root_ + "/shared", 1'796'000'002'000'000'000, "1");
+  ASSERT_FALSE(open_dir.has_value());
+  EXPECT_NE(open_dir.error().message.find("may be written by others"), std::string::npos) << open_dir.error().message;
+  EXPECT_EQ(fs::status(root_ + "/shared").permissions(), fs::perms::all);
+  EXPECT_TRUE(fs::is_empty(root_ + "/shared"));
 }
 
 TEST_F(BackupTest, PruningKeepsTheNewestAndUnfinishedOnesGo) {

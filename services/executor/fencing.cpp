@@ -89,17 +89,38 @@ std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory
   return out;
 }
 
-std::vector<WparPlaced> adopted_placements(const Executor& state, const std::string& system,
-                                           const std::vector<inventory::ReportedWpar>& reported) {
-  std::vector<WparPlaced> out;
-  std::set<std::string> seen;
-  for (const auto& r : reported) {
-    if (r.epoch == 0 || !seen.insert(r.name).second || state.busy.contains(r.name)) continue;
-    auto placed = state.placements.find(r.name);
-    uint64_t known = placed == state.placements.end() ? 0 : placed->second.epoch;
-    if (r.epoch > known) out.push_back(WparPlaced{r.name, system, r.epoch, ""});
+Adoptions adopted_placements(const Executor& state,
+                             const std::map<std::string, std::vector<inventory::ReportedWpar>>& reports) {
+  struct Best {
+    uint64_t epoch = 0;
+    std::vector<std::pair<std::string, bool>> copies;  // (system, active) at that epoch
+  };
+  std::map<std::string, Best> best;
+  for (const auto& [system, reported] : reports) {
+    std::set<std::string> seen;
+    for (const auto& r : reported) {
+      if (r.epoch == 0 || !seen.insert(r.name).second || state.busy.contains(r.name)) continue;
+      auto placed = state.placements.find(r.name);
+      if (r.epoch <= (placed == state.placements.end() ? 0 : placed->second.epoch)) continue;
+      auto& b = best[r.name];
+      if (r.epoch > b.epoch) b = Best{r.epoch, {}};
+      if (r.epoch == b.epoch) b.copies.emplace_back(system, r.state == "A");
+    }
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.wpar < b.wpar; });
+  Adoptions out;
+  for (const auto& [wpar, b] : best) {
+    const std::pair<std::string, bool>* chosen = nullptr;
+    if (b.copies.size() == 1) {
+      chosen = &b.copies[0];
+    } else if (std::count_if(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.second; }) == 1) {
+      chosen = &*std::find_if(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.second; });
+    }
+    if (chosen == nullptr) {
+      out.ambiguous.push_back(wpar);
+      continue;
+    }
+    out.adopted.push_back(WparPlaced{wpar, chosen->first, b.epoch, ""});
+  }
   return out;
 }
 

@@ -368,14 +368,22 @@ Step evacuation_step(const Executor& state, const Task& task);
 // derived from the report, so deciding again makes none twice.
 std::vector<Spawn> fence_tasks(const Executor& state, const inventory::Inventory& inventory, int64_t now_ns);
 
-// Placements an agent holds that are newer than the log's: a manager
-// restored from a backup does not know what happened after it, its agents
-// do (docs/backup.md). A WPAR `system` reports with a higher placement epoch
-// than this executor's, and no task running on it, is adopted: placed on
-// that system at the agent's epoch (so that its commands are not stale and
-// its copy there is not fenced). In WPAR order.
-std::vector<WparPlaced> adopted_placements(const Executor& state, const std::string& system,
-                                           const std::vector<inventory::ReportedWpar>& reported);
+// Placements agents hold that are newer than the log's: a manager restored
+// from a backup does not know what happened after it, its agents do
+// (docs/backup.md). A WPAR reported (in `reports`, by system) with a higher
+// placement epoch than this executor's, and no task running on it, is
+// adopted: placed on that system at the agent's epoch (so that its commands
+// are not stale and its copy there is not fenced). The highest epoch wins;
+// between equal ones the Active copy (a relocation cut short leaves a
+// paused one at the same epoch); when that does not decide, none is
+// adopted and the WPAR is named in `ambiguous` (its copies stay: fences
+// carry the log's older epoch, which the agents refuse).
+struct Adoptions {
+  std::vector<WparPlaced> adopted;  // in WPAR order
+  std::vector<std::string> ambiguous;
+};
+Adoptions adopted_placements(const Executor& state,
+                             const std::map<std::string, std::vector<inventory::ReportedWpar>>& reports);
 // The tasks that take an application WPAR whose command ended off its
 // system (the seed: it returns to Undeployed): one remove --keep-definition
 // per such WPAR placed on an Online system with no task running; its id

@@ -351,22 +351,29 @@ Result<size_t> ExecutorService::drive_tasks() {
       // Placements the agents hold that are newer than the log (a restored
       // manager): adopted before any command or fence for those WPARs.
       if (liveness_ != nullptr) {
-        std::map<std::string, WparPlaced> newest;  // by WPAR: the highest epoch any agent holds
+        std::map<std::string, std::vector<inventory::ReportedWpar>> reports;
         for (const auto& [system, registered] : inv.registry.systems()) {
           auto probe = liveness_->probe(system);
-          if (!probe || !probe->ok) continue;
-          for (auto& placed : adopted_placements(state, system, probe->wpars)) {
-            auto [it, made] = newest.try_emplace(placed.wpar, placed);
-            if (!made && placed.epoch > it->second.epoch) it->second = placed;
-          }
+          if (probe && probe->ok) reports.emplace(system, std::move(probe->wpars));
         }
-        for (const auto& [wpar, placed] : newest) {
-          claimed.insert(wpar);
-          auto known = state.placements.find(wpar);
+        auto adoptions = adopted_placements(state, reports);
+        for (const auto& placed : adoptions.adopted) {
+          claimed.insert(placed.wpar);
+          auto known = state.placements.find(placed.wpar);
           logger_->warn("placement_adopted wpar={} system={} epoch={} known_epoch={} reason=\"its agent holds a newer "
                         "placement than the log (a manager restored from a backup)\"",
-                        wpar, placed.system, placed.epoch, known == state.placements.end() ? 0 : known->second.epoch);
-          batch.add(state, placement_stream(wpar), "adopted-" + wpar, placed);
+                        placed.wpar, placed.system, placed.epoch,
+                        known == state.placements.end() ? 0 : known->second.epoch);
+          batch.add(state, placement_stream(placed.wpar), "adopted-" + placed.wpar, placed);
+        }
+        for (const auto& wpar : adoptions.ambiguous) {
+          claimed.insert(wpar);  // no fence either until it is settled
+          if (ambiguous_logged_.insert(wpar).second) {
+            logger_->error("placement_ambiguous wpar={} reason=\"agents hold copies at the same placement epoch, newer "
+                           "than the log, none or several of them Active\" hint=\"remove the copies that are not the "
+                           "WPAR with wpm-agent rmwpar on their hosts\"",
+                           wpar);
+          }
         }
       }
       // Copies an agent still has of WPARs placed elsewhere: each removed there.

@@ -114,6 +114,7 @@ class ExecutorService final : public ExecutorView {
   ExecutorServiceOptions options_;
   kernel::ProjectionRunner<ExecutorModel> runner_;
   uint64_t snapshot_at_ = 0;
+  std::set<std::string> ambiguous_logged_;  // WPARs whose ambiguous newer placements were logged (step thread)
   std::map<std::string, int> attempts_;
   // Results for operations that could not be sent (their system cannot be reached).
   std::vector<DispatchResult> local_results_;

@@ -380,7 +380,9 @@ void PolicyService::run(std::atomic<bool>& stop) {
       if (waits % 10 == 0) {
         int64_t before = interval;
         read_interval();
-        if (interval != before) at = next_pass_ns(last, interval);
+        if (interval != before) {
+          at = std::max(next_pass_ns(last, interval), (clock_.wall_ns() - kPassSlackNs) / interval * interval);
+        }
       }
     }
     if (stop.load()) return;

@@ -187,7 +187,8 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
       if (auto r = fold_until((*next)->timestamp_ns); !r) return std::unexpected(r.error());
       if (int64_t now = interval_of(); now != interval) {
         interval = now;
-        at = std::max(next_pass_ns(last, interval), from_grid());
+        at = std::max({next_pass_ns(last, interval), from_grid(),
+                       (std::max(seen_ns, last + kPassSlackNs) - kPassSlackNs) / interval * interval});
       }
     }
     if (at > o.to_ns) break;

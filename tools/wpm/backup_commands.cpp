@@ -81,7 +81,9 @@ int cmd_list(const GlobalOptions& g, const std::string& dir) {
     return kExitOk;
   }
   if (all->empty()) {
-    std::printf("no backups in %s (make one with `wpm backup create`)\n", dir.c_str());
+    std::printf("no backups in %s (make one with `wpm backup create`; when wpmd's [backup] dir is elsewhere, give "
+                "--dir)\n",
+                dir.c_str());
     return kExitOk;
   }
   std::printf("%-28s %-21s %12s %6s %12s  %s\n", "NAME", "CREATED", "HEAD", "FILES", "SIZE", "VERSION");

@@ -212,6 +212,8 @@ int Gateway::timeout_for(const std::string& command, const json& request) const 
   int wait = 0;
   if (command == "events.read") wait = request["args"].value("waitMs", 0);
   if (command == "login") wait = 10'000;  // PAM sleeps after a failure
+  // A simulation folds the whole log and a period of history: it answers when done.
+  if (command == "policy.simulate") wait = std::max(g_.timeout_ms, 600'000);
   // A change waits for its decision on the gateway (up to 10 s) before it answers.
   bool read = command == "events.read" || command.ends_with(".list") ||
               command.ends_with(".show") || command.ends_with(".matrix") ||

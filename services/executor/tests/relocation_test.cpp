@@ -431,16 +431,19 @@ namespace {
 TEST_F(RelocationTest, AnAgentsNewerPlacementIsAdoptedAndTheOlderCopyFenced) {
   ASSERT_EQ(state_.placements.at("web1").system, "node1");
   const uint64_t known = state_.placements.at("web1").epoch;
-  std::vector<inventory::ReportedWpar> node2 = {{"web1", "system", "A", known + 1}, {"other", "system", "A", 0}};
-  std::vector<inventory::ReportedWpar> node1 = {{"web1", "system", "A", known}};
-  auto adopted = adopted_placements(state_, "node2", node2);
-  ASSERT_EQ(adopted.size(), 1u) << "a WPAR without an epoch is no placement of this manager's";
-  EXPECT_EQ(adopted[0], (WparPlaced{"web1", "node2", known + 1, ""}));
-  EXPECT_TRUE(adopted_placements(state_, "node1", node1).empty()) << "not newer than the log";
-  fold_inventory(placement_stream("web1"), adopted[0]);
+  std::map<std::string, std::vector<inventory::ReportedWpar>> reports = {
+      {"node1", {{"web1", "system", "A", known}}},
+      {"node2", {{"web1", "system", "A", known + 1}, {"other", "system", "A", 0}}}};
+  auto adopted = adopted_placements(state_, reports);
+  ASSERT_EQ(adopted.adopted.size(), 1u) << "a WPAR without an epoch is no placement of this manager's";
+  EXPECT_TRUE(adopted.ambiguous.empty());
+  EXPECT_EQ(adopted.adopted[0], (WparPlaced{"web1", "node2", known + 1, ""}));
+  EXPECT_TRUE(adopted_placements(state_, {{"node1", {{"web1", "system", "A", known}}}}).adopted.empty())
+      << "not newer than the log";
+  fold_inventory(placement_stream("web1"), adopted.adopted[0]);
   EXPECT_EQ(state_.placements.at("web1").system, "node2");
   EXPECT_EQ(inv_.wpars.at("web1").wpar.system, "node2");
-  EXPECT_TRUE(adopted_placements(state_, "node2", node2).empty()) << "adopted once";
+  EXPECT_TRUE(adopted_placements(state_, reports).adopted.empty()) << "adopted once";
   // node1's copy is now a stale one: fenced (its removal carries the newer epoch).
   fold_inventory("agent-report-refusals", AgentReportRefused{"node1", "wpar/web1", "is on node2"});
   auto fences = fence_tasks(state_, inv_, now_);
@@ -448,7 +451,23 @@ TEST_F(RelocationTest, AnAgentsNewerPlacementIsAdoptedAndTheOlderCopyFenced) {
   EXPECT_EQ(fences[0].created.system, "node1");
   // Not while a task runs on the WPAR.
   ASSERT_EQ(run("r9", "wpar.relocate", {{"name", "web1"}, {"to", "node1"}}), std::nullopt);
-  EXPECT_TRUE(adopted_placements(state_, "node1", {{"web1", "system", "A", known + 5}}).empty());
+  EXPECT_TRUE(adopted_placements(state_, {{"node1", {{"web1", "system", "A", known + 5}}}}).adopted.empty());
+}
+
+// Two copies at the same newer epoch (a relocation after the backup whose
+// departure's removal failed: a paused copy there, the Active one at the
+// arrival): the Active one is the WPAR; with no way to tell, none is adopted.
+TEST_F(RelocationTest, OfTwoCopiesAtTheSameNewerEpochTheActiveOneIsAdoptedElseNone) {
+  const uint64_t e = state_.placements.at("web1").epoch + 1;
+  auto chosen = adopted_placements(state_, {{"node1", {{"web1", "system", "P", e}}}, {"node2", {{"web1", "system", "A", e}}}});
+  ASSERT_EQ(chosen.adopted.size(), 1u);
+  EXPECT_EQ(chosen.adopted[0].system, "node2");
+  auto higher = adopted_placements(state_, {{"node1", {{"web1", "system", "P", e + 1}}}, {"node2", {{"web1", "system", "A", e}}}});
+  ASSERT_EQ(higher.adopted.size(), 1u);
+  EXPECT_EQ(higher.adopted[0].system, "node1") << "the higher epoch is the later placement";
+  auto unclear = adopted_placements(state_, {{"node1", {{"web1", "system", "A", e}}}, {"node2", {{"web1", "system", "A", e}}}});
+  EXPECT_TRUE(unclear.adopted.empty());
+  EXPECT_EQ(unclear.ambiguous, std::vector<std::string>{"web1"});
 }
 
 }  // namespace
