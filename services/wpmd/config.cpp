@@ -54,7 +54,7 @@ Result<void> load_config_file(const std::string& path, WpmdOptions& o) {
                 fmt::format("cannot read configuration {}: {} (line {})", path, e.description(),
                             e.source().begin.line));
   }
-  if (auto r = unknown_keys(root, {"data", "log_level", "store", "metrics", "agents", "gateway"}, "", path); !r) return r;
+  if (auto r = unknown_keys(root, {"data", "log_level", "store", "metrics", "agents", "gateway", "backup"}, "", path); !r) return r;
   if (auto r = read(root, "data", o.data_dir, path); !r) return r;
   if (auto r = read(root, "log_level", o.log_level, path); !r) return r;
   if (const auto* store = root["store"].as_table()) {

@@ -518,7 +518,12 @@ int serve(const wpmd::WpmdOptions& options, std::shared_ptr<spdlog::logger> log)
   if (options.backup_interval_s > 0) {
     backup_thread = std::thread([&] {
       const int64_t interval_ns = options.backup_interval_s * 1'000'000'000;
-      const int64_t first_ns = clock.wall_ns() + 60'000'000'000;
+      int64_t first_delay_ns = 60'000'000'000;
+      if (const char* ms = std::getenv("WPM_TEST_BACKUP_FIRST_MS")) {
+        first_delay_ns = std::strtoll(ms, nullptr, 10) * 1'000'000;
+        log->warn("test_backup_first_ms value={}", first_delay_ns / 1'000'000);
+      }
+      const int64_t first_ns = clock.wall_ns() + first_delay_ns;
       for (uint64_t tick = 0; !stop_services; ++tick) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         if (tick % 100 != 0) continue;  // every 10 s

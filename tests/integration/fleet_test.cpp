@@ -20,6 +20,8 @@
 
 #include <zmq.hpp>
 
+#include <thread>
+
 #include "tests/integration/fleet_fixture.h"
 #include "tests/support/process.h"
 
@@ -690,6 +692,40 @@ TEST_F(Fleet, ARestoredManagerAdoptsAPlacementMadeAfterItsBackup) {
   EXPECT_EQ(stopped.exit_code, 0) << stopped.out << stopped.err;
   run({bin("wpm-agent"), "--data", data, "stopwpar", "-F", "app1"}, 60s);
   run({bin("wpm-agent"), "--data", data, "rmwpar", "app1"}, 60s);
+}
+
+// The schedule ([backup] interval_s, keep): the first backup a little after
+// start when there is none (a minute; shortened here), listed and sound.
+TEST_F(Fleet, ScheduledBackupsAreMadeAndVerify) {
+  ASSERT_TRUE(wpmd_->stop().has_value());
+  std::string config = dir_ / "wpmd.toml";
+  std::ofstream(config) << fmt::format("[backup]\ndir = \"{}\"\ninterval_s = 3600\nkeep = 2\n", dir_ / "scheduled");
+  Wpmd::Options o = wpmd_->options();
+  o.extra_args.insert(o.extra_args.end(), {"--config", config});
+  o.env["WPM_TEST_BACKUP_FIRST_MS"] = "1000";
+  wpmd_ = std::make_unique<Wpmd>(o);
+  ASSERT_TRUE(wpmd_->start()) << wpmd_->log();
+  auto listed = [&] {
+    return json::parse(as_root({"-o", "json", "backup", "list", "--dir", dir_ / "scheduled"}).out, nullptr, false);
+  };
+  ASSERT_TRUE(wait_until([&] { return listed().is_array() && listed().size() == 1; }, 30s, 250ms))
+      << wpmd_->log();
+  EXPECT_NE(wpmd_->log().find("scheduled_backup_made"), std::string::npos);
+  auto verified = as_root({"backup", "verify", listed()[0]["name"], "--dir", dir_ / "scheduled"});
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  // The next one is an interval after it: none more now.
+  std::this_thread::sleep_for(12s);
+  EXPECT_EQ(listed().size(), 1u);
+  // The shipped example configuration (a backup a day) loads.
+  auto shipped = run({bin("wpmd"), "--config", std::string(WPM_SOURCE_DIR) + "/deploy/wpmd.toml", "--data",
+                      dir_ / "shipped", "--show-key"},
+                     30s);
+  EXPECT_EQ(shipped.exit_code, 0) << shipped.err;
+  // A configuration out of range is a usage error.
+  std::ofstream(dir_ / "bad.toml") << "[backup]\ninterval_s = 5\n";
+  auto bad = run({bin("wpmd"), "--data", dir_ / "baddata", "--config", dir_ / "bad.toml"}, 30s);
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("backup.interval_s"), std::string::npos) << bad.err;
 }
 
 }  // namespace
