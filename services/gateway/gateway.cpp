@@ -669,13 +669,8 @@ Gateway::Answer Gateway::metrics_query(const std::string& command, const json& a
     name = *found;
   });
   if (problem) return std::unexpected(*problem);
-  auto seconds = [&](const char* key, int64_t fallback) -> std::optional<int64_t> {
-    if (!args.contains(key)) return fallback;
-    if (!args[key].is_number_integer() || args[key].get<int64_t>() < 0) return std::nullopt;
-    return args[key].get<int64_t>();
-  };
-  auto since = seconds("since", 3600);
-  auto until = seconds("until", 0);
+  auto since = seconds_arg(args, "since", 3600);
+  auto until = seconds_arg(args, "until", 0);
   if (!since || !until || *until > *since) {
     return std::unexpected(Fail{"invalid", "since and until are seconds before now (since ≥ until ≥ 0)"});
   }

@@ -56,6 +56,14 @@
 
 namespace wpm::gateway {
 
+// A request's count of seconds (since, until): `fallback` when absent,
+// nothing when it is not a non-negative integer.
+inline std::optional<int64_t> seconds_arg(const nlohmann::json& args, const char* key, int64_t fallback) {
+  if (!args.contains(key)) return fallback;
+  if (!args[key].is_number_integer() || args[key].get<int64_t>() < 0) return std::nullopt;
+  return args[key].get<int64_t>();
+}
+
 // The gateway protocol's version (the "v" member).
 inline constexpr int kGatewayProtocol = 1;
 
