@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <sstream>
 
@@ -260,17 +261,73 @@ double normalised(const MetricSetting& s, double value, double host, int rank) {
   return 100 * value / limit;
 }
 
-double weighted_state(const std::vector<MetricSetting>& settings, const std::vector<std::optional<double>>& values) {
+namespace {
+double weighted(const std::vector<MetricSetting>& settings, const std::optional<double>* values, size_t count) {
   double sum = 0, weights = 0;
-  for (size_t i = 0; i < settings.size() && i < values.size(); ++i) {
+  for (size_t i = 0; i < settings.size() && i < count; ++i) {
     if (!values[i]) continue;
     sum += settings[i].weight * *values[i];
     weights += settings[i].weight;
   }
   return weights > 0 ? sum / weights : 0;
 }
+}  // namespace
+
+double weighted_state(const std::vector<MetricSetting>& settings, const std::vector<std::optional<double>>& values) {
+  return weighted(settings, values.data(), values.size());
+}
 
 // ---- evaluation ---------------------------------------------------------------
+
+void SystemMap::reserve(size_t n) {
+  systems_.reserve(n);
+  if (slots_.size() < 2 * n) rehash(std::bit_ceil(std::max<size_t>(16, 2 * n)));
+}
+
+void SystemMap::rehash(size_t slots) {
+  slots_.assign(slots, 0);
+  for (size_t i = 0; i < systems_.size(); ++i) {
+    const uint64_t h = std::hash<std::string_view>{}(systems_[i].id);
+    for (size_t s = h & (slots - 1);; s = (s + 1) & (slots - 1)) {
+      if (slots_[s] == 0) {
+        slots_[s] = (h >> 32 << 32) | (i + 1);
+        break;
+      }
+    }
+  }
+}
+
+const SystemInput* SystemMap::find(std::string_view id) const {
+  if (slots_.empty()) return nullptr;
+  const uint64_t h = std::hash<std::string_view>{}(id);
+  const size_t mask = slots_.size() - 1;
+  for (size_t s = h & mask;; s = (s + 1) & mask) {  // bounded: at most half the slots are used
+    const uint64_t slot = slots_[s];
+    if (slot == 0) return nullptr;
+    if ((slot >> 32) == (h >> 32)) {
+      const SystemInput& system = systems_[(slot & 0xffffffffu) - 1];
+      if (system.id == id) return &system;
+    }
+  }
+}
+
+SystemInput& SystemMap::operator[](const std::string& id) {
+  if (const SystemInput* s = find(id)) return const_cast<SystemInput&>(*s);
+  systems_.push_back(SystemInput{});
+  systems_.back().id = id;
+  if (slots_.size() < 2 * systems_.size()) {
+    rehash(std::bit_ceil(std::max<size_t>(16, 4 * systems_.size())));
+  } else {
+    const uint64_t h = std::hash<std::string_view>{}(id);
+    for (size_t s = h & (slots_.size() - 1);; s = (s + 1) & (slots_.size() - 1)) {
+      if (slots_[s] == 0) {
+        slots_[s] = (h >> 32 << 32) | systems_.size();
+        break;
+      }
+    }
+  }
+  return systems_.back();
+}
 
 namespace {
 
@@ -306,37 +363,43 @@ json values_json(const Values& v) {
   return j;
 }
 
+// The WPAR's system in `systems`, or null.
+const SystemInput* system_of(const WparInput& w, const SystemMap& systems) {
+  return w.host != nullptr ? w.host : systems.find(w.system);
+}
+
 struct StateOutcome {
   double average = 0;
   double state = 0;
   std::string note;
-  std::map<std::string, double> wpar_states;
+  std::vector<std::optional<double>> wpar_states;  // of GroupInput::wpars
   bool any = false;
 };
 
 // seed "Group averaging" and "Metric policy settings": the group state is
 // the average of its WPARs' states; a metric above its maximum raises it to
 // that metric's value (when lower), one below its minimum lowers it.
-StateOutcome group_state(const GroupInput& g, const std::map<std::string, SystemInput>& systems) {
+StateOutcome group_state(const GroupInput& g, const SystemMap& systems) {
   StateOutcome out;
+  out.wpar_states.resize(g.wpars.size());
+  std::vector<std::optional<double>> norm(g.policy.metrics.size());
   std::optional<double> raise, lower;
   std::string raise_note, lower_note;
   double sum = 0;
   int n = 0;
-  for (const auto& w : g.wpars) {
-    auto sys = systems.find(w.system);
-    if (sys == systems.end()) continue;
-    std::vector<std::optional<double>> norm;
+  for (size_t i = 0; i < g.wpars.size(); ++i) {
+    const WparInput& w = g.wpars[i];
+    const SystemInput* sys = system_of(w, systems);
+    if (sys == nullptr) continue;
     bool any = false;
-    for (const auto& s : g.policy.metrics) {
+    for (size_t k = 0; k < g.policy.metrics.size(); ++k) {
+      const MetricSetting& s = g.policy.metrics[k];
       auto idx = static_cast<size_t>(s.metric);
-      if (!w.average[idx]) {
-        norm.push_back(std::nullopt);
-        continue;
-      }
-      double host = sys->second.average[idx].value_or(*w.average[idx]);
-      double v = normalised(s, *w.average[idx], host, sys->second.rank);
-      norm.push_back(v);
+      norm[k].reset();
+      if (!w.average[idx]) continue;
+      double host = sys->average[idx].value_or(*w.average[idx]);
+      double v = normalised(s, *w.average[idx], host, sys->rank);
+      norm[k] = v;
       any = true;
       if (s.max && v > *s.max && (!raise || v > *raise)) {
         raise = v;
@@ -348,8 +411,8 @@ StateOutcome group_state(const GroupInput& g, const std::map<std::string, System
       }
     }
     if (!any) continue;
-    double state = weighted_state(g.policy.metrics, norm);
-    out.wpar_states[w.name] = state;
+    double state = weighted(g.policy.metrics, norm.data(), norm.size());
+    out.wpar_states[i] = state;
     sum += state;
     ++n;
   }
@@ -367,16 +430,18 @@ StateOutcome group_state(const GroupInput& g, const std::map<std::string, System
 }
 
 // A WPAR with a critical metric out of its range, on its newest sample.
-std::optional<std::pair<const WparInput*, std::string>> critical_wpar(const GroupInput& g,
-                                                                      const std::map<std::string, SystemInput>& systems) {
+std::optional<std::pair<const WparInput*, std::string>> critical_wpar(const GroupInput& g, const SystemMap& systems) {
+  if (std::none_of(g.policy.metrics.begin(), g.policy.metrics.end(), [](const auto& s) { return s.critical; })) {
+    return std::nullopt;
+  }
   for (const auto& w : g.wpars) {
-    auto sys = systems.find(w.system);
-    if (sys == systems.end()) continue;
+    const SystemInput* sys = system_of(w, systems);
+    if (sys == nullptr) continue;
     for (const auto& s : g.policy.metrics) {
       auto idx = static_cast<size_t>(s.metric);
       if (!s.critical || !w.latest[idx]) continue;
-      double host = sys->second.average[idx].value_or(*w.latest[idx]);
-      double v = normalised(s, *w.latest[idx], host, sys->second.rank);
+      double host = sys->average[idx].value_or(*w.latest[idx]);
+      double v = normalised(s, *w.latest[idx], host, sys->rank);
       if ((s.max && v > *s.max) || (s.min && v < *s.min)) {
         return std::pair{&w, fmt::format("critical metric {} of {} is {}, outside [{}, {}]", info(s.metric).name,
                                          w.name, pct(v), s.min ? pct(*s.min) : "-", s.max ? pct(*s.max) : "-")};
@@ -388,8 +453,17 @@ std::optional<std::pair<const WparInput*, std::string>> critical_wpar(const Grou
 
 }  // namespace
 
-Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput>& systems,
-                    const CompatibleFn& compatible, int64_t now_ns) {
+std::vector<Target>* TargetRankings::find(const Key& key) {
+  auto it = rankings_.find(key);
+  return it == rankings_.end() ? nullptr : &it->second;
+}
+
+std::vector<Target>& TargetRankings::add(Key key, std::vector<Target> ranking) {
+  return rankings_.insert_or_assign(std::move(key), std::move(ranking)).first->second;
+}
+
+Evaluation evaluate(const GroupInput& g, const SystemMap& systems, const CompatibleFn& compatible, int64_t now_ns,
+                    TargetRankings* rankings) {
   Evaluation e;
   const GroupPolicy& p = g.policy;
   auto finish = [&](Reason r, std::string why) {
@@ -398,7 +472,7 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
     return e;
   };
   auto states = group_state(g, systems);
-  e.wpar_states = states.wpar_states;
+  e.wpar_states = std::move(states.wpar_states);
   e.average_state = states.average;
   e.group_state = states.state;
   e.override_note = states.note;
@@ -428,40 +502,73 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
 
   Fullness fullness(p);
   auto host_state = [&](const std::string& id) -> std::optional<double> {
-    auto s = systems.find(id);
-    return s == systems.end() ? std::nullopt : fullness.of(s->second.average);
+    const SystemInput* s = systems.find(id);
+    return s == nullptr ? std::nullopt : fullness.of(s->average);
   };
-  // Targets: Online, analysed, in the domain, compatible in that direction.
-  // The targets of each departure, ranked by their state now, then hardware
-  // profile (larger first), then name: a WPAR adds the same to each, so
-  // this is also their ranking by projected state. Found once per departure.
-  std::map<std::string, std::vector<Target>> by_departure;
-  auto targets_for = [&](const WparInput& w) {
-    std::vector<Target> out;
-    auto adds = fullness.of(w.average);
-    if (!adds) return out;
-    auto [cached, fresh] = by_departure.try_emplace(w.system);
-    if (fresh) {
-      for (const auto& [id, s] : systems) {
-        if (id == w.system || s.domain != p.domain || s.state != "online" || !s.analysed) continue;
-        auto before = fullness.of(s.average);
-        if (!before || !compatible(w.system, id)) continue;
-        cached->second.push_back(Target{id, *before, *before, false});
-      }
-      std::sort(cached->second.begin(), cached->second.end(), [&](const Target& a, const Target& b) {
-        if (a.state_before != b.state_before) return a.state_before < b.state_before;
-        int ra = systems.at(a.system).rank, rb = systems.at(b.system).rank;
-        if (ra != rb) return ra > rb;
-        return a.system < b.system;
-      });
+  // Targets: Online, analysed, in the domain, ranked by their state now,
+  // then hardware profile (larger first), then name: a WPAR adds the same
+  // to each, so this is also their ranking by projected state. Ranked once
+  // (when a WPAR may move); each departure walks the ranking for the
+  // targets compatible in that direction that it needs.
+  const std::vector<Target>* ranked_targets = nullptr;
+  std::vector<Target> own_ranking;
+  auto rank_targets = [&] {
+    TargetRankings::Key key{&systems, p.domain, {}};
+    for (auto [m, w] : fullness.weights) std::get<2>(key).emplace_back(static_cast<int>(m), w);
+    if (rankings != nullptr) {
+      if ((ranked_targets = rankings->find(key)) != nullptr) return;
     }
-    out.reserve(cached->second.size());
-    for (Target t : cached->second) {
+    std::vector<std::pair<Target, int>> with_rank;
+    for (const SystemInput& s : systems) {
+      if (s.domain != p.domain || s.state != "online" || !s.analysed) continue;
+      if (auto before = fullness.of(s.average)) with_rank.push_back({Target{s.id, *before, *before, false}, s.rank});
+    }
+    std::sort(with_rank.begin(), with_rank.end(), [](const auto& a, const auto& b) {
+      if (a.first.state_before != b.first.state_before) return a.first.state_before < b.first.state_before;
+      if (a.second != b.second) return a.second > b.second;
+      return a.first.system < b.first.system;
+    });
+    std::vector<Target> ranking;
+    ranking.reserve(with_rank.size());
+    for (auto& [t, rank] : with_rank) ranking.push_back(std::move(t));
+    if (rankings != nullptr) {
+      ranked_targets = &rankings->add(std::move(key), std::move(ranking));
+    } else {
+      own_ranking = std::move(ranking);
+      ranked_targets = &own_ranking;
+    }
+  };
+  struct Choice {
+    std::vector<Target> shown;    // the first compatible targets, best first
+    std::optional<Target> chosen;  // hot: the best; cold: the busiest that fits with min_gain to spare
+  };
+  auto targets_for = [&](const WparInput& w, bool cold) {
+    Choice c;
+    auto adds = fullness.of(w.average);
+    if (!adds) return c;
+    if (ranked_targets == nullptr) rank_targets();
+    auto projected = [&](Target t) {
       t.state_after = t.state_before + *adds;
       t.fits = t.state_after <= p.max;
-      out.push_back(t);
+      return t;
+    };
+    auto usable = [&](const Target& t) { return t.system != w.system && compatible(w.system, t.system); };
+    for (const Target& t : *ranked_targets) {
+      if (c.shown.size() == kTargetsShown) break;
+      if (usable(t)) c.shown.push_back(projected(t));
     }
-    return out;
+    if (c.shown.empty()) return c;
+    if (!cold) {
+      c.chosen = c.shown.front();
+      return c;
+    }
+    for (auto it = ranked_targets->rbegin(); it != ranked_targets->rend(); ++it) {
+      if (it->state_before + *adds + p.min_gain <= p.max && usable(*it)) {
+        c.chosen = projected(*it);
+        break;
+      }
+    }
+    return c;
   };
   auto movable = [&](const WparInput& w) {
     return w.mobile && !w.busy && (w.moved_ns == 0 || now_ns - w.moved_ns >= p.cooldown_s * 1'000'000'000);
@@ -492,40 +599,23 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
     }
     if (e.trigger == "cold" && w->system != coldest) continue;
     auto source = host_state(w->system);
-    auto targets = targets_for(*w);
-    if (targets.empty() || !source) {
+    const bool cold = e.trigger == "cold";
+    auto choice = targets_for(*w, cold);
+    if (choice.shown.empty() || !source) {
       ++without_target;
       continue;
     }
-    const Target* chosen = nullptr;
-    double gain = 0;
-    if (e.trigger == "cold") {
-      // The busiest that still fits with a margin of min_gain below the maximum.
-      for (auto it = targets.rbegin(); it != targets.rend(); ++it) {
-        if (it->state_after + p.min_gain <= p.max) {
-          chosen = &*it;
-          break;
-        }
-      }
-      if (chosen == nullptr) {
-        ++over_max;
-        continue;
-      }
-      gain = p.max - chosen->state_after;
-    } else {
-      chosen = &targets.front();
-      if (!chosen->fits) {
-        ++over_max;
-        continue;
-      }
-      gain = *source - chosen->state_after;
-      if (e.trigger == "hot" && gain < p.min_gain) {
-        ++below_gain;
-        continue;
-      }
+    if (!choice.chosen || (!cold && !choice.chosen->fits)) {  // cold: none fits with the margin
+      ++over_max;
+      continue;
     }
-    Move m{w->name, w->system, chosen->system, *source, chosen->state_after, gain, {}};
-    m.targets.assign(targets.begin(), targets.begin() + static_cast<long>(std::min<size_t>(targets.size(), kTargetsShown)));
+    const Target& chosen = *choice.chosen;
+    double gain = cold ? p.max - chosen.state_after : *source - chosen.state_after;
+    if (e.trigger == "hot" && gain < p.min_gain) {
+      ++below_gain;
+      continue;
+    }
+    Move m{w->name, w->system, chosen.system, *source, chosen.state_after, gain, std::move(choice.shown)};
     if (!best || m.gain > best->gain || (m.gain == best->gain && m.wpar < best->wpar)) best = std::move(m);
   }
   if (!best) {
@@ -552,10 +642,11 @@ Evaluation evaluate(const GroupInput& g, const std::map<std::string, SystemInput
   }
   // The moved WPAR and the first others (an event stays small whatever the group's size).
   json wpars = json::array();
-  for (const auto& w : g.wpars) {
+  for (size_t i = 0; i < g.wpars.size(); ++i) {
+    const WparInput& w = g.wpars[i];
     if (wpars.size() >= kWparsShown && w.name != best->wpar) continue;
     json wj = {{"name", w.name}, {"system", w.system}, {"average", values_json(w.average)}};
-    if (auto s = e.wpar_states.find(w.name); s != e.wpar_states.end()) wj["state"] = s->second;
+    if (e.wpar_states[i]) wj["state"] = *e.wpar_states[i];
     wpars.push_back(std::move(wj));
   }
   e.inputs = {{"trigger", e.trigger},          {"groupState", e.group_state},   {"averageState", e.average_state},

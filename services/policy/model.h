@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "schemas/metrics.h"
@@ -92,6 +93,7 @@ double weighted_state(const std::vector<MetricSetting>& settings, const std::vec
 // A metric's values per metric number (index 0 unused).
 using Values = std::array<std::optional<double>, metrics::kMetricMax + 1>;
 
+struct SystemInput;
 struct WparInput {
   std::string name;
   std::string system;      // where it runs
@@ -100,6 +102,9 @@ struct WparInput {
   bool mobile = false;     // active and checkpointable: a relocation can take it
   bool busy = false;       // a task of it runs or waits
   int64_t moved_ns = 0;    // when its last relocation ended (0: never)
+  // `system` in the evaluation's systems, when the caller found it already
+  // (a pass over many groups); else looked up.
+  const SystemInput* host = nullptr;
 };
 
 struct SystemInput {
@@ -109,6 +114,23 @@ struct SystemInput {
   bool analysed = true;    // compatibility analysis Complete (not Pending)
   int rank = 0;            // hardware profile rank (0 the smallest)
   Values average;          // the host's own metrics over the averaging period
+};
+// Systems by id: a pass looks one up for every WPAR, so they are kept in
+// one array with an open-addressed index of their ids' hashes.
+class SystemMap {
+ public:
+  void reserve(size_t n);
+  // The system `id` (added empty if missing).
+  SystemInput& operator[](const std::string& id);
+  const SystemInput* find(std::string_view id) const;
+  auto begin() const { return systems_.begin(); }
+  auto end() const { return systems_.end(); }
+  size_t size() const { return systems_.size(); }
+
+ private:
+  void rehash(size_t slots);
+  std::vector<SystemInput> systems_;
+  std::vector<uint64_t> slots_;  // hash's high 32 bits << 32 | index + 1; 0: empty
 };
 
 // Whether `from` → `to` is compatible for the group's tests (the critical
@@ -162,7 +184,7 @@ std::string_view reason_name(Reason r);
 struct Evaluation {
   double group_state = 0;            // % after the overrides
   double average_state = 0;          // % before them
-  std::map<std::string, double> wpar_states;
+  std::vector<std::optional<double>> wpar_states;  // of GroupInput::wpars, in order (none: no samples)
   std::string override_note;         // which metric raised or lowered the group state
   std::string trigger;               // hot | cold | critical | ""
   int streak = 0;                    // including this pass
@@ -172,7 +194,20 @@ struct Evaluation {
   nlohmann::json inputs;             // what the decision used (recorded with a move)
 };
 
-Evaluation evaluate(const GroupInput& group, const std::map<std::string, SystemInput>& systems,
-                    const CompatibleFn& compatible, int64_t now_ns);
+// The targets of a domain ranked by their state, as evaluate ranks them:
+// shared by the groups of one pass that see the same systems and weigh
+// fullness alike (a pass with many hot groups ranks the fleet once).
+class TargetRankings {
+ public:
+  using Key = std::tuple<const SystemMap*, std::string, std::vector<std::pair<int, double>>>;
+  std::vector<Target>* find(const Key& key);
+  std::vector<Target>& add(Key key, std::vector<Target> ranking);
+
+ private:
+  std::map<Key, std::vector<Target>> rankings_;
+};
+
+Evaluation evaluate(const GroupInput& group, const SystemMap& systems, const CompatibleFn& compatible,
+                    int64_t now_ns, TargetRankings* rankings = nullptr);
 
 }  // namespace wpm::policy

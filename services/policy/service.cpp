@@ -21,17 +21,21 @@ Values to_values(const std::optional<WindowSummary>& s, bool latest) {
 }
 
 // Hardware profile rank (glossary "Multiplier"): systems ordered by CPU
-// capacity (cores × MHz), then memory; equal hardware, equal rank.
-std::map<std::string, int> hardware_ranks(const inventory::Inventory& inv) {
-  std::map<std::tuple<double, uint64_t>, std::vector<std::string>> by_class;
+// capacity (cores × MHz), then memory; equal hardware, equal rank. In the
+// registry's order.
+std::vector<int> hardware_ranks(const inventory::Inventory& inv) {
+  std::vector<std::tuple<double, uint64_t, size_t>> by_class;
+  by_class.reserve(inv.registry.systems().size());
   for (const auto& [id, s] : inv.registry.systems()) {
-    by_class[{s.profile.cpu_cores * s.profile.cpu_mhz, s.profile.memory_bytes}].push_back(id);
+    by_class.emplace_back(s.profile.cpu_cores * s.profile.cpu_mhz, s.profile.memory_bytes, by_class.size());
   }
-  std::map<std::string, int> out;
-  int rank = 0;
-  for (const auto& [key, ids] : by_class) {
-    for (const auto& id : ids) out[id] = rank;
-    ++rank;
+  std::sort(by_class.begin(), by_class.end());
+  std::vector<int> out(by_class.size());
+  int rank = -1;
+  for (size_t i = 0; i < by_class.size(); ++i) {
+    auto [cpu, memory, index] = by_class[i];
+    if (i == 0 || cpu != std::get<0>(by_class[i - 1]) || memory != std::get<1>(by_class[i - 1])) ++rank;
+    out[index] = rank;
   }
   return out;
 }
@@ -42,8 +46,8 @@ json evaluation_json(const GroupInput& input, const Evaluation& e) {
   json wpars = json::array();
   for (const auto& w : input.wpars) {
     json j = {{"name", w.name}, {"system", w.system}, {"mobile", w.mobile}, {"busy", w.busy}};
-    auto s = e.wpar_states.find(w.name);
-    j["state"] = s == e.wpar_states.end() ? json(nullptr) : json(s->second);
+    const size_t i = static_cast<size_t>(&w - input.wpars.data());
+    j["state"] = i < e.wpar_states.size() && e.wpar_states[i] ? json(*e.wpar_states[i]) : json(nullptr);
     if (w.moved_ns != 0) j["movedNs"] = w.moved_ns;
     wpars.push_back(std::move(j));
   }
@@ -81,34 +85,47 @@ PolicyService::PolicyService(kernel::EventLog& log, const inventory::InventoryVi
     : log_(log), inventory_(inventory), executor_(executor), clock_(clock), windows_(std::move(windows)),
       logger_(std::move(logger)) {}
 
+std::expected<GroupPolicy, std::string> PolicyCache::parse(const std::string& text) {
+  std::lock_guard lock(mutex_);
+  if (auto it = parsed_.find(text); it != parsed_.end()) return it->second;
+  auto parsed = policy_from_json(json::parse(text, nullptr, false));
+  if (!parsed) return parsed;
+  if (parsed_.size() >= kMaxEntries) parsed_.clear();
+  parsed_.emplace(text, *parsed);
+  return parsed;
+}
+
 std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const executor::Executor& x,
                                      SampleSource& samples, const std::map<std::string, GroupMemo>& memos,
                                      int64_t at_ns, const std::string* only,
                                      const std::map<std::string, GroupPolicy>& overrides, spdlog::logger& logger,
-                                     int64_t* keep_s) {
+                                     int64_t* keep_s, PolicyCache& policies) {
   std::vector<Evaluated> out;
   const int64_t at_s = at_ns / 1'000'000'000;
   int domain_cap = std::max(1, std::atoi(inv.setting("policy.domain-concurrency").c_str()));
-  // The groups to evaluate, with their policies.
-  std::map<std::string, GroupPolicy> policies;
+  // The groups to evaluate, in name order, with their policies.
+  std::vector<GroupInput> groups;
+  std::unordered_map<std::string_view, size_t> group_index;
   for (const auto& [name, g] : inv.groups) {
     if (only != nullptr && name != *only) continue;
     GroupPolicy p;
     if (auto o = overrides.find(name); o != overrides.end()) {
       p = o->second;  // the simulation's candidate
     } else if (!g.policy.empty()) {
-      auto parsed = policy_from_json(json::parse(g.policy, nullptr, false));
+      auto parsed = policies.parse(g.policy);
       if (!parsed) {
         logger.warn("policy_unreadable group={} error=\"{}\"", name, parsed.error());
         continue;
       }
       p = *parsed;
     }
-    if (p.enabled || only != nullptr) policies.emplace(name, std::move(p));
+    if (!p.enabled && only == nullptr) continue;
+    group_index.emplace(name, groups.size());
+    groups.push_back(GroupInput{name, std::move(p), {}, 0, "", false, 0, 2});
   }
-  if (policies.empty()) return out;
+  if (groups.empty()) return out;
   int64_t longest = 60;
-  for (const auto& [n, p] : policies) longest = std::max(longest, p.period_s);
+  for (const auto& g : groups) longest = std::max(longest, g.policy.period_s);
   if (keep_s != nullptr) *keep_s = longest + 120;
   // What moved when, what runs now.
   std::unordered_map<std::string, int64_t> moved;
@@ -118,22 +135,24 @@ std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const exec
     if (t.state == "succeeded") moved[t.wpar] = std::max(moved[t.wpar], t.finished_ns);
     if (!t.finished()) relocating[t.wpar] = t.options.target;
   }
-  auto ranks = hardware_ranks(inv);
+  const auto ranks = hardware_ranks(inv);
   std::map<std::string, int> domain_running;
   for (const auto& [wpar, target] : relocating) ++domain_running[inv.system_status(target).domain];
   // Moves asked for that are not tasks yet count too.
   for (const auto& [group, memo] : memos) {
     if (memo.pending_until_ns <= at_ns) continue;
-    if (auto p = policies.find(group); p != policies.end()) ++domain_running[p->second.domain];
+    if (auto i = group_index.find(group); i != group_index.end()) ++domain_running[groups[i->second].policy.domain];
   }
   // Systems, per averaging period (most groups share one).
-  std::map<int64_t, std::map<std::string, SystemInput>> systems_by_period;
-  auto systems_for = [&](int64_t period) -> const std::map<std::string, SystemInput>& {
+  std::map<int64_t, SystemMap> systems_by_period;
+  auto systems_for = [&](int64_t period) -> const SystemMap& {
     auto [it, fresh] = systems_by_period.try_emplace(period);
     if (!fresh) return it->second;
+    it->second.reserve(inv.registry.systems().size());
+    size_t index = 0;
     for (const auto& [id, s] : inv.registry.systems()) {
       auto st = inv.system_status(id);
-      it->second[id] = SystemInput{id, st.domain, st.state, true, ranks[id],
+      it->second[id] = SystemInput{id, st.domain, st.state, true, ranks[index++],
                                    to_values(samples.host(id, at_s - period, at_s), false)};
     }
     return it->second;
@@ -150,34 +169,50 @@ std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const exec
     }
     return it->second;
   };
-  // The WPARs of each group placed on a system, with their samples
-  // summarised in the inventory's (name) order.
-  std::map<std::string, std::vector<std::pair<const inventory::WparRecord*, std::optional<WindowSummary>>>> members;
+  // The WPARs of each group placed on a system, with their samples, in the
+  // inventory's (name) order.
+  std::vector<std::pair<size_t, const inventory::WparRecord*>> placed;
+  placed.reserve(inv.wpars.size());
+  std::vector<size_t> counts(groups.size());
+  const std::string* last_group = nullptr;  // WPARs named after their group come one after another
+  size_t last_index = SIZE_MAX;
   for (const auto& [name, w] : inv.wpars) {
     if (w.wpar.system.empty()) continue;
-    auto p = policies.find(w.wpar.group);
-    if (p == policies.end()) continue;
-    // Only what its own system reported (a stale copy elsewhere says nothing of it).
-    members[w.wpar.group].emplace_back(&w, samples.wpar(name, w.wpar.system, at_s - p->second.period_s, at_s));
+    if (last_group == nullptr || *last_group != w.wpar.group) {
+      auto i = group_index.find(w.wpar.group);
+      last_group = &w.wpar.group;
+      last_index = i == group_index.end() ? SIZE_MAX : i->second;
+    }
+    if (last_index == SIZE_MAX) continue;
+    placed.emplace_back(last_index, &w);
+    ++counts[last_index];
   }
-  for (auto& [name, p] : policies) {
-    GroupInput g;
-    g.group = name;
-    g.policy = p;
+  for (size_t i = 0; i < groups.size(); ++i) groups[i].wpars.reserve(counts[i]);
+  for (const auto& [index, record] : placed) {
+    const auto& w = record->wpar;
+    GroupInput& g = groups[index];
+    const SystemMap& systems = systems_for(g.policy.period_s);
+    // Only what its own system reported (a stale copy elsewhere says nothing of it).
+    auto summary = samples.wpar(w.name, w.system, at_s - g.policy.period_s, at_s);
+    WparInput in{w.name, w.system, to_values(summary, false), to_values(summary, true),
+                 w.checkpointable && w.reported_state == "A", !x.busy.empty() && x.busy.contains(w.name), 0};
+    in.host = systems.find(w.system);
+    if (!moved.empty()) {
+      if (auto m = moved.find(w.name); m != moved.end()) in.moved_ns = m->second;
+    }
+    if (!relocating.empty() && relocating.contains(w.name)) g.in_flight = true;
+    g.wpars.push_back(std::move(in));
+  }
+  out.reserve(groups.size());
+  TargetRankings rankings;
+  for (auto& g : groups) {
+    const GroupPolicy& p = g.policy;
     g.domain_cap = domain_cap;
     g.domain_relocations = domain_running[p.domain];
-    auto memo = memos.find(name);
-    if (memo != memos.end()) {
+    if (auto memo = memos.find(g.group); memo != memos.end()) {
       g.streak = memo->second.streak;
       g.streak_trigger = memo->second.trigger;
-      g.in_flight = memo->second.pending_until_ns > at_ns;
-    }
-    for (const auto& [w, summary] : members[name]) {
-      WparInput in{w->wpar.name, w->wpar.system, to_values(summary, false), to_values(summary, true),
-                   w->wpar.checkpointable && w->wpar.reported_state == "A", x.busy.contains(w->wpar.name), 0};
-      if (auto m = moved.find(w->wpar.name); m != moved.end()) in.moved_ns = m->second;
-      if (relocating.contains(w->wpar.name)) g.in_flight = true;
-      g.wpars.push_back(std::move(in));
+      g.in_flight = g.in_flight || memo->second.pending_until_ns > at_ns;
     }
     const auto& tests = p.optional_tests;
     CompatibleFn compatible = [&](const std::string& from, const std::string& to) {
@@ -195,7 +230,7 @@ std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const exec
       }
       return true;
     };
-    Evaluation e = evaluate(g, systems_for(p.period_s), compatible, at_ns);
+    Evaluation e = evaluate(g, systems_for(p.period_s), compatible, at_ns, &rankings);
     out.push_back(Evaluated{std::move(g), std::move(e)});
   }
   return out;
@@ -215,8 +250,8 @@ std::vector<Evaluated> PolicyService::evaluate_groups(int64_t at_ns, const std::
       if (interval_ns != nullptr) {
         *interval_ns = inventory::parse_duration_ns(inv.setting("policy.interval")).value_or(60'000'000'000);
       }
-      SampleWindows::Reader samples(*windows_);
-      out = evaluate_pass(inv, x, samples, memos, at_ns, only, {}, *logger_, &keep_s);
+      SampleWindows::Reader samples(*windows_, only == nullptr);
+      out = evaluate_pass(inv, x, samples, memos, at_ns, only, {}, *logger_, &keep_s, policies_);
     });
   });
   // After the reader let go of the windows; only a whole pass knows the longest period in use.

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_map>
 
 #include "services/executor/service.h"
 #include "services/inventory/service.h"
@@ -65,6 +66,18 @@ struct GroupMemo {
   int64_t evaluated_ns = 0;       // when (0: never)
 };
 
+// Group policies parsed from their stored text, each text once (a pass
+// reads every group's).
+class PolicyCache {
+ public:
+  std::expected<GroupPolicy, std::string> parse(const std::string& text);
+
+ private:
+  static constexpr size_t kMaxEntries = 4096;
+  std::mutex mutex_;
+  std::unordered_map<std::string, GroupPolicy> parsed_;
+};
+
 struct Evaluated {
   GroupInput input;
   Evaluation evaluation;
@@ -74,13 +87,13 @@ struct Evaluated {
 // executor's states, the samples and the memos: every enabled group (or
 // `only`, enabled or not), a group in `overrides` with that policy instead
 // of its own (the simulation's candidate). `keep_s`: how long the samples
-// it used reach back. Pure but for the samples' reads; the live service and
-// the simulation run it alike.
+// it used reach back. Pure but for the samples' reads (and `policies`, a
+// cache); the live service and the simulation run it alike.
 std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const executor::Executor& x,
                                      SampleSource& samples, const std::map<std::string, GroupMemo>& memos,
                                      int64_t at_ns, const std::string* only,
                                      const std::map<std::string, GroupPolicy>& overrides, spdlog::logger& logger,
-                                     int64_t* keep_s);
+                                     int64_t* keep_s, PolicyCache& policies);
 
 // The rest of a pass, live and simulated alike: the domain cap counting the
 // moves this pass asked for, each move acted on (recommend: remembered;
@@ -125,6 +138,7 @@ class PolicyService {
   const kernel::Clock& clock_;
   std::shared_ptr<SampleWindows> windows_;
   std::shared_ptr<spdlog::logger> logger_;
+  mutable PolicyCache policies_;
   mutable std::mutex mutex_;  // guards memos_ and stats_
   std::map<std::string, GroupMemo> memos_;
   PolicyStats stats_;

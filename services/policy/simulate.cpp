@@ -21,7 +21,7 @@ constexpr uint64_t kPageEvents = 4096;
 // The stored history as a pass reads it: each entity's raw samples read an
 // hour at a time as the passes advance, and forgotten once older than the
 // longest averaging period in use, so memory stays that of the live
-// windows. Windows are summarised by the live code (summarise).
+// windows. Windows are summarised by the live code (SampleSeries).
 class HistorySource : public SampleSource {
  public:
   static constexpr int64_t kChunkS = 3600;
@@ -42,7 +42,7 @@ class HistorySource : public SampleSource {
   struct Loaded {
     int64_t from_s = 0;  // loaded after this
     int64_t to_s = 0;    // up to this
-    std::deque<CompactSample> samples;
+    SampleSeries samples;
   };
   std::optional<WindowSummary> summary(bool wpar, const std::string& name, const std::string& system, int64_t from_s,
                                        int64_t to_s) {
@@ -57,9 +57,9 @@ class HistorySource : public SampleSource {
       int64_t until = std::min(l.to_s + kChunkS, to_s_);
       if (!append(wpar, name, system, l, until)) return std::nullopt;
     }
-    while (!l.samples.empty() && l.samples.front().time_s <= horizon_s_) l.samples.pop_front();
+    l.samples.drop_through(horizon_s_);
     if (l.samples.empty()) return std::nullopt;
-    return summarise(l.samples, from_s, to_s);
+    return l.samples.summary(from_s, to_s);
   }
   bool append(bool wpar, const std::string& name, const std::string& system, Loaded& l, int64_t until) {
     ++reads_;
@@ -72,14 +72,13 @@ class HistorySource : public SampleSource {
     }
     for (size_t i = 0; i < h->times_s.size(); ++i) {
       if (wpar && (i >= h->systems.size() || h->systems[i] != system)) continue;  // as its own system reported it
-      if (!l.samples.empty() && h->times_s[i] <= l.samples.back().time_s) continue;  // one a second, in order
       metrics::MetricValues v;
       for (const auto& c : h->columns) {
         if (c.tag >= 1 && c.tag <= metrics::kMetricMax && c.values[i] != metrics::kMissing) {
           v.set_fixed(static_cast<metrics::Metric>(c.tag), c.values[i]);
         }
       }
-      l.samples.push_back(compact(h->times_s[i], v));
+      l.samples.push(compact(h->times_s[i], v));  // one a second, in order
     }
     return true;
   }
@@ -146,6 +145,7 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
   LogCursor cursor(log);
   HistorySource samples(history, o.to_ns / kSecondNs);
   std::map<std::string, GroupMemo> memos;
+  PolicyCache policies;
   std::map<std::string, GroupPolicy> overrides;
   if (o.candidate) overrides[o.group] = *o.candidate;
   // Folds every event up to `until_ns`, noting the group's live moves.
@@ -195,7 +195,7 @@ Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& hi
     last = at;
     known = known || inv.groups.contains(o.group);
     int64_t keep_s = 0;
-    auto evaluated = evaluate_pass(inv, x, samples, memos, at, nullptr, overrides, logger, &keep_s);
+    auto evaluated = evaluate_pass(inv, x, samples, memos, at, nullptr, overrides, logger, &keep_s, policies);
     if (samples.error()) return std::unexpected(*samples.error());
     if (keep_s > 0) samples.forget_before(at / kSecondNs - keep_s);
     std::map<std::string, uint64_t> reasons;

@@ -2,7 +2,9 @@
 // (100,000 WPARs) on 10,000 systems, every WPAR and host with five minutes
 // of samples at 10 s (issue 15's target: under 50 ms). The pass is the
 // service's own (PolicyService::pass) over folded states and the sample
-// windows; a fraction of the groups is hot so that targets are ranked too.
+// windows; a fraction of the groups is hot so that targets are ranked too
+// (in the first pass; later their moves are in flight). The figure is the
+// median of passes a minute apart, each after a minute of new samples.
 //   wpm-bench-policy [--groups G] [--wpars-per-group W] [--systems S] [--hot-percent P]
 
 #include <fmt/format.h>
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 #include "services/policy/service.h"
@@ -105,35 +108,56 @@ int main(int argc, char** argv) {
       if (hot) hot_system[system] = true;
       metrics::WparSample ws{r.wpar.name, {}};
       ws.values.set(Metric::kCpu, hot ? 60 : 5 + 20 * u(rng));
-      ws.values.set(Metric::kMemory, 2 + 5 * u(rng));
+      ws.values.set(Metric::kMemory, hot ? 30 : 2 + 5 * u(rng));
       on_system[system].push_back(ws);
     }
   }
-  // Five minutes of samples at 10 s.
-  for (int64_t t = at_s - 300; t <= at_s; t += 10) {
-    for (size_t s = 0; s < systems; ++s) {
-      metrics::HostSample h{fmt::format("s{:05}", s), t, {}, on_system[s]};
-      h.host.set(Metric::kCpu, hot_system[s] ? 95 : 10 + 30 * u(rng));
-      h.host.set(Metric::kMemory, 30 + 20 * u(rng));
-      windows->add(h);
+  // Samples at 10 s: five minutes before the first pass, then a minute more
+  // before each of the next (not timed: ingest has its own benchmark).
+  auto add_samples = [&](int64_t from_s, int64_t to_s) {
+    for (int64_t t = from_s; t <= to_s; t += 10) {
+      for (size_t s = 0; s < systems; ++s) {
+        metrics::HostSample h{fmt::format("s{:05}", s), t, {}, on_system[s]};
+        h.host.set(Metric::kCpu, hot_system[s] ? 95 : 10 + 30 * u(rng));
+        h.host.set(Metric::kMemory, hot_system[s] ? 90 : 30 + 20 * u(rng));
+        windows->add(h);
+      }
     }
-  }
+  };
+  add_samples(at_s - 300, at_s);
   NullLog log;
   FixedClock clock;
   policy::PolicyService service(log, inv, exec, clock, windows,
                                 std::make_shared<spdlog::logger>("bench", std::make_shared<spdlog::sinks::null_sink_mt>()));
+  // The first pass, then passes a minute apart (the default interval) with
+  // a minute's new samples before each.
+  auto timed_pass = [&](int64_t at) {
+    auto t0 = Clock::now();
+    auto outcome = service.pass(at * 1'000'000'000LL);
+    return std::pair{outcome, std::chrono::duration<double, std::milli>(Clock::now() - t0).count()};
+  };
+  auto [first, first_ms] = timed_pass(at_s);
+  if (std::getenv("WPM_BENCH_REASONS")) {
+    for (const auto& [reason, n] : service.stats().reasons) std::printf("  %s: %llu\n", reason.c_str(), (unsigned long long)n);
+  }
   std::vector<double> ms;
   policy::PassOutcome last;
-  const int runs = std::getenv("WPM_BENCH_PASSES") ? std::atoi(std::getenv("WPM_BENCH_PASSES")) : 5;
-  for (int run = 0; run < runs; ++run) {
-    auto t0 = Clock::now();
-    last = service.pass((at_s + run) * 1'000'000'000LL);
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  const int runs = std::max(1, std::getenv("WPM_BENCH_PASSES") ? std::atoi(std::getenv("WPM_BENCH_PASSES")) : 5);
+  for (int run = 1; run <= runs; ++run) {
+    add_samples(at_s + 60 * run - 50, at_s + 60 * run);
+    double t = 0;
+    std::tie(last, t) = timed_pass(at_s + 60 * run);
+    if (std::getenv("WPM_BENCH_REASONS")) std::printf("  pass %d: %.1f ms, %zu moves\n", run, t, last.moves);
+    ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("policy pass: %zu groups, %zu WPARs, %zu systems (%zu hot groups): %.1f ms median of 5 (min %.1f, max "
-              "%.1f); target < 50 ms: %s; moves asked for in the last pass: %zu\n",
-              last.groups, last.wpars, systems, hot_groups, ms[2], ms[0], ms[4], ms[2] < 50 ? "meets" : "over",
-              last.moves);
+  const double median = ms[ms.size() / 2];
+  std::printf("policy pass: %zu groups, %zu WPARs, %zu systems (%zu hot groups): %.1f ms median of %d passes a minute "
+              "apart (min %.1f, max %.1f; the first pass %.1f ms, %zu moves asked for); target < 50 ms: %s\n",
+              last.groups, last.wpars, systems, hot_groups, median, runs, ms.front(), ms.back(), first_ms, first.moves,
+              median < 50 ? "meets" : "over");
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  std::printf("  malloc on transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as wpmd.service runs): %s\n",
+              tunables != nullptr && std::strstr(tunables, "glibc.malloc.hugetlb=1") != nullptr ? "yes" : "no");
   return 0;
 }

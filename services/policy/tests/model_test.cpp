@@ -81,7 +81,7 @@ TEST(PolicySettings, ChangesFromTheCommandLineAndTheStoredFormRoundTrip) {
 
 // A fleet: systems with their CPU; a group's WPARs with theirs.
 struct Fleet {
-  std::map<std::string, SystemInput> systems;
+  SystemMap systems;
   std::set<std::pair<std::string, std::string>> incompatible;
   GroupInput group;
   Fleet() {
