@@ -170,9 +170,8 @@ series::Block aggregate(const series::Block& raw, int64_t span) {
 // laid out as one History.
 struct Point {
   int64_t t;
-  const std::string* system;
-  const series::Block* block;
-  size_t index;
+  size_t block;  // which of the blocks read
+  size_t index;  // the row in it
 };
 
 }  // namespace
@@ -384,9 +383,9 @@ Result<void> SampleStore::read_block(bool wpar, const std::string& name, int64_t
   if (!wpar) {
     systems.push_back(name);
   } else {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_));
     for (char k : {kind, kIndex}) {
       std::string prefix = entity_prefix(k, block, true, name);
-      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_));
       for (it->Seek(slice(prefix)); it->Valid() && it->key().starts_with(slice(prefix)); it->Next()) {
         systems.emplace_back(it->key().data() + prefix.size(), it->key().size() - prefix.size());
       }
@@ -431,25 +430,50 @@ Result<void> SampleStore::read_block(bool wpar, const std::string& name, int64_t
     blocks.emplace_back(system, resolution == Resolution::kRaw ? std::move(raw) : aggregate(raw, options_.aggregate_s));
   }
   // Laid out in time order, with the union of the columns.
-  std::vector<Point> points;
   for (const auto& [system, b] : blocks) {
-    for (size_t i = 0; i < b.times_s.size(); ++i) points.push_back({b.times_s[i], &system, &b, i});
     for (const auto& c : b.columns) {
       if (out.column(c.tag) == nullptr) {
         out.columns.push_back(series::Column{c.tag, std::vector<int64_t>(out.times_s.size(), series::kMissing)});
       }
     }
   }
+  // Each output column's source in each block (none: missing).
+  std::vector<std::vector<const series::Column*>> sources(blocks.size());
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    for (const auto& c : out.columns) {
+      const series::Column* source = nullptr;
+      for (const auto& bc : blocks[k].second.columns) {
+        if (bc.tag == c.tag) source = &bc;
+      }
+      sources[k].push_back(source);
+    }
+  }
+  if (blocks.size() == 1) {  // one system: already in time order
+    const auto& [system, b] = blocks[0];
+    out.times_s.insert(out.times_s.end(), b.times_s.begin(), b.times_s.end());
+    out.systems.insert(out.systems.end(), b.times_s.size(), system);
+    for (size_t c = 0; c < out.columns.size(); ++c) {
+      auto& values = out.columns[c].values;
+      if (sources[0][c] != nullptr) {
+        values.insert(values.end(), sources[0][c]->values.begin(), sources[0][c]->values.end());
+      } else {
+        values.insert(values.end(), b.times_s.size(), series::kMissing);
+      }
+    }
+    return {};
+  }
+  std::vector<Point> points;
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    const auto& b = blocks[k].second;
+    for (size_t i = 0; i < b.times_s.size(); ++i) points.push_back({b.times_s[i], k, i});
+  }
   std::stable_sort(points.begin(), points.end(), [](const Point& a, const Point& b) { return a.t < b.t; });
   for (const auto& p : points) {
     out.times_s.push_back(p.t);
-    out.systems.push_back(*p.system);
-    for (auto& c : out.columns) {
-      int64_t v = series::kMissing;
-      for (const auto& bc : p.block->columns) {
-        if (bc.tag == c.tag) v = bc.values[p.index];
-      }
-      c.values.push_back(v);
+    out.systems.push_back(blocks[p.block].first);
+    for (size_t c = 0; c < out.columns.size(); ++c) {
+      const series::Column* source = sources[p.block][c];
+      out.columns[c].values.push_back(source != nullptr ? source->values[p.index] : series::kMissing);
     }
   }
   return {};
@@ -468,17 +492,22 @@ Result<History> SampleStore::read(bool wpar, const std::string& name, int64_t fr
   for (int64_t b = block_of(from_s); b <= to_s; b += options_.block_s) {
     if (auto r = read_block(wpar, name, b, resolution, out); !r) return std::unexpected(r.error());
   }
-  // Only the asked span (an aggregate counts from its bucket's start).
+  // Only the asked span (an aggregate counts from its bucket's start), kept in place.
   int64_t first = resolution == Resolution::kRaw ? from_s : from_s - (from_s % options_.aggregate_s);
-  History kept;
-  for (const auto& c : out.columns) kept.columns.push_back(series::Column{c.tag, {}});
+  size_t kept = 0;
   for (size_t i = 0; i < out.times_s.size(); ++i) {
     if (out.times_s[i] < first || out.times_s[i] > to_s) continue;
-    kept.times_s.push_back(out.times_s[i]);
-    kept.systems.push_back(out.systems[i]);
-    for (size_t c = 0; c < out.columns.size(); ++c) kept.columns[c].values.push_back(out.columns[c].values[i]);
+    if (kept != i) {
+      out.times_s[kept] = out.times_s[i];
+      out.systems[kept] = std::move(out.systems[i]);
+      for (auto& c : out.columns) c.values[kept] = c.values[i];
+    }
+    ++kept;
   }
-  return kept;
+  out.times_s.resize(kept);
+  out.systems.resize(kept);
+  for (auto& c : out.columns) c.values.resize(kept);
+  return out;
 }
 
 void SampleStore::flush_soon() {

@@ -54,6 +54,11 @@ FleetMetrics::FleetMetrics(prometheus::Registry& r, std::string version)
                            .Help("Moves the policy only recommended (automation recommend)")
                            .Register(r)
                            .Add({})),
+      pass_seconds_(prometheus::BuildGauge()
+                        .Name("wpm_policy_pass_seconds")
+                        .Help("How long the last policy pass took to evaluate the groups")
+                        .Register(r)
+                        .Add({})),
       group_state_(prometheus::BuildGauge()
                        .Name("wpm_group_state_percent")
                        .Help("A group's performance state at the last policy pass")
@@ -161,6 +166,7 @@ void FleetMetrics::refresh(const inventory::InventoryView& inventory, const exec
     }
     moves_seen_ = stats.moves;
     recommendations_seen_ = stats.recommended;
+    pass_seconds_.Set(stats.last.ms / 1000);
     std::set<std::string> groups;
     for (const auto& [group, f] : policy->group_figures()) {
       groups.insert(group);

@@ -11,6 +11,7 @@
 //   wpm_tasks_running                            running or waiting
 //   wpm_policy_decisions_total{reason}           per group and pass (docs/policy.md)
 //   wpm_policy_moves_total, wpm_policy_recommendations_total
+//   wpm_policy_pass_seconds                      the last pass's evaluation time
 //   wpm_group_state_percent{group}, wpm_group_threshold_percent{group,bound}
 //   wpm_system_cpu_percent{system}, wpm_system_memory_percent{system}, wpm_system_wpars{system}
 //
@@ -55,6 +56,7 @@ class FleetMetrics {
   prometheus::Family<prometheus::Counter>& decisions_;
   prometheus::Counter& moves_;
   prometheus::Counter& recommendations_;
+  prometheus::Gauge& pass_seconds_;
   prometheus::Family<prometheus::Gauge>& group_state_;
   prometheus::Family<prometheus::Gauge>& group_threshold_;
   prometheus::Family<prometheus::Gauge>& system_cpu_;

@@ -7,6 +7,7 @@
 #include <bit>
 #include <cmath>
 #include <sstream>
+#include <unordered_map>
 
 namespace wpm::policy {
 namespace {
@@ -538,6 +539,7 @@ Evaluation evaluate(const GroupInput& g, const SystemMap& systems, const Compati
       ranked_targets = &own_ranking;
     }
   };
+  std::unordered_map<std::string, std::vector<int8_t>> compatibility_from;  // departure → per ranked target
   struct Choice {
     std::vector<Target> shown;    // the first compatible targets, best first
     std::optional<Target> chosen;  // hot: the best; cold: the busiest that fits with min_gain to spare
@@ -552,19 +554,27 @@ Evaluation evaluate(const GroupInput& g, const SystemMap& systems, const Compati
       t.fits = t.state_after <= p.max;
       return t;
     };
-    auto usable = [&](const Target& t) { return t.system != w.system && compatible(w.system, t.system); };
-    for (const Target& t : *ranked_targets) {
-      if (c.shown.size() == kTargetsShown) break;
-      if (usable(t)) c.shown.push_back(projected(t));
+    // Whether each target of the ranking is compatible from this departure,
+    // asked once per departure (its WPARs walk the same ranking).
+    auto& known = compatibility_from[w.system];
+    if (known.empty()) known.assign(ranked_targets->size(), -1);
+    auto usable = [&](size_t i) {
+      const Target& t = (*ranked_targets)[i];
+      if (known[i] < 0) known[i] = t.system != w.system && compatible(w.system, t.system) ? 1 : 0;
+      return known[i] == 1;
+    };
+    for (size_t i = 0; i < ranked_targets->size() && c.shown.size() < kTargetsShown; ++i) {
+      if (usable(i)) c.shown.push_back(projected((*ranked_targets)[i]));
     }
     if (c.shown.empty()) return c;
     if (!cold) {
       c.chosen = c.shown.front();
       return c;
     }
-    for (auto it = ranked_targets->rbegin(); it != ranked_targets->rend(); ++it) {
-      if (it->state_before + *adds + p.min_gain <= p.max && usable(*it)) {
-        c.chosen = projected(*it);
+    for (size_t i = ranked_targets->size(); i-- > 0;) {
+      const Target& t = (*ranked_targets)[i];
+      if (t.state_before + *adds + p.min_gain <= p.max && usable(i)) {
+        c.chosen = projected(t);
         break;
       }
     }

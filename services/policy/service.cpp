@@ -231,6 +231,7 @@ std::vector<Evaluated> evaluate_pass(const inventory::Inventory& inv, const exec
       return true;
     };
     Evaluation e = evaluate(g, systems_for(p.period_s), compatible, at_ns, &rankings);
+    for (auto& w : g.wpars) w.host = nullptr;  // the systems it points into end with this pass
     out.push_back(Evaluated{std::move(g), std::move(e)});
   }
   return out;

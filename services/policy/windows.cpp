@@ -29,15 +29,25 @@ void SampleSeries::Cursor::add(const CompactSample& s, int sign) {
   }
 }
 
-WindowSummary SampleSeries::Cursor::summary(const CompactSample* newest) const {
+WindowSums SampleSeries::Cursor::sums(const CompactSample* newest) const {
+  WindowSums out;
+  if (hi == lo || newest == nullptr) return out;
+  out.count = static_cast<int32_t>(hi - lo);
+  out.n = n;
+  out.sum = sum;
+  out.newest = *newest;
+  return out;
+}
+
+WindowSummary WindowSums::summary() const {
   WindowSummary out;
-  out.count = static_cast<int>(hi - lo);
-  if (out.count == 0 || newest == nullptr) return out;
-  out.newest_s = newest->time_s;
+  out.count = count;
+  if (count == 0) return out;
+  out.newest_s = newest.time_s;
   for (size_t m = 0; m < metrics::kMetricMax; ++m) {
     const auto metric = static_cast<uint8_t>(m + 1);
     if (n[m] > 0) out.average[metric] = fixed_average(metric, sum[m], n[m]);
-    if ((newest->present >> metric) & 1u) out.latest[metric] = fixed_average(metric, newest->fixed[m], 1);
+    if ((newest.present >> metric) & 1u) out.latest[metric] = fixed_average(metric, newest.fixed[m], 1);
   }
   return out;
 }
@@ -101,14 +111,14 @@ void SampleSeries::drop_through(int64_t time_s) {
   if (track_.lo == first_) track_.before_s = INT64_MIN;
 }
 
-WindowSummary SampleSeries::summary(int64_t from_s, int64_t to_s) {
+WindowSums SampleSeries::sums(int64_t from_s, int64_t to_s, bool track_it) {
   const int64_t width = to_s - from_s;
-  if (width != track_.width) track(width);
+  if (track_it && width != track_.width) track(width);
   // The tracked window is the one asked for when no sample is newer than
   // to_s and the window's first sample is the first after from_s.
-  if (track_.lo < track_.hi && track_.newest.time_s <= to_s && track_.before_s <= from_s &&
+  if (width == track_.width && track_.lo < track_.hi && track_.newest.time_s <= to_s && track_.before_s <= from_s &&
       from_s < track_.oldest_s) {
-    return track_.summary(&track_.newest);
+    return track_.sums(&track_.newest);
   }
   Query* q = nullptr;
   for (auto& k : queries_) {
@@ -133,7 +143,7 @@ WindowSummary SampleSeries::summary(int64_t from_s, int64_t to_s) {
     }
   }
   for (; q->hi < end() && at(q->hi).time_s <= to_s; ++q->hi) q->add(at(q->hi), +1);
-  return q->summary(q->hi > q->lo ? &at(q->hi - 1) : nullptr);
+  return q->sums(q->hi > q->lo ? &at(q->hi - 1) : nullptr);
 }
 
 // ---- SampleWindows ----------------------------------------------------------------
@@ -209,7 +219,7 @@ std::optional<WindowSummary> SampleWindows::Reader::read(const std::string& name
   if (i == kNone) i = w_.find(name, system);
   if (remember_) order_.push_back(i);
   if (i == kNone) return std::nullopt;
-  return w_.entities_[i].series.summary(from_s, to_s);
+  return w_.entities_[i].series.summary(from_s, to_s, remember_);
 }
 
 std::optional<WindowSummary> SampleWindows::Reader::host(const std::string& system, int64_t from_s, int64_t to_s) {

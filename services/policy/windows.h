@@ -47,6 +47,16 @@ struct WindowSummary {
 // An average from an exact sum of fixed-point values.
 double fixed_average(uint8_t metric, int64_t sum, int64_t count);
 
+// A window's sums, from which its summary is made (kept by the simulation
+// for the passes ahead: smaller than the summary).
+struct WindowSums {
+  int32_t count = 0;
+  std::array<int32_t, metrics::kMetricMax> n{};
+  std::array<int64_t, metrics::kMetricMax> sum{};
+  CompactSample newest;  // when count > 0
+  WindowSummary summary() const;
+};
+
 // One entity's samples in time order, with running sums:
 // - the tracked window: the samples of the newest sample's time minus the
 //   width last asked for, kept as samples arrive. A pass a little after the
@@ -61,8 +71,14 @@ class SampleSeries {
   bool push(const CompactSample& s);
   // Forgets the samples at or before `time_s`.
   void drop_through(int64_t time_s);
-  // The summary of the samples in (from_s, to_s].
-  WindowSummary summary(int64_t from_s, int64_t to_s);
+  // The summary of the samples in (from_s, to_s], and its sums. `track`:
+  // keep this window's width tracked from now on (a pass's question; one
+  // aside, such as wpm group explain of a group with another period, leaves
+  // the tracked width alone).
+  WindowSummary summary(int64_t from_s, int64_t to_s, bool track = true) {
+    return sums(from_s, to_s, track).summary();
+  }
+  WindowSums sums(int64_t from_s, int64_t to_s, bool track = true);
   bool empty() const { return end_ == first_; }
   int64_t newest_s() const { return empty() ? 0 : at(end_ - 1).time_s; }
   size_t size() const { return end_ - first_; }
@@ -75,7 +91,7 @@ class SampleSeries {
     std::array<int64_t, metrics::kMetricMax> sum{};
     std::array<int32_t, metrics::kMetricMax> n{};
     void add(const CompactSample& s, int sign);
-    WindowSummary summary(const CompactSample* newest) const;
+    WindowSums sums(const CompactSample* newest) const;
   };
   struct Query : Cursor {
     int64_t from_s = 0, to_s = 0;  // the window: (from_s, to_s]
@@ -124,7 +140,9 @@ class SampleWindows {
   // Reads many entities under one lock (a pass). A whole pass asks for them
   // in the same order every time (the inventory's): the reader remembers
   // that order and checks each entity where the last pass found it, and
-  // fetches the next ones ahead, instead of looking each up by name.
+  // fetches the next ones ahead, instead of looking each up by name. A
+  // reader that does not remember (a question aside) also leaves the
+  // series' tracked windows as they are.
   class Reader : public SampleSource {
    public:
     explicit Reader(SampleWindows& w, bool remember_order = true);

@@ -4,8 +4,9 @@
 // WPARs in 100 groups under 10 s). The simulation is the service's own
 // (policy::simulate) over an in-memory log of the fleet's definitions and a
 // history reader that makes each entity's samples (as the sample store
-// would return them; the store's own read speed is measured by
-// wpm-bench-metrics).
+// would return them). The figure is the simulation's own work; the store's
+// reads of the same hours add their time (wpm-bench-metrics measures one,
+// "reads of an hour of raw samples", and the number made is printed here).
 //   wpm-bench-simulate [--groups G] [--wpars-per-group W] [--systems S] [--hours H]
 
 #include <fmt/format.h>
@@ -85,7 +86,7 @@ int main(int argc, char** argv) {
     size_t entity = wpar ? system_of.at(name) * 7919 + name.size() : std::stoul(name.substr(1));
     std::string system = wpar ? fmt::format("s{:05}", system_of.at(name)) : name;
     metrics::Column cpu{1, {}}, memory{2, {}};
-    for (int64_t t = (a / 10 + 1) * 10; t <= b; t += 10) {
+    for (int64_t t = (a + 9) / 10 * 10; t <= b; t += 10) {  // [a, b]
       h.times_s.push_back(t);
       h.systems.push_back(system);
       cpu.values.push_back(metrics::to_fixed(Metric::kCpu, wpar ? load(entity, t, 2, 30) : load(entity, t, 20, 60)));
@@ -107,7 +108,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("simulation: %zu h at 60 s, %zu groups, %zu WPARs, %zu systems: %zu passes, %llu events, %zu history "
-              "reads, %zu moves for g0000: %.2f s (%.1f ms per pass); target (24 h, 10,000 WPARs) < 10 s\n",
+              "reads of an hour, %zu moves for g0000: %.2f s (%.1f ms per pass) besides the store's reads; target "
+              "(24 h, 10,000 WPARs) < 10 s\n",
               hours, groups, groups * per_group, systems, r->passes, static_cast<unsigned long long>(r->events), reads,
               r->simulated.size(), seconds, 1000.0 * seconds / static_cast<double>(std::max<size_t>(r->passes, 1)));
   return 0;
