@@ -375,13 +375,16 @@ Result<void> SampleStore::seal(int64_t block, MaintainOutcome& outcome) {
 }
 
 Result<void> SampleStore::read_block(bool wpar, const std::string& name, int64_t block, Resolution resolution,
-                                     History& out) const {
+                                     const std::string* system, History& out) const {
   const char kind = resolution == Resolution::kRaw ? kChunk : kAggregates;
   // Which systems hold the entity's samples in this block, sealed or not.
   std::vector<std::string> systems;
   std::vector<std::string> sealed;
   if (!wpar) {
+    if (system != nullptr && *system != name) return {};
     systems.push_back(name);
+  } else if (system != nullptr) {
+    systems.push_back(*system);
   } else {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_));
     for (char k : {kind, kIndex}) {
@@ -395,26 +398,26 @@ Result<void> SampleStore::read_block(bool wpar, const std::string& name, int64_t
     systems.erase(std::unique(systems.begin(), systems.end()), systems.end());
   }
   std::vector<std::pair<std::string, series::Block>> blocks;
-  for (const auto& system : systems) {
+  for (const auto& from : systems) {
     std::string key = entity_prefix(kind, block, wpar, name);
-    if (wpar) key += system;
+    if (wpar) key += from;
     std::string value;
     auto s = db_->Get(rocksdb::ReadOptions(), cf_, slice(key), &value);
     if (s.ok()) {
       auto decoded = series::decode_block(value);
       if (!decoded) return std::unexpected(decoded.error());
-      blocks.emplace_back(system, std::move(*decoded));
+      blocks.emplace_back(from, std::move(*decoded));
       continue;
     }
     if (!s.IsNotFound()) return std::unexpected(rocks_error("cannot read metric history", s));
     // Not sealed yet: from the rows.
     Builder b;
-    std::string prefix = raw_prefix(block, system);
+    std::string prefix = raw_prefix(block, from);
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_));
     for (it->Seek(slice(prefix)); it->Valid() && it->key().starts_with(slice(prefix)); it->Next()) {
       if (it->key().size() != prefix.size() + 8) continue;
       int64_t t = get_be64(std::string_view(it->key().data() + prefix.size(), 8));
-      auto row = decode_sample_row(std::string_view(it->value().data(), it->value().size()), system, t);
+      auto row = decode_sample_row(std::string_view(it->value().data(), it->value().size()), from, t);
       if (!row) continue;  // counted when sealed
       if (!wpar) {
         b.add(t, row->host);
@@ -427,7 +430,7 @@ Result<void> SampleStore::read_block(bool wpar, const std::string& name, int64_t
     if (!it->status().ok()) return std::unexpected(rocks_error("cannot read metric rows", it->status()));
     if (b.times.empty()) continue;
     auto raw = b.block();
-    blocks.emplace_back(system, resolution == Resolution::kRaw ? std::move(raw) : aggregate(raw, options_.aggregate_s));
+    blocks.emplace_back(from, resolution == Resolution::kRaw ? std::move(raw) : aggregate(raw, options_.aggregate_s));
   }
   // Laid out in time order, with the union of the columns.
   for (const auto& [system, b] : blocks) {
@@ -480,7 +483,7 @@ Result<void> SampleStore::read_block(bool wpar, const std::string& name, int64_t
 }
 
 Result<History> SampleStore::read(bool wpar, const std::string& name, int64_t from_s, int64_t to_s,
-                                  Resolution resolution) const {
+                                  Resolution resolution, const std::string* system) const {
   History out;
   // Nothing is kept beyond the aggregates' retention: a span longer than it
   // (or out of any sane range) is cut, so that a read walks a bounded number of blocks.
@@ -490,7 +493,7 @@ Result<History> SampleStore::read(bool wpar, const std::string& name, int64_t fr
                                kTimeMax);
   if (to_s < from_s) return out;
   for (int64_t b = block_of(from_s); b <= to_s; b += options_.block_s) {
-    if (auto r = read_block(wpar, name, b, resolution, out); !r) return std::unexpected(r.error());
+    if (auto r = read_block(wpar, name, b, resolution, system, out); !r) return std::unexpected(r.error());
   }
   // Only the asked span (an aggregate counts from its bucket's start), kept in place.
   int64_t first = resolution == Resolution::kRaw ? from_s : from_s - (from_s % options_.aggregate_s);

@@ -77,9 +77,11 @@ class SampleStore {
   // Records one report. Reports from before the newest sealed block are
   // dropped (counted in `late()`): history is sealed by then.
   Result<void> write(const HostSample& sample);
-  // A host's (wpar = false) or a WPAR's history in [from_s, to_s].
-  Result<History> read(bool wpar, const std::string& name, int64_t from_s, int64_t to_s,
-                       Resolution resolution) const;
+  // A host's (wpar = false) or a WPAR's history in [from_s, to_s]; with
+  // `system`, only what that system reported (a WPAR's samples from where it
+  // ran then: the what-if simulation, which knows, reads no other).
+  Result<History> read(bool wpar, const std::string& name, int64_t from_s, int64_t to_s, Resolution resolution,
+                       const std::string* system = nullptr) const;
   // Seals the blocks that ended before now_s − grace and drops what is past
   // retention. Run it now and then (wpmd: every minute).
   Result<MaintainOutcome> maintain(int64_t now_s);
@@ -100,7 +102,7 @@ class SampleStore {
   int64_t block_of(int64_t t) const { return t - (t % options_.block_s + options_.block_s) % options_.block_s; }
   Result<void> seal(int64_t block, MaintainOutcome& outcome);
   Result<void> read_block(bool wpar, const std::string& name, int64_t block, Resolution resolution,
-                          History& out) const;
+                          const std::string* system, History& out) const;
   std::optional<int64_t> oldest_raw_block() const;
   void flush_soon();
 

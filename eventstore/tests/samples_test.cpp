@@ -4,6 +4,7 @@
 #include <spdlog/sinks/null_sink.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -56,8 +57,9 @@ class SamplesTest : public ::testing::Test {
     ASSERT_TRUE(m.has_value()) << m.error().message;
     samples_ = std::move(*m);
   }
-  History read(bool wpar, const std::string& name, int64_t from, int64_t to, Resolution r = Resolution::kRaw) {
-    auto h = samples_->read(wpar, name, from, to, r);
+  History read(bool wpar, const std::string& name, int64_t from, int64_t to, Resolution r = Resolution::kRaw,
+               const std::string* system = nullptr) {
+    auto h = samples_->read(wpar, name, from, to, r, system);
     EXPECT_TRUE(h.has_value()) << h.error().message;
     return h.value_or(History{});
   }
@@ -101,6 +103,17 @@ TEST_F(SamplesTest, ReadsTheSameBeforeAndAfterSealing) {
   EXPECT_EQ(web.systems.back(), "node2");
   EXPECT_EQ(web.times_s[180], kT0 + 1800 + 1);
   auto aggregates = read(true, "web", kT0, kT0 + 3599, Resolution::kAggregate);
+  // What one system reported, alone (the simulation's reads), sealed or not.
+  const std::string node1 = "node1", node2 = "node2";
+  auto only_node2 = [&] {
+    auto h = read(true, "web", kT0, kT0 + 3599, Resolution::kRaw, &node2);
+    EXPECT_EQ(h.times_s.size(), 180u);
+    EXPECT_EQ(h.times_s.front(), kT0 + 1800 + 1);
+    EXPECT_EQ(std::count(h.systems.begin(), h.systems.end(), "node2"), 180);
+    EXPECT_EQ(read(false, "node1", kT0, kT0 + 3599, Resolution::kRaw, &node1).times_s.size(), 360u);
+    EXPECT_TRUE(read(false, "node1", kT0, kT0 + 3599, Resolution::kRaw, &node2).times_s.empty());
+  };
+  only_node2();
 
   // Not sealed before the block ended plus the grace.
   auto early = samples_->maintain(kT0 + 3600 + 60);
@@ -122,6 +135,7 @@ TEST_F(SamplesTest, ReadsTheSameBeforeAndAfterSealing) {
   auto aggregates_after = read(true, "web", kT0, kT0 + 3599, Resolution::kAggregate);
   EXPECT_EQ(aggregates_after.times_s, aggregates.times_s);
   EXPECT_EQ(aggregates_after.columns, aggregates.columns);
+  only_node2();
 
   // A report of a sealed block is late: refused, counted, not written.
   ASSERT_TRUE(samples_->write(report("node1", kT0 + 5, 99)));

@@ -72,8 +72,8 @@ Gateway::Answer Gateway::simulate_query(const json& args) {
   const int64_t now = deps_.clock->wall_ns();
   o.from_ns = now - *since * 1'000'000'000;
   o.to_ns = now - *until * 1'000'000'000;
-  auto read = [&](bool wpar, const std::string& name, int64_t from_s, int64_t to_s) {
-    return deps_.samples->read(wpar, name, from_s, to_s, eventstore::Resolution::kRaw);
+  auto read = [&](bool wpar, const std::string& name, const std::string& system, int64_t from_s, int64_t to_s) {
+    return deps_.samples->read(wpar, name, from_s, to_s, eventstore::Resolution::kRaw, &system);
   };
   auto r = policy::simulate(*deps_.reads, read, o, *logger_);
   if (!r) {

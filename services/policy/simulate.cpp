@@ -127,7 +127,7 @@ class HistorySource : public SampleSource {
   bool read_hour(Loaded& l, int64_t width, int64_t first_s) {
     const int64_t until = std::min(floor_div(l.read_to_s + 1, kChunkS) * kChunkS + kChunkS - 1, to_s_);
     ++reads_;
-    auto h = read_(l.wpar, l.name, l.read_to_s + 1, until);
+    auto h = read_(l.wpar, l.name, l.system, l.read_to_s + 1, until);
     l.read_to_s = until;
     if (!h && h.error().code != ErrorCode::kNotFound) {
       if (!error_) error_ = h.error();

@@ -53,9 +53,10 @@ struct SimulationResult {
   double seconds = 0;
 };
 
-// A raw history read (SampleStore::read): a WPAR's or a host's.
-using HistoryReader =
-    std::function<Result<metrics::History>(bool wpar, const std::string& name, int64_t from_s, int64_t to_s)>;
+// A raw history read (SampleStore::read): a WPAR's as `system` reported it,
+// or a host's (system = its name), in [from_s, to_s].
+using HistoryReader = std::function<Result<metrics::History>(bool wpar, const std::string& name,
+                                                             const std::string& system, int64_t from_s, int64_t to_s)>;
 
 [[nodiscard]] Result<SimulationResult> simulate(kernel::EventLog& log, const HistoryReader& history,
                                                 const SimulationOptions& options, spdlog::logger& logger);

@@ -196,8 +196,9 @@ int storage(size_t hosts) {
   for (size_t h = 0; h < hosts; ++h) {
     for (int e = -1; e < kWparsPerHost; ++e) {
       for (int64_t from = t0; from < t0 + 86'400; from += 3600) {
-        auto r = e < 0 ? (*samples)->read(false, fmt::format("s{:05}", h), from, from + 3599, eventstore::Resolution::kRaw)
-                       : (*samples)->read(true, wpar_name(h, e), from, from + 3599, eventstore::Resolution::kRaw);
+        const std::string system = fmt::format("s{:05}", h);  // where the simulation knows the WPAR ran
+        auto r = e < 0 ? (*samples)->read(false, system, from, from + 3599, eventstore::Resolution::kRaw, &system)
+                       : (*samples)->read(true, wpar_name(h, e), from, from + 3599, eventstore::Resolution::kRaw, &system);
         if (!r) {
           std::fprintf(stderr, "read failed: %s\n", r.error().message.c_str());
           return 1;

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
     }
   }
   size_t reads = 0;
-  policy::HistoryReader history = [&](bool wpar, const std::string& name, int64_t a, int64_t b)
+  policy::HistoryReader history = [&](bool wpar, const std::string& name, const std::string&, int64_t a, int64_t b)
       -> Result<metrics::History> {
     ++reads;
     metrics::History h;

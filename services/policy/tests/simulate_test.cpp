@@ -43,7 +43,8 @@ class SimulateTest : public ::testing::Test {
   }
   Result<SimulationResult> run(std::optional<GroupPolicy> candidate, int64_t to_s) {
     SimulationOptions o{"web", std::move(candidate), kStart * kS, to_s * kS};
-    HistoryReader history = [&](bool wpar, const std::string& name, int64_t a, int64_t b) -> Result<metrics::History> {
+    HistoryReader history = [&](bool wpar, const std::string& name, const std::string&, int64_t a,
+                                int64_t b) -> Result<metrics::History> {
       ++reads_;
       metrics::History h;
       metrics::Column cpu{1, {}};
@@ -110,8 +111,10 @@ TEST_F(SimulateTest, BadRequestsAreRefusedWithTheirReason) {
   ASSERT_FALSE(empty.has_value());
   EXPECT_EQ(empty.error().code, ErrorCode::kInvalidRequest);
   SimulationOptions o{"nosuch", std::nullopt, kStart * kS, (kStart + 45) * kS};
-  auto unknown = simulate(log_, [](bool, const std::string&, int64_t, int64_t) { return Result<metrics::History>(); },
-                          o, quiet_);
+  HistoryReader none = [](bool, const std::string&, const std::string&, int64_t, int64_t) {
+    return Result<metrics::History>();
+  };
+  auto unknown = simulate(log_, none, o, quiet_);
   ASSERT_FALSE(unknown.has_value());
   EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
 }
