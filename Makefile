@@ -41,6 +41,7 @@ bench: build
 	./$(BUILD)/bin/wpm-bench-metrics
 	$(MALLOC_ENV) ./$(BUILD)/bin/wpm-bench-policy
 	$(MALLOC_ENV) ./$(BUILD)/bin/wpm-bench-simulate
+	$(MALLOC_ENV) ./$(BUILD)/bin/wpm-bench-simulate --store
 	bash tests/bench/idle_memory.sh $(BUILD)/bin/wpmd
 	bash tests/bench/agent_bench.sh $(BUILD)
 	bash tests/bench/relocation_bench.sh $(BUILD)

@@ -16,7 +16,9 @@
 // what a candidate would have moved is not moved in the history that follows
 // (the recorded metrics are what the live placements produced).
 //
-// Thread safety: one call at a time per log and history reader.
+// Thread safety: one call at a time per log and history reader. The reader
+// is called from a thread of the simulation's own as well as the caller's,
+// never from two at once.
 
 #include <spdlog/logger.h>
 

@@ -146,6 +146,30 @@ WindowSums SampleSeries::sums(int64_t from_s, int64_t to_s, bool track_it) {
   return q->sums(q->hi > q->lo ? &at(q->hi - 1) : nullptr);
 }
 
+void grid_sums(const std::vector<CompactSample>& samples, int64_t width, int64_t first_s, int64_t step,
+               int64_t until_s, std::vector<WindowSums>& out) {
+  WindowSums w;  // the samples [lo, hi)
+  size_t lo = 0, hi = 0;
+  auto add = [&w](const CompactSample& s, int sign) {
+    for (size_t m = 0; m < metrics::kMetricMax; ++m) {
+      const int has = (s.present >> (m + 1)) & 1;
+      w.sum[m] += sign * has * static_cast<int64_t>(s.fixed[m]);
+      w.n[m] += sign * has;
+    }
+  };
+  for (int64_t t = first_s; t <= until_s; t += std::max<int64_t>(step, 1)) {
+    for (; hi < samples.size() && samples[hi].time_s <= t; ++hi) add(samples[hi], +1);
+    for (; lo < hi && samples[lo].time_s <= t - width; ++lo) add(samples[lo], -1);
+    if (hi == lo) {
+      out.emplace_back();
+      continue;
+    }
+    w.count = static_cast<int32_t>(hi - lo);
+    w.newest = samples[hi - 1];
+    out.push_back(w);
+  }
+}
+
 // ---- SampleWindows ----------------------------------------------------------------
 
 uint32_t SampleWindows::find(const std::string& name, const std::string& system) const {

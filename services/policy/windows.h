@@ -57,6 +57,14 @@ struct WindowSums {
   WindowSummary summary() const;
 };
 
+// The sums of the windows (t - width, t] at t = first_s, first_s + step, ...
+// up to until_s, appended to `out`: a stretch of passes (the simulation's
+// hour) in one sweep of the samples, each window moved on from the one
+// before. `samples` in strictly increasing time (as SampleSeries keeps
+// them); the answers are those SampleSeries::sums gives, to the last bit.
+void grid_sums(const std::vector<CompactSample>& samples, int64_t width, int64_t first_s, int64_t step,
+               int64_t until_s, std::vector<WindowSums>& out);
+
 // One entity's samples in time order, with running sums:
 // - the tracked window: the samples of the newest sample's time minus the
 //   width last asked for, kept as samples arrive. A pass a little after the

@@ -100,6 +100,26 @@ TEST(SampleSeriesTest, ThePassesOfALiveFleetAreAnsweredFromTheTrackedWindow) {
   }
 }
 
+TEST(GridSumsTest, EveryWindowOfTheGridAnswersAsThePlainSum) {
+  for (uint64_t seed = 1; seed <= 30; ++seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int> gap(1, 25), pick(0, 3);
+    std::vector<CompactSample> samples;
+    for (int64_t t = 10'000 + gap(rng); samples.size() < 300; t += gap(rng)) samples.push_back(sample(rng, t));
+    const std::array<int64_t, 4> widths = {60, 300, 45, 1}, steps = {60, 7, 1, 600};
+    const int64_t width = widths[static_cast<size_t>(pick(rng))], step = steps[static_cast<size_t>(pick(rng))];
+    // From before the first sample to after the last, on and off the samples' times.
+    const int64_t first = 9'990 + pick(rng), until = samples.back().time_s + 100;
+    std::vector<WindowSums> got;
+    grid_sums(samples, width, first, step, until, got);
+    ASSERT_EQ(got.size(), static_cast<size_t>((until - first) / step + 1)) << "seed " << seed;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const int64_t t = first + static_cast<int64_t>(i) * step;
+      expect_same(got[i].summary(), plain(samples, t - width, t), "seed " + std::to_string(seed) + " t=" + std::to_string(t));
+    }
+  }
+}
+
 TEST(SampleWindowsTest, AReaderFindsEntitiesWhereverTheOrderChanges) {
   SampleWindows windows;
   auto host = [](const std::string& system, int64_t t, std::vector<std::string> wpars) {
