@@ -11,7 +11,7 @@ PACKAGES=(
   prometheus-cpp-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev
-  libssl-dev libpam0g-dev libcap-ng-dev libarchive-dev libzstd-dev
+  libssl-dev libpam0g-dev libcap-ng-dev libseccomp-dev libarchive-dev libzstd-dev
   # tests: processes, namespaces, networking (nft blocks a port in a test namespace), tmpfs
   procps iproute2 nftables util-linux python3 curl
   # the monitoring test: a real Prometheus server and promtool (deploy/prometheus.yml)

@@ -83,6 +83,7 @@ struct ExecOptions {
   bool checkpointable = false;
   runtime::ResourceLimits limits;
   std::string capabilities;  // --capabilities: a set or +/- edits of the default
+  bool privileged = false;   // --privileged: no system call filter, the host's PID and IPC namespaces
   std::vector<std::string> command;
 };
 
@@ -111,6 +112,7 @@ std::expected<runtime::WparSpec, int> new_spec(const AgentPaths& p, const ExecOp
   spec.command = o.command;
   spec.limits = o.limits;
   spec.checkpointable = o.checkpointable;
+  spec.privileged = o.privileged;
   // The default set stays "default" (resolved where it starts); a chosen set is stored.
   if (!o.capabilities.empty()) spec.capabilities = *caps;
   if (o.checkpointable) spec.env["WPM_STATE_DIR"] = checkpoint::trigger_dir(p.wpars_root, o.name);
@@ -230,15 +232,15 @@ int lswpar(const AgentPaths& p, const std::vector<std::string>& names, bool all,
     for (const auto& w : list) std::printf("%s\n", w.dump(2).c_str());
     return rc;
   }
-  std::printf("%-24s %-5s %-4s %-8s %s\n", "NAME", "STATE", "TYPE", "PID", "EXIT");
+  std::printf("%-24s %-5s %-4s %-4s %-8s %s\n", "NAME", "STATE", "TYPE", "PRIV", "PID", "EXIT");
   for (const auto& w : list) {
     std::string exit = w.contains("exitCode")     ? std::to_string(w["exitCode"].get<int>())
                        : w.contains("exitSignal") ? fmt::format("signal {}", w["exitSignal"].get<int>())
                                                   : "-";
-    std::printf("%-24s %-5s %-4s %-8d %s\n", w["name"].get<std::string>().c_str(),
+    std::printf("%-24s %-5s %-4s %-4s %-8d %s\n", w["name"].get<std::string>().c_str(),
                 w["stateLetter"].get<std::string>().c_str(),
-                w["type"].get<std::string>() == "system" ? "S" : "A", w["workloadPid"].get<int>(),
-                exit.c_str());
+                w["type"].get<std::string>() == "system" ? "S" : "A", w.value("privileged", false) ? "yes" : "-",
+                w["workloadPid"].get<int>(), exit.c_str());
   }
   return rc;
 }
@@ -573,6 +575,10 @@ constexpr char kCapabilitiesHelp[] =
     "net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap (within the host's "
     "bounding set)";
 
+constexpr char kPrivilegedHelp[] =
+    "without the system call filter and no_new_privs (and an application WPAR in the host's PID and IPC "
+    "namespaces): for workloads that need what the filter refuses (agents/README.md)";
+
 void add_system_commands(CLI::App& app, const AgentPaths& paths, int& exit_code) {
   auto* mk = app.add_subcommand("mkwpar", "create a system WPAR (Defined; -s also starts it)");
   static SystemOptions m;
@@ -581,6 +587,7 @@ void add_system_commands(CLI::App& app, const AgentPaths& paths, int& exit_code)
   mk->add_flag("-c,--checkpoint", m.exec.checkpointable, "enable checkpoint (cooperative)");
   mk->add_option("--hostname", m.hostname, "hostname inside the WPAR (default: its name)");
   mk->add_option("--capabilities", m.exec.capabilities, kCapabilitiesHelp);
+  mk->add_flag("--privileged", m.exec.privileged, kPrivilegedHelp);
   mk->add_option("--address", m.address,
                  "IPv4 address on a routed veth; the host interface whose subnet holds it "
                  "carries it (default: no network but loopback)");
@@ -650,6 +657,7 @@ void add_local_commands(CLI::App& app, const AgentPaths& paths, OutputFormat& fo
   exec->add_option("-n,--name", e.name, "WPAR name")->required();
   exec->add_flag("-c,--checkpoint", e.checkpointable, "enable checkpoint (cooperative)");
   exec->add_option("--capabilities", e.capabilities, kCapabilitiesHelp);
+  exec->add_flag("--privileged", e.privileged, kPrivilegedHelp);
   exec_limits.add_to(*exec);
   exec->add_option("command", e.command, "the command and its arguments, after --")->required();
   exec->callback([&] {

@@ -22,6 +22,7 @@
 
 #include "agents/profile/profile.h"
 #include "agents/runtime/capabilities.h"
+#include "agents/runtime/seccomp.h"
 #include "agents/runtime/system_wpar.h"
 
 namespace wpm::runtime {
@@ -170,6 +171,13 @@ namespace {
 // why it cannot run.
 Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int console,
                                 const std::vector<std::string>& capabilities) {
+  // The system call filter, made before fork (the child only loads it).
+  std::optional<SyscallFilter> filter;
+  if (!spec.privileged) {
+    auto made = SyscallFilter::wpar_default();
+    if (!made) return std::unexpected(made.error());
+    filter = std::move(*made);
+  }
   int exec_pipe[2];
   if (::pipe2(exec_pipe, O_CLOEXEC) != 0) return fail(ErrorCode::kIo, "pipe failed");
   // Prepared before fork; the child reports a failure as text on the pipe.
@@ -196,6 +204,9 @@ Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int consol
     for (const auto& [k, v] : spec.env) ::setenv(k.c_str(), v.c_str(), 1);
     if (why.empty()) {
       if (auto r = apply_capabilities(capabilities); !r) why = r.error().message;
+    }
+    if (why.empty() && filter) {
+      if (auto r = filter->apply(); !r) why = r.error().message;
     }
     if (why.empty()) {
       ::execvp(argv[0], argv.data());

@@ -29,6 +29,7 @@
 
 #include "agents/profile/profile.h"
 #include "agents/runtime/capabilities.h"
+#include "agents/runtime/seccomp.h"
 #include "agents/runtime/system_fs.h"
 #include "schemas/assert.h"
 
@@ -387,6 +388,7 @@ struct InitArgs {
   std::string rootfs;
   std::string hostname;
   std::vector<std::string> capabilities;
+  std::optional<SyscallFilter> filter;  // none: a privileged WPAR
   std::vector<std::string> command;
   std::vector<std::string> env;
   int go_fd = -1;
@@ -503,8 +505,12 @@ void keep_only(std::initializer_list<int*> fds) {
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
   if (signal_fd < 0) broken(errno_text("signalfd"));
-  // From here on the init and all it starts hold only the WPAR's capabilities.
+  // From here on the init and all it starts hold only the WPAR's capabilities,
+  // under its system call filter.
   if (auto r = apply_capabilities(a.capabilities); !r) broken(r.error().message);
+  if (a.filter) {
+    if (auto r = a.filter->apply(); !r) broken(r.error().message);
+  }
   pid_t command = 0;
   if (!a.command.empty()) {
     auto started = start_command(a);
@@ -561,6 +567,11 @@ Result<pid_t> start_system_init(const SystemInitRequest& r) {
   a.rootfs = SystemFsPaths::of(r.files->dir()).rootfs;
   a.hostname = wpar_hostname(*r.spec);
   a.capabilities = r.capabilities;
+  if (!r.spec->privileged) {
+    auto filter = SyscallFilter::wpar_default();
+    if (!filter) return std::unexpected(filter.error());
+    a.filter = std::move(*filter);
+  }
   a.command = r.spec->command;
   a.env = environment(r.spec->env, nullptr);
   a.console_fd = r.console_fd;
@@ -657,6 +668,15 @@ Result<int> login(const LoginRequest& r) {
   auto env = environment(r.spec.env, std::getenv("TERM"));
   auto argv = pointers(command);
   auto envp = pointers(env);
+  std::optional<SyscallFilter> filter;  // what the WPAR's own processes run under
+  if (!r.spec.privileged) {
+    auto made = SyscallFilter::wpar_default();
+    if (!made) {
+      close_all();
+      return std::unexpected(made.error());
+    }
+    filter = std::move(*made);
+  }
   pid_t child = ::fork();
   if (child < 0) {
     close_all();
@@ -680,6 +700,9 @@ Result<int> login(const LoginRequest& r) {
     }
     if (system && ::chdir("/") != 0) die(errno_text("cannot enter /"));
     if (auto c = apply_capabilities(r.capabilities); !c) die(c.error().message);
+    if (filter) {
+      if (auto f = filter->apply(); !f) die(f.error().message);
+    }
     ::execvpe(argv[0], argv.data(), envp.data());
     int err = errno;
     std::fprintf(stderr, "wpm-agent: clogin: cannot run '%s': %s\n", argv[0], std::strerror(err));

@@ -119,7 +119,8 @@ json spec_to_json(const WparSpec& s) {
             {"checkpointable", s.checkpointable},
             {"stopTimeoutSeconds", s.stop_timeout_s},
             {"hostname", s.hostname},
-            {"address", s.address}};
+            {"address", s.address},
+            {"privileged", s.privileged}};
   // null: the default set, resolved against the host the WPAR starts on.
   j["capabilities"] = s.capabilities ? json(*s.capabilities) : json(nullptr);
   return j;
@@ -173,6 +174,7 @@ Result<WparSpec> WparFiles::read_spec() const {
     s.stop_timeout_s = j->value("stopTimeoutSeconds", 10u);
     s.hostname = j->value("hostname", std::string());
     s.address = j->value("address", std::string());
+    s.privileged = j->value("privileged", false);  // specs from before hardening: not privileged
     opt_from(*j, "capabilities", s.capabilities);
     return s;
   } catch (const json::exception& e) {

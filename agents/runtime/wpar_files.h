@@ -42,6 +42,10 @@ struct WparSpec {
   // network namespace (veth.h); the host interface is the one whose subnet
   // holds it. Default: empty, no network but loopback.
   std::string address;
+  // Privileged: no system call filter and no no_new_privs (seccomp.h), and an
+  // application WPAR keeps the host's PID and IPC namespaces: today's
+  // behaviour before hardening, for workloads that need it. Default: false.
+  bool privileged = false;
   bool operator==(const WparSpec&) const = default;
 };
 

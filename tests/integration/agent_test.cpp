@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -38,7 +39,7 @@ class Agent : public ::testing::Test {
     for (const auto& data : {data_a(), data_b()}) {
       auto ls = agent(data, {"lswpar", "-o", "json"});
       for (const char* name :
-           {"ctr", "stuck", "plain", "sys", "slow", "netcap", "netadm", "net1", "net2"}) {
+           {"ctr", "stuck", "plain", "sys", "slow", "netcap", "netadm", "net1", "net2", "filtered", "privileged"}) {
         if (ls.out.find(std::string("\"") + name + "\"") != std::string::npos) {
           agent(data, {"resumewpar", name});
           agent(data, {"stopwpar", "-F", name});
@@ -690,6 +691,76 @@ TEST_F(Agent, ASystemWparCheckpointedOnOneAgentRestartsOnAnotherWithItsFileSyste
   auto seen = agent(data_b(), {"clogin", "sys", "--", "cat", "/etc/wpm-agent-ckpt"});
   EXPECT_EQ(seen.out, "from-a\n") << seen.err;
   EXPECT_NE(agent(data_b(), {"lswpar", "sys"}).out.find(" A "), std::string::npos);
+}
+
+// The system call filter (agents/runtime/seccomp.h), seen from inside: the
+// same probe (wpm-test-syscalls: each refused call with arguments that change
+// nothing when it is allowed) in a filtered WPAR and in a privileged one with
+// the same capabilities (all of the host's). The filter's errno in the first,
+// something else in the second: the answer is the filter's, not the kernel's
+// (this kernel lacks modules and kexec, so a bare failure would prove nothing).
+std::map<std::string, int> probe_results(const std::string& console) {
+  std::map<std::string, int> out;
+  std::istringstream in(console);
+  std::string name;
+  int err = 0;
+  while (in >> name >> err) out[name] = err;
+  return out;
+}
+
+bool sysctl_on(const char* path) { return read_file(path).starts_with("1"); }
+
+TEST_F(Agent, TheFilterAnswersEachRefusedCallWithItsOwnErrnoAndAPrivilegedWparRunsWithoutIt) {
+  auto filtered = agent(data_a(), {"wparexec", "-n", "filtered", "--capabilities", "all", "--", bin("wpm-test-syscalls")});
+  ASSERT_EQ(filtered.exit_code, 0) << filtered.err;
+  auto privileged = agent(data_a(), {"wparexec", "-n", "privileged", "--privileged", "--capabilities", "all", "--",
+                                     bin("wpm-test-syscalls")});
+  ASSERT_EQ(privileged.exit_code, 0) << privileged.err;
+  ASSERT_EQ(exit_code_of(data_a(), "filtered"), 0);
+  ASSERT_EQ(exit_code_of(data_a(), "privileged"), 0);
+  auto in = probe_results(read_file(data_a() + "/wpars/filtered/console.log"));
+  auto out = probe_results(read_file(data_a() + "/wpars/privileged/console.log"));
+  const std::vector<std::string> refused = {
+      "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf", "perf_event_open",
+      "add_key", "request_key", "keyctl", "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd",
+      "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "swapon", "swapoff", "reboot", "acct",
+      "open_by_handle_at", "quotactl", "syslog", "iopl", "ioperm", "unshare(CLONE_NEWUSER)", "clone(CLONE_NEWUSER)"};
+  // Where the host itself refuses a call with EPERM, the two cannot differ.
+  const bool modules_off = sysctl_on("/proc/sys/kernel/modules_disabled");
+  const bool kexec_off = sysctl_on("/proc/sys/kernel/kexec_load_disabled");
+  for (const auto& call : refused) {
+    ASSERT_TRUE(in.contains(call) && out.contains(call)) << call << " not probed";
+    EXPECT_EQ(in[call], EPERM) << call << " in the filtered WPAR";
+    if ((modules_off && call.ends_with("_module")) || (kexec_off && call.starts_with("kexec"))) continue;
+    EXPECT_NE(out[call], EPERM) << call << " in the privileged WPAR: the kernel refused it too";
+  }
+  EXPECT_EQ(in["clone3"], ENOSYS) << "clone3 answered ENOSYS, so the C library falls back to clone";
+  EXPECT_NE(out["clone3"], ENOSYS);
+  EXPECT_EQ(in["fork"], 0) << "a plain fork is not refused";
+  EXPECT_EQ(in["NoNewPrivs"], 1);
+  EXPECT_EQ(in["Seccomp"], 2) << "a filter is loaded";
+  EXPECT_EQ(out["NoNewPrivs"], 0);
+  EXPECT_EQ(out["Seccomp"], 0);
+  // Shown where an operator looks.
+  auto ls = agent(data_a(), {"lswpar"}).out;
+  EXPECT_NE(ls.find("filtered                 D     A    -"), std::string::npos) << ls;
+  EXPECT_NE(ls.find("privileged               D     A    yes"), std::string::npos) << ls;
+  EXPECT_NE(agent(data_a(), {"lswpar", "-o", "json", "privileged"}).out.find("\"privileged\": true"), std::string::npos);
+}
+
+TEST_F(Agent, ASystemWparsInitAndEveryLoginRunUnderTheFilter) {
+  ASSERT_EQ(agent(data_a(), {"mkwpar", "-n", "sys", "-s"}).exit_code, 0);
+  auto status = agent(data_a(), {"clogin", "sys", "--", "sh", "-c",
+                                 "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status /proc/1/status"});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  for (const char* line : {"/proc/self/status:NoNewPrivs:\t1", "/proc/self/status:Seccomp:\t2",
+                           "/proc/1/status:NoNewPrivs:\t1", "/proc/1/status:Seccomp:\t2"}) {
+    EXPECT_NE(status.out.find(line), std::string::npos) << line << " in\n" << status.out;
+  }
+  auto userns = agent(data_a(), {"clogin", "sys", "--", "unshare", "-U", "true"});
+  EXPECT_NE(userns.exit_code, 0);
+  EXPECT_NE(userns.err.find("Operation not permitted"), std::string::npos) << userns.err;
+  ASSERT_EQ(agent(data_a(), {"stopwpar", "-F", "sys"}).exit_code, 0);
 }
 
 }  // namespace

@@ -51,6 +51,15 @@ TEST(SystemWparSpec, HostnameAndCapabilitiesAreStoredWithTheSpec) {
   ASSERT_TRUE(files.write_spec(spec).has_value());
   EXPECT_EQ(files.read_spec(), spec);
   EXPECT_TRUE(spec_to_json(spec)["capabilities"].is_null());
+  spec.privileged = true;
+  ASSERT_TRUE(files.write_spec(spec).has_value());
+  EXPECT_EQ(files.read_spec(), spec);
+  // A spec from before hardening has no privileged key: it runs filtered.
+  auto old_spec = spec_to_json(spec);
+  old_spec.erase("privileged");
+  { std::ofstream(files.spec_path(), std::ios::trunc) << old_spec.dump(); }
+  EXPECT_FALSE(files.read_spec()->privileged);
+  spec.privileged = false;
   EXPECT_EQ(wpar_hostname(spec), "web1");
   spec.hostname.clear();
   EXPECT_EQ(wpar_hostname(spec), "s") << "the hostname defaults to the WPAR's name";
