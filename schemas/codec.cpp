@@ -144,6 +144,7 @@ void put_wpar(const WparDefinition& w, s::WparDefinition::Builder b) {
   b.setEpoch(w.epoch);
   b.setOperation(text(w.operation));
   b.setCause(text(w.cause));
+  b.setPrivileged(w.privileged);
 }
 
 WparDefinition get_wpar(s::WparDefinition::Reader r) {
@@ -167,6 +168,7 @@ WparDefinition get_wpar(s::WparDefinition::Reader r) {
   w.epoch = r.getEpoch();
   w.operation = str(r.getOperation());
   w.cause = str(r.getCause());
+  w.privileged = r.getPrivileged();
   return w;
 }
 

@@ -365,7 +365,8 @@ nlohmann::json wpar_to_json(const WparDefinition& w) {
           {"reportedState", w.reported_state},
           {"epoch", w.epoch},
           {"operation", w.operation},
-          {"cause", w.cause}};
+          {"cause", w.cause},
+          {"privileged", w.privileged}};
 }
 
 void append_event_json(std::string& out, const Event& e) {

@@ -192,6 +192,7 @@ struct WparDefinition {
   epoch @16 :UInt64;          # its placement epoch (wparPlaced); 0 never placed by the manager
   operation @17 :Text;        # the operation in progress while Transitional ("" none)
   cause @18 :Text;            # why it is Broken ("" when it is not)
+  privileged @19 :Bool;       # runs without the system call filter (agents/README.md)
 }
 
 struct WparDefined {

@@ -157,6 +157,7 @@ struct WparDefinition {
   uint64_t epoch = 0;      // placement epoch (WparPlaced)
   std::string operation;   // in progress while Transitional
   std::string cause;       // why it is Broken
+  bool privileged = false; // no system call filter, the host's PID and IPC namespaces (agents/README.md)
   bool operator==(const WparDefinition&) const = default;
 };
 

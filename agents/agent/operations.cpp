@@ -135,6 +135,7 @@ std::expected<std::vector<std::string>, std::string> command_args(const Operatio
   if (!system && command.empty()) return std::unexpected("an application WPAR needs a command");
   std::vector<std::string> args = {system ? "mkwpar" : "wparexec", "-n", w};
   if (d.value("checkpointable", false)) args.push_back("-c");
+  if (d.value("privileged", false)) args.push_back("--privileged");
   if (auto caps = text("capabilities"); !caps.empty()) args.insert(args.end(), {"--capabilities", caps});
   if (auto address = text("address"); system && !address.empty()) {
     // The host interface whose subnet holds it gives the prefix.

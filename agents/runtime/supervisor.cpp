@@ -5,10 +5,13 @@
 #include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -167,10 +170,83 @@ Result<void> stop_supervisor(const WparRecord& record, StopMode mode) {
 
 namespace {
 
-// Starts an application WPAR's command in its cgroups and returns its pid, or
-// why it cannot run.
-Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int console,
-                                const std::vector<std::string>& capabilities) {
+// An application WPAR that is not privileged runs in its own PID, IPC and
+// mount namespaces, keeping the host's file systems, network and user ids
+// (the seed's application WPAR sees no process outside itself): a fresh
+// /proc of its PID namespace (its mounts slaves of the host's, so nothing
+// goes back), /proc/sys read-only. Its command is the child of a small init,
+// PID 1 there, that passes the supervisor's signals on, reaps what is
+// orphaned inside, and when the command ends reports its wait status on a
+// pipe and exits (the kernel then ends whatever the command left).
+constexpr int kAppNamespaces = CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS;
+
+struct Application {
+  pid_t pid = -1;       // the command's, or its init's (what the supervisor signals and reaps)
+  int status_fd = -1;   // the init's report of the command's wait status (-1: no init)
+};
+
+// The init's own mounts: /proc of the new PID namespace, /proc/sys read-only.
+std::string mount_own_proc() {
+  // The host's mounts still reach the WPAR; none of its own goes back.
+  if (::mount(nullptr, "/", nullptr, MS_SLAVE | MS_REC, nullptr) != 0) {
+    return fmt::format("cannot make the WPAR's mounts its own: {}", std::strerror(errno));
+  }
+  if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    return fmt::format("cannot mount the WPAR's /proc: {}", std::strerror(errno));
+  }
+  if (::mount("/proc/sys", "/proc/sys", nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+      ::mount(nullptr, "/proc/sys", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              nullptr) != 0) {
+    return fmt::format("cannot make the WPAR's /proc/sys read-only: {}", std::strerror(errno));
+  }
+  return {};
+}
+
+// PID 1 of an application WPAR: runs the command, passes the stop and
+// checkpoint signals on, reaps, reports how the command ended and exits.
+[[noreturn]] void application_init(char* const* argv, int exec_fd, int status_fd) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD}) sigaddset(&signals, s);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  int sfd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+  if (sfd < 0) {
+    write_all(exec_fd, fmt::format("signalfd: {}", std::strerror(errno)));
+    ::_exit(127);
+  }
+  pid_t command = ::fork();
+  if (command < 0) {
+    write_all(exec_fd, fmt::format("fork: {}", std::strerror(errno)));
+    ::_exit(127);
+  }
+  if (command == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execvp(argv[0], argv);
+    write_all(exec_fd, fmt::format("cannot run '{}': {}", argv[0], std::strerror(errno)));
+    ::_exit(127);
+  }
+  ::close(exec_fd);  // the supervisor hears the end of it once the command has exec'd
+  ::prctl(PR_SET_NAME, "wpm-init");
+  for (;;) {  // ends with _exit when the command has ended
+    signalfd_siginfo info{};
+    if (::read(sfd, &info, sizeof info) != sizeof info) continue;
+    if (info.ssi_signo != SIGCHLD) ::kill(command, static_cast<int>(info.ssi_signo));
+    int status = 0;
+    pid_t done;
+    while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (done != command) continue;  // an orphan of the WPAR
+      (void)::write(status_fd, &status, sizeof status);
+      ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+  }
+}
+
+// Starts an application WPAR's command in its cgroups (and namespaces), or
+// says why it cannot run.
+Result<Application> start_application(const WparSpec& spec, CgroupSet& set, int console,
+                                      const std::vector<std::string>& capabilities) {
   // The system call filter, made before fork (the child only loads it).
   std::optional<SyscallFilter> filter;
   if (!spec.privileged) {
@@ -178,22 +254,39 @@ Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int consol
     if (!made) return std::unexpected(made.error());
     filter = std::move(*made);
   }
+  const bool own_namespaces = !spec.privileged;
   int exec_pipe[2];
   if (::pipe2(exec_pipe, O_CLOEXEC) != 0) return fail(ErrorCode::kIo, "pipe failed");
+  int status_pipe[2] = {-1, -1};
+  if (own_namespaces && ::pipe2(status_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    ::close(exec_pipe[0]);
+    ::close(exec_pipe[1]);
+    return fail(ErrorCode::kIo, "pipe failed");
+  }
   // Prepared before fork; the child reports a failure as text on the pipe.
   std::vector<std::string> command = spec.command;
   std::vector<char*> argv;
   for (auto& a : command) argv.push_back(a.data());
   argv.push_back(nullptr);
-  pid_t workload = ::fork();
-  if (workload < 0) return fail(ErrorCode::kIo, fmt::format("fork: {}", std::strerror(errno)));
+  // Like fork; with namespaces the child is PID 1 of its own.
+  pid_t workload = static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD | (own_namespaces ? kAppNamespaces : 0), 0, 0, 0, 0));
+  if (workload < 0) {
+    const int err = errno;
+    for (int fd : {exec_pipe[0], exec_pipe[1], status_pipe[0], status_pipe[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+    return fail(ErrorCode::kIo, fmt::format("cannot start the WPAR's process: {}", std::strerror(err)));
+  }
   if (workload == 0) {
     ::close(exec_pipe[0]);
+    if (status_pipe[0] >= 0) ::close(status_pipe[0]);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     std::string why;
+    // Its pid as the kernel reads cgroup.procs: in the writer's namespace.
     if (auto r = set.add_process(::getpid()); !r) why = "cannot move the workload into its cgroups";
+    if (why.empty() && own_namespaces) why = mount_own_proc();
     int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     ::dup2(devnull, 0);
     ::dup2(console, 1);
@@ -208,6 +301,7 @@ Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int consol
     if (why.empty() && filter) {
       if (auto r = filter->apply(); !r) why = r.error().message;
     }
+    if (why.empty() && own_namespaces) application_init(argv.data(), exec_pipe[1], status_pipe[1]);
     if (why.empty()) {
       ::execvp(argv[0], argv.data());
       why = fmt::format("cannot run '{}': {}", argv[0], std::strerror(errno));
@@ -216,6 +310,7 @@ Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int consol
     ::_exit(127);
   }
   ::close(exec_pipe[1]);
+  if (status_pipe[1] >= 0) ::close(status_pipe[1]);
   std::string why;
   char buf[256];
   ssize_t n;
@@ -223,9 +318,10 @@ Result<pid_t> start_application(const WparSpec& spec, CgroupSet& set, int consol
   ::close(exec_pipe[0]);
   if (!why.empty()) {
     ::waitpid(workload, nullptr, 0);
+    if (status_pipe[0] >= 0) ::close(status_pipe[0]);
     return fail(ErrorCode::kInvalidRequest, why);
   }
-  return workload;
+  return Application{workload, status_pipe[0]};
 }
 
 // Console log per file; two files at most (console.log and console.log.1).
@@ -284,7 +380,9 @@ class ConsoleLog {
 // has ended: signals drive everything, and the console is drained as it
 // comes. The loop ends when it is reaped; the stop deadline bounds a
 // graceful stop.
-void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, WparRecord& record,
+// `status_fd`: where an application WPAR's init reports how its command
+// ended (-1: none; the workload's own status is the answer).
+void supervise(int sfd, pid_t workload, int status_fd, CgroupSet& set, const WparSpec& spec, WparRecord& record,
                ConsoleLog& console) {
   bool stopping = false;
   bool console_open = true;
@@ -321,6 +419,8 @@ void supervise(int sfd, pid_t workload, CgroupSet& set, const WparSpec& spec, Wp
     pid_t done;
     while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
       if (done != workload) continue;
+      int relayed = 0;
+      if (status_fd >= 0 && ::read(status_fd, &relayed, sizeof relayed) == sizeof relayed) status = relayed;
       record.ended = true;
       record.ended_at_ns = now_ns();
       if (WIFEXITED(status)) record.exit_code = WEXITSTATUS(status);
@@ -521,8 +621,14 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
                                  network ? &*network : nullptr, on_attached};
   init_request.restore_dir = restore_dir == spec->env.end() ? "" : restore_dir->second;
   init_request.masked_dirs = masked_dirs;
-  Result<pid_t> workload = system ? start_system_init(init_request)
-                                  : start_application(*spec, *set, console, *capabilities);
+  int status_fd = -1;  // an application WPAR's init's report
+  Result<pid_t> workload = [&]() -> Result<pid_t> {
+    if (system) return start_system_init(init_request);
+    auto app = start_application(*spec, *set, console, *capabilities);
+    if (!app) return std::unexpected(app.error());
+    status_fd = app->status_fd;
+    return app->pid;
+  }();
   ::close(console);
   if (!workload) {
     (void)set->remove();
@@ -536,7 +642,8 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   write_all(ready_fd, fmt::format("ok {}\n", *workload));
   ::close(ready_fd);
 
-  supervise(sfd, *workload, *set, *spec, record, console_log);
+  supervise(sfd, *workload, status_fd, *set, *spec, record, console_log);
+  if (status_fd >= 0) ::close(status_fd);
   // The WPAR ends with its workload: whatever it left goes too.
   // Bounded: 500 rounds of 10 ms; each round kills again what forked meanwhile.
   for (int i = 0; i < 500 && !set->processes().value_or(std::vector<pid_t>{}).empty(); ++i) {

@@ -43,6 +43,8 @@ constexpr unsigned long kNamespaces =
 // The namespaces clogin joins, in order: the mount namespace last, since its
 // /proc is no longer the host's once entered (all are opened before).
 constexpr const char* kLoginNamespaces[] = {"ipc", "uts", "net", "mnt"};
+// An application WPAR's (not privileged): the host's network and host name.
+constexpr const char* kAppLoginNamespaces[] = {"ipc", "mnt"};
 constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 // The init's descriptors: the supervisor's go-ahead, the report pipe, the
 // signalfd and the console are renumbered to these before anything else.
@@ -639,8 +641,11 @@ Result<int> login(const LoginRequest& r) {
     for (int fd : ns_fds) ::close(fd);
     if (pid_ns >= 0) ::close(pid_ns);
   };
-  if (system) {
-    for (const char* ns : kLoginNamespaces) {
+  std::vector<const char*> namespaces;
+  if (system) namespaces.assign(std::begin(kLoginNamespaces), std::end(kLoginNamespaces));
+  if (!system && !r.spec.privileged) namespaces.assign(std::begin(kAppLoginNamespaces), std::end(kAppLoginNamespaces));
+  if (!namespaces.empty()) {
+    for (const char* ns : namespaces) {
       int fd = ::open(fmt::format("/proc/{}/ns/{}", init, ns).c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) {
         close_all();
@@ -696,7 +701,7 @@ Result<int> login(const LoginRequest& r) {
     if (auto j = cgroups->add_process(::getpid()); !j) die(j.error().message);
     for (size_t i = 0; i < ns_fds.size(); ++i) {
       if (::setns(ns_fds[i], 0) != 0)
-        die(errno_text(fmt::format("cannot enter the {} namespace", kLoginNamespaces[i])));
+        die(errno_text(fmt::format("cannot enter the {} namespace", namespaces[i])));
     }
     if (system && ::chdir("/") != 0) die(errno_text("cannot enter /"));
     if (auto c = apply_capabilities(r.capabilities); !c) die(c.error().message);

@@ -43,6 +43,10 @@ TEST(Codec, EveryControlPlanePayloadRoundTripsWithEveryFieldSet) {
   Event e = sample_event();
   WparDefinition w{"web1", "application", "/bin/sleep 1", true, "SIGUSR2", "", 512, 50, 1 << 30, 100,
                    "10.0.0.5/24", "CAP_NET_BIND_SERVICE", "web", "node1", true, "A"};
+  w.epoch = 7;
+  w.operation = "deploy";
+  w.cause = "lost";
+  w.privileged = true;
   std::vector<Payload> payloads = {
       CommandRequested{"wpar.create", R"({"name":"web1"})", "alice", {"WPARUser"}, "127.0.0.1"},
       CommandDecided{false, "conflict", "deployed", "service:inventory"},

@@ -265,6 +265,7 @@ std::string Gateway::handle_request(const json& request, const std::string& addr
   if (!args.is_object()) return error_reply("invalid", "\"args\" must be a JSON object").dump();
   auto access = command_access(command);
   if (!access) return error_reply("invalid", fmt::format("no command '{}'; `wpm --help` lists them", command)).dump();
+  access = access_of(command, args, *access);
   std::string token = request.contains("token") && request["token"].is_string() ? request["token"].get<std::string>() : "";
   std::string id = request.contains("id") && request["id"].is_string() ? request["id"].get<std::string>() : "";
 

@@ -163,6 +163,15 @@ std::optional<Access> command_access(std::string_view command) {
   return std::nullopt;
 }
 
+Access access_of(std::string_view command, const nlohmann::json& args, Access access) {
+  // A privileged WPAR runs without the system call filter: asking for one
+  // (or turning it off) is a change to what the fleet lets WPARs do.
+  if ((command == "wpar.create" || command == "wpar.modify") && args.is_object() && args.contains("privileged")) {
+    return std::max(access, Access::kFleetChange);
+  }
+  return access;
+}
+
 bool allowed(const Roles& roles, Access access) {
   auto has = [&](Role r) { return roles.contains(r); };
   switch (access) {

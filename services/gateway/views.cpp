@@ -140,6 +140,7 @@ void append_wpar_json(std::string& out, const inventory::WparRecord& r) {
   number("memoryBytes", w.memory_bytes);
   text("name", w.name);
   text("operation", w.operation);
+  boolean("privileged", w.privileged);
   number("processesMax", w.processes_max);
   text("reportedState", w.reported_state);
   text("state", inventory::wpar_state_letter(w));

@@ -159,6 +159,7 @@ WparFields read_fields(ArgReader& a) {
   f.type = a.get<std::string>("type");
   f.command = a.get<std::string>("command");
   f.checkpointable = a.get<bool>("checkpoint");
+  f.privileged = a.get<bool>("privileged");
   f.trigger_signal = a.get<std::string>("trigger");
   f.trigger_command = a.get<std::string>("triggerCommand");
   f.cpu_shares = a.get<uint32_t>("cpuShares");
@@ -175,6 +176,7 @@ void apply_fields(WparDefinition& w, const WparFields& f) {
   if (f.type) w.type = *f.type;
   if (f.command) w.command = *f.command;
   if (f.checkpointable) w.checkpointable = *f.checkpointable;
+  if (f.privileged) w.privileged = *f.privileged;
   if (f.trigger_signal) {
     w.trigger_signal = *f.trigger_signal;
     if (!f.trigger_command) w.trigger_command.clear();
@@ -268,6 +270,7 @@ std::expected<WparDefinition, Rejection> modified_definition(const Inventory& st
       fixed.push_back("checkpointing");
     }
     if (w.address != before.address) fixed.push_back("address");
+    if (w.privileged != before.privileged) fixed.push_back("privileged mode");
     if (!fixed.empty()) {
       return reject(RejectionCode::kConflict,
                     fmt::format("WPAR '{}' is deployed on {}: its {} cannot change there (only its capabilities, "
@@ -295,6 +298,7 @@ Changes decide_create(const Inventory& state, const CreateWpar& c) {
     w.system.clear();
     w.discovered = false;
     w.reported_state.clear();
+    w.privileged = false;  // never by copy: a privileged WPAR is asked for by name (--privileged)
   } else {
     w.type = "system";
   }

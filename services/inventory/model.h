@@ -168,7 +168,7 @@ std::string wpar_state_name(const WparDefinition& wpar);
 // Optional fields of a WPAR definition, as create and modify give them.
 struct WparFields {
   std::optional<std::string> type, command, trigger_signal, trigger_command, address, capabilities, group;
-  std::optional<bool> checkpointable;
+  std::optional<bool> checkpointable, privileged;
   std::optional<uint32_t> cpu_shares, cpu_limit_percent, processes_max;
   std::optional<uint64_t> memory_bytes;
 };

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -39,7 +40,7 @@ class Agent : public ::testing::Test {
     for (const auto& data : {data_a(), data_b()}) {
       auto ls = agent(data, {"lswpar", "-o", "json"});
       for (const char* name :
-           {"ctr", "stuck", "plain", "sys", "slow", "netcap", "netadm", "net1", "net2", "filtered", "privileged"}) {
+           {"ctr", "stuck", "plain", "sys", "slow", "netcap", "netadm", "net1", "net2", "filtered", "privileged", "apppid", "appraw"}) {
         if (ls.out.find(std::string("\"") + name + "\"") != std::string::npos) {
           agent(data, {"resumewpar", name});
           agent(data, {"stopwpar", "-F", name});
@@ -761,6 +762,51 @@ TEST_F(Agent, ASystemWparsInitAndEveryLoginRunUnderTheFilter) {
   EXPECT_NE(userns.exit_code, 0);
   EXPECT_NE(userns.err.find("Operation not permitted"), std::string::npos) << userns.err;
   ASSERT_EQ(agent(data_a(), {"stopwpar", "-F", "sys"}).exit_code, 0);
+}
+
+// An application WPAR has its own PID and IPC namespaces (and a /proc of
+// them): it sees and signals only its own processes; a privileged one keeps
+// the host's. Its init passes a stop on and reports how the command ended.
+TEST_F(Agent, AnApplicationWparSeesAndSignalsOnlyItsOwnProcessesAndAPrivilegedOneTheHosts) {
+  const std::string script = fmt::format(
+      "echo pid=$$; echo procs=$(ls /proc | grep -c '^[0-9]'); kill -0 {} 2>/dev/null; echo kill=$?; "
+      "echo ipc=$(readlink /proc/self/ns/ipc); "
+      // The value it has, written back: a change to nothing where it is allowed.
+      "d=$(cat /proc/sys/kernel/domainname); echo \"$d\" > /proc/sys/kernel/domainname 2>/dev/null; echo sysctl=$?",
+      ::getpid());
+  ASSERT_EQ(agent(data_a(), {"wparexec", "-n", "apppid", "--", "/bin/sh", "-c", script}).exit_code, 0);
+  ASSERT_EQ(agent(data_a(), {"wparexec", "-n", "appraw", "--privileged", "--", "/bin/sh", "-c", script}).exit_code, 0);
+  ASSERT_EQ(exit_code_of(data_a(), "apppid"), 0);
+  ASSERT_EQ(exit_code_of(data_a(), "appraw"), 0);
+  auto value = [](const std::string& text, const std::string& key) {
+    auto at = text.find(key + "=");
+    return at == std::string::npos ? std::string("?") : text.substr(at + key.size() + 1, text.find('\n', at) - at - key.size() - 1);
+  };
+  const std::string host_ipc = fs::read_symlink("/proc/self/ns/ipc").string();
+  const std::string in = read_file(data_a() + "/wpars/apppid/console.log");
+  EXPECT_EQ(value(in, "pid"), "2") << "the command is the first child of the WPAR's init\n" << in;
+  EXPECT_LT(std::stoi(value(in, "procs")), 8) << in;
+  EXPECT_EQ(value(in, "kill"), "1") << "a host process cannot be signalled\n" << in;
+  EXPECT_NE(value(in, "ipc"), host_ipc) << in;
+  EXPECT_NE(value(in, "sysctl"), "0") << "/proc/sys is read-only\n" << in;
+  const std::string out = read_file(data_a() + "/wpars/appraw/console.log");
+  EXPECT_NE(value(out, "pid"), "2") << out;
+  EXPECT_GT(std::stoi(value(out, "procs")), 8) << out;
+  EXPECT_EQ(value(out, "kill"), "0") << out;
+  EXPECT_EQ(value(out, "ipc"), host_ipc) << out;
+  EXPECT_EQ(value(out, "sysctl"), "0") << out;
+  ASSERT_EQ(agent(data_a(), {"rmwpar", "apppid"}).exit_code, 0);
+
+  // A login joins its namespaces; a stop goes through its init to the
+  // command, which ends by the signal as it would without one.
+  ASSERT_EQ(agent(data_a(), {"wparexec", "-n", "apppid", "--", "/bin/sleep", "60"}).exit_code, 0);
+  auto login = agent(data_a(), {"clogin", "apppid", "--", "sh", "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'"});
+  ASSERT_EQ(login.exit_code, 0) << login.err;
+  EXPECT_TRUE(login.out.starts_with("wpm-init\n")) << login.out;
+  EXPECT_LT(std::stoi(login.out.substr(login.out.find('\n') + 1)), 8) << login.out;
+  ASSERT_EQ(agent(data_a(), {"stopwpar", "apppid"}).exit_code, 0);
+  auto ls = agent(data_a(), {"lswpar", "-o", "json", "apppid"}).out;
+  EXPECT_NE(ls.find("\"exitSignal\": 15"), std::string::npos) << ls;
 }
 
 }  // namespace

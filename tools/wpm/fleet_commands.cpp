@@ -93,7 +93,7 @@ std::string interfaces_text(const json& interfaces) {
 // The WPAR definition flags shared by create and modify.
 struct WparFlags {
   std::string type, command, trigger, trigger_command, address, capabilities, group, from;
-  bool checkpoint = false, no_checkpoint = false;
+  bool checkpoint = false, no_checkpoint = false, privileged = false, no_privileged = false;
   std::optional<uint32_t> cpu_shares, cpu_limit, procs;
   std::optional<uint64_t> memory;
 
@@ -114,6 +114,9 @@ struct WparFlags {
     c->add_option("--address", address, "network address, e.g. 10.0.0.5/24");
     c->add_option("--capabilities", capabilities, "capability set: names (cap_a,cap_b), edits (+cap_a,-cap_b), none or all");
     c->add_option("--group", group, "the WPAR group (default: default)");
+    c->add_flag("--privileged", privileged,
+                "run without the system call filter and no_new_privs (WPARAdministrator only; agents/README.md)");
+    if (!create) c->add_flag("--no-privileged", no_privileged, "run under the system call filter again");
   }
   json args() const {
     json a = json::object();
@@ -130,6 +133,8 @@ struct WparFlags {
     set("from", from);
     if (checkpoint) a["checkpoint"] = true;
     if (no_checkpoint) a["checkpoint"] = false;
+    if (privileged) a["privileged"] = true;
+    if (no_privileged) a["privileged"] = false;
     if (cpu_shares) a["cpuShares"] = *cpu_shares;
     if (cpu_limit) a["cpuLimit"] = *cpu_limit;
     if (memory) a["memory"] = *memory;
@@ -486,7 +491,7 @@ void add_fleet_commands(CLI::App& app, GlobalOptions& g, int& exit_code) {
       std::vector<std::pair<std::string, std::string>> rows;
       for (const auto& k : {"name", "type", "state", "stateName", "command", "checkpointable", "triggerSignal",
                             "triggerCommand", "cpuShares", "cpuLimitPercent", "memoryBytes", "processesMax", "address",
-                            "capabilities", "group", "system", "discovered"}) {
+                            "capabilities", "privileged", "group", "system", "discovered"}) {
         rows.emplace_back(k, text_of(w[k]));
       }
       print_fields(rows);

@@ -59,6 +59,8 @@ TEST(Operations, ActionsBecomeTheLocalCommands) {
   op.definition = R"({"name":"w1","type":"application","command":"echo hi; sleep 1"})";
   EXPECT_EQ(*command_args(op, "/s"),
             (std::vector<std::string>{"wparexec", "-n", "w1", "--", "/bin/sh", "-c", "echo hi; sleep 1"}));
+  op.definition = R"({"name":"w1","type":"application","command":"sleep 1","privileged":true})";
+  EXPECT_EQ(*command_args(op, "/s"), (std::vector<std::string>{"wparexec", "-n", "w1", "--privileged", "--", "sleep", "1"}));
   op.definition = R"({"name":"w1","type":"application"})";
   EXPECT_FALSE(command_args(op, "/s")) << "an application WPAR needs a command";
   op.definition = "not json";

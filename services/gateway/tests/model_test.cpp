@@ -61,6 +61,16 @@ TEST(RoleMatrix, EveryCommandAsTheReadmeTableSays) {
         << "a user with no role logs in and sees nothing: " << row.command;
   }
   EXPECT_FALSE(command_access("wpar.launch"));
+  // A privileged WPAR (no system call filter) is the WPARAdministrator's to ask for, or to turn off.
+  for (const char* command : {"wpar.create", "wpar.modify"}) {
+    for (bool value : {true, false}) {
+      Access a = access_of(command, {{"name", "w"}, {"privileged", value}}, *command_access(command));
+      EXPECT_TRUE(allowed({Role::kWparAdministrator}, a)) << command;
+      EXPECT_FALSE(allowed({Role::kWparUser}, a)) << command << " privileged=" << value;
+    }
+    EXPECT_EQ(access_of(command, {{"name", "w"}}, Access::kWparAction), Access::kWparAction);
+  }
+  EXPECT_EQ(access_of("wpar.list", {{"privileged", true}}, Access::kRead), Access::kRead);
   EXPECT_TRUE(is_change("wpar.create"));
   EXPECT_FALSE(is_change("role.query"));
   EXPECT_FALSE(is_change("wpar.list"));

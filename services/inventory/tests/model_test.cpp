@@ -91,6 +91,24 @@ TEST(InventoryDecide, WparCommandsTableOfAllowedAndRefused) {
   EXPECT_EQ(wpar_state_letter(db1), "U");
 }
 
+TEST(InventoryDecide, APrivilegedWparIsAskedForByNameNeverByCopyAndNotTurnedOnWhereItRuns) {
+  Inventory state = fresh();
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "raw"}, {"privileged", true}}));
+  EXPECT_TRUE(state.wpars.at("raw").wpar.privileged);
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "copy"}, {"from", "raw"}}));
+  EXPECT_FALSE(state.wpars.at("copy").wpar.privileged) << "a template's privilege is not copied";
+  ASSERT_FALSE(run(state, "wpar.create", {{"name", "copy2"}, {"from", "raw"}, {"privileged", true}}));
+  EXPECT_TRUE(state.wpars.at("copy2").wpar.privileged);
+  ASSERT_FALSE(run(state, "wpar.modify", {{"name", "copy2"}, {"privileged", false}}));
+  EXPECT_FALSE(state.wpars.at("copy2").wpar.privileged) << "undeployed: it changes";
+  WparDefinition w{"found", "system", "", false, "", "", 0, 0, 0, 0, "", "", "default", "node1", true, "A"};
+  fold(state, "wpar/found", WparDefined{w, true});
+  auto r = run(state, "wpar.modify", {{"name", "found"}, {"privileged", true}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, RejectionCode::kConflict);
+  EXPECT_NE(r->message.find("its privileged mode cannot change there"), std::string::npos) << r->message;
+}
+
 TEST(InventoryDecide, ANameRemovedAndMadeAgainContinuesItsStream) {
   Inventory state = fresh();
   ASSERT_FALSE(run(state, "wpar.create", {{"name", "aa"}}));
