@@ -532,7 +532,7 @@ int chwpar(const AgentPaths& p, const ChangeOptions& o) {
                                           o.name, **used, *limit));
       }
     }
-    if (auto r = cgroups->apply_exactly(changed.limits); !r) {
+    if (auto r = cgroups->apply_exactly(runtime::cgroup_limits(changed)); !r) {
       (void)cgroups->apply_exactly(spec.limits);
       return error(kFailed, fmt::format("WPAR {}'s limits cannot change while it runs: {}; it keeps its limits",
                                         o.name, r.error().message));

@@ -5,6 +5,7 @@
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -53,6 +54,17 @@ constexpr std::array kFiltered{
     FilteredCall{"vm86old", EPERM, "obsolete, a past exploit path"},
     FilteredCall{"iopl", EPERM, "the host's I/O ports"},
     FilteredCall{"ioperm", EPERM, "the host's I/O ports"},
+    FilteredCall{"mount", EPERM, "the WPAR's mounts are made before it runs"},
+    FilteredCall{"umount", EPERM, "the WPAR's mounts are made before it runs"},
+    FilteredCall{"umount2", EPERM, "the WPAR's mounts are made before it runs (and mask the host's secrets)"},
+    FilteredCall{"pivot_root", EPERM, "the WPAR's mounts are made before it runs"},
+    FilteredCall{"fsopen", EPERM, "the mount API"},
+    FilteredCall{"fsconfig", EPERM, "the mount API"},
+    FilteredCall{"fsmount", EPERM, "the mount API"},
+    FilteredCall{"fspick", EPERM, "the mount API"},
+    FilteredCall{"move_mount", EPERM, "the mount API"},
+    FilteredCall{"open_tree", EPERM, "the mount API"},
+    FilteredCall{"mount_setattr", EPERM, "the mount API"},
     FilteredCall{"clone3", ENOSYS, "its flags cannot be read by the filter: the C library falls back to clone"},
 };
 
@@ -88,6 +100,13 @@ Result<SyscallFilter> SyscallFilter::wpar_default() {
     int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), nr, 1,
                               SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
     if (rc != 0) return fail(ErrorCode::kInternal, text(call, rc));
+  }
+  // No keystrokes pushed into a terminal (TIOCSTI: a process left in the
+  // WPAR typing into the operator's shell after clogin), no console switch.
+  for (unsigned long request : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)}) {
+    int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, request));
+    if (rc != 0) return fail(ErrorCode::kInternal, text("ioctl", rc));
   }
   // The compiled program, through a memory file (libseccomp 2.5 exports to a descriptor).
   int fd = ::memfd_create("wpm-seccomp", MFD_CLOEXEC);

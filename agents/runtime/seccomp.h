@@ -4,9 +4,12 @@
 // the spirit of the container runtimes' default profiles: every call is
 // allowed but those that reach past the WPAR into the host's kernel state
 // (modules, kexec, BPF, perf events, keyrings, io_uring, userfaultfd, the
-// clock, swap, reboot, accounting, file handles of the host's file systems)
-// and the making of user namespaces, which would hand the WPAR's root a fresh
-// set of capabilities. Those fail with EPERM; clone3, whose flags live in
+// clock, swap, reboot, accounting, file handles of the host's file systems),
+// mounts (a WPAR's are made before it runs; with cap_sys_admin granted it
+// could otherwise unmask the host's secrets), pushing input into a terminal
+// (TIOCSTI: a process left in the WPAR typing into the operator's shell after
+// clogin) and the making of user namespaces, which would hand the WPAR's
+// root a fresh set of capabilities. Those fail with EPERM; clone3, whose flags live in
 // memory a filter cannot read, fails with ENOSYS so the C library falls back
 // to clone, whose flags it can.
 //

@@ -168,6 +168,12 @@ Result<void> stop_supervisor(const WparRecord& record, StopMode mode) {
   return {};
 }
 
+ResourceLimits cgroup_limits(const WparSpec& spec) {
+  ResourceLimits l = spec.limits;
+  if (spec.type == WparType::kApplication && !spec.privileged && l.max_processes) *l.max_processes += 1;
+  return l;
+}
+
 namespace {
 
 // An application WPAR that is not privileged runs in its own PID, IPC and
@@ -199,12 +205,34 @@ std::string mount_own_proc() {
               nullptr) != 0) {
     return fmt::format("cannot make the WPAR's /proc/sys read-only: {}", std::strerror(errno));
   }
+  if (::mount("/proc/sysrq-trigger", "/proc/sysrq-trigger", nullptr, MS_BIND, nullptr) == 0) {
+    (void)::mount(nullptr, "/proc/sysrq-trigger", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr);
+  }
+  // POSIX shared memory and message queues of its own IPC namespace.
+  struct stat st {};
+  if (::stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) &&
+      ::mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k") != 0) {
+    return fmt::format("cannot mount the WPAR's /dev/shm: {}", std::strerror(errno));
+  }
+  if (::stat("/dev/mqueue", &st) == 0 && S_ISDIR(st.st_mode) &&
+      ::mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    return fmt::format("cannot mount the WPAR's /dev/mqueue: {}", std::strerror(errno));
+  }
   return {};
 }
 
 // PID 1 of an application WPAR: runs the command, passes the stop and
 // checkpoint signals on, reaps, reports how the command ended and exits.
 [[noreturn]] void application_init(char* const* argv, int exec_fd, int status_fd) {
+  // Nothing of the supervisor's stays open here (its lock, the console's
+  // read end, its signalfd): the init never execs, so close-on-exec is not
+  // enough. Stdio and the two pipes are kept.
+  int keep[2] = {std::min(exec_fd, status_fd), std::max(exec_fd, status_fd)};
+  if (keep[0] > 3) ::close_range(3, static_cast<unsigned>(keep[0]) - 1, 0);
+  if (keep[1] > keep[0] + 1) ::close_range(static_cast<unsigned>(keep[0]) + 1, static_cast<unsigned>(keep[1]) - 1, 0);
+  ::close_range(static_cast<unsigned>(keep[1]) + 1, ~0U, 0);
+  // Nothing in the WPAR may inspect it (its memory is the supervisor's copy).
+  ::prctl(PR_SET_DUMPABLE, 0);
   sigset_t signals;
   sigemptyset(&signals);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD}) sigaddset(&signals, s);
@@ -585,7 +613,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
 
   auto set = CgroupSet::create(CgroupLayout::detect(), cgroup_relative);
   if (!set) return broken(set.error().message);
-  if (auto r = set->apply(spec->limits); !r) {
+  if (auto r = set->apply(cgroup_limits(*spec)); !r) {
     (void)set->remove();
     return broken(r.error().message);
   }

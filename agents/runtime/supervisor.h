@@ -68,4 +68,8 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
                     const std::string& cgroup_relative, int ready_fd,
                     const std::vector<std::string>& masked_dirs = {});
 
+// The limits its cgroups get: the spec's, with a process more for the init
+// of an application WPAR's PID namespace (it counts as one of them).
+ResourceLimits cgroup_limits(const WparSpec& spec);
+
 }  // namespace wpm::runtime

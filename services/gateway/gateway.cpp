@@ -265,7 +265,7 @@ std::string Gateway::handle_request(const json& request, const std::string& addr
   if (!args.is_object()) return error_reply("invalid", "\"args\" must be a JSON object").dump();
   auto access = command_access(command);
   if (!access) return error_reply("invalid", fmt::format("no command '{}'; `wpm --help` lists them", command)).dump();
-  access = access_of(command, args, *access);
+  access = access_of(command, args, *access, command == "wpar.modify" && names_privileged_wpar(args));
   std::string token = request.contains("token") && request["token"].is_string() ? request["token"].get<std::string>() : "";
   std::string id = request.contains("id") && request["id"].is_string() ? request["id"].get<std::string>() : "";
 
@@ -322,6 +322,21 @@ std::string Gateway::handle_request(const json& request, const std::string& addr
     return error_reply(answer.error().code, answer.error().message, with_id ? id : "").dump();
   }
   return ok_text(*answer);
+}
+
+// Whether args' "name" is (the unique prefix of) a privileged WPAR's.
+bool Gateway::names_privileged_wpar(const json& args) const {
+  if (deps_.inventory == nullptr || !args.contains("name") || !args["name"].is_string()) return false;
+  const std::string name = args["name"].get<std::string>();
+  bool privileged = false;
+  deps_.inventory->read([&](const inventory::Inventory& inv) {
+    auto it = inv.wpars.lower_bound(name);
+    if (it == inv.wpars.end() || !it->first.starts_with(name)) return;
+    auto next = std::next(it);
+    const bool unique = it->first == name || next == inv.wpars.end() || !next->first.starts_with(name);
+    privileged = unique && it->second.wpar.privileged;
+  });
+  return privileged;
 }
 
 Gateway::Answer Gateway::authenticate(const std::string& token, Caller& caller) {

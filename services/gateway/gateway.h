@@ -146,6 +146,7 @@ class Gateway {
   void snapshot(uint64_t after_events);
   static constexpr uint64_t kSnapshotEvery = 100'000;
   Answer login(const nlohmann::json& args, const std::string& address, kernel::EventLog& log);
+  bool names_privileged_wpar(const nlohmann::json& args) const;
   Answer authenticate(const std::string& token, Caller& caller);
   Answer logout(const Caller& caller, kernel::EventLog& log);
   Answer query(const std::string& command, const nlohmann::json& args, const Caller& caller);

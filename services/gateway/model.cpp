@@ -163,12 +163,14 @@ std::optional<Access> command_access(std::string_view command) {
   return std::nullopt;
 }
 
-Access access_of(std::string_view command, const nlohmann::json& args, Access access) {
+Access access_of(std::string_view command, const nlohmann::json& args, Access access, bool privileged_target) {
   // A privileged WPAR runs without the system call filter: asking for one
-  // (or turning it off) is a change to what the fleet lets WPARs do.
+  // (or turning it off), or changing what one runs, is a change to what the
+  // fleet lets WPARs do.
   if ((command == "wpar.create" || command == "wpar.modify") && args.is_object() && args.contains("privileged")) {
     return std::max(access, Access::kFleetChange);
   }
+  if (command == "wpar.modify" && privileged_target) return std::max(access, Access::kFleetChange);
   return access;
 }
 

@@ -47,8 +47,9 @@ enum class Access : uint8_t {
 std::string_view access_name(Access access);
 std::optional<Access> command_access(std::string_view command);
 // What a command with these arguments needs: more than the command's own
-// access where an argument asks for more (a privileged WPAR: WPARAdministrator).
-Access access_of(std::string_view command, const nlohmann::json& args, Access access);
+// access where an argument asks for more (a privileged WPAR: WPARAdministrator),
+// or where it changes a WPAR that is privileged (`privileged_target`).
+Access access_of(std::string_view command, const nlohmann::json& args, Access access, bool privileged_target = false);
 bool allowed(const Roles& roles, Access access);
 // Every command the gateway serves, in the order of the README's matrix.
 std::span<const std::string_view> gateway_commands();

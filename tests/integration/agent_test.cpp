@@ -725,7 +725,8 @@ TEST_F(Agent, TheFilterAnswersEachRefusedCallWithItsOwnErrnoAndAPrivilegedWparRu
       "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf", "perf_event_open",
       "add_key", "request_key", "keyctl", "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd",
       "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "swapon", "swapoff", "reboot", "acct",
-      "open_by_handle_at", "quotactl", "syslog", "iopl", "ioperm", "unshare(CLONE_NEWUSER)", "clone(CLONE_NEWUSER)"};
+      "open_by_handle_at", "quotactl", "syslog", "iopl", "ioperm", "mount", "umount2", "pivot_root", "fsopen",
+      "open_tree", "move_mount", "mount_setattr", "ioctl(TIOCSTI)", "unshare(CLONE_NEWUSER)", "clone(CLONE_NEWUSER)"};
   // Where the host itself refuses a call with EPERM, the two cannot differ.
   const bool modules_off = sysctl_on("/proc/sys/kernel/modules_disabled");
   const bool kexec_off = sysctl_on("/proc/sys/kernel/kexec_load_disabled");

@@ -89,6 +89,22 @@ class Supervisor : public ::testing::Test {
   std::string cgroup_;
 };
 
+TEST(CgroupLimits, AnApplicationWparsInitTakesOneProcessMoreThanItsLimit) {
+  WparSpec spec;
+  spec.limits.max_processes = 5;
+  spec.limits.memory_bytes = 64u << 20;
+  EXPECT_EQ(cgroup_limits(spec).max_processes, 6u) << "the init of its PID namespace counts";
+  EXPECT_EQ(cgroup_limits(spec).memory_bytes, spec.limits.memory_bytes);
+  spec.privileged = true;
+  EXPECT_EQ(cgroup_limits(spec).max_processes, 5u) << "no init of its own";
+  spec.privileged = false;
+  spec.type = WparType::kSystem;
+  EXPECT_EQ(cgroup_limits(spec).max_processes, 5u) << "a system WPAR's init is its own";
+  spec.type = WparType::kApplication;
+  spec.limits.max_processes.reset();
+  EXPECT_FALSE(cgroup_limits(spec).max_processes);
+}
+
 TEST_F(Supervisor, ApplicationWparRecordsItsExitStatusAndConsoleLog) {
   auto started = start_supervisor(launch(app({"/bin/sh", "-c", "echo hello from the wpar; exit 7"})));
   ASSERT_TRUE(started.has_value()) << started.error().message;
@@ -114,7 +130,7 @@ TEST_F(Supervisor, WorkloadRunsInItsCgroupWithItsLimitsAndStopsGracefully) {
   ASSERT_TRUE(set.has_value());
   auto limits = set->read_limits();
   ASSERT_TRUE(limits.has_value());
-  EXPECT_EQ(limits->max_processes, 20u);
+  EXPECT_EQ(limits->max_processes, 21u) << "20, and the init of its PID namespace";
   EXPECT_EQ(limits->memory_bytes, 64ull << 20);
 
   ASSERT_TRUE(stop_supervisor(*started, StopMode::kGraceful).has_value());

@@ -202,6 +202,28 @@ TEST_F(GatewayTest, ACommandIsRecordedDecidedAndAnsweredWithItsEvents) {
   EXPECT_EQ(call("wpar.show", {{"name", "we"}}, alice)["result"]["name"], "web1");
 }
 
+TEST_F(GatewayTest, APrivilegedWparIsTheWparAdministratorsToMakeAndToChange) {
+  std::string alice = login("alice"), bob = login("bob");
+  ASSERT_TRUE(call("role.add", {{"role", "WPARUser"}, {"users", {"alice"}}}, root_)["ok"].get<bool>());
+  ASSERT_TRUE(call("role.add", {{"role", "WPARAdministrator"}, {"users", {"bob"}}}, root_)["ok"].get<bool>());
+  json refused = call("wpar.create", {{"name", "raw1"}, {"privileged", true}}, alice, "p-1");
+  EXPECT_EQ(refused["error"]["code"], "forbidden") << refused.dump();
+  EXPECT_NE(refused["error"]["message"].get<std::string>().find("WPARAdministrator"), std::string::npos);
+  ASSERT_TRUE(call("wpar.create", {{"name", "raw1"}, {"privileged", true}}, bob, "p-2")["ok"].get<bool>());
+  EXPECT_EQ(call("wpar.show", {{"name", "raw1"}}, alice)["result"]["privileged"], true);
+  // What it runs is not alice's to change (by its name or a prefix), nor its mode.
+  for (const char* name : {"raw1", "raw"}) {
+    json changed = call("wpar.modify", {{"name", name}, {"command", "/bin/sh"}}, alice, std::string("p-3") + name);
+    EXPECT_EQ(changed["error"]["code"], "forbidden") << changed.dump();
+  }
+  EXPECT_EQ(call("wpar.modify", {{"name", "raw1"}, {"privileged", false}}, alice, "p-4")["error"]["code"], "forbidden");
+  // A copy of it is hers, and runs filtered.
+  ASSERT_TRUE(call("wpar.create", {{"name", "copy1"}, {"from", "raw1"}}, alice, "p-5")["ok"].get<bool>());
+  EXPECT_EQ(call("wpar.show", {{"name", "copy1"}}, alice)["result"]["privileged"], false);
+  json mine = call("wpar.modify", {{"name", "copy1"}, {"cpuShares", 300}}, alice, "p-6");
+  EXPECT_TRUE(mine["ok"].get<bool>()) << mine.dump();
+}
+
 TEST_F(GatewayTest, ALifecycleCommandStartsATaskWhoseOperationsAreShown) {
   std::string alice = login("alice");
   ASSERT_TRUE(call("role.add", {{"role", "WPARUser"}, {"users", {"alice"}}}, root_)["ok"].get<bool>());

@@ -71,6 +71,11 @@ TEST(RoleMatrix, EveryCommandAsTheReadmeTableSays) {
     EXPECT_EQ(access_of(command, {{"name", "w"}}, Access::kWparAction), Access::kWparAction);
   }
   EXPECT_EQ(access_of("wpar.list", {{"privileged", true}}, Access::kRead), Access::kRead);
+  // Changing what a privileged WPAR runs, too.
+  EXPECT_FALSE(allowed({Role::kWparUser}, access_of("wpar.modify", {{"name", "w"}, {"command", "sh"}},
+                                                     Access::kWparAction, true)));
+  EXPECT_TRUE(allowed({Role::kWparUser}, access_of("wpar.modify", {{"name", "w"}, {"command", "sh"}},
+                                                    Access::kWparAction, false)));
   EXPECT_TRUE(is_change("wpar.create"));
   EXPECT_FALSE(is_change("role.query"));
   EXPECT_FALSE(is_change("wpar.list"));
