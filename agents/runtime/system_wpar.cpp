@@ -637,9 +637,11 @@ Result<int> login(const LoginRequest& r) {
   pid_t init = r.record.workload_pid;
   std::vector<int> ns_fds;
   int pid_ns = -1;
+  int root_fd = -1;  // the init's root: entering its mount namespace alone would land at the namespace's
   auto close_all = [&] {
     for (int fd : ns_fds) ::close(fd);
     if (pid_ns >= 0) ::close(pid_ns);
+    if (root_fd >= 0) ::close(root_fd);
   };
   std::vector<const char*> namespaces;
   if (system) namespaces.assign(std::begin(kLoginNamespaces), std::end(kLoginNamespaces));
@@ -654,6 +656,12 @@ Result<int> login(const LoginRequest& r) {
                         "cannot open the {} namespace of the WPAR's init (pid {})", ns, init)));
       }
       ns_fds.push_back(fd);
+    }
+    // The root the init sees (a chrooted agent's WPARs are rooted in its chroot).
+    root_fd = ::open(fmt::format("/proc/{}/root", init).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0) {
+      close_all();
+      return fail(ErrorCode::kNotFound, errno_text(fmt::format("cannot open the root of the WPAR's init (pid {})", init)));
     }
     pid_ns = ::open(fmt::format("/proc/{}/ns/pid", init).c_str(), O_RDONLY | O_CLOEXEC);
     // Only the children of this process enter the PID namespace.
@@ -673,6 +681,9 @@ Result<int> login(const LoginRequest& r) {
   auto env = environment(r.spec.env, std::getenv("TERM"));
   auto argv = pointers(command);
   auto envp = pointers(env);
+  // An application WPAR keeps the host's files: a login there starts where its caller is.
+  std::error_code cwd_error;
+  std::string cwd = fs::current_path(cwd_error).string();
   std::optional<SyscallFilter> filter;  // what the WPAR's own processes run under
   if (!r.spec.privileged) {
     auto made = SyscallFilter::wpar_default();
@@ -703,7 +714,9 @@ Result<int> login(const LoginRequest& r) {
       if (::setns(ns_fds[i], 0) != 0)
         die(errno_text(fmt::format("cannot enter the {} namespace", namespaces[i])));
     }
+    if (root_fd >= 0 && (::fchdir(root_fd) != 0 || ::chroot(".") != 0)) die(errno_text("cannot enter the WPAR's root"));
     if (system && ::chdir("/") != 0) die(errno_text("cannot enter /"));
+    if (!system && root_fd >= 0 && (cwd.empty() || ::chdir(cwd.c_str()) != 0)) (void)::chdir("/");
     if (auto c = apply_capabilities(r.capabilities); !c) die(c.error().message);
     if (filter) {
       if (auto f = filter->apply(); !f) die(f.error().message);
