@@ -330,11 +330,8 @@ bool Gateway::names_privileged_wpar(const json& args) const {
   const std::string name = args["name"].get<std::string>();
   bool privileged = false;
   deps_.inventory->read([&](const inventory::Inventory& inv) {
-    auto it = inv.wpars.lower_bound(name);
-    if (it == inv.wpars.end() || !it->first.starts_with(name)) return;
-    auto next = std::next(it);
-    const bool unique = it->first == name || next == inv.wpars.end() || !next->first.starts_with(name);
-    privileged = unique && it->second.wpar.privileged;
+    auto found = inventory::resolve_prefix(inv.wpars, name, "WPAR");
+    privileged = found && inv.wpars.at(*found).wpar.privileged;
   });
   return privileged;
 }
