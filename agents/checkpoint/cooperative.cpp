@@ -76,15 +76,6 @@ void set_state(const runtime::WparFiles& files, pid_t supervisor, WparState stat
 }
 
 
-bool wait_frozen(runtime::CgroupSet& set, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (set.frozen().value_or(false)) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return false;
-}
-
 // The cooperative step shared by freeze and checkpoint: an empty trigger
 // directory, the checkpoint signal, the wait for `.complete`, then the freeze.
 Outcome<void> trigger_and_freeze(const fs::path& trigger, pid_t workload, runtime::CgroupSet& set,
@@ -108,9 +99,8 @@ Outcome<void> trigger_and_freeze(const fs::path& trigger, pid_t workload, runtim
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  if (auto f = set.freeze(); !f || !wait_frozen(set, std::chrono::seconds(10))) {
-    (void)set.thaw();
-    return failure(kExitInternal, fmt::format("cannot freeze WPAR {}", name));
+  if (auto f = set.freeze_and_wait(std::chrono::seconds(10)); !f) {
+    return failure(kExitInternal, fmt::format("cannot freeze WPAR {}: {}", name, f.error().message));
   }
   return {};
 }
@@ -468,8 +458,9 @@ Outcome<runtime::WparRecord> restart(const RestartRequest& r) {
   if (!started) return failure(kExitInternal, started.error().message);
   if (r.pause) {
     auto set = wpar_cgroup(r.launch.cgroup_relative);
-    if (!set || !set->freeze() || !wait_frozen(*set, std::chrono::seconds(10))) {
-      return failure(kExitInternal, "restarted, but cannot pause the WPAR");
+    if (!set) return failure(kExitInternal, "restarted, but cannot pause the WPAR: " + set.error().message);
+    if (auto f = set->freeze_and_wait(std::chrono::seconds(10)); !f) {
+      return failure(kExitInternal, "restarted, but cannot pause the WPAR: " + f.error().message);
     }
     started->state = WparState::kPaused;
     set_state(files, started->supervisor_pid, WparState::kPaused);

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 namespace wpm::runtime {
 namespace {
@@ -303,6 +304,49 @@ Result<bool> CgroupSet::frozen() const {
   auto v = read_key(dir_for("freezer") + "/cgroup.events", "frozen");
   if (!v) return std::unexpected(v.error());
   return *v == 1;
+}
+
+Result<void> CgroupSet::freeze_and_wait(std::chrono::milliseconds timeout) {
+  using clock = std::chrono::steady_clock;
+  constexpr auto kRefreezeAfter = std::chrono::milliseconds(250);
+  auto deadline = clock::now() + timeout;
+  if (auto f = freeze(); !f) return f;
+  auto frozen_at = clock::now();
+  while (clock::now() < deadline) {
+    auto done = frozen();
+    if (!done) {
+      (void)thaw();
+      return std::unexpected(done.error());
+    }
+    if (*done) return {};
+    if (clock::now() - frozen_at >= kRefreezeAfter) {
+      (void)thaw();
+      if (auto f = freeze(); !f) return f;
+      frozen_at = clock::now();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // Which tasks held it up, before thawing lets them go: state and wait channel.
+  std::string stuck;
+  std::string dir = dir_for("freezer");
+  if (auto tasks = read_file(dir + (fs::exists(dir + "/tasks") ? "/tasks" : "/cgroup.threads"))) {
+    std::istringstream in(*tasks);
+    pid_t tid;
+    int listed = 0;
+    while (in >> tid && listed < 8) {
+      auto stat = read_file(fmt::format("/proc/{}/stat", tid));
+      auto wchan = read_file(fmt::format("/proc/{}/wchan", tid));
+      if (!stat) continue;
+      auto close = stat->rfind(')');
+      char state = close != std::string::npos && close + 2 < stat->size() ? (*stat)[close + 2] : '?';
+      stuck += fmt::format("{}{} {} {}", listed == 0 ? "" : ", ", tid, state, wchan ? *wchan : "?");
+      ++listed;
+    }
+  }
+  (void)thaw();
+  return fail(ErrorCode::kIo, fmt::format("the tasks of cgroup {} did not all freeze within {} ms (thawed again); "
+                                          "tasks (pid, state, wait): {}",
+                                          relative_, timeout.count(), stuck.empty() ? "none listed" : stuck));
 }
 
 Result<uint64_t> CgroupSet::cpu_usage_ns() const {

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -66,6 +67,12 @@ class CgroupSet {
   Result<void> freeze();
   Result<void> thaw();
   Result<bool> frozen() const;
+  // Freezes and waits until every task is frozen. A v1 freezer can stay in
+  // FREEZING when a task forks while it freezes; after a while without
+  // progress the group is thawed and frozen again. At the timeout the group
+  // is thawed and the error names the tasks that did not freeze (state and
+  // where they wait).
+  Result<void> freeze_and_wait(std::chrono::milliseconds timeout);
   // CPU time used by the group, in nanoseconds.
   Result<uint64_t> cpu_usage_ns() const;
   // Its tasks (threads) now (pids.current); nullopt without a pids controller.

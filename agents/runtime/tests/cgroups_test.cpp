@@ -151,6 +151,25 @@ TEST_F(Cgroups, FrozenGroupMakesNoProgressAndContinuesAfterThaw) {
   ::munmap(counter, 4096);
 }
 
+TEST_F(Cgroups, AGroupThatForksAllTheTimeFreezesEveryTime) {
+  if (!layout_.controllers.contains("freezer") && !layout_.v2_mount) GTEST_SKIP() << "no freezer";
+  child_in_group([] {
+    for (uint64_t i = 0; i < (1ull << 62); ++i) {  // bounded in practice by SIGKILL in teardown
+      pid_t p = ::fork();
+      if (p == 0) ::_exit(0);
+      if (p > 0) ::waitpid(p, nullptr, 0);
+    }
+    return 0;
+  });
+  for (int round = 0; round < 30; ++round) {
+    auto f = set_->freeze_and_wait(10s);
+    ASSERT_TRUE(f.has_value()) << "round " << round << ": " << f.error().message;
+    EXPECT_TRUE(set_->frozen().value_or(false));
+    ASSERT_TRUE(set_->thaw().has_value());
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
 TEST_F(Cgroups, CpuLimitOfFiftyPercentShowsInCpuAccounting) {
   ResourceLimits limits;
   limits.cpu_limit_percent = 50;
