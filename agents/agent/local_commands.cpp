@@ -572,12 +572,12 @@ struct LimitOptions {
 constexpr char kCapabilitiesHelp[] =
     "capability set: cap_a,cap_b,… (exactly these), +cap_x,-cap_y (edits of the default), none "
     "or all; default: chown, dac_override, fowner, fsetid, kill, setgid, setuid, setpcap, "
-    "net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap (within the host's "
+    "net_bind_service, net_raw, sys_chroot, audit_write, setfcap (within the host's "
     "bounding set)";
 
 constexpr char kPrivilegedHelp[] =
-    "without the system call filter and no_new_privs (and an application WPAR in the host's PID and IPC "
-    "namespaces): for workloads that need what the filter refuses (agents/README.md)";
+    "without the system call filter, no_new_privs and the device limit (and an application WPAR in the host's "
+    "PID and IPC namespaces): for workloads that need what these refuse (agents/README.md)";
 
 void add_system_commands(CLI::App& app, const AgentPaths& paths, int& exit_code) {
   auto* mk = app.add_subcommand("mkwpar", "create a system WPAR (Defined; -s also starts it)");

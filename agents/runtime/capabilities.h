@@ -32,9 +32,10 @@ inline constexpr const char* kDefaultCapabilities[] = {
     "cap_setgid",     "cap_setuid",       "cap_setpcap",     "cap_net_bind_service", "cap_net_raw",
     "cap_sys_chroot", "cap_audit_write",  "cap_setfcap",
 };
-// Not in the default: cap_mknod. Without a device cgroup behind it, a node
-// made for a host disk would give raw access to it; the WPAR's file systems
-// are mounted nodev besides, so a granted cap_mknod makes no usable node.
+// Not in the default: cap_mknod. The device limit (devices.h) refuses a node
+// for a host disk anyway, and the WPAR's file systems are mounted nodev
+// besides; a privileged WPAR has no device limit, so a granted cap_mknod
+// there is raw access to the host's disks.
 
 // Exit codes of a refused request (the local commands return them).
 inline constexpr int kExitCapabilitySyntax = 2;     // unknown name, mixed list and edits

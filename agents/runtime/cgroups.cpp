@@ -19,8 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr uint64_t kCpuPeriodUs = 100'000;
-// Controllers wpm uses; cpuacct only for usage on v1.
-const std::vector<std::string> kControllers = {"cpu", "cpuacct", "memory", "pids", "freezer"};
+// Controllers wpm uses; cpuacct only for usage on v1, devices only on v1
+// (a v2 tree limits devices with a program attached to the group).
+const std::vector<std::string> kControllers = {"cpu", "cpuacct", "memory", "pids", "freezer", "devices"};
 
 Error io(const std::string& what, const std::string& path) {
   return Error{ErrorCode::kIo, fmt::format("{} {}: {}", what, path, std::strerror(errno))};
@@ -92,8 +93,11 @@ CgroupLayout CgroupLayout::detect() {
 std::string CgroupSet::dir_for(const std::string& controller) const {
   auto it = layout_.controllers.find(controller);
   if (it == layout_.controllers.end()) {
-    // A v2 tree freezes without a freezer controller.
-    if (controller == "freezer" && layout_.v2_mount) return *layout_.v2_mount + "/" + relative_;
+    // A v2 tree freezes without a freezer controller, and limits devices
+    // without a devices controller.
+    if ((controller == "freezer" || controller == "devices") && layout_.v2_mount) {
+      return *layout_.v2_mount + "/" + relative_;
+    }
     return "";
   }
   return it->second.mount + "/" + relative_;
@@ -304,6 +308,18 @@ Result<bool> CgroupSet::frozen() const {
   auto v = read_key(dir_for("freezer") + "/cgroup.events", "frozen");
   if (!v) return std::unexpected(v.error());
   return *v == 1;
+}
+
+Result<void> CgroupSet::restrict_devices(const std::vector<DeviceRule>& allowed) {
+  auto it = layout_.controllers.find("devices");
+  std::string dir = dir_for("devices");
+  if (dir.empty()) return fail(ErrorCode::kIo, "this host has neither a devices controller nor a cgroup v2 tree");
+  if (it == layout_.controllers.end() || it->second.version != 1) return attach_device_program(dir, allowed);
+  if (auto r = write_file(dir + "/devices.deny", "a"); !r) return r;
+  for (const auto& rule : allowed) {
+    if (auto r = write_file(dir + "/devices.allow", v1_rule_text(rule)); !r) return r;
+  }
+  return {};
 }
 
 Result<void> CgroupSet::freeze_and_wait(std::chrono::milliseconds timeout) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "agents/profile/profile.h"
+#include "agents/runtime/devices.h"
 #include "schemas/error.h"
 
 namespace wpm::runtime {
@@ -64,6 +65,9 @@ class CgroupSet {
   // The memory its processes use now (v2 memory.current, v1
   // memory.usage_in_bytes); nullopt without a memory controller.
   Result<std::optional<uint64_t>> memory_usage() const;
+  // Only these devices may be opened or made by the group's processes (the
+  // v1 devices controller, else a device program on the v2 group).
+  Result<void> restrict_devices(const std::vector<DeviceRule>& allowed);
   Result<void> freeze();
   Result<void> thaw();
   Result<bool> frozen() const;

@@ -617,6 +617,14 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
     (void)set->remove();
     return broken(r.error().message);
   }
+  // Only the minimal /dev's devices, whatever nodes the WPAR can reach (an
+  // application WPAR sees the host's /dev).
+  if (!spec->privileged) {
+    if (auto r = set->restrict_devices(minimal_devices()); !r) {
+      (void)set->remove();
+      return broken(fmt::format("cannot limit the WPAR's devices: {}", r.error().message));
+    }
+  }
   int console_pipe[2];
   if (::pipe2(console_pipe, O_CLOEXEC) != 0) {
     (void)set->remove();

@@ -781,6 +781,33 @@ TEST_F(Agent, ASystemWparsInitAndEveryLoginRunUnderTheFilter) {
   ASSERT_EQ(agent(data_a(), {"stopwpar", "-F", "sys"}).exit_code, 0);
 }
 
+// Devices (agents/runtime/devices.h): a WPAR's root with every capability
+// opens and makes only the minimal /dev's devices; a privileged WPAR opens
+// the host's. /dev/kmsg stands for a host device (it opens for root here).
+TEST_F(Agent, AWparOpensAndMakesOnlyTheMinimalDevicesAndAPrivilegedOneTheHosts) {
+  if (::access("/dev/kmsg", R_OK) != 0) GTEST_SKIP() << "no /dev/kmsg on this host";
+  const std::string script = "dd if=/dev/kmsg of=/dev/null count=0 2>&1; echo dev=$?";
+  ASSERT_EQ(agent(data_a(), {"wparexec", "-n", "devapp", "--capabilities", "all", "--", "/bin/sh", "-c", script})
+                .exit_code, 0);
+  ASSERT_EQ(agent(data_a(), {"wparexec", "-n", "devraw", "--privileged", "--capabilities", "all", "--", "/bin/sh",
+                             "-c", script}).exit_code, 0);
+  ASSERT_EQ(exit_code_of(data_a(), "devapp"), 0);
+  ASSERT_EQ(exit_code_of(data_a(), "devraw"), 0);
+  const std::string in = read_file(data_a() + "/wpars/devapp/console.log");
+  EXPECT_NE(in.find("Operation not permitted"), std::string::npos) << in;
+  EXPECT_NE(in.find("dev=1"), std::string::npos) << in;
+  const std::string out = read_file(data_a() + "/wpars/devraw/console.log");
+  EXPECT_NE(out.find("dev=0"), std::string::npos) << out;
+  // A system WPAR's root may make the minimal /dev's nodes, and no other.
+  ASSERT_EQ(agent(data_a(), {"mkwpar", "-n", "devsys", "-s", "--capabilities", "all"}).exit_code, 0);
+  auto made = agent(data_a(), {"clogin", "devsys", "--", "sh", "-c",
+                               "mknod /tmp/null2 c 1 3; echo null=$?; mknod /tmp/kmsg2 c 1 11; echo kmsg=$?"});
+  EXPECT_NE(made.out.find("null=0"), std::string::npos) << made.out << made.err;
+  EXPECT_NE(made.out.find("kmsg=1"), std::string::npos) << made.out << made.err;
+  EXPECT_NE(made.err.find("Operation not permitted"), std::string::npos) << made.err;
+  ASSERT_EQ(agent(data_a(), {"stopwpar", "-F", "devsys"}).exit_code, 0);
+}
+
 // An application WPAR has its own PID and IPC namespaces (and a /proc of
 // them): it sees and signals only its own processes; a privileged one keeps
 // the host's. Its init passes a stop on and reports how the command ended.

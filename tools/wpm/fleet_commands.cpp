@@ -115,8 +115,9 @@ struct WparFlags {
     c->add_option("--capabilities", capabilities, "capability set: names (cap_a,cap_b), edits (+cap_a,-cap_b), none or all");
     c->add_option("--group", group, "the WPAR group (default: default)");
     c->add_flag("--privileged", privileged,
-                "run without the system call filter and no_new_privs (WPARAdministrator only; agents/README.md)");
-    if (!create) c->add_flag("--no-privileged", no_privileged, "run under the system call filter again");
+                "run without the system call filter, no_new_privs and the device limit (WPARAdministrator only; "
+                "agents/README.md)");
+    if (!create) c->add_flag("--no-privileged", no_privileged, "run under the system call filter and device limit again");
   }
   json args() const {
     json a = json::object();

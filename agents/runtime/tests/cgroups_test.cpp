@@ -7,17 +7,24 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 namespace wpm::runtime {
 namespace {
 
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -26,6 +33,29 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
     std::this_thread::sleep_for(5ms);
   }
   return condition();
+}
+
+// Run in a process of a group whose devices are limited to the minimal /dev:
+// the bits of what held (15 = all).
+int probe_devices(const std::string& scratch) {
+  int held = 0;
+  int fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (fd >= 0) held |= 1, ::close(fd);
+  fd = ::open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0 && errno == EPERM) held |= 2;
+  if (fd >= 0) ::close(fd);
+  std::string kmsg = scratch + "/kmsg", null = scratch + "/null";
+  if (::mknod(kmsg.c_str(), S_IFCHR | 0600, makedev(1, 11)) != 0 && errno == EPERM) held |= 4;
+  if (::mknod(null.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) held |= 8;
+  return held;
+}
+
+// /dev/kmsg opens here (as root, outside any limit): else the probe proves nothing.
+bool host_device_opens() {
+  int fd = ::open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
 }
 
 class Cgroups : public ::testing::Test {
@@ -168,6 +198,65 @@ TEST_F(Cgroups, AGroupThatForksAllTheTimeFreezesEveryTime) {
     ASSERT_TRUE(set_->thaw().has_value());
     std::this_thread::sleep_for(2ms);
   }
+}
+
+TEST_F(Cgroups, ALimitedGroupOpensAndMakesOnlyTheMinimalDevices) {
+  if (!host_device_opens()) GTEST_SKIP() << "/dev/kmsg does not open on this host even for root";
+  ASSERT_TRUE(set_->restrict_devices(minimal_devices()).has_value());
+  std::string scratch = fs::temp_directory_path() / fmt::format("wpm-devices-{}", ::getpid());
+  fs::create_directories(scratch);
+  pid_t pid = child_in_group([&] { return probe_devices(scratch); });
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  children_.clear();
+  fs::remove_all(scratch);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 15) << "1 /dev/null opens, 2 /dev/kmsg refused, 4 making kmsg refused, "
+                                        "8 making null allowed";
+}
+
+// The device program of a cgroup v2 tree, tested on its own v2 group even
+// where the v1 devices controller does the work for WPARs (a hybrid host).
+TEST(DeviceProgram, AGroupWithTheProgramOpensAndMakesOnlyTheMinimalDevices) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to attach a device program";
+  auto layout = CgroupLayout::detect();
+  if (!layout.v2_mount) GTEST_SKIP() << "no cgroup v2 tree on this host";
+  if (!host_device_opens()) GTEST_SKIP() << "/dev/kmsg does not open on this host even for root";
+  std::string dir = *layout.v2_mount + fmt::format("/wpm-test-devices-{}", ::getpid());
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0) << std::strerror(errno);
+  auto attached = attach_device_program(dir, minimal_devices());
+  ASSERT_TRUE(attached.has_value()) << attached.error().message;
+  std::string scratch = fs::temp_directory_path() / fmt::format("wpm-devprog-{}", ::getpid());
+  fs::create_directories(scratch);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    char c;
+    ::close(ready[1]);
+    if (::read(ready[0], &c, 1) != 1) ::_exit(100);
+    ::_exit(probe_devices(scratch));
+  }
+  ::close(ready[0]);
+  {
+    std::ofstream procs(dir + "/cgroup.procs");
+    procs << pid;
+  }
+  EXPECT_EQ(::write(ready[1], "g", 1), 1);
+  ::close(ready[1]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  fs::remove_all(scratch);
+  EXPECT_EQ(::rmdir(dir.c_str()), 0) << std::strerror(errno);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 15) << "1 /dev/null opens, 2 /dev/kmsg refused, 4 making kmsg refused, "
+                                        "8 making null allowed";
+}
+
+TEST(DeviceRules, TheV1ControllerReadsTheRulesAsWritten) {
+  EXPECT_EQ(v1_rule_text({'c', 1, 3, "rwm"}), "c 1:3 rwm");
+  EXPECT_EQ(v1_rule_text({'c', 136, std::nullopt, "rw"}), "c 136:* rw");
+  EXPECT_EQ(v1_rule_text({'b', std::nullopt, std::nullopt, "m"}), "b *:* m");
 }
 
 TEST_F(Cgroups, CpuLimitOfFiftyPercentShowsInCpuAccounting) {
