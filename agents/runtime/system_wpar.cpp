@@ -29,6 +29,7 @@
 
 #include "agents/profile/profile.h"
 #include "agents/runtime/capabilities.h"
+#include "agents/runtime/id_map.h"
 #include "agents/runtime/seccomp.h"
 #include "agents/runtime/system_fs.h"
 #include "schemas/assert.h"
@@ -347,15 +348,9 @@ Result<void> pivot_into(const std::string& root) {
   int new_root = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (new_root < 0) return fail(ErrorCode::kIo, errno_text("cannot open " + root));
   Fd new_root_fd(new_root);
-  if (::chdir("/") != 0 || ::chroot(root.c_str()) != 0)
+  if (::chdir("/") != 0 || !climb_to_namespace_root(root.c_str()))
     return fail(ErrorCode::kIo, errno_text("cannot find the mount namespace's root"));
-  for (int i = 0; i < 4096; ++i) {  // bounded: a path is never this deep
-    struct stat here {}, up {};
-    if (::stat(".", &here) != 0 || ::chdir("..") != 0 || ::stat(".", &up) != 0) break;
-    if (here.st_dev == up.st_dev && here.st_ino == up.st_ino) break;
-  }
-  if (::chroot(".") != 0 || ::fchdir(new_root_fd.fd) != 0)
-    return fail(ErrorCode::kIo, errno_text("cannot enter " + root));
+  if (::fchdir(new_root_fd.fd) != 0) return fail(ErrorCode::kIo, errno_text("cannot enter " + root));
   // pivot_root(".", ".") stacks the old root on the new one; detaching it
   // leaves the WPAR's root alone (the runc way, no put_old directory).
   if (::syscall(SYS_pivot_root, ".", ".") != 0)
