@@ -13,7 +13,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev
   libssl-dev libpam0g-dev libcap-ng-dev libseccomp-dev libarchive-dev libzstd-dev
   # tests: processes, namespaces, networking (nft blocks a port in a test namespace), tmpfs
-  procps iproute2 nftables util-linux python3 curl
+  procps iproute2 nftables util-linux python3 curl tar zstd
   # the monitoring test: a real Prometheus server and promtool (deploy/prometheus.yml)
   prometheus
 )

@@ -160,7 +160,8 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
     return fail(ErrorCode::kInvalidRequest, fmt::format("{}: key '{}' must be {}", origin, key, expected));
   };
   if (const auto* agent = root["agent"].as_table()) {
-    if (auto r = unknown_keys(*agent, {"endpoint", "metrics_listen", "heartbeat_s", "wpar_root", "cgroup_root"},
+    if (auto r = unknown_keys(*agent, {"endpoint", "metrics_listen", "heartbeat_s", "wpar_root", "cgroup_root",
+                                            "idmap_host_layers"},
                               "agent.", origin);
         !r) {
       return std::unexpected(r.error());
@@ -186,6 +187,11 @@ Result<AgentConfig> parse_agent_config(std::string_view text, const std::string&
         return wrong("agent.cgroup_root", "a relative cgroup path such as \"wpm/node1\"");
       }
       c.cgroup_root = *v;
+    }
+    if (const auto* n = agent->get("idmap_host_layers")) {
+      auto v = n->value<bool>();
+      if (!v) return wrong("agent.idmap_host_layers", "true or false");
+      c.idmap_host_layers = *v;
     }
     if (const auto* n = agent->get("heartbeat_s")) {
       auto v = n->value<int64_t>();

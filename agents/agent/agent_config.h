@@ -58,6 +58,11 @@ struct AgentConfig {
   // The agent's cgroup subtree, relative to each hierarchy's root.
   // Default: wpm/<data directory name>-<hash of its path>.
   std::string cgroup_root;
+  // [agent] idmap_host_layers: a system WPAR in its own user namespace sees
+  // the host's layers through idmapped copies (their files with their real
+  // owners) where the host supports them. false: never (they then show the
+  // overflow id inside and are read-only to the WPAR). Default: true.
+  bool idmap_host_layers = true;
   LoggingConfig logging;
   ProfileOverrides profile;
   // [metrics] host_scope: "host" (default) reports the host's own CPU,

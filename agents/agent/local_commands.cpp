@@ -49,6 +49,7 @@ runtime::SupervisorLaunch launch_of(const AgentPaths& p, const std::string& name
   // A system WPAR sees neither the agent's files (keys, registration) nor
   // any WPAR's directory.
   launch.masked_dirs = {p.data_dir, p.wpars_root};
+  launch.idmap_host_layers = p.idmap_host_layers;
   return launch;
 }
 
@@ -328,6 +329,12 @@ int rmwpar(const AgentPaths& p, const std::string& name, bool preserve, bool for
   std::error_code ec;
   if (!preserve) {
     fs::remove_all(dir, ec);
+    // Its range of host ids is free again once its files are gone (id_map.h).
+    if (!ec) {
+      if (auto released = runtime::release_id_range(runtime::id_registry_dir(), dir.string()); !released) {
+        std::fprintf(stderr, "wpm-agent: warning: %s\n", released.error().message.c_str());
+      }
+    }
   } else {
     fs::remove(dir / "spec.json", ec);  // first: without it the WPAR is gone
     for (const auto& e : fs::directory_iterator(dir, ec)) {
@@ -641,6 +648,7 @@ AgentPaths AgentPaths::configured(const std::string& data_dir) {
   if (auto config = load_agent_config(p.data_dir)) {
     if (!config->wpar_root.empty()) p.wpars_root = config->wpar_root;
     if (!config->cgroup_root.empty()) p.cgroup_root = config->cgroup_root;
+    p.idmap_host_layers = config->idmap_host_layers;
   }
   return p;
 }

@@ -17,6 +17,7 @@ struct AgentPaths {
   std::string wpars_root;          // DATA/wpars
   std::string cgroup_root;         // wpm/<agent id>: this agent's cgroups
   std::string supervisor_binary;   // wpm-wpar-supervisor beside wpm-agent
+  bool idmap_host_layers = true;   // [agent] idmap_host_layers
 
   static AgentPaths from_data_dir(const std::string& data_dir);
   // The same, with the roots DATA/agent.toml sets ([agent] wpar_root,

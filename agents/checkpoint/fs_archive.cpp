@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "agents/runtime/id_map.h"
 #include "schemas/assert.h"
 #include "schemas/hash.h"
 
@@ -42,7 +43,7 @@ std::unexpected<Failure> failure(int code, std::string message) {
 // the overlay's work directory nor a restore's own.
 bool archivable_name(std::string_view name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos &&
-         name != kOverlayWorkDir && name != kStagingDir && name != kReplacedDir;
+         name != kOverlayWorkDir && name != kStagingDir && name != kReplacedDir && name != kOwnerRangeFile;
 }
 
 // What fs/ holds that is archived, sorted.
@@ -232,8 +233,11 @@ Outcome<uint64_t> copy_data(archive* disk, archive* out, const std::string& path
 }
 
 // Adds one directory tree of fs/ (its relative name: the working directory is fs/).
+// `owners`: the range of host ids the files are owned by (a WPAR in its own
+// user namespace): the archive records the WPAR's own ids (host id - first),
+// so that a restore in another range owns them there.
 Outcome<void> add_tree(archive* out, archive_entry_linkresolver* links, const char* root,
-                       FsArchive& result) {
+                       const std::optional<runtime::IdRange>& owners, FsArchive& result) {
   Reader disk(archive_read_disk_new());
   WPM_ASSERT(disk != nullptr, "archive_read_disk_new");
   // Never through a link, never into another mount, no ext2-style flags (an
@@ -263,6 +267,12 @@ Outcome<void> add_tree(archive* out, archive_entry_linkresolver* links, const ch
                                                 kFsArchiveEntriesMax));
     }
     if (archive_entry_filetype(entry.get()) != AE_IFREG) archive_entry_set_size(entry.get(), 0);
+    if (owners) {
+      auto uid = static_cast<uint32_t>(archive_entry_uid(entry.get()));
+      auto gid = static_cast<uint32_t>(archive_entry_gid(entry.get()));
+      if (owners->contains(uid)) archive_entry_set_uid(entry.get(), uid - owners->first);
+      if (owners->contains(gid)) archive_entry_set_gid(entry.get(), gid - owners->first);
+    }
     archive_entry* e = entry.get();
     archive_entry* spare = nullptr;
     archive_entry_linkify(links, &e, &spare);  // tar strategy: e stays ours, spare stays null
@@ -306,10 +316,12 @@ Outcome<FsArchive> write_archive_here(const std::string& fs_dir, int fd) {
   archive_entry_linkresolver_set_strategy(links.get(), archive_format(out.get()));
   auto roots = archived_roots(".");
   if (!roots) return std::unexpected(roots.error());
+  auto owners = runtime::read_owner_range(".");
+  if (!owners) return failure(kExitInternal, owners.error().message);
   FsArchive result;
   result.roots = *roots;
   for (const std::string& root : *roots) {
-    if (auto added = add_tree(out.get(), links.get(), root.c_str(), result); !added) {
+    if (auto added = add_tree(out.get(), links.get(), root.c_str(), *owners, result); !added) {
       return std::unexpected(added.error());
     }
   }
@@ -442,6 +454,11 @@ Outcome<void> swap_in(const fs::path& fs_dir, const fs::path& staging) {
     }
     return {};
   };
+  // The archive holds the WPAR's own ids: the files are no longer owned by
+  // a range (the next start shifts them into this host's). First, so that a
+  // crash half-way never leaves restored files under an old range's name.
+  fs::remove(fs_dir / kOwnerRangeFile, ec);
+  if (ec) return failure(kExitInternal, fmt::format("cannot remove {}: {}", (fs_dir / kOwnerRangeFile).string(), ec.message()));
   auto old_entries = archived_roots(fs_dir);
   auto new_entries = archived_roots(staging);
   if (!old_entries) return std::unexpected(old_entries.error());

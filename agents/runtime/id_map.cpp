@@ -212,6 +212,32 @@ Result<void> write_id_maps(pid_t pid, const IdRange& range) {
   return write_text_file(fmt::format("/proc/{}/gid_map", pid), map);
 }
 
+Result<void> forbid_nested_user_namespaces(pid_t pid) {
+  int ns = ::open(fmt::format("/proc/{}/ns/user", pid).c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return std::unexpected(io_error(fmt::format("cannot open the user namespace of pid {}", pid)));
+  pid_t child = ::fork();
+  if (child < 0) {
+    ::close(ns);
+    return std::unexpected(io_error("fork"));
+  }
+  if (child == 0) {
+    // Its own limits are what a process of the namespace reads and writes there.
+    if (::setns(ns, CLONE_NEWUSER) != 0) ::_exit(1);
+    int fd = ::open("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
+    ::_exit(fd >= 0 && ::write(fd, "0\n", 2) == 2 ? 0 : 2);
+  }
+  ::close(ns);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot forbid new user namespaces in the WPAR ({})",
+                                            WIFEXITED(status) && WEXITSTATUS(status) == 1
+                                                ? "cannot join its user namespace"
+                                                : "cannot write its user.max_user_namespaces"));
+  }
+  return {};
+}
+
 Result<int> mapping_user_namespace(const IdRange& range) {
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return std::unexpected(io_error("pipe"));

@@ -70,6 +70,10 @@ Result<uint64_t> shift_ownership(const std::string& dir, uint32_t from, uint32_t
 // range's host ids. `pid` has just made its user namespace.
 Result<void> write_id_maps(pid_t pid, const IdRange& range);
 
+// No user namespace can be made inside `pid`'s (user.max_user_namespaces
+// there set to 0), by a child that joins it.
+Result<void> forbid_nested_user_namespaces(pid_t pid);
+
 // A user namespace with the range mapped, held by a descriptor (for
 // idmapped mounts). Made by a throwaway child, which leaves an agent's
 // chroot first (the kernel refuses a new user namespace in a chroot).

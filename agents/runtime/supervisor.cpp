@@ -96,6 +96,7 @@ Result<WparRecord> start_supervisor(const SupervisorLaunch& l) {
                                    l.name, "--cgroup", l.cgroup_relative, "--ready-fd",
                                    std::to_string(ready[1])};
   for (const auto& dir : l.masked_dirs) args.insert(args.end(), {"--mask", dir});
+  if (!l.idmap_host_layers) args.push_back("--no-idmap");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -546,7 +547,7 @@ Result<bool> cleanup_lost_wpar(const WparFiles& files) {
 
 int supervisor_main(const std::string& wpars_root, const std::string& name,
                     const std::string& cgroup_relative, int ready_fd,
-                    const std::vector<std::string>& masked_dirs) {
+                    const std::vector<std::string>& masked_dirs, bool idmap_host_layers) {
   WparFiles files(wpars_root, name);
   WparRecord record;
   record.supervisor_pid = ::getpid();
@@ -657,6 +658,20 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
                                  network ? &*network : nullptr, on_attached};
   init_request.restore_dir = restore_dir == spec->env.end() ? "" : restore_dir->second;
   init_request.masked_dirs = masked_dirs;
+  // A system WPAR's root is not the host's: its own user namespace, with a
+  // range of host ids of its own (a privileged one keeps the host's ids).
+  UserNamespaceReport userns_report;
+  if (system && !spec->privileged) {
+    auto ids = claim_id_range(id_registry_dir(), files.dir());
+    if (!ids) {
+      ::close(console);
+      (void)set->remove();
+      return broken(fmt::format("cannot claim a range of host ids for the WPAR: {}", ids.error().message));
+    }
+    init_request.ids = *ids;
+    init_request.idmap_host_layers = idmap_host_layers;
+    init_request.user_namespace = &userns_report;
+  }
   int status_fd = -1;  // an application WPAR's init's report
   Result<pid_t> workload = [&]() -> Result<pid_t> {
     if (system) return start_system_init(init_request);
@@ -674,6 +689,9 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   record.workload_pid = *workload;
   record.started_at_ns = now_ns();
   record.running_capabilities = *capabilities;
+  record.ids = init_request.ids;
+  record.idmapped = userns_report.idmapped;
+  record.ids_note = userns_report.note;
   (void)files.write_record(record);
   write_all(ready_fd, fmt::format("ok {}\n", *workload));
   ::close(ready_fd);

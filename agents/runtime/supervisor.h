@@ -35,6 +35,9 @@ struct SupervisorLaunch {
   // Host directories a system WPAR must not see (the agent's data directory,
   // its WPAR root). Empty: the parent of wpars_root.
   std::vector<std::string> masked_dirs;
+  // A system WPAR in its own user namespace sees the host's layers through
+  // idmapped copies where the host supports them (system_wpar.h).
+  bool idmap_host_layers = true;
 };
 
 // Starts the supervisor detached from the caller (its own session, reparented
@@ -66,7 +69,7 @@ Result<bool> cleanup_lost_wpar(const WparFiles& files);
 // The supervisor process itself (wpm-wpar-supervisor's main).
 int supervisor_main(const std::string& wpars_root, const std::string& name,
                     const std::string& cgroup_relative, int ready_fd,
-                    const std::vector<std::string>& masked_dirs = {});
+                    const std::vector<std::string>& masked_dirs = {}, bool idmap_host_layers = true);
 
 // The limits its cgroups get: the spec's, with a process more for the init
 // of an application WPAR's PID namespace (it counts as one of them).

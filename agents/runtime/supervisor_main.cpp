@@ -15,10 +15,12 @@ int main(int argc, char** argv) {
   app.add_option("--ready-fd", ready_fd)->required();
   std::vector<std::string> masks;
   app.add_option("--mask", masks, "host directory a system WPAR must not see (repeatable)");
+  bool no_idmap = false;
+  app.add_flag("--no-idmap", no_idmap, "never idmapped copies of the host's layers ([agent] idmap_host_layers = false)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  return wpm::runtime::supervisor_main(root, name, cgroup, ready_fd, masks);
+  return wpm::runtime::supervisor_main(root, name, cgroup, ready_fd, masks, !no_idmap);
 }

@@ -28,7 +28,7 @@ MountStep bind(std::string source, std::string target, uint64_t flags) {
   return MountStep{Kind::kBind, std::move(source), std::move(target), {}, flags};
 }
 
-void add_dev(std::vector<MountStep>& out, const std::string& root) {
+void add_dev(std::vector<MountStep>& out, const std::string& root, std::optional<uint32_t> root_id) {
   out.push_back(
       mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, kDevTmpfsOptions));
   struct Node {
@@ -42,7 +42,7 @@ void add_dev(std::vector<MountStep>& out, const std::string& root) {
   }
   // gid 5 is the tty group on Debian and most distributions (devpts default).
   out.push_back(mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-                      "newinstance,ptmxmode=0666,mode=0620,gid=5"));
+                      fmt::format("newinstance,ptmxmode=0666,mode=0620,gid={}", root_id.value_or(0) + 5)));
   out.push_back(
       mount("shm", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, kShmOptions));
   out.push_back(mount("mqueue", root + "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC));
@@ -64,8 +64,8 @@ bool under(const std::string& path, const std::string& dir) {
 }  // namespace
 
 SystemFsPaths SystemFsPaths::of(const std::string& d) {
-  return SystemFsPaths{d + "/fs",     d + "/rootfs",  d + "/fs/upper", d + "/fs/work",
-                       d + "/fs/tmp", d + "/fs/home", d + "/fs/var",   d + "/fs/root"};
+  return SystemFsPaths{d + "/fs",     d + "/rootfs",  d + "/fs/upper", d + "/fs/work", d + "/fs/tmp",
+                       d + "/fs/home", d + "/fs/var",   d + "/fs/root",  d + "/lower"};
 }
 
 std::string lock_passwords(std::string_view shadow) {
@@ -115,10 +115,18 @@ std::vector<MountStep> system_wpar_mounts(const SystemFsInput& in) {
   // The lower layer is the host's root file system alone (overlayfs does not
   // follow the mounts below it), never written: writes go to the upper layer.
   // nodev: no device node the WPAR makes on its file systems opens a device.
+  // Idmapped, the lower layer is a copy of the host's root whose files show
+  // their owners in the WPAR's range (its own mount alone, as overlayfs reads it).
+  if (in.idmapped) out.push_back(MountStep{Kind::kIdmappedBind, "/", p.lower, {}, MS_NODEV});
   out.push_back(mount("overlay", r, "overlay", MS_NODEV,
-                      fmt::format("lowerdir=/,upperdir={},workdir={}", p.upper, p.work)));
+                      fmt::format("lowerdir={},upperdir={},workdir={}", in.idmapped ? p.lower : "/", p.upper,
+                                  p.work)));
   for (const auto& dir : read_only_host_dirs(in.host_root)) {
-    out.push_back(bind(dir, r + dir, MS_RDONLY | MS_NOSUID | MS_NODEV));
+    if (in.idmapped) {
+      out.push_back(MountStep{Kind::kIdmappedBind, dir, r + dir, {}, MS_NOSUID | MS_NODEV});
+    } else {
+      out.push_back(bind(dir, r + dir, MS_RDONLY | MS_NOSUID | MS_NODEV));
+    }
   }
   out.push_back(bind(p.tmp, r + "/tmp", MS_NOSUID | MS_NODEV));
   out.push_back(bind(p.home, r + "/home", MS_NOSUID | MS_NODEV));
@@ -155,8 +163,10 @@ std::vector<MountStep> system_wpar_mounts(const SystemFsInput& in) {
   sysrq.if_present = true;  // absent without CONFIG_MAGIC_SYSRQ
   out.push_back(sysrq);
   out.push_back(mount("sysfs", r + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
-  add_dev(out, r);
-  out.push_back(mount("tmpfs", r + "/run", "tmpfs", MS_NOSUID | MS_NODEV, kRunOptions));
+  add_dev(out, r, in.root_id);
+  out.push_back(mount("tmpfs", r + "/run", "tmpfs", MS_NOSUID | MS_NODEV,
+                      in.root_id ? fmt::format("{},uid={},gid={}", kRunOptions, *in.root_id, *in.root_id)
+                                 : std::string(kRunOptions)));
   out.push_back(MountStep{Kind::kFile, in.hostname + "\n", r + "/etc/hostname"});
   out.push_back(MountStep{Kind::kFile, hosts_file(in.hostname), r + "/etc/hosts"});
   if (in.first_start) {

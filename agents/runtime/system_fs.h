@@ -16,6 +16,7 @@
 // `rmwpar -p` keeps fs/ (the WPAR's file systems) and removes the rest.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,14 @@ struct SystemFsInput {
   bool first_start = false;
   std::string sanitized_shadow;   // the host's /etc/shadow with every password locked
   std::string sanitized_gshadow;  // the same for /etc/gshadow
+  // In its own user namespace (id_map.h): the host id of its root user, which
+  // owns its tmpfs /run; nullopt: the host's ids.
+  std::optional<uint32_t> root_id;
+  // The host's layers (its root as the overlay's lower layer, the read-only
+  // system directories) are idmapped copies, so their files appear inside
+  // with their real owners; false: the host's own mounts, whose files appear
+  // inside a user namespace as owned by the overflow id.
+  bool idmapped = false;
   bool operator==(const SystemFsInput&) const = default;
 };
 
@@ -61,6 +70,9 @@ struct MountStep {
     kSymlink,  // `target` -> `source`
     kFile,     // `target` holds `source` (written, replacing what was there)
     kRemove,   // `target` and everything below it removed (a whiteout in the overlay)
+    // An idmapped, read-only copy of the host mount `source` (with those
+    // below it) on `target`, with `flags` (MS_NOSUID, MS_NODEV) besides.
+    kIdmappedBind,
   };
   Kind kind = Kind::kMount;
   std::string source;
@@ -78,7 +90,9 @@ struct MountStep {
 
 // Where a system WPAR's files live, under its directory.
 struct SystemFsPaths {
-  std::string fs, rootfs, upper, work, tmp, home, var, root;
+  // lower: where an idmapped copy of the host's root is mounted (in the
+  // init's mount namespace only) to be the overlay's lower layer.
+  std::string fs, rootfs, upper, work, tmp, home, var, root, lower;
   static SystemFsPaths of(const std::string& wpar_dir);
 };
 

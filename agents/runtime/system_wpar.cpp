@@ -20,11 +20,14 @@
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <utility>
 #include <optional>
 
 #include "agents/profile/profile.h"
@@ -86,7 +89,7 @@ Result<bool> prepare_dirs(const std::string& wpar_dir) {
   std::error_code ec;
   const bool first = !fs::exists(p.upper, ec);
   const bool new_var = !fs::exists(p.var, ec);
-  for (const auto& d : {p.rootfs, p.upper, p.work, p.tmp, p.home, p.var, p.root}) {
+  for (const auto& d : {p.rootfs, p.upper, p.work, p.tmp, p.home, p.var, p.root, p.lower}) {
     fs::create_directories(d, ec);
     if (ec) return fail(ErrorCode::kIo, fmt::format("cannot create {}: {}", d, ec.message()));
   }
@@ -205,8 +208,39 @@ uint64_t mount_attributes(uint64_t flags) {
   return attr;
 }
 
-Result<void> run_step(const MountStep& s, const std::string& rootfs, int root_fd) {
+// What a step needs beyond itself in a WPAR with its own user namespace.
+struct StepContext {
+  int userns_fd = -1;               // the mapping of idmapped copies
+  int64_t root_id = -1;  // the host id of the WPAR's root, which owns the files the plan writes; -1: none
+};
+
+// An idmapped copy of the host mount `source` on the directory `target_fd`.
+// `recursive`: with the mounts below it (a host system directory); the
+// overlay's lower layer is the host root's own mount alone, as overlayfs reads it.
+Result<void> attach_idmapped(const MountStep& s, int target_fd, const StepContext& ctx, bool recursive) {
+  auto tree = idmapped_clone(s.source, ctx.userns_fd, recursive);
+  if (!tree) return std::unexpected(tree.error());
+  Fd tree_fd(*tree);
+  mount_attr attr{};
+  attr.attr_set = mount_attributes(s.flags);
+  if (attr.attr_set != 0 &&
+      ::syscall(SYS_mount_setattr, tree_fd.fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) != 0) {
+    return fail(ErrorCode::kIo, errno_text("cannot set the flags of the idmapped copy of " + s.source));
+  }
+  if (::syscall(SYS_move_mount, tree_fd.fd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
+    return fail(ErrorCode::kIo, errno_text("cannot mount the idmapped copy of " + s.source));
+  }
+  return {};
+}
+
+Result<void> run_step(const MountStep& s, const std::string& rootfs, int root_fd, const StepContext& ctx) {
   const bool in_root = s.target.starts_with(rootfs + "/");
+  if (s.kind == MountStep::Kind::kIdmappedBind && !in_root) {
+    // The overlay's lower layer: a directory of ours, outside the root.
+    Fd target(::open(s.target.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (target.fd < 0) return fail(ErrorCode::kIo, errno_text("cannot open " + s.target));
+    return attach_idmapped(s, target.fd, ctx, false);
+  }
   if (root_fd < 0 || !in_root) {
     // The root itself (the overlay, mounted first): a directory of ours.
     if (::mount(s.source.c_str(), s.target.c_str(), s.fstype.c_str(), s.flags,
@@ -232,6 +266,12 @@ Result<void> run_step(const MountStep& s, const std::string& rootfs, int root_fd
   }
   auto [parent_rel, name] = split_parent(rel);
   switch (s.kind) {
+    case MountStep::Kind::kIdmappedBind: {
+      auto dir = make_dirs_in_root(root_fd, rel);
+      if (!dir) return std::unexpected(dir.error());
+      Fd target(*dir);
+      return attach_idmapped(s, target.fd, ctx, true);
+    }
     case MountStep::Kind::kMount:
     case MountStep::Kind::kBind: {
       struct stat st {};
@@ -313,7 +353,10 @@ Result<void> run_step(const MountStep& s, const std::string& rootfs, int root_fd
                           s.mode != 0 ? s.mode : 0644);
         if (fd < 0) return fail(ErrorCode::kIo, errno_text("cannot write " + shown));
         write_all(fd, s.source);
+        // The WPAR's root owns what the plan writes for it (its /etc/hostname, …).
+        bool owned = ctx.root_id < 0 || ::fchown(fd, static_cast<uid_t>(ctx.root_id), static_cast<gid_t>(ctx.root_id)) == 0;
         ::close(fd);
+        if (!owned) return fail(ErrorCode::kIo, errno_text("cannot give " + shown + " to the WPAR's root"));
       }
       return {};
     }
@@ -391,6 +434,10 @@ struct InitArgs {
   int go_fd = -1;
   int ready_fd = -1;
   int console_fd = -1;
+  // Its own user namespace: its range, and (idmapped host layers) the
+  // mapping's namespace for the copies; -1: the host's own mounts.
+  std::optional<IdRange> ids;
+  int userns_fd = -1;
 };
 
 // Starts the command (the init's child) and returns its pid, or why not.
@@ -445,7 +492,11 @@ Result<pid_t> start_command(InitArgs& a) {
 
 // Renumbers the init's descriptors to 3.. and closes every other one (the
 // supervisor's signalfd, its report pipe to the agent, …).
-void keep_only(std::initializer_list<int*> fds) {
+void keep_only(std::initializer_list<int*> wanted) {
+  std::vector<int*> fds;
+  for (int* fd : wanted) {
+    if (*fd >= 0) fds.push_back(fd);  // -1: none to keep
+  }
   for (int* fd : fds) *fd = ::fcntl(*fd, F_DUPFD_CLOEXEC, kFdParkedMin);
   ::close_range(kFdFirstFree, kFdParkedMin - 1, 0);
   int next = kFdFirstFree;
@@ -456,9 +507,28 @@ void keep_only(std::initializer_list<int*> fds) {
   ::close_range(static_cast<unsigned>(next), ~0U, 0);
 }
 
+// Past its root's building, the init enters its own user namespace: the
+// supervisor writes the maps meanwhile, then it becomes the WPAR's root
+// (uid and gid 0 inside, the range's first id outside). Its other
+// namespaces stay owned by the host's: from here on nothing it does can
+// mount, set the host name or change the network, even with capabilities.
+void enter_user_namespace(InitArgs& a, const std::function<void(const std::string&)>& broken) {
+  if (a.userns_fd >= 0) ::close(a.userns_fd);
+  if (::unshare(CLONE_NEWUSER) != 0) broken(errno_text("cannot make the WPAR's user namespace"));
+  write_all(a.ready_fd, "userns\n");
+  char go = 0;
+  if (::read(a.go_fd, &go, 1) != 1) ::_exit(1);  // the supervisor gave up
+  if (::setresgid(0, 0, 0) != 0 || ::setgroups(0, nullptr) != 0 || ::setresuid(0, 0, 0) != 0) {
+    broken(errno_text("cannot become the WPAR's root user"));
+  }
+  // A change of ids clears both.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::prctl(PR_SET_DUMPABLE, 0);
+}
+
 // The init, in the cloned child: PID 1 of the WPAR. Never returns.
 [[noreturn]] void init_main(InitArgs a) {
-  keep_only({&a.go_fd, &a.ready_fd, &a.console_fd});
+  keep_only({&a.go_fd, &a.ready_fd, &a.console_fd, &a.userns_fd});
   auto broken = [&](const std::string& why) {
     write_all(a.ready_fd, "error " + why + "\n");
     ::_exit(1);
@@ -470,7 +540,6 @@ void keep_only(std::initializer_list<int*> fds) {
   ::prctl(PR_SET_DUMPABLE, 0);
   char go = 0;
   if (::read(a.go_fd, &go, 1) != 1) ::_exit(1);  // the supervisor gave up
-  ::close(a.go_fd);
   ::prctl(PR_SET_NAME, "wpm-init");
   ::setsid();
   ::umask(022);
@@ -478,9 +547,10 @@ void keep_only(std::initializer_list<int*> fds) {
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     broken(errno_text("cannot make the mounts private"));
   int root_fd = -1;
+  const StepContext context{a.userns_fd, a.ids ? static_cast<int64_t>(a.ids->first) : -1};
   for (const auto& step : a.plan) {
-    if (auto r = run_step(step, a.rootfs, root_fd); !r) broken(r.error().message);
-    if (root_fd < 0) {
+    if (auto r = run_step(step, a.rootfs, root_fd, context); !r) broken(r.error().message);
+    if (root_fd < 0 && step.target == a.rootfs) {
       // The overlay is the root from now on; every later target lies in it.
       root_fd = ::open(a.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
       if (root_fd < 0) broken(errno_text("cannot open the WPAR's root"));
@@ -491,6 +561,8 @@ void keep_only(std::initializer_list<int*> fds) {
     broken(errno_text("cannot set the hostname " + a.hostname));
   if (auto r = loopback_up(); !r) broken(r.error().message);
   if (auto r = pivot_into(a.rootfs); !r) broken(r.error().message);
+  if (a.ids) enter_user_namespace(a, broken);
+  ::close(a.go_fd);
   ::dup2(devnull, 0);
   ::dup2(a.console_fd, 1);
   ::dup2(a.console_fd, 2);
@@ -517,6 +589,48 @@ void keep_only(std::initializer_list<int*> fds) {
   write_all(a.ready_fd, "ok\n");
   ::close(a.ready_fd);
   init_loop(signal_fd, command);
+}
+
+// The WPAR's file systems (and the checkpoint directory it shares) owned by
+// its range: shifted from the range they were owned by (none: the host's ids,
+// a new WPAR, one restored from a state file or run before user namespaces).
+Result<void> own_file_systems(const SystemInitRequest& r, const IdRange& ids) {
+  const SystemFsPaths p = SystemFsPaths::of(r.files->dir());
+  auto owner = read_owner_range(p.fs);
+  if (!owner) return std::unexpected(owner.error());
+  if (*owner != ids) {
+    uint32_t from = *owner ? (*owner)->first : 0;
+    uint32_t count = *owner ? (*owner)->count : ids.count;
+    if (auto moved = shift_ownership(p.fs, from, ids.first, std::min(count, ids.count)); !moved) {
+      return std::unexpected(moved.error());
+    }
+    if (auto w = write_owner_range(p.fs, ids); !w) return w;
+  }
+  // fs/ itself stays the host root's (mode 0700: host users never reach below).
+  if (::chown(p.fs.c_str(), 0, 0) != 0) return fail(ErrorCode::kIo, errno_text("cannot own " + p.fs));
+  if (!r.shared_dir.empty() && ::chown(r.shared_dir.c_str(), ids.first, ids.first) != 0) {
+    return fail(ErrorCode::kIo, errno_text("cannot give " + r.shared_dir + " to the WPAR's root"));
+  }
+  return {};
+}
+
+// The mapping's namespace when every host layer can be idmapped (the root's
+// own mount and each read-only system directory with those below it);
+// otherwise why not.
+Result<int> idmappable_host_layers(const IdRange& ids, const std::vector<HostRootEntry>& host_root) {
+  auto userns = mapping_user_namespace(ids);
+  if (!userns) return std::unexpected(userns.error());
+  std::vector<std::pair<std::string, bool>> layers = {{"/", false}};
+  for (const auto& dir : read_only_host_dirs(host_root)) layers.emplace_back(dir, true);
+  for (const auto& [path, recursive] : layers) {
+    auto tree = idmapped_clone(path, *userns, recursive);
+    if (!tree) {
+      ::close(*userns);
+      return std::unexpected(tree.error());
+    }
+    ::close(*tree);
+  }
+  return *userns;
 }
 
 // Reads the init's report: "ok", or "error WHY", or nothing when it died.
@@ -548,6 +662,25 @@ Result<pid_t> start_system_init(const SystemInitRequest& r) {
   }
   InitArgs a;
   SystemFsInput input{r.files->dir(), wpar_hostname(*r.spec), list_host_root(), r.shared_dir};
+  Fd userns(-1);  // the mapping of idmapped copies, held until the init has its own
+  if (r.ids) {
+    auto owned = own_file_systems(r, *r.ids);
+    if (!owned) return std::unexpected(owned.error());
+    input.root_id = r.ids->first;
+    a.ids = r.ids;
+    UserNamespaceReport report;
+    auto mapping = r.idmap_host_layers
+                       ? idmappable_host_layers(*r.ids, input.host_root)
+                       : Result<int>(fail(ErrorCode::kInvalidRequest, "turned off by [agent] idmap_host_layers = false"));
+    if (mapping) {
+      userns.fd = a.userns_fd = *mapping;
+      input.idmapped = report.idmapped = true;
+    } else {
+      report.note = fmt::format("the host's files appear inside as owned by nobody (the overflow id) and are "
+                                "read-only to the WPAR: {}", mapping.error().message);
+    }
+    if (r.user_namespace != nullptr) *r.user_namespace = report;
+  }
   input.restore_dir = r.restore_dir;
   // The agent's data directory (DATA/wpars/NAME → DATA) holds every WPAR's
   // files and the agent's keys.
@@ -618,6 +751,13 @@ Result<pid_t> start_system_init(const SystemInitRequest& r) {
   }
   if (::write(go[1], "g", 1) != 1) return abandon(errno_text("cannot start the WPAR's init"));
   std::string report = read_report(ready[0]);
+  if (r.ids && report == "userns") {
+    if (userns.fd >= 0) ::close(std::exchange(userns.fd, -1));
+    if (auto m = write_id_maps(pid, *r.ids); !m) return abandon(m.error().message);
+    if (auto c = forbid_nested_user_namespaces(pid); !c) return abandon(c.error().message);
+    if (::write(go[1], "g", 1) != 1) return abandon(errno_text("cannot start the WPAR's init"));
+    report = read_report(ready[0]);
+  }
   if (report != "ok") {
     return abandon(report.starts_with("error ") ? report.substr(6)
                                                 : "the WPAR's init ended before it reported");
@@ -633,9 +773,11 @@ Result<int> login(const LoginRequest& r) {
   std::vector<int> ns_fds;
   int pid_ns = -1;
   int root_fd = -1;  // the init's root: entering its mount namespace alone would land at the namespace's
+  int user_ns = -1;  // a system WPAR's own user namespace
   auto close_all = [&] {
     for (int fd : ns_fds) ::close(fd);
     if (pid_ns >= 0) ::close(pid_ns);
+    if (user_ns >= 0) ::close(user_ns);
     if (root_fd >= 0) ::close(root_fd);
   };
   std::vector<const char*> namespaces;
@@ -657,6 +799,17 @@ Result<int> login(const LoginRequest& r) {
     if (root_fd < 0) {
       close_all();
       return fail(ErrorCode::kNotFound, errno_text(fmt::format("cannot open the root of the WPAR's init (pid {})", init)));
+    }
+    // A system WPAR's own user namespace, entered last (once in it, the
+    // others, owned by the host's, could no longer be joined).
+    struct stat mine {}, its {};
+    if (system && ::stat("/proc/self/ns/user", &mine) == 0 &&
+        ::stat(fmt::format("/proc/{}/ns/user", init).c_str(), &its) == 0 && mine.st_ino != its.st_ino) {
+      user_ns = ::open(fmt::format("/proc/{}/ns/user", init).c_str(), O_RDONLY | O_CLOEXEC);
+      if (user_ns < 0) {
+        close_all();
+        return fail(ErrorCode::kNotFound, errno_text(fmt::format("cannot open the user namespace of the WPAR's init (pid {})", init)));
+      }
     }
     pid_ns = ::open(fmt::format("/proc/{}/ns/pid", init).c_str(), O_RDONLY | O_CLOEXEC);
     // Only the children of this process enter the PID namespace.
@@ -711,6 +864,13 @@ Result<int> login(const LoginRequest& r) {
     }
     if (root_fd >= 0 && (::fchdir(root_fd) != 0 || ::chroot(".") != 0)) die(errno_text("cannot enter the WPAR's root"));
     if (system && ::chdir("/") != 0) die(errno_text("cannot enter /"));
+    if (user_ns >= 0) {
+      if (::setns(user_ns, CLONE_NEWUSER) != 0) die(errno_text("cannot enter the WPAR's user namespace"));
+      if (::setresgid(0, 0, 0) != 0 || ::setgroups(0, nullptr) != 0 || ::setresuid(0, 0, 0) != 0) {
+        die(errno_text("cannot become the WPAR's root user"));
+      }
+      ::prctl(PR_SET_DUMPABLE, 0);  // a change of ids resets it
+    }
     if (!system && root_fd >= 0 && (cwd.empty() || ::chdir(cwd.c_str()) != 0)) (void)::chdir("/");
     if (auto c = apply_capabilities(r.capabilities); !c) die(c.error().message);
     if (filter) {

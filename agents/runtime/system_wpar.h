@@ -6,7 +6,8 @@
 // The init (PID 1 inside) builds the WPAR's root from system_fs.h's plan in
 // its own mount namespace (all mounts private, so nothing reaches the host
 // and everything goes when the namespace dies with its processes), sets the
-// hostname, pivots into the root, drops to the WPAR's capability set, runs
+// hostname, pivots into the root, enters its own user namespace (unless
+// privileged; id_map.h), drops to the WPAR's capability set, runs
 // the WPAR's optional command and then reaps whatever ends. On SIGTERM it
 // passes the stop to every process of the WPAR and exits once its children
 // are gone; the supervisor forces (SIGKILL) after the spec's stop timeout.
@@ -25,11 +26,21 @@
 #include <vector>
 
 #include "agents/runtime/cgroups.h"
+#include "agents/runtime/id_map.h"
 #include "agents/runtime/veth.h"
 #include "agents/runtime/wpar_files.h"
 #include "schemas/error.h"
 
 namespace wpm::runtime {
+
+// A WPAR in its own user namespace, as started.
+struct UserNamespaceReport {
+  // The host's layers are idmapped copies (their files show their real owners
+  // inside); false: they show the overflow id inside and are read-only to
+  // the WPAR, for `note`'s reason (an overlay root, a kernel without it).
+  bool idmapped = false;
+  std::string note;
+};
 
 struct SystemInitRequest {
   const WparFiles* files = nullptr;  // the WPAR's directory
@@ -50,6 +61,14 @@ struct SystemInitRequest {
   // Host directories hidden inside (system_fs.h); empty: the parent of the
   // WPAR root (an agent's data directory by default).
   std::vector<std::string> masked_dirs;
+  // Its own user namespace with this range of host ids (id_map.h); nullopt:
+  // the host's user namespace (a privileged WPAR).
+  std::optional<IdRange> ids;
+  // Idmapped copies of the host's layers where the host supports them;
+  // false: never ([agent] idmap_host_layers = false).
+  bool idmap_host_layers = true;
+  // Filled in when `ids` is set: how the host's layers appear inside.
+  UserNamespaceReport* user_namespace = nullptr;
 };
 
 // Creates the WPAR's directories, clones the init and returns its pid (in the

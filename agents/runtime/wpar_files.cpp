@@ -140,6 +140,11 @@ json record_to_json(const WparRecord& r) {
   j["network"] = r.network ? network_to_json(*r.network) : json(nullptr);
   j["forwardingEnabled"] = r.forwarding_enabled;
   j["runningCapabilities"] = r.running_capabilities ? json(*r.running_capabilities) : json(nullptr);
+  j["userNamespace"] = r.ids ? json{{"firstHostId", r.ids->first},
+                                    {"count", r.ids->count},
+                                    {"hostLayers", r.idmapped ? "idmapped" : "overflow"},
+                                    {"note", r.ids_note}}
+                             : json(nullptr);
   return j;
 }
 
@@ -211,6 +216,11 @@ Result<WparRecord> WparFiles::read_record() const {
     opt_from(*j, "exitCode", r.exit_code);
     opt_from(*j, "exitSignal", r.exit_signal);
     opt_from(*j, "runningCapabilities", r.running_capabilities);
+    if (auto u = j->find("userNamespace"); u != j->end() && u->is_object()) {
+      r.ids = IdRange{u->at("firstHostId").get<uint32_t>(), u->at("count").get<uint32_t>()};
+      r.idmapped = u->value("hostLayers", std::string()) == "idmapped";
+      r.ids_note = u->value("note", std::string());
+    }
     if (auto bad = network_from(*j, r))
       return fail(ErrorCode::kCorruption, fmt::format("{}: {}", record_path(), *bad));
     return r;

@@ -17,6 +17,7 @@
 
 #include "agents/runtime/cgroups.h"
 #include "agents/runtime/lifecycle.h"
+#include "agents/runtime/id_map.h"
 #include "agents/runtime/veth.h"
 #include "schemas/error.h"
 
@@ -72,6 +73,13 @@ struct WparRecord {
   // The WPAR's attach turned net.ipv4.ip_forward on (it was off on this
   // host); it stays on after detach.
   bool forwarding_enabled = false;
+  // A system WPAR in its own user namespace (id_map.h), as last started: its
+  // range of host ids, and whether the host's layers are idmapped (their
+  // files show their real owners inside) or not, and why not (then they show
+  // the overflow id and are read-only to the WPAR). nullopt: the host's ids.
+  std::optional<IdRange> ids;
+  bool idmapped = false;
+  std::string ids_note;
   bool operator==(const WparRecord&) const = default;
 };
 

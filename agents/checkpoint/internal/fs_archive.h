@@ -35,6 +35,9 @@ inline constexpr char kFsArchiveName[] = "fs.tar.zst";
 // The directory of fs/ never archived nor restored: the overlay's work
 // directory, which belongs to one mount of one upper layer.
 inline constexpr char kOverlayWorkDir[] = "work";
+// fs/ids, the range of host ids the files are owned by (agents/runtime/id_map.h):
+// never archived; the archive holds the WPAR's own ids instead.
+inline constexpr char kOwnerRangeFile[] = "ids";
 // zstd level 1: about as fast as the disk on incompressible data, and most of
 // level 3's ratio on text (see agents/README.md for the figures).
 inline constexpr int kFsArchiveZstdLevel = 1;
