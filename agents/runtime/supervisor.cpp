@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/signalfd.h>
+#include <linux/mount.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -208,6 +209,14 @@ std::string mount_own_proc() {
   }
   if (::mount("/proc/sysrq-trigger", "/proc/sysrq-trigger", nullptr, MS_BIND, nullptr) == 0) {
     (void)::mount(nullptr, "/proc/sysrq-trigger", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr);
+  }
+  // The host's /sys (and the cgroup trees below it) read-only: its root may
+  // read the kernel's settings, never change them.
+  mount_attr sys_attr{};
+  sys_attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+  if (::mount("/sys", "/sys", nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+      ::syscall(SYS_mount_setattr, AT_FDCWD, "/sys", AT_RECURSIVE, &sys_attr, sizeof sys_attr) != 0) {
+    return fmt::format("cannot make the WPAR's /sys read-only: {}", std::strerror(errno));
   }
   // POSIX shared memory and message queues of its own IPC namespace.
   struct stat st {};

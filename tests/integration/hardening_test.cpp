@@ -149,7 +149,9 @@ TEST_F(Agent, AnApplicationWparSeesAndSignalsOnlyItsOwnProcessesAndAPrivilegedOn
       "echo pid=$$; echo procs=$(ls /proc | grep -c '^[0-9]'); kill -0 {} 2>/dev/null; echo kill=$?; "
       "echo ipc=$(readlink /proc/self/ns/ipc); "
       // The value it has, written back: a change to nothing where it is allowed.
-      "d=$(cat /proc/sys/kernel/domainname); echo \"$d\" > /proc/sys/kernel/domainname 2>/dev/null; echo sysctl=$?",
+      "d=$(cat /proc/sys/kernel/domainname); echo \"$d\" > /proc/sys/kernel/domainname 2>/dev/null; echo sysctl=$?; "
+      // Opened for writing, nothing written: a change to nothing where it is allowed.
+      "( : >> /sys/kernel/profiling ) 2>/dev/null; echo sysfs=$?",
       ::getpid());
   ASSERT_EQ(agent(data_a(), {"wparexec", "-n", "apppid", "--", "/bin/sh", "-c", script}).exit_code, 0);
   ASSERT_EQ(agent(data_a(), {"wparexec", "-n", "appraw", "--privileged", "--", "/bin/sh", "-c", script}).exit_code, 0);
@@ -166,12 +168,14 @@ TEST_F(Agent, AnApplicationWparSeesAndSignalsOnlyItsOwnProcessesAndAPrivilegedOn
   EXPECT_EQ(value(in, "kill"), "1") << "a host process cannot be signalled\n" << in;
   EXPECT_NE(value(in, "ipc"), host_ipc) << in;
   EXPECT_NE(value(in, "sysctl"), "0") << "/proc/sys is read-only\n" << in;
+  EXPECT_NE(value(in, "sysfs"), "0") << "/sys is read-only\n" << in;
   const std::string out = read_file(data_a() + "/wpars/appraw/console.log");
   EXPECT_NE(value(out, "pid"), "2") << out;
   EXPECT_GT(std::stoi(value(out, "procs")), 8) << out;
   EXPECT_EQ(value(out, "kill"), "0") << out;
   EXPECT_EQ(value(out, "ipc"), host_ipc) << out;
   EXPECT_EQ(value(out, "sysctl"), "0") << out;
+  EXPECT_EQ(value(out, "sysfs"), "0") << out;
   ASSERT_EQ(agent(data_a(), {"rmwpar", "apppid"}).exit_code, 0);
 
   // A login joins its namespaces; a stop goes through its init to the
@@ -214,8 +218,10 @@ TEST_F(Agent, ASystemWparsRootIsAnUnprivilegedHostIdOfARangeOfItsOwn) {
   // Inside: root, mapped to the range; a file it makes is the range's on the host.
   auto inside = agent(data_a(), {"clogin", "idsys", "--", "sh", "-c",
                                  "id -u; cat /proc/self/uid_map /proc/sys/user/max_user_namespaces; "
-                                 "echo x > /made-inside && echo x > /tmp/made-inside"});
-  ASSERT_EQ(inside.exit_code, 0) << inside.err;
+                                 "echo x > /made-inside && echo x > /tmp/made-inside; " +
+                                     fmt::format("kill -0 {} 2>/dev/null && echo host-signalled", ::getpid())});
+  ASSERT_EQ(inside.exit_code, 1) << inside.out << inside.err;  // the kill -0's
+  EXPECT_EQ(inside.out.find("host-signalled"), std::string::npos) << "a host process was reached";
   std::istringstream lines(inside.out);
   std::string uid, inner, outer, length, limit;
   lines >> uid >> inner >> outer >> length >> limit;
