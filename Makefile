@@ -46,10 +46,12 @@ bench: build
 	bash tests/bench/agent_bench.sh $(BUILD)
 	bash tests/bench/relocation_bench.sh $(BUILD)
 
-# Long fault runs, bounded: hundreds of kill -9 rounds of the store, and wpmd killed
-# at every step of a relocation (a few of each run in `make test`).
+# Long fault runs, bounded: hundreds of kill -9 rounds of the store, 500 power cuts
+# beneath it, and wpmd killed at every step of a relocation (a few of each run in
+# `make test`).
 soak: build
 	cd $(BUILD) && WPM_CRASH_ROUNDS=300 ./tests/integration/integration_crash_test
+	cd $(BUILD) && WPM_POWER_CUT_ROUNDS=500 ./eventstore/eventstore_tests --gtest_filter='PowerCut.*' 
 	cd $(BUILD) && WPM_RELOCATION_KILL_POINTS=all ./tests/integration/integration_lifecycle_test \
 		--gtest_filter='*KilledAtItsSteps*'
 

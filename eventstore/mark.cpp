@@ -67,17 +67,17 @@ Error io_error(const std::string& what, const std::string& path) {
   return Error{ErrorCode::kIo, fmt::format("{} {}: {}", what, path, std::strerror(errno))};
 }
 
-// Returns the highest valid slot and which slot holds it. On equal sequences
-// the exact reading wins.
-Result<std::pair<std::optional<MarkReading>, int>> read_slots(int fd, const std::string& path,
-                                                              const BootId& boot) {
-  std::string buf(2 * kMarkSlotBytes, '\0');
-  ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
-  if (n < 0) return std::unexpected(io_error("cannot read", path));
+Error rocks_io_error(const std::string& what, const std::string& path, const rocksdb::IOStatus& s) {
+  return Error{ErrorCode::kIo, fmt::format("{} {}: {}", what, path, s.ToString())};
+}
+
+// Returns the highest valid slot and which slot holds it, from the file's
+// first bytes. On equal sequences the exact reading wins.
+std::pair<std::optional<MarkReading>, int> parse_slots(std::string_view buf, const BootId& boot) {
   std::optional<MarkReading> best;
   int slot = -1;
   for (int i = 0; i < 2; ++i) {
-    if (static_cast<size_t>(n) < i * kMarkSlotBytes + sizeof(SlotV2)) break;
+    if (buf.size() < i * kMarkSlotBytes + sizeof(SlotV2)) break;
     auto v = parse_slot(buf.data() + i * kMarkSlotBytes, boot);
     if (!v) continue;
     if (!best || v->sequence > best->sequence || (v->sequence == best->sequence && v->exact)) {
@@ -120,40 +120,45 @@ BootId boot_id_from_text(const std::string& text) {
   return id;
 }
 
-Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path, const BootId& boot) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return std::unexpected(io_error("cannot open", path));
-  auto slots = read_slots(fd, path, boot);
-  if (!slots) {
-    ::close(fd);
-    return std::unexpected(slots.error());
+Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& path, const BootId& boot,
+                                               rocksdb::FileSystem* fs) {
+  if (fs == nullptr) fs = rocksdb::FileSystem::Default().get();
+  const rocksdb::IOOptions io;
+  std::unique_ptr<rocksdb::FSRandomRWFile> file;
+  rocksdb::FileOptions file_options;
+  file_options.use_direct_reads = file_options.use_direct_writes = false;
+  if (fs->FileExists(path, io, nullptr).IsNotFound()) {
+    // Made empty first: a file opened for random writes must exist.
+    std::unique_ptr<rocksdb::FSWritableFile> made;
+    auto s = fs->NewWritableFile(path, file_options, &made, nullptr);
+    if (s.ok()) s = made->Close(io, nullptr);
+    if (!s.ok()) return std::unexpected(rocks_io_error("cannot create", path, s));
   }
+  if (auto s = fs->NewRandomRWFile(path, file_options, &file, nullptr); !s.ok()) {
+    return std::unexpected(rocks_io_error("cannot open", path, s));
+  }
+  std::string scratch(2 * kMarkSlotBytes, '\0');
+  rocksdb::Slice got;
+  if (auto s = file->Read(0, scratch.size(), io, &got, scratch.data(), nullptr); !s.ok()) {
+    return std::unexpected(rocks_io_error("cannot read", path, s));
+  }
+  auto [value, slot] = parse_slots(std::string_view(got.data(), got.size()), boot);
   // Reserve both slots now, so that later writes never allocate (a full disk
   // must not be able to fail the mark).
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size < static_cast<off_t>(2 * kMarkSlotBytes)) {
+  if (got.size() < 2 * kMarkSlotBytes) {
     std::string zeros(2 * kMarkSlotBytes, '\0');
-    if (::pwrite(fd, zeros.data(), zeros.size(), 0) != static_cast<ssize_t>(zeros.size()) ||
-        ::fsync(fd) != 0) {
-      Error e = io_error("cannot initialise", path);
-      ::close(fd);
-      return std::unexpected(e);
-    }
+    if (auto s = file->Write(0, zeros, io, nullptr); !s.ok()) return std::unexpected(rocks_io_error("cannot initialise", path, s));
+    if (auto s = file->Fsync(io, nullptr); !s.ok()) return std::unexpected(rocks_io_error("cannot initialise", path, s));
     // The new file's directory entry must be durable too, or a power cut could
     // lose the file while the log survives.
     std::string dir = path.substr(0, path.rfind('/') == std::string::npos ? 0 : path.rfind('/'));
-    int dir_fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd < 0 || ::fsync(dir_fd) != 0) {
-      Error e = io_error("cannot sync the directory of", path);
-      if (dir_fd >= 0) ::close(dir_fd);
-      ::close(fd);
-      return std::unexpected(e);
-    }
-    ::close(dir_fd);
+    std::unique_ptr<rocksdb::FSDirectory> directory;
+    auto s = fs->NewDirectory(dir.empty() ? "." : dir, io, &directory, nullptr);
+    if (s.ok()) s = directory->Fsync(io, nullptr);
+    if (!s.ok()) return std::unexpected(rocks_io_error("cannot sync the directory of", path, s));
   }
-  auto [value, slot] = *slots;
   // Writes go to the slot not holding the current value.
-  return std::unique_ptr<AckMark>(new AckMark(fd, path, boot, value, slot == 0 ? 1 : 0));
+  return std::unique_ptr<AckMark>(new AckMark(std::move(file), path, boot, value, slot == 0 ? 1 : 0));
 }
 
 Result<std::optional<MarkReading>> AckMark::read(const std::string& path, const BootId& boot) {
@@ -162,17 +167,19 @@ Result<std::optional<MarkReading>> AckMark::read(const std::string& path, const 
     if (errno == ENOENT) return std::optional<MarkReading>{};
     return std::unexpected(io_error("cannot open", path));
   }
-  auto slots = read_slots(fd, path, boot);
+  std::string buf(2 * kMarkSlotBytes, '\0');
+  ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
+  Error e = io_error("cannot read", path);
   ::close(fd);
-  if (!slots) return std::unexpected(slots.error());
-  return slots->first;
+  if (n < 0) return std::unexpected(e);
+  return parse_slots(std::string_view(buf.data(), static_cast<size_t>(n)), boot).first;
 }
 
-AckMark::AckMark(int fd, std::string path, BootId boot, std::optional<MarkReading> value,
-                 int working_slot)
-    : fd_(fd), path_(std::move(path)), boot_(boot), value_(value), working_slot_(working_slot) {}
+AckMark::AckMark(std::unique_ptr<rocksdb::FSRandomRWFile> file, std::string path, BootId boot,
+                 std::optional<MarkReading> value, int working_slot)
+    : file_(std::move(file)), path_(std::move(path)), boot_(boot), value_(value), working_slot_(working_slot) {}
 
-AckMark::~AckMark() { ::close(fd_); }
+AckMark::~AckMark() { (void)file_->Close(rocksdb::IOOptions(), nullptr); }
 
 Result<void> AckMark::put(int slot, uint64_t sequence, bool exact) {
   SlotV2 s{};
@@ -181,10 +188,10 @@ Result<void> AckMark::put(int slot, uint64_t sequence, bool exact) {
   s.flags = exact ? kSyncedBeforeReply : 0;
   s.boot = boot_;
   s.crc = slot_crc(s);
-  off_t offset = static_cast<off_t>(slot * kMarkSlotBytes);
-  if (::pwrite(fd_, &s, sizeof s, offset) != static_cast<ssize_t>(sizeof s)) {
-    return std::unexpected(io_error("cannot write", path_));
-  }
+  uint64_t offset = static_cast<uint64_t>(slot) * kMarkSlotBytes;
+  auto st = file_->Write(offset, rocksdb::Slice(reinterpret_cast<const char*>(&s), sizeof s), rocksdb::IOOptions(),
+                         nullptr);
+  if (!st.ok()) return std::unexpected(rocks_io_error("cannot write", path_, st));
   value_ = MarkReading{sequence, true};
   return {};
 }
@@ -199,7 +206,9 @@ Result<void> AckMark::write(uint64_t sequence, bool sync) {
 
 Result<void> AckMark::sync() {
   if (!dirty_) return {};
-  if (::fdatasync(fd_) != 0) return std::unexpected(io_error("cannot sync", path_));
+  if (auto s = file_->Sync(rocksdb::IOOptions(), nullptr); !s.ok()) {
+    return std::unexpected(rocks_io_error("cannot sync", path_, s));
+  }
   dirty_ = false;
   working_slot_ = 1 - working_slot_;  // the synced value stays; the next writes go to the other slot
   return {};

@@ -25,6 +25,8 @@
 // reply) are read as exact.
 // Thread safety: one owner thread.
 
+#include <rocksdb/file_system.h>
+
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -53,9 +55,11 @@ struct MarkReading {
 
 class AckMark {
  public:
-  // Opens (creating when missing) the file at `path`. `reading()` is empty for
-  // a file that was just created.
-  static Result<std::unique_ptr<AckMark>> open(const std::string& path, const BootId& boot);
+  // Opens (creating when missing) the file at `path`, through `fs` (the
+  // store's; tests put a simulated disk there; null: the real one).
+  // `reading()` is empty for a file that was just created.
+  static Result<std::unique_ptr<AckMark>> open(const std::string& path, const BootId& boot,
+                                               rocksdb::FileSystem* fs = nullptr);
   // Reads the mark without opening for write (offline tools). Empty: no file,
   // or no valid slot.
   static Result<std::optional<MarkReading>> read(const std::string& path, const BootId& boot);
@@ -90,9 +94,10 @@ class AckMark {
   [[nodiscard]] Result<void> reset(uint64_t sequence, bool exact);
 
  private:
-  AckMark(int fd, std::string path, BootId boot, std::optional<MarkReading> value, int working_slot);
+  AckMark(std::unique_ptr<rocksdb::FSRandomRWFile> file, std::string path, BootId boot,
+          std::optional<MarkReading> value, int working_slot);
   Result<void> put(int slot, uint64_t sequence, bool exact);
-  int fd_;
+  std::unique_ptr<rocksdb::FSRandomRWFile> file_;
   std::string path_;
   BootId boot_;
   std::optional<MarkReading> value_;

@@ -4,7 +4,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+namespace rocksdb {
+class FileSystem;
+}
 
 namespace wpm::eventstore {
 
@@ -65,6 +70,10 @@ struct StoreOptions {
   // the store "after a reboot"; "unreadable" stands for a boot id that cannot
   // be read. Default: empty (the real boot id).
   std::string boot_id_for_test;
+  // Tests only: the disk beneath the store, the early-sync wrapper and the
+  // acknowledged-sequence mark (a simulated one that can lose power or fail a
+  // sync: tests/support/fault_fs.h). Default: null, the real one.
+  std::shared_ptr<rocksdb::FileSystem> file_system_for_test;
 };
 
 }  // namespace wpm::eventstore

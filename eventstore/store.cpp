@@ -393,9 +393,14 @@ Result<void> Store::open_database() {
   db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db.info_log = std::make_shared<RocksLogger>(log_);
   db.avoid_flush_during_shutdown = false;
+  std::shared_ptr<rocksdb::FileSystem> disk =
+      options_.file_system_for_test ? options_.file_system_for_test : rocksdb::FileSystem::Default();
   if (!options_.read_only && options_.wal_early_sync_bytes > 0) {
-    wal_fs_ = std::make_shared<EarlySyncFileSystem>(rocksdb::FileSystem::Default());
+    wal_fs_ = std::make_shared<EarlySyncFileSystem>(disk);
     env_ = rocksdb::NewCompositeEnv(wal_fs_);
+    db.env = env_.get();
+  } else if (options_.file_system_for_test) {
+    env_ = rocksdb::NewCompositeEnv(disk);
     db.env = env_.get();
   }
   if (options_.low_priority_compactions && !options_.read_only) {
@@ -465,6 +470,39 @@ Result<void> Store::open_database() {
       options_.read_only
           ? rocksdb::DB::OpenForReadOnly(db, path, columns, &handles_, &raw)
           : rocksdb::DB::Open(db, path, columns, &handles_, &raw);
+  if (s.IsCorruption() && !options_.read_only && !options_.salvage) {
+    // Damage in the WAL after every acknowledged event is what a power cut
+    // leaves when the disk kept part of an unsynced tail as garbage (more
+    // than one torn record, which the tail mode tolerates alone). A
+    // read-only probe that stops at the damage finds where the intact log
+    // ends; when that is at or past the mark, nothing acknowledged is behind
+    // the damage and the store opens without it. Otherwise it refuses,
+    // naming the first acknowledged sequence it lacks.
+    auto intact = intact_wal_prefix(db, path, columns);
+    auto mark = AckMark::read(options_.data_dir + "/acknowledged", boot_id());
+    if (intact && mark && *mark && *intact >= (*mark)->sequence) {
+      db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+      handles_.clear();
+      rocksdb::Status retried = rocksdb::DB::Open(db, path, columns, &handles_, &raw);
+      if (retried.ok()) {
+        log_->warn("recovery_dropped_damaged_wal_tail damage=\"{}\" intact_through={} acknowledged={} "
+                   "note=\"everything acknowledged is intact; the damaged records after it were never "
+                   "acknowledged (a power cut during their write)\"",
+                   s.ToString(), *intact, (*mark)->sequence);
+        s = retried;
+      }
+    } else if (!intact) {
+      log_->warn("wal_probe_failed error=\"{}\" note=\"the damage cannot be placed after the acknowledged "
+                 "events\"", intact.error().message);
+    } else if (intact && mark && *mark) {
+      return fail(ErrorCode::kCorruption,
+                  fmt::format("acknowledged events are missing: the WAL of {} is damaged after sequence {} ({}), so "
+                              "sequences {} to {} are lost though sequence {} was acknowledged. Inspect it with "
+                              "`wpm log verify --data {}` and restore from a backup",
+                              path, *intact, s.ToString(), *intact + 1, (*mark)->sequence, (*mark)->sequence,
+                              options_.data_dir));
+    }
+  }
   if (!s.ok()) {
     std::string hint =
         s.IsCorruption()
@@ -486,6 +524,36 @@ Result<void> Store::open_database() {
     if (handles_[i]->GetName() == kMetricsColumn) metrics_cf_ = handles_[i];
   }
   return {};
+}
+
+BootId Store::boot_id() const {
+  return options_.boot_id_for_test.empty()              ? current_boot_id()
+         : options_.boot_id_for_test == "unreadable" ? BootId{}
+                                                        : boot_id_from_text(options_.boot_id_for_test);
+}
+
+Result<uint64_t> Store::intact_wal_prefix(const rocksdb::DBOptions& options, const std::string& path,
+                                          const std::vector<rocksdb::ColumnFamilyDescriptor>& columns) const {
+  rocksdb::DBOptions probe = options;
+  probe.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  if (auto s = rocksdb::DB::OpenForReadOnly(probe, path, columns, &handles, &raw); !s.ok()) {
+    return std::unexpected(rocks_error("cannot probe the log", s));
+  }
+  std::unique_ptr<rocksdb::DB> db(raw);
+  uint64_t last = 0;
+  rocksdb::Status status;
+  for (size_t i = 0; i < columns.size() && i < handles.size(); ++i) {
+    if (columns[i].name != kLogColumn) continue;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[i]));
+    it->SeekToLast();
+    status = it->status();
+    if (it->Valid()) last = key_seq(std::string_view(it->key().data(), it->key().size()));
+  }
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  if (!status.ok()) return std::unexpected(rocks_error("cannot probe the log", status));
+  return last;
 }
 
 Result<uint64_t> Store::last_stored_sequence() const {
@@ -537,9 +605,7 @@ Result<uint64_t> Store::checkpoint(const std::string& dir) const {
 
 Result<void> Store::recover() {
   std::string mark_path = options_.data_dir + "/acknowledged";
-  BootId boot = options_.boot_id_for_test.empty()          ? current_boot_id()
-                : options_.boot_id_for_test == "unreadable" ? BootId{}
-                                                            : boot_id_from_text(options_.boot_id_for_test);
+  BootId boot = boot_id();
   mark_lazy_ = options_.mark_sync_interval_ms > 0;
   if (mark_lazy_ && boot == BootId{}) {
     // Without a boot id an unsynced mark could never be told from a synced one.
@@ -555,7 +621,7 @@ Result<void> Store::recover() {
     if (!m) return std::unexpected(m.error());
     facts.mark = *m;
   } else {
-    auto m = AckMark::open(mark_path, boot);
+    auto m = AckMark::open(mark_path, boot, options_.file_system_for_test.get());
     if (!m) return std::unexpected(m.error());
     mark_ = std::move(*m);
     facts.mark = mark_->reading();

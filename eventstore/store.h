@@ -31,12 +31,15 @@
 
 #include <rocksdb/write_batch.h>
 
+#include "eventstore/mark.h"
 #include "eventstore/options.h"
 #include "schemas/error.h"
 #include "schemas/hash.h"
 #include "schemas/protocol.h"
 
 namespace rocksdb {
+struct ColumnFamilyDescriptor;
+struct DBOptions;
 class DB;
 class Env;
 class WriteBatch;
@@ -183,6 +186,12 @@ class Store {
   void put_derived_marks(rocksdb::WriteBatch& batch, uint64_t sequence);
   Result<void> verify_tail();
   Result<uint64_t> last_stored_sequence() const;
+  // The running boot's id (or the test's stand-in).
+  BootId boot_id() const;
+  // The last sequence of the log read up to the first damage of its WAL
+  // (a read-only open that stops there; nothing is changed).
+  Result<uint64_t> intact_wal_prefix(const rocksdb::DBOptions& options, const std::string& path,
+                                     const std::vector<rocksdb::ColumnFamilyDescriptor>& columns) const;
   Result<uint64_t> stream_version(const std::string& stream_id) const;
   Result<std::string> get_record(uint64_t sequence) const;
   void fail_read_only(const std::string& reason);
