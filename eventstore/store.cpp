@@ -485,10 +485,14 @@ Result<void> Store::open_database() {
       handles_.clear();
       rocksdb::Status retried = rocksdb::DB::Open(db, path, columns, &handles_, &raw);
       if (retried.ok()) {
-        log_->warn("recovery_dropped_damaged_wal_tail damage=\"{}\" intact_through={} acknowledged={} "
-                   "note=\"everything acknowledged is intact; the damaged records after it were never "
-                   "acknowledged (a power cut during their write)\"",
-                   s.ToString(), *intact, (*mark)->sequence);
+        // Exact mark: nothing acknowledged lies behind the damage. A mark that
+        // is a lower bound (after a reboot) leaves events acknowledged in its
+        // last milliseconds to their WAL sync alone (docs/eventstore.md): a
+        // power cut cannot damage synced bytes, a failing disk could.
+        log_->error("recovery_dropped_damaged_wal_tail damage=\"{}\" intact_through={} acknowledged={} "
+                    "mark={} note=\"the damaged records after sequence {} were never acknowledged as far as "
+                    "the mark tells (a power cut during their write)\"",
+                    s.ToString(), *intact, (*mark)->sequence, (*mark)->exact ? "exact" : "lower-bound", *intact);
         s = retried;
       }
     } else if (!intact) {

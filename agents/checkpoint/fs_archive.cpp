@@ -270,8 +270,11 @@ Outcome<void> add_tree(archive* out, archive_entry_linkresolver* links, const ch
     if (owners) {
       auto uid = static_cast<uint32_t>(archive_entry_uid(entry.get()));
       auto gid = static_cast<uint32_t>(archive_entry_gid(entry.get()));
-      if (owners->contains(uid)) archive_entry_set_uid(entry.get(), uid - owners->first);
-      if (owners->contains(gid)) archive_entry_set_gid(entry.get(), gid - owners->first);
+      // An id outside the range (a host-owned copy-up where the host's layers
+      // show the overflow id) is the overflow id inside, and stays it.
+      constexpr uint32_t kOverflowId = 65534;
+      archive_entry_set_uid(entry.get(), owners->contains(uid) ? uid - owners->first : kOverflowId);
+      archive_entry_set_gid(entry.get(), owners->contains(gid) ? gid - owners->first : kOverflowId);
     }
     archive_entry* e = entry.get();
     archive_entry* spare = nullptr;

@@ -324,7 +324,9 @@ Result<void> CgroupSet::restrict_devices(const std::vector<DeviceRule>& allowed)
 
 Result<void> CgroupSet::freeze_and_wait(std::chrono::milliseconds timeout) {
   using clock = std::chrono::steady_clock;
-  constexpr auto kRefreezeAfter = std::chrono::milliseconds(250);
+  auto it = layout_.controllers.find("freezer");
+  const bool v1 = it != layout_.controllers.end() && it->second.version == 1;
+  auto refreeze_after = std::chrono::milliseconds(250);  // doubled each time: a slow freeze keeps its progress
   auto deadline = clock::now() + timeout;
   if (auto f = freeze(); !f) return f;
   auto frozen_at = clock::now();
@@ -335,10 +337,11 @@ Result<void> CgroupSet::freeze_and_wait(std::chrono::milliseconds timeout) {
       return std::unexpected(done.error());
     }
     if (*done) return {};
-    if (clock::now() - frozen_at >= kRefreezeAfter) {
+    if (v1 && clock::now() - frozen_at >= refreeze_after) {
       (void)thaw();
       if (auto f = freeze(); !f) return f;
       frozen_at = clock::now();
+      refreeze_after *= 2;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -72,8 +72,9 @@ class CgroupSet {
   Result<void> thaw();
   Result<bool> frozen() const;
   // Freezes and waits until every task is frozen. A v1 freezer can stay in
-  // FREEZING when a task forks while it freezes; after a while without
-  // progress the group is thawed and frozen again. At the timeout the group
+  // FREEZING when a task forks while it freezes; there the group is thawed
+  // and frozen again after 250 ms, then after twice as long each time (a
+  // slow freeze keeps its progress). At the timeout the group
   // is thawed and the error names the tasks that did not freeze (state and
   // where they wait).
   Result<void> freeze_and_wait(std::chrono::milliseconds timeout);

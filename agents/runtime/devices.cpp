@@ -42,12 +42,12 @@ long bpf(int cmd, bpf_attr& attr) { return ::syscall(SYS_bpf, cmd, &attr, sizeof
 
 }  // namespace
 
-std::vector<DeviceRule> minimal_devices() {
+std::vector<DeviceRule> minimal_devices(bool own_ptys) {
   std::vector<DeviceRule> out;
   for (uint32_t minor : {3u, 5u, 7u, 8u, 9u}) out.push_back({'c', 1, minor, "rwm"});  // null zero full random urandom
   out.push_back({'c', 5, 0, "rwm"});            // tty
   out.push_back({'c', 5, 2, "rwm"});            // ptmx
-  out.push_back({'c', 136, std::nullopt, "rw"});  // the WPAR's own pseudo-terminals (devpts makes them)
+  if (own_ptys) out.push_back({'c', 136, std::nullopt, "rw"});  // the WPAR's own pseudo-terminals (devpts makes them)
   return out;
 }
 

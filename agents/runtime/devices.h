@@ -31,8 +31,10 @@ struct DeviceRule {
   bool operator==(const DeviceRule&) const = default;
 };
 
-// The devices of a WPAR's minimal /dev.
-std::vector<DeviceRule> minimal_devices();
+// The devices of a WPAR's minimal /dev; with `own_ptys`, the pseudo-terminals
+// (major 136) of a system WPAR's own devpts. An application WPAR sees the
+// host's /dev/pts, whose terminals are other users': it gets none.
+std::vector<DeviceRule> minimal_devices(bool own_ptys = true);
 
 // A rule as the v1 devices controller writes it: "c 1:3 rwm", "c 136:* rwm".
 std::string v1_rule_text(const DeviceRule& rule);

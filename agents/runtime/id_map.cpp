@@ -184,14 +184,20 @@ Result<void> write_owner_range(const std::string& fs_dir, const std::optional<Id
     if (ec) return fail(ErrorCode::kIo, fmt::format("cannot remove {}: {}", path.string(), ec.message()));
     return {};
   }
+  // Synced, renamed, and the directory synced: a power cut leaves the old
+  // record or the new one, never an empty file that stops the WPAR.
   fs::path tmp = path.string() + ".new";
-  {
-    std::ofstream out(tmp);
-    out << range->first << " " << range->count << "\n";
-    if (!out.flush()) return fail(ErrorCode::kIo, fmt::format("cannot write {}", tmp.string()));
+  std::string text = fmt::format("{} {}\n", range->first, range->count);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return std::unexpected(io_error("cannot write " + tmp.string()));
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) return std::unexpected(io_error("cannot write " + path.string()));
+  int dir = ::open(fs_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
   }
-  fs::rename(tmp, path, ec);
-  if (ec) return fail(ErrorCode::kIo, fmt::format("cannot write {}: {}", path.string(), ec.message()));
   return {};
 }
 

@@ -630,7 +630,7 @@ int supervisor_main(const std::string& wpars_root, const std::string& name,
   // Only the minimal /dev's devices, whatever nodes the WPAR can reach (an
   // application WPAR sees the host's /dev).
   if (!spec->privileged) {
-    if (auto r = set->restrict_devices(minimal_devices()); !r) {
+    if (auto r = set->restrict_devices(minimal_devices(spec->type == WparType::kSystem)); !r) {
       (void)set->remove();
       return broken(fmt::format("cannot limit the WPAR's devices: {}", r.error().message));
     }

@@ -10,6 +10,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -521,9 +522,12 @@ void enter_user_namespace(InitArgs& a, const std::function<void(const std::strin
   if (::setresgid(0, 0, 0) != 0 || ::setgroups(0, nullptr) != 0 || ::setresuid(0, 0, 0) != 0) {
     broken(errno_text("cannot become the WPAR's root user"));
   }
-  // A change of ids clears both.
+  // A change of ids clears both. A supervisor that died before the signal
+  // was armed again has closed its end of the go pipe.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   ::prctl(PR_SET_DUMPABLE, 0);
+  pollfd gone{a.go_fd, POLLIN, 0};
+  if (::poll(&gone, 1, 0) > 0) ::_exit(1);
 }
 
 // The init, in the cloned child: PID 1 of the WPAR. Never returns.
@@ -599,6 +603,12 @@ Result<void> own_file_systems(const SystemInitRequest& r, const IdRange& ids) {
   auto owner = read_owner_range(p.fs);
   if (!owner) return std::unexpected(owner.error());
   if (*owner != ids) {
+    // Host root walks a tree the WPAR's root writes into: never while a
+    // process of an earlier run could still change it under the walk.
+    if (auto left = r.cgroups->processes(); !left || !left->empty()) {
+      return fail(ErrorCode::kUnavailable, "processes of an earlier run of the WPAR are still alive; stop it "
+                                           "(`wpm-agent stopwpar -F`) and start it again");
+    }
     uint32_t from = *owner ? (*owner)->first : 0;
     uint32_t count = *owner ? (*owner)->count : ids.count;
     if (auto moved = shift_ownership(p.fs, from, ids.first, std::min(count, ids.count)); !moved) {
@@ -647,6 +657,13 @@ std::string read_report(int fd) {
 }
 
 }  // namespace
+
+Result<void> can_idmap_host_layers() {
+  auto userns = idmappable_host_layers(IdRange{kFirstWparId, kWparIdCount}, list_host_root());
+  if (!userns) return std::unexpected(userns.error());
+  ::close(*userns);
+  return {};
+}
 
 std::string wpar_hostname(const WparSpec& spec) {
   return spec.hostname.empty() ? spec.name : spec.hostname;

@@ -71,6 +71,11 @@ struct SystemInitRequest {
   UserNamespaceReport* user_namespace = nullptr;
 };
 
+// Whether this host can show its layers to a system WPAR through idmapped
+// copies (else they appear as owned by the overflow id, read-only): the
+// reason when not.
+Result<void> can_idmap_host_layers();
+
 // Creates the WPAR's directories, clones the init and returns its pid (in the
 // caller's PID namespace) once the WPAR's root is built and its command runs,
 // or why it could not start (the init is then gone and its veth detached).

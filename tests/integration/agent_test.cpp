@@ -608,11 +608,12 @@ TEST_F(Agent, ASystemWparCheckpointedOnOneAgentRestartsOnAnotherWithItsFileSyste
       "mkwpar", "-c", "-n", "sys", "-s", "--", "/bin/sh", "-c",
       "[ -n \"$WPM_RESTORE_DIR\" ] || echo from-a > /wpm-agent-ckpt || exit 9\nexec \"$@\"",
       "sh"};
-  for (const auto& arg : counter()) made.push_back(arg);
+  // The counter writes at its root (what the WPAR's root owns, whether or not
+  // the host's layers are idmapped here): into the upper layer.
+  for (const auto& arg : counter()) made.push_back(arg == std::string(dir_ / "count") ? "/count" : arg);
   auto mk = agent(data_a(), made);
   ASSERT_EQ(mk.exit_code, 0) << mk.err;
-  // Inside the WPAR the counter writes into the upper layer of its root.
-  std::string count_a = data_a() + "/wpars/sys/fs/upper" + std::string(dir_ / "count");
+  std::string count_a = data_a() + "/wpars/sys/fs/upper/count";
   ASSERT_TRUE(wait_until([&] { return !read_file(count_a).empty(); }, 10s));
   std::string state = dir_ / "statefile";
   auto ck = agent(data_a(), {"chkptwpar", "-d", state, "-k", "sys"});

@@ -88,8 +88,11 @@ class FaultWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
   IOStatus sync(const IOOptions& options, IODebugContext* dbg, bool full) {
     if (auto s = fs_.before_sync(name_); !s.ok()) return s;
     if (fs_.power_cut()) return IOStatus::OK();
+    // What the sync covers is what was appended before it started: bytes
+    // another thread appends meanwhile need a sync of their own.
+    uint64_t covered = fs_.size_of(name_);
     auto s = full ? target()->Fsync(options, dbg) : target()->Sync(options, dbg);
-    if (s.ok()) fs_.synced(name_);
+    if (s.ok()) fs_.synced(name_, covered);
     return s;
   }
   FaultFileSystem& fs_;
@@ -325,11 +328,16 @@ IOStatus FaultFileSystem::before_sync(const std::string& name) {
   return IOStatus::OK();
 }
 
-void FaultFileSystem::synced(const std::string& name) {
+uint64_t FaultFileSystem::size_of(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  return files_[name].size;
+}
+
+void FaultFileSystem::synced(const std::string& name, uint64_t covered) {
   syncs_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(mutex_);
   File& f = files_[name];
-  f.synced = f.size;
+  f.synced = std::max(f.synced, std::min(covered, f.size));
 }
 
 void FaultFileSystem::written_at(const std::string& name, uint64_t offset, uint64_t length) {
@@ -386,6 +394,7 @@ std::vector<std::string> FaultFileSystem::apply_loss(Loss loss, uint64_t seed) {
     if (f.image) {  // a random-write file: back to its synced image, or garbled where written since
       std::string now = read_whole(name);
       std::string after = *f.image;
+      if (loss == Loss::kTornTail && random() % 2 == 0) after = now;  // written back after all
       if (loss == Loss::kGarble) {
         after = now;
         for (auto [offset, length] : f.dirty) {
@@ -404,7 +413,11 @@ std::vector<std::string> FaultFileSystem::apply_loss(Loss loss, uint64_t seed) {
     uint64_t on_disk = fs::file_size(name, ec);
     if (ec || on_disk <= f.synced) continue;
     uint64_t keep = f.synced;
-    if (loss == Loss::kGarble) {
+    if (loss == Loss::kTornTail) {
+      // Writeback got some way: a prefix of the unsynced tail, intact.
+      uint64_t tail = std::min(on_disk, f.size) - f.synced;
+      keep = f.synced + (tail == 0 ? 0 : random() % (tail + 1));
+    } else if (loss == Loss::kGarble) {
       // Some of the unsynced tail reached the disk, as garbage.
       uint64_t tail = std::min(on_disk, f.size) - f.synced;
       uint64_t garbled = tail == 0 ? 0 : random() % (tail + 1);
@@ -418,7 +431,9 @@ std::vector<std::string> FaultFileSystem::apply_loss(Loss loss, uint64_t seed) {
       keep = f.synced + garbled;
     }
     fs::resize_file(name, keep, ec);
-    changed.push_back(fmt::format("{}: {} of {} bytes kept ({} synced)", name, keep, on_disk, f.synced));
+    if (keep != on_disk) {
+      changed.push_back(fmt::format("{}: {} of {} bytes kept ({} synced)", name, keep, on_disk, f.synced));
+    }
   }
   files_.clear();
   return changed;

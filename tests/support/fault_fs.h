@@ -11,7 +11,8 @@
 // and changes nothing), as for processes that have not noticed yet. Once the
 // store above is gone, apply_loss() leaves on the disk what a real one could
 // hold after the cut: every byte past the last sync of its file dropped (or
-// garbled: cut at a random point and filled with random bytes), files made
+// kept up to a random point, or garbled: cut at a random point and filled
+// with random bytes), files made
 // since their directory's last sync removed, renames not made durable
 // undone, and a random-write file (the mark) back at its last synced image
 // (or garbled where it was written since). Deletions count as durable at
@@ -42,7 +43,11 @@ class FaultFileSystem : public rocksdb::FileSystemWrapper {
   explicit FaultFileSystem(std::shared_ptr<rocksdb::FileSystem> target = rocksdb::FileSystem::Default());
   const char* Name() const override { return "WpmFaultFileSystem"; }
 
-  enum class Loss { kDrop, kGarble };
+  // kDrop: nothing unsynced is kept. kTornTail: a random prefix of each
+  // file's unsynced tail is kept intact (writeback got that far), and a mark
+  // written since its sync may be kept. kGarble: a random part of it is kept
+  // as random bytes.
+  enum class Loss { kDrop, kTornTail, kGarble };
   void cut_power() { cut_.store(true, std::memory_order_release); }
   // The power goes right after the `n`th write from now (any file) reached
   // the disk, before anything syncs it.
@@ -87,7 +92,8 @@ class FaultFileSystem : public rocksdb::FileSystemWrapper {
   void appended(const std::string& name, uint64_t end);
   void truncated(const std::string& name, uint64_t size);
   rocksdb::IOStatus before_sync(const std::string& name);
-  void synced(const std::string& name);
+  uint64_t size_of(const std::string& name);
+  void synced(const std::string& name, uint64_t covered);
   void written_at(const std::string& name, uint64_t offset, uint64_t length);
   void image_synced(const std::string& name, std::string image);
   void directory_synced(const std::string& dir);

@@ -2,6 +2,7 @@
 // wpm-demo-counter workload (root).
 
 #include "agents/checkpoint/cooperative.h"
+#include "agents/runtime/system_wpar.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -111,6 +112,14 @@ class Cooperative : public ::testing::Test {
                     "--state-bytes",
                     std::to_string(state_bytes)};
     spec.checkpointable = true;
+    // Changing the host's files in its upper layer (kChangeFileSystems) takes
+    // a root that owns them inside: its own user namespace where the host can
+    // idmap its layers, else (an overlayfs root) a privileged WPAR.
+    if (auto idmap = runtime::can_idmap_host_layers(); !idmap) {
+      std::printf("the host's layers cannot be idmapped here (%s): a privileged WPAR changes them\n",
+                  idmap.error().message.c_str());
+      spec.privileged = true;
+    }
     return start_spec(std::move(spec));
   }
   // The counter's count as the system WPAR writes it: in its private /home.
