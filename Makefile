@@ -10,7 +10,7 @@ CMAKE_ARGS ?=
 # pass over 100,000 WPARs spends much of its time on TLB misses without them.
 MALLOC_ENV ?= GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 
-.PHONY: all deps configure build run test bench soak check clean
+.PHONY: all deps configure build run test bench soak fuzz check clean
 
 all: build
 
@@ -54,6 +54,17 @@ soak: build
 	cd $(BUILD) && WPM_POWER_CUT_ROUNDS=500 ./eventstore/eventstore_tests --gtest_filter='PowerCut.*' 
 	cd $(BUILD) && WPM_RELOCATION_KILL_POINTS=all ./tests/integration/integration_lifecycle_test \
 		--gtest_filter='*KilledAtItsSteps*'
+
+# Every decoder of untrusted bytes fuzzed with AFL++ (GCC, assembler instrumentation) under ASan and
+# UBSan, FUZZ_SECONDS per target (tests/fuzz/README.md); `make test` replays the
+# corpus with mutations.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v afl-g++-fast >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends afl++
+	@AFL_CC_COMPILER=GCC CC=afl-gcc CXX=afl-g++ cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@AFL_CC_COMPILER=GCC AFL_USE_ASAN=1 AFL_USE_UBSAN=1 AFL_QUIET=1 cmake --build $(FUZZ_BUILD) -j $(JOBS) --target wpm-fuzz
+	bash tests/fuzz/run.sh $(FUZZ_BUILD)/bin/wpm-fuzz $(FUZZ_SECONDS)
 
 # Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate folder.
 check: deps
