@@ -3,8 +3,7 @@
 // write). One binary, one target per name:
 //
 //   wpm-fuzz TARGET [FILE...]        decode each FILE (stdin when none): what
-//                                    AFL++ runs (persistent mode when built
-//                                    with afl-g++-fast, `make fuzz`)
+//                                    AFL++ runs (`make fuzz`)
 //   wpm-fuzz --list                  the targets
 //   wpm-fuzz --replay DIR [--mutations N] [--seed S]
 //                                    every target on its corpus DIR/TARGET/*
@@ -42,10 +41,6 @@
 #include "schemas/codec.h"
 #include "schemas/record.h"
 #include "services/wpmd/config.h"
-
-#ifdef __AFL_FUZZ_TESTCASE_LEN
-__AFL_FUZZ_INIT();
-#endif
 
 namespace {
 
@@ -237,16 +232,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "wpm-fuzz: unknown target %s; see wpm-fuzz --list\n", args[0].c_str());
     return 2;
   }
-#ifdef __AFL_FUZZ_TESTCASE_LEN
-  if (args.size() == 1) {
-    __AFL_INIT();
-    unsigned char* buf = __AFL_FUZZ_TESTCASE_BUF;
-    while (__AFL_LOOP(10000)) {
-      it->second(std::string_view(reinterpret_cast<const char*>(buf), __AFL_FUZZ_TESTCASE_LEN));
-    }
-    return 0;
-  }
-#endif
   if (args.size() == 1) {
     it->second(slurp(std::cin));
     return 0;
