@@ -83,6 +83,39 @@ class PowerCut : public ::testing::Test {
     if (!child_) fs::remove_all(options_.data_dir, ec);
   }
   void fail_a_sync(size_t events);
+  // `batches` acknowledged (remembered in acked_), the mark synced, then the
+  // power goes before anything is flushed: the events are in the WAL alone.
+  // Returns the WAL file (empty on a failure, reported).
+  fs::path acknowledged_in_the_wal_alone(uint64_t batches, uint64_t seed) {
+    options_.boot_id_for_test = "one boot";
+    options_.write_buffer_bytes = 64u << 20;
+    auto disk = std::make_shared<FaultFileSystem>();
+    options_.file_system_for_test = disk;
+    {
+      auto store = Store::open(options_, log_);
+      if (!store) {
+        ADD_FAILURE() << store.error().message;
+        return {};
+      }
+      std::mt19937_64 random(seed);
+      for (uint64_t n = 0; n < batches; ++n) {
+        auto out = (*store)->commit(std::vector<AppendRequest>{batch(random, 0, n)}, kNow);
+        if (!out.results[0]) {
+          ADD_FAILURE() << out.results[0].error().message;
+          return {};
+        }
+        for (const auto& c : out.committed) acked_[c.sequence] = digest(c.record);
+      }
+      (*store)->sync_mark(true);
+      disk->cut_power();  // the close's flush goes nowhere
+    }
+    options_.file_system_for_test.reset();
+    fs::path wal;
+    for (const auto& e : fs::directory_iterator(fs::path(options_.data_dir) / "log")) {
+      if (e.path().extension() == ".log" && fs::file_size(e.path()) > 0) wal = e.path();
+    }
+    return wal;
+  }
 
   // Opens "after the reboot" of `round` and checks everything acknowledged so far.
   std::unique_ptr<Store> reopen_and_check(const std::string& boot, const std::shared_ptr<FaultFileSystem>& disk) {
@@ -226,25 +259,7 @@ TEST_F(PowerCut, EveryAcknowledgedEventSurvivesACutAndTheChainVerifies) {
 // shorter log.
 TEST_F(PowerCut, DamageBeforeTheMarkRefusesToOpenNamingTheFirstMissingSequence) {
   options_.mark_sync_interval_ms = 0;  // an exact mark
-  options_.boot_id_for_test = "one boot";
-  options_.write_buffer_bytes = 64u << 20;  // no flush: the events are in the WAL alone
-  auto disk = std::make_shared<FaultFileSystem>();
-  options_.file_system_for_test = disk;
-  {
-    auto store = Store::open(options_, log_);
-    ASSERT_TRUE(store.has_value()) << store.error().message;
-    std::mt19937_64 random(7);
-    for (uint64_t n = 0; n < 200; ++n) {
-      auto out = (*store)->commit(std::vector<AppendRequest>{batch(random, 0, n)}, kNow);
-      ASSERT_TRUE(out.results[0].has_value());
-    }
-    disk->cut_power();  // the close's flush goes nowhere
-  }
-  options_.file_system_for_test.reset();
-  fs::path wal;
-  for (const auto& e : fs::directory_iterator(fs::path(options_.data_dir) / "log")) {
-    if (e.path().extension() == ".log" && fs::file_size(e.path()) > 0) wal = e.path();
-  }
+  fs::path wal = acknowledged_in_the_wal_alone(200, 7);
   ASSERT_FALSE(wal.empty());
   {
     std::fstream f(wal, std::ios::in | std::ios::out | std::ios::binary);
@@ -265,27 +280,7 @@ TEST_F(PowerCut, DamageBeforeTheMarkRefusesToOpenNamingTheFirstMissingSequence) 
 // tolerates): the store opens without them, every acknowledged event kept,
 // and says so in its log.
 TEST_F(PowerCut, AGarbledWalTailAfterEveryAcknowledgedEventIsDroppedAndTheStoreOpens) {
-  options_.boot_id_for_test = "one boot";
-  options_.write_buffer_bytes = 64u << 20;  // no flush: the events are in the WAL alone
-  auto disk = std::make_shared<FaultFileSystem>();
-  options_.file_system_for_test = disk;
-  {
-    auto store = Store::open(options_, log_);
-    ASSERT_TRUE(store.has_value()) << store.error().message;
-    std::mt19937_64 random(11);
-    for (uint64_t n = 0; n < 100; ++n) {
-      auto out = (*store)->commit(std::vector<AppendRequest>{batch(random, 0, n)}, kNow);
-      ASSERT_TRUE(out.results[0].has_value());
-      for (const auto& c : out.committed) acked_[c.sequence] = digest(c.record);
-    }
-    (*store)->sync_mark(true);
-    disk->cut_power();
-  }
-  options_.file_system_for_test.reset();
-  fs::path wal;
-  for (const auto& e : fs::directory_iterator(fs::path(options_.data_dir) / "log")) {
-    if (e.path().extension() == ".log" && fs::file_size(e.path()) > 0) wal = e.path();
-  }
+  fs::path wal = acknowledged_in_the_wal_alone(100, 11);
   ASSERT_FALSE(wal.empty());
   {
     std::ofstream f(wal, std::ios::app | std::ios::binary);
